@@ -1,0 +1,291 @@
+"""Typed configuration, read from TOML.
+
+Every key is validated on load; a bad key or value raises :class:`ConfigError` whose
+message names the key, so that ``mailhaven serve`` can stop with one clear line and
+no traceback. Durations are written ``30s``, ``5m``, ``4h``, ``5d``; sizes ``20K``,
+``50M``, ``1G``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration file names an unknown key or holds a bad value."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_size(value: str | int, key: str = "size") -> int:
+    """``"50M"`` -> 52428800. Integers are taken as bytes."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a size like 50M, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{key}: size must not be negative")
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise ConfigError(f"{key}: expected a size like 20K, 50M or 1G, got {value!r}")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
+
+
+def parse_duration(value: str | int | float, key: str = "duration") -> float:
+    """``"5m"`` -> 300.0 seconds. Bare numbers are seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration like 30s, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        raise ConfigError(f"{key}: expected a duration like 30s, 5m, 4h or 5d, got {value!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_hostport(value: str, key: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:2525"`` / ``"[::1]:25"`` -> (host, port); ``""`` -> None (disabled)."""
+    if value == "":
+        return None
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise ConfigError(f"{key}: expected host:port, got {value!r}")
+    return host or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenConfig:
+    """Listener addresses; an empty string disables a listener."""
+
+    smtp: str = "127.0.0.1:2525"
+    submission: str = "127.0.0.1:2587"
+    submissions: str = "127.0.0.1:2465"
+    imap: str = "127.0.0.1:2143"
+    imaps: str = "127.0.0.1:2993"
+    pop3: str = "127.0.0.1:2110"
+    pop3s: str = "127.0.0.1:2995"
+    http: str = "127.0.0.1:8080"
+
+    def address(self, name: str) -> tuple[str, int] | None:
+        return parse_hostport(getattr(self, name), f"listen.{name}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSConfig:
+    """Certificate and key; both empty means a self-signed pair generated in the data dir."""
+
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    backend: str = "sqlite"
+    dsn: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    message_size: int = 50 * 1024 * 1024
+    recipients: int = 100
+    line_length: int = 4096
+    connections: int = 1000
+    connections_per_ip: int = 100
+    auth_failures: int = 5
+    smtp_idle: float = 300.0
+    smtp_data_idle: float = 180.0
+    imap_idle: float = 1800.0
+    pop3_idle: float = 600.0
+    imap_literal: int = 64 * 1024 * 1024
+    errors_per_session: int = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecurityConfig:
+    # Like Dovecot's login_trusted_networks for plaintext auth: loopback counts as secure.
+    loopback_is_secure: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueConfig:
+    retry: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
+    warn_after: float = 4 * 3600.0
+    expire: float = 5 * 86400.0
+    concurrency: int = 50
+    per_domain: int = 5
+    lease: float = 300.0
+    poll: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DNSConfig:
+    nameservers: tuple[str, ...] = ()
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayConfig:
+    """Smarthost for all outbound mail, and per-domain routes (domain -> host:port)."""
+
+    host: str = ""
+    username: str = ""
+    password: str = ""
+    tls: str = "opportunistic"  # "opportunistic" | "required" | "implicit" | "none"
+    routes: dict[str, str] = field(default_factory=dict)
+    require_tls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    hostname: str = "localhost"
+    data_dir: Path = Path("data")
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    log_level: str = "info"
+    log_format: str = "text"  # "text" | "json"
+
+    def is_trusted(self, peer_ip: str) -> bool:
+        """Does a connection from ``peer_ip`` count as secure for plaintext passwords?"""
+        if not self.security.loopback_is_secure:
+            return False
+        try:
+            return ipaddress.ip_address(peer_ip.split("%")[0]).is_loopback
+        except ValueError:
+            return peer_ip in ("", "unix")
+
+
+_SIZE_KEYS = {"message_size", "imap_literal"}
+_DURATION_KEYS = {
+    "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
+    "lease", "poll", "timeout",
+}
+
+
+def _coerce(section: str, name: str, default: Any, value: Any) -> Any:
+    key = f"{section}.{name}" if section else name
+    if name in _SIZE_KEYS:
+        return parse_size(value, key)
+    if name in _DURATION_KEYS:
+        return parse_duration(value, key)
+    if section == "queue" and name == "retry":
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{key}: expected a non-empty list of durations")
+        return tuple(parse_duration(v, key) for v in value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{key}: expected a non-negative whole number, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings")
+        return tuple(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{key}: expected a table of strings")
+        return dict(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported value {value!r}")
+
+
+def _build_section(section: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: expected a table")
+    defaults = cls()
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in known:
+            raise ConfigError(f"{section}.{name}: unknown key")
+        values[name] = _coerce(section, name, getattr(defaults, name), value)
+    return replace(defaults, **values)
+
+
+_SECTIONS: dict[str, type] = {
+    "listen": ListenConfig,
+    "tls": TLSConfig,
+    "store": StoreConfig,
+    "limits": LimitsConfig,
+    "security": SecurityConfig,
+    "queue": QueueConfig,
+    "dns": DNSConfig,
+    "relay": RelayConfig,
+}
+
+
+def config_from_dict(raw: dict[str, Any], data_dir: Path) -> Config:
+    values: dict[str, Any] = {"data_dir": data_dir}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            values[key] = _build_section(key, _SECTIONS[key], value)
+        elif key in ("hostname", "log_level", "log_format"):
+            values[key] = _coerce("", key, "", value)
+        else:
+            raise ConfigError(f"{key}: unknown key")
+    config = Config(**values)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    for f in fields(ListenConfig):
+        config.listen.address(f.name)
+    if config.store.backend not in ("sqlite", "postgres"):
+        raise ConfigError(f"store.backend: expected 'sqlite' or 'postgres', got {config.store.backend!r}")
+    if config.store.backend == "postgres" and not config.store.dsn:
+        raise ConfigError("store.dsn: required when store.backend is 'postgres'")
+    if bool(config.tls.cert) != bool(config.tls.key):
+        raise ConfigError("tls: set both cert and key, or neither")
+    for name in ("cert", "key"):
+        path = getattr(config.tls, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"tls.{name}: no such file {path!r}")
+    if config.relay.tls not in ("opportunistic", "required", "implicit", "none"):
+        raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("log_format: expected 'text' or 'json'")
+    if config.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level: expected debug, info, warning or error")
+
+
+def load_config(data_dir: Path | str = "data", config_file: Path | str | None = None) -> Config:
+    """Load ``config_file``, or ``DATA/mailhaven.toml`` when present, or the defaults."""
+    data = Path(data_dir)
+    path = Path(config_file) if config_file else data / "mailhaven.toml"
+    if config_file is None and not path.exists():
+        return config_from_dict({}, data)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config_from_dict(raw, data)
