@@ -68,6 +68,16 @@ class Account:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScramCredentials:
+    """RFC 5802 / 7677 server-side secrets for SCRAM-SHA-256 (no password is stored)."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
 class Mailbox:
     id: int
     account_id: int
@@ -227,6 +237,10 @@ class Store(Protocol):
 
     async def authenticate(self, address: str, password: str) -> Account | None:
         """Verify an argon2id hash off the event loop; None on any failure."""
+        ...
+
+    async def get_scram(self, address: str) -> ScramCredentials | None:
+        """SCRAM-SHA-256 secrets for the account, None when unknown."""
         ...
 
     # -- aliases ------------------------------------------------------------

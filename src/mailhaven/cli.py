@@ -1,0 +1,336 @@
+"""The ``mailhaven`` command: serve, and the admin commands that work while it runs.
+
+Every command takes ``--data DIR`` (default ``./data``) and ``--config FILE`` (default
+``DIR/mailhaven.toml`` when present). Errors are one line on stderr and exit status 1
+(2 for usage); never a traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import getpass
+import importlib
+import importlib.util
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .config import Config, ConfigError, load_config, parse_size
+from .store import create_store
+from .store.api import Store, StoreError
+
+T = TypeVar("T")
+
+# Modules that add subcommands with ``register(subparsers)``; missing ones are skipped.
+CLI_MODULES = (
+    "mailhaven.queue.cli",
+    "mailhaven.auth.cli",
+    "mailhaven.ua.cli",
+    "mailhaven.transfer.cli",
+    "mailhaven.web.cli",
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def load(args: argparse.Namespace) -> Config:
+    return load_config(args.data, args.config)
+
+
+async def open_store(args: argparse.Namespace) -> Store:
+    store = create_store(load(args))
+    await store.open()
+    return store
+
+
+def with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store, run ``fn(store)``, close it; for short admin commands."""
+
+    async def run() -> T:
+        store = await open_store(args)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def read_password(args: argparse.Namespace) -> str:
+    if getattr(args, "password_stdin", False):
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CommandError("passwords do not match")
+    else:
+        raise CommandError("no password: use --password-stdin, or run in a terminal")
+    if not password:
+        raise CommandError("empty password")
+    return password
+
+
+def _quota(value: str | None) -> int | None:
+    if value is None or value.lower() in ("", "none", "unlimited", "0"):
+        return None
+    try:
+        return parse_size(value, "--quota")
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+# -- serve ----------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import logs
+    from .app import Running, serve
+
+    config = load(args)
+    logs.setup(config.log_level, config.log_format)
+    log = logs.Log("server")
+
+    def ready(running: Running) -> None:
+        print(f"Mailhaven {__import__('mailhaven').__version__} serving {config.hostname}, "
+              f"data in {config.data_dir.resolve()} ({config.store.backend})", flush=True)
+        for name, (host, port) in running.listeners.items():
+            print(f"  {name:<12} {host}:{port}", flush=True)
+        print("Log in everywhere with a full address and its password; add one with:\n"
+              f"  mailhaven --data {args.data} domain add example.org\n"
+              f"  mailhaven --data {args.data} user add you@example.org --password-stdin", flush=True)
+        print("Ready.", flush=True)
+
+    try:
+        asyncio.run(serve(config, log, ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise CommandError(f"cannot start: {exc}") from None
+    return 0
+
+
+# -- domains --------------------------------------------------------------------------
+def cmd_domain(args: argparse.Namespace) -> int:
+    if args.action == "add":
+        with_store(args, lambda s: s.add_domain(args.name))
+        print(f"domain {args.name} added")
+    elif args.action == "remove":
+        with_store(args, lambda s: s.remove_domain(args.name))
+        print(f"domain {args.name} removed")
+    else:
+        for d in with_store(args, lambda s: s.list_domains()):
+            print(d.name)
+    return 0
+
+
+# -- users ----------------------------------------------------------------------------
+def _human(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    if args.action == "add":
+        password = read_password(args)
+        quota = _quota(args.quota)
+        acct = with_store(args, lambda s: s.add_account(args.address, password, quota=quota))
+        print(f"user {acct.address} added (quota {_human(acct.quota)})")
+    elif args.action == "passwd":
+        password = read_password(args)
+        with_store(args, lambda s: s.set_password(args.address, password))
+        print(f"password of {args.address} changed")
+    elif args.action == "set":
+        if args.quota is None:
+            raise CommandError("nothing to set: give --quota SIZE")
+        quota = _quota(args.quota)
+        with_store(args, lambda s: s.set_quota(args.address, quota))
+        print(f"quota of {args.address} set to {_human(quota)}")
+    elif args.action == "remove":
+        with_store(args, lambda s: s.remove_account(args.address))
+        print(f"user {args.address} removed")
+    else:
+        accounts = with_store(args, lambda s: s.list_accounts())
+        if args.json:
+            print(json.dumps([{"address": a.address, "quota": a.quota, "used": a.used} for a in accounts]))
+        else:
+            for a in accounts:
+                print(f"{a.address:<40} used {_human(a.used):>8}  quota {_human(a.quota)}")
+    return 0
+
+
+# -- aliases --------------------------------------------------------------------------
+def cmd_alias(args: argparse.Namespace) -> int:
+    if args.action == "add":
+        if not args.targets:
+            raise CommandError("alias add needs at least one TARGET address")
+        with_store(args, lambda s: s.add_alias(args.address, args.targets))
+        print(f"alias {args.address} -> {', '.join(args.targets)}")
+    elif args.action == "remove":
+        with_store(args, lambda s: s.remove_alias(args.address))
+        print(f"alias {args.address} removed")
+    else:
+        for address, targets in with_store(args, lambda s: s.list_aliases()).items():
+            print(f"{address} -> {', '.join(targets)}")
+    return 0
+
+
+# -- mailboxes ------------------------------------------------------------------------
+def _first_address(addrs: list[dict[str, str]]) -> str:
+    if not addrs:
+        return ""
+    a = addrs[0]
+    return f"{a['name']} <{a['email']}>" if a.get("name") else a.get("email", "")
+
+
+def cmd_mailbox(args: argparse.Namespace) -> int:
+    async def listing(store: Store) -> list[dict[str, Any]]:
+        acct = await store.get_account(args.address)
+        box = await store.get_mailbox(acct.id, args.folder)
+        return [
+            {"uid": m.uid, "size": m.size,
+             "date": datetime.datetime.fromtimestamp(m.internal_date, datetime.UTC).isoformat(timespec="seconds"),
+             "from": _first_address(m.summary.get("from", [])), "subject": m.summary.get("subject", ""),
+             "message_id": m.summary.get("message_id", ""), "flags": sorted(m.flags)}
+            for m in await store.list_messages(box.id, with_summary=True)
+        ]
+
+    async def show(store: Store) -> bytes:
+        acct = await store.get_account(args.address)
+        box = await store.get_mailbox(acct.id, args.folder)
+        found = await store.get_messages(box.id, [args.uid], with_summary=False)
+        if not found:
+            raise CommandError(f"no message with uid {args.uid} in {box.name}")
+        return await store.read_blob(found[0].blob_id)
+
+    async def folders(store: Store) -> list[dict[str, Any]]:
+        acct = await store.get_account(args.address)
+        return [{"name": b.name, "special_use": b.special_use, "messages": b.messages, "unseen": b.unseen,
+                 "size": b.size} for b in await store.list_mailboxes(acct.id, counts=True)]
+
+    if args.action == "show":
+        sys.stdout.buffer.write(with_store(args, show))
+        sys.stdout.flush()
+    elif args.action == "folders":
+        rows = with_store(args, folders)
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            for r in rows:
+                print(f"{r['name']:<30} {r['messages']:>6} messages {r['unseen']:>6} unseen {_human(r['size']):>8}")
+    else:
+        rows = with_store(args, listing)
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False))
+        else:
+            for r in rows:
+                print(f"{r['uid']:>6} {r['size']:>8} {r['date']} {r['from'][:30]:<30} {r['subject'][:60]}"
+                      f"  {r['message_id']} {' '.join(r['flags'])}")
+    return 0
+
+
+# -- config ---------------------------------------------------------------------------
+def cmd_config(args: argparse.Namespace) -> int:
+    config = load(args)
+    for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http"):
+        address = config.listen.address(name)
+        print(f"listen.{name:<12} {'disabled' if address is None else f'{address[0]}:{address[1]}'}")
+    print(f"store.backend       {config.store.backend}")
+    print(f"hostname            {config.hostname}")
+    print("configuration OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailhaven", description="Mailhaven mail server")
+    parser.add_argument("--data", default="data", help="data directory (default ./data)")
+    parser.add_argument("--config", default=None, help="config file (default DATA/mailhaven.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the server")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("domain", help="manage local domains")
+    dsub = p.add_subparsers(dest="action", required=True)
+    for action in ("add", "remove"):
+        dsub.add_parser(action).add_argument("name")
+    dsub.add_parser("list")
+    p.set_defaults(func=cmd_domain)
+
+    p = sub.add_parser("user", help="manage accounts")
+    usub = p.add_subparsers(dest="action", required=True)
+    a = usub.add_parser("add")
+    a.add_argument("address")
+    a.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    a.add_argument("--quota", default=None, help="e.g. 500M; default unlimited")
+    a = usub.add_parser("passwd")
+    a.add_argument("address")
+    a.add_argument("--password-stdin", action="store_true")
+    a = usub.add_parser("set")
+    a.add_argument("address")
+    a.add_argument("--quota", default=None)
+    usub.add_parser("remove").add_argument("address")
+    usub.add_parser("list").add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("alias", help="manage aliases (@domain is a catch-all)")
+    asub = p.add_subparsers(dest="action", required=True)
+    a = asub.add_parser("add")
+    a.add_argument("address")
+    a.add_argument("targets", nargs="*")
+    asub.add_parser("remove").add_argument("address")
+    asub.add_parser("list")
+    p.set_defaults(func=cmd_alias)
+
+    p = sub.add_parser("mailbox", help="look into an account's mail")
+    msub = p.add_subparsers(dest="action", required=True)
+    a = msub.add_parser("list")
+    a.add_argument("address")
+    a.add_argument("--folder", default="INBOX")
+    a.add_argument("--json", action="store_true")
+    a = msub.add_parser("show")
+    a.add_argument("address")
+    a.add_argument("uid", type=int)
+    a.add_argument("--folder", default="INBOX")
+    a = msub.add_parser("folders")
+    a.add_argument("address")
+    a.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_mailbox)
+
+    p = sub.add_parser("config", help="configuration")
+    csub = p.add_subparsers(dest="action", required=True)
+    csub.add_parser("check")
+    p.set_defaults(func=cmd_config)
+
+    for module_name in CLI_MODULES:
+        try:
+            spec = importlib.util.find_spec(module_name)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None:
+            importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    args.data = str(Path(args.data))
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, StoreError, CommandError) as exc:
+        print(f"mailhaven: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

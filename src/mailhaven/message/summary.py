@@ -1,0 +1,174 @@
+"""The parsed summary of a message, computed once at delivery and stored beside it.
+
+Protocols serve lists, envelopes, previews and search from the summary instead of
+re-parsing the bytes. ``summarize`` never raises: real-world mail is malformed in every
+way the corpus shows, and a field that cannot be parsed is simply left empty.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from email import policy
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesParser
+from typing import Any
+
+PREVIEW_CHARS = 256
+INDEX_TEXT_LIMIT = 256 * 1024
+
+_compat = policy.compat32
+
+
+def decode_header_value(value: object) -> str:
+    """RFC 2047 encoded-words to text, tolerant of every breakage."""
+    if value is None:
+        return ""
+    raw = str(value)
+    try:
+        return str(make_header(decode_header(raw))).strip()
+    except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
+        return raw.strip()
+
+
+def parse_addresses(values: list[str]) -> list[dict[str, str]]:
+    out = []
+    try:
+        pairs = email.utils.getaddresses([decode_header_value(v) for v in values])
+    except Exception:  # noqa: BLE001
+        return []
+    for name, addr in pairs:
+        if not name and not addr:
+            continue
+        out.append({"name": name, "email": addr})
+    return out
+
+
+def _decoded_text(part: Message) -> str:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001
+        return ""
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("utf-8", errors="replace")
+
+
+def html_to_text(html: str) -> str:
+    from .html import html_to_text as convert
+
+    return convert(html)
+
+
+def body_text(msg: Message) -> tuple[str, bool, list[dict[str, Any]]]:
+    """(readable text of the message, has attachments, attachment list)."""
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[dict[str, Any]] = []
+    try:
+        parts = list(msg.walk())
+    except Exception:  # noqa: BLE001
+        parts = [msg]
+    for part in parts:
+        try:
+            if part.is_multipart():
+                continue
+            ctype = part.get_content_type()
+            disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+            filename = part.get_filename()
+        except Exception:  # noqa: BLE001
+            continue
+        if disposition == "attachment" or (filename and not ctype.startswith("text/")):
+            attachments.append({"filename": decode_header_value(filename) if filename else "",
+                                "type": ctype})
+            continue
+        if ctype == "text/plain":
+            plain.append(_decoded_text(part))
+        elif ctype == "text/html":
+            html.append(_decoded_text(part))
+    if plain:
+        text = "\n".join(plain)
+    elif html:
+        text = "\n".join(html_to_text(h) for h in html)
+    else:
+        text = ""
+    return text, bool(attachments), attachments
+
+
+def summarize(raw: bytes) -> dict[str, Any]:
+    """Headers, addresses, preview and index text of one message."""
+    try:
+        msg = BytesParser(policy=_compat).parsebytes(raw)
+    except Exception:  # noqa: BLE001
+        return {"subject": "", "from": [], "to": [], "cc": [], "preview": "", "text": ""}
+
+    def header(name: str) -> str:
+        try:
+            return decode_header_value(msg.get(name))
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def all_values(name: str) -> list[str]:
+        try:
+            return [str(v) for v in (msg.get_all(name) or [])]
+        except Exception:  # noqa: BLE001
+            return []
+
+    date_ts: float | None = None
+    try:
+        parsed = email.utils.parsedate_to_datetime(str(msg.get("Date", "")))
+        date_ts = parsed.timestamp() if parsed else None
+    except Exception:  # noqa: BLE001
+        date_ts = None
+    text, has_attachment, attachments = body_text(msg)
+    preview = " ".join(text.split())[:PREVIEW_CHARS]
+    summary: dict[str, Any] = {
+        "subject": header("Subject"),
+        "from": parse_addresses(all_values("From")),
+        "sender": parse_addresses(all_values("Sender")),
+        "reply_to": parse_addresses(all_values("Reply-To")),
+        "to": parse_addresses(all_values("To")),
+        "cc": parse_addresses(all_values("Cc")),
+        "bcc": parse_addresses(all_values("Bcc")),
+        "date": date_ts,
+        "date_header": header("Date"),
+        "message_id": header("Message-ID"),
+        "in_reply_to": header("In-Reply-To"),
+        "references": header("References"),
+        "content_type": _safe(lambda: msg.get_content_type(), "text/plain"),
+        "has_attachment": has_attachment,
+        "attachments": attachments,
+        "preview": preview,
+        "text": text[:INDEX_TEXT_LIMIT],
+    }
+    try:
+        from .structure import structure_summary
+    except ImportError:
+        pass
+    else:
+        try:
+            summary.update(structure_summary(raw))
+        except Exception:  # noqa: BLE001 - structure is best effort; IMAP falls back to a re-parse
+            pass
+    return summary
+
+
+def _safe(fn: Any, default: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        return default
+
+
+def message_ids(value: str) -> list[str]:
+    """``<a@b> <c@d>`` -> ['<a@b>', '<c@d>']."""
+    out = []
+    for token in value.replace(",", " ").split():
+        token = token.strip()
+        if token.startswith("<") and token.endswith(">") and len(token) > 2:
+            out.append(token)
+    return out

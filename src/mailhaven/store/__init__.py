@@ -1,0 +1,17 @@
+"""Storage: the interface (api.py) and its backends."""
+
+from __future__ import annotations
+
+from ..config import Config
+from .api import Store
+
+
+def create_store(config: Config) -> Store:
+    """The backend the configuration names (not yet opened)."""
+    if config.store.backend == "postgres":
+        from .postgres import PostgresStore  # type: ignore[import-not-found]
+
+        return PostgresStore(config.store.dsn, config.data_dir)  # type: ignore[no-any-return]
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(config.data_dir)

@@ -1,0 +1,80 @@
+"""The in-process change feed: committed changes fanned out to live sessions.
+
+Publication happens on the event loop after the commit (see ``Database.write_ctx``),
+so a subscriber that reacts by reading the store always sees the change. A subscriber
+that falls more than ``MAX_BACKLOG`` events behind gets a single ``resync`` change
+instead of an unbounded queue: it must then re-read everything it shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from .api import Change
+
+MAX_BACKLOG = 1000
+
+
+class Subscription:
+    def __init__(self, hub: ChangeHub, account_id: int | None) -> None:
+        self._hub = hub
+        self.account_id = account_id
+        self._queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._overflowed = False
+
+    def _push(self, change: Change) -> None:
+        if self._queue.qsize() >= MAX_BACKLOG:
+            if not self._overflowed:
+                self._overflowed = True
+                self._queue.put_nowait(
+                    Change(account_id=change.account_id, mailbox_id=None, kind="resync",
+                           modseq=change.modseq)
+                )
+            return
+        self._overflowed = False
+        self._queue.put_nowait(change)
+
+    async def get(self) -> Change:
+        return await self._queue.get()
+
+    def get_nowait(self) -> Change | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    def pending(self) -> bool:
+        return not self._queue.empty()
+
+    def __aiter__(self) -> AsyncIterator[Change]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Change]:
+        while True:
+            yield await self._queue.get()
+
+    def close(self) -> None:
+        self._hub._remove(self)
+
+
+class ChangeHub:
+    def __init__(self) -> None:
+        self._by_account: dict[int | None, set[Subscription]] = {}
+
+    def subscribe(self, account_id: int | None) -> Subscription:
+        sub = Subscription(self, account_id)
+        self._by_account.setdefault(account_id, set()).add(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        subs = self._by_account.get(sub.account_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_account[sub.account_id]
+
+    def publish(self, change: Change) -> None:
+        for key in (change.account_id, None):
+            for sub in list(self._by_account.get(key, ())):
+                sub._push(change)

@@ -1,0 +1,223 @@
+"""SQLite off the event loop, with group commit.
+
+One writer thread owns the write connection. Write jobs queued while it is busy are
+run together in one transaction, each inside its own SAVEPOINT (so one failing job
+rolls back alone), and committed with a single fsync; then every job's future is
+resolved. Under concurrent load this turns N commits into one, which is where the
+durable inbound rate comes from. Reads run on a small pool of reader threads with
+their own connections (WAL lets them run beside the writer).
+
+Invariant: a write job's future resolves only after COMMIT returned, and callbacks
+registered with ``after_commit`` (change-feed publication, blob clean-up) run only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_STOP = object()
+
+
+@dataclass
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+class WriteContext:
+    """Handed to write jobs that need to run something after their commit."""
+
+    def __init__(self, conn: sqlite3.Connection, job: _Job) -> None:
+        self.conn = conn
+        self._job = job
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs on the job's event loop after the transaction committed."""
+        self._job.after_commit.append(callback)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: the WAL is fsynced at every commit, so a committed row survives power loss.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Database:
+    def __init__(self, path: Path, readers: int = 2) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._reader_local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
+        self._schema: list[str] = []
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def add_schema(self, sql: str) -> None:
+        """Extra ``CREATE TABLE IF NOT EXISTS`` statements, run by :meth:`open`."""
+        self._schema.append(sql)
+
+    def open(self, schema: str) -> None:
+        self._write_conn = connect(self.path)
+        self._write_conn.executescript(schema)
+        for extra in self._schema:
+            self._write_conn.executescript(extra)
+        self._writer = threading.Thread(target=self._write_loop, name="sqlite-write", daemon=True)
+        self._writer.start()
+
+    def ensure_schema(self, sql: str) -> None:
+        """Run more idempotent schema after open (for extension modules), on its own
+        connection; SQLite's busy timeout serialises it with the writer thread."""
+        self._schema.append(sql)
+        if self._write_conn is not None:
+            conn = connect(self.path)
+            try:
+                conn.executescript(sql)
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join()
+            self._writer = None
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for c in self._reader_conns:
+                c.close()
+            self._reader_conns.clear()
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
+
+    # -- writes -------------------------------------------------------------
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in a (group-)committed transaction; returns after COMMIT."""
+        loop = asyncio.get_running_loop()
+        job = _Job(fn=fn, loop=loop, future=loop.create_future())
+        self._queue.put(job)
+        return await job.future  # type: ignore[no-any-return]
+
+    async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
+        """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
+        loop = asyncio.get_running_loop()
+        job = _Job(fn=lambda conn: None, loop=loop, future=loop.create_future())
+        job.fn = lambda conn: fn(WriteContext(conn, job))
+        self._queue.put(job)
+        return await job.future  # type: ignore[no-any-return]
+
+    def _write_loop(self) -> None:
+        conn = self._write_conn
+        assert conn is not None
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < 512:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(conn, batch)
+            if stop:
+                return
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for job in batch:
+                self._resolve(job, False, exc)
+            return
+        for job in batch:
+            try:
+                conn.execute("SAVEPOINT job")
+                value = job.fn(conn)
+                conn.execute("RELEASE job")
+                results.append((True, value))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                try:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                except sqlite3.Error:
+                    pass
+                job.after_commit.clear()
+                results.append((False, exc))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for job in batch:
+                self._resolve(job, False, exc)
+            return
+        for job, (ok, value) in zip(batch, results, strict=True):
+            self._resolve(job, ok, value)
+
+    @staticmethod
+    def _resolve(job: _Job, ok: bool, value: Any) -> None:
+        def done() -> None:
+            if job.future.done():
+                return
+            if ok:
+                for cb in job.after_commit:
+                    cb()
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+        try:
+            job.loop.call_soon_threadsafe(done)
+        except RuntimeError:
+            pass  # loop closed: the caller is gone
+
+    # -- reads --------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            conn.execute("PRAGMA query_only=ON")
+            self._reader_local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a reader thread inside one read transaction (a snapshot)."""
+
+        def run() -> T:
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)

@@ -1,0 +1,230 @@
+"""Shared fixtures: a real Mailhaven server process on free ports, the store, the corpus."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+CORPUS = ROOT.parent / "shared" / "corpus"
+LISTENER_NAMES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def mailhaven_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_cli(data: Path, *args: str, input: str | bytes | None = None,
+            check: bool = True, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mailhaven", "--data", str(data)]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    result = subprocess.run(cmd + list(args), input=input, capture_output=True, text=True,
+                            env=mailhaven_env(), timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"mailhaven {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+class ServerProcess:
+    """``mailhaven serve`` in a subprocess, every listener on its own free port."""
+
+    def __init__(self, data: Path, host: str = "127.0.0.1", extra_config: str = "",
+                 ports: dict[str, int] | None = None, hostname: str = "mail.test.example") -> None:
+        self.data = data
+        self.host = host
+        self.ports = {name: free_port(host) for name in LISTENER_NAMES}
+        if ports:
+            self.ports.update(ports)
+        self.hostname = hostname
+        self.extra_config = extra_config
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self.log_path = data / "server.log"
+
+    def write_config(self) -> Path:
+        self.data.mkdir(parents=True, exist_ok=True)
+        lines = [f'hostname = "{self.hostname}"', "", "[listen]"]
+        for name, port in self.ports.items():
+            lines.append(f'{name} = "{self.host}:{port}"' if port else f'{name} = ""')
+        text = "\n".join(lines) + "\n" + self.extra_config + "\n"
+        path = self.data / "mailhaven.toml"
+        path.write_text(text)
+        return path
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.write_config()
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailhaven", "--data", str(self.data), "serve"],
+            stdout=subprocess.PIPE, stderr=log, text=True, env=mailhaven_env(),
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log_path.read_text()}")
+                continue
+            self.output.append(line)
+            if line.strip() == "Ready.":
+                return self
+        raise RuntimeError("server did not become ready:\n" + "".join(self.output))
+
+    def port(self, name: str) -> int:
+        return self.ports[name]
+
+    def admin(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_cli(self.data, *args, input=input, check=check)
+
+    def add_user(self, address: str, password: str = "s3cret", quota: str | None = None) -> None:
+        domain = address.rpartition("@")[2]
+        if domain not in self.admin("domain", "list").stdout.split():
+            self.admin("domain", "add", domain)
+        args = ["user", "add", address, "--password-stdin"]
+        if quota:
+            args += ["--quota", quota]
+        self.admin(*args, input=password + "\n")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path / "data").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[object]:
+    """Factory for several servers in one test: ``make_server(name, **kwargs)``."""
+    started: list[ServerProcess] = []
+
+    def make(name: str = "srv", start: bool = True, **kwargs: object) -> ServerProcess:
+        srv = ServerProcess(tmp_path / name, **kwargs)  # type: ignore[arg-type]
+        if start:
+            srv.start()
+        started.append(srv)
+        return srv
+
+    try:
+        yield make
+    finally:
+        for srv in started:
+            srv.stop()
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from mailhaven.store.sqlite import SQLiteStore
+
+    s = SQLiteStore(tmp_path / "store")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def corpus_message_files() -> list[Path]:
+    """Every message file listed in the corpus manifest (mbox files included)."""
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
+    files = []
+    for line in manifest.read_text().splitlines()[1:]:
+        rel = line.split("\t")[0]
+        if rel:
+            files.append(CORPUS / rel)
+    return files
+
+
+def require_corpus() -> list[Path]:
+    files = corpus_message_files()
+    if not files:
+        reason = f"the shared corpus is not at {CORPUS}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (required under CI=true)")
+        pytest.skip(reason)
+    return files
+
+
+@pytest.fixture
+def corpus_files() -> list[Path]:
+    return require_corpus()
+
+
+def split_mbox(data: bytes) -> list[bytes]:
+    """Split an mbox file into messages on ``From `` lines (mboxrd unquoting)."""
+    messages: list[bytes] = []
+    current: list[bytes] = []
+    for line in data.splitlines(keepends=True):
+        if line.startswith(b"From ") and (not current or current[-1].strip() == b"" or not messages):
+            if current:
+                messages.append(b"".join(current))
+            current = []
+            continue
+        if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
+            line = line[1:]
+        current.append(line)
+    if current:
+        messages.append(b"".join(current))
+    return [m for m in messages if m.strip()]
+
+
+def corpus_messages() -> list[tuple[str, bytes]]:
+    """(name, bytes) for every message in the corpus, mbox files split into messages."""
+    out: list[tuple[str, bytes]] = []
+    for path in corpus_message_files():
+        data = path.read_bytes()
+        rel = str(path.relative_to(CORPUS))
+        if data.startswith(b"From ") and (path.suffix in (".mbox", "") or b"\nFrom " in data):
+            parts = split_mbox(data)
+            if len(parts) > 1 or path.suffix == ".mbox":
+                out += [(f"{rel}#{i}", m) for i, m in enumerate(parts)]
+                continue
+        out.append((rel, data))
+    return out

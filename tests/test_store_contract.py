@@ -1,0 +1,276 @@
+"""The contract every store backend must pass (run against each backend by the fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from mailhaven.store.api import AlreadyExists, FlagMode, InvalidName, NotFound, QuotaExceeded
+
+BACKENDS = ["sqlite"] + (["postgres"] if os.environ.get("MAILHAVEN_TEST_PG_DSN") else [])
+
+RAW = (b"From: Alice <alice@lancs.example>\r\nTo: Bob <bob@nyu.example>\r\n"
+       b"Subject: Lunch on Friday\r\nMessage-ID: <m1@lancs.example>\r\n"
+       b"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nShall we meet at the Crown?\r\n")
+REPLY = (b"From: Bob <bob@nyu.example>\r\nTo: alice@lancs.example\r\nSubject: Re: Lunch on Friday\r\n"
+         b"Message-ID: <m2@nyu.example>\r\nIn-Reply-To: <m1@lancs.example>\r\n"
+         b"References: <m1@lancs.example>\r\n\r\nYes, at noon.\r\n")
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request, tmp_path):
+    if request.param == "sqlite":
+        from mailhaven.store.sqlite import SQLiteStore
+
+        s = SQLiteStore(tmp_path / "store")
+    else:
+        from mailhaven.store.postgres import PostgresStore
+
+        s = PostgresStore(os.environ["MAILHAVEN_TEST_PG_DSN"], tmp_path / "store", fresh_schema=True)
+    await s.open()
+    await s.add_domain("nyu.example")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def _bob(s, quota=None):
+    return await s.add_account("bob@nyu.example", "s3cret", quota=quota)
+
+
+async def test_accounts_and_auth(backend):
+    s = backend
+    bob = await _bob(s)
+    assert bob.address == "bob@nyu.example" and bob.used == 0
+    assert (await s.authenticate("BOB@nyu.example", "s3cret")).id == bob.id
+    assert await s.authenticate("bob@nyu.example", "wrong") is None
+    assert await s.authenticate("nobody@nyu.example", "s3cret") is None
+    with pytest.raises(AlreadyExists):
+        await _bob(s)
+    with pytest.raises(NotFound):
+        await s.add_account("x@elsewhere.example", "pw")
+    await s.set_password("bob@nyu.example", "new")
+    assert await s.authenticate("bob@nyu.example", "new") is not None
+    scram = await s.get_scram("bob@nyu.example")
+    assert scram is not None and scram.iterations >= 4096 and len(scram.stored_key) == 32
+    names = {m.name: m.special_use for m in await s.list_mailboxes(bob.id)}
+    assert names == {"INBOX": None, "Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
+                     "Junk": "\\Junk", "Archive": "\\Archive"}
+
+
+async def test_resolution_aliases_catchall(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    assert (await s.resolve("Bob@NYU.Example")).account_ids == (bob.id,)
+    assert await s.resolve("bob@lancs.example") == type(await s.resolve("x@y.z"))(local_domain=False)
+    unknown = await s.resolve("nobody@nyu.example")
+    assert unknown.local_domain and unknown.account_ids == ()
+    await s.add_alias("team@nyu.example", ["bob@nyu.example", "carol@nyu.example"])
+    assert set((await s.resolve("team@nyu.example")).account_ids) == {bob.id, carol.id}
+    await s.add_alias("postmaster@nyu.example", ["bob@nyu.example"])
+    assert "postmaster@nyu.example" in await s.addresses_of(bob.id)
+    assert "team@nyu.example" not in await s.addresses_of(bob.id)
+    await s.add_alias("@nyu.example", ["carol@nyu.example"])
+    assert (await s.resolve("anything@nyu.example")).account_ids == (carol.id,)
+    assert (await s.resolve("bob@nyu.example")).account_ids == (bob.id,)
+    await s.remove_alias("@nyu.example")
+    assert (await s.resolve("anything@nyu.example")).account_ids == ()
+
+
+async def test_deliver_one_blob_many_accounts(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    blob = await s.put_blob(RAW)
+    results = await s.deliver(blob, [bob.id, carol.id])
+    assert [r.over_quota for r in results] == [False, False]
+    for acct in (bob, carol):
+        inbox = await s.get_mailbox(acct.id, "INBOX")
+        msgs = await s.list_messages(inbox.id, with_summary=True)
+        assert [m.uid for m in msgs] == [1]
+        assert msgs[0].blob_id == blob.id and msgs[0].size == len(RAW)
+        assert msgs[0].summary["subject"] == "Lunch on Friday"
+        assert await s.read_blob(msgs[0].blob_id) == RAW
+        assert (await s.get_account_by_id(acct.id)).used == len(RAW)
+    assert sum(1 for _ in (s.blobs.root).glob("*/*/*")) == 1
+
+
+async def test_quota(backend):
+    s = backend
+    bob = await _bob(s, quota=len(RAW) + 10)
+    blob = await s.put_blob(RAW)
+    assert not (await s.deliver(blob, [bob.id]))[0].over_quota
+    assert (await s.deliver(blob, [bob.id]))[0].over_quota
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    with pytest.raises(QuotaExceeded):
+        await s.append(inbox.id, blob)
+    await s.set_quota("bob@nyu.example", None)
+    assert not (await s.deliver(blob, [bob.id]))[0].over_quota
+    await s.expunge(inbox.id, [1, 2])
+    assert (await s.get_account_by_id(bob.id)).used == 0
+
+
+async def test_uids_modseq_flags_expunge(backend):
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    blob = await s.put_blob(RAW)
+    for _ in range(3):
+        await s.append(inbox.id, blob, flags=["\\Draft"])
+    box = await s.get_mailbox_by_id(inbox.id)
+    assert box.uidnext == 4 and box.messages == 3 and box.unseen == 3
+    start = box.highestmodseq
+    changed, failed = await s.set_flags(inbox.id, [1, 2], ["\\Seen", "$Important"], FlagMode.ADD)
+    assert [m.uid for m in changed] == [1, 2] and failed == []
+    assert all(m.modseq > start for m in changed)
+    # No-op change: no new modseq.
+    again, _ = await s.set_flags(inbox.id, [1], ["\\Seen"], FlagMode.ADD)
+    assert again == []
+    # UNCHANGEDSINCE older than the message's modseq fails it (RFC 7162).
+    changed, failed = await s.set_flags(inbox.id, [1, 3], ["\\Flagged"], FlagMode.ADD, unchanged_since=start)
+    assert [m.uid for m in changed] == [3] and failed == [1]
+    changed, _ = await s.set_flags(inbox.id, [3], ["\\Answered"], FlagMode.REPLACE)
+    assert changed[0].flags == frozenset({"\\Answered"})
+    mid = (await s.get_mailbox_by_id(inbox.id)).highestmodseq
+    assert await s.expunge(inbox.id, [2, 99]) == [2]
+    ch = await s.changes_since(inbox.id, mid)
+    assert ch.expunged == [2] and ch.highestmodseq > mid
+    # UIDs are never reused.
+    m = await s.append(inbox.id, blob)
+    assert m.uid == 4
+    assert [x.uid for x in await s.list_messages(inbox.id)] == [1, 3, 4]
+    assert (await s.get_mailbox_by_id(inbox.id)).unseen == 2
+
+
+async def test_copy_move_and_threads(backend):
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    archive = await s.get_mailbox(bob.id, "Archive")
+    first = await s.append(inbox.id, await s.put_blob(RAW), flags=["\\Seen"])
+    reply = await s.append(inbox.id, await s.put_blob(REPLY))
+    assert reply.thread_id == first.thread_id
+    assert await s.copy(inbox.id, [1], archive.id) == [(1, 1)]
+    copied = (await s.get_messages(archive.id, [1]))[0]
+    assert copied.flags == frozenset({"\\Seen"}) and copied.internal_date == first.internal_date
+    assert await s.move(inbox.id, [2], archive.id) == [(2, 2)]
+    assert [m.uid for m in await s.list_messages(inbox.id)] == [1]
+    assert (await s.changes_since(inbox.id, 0)).expunged == [2]
+    assert await s.search_text(archive.id, "body", "noon") == {2}
+    used = (await s.get_account_by_id(bob.id)).used
+    assert used == 2 * len(RAW) + len(REPLY)
+
+
+async def test_search_text(backend):
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    await s.append(inbox.id, await s.put_blob(RAW))
+    await s.append(inbox.id, await s.put_blob(REPLY))
+    assert await s.search_text(inbox.id, "subject", "lunch") == {1, 2}
+    assert await s.search_text(inbox.id, "subject", "RE:") == {2}
+    assert await s.search_text(inbox.id, "from", "alice") == {1}
+    assert await s.search_text(inbox.id, "to", "alice") == {2}
+    assert await s.search_text(inbox.id, "body", "crown") == {1}
+    assert await s.search_text(inbox.id, "text", "Crown") == {1}
+    assert await s.search_text(inbox.id, "body", "at") == {1, 2}  # short needle: substring scan
+    assert await s.search_text(inbox.id, "header", "m2@nyu") == {2}
+    assert await s.search_text(inbox.id, "body", "absent words") == set()
+    with pytest.raises(ValueError):
+        await s.search_text(inbox.id, "nonsense", "x")
+
+
+async def test_mailbox_management(backend):
+    s = backend
+    bob = await _bob(s)
+    work = await s.create_mailbox(bob.id, "Work")
+    await s.create_mailbox(bob.id, "Work/2026")
+    with pytest.raises(AlreadyExists):
+        await s.create_mailbox(bob.id, "Work")
+    for bad in ("", "/x", "a//b", "x/", "bad*", "a\x01"):
+        with pytest.raises(InvalidName):
+            await s.create_mailbox(bob.id, bad)
+    renamed = await s.rename_mailbox(work.id, "Jobs")
+    assert renamed.uidvalidity == work.uidvalidity
+    names = [m.name for m in await s.list_mailboxes(bob.id)]
+    assert "Jobs" in names and "Jobs/2026" in names and "Work" not in names
+    inbox = await s.get_mailbox(bob.id, "inbox")
+    with pytest.raises(InvalidName):
+        await s.delete_mailbox(inbox.id)
+    await s.append(inbox.id, await s.put_blob(RAW))
+    old = await s.rename_mailbox(inbox.id, "Old")
+    assert [m.uid for m in await s.list_messages(old.id)] == [1]
+    assert await s.list_messages(inbox.id) == []
+    await s.delete_mailbox(old.id)
+    with pytest.raises(NotFound):
+        await s.get_mailbox(bob.id, "Old")
+    recreated = await s.create_mailbox(bob.id, "Old")
+    assert recreated.uidvalidity != old.uidvalidity
+    await s.set_subscribed(bob.id, "Gone", True)
+    assert "Gone" in await s.list_subscriptions(bob.id)
+    assert (await s.get_account_by_id(bob.id)).used == 0
+
+
+async def test_change_feed_after_commit(backend):
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    sub = s.subscribe(bob.id)
+    everyone = s.subscribe(None)
+    try:
+        await s.deliver(await s.put_blob(RAW), [bob.id])
+        change = await asyncio.wait_for(sub.get(), 5)
+        assert change.kind == "exists" and change.mailbox_id == inbox.id
+        # Reading after the event sees the committed message.
+        assert len(await s.list_messages(inbox.id)) == 1
+        await s.set_flags(inbox.id, [1], ["\\Seen"], FlagMode.ADD)
+        assert (await asyncio.wait_for(sub.get(), 5)).kind == "flags"
+        await s.expunge(inbox.id, [1])
+        assert (await asyncio.wait_for(sub.get(), 5)).kind == "expunge"
+        assert (await asyncio.wait_for(everyone.get(), 5)).kind == "exists"
+        created, destroyed, state = await s.account_changes_since(bob.id, 0)
+        assert destroyed and state == (await s.get_account_by_id(bob.id)).modseq
+    finally:
+        sub.close()
+        everyone.close()
+
+
+async def test_concurrent_deliveries_group_commit(backend):
+    s = backend
+    bob = await _bob(s)
+    blobs = [await s.put_blob(RAW + str(i).encode()) for i in range(200)]
+    await asyncio.gather(*(s.deliver(b, [bob.id]) for b in blobs))
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    msgs = await s.list_messages(inbox.id)
+    assert [m.uid for m in msgs] == list(range(1, 201))
+    assert {m.blob_id for m in msgs} == {b.id for b in blobs}
+
+
+async def test_failing_job_rolls_back_alone(backend):
+    s = backend
+    bob = await _bob(s)
+    blob = await s.put_blob(RAW)
+    results = await asyncio.gather(
+        s.deliver(blob, [bob.id]), s.deliver(blob, [9999]), s.deliver(blob, [bob.id]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], NotFound)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    assert [m.uid for m in await s.list_messages(inbox.id)] == [1, 2]
+
+
+async def test_integrity_and_gc(backend):
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    keep = await s.put_blob(RAW)
+    await s.append(inbox.id, keep)
+    orphan = await s.put_blob(b"orphan bytes")
+    assert await s.integrity_check() == []
+    assert await s.collect_garbage(grace=0) == 1
+    assert s.blob_path(keep.id) and os.path.exists(s.blob_path(keep.id))
+    assert not os.path.exists(s.blob_path(orphan.id))
