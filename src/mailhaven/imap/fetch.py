@@ -1,0 +1,421 @@
+"""FETCH (RFC 9051 6.4.5 / 7.5.2, RFC 3516 BINARY, RFC 7162 CHANGEDSINCE/VANISHED).
+
+ENVELOPE and BODYSTRUCTURE come from the structure stored in the message summary at
+delivery (:mod:`mailhaven.message.structure`); ``BODY[section]`` slices the stored bytes
+at the offsets recorded there. FLAGS, UID, INTERNALDATE, RFC822.SIZE and MODSEQ come
+from the session's cached view and need no store read at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..message.structure import header_end, parse_fields, structure_summary
+from ..store.api import FlagMode, Message
+from .grammar import Args, format_datetime
+from .message import resolve_set
+from .parser import Atom, Command, ParenList
+from .responses import (
+    UNKNOWN_CTE,
+    Bad,
+    No,
+    astring_bytes,
+    flag_list,
+    literal,
+    nstring,
+    sequence_set,
+)
+
+if TYPE_CHECKING:
+    from .session import Session
+
+_SECTION_RE = re.compile(
+    r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.I)
+_PART_RE = re.compile(r"^(\d+(?:\.\d+)*)?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?(.*)$", re.I)
+_MACROS = {
+    "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+    "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+    "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
+}
+_SIMPLE = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
+           "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchItem:
+    name: str
+    """ENVELOPE, FLAGS, ..., or BODY / BINARY / BINARY.SIZE for a section."""
+    section: bool = False
+    parts: tuple[int, ...] = ()
+    text: str = ""
+    """HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME or ''."""
+    fields: tuple[str, ...] = ()
+    partial: tuple[int, int | None] | None = None
+    peek: bool = False
+    label: str = ""
+    """How the item is named in the response (``BODY[HEADER.FIELDS (SUBJECT)]``)."""
+
+
+def parse_items(tokens: list[Any]) -> list[FetchItem]:
+    out: list[FetchItem] = []
+    for tok in tokens:
+        if not isinstance(tok, Atom):
+            raise Bad("Invalid FETCH item")
+        out.append(parse_item(tok.value))
+    return out
+
+
+def parse_item(value: str) -> FetchItem:
+    upper = value.upper()
+    if upper in _SIMPLE:
+        return FetchItem(name=upper, label=upper)
+    m = _SECTION_RE.match(value)
+    if m is None:
+        raise Bad(f"Invalid FETCH item {value[:40]}")
+    kind = m.group(1).upper()
+    spec = m.group(2)
+    pm = _PART_RE.match(spec)
+    if pm is None:
+        raise Bad("Invalid section")
+    parts = tuple(int(p) for p in pm.group(1).split(".")) if pm.group(1) else ()
+    if any(p == 0 for p in parts):
+        raise Bad("Invalid section part 0")
+    text = (pm.group(2) or "").upper()
+    rest = pm.group(3).strip()
+    fields: tuple[str, ...] = ()
+    if text.startswith("HEADER.FIELDS"):
+        fm = re.match(r"^\((.*)\)$", rest)
+        if fm is None or not fm.group(1).strip():
+            raise Bad("HEADER.FIELDS needs a list of field names")
+        fields = tuple(f.strip('"').upper() for f in fm.group(1).split())
+    elif rest:
+        raise Bad("Invalid section")
+    if text == "MIME" and not parts:
+        raise Bad("MIME needs a part number")
+    if kind.startswith("BINARY") and text:
+        raise Bad("BINARY takes part numbers only")  # RFC 3516 section 4.2
+    partial = None
+    if m.group(3) is not None:
+        if kind == "BINARY.SIZE":
+            raise Bad("BINARY.SIZE takes no partial")
+        length = int(m.group(4)) if m.group(4) is not None else None
+        if length == 0 and m.group(4) is not None and False:
+            pass
+        partial = (int(m.group(3)), length)
+    base = {"BODY": "BODY", "BODY.PEEK": "BODY", "BINARY": "BINARY", "BINARY.PEEK": "BINARY",
+            "BINARY.SIZE": "BINARY.SIZE"}[kind]
+    section_text = ".".join(str(p) for p in parts)
+    if text:
+        section_text = (section_text + "." if section_text else "") + text
+    if fields:
+        section_text += " (" + " ".join(fields) + ")"
+    label = f"{base}[{section_text}]"
+    if partial is not None:
+        label += f"<{partial[0]}>"
+    return FetchItem(name=base, section=True, parts=parts, text=text, fields=fields, partial=partial,
+                     peek=kind.endswith(".PEEK") or kind == "BINARY.SIZE", label=label)
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+async def cmd_fetch(s: Session, cmd: Command) -> str:
+    sel = s.require_selected()
+    args = Args(cmd.args)
+    uids = resolve_set(s, args.atom("sequence set"), cmd.uid)
+    tok = args.next("fetch items")
+    if isinstance(tok, ParenList):
+        items = parse_items(list(tok.items))
+    elif isinstance(tok, Atom) and tok.value.upper() in _MACROS:
+        items = [parse_item(x) for x in _MACROS[tok.value.upper()]]
+    elif isinstance(tok, Atom):
+        items = [parse_item(tok.value)]
+    else:
+        raise Bad("Invalid FETCH items")
+    changed_since: int | None = None
+    vanished = False
+    if args.peek_list():
+        mods = args.plist("fetch modifiers")
+        i = 0
+        while i < len(mods):
+            mod = mods[i]
+            if not isinstance(mod, Atom):
+                raise Bad("Invalid FETCH modifier")
+            key = mod.value.upper()
+            if key == "CHANGEDSINCE" and i + 1 < len(mods) and isinstance(mods[i + 1], Atom):
+                changed_since = int(mods[i + 1].value) if mods[i + 1].value.isdigit() else -1  # type: ignore[union-attr]
+                if changed_since < 0:
+                    raise Bad("Invalid CHANGEDSINCE")
+                s.enabled.add("CONDSTORE")
+                i += 2
+            elif key == "VANISHED":
+                if not cmd.uid or not s.qresync:
+                    raise Bad("VANISHED needs UID FETCH with QRESYNC enabled")  # RFC 7162 3.2.6
+                vanished = True
+                i += 1
+            else:
+                raise Bad(f"Unknown FETCH modifier {key}")
+        if vanished and changed_since is None:
+            raise Bad("VANISHED needs CHANGEDSINCE")
+    args.end()
+    names = {i.name for i in items}
+    if "MODSEQ" in names:
+        s.enabled.add("CONDSTORE")
+    if changed_since is not None:
+        if vanished:
+            changes = await s.store.changes_since(sel.id, changed_since)
+            largest = sel.uids[-1] if sel.uids else 0
+            gone = [u for u in changes.expunged if u <= largest and u not in sel.meta]
+            if gone:
+                s.untagged(f"VANISHED (EARLIER) {sequence_set(gone)}")
+        uids = [u for u in uids if sel.meta[u].modseq > changed_since]
+        if "MODSEQ" not in names:
+            items.append(FetchItem(name="MODSEQ", label="MODSEQ"))
+    if cmd.uid and "UID" not in names:
+        items.insert(0, FetchItem(name="UID", label="UID"))
+    need_summary = bool(names & {"ENVELOPE", "BODY", "BODYSTRUCTURE", "BINARY", "BINARY.SIZE"}) or any(
+        i.section and (i.parts or i.text == "MIME") for i in items)
+    need_raw = bool(names & {"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"}) or any(
+        i.section for i in items)
+    sets_seen = not sel.readonly and any(
+        (i.section and not i.peek) or i.name in ("RFC822", "RFC822.TEXT") for i in items)
+    uids = [u for u in uids if sel.live(u)]
+    for start in range(0, len(uids), 200):
+        chunk = uids[start:start + 200]
+        messages: dict[int, Message] = {}
+        if need_summary or need_raw:
+            for m in await s.store.get_messages(sel.id, chunk, with_summary=need_summary):
+                messages[m.uid] = m
+        seen_now: set[int] = set()
+        if sets_seen:
+            unseen = [u for u in chunk if "\\Seen" not in sel.meta[u].flags]
+            if unseen:
+                changed, _ = await s.store.set_flags(sel.id, unseen, ["\\Seen"], FlagMode.ADD)
+                for m in changed:
+                    sel.update_message(m)
+                    seen_now.add(m.uid)
+        for uid in chunk:
+            if (need_summary or need_raw) and uid not in messages:
+                continue  # expunged meanwhile; its EXPUNGE comes at the next allowed moment
+            raw = await s.store.read_blob(messages[uid].blob_id) if need_raw else b""
+            msg = messages.get(uid)
+            parts = _render(s, uid, items, msg, raw, uid in seen_now)
+            n = sel.msn(uid)
+            s.write(f"* {n} FETCH (".encode() + b" ".join(parts) + b")\r\n")
+            await s.maybe_flush()
+    return "FETCH completed"
+
+
+def _structure(msg: Message | None, raw: bytes) -> dict[str, Any]:
+    imap = (msg.summary.get("imap") if msg is not None else None)
+    if not imap:
+        imap = structure_summary(raw)["imap"] if raw else {"envelope": [None] * 10, "body": None}
+    return imap  # type: ignore[no-any-return]
+
+
+def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, raw: bytes,
+            seen_now: bool) -> list[bytes]:
+    sel = s.require_selected()
+    meta = sel.meta[uid]
+    out: list[bytes] = []
+    utf8 = s.utf8
+    flags_done = False
+    for item in items:
+        name = item.name
+        if name == "UID":
+            out.append(b"UID %d" % uid)
+        elif name == "FLAGS":
+            out.append(b"FLAGS " + flag_list(meta.flags).encode())
+            flags_done = True
+            if s.condstore and not any(i.name == "MODSEQ" for i in items):
+                out.append(b"MODSEQ (%d)" % meta.modseq)
+        elif name == "MODSEQ":
+            out.append(b"MODSEQ (%d)" % meta.modseq)
+        elif name == "INTERNALDATE":
+            out.append(b'INTERNALDATE "' + format_datetime(meta.internal_date).encode() + b'"')
+        elif name == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % meta.size)
+        elif name == "ENVELOPE":
+            out.append(b"ENVELOPE " + render_envelope(_structure(msg, raw)["envelope"], utf8))
+        elif name in ("BODY", "BODYSTRUCTURE") and not item.section:
+            body = _structure(msg, raw)["body"]
+            if body is None:
+                body = structure_summary(raw)["imap"]["body"] if raw else None
+            rendered = render_body(body, name == "BODYSTRUCTURE", utf8) if body else b'("text" "plain" NIL NIL NIL "7bit" 0 0)'
+            out.append(name.encode() + b" " + rendered)
+        elif name == "RFC822":
+            out.append(b"RFC822 " + literal(raw))
+        elif name == "RFC822.HEADER":
+            out.append(b"RFC822.HEADER " + literal(raw[:header_end(raw, 0, len(raw))]))
+        elif name == "RFC822.TEXT":
+            out.append(b"RFC822.TEXT " + literal(raw[header_end(raw, 0, len(raw)):]))
+        elif name == "BODY":
+            data = section_bytes(raw, _structure(msg, raw)["body"], item)
+            out.append(item.label.encode() + b" " + _partial_literal(data, item))
+        elif name in ("BINARY", "BINARY.SIZE"):
+            node = find_part(_structure(msg, raw)["body"], item.parts)
+            if node is None:
+                data = b""
+            else:
+                data = decode_body(raw[node["h"][1]:node["e"]], node.get("enc", "7bit"))
+            if name == "BINARY.SIZE":
+                out.append(item.label.encode() + b" %d" % len(data))
+            else:
+                if item.partial is not None:
+                    start, length = item.partial
+                    data = data[start:] if length is None else data[start:start + length]
+                out.append(item.label.encode() + b" " + literal(data, binary=b"\x00" in data))
+    if seen_now and not flags_done:
+        out.append(b"FLAGS " + flag_list(meta.flags).encode())
+        if s.condstore:
+            out.append(b"MODSEQ (%d)" % meta.modseq)
+    return out
+
+
+def _partial_literal(data: bytes, item: FetchItem) -> bytes:
+    if item.partial is not None:
+        start, length = item.partial
+        data = data[start:] if length is None else data[start:start + length]
+    return literal(data)
+
+
+# -- sections ---------------------------------------------------------------------------
+
+
+def find_part(root: dict[str, Any] | None, parts: tuple[int, ...]) -> dict[str, Any] | None:
+    """The entity a part specifier names (RFC 9051 6.4.5, the BODY[<section>] rules)."""
+    node = root
+    for i, n in enumerate(parts):
+        if node is None:
+            return None
+        if i > 0 and "msg" in node:
+            node = node["msg"]
+        if "parts" in node:
+            if n > len(node["parts"]):
+                return None
+            node = node["parts"][n - 1]
+        elif n != 1:
+            return None
+    return node
+
+
+def section_bytes(raw: bytes, root: dict[str, Any] | None, item: FetchItem) -> bytes:
+    if root is None:
+        root = structure_summary(raw)["imap"]["body"]
+    if not item.parts and not item.text:
+        return raw
+    node = find_part(root, item.parts)
+    if node is None:
+        return b""
+    if item.text == "MIME":
+        return raw[node["h"][0]:node["h"][1]]
+    if not item.text:
+        return raw[node["h"][1]:node["e"]]
+    # HEADER / TEXT of a message: the root, or an encapsulated message/rfc822 part.
+    message = node if not item.parts else node.get("msg")
+    if message is None:
+        return b""
+    header = raw[message["h"][0]:message["h"][1]]
+    if item.text == "TEXT":
+        return raw[message["h"][1]:message["e"]]
+    if item.text == "HEADER":
+        return header
+    wanted = {f.lower() for f in item.fields}
+    keep = item.text == "HEADER.FIELDS"
+    chosen = [f[2] for f in parse_fields(header) if (f[0] in wanted) == keep]
+    out = b"".join(c if c.endswith(b"\n") else c + b"\r\n" for c in chosen)
+    return out + b"\r\n"
+
+
+def decode_body(data: bytes, encoding: str) -> bytes:
+    """RFC 3516: the content with its Content-Transfer-Encoding removed."""
+    enc = encoding.lower()
+    if enc in ("7bit", "8bit", "binary", ""):
+        return data
+    if enc == "base64":
+        cleaned = re.sub(rb"[^A-Za-z0-9+/=]", b"", data)
+        cleaned = cleaned.split(b"=")[0]
+        cleaned += b"=" * (-len(cleaned) % 4)
+        try:
+            return base64.b64decode(cleaned)
+        except (binascii.Error, ValueError):
+            return base64.b64decode(cleaned[: len(cleaned) // 4 * 4] or b"")
+    if enc == "quoted-printable":
+        return binascii.a2b_qp(data)
+    raise No("Unknown Content-Transfer-Encoding", code=UNKNOWN_CTE)
+
+
+# -- ENVELOPE and BODYSTRUCTURE rendering (RFC 9051 section 7.5.2) -----------------------------
+
+
+def _ns(value: Any, utf8: bool) -> bytes:
+    if value is None:
+        return b"NIL"
+    return nstring(str(value), utf8=utf8)
+
+
+def render_envelope(env: list[Any], utf8: bool) -> bytes:
+    parts: list[bytes] = []
+    for i, value in enumerate(env):
+        if i in (2, 3, 4, 5, 6, 7):
+            if not value:
+                parts.append(b"NIL")
+            else:
+                parts.append(b"(" + b"".join(
+                    b"(" + b" ".join(_ns(x, utf8) for x in addr) + b")" for addr in value) + b")")
+        else:
+            parts.append(_ns(value, utf8))
+    return b"(" + b" ".join(parts) + b")"
+
+
+def _params(params: list[list[str]] | None, utf8: bool) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(astring_bytes(k, utf8=utf8) + b" " + astring_bytes(v, utf8=utf8)
+                            for k, v in params) + b")"
+
+
+def _disp(disp: list[Any] | None, utf8: bool) -> bytes:
+    if not disp:
+        return b"NIL"
+    return b"(" + astring_bytes(disp[0], utf8=utf8) + b" " + _params(disp[1], utf8) + b")"
+
+
+def _lang(lang: list[str] | None, utf8: bool) -> bytes:
+    if not lang:
+        return b"NIL"
+    if len(lang) == 1:
+        return astring_bytes(lang[0], utf8=utf8)
+    return b"(" + b" ".join(astring_bytes(x, utf8=utf8) for x in lang) + b")"
+
+
+def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
+    if "parts" in node:
+        inner = b"".join(render_body(p, extended, utf8) for p in node["parts"])
+        out = inner + b" " + astring_bytes(node["s"], utf8=utf8)
+        if extended:
+            out += b" " + _params(node["p"], utf8) + b" " + _disp(node["disp"], utf8) + b" " + \
+                _lang(node["lang"], utf8) + b" " + _ns(node["loc"], utf8)
+        return b"(" + out + b")"
+    size = node["e"] - node["h"][1]
+    fields = [astring_bytes(node["t"], utf8=utf8), astring_bytes(node["s"], utf8=utf8),
+              _params(node["p"], utf8), _ns(node["id"], utf8), _ns(node["desc"], utf8),
+              astring_bytes(node["enc"], utf8=utf8), b"%d" % size]
+    if "msg" in node:
+        inner = node["msg"]
+        fields.append(render_envelope(inner.get("env") or [None] * 10, utf8))
+        fields.append(render_body(inner, extended, utf8))
+        fields.append(b"%d" % node.get("lines", 0))
+    elif node["t"].lower() == "text":
+        fields.append(b"%d" % node.get("lines", 0))
+    if extended:
+        fields += [_ns(node["md5"], utf8), _disp(node["disp"], utf8), _lang(node["lang"], utf8),
+                   _ns(node["loc"], utf8)]
+    return b"(" + b" ".join(fields) + b")"
+
+
+COMMANDS = {"FETCH": (cmd_fetch, "selected")}

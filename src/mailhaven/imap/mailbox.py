@@ -1,0 +1,498 @@
+"""Mailbox commands: SELECT/EXAMINE, CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST, LSUB,
+NAMESPACE, STATUS, APPEND, and QUOTA (RFC 9051 6.3, 5258, 6154, 5819, 3502, 4315, 9208, 7162)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..store.api import SPECIAL_USES, AlreadyExists, InvalidName, Mailbox, NotFound, QuotaExceeded
+from .grammar import Args, decode_mailbox, encode_mailbox, parse_datetime, parse_sequence_set
+from .parser import Atom, Command, ParenList, String
+from .responses import (
+    ALREADYEXISTS,
+    CANNOT,
+    CLIENTBUG,
+    NONEXISTENT,
+    NOPERM,
+    OVERQUOTA,
+    TOOBIG,
+    TRYCREATE,
+    USEATTR,
+    Bad,
+    No,
+    astring_bytes,
+    flag_list,
+    sequence_list,
+    sequence_set,
+)
+from .selected import SelectedMailbox
+
+if TYPE_CHECKING:
+    from .session import Session
+
+SEP = "/"
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def quoted_name(s: Session, name: str) -> bytes:
+    return astring_bytes(encode_mailbox(name, s.utf8))
+
+
+async def find_mailbox(s: Session, name: str, *, trycreate: bool = False) -> Mailbox:
+    assert s.account_id is not None
+    try:
+        return await s.store.get_mailbox(s.account_id, name)
+    except NotFound:
+        raise No("No such mailbox", code=TRYCREATE if trycreate else NONEXISTENT) from None
+
+
+# -- SELECT / EXAMINE (RFC 9051 6.3.2, 6.3.3; RFC 7162 3.1.8, 3.2.5) -------------------------
+
+
+async def cmd_select(s: Session, cmd: Command) -> str:
+    from .session import State
+
+    args = Args(cmd.args)
+    name = args.mailbox(s.utf8)
+    qresync: list[object] | None = None
+    if not args.at_end():
+        for tok in _pairs(args.plist("select parameters")):
+            key, value = tok
+            if key == "CONDSTORE":
+                s.enabled.add("CONDSTORE")
+            elif key == "QRESYNC":
+                if not s.qresync:
+                    raise Bad("QRESYNC is not enabled")  # RFC 7162 3.2.5
+                if not isinstance(value, ParenList):
+                    raise Bad("QRESYNC needs parameters")
+                qresync = list(value.items)
+            else:
+                raise Bad(f"Unknown SELECT parameter {key}")
+    args.end()
+    readonly = cmd.name == "EXAMINE"
+    if s.selected is not None:
+        s.selected = None
+        s.state = State.AUTHENTICATED
+        s.untagged("OK [CLOSED] Previous mailbox closed")  # RFC 9051 6.3.2 / RFC 7162 3.2.11
+    box = await find_mailbox(s, name)
+    sel = SelectedMailbox(box, readonly)
+    sel.load(await s.store.list_messages(box.id))
+    s.selected = sel
+    s.state = State.SELECTED
+    s.dirty = True
+    keywords = sorted({f for m in sel.meta.values() for f in m.flags if not f.startswith("\\")})
+    flags = list(SYSTEM_FLAGS) + keywords
+    s.untagged(f"{sel.exists} EXISTS")
+    if not s.rev2:
+        s.untagged("0 RECENT")
+        unseen = next((i + 1 for i, u in enumerate(sel.uids) if "\\Seen" not in sel.meta[u].flags), None)
+        if unseen is not None:
+            s.untagged(f"OK [UNSEEN {unseen}] First unseen")
+    s.untagged(f"FLAGS ({' '.join(flags)})")
+    perm = "()" if readonly else f"({' '.join(flags)} \\*)"
+    s.untagged(f"OK [PERMANENTFLAGS {perm}] Limited" if readonly else f"OK [PERMANENTFLAGS {perm}] Flags permitted")
+    s.untagged(f"OK [UIDVALIDITY {sel.uidvalidity}] UIDs valid")
+    s.untagged(f"OK [UIDNEXT {sel.uidnext}] Predicted next UID")
+    s.untagged(f"OK [HIGHESTMODSEQ {max(sel.known_modseq, 1)}] Highest")
+    if s.rev2:
+        s.untagged(b"LIST () \"/\" " + quoted_name(s, box.name))
+    if qresync is not None:
+        await _qresync(s, sel, qresync)
+    return f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {cmd.name} completed"
+
+
+def _pairs(items: Sequence[object]) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    i = 0
+    while i < len(items):
+        tok = items[i]
+        if not isinstance(tok, Atom):
+            raise Bad("Expected a parameter name")
+        value = items[i + 1] if i + 1 < len(items) and isinstance(items[i + 1], ParenList) else None
+        out.append((tok.value.upper(), value))
+        i += 2 if value is not None else 1
+    return out
+
+
+async def _qresync(s: Session, sel: SelectedMailbox, params: list[object]) -> None:
+    """RFC 7162 3.2.5.2: VANISHED (EARLIER) and FETCH for what changed since the client's state."""
+    a = Args(params)  # type: ignore[arg-type]
+    uidvalidity = a.number("uidvalidity", nonzero=True)
+    modseq = a.number("mod-sequence", nonzero=True)
+    known = None
+    if not a.at_end() and not a.peek_list():
+        known = parse_sequence_set(a.atom("known uids"))
+    if uidvalidity != sel.uidvalidity:
+        return
+    changes = await s.store.changes_since(sel.id, modseq)
+    vanished = [u for u in changes.expunged if known is None or known.contains(u, sel.uidnext)]
+    vanished = [u for u in vanished if u not in sel.meta]
+    if vanished:
+        s.untagged(f"VANISHED (EARLIER) {sequence_set(vanished)}")
+    for m in changes.changed:
+        n = sel.msn(m.uid)
+        meta = sel.meta.get(m.uid)
+        if n is not None and meta is not None:
+            s.untagged(f"{n} FETCH (UID {m.uid} FLAGS {flag_list(meta.flags)} MODSEQ ({meta.modseq}))")
+
+
+# -- CREATE / DELETE / RENAME (RFC 9051 6.3.4-6.3.6, RFC 6154 5.3) --------------------------
+
+
+async def cmd_create(s: Session, cmd: Command) -> str:
+    assert s.account_id is not None
+    args = Args(cmd.args)
+    name = args.mailbox(s.utf8).rstrip(SEP)
+    special: str | None = None
+    if not args.at_end():
+        for key, value in _pairs(args.plist("create parameters")):
+            if key != "USE" or not isinstance(value, ParenList):
+                raise Bad("Unknown CREATE parameter")
+            uses = [t.value for t in value.items if isinstance(t, Atom)]
+            if len(uses) > 1:
+                raise No("Only one special use per mailbox", code=USEATTR)
+            for use in uses:
+                match = [u for u in SPECIAL_USES if u.lower() == use.lower()]
+                if not match:
+                    raise No(f"Unsupported special use {use}", code=USEATTR)
+                special = match[0]
+    args.end()
+    if not name or name == "INBOX":
+        raise No("Mailbox exists", code=ALREADYEXISTS)
+    existing = {m.name for m in await s.store.list_mailboxes(s.account_id)}
+    if name in existing:
+        raise No("Mailbox exists", code=ALREADYEXISTS)
+    parts = name.split(SEP)
+    try:
+        for i in range(1, len(parts)):
+            parent = SEP.join(parts[:i])
+            if parent and parent not in existing:
+                await s.store.create_mailbox(s.account_id, parent)
+        await s.store.create_mailbox(s.account_id, name, special_use=special)
+    except AlreadyExists:
+        raise No("Mailbox exists", code=ALREADYEXISTS) from None
+    except InvalidName as exc:
+        raise No(str(exc), code=CANNOT) from None
+    return "CREATE completed"
+
+
+async def cmd_delete(s: Session, cmd: Command) -> str:
+    args = Args(cmd.args)
+    name = args.mailbox(s.utf8)
+    args.end()
+    if name == "INBOX":
+        raise No("INBOX cannot be deleted", code=CANNOT)
+    box = await find_mailbox(s, name)
+    if s.selected is not None and s.selected.id == box.id:
+        from .session import State
+
+        s.selected = None
+        s.state = State.AUTHENTICATED
+    try:
+        await s.store.delete_mailbox(box.id)
+    except InvalidName as exc:
+        raise No(str(exc), code=CANNOT) from None
+    except NotFound:
+        raise No("No such mailbox", code=NONEXISTENT) from None
+    return "DELETE completed"
+
+
+async def cmd_rename(s: Session, cmd: Command) -> str:
+    args = Args(cmd.args)
+    old = args.mailbox(s.utf8)
+    new = args.mailbox(s.utf8).rstrip(SEP)
+    args.end()
+    box = await find_mailbox(s, old)
+    if new == "INBOX":
+        raise No("Mailbox exists", code=ALREADYEXISTS)
+    try:
+        await s.store.rename_mailbox(box.id, new)
+    except AlreadyExists:
+        raise No("Mailbox exists", code=ALREADYEXISTS) from None
+    except InvalidName as exc:
+        raise No(str(exc), code=CANNOT) from None
+    return "RENAME completed"
+
+
+async def cmd_subscribe(s: Session, cmd: Command) -> str:
+    assert s.account_id is not None
+    args = Args(cmd.args)
+    name = args.mailbox(s.utf8)
+    args.end()
+    if cmd.name == "SUBSCRIBE":
+        await find_mailbox(s, name)
+    await s.store.set_subscribed(s.account_id, name, cmd.name == "SUBSCRIBE")
+    return f"{cmd.name} completed"
+
+
+# -- LIST / LSUB (RFC 9051 6.3.9, RFC 5258, 6154, 5819) -----------------------------------
+
+
+def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
+    full = reference + pattern if not pattern.startswith(SEP) or not reference else reference + pattern
+    out = []
+    for c in full:
+        out.append(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c))
+    regex = "".join(out)
+    if full[:5].upper() == "INBOX":
+        regex = "(?i:INBOX)" + "".join(out[5:]) if len(full) >= 5 else regex
+    return re.compile(regex + r"\Z", re.DOTALL)
+
+
+async def cmd_list(s: Session, cmd: Command) -> str:
+    assert s.account_id is not None
+    args = Args(cmd.args)
+    select_opts: set[str] = set()
+    if args.peek_list():
+        select_opts = {t.value.upper() for t in args.plist() if isinstance(t, Atom)}
+        if not select_opts <= {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}:
+            raise Bad("Unknown LIST selection option")
+        if select_opts == {"RECURSIVEMATCH"}:
+            raise Bad("RECURSIVEMATCH needs another selection option")  # RFC 5258 3
+    reference = args.mailbox(s.utf8)
+    patterns: list[str] = []
+    if args.peek_list():
+        patterns = [decode_mailbox(t.value if isinstance(t, String) else t.value.encode(), s.utf8)
+                    for t in args.plist() if isinstance(t, String | Atom)]
+    else:
+        tok = args.next("mailbox pattern")
+        if isinstance(tok, String):
+            raw = tok.value
+        elif isinstance(tok, Atom):
+            raw = tok.value.encode()
+        else:
+            raise Bad("Expected a pattern")
+        patterns = [_decode_pattern(raw, s.utf8)]
+    return_opts: set[str] = set()
+    status_items: list[str] = []
+    if not args.at_end():
+        if args.keyword("RETURN") != "RETURN":
+            raise Bad("Expected RETURN")
+        items = args.plist("return options")
+        i = 0
+        while i < len(items):
+            t = items[i]
+            if not isinstance(t, Atom):
+                raise Bad("Bad return option")
+            opt = t.value.upper()
+            if opt == "STATUS":
+                i += 1
+                if i >= len(items) or not isinstance(items[i], ParenList):
+                    raise Bad("STATUS needs items")
+                status_items = [x.value.upper() for x in items[i].items if isinstance(x, Atom)]  # type: ignore[union-attr]
+            elif opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"):
+                raise Bad(f"Unknown return option {opt}")
+            return_opts.add(opt)
+            i += 1
+    args.end()
+    if patterns == [""]:
+        # RFC 9051 6.3.9: an empty pattern asks for the hierarchy delimiter.
+        s.untagged(b'LIST (\\Noselect) "/" ""')
+        return "LIST completed"
+    boxes = await s.store.list_mailboxes(s.account_id)
+    subs = set(await s.store.list_subscriptions(s.account_id))
+    existing = {b.name: b for b in boxes}
+    names = set(existing)
+    for n in list(existing):
+        parts = n.split(SEP)
+        for i in range(1, len(parts)):
+            names.add(SEP.join(parts[:i]))
+    if "SUBSCRIBED" in select_opts:
+        names |= subs
+    regexes = [pattern_regex(reference, p) for p in patterns]
+    show_subscribed = "SUBSCRIBED" in return_opts or "SUBSCRIBED" in select_opts
+    for name in sorted(names, key=lambda n: (n != "INBOX", n)):
+        if not any(r.match(name) for r in regexes):
+            continue
+        box = existing.get(name)
+        attrs: list[str] = []
+        children = any(o.startswith(name + SEP) for o in existing)
+        if box is None:
+            attrs.append("\\NonExistent" if (s.rev2 or select_opts or return_opts) else "\\Noselect")
+        attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+        if box is not None and box.special_use and ("SPECIAL-USE" in return_opts or not select_opts):
+            attrs.append(box.special_use)
+        if "SPECIAL-USE" in select_opts and (box is None or not box.special_use):
+            continue
+        if "SUBSCRIBED" in select_opts and name not in subs:
+            continue
+        if show_subscribed and name in subs:
+            attrs.append("\\Subscribed")
+        s.untagged(f"LIST ({' '.join(attrs)}) \"/\" ".encode() + quoted_name(s, name))
+        if status_items and box is not None:
+            await _status_response(s, box, status_items)
+    return "LIST completed"
+
+
+def _decode_pattern(raw: bytes, utf8: bool) -> str:
+    try:
+        return decode_mailbox(raw, utf8)
+    except Bad:
+        return raw.decode("utf-8", "replace")
+
+
+async def cmd_lsub(s: Session, cmd: Command) -> str:
+    assert s.account_id is not None
+    args = Args(cmd.args)
+    reference = args.mailbox(s.utf8)
+    pattern = _decode_pattern(args.astring("pattern"), s.utf8)
+    args.end()
+    subs = await s.store.list_subscriptions(s.account_id)
+    existing = {b.name for b in await s.store.list_mailboxes(s.account_id)}
+    regex = pattern_regex(reference, pattern)
+    for name in subs:
+        if regex.match(name):
+            attrs = "" if name in existing else "\\Noselect"
+            s.untagged(f"LSUB ({attrs}) \"/\" ".encode() + quoted_name(s, name))
+    return "LSUB completed"
+
+
+async def cmd_namespace(s: Session, cmd: Command) -> str:
+    Args(cmd.args).end()
+    s.untagged('NAMESPACE (("" "/")) NIL NIL')  # RFC 2342: one personal namespace
+    return "NAMESPACE completed"
+
+
+# -- STATUS (RFC 9051 6.3.11, RFC 8438 SIZE, RFC 7162 HIGHESTMODSEQ) ----------------------
+
+_STATUS_ITEMS = {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "SIZE", "HIGHESTMODSEQ", "DELETED"}
+
+
+async def cmd_status(s: Session, cmd: Command) -> str:
+    args = Args(cmd.args)
+    name = args.mailbox(s.utf8)
+    items = [t.value.upper() for t in args.plist("status items") if isinstance(t, Atom)]
+    args.end()
+    if not items or not set(items) <= _STATUS_ITEMS:
+        raise Bad("Unknown STATUS item")
+    box = await find_mailbox(s, name)
+    await _status_response(s, box, items)
+    return "STATUS completed"
+
+
+async def _status_response(s: Session, box: Mailbox, items: list[str]) -> None:
+    box = await s.store.get_mailbox_by_id(box.id)
+    deleted = 0
+    if "DELETED" in items:
+        deleted = sum(1 for m in await s.store.list_messages(box.id) if "\\Deleted" in m.flags)
+    values = {
+        "MESSAGES": box.messages, "UIDNEXT": box.uidnext, "UIDVALIDITY": box.uidvalidity,
+        "UNSEEN": box.unseen, "RECENT": 0, "SIZE": box.size, "HIGHESTMODSEQ": max(box.highestmodseq, 1),
+        "DELETED": deleted,
+    }
+    body = " ".join(f"{i} {values[i]}" for i in items)
+    s.untagged(b"STATUS " + quoted_name(s, box.name) + f" ({body})".encode())
+
+
+# -- APPEND (RFC 9051 6.3.12, RFC 3502 MULTIAPPEND, RFC 4315 APPENDUID, RFC 3516 literal8) ---
+
+
+async def cmd_append(s: Session, cmd: Command) -> str:
+    args = Args(cmd.args)
+    name = args.mailbox(s.utf8)
+    items: list[tuple[list[str], float | None, bytes]] = []
+    while True:
+        flags: list[str] = []
+        when: float | None = None
+        if args.peek_list():
+            flags = [t.value for t in args.plist("flags") if isinstance(t, Atom)]
+            for f in flags:
+                if f.startswith("\\") and f.capitalize() not in [x.capitalize() for x in SYSTEM_FLAGS]:
+                    raise Bad(f"Invalid flag {f}")
+        tok = args.peek()
+        if isinstance(tok, String) and not tok.literal:
+            when = parse_datetime(args.string().value.decode("ascii", "replace"))
+        message = args.string("message literal")
+        if not message.literal:
+            raise Bad("Message must be a literal")
+        items.append(([_canonical_flag(f) for f in flags], when, message.value))
+        if args.at_end():
+            break
+    if any(not d for _, _, d in items):
+        raise No("Empty message", code=CLIENTBUG)
+    for _, _, d in items:
+        if len(d) > s.config.limits.message_size:
+            raise No("Message too big", code=TOOBIG)
+    box = await find_mailbox(s, name, trycreate=True)
+    uids: list[int] = []
+    try:
+        for flags, when, data in items:
+            blob = await s.store.put_blob(data)
+            msg = await s.store.append(box.id, blob, flags=flags,
+                                       internal_date=when if when is not None else time.time())
+            uids.append(msg.uid)
+    except QuotaExceeded:
+        if uids:
+            await s.store.expunge(box.id, uids)  # RFC 3502: all or nothing
+        raise No("Quota exceeded", code=OVERQUOTA) from None
+    except NotFound:
+        raise No("No such mailbox", code=TRYCREATE) from None
+    if s.selected is not None and s.selected.id == box.id:
+        s.dirty = True
+    return f"[APPENDUID {box.uidvalidity} {sequence_list(uids)}] APPEND completed"
+
+
+def _canonical_flag(flag: str) -> str:
+    for f in SYSTEM_FLAGS:
+        if f.lower() == flag.lower():
+            return f
+    return flag
+
+
+# -- QUOTA (RFC 9208) ----------------------------------------------------------------------
+
+
+async def _quota(s: Session) -> None:
+    assert s.account_id is not None
+    acct = await s.store.get_account_by_id(s.account_id)
+    if acct.quota is not None:
+        # RFC 9208 5.2: STORAGE counts units of 1024 octets.
+        s.untagged(f'QUOTA "" (STORAGE {(acct.used + 1023) // 1024} {acct.quota // 1024})')
+    else:
+        s.untagged('QUOTA "" ()')
+
+
+async def cmd_getquotaroot(s: Session, cmd: Command) -> str:
+    args = Args(cmd.args)
+    name = args.mailbox(s.utf8)
+    args.end()
+    box = await find_mailbox(s, name)
+    s.untagged(b"QUOTAROOT " + quoted_name(s, box.name) + b' ""')
+    await _quota(s)
+    return "GETQUOTAROOT completed"
+
+
+async def cmd_getquota(s: Session, cmd: Command) -> str:
+    args = Args(cmd.args)
+    root = args.astring("quota root")
+    args.end()
+    if root != b"":
+        raise No("No such quota root", code=NONEXISTENT)
+    await _quota(s)
+    return "GETQUOTA completed"
+
+
+async def cmd_setquota(s: Session, cmd: Command) -> str:
+    raise No("Quotas are set by the administrator", code=NOPERM)
+
+
+COMMANDS = {
+    "SELECT": (cmd_select, "auth"),
+    "EXAMINE": (cmd_select, "auth"),
+    "CREATE": (cmd_create, "auth"),
+    "DELETE": (cmd_delete, "auth"),
+    "RENAME": (cmd_rename, "auth"),
+    "SUBSCRIBE": (cmd_subscribe, "auth"),
+    "UNSUBSCRIBE": (cmd_subscribe, "auth"),
+    "LIST": (cmd_list, "auth"),
+    "LSUB": (cmd_lsub, "auth"),
+    "NAMESPACE": (cmd_namespace, "auth"),
+    "STATUS": (cmd_status, "auth"),
+    "APPEND": (cmd_append, "auth"),
+    "GETQUOTAROOT": (cmd_getquotaroot, "auth"),
+    "GETQUOTA": (cmd_getquota, "auth"),
+    "SETQUOTA": (cmd_setquota, "auth"),
+}

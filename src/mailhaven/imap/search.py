@@ -1,0 +1,409 @@
+"""SEARCH, SORT and THREAD (RFC 9051 6.4.4, RFC 4731 ESEARCH, RFC 5182 SEARCHRES,
+RFC 5032 WITHIN, RFC 7162 MODSEQ, RFC 5256 SORT/THREAD).
+
+Search keys become a small tree evaluated to a set of UIDs. Flag, size, date and UID keys
+use the session's cached view; text keys (SUBJECT, FROM, BODY, TEXT...) go to the store's
+full-text index (``search_text``); sent-date keys and SORT/THREAD read stored summaries.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..message.structure import header_end, parse_fields
+from ..store.api import Message
+from .grammar import Args, SequenceSet, parse_date, parse_number, parse_sequence_set
+from .parser import Atom, Command, ParenList, String, Token
+from .responses import BADCHARSET, Bad, No, sequence_set
+from .threads import base_subject, thread_orderedsubject, thread_references
+
+if TYPE_CHECKING:
+    from .selected import SelectedMailbox
+    from .session import Session
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False), "UNDELETED": ("\\Deleted", False), "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False), "UNSEEN": ("\\Seen", False),
+}
+_TEXT_KEYS = {"BCC": "bcc", "BODY": "body", "CC": "cc", "FROM": "from", "SUBJECT": "subject",
+              "TEXT": "text", "TO": "to"}
+_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+
+Node = tuple[Any, ...]
+
+
+class _KeyReader:
+    def __init__(self, tokens: list[Token], session: Session) -> None:
+        self.args = Args(tokens)
+        self.session = session
+        self.uses_modseq = False
+
+    def keys(self) -> Node:
+        nodes = []
+        while not self.args.at_end():
+            nodes.append(self.key())
+        if not nodes:
+            raise Bad("Missing search criteria")
+        return ("and", nodes) if len(nodes) > 1 else nodes[0]
+
+    def key(self, depth: int = 0) -> Node:
+        if depth > 50:
+            raise Bad("Search criteria nested too deeply")
+        a = self.args
+        tok = a.next("search key")
+        if isinstance(tok, ParenList):
+            sub = _KeyReader(list(tok.items), self.session)
+            node = sub.keys()
+            self.uses_modseq |= sub.uses_modseq
+            return node
+        if not isinstance(tok, Atom):
+            raise Bad("Invalid search key")
+        key = tok.value.upper()
+        if key == "ALL":
+            return ("all",)
+        if key in _FLAG_KEYS:
+            flag, present = _FLAG_KEYS[key]
+            return ("flag", flag, present)
+        if key in ("KEYWORD", "UNKEYWORD"):
+            return ("flag", a.atom("keyword"), key == "KEYWORD")
+        if key == "NEW":
+            return ("and", [("flag", "\\Seen", False), ("none",)])  # \Recent is never set
+        if key == "OLD":
+            return ("all",)
+        if key == "RECENT":
+            return ("none",)
+        if key == "NOT":
+            return ("not", self.key(depth + 1))
+        if key == "OR":
+            return ("or", self.key(depth + 1), self.key(depth + 1))
+        if key in ("LARGER", "SMALLER"):
+            return (key.lower(), a.number("size"))
+        if key in _DATE_KEYS:
+            return ("date", key, parse_date(a.text("date")))
+        if key in ("OLDER", "YOUNGER"):   # RFC 5032 WITHIN
+            return (key.lower(), a.number("interval", nonzero=True))
+        if key in _TEXT_KEYS:
+            return ("text", _TEXT_KEYS[key], self._string())
+        if key == "HEADER":
+            name = a.text("header field name")
+            return ("header", name, self._string())
+        if key == "UID":
+            return ("uidset", parse_sequence_set(a.atom("UID set")))
+        if key == "MODSEQ":   # RFC 7162 3.1.5
+            if isinstance(a.peek(), String):
+                a.next()
+                a.atom("entry type")
+            self.uses_modseq = True
+            self.session.enabled.add("CONDSTORE")
+            return ("modseq", parse_number(a.atom("mod-sequence")))
+        if key == "$":
+            return ("saved",)
+        if re.match(r"^[\d*:,]+$", key):
+            return ("seqset", parse_sequence_set(key))
+        raise Bad(f"Unknown search key {key[:30]}")
+
+    def _string(self) -> str:
+        return self.args.text("search string")
+
+
+@dataclass
+class _Evaluator:
+    s: Session
+    sel: SelectedMailbox
+    universe: list[int]
+    summaries: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    async def summary(self, uid: int) -> dict[str, Any]:
+        if not self.summaries:
+            for m in await self.s.store.get_messages(self.sel.id, self.universe, with_summary=True):
+                self.summaries[m.uid] = m.summary
+        return self.summaries.get(uid, {})
+
+    async def eval(self, node: Node) -> set[int]:
+        kind = node[0]
+        sel = self.sel
+        uni = self.universe
+        if kind == "all":
+            return set(uni)
+        if kind == "none":
+            return set()
+        if kind == "and":
+            result = set(uni)
+            # Cheap keys first; stop early when nothing is left.
+            for sub in sorted(node[1], key=lambda n: n[0] in ("text", "header", "date")):
+                if not result:
+                    break
+                result &= await self.eval(sub)
+            return result
+        if kind == "or":
+            return await self.eval(node[1]) | await self.eval(node[2])
+        if kind == "not":
+            return set(uni) - await self.eval(node[1])
+        if kind == "flag":
+            flag, present = node[1], node[2]
+            if flag.startswith("\\"):
+                return {u for u in uni if (flag in sel.meta[u].flags) == present}
+            low = flag.lower()
+            return {u for u in uni if any(f.lower() == low for f in sel.meta[u].flags) == present}
+        if kind == "larger":
+            return {u for u in uni if sel.meta[u].size > node[1]}
+        if kind == "smaller":
+            return {u for u in uni if sel.meta[u].size < node[1]}
+        if kind in ("older", "younger"):
+            now = self.s.ctx.now()
+            if kind == "older":
+                return {u for u in uni if sel.meta[u].internal_date <= now - node[1]}
+            return {u for u in uni if sel.meta[u].internal_date >= now - node[1]}
+        if kind == "modseq":
+            return {u for u in uni if sel.meta[u].modseq >= node[1]}
+        if kind == "uidset":
+            return set(node[1].select(uni)) if uni else set()
+        if kind == "seqset":
+            seq: SequenceSet = node[1]
+            count = len(sel.uids)
+            return {sel.uids[n - 1] for n in seq.select(list(range(1, count + 1)))} & set(uni)
+        if kind == "saved":
+            return set(sel.saved_result) & set(uni)
+        if kind == "date":
+            return await self._date(node[1], node[2])
+        if kind == "text":
+            if not node[2]:
+                return set(uni)
+            return await self.s.store.search_text(sel.id, node[1], node[2]) & set(uni)
+        if kind == "header":
+            return await self._header(node[1], node[2])
+        raise Bad("Unsupported search key")  # pragma: no cover
+
+    async def _date(self, key: str, day: int) -> set[int]:
+        """RFC 9051 6.4.4: dates compare by day, disregarding time and timezone."""
+        out = set()
+        for u in self.universe:
+            if key.startswith("SENT"):
+                summary = await self.summary(u)
+                ts = summary.get("date")
+                if ts is None:
+                    ts = self.sel.meta[u].internal_date
+                stamp = _day_of_header(summary.get("date_header") or "", ts)
+            else:
+                stamp = int(self.sel.meta[u].internal_date // 86400 * 86400)
+            k = key.removeprefix("SENT")
+            if (k == "BEFORE" and stamp < day) or (k == "ON" and stamp == day) or (k == "SINCE" and stamp >= day):
+                out.add(u)
+        return out
+
+    async def _header(self, name: str, value: str) -> set[int]:
+        field_name = name.lower()
+        if field_name in ("subject", "from", "to", "cc", "bcc") and value:
+            return await self.s.store.search_text(self.sel.id, field_name, value) & set(self.universe)
+        candidates = (await self.s.store.search_text(self.sel.id, "header", value) if len(value) >= 1
+                      else set(self.universe)) & set(self.universe)
+        out = set()
+        needle = value.lower()
+        for m in await self.s.store.get_messages(self.sel.id, sorted(candidates), with_summary=False):
+            raw = await self.s.store.read_blob(m.blob_id)
+            header = raw[:header_end(raw, 0, len(raw))]
+            for fname, fvalue, _ in parse_fields(header):
+                if fname == field_name and needle in fvalue.decode("utf-8", "replace").lower():
+                    out.add(m.uid)
+                    break
+        return out
+
+
+def _day_of_header(date_header: str, ts: float) -> int:
+    """The day of the Date header in its own timezone (RFC 9051: disregarding timezone)."""
+    try:
+        parsed = email.utils.parsedate_tz(date_header)
+    except Exception:  # noqa: BLE001
+        parsed = None
+    if parsed:
+        import calendar
+        return calendar.timegm((parsed[0], parsed[1], parsed[2], 0, 0, 0))
+    return int(ts // 86400 * 86400)
+
+
+def _charset(args: Args) -> None:
+    if args.peek_keyword() == "CHARSET":
+        args.next()
+        charset = args.text("charset").upper()
+        if charset not in ("UTF-8", "US-ASCII", "UTF8"):
+            raise No("Unsupported charset", code=f"{BADCHARSET} (US-ASCII UTF-8)")
+
+
+async def run_search(s: Session, tokens: list[Token]) -> tuple[list[int], bool]:
+    """(matching UIDs ascending, MODSEQ used)."""
+    sel = s.require_selected()
+    reader = _KeyReader(tokens, s)
+    tree = reader.keys()
+    universe = [u for u in sel.uids if sel.live(u)]
+    result = await _Evaluator(s, sel, universe).eval(tree)
+    return sorted(result), reader.uses_modseq
+
+
+async def cmd_search(s: Session, cmd: Command) -> str:
+    sel = s.require_selected()
+    args = Args(cmd.args)
+    returns: list[str] | None = None
+    if args.peek_keyword() == "RETURN":   # RFC 4731 ESEARCH
+        args.next()
+        returns = [t.value.upper() for t in args.plist("return options") if isinstance(t, Atom)]
+        if not set(returns) <= {"MIN", "MAX", "ALL", "COUNT", "SAVE"}:
+            raise Bad("Unknown RETURN option")
+    _charset(args)
+    uids, used_modseq = await run_search(s, args.tokens[args.pos:])
+    numbers = uids if cmd.uid else [sel.msn(u) or 0 for u in uids]
+    highest = max((sel.meta[u].modseq for u in uids), default=0)
+    if s.rev2 and returns is None:
+        returns = ["ALL"]
+    if returns is None:
+        text = "SEARCH" + "".join(f" {n}" for n in numbers)
+        if used_modseq and numbers:
+            text += f" (MODSEQ {highest})"
+        s.untagged(text)
+        return "SEARCH completed"
+    if "SAVE" in returns:
+        sel.saved_result = uids   # RFC 5182
+        returns = [r for r in returns if r != "SAVE"]
+        if not returns:
+            return "SEARCH completed"
+    if not returns:
+        returns = ["ALL"]
+    parts = [f'(TAG "{cmd.tag}")']
+    if cmd.uid:
+        parts.append("UID")
+    if numbers:
+        if "MIN" in returns:
+            parts.append(f"MIN {min(numbers)}")
+        if "MAX" in returns:
+            parts.append(f"MAX {max(numbers)}")
+        if "ALL" in returns:
+            parts.append(f"ALL {sequence_set(numbers)}")
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(numbers)}")
+    if used_modseq and numbers:
+        parts.append(f"MODSEQ {highest}")
+    s.untagged("ESEARCH " + " ".join(parts))
+    return "SEARCH completed"
+
+
+# -- SORT and THREAD (RFC 5256) ---------------------------------------------------------------
+
+_SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+
+
+def _first_address(summary: dict[str, Any], key: str, display: bool) -> str:
+    addrs = summary.get(key) or []
+    if not addrs:
+        return ""
+    a = addrs[0]
+    if display:
+        return (a.get("name") or a.get("email") or "").lower()
+    return (a.get("email") or "").partition("@")[0].lower()
+
+
+def _sent_date(m: Message, meta_date: float) -> float:
+    ts = m.summary.get("date")
+    return float(ts) if isinstance(ts, int | float) else meta_date
+
+
+async def cmd_sort(s: Session, cmd: Command) -> str:
+    sel = s.require_selected()
+    args = Args(cmd.args)
+    crit_tokens = args.plist("sort criteria")
+    criteria: list[tuple[str, bool]] = []
+    reverse = False
+    for t in crit_tokens:
+        if not isinstance(t, Atom):
+            raise Bad("Invalid sort criterion")
+        key = t.value.upper()
+        if key == "REVERSE":
+            reverse = True
+            continue
+        if key not in _SORT_KEYS:
+            raise Bad(f"Unknown sort criterion {key}")
+        criteria.append((key, reverse))
+        reverse = False
+    if not criteria or reverse:
+        raise Bad("Invalid sort criteria")
+    charset = args.text("charset").upper()
+    if charset not in ("UTF-8", "US-ASCII"):
+        raise No("Unsupported charset", code=f"{BADCHARSET} (US-ASCII UTF-8)")
+    uids, _ = await run_search(s, args.tokens[args.pos:])
+    messages = {m.uid: m for m in await s.store.get_messages(sel.id, uids, with_summary=True)}
+    uids = [u for u in uids if u in messages]
+
+    def value(u: int, key: str) -> Any:
+        m = messages[u]
+        meta = sel.meta[u]
+        if key == "ARRIVAL":
+            return meta.internal_date
+        if key == "DATE":
+            return _sent_date(m, meta.internal_date)
+        if key == "SIZE":
+            return meta.size
+        if key == "SUBJECT":
+            return base_subject(m.summary.get("subject") or "")
+        if key in ("FROM", "TO", "CC"):
+            return _first_address(m.summary, key.lower(), False)
+        return _first_address(m.summary, "from" if key == "DISPLAYFROM" else "to", True)
+
+    # Stable sorts from the last criterion to the first; ties end in UID order (RFC 5256 2.2... by sequence).
+    ordered = list(uids)
+    for key, rev in reversed(criteria):
+        keyed = {u: value(u, key) for u in ordered}
+        ordered.sort(key=keyed.__getitem__, reverse=rev)
+    numbers = ordered if cmd.uid else [sel.msn(u) or 0 for u in ordered]
+    s.untagged("SORT" + "".join(f" {n}" for n in numbers))
+    return "SORT completed"
+
+
+async def cmd_thread(s: Session, cmd: Command) -> str:
+    sel = s.require_selected()
+    args = Args(cmd.args)
+    algorithm = args.keyword("threading algorithm")
+    if algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
+        raise Bad("Unsupported threading algorithm")
+    charset = args.text("charset").upper()
+    if charset not in ("UTF-8", "US-ASCII"):
+        raise No("Unsupported charset", code=f"{BADCHARSET} (US-ASCII UTF-8)")
+    uids, _ = await run_search(s, args.tokens[args.pos:])
+    messages = [m for m in await s.store.get_messages(sel.id, uids, with_summary=True)]
+    rows = [(m.uid, _sent_date(m, sel.meta[m.uid].internal_date), m.summary) for m in messages
+            if m.uid in sel.meta]
+    if algorithm == "ORDEREDSUBJECT":
+        threads = thread_orderedsubject(rows)
+    else:
+        threads = thread_references(rows)
+
+    def number(u: int) -> int:
+        return u if cmd.uid else (sel.msn(u) or 0)
+
+    s.untagged("THREAD " + "".join(_render_thread(t, number) for t in threads))
+    return "THREAD completed"
+
+
+def _render_thread(node: tuple[int | None, list[Any]], number: Any) -> str:
+    """RFC 5256 section 4: a chain is written flat, branches as parenthesized siblings."""
+    uid, children = node
+    out: list[str] = []
+    if uid is not None:
+        out.append(str(number(uid)))
+        while len(children) == 1 and children[0][0] is not None:
+            uid, children = children[0]
+            out.append(str(number(uid)))
+    text = " ".join(out)
+    if children:
+        rendered = "".join(_render_thread(c, number) for c in children)
+        text = f"{text} {rendered}" if text else rendered
+    return "(" + text + ")"
+
+
+COMMANDS = {
+    "SEARCH": (cmd_search, "selected"),
+    "SORT": (cmd_sort, "selected"),
+    "THREAD": (cmd_thread, "selected"),
+}

@@ -1,0 +1,208 @@
+"""The asyncio adapter: sockets, TLS and timers around the sans-IO IMAP session.
+
+Invariants:
+- One task per connection owns the socket and the session; the change-feed pump task only
+  marks the session dirty and wakes that task, so the session is never re-entered.
+- Output is written and drained after every event, so a slow client slows only itself;
+  big FETCH responses stream through ``SessionContext.flush``.
+- STARTTLS upgrades with the public ``StreamWriter.start_tls``; anything the client sent
+  after the command is refused before the handshake (no plaintext command injection).
+- The idle timer (``limits.imap_idle``, 30 min by default, RFC 9051 5.4) restarts on
+  every read; IDLE clients are expected to re-issue IDLE within it (RFC 2177).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+from ..logs import Log, connection_id
+from .parser import NEED_DATA, CommandReader
+from .session import Mode, Session, SessionContext
+
+READ_SIZE = 64 * 1024
+
+
+class ImapListener:
+    """What app.py keeps for one listener: close() stops accepting and ends sessions."""
+
+    def __init__(self, app: Any, name: str, implicit_tls: bool) -> None:
+        self.app = app
+        self.name = name
+        self.implicit_tls = implicit_tls
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[asyncio.Task[None]] = set()
+        self.per_ip: dict[str, int] = {}
+        self.log = Log("imap").bind(listener=name)
+
+    @property
+    def sockets(self) -> Any:
+        server: Any = self.server
+        return server.sockets if server is not None else ()
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(
+            self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None,
+            limit=READ_SIZE, backlog=1024)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def wait_closed(self) -> None:
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(self.connections, timeout=5)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), timeout=2)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else "unix"
+        limits = self.app.config.limits
+        if len(self.connections) >= limits.connections or self.per_ip.get(ip, 0) >= limits.connections_per_ip:
+            writer.write(b"* BYE Too many connections\r\n")
+            with contextlib.suppress(Exception):
+                await writer.drain()
+                writer.close()
+            return
+        self.connections.add(task)
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        try:
+            await Connection(self, reader, writer, ip).run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                writer.write(b"* BYE Server shutting down\r\n")
+                await asyncio.wait_for(writer.drain(), timeout=1)
+        except Exception:  # noqa: BLE001 - never let one connection take the listener down
+            self.log.error("connection failed", exc=True, peer=ip)
+        finally:
+            self.connections.discard(task)
+            self.per_ip[ip] -= 1
+            if not self.per_ip[ip]:
+                del self.per_ip[ip]
+            with contextlib.suppress(Exception):
+                writer.close()
+
+
+class Connection:
+    def __init__(self, listener: ImapListener, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, ip: str) -> None:
+        app = listener.app
+        self.app = app
+        self.reader = reader
+        self.writer = writer
+        self.wake = asyncio.Event()
+        self.pump: asyncio.Task[None] | None = None
+        self.subscription: Any = None
+        config = app.config
+        log = listener.log.bind(cid=connection_id("i"), peer=ip)
+        self.ctx = SessionContext(
+            store=app.store, config=config, log=log, peer=ip, tls=listener.implicit_tls,
+            starttls=not listener.implicit_tls, hostname=config.hostname, sleep=asyncio.sleep,
+            flush=self.flush,
+        )
+        self.parser = CommandReader(max_literal=config.limits.imap_literal)
+        self.session = Session(self.ctx, self.parser)
+
+    async def flush(self) -> None:
+        data = self.session.take_output()
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def run(self) -> None:
+        session = self.session
+        self.writer.write(session.greeting())
+        await self.writer.drain()
+        read_task: asyncio.Task[bytes] | None = None
+        wake_task: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                await self._process()
+                if session.closing:
+                    break
+                if read_task is None:
+                    read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
+                waiting: set[asyncio.Future[Any]] = {read_task}
+                if session.mode is Mode.IDLE:
+                    if session.dirty:
+                        await session.idle_update()
+                        await self.flush()
+                        continue
+                    if wake_task is None:
+                        wake_task = asyncio.ensure_future(self.wake.wait())
+                    waiting.add(wake_task)
+                done, _ = await asyncio.wait(waiting, timeout=self.app.config.limits.imap_idle,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    session.untagged("BYE Autologout; idle for too long")
+                    await self.flush()
+                    break
+                if wake_task is not None and wake_task in done:
+                    wake_task = None
+                    self.wake.clear()
+                    await session.idle_update()
+                    await self.flush()
+                if read_task in done:
+                    data = read_task.result()
+                    read_task = None
+                    if not data:
+                        break
+                    self.parser.receive_data(data)
+        finally:
+            for t in (read_task, wake_task, self.pump):
+                if t is not None:
+                    t.cancel()
+            if self.subscription is not None:
+                self.subscription.close()
+
+    async def _process(self) -> None:
+        """Run every complete command (or IDLE/SASL line) buffered so far."""
+        session = self.session
+        while not session.closing:
+            if session.mode is Mode.COMMAND:
+                event = self.parser.next_event()
+                if event is NEED_DATA:
+                    break
+                await session.handle_event(event)  # type: ignore[arg-type]
+            else:
+                line = self.parser.next_line()
+                if line is NEED_DATA:
+                    break
+                assert isinstance(line, bytes)
+                if session.mode is Mode.IDLE:
+                    session.idle_line(line)
+                else:
+                    await session.sasl_line(line)
+            await self.flush()
+            if session.starttls_pending:
+                await self.writer.start_tls(self.app.tls)
+                session.tls_started()
+            if session.account_id is not None and self.subscription is None:
+                self._subscribe(session.account_id)
+        await self.flush()
+
+    def _subscribe(self, account_id: int) -> None:
+        self.subscription = self.app.store.subscribe(account_id)
+
+        async def pump() -> None:
+            async for change in self.subscription:
+                self.session.note_change(change)
+                self.wake.set()
+
+        self.pump = asyncio.ensure_future(pump())
+
+
+async def start_listener(ctx: Any, name: str, host: str, port: int) -> ImapListener:
+    listener = ImapListener(ctx, name, implicit_tls=name == "imaps")
+    await listener.start(host, port)
+    return listener

@@ -1,0 +1,363 @@
+"""The IMAP session core: states, command dispatch, untagged updates. No I/O here.
+
+The asyncio adapter (:mod:`mailhaven.imap.server`) feeds parser events to
+:meth:`Session.handle_event` and writes :meth:`Session.take_output` to the socket. The
+store, the clock, the sleep used for auth-failure delays and the output flush are
+injected through :class:`SessionContext`.
+
+Invariants:
+- A command runs only in the states the table below allows (RFC 9051 section 3);
+  anything else is BAD and counts as an error.
+- Handlers raise ``No``/``Bad``/``Bye``; :meth:`Session.run_command` turns them into the
+  tagged line once.
+- Untagged EXISTS/EXPUNGE/FETCH about other sessions' changes are written only just
+  before a tagged completion or while IDLE, and EXPUNGE never after FETCH, STORE or
+  SEARCH by sequence number (RFC 9051 section 7.5.1).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Config
+from ..logs import Log
+from ..store.api import Change, Store
+from .parser import Command, CommandError, CommandReader, LiteralAnnounced
+from .responses import Bad, Bye, No, Reply, flag_list, sequence_set
+from .selected import SelectedMailbox
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+class Mode(enum.Enum):
+    COMMAND = "command"
+    IDLE = "idle"
+    SASL = "sasl"
+
+
+ANY = frozenset(State) - {State.LOGOUT}
+NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
+AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+
+Handler = Callable[["Session", Command], Awaitable[str | None]]
+"""Returns the text of the tagged OK (``None``: the command completes later, e.g. IDLE)."""
+
+PRE_AUTH_LITERAL = 8 * 1024
+"""Largest literal accepted before login (usernames, passwords)."""
+
+# Commands whose untagged EXPUNGE must wait (RFC 9051 section 7.5.1); the UID forms may have them.
+_NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "COPY", "SORT", "THREAD"})
+
+
+@dataclass(kw_only=True)
+class SessionContext:
+    store: Store
+    config: Config
+    log: Log
+    peer: str = ""
+    tls: bool = False
+    """The connection is encrypted (implicit TLS or after STARTTLS)."""
+    starttls: bool = True
+    """STARTTLS can be offered (a TLS context exists and TLS is not on yet)."""
+    hostname: str = "localhost"
+    now: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] | None = None
+    flush: Callable[[], Awaitable[None]] | None = None
+    """Writes buffered output to the peer (large FETCH responses stream through it)."""
+    auth_delay: float = 1.0
+
+
+@dataclass
+class Session:
+    ctx: SessionContext
+    reader: CommandReader
+    state: State = State.NOT_AUTHENTICATED
+    mode: Mode = Mode.COMMAND
+    account_id: int | None = None
+    username: str = ""
+    selected: SelectedMailbox | None = None
+    enabled: set[str] = field(default_factory=set)
+    errors: int = 0
+    auth_failures: int = 0
+    out: bytearray = field(default_factory=bytearray)
+    dirty: bool = False
+    """A change for this account arrived; the selected view must catch up."""
+    mailboxes_changed: bool = False
+    idle_tag: str = ""
+    sasl: Any = None
+    sasl_tag: str = ""
+    starttls_pending: bool = False
+    closing: bool = False
+    commands: dict[str, tuple[Handler, frozenset[State]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from .commands import COMMANDS
+
+        self.commands = COMMANDS
+
+    # -- output -------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def untagged(self, text: str | bytes) -> None:
+        self.out += b"* " + (text.encode() if isinstance(text, str) else text) + b"\r\n"
+
+    def take_output(self) -> bytes:
+        data = bytes(self.out)
+        self.out.clear()
+        return data
+
+    async def maybe_flush(self, threshold: int = 256 * 1024) -> None:
+        if len(self.out) >= threshold and self.ctx.flush is not None:
+            await self.ctx.flush()
+
+    # -- properties used by handlers ------------------------------------------------
+    @property
+    def store(self) -> Store:
+        return self.ctx.store
+
+    @property
+    def config(self) -> Config:
+        return self.ctx.config
+
+    @property
+    def secure(self) -> bool:
+        """Plaintext passwords are acceptable: TLS, or a trusted peer (loopback by default)."""
+        return self.ctx.tls or self.ctx.config.is_trusted(self.ctx.peer)
+
+    @property
+    def utf8(self) -> bool:
+        """Mailbox names travel as UTF-8 (IMAP4rev2 or UTF8=ACCEPT enabled)."""
+        return "IMAP4REV2" in self.enabled or "UTF8=ACCEPT" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        return "IMAP4REV2" in self.enabled
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    def require_selected(self) -> SelectedMailbox:
+        if self.selected is None:
+            raise Bad("No mailbox selected")
+        return self.selected
+
+    def capabilities(self) -> list[str]:
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.ctx.starttls and not self.ctx.tls:
+                caps.append("STARTTLS")
+            if self.secure:
+                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+                if _scram_available():
+                    caps.append("AUTH=SCRAM-SHA-256")
+            else:
+                caps.append("LOGINDISABLED")
+            return caps
+        limit = self.config.limits.message_size
+        caps += [
+            "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
+            "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "SORT",
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QUOTA", "QUOTA=RES-STORAGE",
+            f"APPENDLIMIT={limit}", "MULTIAPPEND", "BINARY", "STATUS=SIZE", "WITHIN", "UTF8=ACCEPT",
+        ]
+        return caps
+
+    # -- events from the parser ------------------------------------------------------
+    def greeting(self) -> bytes:
+        caps = " ".join(self.capabilities())
+        return f"* OK [CAPABILITY {caps}] {self.ctx.hostname} Mailhaven IMAP ready\r\n".encode()
+
+    async def handle_event(self, event: Command | CommandError | LiteralAnnounced) -> None:
+        if isinstance(event, LiteralAnnounced):
+            self.literal_announced(event)
+        elif isinstance(event, CommandError):
+            self.command_error(event)
+        else:
+            await self.run_command(event)
+
+    def literal_announced(self, ev: LiteralAnnounced) -> None:
+        if self.state is State.NOT_AUTHENTICATED and ev.size > PRE_AUTH_LITERAL:
+            self.reader.reject_literal()
+            self._bad(ev.tag or "*", "Literal too big before authentication", code="TOOBIG")
+            return
+        if ev.name == "APPEND" and ev.size > self.config.limits.message_size:
+            # RFC 7889 section 4: refuse before the client sends the message.
+            self.reader.reject_literal()
+            self.write(No("Message too big", code="TOOBIG").line(ev.tag or "*"))
+            return
+        self.reader.accept_literal()
+        if ev.synchronizing:
+            self.write(b"+ Ready for literal data\r\n")
+
+    def command_error(self, ev: CommandError) -> None:
+        self._bad(ev.tag or "*", ev.text, code=ev.code)
+        if ev.fatal:
+            self.bye("Protocol error")
+
+    def _bad(self, tag: str, text: str, code: str | None = None) -> None:
+        self.write(Bad(text, code=code).line(tag))
+        self.errors += 1
+        if self.errors >= self.config.limits.errors_per_session:
+            self.bye("Too many errors")
+
+    def bye(self, text: str) -> None:
+        if not self.closing:
+            self.untagged(f"BYE {text}")
+        self.closing = True
+        self.state = State.LOGOUT
+
+    async def run_command(self, cmd: Command) -> None:
+        if self.mode is not Mode.COMMAND:
+            raise RuntimeError("command while not in command mode")
+        entry = self.commands.get(cmd.name)
+        uid_ok = cmd.name in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD")
+        if entry is None or (cmd.uid and not uid_ok):
+            self._bad(cmd.tag, "Unknown command")
+            return
+        handler, states = entry
+        if self.state not in states:
+            self._bad(cmd.tag, f"{cmd.name} not allowed in the {self.state.value} state")
+            return
+        try:
+            text = await handler(self, cmd)
+        except Bye as exc:
+            self.bye(exc.text)
+            return
+        except Bad as exc:
+            self._bad(cmd.tag, exc.text, exc.code)
+            return
+        except No as exc:
+            await self.announce(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE)
+            self.write(exc.line(cmd.tag))
+            return
+        except Reply as exc:  # pragma: no cover - every Reply is one of the above
+            self.write(exc.line(cmd.tag))
+            return
+        except Exception:  # noqa: BLE001 - one failing command must not end the session
+            self.ctx.log.error("command failed", exc=True, command=cmd.name)
+            self.mode = Mode.COMMAND
+            self.write(No("Internal error", code="SERVERBUG").line(cmd.tag))
+            return
+        if text is None:
+            return
+        if not self.closing:
+            await self.announce(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE)
+        self.write(f"{cmd.tag} OK {text}\r\n".encode())
+
+    # -- change feed ----------------------------------------------------------------
+    def note_change(self, change: Change) -> None:
+        """Called by the adapter for every change of this account (any time)."""
+        sel = self.selected
+        if change.kind == "resync" or (sel is not None and change.mailbox_id == sel.id):
+            self.dirty = True
+        if change.kind == "mailbox":
+            self.mailboxes_changed = True
+
+    async def announce(self, *, allow_expunge: bool) -> None:
+        """Catch the selected view up with the store and tell the client (RFC 9051 7.5.1)."""
+        sel = self.selected
+        if sel is None:
+            return
+        if self.dirty:
+            self.dirty = False
+            try:
+                await sel.refresh(self.store, self.condstore)
+            except Exception:  # noqa: BLE001 - the mailbox was deleted under us
+                from ..store.api import NotFound
+                try:
+                    await self.store.get_mailbox_by_id(sel.id)
+                except NotFound:
+                    self.bye("Selected mailbox was deleted")
+                    return
+                raise
+        if allow_expunge and sel.pending_expunge:
+            gone = sorted(sel.pending_expunge)
+            numbers = sel.remove(gone)
+            if self.qresync:
+                self.untagged(f"VANISHED {sequence_set(gone)}")  # RFC 7162 3.2.10
+            else:
+                for number in numbers:
+                    self.untagged(f"{number} EXPUNGE")
+        if len(sel.uids) > sel.announced:
+            self.untagged(f"{len(sel.uids)} EXISTS")
+            sel.announced = len(sel.uids)
+        for uid in sorted(sel.pending_flags):
+            n = sel.msn(uid)
+            meta = sel.meta.get(uid)
+            if n is None or meta is None:
+                continue
+            self.untagged(self.flags_fetch(n, uid, meta.flags, meta.modseq))
+        sel.pending_flags.clear()
+
+    def flags_fetch(self, n: int, uid: int, flags: frozenset[str], modseq: int) -> str:
+        items = []
+        if self.qresync or self.rev2 or self.condstore:
+            items.append(f"UID {uid}")  # RFC 7162 3.2.4: QRESYNC wants the UID
+        items.append(f"FLAGS {flag_list(flags)}")
+        if self.condstore:
+            items.append(f"MODSEQ ({modseq})")
+        return f"{n} FETCH ({' '.join(items)})"
+
+    # -- IDLE (RFC 2177) ------------------------------------------------------------------
+    async def idle_update(self) -> None:
+        if self.mode is Mode.IDLE:
+            await self.announce(allow_expunge=True)
+
+    def idle_line(self, line: bytes) -> None:
+        tag = self.idle_tag
+        self.mode = Mode.COMMAND
+        if line.strip().upper() == b"DONE":
+            self.write(f"{tag} OK IDLE terminated\r\n".encode())
+        else:
+            self._bad(tag, "Expected DONE")
+
+    # -- SASL continuation lines --------------------------------------------------------
+    async def sasl_line(self, line: bytes) -> None:
+        from .authenticate import continue_authenticate
+
+        await continue_authenticate(self, line)
+
+    # -- STARTTLS ---------------------------------------------------------------------
+    def tls_started(self) -> None:
+        self.starttls_pending = False
+        self.ctx.tls = True
+        self.ctx.starttls = False
+
+    # -- login --------------------------------------------------------------------------
+    async def login_succeeded(self, account_id: int, username: str) -> None:
+        self.account_id = account_id
+        self.username = username
+        self.state = State.AUTHENTICATED
+        self.ctx.log = self.ctx.log.bind(user=username)
+        self.ctx.log.info("login")
+
+    async def login_failed(self) -> None:
+        self.auth_failures += 1
+        self.ctx.log.info("auth failed", failures=self.auth_failures)
+        if self.ctx.sleep is not None:
+            # Slow down guessing: 1s, 2s, 4s... capped (Dovecot's auth_failure_delay idea).
+            await self.ctx.sleep(min(self.ctx.auth_delay * 2 ** (self.auth_failures - 1), 15.0))
+        if self.auth_failures >= self.config.limits.auth_failures:
+            raise Bye("Too many authentication failures")
+
+
+def _scram_available() -> bool:
+    from .authenticate import scram_supported
+
+    return scram_supported()

@@ -1,0 +1,304 @@
+"""MIME structure with byte offsets, and the IMAP envelope, computed once at delivery.
+
+``structure_summary(raw)`` returns ``{"imap": {"envelope": ..., "body": ...}}``, which
+:func:`mailhaven.message.summary.summarize` merges into the stored summary. IMAP FETCH
+serves ENVELOPE, BODYSTRUCTURE and every ``BODY[section]`` (``1.2.MIME``, ``3.HEADER``,
+``TEXT``...) from it by slicing the stored bytes: no re-parse per request.
+
+Each entity (a message or a body part) is a dict:
+
+- ``h``: ``[header_start, body_start]`` byte offsets (the header includes its blank line),
+  ``e``: end of the body (exclusive),
+- ``t``, ``s``: content type and subtype as written (defaults ``text``/``plain``),
+- ``p``: parameters ``[[name, value], ...]`` as written (RFC 2231 parts kept as sent),
+- ``id``, ``desc``, ``enc``, ``md5``, ``loc``: the Content-* fields or None,
+- ``disp``: ``[type, [[name, value]...]]`` or None, ``lang``: list or None,
+- ``lines``: body lines (text/* and message/rfc822),
+- ``parts``: children of a multipart, ``msg``: the entity of an encapsulated message with
+  its ``env`` (message/rfc822, message/global).
+
+The parser is deliberately forgiving (RFC 2046 5.1.1 delimiters, missing close
+delimiters, LF-only line ends, headers without a body) and bounded in depth.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from typing import Any
+
+MAX_DEPTH = 40
+MAX_PARTS = 5000
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_RE = re.compile(rb"^([^:\s][^:]*?)[ \t]*:", re.MULTILINE)
+
+
+def structure_summary(raw: bytes) -> dict[str, Any]:
+    counter = [0]
+    root = _entity(raw, 0, len(raw), ("text", "plain"), 0, counter)
+    return {"imap": {"envelope": root.pop("env"), "body": root}}
+
+
+# -- headers --------------------------------------------------------------------
+
+
+def header_end(raw: bytes, start: int, end: int) -> int:
+    """Offset of the body: just after the blank line ending the header (or ``end``)."""
+    if raw.startswith(b"\r\n", start):
+        return start + 2
+    if raw.startswith(b"\n", start):
+        return start + 1
+    m = _HEADER_END.search(raw, start, end)
+    if m is None:
+        return end
+    return m.end()
+
+
+def parse_fields(block: bytes) -> list[tuple[str, bytes, bytes]]:
+    """(lower-case name, unfolded value, raw field bytes including its line end)."""
+    out: list[tuple[str, bytes, bytes]] = []
+    lines = block.splitlines(keepends=True)
+    current: list[bytes] = []
+
+    def flush() -> None:
+        if not current:
+            return
+        field = b"".join(current)
+        name, sep, value = field.partition(b":")
+        if sep and name.strip() and not name[:1].isspace():
+            unfolded = re.sub(rb"\r?\n([ \t])", rb"\1", value).strip()
+            out.append((name.strip().decode("ascii", "replace").lower(), unfolded, field))
+        current.clear()
+
+    for line in lines:
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t") and current:
+            current.append(line)
+            continue
+        flush()
+        current.append(line)
+    flush()
+    return out
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+# -- Content-Type and friends --------------------------------------------------
+
+
+def _params(value: str) -> tuple[str, list[list[str]]]:
+    """``text/plain; charset="utf-8"`` -> (``text/plain``, [[charset, utf-8]])."""
+    head, _, rest = value.partition(";")
+    params: list[list[str]] = []
+    i = 0
+    n = len(rest)
+    while i < n:
+        while i < n and rest[i] in " \t;":
+            i += 1
+        j = i
+        while j < n and rest[j] not in "=;":
+            j += 1
+        name = rest[i:j].strip()
+        if j >= n or rest[j] == ";":
+            i = j + 1
+            continue
+        j += 1
+        while j < n and rest[j] in " \t":
+            j += 1
+        if j < n and rest[j] == '"':
+            k = j + 1
+            buf: list[str] = []
+            while k < n and rest[k] != '"':
+                if rest[k] == "\\" and k + 1 < n:
+                    k += 1
+                buf.append(rest[k])
+                k += 1
+            val = "".join(buf)
+            i = k + 1
+        else:
+            k = j
+            while k < n and rest[k] != ";":
+                k += 1
+            val = rest[j:k].strip()
+            i = k
+        if name and len(params) < 64:
+            params.append([name, val])
+    return head.strip(), params
+
+
+def _content_type(value: str | None, default: tuple[str, str]) -> tuple[str, str, list[list[str]]]:
+    if not value:
+        t, s = default
+        return t, s, ([["charset", "us-ascii"]] if (t, s) == ("text", "plain") else [])
+    head, params = _params(value)
+    t, slash, s = head.partition("/")
+    t, s = t.strip(), s.strip()
+    if not slash or not t or not s or any(c in t + s for c in ' ()<>@,;:"\\[]?='):
+        # RFC 2045 5.2: an unparseable Content-Type is text/plain; charset=us-ascii.
+        return "text", "plain", [["charset", "us-ascii"]]
+    return t, s, params
+
+
+def _boundary(params: list[list[str]]) -> bytes | None:
+    for name, value in params:
+        if name.lower() == "boundary" and value:
+            try:
+                return value.encode("ascii")
+            except UnicodeEncodeError:
+                return value.encode("utf-8")
+    return None
+
+
+def _count_lines(raw: bytes, start: int, end: int) -> int:
+    if end <= start:
+        return 0
+    n = raw.count(b"\n", start, end)
+    return n if raw[end - 1:end] == b"\n" else n + 1
+
+
+# -- entities ------------------------------------------------------------------
+
+
+def _entity(raw: bytes, start: int, end: int, default: tuple[str, str], depth: int,
+            counter: list[int]) -> dict[str, Any]:
+    counter[0] += 1
+    body_start = header_end(raw, start, end)
+    fields = parse_fields(raw[start:body_start])
+    first: dict[str, str] = {}
+    for name, value, _ in fields:
+        first.setdefault(name, _text(value))
+    ctype, subtype, params = _content_type(first.get("content-type"), default)
+    node: dict[str, Any] = {
+        "h": [start, body_start], "e": end, "t": ctype, "s": subtype, "p": params,
+        "id": first.get("content-id"), "desc": first.get("content-description"),
+        "enc": (first.get("content-transfer-encoding") or "7bit").strip() or "7bit",
+        "md5": first.get("content-md5"), "loc": first.get("content-location"),
+        "disp": None, "lang": None,
+        "env": envelope(fields),
+    }
+    if "content-disposition" in first:
+        dtype, dparams = _params(first["content-disposition"])
+        if dtype:
+            node["disp"] = [dtype, dparams]
+    if "content-language" in first:
+        langs = [x.strip() for x in first["content-language"].split(",") if x.strip()]
+        node["lang"] = langs or None
+    lower_t, lower_s = ctype.lower(), subtype.lower()
+    boundary = _boundary(params) if lower_t == "multipart" else None
+    if lower_t == "multipart" and boundary and depth < MAX_DEPTH:
+        child_default = ("message", "rfc822") if lower_s == "digest" else ("text", "plain")
+        node["parts"] = [
+            _strip_env(_entity(raw, a, b, child_default, depth + 1, counter))
+            for a, b in _split_multipart(raw, body_start, end, boundary)
+            if counter[0] < MAX_PARTS
+        ]
+        if not node["parts"]:
+            # RFC 9051 7.5.2: a multipart always has at least one part; show an empty one.
+            node["parts"] = [_strip_env(_entity(raw, end, end, child_default, depth + 1, counter))]
+    elif lower_t == "multipart":
+        # No usable boundary: serve the body as opaque text (as Dovecot does).
+        node["t"], node["s"], node["p"] = "text", "plain", [["charset", "us-ascii"]]
+        node["lines"] = _count_lines(raw, body_start, end)
+    elif lower_t == "message" and lower_s in ("rfc822", "global") and depth < MAX_DEPTH \
+            and node["enc"].lower() in ("7bit", "8bit", "binary"):
+        inner = _entity(raw, body_start, end, ("text", "plain"), depth + 1, counter)
+        node["msg"] = inner
+        node["lines"] = _count_lines(raw, body_start, end)
+    elif lower_t == "text":
+        node["lines"] = _count_lines(raw, body_start, end)
+    return node
+
+
+def _strip_env(node: dict[str, Any]) -> dict[str, Any]:
+    """Only messages carry an envelope: drop the one computed for a body part."""
+    node.pop("env", None)
+    return node
+
+
+def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """Body part (start, end) offsets between delimiter lines (RFC 2046 section 5.1.1).
+
+    The line break before a delimiter belongs to the delimiter, not to the part.
+    """
+    delim = b"--" + boundary
+    parts: list[tuple[int, int]] = []
+    part_start: int | None = None
+    pos = start
+    while True:
+        i = raw.find(delim, pos, end)
+        if i < 0:
+            break
+        at_line_start = i == start or raw[i - 1:i] == b"\n"
+        after = i + len(delim)
+        closing = raw.startswith(b"--", after)
+        j = after + 2 if closing else after
+        # Transport padding (LWSP) may follow the delimiter before the line end.
+        while j < end and raw[j:j + 1] in (b" ", b"\t"):
+            j += 1
+        line_end_ok = j >= end or raw[j:j + 1] in (b"\r", b"\n")
+        if not at_line_start or not line_end_ok:
+            pos = after
+            continue
+        if part_start is not None:
+            part_end = i
+            if part_end > part_start and raw[part_end - 1:part_end] == b"\n":
+                part_end -= 1
+                if part_end > part_start and raw[part_end - 1:part_end] == b"\r":
+                    part_end -= 1
+            parts.append((part_start, max(part_start, part_end)))
+        if closing:
+            return parts
+        if raw.startswith(b"\r\n", j):
+            j += 2
+        elif raw.startswith(b"\n", j):
+            j += 1
+        part_start = min(j, end)
+        pos = part_start
+    if part_start is not None:
+        # No close delimiter: the last part runs to the end.
+        parts.append((part_start, end))
+    return parts
+
+
+# -- envelope (RFC 9051 section 7.5.2) -------------------------------------------
+
+
+def _addresses(values: list[str]) -> list[list[str | None]] | None:
+    out: list[list[str | None]] = []
+    for value in values:
+        try:
+            pairs = email.utils.getaddresses([value])
+        except Exception:  # noqa: BLE001 - unparseable address list: leave it out
+            continue
+        for name, addr in pairs:
+            if not name and not addr:
+                continue
+            local, at, host = addr.rpartition("@")
+            if not at:
+                local, host = addr, ""
+            out.append([name or None, None, local or None, host or None])
+    return out or None
+
+
+def envelope(fields: list[tuple[str, bytes, bytes]]) -> list[Any]:
+    first: dict[str, str] = {}
+    every: dict[str, list[str]] = {}
+    for name, value, _ in fields:
+        text = _text(value)
+        first.setdefault(name, text)
+        every.setdefault(name, []).append(text)
+
+    def addrs(name: str) -> list[list[str | None]] | None:
+        return _addresses(every.get(name, []))
+
+    from_ = addrs("from")
+    sender = addrs("sender") or from_      # RFC 9051 7.5.2: defaults to From
+    reply_to = addrs("reply-to") or from_
+    return [
+        first.get("date"), first.get("subject"), from_, sender, reply_to,
+        addrs("to"), addrs("cc"), addrs("bcc"), first.get("in-reply-to"), first.get("message-id"),
+    ]
