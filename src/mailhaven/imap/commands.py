@@ -87,9 +87,10 @@ async def cmd_enable(s: Session, cmd: Command) -> str:
     if args.at_end():
         raise Bad("ENABLE needs at least one capability")
     newly: list[str] = []
+    before = set(s.enabled)
     while not args.at_end():
         cap = args.atom("capability").upper()
-        if cap in _ENABLABLE and cap not in s.enabled:
+        if cap in _ENABLABLE and cap not in before and {"IMAP4REV2": "IMAP4rev2"}.get(cap, cap) not in newly:
             s.enabled.add(cap)
             newly.append({"IMAP4REV2": "IMAP4rev2"}.get(cap, cap))
             if cap == "QRESYNC":

@@ -313,7 +313,7 @@ async def cmd_list(s: Session, cmd: Command) -> str:
         if box is None:
             attrs.append("\\NonExistent" if (s.rev2 or select_opts or return_opts) else "\\Noselect")
         attrs.append("\\HasChildren" if children else "\\HasNoChildren")
-        if box is not None and box.special_use and ("SPECIAL-USE" in return_opts or not select_opts):
+        if box is not None and box.special_use:  # RFC 6154 2: always shown
             attrs.append(box.special_use)
         if "SPECIAL-USE" in select_opts and (box is None or not box.special_use):
             continue

@@ -1,0 +1,392 @@
+"""The IMAP session in memory against a real SQLite store: every command family."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from imap_harness import Client, deliver, make_account, untagged
+
+SIMPLE = (b"From: Bob Example <bob@example.org>\r\nTo: alice@example.com\r\nSubject: Lunch plans\r\n"
+          b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\r\n"
+          b"Shall we meet at noon?\r\n")
+MULTI = (b"From: carol@example.net\r\nTo: alice@example.com, Dave <dave@example.com>\r\n"
+         b"Subject: =?utf-8?q?Re=3A_Report?=\r\nDate: Tue, 2 Jan 2024 11:00:00 +0100\r\n"
+         b"Message-ID: <m2@example.net>\r\nIn-Reply-To: <m1@example.org>\r\nReferences: <m1@example.org>\r\n"
+         b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n"
+         b"preamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee attached report.\r\n"
+         b"--XX\r\nContent-Type: application/octet-stream; name=\"r.bin\"\r\n"
+         b"Content-Disposition: attachment; filename=\"r.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+         + base64.encodebytes(b"\x00\x01binary\xff").replace(b"\n", b"\r\n")
+         + b"--XX--\r\nepilogue\r\n")
+
+
+async def setup(store, *messages: bytes):  # type: ignore[no-untyped-def]
+    acct = await make_account(store)
+    for raw in messages:
+        await deliver(store, acct.id, raw)
+    c = Client(store)
+    await c.login()
+    return acct, c
+
+
+async def test_greeting_and_capabilities_before_login(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store)
+    local = Client(store)
+    assert local.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2")
+    out = await local.cmd("CAPABILITY")
+    assert b"AUTH=PLAIN" in out and b"LOGINDISABLED" not in out and b"STARTTLS" in out
+    remote = Client(store, peer="192.0.2.7")
+    out = await remote.cmd("CAPABILITY")
+    assert b"LOGINDISABLED" in out and b"AUTH=PLAIN" not in out
+    out = await remote.cmd('LOGIN alice@example.com s3cret', expect="NO")
+    assert b"PRIVACYREQUIRED" in out
+    tls = Client(store, peer="192.0.2.7", tls=True)
+    out = await tls.cmd("CAPABILITY")
+    assert b"LOGINDISABLED" not in out and b"STARTTLS" not in out
+    await tls.login()
+
+
+async def test_login_failures_are_delayed_then_bye(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store)
+    c = Client(store)
+    for _ in range(4):
+        out = await c.cmd("LOGIN alice@example.com wrong", expect="NO")
+        assert b"AUTHENTICATIONFAILED" in out
+    assert c.sleeps == [1.0, 2.0, 4.0, 8.0]
+    out = await c.send(b"x LOGIN alice@example.com wrong\r\n")
+    assert b"* BYE" in out and c.session.closing
+
+
+async def test_authenticate_plain_with_and_without_initial_response(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store)
+    token = base64.b64encode(b"\x00alice@example.com\x00s3cret").decode()
+    c = Client(store)
+    out = await c.cmd(f"AUTHENTICATE PLAIN {token}")
+    assert b"t1 OK [CAPABILITY" in out
+    c = Client(store)
+    out = await c.send(b"a AUTHENTICATE PLAIN\r\n")
+    assert out == b"+ \r\n"
+    out = await c.send(token.encode() + b"\r\n")
+    assert out.startswith(b"a OK")
+    c = Client(store)
+    await c.send(b"a AUTHENTICATE PLAIN\r\n")
+    assert (await c.send(b"*\r\n")).startswith(b"a BAD")
+    out = await c.send(b"b AUTHENTICATE LOGIN\r\n")
+    assert out == b"+ " + base64.b64encode(b"Username:") + b"\r\n"
+    await c.send(base64.b64encode(b"alice@example.com") + b"\r\n")
+    out = await c.send(base64.b64encode(b"bad") + b"\r\n")
+    assert out.startswith(b"b NO [AUTHENTICATIONFAILED]")
+
+
+async def test_state_table(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store)
+    c = Client(store)
+    await c.cmd("SELECT INBOX", expect="BAD")
+    await c.cmd("FETCH 1 FLAGS", expect="BAD")
+    await c.login()
+    await c.cmd("LOGIN a b", expect="BAD")
+    await c.cmd("FETCH 1 FLAGS", expect="BAD")
+    await c.cmd("UID LIST \"\" *", expect="BAD")
+    await c.cmd("FROBNICATE", expect="BAD")
+
+
+async def test_select_examine_and_readonly(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store, SIMPLE, MULTI)
+    out = await c.cmd("SELECT INBOX")
+    assert b"* 2 EXISTS" in out and b"* 0 RECENT" in out and b"[UIDVALIDITY " in out
+    assert b"[UIDNEXT 3]" in out and b"[PERMANENTFLAGS (" in out and b"[READ-WRITE]" in out
+    assert b"[UNSEEN 1]" in out and b"[HIGHESTMODSEQ " in out
+    out = await c.cmd("EXAMINE INBOX")
+    assert b"* OK [CLOSED]" in out and b"[READ-ONLY]" in out
+    await c.cmd("STORE 1 +FLAGS (\\Seen)", expect="NO")
+    await c.cmd("FETCH 1 BODY[]")
+    out = await c.cmd("FETCH 1 FLAGS")
+    assert b"\\Seen" not in out  # EXAMINE never sets \Seen
+    await c.cmd("SELECT Nope", expect="NO")
+    assert c.session.selected is None
+    await c.cmd("FETCH 1 FLAGS", expect="BAD")
+
+
+async def test_append_fetch_roundtrip_and_uidplus(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store)
+    await c.cmd("SELECT INBOX")
+    out = await c.send(b'a APPEND INBOX (\\Flagged $Work) "17-Jul-1996 02:44:25 -0700" {%d}\r\n' % len(MULTI))
+    assert out == b"+ Ready for literal data\r\n"
+    out = await c.send(MULTI + b"\r\n")
+    assert re.search(rb"a OK \[APPENDUID \d+ 1\]", out), out
+    assert b"* 1 EXISTS" in out
+    out = await c.cmd("FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])")
+    assert b"INTERNALDATE \"17-Jul-1996 09:44:25 +0000\"" in out
+    assert b"RFC822.SIZE %d" % len(MULTI) in out
+    assert b"BODY[] {%d}\r\n" % len(MULTI) + MULTI + b")" in out
+    assert b"\\Flagged" in out and b"$Work" in out
+    # MULTIAPPEND with a non-synchronizing literal
+    out = await c.send(b"b APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(SIMPLE), SIMPLE, len(SIMPLE), SIMPLE))
+    assert re.search(rb"b OK \[APPENDUID \d+ 2:3\]", out), out
+    out = await c.cmd("APPEND Nowhere {3+}\r\nabc", expect="NO")
+    assert b"[TRYCREATE]" in out
+
+
+async def test_append_too_big_is_refused_before_the_literal(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store)
+    limit = c.session.config.limits.message_size
+    out = await c.send(b"a APPEND INBOX {%d}\r\n" % (limit + 1))
+    assert out.startswith(b"a NO [TOOBIG]")
+    out = await c.cmd("NOOP")
+    assert b"OK" in out
+
+
+async def test_fetch_structure_sections_and_binary(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store, MULTI)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1 (BODYSTRUCTURE ENVELOPE)")
+    assert b'("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 20 1 NIL NIL NIL NIL)' in out
+    assert b'"application" "octet-stream" ("name" "r.bin")' in out
+    assert b'"mixed" ("boundary" "XX") NIL NIL NIL)' in out
+    assert b'"=?utf-8?q?Re=3A_Report?="' in out  # ENVELOPE keeps encoded words
+    assert b'((NIL NIL "alice" "example.com")("Dave" NIL "dave" "example.com"))' in out
+    assert b'"<m1@example.org>" "<m2@example.net>")' in out
+    out = await c.cmd("FETCH 1 (BODY.PEEK[1] BODY.PEEK[2.MIME] BODY.PEEK[HEADER.FIELDS (subject FROM)])")
+    assert b"BODY[1] {20}\r\nSee attached report." in out
+    assert b"BODY[2.MIME] {" in out and b"Content-Transfer-Encoding: base64\r\n\r\n" in out
+    assert b"BODY[HEADER.FIELDS (SUBJECT FROM)] {" in out
+    assert b"From: carol@example.net\r\nSubject: =?utf-8?q?Re=3A_Report?=\r\n\r\n" in out
+    out = await c.cmd("FETCH 1 (BINARY.PEEK[2] BINARY.SIZE[2] BODY.PEEK[TEXT]<0.8>)")
+    assert b"BINARY[2] ~{9}\r\n\x00\x01binary\xff" in out
+    assert b"BINARY.SIZE[2] 9" in out
+    assert b"BODY[TEXT]<0> {8}\r\npreamble" in out
+    out = await c.cmd("FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (Subject From To Date Message-ID In-Reply-To References MIME-Version)])")
+    assert b"Content-Type: multipart/mixed" in out and b"Subject" not in out
+    out = await c.cmd("FETCH 1 (FLAGS)")
+    assert b"\\Seen" not in out
+    out = await c.cmd("FETCH 1 BODY[1]")
+    assert b"FLAGS (\\Seen)" in out
+    await c.cmd("FETCH 1 BODY[1.2.3.4]")
+    await c.cmd("FETCH 1 BODY[MIME]", expect="BAD")
+    await c.cmd("FETCH 1 (BODY[HEADER.FIELDS ()])", expect="BAD")
+    await c.cmd("FETCH 2 FLAGS", expect="BAD")
+
+
+async def test_fetch_nested_message_rfc822(store) -> None:  # type: ignore[no-untyped-def]
+    raw = (b"From: a@b.c\r\nSubject: outer\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n"
+           b"--b1\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\n"
+           b"From: x@y.z\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n"
+           b"--b2\r\nContent-Type: text/plain\r\n\r\nplain inner\r\n--b2\r\nContent-Type: text/html\r\n\r\n"
+           b"<p>html</p>\r\n--b2--\r\n\r\n--b1--\r\n")
+    _, c = await setup(store, raw)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1 (BODY.PEEK[2.HEADER] BODY.PEEK[2.1] BODY.PEEK[2.2] BODY.PEEK[2.TEXT] BODYSTRUCTURE BODY)")
+    assert b"BODY[2.HEADER] {" in out and b"Subject: inner\r\n" in out
+    assert b"BODY[2.1] {11}\r\nplain inner" in out
+    assert b"BODY[2.2] {11}\r\n<p>html</p>" in out
+    assert b'"message" "rfc822" NIL NIL NIL "7bit"' in out
+    assert b'("text" "plain" NIL NIL NIL "7bit" 11 1)("text" "html" NIL NIL NIL "7bit" 11 1) "alternative")' in out
+
+
+async def test_store_flags_and_condstore(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store, SIMPLE, SIMPLE, SIMPLE)
+    await c.cmd("SELECT INBOX (CONDSTORE)")
+    out = await c.cmd("STORE 1:2 +FLAGS (\\Flagged Custom)")
+    assert re.search(rb"\* 1 FETCH \(FLAGS \(\\Flagged Custom\) MODSEQ \(\d+\)\)", out), out
+    out = await c.cmd("STORE 1 -FLAGS.SILENT (Custom)")
+    assert b"FETCH" not in out
+    out = await c.cmd("UID STORE 3 FLAGS (\\Seen)")
+    assert b"* 3 FETCH (UID 3 FLAGS (\\Seen) MODSEQ" in out
+    out = await c.cmd("FETCH 1:3 (MODSEQ)")
+    modseqs = [int(x) for x in re.findall(rb"MODSEQ \((\d+)\)", out)]
+    out = await c.cmd(f"STORE 1:3 (UNCHANGEDSINCE {min(modseqs)}) +FLAGS (\\Answered)")
+    assert b"[MODIFIED" in out
+    out = await c.cmd("SEARCH MODSEQ 1")
+    assert re.search(rb"\* SEARCH 1 2 3 \(MODSEQ \d+\)", out), out
+    await c.cmd("STORE 1 +FLAGS (\\Bogus)", expect="BAD")
+    out = await c.cmd("FETCH 1 (FLAGS) (CHANGEDSINCE 1)")
+    assert b"MODSEQ" in out
+
+
+async def test_search_keys_and_esearch(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store, SIMPLE, MULTI, SIMPLE.replace(b"Lunch", b"Dinner"))
+    await c.cmd("SELECT INBOX")
+    await c.cmd("STORE 2 +FLAGS (\\Flagged)")
+    cases = {
+        "ALL": b"1 2 3", "FLAGGED": b"2", "UNFLAGGED": b"1 3", "SUBJECT lunch": b"1",
+        "FROM carol": b"2", "TO dave": b"2", "BODY noon": b"1 3", "TEXT attached": b"2",
+        'HEADER Message-ID "m2@example"': b"2", "OR FLAGGED SUBJECT dinner": b"2 3",
+        "NOT FLAGGED": b"1 3", "2:3 NOT 3": b"2", "UID 1,3": b"1 3", f"LARGER {len(SIMPLE) + 1}": b"2",
+        "SENTON 2-Jan-2024": b"2", "SENTBEFORE 2-Jan-2024": b"1 3", "SINCE 1-Jan-2020": b"1 2 3",
+        "BEFORE 1-Jan-2020": b"", "KEYWORD Nothing": b"", "(FLAGGED OR SEEN DELETED)": b"",
+        "CHARSET UTF-8 SUBJECT Lunch": b"1", "YOUNGER 3600": b"1 2 3", "OLDER 3600": b"",
+        "NEW": b"", "OLD": b"1 2 3", "HEADER X-Missing \"\"": b"",
+    }
+    for criteria, expected in cases.items():
+        out = await c.cmd(f"SEARCH {criteria}")
+        line = untagged(out, "SEARCH")[0]
+        assert line == (b"* SEARCH " + expected).rstrip(), (criteria, out)
+    out = await c.cmd("SEARCH CHARSET KOI8-R ALL", expect="NO")
+    assert b"BADCHARSET" in out
+    await c.cmd("SEARCH BOGUS", expect="BAD")
+    out = await c.cmd("SEARCH RETURN (MIN MAX COUNT ALL) NOT FLAGGED")
+    assert b'* ESEARCH (TAG "t' in out and b"MIN 1 MAX 3 ALL 1,3 COUNT 2" in out
+    out = await c.cmd("UID SEARCH RETURN (SAVE) SUBJECT lunch")
+    assert b"ESEARCH" not in out
+    out = await c.cmd("FETCH $ (UID)")
+    assert b"* 1 FETCH (UID 1)" in out and b"* 3 FETCH" not in out
+
+
+async def test_copy_move_expunge(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store, SIMPLE, MULTI, SIMPLE)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("COPY 1:2 Archive")
+    assert re.search(rb"\[COPYUID \d+ 1:2 1:2\]", out)
+    out = await c.cmd("MOVE 2 Trash")
+    assert re.search(rb"\* OK \[COPYUID \d+ 2 1\]", out) and b"* 2 EXPUNGE" in out
+    out = await c.cmd("COPY 1 Missing", expect="NO")
+    assert b"TRYCREATE" in out
+    await c.cmd("STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+    out = await c.cmd("UID EXPUNGE 3")
+    assert b"* 2 EXPUNGE" in out and b"* 1 EXPUNGE" not in out
+    out = await c.cmd("EXPUNGE")
+    assert b"* 1 EXPUNGE" in out
+    out = await c.cmd("STATUS Archive (MESSAGES UIDNEXT UNSEEN SIZE DELETED)")
+    assert re.search(rb'\* STATUS "Archive" \(MESSAGES 2 UIDNEXT 3 UNSEEN 2 SIZE \d+ DELETED 0\)', out), out
+    await c.cmd("STORE 1 +FLAGS (\\Deleted)", expect="BAD")  # mailbox is empty now
+
+
+async def test_close_expunges_silently_and_unselect(store) -> None:  # type: ignore[no-untyped-def]
+    acct, c = await setup(store, SIMPLE, SIMPLE)
+    await c.cmd("SELECT INBOX")
+    await c.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    out = await c.cmd("CLOSE")
+    assert b"EXPUNGE" not in out
+    box = await store.get_mailbox(acct.id, "INBOX")
+    assert box.messages == 1
+    await c.cmd("SELECT INBOX")
+    await c.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    await c.cmd("UNSELECT")
+    assert (await store.get_mailbox(acct.id, "INBOX")).messages == 1
+
+
+async def test_mailbox_management_and_list(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store)
+    await c.cmd("CREATE Projects/2024/Q1/")
+    await c.cmd("CREATE Projects", expect="NO")
+    await c.cmd('CREATE "Entw&APw-rfe"')
+    await c.cmd("CREATE Saved (USE (\\Archive))")
+    await c.cmd("CREATE Bad (USE (\\Bogus))", expect="NO")
+    out = await c.cmd('LIST "" "%"')
+    assert b'* LIST (\\HasChildren) "/" "Projects"' in out
+    assert b'"Entw&APw-rfe"' in out
+    assert b'* LIST (\\HasNoChildren \\Sent) "/" "Sent"' in out
+    out = await c.cmd('LIST "" "Projects/*"')
+    assert b'"Projects/2024/Q1"' in out
+    out = await c.cmd('LIST "" ""')
+    assert b'* LIST (\\Noselect) "/" ""' in out
+    out = await c.cmd('LIST (SPECIAL-USE) "" "*"')
+    assert b"INBOX" not in out and b"\\Archive" in out and b'"Saved"' in out
+    out = await c.cmd('LIST "" "INBOX" RETURN (STATUS (MESSAGES UIDVALIDITY) SUBSCRIBED)')
+    assert b'\\Subscribed) "/" "INBOX"' in out and b'* STATUS "INBOX" (MESSAGES 0 UIDVALIDITY' in out
+    await c.cmd("RENAME Projects Work")
+    out = await c.cmd('LIST "" "Work/*"')
+    assert b'"Work/2024/Q1"' in out
+    await c.cmd("RENAME Work Sent", expect="NO")
+    await c.cmd("DELETE Work/2024/Q1")
+    await c.cmd("DELETE INBOX", expect="NO")
+    await c.cmd("DELETE Nope", expect="NO")
+    await c.cmd("SUBSCRIBE Work")
+    await c.cmd("UNSUBSCRIBE Sent")
+    out = await c.cmd('LSUB "" "*"')
+    assert b'"Work"' in out and b'"Sent"' not in out
+    out = await c.cmd("NAMESPACE")
+    assert b'* NAMESPACE (("" "/")) NIL NIL' in out
+    await c.cmd("ENABLE UTF8=ACCEPT")
+    out = await c.cmd('LIST "" "Entw*"')
+    assert '"Entwürfe"'.encode() in out
+
+
+async def test_quota(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store, quota=10 * 1024)
+    c = Client(store)
+    await c.login()
+    out = await c.cmd("GETQUOTAROOT INBOX")
+    assert b'* QUOTAROOT "INBOX" ""' in out and b'* QUOTA "" (STORAGE 0 10)' in out
+    big = b"Subject: big\r\n\r\n" + b"x" * 11000
+    out = await c.cmd(f"APPEND INBOX {{{len(big)}+}}\r\n".encode().decode() + big.decode(), expect="NO")
+    assert b"OVERQUOTA" in out
+    await c.cmd("SETQUOTA \"\" (STORAGE 1)", expect="NO")
+
+
+async def test_enable_qresync_and_vanished(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store, SIMPLE, SIMPLE, SIMPLE)
+    out = await c.cmd("ENABLE QRESYNC CONDSTORE BOGUS")
+    assert b"* ENABLED QRESYNC CONDSTORE" in out
+    out = await c.cmd("SELECT INBOX")
+    uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", out).group(1))  # type: ignore[union-attr]
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", out).group(1))  # type: ignore[union-attr]
+    await c.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    out = await c.cmd("EXPUNGE")
+    assert b"* VANISHED 2" in out
+    await c.cmd("UID STORE 3 +FLAGS (\\Seen)")
+    await c.cmd("UNSELECT")
+    out = await c.cmd(f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq} 1:3))")
+    assert b"* VANISHED (EARLIER) 2" in out
+    assert b"FETCH (UID 3 FLAGS (\\Seen) MODSEQ" in out
+    out = await c.cmd(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)")
+    assert b"* VANISHED (EARLIER) 2" in out and b"UID 3" in out and b"UID 1 " not in out
+
+
+async def test_sort_and_thread(store) -> None:  # type: ignore[no-untyped-def]
+    reply = (b"From: zed@example.org\r\nSubject: Re: Lunch plans\r\nDate: Wed, 3 Jan 2024 09:00:00 +0000\r\n"
+             b"Message-ID: <m3@x>\r\nIn-Reply-To: <m1@example.org>\r\nReferences: <m1@example.org>\r\n\r\nok\r\n")
+    _, c = await setup(store, reply, SIMPLE, MULTI)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("SORT (DATE) UTF-8 ALL")
+    assert b"* SORT 2 3 1" in out
+    out = await c.cmd("SORT (REVERSE ARRIVAL) UTF-8 ALL")
+    assert b"* SORT 3 2 1" in out
+    out = await c.cmd("UID SORT (FROM) UTF-8 ALL")
+    assert b"* SORT 2 3 1" in out
+    out = await c.cmd("SORT (SUBJECT DATE) UTF-8 ALL")
+    assert b"* SORT 2 1 3" in out
+    out = await c.cmd("THREAD ORDEREDSUBJECT UTF-8 ALL")
+    assert b"* THREAD (2 1)(3)" in out
+    out = await c.cmd("THREAD REFERENCES UTF-8 ALL")
+    assert b"* THREAD (2 (3)(1))" in out  # children by sent date
+    await c.cmd("THREAD BOGUS UTF-8 ALL", expect="BAD")
+
+
+async def test_malformed_commands_bad_then_bye(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store)
+    out = await c.send(b"a FETCH (\r\nb NOOP\r\n")
+    assert b"a BAD" in out and b"b OK" in out
+    for i in range(8):
+        await c.send(f"x{i} BOGUS\r\n".encode())
+    out = await c.send(b"y BOGUS\r\n")
+    assert b"* BYE Too many errors" in out and c.session.closing
+
+
+async def test_id_and_enable(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store)
+    out = await c.cmd('ID ("name" "pytest" "version" "1")')
+    assert b'* ID ("name" "Mailhaven"' in out
+    await c.cmd("ID NIL")
+    out = await c.cmd("ENABLE IMAP4rev2")
+    assert b"* ENABLED IMAP4rev2" in out
+    out = await c.cmd("SELECT INBOX")
+    assert b"RECENT" not in out and b'* LIST () "/" "INBOX"' in out
+    out = await c.cmd("SEARCH ALL")
+    assert b"* ESEARCH (TAG" in out and b"* SEARCH" not in out
+
+
+async def test_idle(store) -> None:  # type: ignore[no-untyped-def]
+    acct, c = await setup(store)
+    await c.cmd("SELECT INBOX")
+    out = await c.send(b"i IDLE\r\n")
+    assert out == b"+ idling\r\n"
+    await deliver(store, acct.id, SIMPLE)
+    out = await c.poll()
+    assert out == b"* 1 EXISTS\r\n"
+    out = await c.send(b"DONE\r\n")
+    assert out == b"i OK IDLE terminated\r\n"
+    await c.send(b"j IDLE\r\n")
+    out = await c.send(b"NOPE\r\n")
+    assert out.startswith(b"j BAD")
