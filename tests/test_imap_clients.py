@@ -1,0 +1,343 @@
+"""The IMAP server over real sockets with real clients: imaplib, imapclient, curl, mbsync,
+fetchmail; plaintext on loopback, STARTTLS and implicit TLS; IDLE across sessions."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ServerProcess
+
+USER, PASSWORD = "alice@example.com", "s3cret"
+MSG = (b"From: Bob <bob@example.org>\r\nTo: alice@example.com\r\nSubject: Hello %d\r\n"
+       b"Message-ID: <hello-%d@example.org>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nBody number %d\r\n")
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} is required under CI=true")
+        pytest.skip(f"{tool} not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("imap") / "data").start()
+    server.add_user(USER, PASSWORD)
+    server.add_user("bob@example.com", PASSWORD)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def connect(srv: ServerProcess, user: str = USER) -> imaplib.IMAP4:
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    m.login(user, PASSWORD)
+    return m
+
+
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def fresh_mailbox(m: imaplib.IMAP4, name: str) -> None:
+    m.delete(name)
+    assert m.create(name)[0] == "OK"
+
+
+def test_imaplib_session(srv: ServerProcess) -> None:
+    m = connect(srv)
+    fresh_mailbox(m, "ImaplibBox")
+    for i in range(3):
+        typ, data = m.append("ImaplibBox", "(\\Seen)", None, MSG % (i, i, i))
+        assert typ == "OK" and b"APPENDUID" in data[0]
+    typ, data = m.select("ImaplibBox")
+    assert typ == "OK" and data == [b"3"]
+    typ, data = m.fetch("2", "(UID BODY.PEEK[])")
+    assert data[0][1] == MSG % (1, 1, 1)
+    typ, data = m.uid("SEARCH", "SUBJECT", '"Hello 2"')
+    assert data == [b"3"]
+    typ, data = m.store("1", "+FLAGS", "(\\Deleted)")
+    assert typ == "OK"
+    typ, data = m.expunge()
+    assert data == [b"1"]
+    typ, data = m.status("ImaplibBox", "(MESSAGES UIDNEXT)")
+    assert data == [b'"ImaplibBox" (MESSAGES 2 UIDNEXT 4)']
+    assert m.logout()[0] == "BYE"
+
+
+def test_malformed_input_gets_bad_and_session_continues(srv: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", srv.port("imap")), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"* OK")
+        s.sendall(b"a1 FETCH (((\r\n\r\nb2 NOOP\r\nc3 LOGIN {4}\r\n")
+        assert f.readline().startswith(b"a1 BAD")
+        assert f.readline().startswith(b"* BAD")
+        assert f.readline().startswith(b"b2 OK")
+        assert f.readline().startswith(b"+ ")
+        s.sendall(b"user pass\r\n")
+        assert f.readline().startswith(b"c3 NO")
+
+
+def test_starttls_and_implicit_tls(srv: ServerProcess) -> None:
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    assert "STARTTLS" in m.capabilities
+    m.starttls(ssl_context=tls_context())
+    assert "STARTTLS" not in m.capabilities
+    m.login(USER, PASSWORD)
+    m.logout()
+    s = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=tls_context())
+    s.login(USER, PASSWORD)
+    typ, data = s.list()
+    assert typ == "OK" and any(b"INBOX" in d for d in data)
+    s.logout()
+
+
+def test_starttls_injection_refused(srv: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", srv.port("imap")), timeout=10) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"a STARTTLS\r\nb LOGIN alice@example.com s3cret\r\n")
+        line = f.readline()
+        assert line.startswith(b"* BYE") or line.startswith(b"a BAD"), line
+
+
+def test_idle_told_of_new_mail_within_a_second(srv: ServerProcess) -> None:
+    watcher = connect(srv)
+    fresh_mailbox(watcher, "IdleBox")
+    watcher.select("IdleBox")
+    tag = watcher._new_tag()
+    watcher.send(tag + b" IDLE\r\n")
+    assert watcher.readline().startswith(b"+")
+    writer = connect(srv)
+    start = time.monotonic()
+    writer.append("IdleBox", None, None, MSG % (1, 1, 1))
+    watcher.sock.settimeout(5)
+    line = watcher.readline()
+    elapsed = time.monotonic() - start
+    assert line == b"* 1 EXISTS\r\n"
+    assert elapsed < 1.0, elapsed
+    watcher.send(b"DONE\r\n")
+    assert watcher.readline().startswith(tag + b" OK")
+    writer.select("IdleBox")
+    writer.store("1", "+FLAGS", "(\\Deleted)")
+    writer.expunge()
+    typ, data = watcher.noop()
+    assert typ == "OK"
+    assert watcher.untagged_responses.get("EXPUNGE") == [b"1"]
+    watcher.logout()
+    writer.logout()
+
+
+def test_idle_sees_smtp_delivery(srv: ServerProcess) -> None:
+    try:
+        smtp = smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=10)
+    except OSError:
+        pytest.skip("no SMTP listener in this build yet")
+    watcher = connect(srv, "bob@example.com")
+    typ, data = watcher.select("INBOX")
+    before = int(data[0])
+    tag = watcher._new_tag()
+    watcher.send(tag + b" IDLE\r\n")
+    assert watcher.readline().startswith(b"+")
+    start = time.monotonic()
+    smtp.sendmail("carol@example.org", ["bob@example.com"], MSG % (5, 5, 5))
+    smtp.quit()
+    watcher.sock.settimeout(5)
+    line = watcher.readline()
+    assert line == b"* %d EXISTS\r\n" % (before + 1)
+    assert time.monotonic() - start < 2.0
+    watcher.send(b"DONE\r\n")
+    watcher.readline()
+    watcher.logout()
+
+
+def test_imapclient_library(srv: ServerProcess) -> None:
+    imapclient = pytest.importorskip("imapclient")
+    c = imapclient.IMAPClient("127.0.0.1", port=srv.port("imap"), ssl=False)
+    c.login(USER, PASSWORD)
+    if c.folder_exists("ClientLib"):
+        c.delete_folder("ClientLib")
+    c.create_folder("ClientLib")
+    c.append("ClientLib", MSG % (7, 7, 7), flags=[imapclient.SEEN])
+    c.append("ClientLib", MSG % (8, 8, 8))
+    info = c.select_folder("ClientLib")
+    assert info[b"EXISTS"] == 2
+    assert b"CONDSTORE" in c.capabilities()
+    uids = c.search(["UNSEEN"])
+    assert len(uids) == 1
+    data = c.fetch(uids, ["ENVELOPE", "BODYSTRUCTURE", "FLAGS", "RFC822.SIZE", "BODY.PEEK[]"])
+    env = data[uids[0]][b"ENVELOPE"]
+    assert env.subject == b"Hello 8"
+    assert env.from_[0].mailbox == b"bob" and env.from_[0].host == b"example.org"
+    assert data[uids[0]][b"BODY[]"] == MSG % (8, 8, 8)
+    c.add_flags(uids, [imapclient.FLAGGED])
+    assert imapclient.FLAGGED in c.get_flags(uids)[uids[0]]
+    c.move(uids, "Archive")
+    assert c.search(["ALL"]) != uids
+    folders = {f[2]: f[0] for f in c.list_folders()}
+    assert "ClientLib" in folders
+    c.idle()
+    c.idle_done()
+    c.logout()
+
+
+def test_curl_imap(srv: ServerProcess) -> None:
+    curl = need("curl")
+    m = connect(srv)
+    fresh_mailbox(m, "CurlBox")
+    m.append("CurlBox", None, None, MSG % (3, 3, 3))
+    m.logout()
+    base = f"imap://127.0.0.1:{srv.port('imap')}"
+    auth = ["--user", f"{USER}:{PASSWORD}"]
+    out = subprocess.run([curl, "-sS", *auth, base + "/"], capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert b"CurlBox" in out.stdout and b"INBOX" in out.stdout
+    out = subprocess.run([curl, "-sS", *auth, base + "/CurlBox;UID=1"], capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.replace(b"\r\n", b"\n") == (MSG % (3, 3, 3)).replace(b"\r\n", b"\n")
+    out = subprocess.run([curl, "-sS", *auth, base + "/CurlBox?SUBJECT%20Hello"], capture_output=True,
+                         timeout=30)
+    assert out.returncode == 0 and b"SEARCH 1" in out.stdout, out
+    out = subprocess.run([curl, "-sS", "--ssl-reqd", "-k", *auth, base + "/"], capture_output=True, timeout=30)
+    assert out.returncode == 0 and b"INBOX" in out.stdout, out.stderr
+    out = subprocess.run([curl, "-sS", "-k", *auth, f"imaps://127.0.0.1:{srv.port('imaps')}/CurlBox;UID=1"],
+                         capture_output=True, timeout=30)
+    assert out.returncode == 0 and b"Body number 3" in out.stdout, out.stderr
+
+
+def test_mbsync_both_ways(srv: ServerProcess, tmp_path: Path) -> None:
+    mbsync = need("mbsync")
+    m = connect(srv)
+    fresh_mailbox(m, "Sync")
+    for i in range(3):
+        m.append("Sync", None, None, MSG % (i, i, i))
+    maildir = tmp_path / "maildir"
+    maildir.mkdir()
+    rc = tmp_path / "mbsyncrc"
+    rc.write_text(f"""IMAPAccount mh
+Host 127.0.0.1
+Port {srv.port('imap')}
+User {USER}
+Pass {PASSWORD}
+TLSType None
+AuthMechs LOGIN
+
+IMAPStore mh-remote
+Account mh
+
+MaildirStore mh-local
+Path {maildir}/
+Inbox {maildir}/INBOX
+SubFolders Verbatim
+
+Channel mh
+Far :mh-remote:
+Near :mh-local:
+Patterns Sync
+Create Both
+Expunge Both
+SyncState *
+""")
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([mbsync, "-c", str(rc), "-a"], capture_output=True, text=True, timeout=120)
+
+    out = run()
+    if "TLSType" in out.stderr:  # older isync spells it SSLType
+        rc.write_text(rc.read_text().replace("TLSType None", "SSLType None"))
+        out = run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    local = maildir / "Sync"
+    files = sorted((local / "cur").iterdir()) + sorted((local / "new").iterdir())
+    assert len(files) == 3
+    # Local changes go up: a new message and a deletion.
+    newfile = local / "new" / f"{int(time.time())}.local1.host"
+    newfile.write_bytes((MSG % (9, 9, 9)).replace(b"\r\n", b"\n"))
+    files[0].unlink()
+    out = run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    m.select("Sync")
+    typ, data = m.search(None, "ALL")
+    m.expunge()
+    typ, data = m.search(None, "UNDELETED")
+    assert len(data[0].split()) == 3
+    typ, data = m.search(None, "SUBJECT", '"Hello 9"')
+    assert data[0]
+    # Remote flag change comes down.
+    m.store("1", "+FLAGS", "(\\Flagged)")
+    out = run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    flagged = [p for d in ("cur", "new") for p in (local / d).iterdir() if ":2," in p.name and "F" in p.name.split(":2,")[1]]
+    assert len(flagged) == 1
+    m.logout()
+
+
+def test_fetchmail_over_imap(srv: ServerProcess, tmp_path: Path) -> None:
+    fetchmail = need("fetchmail")
+    m = connect(srv, "bob@example.com")
+    m.select("INBOX")
+    m.store("1:*", "+FLAGS", "(\\Seen)") if int(m.select("INBOX")[1][0]) else None
+    for i in range(2):
+        m.append("INBOX", None, None, MSG % (20 + i, 20 + i, 20 + i))
+    m.logout()
+    out_file = tmp_path / "delivered"
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(f'poll 127.0.0.1 service {srv.port("imap")} protocol IMAP auth password\n'
+                  f'  user "bob@example.com" password "{PASSWORD}" is "me" here\n'
+                  f'  sslproto "" keep\n  mda "cat >> {out_file}"\n')
+    rc.chmod(0o600)
+    env = dict(os.environ, HOME=str(tmp_path))
+    out = subprocess.run([fetchmail, "-f", str(rc), "--nosyslog", "-v", "--pidfile", str(tmp_path / "pid")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = out_file.read_bytes()
+    assert b"Body number 20" in data and b"Body number 21" in data
+
+
+def test_concurrent_sessions_threads(srv: ServerProcess) -> None:
+    m = connect(srv)
+    fresh_mailbox(m, "Busy")
+    m.logout()
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            c = connect(srv)
+            for j in range(5):
+                c.append("Busy", None, None, MSG % (i * 10 + j, i, j))
+            c.select("Busy")
+            c.fetch("1:*", "(FLAGS UID)")
+            c.logout()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    m = connect(srv)
+    typ, data = m.select("Busy")
+    assert data == [b"40"]
+    typ, data = m.uid("SEARCH", "ALL")
+    assert [int(x) for x in data[0].split()] == list(range(1, 41))
+    m.logout()

@@ -1,0 +1,124 @@
+"""Several sessions on one mailbox: untagged updates only at the moments RFC 9051 7.5.1 allows."""
+
+from __future__ import annotations
+
+import re
+
+from imap_harness import Client, deliver, make_account, untagged
+
+MSG = b"From: a@example.org\r\nSubject: n%d\r\n\r\nbody %d\r\n"
+
+
+async def two_sessions(store, n: int = 3):  # type: ignore[no-untyped-def]
+    acct = await make_account(store)
+    for i in range(n):
+        await deliver(store, acct.id, MSG % (i, i))
+    a, b = Client(store), Client(store)
+    for c in (a, b):
+        await c.login()
+        await c.cmd("SELECT INBOX")
+    return acct, a, b
+
+
+async def test_new_mail_announced_at_next_command(store) -> None:  # type: ignore[no-untyped-def]
+    acct, a, b = await two_sessions(store)
+    await deliver(store, acct.id, MSG % (9, 9))
+    out = await b.cmd("NOOP")
+    assert b"* 4 EXISTS" in out
+    out = await b.cmd("NOOP")
+    assert b"EXISTS" not in out  # told once
+    await a.cmd("APPEND INBOX {5+}\r\nx: y\n")
+    out = await b.cmd("FETCH 1:* (UID)")   # EXISTS may come with FETCH, before the tagged reply
+    assert b"* 5 EXISTS" in out and b"* 4 FETCH (UID 4)" in out
+
+
+async def test_expunge_deferred_during_fetch_store_search(store) -> None:  # type: ignore[no-untyped-def]
+    _, a, b = await two_sessions(store)
+    await a.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    await a.cmd("EXPUNGE")
+    # B still numbers 3 messages: FETCH/STORE/SEARCH must not announce the EXPUNGE.
+    out = await b.cmd("FETCH 1:3 (UID)")
+    assert b"EXPUNGE" not in out
+    assert b"* 1 FETCH (UID 1)" in out and b"* 3 FETCH (UID 3)" in out
+    out = await b.cmd("STORE 3 +FLAGS (\\Flagged)")
+    assert b"EXPUNGE" not in out and b"* 3 FETCH (FLAGS (\\Flagged))" in out
+    out = await b.cmd("SEARCH ALL")
+    assert b"EXPUNGE" not in out and untagged(out, "SEARCH") == [b"* SEARCH 1 3"]
+    # The UID forms may carry it, and NOOP does.
+    out = await b.cmd("UID FETCH 1:* (FLAGS)")
+    assert b"* 2 EXPUNGE" in out
+    out = await b.cmd("NOOP")
+    assert b"EXPUNGE" not in out
+    out = await b.cmd("FETCH 2 (UID)")
+    assert b"* 2 FETCH (UID 3)" in out
+
+
+async def test_flag_changes_reach_the_other_session(store) -> None:  # type: ignore[no-untyped-def]
+    _, a, b = await two_sessions(store)
+    await a.cmd("STORE 1 +FLAGS (\\Answered)")
+    out = await b.cmd("NOOP")
+    assert b"* 1 FETCH (FLAGS (\\Answered))" in out
+    await b.cmd("ENABLE CONDSTORE")
+    await a.cmd("STORE 2 +FLAGS (\\Seen)")
+    out = await b.cmd("NOOP")
+    assert re.search(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen\) MODSEQ \(\d+\)\)", out), out
+
+
+async def test_idle_sees_delivery_expunge_and_flags(store) -> None:  # type: ignore[no-untyped-def]
+    acct, a, b = await two_sessions(store)
+    assert await b.send(b"i IDLE\r\n") == b"+ idling\r\n"
+    await deliver(store, acct.id, MSG % (7, 7))
+    assert await b.poll() == b"* 4 EXISTS\r\n"
+    await a.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    await a.cmd("EXPUNGE")
+    out = await b.poll()
+    assert b"* 1 EXPUNGE" in out
+    await a.cmd("STORE 1 +FLAGS (\\Flagged)")
+    out = await b.poll()
+    assert b"* 1 FETCH (FLAGS (\\Flagged))" in out
+    assert await b.send(b"DONE\r\n") == b"i OK IDLE terminated\r\n"
+
+
+async def test_msn_map_stays_in_step_under_interleaving(store) -> None:  # type: ignore[no-untyped-def]
+    acct, a, b = await two_sessions(store, n=10)
+    # B's model of the mailbox, updated only from what B is told.
+    model = list(range(1, 11))
+
+    def apply(out: bytes) -> None:
+        for line in out.split(b"\r\n"):
+            m = re.match(rb"^\* (\d+) EXPUNGE$", line)
+            if m:
+                del model[int(m.group(1)) - 1]
+            m = re.match(rb"^\* (\d+) EXISTS$", line)
+            if m:
+                while len(model) < int(m.group(1)):
+                    model.append(None)  # type: ignore[arg-type]
+
+    for step in range(6):
+        await deliver(store, acct.id, MSG % (step, step))
+        await a.cmd("STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+        await a.cmd("EXPUNGE")
+        out = await b.cmd("FETCH 1:* (UID)")
+        apply(out)
+        out = await b.cmd("NOOP")
+        apply(out)
+        out = await b.cmd("FETCH 1:* (UID)")
+        pairs = re.findall(rb"\* (\d+) FETCH \(UID (\d+)\)", out)
+        for n, uid in pairs:
+            slot = int(n) - 1
+            if model[slot] is None:
+                model[slot] = int(uid)
+            assert model[slot] == int(uid), (step, model, pairs)
+        assert len(pairs) == len(model)
+
+
+async def test_deleting_the_selected_mailbox_elsewhere(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store)
+    a, b = Client(store), Client(store)
+    await a.login()
+    await b.login()
+    await a.cmd("CREATE Temp")
+    await b.cmd("SELECT Temp")
+    await a.cmd("DELETE Temp")
+    out = await b.send(b"n NOOP\r\n")
+    assert b"* BYE" in out
