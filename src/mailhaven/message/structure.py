@@ -45,9 +45,11 @@ def structure_summary(raw: bytes) -> dict[str, Any]:
 
 def header_end(raw: bytes, start: int, end: int) -> int:
     """Offset of the body: just after the blank line ending the header (or ``end``)."""
-    if raw.startswith(b"\r\n", start):
+    if start >= end:
+        return end
+    if raw.startswith(b"\r\n", start, end):
         return start + 2
-    if raw.startswith(b"\n", start):
+    if raw.startswith(b"\n", start, end):
         return start + 1
     m = _HEADER_END.search(raw, start, end)
     if m is None:
