@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import calendar
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .parser import Atom, ParenList, String, Token
@@ -128,7 +129,7 @@ class SequenceSet:
     def contains(self, n: int, largest: int) -> bool:
         return any(a <= n <= b for a, b in self.resolve(largest))
 
-    def select(self, numbers: list[int]) -> list[int]:
+    def select(self, numbers: Sequence[int]) -> list[int]:
         """Members of the ascending list ``numbers`` that fall in the set (``*`` = its last)."""
         if not numbers:
             return []
@@ -137,7 +138,7 @@ class SequenceSet:
         if len(ranges) == 1:
             import bisect
             a, b = ranges[0]
-            return numbers[bisect.bisect_left(numbers, a):bisect.bisect_right(numbers, b)]
+            return list(numbers[bisect.bisect_left(numbers, a):bisect.bisect_right(numbers, b)])
         return [n for n in numbers if any(a <= n <= b for a, b in ranges)]
 
 

@@ -24,7 +24,7 @@ def resolve_set(s: Session, text: str, uid: bool) -> list[int]:
         saved = set(sel.saved_result)
         return [u for u in sel.uids if u in saved]
     if uid:
-        return seq.select(sel.uids)
+        return list(seq.select(sel.uids))
     count = sel.exists
     if count == 0:
         if all(a == 0 or b == 0 for a, b in seq.ranges):

@@ -13,19 +13,43 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+from array import array
 from dataclasses import dataclass, field
 
 from ..store.api import Mailbox, Message, Store
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class MessageMeta:
+    """A read-only snapshot of one message's cached metadata."""
+
     flags: frozenset[str]
     modseq: int
     internal_date: float
     size: int
-    id: int
-    blob_id: str
+
+
+class _MetaView:
+    """``sel.meta[uid]`` over the compact parallel arrays (a Mapping, read-only)."""
+
+    def __init__(self, sel: SelectedMailbox) -> None:
+        self._sel = sel
+
+    def __getitem__(self, uid: int) -> MessageMeta:
+        i = self._sel.index(uid)
+        if i is None:
+            raise KeyError(uid)
+        return self._sel.meta_at(i)
+
+    def get(self, uid: int, default: MessageMeta | None = None) -> MessageMeta | None:
+        i = self._sel.index(uid)
+        return default if i is None else self._sel.meta_at(i)
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, int) and self._sel.index(uid) is not None
+
+    def values(self) -> list[MessageMeta]:
+        return [self._sel.meta_at(i) for i in range(len(self._sel.uids))]
 
 
 @dataclass
@@ -41,6 +65,9 @@ class Updates:
 
 
 class SelectedMailbox:
+    """Per-message metadata lives in parallel arrays (about 30 bytes a message, flag sets
+    interned), so thousands of sessions on big mailboxes stay small."""
+
     def __init__(self, mailbox: Mailbox, readonly: bool) -> None:
         self.id = mailbox.id
         self.name = mailbox.name
@@ -48,8 +75,13 @@ class SelectedMailbox:
         self.uidvalidity = mailbox.uidvalidity
         self.uidnext = mailbox.uidnext
         self.known_modseq = mailbox.highestmodseq
-        self.uids: list[int] = []
-        self.meta: dict[int, MessageMeta] = {}
+        self.uids: array[int] = array("I")
+        self._flags: list[frozenset[str]] = []
+        self._modseq: array[int] = array("Q")
+        self._dates: array[float] = array("d")
+        self._sizes: array[int] = array("I")
+        self._interned: dict[frozenset[str], frozenset[str]] = {}
+        self.meta = _MetaView(self)
         self.pending_expunge: set[int] = set()
         self.pending_flags: set[int] = set()
         self.announced = 0
@@ -57,46 +89,68 @@ class SelectedMailbox:
         self.saved_result: list[int] = []
         """RFC 5182 SEARCHRES ``$``: UIDs of the last SEARCH ... RETURN (SAVE)."""
 
+    def _intern(self, flags: frozenset[str]) -> frozenset[str]:
+        return self._interned.setdefault(flags, flags)
+
+    def _append(self, m: Message) -> None:
+        self.uids.append(m.uid)
+        self._flags.append(self._intern(m.flags))
+        self._modseq.append(m.modseq)
+        self._dates.append(m.internal_date)
+        self._sizes.append(m.size)
+
     # -- loading ----------------------------------------------------------------
     def load(self, messages: list[Message]) -> None:
-        self.uids = [m.uid for m in messages]
-        self.meta = {m.uid: _meta(m) for m in messages}
-        self.announced = len(self.uids)
+        for m in messages:
+            self._append(m)
         if self.uids:
             self.uidnext = max(self.uidnext, self.uids[-1] + 1)
+        self.announced = len(self.uids)
 
     # -- numbering ----------------------------------------------------------------
     @property
     def exists(self) -> int:
         return len(self.uids)
 
-    def msn(self, uid: int) -> int | None:
+    def index(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
         if i < len(self.uids) and self.uids[i] == uid:
-            return i + 1
+            return i
         return None
+
+    def meta_at(self, i: int) -> MessageMeta:
+        return MessageMeta(flags=self._flags[i], modseq=self._modseq[i], internal_date=self._dates[i],
+                           size=self._sizes[i])
+
+    def msn(self, uid: int) -> int | None:
+        i = self.index(uid)
+        return None if i is None else i + 1
 
     def uid_at(self, msn: int) -> int:
         return self.uids[msn - 1]
 
     def live(self, uid: int) -> bool:
-        return uid in self.meta and uid not in self.pending_expunge
+        return uid not in self.pending_expunge and self.index(uid) is not None
 
     # -- local changes (this session's own commands) -------------------------
     def update_message(self, m: Message) -> None:
-        meta = self.meta.get(m.uid)
-        if meta is not None:
-            meta.flags = m.flags
-            meta.modseq = m.modseq
+        i = self.index(m.uid)
+        if i is not None:
+            self._flags[i] = self._intern(m.flags)
+            self._modseq[i] = m.modseq
 
     def remove(self, uids: list[int]) -> list[int]:
         """Drop ``uids`` from the view; returns their sequence numbers, highest first."""
         gone = set(uids)
+        keep = [i for i, u in enumerate(self.uids) if u not in gone]
         numbers = [i + 1 for i, u in enumerate(self.uids) if u in gone]
-        self.uids = [u for u in self.uids if u not in gone]
+        self.uids = array("I", (self.uids[i] for i in keep))
+        self._flags = [self._flags[i] for i in keep]
+        self._modseq = array("Q", (self._modseq[i] for i in keep))
+        self._dates = array("d", (self._dates[i] for i in keep))
+        self._sizes = array("I", (self._sizes[i] for i in keep))
         self.announced = max(0, self.announced - len(numbers))
         for u in gone:
-            self.meta.pop(u, None)
             self.pending_expunge.discard(u)
             self.pending_flags.discard(u)
         return sorted(numbers, reverse=True)
@@ -109,23 +163,20 @@ class SelectedMailbox:
         last = self.uids[-1] if self.uids else 0
         added = False
         for m in changes.changed:
-            meta = self.meta.get(m.uid)
-            if meta is None:
+            i = self.index(m.uid)
+            if i is None:
                 if m.uid > last:
-                    self.uids.append(m.uid)
-                    self.meta[m.uid] = _meta(m)
+                    self._append(m)
                     last = m.uid
                     added = True
                     self.uidnext = max(self.uidnext, m.uid + 1)
                 continue
-            if meta.flags != m.flags or (condstore and meta.modseq != m.modseq):
-                meta.flags = m.flags
-                meta.modseq = m.modseq
+            if self._flags[i] != m.flags or (condstore and self._modseq[i] != m.modseq):
                 self.pending_flags.add(m.uid)
-            else:
-                meta.modseq = m.modseq
+            self._flags[i] = self._intern(m.flags)
+            self._modseq[i] = m.modseq
         for uid in changes.expunged:
-            if uid in self.meta:
+            if self.index(uid) is not None:
                 self.pending_expunge.add(uid)
                 self.pending_flags.discard(uid)
         self.known_modseq = max(self.known_modseq, changes.highestmodseq)
@@ -134,6 +185,3 @@ class SelectedMailbox:
         return updates
 
 
-def _meta(m: Message) -> MessageMeta:
-    return MessageMeta(flags=m.flags, modseq=m.modseq, internal_date=m.internal_date, size=m.size,
-                       id=m.id, blob_id=m.blob_id)

@@ -1,0 +1,421 @@
+"""IMAP benchmark: logins/s, APPEND rate, FETCH and SEARCH throughput on a large mailbox,
+and RSS with many idle IDLE connections. Optionally the same workload against Dovecot.
+
+    python bench/imap.py [--messages 10000] [--idle 2000] [--dovecot]
+
+Starts its own ``mailhaven serve`` on free ports in a temporary directory (and, with
+``--dovecot``, a private Dovecot instance). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+USER, PASSWORD = "bench@example.com", "bench-password"
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+         "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_message(i: int, rng: random.Random) -> bytes:
+    subject = " ".join(rng.choice(WORDS) for _ in range(5))
+    body = "\r\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(rng.randint(5, 60)))
+    return (f"From: Sender {i % 97} <sender{i % 97}@example.org>\r\nTo: {USER}\r\n"
+            f"Subject: {subject} {i}\r\nDate: Mon, 1 Jan 2024 10:{i % 60:02d}:00 +0000\r\n"
+            f"Message-ID: <bench-{i}@example.org>\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n").encode()
+
+
+# -- a minimal asyncio IMAP client ---------------------------------------------------------
+
+
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.n = 0
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        conn = cls(reader, writer)
+        await reader.readline()
+        return conn
+
+    async def read_response(self, tag: bytes) -> tuple[bytes, int]:
+        """Until the tagged line; returns (tagged line, bytes read)."""
+        total = 0
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionError("closed")
+            total += len(line)
+            if line.endswith(b"}\r\n"):
+                start = line.rfind(b"{")
+                n = int(line[start + 1:-3].rstrip(b"+"))
+                total += len(await self.reader.readexactly(n))
+                continue
+            if line.startswith(tag + b" "):
+                return line, total
+
+    async def cmd(self, text: str, literal: bytes | None = None) -> tuple[bytes, int]:
+        self.n += 1
+        tag = b"b%d" % self.n
+        if literal is None:
+            self.writer.write(tag + b" " + text.encode() + b"\r\n")
+        else:
+            self.writer.write(tag + b" " + text.encode() + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        line, total = await self.read_response(tag)
+        if b" OK" not in line[:len(tag) + 4]:
+            raise RuntimeError(f"{text[:60]!r}: {line!r}")
+        return line, total
+
+    async def login(self) -> None:
+        await self.cmd(f'LOGIN "{USER}" "{PASSWORD}"')
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(b"z LOGOUT\r\n")
+            await self.writer.drain()
+        except ConnectionError:
+            pass
+        self.writer.close()
+
+
+# -- servers --------------------------------------------------------------------------
+
+
+class Mailhaven:
+    name = "mailhaven"
+
+    def __init__(self, tmp: Path, max_conns: int) -> None:
+        self.data = tmp / "mailhaven"
+        self.port = free_port()
+        self.max_conns = max_conns
+        self.proc: subprocess.Popen[str] | None = None
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
+
+    def cli(self, *args: str, input: str | None = None) -> None:
+        subprocess.run([sys.executable, "-m", "mailhaven", "--data", str(self.data), *args], input=input,
+                       text=True, check=True, capture_output=True, env=self.env())
+
+    def start(self) -> None:
+        self.data.mkdir(parents=True)
+        ports = {n: 0 for n in ("smtp", "submission", "submissions", "imaps", "pop3", "pop3s", "http")}
+        listen = "\n".join(f'{n} = ""' for n in ports) + f'\nimap = "127.0.0.1:{self.port}"\n'
+        (self.data / "mailhaven.toml").write_text(
+            f'hostname = "bench.example"\n[listen]\n{listen}\n[limits]\n'
+            f"connections = {self.max_conns + 100}\nconnections_per_ip = {self.max_conns + 100}\n")
+        self.cli("domain", "add", "example.com")
+        self.cli("user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mailhaven", "--data", str(self.data), "serve"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env())
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("mailhaven did not start")
+            if line.strip() == "Ready.":
+                break
+
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_kb(self) -> int:
+        return _rss([self.pid()])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Dovecot:
+    name = "dovecot"
+
+    def __init__(self, tmp: Path, max_conns: int) -> None:
+        self.dir = tmp / "dovecot"
+        self.port = free_port()
+        self.max_conns = max_conns
+        self.binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+    def start(self) -> None:
+        d = self.dir
+        for sub in ("run", "state", "home"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
+        conf = d / "dovecot.conf"
+        conf.write_text(f"""
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 0
+mail_location = maildir:{d}/home/%u/Maildir
+passdb {{
+  driver = passwd-file
+  args = {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=root gid=root home={d}/home/%u
+}}
+default_process_limit = {self.max_conns + 100}
+default_client_limit = {self.max_conns + 100}
+service imap-login {{
+  inet_listener imap {{
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  process_min_avail = 2
+  service_count = 0
+}}
+service imap {{
+  process_limit = {self.max_conns + 100}
+}}
+""")
+        self.conf = conf
+        subprocess.run([self.binary, "-c", str(conf)], check=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("dovecot did not start")
+
+    def rss_kb(self) -> int:
+        out = subprocess.run(["pgrep", "-f", f"{self.dir}"], capture_output=True, text=True).stdout.split()
+        pids = [int(p) for p in out]
+        master = (self.dir / "run" / "master.pid")
+        if master.exists():
+            mp = int(master.read_text().strip())
+            pids += [int(p) for p in subprocess.run(["pgrep", "-P", str(mp)], capture_output=True,
+                                                      text=True).stdout.split()] + [mp]
+        return _rss(sorted(set(pids)))
+
+    def stop(self) -> None:
+        subprocess.run([self.binary, "-c", str(self.conf), "stop"], capture_output=True)
+
+
+def _rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+# -- workloads ------------------------------------------------------------------------
+
+
+async def bench_logins(port: int, seconds: float, concurrency: int) -> float:
+    count = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            c = await Conn.open(port)
+            await c.login()
+            await c.close()
+            count += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - start)
+
+
+async def bench_append(port: int, messages: list[bytes], concurrency: int) -> float:
+    conns = [await Conn.open(port) for _ in range(concurrency)]
+    for c in conns:
+        await c.login()
+    queue = list(enumerate(messages))
+    start = time.perf_counter()
+
+    async def worker(c: Conn) -> None:
+        while queue:
+            _, raw = queue.pop()
+            await c.cmd("APPEND INBOX", raw)
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    rate = len(messages) / (time.perf_counter() - start)
+    for c in conns:
+        await c.close()
+    return rate
+
+
+async def bench_fetch_search(port: int, total: int) -> dict[str, float]:
+    c = await Conn.open(port)
+    await c.login()
+    await c.cmd("SELECT INBOX")
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    await c.cmd("FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)")
+    out["fetch flags msgs/s"] = total / (time.perf_counter() - start)
+    start = time.perf_counter()
+    await c.cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
+    out["fetch envelope+bodystructure msgs/s"] = total / (time.perf_counter() - start)
+    n = min(total, 2000)
+    start = time.perf_counter()
+    _, size = await c.cmd(f"FETCH 1:{n} (BODY.PEEK[])")
+    elapsed = time.perf_counter() - start
+    out["fetch BODY[] msgs/s"] = n / elapsed
+    out["fetch BODY[] MB/s"] = size / elapsed / 1e6
+    start = time.perf_counter()
+    for _ in range(200):
+        await c.cmd(f"UID FETCH {random.randint(1, total)} (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+    out["single-message fetch cmds/s"] = 200 / (time.perf_counter() - start)
+    searches = {
+        "search UNSEEN LARGER": "SEARCH UNSEEN LARGER 1000",
+        "search SUBJECT (fts)": 'SEARCH SUBJECT "tango"',
+        "search BODY (fts)": 'SEARCH BODY "whiskey xray"',
+        "search FROM (fts)": 'SEARCH FROM "sender42"',
+    }
+    for label, command in searches.items():
+        start = time.perf_counter()
+        rounds = 10
+        for _ in range(rounds):
+            await c.cmd(command)
+        out[f"{label} searches/s"] = rounds / (time.perf_counter() - start)
+    start = time.perf_counter()
+    await c.cmd("STORE 1:* +FLAGS.SILENT (\\Seen)")
+    out["store +FLAGS msgs/s"] = total / (time.perf_counter() - start)
+    await c.close()
+    return out
+
+
+async def bench_idle(server: Mailhaven | Dovecot, port: int, count: int) -> dict[str, float]:
+    base = server.rss_kb()
+    conns: list[Conn] = []
+    sem = asyncio.Semaphore(50)
+
+    async def one() -> None:
+        async with sem:
+            c = await Conn.open(port)
+            await c.login()
+            await c.cmd("SELECT INBOX")
+            c.writer.write(b"i IDLE\r\n")
+            await c.reader.readline()
+            conns.append(c)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(count)))
+    setup = time.perf_counter() - start
+    await asyncio.sleep(2)
+    rss = server.rss_kb()
+    # One delivery: how long until every IDLE connection hears of it?
+    writer = await Conn.open(port)
+    await writer.login()
+    start = time.perf_counter()
+    await writer.cmd("APPEND INBOX", make_message(999999, random.Random(1)))
+
+    async def hear(c: Conn) -> None:
+        while True:
+            line = await c.reader.readline()
+            if b"EXISTS" in line:
+                return
+
+    await asyncio.wait_for(asyncio.gather(*(hear(c) for c in conns)), timeout=120)
+    fanout = time.perf_counter() - start
+    for c in conns:
+        c.writer.close()
+    await writer.close()
+    return {
+        "idle connections": count,
+        "idle setup s": setup,
+        "RSS MB total": rss / 1024,
+        "RSS KB per idle conn": (rss - base) / max(count, 1),
+        "RSS MB extrapolated to 10k": (base + (rss - base) / max(count, 1) * 10000) / 1024,
+        "new-mail fan-out to all IDLE s": fanout,
+    }
+
+
+async def run_all(server: Mailhaven | Dovecot, args: argparse.Namespace) -> dict[str, float]:
+    rng = random.Random(42)
+    results: dict[str, float] = {}
+    messages = [make_message(i, rng) for i in range(args.messages)]
+    results["APPEND msgs/s (8 conns)"] = await bench_append(server.port, messages, 8)
+    results.update(await bench_fetch_search(server.port, args.messages))
+    results["logins/s (4 conns)"] = await bench_logins(server.port, args.login_seconds, 4)
+    if args.idle:
+        results.update(await bench_idle(server, server.port, args.idle))
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--messages", type=int, default=10000)
+    ap.add_argument("--idle", type=int, default=2000, help="idle IDLE connections (0 to skip)")
+    ap.add_argument("--login-seconds", type=float, default=5.0)
+    ap.add_argument("--dovecot", action="store_true", help="also run against a private Dovecot")
+    args = ap.parse_args()
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+    tmp = Path(tempfile.mkdtemp(prefix="mh-imap-bench-"))
+    servers: list[Mailhaven | Dovecot] = [Mailhaven(tmp, args.idle)]
+    if args.dovecot and shutil.which("dovecot"):
+        servers.append(Dovecot(tmp, args.idle))
+    table: dict[str, dict[str, float]] = {}
+    try:
+        for server in servers:
+            server.start()
+            try:
+                table[server.name] = asyncio.run(run_all(server, args))
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    names = list(table)
+    print(f"\nIMAP benchmark, {args.messages} messages, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    header = f"{'metric':42}" + "".join(f"{n:>14}" for n in names)
+    if len(names) == 2:
+        header += f"{'ratio':>10}"
+    print(header)
+    for key in table[names[0]]:
+        row = f"{key:42}" + "".join(f"{table[n].get(key, float('nan')):14.1f}" for n in names)
+        if len(names) == 2 and table[names[1]].get(key):
+            row += f"{table[names[0]][key] / table[names[1]][key]:10.2f}"
+        print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
