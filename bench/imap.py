@@ -166,6 +166,8 @@ class Dovecot:
         for sub in ("run", "state", "home"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
+        uid = 65534  # nobody: Dovecot refuses to run mail processes as root
+        os.chown(d / "home", uid, uid)
         conf = d / "dovecot.conf"
         conf.write_text(f"""
 base_dir = {d}/run
@@ -184,7 +186,13 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid=root gid=root home={d}/home/%u
+  args = uid={uid} gid={uid} home={d}/home/%u
+}}
+service auth {{
+  client_limit = {2 * self.max_conns + 300}
+}}
+service anvil {{
+  client_limit = {2 * self.max_conns + 300}
 }}
 default_process_limit = {self.max_conns + 100}
 default_client_limit = {self.max_conns + 100}
@@ -208,6 +216,7 @@ service imap {{
         while time.time() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                time.sleep(1)  # let the auth process come up
                 return
             except OSError:
                 time.sleep(0.1)
@@ -390,6 +399,7 @@ def main() -> int:
     except (ValueError, OSError):
         pass
     tmp = Path(tempfile.mkdtemp(prefix="mh-imap-bench-"))
+    tmp.chmod(0o755)  # Dovecot's auth process must reach its passwd file
     servers: list[Mailhaven | Dovecot] = [Mailhaven(tmp, args.idle)]
     if args.dovecot and shutil.which("dovecot"):
         servers.append(Dovecot(tmp, args.idle))
@@ -399,6 +409,11 @@ def main() -> int:
             server.start()
             try:
                 table[server.name] = asyncio.run(run_all(server, args))
+            except Exception as exc:  # noqa: BLE001 - report and carry on with the other server
+                print(f"{server.name} failed: {exc}", file=sys.stderr)
+                log = getattr(server, "dir", tmp) / "dovecot.log"
+                if log.exists():
+                    print(log.read_text()[-2000:], file=sys.stderr)
             finally:
                 server.stop()
     finally:

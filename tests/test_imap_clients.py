@@ -341,3 +341,17 @@ def test_concurrent_sessions_threads(srv: ServerProcess) -> None:
     typ, data = m.uid("SEARCH", "ALL")
     assert [int(x) for x in data[0].split()] == list(range(1, 41))
     m.logout()
+
+
+def test_idle_timeout_is_configurable(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", extra_config='[limits]\nimap_idle = "1s"\n').start()
+    try:
+        server.add_user(USER, PASSWORD)
+        m = connect(server)
+        m.sock.settimeout(10)
+        start = time.monotonic()
+        line = m.readline()
+        assert line.startswith(b"* BYE Autologout"), line
+        assert time.monotonic() - start < 5
+    finally:
+        server.stop()

@@ -23,6 +23,8 @@ from .parser import NEED_DATA, CommandReader
 from .session import Mode, Session, SessionContext
 
 READ_SIZE = 64 * 1024
+PRE_AUTH_TIMEOUT = 120.0
+"""Seconds a connection may stay idle before logging in."""
 
 
 class ImapListener:
@@ -141,8 +143,11 @@ class Connection:
                     if wake_task is None:
                         wake_task = asyncio.ensure_future(self.wake.wait())
                     waiting.add(wake_task)
-                done, _ = await asyncio.wait(waiting, timeout=self.app.config.limits.imap_idle,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                timeout = self.app.config.limits.imap_idle
+                if session.account_id is None:
+                    # RFC 9051 5.4 sets the 30-minute floor for authenticated sessions only.
+                    timeout = min(timeout, PRE_AUTH_TIMEOUT)
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     session.untagged("BYE Autologout; idle for too long")
                     await self.flush()
