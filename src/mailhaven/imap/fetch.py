@@ -198,10 +198,19 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
                 for m in changed:
                     sel.update_message(m)
                     seen_now.add(m.uid)
+        raws: dict[int, bytes] = {}
+        if need_raw:
+            present = [u for u in chunk if u in messages]
+            blobs = [messages[u].blob_id for u in present]
+            if s.ctx.read_blobs is not None:
+                data = await s.ctx.read_blobs(blobs)
+            else:
+                data = [await s.store.read_blob(b) for b in blobs]
+            raws = dict(zip(present, data, strict=True))
         for uid in chunk:
             if (need_summary or need_raw) and uid not in messages:
                 continue  # expunged meanwhile; its EXPUNGE comes at the next allowed moment
-            raw = await s.store.read_blob(messages[uid].blob_id) if need_raw else b""
+            raw = raws.get(uid, b"")
             msg = messages.get(uid)
             parts = _render(s, uid, items, msg, raw, uid in seen_now)
             n = sel.msn(uid)
