@@ -1,0 +1,134 @@
+// A small JMAP client (RFC 8620 core, RFC 8621 mail) for the webmail.
+// Authentication is the session cookie; every POST carries the X-CSRF-Token header.
+
+export const CORE = "urn:ietf:params:jmap:core";
+export const MAIL = "urn:ietf:params:jmap:mail";
+export const SUBMISSION = "urn:ietf:params:jmap:submission";
+
+export class JMAPError extends Error {
+  constructor(type, description, method) {
+    super(`${method || "request"}: ${type}${description ? " — " + description : ""}`);
+    this.type = type;
+  }
+}
+
+// RFC 6570 level-1 expansion, the only kind RFC 8620 §2 uses in its URL templates.
+export function expandTemplate(template, values) {
+  return template.replace(/\{([a-zA-Z]+)\}/g, (_, name) => encodeURIComponent(values[name] ?? ""));
+}
+
+export class JMAPClient {
+  constructor(csrfToken) {
+    this.csrfToken = csrfToken;
+    this.session = null;
+    this.accountId = null;
+  }
+
+  async connect() {
+    const res = await fetch("/.well-known/jmap", {
+      credentials: "same-origin",
+      headers: { "Accept": "application/json", "X-CSRF-Token": this.csrfToken },
+    });
+    if (res.status === 401 || res.status === 403) throw new JMAPError("unauthorized", "", "session");
+    if (!res.ok) throw new JMAPError("session", `HTTP ${res.status}`, "session");
+    this.session = await res.json();
+    this.accountId = this.session.primaryAccounts[MAIL];
+    return this.session;
+  }
+
+  get username() { return this.session ? this.session.username : ""; }
+
+  // methodCalls: [[name, args, callId], ...]; returns {callId: args} and throws on any error
+  // response, except for calls listed in `tolerate`.
+  async request(methodCalls, tolerate = []) {
+    const using = [CORE, MAIL];
+    if (methodCalls.some(([name]) => name.startsWith("EmailSubmission") || name.startsWith("Identity"))) {
+      using.push(SUBMISSION);
+    }
+    const res = await fetch(this.session.apiUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json",
+                 "X-CSRF-Token": this.csrfToken },
+      body: JSON.stringify({ using, methodCalls }),
+    });
+    if (res.status === 401) throw new JMAPError("unauthorized", "", "api");
+    const body = await res.json().catch(() => null);
+    if (!res.ok || !body || !body.methodResponses) {
+      throw new JMAPError((body && body.type) || "http", (body && body.detail) || `HTTP ${res.status}`, "api");
+    }
+    const out = {};
+    for (const [name, args, callId] of body.methodResponses) {
+      if (name === "error" && !tolerate.includes(callId)) {
+        throw new JMAPError(args.type, args.description, callId);
+      }
+      out[callId] = name === "error" ? { error: args } : args;
+    }
+    return out;
+  }
+
+  async call(name, args) {
+    const out = await this.request([[name, { accountId: this.accountId, ...args }, "0"]]);
+    return out["0"];
+  }
+
+  downloadUrl(blobId, name, type) {
+    return expandTemplate(this.session.downloadUrl, {
+      accountId: this.accountId, blobId, name: name || "attachment",
+      type: type || "application/octet-stream",
+    });
+  }
+
+  async upload(file) {
+    const url = expandTemplate(this.session.uploadUrl, { accountId: this.accountId });
+    const res = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": file.type || "application/octet-stream", "X-CSRF-Token": this.csrfToken },
+      body: file,
+    });
+    if (!res.ok) throw new JMAPError("upload", `HTTP ${res.status}`, "upload");
+    return res.json();  // {accountId, blobId, type, size} (RFC 8620 §6.1)
+  }
+
+  // RFC 8620 §7.3: push over EventSource; onChange gets the StateChange object.
+  listen(onChange) {
+    if (!this.session.eventSourceUrl || typeof EventSource === "undefined") return null;
+    const url = expandTemplate(this.session.eventSourceUrl, { types: "*", closeafter: "no", ping: "30" });
+    const source = new EventSource(url, { withCredentials: true });
+    source.addEventListener("state", (ev) => {
+      try { onChange(JSON.parse(ev.data)); } catch (e) { console.warn("bad push event", e); }
+    });
+    return source;
+  }
+}
+
+// "Name <a@b>, c@d" -> [{name, email}]; tolerant of quotes and stray commas.
+export function parseAddressList(text) {
+  const out = [];
+  const re = /\s*(?:"((?:[^"\\]|\\.)*)"|([^,<"]*?))\s*(?:<([^>]*)>)?\s*(?:,|$)/y;
+  let m;
+  let guard = 0;
+  re.lastIndex = 0;
+  while (re.lastIndex < text.length && (m = re.exec(text)) && guard++ < 500) {
+    const quoted = m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : null;
+    const bare = (m[2] || "").trim();
+    if (m[3] !== undefined) {
+      out.push({ name: quoted ?? bare ?? null, email: m[3].trim() });
+    } else if (bare) {
+      out.push({ name: null, email: bare });
+    }
+    if (m[0] === "") break;
+  }
+  return out.filter((a) => a.email.includes("@"));
+}
+
+export function formatAddress(a) {
+  if (!a) return "";
+  if (a.name) return /[",<>@]/.test(a.name) ? `"${a.name.replace(/["\\]/g, "\\$&")}" <${a.email}>` : `${a.name} <${a.email}>`;
+  return a.email;
+}
+
+export function formatAddressList(list) {
+  return (list || []).map(formatAddress).join(", ");
+}
