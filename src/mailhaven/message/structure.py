@@ -269,20 +269,89 @@ def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[
 # -- envelope (RFC 9051 section 7.5.2) -------------------------------------------
 
 
+def _split_groups(value: str) -> list[tuple[str | None, str]]:
+    """``a@b, grp: c@d, e@f;, g@h`` -> [(None, "a@b, "), ("grp", "c@d, e@f"), (None, ", g@h")].
+
+    Quoted strings, comments and angle brackets are skipped over (RFC 5322 3.4 group).
+    """
+    out: list[tuple[str | None, str]] = []
+    depth_comment = 0
+    in_quote = in_angle = False
+    start = 0
+    group: str | None = None
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif depth_comment:
+            if c == "(":
+                depth_comment += 1
+            elif c == ")":
+                depth_comment -= 1
+        elif c == '"':
+            in_quote = True
+        elif c == "(":
+            depth_comment = 1
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == ":" and not in_angle and group is None:
+            out.append((None, value[start:_last_sep(value, start, i)]))
+            group = value[_last_sep(value, start, i):i].strip(" ,\t")
+            start = i + 1
+        elif c == ";" and not in_angle and group is not None:
+            out.append((group, value[start:i]))
+            group = None
+            start = i + 1
+        i += 1
+    if group is not None:
+        out.append((group, value[start:]))
+    else:
+        out.append((None, value[start:]))
+    return out
+
+
+def _last_sep(value: str, start: int, end: int) -> int:
+    """Where the display name of a group begins: after the last top-level comma before ``end``."""
+    j = value.rfind(",", start, end)
+    return start if j < 0 else j + 1
+
+
+def _plain_addresses(text: str) -> list[list[str | None]]:
+    out: list[list[str | None]] = []
+    try:
+        pairs = email.utils.getaddresses([text])
+    except Exception:  # noqa: BLE001 - unparseable address list: leave it out
+        return out
+    for name, addr in pairs:
+        if not name and not addr:
+            continue
+        local, at, host = addr.rpartition("@")
+        if not at:
+            local, host = addr, ""
+        out.append([name or None, None, local or None, host or None])
+    return out
+
+
 def _addresses(values: list[str]) -> list[list[str | None]] | None:
     out: list[list[str | None]] = []
     for value in values:
-        try:
-            pairs = email.utils.getaddresses([value])
-        except Exception:  # noqa: BLE001 - unparseable address list: leave it out
+        if ":" not in value or ";" not in value:
+            out += _plain_addresses(value)
             continue
-        for name, addr in pairs:
-            if not name and not addr:
-                continue
-            local, at, host = addr.rpartition("@")
-            if not at:
-                local, host = addr, ""
-            out.append([name or None, None, local or None, host or None])
+        for group, text in _split_groups(value):
+            if group is None:
+                out += _plain_addresses(text)
+            else:
+                # RFC 9051 7.5.2: group start (NIL NIL name NIL), members, end (NIL NIL NIL NIL).
+                out.append([None, None, group, None])
+                out += _plain_addresses(text)
+                out.append([None, None, None, None])
     return out or None
 
 

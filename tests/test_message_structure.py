@@ -1,0 +1,60 @@
+"""MIME structure with byte offsets and the IMAP envelope (message/structure.py)."""
+
+from __future__ import annotations
+
+from mailhaven.imap.fetch import FetchItem, render_body, render_envelope, section_bytes
+from mailhaven.message.structure import _addresses, structure_summary
+
+
+def test_groups_in_envelope_addresses() -> None:
+    assert _addresses(["undisclosed-recipients:;"]) == [[None, None, "undisclosed-recipients", None],
+                                                         [None, None, None, None]]
+    got = _addresses(['A <a@b.c>, Team: x@y.z, "Q: R" <q@r.s>;, last@l.l'])
+    assert got == [["A", None, "a", "b.c"], [None, None, "Team", None], [None, None, "x", "y.z"],
+                   ["Q: R", None, "q", "r.s"], [None, None, None, None], [None, None, "last", "l.l"]]
+    assert _addresses(['"Doe, J" <j@d.e>']) == [["Doe, J", None, "j", "d.e"]]
+
+
+def test_folded_boundary_and_empty_parts() -> None:
+    raw = (b'From: u@d\r\nMime-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="foo\r\n bar"\r\n\r\n'
+           b"--foo bar\r\nContent-Type: text/x-myown; charset=us-ascii\r\n\r\nhello\r\n\r\n--foo bar--\r\n")
+    body = structure_summary(raw)["imap"]["body"]
+    assert render_body(body, True, False) == (
+        b'(("text" "x-myown" ("charset" "us-ascii") NIL NIL "7bit" 7 1 NIL NIL NIL NIL) "mixed" '
+        b'("boundary" "foo bar") NIL NIL NIL)')
+    raw = b"Content-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\n--A\r\nX: y\r\n\r\nz\r\n--A--\r\n"
+    parts = structure_summary(raw)["imap"]["body"]["parts"]
+    assert len(parts) == 2 and parts[0]["e"] - parts[0]["h"][1] == 0
+
+
+def test_lf_only_message_sections() -> None:
+    raw = (b"Subject: lf\nContent-Type: multipart/alternative; boundary=b\n\npre\n--b\n"
+           b"Content-Type: text/plain\n\none\ntwo\n--b\nContent-Type: text/html\n\n<p>x</p>\n--b--\n")
+    imap = structure_summary(raw)
+    body = imap["imap"]["body"]
+    one = section_bytes(raw, body, FetchItem(name="BODY", section=True, parts=(1,)))
+    assert one == b"one\ntwo"
+    mime = section_bytes(raw, body, FetchItem(name="BODY", section=True, parts=(2,), text="MIME"))
+    assert mime == b"Content-Type: text/html\n\n"
+    header = section_bytes(raw, body, FetchItem(name="BODY", section=True, text="HEADER.FIELDS",
+                                                fields=("SUBJECT",)))
+    assert header == b"Subject: lf\n\r\n"
+
+
+def test_envelope_defaults_and_raw_values() -> None:
+    raw = (b"From: =?utf-8?q?J=C3=B6rg?= <j@x.de>\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+           b"Date: Tue, 2 Jan 2024 11:00:00 +0100\r\n\r\nhi\r\n")
+    env = structure_summary(raw)["imap"]["envelope"]
+    assert env[1] == "=?utf-8?q?Gr=C3=BC=C3=9Fe?="
+    assert env[2] == env[3] == env[4] == [["=?utf-8?q?J=C3=B6rg?=", None, "j", "x.de"]]
+    assert env[5] is None and env[9] is None
+    assert render_envelope(env, False).startswith(b'("Tue, 2 Jan 2024 11:00:00 +0100" "=?utf-8?q?')
+
+
+def test_garbage_never_raises() -> None:
+    for raw in (b"", b"\r\n", b"no header at all", b"Content-Type: multipart/mixed\r\n\r\nno boundary",
+                b"Content-Type: message/rfc822\r\n\r\n", b"\xff\xfe\x00" * 50,
+                b"Content-Type: multipart/mixed; boundary=x\r\n\r\n" + b"--x\r\n" * 10000):
+        imap = structure_summary(raw)["imap"]
+        render_body(imap["body"], True, True)
+        render_envelope(imap["envelope"], True)
