@@ -390,3 +390,41 @@ async def test_idle(store) -> None:  # type: ignore[no-untyped-def]
     await c.send(b"j IDLE\r\n")
     out = await c.send(b"NOPE\r\n")
     assert out.startswith(b"j BAD")
+
+
+def _scram_client_final(password: str, client_first_bare: str, server_first: str) -> tuple[str, bytes]:
+    import hashlib
+    import hmac
+
+    attrs = dict(a.split("=", 1) for a in server_first.split(","))
+    salt = base64.b64decode(attrs["s"])
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    without_proof = f"c=biws,r={attrs['r']}"
+    auth_message = f"{client_first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, "sha256").digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    expected = b"v=" + base64.b64encode(hmac.new(server_key, auth_message, "sha256").digest())
+    return f"{without_proof},p={base64.b64encode(proof).decode()}", expected
+
+
+async def test_authenticate_scram_sha_256(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store)
+    for password, ok in (("s3cret", True), ("wrong", False)):
+        c = Client(store, peer="192.0.2.9")   # SCRAM is offered without TLS: no password on the wire
+        assert b"AUTH=SCRAM-SHA-256" in c.greeting
+        bare = "n=alice@example.com,r=abcdefghijkl"
+        out = await c.send(b"a AUTHENTICATE SCRAM-SHA-256 " + base64.b64encode(("n,," + bare).encode()) + b"\r\n")
+        assert out.startswith(b"+ ")
+        server_first = base64.b64decode(out[2:].strip()).decode()
+        assert server_first.startswith("r=abcdefghijkl")
+        final, expected = _scram_client_final(password, bare, server_first)
+        out = await c.send(base64.b64encode(final.encode()) + b"\r\n")
+        if not ok:
+            assert out.startswith(b"a NO [AUTHENTICATIONFAILED]")
+            continue
+        assert base64.b64decode(out[2:].strip()) == expected
+        out = await c.send(b"\r\n")
+        assert out.startswith(b"a OK") and c.session.account_id is not None

@@ -33,8 +33,7 @@ def _sasl_module() -> Any:
 
 
 def scram_supported() -> bool:
-    sasl = _sasl_module()
-    return sasl is not None and hasattr(sasl, "server_mechanism")
+    return True  # built in below; mailhaven.auth.sasl's mechanism is preferred when present
 
 
 async def cmd_login(s: Session, cmd: Command) -> str:
@@ -97,8 +96,11 @@ async def cmd_authenticate(s: Session, cmd: Command) -> str | None:
         if not s.secure:
             raise No("Plaintext authentication is disabled without TLS", code=PRIVACYREQUIRED)
         mechanism = _Plain() if mech == "PLAIN" else _Login()
-    elif mech == "SCRAM-SHA-256" and scram_supported() and s.secure:
-        mechanism = _ExternalMechanism(sasl.server_mechanism(mech, s.store))
+    elif mech == "SCRAM-SHA-256":
+        if sasl is not None and hasattr(sasl, "server_mechanism"):
+            mechanism = _ExternalMechanism(sasl.server_mechanism(mech, s.store))
+        else:
+            mechanism = _ExternalMechanism(_ScramSha256(s.store))
     else:
         raise No("Unsupported mechanism")
     s.sasl = mechanism
@@ -111,6 +113,72 @@ async def cmd_authenticate(s: Session, cmd: Command) -> str | None:
         return None
     await _step(s, initial or b"")
     return None
+
+
+class _ScramSha256:
+    """RFC 5802 / RFC 7677 SCRAM-SHA-256 against the store's SCRAM secrets (no channel binding).
+
+    ``step`` returns ("challenge", data, None) or ("done", None, account or None).
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.state = "first"
+        self.user = ""
+        self.nonce = ""
+        self.first_bare = ""
+        self.server_first = ""
+        self.creds: Any = None
+        self.server_final = b""
+        self.account: Any = None
+
+    async def step(self, data: bytes) -> tuple[str, bytes | None, Any]:
+        import hashlib
+        import hmac
+        import secrets
+
+        if self.state == "first":
+            text = data.decode("utf-8", "replace")
+            gs2, _, bare = text.partition(",")
+            authz, _, bare = bare.partition(",")
+            if gs2 not in ("n", "y"):
+                return "done", None, None   # "p=...": channel binding is not offered
+            attrs = dict(a.split("=", 1) for a in bare.split(",") if "=" in a)
+            if "n" not in attrs or "r" not in attrs:
+                return "done", None, None
+            self.user = attrs["n"].replace("=2C", ",").replace("=3D", "=")
+            if authz and authz[2:].replace("=2C", ",").replace("=3D", "=").lower() != self.user.lower():
+                return "done", None, None
+            self.first_bare = bare
+            self.nonce = attrs["r"] + secrets.token_urlsafe(18)
+            self.creds = await self.store.get_scram(self.user)
+            salt = self.creds.salt if self.creds else hashlib.sha256(b"mailhaven" + self.user.encode()).digest()[:16]
+            iterations = self.creds.iterations if self.creds else 4096
+            self.server_first = f"r={self.nonce},s={base64.b64encode(salt).decode()},i={iterations}"
+            self.state = "final"
+            return "challenge", self.server_first.encode(), None
+        if self.state == "final":
+            text = data.decode("utf-8", "replace")
+            without_proof, _, proof_part = text.rpartition(",p=")
+            attrs = dict(a.split("=", 1) for a in without_proof.split(",") if "=" in a)
+            if not proof_part or attrs.get("r") != self.nonce or self.creds is None:
+                return "done", None, None
+            auth_message = f"{self.first_bare},{self.server_first},{without_proof}".encode()
+            try:
+                proof = base64.b64decode(proof_part, validate=True)
+            except (binascii.Error, ValueError):
+                return "done", None, None
+            signature = hmac.new(self.creds.stored_key, auth_message, "sha256").digest()
+            if len(proof) != len(signature):
+                return "done", None, None
+            client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
+            if not hmac.compare_digest(hashlib.sha256(client_key).digest(), self.creds.stored_key):
+                return "done", None, None
+            server_sig = hmac.new(self.creds.server_key, auth_message, "sha256").digest()
+            self.account = await self.store.get_account(self.user)
+            self.state = "ack"
+            return "challenge", b"v=" + base64.b64encode(server_sig), None
+        return "done", None, self.account   # the client's empty response after v=
 
 
 class _ExternalMechanism:
