@@ -270,3 +270,25 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     events = feed_chunks([data, b"\r\n"], max_line=100, max_literal=50)
     for e in events:
         assert isinstance(e, Command | CommandError)
+
+
+def test_protocol_core_is_sans_io() -> None:
+    """Only imap/server.py may touch asyncio or sockets (STYLE.md habit 1)."""
+    import ast
+    from pathlib import Path
+
+    import mailhaven.imap as pkg
+
+    root = Path(pkg.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        if path.name == "server.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in ("asyncio", "socket", "ssl", "selectors"), (path.name, name)
