@@ -428,3 +428,13 @@ async def test_authenticate_scram_sha_256(store) -> None:  # type: ignore[no-unt
         assert base64.b64decode(out[2:].strip()) == expected
         out = await c.send(b"\r\n")
         assert out.startswith(b"a OK") and c.session.account_id is not None
+
+
+async def test_list_subscribed_recursivematch(store) -> None:  # type: ignore[no-untyped-def]
+    _, c = await setup(store)
+    await c.cmd("CREATE Foo/Bar")
+    await c.cmd("SUBSCRIBE Foo/Bar")
+    out = await c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    assert b'* LIST (\\HasChildren) "/" "Foo" ("CHILDINFO" ("SUBSCRIBED"))' in out
+    out = await c.cmd('LIST (SUBSCRIBED) "" "*"')
+    assert b'"Foo/Bar"' in out and b'"Foo"' not in out

@@ -302,6 +302,9 @@ async def cmd_list(s: Session, cmd: Command) -> str:
             names.add(SEP.join(parts[:i]))
     if "SUBSCRIBED" in select_opts:
         names |= subs
+        for n in subs:
+            parts = n.split(SEP)
+            names |= {SEP.join(parts[:i]) for i in range(1, len(parts))}
     regexes = [pattern_regex(reference, p) for p in patterns]
     show_subscribed = "SUBSCRIBED" in return_opts or "SUBSCRIBED" in select_opts
     for name in sorted(names, key=lambda n: (n != "INBOX", n)):
@@ -317,11 +320,15 @@ async def cmd_list(s: Session, cmd: Command) -> str:
             attrs.append(box.special_use)
         if "SPECIAL-USE" in select_opts and (box is None or not box.special_use):
             continue
+        childinfo = b""
         if "SUBSCRIBED" in select_opts and name not in subs:
-            continue
+            # RFC 5258 3.5: with RECURSIVEMATCH a parent of subscribed mailboxes is listed too.
+            if "RECURSIVEMATCH" not in select_opts or not any(x.startswith(name + SEP) for x in subs):
+                continue
+            childinfo = b' ("CHILDINFO" ("SUBSCRIBED"))'
         if show_subscribed and name in subs:
             attrs.append("\\Subscribed")
-        s.untagged(f"LIST ({' '.join(attrs)}) \"/\" ".encode() + quoted_name(s, name))
+        s.untagged(f"LIST ({' '.join(attrs)}) \"/\" ".encode() + quoted_name(s, name) + childinfo)
         if status_items and box is not None:
             await _status_response(s, box, status_items)
     return "LIST completed"
