@@ -315,6 +315,7 @@ async def bench_fetch_search(port: int, total: int) -> dict[str, float]:
         "search FROM (fts)": 'SEARCH FROM "sender42"',
     }
     for label, command in searches.items():
+        print(f"  {label}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         rounds = 10
         for _ in range(rounds):
@@ -389,10 +390,18 @@ async def run_all(server: Mailhaven | Dovecot, args: argparse.Namespace) -> dict
     rng = random.Random(42)
     results: dict[str, float] = {}
     messages = [make_message(i, rng) for i in range(args.messages)]
+
+    def progress(what: str) -> None:
+        print(f"[{server.name}] {what}", file=sys.stderr, flush=True)
+
+    progress("append")
     results["APPEND msgs/s (8 conns)"] = await bench_append(server.port, messages, 8)
+    progress("fetch/search")
     results.update(await bench_fetch_search(server.port, args.messages))
+    progress("logins")
     results["logins/s (4 conns)"] = await bench_logins(server.port, args.login_seconds, 4)
     if args.idle:
+        progress("idle")
         results.update(await bench_idle(server, server.port, args.idle))
     return results
 

@@ -116,6 +116,8 @@ class _Evaluator:
     s: Session
     sel: SelectedMailbox
     universe: list[int]
+    positions: list[int]
+    """Indexes into the selected view of the messages in ``universe``."""
     summaries: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     async def summary(self, uid: int) -> dict[str, Any]:
@@ -124,16 +126,19 @@ class _Evaluator:
                 self.summaries[m.uid] = m.summary
         return self.summaries.get(uid, {})
 
+    def all_set(self) -> set[int]:
+        return set(self.universe)
+
     async def eval(self, node: Node) -> set[int]:
         kind = node[0]
         sel = self.sel
         uni = self.universe
         if kind == "all":
-            return set(uni)
+            return self.all_set()
         if kind == "none":
             return set()
         if kind == "and":
-            result = set(uni)
+            result = self.all_set()
             # Cheap keys first; stop early when nothing is left.
             for sub in sorted(node[1], key=lambda n: n[0] in ("text", "header", "date")):
                 if not result:
@@ -143,24 +148,31 @@ class _Evaluator:
         if kind == "or":
             return await self.eval(node[1]) | await self.eval(node[2])
         if kind == "not":
-            return set(uni) - await self.eval(node[1])
+            return self.all_set() - await self.eval(node[1])
+        uids = sel.uids
+        pos = self.positions
         if kind == "flag":
             flag, present = node[1], node[2]
+            flags = sel.column("flags")
             if flag.startswith("\\"):
-                return {u for u in uni if (flag in sel.meta[u].flags) == present}
+                return {uids[i] for i in pos if (flag in flags[i]) == present}
             low = flag.lower()
-            return {u for u in uni if any(f.lower() == low for f in sel.meta[u].flags) == present}
+            return {uids[i] for i in pos if any(f.lower() == low for f in flags[i]) == present}
         if kind == "larger":
-            return {u for u in uni if sel.meta[u].size > node[1]}
+            sizes = sel.column("sizes")
+            return {uids[i] for i in pos if sizes[i] > node[1]}
         if kind == "smaller":
-            return {u for u in uni if sel.meta[u].size < node[1]}
+            sizes = sel.column("sizes")
+            return {uids[i] for i in pos if sizes[i] < node[1]}
         if kind in ("older", "younger"):
             now = self.s.ctx.now()
+            dates = sel.column("dates")
             if kind == "older":
-                return {u for u in uni if sel.meta[u].internal_date <= now - node[1]}
-            return {u for u in uni if sel.meta[u].internal_date >= now - node[1]}
+                return {uids[i] for i in pos if dates[i] <= now - node[1]}
+            return {uids[i] for i in pos if dates[i] >= now - node[1]}
         if kind == "modseq":
-            return {u for u in uni if sel.meta[u].modseq >= node[1]}
+            modseqs = sel.column("modseq")
+            return {uids[i] for i in pos if modseqs[i] >= node[1]}
         if kind == "uidset":
             return set(node[1].select(uni)) if uni else set()
         if kind == "seqset":
@@ -239,8 +251,9 @@ async def run_search(s: Session, tokens: list[Token]) -> tuple[list[int], bool]:
     sel = s.require_selected()
     reader = _KeyReader(tokens, s)
     tree = reader.keys()
-    universe = [u for u in sel.uids if sel.live(u)]
-    result = await _Evaluator(s, sel, universe).eval(tree)
+    positions = [i for i, u in enumerate(sel.uids) if u not in sel.pending_expunge]
+    universe = [sel.uids[i] for i in positions]
+    result = await _Evaluator(s, sel, universe, positions).eval(tree)
     return sorted(result), reader.uses_modseq
 
 

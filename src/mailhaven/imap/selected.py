@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import bisect
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..store.api import Mailbox, Message, Store
 
@@ -117,6 +119,12 @@ class SelectedMailbox:
         if i < len(self.uids) and self.uids[i] == uid:
             return i
         return None
+
+    def column(self, name: str) -> Sequence[Any]:
+        """One metadata column by position (``flags``, ``modseq``, ``dates``, ``sizes``), for scans."""
+        columns: dict[str, Sequence[Any]] = {"flags": self._flags, "modseq": self._modseq,
+                                             "dates": self._dates, "sizes": self._sizes}
+        return columns[name]
 
     def meta_at(self, i: int) -> MessageMeta:
         return MessageMeta(flags=self._flags[i], modseq=self._modseq[i], internal_date=self._dates[i],
