@@ -106,7 +106,7 @@ def test_root_redirects_to_login_and_login_page_has_strict_csp(web: tuple[int, _
     csp = headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
     assert headers["x-content-type-options"] == "nosniff"
-    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["referrer-policy"] == "same-origin"
     assert b'name="password"' in body and b"<script" not in body
 
 

@@ -59,7 +59,8 @@ def _headers(csp: str) -> dict[str, str]:
     return {
         "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on form posts.
+        "Referrer-Policy": "same-origin" if "frame-ancestors 'none'" in csp else "no-referrer",
         "X-Frame-Options": "DENY" if "frame-ancestors 'none'" in csp else "SAMEORIGIN",
         "Cache-Control": "no-store",
         "Cross-Origin-Opener-Policy": "same-origin",
@@ -176,13 +177,16 @@ class Webmail:
         self.shell = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
     # Same-origin check for POSTs (the CSRF defence that works before there is a session).
+    # Fetch Metadata (Sec-Fetch-Site) cannot be set by page script, so browsers that send
+    # it are judged by it; otherwise the Origin header must name this host.
     @staticmethod
     def _same_origin(request: Request) -> bool:
-        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            return False
+        site = request.headers.get("sec-fetch-site")
+        if site is not None:
+            return site in ("same-origin", "none")
         origin = request.headers.get("origin")
-        if origin is None or origin == "null":
-            return origin is None
+        if origin is None:
+            return True  # not a browser request (curl, tests): no ambient credentials at risk
         host = request.headers.get("host", "")
         return origin in (f"http://{host}", f"https://{host}")
 

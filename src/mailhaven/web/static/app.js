@@ -180,7 +180,7 @@ class App {
           count > 1 ? el("span", { class: "thread-count" }, String(count)) : null),
         el("span", { class: "subject" }, e.subject || "(no subject)"),
         el("span", { class: "preview" }, e.preview || ""),
-        e.hasAttachment ? el("span", { class: "attachment-mark", title: "Has attachments" }, "📎") : null,
+        e.hasAttachment ? el("span", { class: "attachment-mark clip", title: "Has attachments", "aria-label": "Has attachments" }) : null,
         el("time", { class: "date", datetime: e.receivedAt }, formatDate(e.receivedAt)));
       row.addEventListener("click", (ev) => {
         if (ev.target.closest(".flag-toggle")) {

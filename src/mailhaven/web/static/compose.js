@@ -173,7 +173,7 @@ export class Composer {
     this.attachments.forEach((a, i) => {
       const remove = el("button", { type: "button", class: "icon remove", "aria-label": `Remove ${a.name}` }, "×");
       remove.addEventListener("click", () => { this.attachments.splice(i, 1); this.renderAttachments(); this.changed(); });
-      list.append(el("li", { class: a.uploading ? "uploading" : "" }, "📎 ", a.name || "(unnamed)",
+      list.append(el("li", { class: a.uploading ? "uploading" : "" }, el("span", { class: "clip" }), a.name || "(unnamed)",
         el("span", { class: "size" }, ` ${formatSize(a.size || 0)}`), a.uploading ? " (uploading…)" : "", remove));
     });
   }

@@ -204,7 +204,7 @@ export class Reader {
       container.append(el("ul", { class: "attachments" }, attachments.map((a) =>
         el("li", {}, el("a", { href: this.app.jmap.downloadUrl(a.blobId, a.name, a.type),
                                download: a.name || "attachment", class: "attachment" },
-          "📎 ", a.name || "(unnamed)", el("span", { class: "size" }, ` ${formatSize(a.size || 0)}`))))));
+          el("span", { class: "clip" }), a.name || "(unnamed)", el("span", { class: "size" }, ` ${formatSize(a.size || 0)}`))))));
     }
   }
 
