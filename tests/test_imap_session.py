@@ -124,6 +124,8 @@ async def test_append_fetch_roundtrip_and_uidplus(store) -> None:  # type: ignor
     # MULTIAPPEND with a non-synchronizing literal
     out = await c.send(b"b APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(SIMPLE), SIMPLE, len(SIMPLE), SIMPLE))
     assert re.search(rb"b OK \[APPENDUID \d+ 2:3\]", out), out
+    out = await c.send(b"u APPEND INBOX UTF8 (~{%d+}\r\n%s)\r\n" % (len(SIMPLE), SIMPLE))
+    assert re.search(rb"u OK \[APPENDUID \d+ 4\]", out), out
     out = await c.cmd("APPEND Nowhere {3+}\r\nabc", expect="NO")
     assert b"[TRYCREATE]" in out
 

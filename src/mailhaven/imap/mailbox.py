@@ -412,7 +412,16 @@ async def cmd_append(s: Session, cmd: Command) -> str:
         tok = args.peek()
         if isinstance(tok, String) and not tok.literal:
             when = parse_datetime(args.string().value.decode("ascii", "replace"))
-        message = args.string("message literal")
+        tok = args.peek()
+        if isinstance(tok, Atom) and tok.value.upper() == "UTF8":
+            # RFC 6855 section 4: APPEND ... UTF8 (~{n}...)
+            args.next()
+            inner = args.plist("UTF8 message")
+            if len(inner) != 1 or not isinstance(inner[0], String) or not inner[0].literal:
+                raise Bad("UTF8 needs one literal8")
+            message = inner[0]
+        else:
+            message = args.string("message literal")
         if not message.literal:
             raise Bad("Message must be a literal")
         items.append(([_canonical_flag(f) for f in flags], when, message.value))
