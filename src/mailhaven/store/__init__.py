@@ -9,9 +9,9 @@ from .api import Store
 def create_store(config: Config) -> Store:
     """The backend the configuration names (not yet opened)."""
     if config.store.backend == "postgres":
-        from .postgres import PostgresStore  # type: ignore[import-not-found]
+        from .postgres import PostgresStore
 
-        return PostgresStore(config.store.dsn, config.data_dir)  # type: ignore[no-any-return]
+        return PostgresStore(config.store.dsn, config.data_dir)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(config.data_dir)

@@ -74,6 +74,10 @@ class ChangeHub:
             if not subs:
                 del self._by_account[sub.account_id]
 
+    def subscribed_accounts(self) -> list[int]:
+        """Accounts with at least one live subscription (for whole-feed resyncs)."""
+        return [a for a in self._by_account if a is not None]
+
     def publish(self, change: Change) -> None:
         for key in (change.account_id, None):
             for sub in list(self._by_account.get(key, ())):
