@@ -1,0 +1,127 @@
+"""Message content on the wire: DATA dot-decoding, BDAT line-end normalisation, dot-stuffing.
+
+Sans-IO, no state beyond what is passed in; the server core and the outbound client use it.
+
+How line ends are handled (the no-SMTP-smuggling rule, decided here once):
+
+- Only ``CRLF`` is a line end (RFC 5321 2.3.8). The end of DATA is exactly the line
+  ``.`` preceded by CRLF and followed by CRLF (4.1.1.4): ``<CRLF>.<CRLF>``. A ``.`` line
+  ended by a bare LF or bare CR, or started after one, never ends the message: such
+  bytes are content. This is what closes the 2023 "SMTP smuggling" hole.
+- A bare LF or bare CR inside the content is stored as CRLF (as Postfix 3.9's
+  ``smtpd_forbid_bare_newline = normalize`` does): the stored message then has only CRLF
+  line ends, so IMAP serves it as RFC 5322 demands, and when we relay it the client
+  dot-stuffs the ``.`` line that a bare-LF ``<LF>.<LF>`` became. Nothing we store or
+  relay can end another server's DATA early.
+- Dot-unstuffing (4.5.2) removes the first ``.`` of a line that starts with one; lines
+  are only those started by CRLF, so a ``.`` after a bare LF is kept.
+- BDAT (RFC 3030) chunks are length-delimited, never dot-stuffed; their bare CR/LF are
+  normalised the same way so the stored bytes look the same whichever verb carried them.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BARE_RE = re.compile(rb"\r\n|\r|\n")
+_END = b".\r\n"
+
+
+def normalize_line_ends(piece: bytes) -> bytes:
+    """Turn every bare CR and bare LF into CRLF (CRLF stays as it is).
+
+    ``piece`` must not end in a CR whose LF is still to come (callers hold it back)."""
+    crlf = piece.count(b"\r\n")
+    if piece.count(b"\r") == crlf and piece.count(b"\n") == crlf:
+        return piece                                    # the common case: nothing bare
+    return _BARE_RE.sub(b"\r\n", piece)
+
+
+class DotDecoder:
+    """Decodes a DATA stream (RFC 5321 4.1.1.4, 4.5.2) into message bytes.
+
+    Feed it the connection's input buffer; it consumes what it can, returns the decoded
+    content and tells when ``<CRLF>.<CRLF>`` was seen. Memory is bounded: at most two
+    bytes are ever held back (a CR, or the start of a ``.`` line)."""
+
+    def __init__(self) -> None:
+        self.at_line_start = True
+        """The next byte starts a line (DATA starts at the beginning of a line)."""
+
+    def decode(self, buf: bytes | bytearray) -> tuple[bytes, int, bool]:
+        """Returns (content, bytes consumed from ``buf``, end of data seen)."""
+        out: list[bytes] = []
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            if self.at_line_start:
+                if buf[pos] == 0x2E:                     # "." at the start of a line
+                    if n - pos < 3:
+                        if _END.startswith(bytes(buf[pos:])):
+                            break                        # maybe the end: wait for more
+                    elif buf[pos:pos + 3] == _END:
+                        pos += 3
+                        return _join(out), pos, True
+                    pos += 1                             # 4.5.2: unstuff the leading "."
+                self.at_line_start = False
+                if pos >= n:
+                    break
+            idx = buf.find(b"\r\n.", pos)
+            if idx >= 0:
+                out.append(bytes(buf[pos:idx + 2]))
+                pos = idx + 2
+                self.at_line_start = True
+                continue
+            tail = bytes(buf[pos:])
+            if tail.endswith(b"\r\n"):
+                out.append(tail)
+                self.at_line_start = True
+                pos = n
+            elif tail.endswith(b"\r"):
+                out.append(tail[:-1])                    # hold the CR: its LF may follow
+                pos = n - 1
+            else:
+                out.append(tail)
+                pos = n
+            break
+        return _join(out), pos, False
+
+
+def _join(parts: list[bytes]) -> bytes:
+    data = b"".join(parts)
+    return normalize_line_ends(data) if data else data
+
+
+class ChunkNormalizer:
+    """Normalises bare CR/LF across BDAT chunk boundaries (a CR may end one chunk)."""
+
+    def __init__(self) -> None:
+        self._held_cr = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._held_cr:
+            data = b"\r" + data
+            self._held_cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._held_cr = True
+        return normalize_line_ends(data)
+
+    def finish(self) -> bytes:
+        """At BDAT LAST: a final lone CR becomes CRLF."""
+        if self._held_cr:
+            self._held_cr = False
+            return b"\r\n"
+        return b""
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Client side (RFC 5321 4.5.2): double the ``.`` starting any line, normalise line
+    ends to CRLF and make sure the content ends with CRLF; add ``.\\r\\n`` yourself."""
+    data = normalize_line_ends(data)
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data

@@ -1,0 +1,375 @@
+"""The asyncio adapter: sockets, TLS, timers and policy around the sans-IO SMTP core.
+
+Three listeners share this file: ``smtp`` (port 25: mail for local domains only, no
+AUTH), ``submission`` (587: STARTTLS, AUTH required) and ``submissions`` (465: implicit
+TLS, AUTH required).
+
+Invariants:
+- One task per connection owns its socket, core and transaction; nothing else writes to it.
+- Replies are flushed whenever the core needs more input, so pipelined commands get
+  their replies in one write (RFC 2920) and nobody waits on an unflushed reply.
+- ``250`` after DATA / BDAT LAST is sent only after ``Transaction.commit`` returned:
+  blobs fsynced, store and queue rows committed.
+- Never an open relay: a recipient outside our domains is accepted only from an
+  authenticated session (submission), and goes to the outbound queue.
+- Idle limits (RFC 5321 4.5.3.2): ``limits.smtp_idle`` between commands,
+  ``limits.smtp_data_idle`` inside DATA; then 421 4.4.2.
+- Shutdown: sessions waiting for input get 421 at once; a session in the middle of a
+  commit finishes it (and answers it) first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+from ..auth.sasl import MECHANISMS, StoreMechanism
+from ..logs import Log, connection_id
+from . import codes
+from .codes import Reply
+from .protocol import (
+    NEED_DATA,
+    AuthAborted,
+    AuthResponse,
+    AuthStart,
+    ConnectionClosed,
+    DataChunk,
+    DataComplete,
+    DataStart,
+    Event,
+    MailFrom,
+    RcptTo,
+    ServerConnection,
+    Settings,
+    StartTLS,
+    TransactionReset,
+)
+from .throttle import LoginThrottle
+from .transaction import Submission, Trace, Transaction
+
+READ_SIZE = 64 * 1024
+SUBMISSION_LISTENERS = ("submission", "submissions")
+
+
+class SmtpListener:
+    """What app.py keeps for one listener: ``close()`` stops accepting and ends sessions."""
+
+    def __init__(self, app: Any, name: str) -> None:
+        self.app = app
+        self.name = name
+        self.submission = name in SUBMISSION_LISTENERS
+        self.implicit_tls = name == "submissions"
+        self.server: asyncio.AbstractServer | None = None
+        self.sessions: set[Session] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.per_ip: dict[str, int] = {}
+        self.log = Log("smtp").bind(listener=name)
+        self.closing = False
+        limits = app.config.limits
+        self.throttle: LoginThrottle = app.extras.setdefault(
+            "smtp_login_throttle", LoginThrottle(limits.auth_failures))
+
+    @property
+    def sockets(self) -> Any:
+        server: Any = self.server
+        return server.sockets if server is not None else ()
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(
+            self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None,
+            limit=READ_SIZE, backlog=1024, ssl_handshake_timeout=30 if self.implicit_tls else None)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.server is not None:
+            self.server.close()
+        for session in list(self.sessions):
+            session.stop()
+
+    async def wait_closed(self) -> None:
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=8)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), timeout=2)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else "unix"
+        limits = self.app.config.limits
+        if (self.closing or len(self.tasks) >= limits.connections
+                or self.per_ip.get(ip, 0) >= limits.connections_per_ip):
+            reply = codes.SHUTTING_DOWN if self.closing else codes.TOO_MANY_CONNECTIONS
+            with contextlib.suppress(Exception):
+                writer.write(reply.to_bytes())
+                await asyncio.wait_for(writer.drain(), timeout=5)
+                writer.close()
+            return
+        self.tasks.add(task)
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        session = Session(self, reader, writer, ip)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # noqa: BLE001 - one connection must never take the listener down
+            self.log.error("session failed", exc=True, peer=ip)
+        finally:
+            session.cleanup()
+            self.sessions.discard(session)
+            self.tasks.discard(task)
+            self.per_ip[ip] -= 1
+            if not self.per_ip[ip]:
+                del self.per_ip[ip]
+            with contextlib.suppress(Exception):
+                writer.close()
+
+
+class Session:
+    def __init__(self, listener: SmtpListener, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, ip: str) -> None:
+        app = listener.app
+        config = app.config
+        self.listener = listener
+        self.app = app
+        self.store = app.store
+        self.reader = reader
+        self.writer = writer
+        self.ip = ip
+        self.cid = connection_id("s")
+        self.log = listener.log.bind(cid=self.cid, peer=ip)
+        limits = config.limits
+        self.conn = ServerConnection(Settings(
+            hostname=config.hostname, max_size=limits.message_size,
+            max_recipients=limits.recipients, max_line=limits.line_length,
+            max_errors=limits.errors_per_session, starttls=not listener.implicit_tls,
+            tls_active=listener.implicit_tls,
+            auth_mechanisms=MECHANISMS if listener.submission else (),
+            plaintext_ok=config.is_trusted(ip), require_auth=listener.submission,
+        ))
+        self.transaction: Transaction | None = None
+        self.account: Any = None
+        self.sasl: StoreMechanism | None = None
+        self.tls_info: str | None = None
+        self.reading = False
+        self.stopping = False
+        self.count = 0
+        if listener.implicit_tls:
+            self.tls_info = _tls_description(writer)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Server shutdown: interrupt a read at once; a busy session finishes its command."""
+        self.stopping = True
+        if self.reading:
+            self.conn.shutdown()
+            with contextlib.suppress(Exception):
+                self.writer.write(self.conn.data_to_send())
+                self.writer.close()
+
+    def cleanup(self) -> None:
+        if self.transaction is not None:
+            self.transaction.abort()
+            self.transaction = None
+
+    async def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def run(self) -> None:
+        conn = self.conn
+        limits = self.app.config.limits
+        self.log.debug("connected")
+        await self._flush()
+        while True:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA or isinstance(event, ConnectionClosed):
+                    break
+                await self._handle(event)  # type: ignore[arg-type]
+            await self._flush()
+            if conn.closed:
+                break
+            if self.stopping:
+                conn.shutdown()
+                await self._flush()
+                break
+            timeout = limits.smtp_data_idle if conn.in_data else limits.smtp_idle
+            self.reading = True
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                conn.timeout()                                   # RFC 5321 4.5.3.2: 421 4.4.2
+                await self._flush()
+                break
+            finally:
+                self.reading = False
+            if not data:
+                break
+            conn.receive_data(data)
+
+    # -- events ----------------------------------------------------------------------------
+    async def _handle(self, event: Event) -> None:
+        conn = self.conn
+        if isinstance(event, DataChunk):
+            if self.transaction is not None:
+                self.transaction.write(event.data)
+        elif isinstance(event, RcptTo):
+            conn.answer(await self._reply_or_error(self._rcpt(event)))
+        elif isinstance(event, MailFrom):
+            conn.answer(await self._reply_or_error(self._mail(event)))
+        elif isinstance(event, DataStart):
+            if self.transaction is not None:
+                self.transaction.start()
+        elif isinstance(event, DataComplete):
+            conn.answer(await self._commit())
+        elif isinstance(event, TransactionReset):
+            self.cleanup()
+        elif isinstance(event, StartTLS):
+            await self._flush()
+            await self.writer.start_tls(self.app.tls)            # RFC 3207 4
+            self.tls_info = _tls_description(self.writer)
+            conn.tls_started()
+            self.cleanup()
+        elif isinstance(event, AuthStart | AuthResponse):
+            await self._auth(event)
+        elif isinstance(event, AuthAborted):
+            self.sasl = None
+
+    async def _reply_or_error(self, work: Any) -> Reply:
+        try:
+            reply: Reply = await work
+            return reply
+        except Reply as exc:
+            return exc.caught()
+
+    async def _mail(self, event: MailFrom) -> Reply:
+        if self.listener.submission:
+            owned = await self._own_addresses()
+            # RFC 6409 6.1: the envelope sender must be the user's (null sender allowed for MDNs).
+            if event.address and event.address.lower() not in owned:
+                raise codes.SENDER_NOT_OWNED
+        self.cleanup()
+        trace = Trace(helo=self.conn.helo_name or self.ip, peer_ip=self.ip,
+                      hostname=self.app.config.hostname,
+                      protocol=self.conn.protocol_name(event.params.smtputf8),
+                      transaction_id=f"{self.cid}.{self.count}", tls=self.tls_info)
+        self.transaction = Transaction(
+            mail=event, trace=trace, store=self.store, outbound=self.app.outbound,
+            submission=Submission(addresses=await self._own_addresses(), hostname=self.app.config.hostname)
+            if self.listener.submission else None,
+            authenticated_as=self.account.address if self.account is not None else None,
+        )
+        return codes.SENDER_OK
+
+    async def _own_addresses(self) -> frozenset[str]:
+        assert self.account is not None
+        return frozenset(a.lower() for a in await self.store.addresses_of(self.account.id))
+
+    async def _rcpt(self, event: RcptTo) -> Reply:
+        tx = self.transaction
+        assert tx is not None
+        resolution = await self.store.resolve(event.address)
+        if not resolution.local_domain:
+            if not self.conn.authenticated:
+                raise codes.RELAY_DENIED                         # RFC 5321 7.1: no open relay
+            if self.app.outbound is None:
+                raise codes.NO_REMOTE_DELIVERY
+            tx.add_remote(event)
+            return codes.RECIPIENT_OK
+        if not resolution.account_ids:
+            raise codes.UNKNOWN_USER                             # RFC 3463 X.1.1
+        declared = tx.mail.params.size or 0
+        full = 0
+        for account_id in resolution.account_ids:
+            account = await self.store.get_account_by_id(account_id)
+            if account.quota is not None and account.used + declared >= account.quota:
+                full += 1
+        if full == len(resolution.account_ids):
+            raise codes.MAILBOX_FULL                             # RFC 3463 X.2.2, temporary
+        tx.add_local(event, resolution.account_ids)
+        return codes.RECIPIENT_OK
+
+    async def _commit(self) -> Reply:
+        tx, self.transaction = self.transaction, None
+        if tx is None:
+            return codes.TRANSACTION_FAILED
+        self.count += 1
+        try:
+            reply, _ = await tx.commit()
+        except Exception:  # noqa: BLE001 - the client must get a 4xx, never a 250
+            self.log.error("commit failed", exc=True, id=tx.trace.transaction_id)
+            return codes.LOCAL_ERROR
+        self.log.info("message", id=tx.trace.transaction_id, sender=tx.mail.address,
+                      rcpts=len(tx.recipients), reply=reply.code)
+        return reply
+
+    # -- AUTH (RFC 4954) -------------------------------------------------------------------
+    async def _auth(self, event: AuthStart | AuthResponse) -> None:
+        conn, throttle = self.conn, self.listener.throttle
+        if isinstance(event, AuthStart):
+            if throttle.blocked(self.ip):
+                conn.close_with(codes.TOO_MANY_AUTH_FAILURES)
+                return
+            self.sasl = StoreMechanism(event.mechanism, self.store)
+            data = event.initial if event.initial is not None else b""
+        else:
+            data = event.data
+        sasl = self.sasl
+        assert sasl is not None
+        try:
+            kind, payload, account = await sasl.step(data)
+        except Exception:  # noqa: BLE001 - a store failure is a temporary failure
+            self.log.error("auth step failed", exc=True)
+            self.sasl = None
+            conn.answer(codes.TEMP_AUTH_FAILURE)
+            return
+        if kind == "challenge":
+            conn.auth_challenge(payload or b"")
+            return
+        self.sasl = None
+        if account is not None and not throttle.blocked(self.ip, sasl.username):
+            throttle.succeeded(self.ip, sasl.username)
+            self.account = account
+            self.log.info("authenticated", user=account.address)
+            conn.answer(codes.AUTH_OK)
+            return
+        delay = throttle.failed(self.ip, sasl.username)
+        self.log.info("auth failed", user=sasl.username, reason=sasl.failure_reason)
+        await asyncio.sleep(delay)
+        if throttle.blocked(self.ip, sasl.username):
+            conn.answer(codes.AUTH_FAILED)
+            conn.close_with(codes.TOO_MANY_AUTH_FAILURES)
+            return
+        conn.answer(codes.AUTH_FAILED)
+
+
+def _tls_description(writer: asyncio.StreamWriter) -> str | None:
+    """``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`` for Received:."""
+    obj = writer.get_extra_info("ssl_object")
+    if obj is None:
+        return None
+    cipher = obj.cipher()
+    if not cipher:
+        return obj.version()
+    name, version, bits = cipher
+    return f"{obj.version() or version} with cipher {name} ({bits}/{bits} bits)"
+
+
+async def start_listener(ctx: Any, name: str, host: str, port: int) -> SmtpListener:
+    listener = SmtpListener(ctx, name)
+    await listener.start(host, port)
+    return listener
+

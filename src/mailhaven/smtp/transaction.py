@@ -1,0 +1,206 @@
+"""One mail transaction on the server side: recipients, the streamed blob(s), the commit.
+
+Invariants:
+- Content goes straight to :meth:`Store.blob_writer` as it arrives; only the header
+  section of a *submitted* message is held (to check ``From:`` and add ``Message-ID:`` /
+  ``Date:``), bounded by :data:`MAX_HEADER`.
+- :meth:`Transaction.commit` returns the reply for the end of DATA / BDAT LAST, and a 250
+  only after every blob is fsynced (``finish()``) and ``store.deliver`` and
+  ``outbound.enqueue`` have committed. On any failure nothing is acknowledged.
+- Local copies start with ``Return-Path:`` (RFC 5321 4.4) and a ``Received:`` trace
+  header; the copy handed to the outbound queue gets the ``Received:`` header only (the
+  final delivery adds Return-Path). When both kinds of recipients exist, two blobs are
+  written side by side so neither carries a wrong header.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any
+
+from ..queue.api import OutboundMessage, OutboundRecipient
+from ..store.api import BlobRef, BlobWriter
+from . import codes
+from .codes import Reply
+from .protocol import MailFrom, RcptTo
+
+MAX_HEADER = 1024 * 1024
+"""Largest header section held in memory for submission checks."""
+
+
+@dataclass
+class Trace:
+    """What the Received: header says about the session (RFC 5321 4.4)."""
+
+    helo: str
+    peer_ip: str
+    hostname: str
+    protocol: str
+    """RFC 3848 / RFC 6531 ``with`` value: ESMTP, ESMTPS, ESMTPSA, UTF8SMTPS..."""
+    transaction_id: str
+    tls: str | None = None
+    """``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`` or None."""
+
+    def received(self, recipients: list[str]) -> bytes:
+        date = email.utils.format_datetime(email.utils.localtime().astimezone(), usegmt=False)
+        lines = [f"Received: from {self.helo} ([{self.peer_ip}])"]
+        if self.tls:
+            lines.append(f"\t(using {self.tls})")
+        lines.append(f"\tby {self.hostname} (Mailhaven) with {self.protocol} id {self.transaction_id}")
+        # "for" only with one recipient: naming several would leak Bcc recipients.
+        tail = f"\tfor <{recipients[0]}>; {date}" if len(recipients) == 1 else f"\t; {date}"
+        lines.append(tail)
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+@dataclass
+class Submission:
+    """What submission adds: the owner check of ``From:`` and missing header fields."""
+
+    addresses: frozenset[str]
+    """The authenticated account's own addresses, lower-case."""
+    hostname: str
+
+
+@dataclass
+class Transaction:
+    mail: MailFrom
+    trace: Trace
+    store: Any
+    outbound: Any
+    submission: Submission | None = None
+    authenticated_as: str | None = None
+    local: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Accepted local recipient -> account ids."""
+    remote: list[OutboundRecipient] = field(default_factory=list)
+    _writers: list[tuple[BlobWriter, bool]] = field(default_factory=list)
+    """(writer, is the local copy)"""
+    _header: bytearray | None = None
+    _started = False
+    _failed: Reply | None = None
+
+    # -- recipients ----------------------------------------------------------------------
+    def add_local(self, rcpt: RcptTo, account_ids: tuple[int, ...]) -> None:
+        self.local[rcpt.address] = account_ids
+
+    def add_remote(self, rcpt: RcptTo) -> None:
+        self.remote.append(OutboundRecipient(address=rcpt.address, notify=rcpt.notify, orcpt=rcpt.orcpt))
+
+    @property
+    def recipients(self) -> list[str]:
+        return [*self.local, *(r.address for r in self.remote)]
+
+    # -- content -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.local:
+            self._writers.append((self.store.blob_writer(), True))
+        if self.remote:
+            self._writers.append((self.store.blob_writer(), False))
+        if self.submission is not None:
+            self._header = bytearray()
+
+    def write(self, data: bytes) -> None:
+        if self._failed is not None:
+            return
+        if self._header is not None:
+            self._header += data
+            end = self._header.find(b"\r\n\r\n")
+            if self._header.startswith(b"\r\n"):
+                end = 0
+            if end < 0:
+                if len(self._header) > MAX_HEADER:
+                    self._failed = codes.BAD_HEADER.with_text("Header section too large")
+                return
+            self._flush_header(end + 2 if end else 0)
+            return
+        if not self._started:
+            self._begin(b"")
+        for writer, _ in self._writers:
+            writer.write(data)
+
+    def _begin(self, extra_headers: bytes) -> None:
+        self._started = True
+        trace = self.trace.received(self.recipients)
+        for writer, is_local in self._writers:
+            if is_local:
+                writer.write(f"Return-Path: <{self.mail.address}>\r\n".encode())
+            writer.write(trace)
+            if extra_headers:
+                writer.write(extra_headers)
+
+    def _flush_header(self, header_len: int) -> None:
+        assert self._header is not None
+        buffered, self._header = bytes(self._header), None
+        try:
+            added = self._check_submission(buffered[:header_len])
+        except Reply as exc:
+            self._failed = exc.caught()
+            return
+        self._begin(added)
+        for writer, _ in self._writers:
+            writer.write(buffered)
+
+    def _check_submission(self, header: bytes) -> bytes:
+        """RFC 6409 8: From: must be the user's; add Message-ID and Date when missing."""
+        assert self.submission is not None
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
+        senders = [addr.lower() for _, addr in email.utils.getaddresses(parsed.get_all("From", []))]
+        if not senders or any(s not in self.submission.addresses for s in senders):
+            raise codes.FROM_NOT_OWNED
+        added = []
+        if parsed.get("Message-ID") is None:                     # RFC 6409 8.3
+            added.append(f"Message-ID: <{uuid.uuid4().hex}@{self.submission.hostname}>\r\n")
+        if parsed.get("Date") is None:                           # RFC 6409 8.2
+            added.append(f"Date: {email.utils.formatdate(time.time(), localtime=True)}\r\n")
+        return "".join(added).encode()
+
+    def abort(self) -> None:
+        for writer, _ in self._writers:
+            writer.abort()
+        self._writers.clear()
+
+    # -- the commit ----------------------------------------------------------------------
+    async def commit(self) -> tuple[Reply, list[BlobRef]]:
+        """Make the message durable and hand it on; returns the reply for the client."""
+        if self._header is not None:                 # headers only, no body separator
+            self._flush_header(len(self._header))
+        if not self._started and self._failed is None:
+            self._begin(b"")
+        if self._failed is not None:
+            self.abort()
+            return self._failed, []
+        refs: list[BlobRef] = []
+        local_ref = remote_ref = None
+        try:
+            for writer, is_local in self._writers:
+                ref = await writer.finish()          # fsync file + directory
+                refs.append(ref)
+                if is_local:
+                    local_ref = ref
+                else:
+                    remote_ref = ref
+        except Exception:
+            self.abort()
+            raise
+        self._writers.clear()
+        all_full = False
+        if local_ref is not None:
+            account_ids = list(dict.fromkeys(a for ids in self.local.values() for a in ids))
+            results = await self.store.deliver(local_ref, account_ids)
+            all_full = all(r.over_quota for r in results)
+        if remote_ref is not None:
+            params = self.mail.params
+            await self.outbound.enqueue(OutboundMessage(
+                blob=remote_ref, mail_from=self.mail.address, recipients=tuple(self.remote),
+                envid=params.envid, ret=params.ret, body=params.body, smtputf8=params.smtputf8,
+                authenticated_as=self.authenticated_as,
+            ))
+        if all_full and not self.remote:
+            # Nobody could take it; per-recipient results after DATA need LMTP (RFC 2033).
+            return codes.MAILBOX_FULL, refs
+        return codes.MESSAGE_ACCEPTED.with_text(f"Message accepted as {self.trace.transaction_id}"), refs
