@@ -94,6 +94,10 @@ class TLSConfig:
 class StoreConfig:
     backend: str = "sqlite"
     dsn: str = ""
+    schema: str = "mailhaven"
+    """PostgreSQL schema holding the tables (one database can hold several installations)."""
+    pool_size: int = 10
+    """PostgreSQL connections per process (plus one listening for other nodes' changes)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,6 +266,10 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"store.backend: expected 'sqlite' or 'postgres', got {config.store.backend!r}")
     if config.store.backend == "postgres" and not config.store.dsn:
         raise ConfigError("store.dsn: required when store.backend is 'postgres'")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,50}", config.store.schema):
+        raise ConfigError(f"store.schema: expected a lower-case SQL name, got {config.store.schema!r}")
+    if config.store.pool_size < 1:
+        raise ConfigError("store.pool_size: must be at least 1")
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls: set both cert and key, or neither")
     for name in ("cert", "key"):

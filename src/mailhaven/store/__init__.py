@@ -11,7 +11,8 @@ def create_store(config: Config) -> Store:
     if config.store.backend == "postgres":
         from .postgres import PostgresStore
 
-        return PostgresStore(config.store.dsn, config.data_dir)
+        return PostgresStore(config.store.dsn, config.data_dir, schema=config.store.schema,
+                             pool_size=config.store.pool_size)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(config.data_dir)
