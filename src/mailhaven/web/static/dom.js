@@ -30,8 +30,8 @@ export function toast(text, isError = false) {
 }
 
 export function formatDate(iso) {
-  if (!iso) return "";
-  const d = new Date(iso);
+  const d = new Date(iso || "");
+  if (Number.isNaN(d.getTime())) return "";
   const now = new Date();
   if (d.toDateString() === now.toDateString()) {
     return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -43,7 +43,8 @@ export function formatDate(iso) {
 }
 
 export function formatFullDate(iso) {
-  return iso ? new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : "";
+  const d = new Date(iso || "");
+  return Number.isNaN(d.getTime()) ? "" : d.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
 export function addressName(a) {
