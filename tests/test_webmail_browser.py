@@ -83,7 +83,7 @@ class Session:
         self.page.fill("input[name=username]", user)
         self.page.fill("input[name=password]", PASSWORD)
         self.page.click("button[type=submit]")
-        self.page.wait_for_selector("#mailboxes li.mailbox")
+        self.page.wait_for_selector("#mailboxes li.mailbox", state="attached")
         self.page.wait_for_selector("#message-list li")
 
     def row(self, subject: str) -> Any:

@@ -32,6 +32,13 @@ export class JMAPClient {
     if (res.status === 401 || res.status === 403) throw new JMAPError("unauthorized", "", "session");
     if (!res.ok) throw new JMAPError("session", `HTTP ${res.status}`, "session");
     this.session = await res.json();
+    // The webmail is served by the JMAP server itself: keep every endpoint on this origin
+    // (the session may name the configured hostname, which CSP connect-src 'self' refuses).
+    for (const key of ["apiUrl", "downloadUrl", "uploadUrl", "eventSourceUrl"]) {
+      if (typeof this.session[key] === "string") {
+        this.session[key] = this.session[key].replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]+/i, "");
+      }
+    }
     this.accountId = this.session.primaryAccounts[MAIL];
     return this.session;
   }
