@@ -108,8 +108,9 @@ class _Prepared:
     def __init__(self, summary: dict[str, Any], text: tuple[str, ...]) -> None:
         self.summary_json = json.dumps(summary)  # ASCII: survives any odd character
         self.message_id = clean(str(summary.get("message_id", "") or ""))
-        self.in_reply_to = clean(str(summary.get("in_reply_to", "") or ""))
-        self.refs = clean(str(summary.get("references", "") or ""))
+        self.parent_ids = list(dict.fromkeys(
+            message_ids(clean(str(summary.get("references", "") or "")))
+            + message_ids(clean(str(summary.get("in_reply_to", "") or "")))))
         self.text = text
         self.summary = summary
 
@@ -148,18 +149,17 @@ class MessageMethods:
 
     @staticmethod
     async def _thread_id(conn: asyncpg.Connection, account_id: int, p: _Prepared) -> int | None:
-        refs = message_ids(p.refs) + message_ids(p.in_reply_to)
-        if refs:
+        if p.parent_ids:
             found = await conn.fetchval(
                 "SELECT thread_id FROM messages WHERE account_id=$1 AND message_id = ANY($2::text[]) LIMIT 1",
-                account_id, refs)
+                account_id, p.parent_ids)
             if found is not None:
                 return int(found)
         if p.message_id:
             # A reply that arrived before its parent: adopt the child's thread.
             found = await conn.fetchval(
-                "SELECT thread_id FROM messages WHERE account_id=$1 AND "
-                "(in_reply_to = $2 OR strpos(refs, $2) > 0) LIMIT 1", account_id, p.message_id)
+                "SELECT thread_id FROM messages WHERE parent_ids @> ARRAY[$2::text] AND account_id=$1 "
+                "LIMIT 1", account_id, p.message_id)
             if found is not None:
                 return int(found)
         return None
@@ -174,11 +174,11 @@ class MessageMethods:
             "WITH u AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = $3 WHERE id = $2 "
             "RETURNING uidnext - 1 AS uid), n AS (SELECT nextval('messages_id_seq') AS id) "
             "INSERT INTO messages (id, mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
-            "modseq, thread_id, message_id, in_reply_to, refs, summary) "
-            "SELECT n.id, $2, $1, u.uid, $4, $5, $6, $7, $3, COALESCE($8, n.id), $9, $10, $11, $12 "
+            "modseq, thread_id, message_id, parent_ids, summary) "
+            "SELECT n.id, $2, $1, u.uid, $4, $5, $6, $7, $3, COALESCE($8, n.id), $9, $10, $11 "
             f"FROM u, n RETURNING {cols(True)}",
             account_id, mailbox_id, modseq, blob.id, blob.size, internal_date, flags, thread_id,
-            p.message_id, p.in_reply_to, p.refs, p.summary_json)
+            p.message_id, p.parent_ids, p.summary_json)
         if row is None:
             raise NotFound(f"no mailbox {mailbox_id}")
         return row
@@ -361,9 +361,9 @@ class MessageMethods:
         new_uids = list(range(first, first + len(rows)))
         await conn.execute(
             "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, modseq, "
-            "thread_id, message_id, in_reply_to, refs, summary) "
+            "thread_id, message_id, parent_ids, summary) "
             "SELECT $3, m.account_id, x.uid, m.blob_id, m.size, m.internal_date, m.flags, $4, m.thread_id, "
-            "m.message_id, m.in_reply_to, m.refs, m.summary "
+            "m.message_id, m.parent_ids, m.summary "
             "FROM unnest($1::bigint[], $2::bigint[]) AS x(src, uid) JOIN messages m ON m.id = x.src "
             "ORDER BY x.uid", [r["id"] for r in rows], new_uids, dst, modseq)
         if check_quota:

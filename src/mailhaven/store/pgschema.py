@@ -83,8 +83,7 @@ CREATE TABLE IF NOT EXISTS messages (
     modseq bigint NOT NULL,
     thread_id bigint NOT NULL,
     message_id text NOT NULL DEFAULT '',
-    in_reply_to text NOT NULL DEFAULT '',
-    refs text NOT NULL DEFAULT '',
+    parent_ids text[] NOT NULL DEFAULT '{}',
     summary text NOT NULL,
     UNIQUE (mailbox_id, uid)
 );
@@ -92,6 +91,9 @@ CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, mods
 CREATE INDEX IF NOT EXISTS messages_mailbox_modseq ON messages (mailbox_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (account_id, message_id);
 CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
+-- Message-IDs a message refers to (References, In-Reply-To): finds a parent's replies
+-- that arrived first without scanning the account.
+CREATE INDEX IF NOT EXISTS messages_parent_ids ON messages USING gin (parent_ids);
 CREATE TABLE IF NOT EXISTS expunged (
     mailbox_id bigint NOT NULL,
     account_id bigint NOT NULL,
