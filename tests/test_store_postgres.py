@@ -243,3 +243,12 @@ async def test_corpus_stored_as_sqlite_stores_it(dsn, tmp_path, corpus_files):
     finally:
         await pg.close()
         await lite.close()
+
+
+async def test_read_many_blobs_in_one_query(nodes):
+    a, b = nodes
+    refs = [await a.put_blob(RAW + bytes([65 + i])) for i in range(5)]
+    wanted = [refs[3].id, refs[0].id, refs[3].id, refs[4].id]
+    assert await b.read_blobs(wanted) == [RAW + b"D", RAW + b"A", RAW + b"D", RAW + b"E"]
+    with pytest.raises(FileNotFoundError):
+        await b.read_blobs([refs[1].id, "f" * 64])

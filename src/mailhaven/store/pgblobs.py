@@ -81,6 +81,21 @@ class PgBlobStore:
             raise BlobNotFound(f"no blob {blob_id}")
         return bytes(data)
 
+    async def read_many(self, blob_ids: list[str]) -> list[bytes]:
+        """Several blobs in one query, in the order asked (IMAP FETCH of many messages)."""
+        missing = list(dict.fromkeys(b for b in blob_ids if b not in self._recent))
+        found: dict[str, bytes] = {}
+        if missing:
+            rows = await self._pool().fetch("SELECT id, data FROM blobs WHERE id = ANY($1::text[])", missing)
+            found = {r["id"]: bytes(r["data"]) for r in rows}
+        out = []
+        for b in blob_ids:
+            data = self._recent.get(b, found.get(b))
+            if data is None:
+                raise BlobNotFound(f"no blob {b}")
+            out.append(data)
+        return out
+
     async def all_ids(self) -> list[str]:
         return [r[0] for r in await self._pool().fetch("SELECT id FROM blobs ORDER BY id")]
 

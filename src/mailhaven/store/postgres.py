@@ -257,6 +257,10 @@ class PostgresStore(MessageMethods):
     async def read_blob(self, blob_id: str) -> bytes:
         return await self.blobs.read(blob_id)
 
+    async def read_blobs(self, blob_ids: list[str]) -> list[bytes]:
+        """Many blobs in one round trip (not in the Store protocol; IMAP FETCH can use it)."""
+        return await self.blobs.read_many(blob_ids)
+
     def blob_path(self, blob_id: str) -> str | None:
         return None
 
