@@ -252,3 +252,19 @@ async def test_read_many_blobs_in_one_query(nodes):
     assert await b.read_blobs(wanted) == [RAW + b"D", RAW + b"A", RAW + b"D", RAW + b"E"]
     with pytest.raises(FileNotFoundError):
         await b.read_blobs([refs[1].id, "f" * 64])
+
+
+async def test_unreachable_database_is_one_clear_error(tmp_path):
+    from conftest import free_port, run_cli
+    from mailhaven.store.api import StoreError
+
+    dsn = f"postgresql://mh:hunter2@127.0.0.1:{free_port()}/mail"
+    with pytest.raises(StoreError) as info:
+        await PostgresStore(dsn, tmp_path / "x").open()
+    assert "cannot open the PostgreSQL store" in str(info.value) and "hunter2" not in str(info.value)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mailhaven.toml").write_text(f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n')
+    result = await asyncio.to_thread(run_cli, data, "domain", "list", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("mailhaven: cannot open the PostgreSQL store at postgresql://mh:***@")

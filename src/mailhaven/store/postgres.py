@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -39,6 +40,7 @@ from .api import (
     NotFound,
     Resolution,
     ScramCredentials,
+    StoreError,
 )
 from .changes import ChangeHub, Subscription
 from .pgblobs import PgBlobStore, PgBlobWriter
@@ -66,6 +68,7 @@ T = TypeVar("T")
 
 DEFAULT_SCHEMA = "mailhaven"
 RETRIES = 8
+CONNECT_TIMEOUT = 10.0
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
@@ -92,6 +95,19 @@ def _mailbox_query(where: str, counts: bool) -> str:
     return (f"SELECT b.*, EXISTS (SELECT 1 FROM subscriptions s WHERE s.account_id = b.account_id "
             f"AND s.name = b.name) AS subscribed, c.n, c.bytes, c.unseen FROM mailboxes b {count} "
             f"WHERE {where} ORDER BY b.name <> 'INBOX', b.name COLLATE \"C\"")
+
+
+class DatabaseUnavailable(StoreError):
+    """PostgreSQL could not be reached or refused us at start-up."""
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class PostgresStore(MessageMethods):
@@ -129,13 +145,17 @@ class PostgresStore(MessageMethods):
 
     async def open(self) -> None:
         self.blobs.tmp_dir.mkdir(parents=True, exist_ok=True)
-        conn = await asyncpg.connect(self.dsn)
         try:
-            self.trigram_index = await ensure_schema(conn, self.schema, fresh=self.fresh_schema)
-        finally:
-            await conn.close()
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
-                                               server_settings=self._settings())
+            conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
+            try:
+                self.trigram_index = await ensure_schema(conn, self.schema, fresh=self.fresh_schema)
+            finally:
+                await conn.close()
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
+                                                   timeout=CONNECT_TIMEOUT, server_settings=self._settings())
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot open the PostgreSQL store at {redact_dsn(self.dsn)}: {exc}") from None
         self.blobs.pool = self._pool
         self._listener = ChangeListener(self.connect, self.channel, self.origin, self.hub)
         await self._listener.start()
