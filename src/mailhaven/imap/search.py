@@ -257,6 +257,19 @@ async def run_search(s: Session, tokens: list[Token]) -> tuple[list[int], bool]:
     return sorted(result), reader.uses_modseq
 
 
+def msns(sel: SelectedMailbox, uids: list[int]) -> list[int]:
+    """Sequence numbers of ascending ``uids`` (a merge walk over the view)."""
+    out: list[int] = []
+    view = sel.uids
+    i = 0
+    for u in uids:
+        while i < len(view) and view[i] < u:
+            i += 1
+        if i < len(view) and view[i] == u:
+            out.append(i + 1)
+    return out
+
+
 async def cmd_search(s: Session, cmd: Command) -> str:
     sel = s.require_selected()
     args = Args(cmd.args)
@@ -268,8 +281,8 @@ async def cmd_search(s: Session, cmd: Command) -> str:
             raise Bad("Unknown RETURN option")
     _charset(args)
     uids, used_modseq = await run_search(s, args.tokens[args.pos:])
-    numbers = uids if cmd.uid else [sel.msn(u) or 0 for u in uids]
-    highest = max((sel.meta[u].modseq for u in uids), default=0)
+    numbers = uids if cmd.uid else msns(sel, uids)
+    highest = max((sel.meta[u].modseq for u in uids), default=0) if used_modseq else 0
     if s.rev2 and returns is None:
         returns = ["ALL"]
     if returns is None:
