@@ -1,0 +1,246 @@
+"""Inbound SMTP benchmark: C concurrent sessions send M messages of S bytes.
+
+Prints accepted messages/s, p50/p99 transaction latency (MAIL to the final 250) and the
+server's peak RSS (``--pid``, VmHWM from /proc). Every 250 counted is a durable message
+(Mailhaven answers it only after fsync and commit).
+
+    python bench/smtp_inbound.py 127.0.0.1:2525 --to bench@bench.example --pid PID
+    python bench/smtp_inbound.py --spawn                      # a throw-away Mailhaven
+    python bench/smtp_inbound.py --spawn --driver smtp-source # Postfix's load generator
+    python bench/smtp_inbound.py --spawn --postfix-port 127.0.0.5:2526 --postfix-to bench@postfix.example
+    python bench/smtp_inbound.py --spawn --idle 1000          # RSS of 1000 idle sessions
+
+``--postfix-port`` runs the same load against a Postfix listening there (see
+bench/postfix_peer.py) and prints the ratio. ``--spawn`` starts ``mailhaven serve`` on a
+temporary data directory with one domain and user and the connection limits raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def message(size: int, n: int) -> bytes:
+    head = (f"From: bench@sender.example\r\nTo: bench\r\nSubject: bench {n}\r\n"
+            f"Message-ID: <bench.{n}.{time.time_ns()}@sender.example>\r\n\r\n").encode()
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    body = (line * (size // len(line) + 1))[: max(0, size - len(head) - 2)]
+    return head + body + b"\r\n"
+
+
+async def read_reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed")
+        if line[3:4] != b"-":
+            return line
+
+
+async def session(host: str, port: int, sender: str, rcpt: str, count: int, size: int,
+                  latencies: list[float], counter: list[int]) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    await read_reply(reader)
+    writer.write(b"EHLO bench.example\r\n")
+    await read_reply(reader)
+    for i in range(count):
+        body = message(size, i)
+        start = time.perf_counter()
+        # PIPELINING (RFC 2920): MAIL, RCPT, DATA in one write.
+        writer.write(f"MAIL FROM:<{sender}> SIZE={len(body)}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        replies = [await read_reply(reader) for _ in range(3)]
+        if not replies[2].startswith(b"354"):
+            raise RuntimeError(f"refused: {replies}")
+        writer.write(body + b".\r\n")
+        final = await read_reply(reader)
+        if final.startswith(b"250"):
+            latencies.append(time.perf_counter() - start)
+            counter[0] += 1
+        else:
+            counter[1] += 1
+    writer.write(b"QUIT\r\n")
+    await read_reply(reader)
+    writer.close()
+
+
+async def run_python(host: str, port: int, args: argparse.Namespace, rcpt: str) -> dict[str, float]:
+    latencies: list[float] = []
+    counter = [0, 0]
+    per = [args.messages // args.concurrency + (1 if i < args.messages % args.concurrency else 0)
+           for i in range(args.concurrency)]
+    start = time.perf_counter()
+    await asyncio.gather(*(session(host, port, args.sender, rcpt, n, args.size, latencies, counter)
+                           for n in per if n))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
+
+    return {"accepted": counter[0], "refused": counter[1], "seconds": elapsed,
+            "rate": counter[0] / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+
+
+def run_smtp_source(host: str, port: int, args: argparse.Namespace, rcpt: str) -> dict[str, float]:
+    exe = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    cmd = [exe, "-d", "-l", str(args.size), "-m", str(args.messages), "-s", str(args.concurrency),
+           "-f", args.sender, "-t", rcpt, f"{host}:{port}"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    return {"accepted": args.messages, "refused": 0, "seconds": elapsed,
+            "rate": args.messages / elapsed, "p50_ms": float("nan"), "p99_ms": float("nan")}
+
+
+def peak_rss_mb(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Spawned:
+    """A throw-away ``mailhaven serve`` with one domain and user."""
+
+    def __init__(self, rcpt: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="mh-bench-"))
+        self.port = free_port()
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        self.env = env
+        listen = "\n".join(f'{n} = ""' for n in ("submission", "submissions", "imap", "imaps",
+                                                  "pop3", "pop3s", "http"))
+        (self.dir / "mailhaven.toml").write_text(
+            f'hostname = "bench.example"\nlog_level = "warning"\n[listen]\nsmtp = "127.0.0.1:{self.port}"\n'
+            f"{listen}\n[limits]\nconnections = 5000\nconnections_per_ip = 5000\n")
+        domain = rcpt.rpartition("@")[2]
+        self.cli("domain", "add", domain)
+        self.cli("user", "add", rcpt, "--password-stdin", input="bench-password\n")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mailhaven", "--data", str(self.dir), "serve"],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip() == "Ready.":
+                break
+
+    def cli(self, *args: str, input: str | None = None) -> None:
+        subprocess.run([sys.executable, "-m", "mailhaven", "--data", str(self.dir), *args],
+                       env=self.env, check=True, input=input, text=True, stdout=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def idle_connections(host: str, port: int, n: int, pid: int | None) -> None:
+    before = rss_mb(pid) if pid else None
+    conns = []
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection(host, port)
+        conns.append((reader, writer))
+    for reader, writer in conns:
+        line = await reader.readline()
+        if not line.startswith(b"220"):
+            raise RuntimeError(f"connection refused: {line!r}")
+        writer.write(b"EHLO idle.example\r\n")
+    for reader, _ in conns:
+        await read_reply(reader)
+    await asyncio.sleep(1)
+    after = rss_mb(pid) if pid else None
+    print(f"idle sessions: {n} open after EHLO")
+    if pid and before is not None and after is not None:
+        print(f"server RSS: {before:.1f} MB before, {after:.1f} MB with {n} idle sessions "
+              f"({(after - before) * 1024 / n:.1f} KB each)")
+    for _, writer in conns:
+        writer.close()
+
+
+def report(label: str, r: dict[str, float], pid: int | None) -> None:
+    rss = peak_rss_mb(pid)
+    print(f"{label}: {int(r['accepted'])} accepted, {int(r['refused'])} refused in {r['seconds']:.2f} s "
+          f"= {r['rate']:.0f} msg/s; latency p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms"
+          + (f"; server peak RSS {rss:.1f} MB" if rss else ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("target", nargs="?", help="host:port of the Mailhaven SMTP listener")
+    ap.add_argument("-c", "--concurrency", type=int, default=10)
+    ap.add_argument("-m", "--messages", type=int, default=20000)
+    ap.add_argument("-s", "--size", type=int, default=4096)
+    ap.add_argument("--sender", default="bench@sender.example")
+    ap.add_argument("--to", default="bench@bench.example")
+    ap.add_argument("--pid", type=int, help="server process id, for its peak RSS")
+    ap.add_argument("--driver", choices=["python", "smtp-source"], default="python")
+    ap.add_argument("--spawn", action="store_true", help="start a throw-away Mailhaven")
+    ap.add_argument("--postfix-port", help="host:port of a Postfix to run the same load against")
+    ap.add_argument("--postfix-to", default="bench@postfix.example")
+    ap.add_argument("--postfix-pid", type=int)
+    ap.add_argument("--idle", type=int, default=0, help="measure RSS of this many idle sessions instead")
+    args = ap.parse_args()
+    if args.driver == "smtp-source" and not (shutil.which("smtp-source") or Path("/usr/sbin/smtp-source").exists()):
+        sys.exit("smtp-source is not installed (Debian: apt-get install postfix)")
+    spawned = Spawned(args.to) if args.spawn else None
+    try:
+        if spawned is not None:
+            host, port, pid = "127.0.0.1", spawned.port, spawned.proc.pid
+        else:
+            if not args.target:
+                sys.exit("give host:port or --spawn")
+            host, _, p = args.target.rpartition(":")
+            port, pid = int(p), args.pid
+        if args.idle:
+            asyncio.run(idle_connections(host, port, args.idle, pid))
+            return
+        print(f"load: {args.concurrency} sessions, {args.messages} messages of {args.size} bytes, "
+              f"driver {args.driver}")
+
+        def load(h: str, pt: int, rcpt: str) -> dict[str, float]:
+            if args.driver == "smtp-source":
+                return run_smtp_source(h, pt, args, rcpt)
+            return asyncio.run(run_python(h, pt, args, rcpt))
+
+        ours = load(host, port, args.to)
+        report("mailhaven", ours, pid)
+        if args.postfix_port:
+            ph, _, pp = args.postfix_port.rpartition(":")
+            theirs = load(ph, int(pp), args.postfix_to)
+            report("postfix", theirs, args.postfix_pid)
+            print(f"ratio mailhaven/postfix: {ours['rate'] / theirs['rate']:.2f}")
+    finally:
+        if spawned is not None:
+            spawned.stop()
+
+
+if __name__ == "__main__":
+    main()
