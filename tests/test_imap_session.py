@@ -6,6 +6,7 @@ import base64
 import re
 
 from imap_harness import Client, deliver, make_account, untagged
+from mailhaven.store.api import FlagMode
 
 SIMPLE = (b"From: Bob Example <bob@example.org>\r\nTo: alice@example.com\r\nSubject: Lunch plans\r\n"
           b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\r\n"
@@ -440,3 +441,18 @@ async def test_list_subscribed_recursivematch(store) -> None:  # type: ignore[no
     assert b'* LIST (\\HasChildren) "/" "Foo" ("CHILDINFO" ("SUBSCRIBED"))' in out
     out = await c.cmd('LIST (SUBSCRIBED) "" "*"')
     assert b'"Foo/Bar"' in out and b'"Foo"' not in out
+
+
+async def test_select_fast_path_matches_list_messages(store) -> None:  # type: ignore[no-untyped-def]
+    """The optional ``list_message_meta`` store method agrees with ``list_messages``."""
+    acct, c = await setup(store, SIMPLE, MULTI, SIMPLE)
+    box = await store.get_mailbox(acct.id, "INBOX")
+    await store.set_flags(box.id, [2], ["\\Seen", "$Later"], FlagMode.ADD)
+    rows = await store.list_message_meta(box.id)
+    full = await store.list_messages(box.id)
+    assert [(r[0], frozenset(r[1].split()), r[2], r[3], r[4]) for r in rows] == [
+        (m.uid, m.flags, m.modseq, m.internal_date, m.size) for m in full]
+    out = await c.cmd("SELECT INBOX")
+    assert b"$Later" in out
+    out = await c.cmd("FETCH 1:3 (FLAGS RFC822.SIZE)")
+    assert b"* 2 FETCH (FLAGS (\\Seen $Later) RFC822.SIZE %d)" % len(MULTI) in out

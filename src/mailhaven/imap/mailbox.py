@@ -79,7 +79,11 @@ async def cmd_select(s: Session, cmd: Command) -> str:
         s.untagged("OK [CLOSED] Previous mailbox closed")  # RFC 9051 6.3.2 / RFC 7162 3.2.11
     box = await find_mailbox(s, name)
     sel = SelectedMailbox(box, readonly)
-    sel.load(await s.store.list_messages(box.id))
+    fast = getattr(s.store, "list_message_meta", None)   # optional store fast path
+    if fast is not None:
+        sel.load_rows(await fast(box.id))
+    else:
+        sel.load(await s.store.list_messages(box.id))
     s.selected = sel
     s.state = State.SELECTED
     s.dirty = True

@@ -109,6 +109,22 @@ class SelectedMailbox:
             self.uidnext = max(self.uidnext, self.uids[-1] + 1)
         self.announced = len(self.uids)
 
+    def load_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """From ``(uid, flags text, modseq, internal date, size)`` rows (the store's fast path)."""
+        by_text: dict[str, frozenset[str]] = {}
+        for uid, flags, modseq, date, size in rows:
+            fs = by_text.get(flags)
+            if fs is None:
+                fs = by_text[flags] = self._intern(frozenset(flags.split()))
+            self.uids.append(uid)
+            self._flags.append(fs)
+            self._modseq.append(modseq)
+            self._dates.append(date)
+            self._sizes.append(size)
+        if self.uids:
+            self.uidnext = max(self.uidnext, self.uids[-1] + 1)
+        self.announced = len(self.uids)
+
     # -- numbering ----------------------------------------------------------------
     @property
     def exists(self) -> int:

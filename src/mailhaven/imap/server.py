@@ -117,6 +117,9 @@ class Connection:
 
     async def read_blobs(self, blob_ids: list[str]) -> list[bytes]:
         store = self.app.store
+        many = getattr(store, "read_blobs", None)   # optional store fast path (PostgreSQL)
+        if many is not None:
+            return list(await many(blob_ids))
         paths = [store.blob_path(b) for b in blob_ids]
         if any(p is None for p in paths):
             return [await store.read_blob(b) for b in blob_ids]

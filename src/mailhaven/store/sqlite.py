@@ -100,6 +100,14 @@ CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, mods
 CREATE INDEX IF NOT EXISTS messages_mailbox_modseq ON messages (mailbox_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (account_id, message_id);
 CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
+-- Message-IDs each message refers to (References, In-Reply-To), so that a parent that
+-- arrives after its replies finds their thread by index instead of scanning summaries.
+CREATE TABLE IF NOT EXISTS message_refs (
+    account_id INTEGER NOT NULL,
+    ref TEXT NOT NULL,
+    thread_id INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_refs_ref ON message_refs (account_id, ref);
 CREATE TABLE IF NOT EXISTS expunged (
     mailbox_id INTEGER NOT NULL,
     account_id INTEGER NOT NULL,
@@ -687,11 +695,9 @@ class SQLiteStore:
                 return int(row[0])
         own = summary.get("message_id", "")
         if own:
-            # A reply that arrived before its parent: adopt the child's thread.
-            row = conn.execute(
-                "SELECT m.thread_id FROM messages m WHERE m.account_id=? AND "
-                "(json_extract(m.summary,'$.in_reply_to')=? OR instr(json_extract(m.summary,'$.references'), ?) > 0) "
-                "LIMIT 1", (account_id, own, own)).fetchone()
+            # A reply that arrived before its parent: adopt the child's thread (indexed).
+            row = conn.execute("SELECT thread_id FROM message_refs WHERE account_id=? AND ref=? LIMIT 1",
+                               (account_id, own)).fetchone()
             if row is not None:
                 return int(row[0])
         return None
@@ -714,6 +720,11 @@ class SQLiteStore:
         new_id = cur.fetchone()[0]
         if thread_id is None:
             conn.execute("UPDATE messages SET thread_id=id WHERE id=?", (new_id,))
+            thread_id = new_id
+        refs = message_ids(summary.get("references", "")) + message_ids(summary.get("in_reply_to", ""))
+        if refs:
+            conn.executemany("INSERT INTO message_refs VALUES (?,?,?)",
+                             [(account_id, r, thread_id) for r in dict.fromkeys(refs)])
         if fts is not None:
             conn.execute("INSERT INTO messages_fts (rowid, subject, sender, recipients, cc, bcc, body, headers) "
                          "VALUES (?,?,?,?,?,?,?,?)", (new_id, *fts))
@@ -1050,6 +1061,14 @@ class SQLiteStore:
             return {r[0] for r in conn.execute(sql, (mailbox_id, *([like] * len(cols))))}
 
         return await self.db.read(find)
+
+    # -- IMAP fast path (optional; imap/selected.py falls back to list_messages) ----
+    async def list_message_meta(self, mailbox_id: int) -> list[tuple[int, str, int, float, int]]:
+        """(uid, flags as space-separated text, modseq, internal date, size) in UID order:
+        what an IMAP SELECT needs, without building a Message per row."""
+        return await self.db.read(lambda c: c.execute(
+            "SELECT uid, flags, modseq, internal_date, size FROM messages WHERE mailbox_id=? ORDER BY uid",
+            (mailbox_id,)).fetchall())
 
     # -- change feed --------------------------------------------------------
     def subscribe(self, account_id: int | None = None) -> Subscription:
