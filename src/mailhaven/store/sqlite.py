@@ -367,6 +367,7 @@ class SQLiteStore:
             )
             conn.execute("DELETE FROM messages WHERE account_id=?", (row[0],))
             conn.execute("DELETE FROM expunged WHERE account_id=?", (row[0],))
+            conn.execute("DELETE FROM message_refs WHERE account_id=?", (row[0],))
             conn.execute("DELETE FROM accounts WHERE id=?", (row[0],))
             conn.execute("DELETE FROM aliases WHERE target=?", (address,))
 
