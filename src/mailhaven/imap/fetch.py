@@ -177,8 +177,9 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
             items.append(FetchItem(name="MODSEQ", label="MODSEQ"))
     if cmd.uid and "UID" not in names:
         items.insert(0, FetchItem(name="UID", label="UID"))
-    need_summary = bool(names & {"ENVELOPE", "BODY", "BODYSTRUCTURE", "BINARY", "BINARY.SIZE"}) or any(
-        i.section and (i.parts or i.text == "MIME") for i in items)
+    plain = {i.name for i in items if not i.section}
+    need_summary = bool(plain & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}) or any(
+        i.section and (i.parts or i.text == "MIME" or i.name != "BODY") for i in items)
     need_raw = bool(names & {"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"}) or any(
         i.section for i in items)
     sets_seen = not sel.readonly and any(
@@ -263,7 +264,8 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
         elif name == "RFC822.TEXT":
             out.append(b"RFC822.TEXT " + literal(raw[header_end(raw, 0, len(raw)):]))
         elif name == "BODY":
-            data = section_bytes(raw, _structure(msg, raw)["body"], item)
+            root = _structure(msg, raw)["body"] if item.parts else None
+            data = section_bytes(raw, root, item)
             out.append(item.label.encode() + b" " + _partial_literal(data, item))
         elif name in ("BINARY", "BINARY.SIZE"):
             node = find_part(_structure(msg, raw)["body"], item.parts)
@@ -313,11 +315,15 @@ def find_part(root: dict[str, Any] | None, parts: tuple[int, ...]) -> dict[str, 
 
 
 def section_bytes(raw: bytes, root: dict[str, Any] | None, item: FetchItem) -> bytes:
-    if root is None:
-        root = structure_summary(raw)["imap"]["body"]
+    """``root`` is only needed (and computed when None) for sections with part numbers."""
     if not item.parts and not item.text:
         return raw
-    node = find_part(root, item.parts)
+    if not item.parts:
+        node: dict[str, Any] | None = {"h": [0, header_end(raw, 0, len(raw))], "e": len(raw)}
+    else:
+        if root is None:
+            root = structure_summary(raw)["imap"]["body"]
+        node = find_part(root, item.parts)
     if node is None:
         return b""
     if item.text == "MIME":
