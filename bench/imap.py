@@ -209,6 +209,9 @@ service imap-login {{
 service imap {{
   process_limit = {self.max_conns + 100}
 }}
+protocol imap {{
+  mail_max_userip_connections = {self.max_conns + 100}
+}}
 """)
         self.conf = conf
         subprocess.run([self.binary, "-c", str(conf)], check=True)
@@ -412,6 +415,7 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=2000, help="idle IDLE connections (0 to skip)")
     ap.add_argument("--login-seconds", type=float, default=5.0)
     ap.add_argument("--dovecot", action="store_true", help="also run against a private Dovecot")
+    ap.add_argument("--only-dovecot", action="store_true", help="run against Dovecot alone")
     args = ap.parse_args()
     try:
         import resource
@@ -421,8 +425,8 @@ def main() -> int:
         pass
     tmp = Path(tempfile.mkdtemp(prefix="mh-imap-bench-"))
     tmp.chmod(0o755)  # Dovecot's auth process must reach its passwd file
-    servers: list[Mailhaven | Dovecot] = [Mailhaven(tmp, args.idle)]
-    if args.dovecot and shutil.which("dovecot"):
+    servers: list[Mailhaven | Dovecot] = [] if args.only_dovecot else [Mailhaven(tmp, args.idle)]
+    if (args.dovecot or args.only_dovecot) and shutil.which("dovecot"):
         servers.append(Dovecot(tmp, args.idle))
     table: dict[str, dict[str, float]] = {}
     try:
