@@ -87,12 +87,13 @@ async def cmd_select(s: Session, cmd: Command) -> str:
     s.selected = sel
     s.state = State.SELECTED
     s.dirty = True
-    keywords = sorted({f for m in sel.meta.values() for f in m.flags if not f.startswith("\\")})
+    flag_sets = sel.column("flags")
+    keywords = sorted({f for fs in set(flag_sets) for f in fs if not f.startswith("\\")})
     flags = list(SYSTEM_FLAGS) + keywords
     s.untagged(f"{sel.exists} EXISTS")
     if not s.rev2:
         s.untagged("0 RECENT")
-        unseen = next((i + 1 for i, u in enumerate(sel.uids) if "\\Seen" not in sel.meta[u].flags), None)
+        unseen = next((i + 1 for i, fs in enumerate(flag_sets) if "\\Seen" not in fs), None)
         if unseen is not None:
             s.untagged(f"OK [UNSEEN {unseen}] First unseen")
     s.untagged(f"FLAGS ({' '.join(flags)})")

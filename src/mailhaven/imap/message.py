@@ -50,7 +50,8 @@ async def cmd_close(s: Session, cmd: Command) -> str:
     if not sel.readonly:
         # RFC 9051 6.4.1: expunge silently.
         await sel.refresh(s.store, s.condstore)
-        deleted = [u for u in sel.uids if "\\Deleted" in sel.meta[u].flags]
+        flags = sel.column("flags")
+        deleted = [u for i, u in enumerate(sel.uids) if "\\Deleted" in flags[i]]
         if deleted:
             await s.store.expunge(sel.id, deleted)
     _deselect(s)
@@ -75,8 +76,9 @@ async def cmd_expunge(s: Session, cmd: Command) -> str:
         raise No("Mailbox is read-only", code=CANNOT)
     await sel.refresh(s.store, s.condstore)
     s.dirty = False
-    targets = [u for u in sel.uids if "\\Deleted" in sel.meta[u].flags and sel.live(u)
-               and (wanted is None or u in wanted)]
+    flags = sel.column("flags")
+    targets = [u for i, u in enumerate(sel.uids) if "\\Deleted" in flags[i]
+               and u not in sel.pending_expunge and (wanted is None or u in wanted)]
     removed = await s.store.expunge(sel.id, targets) if targets else []
     announce_expunged(s, sel, removed)
     return "EXPUNGE completed"
