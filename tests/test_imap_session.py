@@ -456,3 +456,17 @@ async def test_select_fast_path_matches_list_messages(store) -> None:  # type: i
     assert b"$Later" in out
     out = await c.cmd("FETCH 1:3 (FLAGS RFC822.SIZE)")
     assert b"* 2 FETCH (FLAGS (\\Seen $Later) RFC822.SIZE %d)" % len(MULTI) in out
+
+
+async def test_literal_limits_before_login_and_nonsync_too_big(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store)
+    c = Client(store)
+    out = await c.send(b"a LOGIN {20000}\r\n")
+    assert out.startswith(b"a BAD [TOOBIG]")
+    out = await c.send(b"b LOGIN {10000+}\r\n" + b"x" * 10000 + b" y\r\nc NOOP\r\n")
+    assert b"b BAD [TOOBIG]" in out and b"c OK" in out
+    await c.login()
+    limit = c.session.config.limits.message_size
+    c.reader.max_literal = limit + 10   # the parser's own cap is above APPENDLIMIT here
+    out = await c.send(b"d APPEND INBOX {%d+}\r\n" % (limit + 1) + b"z" * (limit + 1) + b"\r\ne NOOP\r\n")
+    assert b"d NO [TOOBIG]" in out and b"e OK" in out
