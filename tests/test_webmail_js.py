@@ -1,0 +1,99 @@
+"""The webmail's JavaScript modules in Chromium, served by the webmail routes alone (an
+in-memory session store, no JMAP behind them): the pages load under the strict CSP with no
+script error, and the pure helpers (address lists, URL templates, linkified text) behave."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from test_webmail_routes import web  # noqa: F401 - the fixture
+from webmail_helpers import CHROMIUM, CHROMIUM_ARGS
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("playwright is not installed")
+        pytest.skip("playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is not installed")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(web: tuple[int, Any], browser: Any) -> Iterator[Any]:  # noqa: F811
+    port, _ = web
+    ctx = browser.new_context()
+    pg = ctx.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(f"http://127.0.0.1:{port}/")
+    assert pg.url.endswith("/login")
+    pg.fill("input[name=username]", "alice@example.org")
+    pg.fill("input[name=password]", "right")
+    pg.click("button[type=submit]")
+    pg.wait_for_url(f"http://127.0.0.1:{port}/")
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+def test_shell_loads_under_csp_and_reports_missing_api(page: Any) -> None:
+    # There is no JMAP API behind these routes: the app says so instead of failing silently.
+    page.wait_for_selector("#toast.shown.error")
+    assert "Cannot reach the server" in page.inner_text("#toast")
+    assert page.errors == []
+    assert "mh_session" not in page.evaluate("document.cookie")
+    assert len(page.evaluate("document.querySelector('meta[name=csrf-token]').content")) > 10
+
+
+def js(page: Any, module: str, expr: str) -> Any:
+    return page.evaluate(f"import('/static/{module}').then(m => {expr})")
+
+
+def test_parse_address_list(page: Any) -> None:
+    cases = {
+        "bob@example.org": [{"name": None, "email": "bob@example.org"}],
+        "Bob <bob@example.org>, carol@example.org": [
+            {"name": "Bob", "email": "bob@example.org"}, {"name": None, "email": "carol@example.org"}],
+        '"Doe, Jane" <jane@example.org>,,  x@y.z ': [
+            {"name": "Doe, Jane", "email": "jane@example.org"}, {"name": None, "email": "x@y.z"}],
+        "not an address": [],
+        "": [],
+    }
+    for text, expected in cases.items():
+        assert js(page, "jmap.js", f"m.parseAddressList({json.dumps(text)})") == expected, text
+
+
+def test_format_and_templates(page: Any) -> None:
+    assert js(page, "jmap.js", 'm.formatAddress({name: "Doe, Jane", email: "j@x.org"})') == '"Doe, Jane" <j@x.org>'
+    assert js(page, "jmap.js", 'm.formatAddressList([{name: null, email: "a@b.c"}, {name: "B", email: "b@c.d"}])') \
+        == "a@b.c, B <b@c.d>"
+    assert js(page, "jmap.js", 'm.expandTemplate("/d/{accountId}/{blobId}/{name}?t={type}", '
+                               '{accountId: "a1", blobId: "B/1", name: "r&d report.pdf", type: "application/pdf"})') \
+        == "/d/a1/B%2F1/r%26d%20report.pdf?t=application%2Fpdf"
+
+
+def test_linkified_text_is_text(page: Any) -> None:
+    text = "see https://e.org/x?a=1 <b>not bold</b> javascript:alert(1)"
+    html = js(page, "dom.js", "(() => { const d = document.createElement('div'); "
+                              f"d.append(m.linkifiedText({json.dumps(text)})); return d.innerHTML; }})()")
+    assert html == ('see <a href="https://e.org/x?a=1" target="_blank" rel="noopener noreferrer">https://e.org/x?a=1</a>'
+                    " &lt;b&gt;not bold&lt;/b&gt; javascript:alert(1)")
