@@ -8,6 +8,7 @@ script, handlers, links, CSS, form, refresh and remote image must all stay inert
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import re
@@ -24,6 +25,8 @@ from webmail_helpers import CHROMIUM, CHROMIUM_ARGS, JMAP, Canary, deliver, mess
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "test-artifacts"
+# A 1x1 red PNG.
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
 PASSWORD = "s3cret"
 
 
@@ -143,8 +146,10 @@ def test_read_inbox_message_and_attachment(mailserver: ServerProcess, browser: A
     deliver(mailserver, "alice@example.org", message(
         "Quarterly numbers", "Numbers in plain text",
         html="<h2>Quarterly numbers</h2><p>Revenue is <b>up</b> and costs are <i>down</i>.</p>"
-             "<table border=1><tr><td>Q1</td><td>10</td></tr><tr><td>Q2</td><td>14</td></tr></table>",
-        attachment=("figures.bin", b"\x00\x01binary figures\xff")))
+             "<table border=1><tr><td>Q1</td><td>10</td></tr><tr><td>Q2</td><td>14</td></tr></table>"
+             '<p><img id="logo" src="cid:logo@outside.example" alt="logo"></p>',
+        attachment=("figures.bin", b"\x00\x01binary figures\xff"),
+        inline_png=("logo@outside.example", PNG)))
     s = Session(browser, mailserver, "alice@example.org")
     try:
         s.wait_row("Quarterly numbers")
@@ -156,6 +161,10 @@ def test_read_inbox_message_and_attachment(mailserver: ServerProcess, browser: A
 
         s.open("Quarterly numbers")
         assert "Revenue is up and costs are down" in s.frame_text()
+        # The inline image shows from a data: URL (the frame itself may fetch nothing).
+        inner = s.page.frame_locator(".message-card.expanded iframe.message-frame").last
+        assert (inner.locator("img[alt=logo]").get_attribute("src") or "").startswith("data:image/png;base64,")
+        assert inner.locator("img[alt=logo]").evaluate("img => img.naturalWidth") == 1
         frame = s.page.locator(".message-card.expanded iframe.message-frame").last
         assert frame.get_attribute("sandbox") == "allow-popups allow-popups-to-escape-sandbox"
         link = s.page.locator(".attachments a.attachment", has_text="figures.bin")

@@ -95,7 +95,10 @@ def deliver(server: Any, to: str, raw: bytes, password: str = "s3cret") -> None:
 
 def message(subject: str, body: str, *, sender: str = "Carol <carol@outside.example>",
             to: str = "alice@example.org", html: str | None = None,
-            attachment: tuple[str, bytes] | None = None) -> bytes:
+            attachment: tuple[str, bytes] | None = None,
+            inline_png: tuple[str, bytes] | None = None) -> bytes:
+    """A message with a text part, optionally an HTML alternative (with an inline PNG
+    under Content-ID ``inline_png[0]``, in multipart/related) and an attachment."""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
@@ -105,6 +108,9 @@ def message(subject: str, body: str, *, sender: str = "Carol <carol@outside.exam
     msg.set_content(body)
     if html is not None:
         msg.add_alternative(html, subtype="html")
+        if inline_png is not None:
+            html_part = msg.get_payload()[1]
+            html_part.add_related(inline_png[1], maintype="image", subtype="png", cid=f"<{inline_png[0]}>")
     if attachment is not None:
         msg.add_attachment(attachment[1], maintype="application", subtype="octet-stream",
                            filename=attachment[0])
