@@ -355,3 +355,40 @@ def test_idle_timeout_is_configurable(tmp_path: Path) -> None:
         print(f"autologout after {time.monotonic() - start:.1f}s")
     finally:
         server.stop()
+
+
+def test_getmail_over_imap(srv: ServerProcess, tmp_path: Path) -> None:
+    getmail = need("getmail")
+    m = connect(srv)
+    fresh_mailbox(m, "Getmail")
+    for i in range(3):
+        m.append("Getmail", None, None, MSG % (40 + i, 40 + i, 40 + i))
+    m.logout()
+    mbox = tmp_path / "mbox"
+    mbox.write_text("")
+    rc = tmp_path / "getmailrc"
+    rc.write_text(f"""[retriever]
+type = SimpleIMAPRetriever
+server = 127.0.0.1
+port = {srv.port('imap')}
+username = {USER}
+password = {PASSWORD}
+mailboxes = ("Getmail",)
+
+[destination]
+type = MDA_external
+path = /bin/sh
+arguments = ("-c", "cat >> {mbox}")
+allow_root_commands = true
+
+[options]
+read_all = true
+delete = false
+verbose = 1
+""")
+    out = subprocess.run([getmail, f"--rcfile={rc}", f"--getmaildir={tmp_path}"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = mbox.read_bytes()
+    for i in range(3):
+        assert b"Body number %d" % (40 + i) in data
