@@ -358,3 +358,10 @@ class App {
 
 const app = new App();
 window.addEventListener("DOMContentLoaded", () => app.start());
+// Any failed action ends here: an expired session goes back to the login page, anything
+// else is shown rather than lost in the console.
+window.addEventListener("unhandledrejection", (ev) => {
+  const err = ev.reason;
+  if (err instanceof JMAPError && err.type === "unauthorized") { location.href = "/login"; return; }
+  toast(err && err.message ? err.message : String(err), true);
+});
