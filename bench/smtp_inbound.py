@@ -116,6 +116,18 @@ def peak_rss_mb(pid: int | None) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of the process (all its threads), from /proc."""
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -187,9 +199,12 @@ async def idle_connections(host: str, port: int, n: int, pid: int | None) -> Non
 
 def report(label: str, r: dict[str, float], pid: int | None) -> None:
     rss = peak_rss_mb(pid)
+    cpu = r.get("cpu")
     print(f"{label}: {int(r['accepted'])} accepted, {int(r['refused'])} refused in {r['seconds']:.2f} s "
           f"= {r['rate']:.0f} msg/s; latency p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms"
-          + (f"; server peak RSS {rss:.1f} MB" if rss else ""))
+          + (f"; server peak RSS {rss:.1f} MB" if rss else "")
+          + (f"; server CPU {cpu:.2f} s, {r['cpu_user']:.2f} s user ({cpu / r['seconds'] * 100:.0f}% of one core, "
+             f"{cpu / max(1, r['accepted']) * 1000:.2f} ms per message)" if cpu else ""))
 
 
 def main() -> None:
@@ -225,16 +240,23 @@ def main() -> None:
         print(f"load: {args.concurrency} sessions, {args.messages} messages of {args.size} bytes, "
               f"driver {args.driver}")
 
-        def load(h: str, pt: int, rcpt: str) -> dict[str, float]:
+        def load(h: str, pt: int, rcpt: str, server_pid: int | None) -> dict[str, float]:
+            cpu_before = cpu_seconds(server_pid)
             if args.driver == "smtp-source":
-                return run_smtp_source(h, pt, args, rcpt)
-            return asyncio.run(run_python(h, pt, args, rcpt))
+                result = run_smtp_source(h, pt, args, rcpt)
+            else:
+                result = asyncio.run(run_python(h, pt, args, rcpt))
+            cpu_after = cpu_seconds(server_pid)
+            if cpu_before is not None and cpu_after is not None:
+                result["cpu_user"] = cpu_after[0] - cpu_before[0]
+                result["cpu"] = result["cpu_user"] + cpu_after[1] - cpu_before[1]
+            return result
 
-        ours = load(host, port, args.to)
+        ours = load(host, port, args.to, pid)
         report("mailhaven", ours, pid)
         if args.postfix_port:
             ph, _, pp = args.postfix_port.rpartition(":")
-            theirs = load(ph, int(pp), args.postfix_to)
+            theirs = load(ph, int(pp), args.postfix_to, None)
             report("postfix", theirs, args.postfix_pid)
             print(f"ratio mailhaven/postfix: {ours['rate'] / theirs['rate']:.2f}")
     finally:

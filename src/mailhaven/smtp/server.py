@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
+from collections.abc import Callable
 from typing import Any
 
 from ..auth.sasl import MECHANISMS, StoreMechanism
@@ -53,6 +55,37 @@ READ_SIZE = 64 * 1024
 SUBMISSION_LISTENERS = ("submission", "submissions")
 
 
+class RecipientCache:
+    """``store.resolve`` plus the accounts' quota state, remembered for ``ttl`` seconds.
+
+    RCPT is the hot path of inbound mail (two store reads per recipient). Entries whose
+    accounts all have no quota are cached; any quota'd account is looked up fresh every
+    time, so the RCPT-time quota check (452 4.2.2) is never stale. ``deliver()`` checks
+    quota authoritatively at commit anyway."""
+
+    def __init__(self, store: Any, ttl: float = 1.0, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[float, Any, tuple[Any, ...]]] = {}
+
+    async def lookup(self, address: str) -> tuple[Any, tuple[Any, ...]]:
+        key = address.lower()
+        now = self.clock()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        resolution = await self.store.resolve(address)
+        accounts = tuple([await self.store.get_account_by_id(a) for a in resolution.account_ids])
+        if all(a.quota is None for a in accounts):
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (now + self.ttl, resolution, accounts)
+        return resolution, accounts
+
+
 class SmtpListener:
     """What app.py keeps for one listener: ``close()`` stops accepting and ends sessions."""
 
@@ -70,6 +103,8 @@ class SmtpListener:
         limits = app.config.limits
         self.throttle: LoginThrottle = app.extras.setdefault(
             "smtp_login_throttle", LoginThrottle(limits.auth_failures))
+        self.recipients: RecipientCache = app.extras.setdefault(
+            "smtp_recipient_cache", RecipientCache(app.store))
 
     @property
     def sockets(self) -> Any:
@@ -281,7 +316,7 @@ class Session:
     async def _rcpt(self, event: RcptTo) -> Reply:
         tx = self.transaction
         assert tx is not None
-        resolution = await self.store.resolve(event.address)
+        resolution, accounts = await self.listener.recipients.lookup(event.address)
         if not resolution.local_domain:
             if not self.conn.authenticated:
                 raise codes.RELAY_DENIED                         # RFC 5321 7.1: no open relay
@@ -292,12 +327,8 @@ class Session:
         if not resolution.account_ids:
             raise codes.UNKNOWN_USER                             # RFC 3463 X.1.1
         declared = tx.mail.params.size or 0
-        full = 0
-        for account_id in resolution.account_ids:
-            account = await self.store.get_account_by_id(account_id)
-            if account.quota is not None and account.used + declared >= account.quota:
-                full += 1
-        if full == len(resolution.account_ids):
+        full = sum(1 for a in accounts if a.quota is not None and a.used + declared >= a.quota)
+        if full == len(accounts):
             raise codes.MAILBOX_FULL                             # RFC 3463 X.2.2, temporary
         tx.add_local(event, resolution.account_ids)
         return codes.RECIPIENT_OK
