@@ -122,3 +122,15 @@ async def test_deleting_the_selected_mailbox_elsewhere(store) -> None:  # type: 
     await a.cmd("DELETE Temp")
     out = await b.send(b"n NOOP\r\n")
     assert b"* BYE" in out
+
+
+async def test_new_keyword_announced_in_flags_before_use(store) -> None:  # type: ignore[no-untyped-def]
+    _, a, b = await two_sessions(store)
+    await a.cmd("STORE 1 +FLAGS ($Important)")
+    out = await b.cmd("NOOP")
+    flags_at = out.find(b"* FLAGS (")
+    fetch_at = out.find(b"* 1 FETCH (FLAGS ($Important))")
+    assert 0 <= flags_at < fetch_at, out
+    assert b"$Important" in out[flags_at:fetch_at]
+    out = await b.cmd("STORE 2 +FLAGS ($Important)")
+    assert b"* FLAGS" not in out   # already known

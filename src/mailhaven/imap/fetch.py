@@ -239,6 +239,7 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
         if name == "UID":
             out.append(b"UID %d" % uid)
         elif name == "FLAGS":
+            s.ensure_flags_known(meta.flags)
             out.append(b"FLAGS " + flag_list(meta.flags).encode())
             flags_done = True
             if s.condstore and not any(i.name == "MODSEQ" for i in items):
@@ -281,6 +282,7 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
                     data = data[start:] if length is None else data[start:start + length]
                 out.append(item.label.encode() + b" " + literal(data, binary=b"\x00" in data))
     if seen_now and not flags_done:
+        s.ensure_flags_known(meta.flags)
         out.append(b"FLAGS " + flag_list(meta.flags).encode())
         if s.condstore:
             out.append(b"MODSEQ (%d)" % meta.modseq)

@@ -89,16 +89,14 @@ async def cmd_select(s: Session, cmd: Command) -> str:
     s.dirty = True
     flag_sets = sel.column("flags")
     keywords = sorted({f for fs in set(flag_sets) for f in fs if not f.startswith("\\")})
-    flags = list(SYSTEM_FLAGS) + keywords
+    sel.keywords = set(keywords)
     s.untagged(f"{sel.exists} EXISTS")
     if not s.rev2:
         s.untagged("0 RECENT")
         unseen = next((i + 1 for i, fs in enumerate(flag_sets) if "\\Seen" not in fs), None)
         if unseen is not None:
             s.untagged(f"OK [UNSEEN {unseen}] First unseen")
-    s.untagged(f"FLAGS ({' '.join(flags)})")
-    perm = "()" if readonly else f"({' '.join(flags)} \\*)"
-    s.untagged(f"OK [PERMANENTFLAGS {perm}] Limited" if readonly else f"OK [PERMANENTFLAGS {perm}] Flags permitted")
+    s.write_flags(sel)
     s.untagged(f"OK [UIDVALIDITY {sel.uidvalidity}] UIDs valid")
     s.untagged(f"OK [UIDNEXT {sel.uidnext}] Predicted next UID")
     s.untagged(f"OK [HIGHESTMODSEQ {max(sel.known_modseq, 1)}] Highest")
@@ -141,6 +139,7 @@ async def _qresync(s: Session, sel: SelectedMailbox, params: list[object]) -> No
         n = sel.msn(m.uid)
         meta = sel.meta.get(m.uid)
         if n is not None and meta is not None:
+            s.ensure_flags_known(meta.flags)
             s.untagged(f"{n} FETCH (UID {m.uid} FLAGS {flag_list(meta.flags)} MODSEQ ({meta.modseq}))")
 
 

@@ -150,6 +150,7 @@ async def cmd_store(s: Session, cmd: Command) -> str:
         if cmd.uid or s.qresync:
             items.append(f"UID {u}")
         if not silent:
+            s.ensure_flags_known(meta.flags)
             items.append(f"FLAGS {flag_list(meta.flags)}")
         if s.condstore:
             items.append(f"MODSEQ ({meta.modseq})")

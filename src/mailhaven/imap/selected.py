@@ -88,6 +88,8 @@ class SelectedMailbox:
         self.pending_flags: set[int] = set()
         self.announced = 0
         """The message count the client knows (EXISTS sent, minus EXPUNGEs sent)."""
+        self.keywords: set[str] = set()
+        """Keywords the client was told of in the last FLAGS response."""
         self.saved_result: list[int] = []
         """RFC 5182 SEARCHRES ``$``: UIDs of the last SEARCH ... RETURN (SAVE)."""
 

@@ -307,7 +307,29 @@ class Session:
             self.untagged(self.flags_fetch(n, uid, meta.flags, meta.modseq))
         sel.pending_flags.clear()
 
+    def ensure_flags_known(self, flags: frozenset[str]) -> None:
+        """RFC 9051 7.3.5: a keyword first seen in a message is announced in FLAGS before use."""
+        sel = self.selected
+        if sel is None:
+            return
+        new = {f for f in flags if not f.startswith("\\")} - sel.keywords
+        if not new:
+            return
+        sel.keywords |= new
+        self.write_flags(sel)
+
+    def write_flags(self, sel: SelectedMailbox) -> None:
+        from .mailbox import SYSTEM_FLAGS
+
+        flags = " ".join(list(SYSTEM_FLAGS) + sorted(sel.keywords))
+        self.untagged(f"FLAGS ({flags})")
+        if sel.readonly:
+            self.untagged("OK [PERMANENTFLAGS ()] Read-only")
+        else:
+            self.untagged(f"OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted")
+
     def flags_fetch(self, n: int, uid: int, flags: frozenset[str], modseq: int) -> str:
+        self.ensure_flags_known(flags)
         items = []
         if self.qresync or self.rev2 or self.condstore:
             items.append(f"UID {uid}")  # RFC 7162 3.2.4: QRESYNC wants the UID
