@@ -291,6 +291,7 @@ class Session:
             return exc.caught()
 
     async def _mail(self, event: MailFrom) -> Reply:
+        owned: frozenset[str] = frozenset()
         if self.listener.submission:
             owned = await self._own_addresses()
             # RFC 6409 6.1: the envelope sender must be the user's (null sender allowed for MDNs).
@@ -303,7 +304,7 @@ class Session:
                       transaction_id=f"{self.cid}.{self.count}", tls=self.tls_info)
         self.transaction = Transaction(
             mail=event, trace=trace, store=self.store, outbound=self.app.outbound,
-            submission=Submission(addresses=await self._own_addresses(), hostname=self.app.config.hostname)
+            submission=Submission(addresses=owned, hostname=self.app.config.hostname)
             if self.listener.submission else None,
             authenticated_as=self.account.address if self.account is not None else None,
         )

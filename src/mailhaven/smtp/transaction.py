@@ -48,7 +48,9 @@ class Trace:
 
     def received(self, recipients: list[str]) -> bytes:
         date = email.utils.format_datetime(email.utils.localtime().astimezone(), usegmt=False)
-        lines = [f"Received: from {self.helo} ([{self.peer_ip}])"]
+        # The HELO name is the client's word: keep it to printable ASCII in our header.
+        helo = "".join(c if "!" <= c <= "~" and c not in "()[];\\" else "?" for c in self.helo)
+        lines = [f"Received: from {helo} ([{self.peer_ip}])"]
         if self.tls:
             lines.append(f"\t(using {self.tls})")
         lines.append(f"\tby {self.hostname} (Mailhaven) with {self.protocol} id {self.transaction_id}")
