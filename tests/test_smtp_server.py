@@ -125,6 +125,17 @@ def test_smtplib_policy(srv: ServerProcess) -> None:
     assert b"for <" not in stored                                      # two recipients: no "for"
 
 
+def test_postmaster_is_always_accepted(srv: ServerProcess) -> None:
+    srv.admin("alias", "add", "postmaster@nyu.example", "carol@nyu.example")
+    before = len(messages(srv, "carol@nyu.example"))
+    with smtplib.SMTP(HOST, srv.port("smtp"), timeout=10) as s:
+        s.ehlo()
+        s.mail("a@lancs.example")
+        assert s.docmd("RCPT TO:<Postmaster>")[0] == 250                 # RFC 5321 4.1.1.3
+        assert s.data(b"Subject: to postmaster\r\n\r\nhi\r\n")[0] == 250
+    assert len(messages(srv, "carol@nyu.example")) == before + 1
+
+
 def test_size_and_recipient_limits(srv: ServerProcess) -> None:
     with smtplib.SMTP(HOST, srv.port("smtp"), timeout=10) as s:
         s.ehlo()

@@ -318,6 +318,8 @@ class Session:
         tx = self.transaction
         assert tx is not None
         resolution, accounts = await self.listener.recipients.lookup(event.address)
+        if not resolution.local_domain and event.address.lower() == f"postmaster@{self.app.config.hostname}".lower():
+            resolution, accounts = await self._postmaster()
         if not resolution.local_domain:
             if not self.conn.authenticated:
                 raise codes.RELAY_DENIED                         # RFC 5321 7.1: no open relay
@@ -333,6 +335,20 @@ class Session:
             raise codes.MAILBOX_FULL                             # RFC 3463 X.2.2, temporary
         tx.add_local(event, resolution.account_ids)
         return codes.RECIPIENT_OK
+
+    async def _postmaster(self) -> tuple[Any, tuple[Any, ...]]:
+        """RFC 5321 4.5.1: ``<postmaster>`` (and postmaster@our hostname) is always
+        accepted: it goes to the first local domain's postmaster that exists."""
+        found: tuple[Any, tuple[Any, ...]] | None = None
+        for domain in await self.store.list_domains():
+            resolution, accounts = await self.listener.recipients.lookup(f"postmaster@{domain.name}")
+            if found is None:
+                found = (resolution, accounts)
+            if accounts:
+                return resolution, accounts
+        if found is None:
+            raise codes.UNKNOWN_USER
+        return found
 
     async def _commit(self) -> Reply:
         tx, self.transaction = self.transaction, None
