@@ -148,46 +148,30 @@ class MessageMethods:
         return await asyncio.to_thread(work)
 
     @staticmethod
-    async def _thread_id(conn: asyncpg.Connection, account_id: int, p: _Prepared) -> int | None:
-        if p.parent_ids:
-            found = await conn.fetchval(
-                "SELECT thread_id FROM messages WHERE account_id=$1 AND message_id = ANY($2::text[]) LIMIT 1",
-                account_id, p.parent_ids)
-            if found is not None:
-                return int(found)
-        if p.message_id:
-            # A reply that arrived before its parent: adopt the child's thread.
-            found = await conn.fetchval(
-                "SELECT thread_id FROM messages WHERE parent_ids @> ARRAY[$2::text] AND account_id=$1 "
-                "LIMIT 1", account_id, p.message_id)
-            if found is not None:
-                return int(found)
-        return None
-
-    async def _insert_message(self, conn: asyncpg.Connection, account_id: int, mailbox_id: int,
-                              blob: BlobRef, flags: list[str], internal_date: float, p: _Prepared,
+    async def _insert_message(conn: asyncpg.Connection, account_id: int, mailbox_id: int, blob: BlobRef,
+                              flags: list[str], internal_date: float, p: _Prepared,
                               modseq: int) -> asyncpg.Record:
-        thread_id = await self._thread_id(conn, account_id, p)
-        # One statement: the next UID (RFC 9051 2.3.1.1, strictly ascending), a fresh id,
-        # and the row, threaded onto itself when no relative was found.
+        # One round trip: the next UID (RFC 9051 2.3.1.1, strictly ascending), a fresh id,
+        # the blob's search text (once per blob), and the row. Its thread: a parent's
+        # (References/In-Reply-To), else a reply's that arrived first, else its own id.
         row = await conn.fetchrow(
             "WITH u AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = $3 WHERE id = $2 "
-            "RETURNING uidnext - 1 AS uid), n AS (SELECT nextval('messages_id_seq') AS id) "
+            "RETURNING uidnext - 1 AS uid), n AS (SELECT nextval('messages_id_seq') AS id), "
+            "t AS (INSERT INTO blob_text (blob_id, subject, sender, recipients, cc, bcc, body, headers) "
+            "VALUES ($4, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (blob_id) DO NOTHING) "
             "INSERT INTO messages (id, mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
             "modseq, thread_id, message_id, parent_ids, summary) "
-            "SELECT n.id, $2, $1, u.uid, $4, $5, $6, $7, $3, COALESCE($8, n.id), $9, $10, $11 "
+            "SELECT n.id, $2, $1, u.uid, $4, $5, $6, $7, $3, COALESCE("
+            "(SELECT m.thread_id FROM messages m WHERE m.account_id = $1 AND m.message_id = ANY($9::text[]) "
+            "LIMIT 1), "
+            "(SELECT m.thread_id FROM messages m WHERE $8 <> '' AND m.parent_ids @> ARRAY[$8::text] "
+            "AND m.account_id = $1 LIMIT 1), n.id), $8, $9, $10 "
             f"FROM u, n RETURNING {cols(True)}",
-            account_id, mailbox_id, modseq, blob.id, blob.size, internal_date, flags, thread_id,
-            p.message_id, p.parent_ids, p.summary_json)
+            account_id, mailbox_id, modseq, blob.id, blob.size, internal_date, flags,
+            p.message_id, p.parent_ids, p.summary_json, *p.text)
         if row is None:
             raise NotFound(f"no mailbox {mailbox_id}")
         return row
-
-    @staticmethod
-    async def _store_text(conn: asyncpg.Connection, blob: BlobRef, p: _Prepared) -> None:
-        await conn.execute(
-            "INSERT INTO blob_text (blob_id, subject, sender, recipients, cc, bcc, body, headers) "
-            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (blob_id) DO NOTHING", blob.id, *p.text)
 
     async def deliver(self, blob: BlobRef, account_ids: Iterable[int], *, mailbox: str = "INBOX",
                       flags: Iterable[str] = (), internal_date: float | None = None,
@@ -200,28 +184,27 @@ class MessageMethods:
 
         async def deliver(tx: Tx) -> list[tuple[int, asyncpg.Record | None]]:
             conn = tx.conn
-            locked = {r["id"]: r for r in await conn.fetch(
-                "SELECT id, quota, used FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
-                ids)}
+            if len(ids) > 1:
+                # Several accounts: lock them in id order, so concurrent deliveries never deadlock.
+                await conn.execute("SELECT 1 FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+                                   ids)
             out: list[tuple[int, asyncpg.Record | None]] = []
-            stored = False
             for account_id in ids:
-                acct = locked.get(account_id)
-                if acct is None:
-                    raise NotFound(f"no account {account_id}")
-                if acct["quota"] is not None and acct["used"] + blob.size > acct["quota"]:
-                    out.append((account_id, None))
+                # Lock, quota check, next MODSEQ and the target mailbox in one statement.
+                got = await conn.fetchrow(
+                    "UPDATE accounts SET modseq = modseq + 1, used = used + $2 "
+                    "WHERE id = $1 AND (quota IS NULL OR used + $2 <= quota) RETURNING modseq, "
+                    "(SELECT id FROM mailboxes WHERE account_id = $1 AND name IN ($3, 'INBOX') "
+                    "ORDER BY name = $3 DESC LIMIT 1) AS box", account_id, blob.size, mailbox)
+                if got is None:
+                    if await conn.fetchval("SELECT 1 FROM accounts WHERE id=$1", account_id) is None:
+                        raise NotFound(f"no account {account_id}")
+                    out.append((account_id, None))  # over quota: nothing stored for this one
                     continue
-                box = await conn.fetchval(
-                    "SELECT id FROM mailboxes WHERE account_id=$1 AND name IN ($2, 'INBOX') "
-                    "ORDER BY name = $2 DESC LIMIT 1", account_id, mailbox)
-                modseq = await bump_modseq(conn, account_id, blob.size)
+                modseq, box = got["modseq"], got["box"]
                 row = await self._insert_message(conn, account_id, box, blob, flag_list, when, p, modseq)
                 tx.publish(account_id, box, "exists", modseq)
                 out.append((account_id, row))
-                stored = True
-            if stored:
-                await self._store_text(conn, blob, p)
             return out
 
         rows = await self.write(deliver)
@@ -242,7 +225,6 @@ class MessageMethods:
                 raise QuotaExceeded("over quota")
             modseq = await bump_modseq(conn, account_id, blob.size)
             row = await self._insert_message(conn, account_id, mailbox_id, blob, flag_list, when, p, modseq)
-            await self._store_text(conn, blob, p)
             tx.publish(account_id, mailbox_id, "exists", modseq)
             return row
 
