@@ -1,0 +1,100 @@
+"""Small pieces with injected clocks: login throttling, the recipient cache, trace headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mailhaven.smtp import codes
+from mailhaven.smtp.protocol import ServerConnection, Settings
+from mailhaven.smtp.server import RecipientCache
+from mailhaven.smtp.throttle import LoginThrottle
+from mailhaven.smtp.transaction import Trace
+from mailhaven.store.api import Resolution
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_delays_grow_and_block_per_ip_and_account() -> None:
+    clock = Clock()
+    t = LoginThrottle(3, window=60, clock=clock)
+    assert [t.failed("1.2.3.4", "bob@x") for _ in range(2)] == [0.25, 0.5]
+    assert not t.blocked("1.2.3.4", "bob@x")
+    t.failed("1.2.3.4", "bob@x")
+    assert t.blocked("1.2.3.4") and t.blocked("5.6.7.8", "bob@x")      # the account, from anywhere
+    assert not t.blocked("5.6.7.8", "carol@x")
+    clock.now += 61
+    assert not t.blocked("1.2.3.4", "bob@x")                            # failures age out
+
+
+def test_throttle_success_clears_account_not_ip() -> None:
+    t = LoginThrottle(2, clock=Clock())
+    t.failed("1.1.1.1", "bob@x")
+    t.succeeded("1.1.1.1", "bob@x")
+    t.failed("1.1.1.1", "eve@x")
+    assert t.blocked("1.1.1.1")                   # the IP keeps both failures
+    assert not t.blocked("9.9.9.9", "bob@x")
+
+
+@dataclass
+class Acct:
+    id: int
+    quota: int | None
+    used: int = 0
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.quota: int | None = None
+
+    async def resolve(self, address: str) -> Resolution:
+        self.calls += 1
+        return Resolution(local_domain=True, account_ids=(1,))
+
+    async def get_account_by_id(self, account_id: int) -> Any:
+        return Acct(id=account_id, quota=self.quota)
+
+
+async def test_recipient_cache_expires_and_never_caches_quota() -> None:
+    clock, store = Clock(), FakeStore()
+    cache = RecipientCache(store, ttl=1.0, clock=clock)
+    await cache.lookup("bob@x")
+    await cache.lookup("BOB@x")
+    assert store.calls == 1
+    clock.now += 2
+    await cache.lookup("bob@x")
+    assert store.calls == 2
+    store.quota = 100
+    clock.now += 2
+    await cache.lookup("bob@x")
+    await cache.lookup("bob@x")
+    assert store.calls == 4                       # quota'd accounts are looked up every time
+
+
+def test_trace_header() -> None:
+    trace = Trace(helo="client (evil)\u00e9", peer_ip="192.0.2.1", hostname="mx.example", protocol="ESMTPSA",
+                  transaction_id="s1.0", tls="TLSv1.3 with cipher X (256/256 bits)")
+    one = trace.received(["bob@x"]).decode()
+    assert one.startswith("Received: from client??evil?? ([192.0.2.1])\r\n\t(using TLSv1.3")
+    assert "by mx.example (Mailhaven) with ESMTPSA id s1.0\r\n\tfor <bob@x>; " in one
+    assert "for <" not in trace.received(["a@x", "b@x"]).decode()
+
+
+def test_protocol_names_rfc3848() -> None:
+    conn = ServerConnection(Settings(hostname="h", tls_active=True, auth_mechanisms=("PLAIN",)))
+    assert conn.protocol_name() == "SMTP"                  # no EHLO yet: plain SMTP
+    conn.receive_data(b"EHLO c\r\n")
+    conn.next_event()
+    assert conn.protocol_name() == "ESMTPS"
+    assert conn.protocol_name(smtputf8=True) == "UTF8SMTPS"
+    conn.receive_data(b"AUTH PLAIN AGEAYg==\r\n")
+    conn.next_event()
+    conn.answer(codes.AUTH_OK)
+    assert conn.protocol_name() == "ESMTPSA"
