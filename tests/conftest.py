@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +67,12 @@ class ServerProcess:
         for name, port in self.ports.items():
             lines.append(f'{name} = "{self.host}:{port}"' if port else f'{name} = ""')
         text = "\n".join(lines) + "\n" + self.extra_config + "\n"
+        if os.environ.get("MAILHAVEN_TEST_STORE") == "postgres" and "[store]" not in self.extra_config:
+            # The whole server suite against PostgreSQL (one throwaway schema per server).
+            if not hasattr(self, "pg_schema"):
+                self.pg_schema = f"mh_test_{os.urandom(6).hex()}"
+            text += (f'[store]\nbackend = "postgres"\ndsn = "{os.environ["MAILHAVEN_TEST_PG_DSN"]}"\n'
+                     f'schema = "{self.pg_schema}"\n')
         path = self.data / "mailhaven.toml"
         path.write_text(text)
         return path
@@ -161,7 +168,13 @@ def make_server(tmp_path: Path) -> Iterator[object]:
 async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     from mailhaven.store.sqlite import SQLiteStore
 
-    s = SQLiteStore(tmp_path / "store")
+    s: Any = SQLiteStore(tmp_path / "store")
+    if os.environ.get("MAILHAVEN_TEST_STORE") == "postgres":
+        # Run any store-using test file against PostgreSQL:
+        # MAILHAVEN_TEST_STORE=postgres pytest tests/test_imap_session.py
+        from mailhaven.store.postgres import PostgresStore
+
+        s = PostgresStore(os.environ["MAILHAVEN_TEST_PG_DSN"], tmp_path / "store", fresh_schema=True)
     await s.open()
     try:
         yield s
