@@ -352,6 +352,20 @@ def test_auth_not_offered_in_plaintext_from_untrusted(make_server: Any) -> None:
         s.login("alice@lancs.example", "alice-pw")
 
 
+def test_auth_on_port_25_when_configured(make_server: Any) -> None:
+    server = make_server("auth25", extra_config="[smtp]\nauth_on_smtp = true\n")
+    server.add_user("alice@lancs.example", password="alice-pw")
+    with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as s:
+        s.ehlo()
+        assert s.has_extn("auth")
+        s.mail("alice@lancs.example")
+        assert s.rcpt("x@far.example")[0] == 550                   # no AUTH: still no relay
+        s.rset()
+        s.login("alice@lancs.example", "alice-pw")
+        s.mail("alice@lancs.example")
+        assert s.rcpt("x@far.example")[0] in (250, 451)            # queued, or no queue service
+
+
 def test_failed_logins_are_throttled(make_server: Any) -> None:
     server = make_server("throttle", extra_config="[limits]\nauth_failures = 3\n")
     server.add_user("alice@lancs.example", password="alice-pw")

@@ -152,6 +152,15 @@ class RelayConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SMTPConfig:
+    """The SMTP server's own switches (limits live in [limits])."""
+
+    # Offer AUTH on the port-25 listener too (RFC 4954); an authenticated session may
+    # then relay, as on submission. Off by default: port 25 is for other MTAs.
+    auth_on_smtp: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -163,6 +172,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
 
@@ -242,6 +252,7 @@ _SECTIONS: dict[str, type] = {
     "queue": QueueConfig,
     "dns": DNSConfig,
     "relay": RelayConfig,
+    "smtp": SMTPConfig,
 }
 
 

@@ -188,7 +188,7 @@ class Session:
             max_recipients=limits.recipients, max_line=limits.line_length,
             max_errors=limits.errors_per_session, starttls=not listener.implicit_tls,
             tls_active=listener.implicit_tls,
-            auth_mechanisms=MECHANISMS if listener.submission else (),
+            auth_mechanisms=MECHANISMS if listener.submission or config.smtp.auth_on_smtp else (),
             plaintext_ok=config.is_trusted(ip), require_auth=listener.submission,
         ))
         self.transaction: Transaction | None = None
