@@ -416,7 +416,8 @@ def _scram_client_final(password: str, client_first_bare: str, server_first: str
 async def test_authenticate_scram_sha_256(store) -> None:  # type: ignore[no-untyped-def]
     await make_account(store)
     for password, ok in (("s3cret", True), ("wrong", False)):
-        c = Client(store, peer="192.0.2.9")   # SCRAM is offered without TLS: no password on the wire
+        assert b"AUTH=SCRAM-SHA-256" not in Client(store, peer="192.0.2.9").greeting
+        c = Client(store, peer="192.0.2.9", tls=True)
         assert b"AUTH=SCRAM-SHA-256" in c.greeting
         bare = "n=alice@example.com,r=abcdefghijkl"
         out = await c.send(b"a AUTHENTICATE SCRAM-SHA-256 " + base64.b64encode(("n,," + bare).encode()) + b"\r\n")
@@ -470,3 +471,11 @@ async def test_literal_limits_before_login_and_nonsync_too_big(store) -> None:  
     c.reader.max_literal = limit + 10   # the parser's own cap is above APPENDLIMIT here
     out = await c.send(b"d APPEND INBOX {%d+}\r\n" % (limit + 1) + b"z" * (limit + 1) + b"\r\ne NOOP\r\n")
     assert b"d NO [TOOBIG]" in out and b"e OK" in out
+
+
+async def test_authenticate_refused_without_tls_from_untrusted_peer(store) -> None:  # type: ignore[no-untyped-def]
+    await make_account(store)
+    c = Client(store, peer="192.0.2.7")
+    for mech in ("PLAIN", "SCRAM-SHA-256"):
+        out = await c.cmd(f"AUTHENTICATE {mech}", expect="NO")
+        assert b"PRIVACYREQUIRED" in out

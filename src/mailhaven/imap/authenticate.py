@@ -3,8 +3,8 @@
 The mechanisms (PLAIN, LOGIN, SCRAM-SHA-256) are the protocol-neutral ones of
 :mod:`mailhaven.auth.sasl`; this module does IMAP's framing: base64, ``+`` continuations,
 ``*`` to cancel, ``=`` for an empty initial response. Mechanisms that send the password
-itself are refused on an unencrypted, untrusted connection (LOGINDISABLED,
-PRIVACYREQUIRED); SCRAM-SHA-256 is fine there.
+itself, and SCRAM too, are refused on an unencrypted, untrusted connection
+(LOGINDISABLED, PRIVACYREQUIRED).
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ async def cmd_authenticate(s: Session, cmd: Command) -> str | None:
     args.end()
     if mech not in sasl.MECHANISMS:
         raise No("Unsupported mechanism")
-    if mech in sasl.PLAINTEXT_MECHANISMS and not s.secure:
-        raise No("Plaintext authentication is disabled without TLS", code=PRIVACYREQUIRED)
+    if not s.secure:
+        # The issue's policy (like Dovecot's disable_plaintext_auth): no authentication at
+        # all on an unencrypted connection from an untrusted peer, SCRAM included.
+        raise No("Authentication is disabled without TLS", code=PRIVACYREQUIRED)
     from .session import Mode
 
     s.sasl = sasl.server_mechanism(mech, s.store)

@@ -164,10 +164,10 @@ class Session:
         if self.state is State.NOT_AUTHENTICATED:
             if self.ctx.starttls and not self.ctx.tls:
                 caps.append("STARTTLS")
-            if _scram_available():
-                caps.append("AUTH=SCRAM-SHA-256")   # no password on the wire: fine without TLS
             if self.secure:
                 caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+                if _scram_available():
+                    caps.append("AUTH=SCRAM-SHA-256")
             else:
                 caps.append("LOGINDISABLED")
             return caps
