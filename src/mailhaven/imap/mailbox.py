@@ -299,11 +299,11 @@ async def cmd_list(s: Session, cmd: Command) -> str:
     boxes = await s.store.list_mailboxes(s.account_id)
     subs = set(await s.store.list_subscriptions(s.account_id))
     existing = {b.name: b for b in boxes}
-    names = set(existing)
-    for n in list(existing):
+    parents: set[str] = set()
+    for n in existing:
         parts = n.split(SEP)
-        for i in range(1, len(parts)):
-            names.add(SEP.join(parts[:i]))
+        parents |= {SEP.join(parts[:i]) for i in range(1, len(parts))}
+    names = set(existing) | parents
     if "SUBSCRIBED" in select_opts:
         names |= subs
         for n in subs:
@@ -316,7 +316,7 @@ async def cmd_list(s: Session, cmd: Command) -> str:
             continue
         box = existing.get(name)
         attrs: list[str] = []
-        children = any(o.startswith(name + SEP) for o in existing)
+        children = name in parents
         if box is None:
             attrs.append("\\NonExistent" if (s.rev2 or select_opts or return_opts) else "\\Noselect")
         attrs.append("\\HasChildren" if children else "\\HasNoChildren")
