@@ -38,7 +38,7 @@ from mailhaven.smtp.protocol import (
 
 # The protocol cores of the whole package: none may import asyncio or touch sockets.
 SANS_IO_MODULES = [
-    "mailhaven.smtp.protocol", "mailhaven.smtp.content", "mailhaven.smtp.grammar",
+    "mailhaven.smtp.protocol", "mailhaven.smtp.events", "mailhaven.smtp.content", "mailhaven.smtp.grammar",
     "mailhaven.smtp.replies", "mailhaven.smtp.codes", "mailhaven.auth.sasl",
     "mailhaven.imap.parser", "mailhaven.pop3.protocol", "mailhaven.smtp.client",
 ]
