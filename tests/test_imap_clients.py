@@ -392,3 +392,60 @@ verbose = 1
     data = mbox.read_bytes()
     for i in range(3):
         assert b"Body number %d" % (40 + i) in data
+
+
+def test_neomutt_reads_and_deletes(srv: ServerProcess, tmp_path: Path) -> None:
+    """neomutt in a pseudo-terminal: opening a message sets \\Seen, d + $ expunges."""
+    import pty
+    import select
+
+    neomutt = need("neomutt")
+    m = connect(srv)
+    fresh_mailbox(m, "NeoBox")
+    for i in range(2):
+        m.append("NeoBox", None, None, b"From: b@example.org\r\nSubject: neo %d\r\n"
+                 b"Date: Mon, 1 Jan 2024 10:0%d:00 +0000\r\n\r\nhello %d\r\n" % (i, i, i))
+    rc = tmp_path / "muttrc"
+    rc.write_text(f'set folder="imap://alice%40example.com@127.0.0.1:{srv.port("imap")}/"\n'
+                  f'set imap_pass="{PASSWORD}"\nset spoolfile="+NeoBox"\nset ssl_starttls=no\n'
+                  'set ssl_force_tls=no\nset header_cache=""\nset message_cachedir=""\nset sort=date\n'
+                  "set quit=yes\nset delete=yes\nset mark_old=no\n")
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes neomutt
+        os.environ.update(TERM="xterm", HOME=str(tmp_path))
+        os.execv(neomutt, [neomutt, "-n", "-F", str(rc)])
+    screen = b""
+
+    def wait_for(text: bytes, seconds: float = 15.0) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + seconds
+        while text not in screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    screen += os.read(fd, 65536)
+                except OSError:
+                    return
+        assert text in screen, screen[-500:]
+
+    try:
+        wait_for(b"neo 1")
+        os.write(fd, b"\r")                 # open the first message
+        wait_for(b"hello 0")
+        os.write(fd, b"q")
+        os.write(fd, b"j")
+        os.write(fd, b"d")                  # delete the second
+        os.write(fd, b"$")                  # sync: expunge
+        wait_for(b"1 kept, 1 deleted")
+        os.write(fd, b"q")
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(fd)
+    m.select("NeoBox")
+    typ, data = m.fetch("1:*", "(UID FLAGS)")
+    assert data == [b"1 (UID 1 FLAGS (\\Seen))"]
+    m.logout()
