@@ -17,7 +17,6 @@ from mailhaven.config import config_from_dict
 from mailhaven.logs import Log
 from mailhaven.queue.api import OutboundMessage
 from mailhaven.smtp.server import start_listener
-from mailhaven.store.sqlite import SQLiteStore
 from mailhaven.tls import server_context
 
 
@@ -34,19 +33,14 @@ class RecordingOutbound:
 
 
 @pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[AppContext]:
+async def app(tmp_path: Path, store: Any) -> AsyncIterator[AppContext]:
+    """The conftest ``store`` fixture: SQLite, or PostgreSQL with MAILHAVEN_TEST_STORE=postgres."""
     config = config_from_dict({"hostname": "mx.lancs.example"}, tmp_path / "data")
-    store = SQLiteStore(config.data_dir)
-    await store.open()
     await store.add_domain("lancs.example")
     await store.add_account("alice@lancs.example", "alice-pw")
     await store.add_account("dave@lancs.example", "dave-pw")
-    ctx = AppContext(config=config, store=store, log=Log("test"), tls=server_context(config),
+    yield AppContext(config=config, store=store, log=Log("test"), tls=server_context(config),
                      outbound=RecordingOutbound())
-    try:
-        yield ctx
-    finally:
-        await store.close()
 
 
 async def session(port: int, lines: list[bytes]) -> list[bytes]:
