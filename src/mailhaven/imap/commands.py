@@ -12,7 +12,7 @@ from . import fetch, mailbox, message, search
 from .authenticate import cmd_authenticate, cmd_login
 from .grammar import Args
 from .parser import Atom, Command, String
-from .responses import Bad, Bye, No, astring_bytes
+from .responses import Bad, Bye, astring_bytes
 
 if TYPE_CHECKING:
     from .session import Handler, Session, State
@@ -138,5 +138,3 @@ def _table() -> dict[str, tuple[Handler, frozenset[State]]]:
 
 
 COMMANDS = _table()
-
-__all__ = ["COMMANDS", "No"]

@@ -94,7 +94,6 @@ class Session:
     out: bytearray = field(default_factory=bytearray)
     dirty: bool = False
     """A change for this account arrived; the selected view must catch up."""
-    mailboxes_changed: bool = False
     idle_tag: str = ""
     sasl: Any = None
     sasl_tag: str = ""
@@ -268,8 +267,6 @@ class Session:
         sel = self.selected
         if change.kind == "resync" or (sel is not None and change.mailbox_id == sel.id):
             self.dirty = True
-        if change.kind == "mailbox":
-            self.mailboxes_changed = True
 
     async def announce(self, *, allow_expunge: bool) -> None:
         """Catch the selected view up with the store and tell the client (RFC 9051 7.5.1)."""
