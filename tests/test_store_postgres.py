@@ -169,14 +169,22 @@ async def test_large_message_spools_to_disk_and_abort_stores_nothing(nodes):
 
 
 async def test_garbage_collection_grace_and_other_references(nodes):
-    a, _ = nodes
+    a, b = nodes
     orphan = await a.put_blob(b"nobody's bytes")
     assert await a.collect_garbage(grace=3600) == 0  # too young: a row may be about to name it
-    async with a.pool.acquire() as conn:
-        # A table of another module naming blobs by foreign key (as the queue does).
-        await conn.execute("CREATE TABLE held (blob_id text NOT NULL REFERENCES blobs(id))")
-        held = await a.put_blob(b"queued bytes")
-        await conn.execute("INSERT INTO held VALUES ($1)", held.id)
+    # A table of another module naming blobs by foreign key (as the queue does).
+    schema = "CREATE TABLE IF NOT EXISTS held (blob_id text NOT NULL REFERENCES blobs(id))"
+    await asyncio.gather(a.ensure_schema(schema), b.ensure_schema(schema))
+    held = await a.put_blob(b"queued bytes")
+
+    async def hold(tx):
+        await tx.conn.execute("INSERT INTO held VALUES ($1)", held.id)
+        tx.publish(1, None, "queue", 1)
+
+    everyone = a.subscribe(None)
+    await b.write(hold)
+    assert (await asyncio.wait_for(everyone.get(), 1.0)).kind == "queue"  # other node's runners wake
+    everyone.close()
     assert await a.collect_garbage(grace=0) == 1
     assert set(await a.blob_ids()) == {held.id}
     assert orphan.id not in set(await a.blob_ids())

@@ -182,9 +182,23 @@ class PostgresStore(MessageMethods):
             raise RuntimeError("store is not open")
         return self._pool
 
+    async def ensure_schema(self, sql: str) -> None:
+        """Idempotent DDL of an extension module (``CREATE TABLE IF NOT EXISTS ...``), run
+        in this store's schema under the same advisory lock as the store's own, so nodes
+        starting together take turns. Tables may reference ``blobs(id)``: the garbage
+        collector then keeps the blobs they name."""
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "mailhaven:" + self.schema)
+                await conn.execute(sql)
+
     async def write(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``fn`` in one transaction (retried whole on deadlock); publish its changes
-        after COMMIT: to other nodes by NOTIFY, to this node's hub directly."""
+        after COMMIT: to other nodes by NOTIFY, to this node's hub directly.
+
+        Extension modules use it too: ``fn(tx)`` runs SQL on ``tx.conn`` (asyncpg; the
+        search_path is this store's schema) and may ``tx.publish(...)`` a change. It may
+        run more than once, so it must not have effects outside the database."""
         for attempt in range(RETRIES):
             async with self.pool.acquire() as conn:
                 tx = Tx(conn)
