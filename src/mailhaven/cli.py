@@ -32,6 +32,7 @@ CLI_MODULES = (
     "mailhaven.ua.cli",
     "mailhaven.transfer.cli",
     "mailhaven.web.cli",
+    "mailhaven.store.cli",
 )
 
 

@@ -1,0 +1,156 @@
+"""Move an installation from the SQLite store to PostgreSQL, keeping every identity.
+
+Copies domains, accounts (password hashes and SCRAM secrets as they are, so nobody
+needs a new password), aliases, mailboxes with their UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ,
+subscriptions, messages with their UIDs, ids, flags, MODSEQs and threads, the expunge
+log (so IMAP QRESYNC and JMAP clients sync on without a full reload), and message bytes
+(blob files into the ``blobs`` table) and search text. Clients see the same mailboxes,
+the same UIDs and the same state strings afterwards.
+
+The target schema must be empty (a fresh database or a new ``[store] schema``). Stop the
+server first: the copy reads one consistent SQLite snapshot, but mail arriving later
+would not follow. Everything is written in one PostgreSQL transaction: an interrupted
+migration leaves the target empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from ..message.summary import message_ids
+from .pgschema import check_schema_name, ensure_schema
+
+BATCH = 500
+
+_TABLES = ("domains", "accounts", "aliases", "mailboxes", "subscriptions", "blobs", "blob_text",
+           "messages", "expunged")
+
+
+class MigrationError(Exception):
+    pass
+
+
+async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
+                             progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
+    """Copy ``DATA/mailhaven.db`` and ``DATA/blobs`` into ``schema``; returns row counts."""
+    check_schema_name(schema)
+    db_path = data_dir / "mailhaven.db"
+    if not db_path.is_file():
+        raise MigrationError(f"no SQLite store at {db_path}")
+    lite = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+    lite.row_factory = sqlite3.Row
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}", public'})
+    counts: dict[str, int] = {}
+    try:
+        await ensure_schema(conn, schema, fresh=False)
+        for table in _TABLES:
+            if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
+                raise MigrationError(f"schema {schema!r} is not empty (table {table} has rows)")
+        await asyncio.to_thread(lite.execute, "BEGIN")  # one snapshot of the source
+        async with conn.transaction():
+
+            async def copy(table: str, sql: str, columns: tuple[str, ...],
+                           convert: Callable[[sqlite3.Row], tuple[Any, ...]]) -> None:
+                cur = await asyncio.to_thread(lite.execute, sql)
+                n = 0
+                while batch := await asyncio.to_thread(cur.fetchmany, BATCH):
+                    records = [convert(r) for r in batch]
+                    await conn.copy_records_to_table(table, records=records, columns=columns)
+                    n += len(records)
+                counts[table] = n
+                progress(f"{table}: {n}")
+
+            await copy("domains", "SELECT name FROM domains", ("name",), lambda r: (r[0],))
+            await copy("accounts", "SELECT * FROM accounts ORDER BY id",
+                       ("id", "address", "domain", "password", "scram", "quota", "used", "modseq", "created"),
+                       lambda r: (r["id"], r["address"], r["domain"], r["password"], r["scram"], r["quota"],
+                                  r["used"], r["modseq"], float(r["created"])))
+            await copy("aliases", "SELECT address, target FROM aliases", ("address", "target"),
+                       lambda r: (r[0], r[1]))
+            await copy("mailboxes", "SELECT * FROM mailboxes ORDER BY id",
+                       ("id", "account_id", "name", "special_use", "uidvalidity", "uidnext", "highestmodseq"),
+                       lambda r: (r["id"], r["account_id"], r["name"], r["special_use"], r["uidvalidity"],
+                                  r["uidnext"], r["highestmodseq"]))
+            await copy("subscriptions", "SELECT account_id, name FROM subscriptions", ("account_id", "name"),
+                       lambda r: (r[0], r[1]))
+            await _copy_blobs(conn, lite, data_dir, counts, progress)
+            await copy("blob_text",
+                       "SELECT m.blob_id, f.subject, f.sender, f.recipients, f.cc, f.bcc, f.body, f.headers "
+                       "FROM messages m JOIN messages_fts f ON f.rowid = m.id "
+                       "WHERE m.id IN (SELECT min(id) FROM messages GROUP BY blob_id)",
+                       ("blob_id", "subject", "sender", "recipients", "cc", "bcc", "body", "headers"),
+                       lambda r: (r[0], *(_clean(r[i] or "") for i in range(1, 8))))
+            await copy("messages", "SELECT * FROM messages ORDER BY id",
+                       ("id", "mailbox_id", "account_id", "uid", "blob_id", "size", "internal_date", "flags",
+                        "modseq", "thread_id", "message_id", "parent_ids", "summary"),
+                       _message_record)
+            await copy("expunged", "SELECT * FROM expunged",
+                       ("mailbox_id", "account_id", "message_id", "uid", "modseq"),
+                       lambda r: (r["mailbox_id"], r["account_id"], r["message_id"], r["uid"], r["modseq"]))
+            uidvalidity = await asyncio.to_thread(
+                lambda: lite.execute("SELECT value FROM meta WHERE key='uidvalidity'").fetchone())
+            if uidvalidity is not None:
+                await conn.execute("INSERT INTO counters VALUES ('uidvalidity', $1) ON CONFLICT (name) "
+                                   "DO UPDATE SET value = GREATEST(counters.value, EXCLUDED.value)",
+                                   int(uidvalidity[0]))
+            # New rows continue after the copied ids (message ids are JMAP Email ids).
+            for table in ("accounts", "mailboxes", "messages"):
+                await conn.execute(f"SELECT setval('{table}_id_seq', GREATEST((SELECT max(id) FROM {table}), 1))")
+    finally:
+        await conn.close()
+        lite.close()
+    return counts
+
+
+async def _copy_blobs(conn: asyncpg.Connection, lite: sqlite3.Connection, data_dir: Path,
+                      counts: dict[str, int], progress: Callable[[str], None]) -> None:
+    """Every blob a message or queue entry names, from its file; a missing file stops the copy."""
+    def referenced() -> list[str]:
+        tables = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        sql = "SELECT DISTINCT blob_id FROM messages"
+        if "queue" in tables and "blob_id" in {r[1] for r in lite.execute("PRAGMA table_info(queue)")}:
+            sql += " UNION SELECT blob_id FROM queue"
+        return [r[0] for r in lite.execute(sql)]
+
+    ids = await asyncio.to_thread(referenced)
+    n = 0
+    for i in range(0, len(ids), 100):
+        chunk = ids[i:i + 100]
+
+        def read(chunk: list[str] = chunk) -> list[tuple[str, int, bytes]]:
+            out = []
+            for blob_id in chunk:
+                path = data_dir / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    raise MigrationError(f"blob {blob_id} is named by a row but its file is missing") from None
+                out.append((blob_id, len(data), data))
+            return out
+
+        records = await asyncio.to_thread(read)
+        await conn.copy_records_to_table("blobs", records=records, columns=("id", "size", "data"))
+        n += len(records)
+    counts["blobs"] = n
+    progress(f"blobs: {n}")
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _message_record(r: sqlite3.Row) -> tuple[Any, ...]:
+    summary = json.loads(r["summary"])
+    parents = list(dict.fromkeys(message_ids(_clean(str(summary.get("references", "") or "")))
+                                 + message_ids(_clean(str(summary.get("in_reply_to", "") or "")))))
+    flags = sorted(set(r["flags"].split())) if r["flags"] else []
+    return (r["id"], r["mailbox_id"], r["account_id"], r["uid"], r["blob_id"], r["size"],
+            float(r["internal_date"]), flags, r["modseq"], r["thread_id"], _clean(r["message_id"] or ""),
+            parents, json.dumps(summary))

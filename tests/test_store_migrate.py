@@ -1,0 +1,140 @@
+"""Moving a SQLite installation to PostgreSQL keeps every identity clients rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+
+import asyncpg
+import pytest
+
+from conftest import run_cli
+from mailhaven.store.api import FlagMode
+from mailhaven.store.postgres import PostgresStore
+from mailhaven.store.sqlite import SQLiteStore
+
+RAW = (b"From: Alice <alice@lancs.example>\r\nTo: Bob <bob@nyu.example>\r\nSubject: Lunch on Friday\r\n"
+       b"Message-ID: <m1@lancs.example>\r\n\r\nShall we meet at the Crown?\r\n")
+REPLY = (b"From: Bob <bob@nyu.example>\r\nTo: alice@lancs.example\r\nSubject: Re: Lunch on Friday\r\n"
+         b"Message-ID: <m2@nyu.example>\r\nIn-Reply-To: <m1@lancs.example>\r\n\r\nYes, at noon.\r\n")
+
+
+@pytest.fixture
+def pg():
+    dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
+    if not dsn:
+        reason = "MAILHAVEN_TEST_PG_DSN is not set (scripts/test starts scripts/pg-test-cluster)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
+        pytest.skip(reason)
+    schema = f"mh_test_{secrets.token_hex(6)}"
+    yield dsn, schema
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+async def _populate(data) -> None:
+    s = SQLiteStore(data)
+    await s.open()
+    try:
+        await s.add_domain("nyu.example")
+        bob = await s.add_account("bob@nyu.example", "s3cret", quota=10_000_000)
+        carol = await s.add_account("carol@nyu.example", "pw")
+        await s.add_alias("team@nyu.example", ["bob@nyu.example", "carol@nyu.example"])
+        await s.add_alias("@nyu.example", ["carol@nyu.example"])
+        work = await s.create_mailbox(bob.id, "Work/2026")
+        await s.set_subscribed(bob.id, "Work/2026", True)
+        inbox = await s.get_mailbox(bob.id, "INBOX")
+        for raw in (RAW, REPLY, RAW + b"3", RAW + b"4"):
+            await s.deliver(await s.put_blob(raw), [bob.id, carol.id])
+        await s.set_flags(inbox.id, [1, 2], ["\\Seen", "$Important"], FlagMode.ADD)
+        await s.expunge(inbox.id, [3])
+        await s.move(inbox.id, [4], work.id)
+        await s.copy(inbox.id, [1], work.id)
+    finally:
+        await s.close()
+
+
+async def _snapshot(s) -> dict:
+    out: dict = {"aliases": await s.list_aliases(), "domains": await s.list_domains(), "accounts": {}}
+    for acct in await s.list_accounts():
+        boxes = await s.list_mailboxes(acct.id, counts=True)
+        messages = {b.name: [(m.id, m.uid, m.blob_id, m.size, m.internal_date, m.flags, m.modseq,
+                              m.thread_id, m.summary) for m in await s.list_messages(b.id, with_summary=True)]
+                    for b in boxes}
+        changed, destroyed, state = await s.account_changes_since(acct.id, 0)
+        out["accounts"][acct.address] = (acct, boxes, messages, await s.list_subscriptions(acct.id),
+                                         sorted(m.id for m in changed), destroyed, state,
+                                         {b.name: (await s.changes_since(b.id, 0)).expunged for b in boxes})
+    return out
+
+
+async def test_migration_keeps_uids_ids_modseqs_and_passwords(tmp_path, pg):
+    dsn, schema = pg
+    data = tmp_path / "data"
+    await _populate(data)
+    lite = SQLiteStore(data)
+    await lite.open()
+    before = await _snapshot(lite)
+    await lite.close()
+
+    result = await asyncio.to_thread(run_cli, data, "store", "migrate-to-postgres", "--dsn", dsn,
+                                     "--schema", schema)
+    assert "copied 8 message(s) of 2 account(s)" in result.stdout
+
+    s = PostgresStore(dsn, tmp_path / "pg", schema=schema)
+    await s.open()
+    try:
+        assert await _snapshot(s) == before
+        assert await s.integrity_check() == []
+        assert await s.authenticate("bob@nyu.example", "s3cret") is not None
+        assert await s.get_scram("bob@nyu.example") is not None
+        assert set((await s.resolve("anyone@nyu.example")).account_ids) == {
+            (await s.get_account("carol@nyu.example")).id}
+        bob = await s.get_account("bob@nyu.example")
+        inbox = await s.get_mailbox(bob.id, "INBOX")
+        assert await s.search_text(inbox.id, "body", "noon") == {2}
+        # New mail continues after the copied UIDs, ids and UIDVALIDITYs.
+        [res] = await s.deliver(await s.put_blob(REPLY + b"new"), [bob.id])
+        assert res.message is not None and res.message.uid == inbox.uidnext
+        assert res.message.id > max(m[0] for b in before["accounts"].values() for ms in b[2].values() for m in ms)
+        assert res.message.thread_id == (await s.get_messages(inbox.id, [1]))[0].thread_id
+        fresh = await s.create_mailbox(bob.id, "Later")
+        assert fresh.uidvalidity > max(b.uidvalidity for b in before["accounts"]["bob@nyu.example"][1])
+    finally:
+        await s.close()
+
+    again = await asyncio.to_thread(run_cli, data, "store", "migrate-to-postgres", "--dsn", dsn,
+                                    "--schema", schema, check=False)
+    assert again.returncode == 1 and "is not empty" in again.stderr
+
+
+async def test_store_check_command_on_both_backends(tmp_path, pg):
+    dsn, schema = pg
+    data = tmp_path / "data"
+    await _populate(data)
+    ok = await asyncio.to_thread(run_cli, data, "store", "check")
+    assert ok.stdout.strip() == "store ok"
+    await asyncio.to_thread(run_cli, data, "store", "migrate-to-postgres", "--dsn", dsn, "--schema", schema)
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "mailhaven.toml").write_text(
+        f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n')
+    assert (await asyncio.to_thread(run_cli, pgdata, "store", "check")).stdout.strip() == "store ok"
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        await conn.execute("UPDATE accounts SET used = used + 1 WHERE address = 'bob@nyu.example'")
+    finally:
+        await conn.close()
+    bad = await asyncio.to_thread(run_cli, pgdata, "store", "check", check=False)
+    assert bad.returncode == 1 and "account bob@nyu.example quota usage differs" in bad.stdout
+    gc = await asyncio.to_thread(run_cli, pgdata, "store", "gc", "--grace", "0s")
+    assert gc.stdout.strip() == "removed 0 unreferenced blob(s)"
