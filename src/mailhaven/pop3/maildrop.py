@@ -1,0 +1,80 @@
+"""The POP3 maildrop: a numbered snapshot of INBOX taken at login, and the per-account lock.
+
+Invariants:
+- Message numbers are fixed for the session (RFC 1939 5); messages delivered later are
+  not seen until the next login; messages expunged elsewhere answer -ERR on RETR/TOP.
+- Unique ids are ``UIDVALIDITY.UID`` of the INBOX, the same pair IMAP shows, so they stay
+  stable across sessions and agree with IMAP (RFC 1939 7 UIDL).
+- Deletion marks live only in the session; nothing touches the store before QUIT.
+- At most one session per account holds the maildrop in this process (RFC 1939 8,
+  RFC 2449 8.1.1 ``[IN-USE]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..store.api import Message
+from . import replies as R
+
+
+class MaildropLocks:
+    """Exclusive maildrop locks by account id, shared by every POP3 listener of a process."""
+
+    def __init__(self) -> None:
+        self._held: set[int] = set()
+
+    def acquire(self, account_id: int) -> bool:
+        if account_id in self._held:
+            return False
+        self._held.add(account_id)
+        return True
+
+    def release(self, account_id: int) -> None:
+        self._held.discard(account_id)
+
+    def held(self, account_id: int) -> bool:
+        return account_id in self._held
+
+
+@dataclass
+class Maildrop:
+    mailbox_id: int
+    uidvalidity: int
+    messages: list[Message]
+    deleted: set[int] = field(default_factory=set)
+    """Message numbers marked by DELE (1-based)."""
+    retrieved: set[int] = field(default_factory=set)
+    """Message numbers sent whole by RETR (marked \\Seen at UPDATE)."""
+
+    def get(self, msg: int) -> Message:
+        if not 1 <= msg <= len(self.messages):
+            raise R.Pop3Error(R.NO_SUCH_MESSAGE)
+        if msg in self.deleted:
+            raise R.Pop3Error(R.ALREADY_DELETED)             # RFC 1939 5: deleted messages are not listed
+        return self.messages[msg - 1]
+
+    def live(self) -> list[tuple[int, Message]]:
+        return [(n, m) for n, m in enumerate(self.messages, 1) if n not in self.deleted]
+
+    def stat(self) -> tuple[int, int]:
+        live = self.live()
+        return len(live), sum(m.size for _, m in live)
+
+    def unique_id(self, message: Message) -> str:
+        # RFC 1939 7: 1-70 characters in 0x21-0x7E, unique within the maildrop, persistent.
+        return f"{self.uidvalidity}.{message.uid}"
+
+    def delete(self, msg: int) -> None:
+        self.get(msg)
+        self.deleted.add(msg)
+
+    def reset(self) -> None:
+        self.deleted.clear()
+
+    def deleted_uids(self) -> list[int]:
+        return sorted(self.messages[n - 1].uid for n in self.deleted)
+
+    def seen_uids(self) -> list[int]:
+        return sorted(self.messages[n - 1].uid for n in self.retrieved - self.deleted
+                      if "\\Seen" not in self.messages[n - 1].flags)

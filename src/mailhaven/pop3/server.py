@@ -1,0 +1,174 @@
+"""The asyncio adapter: sockets, TLS and the idle timer around the sans-IO POP3 session.
+
+Invariants:
+- One task per connection owns the socket and the session; events are answered strictly
+  in order, and the answers to a pipelined batch are written together (RFC 2449 6.6).
+- STLS upgrades with the public ``StreamWriter.start_tls``; bytes the client sent after
+  STLS are discarded, never read as commands (RFC 2595 4, no plaintext injection).
+- The idle timer (``limits.pop3_idle``, 10 minutes by default, the RFC 1939 3 minimum)
+  restarts on every read; on expiry the session closes without UPDATE.
+- On shutdown sessions are closed (their maildrop locks released, no UPDATE); nothing is
+  sent to the client (RFC 1939 has no unsolicited responses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+from ..logs import Log, connection_id
+from ..smtp.throttle import LoginThrottle
+from . import protocol as P
+from .maildrop import MaildropLocks
+from .session import Session, SessionContext
+
+READ_SIZE = 64 * 1024
+
+
+class Pop3Listener:
+    """What app.py keeps for one listener: close() stops accepting and ends sessions."""
+
+    def __init__(self, app: Any, name: str, implicit_tls: bool) -> None:
+        self.app = app
+        self.name = name
+        self.implicit_tls = implicit_tls
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[asyncio.Task[None]] = set()
+        self.per_ip: dict[str, int] = {}
+        self.log = Log("pop3").bind(listener=name)
+        limits = app.config.limits
+        # Shared by pop3 and pop3s in one process: one lock table, one throttle.
+        self.locks: MaildropLocks = app.extras.setdefault("pop3_maildrop_locks", MaildropLocks())
+        self.throttle: LoginThrottle = app.extras.setdefault(
+            "pop3_login_throttle", LoginThrottle(limits.auth_failures))
+
+    @property
+    def sockets(self) -> Any:
+        server: Any = self.server
+        return server.sockets if server is not None else ()
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(
+            self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None,
+            limit=READ_SIZE, backlog=1024)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def wait_closed(self) -> None:
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(self.connections, timeout=5)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), timeout=2)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else "unix"
+        limits = self.app.config.limits
+        if len(self.connections) >= limits.connections or self.per_ip.get(ip, 0) >= limits.connections_per_ip:
+            writer.write(b"-ERR [SYS/TEMP] Too many connections\r\n")
+            with contextlib.suppress(Exception):
+                await writer.drain()
+                writer.close()
+            return
+        self.connections.add(task)
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        connection = Connection(self, reader, writer, ip)
+        try:
+            await connection.run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # noqa: BLE001 - never let one connection take the listener down
+            self.log.error("connection failed", exc=True, peer=ip)
+        finally:
+            await connection.session.close()
+            self.connections.discard(task)
+            self.per_ip[ip] -= 1
+            if not self.per_ip[ip]:
+                del self.per_ip[ip]
+            with contextlib.suppress(Exception):
+                writer.close()
+
+
+class Connection:
+    def __init__(self, listener: Pop3Listener, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, ip: str) -> None:
+        app = listener.app
+        self.app = app
+        self.reader = reader
+        self.writer = writer
+        self.idle = app.config.limits.pop3_idle
+        store = app.store
+        self.ctx = SessionContext(
+            store=store, config=app.config, log=listener.log.bind(cid=connection_id("p"), peer=ip),
+            locks=listener.locks, throttle=listener.throttle, sleep=asyncio.sleep, peer=ip,
+            tls=listener.implicit_tls, stls_available=not listener.implicit_tls,
+            read_blob=self.read_blob,
+        )
+        self.session = Session(self.ctx)
+
+    async def read_blob(self, blob_id: str) -> bytes:
+        store = self.app.store
+        path = store.blob_path(blob_id)
+        if path is None:
+            return bytes(await store.read_blob(blob_id))
+
+        def read() -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        return await asyncio.to_thread(read)
+
+    async def flush(self) -> None:
+        data = self.session.take_output()
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def run(self) -> None:
+        session = self.session
+        self.writer.write(session.greeting())
+        await self.writer.drain()
+        while not session.closing:
+            try:
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout=self.idle)
+            except TimeoutError:
+                await session.idle_timeout()
+                await self.flush()
+                return
+            if not data:
+                return
+            session.protocol.receive_data(data)
+            await self._process()
+
+    async def _process(self) -> None:
+        """Answer every complete line buffered so far, then write the answers at once."""
+        session = self.session
+        while not session.closing and not session.starttls_pending:
+            event = session.protocol.next_event()
+            if event is P.NEED_DATA:
+                break
+            await session.handle(event)  # type: ignore[arg-type]
+            if session.protocol.state is P.State.SASL:
+                await self.flush()            # a challenge must reach the client before its answer
+        await self.flush()
+        if session.starttls_pending and not session.closing:
+            session.protocol.discard_buffer()
+            await self.writer.start_tls(self.app.tls)
+            session.tls_started()
+
+
+async def start_listener(ctx: Any, name: str, host: str, port: int) -> Pop3Listener:
+    listener = Pop3Listener(ctx, name, implicit_tls=name == "pop3s")
+    await listener.start(host, port)
+    return listener
