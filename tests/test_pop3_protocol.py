@@ -14,7 +14,7 @@ from mailhaven.pop3 import replies as R
 
 
 def events(proto: P.Pop3Protocol) -> list[object]:
-    out = []
+    out: list[object] = []
     while (e := proto.next_event()) is not P.NEED_DATA:
         out.append(e)
     return out
