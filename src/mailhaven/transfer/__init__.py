@@ -1,0 +1,1 @@
+"""Moving mail in and out: mbox and Maildir import/export, copying from another IMAP server."""
