@@ -123,14 +123,15 @@ def read_folder(folder: Path) -> Iterator[MaildirMessage]:
     for sub in ("new", "cur"):
         directory = folder / sub
         for entry in os.scandir(directory):
-            if entry.is_file() and not entry.name.startswith("."):
+            # Dangling links are listed too: reading them fails and is reported, not lost.
+            if (entry.is_file() or entry.is_symlink()) and not entry.name.startswith("."):
                 entries.append((_name_key(entry.name), Path(entry.path)))
     entries.sort()
     for _, path in entries:
         try:
             mtime = path.stat().st_mtime
         except OSError:
-            continue
+            mtime = 0.0
         flags = parse_info(path.name, keywords) if path.parent.name == "cur" else frozenset()
         yield MaildirMessage(path=path, flags=flags, internal_date=mtime)
 

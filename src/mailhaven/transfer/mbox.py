@@ -44,7 +44,6 @@ _FROM_LINE_DATE = re.compile(
 _MONTHS = {m: i for i, m in enumerate(
     (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"), 1)}
 _QUOTED_FROM = re.compile(rb"^>+From ")
-_HEADER_NAME = re.compile(rb"^[!-9;-~]+:")
 _RETURN_PATH = re.compile(rb"^Return-Path:[ \t]*<([^<>\s]+)>", re.IGNORECASE | re.MULTILINE)
 _FROM_ADDR = re.compile(rb"^From:[^\n]*?([^\s<>\"(),:;]+@[^\s<>\"(),:;]+)", re.IGNORECASE | re.MULTILINE)
 _KEYWORD = re.compile(r"^[!#-'*+\-./0-9;<=>?@A-Z^-z|~]+$")   # RFC 9051 atom, minus "\"
@@ -308,7 +307,11 @@ def _read_cl2(data: bytes) -> Iterator[MboxMessage | tuple[int, str]]:
         index += 1
         if framed is None:
             nxt = _next_from(data, start)
-            yield _finish(_Entry(from_line=from_ln, lines=[data[start:nxt]]), index, "mboxcl2")
+            chunk = data[start:nxt]
+            # Framed by From_ lines: drop the separator; our own writer always wrote one.
+            if chunk.endswith(b"\n") and (chunk[:-1].endswith(b"\n") or strip_block(chunk)[1] is not None):
+                chunk = chunk[:-1]
+            yield _finish(_Entry(from_line=from_ln, lines=[chunk]), index, "mboxcl2", strip_separator=False)
             pos = nxt
         else:
             end, sep = framed
@@ -351,10 +354,11 @@ def _next_from(data: bytes, start: int) -> int:
 
 
 def looks_like_message(raw: bytes) -> str | None:
-    """Why ``raw`` is not a message we should store, or None when it is acceptable."""
+    """Why ``raw`` cannot be imported as a message, or None when it can.
+
+    Only nothing-at-all is refused: real mailboxes hold header-less notes, messages that
+    begin with their own From_ line, BOMs and worse, and IMAP APPEND accepts them all, so
+    an import that is meant to be lossless keeps them too."""
     if not raw.strip():
         return "empty message"
-    first = raw.split(b"\n", 1)[0]
-    if not _HEADER_NAME.match(first):
-        return "does not start with a header field"
     return None
