@@ -234,3 +234,19 @@ def test_shutdown_releases_sessions(tmp_path: Path) -> None:
     assert srv.stop() == 0
     with pytest.raises((poplib.error_proto, OSError, EOFError)):
         p.stat()
+
+
+def test_list_sizes_match_retr_for_imported_lf_mail(pop_server: ServerProcess, tmp_path: Path) -> None:
+    mbox = tmp_path / "lf.mbox"
+    mbox.write_bytes(b"From a@b Mon Jan  1 00:00:00 2001\nSubject: lf\n\none\n.two\n\n"
+                     b"From a@b Mon Jan  1 00:00:01 2001\nSubject: lf 2\n\nthree\n\n")
+    pop_server.admin("import", "mbox", str(mbox), "--user", USER)
+    p = pop(pop_server)
+    p.user(USER)
+    p.pass_(PASSWORD)
+    _, listing, _ = p.list()
+    for line in listing:
+        n, size = (int(x) for x in line.split())
+        _, lines, _ = p.retr(n)                   # poplib hands back unstuffed lines
+        assert size == sum(len(x) + 2 for x in lines), (n, size, lines)
+    p.quit()

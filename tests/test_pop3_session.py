@@ -340,3 +340,22 @@ async def test_idle_timeout_does_not_update(env: Env) -> None:
     assert c.session.take_output() == b"-ERR Disconnected for inactivity\r\n"
     assert len(await env.store.list_messages((await env.inbox()).id)) == 3
     assert not env.locks.held((await env.store.get_account(USER)).id)
+
+
+async def test_sizes_are_what_retr_sends_for_lf_only_mail(env: Env) -> None:
+    from mailhaven.pop3.server import WireSizes
+
+    lf = b"Subject: lf only\n\nline\n.dot\n\nend"          # bare LFs, no final line end
+    await env.deliver(lf)
+    c = env.client()
+    c.session.ctx.wire_sizes = WireSizes(env.store)
+    await c.login()
+    wire = len(b"Subject: lf only\r\n\r\nline\r\n.dot\r\n\r\nend\r\n")
+    assert await c.cmd("LIST 4") == f"+OK 4 {wire}\r\n".encode()
+    retr = await c.cmd("RETR 4")
+    first, _, rest = retr.partition(b"\r\n")
+    assert first == f"+OK {wire} octets".encode()
+    body = rest[: -len(b".\r\n")].replace(b"\r\n..", b"\r\n.")
+    assert len(body) == wire
+    count, total = (int(x) for x in (await c.cmd("STAT"))[4:].split())
+    assert count == 4 and total == sum(len(message(n)) for n in (1, 2, 3)) + wire

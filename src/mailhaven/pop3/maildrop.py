@@ -42,10 +42,20 @@ class Maildrop:
     mailbox_id: int
     uidvalidity: int
     messages: list[Message]
+    sizes: list[int] = field(default_factory=list)
+    """Octets as RETR sends them (CRLF line ends, RFC 1939 5); the stored sizes if empty."""
     deleted: set[int] = field(default_factory=set)
     """Message numbers marked by DELE (1-based)."""
     retrieved: set[int] = field(default_factory=set)
     """Message numbers sent whole by RETR (marked \\Seen at UPDATE)."""
+
+    def __post_init__(self) -> None:
+        if len(self.sizes) != len(self.messages):
+            self.sizes = [m.size for m in self.messages]
+
+    def size(self, msg: int) -> int:
+        self.get(msg)
+        return self.sizes[msg - 1]
 
     def get(self, msg: int) -> Message:
         if not 1 <= msg <= len(self.messages):
@@ -59,7 +69,7 @@ class Maildrop:
 
     def stat(self) -> tuple[int, int]:
         live = self.live()
-        return len(live), sum(m.size for _, m in live)
+        return len(live), sum(self.sizes[n - 1] for n, _ in live)
 
     def unique_id(self, message: Message) -> str:
         # RFC 1939 7: 1-70 characters in 0x21-0x7E, unique within the maildrop, persistent.

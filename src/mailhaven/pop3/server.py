@@ -25,6 +25,36 @@ from .maildrop import MaildropLocks
 from .session import Session, SessionContext
 
 READ_SIZE = 64 * 1024
+SIZE_CACHE_LIMIT = 500_000
+"""Blob ids whose wire size is remembered (blobs never change, so entries never go stale)."""
+
+
+class WireSizes:
+    """Exact RETR sizes by blob id, measured once per process in a worker thread."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.cache: dict[str, int] = {}
+
+    async def __call__(self, messages: list[Any]) -> list[int]:
+        missing = list({m.blob_id for m in messages if m.blob_id not in self.cache})
+        if missing:
+            if len(self.cache) + len(missing) > SIZE_CACHE_LIMIT:
+                self.cache.clear()
+            paths = [self.store.blob_path(b) for b in missing]
+            if all(p is not None for p in paths):
+                def measure() -> list[int]:
+                    out = []
+                    for path in paths:
+                        with open(path, "rb") as f:
+                            out.append(P.wire_size(f.read()))
+                    return out
+
+                sizes = await asyncio.to_thread(measure)
+            else:
+                sizes = [P.wire_size(await self.store.read_blob(b)) for b in missing]
+            self.cache.update(zip(missing, sizes, strict=True))
+        return [self.cache[m.blob_id] for m in messages]
 
 
 class Pop3Listener:
@@ -43,6 +73,7 @@ class Pop3Listener:
         self.locks: MaildropLocks = app.extras.setdefault("pop3_maildrop_locks", MaildropLocks())
         self.throttle: LoginThrottle = app.extras.setdefault(
             "pop3_login_throttle", LoginThrottle(limits.auth_failures))
+        self.wire_sizes: WireSizes = app.extras.setdefault("pop3_wire_sizes", WireSizes(app.store))
 
     @property
     def sockets(self) -> Any:
@@ -113,7 +144,7 @@ class Connection:
             store=store, config=app.config, log=listener.log.bind(cid=connection_id("p"), peer=ip),
             locks=listener.locks, throttle=listener.throttle, sleep=asyncio.sleep, peer=ip,
             tls=listener.implicit_tls, stls_available=not listener.implicit_tls,
-            read_blob=self.read_blob,
+            read_blob=self.read_blob, wire_sizes=listener.wire_sizes,
         )
         self.session = Session(self.ctx)
 

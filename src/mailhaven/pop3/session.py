@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from ..auth.sasl import MECHANISMS, PLAINTEXT_MECHANISMS, server_mechanism
 from ..config import Config
 from ..logs import Log
-from ..store.api import Account, FlagMode, Store, StoreError
+from ..store.api import Account, FlagMode, Message, Store, StoreError
 from . import protocol as P
 from . import replies as R
 from .maildrop import Maildrop, MaildropLocks
@@ -56,6 +56,8 @@ class SessionContext:
     stls_available: bool = True
     read_blob: Callable[[str], Awaitable[bytes]] | None = None
     """Defaults to ``store.read_blob``."""
+    wire_sizes: Callable[[list[Message]], Awaitable[list[int]]] | None = None
+    """Exact RETR sizes (CRLF line ends) of messages; None: the stored sizes."""
 
 
 class Session:
@@ -250,12 +252,15 @@ class Session:
         try:
             inbox = await self.ctx.store.get_mailbox(account.id, "INBOX")
             messages = await self.ctx.store.list_messages(inbox.id)
-        except StoreError:
+            # RFC 1939 5: sizes as sent, which differ from the stored ones for LF-only mail.
+            sizes = await self.ctx.wire_sizes(messages) if self.ctx.wire_sizes else []
+        except (StoreError, OSError):
             self.ctx.locks.release(account.id)
             self._end_sasl()
             raise R.Pop3Error(R.MAILDROP_UNAVAILABLE) from None
         self.account = account
-        self.maildrop = Maildrop(mailbox_id=inbox.id, uidvalidity=inbox.uidvalidity, messages=messages)
+        self.maildrop = Maildrop(mailbox_id=inbox.id, uidvalidity=inbox.uidvalidity, messages=messages,
+                                 sizes=sizes)
         self.protocol.transition(P.Trigger.AUTHENTICATED)
         count, size = self.maildrop.stat()
         self.ctx.log.info("login", user=account.address, how=how, messages=count)
@@ -303,11 +308,11 @@ class Session:
     async def _list(self, cmd: P.List) -> None:
         drop = self._drop()
         if cmd.msg is not None:
-            self._reply(R.OK.with_text(f"{cmd.msg} {drop.get(cmd.msg).size}"))
+            self._reply(R.OK.with_text(f"{cmd.msg} {drop.size(cmd.msg)}"))
             return
         count, size = drop.stat()
         first = R.LIST_FOLLOWS.with_text(f"{count} messages ({size} octets)")
-        self._out.append(P.multiline(first, [f"{n} {m.size}".encode() for n, m in drop.live()]))
+        self._out.append(P.multiline(first, [f"{n} {drop.sizes[n - 1]}".encode() for n, _ in drop.live()]))
 
     async def _uidl(self, cmd: P.Uidl) -> None:
         drop = self._drop()
@@ -332,7 +337,7 @@ class Session:
     async def _retr(self, cmd: P.Retr) -> None:
         raw = await self._read(cmd.msg)
         self._drop().retrieved.add(cmd.msg)
-        self._out.append(R.MESSAGE_FOLLOWS.with_text(f"{self._drop().get(cmd.msg).size} octets").to_bytes())
+        self._out.append(R.MESSAGE_FOLLOWS.with_text(f"{self._drop().size(cmd.msg)} octets").to_bytes())
         self._out.append(P.encode_message(raw))
 
     async def _top(self, cmd: P.Top) -> None:
