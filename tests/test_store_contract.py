@@ -120,9 +120,13 @@ async def test_quota(backend):
     inbox = await s.get_mailbox(bob.id, "INBOX")
     with pytest.raises(QuotaExceeded):
         await s.append(inbox.id, blob)
+    forced = (await s.deliver(blob, [bob.id], ignore_quota=True))[0]
+    assert not forced.over_quota and forced.message is not None       # an accepted message
+    assert (await s.get_account_by_id(bob.id)).used == 2 * len(RAW)
+    await s.expunge(inbox.id, [forced.message.uid])
     await s.set_quota("bob@nyu.example", None)
     assert not (await s.deliver(blob, [bob.id]))[0].over_quota
-    await s.expunge(inbox.id, [1, 2])
+    await s.expunge(inbox.id, [1, 3])
     assert (await s.get_account_by_id(bob.id)).used == 0
 
 

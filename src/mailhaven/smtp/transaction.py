@@ -195,6 +195,12 @@ class Transaction:
             account_ids = list(dict.fromkeys(a for ids in self.local.values() for a in ids))
             results = await self.store.deliver(local_ref, account_ids)
             all_full = all(r.over_quota for r in results)
+            full = [r.account_id for r in results if r.over_quota]
+            if full and (not all_full or self.remote):
+                # Some recipients took it, so the reply will be 250: the ones whose quota
+                # ran out since RCPT (where 452 4.2.2 is the check) get it too, a message
+                # over quota as Dovecot's quota grace allows, rather than a silent loss.
+                await self.store.deliver(local_ref, full, ignore_quota=True)
         if remote_ref is not None:
             params = self.mail.params
             await self.outbound.enqueue(OutboundMessage(

@@ -297,8 +297,12 @@ class Store(Protocol):
         flags: Iterable[str] = (),
         internal_date: float | None = None,
         summary: dict[str, Any] | None = None,
+        ignore_quota: bool = False,
     ) -> list[DeliveryResult]:
-        """Store one blob into each account's mailbox, checking each quota. One commit."""
+        """Store one blob into each account's mailbox, checking each quota. One commit.
+
+        ``ignore_quota`` stores it even where that takes an account over its quota: for a
+        message already acknowledged to its sender, which must not be lost."""
         ...
 
     async def append(

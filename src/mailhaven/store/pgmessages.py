@@ -175,7 +175,7 @@ class MessageMethods:
 
     async def deliver(self, blob: BlobRef, account_ids: Iterable[int], *, mailbox: str = "INBOX",
                       flags: Iterable[str] = (), internal_date: float | None = None,
-                      summary: dict[str, Any] | None = None) -> list[DeliveryResult]:
+                      summary: dict[str, Any] | None = None, ignore_quota: bool = False) -> list[DeliveryResult]:
         ids = list(dict.fromkeys(account_ids))
         p = await self._prepare(blob, summary)
         flag_list = sorted(set(flags))
@@ -193,9 +193,9 @@ class MessageMethods:
                 # Lock, quota check, next MODSEQ and the target mailbox in one statement.
                 got = await conn.fetchrow(
                     "UPDATE accounts SET modseq = modseq + 1, used = used + $2 "
-                    "WHERE id = $1 AND (quota IS NULL OR used + $2 <= quota) RETURNING modseq, "
+                    "WHERE id = $1 AND ($4 OR quota IS NULL OR used + $2 <= quota) RETURNING modseq, "
                     "(SELECT id FROM mailboxes WHERE account_id = $1 AND name IN ($3, 'INBOX') "
-                    "ORDER BY name = $3 DESC LIMIT 1) AS box", account_id, blob.size, mailbox)
+                    "ORDER BY name = $3 DESC LIMIT 1) AS box", account_id, blob.size, mailbox, ignore_quota)
                 if got is None:
                     if await conn.fetchval("SELECT 1 FROM accounts WHERE id=$1", account_id) is None:
                         raise NotFound(f"no account {account_id}")

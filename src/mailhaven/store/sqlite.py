@@ -755,7 +755,7 @@ class SQLiteStore:
 
     async def deliver(self, blob: BlobRef, account_ids: Iterable[int], *, mailbox: str = "INBOX",
                       flags: Iterable[str] = (), internal_date: float | None = None,
-                      summary: dict[str, Any] | None = None) -> list[DeliveryResult]:
+                      summary: dict[str, Any] | None = None, ignore_quota: bool = False) -> list[DeliveryResult]:
         ids = list(dict.fromkeys(account_ids))
         summary_dict, summary_json, fts = await self._summary_for(blob, summary)
         flag_text = _flags_text(flags)
@@ -769,7 +769,8 @@ class SQLiteStore:
                 acct = conn.execute("SELECT quota, used FROM accounts WHERE id=?", (account_id,)).fetchone()
                 if acct is None:
                     raise NotFound(f"no account {account_id}")
-                if acct["quota"] is not None and acct["used"] + blob.size > acct["quota"]:
+                if (not ignore_quota and acct["quota"] is not None
+                        and acct["used"] + blob.size > acct["quota"]):
                     out.append((account_id, None))
                     continue
                 box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name=?",
