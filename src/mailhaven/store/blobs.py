@@ -1,22 +1,54 @@
-"""Message bytes on disk, content-addressed by sha256.
+"""Message bytes, content-addressed by sha256: small ones in the database, large ones in files.
 
-Layout: ``DATA/blobs/ab/cd/abcd...`` with the full hex digest as file name. A blob is
-streamed into ``DATA/tmp``, fsynced, renamed into place and its directory fsynced before
-the reference is handed out, so a row that names a blob can never point at missing or
-partial bytes, whatever the moment of a crash. Orphans (bytes whose rows never
-committed) are harmless and removed by :meth:`FileBlobStore.collect`.
+- A blob of at most :data:`INLINE_MAX` bytes is a row of ``blob_data`` in the SQLite
+  database, written through the group-committing writer thread: many messages arriving at
+  once share one fsync (the WAL commit), instead of paying for a file, its fsync, a rename
+  and a directory fsync each.
+- A larger blob is streamed into ``DATA/tmp``, fsynced, renamed to
+  ``DATA/blobs/ab/cd/abcd...`` (the full hex digest as file name) and its directory
+  fsynced.
+
+Either way :meth:`BlobWriter.finish` returns only once the bytes are durable, so a row that
+names a blob can never point at missing or partial bytes, whatever the moment of a crash.
+Orphans (bytes whose rows never committed) are harmless and removed by the collector after
+a grace period. Readers look in the files first, then in the table: a data directory from
+before inline blobs existed reads unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
+import sqlite3
 import tempfile
+import time
+from collections import OrderedDict
 from concurrent.futures import Executor
 from pathlib import Path
+from threading import Lock
+from typing import TYPE_CHECKING
 
-from .api import BlobRef
+from .api import BlobRef, NotFound
+
+if TYPE_CHECKING:
+    from .db import Database
+
+INLINE_MAX = 128 * 1024
+"""Largest blob kept in the database (most mail is smaller; attachments usually are not)."""
+
+RECENT_BYTES = 8 * 1024 * 1024
+"""Recently written inline blobs kept in memory: delivery reads a blob back right after
+writing it (to summarise it), and should not need a database read for that."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blob_data (
+    id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    created REAL NOT NULL
+);
+"""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -28,44 +60,75 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FileBlobWriter:
-    """Streams one blob to a temporary file; :meth:`finish` makes it durable."""
+    """Streams one blob: into memory while it is small, then into a temporary file."""
 
     def __init__(self, store: FileBlobStore) -> None:
         self._store = store
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="blob-")
-        self._file = os.fdopen(fd, "wb", buffering=256 * 1024)
-        self._tmp_path = Path(name)
+        self._buffer: bytearray | None = bytearray()
+        self._file: io.BufferedWriter | None = None
+        self._tmp_path: Path | None = None
         self._hash = hashlib.sha256()
         self.size = 0
         self._done = False
 
     def write(self, data: bytes) -> None:
         self._hash.update(data)
-        self._file.write(data)
         self.size += len(data)
+        if self._buffer is not None:
+            self._buffer += data
+            if len(self._buffer) > self._store.inline_max:
+                self._spill()                  # writes the buffer, this data included
+            return
+        assert self._file is not None
+        self._file.write(data)
+
+    def _spill(self) -> None:
+        assert self._buffer is not None
+        fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, prefix="blob-")
+        f = open(fd, "wb", buffering=256 * 1024)  # noqa: SIM115 - closed by finish()/abort()
+        assert isinstance(f, io.BufferedWriter)
+        f.write(self._buffer)
+        self._file, self._tmp_path = f, Path(name)
+        self._buffer = None
 
     async def finish(self) -> BlobRef:
         if self._done:
             raise RuntimeError("blob writer already finished")
         self._done = True
         digest = self._hash.hexdigest()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._store.executor, self._store._commit_file, self._file, self._tmp_path, digest)
+        if self._buffer is not None:
+            await self._store.put_inline(digest, bytes(self._buffer))
+            self._buffer = None
+        else:
+            assert self._file is not None and self._tmp_path is not None
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._store.executor, self._store._commit_file, self._file,
+                                       self._tmp_path, digest)
         return BlobRef(id=digest, size=self.size)
 
     def abort(self) -> None:
         if self._done:
             return
         self._done = True
-        self._file.close()
-        self._tmp_path.unlink(missing_ok=True)
+        self._buffer = None
+        if self._file is not None:
+            self._file.close()
+        if self._tmp_path is not None:
+            self._tmp_path.unlink(missing_ok=True)
 
 
 class FileBlobStore:
-    def __init__(self, root: Path, executor: Executor | None = None) -> None:
+    def __init__(self, root: Path, executor: Executor | None = None, db: Database | None = None,
+                 inline_max: int = INLINE_MAX) -> None:
         self.root = root / "blobs"
         self.tmp_dir = root / "tmp"
         self.executor = executor  # None: the loop's default executor
+        self.db = db
+        """The database holding small blobs; None keeps every blob in a file."""
+        self.inline_max = inline_max if db is not None else -1
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._recent_size = 0
+        self._recent_lock = Lock()
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -75,6 +138,11 @@ class FileBlobStore:
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id[:2] / blob_id[2:4] / blob_id
+
+    def file_path(self, blob_id: str) -> str | None:
+        """The file holding the blob, or None when it is not a file (an inline blob)."""
+        path = os.path.join(self.root, blob_id[:2], blob_id[2:4], blob_id)
+        return path if os.path.isfile(path) else None
 
     def writer(self) -> FileBlobWriter:
         return FileBlobWriter(self)
@@ -88,17 +156,65 @@ class FileBlobStore:
             w.abort()
             raise
 
+    # -- inline blobs ---------------------------------------------------------------------
+    async def put_inline(self, digest: str, data: bytes) -> None:
+        """Durable on return: the row is in a committed transaction (group commit)."""
+        assert self.db is not None
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> None:
+            # An existing row (same bytes) gets a fresh ``created``, so the collector's
+            # grace period protects it until the row about to name it has committed.
+            conn.execute("INSERT INTO blob_data (id, data, created) VALUES (?,?,?) "
+                         "ON CONFLICT(id) DO UPDATE SET created=excluded.created", (digest, data, now))
+
+        await self.db.write(insert)
+        self._remember(digest, data)
+
+    def _remember(self, digest: str, data: bytes) -> None:
+        with self._recent_lock:
+            if digest in self._recent:
+                self._recent.move_to_end(digest)
+                return
+            self._recent[digest] = data
+            self._recent_size += len(data)
+            while self._recent_size > RECENT_BYTES:
+                _, old = self._recent.popitem(last=False)
+                self._recent_size -= len(old)
+
+    def _inline(self, blob_id: str) -> bytes | None:
+        with self._recent_lock:
+            data = self._recent.get(blob_id)
+        if data is not None or self.db is None:
+            return data
+        row = self.db.read_sync(
+            lambda conn: conn.execute("SELECT data FROM blob_data WHERE id=?", (blob_id,)).fetchone())
+        return bytes(row[0]) if row is not None else None
+
+    # -- reading ----------------------------------------------------------------------------
     def read_sync(self, blob_id: str) -> bytes:
-        return self.path(blob_id).read_bytes()
+        """Off the event loop only (a file read or a database read)."""
+        try:
+            with open(self.path(blob_id), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            pass
+        data = self._inline(blob_id)
+        if data is None:
+            raise NotFound(f"no blob {blob_id}")
+        return data
 
     async def read(self, blob_id: str) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.read_sync, blob_id)
 
-    def _commit_file(self, f: object, tmp_path: Path, digest: str) -> None:
-        """Runs off the event loop: fsync, rename into place, fsync the directory."""
-        import io
+    def exists_sync(self, blob_id: str) -> bool:
+        if self.file_path(blob_id) is not None:
+            return True
+        return self._inline(blob_id) is not None
 
-        assert isinstance(f, io.BufferedWriter)
+    # -- files ------------------------------------------------------------------------------
+    def _commit_file(self, f: io.BufferedWriter, tmp_path: Path, digest: str) -> None:
+        """Runs off the event loop: fsync, rename into place, fsync the directory."""
         try:
             f.flush()
             os.fsync(f.fileno())
@@ -127,9 +243,8 @@ class FileBlobStore:
         """Delete blob files no row names, older than ``grace`` seconds; returns the count.
 
         The grace period covers the window between a blob's ``finish()`` and the commit
-        of the row that names it (content addressing can hand out an existing file)."""
-        import time
-
+        of the row that names it (content addressing can hand out an existing file).
+        Inline blobs are collected in SQL by the store (``collect_inline``)."""
         cutoff = time.time() - grace
         removed = 0
         for path in self.root.glob("*/*/*"):
@@ -143,5 +258,19 @@ class FileBlobStore:
                 continue
         return removed
 
-    def all_ids(self) -> list[str]:
+    def forget(self, blob_ids: list[str]) -> None:
+        with self._recent_lock:
+            for blob_id in blob_ids:
+                data = self._recent.pop(blob_id, None)
+                if data is not None:
+                    self._recent_size -= len(data)
+
+    def file_ids(self) -> list[str]:
         return [p.name for p in self.root.glob("*/*/*") if p.is_file()]
+
+    def all_ids(self) -> list[str]:
+        """Every blob held, in files and in the table (off the event loop)."""
+        ids = set(self.file_ids())
+        if self.db is not None:
+            ids |= set(self.db.read_sync(lambda conn: [r[0] for r in conn.execute("SELECT id FROM blob_data")]))
+        return sorted(ids)

@@ -211,13 +211,14 @@ class Database:
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a reader thread inside one read transaction (a snapshot)."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self.read_sync, fn)
 
-        def run() -> T:
-            conn = self._reader()
-            conn.execute("BEGIN")
-            try:
-                return fn(conn)
-            finally:
-                conn.execute("COMMIT")
-
-        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`read` for code already running off the event loop (on the calling
+        thread, with that thread's own reader connection)."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")

@@ -111,9 +111,11 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
 
 async def _copy_blobs(conn: asyncpg.Connection, lite: sqlite3.Connection, data_dir: Path,
                       counts: dict[str, int], progress: Callable[[str], None]) -> None:
-    """Every blob a message or queue entry names, from its file; a missing file stops the copy."""
+    """Every blob a message or queue entry names, from its file or the ``blob_data`` table
+    (small blobs); a missing blob stops the copy."""
+    tables = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
     def referenced() -> list[str]:
-        tables = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         sql = "SELECT DISTINCT blob_id FROM messages"
         if "queue" in tables and "blob_id" in {r[1] for r in lite.execute("PRAGMA table_info(queue)")}:
             sql += " UNION SELECT blob_id FROM queue"
@@ -131,7 +133,11 @@ async def _copy_blobs(conn: asyncpg.Connection, lite: sqlite3.Connection, data_d
                 try:
                     data = path.read_bytes()
                 except FileNotFoundError:
-                    raise MigrationError(f"blob {blob_id} is named by a row but its file is missing") from None
+                    row = (lite.execute("SELECT data FROM blob_data WHERE id=?", (blob_id,)).fetchone()
+                           if "blob_data" in tables else None)
+                    if row is None:
+                        raise MigrationError(f"blob {blob_id} is named by a row but is missing") from None
+                    data = bytes(row[0])
                 out.append((blob_id, len(data), data))
             return out
 

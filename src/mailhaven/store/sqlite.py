@@ -43,6 +43,7 @@ from .api import (
     Resolution,
     ScramCredentials,
 )
+from .blobs import SCHEMA as BLOB_SCHEMA
 from .blobs import FileBlobStore, FileBlobWriter
 from .changes import ChangeHub, Subscription
 from .db import Database, WriteContext
@@ -225,7 +226,8 @@ class SQLiteStore:
     def __init__(self, data_dir: Path | str) -> None:
         self.data_dir = Path(data_dir)
         self.db = Database(self.data_dir / "mailhaven.db")
-        self.blobs = FileBlobStore(self.data_dir)
+        self.blobs = FileBlobStore(self.data_dir, db=self.db)
+        self.db.add_schema(BLOB_SCHEMA)
         self.hub = ChangeHub()
 
     # -- lifecycle ----------------------------------------------------------
@@ -242,7 +244,8 @@ class SQLiteStore:
 
         def check(conn: sqlite3.Connection) -> list[str]:
             problems = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
-            for row in conn.execute("SELECT DISTINCT blob_id FROM messages"):
+            for row in conn.execute("SELECT DISTINCT m.blob_id FROM messages m "
+                                    "WHERE NOT EXISTS (SELECT 1 FROM blob_data b WHERE b.id = m.blob_id)"):
                 if not self.blobs.path(row[0]).is_file():
                     problems.append(f"missing blob {row[0]}")
             for row in conn.execute(
@@ -259,7 +262,29 @@ class SQLiteStore:
             lambda conn: {r[0] for r in conn.execute("SELECT DISTINCT blob_id FROM messages")}
         )
         extra = await self._extra_blob_refs()
-        return await asyncio.to_thread(self.blobs.collect, referenced | extra, grace)
+        files = await asyncio.to_thread(self.blobs.collect, referenced | extra, grace)
+        return files + await self._collect_inline(grace)
+
+    async def _collect_inline(self, grace: float) -> int:
+        """Inline blobs no message or queue entry names, older than ``grace`` seconds."""
+        cutoff = time.time() - grace
+
+        def collect(conn: sqlite3.Connection) -> list[str]:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            users = ["SELECT blob_id FROM messages"]
+            if "queue" in tables and "blob_id" in {r[1] for r in conn.execute("PRAGMA table_info(queue)")}:
+                users.append("SELECT blob_id FROM queue")
+            return [r[0] for r in conn.execute(
+                f"DELETE FROM blob_data WHERE created < ? AND id NOT IN ({' UNION '.join(users)}) RETURNING id",
+                (cutoff,))]
+
+        removed = await self.db.write(collect)
+        self.blobs.forget(removed)
+        return len(removed)
+
+    async def blob_ids(self) -> list[str]:
+        """Every blob held, in files and in the database."""
+        return await asyncio.to_thread(self.blobs.all_ids)
 
     async def _extra_blob_refs(self) -> set[str]:
         """Blobs referenced outside the messages table (the outbound queue)."""
@@ -286,7 +311,7 @@ class SQLiteStore:
         return await self.blobs.read(blob_id)
 
     def blob_path(self, blob_id: str) -> str | None:
-        return str(self.blobs.path(blob_id))
+        return self.blobs.file_path(blob_id)
 
     # -- domains ------------------------------------------------------------
     async def add_domain(self, name: str) -> Domain:
