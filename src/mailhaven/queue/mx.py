@@ -1,0 +1,186 @@
+"""Where mail for a domain goes: relay routes, then MX records, then the domain itself.
+
+RFC 5321 5.1: the MX records of the domain, lowest preference first (equal preferences in
+random order, to spread load); with no MX record the domain's own address records are an
+implicit MX of preference 0. RFC 7505: a single MX of "." (null MX) says the domain takes
+no mail: a permanent failure. A domain that does not exist (NXDOMAIN) is permanent too;
+a resolver failure or timeout is temporary. Each host's addresses are tried IPv6 first,
+then IPv4, as the RFC 6724 default does for global addresses.
+
+``[relay]`` overrides DNS: ``routes = {"example.com" = "mx.example.net:2525"}`` for one
+domain, ``host`` for everything else (a smarthost, with AUTH when a username is set).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import time
+from dataclasses import dataclass, field
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from ..config import Config
+
+SMTP_PORT = 25
+MAX_MX = 10
+"""Hosts tried per destination (Postfix tries 5 by default; a few more costs little)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hop:
+    name: str
+    """MX host name (or relay host), for TLS SNI and logs."""
+    port: int
+    addresses: tuple[str, ...]
+    """Resolved IPs in the order to try."""
+    preference: int
+    tls: str = "opportunistic"
+    """``opportunistic`` | ``required`` | ``implicit`` | ``none``."""
+    auth: tuple[str, str] | None = None
+    """Smarthost AUTH (user, password)."""
+
+
+class RouteError(Exception):
+    def __init__(self, text: str, *, permanent: bool, code: int | None = None,
+                 enhanced: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.permanent = permanent
+        self.code = code if code is not None else (550 if permanent else 451)
+        self.enhanced = enhanced if enhanced is not None else ("5.1.2" if permanent else "4.4.3")
+
+
+def make_resolver(config: Config) -> dns.asyncresolver.Resolver:
+    """A resolver that honours ``[dns] nameservers = ["127.0.0.1:5353", "::1"]``."""
+    if not config.dns.nameservers:
+        resolver = dns.asyncresolver.Resolver()
+    else:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        servers: list[str | dns.nameserver.Nameserver] = []
+        for entry in config.dns.nameservers:
+            host, port = split_host_port(entry, 53)
+            servers.append(dns.nameserver.Do53Nameserver(host, port))
+        resolver.nameservers = servers
+    resolver.timeout = config.dns.timeout
+    resolver.lifetime = config.dns.timeout * 2
+    return resolver
+
+
+def split_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if value.count(":") == 1:
+        host, _, port = value.partition(":")
+        return host, int(port)
+    return value, default_port
+
+
+class Router:
+    def __init__(self, config: Config, resolver: dns.asyncresolver.Resolver | None = None) -> None:
+        self.config = config
+        self.resolver = resolver or make_resolver(config)
+
+    def _tls_for(self, domain: str, default: str = "opportunistic") -> str:
+        return "required" if domain in self.config.relay.require_tls else default
+
+    async def find_route(self, domain: str) -> list[Hop]:
+        domain = domain.lower().rstrip(".")
+        relay = self.config.relay
+        route = relay.routes.get(domain) or relay.host
+        if route:
+            host, port = split_host_port(route, SMTP_PORT)
+            auth = (relay.username, relay.password) if relay.username and not relay.routes.get(domain) else None
+            tls = relay.tls if not relay.routes.get(domain) else self._tls_for(domain)
+            return [Hop(name=host, port=port, addresses=tuple(await self._addresses(host)), preference=0,
+                        tls=self._tls_for(domain, tls), auth=auth)]
+        hosts = await self._mx(domain)
+        hops = []
+        for preference, host in hosts[:MAX_MX]:
+            try:
+                addresses = await self._addresses(host)
+            except RouteError:
+                continue                      # try the next MX (RFC 5321 5.1)
+            hops.append(Hop(name=host, port=SMTP_PORT, addresses=tuple(addresses), preference=preference,
+                            tls=self._tls_for(domain)))
+        if not hops:
+            raise RouteError(f"no address for any mail exchanger of {domain}", permanent=False)
+        return hops
+
+    async def _mx(self, domain: str) -> list[tuple[int, str]]:
+        try:
+            answer = await self.resolver.resolve(domain, "MX")
+        except dns.resolver.NXDOMAIN:
+            raise RouteError(f"domain {domain} does not exist", permanent=True,
+                             enhanced="5.1.2") from None
+        except dns.resolver.NoAnswer:
+            return [(0, domain)]               # implicit MX (RFC 5321 5.1)
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+            raise RouteError(f"MX lookup for {domain} failed: {exc}", permanent=False) from None
+        records = [(int(r.preference), r.exchange.to_text(omit_final_dot=True).lower()) for r in answer]
+        if any(host in ("", ".") for _, host in records):
+            if len(records) == 1:              # RFC 7505 3: null MX
+                raise RouteError(f"{domain} accepts no mail (null MX)", permanent=True, code=556,
+                                 enhanced="5.1.10")
+            records = [r for r in records if r[1] not in ("", ".")]
+        by_pref: dict[int, list[str]] = {}
+        for pref, host in records:
+            by_pref.setdefault(pref, []).append(host)
+        ordered: list[tuple[int, str]] = []
+        for pref in sorted(by_pref):
+            hosts = by_pref[pref]
+            random.shuffle(hosts)
+            ordered.extend((pref, h) for h in hosts)
+        return ordered
+
+    async def _addresses(self, host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            pass
+        found: list[str] = []
+        failures = 0
+        for rdtype in ("AAAA", "A"):
+            try:
+                answer = await self.resolver.resolve(host, rdtype)
+                found.extend(r.to_text() for r in answer)
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                continue
+            except (dns.exception.Timeout, dns.resolver.NoNameservers):
+                failures += 1
+        if not found:
+            raise RouteError(f"no address for {host}", permanent=False)
+        return found
+
+
+@dataclass
+class Backoff:
+    """Hosts that just failed are skipped for a while (per IP address), so one dead
+    server does not cost every message a connect timeout."""
+
+    base: float = 60.0
+    ceiling: float = 3600.0
+    clock: object = field(default=time.monotonic)
+    _until: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def _now(self) -> float:
+        return float(self.clock())  # type: ignore[operator]
+
+    def ready(self, key: str) -> bool:
+        entry = self._until.get(key)
+        return entry is None or entry[0] <= self._now()
+
+    def failed(self, key: str) -> None:
+        _, last = self._until.get(key, (0.0, 0.0))
+        delay = min(self.ceiling, max(self.base, last * 2))
+        self._until[key] = (self._now() + delay, delay)
+
+    def ok(self, key: str) -> None:
+        self._until.pop(key, None)

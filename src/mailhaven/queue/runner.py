@@ -1,0 +1,320 @@
+"""The queue runner: claims due entries, delivers them per destination, records outcomes.
+
+Loop: claim due rows with a lease (``[queue] lease``), group them by recipient domain and
+by message, and for each domain open up to ``per_domain`` connections (``concurrency``
+in all), each carrying several messages one after another over one SMTP session (RFC 5321
+handshake once, then MAIL/RCPT/DATA per message, RSET after a refused one, QUIT at the
+end). A recipient's outcome is one of:
+
+- 2xx: done (a "relayed" DSN when NOTIFY=SUCCESS and the next hop does not speak DSN).
+- 5xx, a null MX, a domain that does not exist: failed at once, with a DSN.
+- 4xx, a lost connection, no reachable host: deferred to the next slot of
+  ``[queue] retry`` (then every last interval); a delay DSN once the entry is older than
+  ``warn_after``; a failure DSN once older than ``expire``.
+
+DSNs go to the envelope sender with a null reverse-path, so a DSN is never answered by
+another (RFC 3461 6.2): straight into the sender's INBOX when the sender is local, else
+through this queue. Enqueueing wakes the loop, so new mail does not wait for the poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from ..logs import Log
+from .api import OutboundMessage, OutboundRecipient
+from .delivery import DeliveryError, DestinationSession, Envelope, RecipientResult, Timeouts
+from .dsn import DSNRecipient, build_dsn, wants_dsn
+from .mx import Backoff, RouteError, Router
+from .store import Entry, QueueStore, queue_store
+
+CLAIM_BATCH = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    code: int
+    enhanced: str | None
+    text: str
+    remote_mta: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    def diagnostic(self) -> str:
+        if not self.code:
+            return self.text
+        enhanced = f"{self.enhanced} " if self.enhanced else ""
+        return " ".join(f"{self.code} {enhanced}{self.text}".split())
+
+    def status(self) -> str:
+        if self.enhanced:
+            return self.enhanced
+        if self.delivered:
+            return "2.0.0"
+        return "5.0.0" if self.permanent else "4.0.0"
+
+
+def _from_result(r: RecipientResult) -> Outcome:
+    return Outcome(code=r.code, enhanced=r.enhanced, text=r.text, remote_mta=r.remote_mta)
+
+
+class QueueRunner:
+    def __init__(self, ctx: Any, queue: QueueStore | None = None, router: Router | None = None,
+                 timeouts: Timeouts | None = None) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.config = ctx.config.queue
+        self.hostname = ctx.config.hostname
+        self.queue = queue or queue_store(ctx.store)
+        self.router = router or Router(ctx.config)
+        self.timeouts = timeouts or Timeouts()
+        self.backoff = Backoff(base=min(60.0, self.config.retry[0] if self.config.retry else 60.0))
+        self.log = Log("queue")
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._slots = asyncio.Semaphore(max(1, self.config.concurrency))
+        self._per_domain: dict[str, int] = defaultdict(int)
+        self._workers: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._signer: Any = None
+
+    # -- the Outbound protocol -----------------------------------------------------------
+    async def enqueue(self, message: OutboundMessage) -> list[int]:
+        ids = await self.queue.enqueue(message)
+        self.log.info("queued", ids=ids, sender=message.mail_from, recipients=len(message.recipients))
+        self._wake.set()
+        return ids
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.queue.open()
+        self._signer = _load_signer(self.ctx)
+        self._task = asyncio.create_task(self._run())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    async def wait_closed(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._workers:
+            _, pending = await asyncio.wait(self._workers, timeout=5)
+            for task in pending:
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await self.queue.release_leases(self.owner)
+
+    async def _run(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except Exception:  # noqa: BLE001 - the runner must outlive one bad pass
+                self.log.error("queue pass failed", exc=True)
+            if self._closing:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll)
+
+    async def run_once(self) -> int:
+        """Claim what is due and start its deliveries; returns the number of entries claimed."""
+        now = time.time()
+        entries = await self.queue.claim(self.owner, now=now, lease=self.config.lease, limit=CLAIM_BATCH)
+        by_domain: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
+        for e in entries:
+            by_domain[e.domain][e.msg].append(e)
+        for domain, messages in by_domain.items():
+            groups = list(messages.values())
+            free = max(1, self.config.per_domain - self._per_domain[domain])
+            connections = min(free, len(groups))
+            for i in range(connections):
+                share = groups[i::connections]
+                self._per_domain[domain] += 1
+                task = asyncio.create_task(self._deliver_domain(domain, share))
+                self._workers.add(task)
+                task.add_done_callback(self._workers.discard)
+        return len(entries)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Tests and benchmarks: run passes until nothing is due or in flight."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            claimed = await self.run_once()
+            if self._workers:
+                await asyncio.wait(self._workers, timeout=max(0.0, deadline - time.monotonic()))
+            elif not claimed:
+                return
+
+    # -- one destination ------------------------------------------------------------------
+    async def _deliver_domain(self, domain: str, groups: list[list[Entry]]) -> None:
+        try:
+            async with self._slots:
+                await self._deliver_groups(domain, groups)
+        except Exception:  # noqa: BLE001 - outcomes must still be recorded
+            self.log.error("delivery failed", domain=domain, exc=True)
+            for group in groups:
+                for entry in group:
+                    with contextlib.suppress(Exception):
+                        await self._record(entry, Outcome(code=0, enhanced="4.3.0", text="internal error"))
+        finally:
+            self._per_domain[domain] -= 1
+            if self._per_domain[domain] <= 0:
+                del self._per_domain[domain]
+
+    async def _deliver_groups(self, domain: str, groups: list[list[Entry]]) -> None:
+        try:
+            hops = await self.router.find_route(domain)
+        except RouteError as exc:
+            outcome = Outcome(code=exc.code, enhanced=exc.enhanced, text=exc.text)
+            for group in groups:
+                for entry in group:
+                    await self._record(entry, outcome)
+            return
+        try:
+            session = await DestinationSession.open(hops, helo=self.hostname, timeouts=self.timeouts,
+                                                    backoff=self.backoff)
+        except DeliveryError as exc:
+            outcome = Outcome(code=exc.code if exc.code >= 400 else 0, enhanced=exc.enhanced or "4.4.1",
+                              text=exc.text, remote_mta=exc.remote_mta)
+            if outcome.permanent:                     # every host refused us: retry, never bounce
+                outcome = Outcome(code=0, enhanced="4.4.1", text=exc.text, remote_mta=exc.remote_mta)
+            for group in groups:
+                for entry in group:
+                    await self._record(entry, outcome)
+            return
+        log = self.log.bind(domain=domain, host=session.remote_name, ip=session.remote_address, tls=session.tls)
+        try:
+            for index, group in enumerate(groups):
+                first = group[0]
+                raw = await self.store.read_blob(first.blob_id)
+                prefix = self._sign(raw)
+                envelope = Envelope(
+                    mail_from=first.mail_from, envid=first.envid, ret=first.ret, body=first.body,
+                    smtputf8=first.smtputf8,
+                    recipients=tuple(OutboundRecipient(address=e.rcpt, notify=e.notify, orcpt=e.orcpt)
+                                     for e in group))
+                try:
+                    results = await session.send(envelope, raw, prefix=prefix)
+                except DeliveryError as exc:
+                    lost = Outcome(code=0, enhanced="4.4.2", text=exc.text, remote_mta=session.remote_name)
+                    for rest in groups[index:]:
+                        for entry in rest:
+                            await self._record(entry, lost)
+                    return
+                for entry, result in zip(group, results, strict=True):
+                    log.info("attempt", id=entry.id, rcpt=entry.rcpt, reply=result.diagnostic())
+                    await self._record(entry, _from_result(result), peer_dsn=session.offers_dsn)
+        finally:
+            await session.close()
+
+    def _sign(self, raw: bytes) -> bytes:
+        if self._signer is None:
+            return b""
+        try:
+            return bytes(self._signer.sign(raw))
+        except Exception:  # noqa: BLE001 - unsigned mail beats no mail
+            self.log.error("DKIM signing failed", exc=True)
+            return b""
+
+    # -- outcomes ------------------------------------------------------------------------
+    async def _record(self, entry: Entry, outcome: Outcome, *, peer_dsn: bool = False) -> None:
+        now = time.time()
+        recipient = OutboundRecipient(address=entry.rcpt, notify=entry.notify, orcpt=entry.orcpt)
+        if outcome.delivered:
+            await self.queue.finish(entry.id)
+            self.log.info("delivered", id=entry.id, rcpt=entry.rcpt, reply=outcome.diagnostic())
+            if not peer_dsn and wants_dsn(recipient, "relayed") and recipient.notify is not None:
+                await self._report(entry, "relayed", outcome, now)
+            return
+        expired = now - entry.created >= self.config.expire
+        if outcome.permanent or expired:
+            await self.queue.finish(entry.id)
+            if expired and not outcome.permanent:
+                outcome = Outcome(code=outcome.code or 0, enhanced="4.4.7",
+                                  text=f"delivery time expired; last error: {outcome.diagnostic()}",
+                                  remote_mta=outcome.remote_mta)
+            self.log.info("failed", id=entry.id, rcpt=entry.rcpt, reply=outcome.diagnostic())
+            if wants_dsn(recipient, "failed"):
+                await self._report(entry, "failed", outcome, now)
+            return
+        retry = self.config.retry or (300.0,)
+        delay = retry[min(entry.attempts, len(retry) - 1)]
+        warned = entry.warned
+        if not warned and now - entry.created >= self.config.warn_after and wants_dsn(recipient, "delayed"):
+            warned = True
+            await self._report(entry, "delayed", outcome, now, until=entry.created + self.config.expire)
+        await self.queue.defer(entry.id, next_attempt=now + delay, reply=outcome.diagnostic(), warned=warned)
+        self.log.info("deferred", id=entry.id, rcpt=entry.rcpt, reply=outcome.diagnostic(), retry_in=delay)
+
+    async def _report(self, entry: Entry, action: str, outcome: Outcome, now: float,
+                      until: float | None = None) -> None:
+        if not entry.mail_from:
+            return                                       # never a report about a report
+        status = outcome.status()
+        if action == "failed" and not status.startswith("5"):
+            status = "5" + status[1:] if status[0] == "4" else "5.0.0"
+        if action == "delayed" and not status.startswith("4"):
+            status = "4.0.0"
+        if action == "relayed":
+            status = "2.0.0"
+        try:
+            original = await self.store.read_blob(entry.blob_id)
+        except Exception:  # noqa: BLE001
+            original = b""
+        report = build_dsn(
+            reporting_mta=self.hostname, original=original, envelope_from=entry.mail_from, envid=entry.envid,
+            ret=entry.ret, arrival=entry.created, now=now,
+            recipients=[DSNRecipient(address=entry.rcpt, orcpt=entry.orcpt, action=action, status=status,
+                                     remote_mta=outcome.remote_mta,
+                                     diagnostic=outcome.diagnostic() if outcome.code else None,
+                                     last_attempt=now, will_retry_until=until)])
+        blob = await self.store.put_blob(report)
+        resolution = await self.store.resolve(entry.mail_from)
+        if resolution.local_domain:
+            if resolution.account_ids:
+                await self.store.deliver(blob, list(resolution.account_ids))
+            else:
+                self.log.warning("DSN to an unknown local sender dropped", sender=entry.mail_from)
+        else:
+            await self.enqueue(OutboundMessage(blob=blob, mail_from="", recipients=(
+                OutboundRecipient(address=entry.mail_from, notify=frozenset({"NEVER"})),)))
+        self.log.info("dsn", id=entry.id, action=action, to=entry.mail_from)
+
+
+def _load_signer(ctx: Any) -> Any:
+    try:
+        from .dkim import Signer
+    except ImportError:
+        return None
+    try:
+        return Signer.load(ctx.config.data_dir, ctx.config)
+    except Exception:  # noqa: BLE001 - a broken key must not stop mail
+        Log("queue").error("DKIM keys could not be loaded", exc=True)
+        return None
+
+
+async def start_service(ctx: Any) -> QueueRunner:
+    runner = QueueRunner(ctx)
+    await runner.start()
+    ctx.outbound = runner
+    return runner
