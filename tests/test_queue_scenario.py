@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
+
 from conftest import ServerProcess
 from dnsserver import DNSServer, can_bind
 
@@ -60,6 +62,11 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                               extra_config=_config(dns.port))
         nyu = ServerProcess(root / "nyu", host=NYU_IP, ports={"smtp": 25}, hostname="mx.nyu.example",
                             extra_config=_config(dns.port))
+        lancs.write_config()
+        for algorithm, selector in (("rsa", "r1"), ("ed25519", "e1")):
+            out = lancs.admin("dkim", "generate", "lancs.example", "--algorithm", algorithm, "--selector", selector)
+            name, _, record = out.stdout.strip().splitlines()[-1].partition(" IN TXT ")
+            dns.records[name.rstrip(".")] = {"TXT": [record]}
         lancs.start()
         nyu.start()
         try:
@@ -122,6 +129,29 @@ def test_alice_writes_to_bob(net: dict[str, Any]) -> None:
     assert "mx.lancs.example" in next(r for r in received if "by mx.nyu.example" in r)
     assert queue(lancs) == []
     assert ("nyu.example", "MX") in net["dns"].queries
+    # Signed by lancs.example with both keys; verified against the keys the DNS server publishes.
+    signatures = msg.get_all("DKIM-Signature")
+    assert len(signatures) == 2 and all("d=lancs.example" in s for s in signatures)
+    for index in range(2):
+        assert dkim.DKIM(raw).verify(idx=index, dnsfunc=dns_txt(net["dns"].port)), f"signature {index}"
+    tampered = raw.replace(b"Hello Bob.", b"Hello Eve.")
+    with pytest.raises(dkim.ValidationError, match="body hash mismatch"):
+        dkim.DKIM(tampered).verify(idx=0, dnsfunc=dns_txt(net["dns"].port))
+
+
+def dns_txt(port: int) -> Callable[..., bytes]:
+    """dkimpy's DNS hook, asking the test's DNS server over the network."""
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = port
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes:
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT")
+        return b"".join(b"".join(r.strings) for r in answer)
+
+    return lookup
 
 
 def test_full_mailbox_is_retried_until_it_fits(net: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ T = TypeVar("T")
 # Modules that add subcommands with ``register(subparsers)``; missing ones are skipped.
 CLI_MODULES = (
     "mailhaven.queue.cli",
+    "mailhaven.queue.dkimcli",
     "mailhaven.auth.cli",
     "mailhaven.ua.cli",
     "mailhaven.transfer.cli",
