@@ -135,6 +135,7 @@ class ClientConnection:
 
     def next_event(self) -> Event | _NeedData:
         while not self._events:
+            self._release()                     # what may be sent counts as sent from here on
             try:
                 reply = self._reader.next_reply()
             except ReplyError:
