@@ -299,12 +299,12 @@ class DestinationSession:
     async def _expect(self, kinds: tuple[type, ...], final: bool = False) -> Event:
         timeout = self.timeouts.final if final else self.timeouts.command
         while True:
-            out = self._conn.data_to_send()
             try:
+                event = self._conn.next_event()
+                out = self._conn.data_to_send()      # commands queued, or written by the core itself
                 if out:
                     self._writer.write(out)
                     await asyncio.wait_for(self._writer.drain(), timeout)
-                event = self._conn.next_event()
                 if isinstance(event, _NeedData):
                     data = await asyncio.wait_for(self._reader.read(65536), timeout)
                     if not data:

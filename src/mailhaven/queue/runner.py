@@ -271,8 +271,8 @@ class QueueRunner:
         if not entry.mail_from:
             return                                       # never a report about a report
         status = outcome.status()
-        if action == "failed" and not status.startswith("5"):
-            status = "5" + status[1:] if status[0] == "4" else "5.0.0"
+        if action == "failed" and status.startswith("2"):
+            status = "5.0.0"              # (an expired entry keeps its 4.4.7, as Postfix reports it)
         if action == "delayed" and not status.startswith("4"):
             status = "4.0.0"
         if action == "relayed":
