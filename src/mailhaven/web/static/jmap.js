@@ -69,7 +69,9 @@ export class JMAPClient {
       if (name === "error" && !tolerate.includes(callId)) {
         throw new JMAPError(args.type, args.description, callId);
       }
-      out[callId] = name === "error" ? { error: args } : args;
+      // RFC 8621 §7.5: an implicit Email/set follows EmailSubmission/set with the same
+      // call id; callers want the first response of each call.
+      if (!(callId in out)) out[callId] = name === "error" ? { error: args } : args;
     }
     return out;
   }

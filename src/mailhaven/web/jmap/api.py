@@ -1,0 +1,304 @@
+"""JMAP over HTTP (RFC 8620): the session resource, the API endpoint, blob upload and
+download, and push over EventSource.
+
+Request-level errors are RFC 7807 problem documents (RFC 8620 3.6.1): ``notJSON``,
+``notRequest``, ``unknownCapability`` and ``limit`` with the limit named. Method calls
+run in order; a call's arguments may refer to earlier results (``#name`` with
+``resultOf``/``name``/``path``, RFC 8620 3.7) and to objects created earlier in the same
+request (``#creationId``, 3.3). A method-level error answers that call alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from ...logs import Log
+from ..auth import AuthError, Caller, authenticate
+from . import core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
+from .blobs import read_blob_for, store_upload
+from .registry import CAPABILITY_OF, CORE, MAIL, METHODS, QUOTA, SUBMISSION, Call, MethodError, ids
+from .state import account_state
+
+LIMITS: dict[str, Any] = {
+    "maxSizeUpload": 50 * 1024 * 1024,
+    "maxConcurrentUpload": 4,
+    "maxSizeRequest": 10 * 1024 * 1024,
+    "maxConcurrentRequests": 8,
+    "maxCallsInRequest": 64,
+    "maxObjectsInGet": 1000,
+    "maxObjectsInSet": 1000,
+    "collationAlgorithms": ["i;ascii-casemap", "i;unicode-casemap"],
+}
+MAIL_CAPABILITY = {"maxMailboxesPerEmail": 1, "maxMailboxDepth": None, "maxSizeMailboxName": 255,
+                   "maxSizeAttachmentsPerEmail": 50 * 1024 * 1024,
+                   "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "from", "to", "subject"],
+                   "mayCreateTopLevelMailbox": True}
+SUBMISSION_CAPABILITY = {"maxDelayedSend": 0, "submissionExtensions": {}}
+log = Log("jmap")
+
+
+def _problem(status: int, type_: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": f"urn:ietf:params:jmap:error:{type_}", "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def _auth_failure(exc: AuthError) -> Response:
+    headers = {"WWW-Authenticate": 'Basic realm="Mailhaven", charset="UTF-8"'} if exc.challenge else {}
+    return JSONResponse({"type": "about:blank", "status": exc.status, "detail": exc.detail},
+                        status_code=exc.status, headers=headers, media_type="application/problem+json")
+
+
+class JMAP:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    async def _caller(self, request: Request, state_changing: bool) -> Caller | Response:
+        try:
+            return await authenticate(self.ctx, request, state_changing=state_changing)
+        except AuthError as exc:
+            return _auth_failure(exc)
+
+    def _base(self, request: Request) -> str:
+        return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+
+    # -- GET /.well-known/jmap (RFC 8620 2) --------------------------------------------------
+    async def session(self, request: Request) -> Response:
+        caller = await self._caller(request, state_changing=False)
+        if isinstance(caller, Response):
+            return caller
+        account = caller.account
+        account_id = ids.account(account.id)
+        base = self._base(request)
+        state = await account_state(self.ctx.store, account.id)
+        body = {
+            "capabilities": {CORE: LIMITS, MAIL: {}, SUBMISSION: {}, QUOTA: {}},
+            "accounts": {account_id: {
+                "name": account.address, "isPersonal": True, "isReadOnly": False,
+                "accountCapabilities": {MAIL: MAIL_CAPABILITY, SUBMISSION: SUBMISSION_CAPABILITY, QUOTA: {}},
+            }},
+            "primaryAccounts": {MAIL: account_id, SUBMISSION: account_id, QUOTA: account_id},
+            "username": account.address,
+            "apiUrl": f"{base}/jmap/api",
+            "downloadUrl": f"{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?type={{type}}",
+            "uploadUrl": f"{base}/jmap/upload/{{accountId}}/",
+            "eventSourceUrl": f"{base}/jmap/eventsource?types={{types}}&closeafter={{closeafter}}&ping={{ping}}",
+            "state": state,
+        }
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    # -- POST /jmap/api (RFC 8620 3) ----------------------------------------------------------
+    async def api(self, request: Request) -> Response:
+        caller = await self._caller(request, state_changing=True)
+        if isinstance(caller, Response):
+            return caller
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > LIMITS["maxSizeRequest"]:
+                return _problem(400, "limit", "request too large", limit="maxSizeRequest")
+        try:
+            req = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _problem(400, "notJSON", "the request body is not JSON")
+        if (not isinstance(req, dict) or not isinstance(req.get("using"), list)
+                or not isinstance(req.get("methodCalls"), list)
+                or not all(isinstance(u, str) for u in req["using"])):
+            return _problem(400, "notRequest", "expected {using: [...], methodCalls: [...]}")
+        using = frozenset(req["using"])
+        unknown = [u for u in using if u not in (CORE, MAIL, SUBMISSION, QUOTA)]
+        if unknown:
+            return _problem(400, "unknownCapability", f"unknown capability {unknown[0]}")
+        calls = req["methodCalls"]
+        if len(calls) > LIMITS["maxCallsInRequest"]:
+            return _problem(400, "limit", "too many method calls", limit="maxCallsInRequest")
+        for c in calls:
+            if (not isinstance(c, list) or len(c) != 3 or not isinstance(c[0], str) or not isinstance(c[1], dict)
+                    or not isinstance(c[2], str)):
+                return _problem(400, "notRequest", "a method call is [name, arguments, callId]")
+        call = Call(app=self.ctx, account=caller.account, using=using,
+                    limits={k: v for k, v in LIMITS.items() if isinstance(v, int)})
+        created = req.get("createdIds")
+        if isinstance(created, dict):
+            call.created_ids.update({str(k): str(v) for k, v in created.items()})
+        responses: list[list[Any]] = []
+        for name, args, call_id in calls:
+            for out_name, out_args in await self._run(call, name, args, responses):
+                responses.append([out_name, out_args, call_id])
+        out: dict[str, Any] = {"methodResponses": responses,
+                               "sessionState": await account_state(self.ctx.store, caller.account.id)}
+        if isinstance(created, dict):
+            out["createdIds"] = call.created_ids
+        return JSONResponse(out, headers={"Cache-Control": "no-store"})
+
+    async def _run(self, call: Call, name: str, args: dict[str, Any],
+                   responses: list[list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+        fn = METHODS.get(name)
+        if fn is None:
+            return [("error", {"type": "unknownMethod", "description": f"no method {name}"})]
+        needed = CAPABILITY_OF.get(name, CORE)
+        if needed not in call.using:
+            return [("error", {"type": "unknownMethod", "description": f"{name} needs {needed} in using"})]
+        try:
+            resolved = _resolve_references(args, responses)
+            result = await fn(call, resolved)
+        except MethodError as exc:
+            return [("error", exc.as_response())]
+        except Exception:  # noqa: BLE001 - one failing call must not fail the request
+            log.error("method failed", method=name, exc=True)
+            return [("error", {"type": "serverFail", "description": "internal error"})]
+        extra = result.pop("__extra__", None) if isinstance(result, dict) else None
+        out = [(name, result)]
+        if extra:
+            out += extra
+        return out
+
+    # -- blobs (RFC 8620 6) -------------------------------------------------------------------
+    async def upload(self, request: Request) -> Response:
+        caller = await self._caller(request, state_changing=True)
+        if isinstance(caller, Response):
+            return caller
+        if request.path_params["account"] != ids.account(caller.account.id):
+            return _problem(404, "notFound", "no such account")
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > LIMITS["maxSizeUpload"]:
+                return _problem(413, "limit", "upload too large", limit="maxSizeUpload")
+        ctype = request.headers.get("content-type", "application/octet-stream")
+        blob = await store_upload(self.ctx.store, bytes(data), caller.account.id)
+        return JSONResponse({"accountId": ids.account(caller.account.id), "blobId": blob,
+                             "type": ctype, "size": len(data)}, status_code=201)
+
+    async def download(self, request: Request) -> Response:
+        caller = await self._caller(request, state_changing=False)
+        if isinstance(caller, Response):
+            return caller
+        if request.path_params["account"] != ids.account(caller.account.id):
+            return _problem(404, "notFound", "no such account")
+        data = await read_blob_for(self.ctx.store, caller.account.id, request.path_params["blob"])
+        if data is None:
+            return _problem(404, "notFound", "no such blob")
+        name = request.path_params.get("name") or "download"
+        ctype = request.query_params.get("type") or "application/octet-stream"
+        if "\r" in ctype or "\n" in ctype:
+            ctype = "application/octet-stream"
+        return Response(data, media_type=ctype, headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
+            "Cache-Control": "private, immutable, max-age=31536000",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox"})
+
+    # -- push (RFC 8620 7.3) ------------------------------------------------------------------
+    async def eventsource(self, request: Request) -> Response:
+        caller = await self._caller(request, state_changing=False)
+        if isinstance(caller, Response):
+            return caller
+        try:
+            ping = max(0, min(3600, int(request.query_params.get("ping", "0") or 0)))
+        except ValueError:
+            ping = 0
+        close_after = request.query_params.get("closeafter", "no") == "state"
+        account_id = caller.account.id
+        store = self.ctx.store
+        shutting_down = self.ctx.shutting_down
+
+        async def events() -> Any:
+            sub = store.subscribe(account_id)
+            try:
+                last = await account_state(store, account_id)
+                yield f"event: state\ndata: {json.dumps(_state_change(account_id, last))}\n\n"
+                while not shutting_down.is_set():
+                    try:
+                        await asyncio.wait_for(sub.get(), timeout=ping or 30)
+                    except TimeoutError:
+                        if ping:
+                            yield f"event: ping\ndata: {json.dumps({'interval': ping})}\n\n"
+                        continue
+                    await asyncio.sleep(0.05)                 # coalesce a burst of changes
+                    while getattr(sub, "pending", lambda: False)():
+                        sub.get_nowait()
+                    state = await account_state(store, account_id)
+                    if state != last:
+                        last = state
+                        yield f"event: state\ndata: {json.dumps(_state_change(account_id, state))}\n\n"
+                        if close_after:
+                            return
+            finally:
+                sub.close()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _state_change(account_id: int, state: str) -> dict[str, Any]:
+    types = {t: state for t in ("Mailbox", "Email", "Thread", "EmailDelivery", "EmailSubmission", "Identity")}
+    return {"@type": "StateChange", "changed": {ids.account(account_id): types}}
+
+
+# -- result references (RFC 8620 3.7) --------------------------------------------------------
+def _resolve_references(args: dict[str, Any], responses: list[list[Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if not key.startswith("#"):
+            out[key] = value
+            continue
+        name = key[1:]
+        if name in args:
+            raise MethodError("invalidArguments", f"both {name} and #{name} given")
+        if not isinstance(value, dict) or not all(isinstance(value.get(k), str)
+                                                  for k in ("resultOf", "name", "path")):
+            raise MethodError("invalidResultReference", f"#{name} is not a ResultReference")
+        source = next((r for r in responses if r[2] == value["resultOf"]), None)
+        if source is None or source[0] != value["name"]:
+            raise MethodError("invalidResultReference", f"no {value['name']} response {value['resultOf']!r}")
+        try:
+            out[name] = _pointer(source[1], value["path"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MethodError("invalidResultReference", f"path {value['path']} does not resolve") from None
+    return out
+
+
+def _pointer(doc: Any, path: str) -> Any:
+    """RFC 6901 JSON pointer with JMAP's ``*`` (map over an array, flattening arrays)."""
+    if path == "":
+        return doc
+    if not path.startswith("/"):
+        raise ValueError("pointer must start with /")
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+    return _walk(doc, parts)
+
+
+def _walk(doc: Any, parts: list[str]) -> Any:
+    if not parts:
+        return doc
+    head, rest = parts[0], parts[1:]
+    if isinstance(doc, list):
+        if head == "*":
+            out: list[Any] = []
+            for item in doc:
+                value = _walk(item, rest)
+                out.extend(value if isinstance(value, list) else [value])
+            return out
+        return _walk(doc[int(head)], rest)
+    if isinstance(doc, dict):
+        return _walk(doc[head], rest)
+    raise TypeError("cannot descend")
+
+
+def routes(ctx: Any) -> list[BaseRoute]:
+    j = JMAP(ctx)
+    return [
+        Route("/.well-known/jmap", j.session, methods=["GET"]),
+        Route("/jmap/session", j.session, methods=["GET"]),
+        Route("/jmap/api", j.api, methods=["POST"]),
+        Route("/jmap/upload/{account}/", j.upload, methods=["POST"]),
+        Route("/jmap/download/{account}/{blob}/{name}", j.download, methods=["GET"]),
+        Route("/jmap/eventsource", j.eventsource, methods=["GET"]),
+    ]

@@ -1,0 +1,75 @@
+"""Blob ids the API hands out (RFC 8620 6): ``B<sha256>`` for whole stored blobs (uploads
+and messages) and ``P<message id>-<part id>`` for one MIME part of a stored message,
+decoded. A blob is readable by an account that owns a message holding it or uploaded it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .parts import find_part, parse_message
+from .registry import ids
+
+UPLOAD_TTL = 24 * 3600.0
+_uploads: dict[tuple[int, str], float] = {}
+
+
+def remember_upload(account_id: int, digest: str) -> None:
+    now = time.time()
+    if len(_uploads) > 100_000:
+        for key in [k for k, t in _uploads.items() if now - t > UPLOAD_TTL]:
+            del _uploads[key]
+    _uploads[(account_id, digest)] = now
+
+
+def uploaded_by(account_id: int, digest: str) -> bool:
+    when = _uploads.get((account_id, digest))
+    return when is not None and time.time() - when < UPLOAD_TTL
+
+
+async def store_upload(store: Any, data: bytes, account_id: int | None = None) -> str:
+    ref = await store.put_blob(data)
+    if account_id is not None:
+        remember_upload(account_id, ref.id)
+    return ids.blob(ref.id)
+
+
+def part_blob_id(message_id: int, part_id: str) -> str:
+    return f"P{message_id}-{part_id}"
+
+
+async def owns_blob(store: Any, account_id: int, digest: str) -> bool:
+    if uploaded_by(account_id, digest):
+        return True
+    from .sql import account_has_blob
+
+    return await account_has_blob(store, account_id, digest)
+
+
+async def read_blob_for(store: Any, account_id: int, blob_id: str) -> bytes | None:
+    """The bytes behind ``blob_id`` if ``account_id`` may read them, else None."""
+    digest = ids.parse_blob(blob_id)
+    if digest is not None:
+        if not await owns_blob(store, account_id, digest):
+            return None
+        try:
+            return bytes(await store.read_blob(digest))
+        except Exception:  # noqa: BLE001 - gone
+            return None
+    if blob_id.startswith("P") and "-" in blob_id:
+        head, _, part_id = blob_id[1:].partition("-")
+        if not head.isdigit():
+            return None
+        found = await store.get_messages_by_id([int(head)], with_summary=False)
+        if not found:
+            return None
+        message = found[0]
+        box = await store.get_mailbox_by_id(message.mailbox_id)
+        if box.account_id != account_id:
+            return None
+        part = find_part(parse_message(bytes(await store.read_blob(message.blob_id))), part_id)
+        if part is None:
+            return None
+        payload = part.get_payload(decode=True)
+        return payload if isinstance(payload, bytes) else part.as_bytes()
+    return None

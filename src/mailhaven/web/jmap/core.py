@@ -1,0 +1,53 @@
+"""Core/echo (RFC 8620 4) and the shared shape of /get and /set arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import CORE, Call, MethodError, method
+
+
+@method("Core/echo", CORE)
+async def echo(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    return args
+
+
+def get_ids(call: Call, args: dict[str, Any]) -> list[str] | None:
+    """The ``ids`` argument of a /get (None: all), checked against maxObjectsInGet."""
+    call.check_account(args)
+    wanted = args.get("ids")
+    if wanted is None:
+        return None
+    if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted):
+        raise MethodError("invalidArguments", "ids must be a list of strings or null")
+    if len(wanted) > call.limits.get("maxObjectsInGet", 1000):
+        raise MethodError("requestTooLarge", "too many ids")
+    return [call.resolve_id(i) for i in wanted]
+
+
+def properties(args: dict[str, Any], allowed: set[str], default: list[str]) -> list[str]:
+    props = args.get("properties")
+    if props is None:
+        return default
+    if not isinstance(props, list) or not all(isinstance(p, str) for p in props):
+        raise MethodError("invalidArguments", "properties must be a list of strings")
+    bad = [p for p in props if p not in allowed and not p.startswith("header:")]
+    if bad:
+        raise MethodError("invalidArguments", f"unknown properties {bad}")
+    return list(dict.fromkeys(["id", *props]))
+
+
+def check_set_size(call: Call, args: dict[str, Any]) -> None:
+    call.check_account(args)
+    n = sum(len(args.get(k) or {}) for k in ("create", "update", "destroy"))
+    if n > call.limits.get("maxObjectsInSet", 1000):
+        raise MethodError("requestTooLarge", "too many objects in one /set")
+    for key, kind in (("create", dict), ("update", dict), ("destroy", list)):
+        if args.get(key) is not None and not isinstance(args[key], kind):
+            raise MethodError("invalidArguments", f"{key} has the wrong type")
+
+
+def check_if_in_state(args: dict[str, Any], state: str) -> None:
+    wanted = args.get("ifInState")
+    if wanted is not None and wanted != state:
+        raise MethodError("stateMismatch", f"state is {state}")

@@ -1,0 +1,81 @@
+"""The ``http`` listener: uvicorn serving :func:`mailhaven.web.app.build_app` in-process.
+
+On a loopback address it speaks plain HTTP (a reverse proxy or the local browser); on any
+other address HTTPS with the server's certificate, so passwords never cross a network in
+clear text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from .app import build_app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: ``mailhaven serve`` owns SIGINT/SIGTERM and
+    closes every listener, this one included."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpListener:
+    def __init__(self, ctx: Any, host: str, port: int) -> None:
+        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self.server: uvicorn.Server | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.sockets: list[socket.socket] = []
+
+    async def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.sockets = [sock]
+        config = uvicorn.Config(build_app(self.ctx), log_level="warning", access_log=False, lifespan="off",
+                                proxy_headers=False, server_header=False, timeout_keep_alive=30, timeout_graceful_shutdown=3,
+                                limit_concurrency=max(100, self.ctx.config.limits.connections))
+        config.load()
+        if not _is_loopback(self.host):
+            config.ssl = self.ctx.tls
+        self.server = _Server(config)
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started and not self.task.done():
+            await asyncio.sleep(0.01)
+        if self.task.done():
+            self.task.result()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+
+    async def wait_closed(self) -> None:
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.task, timeout=10)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def start_listener(ctx: Any, name: str, host: str, port: int) -> HttpListener:
+    listener = HttpListener(ctx, host, port)
+    await listener.start()
+    return listener
