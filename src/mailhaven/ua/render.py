@@ -85,7 +85,7 @@ def attachments(msg: Message) -> list[dict[str, Any]]:
             name = None
         if part.get_content_type() == "message/rfc822":
             inner = part.get_payload()
-            body = inner[0].as_bytes() if isinstance(inner, list) and inner else b""
+            body = inner[0].as_bytes() if isinstance(inner, list) and inner and isinstance(inner[0], Message) else b""
             name = name or "forwarded.eml"
         else:
             decoded = part.get_payload(decode=True)
