@@ -336,3 +336,26 @@ async def test_inline_orphans_are_collected(backend):
     with pytest.raises(NotFound):
         await s.read_blob(orphans[0].id)
     assert await s.integrity_check() == []
+
+
+async def test_move_keeps_the_message_id(backend):
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    archive = await s.create_mailbox(bob.id, "Kept")
+    first = (await s.deliver(await s.put_blob(RAW), [bob.id]))[0].message
+    second = (await s.deliver(await s.put_blob(REPLY), [bob.id]))[0].message
+    before = (await s.get_account_by_id(bob.id)).modseq
+    pairs = await s.move(inbox.id, [first.uid], archive.id)
+    assert pairs == [(first.uid, 1)]
+    (moved,) = await s.list_messages(archive.id)
+    assert (moved.id, moved.uid, moved.blob_id) == (first.id, 1, first.blob_id)   # same id, new UID
+    assert [m.id for m in await s.list_messages(inbox.id)] == [second.id]
+    assert (await s.changes_since(inbox.id, before)).expunged == [first.uid]       # QRESYNC VANISHED
+    changed, gone, _ = await s.account_changes_since(bob.id, before)
+    assert [m.id for m in changed] == [first.id] and gone == []                     # moved, not destroyed
+    await s.expunge(archive.id, [1])
+    _, gone, _ = await s.account_changes_since(bob.id, before)
+    assert gone == [first.id]
+    assert (await s.get_account_by_id(bob.id)).used == len(REPLY)
+    assert [r.id for r in await s.get_messages_by_id([first.id, second.id])] == [second.id]

@@ -356,7 +356,8 @@ class Store(Protocol):
     async def move(
         self, src_mailbox_id: int, uids: Iterable[int], dst_mailbox_id: int
     ) -> list[tuple[int, int]]:
-        """Atomic copy + expunge (no quota change)."""
+        """Atomic copy + expunge (no quota change). The message keeps its store id (the JMAP
+        Email id); it gets a new UID in the destination and its old UID is logged as expunged."""
         ...
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> MailboxChanges: ...

@@ -332,6 +332,30 @@ class MessageMethods:
         return await self.write(expunge)
 
     @staticmethod
+    async def _move_rows(conn: asyncpg.Connection, account_id: int, src: int, uids: list[int], dst: int,
+                         modseq: int) -> list[tuple[int, int]]:
+        """In place: the row keeps its id (the JMAP Email id), gets a new UID in the destination,
+        and the source logs the old UID as expunged (QRESYNC VANISHED)."""
+        rows = await conn.fetch(
+            "SELECT id, uid FROM messages WHERE mailbox_id=$1 AND uid = ANY($2::bigint[]) ORDER BY uid FOR UPDATE",
+            src, uids)
+        if not rows:
+            return []
+        first = await conn.fetchval(
+            "UPDATE mailboxes SET uidnext = uidnext + $3, highestmodseq = $2 WHERE id = $1 "
+            "RETURNING uidnext - $3", dst, modseq, len(rows))
+        new_uids = list(range(first, first + len(rows)))
+        await conn.execute(
+            "INSERT INTO expunged SELECT $1, $2, x.id, x.uid, $3 FROM unnest($4::bigint[], $5::bigint[]) AS x(id, uid)",
+            src, account_id, modseq, [r["id"] for r in rows], [r["uid"] for r in rows])
+        await conn.execute(
+            "UPDATE messages m SET mailbox_id = $1, uid = x.uid, modseq = $2 "
+            "FROM unnest($3::bigint[], $4::bigint[]) AS x(id, uid) WHERE m.id = x.id",
+            dst, modseq, [r["id"] for r in rows], new_uids)
+        await conn.execute("UPDATE mailboxes SET highestmodseq=$1 WHERE id=$2", modseq, src)
+        return [(r["uid"], u) for r, u in zip(rows, new_uids, strict=True)]
+
+    @staticmethod
     async def _copy_rows(conn: asyncpg.Connection, account_id: int, src: int, uids: list[int], dst: int,
                          modseq: int, check_quota: bool) -> list[tuple[int, int]]:
         rows = await conn.fetch(
@@ -377,11 +401,12 @@ class MessageMethods:
             if not wanted:
                 return []
             modseq = await bump_modseq(conn, account_id)
-            pairs = await self._copy_rows(conn, account_id, src, wanted, dst, modseq, check_quota=not move)
-            if move and pairs:
-                await self._remove_rows(conn, account_id, src, [p[0] for p in pairs], modseq,
-                                        adjust_quota=False)
-                tx.publish(account_id, src, "expunge", modseq)
+            if move:
+                pairs = await self._move_rows(conn, account_id, src, wanted, dst, modseq)
+                if pairs:
+                    tx.publish(account_id, src, "expunge", modseq)
+            else:
+                pairs = await self._copy_rows(conn, account_id, src, wanted, dst, modseq, check_quota=True)
             if pairs:
                 tx.publish(account_id, dst, "exists", modseq)
             return pairs
@@ -416,7 +441,8 @@ class MessageMethods:
                 raise NotFound(f"no account {account_id}")
             rows = await conn.fetch(f"SELECT {cols(False)} FROM messages WHERE account_id=$1 AND modseq > $2 "
                                     "ORDER BY id", account_id, modseq)
-            gone = await conn.fetch("SELECT message_id FROM expunged WHERE account_id=$1 AND modseq > $2 "
+            gone = await conn.fetch("SELECT DISTINCT message_id FROM expunged e WHERE account_id=$1 AND modseq > $2 "
+                                    "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id) "
                                     "ORDER BY message_id", account_id, modseq)
             return [message(r, False) for r in rows], [r[0] for r in gone], int(current)
 

@@ -591,8 +591,7 @@ class PostgresStore(MessageMethods):
                 target = await self._create_mailbox(conn, account_id, new_name, None)
                 uids = [r[0] for r in await conn.fetch(
                     "SELECT uid FROM messages WHERE mailbox_id=$1 ORDER BY uid", mailbox_id)]
-                await self._copy_rows(conn, account_id, mailbox_id, uids, target, modseq, check_quota=False)
-                await self._remove_rows(conn, account_id, mailbox_id, uids, modseq, adjust_quota=False)
+                await self._move_rows(conn, account_id, mailbox_id, uids, target, modseq)
                 tx.publish(account_id, mailbox_id, "expunge", modseq)
                 tx.publish(account_id, target, "mailbox", modseq)
                 return target

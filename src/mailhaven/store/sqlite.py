@@ -997,8 +997,23 @@ class SQLiteStore:
 
     def _move_rows(self, conn: sqlite3.Connection, account_id: int, src: int, uids: list[int], dst: int,
                    modseq: int) -> list[tuple[int, int]]:
-        pairs = self._copy_rows(conn, account_id, src, uids, dst, modseq, check_quota=False)
-        self._remove_rows(conn, account_id, src, [p[0] for p in pairs], modseq, adjust_quota=False)
+        """In place: the row keeps its id (the JMAP Email id, RFC 8621 4.1.1), gets a new UID in
+        the destination, and the source logs the old UID as expunged (QRESYNC VANISHED)."""
+        pairs: list[tuple[int, int]] = []
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            rows = conn.execute(
+                f"SELECT id, uid FROM messages WHERE mailbox_id=? AND uid IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY uid", (src, *chunk)).fetchall()
+            for row in rows:
+                uid = conn.execute(
+                    "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq=? WHERE id=? RETURNING uidnext - 1",
+                    (modseq, dst)).fetchone()[0]
+                conn.execute("INSERT INTO expunged VALUES (?,?,?,?,?)", (src, account_id, row["id"], row["uid"], modseq))
+                conn.execute("UPDATE messages SET mailbox_id=?, uid=?, modseq=? WHERE id=?", (dst, uid, modseq, row["id"]))
+                pairs.append((row["uid"], uid))
+        if pairs:
+            conn.execute("UPDATE mailboxes SET highestmodseq=? WHERE id=?", (modseq, src))
         return pairs
 
     async def _copy_or_move(self, src: int, uids: Iterable[int], dst: int, move: bool) -> list[tuple[int, int]]:
@@ -1056,7 +1071,8 @@ class SQLiteStore:
             rows = conn.execute(f"SELECT {_columns(False)} FROM messages WHERE account_id=? AND modseq>? "
                                 "ORDER BY id", (account_id, modseq)).fetchall()
             gone = [r[0] for r in conn.execute(
-                "SELECT message_id FROM expunged WHERE account_id=? AND modseq>? ORDER BY message_id",
+                "SELECT DISTINCT message_id FROM expunged e WHERE account_id=? AND modseq>? "
+                "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id) ORDER BY message_id",
                 (account_id, modseq))]
             return [_message(r, False) for r in rows], gone, int(current[0])
 
