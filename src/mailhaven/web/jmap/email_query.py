@@ -35,10 +35,17 @@ def _utc(value: Any) -> float:
 
 
 class Row:
-    __slots__ = ("id", "mailbox_id", "uid", "size", "received", "thread_id", "flags")
+    __slots__ = ("id", "mailbox_id", "uid", "size", "received", "thread_id", "_flags", "_parsed")
 
     def __init__(self, r: tuple[Any, ...]) -> None:
-        self.id, self.mailbox_id, self.uid, self.size, self.received, self.thread_id, self.flags = r
+        self.id, self.mailbox_id, self.uid, self.size, self.received, self.thread_id, self._flags = r
+        self._parsed: frozenset[str] | None = None
+
+    @property
+    def flags(self) -> frozenset[str]:
+        if self._parsed is None:
+            self._parsed = frozenset((self._flags or "").split())
+        return self._parsed
 
 
 class Query:

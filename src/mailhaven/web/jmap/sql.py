@@ -48,7 +48,8 @@ async def thread_members(store: Any, account_id: int, thread_ids: list[int]) -> 
 
 
 async def account_message_rows(store: Any, account_id: int, mailbox_ids: list[int] | None) -> list[tuple[Any, ...]]:
-    """(id, mailbox_id, uid, size, internal_date, thread_id) of every message (in the mailboxes)."""
+    """(id, mailbox_id, uid, size, internal_date, thread_id, flags as space-separated text) of every
+    message (in the mailboxes)."""
     cols = "id, mailbox_id, uid, size, internal_date, thread_id, flags"
     if _is_sqlite(store):
         params: tuple[Any, ...]
@@ -57,8 +58,8 @@ async def account_message_rows(store: Any, account_id: int, mailbox_ids: list[in
         else:
             marks = ",".join("?" * len(mailbox_ids)) or "NULL"
             sql, params = f"SELECT {cols} FROM messages WHERE mailbox_id IN ({marks})", tuple(mailbox_ids)
-        rows = await store.db.read(lambda conn: conn.execute(sql, params).fetchall())
-        return [(*tuple(r)[:6], frozenset(f for f in (r[6] or "").split() if f)) for r in rows]
+        conn_rows = await store.db.read(lambda conn: conn.execute(sql, params).fetchall())
+        return [tuple(r) for r in conn_rows]                    # flags as the stored text
 
     async def fetch(conn: Any) -> list[Any]:
         if mailbox_ids is None:
@@ -67,4 +68,4 @@ async def account_message_rows(store: Any, account_id: int, mailbox_ids: list[in
                                      mailbox_ids))
 
     rows = await store.read(fetch)
-    return [(*tuple(r)[:6], frozenset(r[6] or [])) for r in rows]
+    return [(*tuple(r)[:6], " ".join(r[6] or [])) for r in rows]
