@@ -51,13 +51,13 @@ class Envelope:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RecipientResult:
-    address: str
+class Outcome:
+    """What happened to a recipient: an SMTP reply, or ``code`` 0 when none came."""
+
     code: int
-    """SMTP reply code; 0 when no answer came (connection lost)."""
     enhanced: str | None
     text: str
-    remote_mta: str | None
+    remote_mta: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -68,8 +68,23 @@ class RecipientResult:
         return self.code >= 500
 
     def diagnostic(self) -> str:
+        if not self.code:
+            return self.text
         enhanced = f"{self.enhanced} " if self.enhanced else ""
-        return f"{self.code} {enhanced}{self.text}".replace("\n", " ").strip()
+        return " ".join(f"{self.code} {enhanced}{self.text}".split())
+
+    def status(self) -> str:
+        """The RFC 3463 status for a DSN."""
+        if self.enhanced:
+            return self.enhanced
+        if self.delivered:
+            return "2.0.0"
+        return "5.0.0" if self.permanent else "4.0.0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecipientResult(Outcome):
+    address: str
 
 
 class DeliveryError(Exception):

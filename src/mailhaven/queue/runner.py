@@ -26,50 +26,16 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 from ..logs import Log
 from .api import OutboundMessage, OutboundRecipient
-from .delivery import DeliveryError, DestinationSession, Envelope, RecipientResult, Timeouts
+from .delivery import DeliveryError, DestinationSession, Envelope, Outcome, Timeouts
 from .dsn import DSNRecipient, build_dsn, wants_dsn
 from .mx import Backoff, RouteError, Router
 from .store import Entry, QueueStore, queue_store
 
 CLAIM_BATCH = 500
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    code: int
-    enhanced: str | None
-    text: str
-    remote_mta: str | None = None
-
-    @property
-    def delivered(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def permanent(self) -> bool:
-        return self.code >= 500
-
-    def diagnostic(self) -> str:
-        if not self.code:
-            return self.text
-        enhanced = f"{self.enhanced} " if self.enhanced else ""
-        return " ".join(f"{self.code} {enhanced}{self.text}".split())
-
-    def status(self) -> str:
-        if self.enhanced:
-            return self.enhanced
-        if self.delivered:
-            return "2.0.0"
-        return "5.0.0" if self.permanent else "4.0.0"
-
-
-def _from_result(r: RecipientResult) -> Outcome:
-    return Outcome(code=r.code, enhanced=r.enhanced, text=r.text, remote_mta=r.remote_mta)
 
 
 class QueueRunner:
@@ -223,7 +189,7 @@ class QueueRunner:
                     return
                 for entry, result in zip(group, results, strict=True):
                     log.info("attempt", id=entry.id, rcpt=entry.rcpt, reply=result.diagnostic())
-                    await self._record(entry, _from_result(result), peer_dsn=session.offers_dsn)
+                    await self._record(entry, result, peer_dsn=session.offers_dsn)
         finally:
             await session.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .registry import CORE, Call, MethodError, method
@@ -45,6 +46,25 @@ def check_set_size(call: Call, args: dict[str, Any]) -> None:
     for key, kind in (("create", dict), ("update", dict), ("destroy", list)):
         if args.get(key) is not None and not isinstance(args[key], kind):
             raise MethodError("invalidArguments", f"{key} has the wrong type")
+
+
+async def create_each(call: Call, creates: Any,
+                      make: Callable[[dict[str, Any]], Awaitable[tuple[str, dict[str, Any]]]]
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The create half of a /set: ``make(obj)`` returns (server id, created properties) or
+    raises MethodError; creation ids are recorded for later calls (RFC 8620 5.3)."""
+    created: dict[str, Any] = {}
+    not_created: dict[str, Any] = {}
+    for cid, obj in (creates or {}).items():
+        try:
+            if not isinstance(obj, dict):
+                raise MethodError("invalidProperties", "not an object")
+            server_id, props = await make(obj)
+            call.created_ids[cid] = server_id
+            created[cid] = props
+        except MethodError as exc:
+            not_created[cid] = exc.as_response()
+    return created, not_created
 
 
 def check_if_in_state(args: dict[str, Any], state: str) -> None:

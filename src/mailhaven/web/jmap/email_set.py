@@ -16,7 +16,7 @@ from typing import Any
 
 from ...store.api import FlagMode, NotFound, QuotaExceeded
 from .blobs import read_blob_for
-from .core import check_if_in_state, check_set_size
+from .core import check_if_in_state, check_set_size, create_each
 from .email_get import flag_of, own_messages
 from .registry import Call, MethodError, ids, method
 from .state import account_state
@@ -207,18 +207,13 @@ async def email_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     check_set_size(call, args)
     old_state = await account_state(call.store, call.account.id)
     check_if_in_state(args, old_state)
-    created: dict[str, Any] = {}
-    not_created: dict[str, Any] = {}
-    for cid, obj in (args.get("create") or {}).items():
-        try:
-            if not isinstance(obj, dict):
-                raise MethodError("invalidProperties", "not an object")
-            raw = await build_message(call, obj)
-            message = await _append(call, raw, obj.get("mailboxIds"), obj.get("keywords"), obj.get("receivedAt"))
-            call.created_ids[cid] = ids.email(message.id)
-            created[cid] = _created(message)
-        except MethodError as exc:
-            not_created[cid] = exc.as_response()
+
+    async def make(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        raw = await build_message(call, obj)
+        message = await _append(call, raw, obj.get("mailboxIds"), obj.get("keywords"), obj.get("receivedAt"))
+        return ids.email(message.id), _created(message)
+
+    created, not_created = await create_each(call, args.get("create"), make)
     updated: dict[str, Any] = {}
     not_updated: dict[str, Any] = {}
     for jid, patch in (args.get("update") or {}).items():
@@ -255,20 +250,17 @@ async def email_import(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     emails = args.get("emails")
     if not isinstance(emails, dict):
         raise MethodError("invalidArguments", "emails must be a map")
-    created: dict[str, Any] = {}
-    not_created: dict[str, Any] = {}
-    for cid, obj in emails.items():
-        try:
-            if not isinstance(obj, dict) or not isinstance(obj.get("blobId"), str):
-                raise MethodError("invalidProperties", "blobId is required", properties=["blobId"])
-            raw = await read_blob_for(call.store, call.account.id, obj["blobId"])
-            if raw is None:
-                raise MethodError("blobNotFound", notFound=[obj["blobId"]])
-            message = await _append(call, raw, obj.get("mailboxIds"), obj.get("keywords"), obj.get("receivedAt"))
-            call.created_ids[cid] = ids.email(message.id)
-            created[cid] = _created(message)
-        except MethodError as exc:
-            not_created[cid] = exc.as_response()
+
+    async def make(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if not isinstance(obj.get("blobId"), str):
+            raise MethodError("invalidProperties", "blobId is required", properties=["blobId"])
+        raw = await read_blob_for(call.store, call.account.id, obj["blobId"])
+        if raw is None:
+            raise MethodError("blobNotFound", notFound=[obj["blobId"]])
+        message = await _append(call, raw, obj.get("mailboxIds"), obj.get("keywords"), obj.get("receivedAt"))
+        return ids.email(message.id), _created(message)
+
+    created, not_created = await create_each(call, emails, make)
     return {"accountId": call.account_id, "oldState": old_state,
             "newState": await account_state(call.store, call.account.id),
             "created": created or None, "notCreated": not_created or None}

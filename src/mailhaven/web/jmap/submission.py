@@ -24,7 +24,7 @@ from typing import Any
 
 from ...queue.api import OutboundMessage, OutboundRecipient
 from ...store.api import NotFound
-from .core import check_if_in_state, check_set_size, get_ids
+from .core import check_if_in_state, check_set_size, create_each, get_ids
 from .email_get import own_messages
 from .email_set import apply_update, destroy
 from .registry import QUOTA, SUBMISSION, Call, MethodError, ids, method
@@ -234,17 +234,12 @@ async def submission_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     check_set_size(call, args)
     old = await account_state(call.store, call.account.id)
     check_if_in_state(args, old)
-    created: dict[str, Any] = {}
-    not_created: dict[str, Any] = {}
-    for cid, obj in (args.get("create") or {}).items():
-        try:
-            if not isinstance(obj, dict):
-                raise MethodError("invalidProperties", "not an object")
-            sub = await _send(call, obj)
-            call.created_ids[cid] = sub.id
-            created[cid] = {"id": sub.id, "sendAt": sub.as_json()["sendAt"], "undoStatus": "final"}
-        except MethodError as exc:
-            not_created[cid] = exc.as_response()
+
+    async def make(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        sub = await _send(call, obj)
+        return sub.id, {"id": sub.id, "sendAt": sub.as_json()["sendAt"], "undoStatus": "final"}
+
+    created, not_created = await create_each(call, args.get("create"), make)
     not_updated = {sid: {"type": "cannotUnsend", "description": "sent at once"} for sid in (args.get("update") or {})}
     not_destroyed = {sid: {"type": "forbidden"} for sid in (args.get("destroy") or [])}
     out: dict[str, Any] = {"accountId": call.account_id, "oldState": old,
