@@ -335,6 +335,14 @@ async def test_enable_qresync_and_vanished(store) -> None:  # type: ignore[no-un
     assert b"FETCH (UID 3 FLAGS (\\Seen) MODSEQ" in out
     out = await c.cmd(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)")
     assert b"* VANISHED (EARLIER) 2" in out and b"UID 3" in out and b"UID 1 " not in out
+    # RFC 7162 3.2.5.2: known UIDs plus sequence-match data (sequence numbers paired with UIDs).
+    await c.cmd("UNSELECT")
+    out = await c.cmd(f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq} 1:3 (1:3 1:3)))")
+    assert b"* VANISHED (EARLIER) 2" in out and b"FETCH (UID 3 FLAGS (\\Seen)" in out
+    await c.cmd("UNSELECT")
+    await c.cmd(f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq} 1:3 (1:3 1,3)))", expect="BAD")
+    await c.cmd(f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq} 1:3 (1:* 1:3)))", expect="BAD")
+    await c.cmd(f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq} 1:3 (1:3)))", expect="BAD")
 
 
 async def test_sort_and_thread(store) -> None:  # type: ignore[no-untyped-def]

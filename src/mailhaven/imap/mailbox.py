@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..store.api import SPECIAL_USES, AlreadyExists, InvalidName, Mailbox, NotFound, QuotaExceeded
-from .grammar import Args, decode_mailbox, encode_mailbox, parse_datetime, parse_sequence_set
+from .grammar import (
+    Args,
+    SequenceSet,
+    decode_mailbox,
+    encode_mailbox,
+    parse_datetime,
+    parse_sequence_set,
+)
 from .parser import Atom, Command, ParenList, String
 from .responses import (
     ALREADYEXISTS,
@@ -128,6 +135,22 @@ async def _qresync(s: Session, sel: SelectedMailbox, params: list[object]) -> No
     known = None
     if not a.at_end() and not a.peek_list():
         known = parse_sequence_set(a.atom("known uids"))
+    if not a.at_end():
+        # seq-match-data: "(known-sequence-set known-uid-set)", pairs in order. It lets a
+        # server without a complete expunge history shorten VANISHED; ours is complete
+        # (every expunge is logged with its MODSEQ), so it is checked, never needed.
+        match = Args(a.plist("sequence match data"))
+        seqs = parse_sequence_set(match.atom("known sequence set"))
+        uids = parse_sequence_set(match.atom("known uid set"))
+        match.end()
+        def size(x: SequenceSet) -> int | None:
+            if x.saved or any(lo == 0 or hi == 0 for lo, hi in x.ranges):
+                return None                                  # "*" and "$" name no fixed count
+            return sum(abs(hi - lo) + 1 for lo, hi in x.ranges)
+
+        if size(seqs) is None or size(seqs) != size(uids):
+            raise Bad("sequence match data must pair as many sequence numbers as UIDs")  # RFC 7162 3.2.5.2
+    a.end()
     if uidvalidity != sel.uidvalidity:
         return
     changes = await s.store.changes_since(sel.id, modseq)
