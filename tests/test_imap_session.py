@@ -487,3 +487,19 @@ async def test_authenticate_refused_without_tls_from_untrusted_peer(store) -> No
     for mech in ("PLAIN", "SCRAM-SHA-256"):
         out = await c.cmd(f"AUTHENTICATE {mech}", expect="NO")
         assert b"PRIVACYREQUIRED" in out
+
+
+async def test_utf8_headers_downgraded_without_utf8_accept(store) -> None:  # type: ignore[no-untyped-def]
+    raw = ("From: Jörg Müller <joerg@bücher.example>\r\nTo: alice@example.com\r\nSubject: Grüße aus Köln\r\n"
+           "Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <u1@example.org>\r\n\r\nHallo\r\n").encode()
+    _, c = await setup(store, raw)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1 (ENVELOPE)")
+    assert out.isascii()                                          # RFC 6855 3: no raw UTF-8
+    assert b'"=?utf-8?b?R3LDvMOfZSBhdXMgS8O2bG4=?="' in out       # the subject as an encoded word
+    assert b'"xn--bcher-kva.example"' in out                       # the domain as an A-label
+    await c.cmd("UNSELECT")
+    await c.cmd("ENABLE UTF8=ACCEPT")
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1 (ENVELOPE)")
+    assert '"Grüße aus Köln"'.encode() in out and '"bücher.example"'.encode() in out

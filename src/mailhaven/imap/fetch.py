@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.header
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -375,6 +376,22 @@ def _ns(value: Any, utf8: bool) -> bytes:
     return nstring(str(value), utf8=utf8)
 
 
+def _downgrade(value: Any, kind: str) -> Any:
+    """RFC 6855 3 / RFC 6857 3.2: a session without UTF8=ACCEPT gets no raw UTF-8 in ENVELOPE:
+    text (subject, display names) as RFC 2047 encoded words, domains as A-labels (IDNA).
+    A non-ASCII local part has no ASCII form; it stays a (UTF-8) literal."""
+    if value is None or not isinstance(value, str) or value.isascii():
+        return value
+    if kind == "text":
+        return email.header.Header(value, "utf-8", maxlinelen=10_000).encode()
+    if kind == "host":
+        try:
+            return value.encode("idna").decode("ascii")
+        except UnicodeError:
+            return value
+    return value
+
+
 def render_envelope(env: list[Any], utf8: bool) -> bytes:
     parts: list[bytes] = []
     for i, value in enumerate(env):
@@ -383,9 +400,10 @@ def render_envelope(env: list[Any], utf8: bool) -> bytes:
                 parts.append(b"NIL")
             else:
                 parts.append(b"(" + b"".join(
-                    b"(" + b" ".join(_ns(x, utf8) for x in addr) + b")" for addr in value) + b")")
+                    b"(" + b" ".join(_ns(x if utf8 else _downgrade(x, ("text", "adl", "mailbox", "host")[k]), utf8)
+                                     for k, x in enumerate(addr)) + b")" for addr in value) + b")")
         else:
-            parts.append(_ns(value, utf8))
+            parts.append(_ns(value if utf8 or i != 1 else _downgrade(value, "text"), utf8))
     return b"(" + b" ".join(parts) + b")"
 
 
