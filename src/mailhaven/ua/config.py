@@ -18,6 +18,7 @@ address with ``starttls = false``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import subprocess
@@ -98,6 +99,13 @@ def _endpoint(url: str, kind: str) -> Endpoint:
     return Endpoint(host=parts.hostname, port=parts.port or default_port, implicit_tls=implicit, starttls=not implicit)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def load_accounts(path: Path) -> dict[str, Account]:
     if not path.exists():
         raise UAError(f"no accounts file at {path}; create one (see 'mailhaven mail --help')")
@@ -134,6 +142,8 @@ def _account(name: str, raw: dict[str, Any], path: Path) -> Account:
     imap = _endpoint(raw["imap"], "imap")
     smtp = _endpoint(raw["smtp"], "smtp")
     if raw.get("starttls") is False:
+        if not all(_loopback(ep.host) for ep in (imap, smtp)):
+            raise UAError(f"{path}: accounts.{name}.starttls = false is only allowed for loopback servers")
         imap = Endpoint(host=imap.host, port=imap.port, implicit_tls=imap.implicit_tls, starttls=False)
         smtp = Endpoint(host=smtp.host, port=smtp.port, implicit_tls=smtp.implicit_tls, starttls=False)
     command = raw.get("password_command")
