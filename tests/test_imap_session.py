@@ -503,3 +503,40 @@ async def test_utf8_headers_downgraded_without_utf8_accept(store) -> None:  # ty
     await c.cmd("SELECT INBOX")
     out = await c.cmd("FETCH 1 (ENVELOPE)")
     assert '"Grüße aus Köln"'.encode() in out and '"bücher.example"'.encode() in out
+
+
+async def test_select_from_the_index_cache_matches_the_store(store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """SELECT served from the per-process index plus the changes since it was taken shows
+    exactly what a load from the store shows, after flags, expunges, arrivals and moves."""
+    from mailhaven.imap import mailbox as mailbox_module
+
+    monkeypatch.setattr(mailbox_module, "INDEX_CACHE_MIN", 1)
+    acct, c = await setup(store, SIMPLE, MULTI, SIMPLE, MULTI)
+    other = Client(store)
+    await other.login()
+    await c.cmd("SELECT INBOX")                                   # loads and caches
+    await c.cmd("UNSELECT")
+    await other.cmd("SELECT INBOX")                               # from the cache
+    await other.cmd("STORE 1 +FLAGS (\\Flagged)")
+    await other.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    await other.cmd("EXPUNGE")
+    await other.cmd("CREATE Kept")
+    await other.cmd("UID MOVE 3 Kept")
+    await deliver(store, acct.id, SIMPLE)
+    await other.cmd("UNSELECT")
+
+    async def view(client: Client) -> bytes:
+        out = await client.cmd("SELECT INBOX")
+        fetched = await client.cmd("FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE MODSEQ)")
+        await client.cmd("UNSELECT")
+        exists = re.search(rb"\* (\d+) EXISTS", out)
+        return (exists.group(1) if exists else b"?") + b"\n" + b"\n".join(
+            line for line in fetched.split(b"\r\n") if line.startswith(b"* "))
+
+    cached = await view(c)
+    mailbox_module_cache = store.__dict__.get("_imap_index_cache", {})
+    assert mailbox_module_cache                                   # the cache was used and kept
+    mailbox_module_cache.clear()
+    fresh = await view(c)
+    assert cached == fresh
+    assert cached.startswith(b"3\n") and b"\\Flagged" in cached

@@ -35,7 +35,7 @@ from .responses import (
     sequence_list,
     sequence_set,
 )
-from .selected import SelectedMailbox
+from .selected import MailboxIndex, SelectedMailbox
 
 if TYPE_CHECKING:
     from .session import Session
@@ -85,12 +85,7 @@ async def cmd_select(s: Session, cmd: Command) -> str:
         s.state = State.AUTHENTICATED
         s.untagged("OK [CLOSED] Previous mailbox closed")  # RFC 9051 6.3.2 / RFC 7162 3.2.11
     box = await find_mailbox(s, name)
-    sel = SelectedMailbox(box, readonly)
-    fast = getattr(s.store, "list_message_meta", None)   # optional store fast path
-    if fast is not None:
-        sel.load_rows(await fast(box.id))
-    else:
-        sel.load(await s.store.list_messages(box.id))
+    sel = await _load(s, box, readonly)
     s.selected = sel
     s.state = State.SELECTED
     s.dirty = True
@@ -125,6 +120,37 @@ def _pairs(items: Sequence[object]) -> list[tuple[str, object]]:
         out.append((tok.value.upper(), value))
         i += 2 if value is not None else 1
     return out
+
+
+INDEX_CACHE_MAILBOXES = 64
+"""Mailboxes whose metadata a process keeps between SELECTs."""
+INDEX_CACHE_MIN = 1000
+"""Only mailboxes this big are kept: small ones load from the store as fast."""
+
+
+async def _load(s: Session, box: Mailbox, readonly: bool) -> SelectedMailbox:
+    """Fill the view: from the per-process index of this mailbox brought up to date with
+    the store's changes since it was taken (one indexed query), else from the store."""
+    cache: dict[int, tuple[int, int, MailboxIndex]] = s.store.__dict__.setdefault("_imap_index_cache", {})
+    entry = cache.get(box.id)
+    if entry is not None and entry[0] == box.uidvalidity:
+        changes = None if entry[1] == box.highestmodseq else await s.store.changes_since(box.id, entry[1])
+        sel = SelectedMailbox(box, readonly)
+        if sel.load_index(entry[2], changes):
+            if changes is not None:
+                cache[box.id] = (box.uidvalidity, changes.highestmodseq, sel.snapshot())
+            return sel
+    sel = SelectedMailbox(box, readonly)
+    fast = getattr(s.store, "list_message_meta", None)   # optional store fast path
+    if fast is not None:
+        sel.load_rows(await fast(box.id))
+    else:
+        sel.load(await s.store.list_messages(box.id))
+    if len(sel.uids) >= INDEX_CACHE_MIN:
+        if len(cache) >= INDEX_CACHE_MAILBOXES:
+            cache.pop(next(iter(cache)))
+        cache[box.id] = (box.uidvalidity, box.highestmodseq, sel.snapshot())
+    return sel
 
 
 async def _qresync(s: Session, sel: SelectedMailbox, params: list[object]) -> None:

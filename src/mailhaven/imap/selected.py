@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store.api import Mailbox, Message, Store
+from ..store.api import Mailbox, MailboxChanges, Message, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,17 @@ class Updates:
     """The new message count, when messages were added."""
     flags: list[int] = field(default_factory=list)
     """UIDs whose flags (or modseq) changed."""
+
+
+@dataclass(frozen=True)
+class MailboxIndex:
+    """A mailbox's metadata columns as of one MODSEQ, kept per process between SELECTs."""
+
+    uids: array[int]
+    flags: list[frozenset[str]]
+    modseq: array[int]
+    dates: array[float]
+    sizes: array[int]
 
 
 class SelectedMailbox:
@@ -126,6 +137,38 @@ class SelectedMailbox:
         if self.uids:
             self.uidnext = max(self.uidnext, self.uids[-1] + 1)
         self.announced = len(self.uids)
+
+    # -- the per-process index (what Dovecot keeps in its index files) -------------------
+    def snapshot(self) -> MailboxIndex:
+        return MailboxIndex(uids=array("I", self.uids), flags=list(self._flags), modseq=array("Q", self._modseq),
+                            dates=array("d", self._dates), sizes=array("I", self._sizes))
+
+    def load_index(self, index: MailboxIndex, changes: MailboxChanges | None) -> bool:
+        """Start from a cached index plus the changes since it was taken; False when the
+        changes do not fit it (the caller then loads from the store)."""
+        self.uids, self._flags = array("I", index.uids), list(index.flags)
+        self._modseq, self._dates, self._sizes = array("Q", index.modseq), array("d", index.dates), \
+            array("I", index.sizes)
+        for fs in set(self._flags):
+            self._intern(fs)
+        if changes is not None:
+            if changes.expunged:
+                self.remove(changes.expunged)
+            last = self.uids[-1] if self.uids else 0
+            for m in sorted(changes.changed, key=lambda m: m.uid):
+                i = self.index(m.uid)
+                if i is not None:
+                    self._flags[i] = self._intern(m.flags)
+                    self._modseq[i] = m.modseq
+                elif m.uid > last:
+                    self._append(m)
+                    last = m.uid
+                else:
+                    return False
+        if self.uids:
+            self.uidnext = max(self.uidnext, self.uids[-1] + 1)
+        self.announced = len(self.uids)
+        return True
 
     # -- numbering ----------------------------------------------------------------
     @property
