@@ -312,13 +312,15 @@ async def test_streamed_blob_round_trip(backend, size):
     ref = await w.finish()
     assert (ref.id, ref.size) == (hashlib.sha256(data).hexdigest(), size)
     assert await s.read_blob(ref.id) == data
+    other = await s.put_blob(b"another blob")
+    assert await s.read_blobs([ref.id, other.id, ref.id]) == [data, b"another blob", data]
     again = await s.put_blob(data)                      # content addressing: the same blob
     assert again == ref
     assert ref.id in await stored_blob_ids(s)
     aborted = s.blob_writer()
     aborted.write(b"never finished" * 10000)
     aborted.abort()
-    assert len(await stored_blob_ids(s)) == 1
+    assert len(await stored_blob_ids(s)) == 2
 
 
 async def test_inline_orphans_are_collected(backend):

@@ -41,8 +41,11 @@ class WireSizes:
         if missing:
             if len(self.cache) + len(missing) > SIZE_CACHE_LIMIT:
                 self.cache.clear()
+            many = getattr(self.store, "read_blobs", None)    # batched (inline blobs, PostgreSQL)
             paths = [self.store.blob_path(b) for b in missing]
-            if all(p is not None for p in paths):
+            if many is not None:
+                sizes = [P.wire_size(data) for data in await many(missing)]
+            elif all(p is not None for p in paths):
                 def measure() -> list[int]:
                     out = []
                     for path in paths:

@@ -310,6 +310,10 @@ class SQLiteStore:
     async def read_blob(self, blob_id: str) -> bytes:
         return await self.blobs.read(blob_id)
 
+    async def read_blobs(self, blob_ids: list[str]) -> list[bytes]:
+        """Many at once (IMAP FETCH of a range), one trip off the event loop."""
+        return await self.blobs.read_many(list(blob_ids))
+
     def blob_path(self, blob_id: str) -> str | None:
         return self.blobs.file_path(blob_id)
 
