@@ -102,6 +102,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"data in {config.data_dir.resolve()} ({config.store.backend})", flush=True)
         for name, (host, port) in running.listeners.items():
             print(f"  {name:<12} {host}:{port}", flush=True)
+        if "http" in running.listeners:
+            host, port = running.listeners["http"]
+            scheme = "http" if host.startswith("127.") or host in ("::1", "localhost") else "https"
+            shown = f"[{host}]" if ":" in host else host
+            print(f"Webmail: {scheme}://{shown}:{port}/   JMAP: {scheme}://{shown}:{port}/.well-known/jmap",
+                  flush=True)
         print("Log in everywhere with a full address and its password; add one with:\n"
               f"  mailhaven --data {args.data} domain add example.org\n"
               f"  mailhaven --data {args.data} user add you@example.org --password-stdin", flush=True)
