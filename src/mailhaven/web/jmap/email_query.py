@@ -14,7 +14,7 @@ from typing import Any
 
 from .email_get import flag_of, own_messages
 from .registry import Call, MethodError, ids, method
-from .sql import account_message_rows
+from .sql import account_message_rows, ordered_ids
 from .state import account_state
 
 TEXT_FIELDS = {"text": "text", "from": "from", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
@@ -32,6 +32,13 @@ def _utc(value: Any) -> float:
         return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise MethodError("invalidArguments", f"bad date {value}") from None
+
+
+class _Light:
+    __slots__ = ("id", "thread_id")
+
+    def __init__(self, id_: int, thread_id: int) -> None:
+        self.id, self.thread_id = id_, thread_id
 
 
 class Row:
@@ -181,18 +188,24 @@ async def email_query(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     box = ids.parse(flt["inMailbox"], "M") if isinstance(flt.get("inMailbox"), str) else None
     boxes = [box] if box is not None else None
     own = {b.id for b in await call.store.list_mailboxes(call.account.id)}
+    found: list[Any]
     if isinstance(flt.get("inMailbox"), str) and box not in own:
-        rows: list[Row] = []
+        found = []
+    elif set(flt) <= {"inMailbox"} and len(sort) == 1 and sort[0]["property"] in ("receivedAt", "size"):
+        # The webmail's listing: sorted by the database, no per-message Python objects.
+        column = "internal_date" if sort[0]["property"] == "receivedAt" else "size"
+        found = [_Light(i, t) for i, t in await ordered_ids(call.store, call.account.id, box, column,
+                                                            bool(sort[0].get("isAscending", True)))]
     else:
         rows = [Row(r) for r in await account_message_rows(call.store, call.account.id, boxes)]
-    query = Query(call, rows)
-    matched = await query.matches(flt)
-    found = [r for r in rows if r.id in matched]
-    value = await _sort_key(query, sort)
-    found.sort(key=lambda r: r.id, reverse=True)
-    for comparator in reversed(sort):
-        found.sort(key=lambda r, c=comparator: value(r, c["property"], c),  # type: ignore[misc]
-                   reverse=not comparator.get("isAscending", True))
+        query = Query(call, rows)
+        matched = await query.matches(flt)
+        found = [r for r in rows if r.id in matched]
+        value = await _sort_key(query, sort)
+        found.sort(key=lambda r: r.id, reverse=True)
+        for comparator in reversed(sort):
+            found.sort(key=lambda r, c=comparator: value(r, c["property"], c),  # type: ignore[misc]
+                       reverse=not comparator.get("isAscending", True))
     if args.get("collapseThreads"):
         seen: set[int] = set()
         collapsed = []

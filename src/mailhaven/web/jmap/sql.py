@@ -69,3 +69,27 @@ async def account_message_rows(store: Any, account_id: int, mailbox_ids: list[in
 
     rows = await store.read(fetch)
     return [(*tuple(r)[:6], " ".join(r[6] or [])) for r in rows]
+
+
+async def ordered_ids(store: Any, account_id: int, mailbox_id: int | None, column: str,
+                      ascending: bool) -> list[tuple[int, int]]:
+    """(id, thread id) of the mailbox's (or account's) messages, sorted in SQL by
+    ``internal_date`` or ``size`` (ties by id, the same way), for the common Email/query."""
+    assert column in ("internal_date", "size")
+    direction = "ASC" if ascending else "DESC"
+    order = f"ORDER BY {column} {direction}, id DESC"
+    if _is_sqlite(store):
+        if mailbox_id is None:
+            sql, params = f"SELECT id, thread_id FROM messages WHERE account_id=? {order}", (account_id,)
+        else:
+            sql, params = f"SELECT id, thread_id FROM messages WHERE mailbox_id=? {order}", (mailbox_id,)
+        rows = await store.db.read(lambda conn: conn.execute(sql, params).fetchall())
+        return [(r[0], r[1]) for r in rows]
+
+    async def fetch(conn: Any) -> list[Any]:
+        if mailbox_id is None:
+            return list(await conn.fetch(f"SELECT id, thread_id FROM messages WHERE account_id=$1 {order}",
+                                         account_id))
+        return list(await conn.fetch(f"SELECT id, thread_id FROM messages WHERE mailbox_id=$1 {order}", mailbox_id))
+
+    return [(r[0], r[1]) for r in await store.read(fetch)]
