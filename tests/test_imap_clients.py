@@ -134,6 +134,7 @@ def test_idle_told_of_new_mail_within_a_second(srv: ServerProcess) -> None:
     elapsed = time.monotonic() - start
     assert line == b"* 1 EXISTS\r\n"   # pushed, without any client command
     print(f"IDLE notified after {elapsed:.3f}s")
+    assert watcher.readline() == b"* 1 RECENT\r\n"   # the first session told of it (RFC 3501 2.3.2)
     watcher.send(b"DONE\r\n")
     assert watcher.readline().startswith(tag + b" OK")
     writer.select("IdleBox")

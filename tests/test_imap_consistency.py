@@ -68,7 +68,7 @@ async def test_idle_sees_delivery_expunge_and_flags(store) -> None:  # type: ign
     acct, a, b = await two_sessions(store)
     assert await b.send(b"i IDLE\r\n") == b"+ idling\r\n"
     await deliver(store, acct.id, MSG % (7, 7))
-    assert await b.poll() == b"* 4 EXISTS\r\n"
+    assert await b.poll() == b"* 4 EXISTS\r\n* 1 RECENT\r\n"
     await a.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
     await a.cmd("EXPUNGE")
     out = await b.poll()

@@ -95,7 +95,7 @@ async def test_state_table(store) -> None:  # type: ignore[no-untyped-def]
 async def test_select_examine_and_readonly(store) -> None:  # type: ignore[no-untyped-def]
     _, c = await setup(store, SIMPLE, MULTI)
     out = await c.cmd("SELECT INBOX")
-    assert b"* 2 EXISTS" in out and b"* 0 RECENT" in out and b"[UIDVALIDITY " in out
+    assert b"* 2 EXISTS" in out and b"* 2 RECENT" in out and b"[UIDVALIDITY " in out
     assert b"[UIDNEXT 3]" in out and b"[PERMANENTFLAGS (" in out and b"[READ-WRITE]" in out
     assert b"[UNSEEN 1]" in out and b"[HIGHESTMODSEQ " in out
     out = await c.cmd("EXAMINE INBOX")
@@ -164,7 +164,7 @@ async def test_fetch_structure_sections_and_binary(store) -> None:  # type: igno
     out = await c.cmd("FETCH 1 (FLAGS)")
     assert b"\\Seen" not in out
     out = await c.cmd("FETCH 1 BODY[1]")
-    assert b"FLAGS (\\Seen)" in out
+    assert b"FLAGS (\\Recent \\Seen)" in out
     await c.cmd("FETCH 1 BODY[1.2.3.4]")
     await c.cmd("FETCH 1 BODY[MIME]", expect="BAD")
     await c.cmd("FETCH 1 (BODY[HEADER.FIELDS ()])", expect="BAD")
@@ -191,11 +191,11 @@ async def test_store_flags_and_condstore(store) -> None:  # type: ignore[no-unty
     _, c = await setup(store, SIMPLE, SIMPLE, SIMPLE)
     await c.cmd("SELECT INBOX (CONDSTORE)")
     out = await c.cmd("STORE 1:2 +FLAGS (\\Flagged Custom)")
-    assert re.search(rb"\* 1 FETCH \(FLAGS \(\\Flagged Custom\) MODSEQ \(\d+\)\)", out), out
+    assert re.search(rb"\* 1 FETCH \(FLAGS \(\\Flagged \\Recent Custom\) MODSEQ \(\d+\)\)", out), out
     out = await c.cmd("STORE 1 -FLAGS.SILENT (Custom)")
     assert b"FETCH" not in out
     out = await c.cmd("UID STORE 3 FLAGS (\\Seen)")
-    assert b"* 3 FETCH (UID 3 FLAGS (\\Seen) MODSEQ" in out
+    assert b"* 3 FETCH (UID 3 FLAGS (\\Recent \\Seen) MODSEQ" in out
     out = await c.cmd("FETCH 1:3 (MODSEQ)")
     modseqs = [int(x) for x in re.findall(rb"MODSEQ \((\d+)\)", out)]
     out = await c.cmd(f"STORE 1:3 (UNCHANGEDSINCE {min(modseqs)}) +FLAGS (\\Answered)")
@@ -219,7 +219,7 @@ async def test_search_keys_and_esearch(store) -> None:  # type: ignore[no-untype
         "SENTON 2-Jan-2024": b"2", "SENTBEFORE 2-Jan-2024": b"1 3", "SINCE 1-Jan-2020": b"1 2 3",
         "BEFORE 1-Jan-2020": b"", "KEYWORD Nothing": b"", "(FLAGGED OR SEEN DELETED)": b"",
         "CHARSET UTF-8 SUBJECT Lunch": b"1", "YOUNGER 3600": b"1 2 3", "OLDER 3600": b"",
-        "NEW": b"", "OLD": b"1 2 3", "HEADER X-Missing \"\"": b"",
+        "NEW": b"1 2 3", "OLD": b"", "RECENT": b"1 2 3", "HEADER X-Missing \"\"": b"",
     }
     for criteria, expected in cases.items():
         out = await c.cmd(f"SEARCH {criteria}")
@@ -395,7 +395,7 @@ async def test_idle(store) -> None:  # type: ignore[no-untyped-def]
     assert out == b"+ idling\r\n"
     await deliver(store, acct.id, SIMPLE)
     out = await c.poll()
-    assert out == b"* 1 EXISTS\r\n"
+    assert out == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
     out = await c.send(b"DONE\r\n")
     assert out == b"i OK IDLE terminated\r\n"
     await c.send(b"j IDLE\r\n")
@@ -464,7 +464,7 @@ async def test_select_fast_path_matches_list_messages(store) -> None:  # type: i
     out = await c.cmd("SELECT INBOX")
     assert b"$Later" in out
     out = await c.cmd("FETCH 1:3 (FLAGS RFC822.SIZE)")
-    assert b"* 2 FETCH (FLAGS (\\Seen $Later) RFC822.SIZE %d)" % len(MULTI) in out
+    assert b"* 2 FETCH (FLAGS (\\Recent \\Seen $Later) RFC822.SIZE %d)" % len(MULTI) in out
 
 
 async def test_literal_limits_before_login_and_nonsync_too_big(store) -> None:  # type: ignore[no-untyped-def]
@@ -538,5 +538,95 @@ async def test_select_from_the_index_cache_matches_the_store(store, monkeypatch)
     assert mailbox_module_cache                                   # the cache was used and kept
     mailbox_module_cache.clear()
     fresh = await view(c)
-    assert cached == fresh
+    assert re.sub(rb" ?\\Recent ?", b"", cached) == re.sub(rb" ?\\Recent ?", b"", fresh)   # c took the new one first
     assert cached.startswith(b"3\n") and b"\\Flagged" in cached
+
+
+async def test_recent_is_claimed_by_one_session(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 3501 2.3.2: a message is \\Recent in the first session told of it and no other;
+    EXAMINE shows recent mail without taking it; IMAP4rev2 never shows it."""
+    acct, a = await setup(store, SIMPLE, MULTI)
+    b = Client(store)
+    await b.login()
+    out = await b.cmd("STATUS INBOX (RECENT MESSAGES)")
+    assert b"(RECENT 2 MESSAGES 2)" in out
+    out = await b.cmd("EXAMINE INBOX")
+    assert b"* 2 RECENT" in out
+    out = await b.cmd("FETCH 1:* FLAGS")
+    assert out.count(b"\\Recent") == 2
+    out = await a.cmd("SELECT INBOX")               # a takes both
+    assert b"* 2 RECENT" in out
+    out = await a.cmd("SEARCH RECENT")
+    assert b"* SEARCH 1 2\r\n" in out
+    out = await a.cmd("SEARCH NEW")
+    assert b"* SEARCH 1 2\r\n" in out
+    await a.cmd("STORE 1 +FLAGS (\\Seen)")
+    out = await a.cmd("SEARCH NEW")
+    assert b"* SEARCH 2\r\n" in out
+    out = await a.cmd("SEARCH OLD")
+    assert b"* SEARCH\r\n" in out
+    out = await a.cmd("FETCH 1 FLAGS")
+    assert b"FLAGS (\\Recent \\Seen)" in out or b"FLAGS (\\Seen \\Recent)" in out
+    out = await b.cmd("STATUS INBOX (RECENT)")
+    assert b"(RECENT 0)" in out
+    out = await b.cmd("SELECT INBOX")               # too late: a was first
+    assert b"* 0 RECENT" in out
+    out = await b.cmd("SEARCH OLD")
+    assert b"* SEARCH 1 2\r\n" in out
+    out = await b.cmd("FETCH 1:* FLAGS")
+    assert b"\\Recent" not in out
+    await deliver(store, acct.id, SIMPLE.replace(b"<m1@", b"<m3@"))
+    out_b = await b.cmd("NOOP")                      # b hears of it first: recent in b only
+    assert b"* 3 EXISTS" in out_b and b"* 1 RECENT" in out_b
+    out_a = await a.cmd("NOOP")
+    assert b"* 3 EXISTS" in out_a and b"* 2 RECENT" in out_a
+    out = await a.cmd("UID SEARCH RECENT")
+    assert b"* SEARCH 1 2\r\n" in out
+    out = await b.cmd("UID SEARCH RECENT")
+    assert b"* SEARCH 3\r\n" in out
+    await b.cmd("UID STORE 3 +FLAGS (\\Deleted)")
+    out = await b.cmd("EXPUNGE")
+    assert b"* 3 EXPUNGE" in out
+    assert b.session.selected is not None and not b.session.selected.recent
+    rev2 = Client(store)
+    await rev2.login()
+    await rev2.cmd("ENABLE IMAP4rev2")
+    await deliver(store, acct.id, SIMPLE.replace(b"<m1@", b"<m4@"))
+    out = await rev2.cmd("SELECT INBOX")
+    assert b"RECENT" not in out
+    out = await rev2.cmd("FETCH 1:* FLAGS")
+    assert b"\\Recent" not in out
+    out = await a.cmd("NOOP")                        # rev2 took the new one all the same
+    assert b"* 3 EXISTS" in out and b"* 2 RECENT" in out
+
+
+async def test_recent_uid_survives_reopen_and_old_databases(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What was claimed stays claimed after a restart; a database from before \\Recent
+    existed counts the mail already there as not recent."""
+    import sqlite3
+
+    from mailhaven.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    acct = await make_account(store)
+    await deliver(store, acct.id, SIMPLE)
+    box = await store.get_mailbox(acct.id, "INBOX")
+    assert (box.recent_uid, box.recent) == (1, 1)
+    assert await store.claim_recent(box.id, 2) == 1
+    assert await store.claim_recent(box.id, 2) == 2          # nothing left to take
+    assert await store.claim_recent(box.id, 1) == 2          # never goes back
+    await deliver(store, acct.id, MULTI)
+    assert (await store.get_mailbox(acct.id, "INBOX")).recent == 1
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "mailhaven.db")
+    conn.execute("ALTER TABLE mailboxes DROP COLUMN recent_uid")  # as an older version left it
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        box = await store.get_mailbox(acct.id, "INBOX")
+        assert (box.recent_uid, box.recent, box.messages) == (3, 0, 2)
+    finally:
+        await store.close()

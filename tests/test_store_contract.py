@@ -361,3 +361,24 @@ async def test_move_keeps_the_message_id(backend):
     assert gone == [first.id]
     assert (await s.get_account_by_id(bob.id)).used == len(REPLY)
     assert [r.id for r in await s.get_messages_by_id([first.id, second.id])] == [second.id]
+
+
+async def test_recent_claims_are_atomic_and_counted(backend):
+    """\\Recent (RFC 3501 2.3.2): concurrent claims hand each UID to exactly one caller."""
+    s = backend
+    bob = await _bob(s)
+    blob = await s.put_blob(RAW)
+    for _ in range(5):
+        await s.deliver(blob, [bob.id])
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    assert (inbox.recent_uid, inbox.recent, inbox.messages) == (1, 5, 5)
+    assert await s.claim_recent(inbox.id, 6, claim=False) == 1          # a look takes nothing
+    firsts = await asyncio.gather(*(s.claim_recent(inbox.id, 6) for _ in range(8)))
+    assert sorted(firsts) == [1] + [6] * 7                               # one caller got 1..5
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    assert (inbox.recent_uid, inbox.recent) == (6, 0)
+    await s.deliver(blob, [bob.id])
+    assert (await s.get_mailbox(bob.id, "INBOX")).recent == 1
+    assert await s.claim_recent(inbox.id, 3) == 6                        # never moves back
+    with pytest.raises(NotFound):
+        await s.claim_recent(10**9, 2)

@@ -241,7 +241,7 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             out.append(b"UID %d" % uid)
         elif name == "FLAGS":
             s.ensure_flags_known(meta.flags)
-            out.append(b"FLAGS " + flag_list(meta.flags).encode())
+            out.append(b"FLAGS " + flag_list(s.shown_flags(uid, meta.flags)).encode())
             flags_done = True
             if s.condstore and not any(i.name == "MODSEQ" for i in items):
                 out.append(b"MODSEQ (%d)" % meta.modseq)
@@ -284,7 +284,7 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
                 out.append(item.label.encode() + b" " + literal(data, binary=b"\x00" in data))
     if seen_now and not flags_done:
         s.ensure_flags_known(meta.flags)
-        out.append(b"FLAGS " + flag_list(meta.flags).encode())
+        out.append(b"FLAGS " + flag_list(s.shown_flags(uid, meta.flags)).encode())
         if s.condstore:
             out.append(b"MODSEQ (%d)" % meta.modseq)
     return out

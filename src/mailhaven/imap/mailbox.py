@@ -3,6 +3,7 @@ NAMESPACE, STATUS, APPEND, and QUOTA (RFC 9051 6.3, 5258, 6154, 5819, 3502, 4315
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from collections.abc import Sequence
@@ -86,6 +87,7 @@ async def cmd_select(s: Session, cmd: Command) -> str:
         s.untagged("OK [CLOSED] Previous mailbox closed")  # RFC 9051 6.3.2 / RFC 7162 3.2.11
     box = await find_mailbox(s, name)
     sel = await _load(s, box, readonly)
+    await claim_recent(s, sel, 0)
     s.selected = sel
     s.state = State.SELECTED
     s.dirty = True
@@ -94,7 +96,7 @@ async def cmd_select(s: Session, cmd: Command) -> str:
     sel.keywords = set(keywords)
     s.untagged(f"{sel.exists} EXISTS")
     if not s.rev2:
-        s.untagged("0 RECENT")
+        s.untagged(f"{len(sel.recent)} RECENT")
         unseen = next((i + 1 for i, fs in enumerate(flag_sets) if "\\Seen" not in fs), None)
         if unseen is not None:
             s.untagged(f"OK [UNSEEN {unseen}] First unseen")
@@ -107,6 +109,16 @@ async def cmd_select(s: Session, cmd: Command) -> str:
     if qresync is not None:
         await _qresync(s, sel, qresync)
     return f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {cmd.name} completed"
+
+
+async def claim_recent(s: Session, sel: SelectedMailbox, start: int) -> None:
+    """RFC 3501 2.3.2: messages of the view from position ``start`` on that no other session
+    has been told of become \\Recent in this one (EXAMINE only looks: nothing is taken)."""
+    if start >= len(sel.uids):
+        return
+    first = await s.store.claim_recent(sel.id, sel.uids[-1] + 1, claim=not sel.readonly)
+    i = max(start, bisect.bisect_left(sel.uids, first))
+    sel.recent.update(sel.uids[i:])
 
 
 def _pairs(items: Sequence[object]) -> list[tuple[str, object]]:
@@ -440,7 +452,7 @@ async def _status_response(s: Session, box: Mailbox, items: list[str]) -> None:
         deleted = sum(1 for m in await s.store.list_messages(box.id) if "\\Deleted" in m.flags)
     values = {
         "MESSAGES": box.messages, "UIDNEXT": box.uidnext, "UIDVALIDITY": box.uidvalidity,
-        "UNSEEN": box.unseen, "RECENT": 0, "SIZE": box.size, "HIGHESTMODSEQ": max(box.highestmodseq, 1),
+        "UNSEEN": box.unseen, "RECENT": box.recent, "SIZE": box.size, "HIGHESTMODSEQ": max(box.highestmodseq, 1),
         "DELETED": deleted,
     }
     body = " ".join(f"{i} {values[i]}" for i in items)

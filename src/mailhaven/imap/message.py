@@ -151,7 +151,7 @@ async def cmd_store(s: Session, cmd: Command) -> str:
             items.append(f"UID {u}")
         if not silent:
             s.ensure_flags_known(meta.flags)
-            items.append(f"FLAGS {flag_list(meta.flags)}")
+            items.append(f"FLAGS {flag_list(s.shown_flags(u, meta.flags))}")
         if s.condstore:
             items.append(f"MODSEQ ({meta.modseq})")
         s.untagged(f"{n} FETCH ({' '.join(items)})")

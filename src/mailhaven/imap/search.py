@@ -72,11 +72,9 @@ class _KeyReader:
         if key in ("KEYWORD", "UNKEYWORD"):
             return ("flag", a.atom("keyword"), key == "KEYWORD")
         if key == "NEW":
-            return ("and", [("flag", "\\Seen", False), ("none",)])  # \Recent is never set
-        if key == "OLD":
-            return ("all",)
-        if key == "RECENT":
-            return ("none",)
+            return ("and", [("flag", "\\Seen", False), ("recent", True)])
+        if key in ("OLD", "RECENT"):
+            return ("recent", key == "RECENT")
         if key == "NOT":
             return ("not", self.key(depth + 1))
         if key == "OR":
@@ -158,6 +156,9 @@ class _Evaluator:
                 return {uids[i] for i in pos if (flag in flags[i]) == present}
             low = flag.lower()
             return {uids[i] for i in pos if any(f.lower() == low for f in flags[i]) == present}
+        if kind == "recent":
+            recent = sel.recent
+            return {uids[i] for i in pos if (uids[i] in recent) == node[1]}
         if kind == "larger":
             sizes = sel.column("sizes")
             return {uids[i] for i in pos if sizes[i] > node[1]}

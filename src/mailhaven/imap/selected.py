@@ -101,6 +101,8 @@ class SelectedMailbox:
         """The message count the client knows (EXISTS sent, minus EXPUNGEs sent)."""
         self.keywords: set[str] = set()
         """Keywords the client was told of in the last FLAGS response."""
+        self.recent: set[int] = set()
+        """UIDs that are \\Recent in this session (RFC 3501 2.3.2; no longer shown in IMAP4rev2)."""
         self.saved_result: list[int] = []
         """RFC 5182 SEARCHRES ``$``: UIDs of the last SEARCH ... RETURN (SAVE)."""
 
@@ -219,6 +221,7 @@ class SelectedMailbox:
         self._dates = array("d", (self._dates[i] for i in keep))
         self._sizes = array("I", (self._sizes[i] for i in keep))
         self.announced = max(0, self.announced - len(numbers))
+        self.recent -= gone
         for u in gone:
             self.pending_expunge.discard(u)
             self.pending_flags.discard(u)

@@ -294,7 +294,12 @@ class Session:
                 for number in numbers:
                     self.untagged(f"{number} EXPUNGE")
         if len(sel.uids) > sel.announced:
+            from .mailbox import claim_recent
+
+            await claim_recent(self, sel, sel.announced)
             self.untagged(f"{len(sel.uids)} EXISTS")
+            if not self.rev2:
+                self.untagged(f"{len(sel.recent)} RECENT")
             sel.announced = len(sel.uids)
         for uid in sorted(sel.pending_flags):
             n = sel.msn(uid)
@@ -330,10 +335,17 @@ class Session:
         items = []
         if self.qresync or self.rev2 or self.condstore:
             items.append(f"UID {uid}")  # RFC 7162 3.2.4: QRESYNC wants the UID
-        items.append(f"FLAGS {flag_list(flags)}")
+        items.append(f"FLAGS {flag_list(self.shown_flags(uid, flags))}")
         if self.condstore:
             items.append(f"MODSEQ ({modseq})")
         return f"{n} FETCH ({' '.join(items)})"
+
+    def shown_flags(self, uid: int, flags: frozenset[str]) -> frozenset[str]:
+        """The flags as FETCH shows them: with \\Recent for IMAP4rev1 (RFC 9051 drops it)."""
+        sel = self.selected
+        if sel is not None and not self.rev2 and uid in sel.recent:
+            return flags | {"\\Recent"}
+        return flags
 
     # -- IDLE (RFC 2177) ------------------------------------------------------------------
     async def idle_update(self) -> None:

@@ -88,9 +88,13 @@ class Mailbox:
     uidnext: int
     highestmodseq: int
     subscribed: bool
+    recent_uid: int = 1
+    """The first UID no session has claimed as \\Recent yet (RFC 3501 2.3.2)."""
     messages: int = 0
     unseen: int = 0
     size: int = 0
+    recent: int = 0
+    """Messages at or above ``recent_uid`` (STATUS RECENT), with the counts."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,6 +365,14 @@ class Store(Protocol):
         ...
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> MailboxChanges: ...
+
+    async def claim_recent(self, mailbox_id: int, upto: int, *, claim: bool = True) -> int:
+        """RFC 3501 2.3.2 \\Recent: the mailbox's first unclaimed UID before this call.
+
+        With ``claim`` the caller takes UIDs from there up to ``upto`` (exclusive) atomically,
+        so each message is recent in one session only, whichever process it runs in;
+        without, it only looks (EXAMINE)."""
+        ...
 
     async def search_text(self, mailbox_id: int, field: str, text: str) -> set[int]:
         """UIDs whose ``field`` (subject, from, to, cc, bcc, body, text, header) contains text.

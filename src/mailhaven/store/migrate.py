@@ -75,9 +75,11 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
             await copy("aliases", "SELECT address, target FROM aliases", ("address", "target"),
                        lambda r: (r[0], r[1]))
             await copy("mailboxes", "SELECT * FROM mailboxes ORDER BY id",
-                       ("id", "account_id", "name", "special_use", "uidvalidity", "uidnext", "highestmodseq"),
+                       ("id", "account_id", "name", "special_use", "uidvalidity", "uidnext", "highestmodseq",
+                        "recent_uid"),
                        lambda r: (r["id"], r["account_id"], r["name"], r["special_use"], r["uidvalidity"],
-                                  r["uidnext"], r["highestmodseq"]))
+                                  r["uidnext"], r["highestmodseq"],
+                                  r["recent_uid"] if "recent_uid" in r.keys() else r["uidnext"]))
             await copy("subscriptions", "SELECT account_id, name FROM subscriptions", ("account_id", "name"),
                        lambda r: (r[0], r[1]))
             await _copy_blobs(conn, lite, data_dir, counts, progress)

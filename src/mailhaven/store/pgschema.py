@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     uidvalidity bigint NOT NULL,
     uidnext bigint NOT NULL DEFAULT 1,
     highestmodseq bigint NOT NULL DEFAULT 1,
+    recent_uid bigint NOT NULL DEFAULT 1,
     UNIQUE (account_id, name)
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -129,6 +130,16 @@ async def _trigram_schema(conn: asyncpg.Connection) -> str | None:
     return "public"
 
 
+async def _upgrade(conn: asyncpg.Connection) -> None:
+    """Bring a schema made by an older version up to this one (under the advisory lock)."""
+    has_recent = await conn.fetchval(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'mailboxes' AND column_name = 'recent_uid'")
+    if not has_recent:
+        await conn.execute("ALTER TABLE mailboxes ADD COLUMN recent_uid bigint NOT NULL DEFAULT 1")
+        await conn.execute("UPDATE mailboxes SET recent_uid = uidnext")   # mail already there is not new
+
+
 async def ensure_schema(conn: asyncpg.Connection, schema: str, *, fresh: bool) -> bool:
     """Create (or with ``fresh``, drop and re-create) the schema; True when trigram
     indexes are in place."""
@@ -139,6 +150,7 @@ async def ensure_schema(conn: asyncpg.Connection, schema: str, *, fresh: bool) -
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         await conn.execute(f'SET LOCAL search_path = "{schema}", public')
         await conn.execute(TABLES)
+        await _upgrade(conn)
         await conn.execute(
             "INSERT INTO counters VALUES ('schema_version', $1) ON CONFLICT (name) DO NOTHING",
             SCHEMA_VERSION)

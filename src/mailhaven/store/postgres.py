@@ -80,20 +80,22 @@ def _account(row: asyncpg.Record) -> Account:
 def _mailbox(row: asyncpg.Record) -> Mailbox:
     return Mailbox(id=row["id"], account_id=row["account_id"], name=row["name"],
                    special_use=row["special_use"], uidvalidity=row["uidvalidity"],
-                   uidnext=row["uidnext"], highestmodseq=row["highestmodseq"],
+                   uidnext=row["uidnext"], highestmodseq=row["highestmodseq"], recent_uid=row["recent_uid"],
                    subscribed=row["subscribed"], messages=row["n"] or 0, unseen=row["unseen"] or 0,
-                   size=row["bytes"] or 0)
+                   size=row["bytes"] or 0, recent=row["recent"] or 0)
 
 
 def _mailbox_query(where: str, counts: bool) -> str:
     count = ("LEFT JOIN LATERAL (SELECT count(*) AS n, sum(size) AS bytes, "
-             "count(*) FILTER (WHERE NOT ($1::text = ANY(flags))) AS unseen "
+             "count(*) FILTER (WHERE NOT ($1::text = ANY(flags))) AS unseen, "
+             "count(*) FILTER (WHERE uid >= b.recent_uid) AS recent "
              "FROM messages WHERE mailbox_id = b.id) c ON true")
     if not counts:
-        count = ("LEFT JOIN LATERAL (SELECT NULL::bigint AS n, NULL::bigint AS bytes, NULL::bigint AS unseen "
+        count = ("LEFT JOIN LATERAL (SELECT NULL::bigint AS n, NULL::bigint AS bytes, NULL::bigint AS unseen, "
+                 "NULL::bigint AS recent "
                  "WHERE $1::text IS NULL) c ON true")
     return (f"SELECT b.*, EXISTS (SELECT 1 FROM subscriptions s WHERE s.account_id = b.account_id "
-            f"AND s.name = b.name) AS subscribed, c.n, c.bytes, c.unseen FROM mailboxes b {count} "
+            f"AND s.name = b.name) AS subscribed, c.n, c.bytes, c.unseen, c.recent FROM mailboxes b {count} "
             f"WHERE {where} ORDER BY b.name <> 'INBOX', b.name COLLATE \"C\"")
 
 
@@ -537,6 +539,23 @@ class PostgresStore(MessageMethods):
         if row is None:
             raise NotFound(f"no mailbox {name}")
         return _mailbox(row)
+
+    async def claim_recent(self, mailbox_id: int, upto: int, *, claim: bool = True) -> int:
+        first = await self.pool.fetchval("SELECT recent_uid FROM mailboxes WHERE id=$1", mailbox_id)
+        if first is None:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        if not claim or first >= upto:
+            return int(first)
+
+        async def take(tx: Tx) -> int:
+            old = await tx.conn.fetchval("SELECT recent_uid FROM mailboxes WHERE id=$1 FOR UPDATE", mailbox_id)
+            if old is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            if old < upto:
+                await tx.conn.execute("UPDATE mailboxes SET recent_uid=$2 WHERE id=$1", mailbox_id, upto)
+            return int(old)
+
+        return await self.write(take)
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
         row = await self.pool.fetchrow(_mailbox_query("b.id = $2", True), SEEN, mailbox_id)

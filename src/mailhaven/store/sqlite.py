@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL DEFAULT 1,
     highestmodseq INTEGER NOT NULL DEFAULT 1,
+    recent_uid INTEGER NOT NULL DEFAULT 1,
     UNIQUE (account_id, name)
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -179,6 +180,14 @@ def hash_password(password: str) -> tuple[str, str]:
     return _hasher.hash(password), json.dumps(scram)
 
 
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older version up to this schema."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(mailboxes)")}
+    if "recent_uid" not in columns:
+        conn.execute("ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1")
+        conn.execute("UPDATE mailboxes SET recent_uid = uidnext")   # mail already there is not new
+
+
 def _flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags)))
 
@@ -190,7 +199,7 @@ def _account(row: sqlite3.Row) -> Account:
 
 def _mailbox(row: sqlite3.Row, conn: sqlite3.Connection | None = None, counts: bool = False) -> Mailbox:
     subscribed = False
-    messages = unseen = size = 0
+    messages = unseen = size = recent = 0
     if conn is not None:
         subscribed = conn.execute(
             "SELECT 1 FROM subscriptions WHERE account_id=? AND name=?", (row["account_id"], row["name"])
@@ -198,14 +207,15 @@ def _mailbox(row: sqlite3.Row, conn: sqlite3.Connection | None = None, counts: b
         if counts:
             c = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size),0), "
-                "SUM(CASE WHEN (' ' || flags || ' ') LIKE '% \\Seen %' THEN 0 ELSE 1 END) "
-                "FROM messages WHERE mailbox_id=?", (row["id"],)
+                "SUM(CASE WHEN (' ' || flags || ' ') LIKE '% \\Seen %' THEN 0 ELSE 1 END), "
+                "SUM(CASE WHEN uid >= ? THEN 1 ELSE 0 END) "
+                "FROM messages WHERE mailbox_id=?", (row["recent_uid"], row["id"])
             ).fetchone()
-            messages, size, unseen = c[0], c[1], c[2] or 0
+            messages, size, unseen, recent = c[0], c[1], c[2] or 0, c[3] or 0
     return Mailbox(id=row["id"], account_id=row["account_id"], name=row["name"],
                    special_use=row["special_use"], uidvalidity=row["uidvalidity"],
-                   uidnext=row["uidnext"], highestmodseq=row["highestmodseq"],
-                   subscribed=subscribed, messages=messages, unseen=unseen, size=size)
+                   uidnext=row["uidnext"], highestmodseq=row["highestmodseq"], recent_uid=row["recent_uid"],
+                   subscribed=subscribed, messages=messages, unseen=unseen, size=size, recent=recent)
 
 
 def _message(row: sqlite3.Row, with_summary: bool) -> Message:
@@ -235,6 +245,7 @@ class SQLiteStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs.prepare()
         await asyncio.to_thread(self.db.open, SCHEMA)
+        await self.db.write(_upgrade)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.db.close)
@@ -611,6 +622,24 @@ class SQLiteStore:
             return _mailbox(row, conn, True)
 
         return await self.db.read(find)
+
+    async def claim_recent(self, mailbox_id: int, upto: int, *, claim: bool = True) -> int:
+        def peek(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT recent_uid FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            return int(row[0])
+
+        def take(conn: sqlite3.Connection) -> int:
+            first = peek(conn)
+            if first < upto:
+                conn.execute("UPDATE mailboxes SET recent_uid=? WHERE id=?", (upto, mailbox_id))
+            return first
+
+        first = await self.db.read(peek)
+        if not claim or first >= upto:
+            return first     # nothing to take: no write, no fsync
+        return await self.db.write(take)
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
         def find(conn: sqlite3.Connection) -> Mailbox:
