@@ -29,6 +29,7 @@ export class Reader {
   }
 
   async open(summary) {
+    this.opened = (this.opened || 0) + 1;
     const jmap = this.app.jmap;
     const res = await jmap.request([
       ["Thread/get", { accountId: jmap.accountId, ids: [summary.threadId] }, "t"],
@@ -116,6 +117,9 @@ export class Reader {
   async act(action) {
     const e = this.current;
     const composer = this.app.composer;
+    // Back to the list once the action is done, unless another message was opened meanwhile.
+    const opened = this.opened;
+    const back = () => { if (this.opened === opened) this.app.back(); };
     switch (action) {
       case "back": this.app.back(); break;
       case "reply": composer.openReply(e, "reply"); break;
@@ -128,10 +132,10 @@ export class Reader {
         break;
       case "mark-unread":
         await this.app.setKeyword([e.id], "$seen", false);
-        this.app.back();
+        back();
         break;
-      case "junk": await this.app.junkEmails(this.actionIds()); this.app.back(); break;
-      case "delete": await this.app.deleteEmails(this.actionIds()); this.app.back(); break;
+      case "junk": await this.app.junkEmails(this.actionIds()); back(); break;
+      case "delete": await this.app.deleteEmails(this.actionIds()); back(); break;
       default: break;
     }
   }
