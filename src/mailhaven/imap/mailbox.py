@@ -52,7 +52,7 @@ def quoted_name(s: Session, name: str) -> bytes:
 async def find_mailbox(s: Session, name: str, *, trycreate: bool = False) -> Mailbox:
     assert s.account_id is not None
     try:
-        return await s.store.get_mailbox(s.account_id, name)
+        return await s.store.get_mailbox(s.account_id, name, counts=False)   # STATUS counts itself
     except NotFound:
         raise No("No such mailbox", code=TRYCREATE if trycreate else NONEXISTENT) from None
 

@@ -267,8 +267,9 @@ class Store(Protocol):
     # -- mailboxes ----------------------------------------------------------
     async def list_mailboxes(self, account_id: int, *, counts: bool = False) -> list[Mailbox]: ...
 
-    async def get_mailbox(self, account_id: int, name: str) -> Mailbox:
-        """By name (``INBOX`` case-insensitive); raises NotFound."""
+    async def get_mailbox(self, account_id: int, name: str, *, counts: bool = True) -> Mailbox:
+        """By name (``INBOX`` case-insensitive); raises NotFound. Without ``counts`` the
+        message counts are left 0 (no scan of the mailbox's messages)."""
         ...
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox: ...

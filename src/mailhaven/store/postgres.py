@@ -132,6 +132,8 @@ class PostgresStore(MessageMethods):
         self.origin = secrets.token_hex(8)
         self.channel = f"{self.schema}_changes"
         self.hub = ChangeHub()
+        self._recent_floor: dict[int, int] = {}
+        """Per mailbox, a UID below which every message is known to be claimed as \\Recent."""
         self.blobs = PgBlobStore(self.data_dir / "tmp")
         self.trigram_index = False
         self._pool: asyncpg.Pool | None = None
@@ -532,19 +534,22 @@ class PostgresStore(MessageMethods):
         rows = await self.pool.fetch(_mailbox_query("b.account_id = $2", counts), SEEN, account_id)
         return [_mailbox(r) for r in rows]
 
-    async def get_mailbox(self, account_id: int, name: str) -> Mailbox:
+    async def get_mailbox(self, account_id: int, name: str, *, counts: bool = True) -> Mailbox:
         name = normalize_mailbox_name(name)
-        row = await self.pool.fetchrow(_mailbox_query("b.account_id = $2 AND b.name = $3", True), SEEN,
+        row = await self.pool.fetchrow(_mailbox_query("b.account_id = $2 AND b.name = $3", counts), SEEN,
                                        account_id, name)
         if row is None:
             raise NotFound(f"no mailbox {name}")
         return _mailbox(row)
 
     async def claim_recent(self, mailbox_id: int, upto: int, *, claim: bool = True) -> int:
+        if claim and self._recent_floor.get(mailbox_id, 0) >= upto:
+            return self._recent_floor[mailbox_id]   # taken already (it never moves back): no query
         first = await self.pool.fetchval("SELECT recent_uid FROM mailboxes WHERE id=$1", mailbox_id)
         if first is None:
             raise NotFound(f"no mailbox {mailbox_id}")
         if not claim or first >= upto:
+            self._note_recent(mailbox_id, first)
             return int(first)
 
         async def take(tx: Tx) -> int:
@@ -555,7 +560,15 @@ class PostgresStore(MessageMethods):
                 await tx.conn.execute("UPDATE mailboxes SET recent_uid=$2 WHERE id=$1", mailbox_id, upto)
             return int(old)
 
-        return await self.write(take)
+        first = await self.write(take)
+        self._note_recent(mailbox_id, max(first, upto))
+        return first
+
+    def _note_recent(self, mailbox_id: int, floor: int) -> None:
+        if len(self._recent_floor) > 100_000:
+            self._recent_floor.clear()
+        if floor > self._recent_floor.get(mailbox_id, 0):
+            self._recent_floor[mailbox_id] = floor
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
         row = await self.pool.fetchrow(_mailbox_query("b.id = $2", True), SEEN, mailbox_id)

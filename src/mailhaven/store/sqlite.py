@@ -239,6 +239,8 @@ class SQLiteStore:
         self.blobs = FileBlobStore(self.data_dir, db=self.db)
         self.db.add_schema(BLOB_SCHEMA)
         self.hub = ChangeHub()
+        self._recent_floor: dict[int, int] = {}
+        """Per mailbox, a UID below which every message is known to be claimed as \\Recent."""
 
     # -- lifecycle ----------------------------------------------------------
     async def open(self) -> None:
@@ -611,7 +613,7 @@ class SQLiteStore:
 
         return await self.db.read(find)
 
-    async def get_mailbox(self, account_id: int, name: str) -> Mailbox:
+    async def get_mailbox(self, account_id: int, name: str, *, counts: bool = True) -> Mailbox:
         name = normalize_mailbox_name(name)
 
         def find(conn: sqlite3.Connection) -> Mailbox:
@@ -619,7 +621,7 @@ class SQLiteStore:
                                (account_id, name)).fetchone()
             if row is None:
                 raise NotFound(f"no mailbox {name}")
-            return _mailbox(row, conn, True)
+            return _mailbox(row, conn, counts)
 
         return await self.db.read(find)
 
@@ -636,10 +638,21 @@ class SQLiteStore:
                 conn.execute("UPDATE mailboxes SET recent_uid=? WHERE id=?", (upto, mailbox_id))
             return first
 
+        if claim and self._recent_floor.get(mailbox_id, 0) >= upto:
+            return self._recent_floor[mailbox_id]   # taken already (it never moves back): no query
         first = await self.db.read(peek)
         if not claim or first >= upto:
+            self._note_recent(mailbox_id, first)
             return first     # nothing to take: no write, no fsync
-        return await self.db.write(take)
+        first = await self.db.write(take)
+        self._note_recent(mailbox_id, max(first, upto))
+        return first
+
+    def _note_recent(self, mailbox_id: int, floor: int) -> None:
+        if len(self._recent_floor) > 100_000:
+            self._recent_floor.clear()
+        if floor > self._recent_floor.get(mailbox_id, 0):
+            self._recent_floor[mailbox_id] = floor
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
         def find(conn: sqlite3.Connection) -> Mailbox:
@@ -662,6 +675,8 @@ class SQLiteStore:
         return await self.get_mailbox_by_id(await self.db.write_ctx(create))
 
     async def delete_mailbox(self, mailbox_id: int) -> None:
+        self._recent_floor.pop(mailbox_id, None)   # SQLite may give the id to a new mailbox
+
         def delete(ctx: WriteContext) -> None:
             conn = ctx.conn
             row = conn.execute("SELECT account_id, name FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
