@@ -382,3 +382,26 @@ async def test_recent_claims_are_atomic_and_counted(backend):
     assert await s.claim_recent(inbox.id, 3) == 6                        # never moves back
     with pytest.raises(NotFound):
         await s.claim_recent(10**9, 2)
+
+
+async def test_verified_passwords_are_cached_until_they_change(backend, monkeypatch):
+    """A login that succeeded recently skips argon2 (as Dovecot's auth cache does), but a
+    changed password or a removed account takes effect at once and failures always pay."""
+    from mailhaven.store import passwords
+
+    s = backend
+    await _bob(s)
+    calls = []
+    real = passwords.verify_password
+    monkeypatch.setattr(passwords, "verify_password", lambda h, p: calls.append(p) or real(h, p))
+    for _ in range(3):
+        assert await s.authenticate("bob@nyu.example", "s3cret") is not None
+    assert calls == ["s3cret"]
+    for _ in range(2):
+        assert await s.authenticate("bob@nyu.example", "guess") is None
+    assert calls == ["s3cret", "guess", "guess"]
+    await s.set_password("bob@nyu.example", "n3w")
+    assert await s.authenticate("bob@nyu.example", "s3cret") is None
+    assert await s.authenticate("bob@nyu.example", "n3w") is not None
+    await s.remove_account("bob@nyu.example")
+    assert await s.authenticate("bob@nyu.example", "n3w") is None

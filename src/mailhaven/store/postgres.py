@@ -27,7 +27,6 @@ from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from .api import (
     DEFAULT_MAILBOXES,
@@ -43,6 +42,7 @@ from .api import (
     StoreError,
 )
 from .changes import ChangeHub, Subscription
+from .passwords import PasswordChecker
 from .pgblobs import PgBlobStore, PgBlobWriter
 from .pgchanges import ChangeListener, encode_change
 from .pgmessages import (
@@ -55,8 +55,6 @@ from .pgmessages import (
 )
 from .pgschema import check_schema_name, drop_schema, ensure_schema
 from .sqlite import (
-    _dummy_verify,
-    _hasher,
     _like_prefix,
     hash_password,
     normalize_address,
@@ -133,6 +131,7 @@ class PostgresStore(MessageMethods):
         self.channel = f"{self.schema}_changes"
         self.hub = ChangeHub()
         self._recent_floor: dict[int, int] = {}
+        self.passwords = PasswordChecker()
         """Per mailbox, a UID below which every message is known to be claimed as \\Recent."""
         self.blobs = PgBlobStore(self.data_dir / "tmp")
         self.trigram_index = False
@@ -416,17 +415,9 @@ class PostgresStore(MessageMethods):
         address = normalize_address(address)
         row = await self.pool.fetchrow("SELECT * FROM accounts WHERE address=$1", address)
         if row is None:
-            # Spend the same time as a real check so timing does not reveal accounts.
-            await asyncio.to_thread(_dummy_verify, password)
+            await self.passwords.missing(password)
             return None
-
-        def verify() -> bool:
-            try:
-                return bool(_hasher.verify(row["password"], password))
-            except (VerifyMismatchError, VerificationError, InvalidHashError):
-                return False
-
-        return _account(row) if await asyncio.to_thread(verify) else None
+        return _account(row) if await self.passwords.check(row["password"], password) else None
 
     async def get_scram(self, address: str) -> ScramCredentials | None:
         address = normalize_address(address)

@@ -21,9 +21,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-
 from ..message.summary import message_ids, summarize
 from .api import (
     DEFAULT_MAILBOXES,
@@ -47,6 +44,7 @@ from .blobs import SCHEMA as BLOB_SCHEMA
 from .blobs import FileBlobStore, FileBlobWriter
 from .changes import ChangeHub, Subscription
 from .db import Database, WriteContext
+from .passwords import PasswordChecker, hasher
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -130,7 +128,6 @@ _FTS_FIELDS: dict[str, str | None] = {
     "body": "body", "header": "headers", "text": None,
 }
 
-_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 SCRAM_ITERATIONS = 4096
 _SUMMARY_COLUMNS = "id, mailbox_id, uid, blob_id, size, internal_date, flags, modseq, thread_id"
 
@@ -177,7 +174,7 @@ def hash_password(password: str) -> tuple[str, str]:
         "stored_key": base64.b64encode(hashlib.sha256(client_key).digest()).decode(),
         "server_key": base64.b64encode(hmac.new(salted, b"Server Key", "sha256").digest()).decode(),
     }
-    return _hasher.hash(password), json.dumps(scram)
+    return hasher.hash(password), json.dumps(scram)
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
@@ -240,6 +237,7 @@ class SQLiteStore:
         self.db.add_schema(BLOB_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor: dict[int, int] = {}
+        self.passwords = PasswordChecker()
         """Per mailbox, a UID below which every message is known to be claimed as \\Recent."""
 
     # -- lifecycle ----------------------------------------------------------
@@ -462,17 +460,9 @@ class SQLiteStore:
             lambda c: c.execute("SELECT * FROM accounts WHERE address=?", (address,)).fetchone()
         )
         if row is None:
-            # Spend the same time as a real check so timing does not reveal accounts.
-            await asyncio.to_thread(_dummy_verify, password)
+            await self.passwords.missing(password)
             return None
-
-        def verify() -> bool:
-            try:
-                return bool(_hasher.verify(row["password"], password))
-            except (VerifyMismatchError, VerificationError, InvalidHashError):
-                return False
-
-        return _account(row) if await asyncio.to_thread(verify) else None
+        return _account(row) if await self.passwords.check(row["password"], password) else None
 
     async def get_scram(self, address: str) -> ScramCredentials | None:
         address = normalize_address(address)
@@ -1169,12 +1159,3 @@ class SQLiteStore:
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
-
-_DUMMY_HASH = _hasher.hash("timing-equaliser")
-
-
-def _dummy_verify(password: str) -> None:
-    try:
-        _hasher.verify(_DUMMY_HASH, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        pass

@@ -203,33 +203,6 @@ async def account_for_token(store: Any, token: str) -> Any | None:
 
 
 # -- who is this request? -----------------------------------------------------------------
-BASIC_CACHE_TTL = 60.0
-"""A JMAP client sends Basic credentials with every request; argon2 takes tens of
-milliseconds by design, so a verified pair is remembered (by its SHA-256) this long, as
-Dovecot's auth cache does. A changed password is honoured within the TTL."""
-
-
-async def _cached_basic(ctx: Any, user: str, password: str) -> Any | None:
-    if not user or not password:
-        return None
-    cache: dict[str, tuple[float, int]] = ctx.extras.setdefault("web_basic_cache", {})
-    key = _digest(f"{user}\0{password}")
-    now = time.monotonic()
-    hit = cache.get(key)
-    if hit is not None and now - hit[0] < BASIC_CACHE_TTL:
-        try:
-            return await ctx.store.get_account_by_id(hit[1])
-        except Exception:  # noqa: BLE001 - removed meanwhile
-            cache.pop(key, None)
-    account = await ctx.store.authenticate(user, password)
-    if account is not None:
-        if len(cache) > 10000:
-            cache.clear()
-        cache[key] = (now, account.id)
-    return account
-
-
-
 @dataclass(frozen=True)
 class Caller:
     account: Any
@@ -261,7 +234,8 @@ async def authenticate(ctx: Any, request: Request, *, state_changing: bool) -> C
             keys: tuple[str, ...] = (f"ip:{client}", f"user:{user.lower()}")
             if throttle.retry_after(*keys) > 0:
                 raise AuthError(429, "too many failed logins; try again later", challenge=False)
-            account = await _cached_basic(ctx, user, password)
+            # Basic comes with every request: the store remembers verified passwords.
+            account = await ctx.store.authenticate(user, password) if user and password else None
         else:
             keys = (f"ip:{client}",)
             if throttle.retry_after(*keys) > 0:
