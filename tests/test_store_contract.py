@@ -405,3 +405,18 @@ async def test_verified_passwords_are_cached_until_they_change(backend, monkeypa
     assert await s.authenticate("bob@nyu.example", "n3w") is not None
     await s.remove_account("bob@nyu.example")
     assert await s.authenticate("bob@nyu.example", "n3w") is None
+
+
+async def test_messages_with_their_bytes_in_one_call(backend):
+    """get_messages_raw: rows in UID order with each message's bytes, inline or file blobs."""
+    s = backend
+    bob = await _bob(s)
+    big = RAW + b"x" * (200 * 1024) + b"\r\n"                # over SQLite's inline limit
+    for raw in (RAW, big, REPLY):
+        await s.deliver(await s.put_blob(raw), [bob.id])
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    got = await s.get_messages_raw(inbox.id, [3, 1, 2, 99], with_summary=True)
+    assert [(m.uid, raw) for m, raw in got] == [(1, RAW), (2, big), (3, REPLY)]
+    assert got[2][0].summary["subject"] == "Re: Lunch on Friday"
+    plain = await s.get_messages_raw(inbox.id, [2], with_summary=False)
+    assert plain[0][0].summary == {} and plain[0][1] == big

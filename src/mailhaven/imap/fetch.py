@@ -189,8 +189,13 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
     for start in range(0, len(uids), 200):
         chunk = uids[start:start + 200]
         messages: dict[int, Message] = {}
-        if need_summary or need_raw:
-            for m in await s.store.get_messages(sel.id, chunk, with_summary=need_summary):
+        raws: dict[int, bytes] = {}
+        if need_raw:        # rows and bytes in one trip to the store
+            for m, raw in await s.store.get_messages_raw(sel.id, chunk, with_summary=need_summary):
+                messages[m.uid] = m
+                raws[m.uid] = raw
+        elif need_summary:
+            for m in await s.store.get_messages(sel.id, chunk, with_summary=True):
                 messages[m.uid] = m
         seen_now: set[int] = set()
         if sets_seen:
@@ -200,15 +205,6 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
                 for m in changed:
                     sel.update_message(m)
                     seen_now.add(m.uid)
-        raws: dict[int, bytes] = {}
-        if need_raw:
-            present = [u for u in chunk if u in messages]
-            blobs = [messages[u].blob_id for u in present]
-            if s.ctx.read_blobs is not None:
-                data = await s.ctx.read_blobs(blobs)
-            else:
-                data = [await s.store.read_blob(b) for b in blobs]
-            raws = dict(zip(present, data, strict=True))
         for uid in chunk:
             if (need_summary or need_raw) and uid not in messages:
                 continue  # expunged meanwhile; its EXPUNGE comes at the next allowed moment

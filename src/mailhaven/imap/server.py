@@ -110,28 +110,10 @@ class Connection:
         self.ctx = SessionContext(
             store=app.store, config=config, log=log, peer=ip, tls=listener.implicit_tls,
             starttls=not listener.implicit_tls, hostname=config.hostname, sleep=asyncio.sleep,
-            flush=self.flush, read_blobs=self.read_blobs,
+            flush=self.flush,
         )
         self.parser = CommandReader(max_literal=config.limits.imap_literal)
         self.session = Session(self.ctx, self.parser)
-
-    async def read_blobs(self, blob_ids: list[str]) -> list[bytes]:
-        store = self.app.store
-        many = getattr(store, "read_blobs", None)   # optional store fast path (PostgreSQL)
-        if many is not None:
-            return list(await many(blob_ids))
-        paths = [store.blob_path(b) for b in blob_ids]
-        if any(p is None for p in paths):
-            return [await store.read_blob(b) for b in blob_ids]
-
-        def read_all() -> list[bytes]:
-            out = []
-            for p in paths:
-                with open(p, "rb") as f:
-                    out.append(f.read())
-            return out
-
-        return await asyncio.to_thread(read_all)
 
     async def flush(self) -> None:
         data = self.session.take_output()

@@ -74,8 +74,6 @@ class SessionContext:
     sleep: Callable[[float], Awaitable[None]] | None = None
     flush: Callable[[], Awaitable[None]] | None = None
     """Writes buffered output to the peer (large FETCH responses stream through it)."""
-    read_blobs: Callable[[list[str]], Awaitable[list[bytes]]] | None = None
-    """Reads many message blobs in one go (one thread hop); default: one ``read_blob`` each."""
     auth_delay: float = 1.0
 
 

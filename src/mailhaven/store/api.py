@@ -332,6 +332,11 @@ class Store(Protocol):
         self, mailbox_id: int, uids: Iterable[int], *, with_summary: bool = True
     ) -> list[Message]: ...
 
+    async def get_messages_raw(self, mailbox_id: int, uids: Iterable[int], *,
+                               with_summary: bool = True) -> list[tuple[Message, bytes]]:
+        """:meth:`get_messages` with each message's bytes, in one trip (FETCH of bodies)."""
+        ...
+
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         """By store-wide id (JMAP); unknown ids are left out."""
         ...

@@ -210,6 +210,12 @@ class FileBlobStore:
     def read_many_sync(self, blob_ids: list[str]) -> list[bytes]:
         """Several blobs in one trip off the event loop: recent ones from memory, inline
         ones with one query per 500, the rest from their files."""
+        if self.db is None:
+            return self.read_many_in(None, blob_ids)
+        return self.db.read_sync(lambda conn: self.read_many_in(conn, blob_ids))
+
+    def read_many_in(self, conn: sqlite3.Connection | None, blob_ids: list[str]) -> list[bytes]:
+        """:meth:`read_many_sync` inside a read transaction the caller holds on ``conn``."""
         found: dict[str, bytes] = {}
         with self._recent_lock:
             for blob_id in blob_ids:
@@ -217,12 +223,22 @@ class FileBlobStore:
                 if data is not None:
                     found[blob_id] = data
         wanted = [b for b in dict.fromkeys(blob_ids) if b not in found]
-        if wanted and self.db is not None:
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
-                rows = self.db.read_sync(lambda conn, chunk=chunk: conn.execute(  # type: ignore[misc]
-                    f"SELECT id, data FROM blob_data WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall())
-                found.update((r[0], bytes(r[1])) for r in rows)
+        if wanted and conn is not None:
+            found.update(self._inline_many(conn, wanted))
+        return self._assemble(blob_ids, found)
+
+    @staticmethod
+    def _inline_many(conn: sqlite3.Connection, blob_ids: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for i in range(0, len(blob_ids), 500):
+            chunk = blob_ids[i:i + 500]
+            rows = conn.execute(
+                f"SELECT id, data FROM blob_data WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            found.update((r[0], bytes(r[1])) for r in rows)
+        return found
+
+    def _assemble(self, blob_ids: list[str], found: dict[str, bytes]) -> list[bytes]:
+        """In the order asked; what is not in ``found`` comes from its file."""
         out = []
         for blob_id in blob_ids:
             data = found.get(blob_id)

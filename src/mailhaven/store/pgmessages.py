@@ -251,6 +251,14 @@ class MessageMethods:
             "ORDER BY uid", mailbox_id, sorted(set(uids)))
         return [message(r, with_summary) for r in rows]
 
+    async def get_messages_raw(self, mailbox_id: int, uids: Iterable[int], *,
+                               with_summary: bool = True) -> list[tuple[Message, bytes]]:
+        rows = await self.pool.fetch(
+            f"SELECT m.*, (SELECT data FROM blobs WHERE id = m.blob_id) AS raw FROM (SELECT {cols(with_summary)} "
+            "FROM messages WHERE mailbox_id=$1 AND uid = ANY($2::bigint[])) m ORDER BY uid",
+            mailbox_id, sorted(set(uids)))
+        return [(message(r, with_summary), bytes(r["raw"] or b"")) for r in rows]
+
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))
         rows = await self.pool.fetch(

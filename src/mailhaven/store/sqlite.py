@@ -227,6 +227,17 @@ def _columns(with_summary: bool) -> str:
     return _SUMMARY_COLUMNS + (", summary" if with_summary else "")
 
 
+def _message_rows(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
+                  with_summary: bool) -> list[sqlite3.Row]:
+    out: list[sqlite3.Row] = []
+    for i in range(0, len(uids), 500):
+        chunk = uids[i:i + 500]
+        out += conn.execute(
+            f"SELECT {_columns(with_summary)} FROM messages WHERE mailbox_id=? AND uid IN "
+            f"({','.join('?' * len(chunk))}) ORDER BY uid", (mailbox_id, *chunk)).fetchall()
+    return out
+
+
 class SQLiteStore:
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
@@ -887,17 +898,19 @@ class SQLiteStore:
     async def get_messages(self, mailbox_id: int, uids: Iterable[int], *,
                            with_summary: bool = True) -> list[Message]:
         wanted = sorted(set(uids))
+        rows = await self.db.read(lambda conn: _message_rows(conn, mailbox_id, wanted, with_summary))
+        return [_message(r, with_summary) for r in rows]
 
-        def find(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            out: list[sqlite3.Row] = []
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
-                out += conn.execute(
-                    f"SELECT {_columns(with_summary)} FROM messages WHERE mailbox_id=? AND uid IN "
-                    f"({','.join('?' * len(chunk))}) ORDER BY uid", (mailbox_id, *chunk)).fetchall()
-            return out
+    async def get_messages_raw(self, mailbox_id: int, uids: Iterable[int], *,
+                               with_summary: bool = True) -> list[tuple[Message, bytes]]:
+        wanted = sorted(set(uids))
 
-        return [_message(r, with_summary) for r in await self.db.read(find)]
+        def find(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[bytes]]:
+            rows = _message_rows(conn, mailbox_id, wanted, with_summary)
+            return rows, self.blobs.read_many_in(conn, [r["blob_id"] for r in rows])
+
+        rows, data = await self.db.read(find)
+        return [(_message(r, with_summary), d) for r, d in zip(rows, data, strict=True)]
 
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))
