@@ -185,7 +185,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
         i.section for i in items)
     sets_seen = not sel.readonly and any(
         (i.section and not i.peek) or i.name in ("RFC822", "RFC822.TEXT") for i in items)
-    uids = [u for u in uids if sel.live(u)]
+    uids = sel.live_only(uids)
     for start in range(0, len(uids), 200):
         chunk = uids[start:start + 200]
         messages: dict[int, Message] = {}

@@ -130,7 +130,7 @@ async def cmd_store(s: Session, cmd: Command) -> str:
         flags.append(_flag(t.value))
     if sel.readonly:
         raise No("Mailbox is read-only", code=CANNOT)
-    live = [u for u in uids if sel.live(u)]
+    live = sel.live_only(uids)
     changed, failed = await s.store.set_flags(sel.id, live, flags, modes[base], unchanged_since=unchanged_since)
     changed_uids = set()
     for m in changed:
@@ -178,7 +178,7 @@ def _flag(value: str) -> str:
 async def cmd_copy(s: Session, cmd: Command) -> str:
     sel = s.require_selected()
     args = Args(cmd.args)
-    uids = [u for u in resolve_set(s, args.atom("sequence set"), cmd.uid) if sel.live(u)]
+    uids = sel.live_only(resolve_set(s, args.atom("sequence set"), cmd.uid))
     name = args.mailbox(s.utf8)
     args.end()
     target = await find_mailbox(s, name, trycreate=True)

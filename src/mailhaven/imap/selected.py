@@ -203,6 +203,11 @@ class SelectedMailbox:
     def live(self, uid: int) -> bool:
         return uid not in self.pending_expunge and self.index(uid) is not None
 
+    def live_only(self, uids: list[int]) -> list[int]:
+        """UIDs of this view (as ``resolve_set`` gives) less those others expunged meanwhile."""
+        pending = self.pending_expunge
+        return [u for u in uids if u not in pending] if pending else uids
+
     # -- local changes (this session's own commands) -------------------------
     def update_message(self, m: Message) -> None:
         i = self.index(m.uid)

@@ -931,51 +931,57 @@ class SQLiteStore:
         wanted = sorted(set(uids))
         new_flags = set(flags)
 
-        def update(ctx: WriteContext) -> tuple[list[sqlite3.Row], list[int]]:
+        def result_of(current: str) -> str:
+            flags = set(current.split())
+            if mode is FlagMode.ADD:
+                flags |= new_flags
+            elif mode is FlagMode.REMOVE:
+                flags -= new_flags
+            else:
+                flags = set(new_flags)
+            return _flags_text(flags)
+
+        def update(ctx: WriteContext) -> tuple[list[Message], list[int]]:
             conn = ctx.conn
             box = conn.execute("SELECT account_id FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
             if box is None:
                 raise NotFound(f"no mailbox {mailbox_id}")
             account_id = box[0]
             modseq: int | None = None
-            changed: list[int] = []
+            changed: list[Message] = []
             failed: list[int] = []
+            results: dict[str, str] = {}        # current flags text -> new (few distinct sets)
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i:i + 500]
                 rows = conn.execute(
-                    f"SELECT id, uid, flags, modseq FROM messages WHERE mailbox_id=? AND uid IN "
-                    f"({','.join('?' * len(chunk))})", (mailbox_id, *chunk)).fetchall()
+                    f"SELECT {_SUMMARY_COLUMNS} FROM messages WHERE mailbox_id=? AND uid IN "
+                    f"({','.join('?' * len(chunk))}) ORDER BY uid", (mailbox_id, *chunk)).fetchall()
+                updates: list[tuple[str, int, int]] = []
                 for row in rows:
                     # RFC 7162 3.1.3: fail messages modified after UNCHANGEDSINCE.
                     if unchanged_since is not None and row["modseq"] > unchanged_since:
                         failed.append(row["uid"])
                         continue
-                    current = set(row["flags"].split())
-                    if mode is FlagMode.ADD:
-                        result = current | new_flags
-                    elif mode is FlagMode.REMOVE:
-                        result = current - new_flags
-                    else:
-                        result = set(new_flags)
+                    current = row["flags"]
+                    result = results.get(current)
+                    if result is None:
+                        result = results[current] = result_of(current)
                     if result == current:
                         continue
                     if modseq is None:
                         modseq = self._bump_modseq(conn, account_id)
-                    conn.execute("UPDATE messages SET flags=?, modseq=? WHERE id=?",
-                                 (_flags_text(result), modseq, row["id"]))
-                    changed.append(row["id"])
+                    updates.append((result, modseq, row["id"]))
+                    changed.append(Message(
+                        id=row["id"], mailbox_id=mailbox_id, uid=row["uid"], blob_id=row["blob_id"],
+                        size=row["size"], internal_date=row["internal_date"],
+                        flags=frozenset(result.split()), modseq=modseq, thread_id=row["thread_id"]))
+                conn.executemany("UPDATE messages SET flags=?, modseq=? WHERE id=?", updates)
             if modseq is not None:
                 conn.execute("UPDATE mailboxes SET highestmodseq=? WHERE id=?", (modseq, mailbox_id))
                 self._publish(ctx, account_id, mailbox_id, "flags", modseq)
-            out: list[sqlite3.Row] = []
-            for i in range(0, len(changed), 500):
-                chunk = changed[i:i + 500]
-                out += conn.execute(f"SELECT {_columns(False)} FROM messages WHERE id IN "
-                                    f"({','.join('?' * len(chunk))}) ORDER BY uid", chunk).fetchall()
-            return out, sorted(failed)
+            return changed, sorted(failed)
 
-        rows, failed = await self.db.write_ctx(update)
-        return [_message(r, False) for r in rows], failed
+        return await self.db.write_ctx(update)
 
     def _remove_rows(self, conn: sqlite3.Connection, account_id: int, mailbox_id: int, uids: list[int],
                      modseq: int, adjust_quota: bool = True) -> list[int]:
