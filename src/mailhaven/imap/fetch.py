@@ -24,7 +24,6 @@ from .responses import (
     UNKNOWN_CTE,
     Bad,
     No,
-    astring_bytes,
     flag_list,
     literal,
     nstring,
@@ -366,10 +365,16 @@ def decode_body(data: bytes, encoding: str) -> bytes:
 # -- ENVELOPE and BODYSTRUCTURE rendering (RFC 9051 section 7.5.2) -----------------------------
 
 
+_PLAIN = re.compile(r'[\\"\r\n\x00]')
+
+
 def _ns(value: Any, utf8: bool) -> bytes:
     if value is None:
         return b"NIL"
-    return nstring(str(value), utf8=utf8)
+    text = str(value)
+    if text.isascii() and len(text) <= 1024 and not _PLAIN.search(text):   # the common case, fast
+        return b'"' + text.encode("ascii") + b'"'
+    return nstring(text, utf8=utf8)
 
 
 def _downgrade(value: Any, kind: str) -> Any:
@@ -406,36 +411,36 @@ def render_envelope(env: list[Any], utf8: bool) -> bytes:
 def _params(params: list[list[str]] | None, utf8: bool) -> bytes:
     if not params:
         return b"NIL"
-    return b"(" + b" ".join(astring_bytes(k, utf8=utf8) + b" " + astring_bytes(v, utf8=utf8)
+    return b"(" + b" ".join(_ns(k, utf8) + b" " + _ns(v, utf8)
                             for k, v in params) + b")"
 
 
 def _disp(disp: list[Any] | None, utf8: bool) -> bytes:
     if not disp:
         return b"NIL"
-    return b"(" + astring_bytes(disp[0], utf8=utf8) + b" " + _params(disp[1], utf8) + b")"
+    return b"(" + _ns(disp[0], utf8) + b" " + _params(disp[1], utf8) + b")"
 
 
 def _lang(lang: list[str] | None, utf8: bool) -> bytes:
     if not lang:
         return b"NIL"
     if len(lang) == 1:
-        return astring_bytes(lang[0], utf8=utf8)
-    return b"(" + b" ".join(astring_bytes(x, utf8=utf8) for x in lang) + b")"
+        return _ns(lang[0], utf8)
+    return b"(" + b" ".join(_ns(x, utf8) for x in lang) + b")"
 
 
 def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
     if "parts" in node:
         inner = b"".join(render_body(p, extended, utf8) for p in node["parts"])
-        out = inner + b" " + astring_bytes(node["s"], utf8=utf8)
+        out = inner + b" " + _ns(node["s"], utf8)
         if extended:
             out += b" " + _params(node["p"], utf8) + b" " + _disp(node["disp"], utf8) + b" " + \
                 _lang(node["lang"], utf8) + b" " + _ns(node["loc"], utf8)
         return b"(" + out + b")"
     size = node["e"] - node["h"][1]
-    fields = [astring_bytes(node["t"], utf8=utf8), astring_bytes(node["s"], utf8=utf8),
+    fields = [_ns(node["t"], utf8), _ns(node["s"], utf8),
               _params(node["p"], utf8), _ns(node["id"], utf8), _ns(node["desc"], utf8),
-              astring_bytes(node["enc"], utf8=utf8), b"%d" % size]
+              _ns(node["enc"], utf8), b"%d" % size]
     if "msg" in node:
         inner = node["msg"]
         fields.append(render_envelope(inner.get("env") or [None] * 10, utf8))
