@@ -134,3 +134,58 @@ async def test_new_keyword_announced_in_flags_before_use(store) -> None:  # type
     assert b"$Important" in out[flags_at:fetch_at]
     out = await b.cmd("STORE 2 +FLAGS ($Important)")
     assert b"* FLAGS" not in out   # already known
+
+
+async def test_idle_sessions_share_one_changes_query(store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Thousands of IDLE sessions woken by one delivery ask the store once, not each."""
+    import asyncio
+
+    acct = await make_account(store)
+    await deliver(store, acct.id, MSG % (1, 1))
+    clients = [Client(store) for _ in range(20)]
+    for c in clients:
+        await c.login()
+        await c.cmd("SELECT INBOX")
+        assert await c.send(b"i IDLE\r\n") == b"+ idling\r\n"
+    calls = []
+    real = store.changes_since
+
+    async def counting(mailbox_id: int, modseq: int):  # type: ignore[no-untyped-def]
+        calls.append(modseq)
+        return await real(mailbox_id, modseq)
+
+    monkeypatch.setattr(store, "changes_since", counting)
+    await deliver(store, acct.id, MSG % (2, 2))
+    outs = await asyncio.gather(*(c.poll() for c in clients))
+    assert all(b"* 2 EXISTS" in out for out in outs)
+    assert len(calls) == 1
+
+
+async def test_a_shared_answer_too_old_for_the_change_is_not_used() -> None:
+    """A session woken by a newer change than a running query can see asks on its own."""
+    import asyncio
+
+    from mailhaven.imap.selected import _changes_since
+    from mailhaven.store.api import MailboxChanges
+
+    release = asyncio.Event()
+    asked: list[int] = []
+
+    class Slow:
+        async def changes_since(self, mailbox_id: int, modseq: int) -> MailboxChanges:
+            asked.append(modseq)
+            if len(asked) == 1:
+                await release.wait()
+                return MailboxChanges(changed=[], expunged=[], highestmodseq=7)
+            return MailboxChanges(changed=[], expunged=[], highestmodseq=9)
+
+    store = Slow()
+    first = asyncio.ensure_future(_changes_since(store, 1, 5, 7))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    fine = asyncio.ensure_future(_changes_since(store, 1, 5, 6))  # type: ignore[arg-type]
+    newer = asyncio.ensure_future(_changes_since(store, 1, 5, 9))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(first, fine, newer)
+    assert [r.highestmodseq for r in results] == [7, 7, 9]
+    assert asked == [5, 5]

@@ -12,6 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from array import array
 from collections.abc import Sequence
@@ -19,6 +20,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store.api import Mailbox, MailboxChanges, Message, Store
+
+_inflight: dict[tuple[int, int, int], asyncio.Future[MailboxChanges]] = {}
+
+
+async def _changes_since(store: Store, mailbox_id: int, modseq: int, wanted: int) -> MailboxChanges:
+    """``store.changes_since``, shared: when many sessions on one mailbox wake for the same
+    change (thousands in IDLE), one query answers all of them. A session joins a query
+    already running only if its answer is recent enough for the change that woke it."""
+    key = (id(store), mailbox_id, modseq)
+    running = _inflight.get(key)
+    if running is not None:
+        try:
+            shared = await asyncio.shield(running)
+        except Exception:  # noqa: BLE001 - that query failed; ask on our own below
+            pass
+        else:
+            if shared.highestmodseq >= wanted:
+                return shared
+        return await store.changes_since(mailbox_id, modseq)
+    future: asyncio.Future[MailboxChanges] = asyncio.get_running_loop().create_future()
+    _inflight[key] = future
+    try:
+        result = await store.changes_since(mailbox_id, modseq)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            future.set_exception(exc)
+            future.exception()          # retrieved: no "never retrieved" warning when nobody joined
+        else:
+            future.cancel()
+        raise
+    finally:
+        if _inflight.get(key) is future:
+            del _inflight[key]
+    future.set_result(result)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +137,8 @@ class SelectedMailbox:
         """The message count the client knows (EXISTS sent, minus EXPUNGEs sent)."""
         self.keywords: set[str] = set()
         """Keywords the client was told of in the last FLAGS response."""
+        self.wanted_modseq = 0
+        """The MODSEQ of the newest change the feed announced for this mailbox."""
         self.recent: set[int] = set()
         """UIDs that are \\Recent in this session (RFC 3501 2.3.2; no longer shown in IMAP4rev2)."""
         self.saved_result: list[int] = []
@@ -235,7 +273,8 @@ class SelectedMailbox:
     # -- catching up with the store ----------------------------------------------
     async def refresh(self, store: Store, condstore: bool) -> Updates:
         """Pull changes after ``known_modseq``; new messages join the view at once."""
-        changes = await store.changes_since(self.id, self.known_modseq)
+        wanted, self.wanted_modseq = self.wanted_modseq, 0   # a change during the query sets it again
+        changes = await _changes_since(store, self.id, self.known_modseq, wanted)
         updates = Updates()
         last = self.uids[-1] if self.uids else 0
         added = False

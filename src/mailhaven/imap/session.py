@@ -265,6 +265,8 @@ class Session:
         sel = self.selected
         if change.kind == "resync" or (sel is not None and change.mailbox_id == sel.id):
             self.dirty = True
+            if sel is not None:
+                sel.wanted_modseq = max(sel.wanted_modseq, change.modseq if change.kind != "resync" else 1 << 62)
 
     async def announce(self, *, allow_expunge: bool) -> None:
         """Catch the selected view up with the store and tell the client (RFC 9051 7.5.1)."""
