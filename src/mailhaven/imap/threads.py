@@ -112,40 +112,47 @@ def thread_references(rows: list[tuple[int, float, dict[str, Any]]]) -> list[Tre
             c.parent.children.remove(c)
             c.parent = None
     roots = [c for c in table.values() if c.parent is None]
-    roots = _prune(roots, top=True)
-    # Step 5: gather root threads sharing a base subject.
-    by_subject: dict[str, _Container] = {}
-    merged: list[_Container] = []
+    roots = _prune(roots, top=True)                                    # steps 2 and 3
+    for r in roots:                                                    # step 4
+        if r.uid is None:
+            r.children = _sorted(r.children)
+    roots = _sorted(roots)
+    return [_tree(c) for c in _sorted(_gather_by_subject(roots))]     # steps 5 and 6
+
+
+def _gather_by_subject(roots: list[_Container]) -> list[_Container]:
+    """RFC 5256 REFERENCES step 5: threads under the root with the same base subject join."""
+    # (A, B) One thread per subject speaks for it: a dummy over a message, an original
+    # over a reply or forward.
+    table: dict[str, _Container] = {}
     for r in roots:
-        subj = base_subject(_subject_of(r))
-        if not subj:
-            merged.append(r)
+        subject = base_subject(_subject_of(r))
+        if not subject:
             continue
-        other = by_subject.get(subj)
-        if other is None:
-            by_subject[subj] = r
-            merged.append(r)
+        old = table.get(subject)
+        if old is None or (old.uid is not None and (
+                r.uid is None or (_is_reply(old.subject) and not _is_reply(r.subject)))):
+            table[subject] = r
+    # (C) Every other thread of that subject merges into it.
+    level = list(roots)
+    for r in roots:
+        subject = base_subject(_subject_of(r))
+        if not subject or r not in level:
             continue
-        if other.uid is None and r.uid is None:
-            other.children += r.children
-        elif other.uid is None:
-            other.children.append(r)
-        elif r.uid is None:
-            r.children.append(other)
-            merged[merged.index(other)] = r
-            by_subject[subj] = r
-        elif _is_reply(r.subject) and not _is_reply(other.subject):
-            other.children.append(r)
-        elif not _is_reply(r.subject) and _is_reply(other.subject):
-            r.children.append(other)
-            merged[merged.index(other)] = r
-            by_subject[subj] = r
+        t = table[subject]
+        if t is r:
+            continue
+        if t.uid is None and r.uid is None:
+            t.children += r.children
+        elif t.uid is None or (_is_reply(r.subject) and not _is_reply(t.subject)):
+            t.children.append(r)
         else:
             dummy = _Container()
-            dummy.children = [other, r]
-            merged[merged.index(other)] = dummy
-            by_subject[subj] = dummy
-    return [_tree(c) for c in _sorted(merged)]
+            dummy.children = [t, r]
+            level[level.index(t)] = dummy
+            table[subject] = dummy
+        level.remove(r)
+    return level
 
 
 def _subject_of(c: _Container) -> str:
