@@ -117,15 +117,25 @@ def peak_rss_mb(pid: int | None) -> float | None:
 
 
 def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
-    """(user, system) CPU seconds of the process (all its threads), from /proc."""
+    """(user, system) CPU seconds of the process (all its threads) and of its live
+    children (SMTP worker processes), from /proc."""
     if not pid:
         return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    user = system = 0.0
+    found = False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            found = True
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+    return (user, system) if found else None
 
 
 def rss_mb(pid: int) -> float:
@@ -144,7 +154,7 @@ def free_port() -> int:
 class Spawned:
     """A throw-away ``mailhaven serve`` with one domain and user."""
 
-    def __init__(self, rcpt: str) -> None:
+    def __init__(self, rcpt: str, workers: int = 0) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="mh-bench-"))
         self.port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -153,7 +163,8 @@ class Spawned:
                                                   "pop3", "pop3s", "http"))
         (self.dir / "mailhaven.toml").write_text(
             f'hostname = "bench.example"\nlog_level = "warning"\n[listen]\nsmtp = "127.0.0.1:{self.port}"\n'
-            f"{listen}\n[limits]\nconnections = 5000\nconnections_per_ip = 5000\n")
+            f"{listen}\n[limits]\nconnections = 5000\nconnections_per_ip = 5000\n"
+            f"[smtp]\nworkers = {workers}\n")
         domain = rcpt.rpartition("@")[2]
         self.cli("domain", "add", domain)
         self.cli("user", "add", rcpt, "--password-stdin", input="bench-password\n")
@@ -222,10 +233,11 @@ def main() -> None:
     ap.add_argument("--postfix-to", default="bench@postfix.example")
     ap.add_argument("--postfix-pid", type=int)
     ap.add_argument("--idle", type=int, default=0, help="measure RSS of this many idle sessions instead")
+    ap.add_argument("--workers", type=int, default=0, help="[smtp] workers of the spawned server")
     args = ap.parse_args()
     if args.driver == "smtp-source" and not (shutil.which("smtp-source") or Path("/usr/sbin/smtp-source").exists()):
         sys.exit("smtp-source is not installed (Debian: apt-get install postfix)")
-    spawned = Spawned(args.to) if args.spawn else None
+    spawned = Spawned(args.to, args.workers) if args.spawn else None
     try:
         if spawned is not None:
             host, port, pid = "127.0.0.1", spawned.port, spawned.proc.pid

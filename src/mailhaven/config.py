@@ -158,6 +158,9 @@ class SMTPConfig:
     # Offer AUTH on the port-25 listener too (RFC 4954); an authenticated session may
     # then relay, as on submission. Off by default: port 25 is for other MTAs.
     auth_on_smtp: bool = False
+    # Processes that accept on the port-25 listener (smtp/workers.py); 0: the main
+    # process does. Each uses one core; the main process keeps the other protocols.
+    workers: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,6 +290,8 @@ def _validate(config: Config) -> None:
         path = getattr(config.tls, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"tls.{name}: no such file {path!r}")
+    if config.smtp.workers > 64:
+        raise ConfigError("smtp.workers: at most 64")
     if config.relay.tls not in ("opportunistic", "required", "implicit", "none"):
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
     if config.log_format not in ("text", "json"):

@@ -10,11 +10,18 @@ import time
 from typing import Any
 
 _ids = itertools.count(1)
+_process = ""
+
+
+def set_process_tag(tag: str) -> None:
+    """Worker processes tag their connection ids (``w1s000001``) so they stay unique."""
+    global _process
+    _process = tag
 
 
 def connection_id(prefix: str) -> str:
     """A short id that ties every log line of one connection together."""
-    return f"{prefix}{next(_ids):06d}"
+    return f"{_process}{prefix}{next(_ids):06d}"
 
 
 class _TextFormatter(logging.Formatter):

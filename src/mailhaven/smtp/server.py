@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth.sasl import MECHANISMS, StoreMechanism
 from ..logs import Log, connection_id
@@ -50,6 +51,9 @@ from .protocol import (
 )
 from .throttle import LoginThrottle
 from .transaction import Submission, Trace, Transaction
+
+if TYPE_CHECKING:
+    from .workers import WorkerPool
 
 READ_SIZE = 64 * 1024
 SUBMISSION_LISTENERS = ("submission", "submissions")
@@ -95,6 +99,8 @@ class SmtpListener:
         self.submission = name in SUBMISSION_LISTENERS
         self.implicit_tls = name == "submissions"
         self.server: asyncio.AbstractServer | None = None
+        self.extra_servers: list[asyncio.AbstractServer] = []
+        self.workers: WorkerPool | None = None
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.per_ip: dict[str, int] = {}
@@ -108,22 +114,46 @@ class SmtpListener:
 
     @property
     def sockets(self) -> Any:
+        if self.workers is not None:
+            return self.workers.sockets
         server: Any = self.server
         return server.sockets if server is not None else ()
 
     async def start(self, host: str, port: int) -> None:
+        count = self.app.config.smtp.workers
+        if self.name == "smtp" and count > 0:
+            # Port 25 in worker processes (smtp/workers.py): bind here, accept there.
+            from .workers import WorkerPool
+
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.create_server((host, port), family=family, backlog=1024)
+            self.workers = WorkerPool(self.app, [sock], count, self.log)
+            await self.workers.start()
+            return
         self.server = await asyncio.start_server(
             self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None,
             limit=READ_SIZE, backlog=1024, ssl_handshake_timeout=30 if self.implicit_tls else None)
 
+    async def serve_sockets(self, sockets: list[socket.socket]) -> None:
+        """Accept on sockets bound by another process (an SMTP worker's listener)."""
+        servers = [await asyncio.start_server(self._accept, sock=sock, limit=READ_SIZE, backlog=1024)
+                   for sock in sockets]
+        self.server = servers[0]
+        self.extra_servers = list[asyncio.AbstractServer](servers[1:])
+
     def close(self) -> None:
         self.closing = True
-        if self.server is not None:
-            self.server.close()
+        if self.workers is not None:
+            self.workers.close()
+        for server in (self.server, *self.extra_servers):
+            if server is not None:
+                server.close()
         for session in list(self.sessions):
             session.stop()
 
     async def wait_closed(self) -> None:
+        if self.workers is not None:
+            await self.workers.wait_closed()
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=8)
         for task in list(self.tasks):

@@ -1,0 +1,227 @@
+"""Inbound SMTP in worker processes: port 25 on every core.
+
+One Python process runs on one core, and inbound mail is the heaviest load a server
+takes. With ``[smtp] workers = N`` the main process binds the port-25 socket but does
+not accept on it; N worker processes (``python -m mailhaven.smtp.workers``) inherit the
+socket and each runs the same :class:`~mailhaven.smtp.server.SmtpListener` with a store
+of its own on the same data directory (SQLite serialises their commits; PostgreSQL
+nodes already share one database). The main process keeps IMAP, POP3, HTTP and
+submission, so a flood of inbound mail does not stall a mail client.
+
+What a worker commits, it tells the main process over a socketpair, one JSON line per
+change (the PostgreSQL backend carries them by NOTIFY instead), so IMAP IDLE and JMAP
+push there hear of a delivery as they do of their own. A line ``{"queue": 1}`` wakes the
+outbound queue after a worker queued mail (an alias that forwards off-site).
+
+Invariants:
+- A worker answers ``250`` after its own commit, as the main process does: nothing a
+  worker acknowledged is lost when any process dies.
+- A worker exits when the main process goes away (its end of the socketpair closes), so
+  none outlives the server; the main process restarts a worker that died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import pickle
+import signal
+import socket
+import sys
+from typing import Any
+
+from ..logs import Log
+from ..queue.api import OutboundMessage
+from ..store.api import Change
+
+RESTART_DELAY = 1.0
+
+
+class WorkerPool:
+    """The main process's side: spawn, feed from, supervise and stop the workers."""
+
+    def __init__(self, app: Any, sockets: list[socket.socket], count: int, log: Log) -> None:
+        self.app = app
+        self.sockets = sockets
+        self.count = count
+        self.log = log
+        self.closing = False
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        started = [asyncio.get_running_loop().create_future() for _ in range(self.count)]
+        for i in range(self.count):
+            task = asyncio.create_task(self._keep(i, started[i]))
+            self._tasks.add(task)
+        await asyncio.gather(*started)
+
+    async def _keep(self, index: int, started: asyncio.Future[None]) -> None:
+        """Run worker ``index``; restart it when it dies unless we are closing."""
+        while not self.closing:
+            try:
+                await self._run_one(index, started)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep supervising
+                self.log.error("smtp worker failed to start", worker=index, error=str(exc))
+                if not started.done():
+                    started.set_exception(exc)
+                    return
+            if not self.closing:
+                self.log.warning("smtp worker exited; restarting", worker=index)
+                await asyncio.sleep(RESTART_DELAY)
+
+    async def _run_one(self, index: int, started: asyncio.Future[None]) -> None:
+        ours, theirs = socket.socketpair()
+        fds = [s.fileno() for s in self.sockets]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mailhaven.smtp.workers",
+                "--listen-fds", ",".join(map(str, fds)), "--feed-fd", str(theirs.fileno()),
+                "--index", str(index),
+                stdin=asyncio.subprocess.PIPE, pass_fds=(*fds, theirs.fileno()))
+        finally:
+            theirs.close()
+        self.procs[index] = proc
+        assert proc.stdin is not None
+        proc.stdin.write(pickle.dumps(self.app.config))
+        await proc.stdin.drain()
+        proc.stdin.close()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        try:
+            ready = await reader.readline()
+            if ready.strip() != b'{"ready":1}':
+                raise RuntimeError(f"smtp worker {index} did not start (exit {await proc.wait()})")
+            if not started.done():
+                started.set_result(None)
+            self.log.info("smtp worker started", worker=index, pid=proc.pid)
+            while line := await reader.readline():
+                self._feed(line)
+        finally:
+            writer.close()
+            await proc.wait()
+            self.procs.pop(index, None)
+
+    def _feed(self, line: bytes) -> None:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            return
+        if item.get("queue"):
+            outbound = self.app.outbound
+            wake = getattr(outbound, "wake", None)
+            if wake is not None:
+                wake()
+            return
+        hub = getattr(self.app.store, "hub", None)
+        if hub is not None and "a" in item:
+            hub.publish(Change(account_id=int(item["a"]), mailbox_id=item["m"], kind=str(item["k"]),
+                               modseq=int(item["s"])))
+
+    def close(self) -> None:
+        self.closing = True
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+
+    async def wait_closed(self) -> None:
+        procs = list(self.procs.values())
+        if procs:
+            done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=10)
+            for p in procs:
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for s in self.sockets:
+            s.close()
+
+
+class _QueueOnly:
+    """A worker's ``ctx.outbound``: commits queue entries, then wakes the main process's
+    queue runner (which does the delivering)."""
+
+    def __init__(self, store: Any, notify: Any) -> None:
+        from ..queue.store import queue_store
+
+        self.queue = queue_store(store)
+        self.notify = notify
+
+    async def open(self) -> None:
+        await self.queue.open()
+
+    async def enqueue(self, message: OutboundMessage) -> list[int]:
+        ids = await self.queue.enqueue(message)
+        self.notify(b'{"queue":1}\n')
+        return ids
+
+
+async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) -> None:
+    from ..app import AppContext
+    from ..store import create_store
+    from ..tls import server_context
+    from .server import SmtpListener
+
+    log = Log("smtp-worker").bind(worker=index)
+    feed = socket.socket(fileno=feed_fd)
+    reader, writer = await asyncio.open_connection(sock=feed)
+    store = create_store(config)
+    await store.open()
+    ctx = AppContext(config=config, store=store, log=log, tls=server_context(config))
+    outbound = _QueueOnly(store, writer.write)
+    await outbound.open()
+    ctx.outbound = outbound
+    forward: asyncio.Task[None] | None = None
+    if config.store.backend == "sqlite":   # PostgreSQL nodes hear of each other by NOTIFY
+        sub = store.subscribe(None)
+
+        async def pump() -> None:
+            async for change in sub:
+                writer.write(json.dumps({"a": change.account_id, "m": change.mailbox_id, "k": change.kind,
+                                         "s": change.modseq}, separators=(",", ":")).encode() + b"\n")
+
+        forward = asyncio.create_task(pump())
+    listener = SmtpListener(ctx, "smtp")
+    await listener.serve_sockets([socket.socket(fileno=fd) for fd in listen_fds])
+    writer.write(b'{"ready":1}\n')
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)   # the main process decides
+    parent_gone = asyncio.create_task(reader.read())         # EOF: the main process is gone
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({parent_gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    listener.close()
+    await listener.wait_closed()
+    if forward is not None:
+        await asyncio.sleep(0)            # let the last changes go out
+        forward.cancel()
+    with contextlib.suppress(Exception):
+        await writer.drain()
+    await store.close()
+    parent_gone.cancel()
+    stopping.cancel()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="internal: an inbound SMTP worker of `mailhaven serve`")
+    ap.add_argument("--listen-fds", required=True)
+    ap.add_argument("--feed-fd", type=int, required=True)
+    ap.add_argument("--index", type=int, default=0)
+    args = ap.parse_args()
+    config = pickle.loads(sys.stdin.buffer.read())   # from our parent, over a pipe
+    from .. import logs
+
+    logs.setup(config.log_level, config.log_format)
+    logs.set_process_tag(f"w{args.index}")
+    asyncio.run(_worker(config, [int(x) for x in args.listen_fds.split(",")], args.feed_fd, args.index))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

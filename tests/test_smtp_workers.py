@@ -1,0 +1,133 @@
+"""Port 25 served by worker processes (``[smtp] workers``): deliveries from every worker
+reach the main process's IMAP IDLE sessions, a worker that dies is replaced and loses no
+acknowledged message, and none outlives the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import socket
+import threading
+import time
+from pathlib import Path
+
+from conftest import ServerProcess
+from test_smtp_durability import body, sender_loop
+
+WORKERS = 2
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and "mailhaven.smtp.workers" in \
+                Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+            out.append(int(entry))
+    return sorted(out)
+
+
+def wait_for(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+class Idle:
+    """A raw IMAP connection in IDLE (imaplib has no IDLE before Python 3.14)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.buf = b""
+        self.line()
+        for cmd in (b"a LOGIN bob@nyu.example s3cret", b"b SELECT INBOX"):
+            self.sock.sendall(cmd + b"\r\n")
+            while not self.line().startswith(cmd[:2]):
+                pass
+        self.sock.sendall(b"c IDLE\r\n")
+        assert self.line().startswith(b"+")
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def wait_exists(self, n: int) -> None:
+        while True:
+            line = self.line()
+            if line.endswith(b" EXISTS") and int(line.split()[1]) >= n:
+                return
+
+
+def test_workers_deliver_and_main_process_hears_of_it(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", extra_config=f"[smtp]\nworkers = {WORKERS}\n").start()
+    try:
+        server.add_user("bob@nyu.example")
+        assert server.proc is not None
+        workers = wait_for(lambda: len(children(server.proc.pid)) == WORKERS and children(server.proc.pid))
+        idle = Idle(server.port("imap"))
+        for n in range(20):                                   # a connection each: spread over the workers
+            with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10) as s:
+                s.sendmail("alice@lancs.example", ["bob@nyu.example"], body(0, n))
+        idle.wait_exists(20)                                  # pushed from the workers via the main process
+        # A worker killed is replaced, and mail still flows.
+        os.kill(workers[0], signal.SIGKILL)
+        replaced = wait_for(lambda: (c := children(server.proc.pid)) and len(c) == WORKERS
+                            and workers[0] not in c and c)
+        assert workers[1] in replaced
+        for n in range(20, 30):
+            with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10) as s:
+                s.sendmail("alice@lancs.example", ["bob@nyu.example"], body(0, n))
+        idle.wait_exists(30)
+        listing = json.loads(server.admin("mailbox", "list", "bob@nyu.example", "--json").stdout)
+        assert len(listing) == 30
+        # Submission stays in the main process, AUTH and all.
+        with smtplib.SMTP("127.0.0.1", server.port("submission"), timeout=10) as s:
+            s.login("bob@nyu.example", "s3cret")
+            s.sendmail("bob@nyu.example", ["bob@nyu.example"],
+                       b"From: bob@nyu.example\r\nTo: bob@nyu.example\r\nSubject: self\r\n\r\nhi\r\n")
+        idle.wait_exists(31)
+        pid = server.proc.pid
+    finally:
+        server.stop()
+    assert not children(pid)                                  # none outlives the server
+
+
+def test_killing_a_worker_mid_load_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", extra_config=f"[smtp]\nworkers = {WORKERS}\n").start()
+    try:
+        server.add_user("bob@nyu.example")
+        assert server.proc is not None
+        workers = wait_for(lambda: len(children(server.proc.pid)) == WORKERS and children(server.proc.pid))
+        acked: list[str] = []
+        stop = threading.Event()
+        threads = [threading.Thread(target=sender_loop, args=(server.port("smtp"), i, acked, stop), daemon=True)
+                   for i in range(6)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(acked) >= 100, timeout=60)
+        os.kill(workers[0], signal.SIGKILL)                   # mid-load
+        wait_for(lambda: len(acked) >= 200, timeout=60)       # the others (and the replacement) go on
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+        listing = json.loads(server.admin("mailbox", "list", "bob@nyu.example", "--json").stdout)
+        missing = set(acked) - {m["message_id"] for m in listing}
+        assert not missing, f"{len(missing)} acknowledged messages lost"
+    finally:
+        server.stop()
