@@ -20,6 +20,17 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 LISTENER_NAMES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http")
 
 
+def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``check()`` until it returns something true (and return that), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -12,14 +12,13 @@ import shutil
 import smtplib
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, free_port, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from postfix_peer import PostfixPeer, which_postfix  # noqa: E402
@@ -66,15 +65,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         postfix.stop()
         shutil.rmtree(pf_root, ignore_errors=True)
 
-
-def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_mailhaven_delivers_to_postfix(pair: dict[str, Any]) -> None:

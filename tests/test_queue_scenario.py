@@ -15,7 +15,6 @@ import json
 import os
 import smtplib
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import dkim
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, wait_for
 from dnsserver import DNSServer, can_bind
 
 LANCS_IP, NYU_IP = "127.0.0.2", "127.0.0.3"
@@ -78,15 +77,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             lancs.stop()
             nyu.stop()
 
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def inbox(srv: ServerProcess, user: str) -> list[dict[str, Any]]:

@@ -10,10 +10,9 @@ import signal
 import smtplib
 import socket
 import threading
-import time
 from pathlib import Path
 
-from conftest import ServerProcess
+from conftest import ServerProcess, wait_for
 from test_smtp_durability import body, sender_loop
 
 WORKERS = 2
@@ -33,15 +32,6 @@ def children(pid: int) -> list[int]:
             out.append(int(entry))
     return sorted(out)
 
-
-def wait_for(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 class Idle:
@@ -74,12 +64,18 @@ class Idle:
                 return
 
 
+def start_with_workers(data: Path) -> tuple[ServerProcess, list[int]]:
+    server = ServerProcess(data, extra_config=f"[smtp]\nworkers = {WORKERS}\n").start()
+    server.add_user("bob@nyu.example")
+    assert server.proc is not None
+    pid = server.proc.pid
+    return server, wait_for(lambda: len(children(pid)) == WORKERS and children(pid))
+
+
 def test_workers_deliver_and_main_process_hears_of_it(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", extra_config=f"[smtp]\nworkers = {WORKERS}\n").start()
+    server, workers = start_with_workers(tmp_path / "data")
+    assert server.proc is not None
     try:
-        server.add_user("bob@nyu.example")
-        assert server.proc is not None
-        workers = wait_for(lambda: len(children(server.proc.pid)) == WORKERS and children(server.proc.pid))
         idle = Idle(server.port("imap"))
         for n in range(20):                                   # a connection each: spread over the workers
             with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10) as s:
@@ -109,11 +105,8 @@ def test_workers_deliver_and_main_process_hears_of_it(tmp_path: Path) -> None:
 
 
 def test_killing_a_worker_mid_load_loses_no_acknowledged_message(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", extra_config=f"[smtp]\nworkers = {WORKERS}\n").start()
+    server, workers = start_with_workers(tmp_path / "data")
     try:
-        server.add_user("bob@nyu.example")
-        assert server.proc is not None
-        workers = wait_for(lambda: len(children(server.proc.pid)) == WORKERS and children(server.proc.pid))
         acked: list[str] = []
         stop = threading.Event()
         threads = [threading.Thread(target=sender_loop, args=(server.port("smtp"), i, acked, stop), daemon=True)

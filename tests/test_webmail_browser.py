@@ -12,14 +12,13 @@ import base64
 import importlib.util
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import ROOT, ServerProcess, free_port
+from conftest import ROOT, ServerProcess, free_port, wait_for
 from webmail_helpers import CHROMIUM, CHROMIUM_ARGS, JMAP, Canary, deliver, message
 
 pytestmark = pytest.mark.slow
@@ -119,15 +118,6 @@ class Session:
 def jmap(srv: ServerProcess, user: str) -> JMAP:
     return JMAP(base(srv), user, PASSWORD)
 
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def test_login_rejects_wrong_password(mailserver: ServerProcess, browser: Any) -> None:

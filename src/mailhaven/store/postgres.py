@@ -54,6 +54,7 @@ from .pgmessages import (
     mailbox_account,
 )
 from .pgschema import check_schema_name, drop_schema, ensure_schema
+from .recent import RecentFloors
 from .sqlite import (
     _like_prefix,
     hash_password,
@@ -130,7 +131,7 @@ class PostgresStore(MessageMethods):
         self.origin = secrets.token_hex(8)
         self.channel = f"{self.schema}_changes"
         self.hub = ChangeHub()
-        self._recent_floor: dict[int, int] = {}
+        self._recent_floor = RecentFloors()
         self.passwords = PasswordChecker()
         """Per mailbox, a UID below which every message is known to be claimed as \\Recent."""
         self.blobs = PgBlobStore(self.data_dir / "tmp")
@@ -534,13 +535,14 @@ class PostgresStore(MessageMethods):
         return _mailbox(row)
 
     async def claim_recent(self, mailbox_id: int, upto: int, *, claim: bool = True) -> int:
-        if claim and self._recent_floor.get(mailbox_id, 0) >= upto:
-            return self._recent_floor[mailbox_id]   # taken already (it never moves back): no query
+        known = self._recent_floor.covering(mailbox_id, upto) if claim else None
+        if known is not None:
+            return known        # taken already (it never moves back): no query
         first = await self.pool.fetchval("SELECT recent_uid FROM mailboxes WHERE id=$1", mailbox_id)
         if first is None:
             raise NotFound(f"no mailbox {mailbox_id}")
         if not claim or first >= upto:
-            self._note_recent(mailbox_id, first)
+            self._recent_floor.note(mailbox_id, first)
             return int(first)
 
         async def take(tx: Tx) -> int:
@@ -552,14 +554,8 @@ class PostgresStore(MessageMethods):
             return int(old)
 
         first = await self.write(take)
-        self._note_recent(mailbox_id, max(first, upto))
+        self._recent_floor.note(mailbox_id, max(first, upto))
         return first
-
-    def _note_recent(self, mailbox_id: int, floor: int) -> None:
-        if len(self._recent_floor) > 100_000:
-            self._recent_floor.clear()
-        if floor > self._recent_floor.get(mailbox_id, 0):
-            self._recent_floor[mailbox_id] = floor
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
         row = await self.pool.fetchrow(_mailbox_query("b.id = $2", True), SEEN, mailbox_id)

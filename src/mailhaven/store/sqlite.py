@@ -45,6 +45,7 @@ from .blobs import FileBlobStore, FileBlobWriter
 from .changes import ChangeHub, Subscription
 from .db import Database, WriteContext
 from .passwords import PasswordChecker, hasher
+from .recent import RecentFloors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -247,7 +248,7 @@ class SQLiteStore:
         self.blobs = FileBlobStore(self.data_dir, db=self.db)
         self.db.add_schema(BLOB_SCHEMA)
         self.hub = ChangeHub()
-        self._recent_floor: dict[int, int] = {}
+        self._recent_floor = RecentFloors()
         self.passwords = PasswordChecker()
         """Per mailbox, a UID below which every message is known to be claimed as \\Recent."""
 
@@ -639,21 +640,16 @@ class SQLiteStore:
                 conn.execute("UPDATE mailboxes SET recent_uid=? WHERE id=?", (upto, mailbox_id))
             return first
 
-        if claim and self._recent_floor.get(mailbox_id, 0) >= upto:
-            return self._recent_floor[mailbox_id]   # taken already (it never moves back): no query
+        known = self._recent_floor.covering(mailbox_id, upto) if claim else None
+        if known is not None:
+            return known        # taken already (it never moves back): no query
         first = await self.db.read(peek)
         if not claim or first >= upto:
-            self._note_recent(mailbox_id, first)
+            self._recent_floor.note(mailbox_id, first)
             return first     # nothing to take: no write, no fsync
         first = await self.db.write(take)
-        self._note_recent(mailbox_id, max(first, upto))
+        self._recent_floor.note(mailbox_id, max(first, upto))
         return first
-
-    def _note_recent(self, mailbox_id: int, floor: int) -> None:
-        if len(self._recent_floor) > 100_000:
-            self._recent_floor.clear()
-        if floor > self._recent_floor.get(mailbox_id, 0):
-            self._recent_floor[mailbox_id] = floor
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
         def find(conn: sqlite3.Connection) -> Mailbox:
@@ -676,7 +672,7 @@ class SQLiteStore:
         return await self.get_mailbox_by_id(await self.db.write_ctx(create))
 
     async def delete_mailbox(self, mailbox_id: int) -> None:
-        self._recent_floor.pop(mailbox_id, None)   # SQLite may give the id to a new mailbox
+        self._recent_floor.forget(mailbox_id)   # SQLite may give the id to a new mailbox
 
         def delete(ctx: WriteContext) -> None:
             conn = ctx.conn
