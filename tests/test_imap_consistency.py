@@ -165,8 +165,8 @@ async def test_a_shared_answer_too_old_for_the_change_is_not_used() -> None:
     """A session woken by a newer change than a running query can see asks on its own."""
     import asyncio
 
-    from mailhaven.imap.selected import _changes_since
     from mailhaven.store.api import MailboxChanges
+    from mailhaven.store.changes import shared_changes_since as _changes_since
 
     release = asyncio.Event()
     asked: list[int] = []

@@ -12,7 +12,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 from array import array
 from collections.abc import Sequence
@@ -20,41 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store.api import Mailbox, MailboxChanges, Message, Store
-
-_inflight: dict[tuple[int, int, int], asyncio.Future[MailboxChanges]] = {}
-
-
-async def _changes_since(store: Store, mailbox_id: int, modseq: int, wanted: int) -> MailboxChanges:
-    """``store.changes_since``, shared: when many sessions on one mailbox wake for the same
-    change (thousands in IDLE), one query answers all of them. A session joins a query
-    already running only if its answer is recent enough for the change that woke it."""
-    key = (id(store), mailbox_id, modseq)
-    running = _inflight.get(key)
-    if running is not None:
-        try:
-            shared = await asyncio.shield(running)
-        except Exception:  # noqa: BLE001 - that query failed; ask on our own below
-            pass
-        else:
-            if shared.highestmodseq >= wanted:
-                return shared
-        return await store.changes_since(mailbox_id, modseq)
-    future: asyncio.Future[MailboxChanges] = asyncio.get_running_loop().create_future()
-    _inflight[key] = future
-    try:
-        result = await store.changes_since(mailbox_id, modseq)
-    except BaseException as exc:
-        if isinstance(exc, Exception):
-            future.set_exception(exc)
-            future.exception()          # retrieved: no "never retrieved" warning when nobody joined
-        else:
-            future.cancel()
-        raise
-    finally:
-        if _inflight.get(key) is future:
-            del _inflight[key]
-    future.set_result(result)
-    return result
+from ..store.changes import shared_changes_since
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +239,7 @@ class SelectedMailbox:
     async def refresh(self, store: Store, condstore: bool) -> Updates:
         """Pull changes after ``known_modseq``; new messages join the view at once."""
         wanted, self.wanted_modseq = self.wanted_modseq, 0   # a change during the query sets it again
-        changes = await _changes_since(store, self.id, self.known_modseq, wanted)
+        changes = await shared_changes_since(store, self.id, self.known_modseq, wanted)
         updates = Updates()
         last = self.uids[-1] if self.uids else 0
         added = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from .api import Change
+from .api import Change, MailboxChanges, Store
 
 MAX_BACKLOG = 1000
 
@@ -82,3 +82,39 @@ class ChangeHub:
         for key in (change.account_id, None):
             for sub in list(self._by_account.get(key, ())):
                 sub._push(change)
+
+
+_inflight: dict[tuple[int, int, int], asyncio.Future[MailboxChanges]] = {}
+
+
+async def shared_changes_since(store: Store, mailbox_id: int, modseq: int, wanted: int) -> MailboxChanges:
+    """``store.changes_since``, shared: when many sessions on one mailbox wake for the same
+    change (thousands in IDLE), one query answers all of them. A session joins a query
+    already running only if its answer is recent enough for the change that woke it."""
+    key = (id(store), mailbox_id, modseq)
+    running = _inflight.get(key)
+    if running is not None:
+        try:
+            shared = await asyncio.shield(running)
+        except Exception:  # noqa: BLE001 - that query failed; ask on our own below
+            pass
+        else:
+            if shared.highestmodseq >= wanted:
+                return shared
+        return await store.changes_since(mailbox_id, modseq)
+    future: asyncio.Future[MailboxChanges] = asyncio.get_running_loop().create_future()
+    _inflight[key] = future
+    try:
+        result = await store.changes_since(mailbox_id, modseq)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            future.set_exception(exc)
+            future.exception()          # retrieved: no "never retrieved" warning when nobody joined
+        else:
+            future.cancel()
+        raise
+    finally:
+        if _inflight.get(key) is future:
+            del _inflight[key]
+    future.set_result(result)
+    return result
