@@ -59,6 +59,23 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+    """On the event loop: run each job's after-commit callbacks and resolve its future."""
+    for job, ok, value in outcomes:
+        if job.future.done():
+            continue                                    # the caller was cancelled
+        if ok:
+            for cb in job.after_commit:
+                try:
+                    cb()
+                except Exception as exc:  # noqa: BLE001 - the others must still run
+                    job.loop.call_exception_handler(
+                        {"message": "after-commit callback failed", "exception": exc})
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+
 class Database:
     def __init__(self, path: Path, readers: int = 2) -> None:
         self.path = path
@@ -151,8 +168,7 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for job in batch:
-                self._resolve(job, False, exc)
+            self._resolve_all([(job, False, exc) for job in batch])
             return
         for job in batch:
             try:
@@ -175,28 +191,22 @@ class Database:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            for job in batch:
-                self._resolve(job, False, exc)
+            self._resolve_all([(job, False, exc) for job in batch])
             return
-        for job, (ok, value) in zip(batch, results, strict=True):
-            self._resolve(job, ok, value)
+        self._resolve_all([(job, ok, value) for job, (ok, value) in zip(batch, results, strict=True)])
 
     @staticmethod
-    def _resolve(job: _Job, ok: bool, value: Any) -> None:
-        def done() -> None:
-            if job.future.done():
-                return
-            if ok:
-                for cb in job.after_commit:
-                    cb()
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
-
-        try:
-            job.loop.call_soon_threadsafe(done)
-        except RuntimeError:
-            pass  # loop closed: the caller is gone
+    def _resolve_all(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+        """Hand the outcomes to their event loops: one wake-up per loop, not one per job
+        (each ``call_soon_threadsafe`` writes to the loop's self-pipe)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:
+                pass  # loop closed: the callers are gone
 
     # -- reads --------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
