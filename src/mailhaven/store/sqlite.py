@@ -129,6 +129,11 @@ _FTS_FIELDS: dict[str, str | None] = {
     "body": "body", "header": "headers", "text": None,
 }
 
+SUMMARY_ON_LOOP_MAX = 64 * 1024
+"""A message at most this big whose bytes are still in memory (just written) is summarised
+on the event loop. The work is pure Python, so in a worker thread it would hold the GIL
+all the same; the hop to the thread and back (GIL hand-offs, wake-ups) cost more than it."""
+
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 SCRAM_ITERATIONS = 4096
 _SUMMARY_COLUMNS = "id, mailbox_id, uid, blob_id, size, internal_date, flags, modseq, thread_id"
@@ -763,9 +768,8 @@ class SQLiteStore:
         return row  # type: ignore[no-any-return]
 
     async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> tuple[dict[str, Any], str, tuple[str, ...]]:
-        def work() -> tuple[dict[str, Any], str, tuple[str, ...]]:
+        def work(raw: bytes) -> tuple[dict[str, Any], str, tuple[str, ...]]:
             s = summary
-            raw = self.blobs.read_sync(blob.id)
             if s is None:
                 s = summarize(raw)
             text = s.pop("text", "") if "text" in s else ""
@@ -780,7 +784,11 @@ class SQLiteStore:
             fts = (s.get("subject", ""), addrs("from"), addrs("to"), addrs("cc"), addrs("bcc"), text, headers)
             return s, json.dumps(s, ensure_ascii=False), fts
 
-        return await asyncio.to_thread(work)
+        if blob.size <= SUMMARY_ON_LOOP_MAX:
+            raw = self.blobs.recent(blob.id)
+            if raw is not None:
+                return work(raw)
+        return await asyncio.to_thread(lambda: work(self.blobs.read_sync(blob.id)))
 
     async def deliver(self, blob: BlobRef, account_ids: Iterable[int], *, mailbox: str = "INBOX",
                       flags: Iterable[str] = (), internal_date: float | None = None,
