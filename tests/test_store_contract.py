@@ -266,6 +266,31 @@ async def test_concurrent_deliveries_group_commit(backend):
     assert {m.blob_id for m in msgs} == {b.id for b in blobs}
 
 
+async def test_search_index_of_deliveries_grouped_with_copy_and_expunge(backend):
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    archive = await s.get_mailbox(bob.id, "Archive")
+    blobs = [await s.put_blob(RAW.replace(b"Crown", f"Crown-{i:02d}-x".encode())) for i in range(20)]
+    await s.deliver(blobs[0], [bob.id])
+    # Queued together, so that they share group commits: the copy and the expunge must see
+    # the index entries of the deliveries before them, and a failed delivery adds none.
+    results = await asyncio.gather(
+        *(s.deliver(b, [bob.id]) for b in blobs[1:10]),
+        s.copy(inbox.id, [1, 2], archive.id), s.deliver(blobs[10], [9999]),
+        *(s.deliver(b, [bob.id]) for b in blobs[10:]), s.expunge(inbox.id, [3]),
+        return_exceptions=True)
+    assert [type(r) for r in results if isinstance(r, Exception)] == [NotFound]
+    copied = results[9]
+    assert isinstance(copied, list) and copied
+    held = {m.uid: m.blob_id for m in await s.list_messages(inbox.id)}
+    assert await s.search_text(inbox.id, "body", "crown") == set(held)
+    for i, blob in enumerate(blobs):
+        found = await s.search_text(inbox.id, "body", f"Crown-{i:02d}-x")
+        assert found == {uid for uid, blob_id in held.items() if blob_id == blob.id}
+    assert await s.search_text(archive.id, "body", "crown") == {dst for _, dst in copied}
+
+
 async def test_failing_job_rolls_back_alone(backend):
     s = backend
     bob = await _bob(s)

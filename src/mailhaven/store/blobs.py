@@ -182,9 +182,13 @@ class FileBlobStore:
                 _, old = self._recent.popitem(last=False)
                 self._recent_size -= len(old)
 
-    def _inline(self, blob_id: str) -> bytes | None:
+    def recent(self, blob_id: str) -> bytes | None:
+        """The bytes of a recently written inline blob, from memory (no I/O), else None."""
         with self._recent_lock:
-            data = self._recent.get(blob_id)
+            return self._recent.get(blob_id)
+
+    def _inline(self, blob_id: str) -> bytes | None:
+        data = self.recent(blob_id)
         if data is not None or self.db is None:
             return data
         row = self.db.read_sync(

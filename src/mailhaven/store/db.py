@@ -34,6 +34,9 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    deferrable: bool = False
+    """The job only adds rows: it reads and changes nothing other jobs defer."""
+    deferred: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
 
 class WriteContext:
@@ -47,6 +50,14 @@ class WriteContext:
         """``callback`` runs on the job's event loop after the transaction committed."""
         self._job.after_commit.append(callback)
 
+    def defer(self, sql: str, params: tuple[Any, ...]) -> None:
+        """Run ``sql`` later in the same transaction, outside the per-job savepoints: after
+        this job and any deferrable jobs that follow it in the group, before the next other
+        job and before COMMIT. For FTS5 inserts: FTS5 writes its pending index out as a new
+        segment at every savepoint, so one segment per message became one per group. If
+        it fails, the whole group fails (nothing is committed)."""
+        self._job.deferred.append((sql, params))
+
 
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -57,6 +68,23 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+    """On the event loop: run each job's after-commit callbacks and resolve its future."""
+    for job, ok, value in outcomes:
+        if job.future.done():
+            continue                                    # the caller was cancelled
+        if ok:
+            for cb in job.after_commit:
+                try:
+                    cb()
+                except Exception as exc:  # noqa: BLE001 - the others must still run
+                    job.loop.call_exception_handler(
+                        {"message": "after-commit callback failed", "exception": exc})
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
 
 
 class Database:
@@ -116,10 +144,14 @@ class Database:
         self._queue.put(job)
         return await job.future  # type: ignore[no-any-return]
 
-    async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
-        """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
+    async def write_ctx(self, fn: Callable[[WriteContext], T], *, deferrable: bool = False) -> T:
+        """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`.
+
+        ``deferrable``: the job promises that it neither reads nor changes what jobs
+        defer with :meth:`WriteContext.defer` (other jobs' deferred statements may still
+        be pending while it runs)."""
         loop = asyncio.get_running_loop()
-        job = _Job(fn=lambda conn: None, loop=loop, future=loop.create_future())
+        job = _Job(fn=lambda conn: None, loop=loop, future=loop.create_future(), deferrable=deferrable)
         job.fn = lambda conn: fn(WriteContext(conn, job))
         self._queue.put(job)
         return await job.future  # type: ignore[no-any-return]
@@ -151,52 +183,56 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for job in batch:
-                self._resolve(job, False, exc)
+            self._resolve_all([(job, False, exc) for job in batch])
             return
-        for job in batch:
-            try:
-                conn.execute("SAVEPOINT job")
-                value = job.fn(conn)
-                conn.execute("RELEASE job")
-                results.append((True, value))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                try:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                except sqlite3.Error:
-                    pass
-                job.after_commit.clear()
-                results.append((False, exc))
+        pending: list[tuple[str, tuple[Any, ...]]] = []
         try:
+            for job in batch:
+                if pending and not job.deferrable:
+                    self._run_deferred(conn, pending)
+                try:
+                    conn.execute("SAVEPOINT job")
+                    value = job.fn(conn)
+                    conn.execute("RELEASE job")
+                    results.append((True, value))
+                    pending += job.deferred
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    try:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                    except sqlite3.Error:
+                        pass
+                    job.after_commit.clear()
+                    results.append((False, exc))
+            self._run_deferred(conn, pending)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            for job in batch:
-                self._resolve(job, False, exc)
+            self._resolve_all([(job, False, exc) for job in batch])
             return
-        for job, (ok, value) in zip(batch, results, strict=True):
-            self._resolve(job, ok, value)
+        self._resolve_all([(job, ok, value) for job, (ok, value) in zip(batch, results, strict=True)])
 
     @staticmethod
-    def _resolve(job: _Job, ok: bool, value: Any) -> None:
-        def done() -> None:
-            if job.future.done():
-                return
-            if ok:
-                for cb in job.after_commit:
-                    cb()
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+    def _run_deferred(conn: sqlite3.Connection, pending: list[tuple[str, tuple[Any, ...]]]) -> None:
+        for sql, params in pending:
+            conn.execute(sql, params)
+        pending.clear()
 
-        try:
-            job.loop.call_soon_threadsafe(done)
-        except RuntimeError:
-            pass  # loop closed: the caller is gone
+    @staticmethod
+    def _resolve_all(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+        """Hand the outcomes to their event loops: one wake-up per loop, not one per job
+        (each ``call_soon_threadsafe`` writes to the loop's self-pipe)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:
+                pass  # loop closed: the callers are gone
 
     # -- reads --------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:

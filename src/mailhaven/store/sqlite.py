@@ -129,6 +129,10 @@ _FTS_FIELDS: dict[str, str | None] = {
     "body": "body", "header": "headers", "text": None,
 }
 
+SUMMARY_ON_LOOP_MAX = 64 * 1024
+"""A message at most this big whose bytes are still in memory (just written) is summarised
+on the event loop. The work is pure Python, so in a worker thread it would hold the GIL
+all the same; the hop to the thread and back (GIL hand-offs, wake-ups) cost more than it."""
 SCRAM_ITERATIONS = 4096
 _SUMMARY_COLUMNS = "id, mailbox_id, uid, blob_id, size, internal_date, flags, modseq, thread_id"
 
@@ -773,9 +777,10 @@ class SQLiteStore:
                 return int(row[0])
         return None
 
-    def _insert_message(self, conn: sqlite3.Connection, account_id: int, mailbox_id: int, blob: BlobRef,
+    def _insert_message(self, ctx: WriteContext, account_id: int, mailbox_id: int, blob: BlobRef,
                         flags: str, internal_date: float, summary: dict[str, Any], summary_json: str,
                         modseq: int, fts: tuple[str, ...] | None) -> sqlite3.Row:
+        conn = ctx.conn
         uid = conn.execute(
             "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = ? WHERE id=? RETURNING uidnext - 1",
             (modseq, mailbox_id),
@@ -797,16 +802,16 @@ class SQLiteStore:
             conn.executemany("INSERT INTO message_refs VALUES (?,?,?)",
                              [(account_id, r, thread_id) for r in dict.fromkeys(refs)])
         if fts is not None:
-            conn.execute("INSERT INTO messages_fts (rowid, subject, sender, recipients, cc, bcc, body, headers) "
-                         "VALUES (?,?,?,?,?,?,?,?)", (new_id, *fts))
+            # Deferred to the end of the group commit: one FTS5 segment per group, not per message.
+            ctx.defer("INSERT INTO messages_fts (rowid, subject, sender, recipients, cc, bcc, body, headers) "
+                      "VALUES (?,?,?,?,?,?,?,?)", (new_id, *fts))
         conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (blob.size, account_id))
         row = conn.execute(f"SELECT {_columns(True)} FROM messages WHERE id=?", (new_id,)).fetchone()
         return row  # type: ignore[no-any-return]
 
     async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> tuple[dict[str, Any], str, tuple[str, ...]]:
-        def work() -> tuple[dict[str, Any], str, tuple[str, ...]]:
+        def work(raw: bytes) -> tuple[dict[str, Any], str, tuple[str, ...]]:
             s = summary
-            raw = self.blobs.read_sync(blob.id)
             if s is None:
                 s = summarize(raw)
             text = s.pop("text", "") if "text" in s else ""
@@ -821,7 +826,11 @@ class SQLiteStore:
             fts = (s.get("subject", ""), addrs("from"), addrs("to"), addrs("cc"), addrs("bcc"), text, headers)
             return s, json.dumps(s, ensure_ascii=False), fts
 
-        return await asyncio.to_thread(work)
+        if blob.size <= SUMMARY_ON_LOOP_MAX:
+            raw = self.blobs.recent(blob.id)
+            if raw is not None:
+                return work(raw)
+        return await asyncio.to_thread(lambda: work(self.blobs.read_sync(blob.id)))
 
     async def deliver(self, blob: BlobRef, account_ids: Iterable[int], *, mailbox: str = "INBOX",
                       flags: Iterable[str] = (), internal_date: float | None = None,
@@ -849,13 +858,13 @@ class SQLiteStore:
                     box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name='INBOX'",
                                        (account_id,)).fetchone()
                 modseq = self._bump_modseq(conn, account_id)
-                row = self._insert_message(conn, account_id, box[0], blob, flag_text, when, summary_dict,
+                row = self._insert_message(ctx, account_id, box[0], blob, flag_text, when, summary_dict,
                                            summary_json, modseq, fts)
                 self._publish(ctx, account_id, box[0], "exists", modseq)
                 out.append((account_id, row))
             return out
 
-        rows = await self.db.write_ctx(deliver)
+        rows = await self.db.write_ctx(deliver, deferrable=True)
         return [
             DeliveryResult(account_id=a, message=_message(r, True) if r is not None else None,
                            over_quota=r is None)
@@ -878,12 +887,12 @@ class SQLiteStore:
             if acct["quota"] is not None and acct["used"] + blob.size > acct["quota"]:
                 raise QuotaExceeded("over quota")
             modseq = self._bump_modseq(conn, account_id)
-            row = self._insert_message(conn, account_id, mailbox_id, blob, flag_text, when, summary_dict,
+            row = self._insert_message(ctx, account_id, mailbox_id, blob, flag_text, when, summary_dict,
                                        summary_json, modseq, fts)
             self._publish(ctx, account_id, mailbox_id, "exists", modseq)
             return row
 
-        return _message(await self.db.write_ctx(append), True)
+        return _message(await self.db.write_ctx(append, deferrable=True), True)
 
     async def list_messages(self, mailbox_id: int, *, with_summary: bool = False) -> list[Message]:
         rows = await self.db.read(lambda c: c.execute(
