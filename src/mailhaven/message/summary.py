@@ -25,6 +25,8 @@ def decode_header_value(value: object) -> str:
     if value is None:
         return ""
     raw = str(value)
+    if "=?" not in raw:
+        return raw.strip()                  # no encoded word: what the decoding would return
     try:
         return str(make_header(decode_header(raw))).strip()
     except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
@@ -32,6 +34,8 @@ def decode_header_value(value: object) -> str:
 
 
 def parse_addresses(values: list[str]) -> list[dict[str, str]]:
+    if not values:
+        return []                           # an absent field (most are)
     out = []
     try:
         pairs = email.utils.getaddresses([decode_header_value(v) for v in values])
