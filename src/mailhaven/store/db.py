@@ -14,6 +14,8 @@ registered with ``after_commit`` (change-feed publication, blob clean-up) run on
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -98,12 +100,15 @@ class Database:
         self._schema: list[str] = []
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._lock_fd: int | None = None
+        """``DATA/mailhaven.db.writelock``, flocked around each write transaction."""
 
     def add_schema(self, sql: str) -> None:
         """Extra ``CREATE TABLE IF NOT EXISTS`` statements, run by :meth:`open`."""
         self._schema.append(sql)
 
     def open(self, schema: str) -> None:
+        self._lock_fd = os.open(str(self.path) + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
         self._write_conn = connect(self.path)
         self._write_conn.executescript(schema)
         for extra in self._schema:
@@ -135,6 +140,9 @@ class Database:
         if self._write_conn is not None:
             self._write_conn.close()
             self._write_conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- writes -------------------------------------------------------------
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -179,6 +187,18 @@ class Database:
                 return
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        # Processes sharing the database (SMTP workers, admin commands) take turns at the
+        # write lock through flock: the next in line wakes the moment it is released,
+        # where SQLite's own busy handler would sleep and poll.
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._run_locked(conn, batch)
+        finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _run_locked(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")

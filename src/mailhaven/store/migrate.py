@@ -83,9 +83,13 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
             await copy("subscriptions", "SELECT account_id, name FROM subscriptions", ("account_id", "name"),
                        lambda r: (r[0], r[1]))
             await _copy_blobs(conn, lite, data_dir, counts, progress)
+            # Search text not yet indexed waits in fts_pending (where the source has that table).
+            pending = lite.execute("SELECT 1 FROM sqlite_master WHERE name='fts_pending'").fetchone()
+            text_source = ("(SELECT rowid AS id, * FROM messages_fts"
+                           + (" UNION ALL SELECT * FROM fts_pending)" if pending else ")"))
             await copy("blob_text",
                        "SELECT m.blob_id, f.subject, f.sender, f.recipients, f.cc, f.bcc, f.body, f.headers "
-                       "FROM messages m JOIN messages_fts f ON f.rowid = m.id "
+                       f"FROM messages m JOIN {text_source} f ON f.id = m.id "
                        "WHERE m.id IN (SELECT min(id) FROM messages GROUP BY blob_id)",
                        ("blob_id", "subject", "sender", "recipients", "cc", "bcc", "body", "headers"),
                        lambda r: (r[0], *(_clean(r[i] or "") for i in range(1, 8))))

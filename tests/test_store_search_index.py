@@ -1,0 +1,107 @@
+"""SQLite: search text is indexed in the background, and a search never misses a message
+whose text is still waiting (from this process or another one)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from mailhaven.store import sqlite as sqlite_store
+from mailhaven.store.api import FlagMode
+from mailhaven.store.sqlite import SQLiteStore
+
+RAW = (b"From: Alice <alice@lancs.example>\r\nTo: bob@nyu.example\r\nSubject: Quarterly %s\r\n"
+       b"Message-ID: <%s@lancs.example>\r\n\r\nThe figures mention %s twice: %s.\r\n")
+
+
+def raw(word: str) -> bytes:
+    w = word.encode()
+    return RAW % (w, w, w, w)
+
+
+async def pending(store: SQLiteStore) -> int:
+    return int(await store.db.read(lambda c: c.execute("SELECT count(*) FROM fts_pending").fetchone()[0]))
+
+
+async def test_search_sees_pending_text_and_the_indexer_catches_up(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)       # no background indexing yet
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for word in ("walrus", "pelican", "octopus"):
+            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await pending(store) == 3
+        assert await store.search_text(inbox.id, "body", "pelican") == {2}   # flushed first
+        assert await pending(store) == 0
+        # A copy of a message whose text is pending is found in its new mailbox too.
+        await store.deliver(await store.put_blob(raw("narwhal")), [bob.id])
+        archive = await store.create_mailbox(bob.id, "Kept")
+        await store.copy(inbox.id, [4], archive.id)
+        assert await store.search_text(archive.id, "subject", "narwhal") == {1}
+        # An expunged message takes its pending text with it.
+        await store.deliver(await store.put_blob(raw("manatee")), [bob.id])
+        await store.set_flags(inbox.id, [5], ["\\Deleted"], FlagMode.ADD)
+        await store.expunge(inbox.id, [5])
+        assert await pending(store) == 0
+        assert await store.search_text(inbox.id, "text", "manatee") == set()
+    finally:
+        await store.close()
+
+
+async def test_text_left_pending_by_another_process_is_found(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)
+    writer, reader = SQLiteStore(tmp_path), SQLiteStore(tmp_path)    # as an SMTP worker and the server
+    await writer.open()
+    await reader.open()
+    try:
+        await writer.add_domain("nyu.example")
+        bob = await writer.add_account("bob@nyu.example", "pw")
+        await writer.deliver(await writer.put_blob(raw("axolotl")), [bob.id])
+        inbox = await reader.get_mailbox(bob.id, "INBOX")
+        assert reader._index_pending == 0 and await pending(reader) == 1
+        assert await reader.search_text(inbox.id, "body", "axolotl") == {1}
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_background_indexing_when_delivery_is_quiet(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 0.2)
+    monkeypatch.setattr(sqlite_store, "INDEX_CHUNK", 2)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for i in range(5):
+            await store.deliver(await store.put_blob(raw(f"word{i}")), [bob.id])
+        for _ in range(100):
+            if await pending(store) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await pending(store) == 0
+        indexed = await store.db.read(lambda c: c.execute("SELECT count(*) FROM messages_fts").fetchone()[0])
+        assert indexed == 5
+    finally:
+        await store.close()
+    # Text still pending at a crash or stop is indexed after the next start.
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    await store.deliver(await store.put_blob(raw("late")), [bob.id])
+    await store.close()
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 0.2)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        assert store._index_pending == 1
+        for _ in range(100):
+            if await pending(store) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await pending(store) == 0
+    finally:
+        await store.close()
