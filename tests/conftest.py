@@ -64,6 +64,7 @@ class ServerProcess:
         self.data = data
         self.host = host
         self.ports = {name: free_port(host) for name in LISTENER_NAMES}
+        self.fixed_ports = set(ports or ())
         if ports:
             self.ports.update(ports)
         self.hostname = hostname
@@ -89,6 +90,20 @@ class ServerProcess:
         return path
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                # free_port() cannot reserve a port: another process may take it before
+                # the server binds. Pick new ones (not those the test chose) and retry.
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+                for name in self.ports:
+                    if name not in self.fixed_ports and self.ports[name]:
+                        self.ports[name] = free_port(self.host)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> ServerProcess:
         self.write_config()
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
