@@ -132,6 +132,18 @@ class Connection:
                 await self._process()
                 if session.closing:
                     break
+                if session.mode is Mode.COMMAND and read_task is None and wake_task is None:
+                    # The common case, one command after another: read directly, with a
+                    # timer for the idle limit instead of a task and asyncio.wait per command.
+                    data = await self._read_with_timeout()
+                    if data is None:
+                        session.untagged("BYE Autologout; idle for too long")
+                        await self.flush()
+                        break
+                    if not data:
+                        break
+                    self.parser.receive_data(data)
+                    continue
                 if read_task is None:
                     read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
                 waiting: set[asyncio.Future[Any]] = {read_task}
@@ -169,6 +181,36 @@ class Connection:
                     t.cancel()
             if self.subscription is not None:
                 self.subscription.close()
+
+    def _idle_limit(self) -> float:
+        timeout = self.app.config.limits.imap_idle
+        if self.session.account_id is None:
+            # RFC 9051 5.4 sets the 30-minute floor for authenticated sessions only.
+            timeout = min(timeout, PRE_AUTH_TIMEOUT)
+        return timeout
+
+    async def _read_with_timeout(self) -> bytes | None:
+        """The next bytes from the client; None when the idle limit passed first."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_later(self._idle_limit(), expire)
+        try:
+            return await self.reader.read(READ_SIZE)
+        except asyncio.CancelledError:
+            if expired:
+                task.uncancel()
+                return None
+            raise
+        finally:
+            timer.cancel()
 
     async def _process(self) -> None:
         """Run every complete command (or IDLE/SASL line) buffered so far."""
