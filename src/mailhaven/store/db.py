@@ -36,9 +36,6 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     after_commit: list[Callable[[], None]] = field(default_factory=list)
-    deferrable: bool = False
-    """The job only adds rows: it reads and changes nothing other jobs defer."""
-    deferred: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
 
 class WriteContext:
@@ -51,14 +48,6 @@ class WriteContext:
     def after_commit(self, callback: Callable[[], None]) -> None:
         """``callback`` runs on the job's event loop after the transaction committed."""
         self._job.after_commit.append(callback)
-
-    def defer(self, sql: str, params: tuple[Any, ...]) -> None:
-        """Run ``sql`` later in the same transaction, outside the per-job savepoints: after
-        this job and any deferrable jobs that follow it in the group, before the next other
-        job and before COMMIT. For FTS5 inserts: FTS5 writes its pending index out as a new
-        segment at every savepoint, so one segment per message became one per group. If
-        it fails, the whole group fails (nothing is committed)."""
-        self._job.deferred.append((sql, params))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -152,14 +141,10 @@ class Database:
         self._queue.put(job)
         return await job.future  # type: ignore[no-any-return]
 
-    async def write_ctx(self, fn: Callable[[WriteContext], T], *, deferrable: bool = False) -> T:
-        """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`.
-
-        ``deferrable``: the job promises that it neither reads nor changes what jobs
-        defer with :meth:`WriteContext.defer` (other jobs' deferred statements may still
-        be pending while it runs)."""
+    async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
+        """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
         loop = asyncio.get_running_loop()
-        job = _Job(fn=lambda conn: None, loop=loop, future=loop.create_future(), deferrable=deferrable)
+        job = _Job(fn=lambda conn: None, loop=loop, future=loop.create_future())
         job.fn = lambda conn: fn(WriteContext(conn, job))
         self._queue.put(job)
         return await job.future  # type: ignore[no-any-return]
@@ -205,17 +190,13 @@ class Database:
         except sqlite3.Error as exc:
             self._resolve_all([(job, False, exc) for job in batch])
             return
-        pending: list[tuple[str, tuple[Any, ...]]] = []
         try:
             for job in batch:
-                if pending and not job.deferrable:
-                    self._run_deferred(conn, pending)
                 try:
                     conn.execute("SAVEPOINT job")
                     value = job.fn(conn)
                     conn.execute("RELEASE job")
                     results.append((True, value))
-                    pending += job.deferred
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     try:
                         conn.execute("ROLLBACK TO job")
@@ -224,7 +205,6 @@ class Database:
                         pass
                     job.after_commit.clear()
                     results.append((False, exc))
-            self._run_deferred(conn, pending)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -234,12 +214,6 @@ class Database:
             self._resolve_all([(job, False, exc) for job in batch])
             return
         self._resolve_all([(job, ok, value) for job, (ok, value) in zip(batch, results, strict=True)])
-
-    @staticmethod
-    def _run_deferred(conn: sqlite3.Connection, pending: list[tuple[str, tuple[Any, ...]]]) -> None:
-        for sql, params in pending:
-            conn.execute(sql, params)
-        pending.clear()
 
     @staticmethod
     def _resolve_all(outcomes: list[tuple[_Job, bool, Any]]) -> None:

@@ -287,7 +287,6 @@ class SQLiteStore:
         self._last_indexed_write = 0.0
         self._indexer: asyncio.Task[None] | None = None
         self.passwords = PasswordChecker()
-        """Per mailbox, a UID below which every message is known to be claimed as \\Recent."""
 
     # -- lifecycle ----------------------------------------------------------
     async def open(self) -> None:
@@ -873,8 +872,8 @@ class SQLiteStore:
         if fts is not None:
             # Indexed later, in batches (see _index_loop): the trigram index was a third of
             # the CPU of every inbound message.
-            ctx.defer("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
-                      "VALUES (?,?,?,?,?,?,?,?)", (new_id, *fts))
+            conn.execute("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
+                         "VALUES (?,?,?,?,?,?,?,?)", (new_id, *fts))
             ctx.after_commit(self._index_later)
         conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (blob.size, account_id))
         row = conn.execute(f"SELECT {_columns(True)} FROM messages WHERE id=?", (new_id,)).fetchone()
@@ -935,7 +934,7 @@ class SQLiteStore:
                 out.append((account_id, row))
             return out
 
-        rows = await self.db.write_ctx(deliver, deferrable=True)
+        rows = await self.db.write_ctx(deliver)
         return [
             DeliveryResult(account_id=a, message=_message(r, True) if r is not None else None,
                            over_quota=r is None)
@@ -963,7 +962,7 @@ class SQLiteStore:
             self._publish(ctx, account_id, mailbox_id, "exists", modseq)
             return row
 
-        return _message(await self.db.write_ctx(append, deferrable=True), True)
+        return _message(await self.db.write_ctx(append), True)
 
     async def list_messages(self, mailbox_id: int, *, with_summary: bool = False) -> list[Message]:
         rows = await self.db.read(lambda c: c.execute(
