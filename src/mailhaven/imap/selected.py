@@ -203,9 +203,6 @@ class SelectedMailbox:
     def uid_at(self, msn: int) -> int:
         return self.uids[msn - 1]
 
-    def live(self, uid: int) -> bool:
-        return uid not in self.pending_expunge and self.index(uid) is not None
-
     def live_only(self, uids: list[int]) -> list[int]:
         """UIDs of this view (as ``resolve_set`` gives) less those others expunged meanwhile."""
         pending = self.pending_expunge

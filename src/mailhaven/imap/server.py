@@ -155,11 +155,8 @@ class Connection:
                     if wake_task is None:
                         wake_task = asyncio.ensure_future(self.wake.wait())
                     waiting.add(wake_task)
-                timeout = self.app.config.limits.imap_idle
-                if session.account_id is None:
-                    # RFC 9051 5.4 sets the 30-minute floor for authenticated sessions only.
-                    timeout = min(timeout, PRE_AUTH_TIMEOUT)
-                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(waiting, timeout=self._idle_limit(),
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     session.untagged("BYE Autologout; idle for too long")
                     await self.flush()

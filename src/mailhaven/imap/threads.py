@@ -124,9 +124,9 @@ def _gather_by_subject(roots: list[_Container]) -> list[_Container]:
     """RFC 5256 REFERENCES step 5: threads under the root with the same base subject join."""
     # (A, B) One thread per subject speaks for it: a dummy over a message, an original
     # over a reply or forward.
+    subjects = [base_subject(_subject_of(r)) for r in roots]
     table: dict[str, _Container] = {}
-    for r in roots:
-        subject = base_subject(_subject_of(r))
+    for r, subject in zip(roots, subjects, strict=True):
         if not subject:
             continue
         old = table.get(subject)
@@ -135,8 +135,7 @@ def _gather_by_subject(roots: list[_Container]) -> list[_Container]:
             table[subject] = r
     # (C) Every other thread of that subject merges into it.
     level = list(roots)
-    for r in roots:
-        subject = base_subject(_subject_of(r))
+    for r, subject in zip(roots, subjects, strict=True):
         if not subject or r not in level:
             continue
         t = table[subject]
