@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import pickle
 import signal
 import socket
@@ -34,9 +33,11 @@ from typing import Any
 
 from ..logs import Log
 from ..queue.api import OutboundMessage
-from ..store.api import Change
+from ..store.changes import decode_change, encode_change
 
 RESTART_DELAY = 1.0
+QUEUE_WAKE = b'{"queue":1}\n'
+"""The line a worker sends after queueing outbound mail: the main process's runner wakes."""
 
 
 class WorkerPool:
@@ -106,20 +107,15 @@ class WorkerPool:
             self.procs.pop(index, None)
 
     def _feed(self, line: bytes) -> None:
-        try:
-            item = json.loads(line)
-        except ValueError:
-            return
-        if item.get("queue"):
-            outbound = self.app.outbound
-            wake = getattr(outbound, "wake", None)
+        if line.strip() == QUEUE_WAKE.strip():
+            wake = getattr(self.app.outbound, "wake", None)
             if wake is not None:
                 wake()
             return
+        decoded = decode_change(line.decode(errors="replace"))
         hub = getattr(self.app.store, "hub", None)
-        if hub is not None and "a" in item:
-            hub.publish(Change(account_id=int(item["a"]), mailbox_id=item["m"], kind=str(item["k"]),
-                               modseq=int(item["s"])))
+        if decoded is not None and hub is not None:
+            hub.publish(decoded[1])
 
     def close(self) -> None:
         self.closing = True
@@ -157,7 +153,7 @@ class _QueueOnly:
 
     async def enqueue(self, message: OutboundMessage) -> list[int]:
         ids = await self.queue.enqueue(message)
-        self.notify(b'{"queue":1}\n')
+        self.notify(QUEUE_WAKE)
         return ids
 
 
@@ -182,8 +178,7 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
 
         async def pump() -> None:
             async for change in sub:
-                writer.write(json.dumps({"a": change.account_id, "m": change.mailbox_id, "k": change.kind,
-                                         "s": change.modseq}, separators=(",", ":")).encode() + b"\n")
+                writer.write(encode_change(f"w{index}", change).encode() + b"\n")
 
         forward = asyncio.create_task(pump())
     listener = SmtpListener(ctx, "smtp")

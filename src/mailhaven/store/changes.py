@@ -9,11 +9,28 @@ instead of an unbounded queue: it must then re-read everything it shows.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 from .api import Change, MailboxChanges, Store
 
 MAX_BACKLOG = 1000
+
+
+def encode_change(origin: str, change: Change) -> str:
+    """One change as a line of JSON, for another process or node (``origin``: the sender)."""
+    return json.dumps({"o": origin, "a": change.account_id, "m": change.mailbox_id,
+                       "k": change.kind, "s": change.modseq}, separators=(",", ":"))
+
+
+def decode_change(payload: str) -> tuple[str, Change] | None:
+    try:
+        d = json.loads(payload)
+        change = Change(account_id=int(d["a"]), mailbox_id=None if d["m"] is None else int(d["m"]),
+                        kind=str(d["k"]), modseq=int(d["s"]))
+        return str(d["o"]), change
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class Subscription:

@@ -14,7 +14,6 @@ committed while it was away must be re-read, exactly as after a hub overflow.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,26 +21,11 @@ from typing import Any
 import asyncpg
 
 from .api import Change
-from .changes import ChangeHub
+from .changes import ChangeHub, decode_change
 
 log = logging.getLogger("mailhaven.store.postgres")
 
 RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
-
-
-def encode_change(origin: str, change: Change) -> str:
-    return json.dumps({"o": origin, "a": change.account_id, "m": change.mailbox_id,
-                       "k": change.kind, "s": change.modseq}, separators=(",", ":"))
-
-
-def decode_change(payload: str) -> tuple[str, Change] | None:
-    try:
-        d = json.loads(payload)
-        change = Change(account_id=int(d["a"]), mailbox_id=None if d["m"] is None else int(d["m"]),
-                        kind=str(d["k"]), modseq=int(d["s"]))
-        return str(d["o"]), change
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 class ChangeListener:

@@ -41,10 +41,10 @@ from .api import (
     ScramCredentials,
     StoreError,
 )
-from .changes import ChangeHub, Subscription
+from .changes import ChangeHub, Subscription, encode_change
 from .passwords import PasswordChecker
 from .pgblobs import PgBlobStore, PgBlobWriter
-from .pgchanges import ChangeListener, encode_change
+from .pgchanges import ChangeListener
 from .pgmessages import (
     SEEN,
     MessageMethods,
