@@ -21,6 +21,7 @@ from .grammar import Args, format_datetime
 from .message import resolve_set
 from .parser import Atom, Command, ParenList
 from .responses import (
+    QUOTABLE_MAX,
     UNKNOWN_CTE,
     Bad,
     No,
@@ -372,7 +373,7 @@ def _ns(value: Any, utf8: bool) -> bytes:
     if value is None:
         return b"NIL"
     text = str(value)
-    if text.isascii() and len(text) <= 1024 and not _PLAIN.search(text):   # the common case, fast
+    if text.isascii() and len(text) <= QUOTABLE_MAX and not _PLAIN.search(text):   # the common case, fast
         return b'"' + text.encode("ascii") + b'"'
     return nstring(text, utf8=utf8)
 

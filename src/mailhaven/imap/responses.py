@@ -70,13 +70,14 @@ class Bye(Reply):
 
 # -- encoders -----------------------------------------------------------------
 
-_QUOTABLE_MAX = 1024
+QUOTABLE_MAX = 1024
+"""Longer strings go out as literals."""
 
 
 def astring_bytes(value: bytes | str, *, utf8: bool = True) -> bytes:
     """A string as a quoted string when it can be, else a literal (RFC 9051 section 4.3)."""
     data = value.encode("utf-8") if isinstance(value, str) else value
-    if (len(data) <= _QUOTABLE_MAX and b"\r" not in data and b"\n" not in data and b"\x00" not in data
+    if (len(data) <= QUOTABLE_MAX and b"\r" not in data and b"\n" not in data and b"\x00" not in data
             and (utf8 or data.isascii())):
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(data) + data

@@ -28,6 +28,7 @@ from .api import (
     NotFound,
     QuotaExceeded,
 )
+from .pgblobs import BlobNotFound
 from .sqlite import normalize_mailbox_name
 
 if TYPE_CHECKING:
@@ -257,7 +258,12 @@ class MessageMethods:
             f"SELECT m.*, (SELECT data FROM blobs WHERE id = m.blob_id) AS raw FROM (SELECT {cols(with_summary)} "
             "FROM messages WHERE mailbox_id=$1 AND uid = ANY($2::bigint[])) m ORDER BY uid",
             mailbox_id, sorted(set(uids)))
-        return [(message(r, with_summary), bytes(r["raw"] or b"")) for r in rows]
+        out = []
+        for r in rows:
+            if r["raw"] is None:
+                raise BlobNotFound(f"no blob {r['blob_id']}")   # as read_blobs says it
+            out.append((message(r, with_summary), bytes(r["raw"])))
+        return out
 
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))
