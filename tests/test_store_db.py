@@ -1,0 +1,78 @@
+"""The SQLite reader pool: results, errors, cancellation, and a long read beside short ones."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from mailhaven.store.db import Database
+
+
+@pytest.fixture
+def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    d = Database(tmp_path / "t.db", readers=3)
+    d.open("CREATE TABLE t(a INTEGER)")
+    yield d
+    d.close()
+
+
+def test_read_returns_result_and_raises_errors(db: Database) -> None:
+    async def main() -> None:
+        await db.write(lambda c: c.execute("INSERT INTO t VALUES (7)"))
+        assert await db.read(lambda c: c.execute("SELECT a FROM t").fetchone()[0]) == 7
+        with pytest.raises(ZeroDivisionError):
+            await db.read(lambda c: 1 // 0)
+        assert await db.read(lambda c: 5) == 5          # the pool survives the error
+
+    asyncio.run(main())
+
+
+def test_long_read_does_not_hold_up_short_ones(db: Database) -> None:
+    release = threading.Event()
+
+    def slow(c: object) -> str:
+        assert release.wait(10)
+        return "slow"
+
+    async def main() -> None:
+        long = asyncio.ensure_future(db.read(slow))
+        await asyncio.sleep(0.05)
+        # The primary thread is busy: these must be served by the others meanwhile.
+        assert await asyncio.wait_for(asyncio.gather(*(db.read(lambda c, i=i: i) for i in range(20))), 5) == \
+            list(range(20))
+        release.set()
+        assert await long == "slow"
+
+    asyncio.run(main())
+
+
+def test_cancelled_read_is_dropped(db: Database) -> None:
+    release = threading.Event()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(db.read(lambda c: release.wait(10)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await db.read(lambda c: "next") == "next"
+
+    asyncio.run(main())
+
+
+def test_reads_from_several_event_loops(db: Database) -> None:
+    out: list[int] = []
+
+    def run(i: int) -> None:
+        out.append(asyncio.run(db.read(lambda c: i)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(out) == [0, 1, 2, 3]
