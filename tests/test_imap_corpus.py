@@ -70,3 +70,33 @@ def test_every_corpus_message_appended_and_fetched(srv: ServerProcess, corpus_fi
             assert got[b"RFC822.SIZE"] == len(sent), name
             assert got[b"BODYSTRUCTURE"] is not None and got[b"ENVELOPE"] is not None, name
     c.logout()
+
+
+async def test_envelope_and_bodystructure_stored_at_delivery_match_fetch_time_rendering(
+        store, corpus_files: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    """FETCH ENVELOPE BODYSTRUCTURE served from the forms rendered at delivery is byte for
+    byte what rendering the summary at FETCH time gives (rows of older versions), for every
+    corpus message; a UTF8=ACCEPT session never gets the stored (downgraded) forms."""
+    from imap_harness import Client, make_account
+    from test_store_contract import _forget_wire_forms
+
+    account = await make_account(store)
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    messages = corpus_messages()
+    for _, raw in messages:
+        await store.append(inbox.id, await store.put_blob(raw))
+
+    async def fetch(utf8: bool) -> bytes:
+        c = Client(store)
+        await c.login()
+        if utf8:
+            await c.cmd("ENABLE UTF8=ACCEPT")
+        await c.cmd("EXAMINE INBOX")
+        return await c.cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
+
+    stored, stored_utf8 = await fetch(False), await fetch(True)
+    assert stored.count(b" FETCH (") == len(messages)
+    await _forget_wire_forms(store)
+    assert await fetch(False) == stored
+    assert await fetch(True) == stored_utf8
+    assert stored_utf8 != stored                         # the corpus has UTF-8 in its headers

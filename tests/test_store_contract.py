@@ -445,3 +445,50 @@ async def test_messages_with_their_bytes_in_one_call(backend):
     assert got[2][0].summary["subject"] == "Re: Lunch on Friday"
     plain = await s.get_messages_raw(inbox.id, [2], with_summary=False)
     assert plain[0][0].summary == {} and plain[0][1] == big
+
+
+async def _forget_wire_forms(s) -> None:
+    """Make the stored rows look like an older version's: no ENVELOPE/BODYSTRUCTURE forms."""
+    sql = "UPDATE messages SET imap_envelope = NULL, imap_body = NULL"
+    if hasattr(s, "pool"):
+        await s.pool.execute(sql)
+    else:
+        await s.db.write(lambda c: c.execute(sql))
+
+
+async def test_imap_wire_forms_stored_copied_and_absent_on_old_rows(backend):
+    """Delivery stores ENVELOPE and BODYSTRUCTURE as IMAP sends them; imap_wire reads them
+    without the summary, copies keep them, and rows without them come with their summary."""
+    from mailhaven.imap.render import render_body, render_envelope
+
+    s = backend
+    bob = await _bob(s)
+    multipart = (b"From: =?utf-8?q?Zo=C3=AB?= <zoe@example.org>\r\nTo: bob@nyu.example\r\n"
+                 b"Subject: parts\r\nMIME-Version: 1.0\r\n"
+                 b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+                 b"Content-Type: text/plain\r\n\r\nhello\r\n--b\r\n"
+                 b'Content-Type: application/pdf; name="a.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+                 b"AAAA\r\n--b--\r\n")
+    for raw in (RAW, multipart):
+        await s.deliver(await s.put_blob(raw), [bob.id])
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    full = await s.get_messages(inbox.id, [1, 2], with_summary=True)
+    wired = await s.get_messages(inbox.id, [1, 2], with_summary=False, imap_wire=True)
+    for f, w in zip(full, wired, strict=True):
+        imap = f.summary["imap"]
+        assert w.wire == (render_envelope(imap["envelope"], False), render_body(imap["body"], True, False))
+        assert w.summary == {}                           # not read where the forms serve
+    assert wired[1].wire is not None and b"=?utf-8?q?Zo=C3=AB?=" in wired[1].wire[0]  # no raw UTF-8
+    assert b'("application" "pdf" ("name" "a.pdf")' in wired[1].wire[1]
+    raw_wired = await s.get_messages_raw(inbox.id, [2], with_summary=False, imap_wire=True)
+    assert raw_wired[0][0].wire == wired[1].wire and raw_wired[0][1] == multipart
+
+    archive = await s.create_mailbox(bob.id, "Kept")
+    await s.copy(inbox.id, [2], archive.id)
+    copied = await s.get_messages(archive.id, [1], with_summary=False, imap_wire=True)
+    assert copied[0].wire == wired[1].wire
+
+    await _forget_wire_forms(s)
+    old = await s.get_messages(inbox.id, [1, 2], with_summary=False, imap_wire=True)
+    assert [m.wire for m in old] == [None, None]
+    assert [m.summary["imap"] for m in old] == [f.summary["imap"] for f in full]

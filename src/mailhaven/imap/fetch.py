@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.header
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,14 +19,13 @@ from ..store.api import FlagMode, Message
 from .grammar import Args, format_datetime
 from .message import resolve_set
 from .parser import Atom, Command, ParenList
+from .render import render_body, render_envelope
 from .responses import (
-    QUOTABLE_MAX,
     UNKNOWN_CTE,
     Bad,
     No,
     flag_list,
     literal,
-    nstring,
     sequence_set,
 )
 
@@ -179,8 +177,11 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
     if cmd.uid and "UID" not in names:
         items.insert(0, FetchItem(name="UID", label="UID"))
     plain = {i.name for i in items if not i.section}
-    need_summary = bool(plain & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}) or any(
-        i.section and (i.parts or i.text == "MIME" or i.name != "BODY") for i in items)
+    by_structure = any(i.section and (i.parts or i.text == "MIME" or i.name != "BODY") for i in items)
+    need_summary = bool(plain & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}) or by_structure
+    # ENVELOPE and BODYSTRUCTURE alone, for a session without UTF8=ACCEPT: the forms
+    # rendered at delivery serve, and the summary is neither read nor decoded.
+    wire = need_summary and not s.utf8 and "BODY" not in plain and not by_structure
     need_raw = bool(names & {"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"}) or any(
         i.section for i in items)
     sets_seen = not sel.readonly and any(
@@ -191,11 +192,12 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
         messages: dict[int, Message] = {}
         raws: dict[int, bytes] = {}
         if need_raw:        # rows and bytes in one trip to the store
-            for m, raw in await s.store.get_messages_raw(sel.id, chunk, with_summary=need_summary):
+            for m, raw in await s.store.get_messages_raw(sel.id, chunk, with_summary=need_summary and not wire,
+                                                         imap_wire=wire):
                 messages[m.uid] = m
                 raws[m.uid] = raw
         elif need_summary:
-            for m in await s.store.get_messages(sel.id, chunk, with_summary=True):
+            for m in await s.store.get_messages(sel.id, chunk, with_summary=not wire, imap_wire=wire):
                 messages[m.uid] = m
         seen_now: set[int] = set()
         if sets_seen:
@@ -248,7 +250,12 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
         elif name == "RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % meta.size)
         elif name == "ENVELOPE":
-            out.append(b"ENVELOPE " + render_envelope(_structure(msg, raw)["envelope"], utf8))
+            if msg is not None and msg.wire is not None and not utf8:
+                out.append(b"ENVELOPE " + msg.wire[0])
+            else:
+                out.append(b"ENVELOPE " + render_envelope(_structure(msg, raw)["envelope"], utf8))
+        elif name == "BODYSTRUCTURE" and msg is not None and msg.wire is not None and not utf8:
+            out.append(b"BODYSTRUCTURE " + msg.wire[1])
         elif name in ("BODY", "BODYSTRUCTURE") and not item.section:
             body = _structure(msg, raw)["body"]
             if body is None:
@@ -361,98 +368,6 @@ def decode_body(data: bytes, encoding: str) -> bytes:
     if enc == "quoted-printable":
         return binascii.a2b_qp(data)
     raise No("Unknown Content-Transfer-Encoding", code=UNKNOWN_CTE)
-
-
-# -- ENVELOPE and BODYSTRUCTURE rendering (RFC 9051 section 7.5.2) -----------------------------
-
-
-_PLAIN = re.compile(r'[\\"\r\n\x00]')
-
-
-def _ns(value: Any, utf8: bool) -> bytes:
-    if value is None:
-        return b"NIL"
-    text = str(value)
-    if text.isascii() and len(text) <= QUOTABLE_MAX and not _PLAIN.search(text):   # the common case, fast
-        return b'"' + text.encode("ascii") + b'"'
-    return nstring(text, utf8=utf8)
-
-
-def _downgrade(value: Any, kind: str) -> Any:
-    """RFC 6855 3 / RFC 6857 3.2: a session without UTF8=ACCEPT gets no raw UTF-8 in ENVELOPE:
-    text (subject, display names) as RFC 2047 encoded words, domains as A-labels (IDNA).
-    A non-ASCII local part has no ASCII form; it stays a (UTF-8) literal."""
-    if value is None or not isinstance(value, str) or value.isascii():
-        return value
-    if kind == "text":
-        return email.header.Header(value, "utf-8", maxlinelen=10_000).encode()
-    if kind == "host":
-        try:
-            return value.encode("idna").decode("ascii")
-        except UnicodeError:
-            return value
-    return value
-
-
-def render_envelope(env: list[Any], utf8: bool) -> bytes:
-    parts: list[bytes] = []
-    for i, value in enumerate(env):
-        if i in (2, 3, 4, 5, 6, 7):
-            if not value:
-                parts.append(b"NIL")
-            else:
-                parts.append(b"(" + b"".join(
-                    b"(" + b" ".join(_ns(x if utf8 else _downgrade(x, ("text", "adl", "mailbox", "host")[k]), utf8)
-                                     for k, x in enumerate(addr)) + b")" for addr in value) + b")")
-        else:
-            parts.append(_ns(value if utf8 or i != 1 else _downgrade(value, "text"), utf8))
-    return b"(" + b" ".join(parts) + b")"
-
-
-def _params(params: list[list[str]] | None, utf8: bool) -> bytes:
-    if not params:
-        return b"NIL"
-    return b"(" + b" ".join(_ns(k, utf8) + b" " + _ns(v, utf8)
-                            for k, v in params) + b")"
-
-
-def _disp(disp: list[Any] | None, utf8: bool) -> bytes:
-    if not disp:
-        return b"NIL"
-    return b"(" + _ns(disp[0], utf8) + b" " + _params(disp[1], utf8) + b")"
-
-
-def _lang(lang: list[str] | None, utf8: bool) -> bytes:
-    if not lang:
-        return b"NIL"
-    if len(lang) == 1:
-        return _ns(lang[0], utf8)
-    return b"(" + b" ".join(_ns(x, utf8) for x in lang) + b")"
-
-
-def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
-    if "parts" in node:
-        inner = b"".join(render_body(p, extended, utf8) for p in node["parts"])
-        out = inner + b" " + _ns(node["s"], utf8)
-        if extended:
-            out += b" " + _params(node["p"], utf8) + b" " + _disp(node["disp"], utf8) + b" " + \
-                _lang(node["lang"], utf8) + b" " + _ns(node["loc"], utf8)
-        return b"(" + out + b")"
-    size = node["e"] - node["h"][1]
-    fields = [_ns(node["t"], utf8), _ns(node["s"], utf8),
-              _params(node["p"], utf8), _ns(node["id"], utf8), _ns(node["desc"], utf8),
-              _ns(node["enc"], utf8), b"%d" % size]
-    if "msg" in node:
-        inner = node["msg"]
-        fields.append(render_envelope(inner.get("env") or [None] * 10, utf8))
-        fields.append(render_body(inner, extended, utf8))
-        fields.append(b"%d" % node.get("lines", 0))
-    elif node["t"].lower() == "text":
-        fields.append(b"%d" % node.get("lines", 0))
-    if extended:
-        fields += [_ns(node["md5"], utf8), _disp(node["disp"], utf8), _lang(node["lang"], utf8),
-                   _ns(node["loc"], utf8)]
-    return b"(" + b" ".join(fields) + b")"
 
 
 COMMANDS = {"FETCH": (cmd_fetch, "selected")}

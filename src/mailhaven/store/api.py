@@ -120,6 +120,10 @@ class Message:
     thread_id: int
     summary: dict[str, Any] = field(default_factory=dict, compare=False)
     """Parsed once at delivery by :func:`mailhaven.message.summary.summarize`."""
+    wire: tuple[bytes, bytes] | None = field(default=None, compare=False)
+    """ENVELOPE and BODYSTRUCTURE as IMAP sends them without UTF8=ACCEPT, rendered at
+    delivery (:func:`mailhaven.imap.render.wire_forms`). Only read with ``imap_wire=True``;
+    None there for messages stored by older versions, whose ``summary`` is read instead."""
 
 
 class FlagMode(enum.Enum):
@@ -329,11 +333,14 @@ class Store(Protocol):
         ...
 
     async def get_messages(
-        self, mailbox_id: int, uids: Iterable[int], *, with_summary: bool = True
-    ) -> list[Message]: ...
+        self, mailbox_id: int, uids: Iterable[int], *, with_summary: bool = True, imap_wire: bool = False
+    ) -> list[Message]:
+        """With ``imap_wire``, each message's :attr:`Message.wire` too, and (even without
+        ``with_summary``) the summary of those that have none."""
+        ...
 
     async def get_messages_raw(self, mailbox_id: int, uids: Iterable[int], *,
-                               with_summary: bool = True) -> list[tuple[Message, bytes]]:
+                               with_summary: bool = True, imap_wire: bool = False) -> list[tuple[Message, bytes]]:
         """:meth:`get_messages` with each message's bytes, in one trip (FETCH of bodies)."""
         ...
 

@@ -95,7 +95,8 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
                        lambda r: (r[0], *(_clean(r[i] or "") for i in range(1, 8))))
             await copy("messages", "SELECT * FROM messages ORDER BY id",
                        ("id", "mailbox_id", "account_id", "uid", "blob_id", "size", "internal_date", "flags",
-                        "modseq", "thread_id", "message_id", "parent_ids", "summary"),
+                        "modseq", "thread_id", "message_id", "parent_ids", "summary", "imap_envelope",
+                        "imap_body"),
                        _message_record)
             await copy("expunged", "SELECT * FROM expunged",
                        ("mailbox_id", "account_id", "message_id", "uid", "modseq"),
@@ -165,4 +166,5 @@ def _message_record(r: sqlite3.Row) -> tuple[Any, ...]:
     flags = sorted(set(r["flags"].split())) if r["flags"] else []
     return (r["id"], r["mailbox_id"], r["account_id"], r["uid"], r["blob_id"], r["size"],
             float(r["internal_date"]), flags, r["modseq"], r["thread_id"], _clean(r["message_id"] or ""),
-            parents, json.dumps(summary))
+            parents, json.dumps(summary),
+            *((r["imap_envelope"], r["imap_body"]) if "imap_envelope" in r.keys() else (None, None)))

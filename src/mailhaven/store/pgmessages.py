@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
+from ..imap.render import wire_forms
 from ..message.summary import message_ids, summarize
 from .api import (
     BlobRef,
@@ -46,9 +47,14 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def cols(with_summary: bool, prefix: str = "") -> str:
+def cols(with_summary: bool, prefix: str = "", imap_wire: bool = False) -> str:
     names = MSG_COLUMNS + (("summary",) if with_summary else ())
-    return ", ".join(prefix + n for n in names)
+    out = ", ".join(prefix + n for n in names)
+    if imap_wire:
+        out += f", {prefix}imap_envelope, {prefix}imap_body"
+        if not with_summary:                # only where no wire forms were stored
+            out += f", CASE WHEN {prefix}imap_envelope IS NULL THEN {prefix}summary END AS summary"
+    return out
 
 
 def clean(text: str) -> str:
@@ -56,11 +62,18 @@ def clean(text: str) -> str:
     return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
-def message(row: asyncpg.Record, with_summary: bool) -> Message:
-    summary = json.loads(row["summary"]) if with_summary else {}
+def message(row: asyncpg.Record, with_summary: bool, imap_wire: bool = False) -> Message:
+    wire = None
+    if imap_wire:
+        envelope = row["imap_envelope"]
+        wire = (bytes(envelope), bytes(row["imap_body"])) if envelope is not None else None
+        text = row["summary"]
+        summary = json.loads(text) if text is not None else {}
+    else:
+        summary = json.loads(row["summary"]) if with_summary else {}
     return Message(id=row["id"], mailbox_id=row["mailbox_id"], uid=row["uid"], blob_id=row["blob_id"],
                    size=row["size"], internal_date=row["internal_date"], flags=frozenset(row["flags"]),
-                   modseq=row["modseq"], thread_id=row["thread_id"], summary=summary)
+                   modseq=row["modseq"], thread_id=row["thread_id"], summary=summary, wire=wire)
 
 
 class Tx:
@@ -114,6 +127,7 @@ class _Prepared:
             + message_ids(clean(str(summary.get("in_reply_to", "") or "")))))
         self.text = text
         self.summary = summary
+        self.wire = wire_forms(summary) or (None, None)
 
 
 class MessageMethods:
@@ -161,15 +175,15 @@ class MessageMethods:
             "t AS (INSERT INTO blob_text (blob_id, subject, sender, recipients, cc, bcc, body, headers) "
             "VALUES ($4, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (blob_id) DO NOTHING) "
             "INSERT INTO messages (id, mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
-            "modseq, thread_id, message_id, parent_ids, summary) "
+            "modseq, thread_id, message_id, parent_ids, summary, imap_envelope, imap_body) "
             "SELECT n.id, $2, $1, u.uid, $4, $5, $6, $7, $3, COALESCE("
             "(SELECT m.thread_id FROM messages m WHERE m.account_id = $1 AND m.message_id = ANY($9::text[]) "
             "LIMIT 1), "
             "(SELECT m.thread_id FROM messages m WHERE $8 <> '' AND m.parent_ids @> ARRAY[$8::text] "
-            "AND m.account_id = $1 LIMIT 1), n.id), $8, $9, $10 "
+            "AND m.account_id = $1 LIMIT 1), n.id), $8, $9, $10, $18, $19 "
             f"FROM u, n RETURNING {cols(True)}",
             account_id, mailbox_id, modseq, blob.id, blob.size, internal_date, flags,
-            p.message_id, p.parent_ids, p.summary_json, *p.text)
+            p.message_id, p.parent_ids, p.summary_json, *p.text, *p.wire)
         if row is None:
             raise NotFound(f"no mailbox {mailbox_id}")
         return row
@@ -246,23 +260,23 @@ class MessageMethods:
         return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def get_messages(self, mailbox_id: int, uids: Iterable[int], *,
-                           with_summary: bool = True) -> list[Message]:
+                           with_summary: bool = True, imap_wire: bool = False) -> list[Message]:
         rows = await self.pool.fetch(
-            f"SELECT {cols(with_summary)} FROM messages WHERE mailbox_id=$1 AND uid = ANY($2::bigint[]) "
-            "ORDER BY uid", mailbox_id, sorted(set(uids)))
-        return [message(r, with_summary) for r in rows]
+            f"SELECT {cols(with_summary, imap_wire=imap_wire)} FROM messages WHERE mailbox_id=$1 "
+            "AND uid = ANY($2::bigint[]) ORDER BY uid", mailbox_id, sorted(set(uids)))
+        return [message(r, with_summary, imap_wire) for r in rows]
 
     async def get_messages_raw(self, mailbox_id: int, uids: Iterable[int], *,
-                               with_summary: bool = True) -> list[tuple[Message, bytes]]:
+                               with_summary: bool = True, imap_wire: bool = False) -> list[tuple[Message, bytes]]:
         rows = await self.pool.fetch(
-            f"SELECT m.*, (SELECT data FROM blobs WHERE id = m.blob_id) AS raw FROM (SELECT {cols(with_summary)} "
-            "FROM messages WHERE mailbox_id=$1 AND uid = ANY($2::bigint[])) m ORDER BY uid",
-            mailbox_id, sorted(set(uids)))
+            "SELECT m.*, (SELECT data FROM blobs WHERE id = m.blob_id) AS raw FROM (SELECT "
+            f"{cols(with_summary, imap_wire=imap_wire)} FROM messages WHERE mailbox_id=$1 "
+            "AND uid = ANY($2::bigint[])) m ORDER BY uid", mailbox_id, sorted(set(uids)))
         out = []
         for r in rows:
             if r["raw"] is None:
                 raise BlobNotFound(f"no blob {r['blob_id']}")   # as read_blobs says it
-            out.append((message(r, with_summary), bytes(r["raw"])))
+            out.append((message(r, with_summary, imap_wire), bytes(r["raw"])))
         return out
 
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
@@ -389,9 +403,9 @@ class MessageMethods:
         new_uids = list(range(first, first + len(rows)))
         await conn.execute(
             "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, modseq, "
-            "thread_id, message_id, parent_ids, summary) "
+            "thread_id, message_id, parent_ids, summary, imap_envelope, imap_body) "
             "SELECT $3, m.account_id, x.uid, m.blob_id, m.size, m.internal_date, m.flags, $4, m.thread_id, "
-            "m.message_id, m.parent_ids, m.summary "
+            "m.message_id, m.parent_ids, m.summary, m.imap_envelope, m.imap_body "
             "FROM unnest($1::bigint[], $2::bigint[]) AS x(src, uid) JOIN messages m ON m.id = x.src "
             "ORDER BY x.uid", [r["id"] for r in rows], new_uids, dst, modseq)
         if check_quota:

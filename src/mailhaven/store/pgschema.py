@@ -86,6 +86,8 @@ CREATE TABLE IF NOT EXISTS messages (
     message_id text NOT NULL DEFAULT '',
     parent_ids text[] NOT NULL DEFAULT '{}',
     summary text NOT NULL,
+    imap_envelope bytea,
+    imap_body bytea,
     UNIQUE (mailbox_id, uid)
 );
 CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq);
@@ -138,6 +140,11 @@ async def _upgrade(conn: asyncpg.Connection) -> None:
     if not has_recent:
         await conn.execute("ALTER TABLE mailboxes ADD COLUMN recent_uid bigint NOT NULL DEFAULT 1")
         await conn.execute("UPDATE mailboxes SET recent_uid = uidnext")   # mail already there is not new
+    has_wire = await conn.fetchval(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'messages' AND column_name = 'imap_envelope'")
+    if not has_wire:    # ENVELOPE/BODYSTRUCTURE rendered at delivery; older rows keep NULL
+        await conn.execute("ALTER TABLE messages ADD COLUMN imap_envelope bytea, ADD COLUMN imap_body bytea")
 
 
 async def ensure_schema(conn: asyncpg.Connection, schema: str, *, fresh: bool) -> bool:

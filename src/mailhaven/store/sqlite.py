@@ -20,9 +20,11 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..imap.render import wire_forms
 from ..message.summary import message_ids, summarize
 from .api import (
     DEFAULT_MAILBOXES,
@@ -97,6 +99,8 @@ CREATE TABLE IF NOT EXISTS messages (
     thread_id INTEGER NOT NULL,
     message_id TEXT NOT NULL DEFAULT '',
     summary TEXT NOT NULL,
+    imap_envelope BLOB,
+    imap_body BLOB,
     UNIQUE (mailbox_id, uid)
 );
 CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq);
@@ -217,6 +221,10 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     if "recent_uid" not in columns:
         conn.execute("ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1")
         conn.execute("UPDATE mailboxes SET recent_uid = uidnext")   # mail already there is not new
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+    if "imap_envelope" not in columns:     # older rows keep NULL: FETCH renders them from the summary
+        conn.execute("ALTER TABLE messages ADD COLUMN imap_envelope BLOB")
+        conn.execute("ALTER TABLE messages ADD COLUMN imap_body BLOB")
 
 
 def _flags_text(flags: Iterable[str]) -> str:
@@ -249,27 +257,47 @@ def _mailbox(row: sqlite3.Row, conn: sqlite3.Connection | None = None, counts: b
                    subscribed=subscribed, messages=messages, unseen=unseen, size=size, recent=recent)
 
 
-def _message(row: sqlite3.Row, with_summary: bool) -> Message:
+def _message(row: sqlite3.Row, with_summary: bool, imap_wire: bool = False) -> Message:
     flags = frozenset(row["flags"].split()) if row["flags"] else frozenset()
-    summary = json.loads(row["summary"]) if with_summary else {}
+    wire = None
+    if imap_wire:
+        envelope = row["imap_envelope"]
+        wire = (envelope, row["imap_body"]) if envelope is not None else None
+        text = row["summary"]                       # NULL where the wire forms serve instead
+        summary = json.loads(text) if text is not None else {}
+    else:
+        summary = json.loads(row["summary"]) if with_summary else {}
     return Message(id=row["id"], mailbox_id=row["mailbox_id"], uid=row["uid"], blob_id=row["blob_id"],
                    size=row["size"], internal_date=row["internal_date"], flags=flags,
-                   modseq=row["modseq"], thread_id=row["thread_id"], summary=summary)
+                   modseq=row["modseq"], thread_id=row["thread_id"], summary=summary, wire=wire)
 
 
-def _columns(with_summary: bool) -> str:
+def _columns(with_summary: bool, imap_wire: bool = False) -> str:
+    if imap_wire:
+        return _SUMMARY_COLUMNS + ", imap_envelope, imap_body, " + (
+            "summary" if with_summary else "CASE WHEN imap_envelope IS NULL THEN summary END AS summary")
     return _SUMMARY_COLUMNS + (", summary" if with_summary else "")
 
 
 def _message_rows(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
-                  with_summary: bool) -> list[sqlite3.Row]:
+                  with_summary: bool, imap_wire: bool = False) -> list[sqlite3.Row]:
     out: list[sqlite3.Row] = []
     for i in range(0, len(uids), 500):
         chunk = uids[i:i + 500]
         out += conn.execute(
-            f"SELECT {_columns(with_summary)} FROM messages WHERE mailbox_id=? AND uid IN "
+            f"SELECT {_columns(with_summary, imap_wire)} FROM messages WHERE mailbox_id=? AND uid IN "
             f"({','.join('?' * len(chunk))}) ORDER BY uid", (mailbox_id, *chunk)).fetchall()
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What a delivery stores beside the blob reference, computed before the transaction."""
+
+    summary: dict[str, Any]
+    summary_json: str
+    fts: tuple[str, ...]
+    wire: tuple[bytes, bytes] | None
 
 
 class SQLiteStore:
@@ -846,8 +874,8 @@ class SQLiteStore:
         return None
 
     def _insert_message(self, ctx: WriteContext, account_id: int, mailbox_id: int, blob: BlobRef,
-                        flags: str, internal_date: float, summary: dict[str, Any], summary_json: str,
-                        modseq: int, fts: tuple[str, ...] | None) -> sqlite3.Row:
+                        flags: str, internal_date: float, prepared: _Prepared, modseq: int) -> sqlite3.Row:
+        summary, fts, wire = prepared.summary, prepared.fts, prepared.wire
         conn = ctx.conn
         uid = conn.execute(
             "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = ? WHERE id=? RETURNING uidnext - 1",
@@ -857,9 +885,10 @@ class SQLiteStore:
         message_id = summary.get("message_id", "")
         cur = conn.execute(
             "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
-            "modseq, thread_id, message_id, summary) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            "modseq, thread_id, message_id, summary, imap_envelope, imap_body) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (mailbox_id, account_id, uid, blob.id, blob.size, internal_date, flags, modseq,
-             thread_id or 0, message_id, summary_json),
+             thread_id or 0, message_id, prepared.summary_json, *(wire or (None, None))),
         )
         new_id = cur.fetchone()[0]
         if thread_id is None:
@@ -879,8 +908,8 @@ class SQLiteStore:
         row = conn.execute(f"SELECT {_columns(True)} FROM messages WHERE id=?", (new_id,)).fetchone()
         return row  # type: ignore[no-any-return]
 
-    async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> tuple[dict[str, Any], str, tuple[str, ...]]:
-        def work(raw: bytes) -> tuple[dict[str, Any], str, tuple[str, ...]]:
+    async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> _Prepared:
+        def work(raw: bytes) -> _Prepared:
             s = summary
             if s is None:
                 s = summarize(raw)
@@ -894,7 +923,7 @@ class SQLiteStore:
                 return " ".join(f"{a.get('name', '')} <{a.get('email', '')}>" for a in s.get(key, []))
 
             fts = (s.get("subject", ""), addrs("from"), addrs("to"), addrs("cc"), addrs("bcc"), text, headers)
-            return s, json.dumps(s, ensure_ascii=False), fts
+            return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))
 
         if blob.size <= SUMMARY_ON_LOOP_MAX:
             raw = self.blobs.recent(blob.id)
@@ -906,7 +935,7 @@ class SQLiteStore:
                       flags: Iterable[str] = (), internal_date: float | None = None,
                       summary: dict[str, Any] | None = None, ignore_quota: bool = False) -> list[DeliveryResult]:
         ids = list(dict.fromkeys(account_ids))
-        summary_dict, summary_json, fts = await self._summary_for(blob, summary)
+        prepared = await self._summary_for(blob, summary)
         flag_text = _flags_text(flags)
         when = internal_date if internal_date is not None else time.time()
         mailbox = normalize_mailbox_name(mailbox)
@@ -928,8 +957,7 @@ class SQLiteStore:
                     box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name='INBOX'",
                                        (account_id,)).fetchone()
                 modseq = self._bump_modseq(conn, account_id)
-                row = self._insert_message(ctx, account_id, box[0], blob, flag_text, when, summary_dict,
-                                           summary_json, modseq, fts)
+                row = self._insert_message(ctx, account_id, box[0], blob, flag_text, when, prepared, modseq)
                 self._publish(ctx, account_id, box[0], "exists", modseq)
                 out.append((account_id, row))
             return out
@@ -943,7 +971,7 @@ class SQLiteStore:
 
     async def append(self, mailbox_id: int, blob: BlobRef, *, flags: Iterable[str] = (),
                      internal_date: float | None = None, summary: dict[str, Any] | None = None) -> Message:
-        summary_dict, summary_json, fts = await self._summary_for(blob, summary)
+        prepared = await self._summary_for(blob, summary)
         flag_text = _flags_text(flags)
         when = internal_date if internal_date is not None else time.time()
 
@@ -957,8 +985,7 @@ class SQLiteStore:
             if acct["quota"] is not None and acct["used"] + blob.size > acct["quota"]:
                 raise QuotaExceeded("over quota")
             modseq = self._bump_modseq(conn, account_id)
-            row = self._insert_message(ctx, account_id, mailbox_id, blob, flag_text, when, summary_dict,
-                                       summary_json, modseq, fts)
+            row = self._insert_message(ctx, account_id, mailbox_id, blob, flag_text, when, prepared, modseq)
             self._publish(ctx, account_id, mailbox_id, "exists", modseq)
             return row
 
@@ -971,21 +998,21 @@ class SQLiteStore:
         return [_message(r, with_summary) for r in rows]
 
     async def get_messages(self, mailbox_id: int, uids: Iterable[int], *,
-                           with_summary: bool = True) -> list[Message]:
+                           with_summary: bool = True, imap_wire: bool = False) -> list[Message]:
         wanted = sorted(set(uids))
-        rows = await self.db.read(lambda conn: _message_rows(conn, mailbox_id, wanted, with_summary))
-        return [_message(r, with_summary) for r in rows]
+        rows = await self.db.read(lambda conn: _message_rows(conn, mailbox_id, wanted, with_summary, imap_wire))
+        return [_message(r, with_summary, imap_wire) for r in rows]
 
     async def get_messages_raw(self, mailbox_id: int, uids: Iterable[int], *,
-                               with_summary: bool = True) -> list[tuple[Message, bytes]]:
+                               with_summary: bool = True, imap_wire: bool = False) -> list[tuple[Message, bytes]]:
         wanted = sorted(set(uids))
 
         def find(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[bytes]]:
-            rows = _message_rows(conn, mailbox_id, wanted, with_summary)
+            rows = _message_rows(conn, mailbox_id, wanted, with_summary, imap_wire)
             return rows, self.blobs.read_many_in(conn, [r["blob_id"] for r in rows])
 
         rows, data = await self.db.read(find)
-        return [(_message(r, with_summary), d) for r, d in zip(rows, data, strict=True)]
+        return [(_message(r, with_summary, imap_wire), d) for r, d in zip(rows, data, strict=True)]
 
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))
@@ -1116,9 +1143,11 @@ class SQLiteStore:
                 (modseq, dst)).fetchone()[0]
             new_id = conn.execute(
                 "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, modseq, "
-                "thread_id, message_id, summary) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                "thread_id, message_id, summary, imap_envelope, imap_body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "RETURNING id",
                 (dst, account_id, uid, row["blob_id"], row["size"], row["internal_date"], row["flags"], modseq,
-                 row["thread_id"], row["message_id"], row["summary"])).fetchone()[0]
+                 row["thread_id"], row["message_id"], row["summary"], row["imap_envelope"],
+                 row["imap_body"])).fetchone()[0]
             conn.execute(                                    # indexed or not yet: the copy waits its turn
                 "INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
                 "SELECT ?, subject, sender, recipients, cc, bcc, body, headers FROM messages_fts WHERE rowid=? "

@@ -1,0 +1,117 @@
+"""ENVELOPE and BODYSTRUCTURE as IMAP sends them (RFC 9051 section 7.5.2), from the
+structure the message summary holds (:mod:`mailhaven.message.structure`).
+
+:func:`wire_forms` renders both once at delivery, for sessions without UTF8=ACCEPT (the
+form nearly every client gets); the store keeps them beside the summary, so FETCH
+ENVELOPE BODYSTRUCTURE of a whole mailbox neither decodes the summary nor renders, as
+Dovecot keeps ``imap.envelope`` and ``imap.bodystructure`` in its cache file.
+"""
+
+from __future__ import annotations
+
+import email.header
+import re
+from typing import Any
+
+from .responses import QUOTABLE_MAX, nstring
+
+_PLAIN = re.compile(r'[\\"\r\n\x00]')
+
+
+def _ns(value: Any, utf8: bool) -> bytes:
+    if value is None:
+        return b"NIL"
+    text = str(value)
+    if text.isascii() and len(text) <= QUOTABLE_MAX and not _PLAIN.search(text):   # the common case, fast
+        return b'"' + text.encode("ascii") + b'"'
+    return nstring(text, utf8=utf8)
+
+
+def _downgrade(value: Any, kind: str) -> Any:
+    """RFC 6855 3 / RFC 6857 3.2: a session without UTF8=ACCEPT gets no raw UTF-8 in ENVELOPE:
+    text (subject, display names) as RFC 2047 encoded words, domains as A-labels (IDNA).
+    A non-ASCII local part has no ASCII form; it stays a (UTF-8) literal."""
+    if value is None or not isinstance(value, str) or value.isascii():
+        return value
+    if kind == "text":
+        return email.header.Header(value, "utf-8", maxlinelen=10_000).encode()
+    if kind == "host":
+        try:
+            return value.encode("idna").decode("ascii")
+        except UnicodeError:
+            return value
+    return value
+
+
+def render_envelope(env: list[Any], utf8: bool) -> bytes:
+    parts: list[bytes] = []
+    for i, value in enumerate(env):
+        if i in (2, 3, 4, 5, 6, 7):
+            if not value:
+                parts.append(b"NIL")
+            else:
+                parts.append(b"(" + b"".join(
+                    b"(" + b" ".join(_ns(x if utf8 else _downgrade(x, ("text", "adl", "mailbox", "host")[k]), utf8)
+                                     for k, x in enumerate(addr)) + b")" for addr in value) + b")")
+        else:
+            parts.append(_ns(value if utf8 or i != 1 else _downgrade(value, "text"), utf8))
+    return b"(" + b" ".join(parts) + b")"
+
+
+def _params(params: list[list[str]] | None, utf8: bool) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(_ns(k, utf8) + b" " + _ns(v, utf8)
+                            for k, v in params) + b")"
+
+
+def _disp(disp: list[Any] | None, utf8: bool) -> bytes:
+    if not disp:
+        return b"NIL"
+    return b"(" + _ns(disp[0], utf8) + b" " + _params(disp[1], utf8) + b")"
+
+
+def _lang(lang: list[str] | None, utf8: bool) -> bytes:
+    if not lang:
+        return b"NIL"
+    if len(lang) == 1:
+        return _ns(lang[0], utf8)
+    return b"(" + b" ".join(_ns(x, utf8) for x in lang) + b")"
+
+
+def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
+    if "parts" in node:
+        inner = b"".join(render_body(p, extended, utf8) for p in node["parts"])
+        out = inner + b" " + _ns(node["s"], utf8)
+        if extended:
+            out += b" " + _params(node["p"], utf8) + b" " + _disp(node["disp"], utf8) + b" " + \
+                _lang(node["lang"], utf8) + b" " + _ns(node["loc"], utf8)
+        return b"(" + out + b")"
+    size = node["e"] - node["h"][1]
+    fields = [_ns(node["t"], utf8), _ns(node["s"], utf8),
+              _params(node["p"], utf8), _ns(node["id"], utf8), _ns(node["desc"], utf8),
+              _ns(node["enc"], utf8), b"%d" % size]
+    if "msg" in node:
+        inner = node["msg"]
+        fields.append(render_envelope(inner.get("env") or [None] * 10, utf8))
+        fields.append(render_body(inner, extended, utf8))
+        fields.append(b"%d" % node.get("lines", 0))
+    elif node["t"].lower() == "text":
+        fields.append(b"%d" % node.get("lines", 0))
+    if extended:
+        fields += [_ns(node["md5"], utf8), _disp(node["disp"], utf8), _lang(node["lang"], utf8),
+                   _ns(node["loc"], utf8)]
+    return b"(" + b" ".join(fields) + b")"
+
+
+def wire_forms(summary: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    """(ENVELOPE, BODYSTRUCTURE) for a session without UTF8=ACCEPT, or None when the summary
+    has no structure (FETCH then parses the message itself)."""
+    imap = summary.get("imap")
+    if not imap or not imap.get("body"):
+        return None
+    try:
+        return (render_envelope(imap.get("envelope") or [None] * 10, False),
+                render_body(imap["body"], True, False))
+    except (KeyError, TypeError, IndexError, ValueError):
+        return None                 # a summary from an older version: rendered at FETCH time
