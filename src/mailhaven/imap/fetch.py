@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..message.structure import header_end, parse_fields, structure_summary
 from ..store.api import FlagMode, Message
 from .grammar import Args, format_datetime
+from .headercache import header_cache
 from .message import resolve_set
 from .parser import Atom, Command, ParenList
 from .render import render_body, render_envelope
@@ -40,6 +41,9 @@ _MACROS = {
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
     "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
 }
+_HEADER_TEXTS = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
+_BODY_ITEMS = {"RFC822", "RFC822.TEXT", "BINARY", "BINARY.SIZE"}
+"""Items that need more of the message than its header."""
 _SIMPLE = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
            "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
 
@@ -186,16 +190,35 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
         i.section for i in items)
     sets_seen = not sel.readonly and any(
         (i.section and not i.peek) or i.name in ("RFC822", "RFC822.TEXT") for i in items)
+    # Nothing but header blocks (the commonest FETCH of all): from this process's cache.
+    headers_only = need_raw and not need_summary and all(
+        i.text in _HEADER_TEXTS and not i.parts if i.section else i.name not in _BODY_ITEMS for i in items)
+    cache = header_cache(s.store) if need_raw else None
     uids = sel.live_only(uids)
     for start in range(0, len(uids), 200):
         chunk = uids[start:start + 200]
         messages: dict[int, Message] = {}
         raws: dict[int, bytes] = {}
-        if need_raw:        # rows and bytes in one trip to the store
+        if headers_only:
+            assert cache is not None
+            missing = []
+            for uid in chunk:
+                header = cache.get((sel.id, sel.uidvalidity, uid))
+                if header is None:
+                    missing.append(uid)
+                else:
+                    raws[uid] = header
+            if missing:
+                for m, raw in await s.store.get_messages_raw(sel.id, missing, with_summary=False):
+                    cache.put_message((sel.id, sel.uidvalidity, m.uid), raw)
+                    raws[m.uid] = raw
+        elif need_raw:      # rows and bytes in one trip to the store
+            assert cache is not None
             for m, raw in await s.store.get_messages_raw(sel.id, chunk, with_summary=need_summary and not wire,
                                                          imap_wire=wire):
                 messages[m.uid] = m
                 raws[m.uid] = raw
+                cache.put_message((sel.id, sel.uidvalidity, m.uid), raw)
         elif need_summary:
             for m in await s.store.get_messages(sel.id, chunk, with_summary=not wire, imap_wire=wire):
                 messages[m.uid] = m
@@ -208,7 +231,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
                     sel.update_message(m)
                     seen_now.add(m.uid)
         for uid in chunk:
-            if (need_summary or need_raw) and uid not in messages:
+            if (uid not in raws) if headers_only else ((need_summary or need_raw) and uid not in messages):
                 continue  # expunged meanwhile; its EXPUNGE comes at the next allowed moment
             raw = raws.get(uid, b"")
             msg = messages.get(uid)

@@ -18,6 +18,7 @@ from .grammar import (
     parse_datetime,
     parse_sequence_set,
 )
+from .headercache import header_cache
 from .parser import Atom, Command, ParenList, String
 from .responses import (
     ALREADYEXISTS,
@@ -505,6 +506,7 @@ async def cmd_append(s: Session, cmd: Command) -> str:
             msg = await s.store.append(box.id, blob, flags=flags,
                                        internal_date=when if when is not None else time.time())
             uids.append(msg.uid)
+            header_cache(s.store).put_message((box.id, box.uidvalidity, msg.uid), data)
     except QuotaExceeded:
         if uids:
             await s.store.expunge(box.id, uids)  # RFC 3502: all or nothing

@@ -1,0 +1,65 @@
+"""Message headers kept in memory per process, for FETCHes that want only headers.
+
+Header fields are what clients ask for most: ``UID FETCH n (FLAGS BODY.PEEK[HEADER.FIELDS
+(From Subject Date ...)])`` for each new message, on every device that syncs the mailbox.
+Dovecot answers these from the header fields in its cache file. Here the header block of
+each message this process has stored (APPEND) or read (FETCH) stays in memory, least
+recently used out first, within a byte budget, so such a FETCH makes no trip to the store.
+
+A message's bytes never change, and (mailbox id, UIDVALIDITY, UID) names one message for
+ever (UIDVALIDITY is store-wide and only grows), so an entry never goes stale and nothing
+needs invalidating; an expunged message's entry simply ages out.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+
+from ..message.structure import header_end
+
+DEFAULT_BUDGET = 32 * 1024 * 1024
+"""Bytes of header text kept per process: about 10,000 messages of real-world mail."""
+MAX_HEADER = 64 * 1024
+"""Bigger header blocks are not kept (they would push out dozens of ordinary ones)."""
+
+Key = tuple[int, int, int]
+
+
+class HeaderCache:
+    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
+        self.budget = budget
+        self.size = 0
+        self._entries: OrderedDict[Key, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Key) -> bytes | None:
+        header = self._entries.get(key)
+        if header is not None:
+            self._entries.move_to_end(key)
+        return header
+
+    def put_message(self, key: Key, raw: bytes) -> None:
+        """Keep the header block of ``raw`` (through the blank line that ends it)."""
+        end = header_end(raw, 0, len(raw))
+        if end > MAX_HEADER or key in self._entries:
+            return
+        header = raw[:end]
+        self._entries[key] = header
+        self.size += len(header)
+        while self.size > self.budget and self._entries:
+            _, old = self._entries.popitem(last=False)
+            self.size -= len(old)
+
+
+_caches: weakref.WeakKeyDictionary[object, HeaderCache] = weakref.WeakKeyDictionary()
+
+
+def header_cache(store: object) -> HeaderCache:
+    """The cache of this process for ``store`` (one per store object)."""
+    cache = _caches.get(store)
+    if cache is None:
+        cache = _caches[store] = HeaderCache()
+    return cache
