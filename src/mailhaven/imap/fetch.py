@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..message.structure import header_end, parse_fields, structure_summary
+from ..message.structure import header_end, split_fields, structure_summary
 from ..store.api import FlagMode, Message
 from .grammar import Args, format_datetime
 from .headercache import header_cache
@@ -72,7 +73,9 @@ def parse_items(tokens: list[Any]) -> list[FetchItem]:
     return out
 
 
+@functools.lru_cache(maxsize=512)
 def parse_item(value: str) -> FetchItem:
+    """One FETCH item (kept: clients send the same few item lists over and over)."""
     upper = value.upper()
     if upper in _SIMPLE:
         return FetchItem(name=upper, label=upper)
@@ -370,7 +373,7 @@ def section_bytes(raw: bytes, root: dict[str, Any] | None, item: FetchItem) -> b
         return header
     wanted = {f.lower() for f in item.fields}
     keep = item.text == "HEADER.FIELDS"
-    chosen = [f[2] for f in parse_fields(header) if (f[0] in wanted) == keep]
+    chosen = [field for name, field in split_fields(header) if (name in wanted) == keep]
     out = b"".join(c if c.endswith(b"\n") else c + b"\r\n" for c in chosen)
     return out + b"\r\n"
 

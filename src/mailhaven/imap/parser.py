@@ -131,6 +131,8 @@ MAX_COMMAND = 16 * 1024 * 1024
 """Total command size, literals included, except APPEND's message literals."""
 
 _LITERAL_RE = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
+_ATOM_STOP = re.compile(rb'[\x00-\x20()\x7f"{\[]')
+"""What ends an atom (or, ``[``, opens a section spec inside one)."""
 _TAG_RE = re.compile(rb"^([^\x00-\x20\x7f(){%*\"\\+]+) ")
 
 
@@ -446,14 +448,15 @@ class _Tokenizer:
     def atom(self) -> Atom:
         line = self.line
         i = self.pos
-        while i < len(line):
-            c = line[i]
-            if c == 0x5B:  # "[": a section spec may hold spaces, lists and quotes
-                i = self._skip_brackets(i)
-                continue
-            if c in (0x20, 0x28, 0x29) or c < 0x20 or c == 0x7F or c == 0x22 or c == 0x7B:
+        while True:
+            m = _ATOM_STOP.search(line, i)
+            if m is None:
+                i = len(line)
                 break
-            i += 1
+            i = m.start()
+            if line[i] != 0x5B:
+                break
+            i = self._skip_brackets(i)  # "[": a section spec may hold spaces, lists and quotes
         if i == self.pos:
             raise _ParseError("Bad character")
         value = line[self.pos:i]

@@ -57,32 +57,35 @@ def header_end(raw: bytes, start: int, end: int) -> int:
     return m.end()
 
 
+def split_fields(block: bytes) -> list[tuple[str, bytes]]:
+    """(lower-case name, raw field bytes with its folded lines and line end), in order,
+    up to the blank line; a line that is no field (no colon, no name) is left out."""
+    groups: list[list[bytes]] = []
+    current: list[bytes] | None = None
+    for line in block.splitlines(keepends=True):
+        if line == b"\r\n" or line == b"\n":
+            break
+        if current is not None and line[:1] in (b" ", b"\t"):
+            current.append(line)                            # a folded continuation
+            continue
+        current = [line]
+        groups.append(current)
+    out: list[tuple[str, bytes]] = []
+    for lines in groups:
+        field = lines[0] if len(lines) == 1 else b"".join(lines)
+        name, sep, _ = field.partition(b":")
+        if sep and name.strip() and not name[:1].isspace():
+            out.append((name.strip().decode("ascii", "replace").lower(), field))
+    return out
+
+
+_FOLD = re.compile(rb"\r?\n([ \t])")
+
+
 def parse_fields(block: bytes) -> list[tuple[str, bytes, bytes]]:
     """(lower-case name, unfolded value, raw field bytes including its line end)."""
-    out: list[tuple[str, bytes, bytes]] = []
-    lines = block.splitlines(keepends=True)
-    current: list[bytes] = []
-
-    def flush() -> None:
-        if not current:
-            return
-        field = b"".join(current)
-        name, sep, value = field.partition(b":")
-        if sep and name.strip() and not name[:1].isspace():
-            unfolded = re.sub(rb"\r?\n([ \t])", rb"\1", value).strip()
-            out.append((name.strip().decode("ascii", "replace").lower(), unfolded, field))
-        current.clear()
-
-    for line in lines:
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and current:
-            current.append(line)
-            continue
-        flush()
-        current.append(line)
-    flush()
-    return out
+    return [(name, _FOLD.sub(rb"\1", field.partition(b":")[2]).strip(), field)
+            for name, field in split_fields(block)]
 
 
 def _text(value: bytes) -> str:
