@@ -358,6 +358,28 @@ def test_idle_timeout_is_configurable(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_idle_timeout_applies_in_idle_and_changes_still_arrive(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", extra_config='[limits]\nimap_idle = "2s"\n').start()
+    try:
+        server.add_user(USER, PASSWORD)
+        m = connect(server)
+        m.sock.settimeout(10)
+        m.select("INBOX")
+        m.send(b"i1 IDLE\r\n")
+        assert m.readline().startswith(b"+ ")
+        other = connect(server)
+        other.append("INBOX", None, None, MSG % (1, 1, 1))
+        other.logout()
+        assert m.readline() == b"* 1 EXISTS\r\n"       # told at once, then idle again
+        assert m.readline() == b"* 1 RECENT\r\n"
+        start = time.monotonic()
+        line = m.readline()
+        assert line.startswith(b"* BYE Autologout"), line
+        assert time.monotonic() - start > 1
+    finally:
+        server.stop()
+
+
 def test_getmail_over_imap(srv: ServerProcess, tmp_path: Path) -> None:
     getmail = need("getmail")
     m = connect(srv)

@@ -1,8 +1,9 @@
 """The asyncio adapter: sockets, TLS and timers around the sans-IO IMAP session.
 
 Invariants:
-- One task per connection owns the socket and the session; the change-feed pump task only
-  marks the session dirty and wakes that task, so the session is never re-entered.
+- One task per connection owns the socket and the session; the change feed's callback
+  only marks the session dirty and, in IDLE, wakes that task, so the session is never
+  re-entered.
 - Output is written and drained after every event, so a slow client slows only itself;
   big FETCH responses stream through ``SessionContext.flush``.
 - STARTTLS upgrades with the public ``StreamWriter.start_tls``; anything the client sent
@@ -102,8 +103,8 @@ class Connection:
         self.app = app
         self.reader = reader
         self.writer = writer
-        self.wake = asyncio.Event()
-        self.pump: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
+        """What an IDLE connection awaits; a change to announce settles it."""
         self.subscription: Any = None
         config = app.config
         log = listener.log.bind(cid=connection_id("i"), peer=ip)
@@ -126,13 +127,12 @@ class Connection:
         self.writer.write(session.greeting())
         await self.writer.drain()
         read_task: asyncio.Task[bytes] | None = None
-        wake_task: asyncio.Task[bool] | None = None
         try:
             while True:
                 await self._process()
                 if session.closing:
                     break
-                if session.mode is Mode.COMMAND and read_task is None and wake_task is None:
+                if session.mode is Mode.COMMAND and read_task is None:
                     # The common case, one command after another: read directly, with a
                     # timer for the idle limit instead of a task and asyncio.wait per command.
                     data = await self._read_with_timeout()
@@ -144,40 +144,52 @@ class Connection:
                         break
                     self.parser.receive_data(data)
                     continue
+                # IDLE (or a SASL exchange): wait for the client's bytes or, in IDLE, a
+                # change to announce, on one future that either (or the idle limit) settles.
                 if read_task is None:
                     read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
-                waiting: set[asyncio.Future[Any]] = {read_task}
-                if session.mode is Mode.IDLE:
-                    if session.dirty:
-                        await session.idle_update()
-                        await self.flush()
-                        continue
-                    if wake_task is None:
-                        wake_task = asyncio.ensure_future(self.wake.wait())
-                    waiting.add(wake_task)
-                done, _ = await asyncio.wait(waiting, timeout=self._idle_limit(),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if not done:
+                if session.mode is Mode.IDLE and session.dirty:
+                    await session.idle_update()
+                    await self.flush()
+                    continue
+                if not await self._wait(read_task, idle=session.mode is Mode.IDLE):
                     session.untagged("BYE Autologout; idle for too long")
                     await self.flush()
                     break
-                if wake_task is not None and wake_task in done:
-                    wake_task = None
-                    self.wake.clear()
-                    await session.idle_update()
-                    await self.flush()
-                if read_task in done:
+                if read_task.done():
                     data = read_task.result()
                     read_task = None
                     if not data:
                         break
                     self.parser.receive_data(data)
         finally:
-            for t in (read_task, wake_task, self.pump):
-                if t is not None:
-                    t.cancel()
+            if read_task is not None:
+                read_task.cancel()
             if self.subscription is not None:
                 self.subscription.close()
+
+    async def _wait(self, read_task: asyncio.Task[bytes], *, idle: bool) -> bool:
+        """Until ``read_task`` is done or (with ``idle``) a change is noted; False when the
+        idle limit passed first."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+
+        def settle(value: bool) -> None:
+            if not waiter.done():
+                waiter.set_result(value)
+
+        def on_read(_: object) -> None:
+            settle(True)
+
+        read_task.add_done_callback(on_read)
+        timer = loop.call_later(self._idle_limit(), settle, False)
+        self._waiter = waiter if idle else None
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            timer.cancel()
+            read_task.remove_done_callback(on_read)
 
     def _idle_limit(self) -> float:
         timeout = self.app.config.limits.imap_idle
@@ -237,13 +249,13 @@ class Connection:
 
     def _subscribe(self, account_id: int) -> None:
         self.subscription = self.app.store.subscribe(account_id)
+        self.subscription.on_change(self._noted)
 
-        async def pump() -> None:
-            async for change in self.subscription:
-                self.session.note_change(change)
-                self.wake.set()
-
-        self.pump = asyncio.ensure_future(pump())
+    def _noted(self, change: Any) -> None:
+        self.session.note_change(change)
+        waiter = self._waiter
+        if waiter is not None and self.session.dirty and not waiter.done():
+            waiter.set_result(True)
 
 
 async def start_listener(ctx: Any, name: str, host: str, port: int) -> ImapListener:

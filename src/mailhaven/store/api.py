@@ -13,7 +13,7 @@ Invariants every backend keeps:
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -190,6 +190,10 @@ class ChangeSubscription(Protocol):
     def __aiter__(self) -> AsyncIterator[Change]: ...
 
     async def get(self) -> Change: ...
+
+    def on_change(self, callback: Callable[[Change], None]) -> None:
+        """Deliver changes by calling ``callback`` at publication instead of queueing them."""
+        ...
 
     def close(self) -> None: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from .api import Change, MailboxChanges, Store
 
@@ -39,8 +39,20 @@ class Subscription:
         self.account_id = account_id
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
         self._overflowed = False
+        self._callback: Callable[[Change], None] | None = None
+
+    def on_change(self, callback: Callable[[Change], None]) -> None:
+        """From now on, hand each change to ``callback`` when it is published (on the loop)
+        instead of queueing it: for a consumer that only takes note, such as an IMAP
+        session, this saves a task and a wake-up per change and subscriber."""
+        self._callback = callback
+        while (change := self.get_nowait()) is not None:
+            callback(change)
 
     def _push(self, change: Change) -> None:
+        if self._callback is not None:
+            self._callback(change)
+            return
         if self._queue.qsize() >= MAX_BACKLOG:
             if not self._overflowed:
                 self._overflowed = True
@@ -98,7 +110,11 @@ class ChangeHub:
     def publish(self, change: Change) -> None:
         for key in (change.account_id, None):
             for sub in list(self._by_account.get(key, ())):
-                sub._push(change)
+                try:
+                    sub._push(change)
+                except Exception:  # noqa: BLE001 - one subscriber's callback must not starve the rest
+                    asyncio.get_running_loop().call_exception_handler(
+                        {"message": "change subscriber failed", "subscription": sub})
 
 
 _inflight: dict[tuple[int, int, int], asyncio.Future[MailboxChanges]] = {}
