@@ -292,3 +292,13 @@ def test_protocol_core_is_sans_io() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in ("asyncio", "socket", "ssl", "selectors"), (path.name, name)
+
+
+def test_a_line_of_exactly_the_limit_is_accepted_wherever_the_crlf_is_split() -> None:
+    line = b"a1 NOOP " + b"x" * (120 - 8)                   # 120 bytes before the CRLF
+    for cut in range(len(line) - 2, len(line) + 2):
+        data = line + b"\r\n"
+        events = feed_chunks([data[:cut], data[cut:]], max_line=120)
+        assert [type(e) for e in events] == [Command], (cut, events)
+    too_long = feed_chunks([line + b"y\r", b"\n"], max_line=120)
+    assert [e.text for e in too_long if isinstance(e, CommandError)] == ["Command line too long"]

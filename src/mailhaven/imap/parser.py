@@ -227,7 +227,8 @@ class CommandReader:
             idx = self._buf.find(b"\n", self._scan)
             if idx < 0:
                 self._scan = len(self._buf)
-                if len(self._buf) > self.max_line:
+                # A trailing CR may be the line end's: count the line as the LF will cut it.
+                if len(self._buf) - self._buf.endswith(b"\r") > self.max_line:
                     # Discard what we have; keep discarding until the LF arrives.
                     self._buf.clear()
                     self._scan = 0
