@@ -91,7 +91,7 @@ def _quota(value: str | None) -> int | None:
 # -- serve ----------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import logs
-    from .app import Running, serve
+    from .app import Running, run, serve
 
     config = load(args)
     logs.setup(config.log_level, config.log_format)
@@ -114,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("Ready.", flush=True)
 
     try:
-        asyncio.run(serve(config, log, ready))
+        run(config, serve(config, log, ready))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -178,6 +178,8 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
+    event_loop: str = "uvloop"
+    """"uvloop" (libuv; stdlib asyncio where it is not installed) or "asyncio"."""
 
     def is_trusted(self, peer_ip: str) -> bool:
         """Does a connection from ``peer_ip`` count as secure for plaintext passwords?"""
@@ -264,7 +266,7 @@ def config_from_dict(raw: dict[str, Any], data_dir: Path) -> Config:
     for key, value in raw.items():
         if key in _SECTIONS:
             values[key] = _build_section(key, _SECTIONS[key], value)
-        elif key in ("hostname", "log_level", "log_format"):
+        elif key in ("hostname", "log_level", "log_format", "event_loop"):
             values[key] = _coerce("", key, "", value)
         else:
             raise ConfigError(f"{key}: unknown key")
@@ -294,6 +296,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("smtp.workers: at most 64")
     if config.relay.tls not in ("opportunistic", "required", "implicit", "none"):
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
+    if config.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigError("event_loop: expected 'uvloop' or 'asyncio'")
     if config.log_format not in ("text", "json"):
         raise ConfigError("log_format: expected 'text' or 'json'")
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -214,7 +214,9 @@ def main() -> int:
 
     logs.setup(config.log_level, config.log_format)
     logs.set_process_tag(f"w{args.index}")
-    asyncio.run(_worker(config, [int(x) for x in args.listen_fds.split(",")], args.feed_fd, args.index))
+    from ..app import run
+
+    run(config, _worker(config, [int(x) for x in args.listen_fds.split(",")], args.feed_fd, args.index))
     return 0
 
 
