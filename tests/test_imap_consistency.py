@@ -189,3 +189,29 @@ async def test_a_shared_answer_too_old_for_the_change_is_not_used() -> None:
     results = await asyncio.gather(first, fine, newer)
     assert [r.highestmodseq for r in results] == [7, 7, 9]
     assert asked == [5, 5]
+
+
+async def test_own_store_is_not_read_back_but_others_changes_are(store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """After its own STORE a session skips re-reading the rows it wrote only when no other
+    write can lie between: a change another session made just before is still announced."""
+    acct, a, b = await two_sessions(store)
+    asked: list[int] = []
+    real = store.changes_since
+
+    async def recording(mailbox_id: int, modseq: int):  # type: ignore[no-untyped-def]
+        asked.append(modseq)
+        return await real(mailbox_id, modseq)
+
+    monkeypatch.setattr(store, "changes_since", recording)
+    out = await a.cmd("STORE 1:* +FLAGS.SILENT (\\Seen)")
+    ours = (await store.get_mailbox(acct.id, "INBOX")).highestmodseq
+    await a.cmd("NOOP")
+    assert asked == [ours]                      # nothing between: only what came after ours
+    await b.cmd("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    asked.clear()
+    out = await a.cmd("STORE 3 +FLAGS.SILENT (\\Answered)")
+    assert asked == [ours]                      # B's write lies between: read from before it
+    assert b"* 2 FETCH (FLAGS (\\Flagged \\Recent \\Seen))" in out
+    out = await a.cmd("FETCH 1:3 (FLAGS)")
+    assert b"* 1 FETCH (FLAGS (\\Recent \\Seen))" in out
+    assert b"* 3 FETCH (FLAGS (\\Answered \\Recent \\Seen))" in out
