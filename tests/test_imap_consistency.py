@@ -189,3 +189,62 @@ async def test_a_shared_answer_too_old_for_the_change_is_not_used() -> None:
     results = await asyncio.gather(first, fine, newer)
     assert [r.highestmodseq for r in results] == [7, 7, 9]
     assert asked == [5, 5]
+
+
+async def test_own_store_is_not_read_back_but_others_changes_are(store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """After its own STORE a session skips re-reading the rows it wrote only when no other
+    write can lie between: a change another session made just before is still announced."""
+    acct, a, b = await two_sessions(store)
+    asked: list[int] = []
+    real = store.changes_since
+
+    async def recording(mailbox_id: int, modseq: int):  # type: ignore[no-untyped-def]
+        asked.append(modseq)
+        return await real(mailbox_id, modseq)
+
+    monkeypatch.setattr(store, "changes_since", recording)
+    out = await a.cmd("STORE 1:* +FLAGS.SILENT (\\Seen)")
+    ours = (await store.get_mailbox(acct.id, "INBOX")).highestmodseq
+    await a.cmd("NOOP")
+    assert asked == [ours]                      # nothing between: only what came after ours
+    await b.cmd("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    asked.clear()
+    out = await a.cmd("STORE 3 +FLAGS.SILENT (\\Answered)")
+    assert asked == [ours]                      # B's write lies between: read from before it
+    assert b"* 2 FETCH (FLAGS (\\Flagged \\Recent \\Seen))" in out
+    out = await a.cmd("FETCH 1:3 (FLAGS)")
+    assert b"* 1 FETCH (FLAGS (\\Recent \\Seen))" in out
+    assert b"* 3 FETCH (FLAGS (\\Answered \\Recent \\Seen))" in out
+
+
+async def test_search_of_cached_keys_agrees_with_each_message(store) -> None:  # type: ignore[no-untyped-def]
+    """Flag, size, UID and sequence keys, nested in AND/OR/NOT, against a per-message check,
+    while a message expunged by another session still holds its sequence number."""
+    from mailhaven.store.api import FlagMode
+
+    acct, a, b = await two_sessions(store, n=12)
+    box = await store.get_mailbox(acct.id, "INBOX")
+    await store.set_flags(box.id, [1, 2, 3, 7, 8], ["\\Seen"], FlagMode.ADD)
+    await store.set_flags(box.id, [2, 5, 8, 11], ["\\Flagged"], FlagMode.ADD)
+    await store.set_flags(box.id, [3, 5, 9], ["$Work"], FlagMode.ADD)
+    await a.cmd("NOOP")
+    await b.cmd("STORE 5 +FLAGS.SILENT (\\Deleted)")
+    await b.cmd("EXPUNGE")
+    messages = {m.uid: m for m in await store.list_messages(box.id)}
+    assert 5 not in messages
+    limit = sorted(m.size for m in messages.values())[5]
+    cases = {
+        f"UNSEEN LARGER {limit}": lambda m: "\\Seen" not in m.flags and m.size > limit,
+        "OR FLAGGED KEYWORD $WORK": lambda m: "\\Flagged" in m.flags or "$Work" in m.flags,
+        f"NOT (OR SEEN SMALLER {limit})": lambda m: not ("\\Seen" in m.flags or m.size < limit),
+        "UID 3:*": lambda m: m.uid >= 3,
+        "2:4 UNFLAGGED": lambda m: 2 <= m.uid <= 4 and "\\Flagged" not in m.flags,
+        "KEYWORD $work NOT SEEN": lambda m: "$Work" in m.flags and "\\Seen" not in m.flags,
+        "UNKEYWORD $work SEEN": lambda m: "$Work" not in m.flags and "\\Seen" in m.flags,
+    }
+    for prefix in ("", "UID "):              # UID SEARCH may announce the EXPUNGE: run those last
+        for criteria, wanted in cases.items():
+            out = await a.cmd(f"{prefix}SEARCH {criteria}")
+            expected = [u for u, m in sorted(messages.items()) if wanted(m)]   # UID n is still number n
+            line = " ".join(["* SEARCH", *map(str, expected)]).encode()
+            assert untagged(out, "SEARCH") == [line], (prefix, criteria)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from mailhaven.imap.fetch import FetchItem, render_body, render_envelope, section_bytes
-from mailhaven.message.structure import _addresses, structure_summary
+from mailhaven.message.structure import _addresses, header_end, structure_summary
 
 
 def test_groups_in_envelope_addresses() -> None:
@@ -58,3 +63,21 @@ def test_garbage_never_raises() -> None:
         imap = structure_summary(raw)["imap"]
         render_body(imap["body"], True, True)
         render_envelope(imap["envelope"], True)
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"a", b": "]), max_size=30).map(b"".join),
+       st.integers(0, 40), st.integers(0, 40))
+def test_header_end_is_the_end_of_the_first_blank_line(raw: bytes, start: int, end: int) -> None:
+    """header_end (bytes.find) agrees with the regex definition: the header ends just after
+    the first ``\\r?\\n\\r?\\n``, or at once when the block opens with a blank line."""
+    start, end = min(start, len(raw)), min(end, len(raw))
+    if start >= end:
+        expected = end
+    elif raw.startswith(b"\r\n", start, end):
+        expected = start + 2
+    elif raw.startswith(b"\n", start, end):
+        expected = start + 1
+    else:
+        m = re.compile(rb"\r?\n\r?\n").search(raw, start, end)
+        expected = end if m is None else m.end()
+    assert header_end(raw, start, end) == expected

@@ -43,8 +43,10 @@ class HeaderCache:
 
     def put_message(self, key: Key, raw: bytes) -> None:
         """Keep the header block of ``raw`` (through the blank line that ends it)."""
+        if key in self._entries:        # a re-fetch: skip the scan for the blank line
+            return
         end = header_end(raw, 0, len(raw))
-        if end > MAX_HEADER or key in self._entries:
+        if end > MAX_HEADER:
             return
         header = raw[:end]
         self._entries[key] = header

@@ -136,6 +136,8 @@ async def cmd_store(s: Session, cmd: Command) -> str:
     for m in changed:
         sel.update_message(m)
         changed_uids.add(m.uid)
+    if changed:
+        sel.own_write(changed[0].modseq)    # one write: every changed message has its MODSEQ
     failed_set = set(failed)
     for u in live:
         if u in failed_set:

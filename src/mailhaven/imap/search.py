@@ -109,112 +109,132 @@ class _KeyReader:
         return self.args.text("search string")
 
 
+_COSTLY = frozenset({"text", "header", "date"})
+"""Keys that ask the store: an AND runs them last, on what the in-memory keys kept."""
+
+
 @dataclass
 class _Evaluator:
+    """Each key filters candidate positions (indexes into the view's parallel arrays,
+    ascending) and keeps those that match, in order. An AND hands what one key kept to the
+    next, so ``UNSEEN LARGER 1000`` is one pass over the mailbox and one over the unseen,
+    with no set of every message built and no UID looked up again."""
+
     s: Session
     sel: SelectedMailbox
     universe: list[int]
-    positions: list[int]
-    """Indexes into the selected view of the messages in ``universe``."""
+    """Positions of the messages searched: the view less those expunged meanwhile."""
     summaries: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def uids_of(self, positions: list[int]) -> list[int]:
+        uids = self.sel.uids
+        return [uids[i] for i in positions]
 
     async def summary(self, uid: int) -> dict[str, Any]:
         if not self.summaries:
-            for m in await self.s.store.get_messages(self.sel.id, self.universe, with_summary=True):
+            universe = self.uids_of(self.universe)
+            for m in await self.s.store.get_messages(self.sel.id, universe, with_summary=True):
                 self.summaries[m.uid] = m.summary
         return self.summaries.get(uid, {})
 
-    def all_set(self) -> set[int]:
-        return set(self.universe)
+    def having(self, cand: list[int], uids: set[int]) -> list[int]:
+        """The candidates whose UID is in ``uids``."""
+        view = self.sel.uids
+        return [i for i in cand if view[i] in uids]
 
-    async def eval(self, node: Node) -> set[int]:
+    async def eval(self, node: Node, cand: list[int]) -> list[int]:
         kind = node[0]
         sel = self.sel
-        uni = self.universe
         if kind == "all":
-            return self.all_set()
+            return cand
         if kind == "none":
-            return set()
+            return []
         if kind == "and":
-            result = self.all_set()
-            # Cheap keys first; stop early when nothing is left.
-            for sub in sorted(node[1], key=lambda n: n[0] in ("text", "header", "date")):
-                if not result:
+            for sub in sorted(node[1], key=lambda n: n[0] in _COSTLY):   # cheap keys first
+                if not cand:
                     break
-                result &= await self.eval(sub)
-            return result
+                cand = await self.eval(sub, cand)
+            return cand
         if kind == "or":
-            return await self.eval(node[1]) | await self.eval(node[2])
+            hit = set(await self.eval(node[1], cand))
+            hit.update(await self.eval(node[2], [i for i in cand if i not in hit]))
+            return [i for i in cand if i in hit]
         if kind == "not":
-            return self.all_set() - await self.eval(node[1])
+            hit = set(await self.eval(node[1], cand))
+            return [i for i in cand if i not in hit]
         uids = sel.uids
-        pos = self.positions
         if kind == "flag":
             flag, present = node[1], node[2]
             flags = sel.column("flags")
             if flag.startswith("\\"):
-                return {uids[i] for i in pos if (flag in flags[i]) == present}
+                if present:
+                    return [i for i in cand if flag in flags[i]]
+                return [i for i in cand if flag not in flags[i]]
+            # Keywords match case-insensitively: decide once per distinct (interned) flag set.
             low = flag.lower()
-            return {uids[i] for i in pos if any(f.lower() == low for f in flags[i]) == present}
+            sets = {flags[i] for i in cand}
+            good = {fs for fs in sets if any(f.lower() == low for f in fs) == present}
+            return [i for i in cand if flags[i] in good]
         if kind == "recent":
-            recent = sel.recent
-            return {uids[i] for i in pos if (uids[i] in recent) == node[1]}
-        if kind == "larger":
-            sizes = sel.column("sizes")
-            return {uids[i] for i in pos if sizes[i] > node[1]}
-        if kind == "smaller":
-            sizes = sel.column("sizes")
-            return {uids[i] for i in pos if sizes[i] < node[1]}
+            recent, want = sel.recent, node[1]
+            return [i for i in cand if (uids[i] in recent) == want]
+        if kind in ("larger", "smaller"):
+            sizes, limit = sel.column("sizes"), node[1]
+            if kind == "larger":
+                return [i for i in cand if sizes[i] > limit]
+            return [i for i in cand if sizes[i] < limit]
         if kind in ("older", "younger"):
-            now = self.s.ctx.now()
-            dates = sel.column("dates")
+            dates, edge = sel.column("dates"), self.s.ctx.now() - node[1]
             if kind == "older":
-                return {uids[i] for i in pos if dates[i] <= now - node[1]}
-            return {uids[i] for i in pos if dates[i] >= now - node[1]}
+                return [i for i in cand if dates[i] <= edge]
+            return [i for i in cand if dates[i] >= edge]
         if kind == "modseq":
-            modseqs = sel.column("modseq")
-            return {uids[i] for i in pos if modseqs[i] >= node[1]}
+            modseqs, least = sel.column("modseq"), node[1]
+            return [i for i in cand if modseqs[i] >= least]
         if kind == "uidset":
-            return set(node[1].select(uni)) if uni else set()
+            universe = self.uids_of(self.universe)
+            return self.having(cand, set(node[1].select(universe))) if universe else []
         if kind == "seqset":
             seq: SequenceSet = node[1]
-            count = len(sel.uids)
-            return {sel.uids[n - 1] for n in seq.select(list(range(1, count + 1)))} & set(uni)
+            chosen = {n - 1 for n in seq.select(range(1, len(uids) + 1))}
+            return [i for i in cand if i in chosen]
         if kind == "saved":
-            return set(sel.saved_result) & set(uni)
+            return self.having(cand, set(sel.saved_result))
         if kind == "date":
-            return await self._date(node[1], node[2])
+            return await self._date(node[1], node[2], cand)
         if kind == "text":
             if not node[2]:
-                return set(uni)
-            return await self.s.store.search_text(sel.id, node[1], node[2]) & set(uni)
+                return cand
+            return self.having(cand, await self.s.store.search_text(sel.id, node[1], node[2]))
         if kind == "header":
-            return await self._header(node[1], node[2])
+            return self.having(cand, await self._header(node[1], node[2], self.uids_of(cand)))
         raise Bad("Unsupported search key")  # pragma: no cover
 
-    async def _date(self, key: str, day: int) -> set[int]:
+    async def _date(self, key: str, day: int, cand: list[int]) -> list[int]:
         """RFC 9051 6.4.4: dates compare by day, disregarding time and timezone."""
-        out = set()
-        for u in self.universe:
+        out = []
+        dates = self.sel.column("dates")
+        for i in cand:
             if key.startswith("SENT"):
-                summary = await self.summary(u)
+                summary = await self.summary(self.sel.uids[i])
                 ts = summary.get("date")
                 if ts is None:
-                    ts = self.sel.meta[u].internal_date
+                    ts = dates[i]
                 stamp = _day_of_header(summary.get("date_header") or "", ts)
             else:
-                stamp = int(self.sel.meta[u].internal_date // 86400 * 86400)
+                stamp = int(dates[i] // 86400 * 86400)
             k = key.removeprefix("SENT")
             if (k == "BEFORE" and stamp < day) or (k == "ON" and stamp == day) or (k == "SINCE" and stamp >= day):
-                out.add(u)
+                out.append(i)
         return out
 
-    async def _header(self, name: str, value: str) -> set[int]:
+    async def _header(self, name: str, value: str, cand: list[int]) -> set[int]:
+        """UIDs among ``cand`` (UIDs) with a ``name`` header containing ``value``."""
         field_name = name.lower()
         if field_name in ("subject", "from", "to", "cc", "bcc") and value:
-            return await self.s.store.search_text(self.sel.id, field_name, value) & set(self.universe)
+            return await self.s.store.search_text(self.sel.id, field_name, value)
         candidates = (await self.s.store.search_text(self.sel.id, "header", value) if len(value) >= 1
-                      else set(self.universe)) & set(self.universe)
+                      else set(cand)) & set(cand)
         out = set()
         needle = value.lower()
         for m in await self.s.store.get_messages(self.sel.id, sorted(candidates), with_summary=False):
@@ -247,28 +267,24 @@ def _charset(args: Args) -> None:
             raise No("Unsupported charset", code=f"{BADCHARSET} (US-ASCII UTF-8)")
 
 
-async def run_search(s: Session, tokens: list[Token]) -> tuple[list[int], bool]:
-    """(matching UIDs ascending, MODSEQ used)."""
+async def search_positions(s: Session, tokens: list[Token]) -> tuple[list[int], bool]:
+    """(positions in the view of the matching messages, ascending; MODSEQ used)."""
     sel = s.require_selected()
     reader = _KeyReader(tokens, s)
     tree = reader.keys()
-    positions = [i for i, u in enumerate(sel.uids) if u not in sel.pending_expunge]
-    universe = [sel.uids[i] for i in positions]
-    result = await _Evaluator(s, sel, universe, positions).eval(tree)
-    return sorted(result), reader.uses_modseq
+    pending = sel.pending_expunge
+    if pending:
+        universe = [i for i, u in enumerate(sel.uids) if u not in pending]
+    else:
+        universe = list(range(len(sel.uids)))
+    return await _Evaluator(s, sel, universe).eval(tree, universe), reader.uses_modseq
 
 
-def msns(sel: SelectedMailbox, uids: list[int]) -> list[int]:
-    """Sequence numbers of ascending ``uids`` (a merge walk over the view)."""
-    out: list[int] = []
-    view = sel.uids
-    i = 0
-    for u in uids:
-        while i < len(view) and view[i] < u:
-            i += 1
-        if i < len(view) and view[i] == u:
-            out.append(i + 1)
-    return out
+async def run_search(s: Session, tokens: list[Token]) -> tuple[list[int], bool]:
+    """(matching UIDs ascending, MODSEQ used)."""
+    positions, used_modseq = await search_positions(s, tokens)
+    uids = s.require_selected().uids
+    return [uids[i] for i in positions], used_modseq
 
 
 async def cmd_search(s: Session, cmd: Command) -> str:
@@ -281,13 +297,15 @@ async def cmd_search(s: Session, cmd: Command) -> str:
         if not set(returns) <= {"MIN", "MAX", "ALL", "COUNT", "SAVE"}:
             raise Bad("Unknown RETURN option")
     _charset(args)
-    uids, used_modseq = await run_search(s, args.tokens[args.pos:])
-    numbers = uids if cmd.uid else msns(sel, uids)
-    highest = max((sel.meta[u].modseq for u in uids), default=0) if used_modseq else 0
+    positions, used_modseq = await search_positions(s, args.tokens[args.pos:])
+    uids = [sel.uids[i] for i in positions]
+    numbers = uids if cmd.uid else [i + 1 for i in positions]
+    modseqs = sel.column("modseq")
+    highest = max((modseqs[i] for i in positions), default=0) if used_modseq else 0
     if s.rev2 and returns is None:
         returns = ["ALL"]
     if returns is None:
-        text = "SEARCH" + "".join(f" {n}" for n in numbers)
+        text = " ".join(["SEARCH", *map(str, numbers)])
         if used_modseq and numbers:
             text += f" (MODSEQ {highest})"
         s.untagged(text)

@@ -215,6 +215,17 @@ class SelectedMailbox:
             self._flags[i] = self._intern(m.flags)
             self._modseq[i] = m.modseq
 
+    def own_write(self, modseq: int) -> None:
+        """This session's write took ``modseq``, and its changes are applied already.
+
+        MODSEQs come from one counter per account, one number per write, so when ``modseq``
+        directly follows ``known_modseq`` no other write can have changed the mailbox in
+        between, and the next refresh need not read back the rows this session just wrote
+        (all 10,000 after ``STORE 1:*``). After a gap it reads everything after
+        ``known_modseq``, ours included, as before."""
+        if modseq == self.known_modseq + 1:
+            self.known_modseq = modseq
+
     def remove(self, uids: list[int]) -> list[int]:
         """Drop ``uids`` from the view; returns their sequence numbers, highest first."""
         gone = set(uids)

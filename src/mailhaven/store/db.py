@@ -52,6 +52,12 @@ class WriteContext:
         self._job.after_commit.append(callback)
 
 
+WRITER_CACHE_KB = 32 * 1024
+"""Page cache of the writer connection (SQLite's default is 2 MB). A flag change on a big
+mailbox (``STORE 1:*``) rewrites a row per message, about 4,000 pages for 10,000 messages;
+with them in cache the next one need not read them again. Fills only as writes touch pages."""
+
+
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
@@ -180,6 +186,7 @@ class Database:
     def open(self, schema: str) -> None:
         self._lock_fd = os.open(str(self.path) + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
         self._write_conn = connect(self.path)
+        self._write_conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KB}")
         self._write_conn.executescript(schema)
         for extra in self._schema:
             self._write_conn.executescript(extra)

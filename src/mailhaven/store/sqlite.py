@@ -1052,32 +1052,34 @@ class SQLiteStore:
             modseq: int | None = None
             changed: list[Message] = []
             failed: list[int] = []
-            results: dict[str, str] = {}        # current flags text -> new (few distinct sets)
+            # current flags text -> (new text, new set): a mailbox holds few distinct sets
+            results: dict[str, tuple[str, frozenset[str]]] = {}
+            cur = conn.cursor()
+            cur.row_factory = None              # plain tuples: a STORE 1:* reads every row
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i:i + 500]
-                rows = conn.execute(
+                rows = cur.execute(
                     f"SELECT {_SUMMARY_COLUMNS} FROM messages WHERE mailbox_id=? AND uid IN "
                     f"({','.join('?' * len(chunk))}) ORDER BY uid", (mailbox_id, *chunk)).fetchall()
                 updates: list[tuple[str, int, int]] = []
-                for row in rows:
+                for row_id, _, uid, blob_id, size, internal_date, current, row_modseq, thread_id in rows:
                     # RFC 7162 3.1.3: fail messages modified after UNCHANGEDSINCE.
-                    if unchanged_since is not None and row["modseq"] > unchanged_since:
-                        failed.append(row["uid"])
+                    if unchanged_since is not None and row_modseq > unchanged_since:
+                        failed.append(uid)
                         continue
-                    current = row["flags"]
                     result = results.get(current)
                     if result is None:
-                        result = results[current] = result_of(current)
-                    if result == current:
+                        text = result_of(current)
+                        result = results[current] = (text, frozenset(text.split()))
+                    if result[0] == current:
                         continue
                     if modseq is None:
                         modseq = self._bump_modseq(conn, account_id)
-                    updates.append((result, modseq, row["id"]))
+                    updates.append((result[0], modseq, row_id))
                     changed.append(Message(
-                        id=row["id"], mailbox_id=mailbox_id, uid=row["uid"], blob_id=row["blob_id"],
-                        size=row["size"], internal_date=row["internal_date"],
-                        flags=frozenset(result.split()), modseq=modseq, thread_id=row["thread_id"]))
-                conn.executemany("UPDATE messages SET flags=?, modseq=? WHERE id=?", updates)
+                        id=row_id, mailbox_id=mailbox_id, uid=uid, blob_id=blob_id, size=size,
+                        internal_date=internal_date, flags=result[1], modseq=modseq, thread_id=thread_id))
+                cur.executemany("UPDATE messages SET flags=?, modseq=? WHERE id=?", updates)
             if modseq is not None:
                 conn.execute("UPDATE mailboxes SET highestmodseq=? WHERE id=?", (modseq, mailbox_id))
                 self._publish(ctx, account_id, mailbox_id, "flags", modseq)
