@@ -630,3 +630,44 @@ async def test_recent_uid_survives_reopen_and_old_databases(tmp_path) -> None:  
         assert (box.recent_uid, box.recent, box.messages) == (3, 0, 2)
     finally:
         await store.close()
+
+
+async def test_summaries_move_out_of_the_rows_of_an_older_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Older versions kept each summary in its messages row; opening moves them to
+    message_data once, and everything reads as before (ENVELOPE rendered at FETCH time)."""
+    import sqlite3
+
+    from mailhaven.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    acct = await make_account(store)
+    for raw in (SIMPLE, MULTI):
+        await deliver(store, acct.id, raw)
+    c = Client(store)
+    await c.login()
+    await c.cmd("SELECT INBOX")
+    before = await c.cmd("FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY.PEEK[1])")
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "mailhaven.db")       # as the version before this one left it
+    conn.execute("ALTER TABLE messages ADD COLUMN summary TEXT NOT NULL DEFAULT ''")
+    conn.execute("UPDATE messages SET summary = (SELECT summary FROM message_data d WHERE d.id = messages.id)")
+    conn.execute("DROP TABLE message_data")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        columns = {r[1] for r in store.db.read_sync(lambda c: c.execute("PRAGMA table_info(messages)").fetchall())}
+        assert "summary" not in columns
+        inbox = await store.get_mailbox(acct.id, "INBOX")
+        messages = await store.get_messages(inbox.id, [1, 2], with_summary=False, imap_wire=True)
+        assert [m.wire for m in messages] == [None, None] and all(m.summary["imap"] for m in messages)
+        c = Client(store)
+        await c.login()
+        await c.cmd("SELECT INBOX")
+        assert await c.cmd("FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY.PEEK[1])") == before
+        await store.copy(inbox.id, [2], (await store.create_mailbox(acct.id, "Copies")).id)
+        assert (await store.get_messages((await store.get_mailbox(acct.id, "Copies")).id, [1]))[0].summary
+    finally:
+        await store.close()

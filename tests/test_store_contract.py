@@ -449,11 +449,10 @@ async def test_messages_with_their_bytes_in_one_call(backend):
 
 async def _forget_wire_forms(s) -> None:
     """Make the stored rows look like an older version's: no ENVELOPE/BODYSTRUCTURE forms."""
-    sql = "UPDATE messages SET imap_envelope = NULL, imap_body = NULL"
     if hasattr(s, "pool"):
-        await s.pool.execute(sql)
+        await s.pool.execute("UPDATE messages SET imap_envelope = NULL, imap_body = NULL")
     else:
-        await s.db.write(lambda c: c.execute(sql))
+        await s.db.write(lambda c: c.execute("UPDATE message_data SET imap_envelope = NULL, imap_body = NULL"))
 
 
 async def test_imap_wire_forms_stored_copied_and_absent_on_old_rows(backend):

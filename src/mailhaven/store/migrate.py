@@ -93,7 +93,11 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
                        "WHERE m.id IN (SELECT min(id) FROM messages GROUP BY blob_id)",
                        ("blob_id", "subject", "sender", "recipients", "cc", "bcc", "body", "headers"),
                        lambda r: (r[0], *(_clean(r[i] or "") for i in range(1, 8))))
-            await copy("messages", "SELECT * FROM messages ORDER BY id",
+            # Summaries live in message_data (a source from an older version has them in messages).
+            split = lite.execute("SELECT 1 FROM sqlite_master WHERE name='message_data'").fetchone()
+            await copy("messages", "SELECT m.*, d.summary, d.imap_envelope, d.imap_body FROM messages m "
+                       "LEFT JOIN message_data d ON d.id = m.id ORDER BY m.id" if split
+                       else "SELECT * FROM messages ORDER BY id",
                        ("id", "mailbox_id", "account_id", "uid", "blob_id", "size", "internal_date", "flags",
                         "modseq", "thread_id", "message_id", "parent_ids", "summary", "imap_envelope",
                         "imap_body"),
@@ -160,7 +164,7 @@ def _clean(text: str) -> str:
 
 
 def _message_record(r: sqlite3.Row) -> tuple[Any, ...]:
-    summary = json.loads(r["summary"])
+    summary = json.loads(r["summary"] or "{}")
     parents = list(dict.fromkeys(message_ids(_clean(str(summary.get("references", "") or "")))
                                  + message_ids(_clean(str(summary.get("in_reply_to", "") or "")))))
     flags = sorted(set(r["flags"].split())) if r["flags"] else []

@@ -98,10 +98,17 @@ CREATE TABLE IF NOT EXISTS messages (
     modseq INTEGER NOT NULL,
     thread_id INTEGER NOT NULL,
     message_id TEXT NOT NULL DEFAULT '',
+    UNIQUE (mailbox_id, uid)
+);
+-- What a message row would otherwise carry in kilobytes: the parsed summary and the
+-- ENVELOPE/BODYSTRUCTURE rendered at delivery. Apart, messages rows stay narrow (about 100
+-- bytes), so a STORE rewrites dozens of them per page instead of two or three, as Dovecot
+-- keeps flags in its index and the rest in its cache file.
+CREATE TABLE IF NOT EXISTS message_data (
+    id INTEGER PRIMARY KEY,                 -- messages.id
     summary TEXT NOT NULL,
     imap_envelope BLOB,
-    imap_body BLOB,
-    UNIQUE (mailbox_id, uid)
+    imap_body BLOB
 );
 CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_mailbox_modseq ON messages (mailbox_id, modseq);
@@ -222,9 +229,15 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1")
         conn.execute("UPDATE mailboxes SET recent_uid = uidnext")   # mail already there is not new
     columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
-    if "imap_envelope" not in columns:     # older rows keep NULL: FETCH renders them from the summary
-        conn.execute("ALTER TABLE messages ADD COLUMN imap_envelope BLOB")
-        conn.execute("ALTER TABLE messages ADD COLUMN imap_body BLOB")
+    if "summary" in columns:
+        # Summaries lived in the messages rows: move them out (once; the table is rewritten).
+        # Rows from before ENVELOPE/BODYSTRUCTURE were stored keep NULL: FETCH renders them.
+        wire = "imap_envelope, imap_body" if "imap_envelope" in columns else "NULL, NULL"
+        _log.info("moving message summaries to message_data (once, after an upgrade)")
+        conn.execute(f"INSERT OR IGNORE INTO message_data SELECT id, summary, {wire} FROM messages")
+        for column in ("summary", "imap_envelope", "imap_body"):
+            if column in columns:
+                conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
 
 
 def _flags_text(flags: Iterable[str]) -> str:
@@ -260,23 +273,30 @@ def _mailbox(row: sqlite3.Row, conn: sqlite3.Connection | None = None, counts: b
 def _message(row: sqlite3.Row, with_summary: bool, imap_wire: bool = False) -> Message:
     flags = frozenset(row["flags"].split()) if row["flags"] else frozenset()
     wire = None
+    summary: dict[str, Any] = {}
     if imap_wire:
         envelope = row["imap_envelope"]
         wire = (envelope, row["imap_body"]) if envelope is not None else None
-        text = row["summary"]                       # NULL where the wire forms serve instead
-        summary = json.loads(text) if text is not None else {}
-    else:
-        summary = json.loads(row["summary"]) if with_summary else {}
+    if with_summary or imap_wire:
+        text = row["summary"]           # NULL where the wire forms serve instead (or no data row)
+        summary = json.loads(text) if text else {}
     return Message(id=row["id"], mailbox_id=row["mailbox_id"], uid=row["uid"], blob_id=row["blob_id"],
                    size=row["size"], internal_date=row["internal_date"], flags=flags,
                    modseq=row["modseq"], thread_id=row["thread_id"], summary=summary, wire=wire)
 
 
-def _columns(with_summary: bool, imap_wire: bool = False) -> str:
+def _select(with_summary: bool, imap_wire: bool = False) -> str:
+    """``SELECT <message columns> FROM messages m``, joined to message_data when the summary
+    or the wire forms are wanted (conditions then name columns as ``m.<column>``)."""
+    columns = ", ".join("m." + c for c in _SUMMARY_COLUMNS.split(", "))
     if imap_wire:
-        return _SUMMARY_COLUMNS + ", imap_envelope, imap_body, " + (
-            "summary" if with_summary else "CASE WHEN imap_envelope IS NULL THEN summary END AS summary")
-    return _SUMMARY_COLUMNS + (", summary" if with_summary else "")
+        columns += ", d.imap_envelope, d.imap_body, " + (
+            "d.summary" if with_summary else "CASE WHEN d.imap_envelope IS NULL THEN d.summary END AS summary")
+    elif with_summary:
+        columns += ", d.summary"
+    else:
+        return f"SELECT {columns} FROM messages m"
+    return f"SELECT {columns} FROM messages m LEFT JOIN message_data d ON d.id = m.id"
 
 
 def _message_rows(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
@@ -285,8 +305,8 @@ def _message_rows(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
     for i in range(0, len(uids), 500):
         chunk = uids[i:i + 500]
         out += conn.execute(
-            f"SELECT {_columns(with_summary, imap_wire)} FROM messages WHERE mailbox_id=? AND uid IN "
-            f"({','.join('?' * len(chunk))}) ORDER BY uid", (mailbox_id, *chunk)).fetchall()
+            f"{_select(with_summary, imap_wire)} WHERE m.mailbox_id=? AND m.uid IN "
+            f"({','.join('?' * len(chunk))}) ORDER BY m.uid", (mailbox_id, *chunk)).fetchall()
     return out
 
 
@@ -513,7 +533,7 @@ class SQLiteStore:
             row = conn.execute("SELECT id FROM accounts WHERE address=?", (address,)).fetchone()
             if row is None:
                 raise NotFound(f"no account {address}")
-            for table, key in (("messages_fts", "rowid"), ("fts_pending", "id")):
+            for table, key in (("messages_fts", "rowid"), ("fts_pending", "id"), ("message_data", "id")):
                 conn.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT id FROM messages WHERE account_id=?)",
                              (row[0],))
             conn.execute("DELETE FROM messages WHERE account_id=?", (row[0],))
@@ -787,7 +807,7 @@ class SQLiteStore:
             conn.execute(
                 "INSERT INTO expunged SELECT mailbox_id, account_id, id, uid, ? FROM messages "
                 "WHERE mailbox_id=?", (modseq, mailbox_id))
-            for table, key in (("messages_fts", "rowid"), ("fts_pending", "id")):
+            for table, key in (("messages_fts", "rowid"), ("fts_pending", "id"), ("message_data", "id")):
                 conn.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT id FROM messages WHERE mailbox_id=?)",
                              (mailbox_id,))
             conn.execute("DELETE FROM messages WHERE mailbox_id=?", (mailbox_id,))
@@ -885,12 +905,13 @@ class SQLiteStore:
         message_id = summary.get("message_id", "")
         cur = conn.execute(
             "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
-            "modseq, thread_id, message_id, summary, imap_envelope, imap_body) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            "modseq, thread_id, message_id) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (mailbox_id, account_id, uid, blob.id, blob.size, internal_date, flags, modseq,
-             thread_id or 0, message_id, prepared.summary_json, *(wire or (None, None))),
+             thread_id or 0, message_id),
         )
         new_id = cur.fetchone()[0]
+        conn.execute("INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) "
+                     "VALUES (?,?,?,?)", (new_id, prepared.summary_json, *(wire or (None, None))))
         if thread_id is None:
             conn.execute("UPDATE messages SET thread_id=id WHERE id=?", (new_id,))
             thread_id = new_id
@@ -905,7 +926,7 @@ class SQLiteStore:
                          "VALUES (?,?,?,?,?,?,?,?)", (new_id, *fts))
             ctx.after_commit(self._index_later)
         conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (blob.size, account_id))
-        row = conn.execute(f"SELECT {_columns(True)} FROM messages WHERE id=?", (new_id,)).fetchone()
+        row = conn.execute(f"{_select(True)} WHERE m.id=?", (new_id,)).fetchone()
         return row  # type: ignore[no-any-return]
 
     async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> _Prepared:
@@ -993,7 +1014,7 @@ class SQLiteStore:
 
     async def list_messages(self, mailbox_id: int, *, with_summary: bool = False) -> list[Message]:
         rows = await self.db.read(lambda c: c.execute(
-            f"SELECT {_columns(with_summary)} FROM messages WHERE mailbox_id=? ORDER BY uid",
+            f"{_select(with_summary)} WHERE m.mailbox_id=? ORDER BY m.uid",
             (mailbox_id,)).fetchall())
         return [_message(r, with_summary) for r in rows]
 
@@ -1021,7 +1042,7 @@ class SQLiteStore:
             out: list[sqlite3.Row] = []
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i:i + 500]
-                out += conn.execute(f"SELECT {_columns(with_summary)} FROM messages WHERE id IN "
+                out += conn.execute(f"{_select(with_summary)} WHERE m.id IN "
                                     f"({','.join('?' * len(chunk))})", chunk).fetchall()
             return out
 
@@ -1100,6 +1121,7 @@ class SQLiteStore:
                              (mailbox_id, account_id, row["id"], row["uid"], modseq))
                 conn.execute("DELETE FROM messages_fts WHERE rowid=?", (row["id"],))
                 conn.execute("DELETE FROM fts_pending WHERE id=?", (row["id"],))
+                conn.execute("DELETE FROM message_data WHERE id=?", (row["id"],))
                 conn.execute("DELETE FROM messages WHERE id=?", (row["id"],))
                 if adjust_quota:
                     conn.execute("UPDATE accounts SET used = MAX(0, used - ?) WHERE id=?", (row["size"], account_id))
@@ -1133,7 +1155,9 @@ class SQLiteStore:
         for i in range(0, len(uids), 500):
             chunk = uids[i:i + 500]
             rows += conn.execute(
-                f"SELECT * FROM messages WHERE mailbox_id=? AND uid IN ({','.join('?' * len(chunk))}) ORDER BY uid",
+                "SELECT m.*, d.summary, d.imap_envelope, d.imap_body FROM messages m "
+                "LEFT JOIN message_data d ON d.id = m.id "
+                f"WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(chunk))}) ORDER BY m.uid",
                 (src, *chunk)).fetchall()
         if check_quota:
             acct = conn.execute("SELECT quota, used FROM accounts WHERE id=?", (account_id,)).fetchone()
@@ -1145,11 +1169,12 @@ class SQLiteStore:
                 (modseq, dst)).fetchone()[0]
             new_id = conn.execute(
                 "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, modseq, "
-                "thread_id, message_id, summary, imap_envelope, imap_body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "RETURNING id",
+                "thread_id, message_id) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
                 (dst, account_id, uid, row["blob_id"], row["size"], row["internal_date"], row["flags"], modseq,
-                 row["thread_id"], row["message_id"], row["summary"], row["imap_envelope"],
-                 row["imap_body"])).fetchone()[0]
+                 row["thread_id"], row["message_id"])).fetchone()[0]
+            conn.execute("INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) "
+                         "VALUES (?,?,?,?)", (new_id, row["summary"] or "{}", row["imap_envelope"],
+                                              row["imap_body"]))
             conn.execute(                                    # indexed or not yet: the copy waits its turn
                 "INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
                 "SELECT ?, subject, sender, recipients, cc, bcc, body, headers FROM messages_fts WHERE rowid=? "
@@ -1219,7 +1244,7 @@ class SQLiteStore:
             box = conn.execute("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
             if box is None:
                 raise NotFound(f"no mailbox {mailbox_id}")
-            rows = conn.execute(f"SELECT {_columns(False)} FROM messages WHERE mailbox_id=? AND modseq>? "
+            rows = conn.execute(f"{_select(False)} WHERE mailbox_id=? AND modseq>? "
                                 "ORDER BY uid", (mailbox_id, modseq)).fetchall()
             gone = [r[0] for r in conn.execute(
                 "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>? ORDER BY uid", (mailbox_id, modseq))]
@@ -1233,7 +1258,7 @@ class SQLiteStore:
             current = conn.execute("SELECT modseq FROM accounts WHERE id=?", (account_id,)).fetchone()
             if current is None:
                 raise NotFound(f"no account {account_id}")
-            rows = conn.execute(f"SELECT {_columns(False)} FROM messages WHERE account_id=? AND modseq>? "
+            rows = conn.execute(f"{_select(False)} WHERE account_id=? AND modseq>? "
                                 "ORDER BY id", (account_id, modseq)).fetchall()
             gone = [r[0] for r in conn.execute(
                 "SELECT DISTINCT message_id FROM expunged e WHERE account_id=? AND modseq>? "
