@@ -409,6 +409,28 @@ async def test_recent_claims_are_atomic_and_counted(backend):
         await s.claim_recent(10**9, 2)
 
 
+async def test_concurrent_recent_claims_in_one_process_ask_the_store_once(backend):
+    """A new message wakes every IDLE session of its mailbox and each claims it: within a
+    process the first asks the store and the others take the floor it leaves."""
+    s = backend
+    bob = await _bob(s)
+    await s.deliver(await s.put_blob(RAW), [bob.id])
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    asked: list[int] = []
+    if hasattr(s, "db"):
+        real = s.db.read
+
+        async def counted(fn):
+            asked.append(1)
+            return await real(fn)
+
+        s.db.read = counted
+    firsts = await asyncio.gather(*(s.claim_recent(inbox.id, 2) for _ in range(50)))
+    assert sorted(firsts) == [1] + [2] * 49
+    if hasattr(s, "db"):
+        assert len(asked) == 1
+
+
 async def test_verified_passwords_are_cached_until_they_change(backend, monkeypatch):
     """A login that succeeded recently skips argon2 (as Dovecot's auth cache does), but a
     changed password or a removed account takes effect at once and failures always pay."""

@@ -535,16 +535,6 @@ class PostgresStore(MessageMethods):
         return _mailbox(row)
 
     async def claim_recent(self, mailbox_id: int, upto: int, *, claim: bool = True) -> int:
-        known = self._recent_floor.covering(mailbox_id, upto) if claim else None
-        if known is not None:
-            return known        # taken already (it never moves back): no query
-        first = await self.pool.fetchval("SELECT recent_uid FROM mailboxes WHERE id=$1", mailbox_id)
-        if first is None:
-            raise NotFound(f"no mailbox {mailbox_id}")
-        if not claim or first >= upto:
-            self._recent_floor.note(mailbox_id, first)
-            return int(first)
-
         async def take(tx: Tx) -> int:
             old = await tx.conn.fetchval("SELECT recent_uid FROM mailboxes WHERE id=$1 FOR UPDATE", mailbox_id)
             if old is None:
@@ -553,9 +543,18 @@ class PostgresStore(MessageMethods):
                 await tx.conn.execute("UPDATE mailboxes SET recent_uid=$2 WHERE id=$1", mailbox_id, upto)
             return int(old)
 
-        first = await self.write(take)
-        self._recent_floor.note(mailbox_id, max(first, upto))
-        return first
+        async def query() -> int:
+            first = await self.pool.fetchval("SELECT recent_uid FROM mailboxes WHERE id=$1", mailbox_id)
+            if first is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            if not claim or first >= upto:
+                self._recent_floor.note(mailbox_id, first)
+                return int(first)
+            first = await self.write(take)
+            self._recent_floor.note(mailbox_id, max(first, upto))
+            return int(first)
+
+        return await (self._recent_floor.claim_once(mailbox_id, upto, query) if claim else query())
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
         row = await self.pool.fetchrow(_mailbox_query("b.id = $2", True), SEEN, mailbox_id)

@@ -759,16 +759,16 @@ class SQLiteStore:
                 conn.execute("UPDATE mailboxes SET recent_uid=? WHERE id=?", (upto, mailbox_id))
             return first
 
-        known = self._recent_floor.covering(mailbox_id, upto) if claim else None
-        if known is not None:
-            return known        # taken already (it never moves back): no query
-        first = await self.db.read(peek)
-        if not claim or first >= upto:
-            self._recent_floor.note(mailbox_id, first)
-            return first     # nothing to take: no write, no fsync
-        first = await self.db.write(take)
-        self._recent_floor.note(mailbox_id, max(first, upto))
-        return first
+        async def query() -> int:
+            first = await self.db.read(peek)
+            if not claim or first >= upto:
+                self._recent_floor.note(mailbox_id, first)
+                return first     # nothing to take: no write, no fsync
+            first = await self.db.write(take)
+            self._recent_floor.note(mailbox_id, max(first, upto))
+            return first
+
+        return await (self._recent_floor.claim_once(mailbox_id, upto, query) if claim else query())
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox:
         def find(conn: sqlite3.Connection) -> Mailbox:
