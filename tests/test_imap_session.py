@@ -671,3 +671,40 @@ async def test_summaries_move_out_of_the_rows_of_an_older_database(tmp_path) -> 
         assert (await store.get_messages((await store.get_mailbox(acct.id, "Copies")).id, [1]))[0].summary
     finally:
         await store.close()
+
+
+async def test_metadata_fetch_fast_path_answers_as_the_general_one(store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """FETCH of UID/FLAGS/RFC822.SIZE/INTERNALDATE only is served from the view's columns;
+    its bytes (keywords announced first, \\Recent, numbers with an expunge pending) must be
+    those of the general path: two sessions in the same state, one on each path."""
+    from mailhaven.imap import fetch
+
+    acct = await make_account(store)
+    for flags in (("\\Seen",), (), ("$Label1", "\\Flagged"), ("$Label1",), ("$Junk",), ()):
+        await deliver(store, acct.id, MULTI, flags=flags)
+    other, fast, general = Client(store), Client(store), Client(store)
+    for c in (other, fast, general):
+        await c.login()
+        await c.cmd("SELECT INBOX")
+    await other.cmd("UID STORE 2 +FLAGS (\\Deleted)")
+    await other.cmd("EXPUNGE")                               # pending in both views: numbers kept
+    real = fetch.META_ITEMS
+
+    async def both(command: str) -> tuple[bytes, bytes]:
+        a = await fast.cmd(command)
+        monkeypatch.setattr(fetch, "META_ITEMS", frozenset())
+        b = await general.cmd(command)
+        monkeypatch.setattr(fetch, "META_ITEMS", real)
+        return a, b
+
+    for command in ("FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)", "UID FETCH 2:5 FLAGS",
+                    "FETCH 3,1,5 (FLAGS UID)", "FETCH 1:* FAST", "UID FETCH 1:* (INTERNALDATE)"):
+        a, b = await both(command)
+        assert a == b, command
+    await other.cmd("UID STORE 4 +FLAGS ($New)")             # a keyword neither session was told of
+    await deliver(store, acct.id, SIMPLE)                    # \\Recent: the fast session claims it
+    await both("NOOP")                                       # EXISTS, RECENT, FLAGS with $New
+    a, b = await both("UID FETCH 1:* (UID FLAGS)")
+    assert b"(UID 4 FLAGS ($Label1 $New))" in a and b"(UID 7 FLAGS (\\Recent))" in a
+    unrecent = re.compile(rb"\\Recent|\* \d+ RECENT\r\n")
+    assert unrecent.sub(b"", a) == unrecent.sub(b"", b)

@@ -184,6 +184,9 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
     if cmd.uid and "UID" not in names:
         items.insert(0, FetchItem(name="UID", label="UID"))
     plain = {i.name for i in items if not i.section}
+    if not s.condstore and changed_since is None and len(plain) == len(items) and plain <= META_ITEMS:
+        await _fetch_meta(s, sel.live_only(uids), [i.name for i in items])
+        return "FETCH completed"
     by_structure = any(i.section and (i.parts or i.text == "MIME" or i.name != "BODY") for i in items)
     need_summary = bool(plain & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}) or by_structure
     # ENVELOPE and BODYSTRUCTURE alone, for a session without UTF8=ACCEPT: the forms
@@ -243,6 +246,41 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
             s.write(f"* {n} FETCH (".encode() + b" ".join(parts) + b")\r\n")
             await s.maybe_flush()
     return "FETCH completed"
+
+
+META_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"})
+"""A FETCH of nothing else (how clients resync flags) takes :func:`_fetch_meta`."""
+
+
+async def _fetch_meta(s: Session, uids: list[int], names: list[str]) -> None:
+    """FETCH of UID, FLAGS, RFC822.SIZE and INTERNALDATE only: straight from the view's
+    columns, each distinct flag set rendered once, the same bytes as :func:`_render`."""
+    sel = s.require_selected()
+    flags_of, sizes, dates = sel.column("flags"), sel.column("sizes"), sel.column("dates")
+    recent = sel.recent if not s.rev2 else set()
+    shown: dict[tuple[frozenset[str], bool], bytes] = {}
+    for count, uid in enumerate(uids, 1):
+        i = sel.index(uid)
+        if i is None:
+            continue
+        parts = []
+        for name in names:
+            if name == "UID":
+                parts.append(b"UID %d" % uid)
+            elif name == "FLAGS":
+                key = (flags_of[i], uid in recent)
+                text = shown.get(key)
+                if text is None:
+                    s.ensure_flags_known(key[0])
+                    text = shown[key] = b"FLAGS " + flag_list(s.shown_flags(uid, key[0])).encode()
+                parts.append(text)
+            elif name == "RFC822.SIZE":
+                parts.append(b"RFC822.SIZE %d" % sizes[i])
+            else:
+                parts.append(b'INTERNALDATE "' + format_datetime(dates[i]).encode() + b'"')
+        s.write(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
+        if count % 500 == 0:
+            await s.maybe_flush()
 
 
 def _structure(msg: Message | None, raw: bytes) -> dict[str, Any]:
