@@ -192,39 +192,34 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
     # ENVELOPE and BODYSTRUCTURE alone, for a session without UTF8=ACCEPT: the forms
     # rendered at delivery serve, and the summary is neither read nor decoded.
     wire = need_summary and not s.utf8 and "BODY" not in plain and not by_structure
-    need_raw = bool(names & {"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"}) or any(
-        i.section for i in items)
+    need_raw = bool(names & (_BODY_ITEMS | {"RFC822.HEADER"})) or any(i.section for i in items)
     sets_seen = not sel.readonly and any(
         (i.section and not i.peek) or i.name in ("RFC822", "RFC822.TEXT") for i in items)
     # Nothing but header blocks (the commonest FETCH of all): from this process's cache.
     headers_only = need_raw and not need_summary and all(
         i.text in _HEADER_TEXTS and not i.parts if i.section else i.name not in _BODY_ITEMS for i in items)
-    cache = header_cache(s.store) if need_raw else None
+    cache = header_cache(s.store)
     uids = sel.live_only(uids)
     for start in range(0, len(uids), 200):
         chunk = uids[start:start + 200]
         messages: dict[int, Message] = {}
         raws: dict[int, bytes] = {}
-        if headers_only:
-            assert cache is not None
-            missing = []
-            for uid in chunk:
-                header = cache.get((sel.id, sel.uidvalidity, uid))
-                if header is None:
-                    missing.append(uid)
-                else:
-                    raws[uid] = header
-            if missing:
-                for m, raw in await s.store.get_messages_raw(sel.id, missing, with_summary=False):
-                    cache.put_message((sel.id, sel.uidvalidity, m.uid), raw)
+        if need_raw:        # rows and bytes in one trip to the store (headers: what the cache lacks)
+            wanted = chunk
+            if headers_only:
+                wanted = []
+                for uid in chunk:
+                    header = cache.get((sel.id, sel.uidvalidity, uid))
+                    if header is None:
+                        wanted.append(uid)
+                    else:
+                        raws[uid] = header
+            if wanted:
+                for m, raw in await s.store.get_messages_raw(sel.id, wanted, with_summary=need_summary and not wire,
+                                                             imap_wire=wire):
+                    messages[m.uid] = m
                     raws[m.uid] = raw
-        elif need_raw:      # rows and bytes in one trip to the store
-            assert cache is not None
-            for m, raw in await s.store.get_messages_raw(sel.id, chunk, with_summary=need_summary and not wire,
-                                                         imap_wire=wire):
-                messages[m.uid] = m
-                raws[m.uid] = raw
-                cache.put_message((sel.id, sel.uidvalidity, m.uid), raw)
+                    cache.put_message((sel.id, sel.uidvalidity, m.uid), raw)
         elif need_summary:
             for m in await s.store.get_messages(sel.id, chunk, with_summary=not wire, imap_wire=wire):
                 messages[m.uid] = m

@@ -5,10 +5,10 @@ run together in one transaction, each inside its own SAVEPOINT (so one failing j
 rolls back alone), and committed with a single fsync; then every job's future is
 resolved. Under concurrent load this turns N commits into one, which is where the
 durable inbound rate comes from. Reads run on a small pool of reader threads with
-their own connections (WAL lets them run beside the writer), fed from one
-``SimpleQueue``: a read costs about half the CPU of ``run_in_executor`` (no
-concurrent.futures Future chained to an asyncio one), which is most of what a
-single-message IMAP command costs.
+their own connections (WAL lets them run beside the writer), fed by ``SimpleQueue``s
+(a primary thread's, and an overflow one for the others): a read costs about half the
+CPU of ``run_in_executor`` (no concurrent.futures Future chained to an asyncio one),
+which is most of what a single-message IMAP command costs.
 
 Invariant: a write job's future resolves only after COMMIT returned, and callbacks
 registered with ``after_commit`` (change-feed publication, blob clean-up) run only then.

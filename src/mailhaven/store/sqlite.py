@@ -153,6 +153,7 @@ SUMMARY_ON_LOOP_MAX = 64 * 1024
 on the event loop. The work is pure Python, so in a worker thread it would hold the GIL
 all the same; the hop to the thread and back (GIL hand-offs, wake-ups) cost more than it."""
 SCRAM_ITERATIONS = 4096
+_INSERT_DATA = "INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) VALUES (?,?,?,?)"
 _SUMMARY_COLUMNS = "id, mailbox_id, uid, blob_id, size, internal_date, flags, modseq, thread_id"
 
 
@@ -910,8 +911,7 @@ class SQLiteStore:
              thread_id or 0, message_id),
         )
         new_id = cur.fetchone()[0]
-        conn.execute("INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) "
-                     "VALUES (?,?,?,?)", (new_id, prepared.summary_json, *(wire or (None, None))))
+        conn.execute(_INSERT_DATA, (new_id, prepared.summary_json, *(wire or (None, None))))
         if thread_id is None:
             conn.execute("UPDATE messages SET thread_id=id WHERE id=?", (new_id,))
             thread_id = new_id
@@ -1172,9 +1172,7 @@ class SQLiteStore:
                 "thread_id, message_id) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
                 (dst, account_id, uid, row["blob_id"], row["size"], row["internal_date"], row["flags"], modseq,
                  row["thread_id"], row["message_id"])).fetchone()[0]
-            conn.execute("INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) "
-                         "VALUES (?,?,?,?)", (new_id, row["summary"] or "{}", row["imap_envelope"],
-                                              row["imap_body"]))
+            conn.execute(_INSERT_DATA, (new_id, row["summary"] or "{}", row["imap_envelope"], row["imap_body"]))
             conn.execute(                                    # indexed or not yet: the copy waits its turn
                 "INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
                 "SELECT ?, subject, sender, recipients, cc, bcc, body, headers FROM messages_fts WHERE rowid=? "
