@@ -648,6 +648,7 @@ async def test_summaries_move_out_of_the_rows_of_an_older_database(tmp_path) -> 
     await c.login()
     await c.cmd("SELECT INBOX")
     before = await c.cmd("FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY.PEEK[1])")
+    columns_before = await c.cmd("FETCH 1:2 (UID ENVELOPE BODYSTRUCTURE)")
     await store.close()
     conn = sqlite3.connect(tmp_path / "mailhaven.db")       # as the version before this one left it
     conn.execute("ALTER TABLE messages ADD COLUMN summary TEXT NOT NULL DEFAULT ''")
@@ -667,40 +668,60 @@ async def test_summaries_move_out_of_the_rows_of_an_older_database(tmp_path) -> 
         await c.login()
         await c.cmd("SELECT INBOX")
         assert await c.cmd("FETCH 1:2 (ENVELOPE BODYSTRUCTURE BODY.PEEK[1])") == before
+        assert await c.cmd("FETCH 1:2 (UID ENVELOPE BODYSTRUCTURE)") == columns_before   # no forms: rendered
         await store.copy(inbox.id, [2], (await store.create_mailbox(acct.id, "Copies")).id)
         assert (await store.get_messages((await store.get_mailbox(acct.id, "Copies")).id, [1]))[0].summary
     finally:
         await store.close()
 
 
-async def test_metadata_fetch_fast_path_answers_as_the_general_one(store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """FETCH of UID/FLAGS/RFC822.SIZE/INTERNALDATE only is served from the view's columns;
-    its bytes (keywords announced first, \\Recent, numbers with an expunge pending) must be
-    those of the general path: two sessions in the same state, one on each path."""
+async def test_column_fetch_fast_path_answers_as_the_general_one(store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """FETCH of UID/FLAGS/RFC822.SIZE/INTERNALDATE, the stored ENVELOPE/BODYSTRUCTURE and
+    BODY.PEEK[] only is served from the view's columns and plain store tuples; its bytes
+    (keywords announced first, \\Recent, numbers with an expunge pending) must be those of
+    the general path: two sessions in the same state, one on each path."""
     from mailhaven.imap import fetch
 
     acct = await make_account(store)
     for flags in (("\\Seen",), (), ("$Label1", "\\Flagged"), ("$Label1",), ("$Junk",), ()):
-        await deliver(store, acct.id, MULTI, flags=flags)
+        await deliver(store, acct.id, MULTI if len(flags) % 2 else SIMPLE, flags=flags)
     other, fast, general = Client(store), Client(store), Client(store)
     for c in (other, fast, general):
         await c.login()
         await c.cmd("SELECT INBOX")
     await other.cmd("UID STORE 2 +FLAGS (\\Deleted)")
     await other.cmd("EXPUNGE")                               # pending in both views: numbers kept
-    real = fetch.META_ITEMS
+    real = fetch._by_columns
+    taken: list[str] = []
+
+    def spy(s, items):  # type: ignore[no-untyped-def]
+        if real(s, items):
+            taken.append(" ".join(i.label for i in items))
+            return True
+        return False
 
     async def both(command: str) -> tuple[bytes, bytes]:
+        monkeypatch.setattr(fetch, "_by_columns", spy)
         a = await fast.cmd(command)
-        monkeypatch.setattr(fetch, "META_ITEMS", frozenset())
+        monkeypatch.setattr(fetch, "_by_columns", lambda s, items: False)
         b = await general.cmd(command)
-        monkeypatch.setattr(fetch, "META_ITEMS", real)
+        monkeypatch.setattr(fetch, "_by_columns", real)
         return a, b
 
     for command in ("FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)", "UID FETCH 2:5 FLAGS",
-                    "FETCH 3,1,5 (FLAGS UID)", "FETCH 1:* FAST", "UID FETCH 1:* (INTERNALDATE)"):
+                    "FETCH 3,1,5 (FLAGS UID)", "FETCH 1:* FAST", "UID FETCH 1:* (INTERNALDATE)",
+                    "FETCH 1:* (ENVELOPE BODYSTRUCTURE)", "FETCH 1:* ALL", "UID FETCH 1,3:* (FLAGS BODY.PEEK[])",
+                    "FETCH 2:4 (RFC822.SIZE BODY.PEEK[] UID ENVELOPE)", "UID FETCH 5:6 (BODYSTRUCTURE)"):
+        taken.clear()
         a, b = await both(command)
         assert a == b, command
+        assert taken, command
+    monkeypatch.setattr(fetch, "_by_columns", spy)
+    for command in ("FETCH 1 (BODY.PEEK[]<0.10>)", "FETCH 1 (BODY[])", "FETCH 1 (BODY)", "FETCH 1 (BODY.PEEK[1])"):
+        taken.clear()
+        await other.cmd(command)
+        assert not taken, command                            # partials, \\Seen, BODY, parts: general
+    monkeypatch.setattr(fetch, "_by_columns", real)
     await other.cmd("UID STORE 4 +FLAGS ($New)")             # a keyword neither session was told of
     await deliver(store, acct.id, SIMPLE)                    # \\Recent: the fast session claims it
     await both("NOOP")                                       # EXISTS, RECENT, FLAGS with $New

@@ -469,6 +469,31 @@ async def test_messages_with_their_bytes_in_one_call(backend):
     assert plain[0][0].summary == {} and plain[0][1] == big
 
 
+async def test_wire_forms_and_raw_as_plain_tuples(backend):
+    """get_wire_forms / get_raw: (uid, ...) of the live messages asked for, in UID order,
+    whether the UIDs are a dense run (read as one range) or a sparse set; expunged and
+    unknown UIDs are left out, rows without stored forms give None."""
+    s = backend
+    bob = await _bob(s)
+    big = RAW + b"x" * (200 * 1024) + b"\r\n"                # over SQLite's inline limit
+    for i in range(12):
+        await s.deliver(await s.put_blob(big if i == 5 else RAW.replace(b"Friday", b"day %d" % i)), [bob.id])
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    await s.expunge(inbox.id, [4, 9])
+    wired = {m.uid: m.wire for m in await s.get_messages(inbox.id, range(1, 13), with_summary=False,
+                                                           imap_wire=True)}
+    for asked in ([3, 1, 2, 4, 5, 6, 7], [1, 12, 99], list(range(1, 14)), [4], []):
+        live = sorted(u for u in set(asked) if u in wired)
+        forms = await s.get_wire_forms(inbox.id, asked)
+        assert forms == [(u, *wired[u]) for u in live], asked
+        raws = await s.get_raw(inbox.id, asked)
+        assert [u for u, _ in raws] == live
+        for u, data in raws:
+            assert data == (big if u == 6 else RAW.replace(b"Friday", b"day %d" % (u - 1)))
+    await _forget_wire_forms(s)
+    assert await s.get_wire_forms(inbox.id, [1, 2]) == [(1, None, None), (2, None, None)]
+
+
 async def _forget_wire_forms(s) -> None:
     """Make the stored rows look like an older version's: no ENVELOPE/BODYSTRUCTURE forms."""
     if hasattr(s, "pool"):

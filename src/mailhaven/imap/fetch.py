@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import functools
 import re
 from dataclasses import dataclass
@@ -109,8 +110,6 @@ def parse_item(value: str) -> FetchItem:
         if kind == "BINARY.SIZE":
             raise Bad("BINARY.SIZE takes no partial")
         length = int(m.group(4)) if m.group(4) is not None else None
-        if length == 0 and m.group(4) is not None and False:
-            pass
         partial = (int(m.group(3)), length)
     base = {"BODY": "BODY", "BODY.PEEK": "BODY", "BINARY": "BINARY", "BINARY.PEEK": "BINARY",
             "BINARY.SIZE": "BINARY.SIZE"}[kind]
@@ -183,99 +182,174 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
             items.append(FetchItem(name="MODSEQ", label="MODSEQ"))
     if cmd.uid and "UID" not in names:
         items.insert(0, FetchItem(name="UID", label="UID"))
-    plain = {i.name for i in items if not i.section}
-    if not s.condstore and changed_since is None and len(plain) == len(items) and plain <= META_ITEMS:
-        await _fetch_meta(s, sel.live_only(uids), [i.name for i in items])
+    if not s.condstore and changed_since is None and _by_columns(s, items):
+        await _fetch_columns(s, sel.live_only(uids), items)
         return "FETCH completed"
-    by_structure = any(i.section and (i.parts or i.text == "MIME" or i.name != "BODY") for i in items)
-    need_summary = bool(plain & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}) or by_structure
-    # ENVELOPE and BODYSTRUCTURE alone, for a session without UTF8=ACCEPT: the forms
-    # rendered at delivery serve, and the summary is neither read nor decoded.
-    wire = need_summary and not s.utf8 and "BODY" not in plain and not by_structure
-    need_raw = bool(names & (_BODY_ITEMS | {"RFC822.HEADER"})) or any(i.section for i in items)
-    sets_seen = not sel.readonly and any(
-        (i.section and not i.peek) or i.name in ("RFC822", "RFC822.TEXT") for i in items)
-    # Nothing but header blocks (the commonest FETCH of all): from this process's cache.
-    headers_only = need_raw and not need_summary and all(
-        i.text in _HEADER_TEXTS and not i.parts if i.section else i.name not in _BODY_ITEMS for i in items)
-    cache = header_cache(s.store)
     uids = sel.live_only(uids)
+    plan = _Plan.of(s, items)
     for start in range(0, len(uids), 200):
-        chunk = uids[start:start + 200]
-        messages: dict[int, Message] = {}
-        raws: dict[int, bytes] = {}
-        if need_raw:        # rows and bytes in one trip to the store (headers: what the cache lacks)
-            wanted = chunk
-            if headers_only:
-                wanted = []
-                for uid in chunk:
-                    header = cache.get((sel.id, sel.uidvalidity, uid))
-                    if header is None:
-                        wanted.append(uid)
-                    else:
-                        raws[uid] = header
-            if wanted:
-                for m, raw in await s.store.get_messages_raw(sel.id, wanted, with_summary=need_summary and not wire,
-                                                             imap_wire=wire):
-                    messages[m.uid] = m
-                    raws[m.uid] = raw
-                    cache.put_message((sel.id, sel.uidvalidity, m.uid), raw)
-        elif need_summary:
-            for m in await s.store.get_messages(sel.id, chunk, with_summary=not wire, imap_wire=wire):
-                messages[m.uid] = m
-        seen_now: set[int] = set()
-        if sets_seen:
-            unseen = [u for u in chunk if "\\Seen" not in sel.meta[u].flags]
-            if unseen:
-                changed, _ = await s.store.set_flags(sel.id, unseen, ["\\Seen"], FlagMode.ADD)
-                for m in changed:
-                    sel.update_message(m)
-                    seen_now.add(m.uid)
-        for uid in chunk:
-            if (uid not in raws) if headers_only else ((need_summary or need_raw) and uid not in messages):
-                continue  # expunged meanwhile; its EXPUNGE comes at the next allowed moment
-            raw = raws.get(uid, b"")
-            msg = messages.get(uid)
-            parts = _render(s, uid, items, msg, raw, uid in seen_now)
-            n = sel.msn(uid)
-            s.write(f"* {n} FETCH (".encode() + b" ".join(parts) + b")\r\n")
-            await s.maybe_flush()
+        await _fetch_chunk(s, uids[start:start + 200], items, plan)
     return "FETCH completed"
 
 
-META_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"})
-"""A FETCH of nothing else (how clients resync flags) takes :func:`_fetch_meta`."""
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a FETCH needs from the store, worked out once from its items."""
+
+    need_summary: bool
+    wire: bool
+    """ENVELOPE/BODYSTRUCTURE from the forms rendered at delivery, not from the summary."""
+    need_raw: bool
+    sets_seen: bool
+    headers_only: bool
+    """Nothing but header blocks (the commonest FETCH of all): from this process's cache."""
+
+    @classmethod
+    def of(cls, s: Session, items: list[FetchItem]) -> _Plan:
+        sel = s.require_selected()
+        plain = {i.name for i in items if not i.section}
+        names = {i.name for i in items}
+        by_structure = any(i.section and (i.parts or i.text == "MIME" or i.name != "BODY") for i in items)
+        need_summary = bool(plain & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}) or by_structure
+        need_raw = bool(names & (_BODY_ITEMS | {"RFC822.HEADER"})) or any(i.section for i in items)
+        return cls(
+            need_summary=need_summary,
+            # ENVELOPE and BODYSTRUCTURE alone, for a session without UTF8=ACCEPT: the forms
+            # rendered at delivery serve, and the summary is neither read nor decoded.
+            wire=need_summary and not s.utf8 and "BODY" not in plain and not by_structure,
+            need_raw=need_raw,
+            sets_seen=not sel.readonly and any(
+                (i.section and not i.peek) or i.name in ("RFC822", "RFC822.TEXT") for i in items),
+            headers_only=need_raw and not need_summary and all(
+                i.text in _HEADER_TEXTS and not i.parts if i.section else i.name not in _BODY_ITEMS
+                for i in items))
 
 
-async def _fetch_meta(s: Session, uids: list[int], names: list[str]) -> None:
-    """FETCH of UID, FLAGS, RFC822.SIZE and INTERNALDATE only: straight from the view's
-    columns, each distinct flag set rendered once, the same bytes as :func:`_render`."""
+async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], plan: _Plan) -> None:
+    """Any FETCH, for up to a few hundred UIDs of the view."""
     sel = s.require_selected()
-    flags_of, sizes, dates = sel.column("flags"), sel.column("sizes"), sel.column("dates")
+    cache = header_cache(s.store)
+    messages: dict[int, Message] = {}
+    raws: dict[int, bytes] = {}
+    if plan.need_raw:       # rows and bytes in one trip to the store (headers: what the cache lacks)
+        wanted = chunk
+        if plan.headers_only:
+            wanted = []
+            for uid in chunk:
+                header = cache.get((sel.id, sel.uidvalidity, uid))
+                if header is None:
+                    wanted.append(uid)
+                else:
+                    raws[uid] = header
+        if wanted:
+            for m, raw in await s.store.get_messages_raw(
+                    sel.id, wanted, with_summary=plan.need_summary and not plan.wire, imap_wire=plan.wire):
+                messages[m.uid] = m
+                raws[m.uid] = raw
+                cache.put_message((sel.id, sel.uidvalidity, m.uid), raw)
+    elif plan.need_summary:
+        for m in await s.store.get_messages(sel.id, chunk, with_summary=not plan.wire, imap_wire=plan.wire):
+            messages[m.uid] = m
+    seen_now: set[int] = set()
+    if plan.sets_seen:
+        unseen = [u for u in chunk if "\\Seen" not in sel.meta[u].flags]
+        if unseen:
+            changed, _ = await s.store.set_flags(sel.id, unseen, ["\\Seen"], FlagMode.ADD)
+            for m in changed:
+                sel.update_message(m)
+                seen_now.add(m.uid)
+    for uid in chunk:
+        if (uid not in raws) if plan.headers_only else (
+                (plan.need_summary or plan.need_raw) and uid not in messages):
+            continue  # expunged meanwhile; its EXPUNGE comes at the next allowed moment
+        parts = _render(s, uid, items, messages.get(uid), raws.get(uid, b""), uid in seen_now)
+        s.write(f"* {sel.msn(uid)} FETCH (".encode() + b" ".join(parts) + b")\r\n")
+        await s.maybe_flush()
+
+
+META_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"})
+"""Items the session's view holds."""
+_WIRE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
+
+
+def _by_columns(s: Session, items: list[FetchItem]) -> bool:
+    """Whether :func:`_fetch_columns` can answer: view columns, the ENVELOPE and
+    BODYSTRUCTURE rendered at delivery (not for UTF8=ACCEPT, which gets its own form), and
+    whole messages that do not set \\Seen."""
+    sel = s.require_selected()
+    for item in items:
+        if item.section:
+            if item.name != "BODY" or item.parts or item.text or item.partial is not None or not (
+                    item.peek or sel.readonly):
+                return False
+        elif item.name not in META_ITEMS and (s.utf8 or item.name not in _WIRE_ITEMS):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _internaldate_item(ts: float) -> bytes:
+    return b'INTERNALDATE "' + format_datetime(ts).encode() + b'"'
+
+
+async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) -> None:
+    """The FETCHes clients send for whole mailboxes (flags resync, the message list's
+    ENVELOPE and BODYSTRUCTURE, BODY.PEEK[] downloads): UID, FLAGS, RFC822.SIZE and
+    INTERNALDATE from the view's columns, each distinct flag set rendered once; ENVELOPE
+    and BODYSTRUCTURE as stored at delivery and the message bytes, read as plain tuples
+    (no Message objects). The same bytes as :func:`_render` (a test compares them)."""
+    sel = s.require_selected()
     recent = sel.recent if not s.rev2 else set()
     shown: dict[tuple[frozenset[str], bool], bytes] = {}
-    for count, uid in enumerate(uids, 1):
-        i = sel.index(uid)
-        if i is None:
-            continue
-        parts = []
-        for name in names:
-            if name == "UID":
-                parts.append(b"UID %d" % uid)
-            elif name == "FLAGS":
-                key = (flags_of[i], uid in recent)
-                text = shown.get(key)
-                if text is None:
-                    s.ensure_flags_known(key[0])
-                    text = shown[key] = b"FLAGS " + flag_list(s.shown_flags(uid, key[0])).encode()
-                parts.append(text)
-            elif name == "RFC822.SIZE":
-                parts.append(b"RFC822.SIZE %d" % sizes[i])
-            else:
-                parts.append(b'INTERNALDATE "' + format_datetime(dates[i]).encode() + b'"')
-        s.write(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
-        if count % 500 == 0:
-            await s.maybe_flush()
+    names = [item.name for item in items]
+    wire = not _WIRE_ITEMS.isdisjoint(names)
+    raw = "BODY" in names
+    step = 100 if raw else 1000
+    for start in range(0, len(uids), step):
+        chunk = uids[start:start + step]
+        forms: dict[int, tuple[bytes | None, bytes | None]] = {}
+        bodies: dict[int, bytes] = {}
+        if wire:
+            forms = {uid: (env, body) for uid, env, body in await s.store.get_wire_forms(sel.id, chunk)}
+            if any(env is None or body is None for env, body in forms.values()):
+                await _fetch_chunk(s, chunk, items, _Plan.of(s, items))  # rows from before the forms were stored
+                continue
+        if raw:
+            bodies = dict(await s.store.get_raw(sel.id, chunk))
+        view = sel.uids
+        flags_of, sizes, dates = sel.column("flags"), sel.column("sizes"), sel.column("dates")
+        i = bisect.bisect_left(view, chunk[0])
+        lines: list[bytes] = []
+        for uid in chunk:
+            while i < len(view) and view[i] < uid:
+                i += 1
+            if i == len(view) or view[i] != uid or (wire and uid not in forms) or (raw and uid not in bodies):
+                continue        # expunged meanwhile; its EXPUNGE comes at the next allowed moment
+            parts = []
+            for name in names:
+                if name == "UID":
+                    parts.append(b"UID %d" % uid)
+                elif name == "FLAGS":
+                    key = (flags_of[i], uid in recent)
+                    text = shown.get(key)
+                    if text is None:
+                        s.ensure_flags_known(key[0])
+                        text = shown[key] = b"FLAGS " + flag_list(s.shown_flags(uid, key[0])).encode()
+                    parts.append(text)
+                elif name == "RFC822.SIZE":
+                    parts.append(b"RFC822.SIZE %d" % sizes[i])
+                elif name == "INTERNALDATE":
+                    parts.append(_internaldate_item(dates[i]))
+                elif name == "ENVELOPE":
+                    parts.append(b"ENVELOPE " + forms[uid][0])   # type: ignore[operator]
+                elif name == "BODYSTRUCTURE":
+                    parts.append(b"BODYSTRUCTURE " + forms[uid][1])  # type: ignore[operator]
+                else:
+                    data = bodies[uid]
+                    parts.append(b"BODY[] {%d}\r\n%s" % (len(data), data))
+            lines.append(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
+        s.write(b"".join(lines))
+        await s.maybe_flush()
 
 
 def _structure(msg: Message | None, raw: bytes) -> dict[str, Any]:

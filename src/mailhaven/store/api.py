@@ -348,6 +348,16 @@ class Store(Protocol):
         """:meth:`get_messages` with each message's bytes, in one trip (FETCH of bodies)."""
         ...
 
+    async def get_wire_forms(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes | None, bytes | None]]:
+        """(uid, ENVELOPE, BODYSTRUCTURE) as rendered at delivery, in UID order, for the live
+        messages among ``uids``; both None where a message has no stored forms (older rows).
+        No Message objects: a FETCH of a whole mailbox's envelopes wants nothing else."""
+        ...
+
+    async def get_raw(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        """(uid, message bytes) of the live messages among ``uids``, in UID order."""
+        ...
+
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         """By store-wide id (JMAP); unknown ids are left out."""
         ...

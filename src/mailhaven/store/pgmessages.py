@@ -279,6 +279,23 @@ class MessageMethods:
             out.append((message(r, with_summary, imap_wire), bytes(r["raw"])))
         return out
 
+    async def get_wire_forms(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes | None, bytes | None]]:
+        rows = await self.pool.fetch(
+            "SELECT uid, imap_envelope, imap_body FROM messages WHERE mailbox_id=$1 "
+            "AND uid = ANY($2::bigint[]) ORDER BY uid", mailbox_id, sorted(set(uids)))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def get_raw(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        rows = await self.pool.fetch(
+            "SELECT m.uid, m.blob_id, b.data FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id "
+            "WHERE m.mailbox_id=$1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid", mailbox_id, sorted(set(uids)))
+        out = []
+        for uid, blob_id, data in rows:
+            if data is None:
+                raise BlobNotFound(f"no blob {blob_id}")
+            out.append((uid, bytes(data)))
+        return out
+
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))
         rows = await self.pool.fetch(

@@ -311,6 +311,30 @@ def _message_rows(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
     return out
 
 
+def _uid_rows(conn: sqlite3.Connection, select: str, mailbox_id: int, uids: list[int]) -> list[Any]:
+    """``select`` (over ``messages m``) of the rows of ``uids`` (ascending), as plain tuples in
+    UID order. A dense run of UIDs (a whole mailbox, a range) is read as one BETWEEN on the
+    (mailbox_id, uid) index, a sparse set by IN lists."""
+    if not uids:
+        return []
+    cur = conn.cursor()
+    cur.row_factory = None
+    first, last = uids[0], uids[-1]
+    if len(uids) * 2 >= last - first + 1:
+        rows = cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
+                           (mailbox_id, first, last)).fetchall()
+        if len(rows) != len(uids):
+            wanted = set(uids)
+            rows = [r for r in rows if r[0] in wanted]
+        return rows
+    out: list[Any] = []
+    for i in range(0, len(uids), 500):
+        chunk = uids[i:i + 500]
+        out += cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(chunk))}) "
+                           "ORDER BY m.uid", (mailbox_id, *chunk)).fetchall()
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """What a delivery stores beside the blob reference, computed before the transaction."""
@@ -1034,6 +1058,22 @@ class SQLiteStore:
 
         rows, data = await self.db.read(find)
         return [(_message(r, with_summary, imap_wire), d) for r, d in zip(rows, data, strict=True)]
+
+    async def get_wire_forms(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes | None, bytes | None]]:
+        wanted = sorted(set(uids))
+        return await self.db.read(lambda conn: _uid_rows(
+            conn, "SELECT m.uid, d.imap_envelope, d.imap_body FROM messages m "
+                  "LEFT JOIN message_data d ON d.id = m.id", mailbox_id, wanted))
+
+    async def get_raw(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        wanted = sorted(set(uids))
+
+        def find(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            rows = _uid_rows(conn, "SELECT m.uid, m.blob_id FROM messages m", mailbox_id, wanted)
+            data = self.blobs.read_many_in(conn, [r[1] for r in rows])
+            return [(r[0], d) for r, d in zip(rows, data, strict=True)]
+
+        return await self.db.read(find)
 
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))
