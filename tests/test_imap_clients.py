@@ -344,10 +344,15 @@ def test_concurrent_sessions_threads(srv: ServerProcess) -> None:
     m.logout()
 
 
+def _short_idle_limit(tmp_path: Path, limit: str) -> ServerProcess:
+    server = ServerProcess(tmp_path / "data", extra_config=f'[limits]\nimap_idle = "{limit}"\n').start()
+    server.add_user(USER, PASSWORD)
+    return server
+
+
 def test_idle_timeout_is_configurable(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", extra_config='[limits]\nimap_idle = "1s"\n').start()
+    server = _short_idle_limit(tmp_path, "1s")
     try:
-        server.add_user(USER, PASSWORD)
         m = connect(server)
         m.sock.settimeout(10)
         start = time.monotonic()
@@ -358,10 +363,29 @@ def test_idle_timeout_is_configurable(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_idle_timeout_applies_in_idle_and_changes_still_arrive(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", extra_config='[limits]\nimap_idle = "2s"\n').start()
+def test_each_command_moves_the_idle_deadline(tmp_path: Path) -> None:
+    """The idle limit counts from the client's last bytes: commands every 0.6 s keep a
+    session with a 2 s limit alive for 4 s (the timer armed at the first read finds the
+    deadline moved and re-arms), then 2 s of silence log it out."""
+    server = _short_idle_limit(tmp_path, "2s")
     try:
-        server.add_user(USER, PASSWORD)
+        m = connect(server)
+        m.sock.settimeout(10)
+        start = quiet = time.monotonic()
+        while quiet - start < 4:
+            assert m.noop()[0] == "OK"
+            quiet = time.monotonic()
+            time.sleep(0.6)
+        line = m.readline()
+        assert line.startswith(b"* BYE Autologout"), line
+        assert 1.5 < time.monotonic() - quiet < 5
+    finally:
+        server.stop()
+
+
+def test_idle_timeout_applies_in_idle_and_changes_still_arrive(tmp_path: Path) -> None:
+    server = _short_idle_limit(tmp_path, "2s")
+    try:
         m = connect(server)
         m.sock.settimeout(10)
         m.select("INBOX")

@@ -105,6 +105,12 @@ class Connection:
         self.writer = writer
         self._waiter: asyncio.Future[bool] | None = None
         """What an IDLE connection awaits; a change to announce settles it."""
+        self._deadline = 0.0
+        """When the idle limit passes, unless the client sends something first."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading: asyncio.Task[Any] | None = None
+        """The task awaiting the client's bytes in :meth:`_read_with_timeout`."""
+        self._expired = False
         self.subscription: Any = None
         config = app.config
         log = listener.log.bind(cid=connection_id("i"), peer=ip)
@@ -163,6 +169,8 @@ class Connection:
                         break
                     self.parser.receive_data(data)
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             if read_task is not None:
                 read_task.cancel()
             if self.subscription is not None:
@@ -199,27 +207,41 @@ class Connection:
         return timeout
 
     async def _read_with_timeout(self) -> bytes | None:
-        """The next bytes from the client; None when the idle limit passed first."""
+        """The next bytes from the client; None when the idle limit passed first.
+
+        One command after another, each read only moves the deadline; the timer armed for
+        an earlier deadline finds it moved when it fires and re-arms for it (as Dovecot
+        re-arms its idle timeout lazily), instead of arming and cancelling one per read."""
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = loop.call_later(self._idle_limit(), expire)
+        self._deadline = loop.time() + self._idle_limit()
+        if self._timer is not None and self._timer.when() > self._deadline:
+            self._timer.cancel()                # the limit shrank: a timer that fires too late
+            self._timer = None
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._check_idle)
+        self._reading = asyncio.current_task()
         try:
             return await self.reader.read(READ_SIZE)
         except asyncio.CancelledError:
-            if expired:
-                task.uncancel()
+            if self._expired:
+                self._expired = False
+                if self._reading is not None:
+                    self._reading.uncancel()
                 return None
             raise
         finally:
-            timer.cancel()
+            self._reading = None
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        if self._reading is None:
+            return                              # busy on a command: its next read arms a timer
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._check_idle)
+            return
+        self._expired = True
+        self._reading.cancel()
 
     async def _process(self) -> None:
         """Run every complete command (or IDLE/SASL line) buffered so far."""
