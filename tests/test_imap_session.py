@@ -729,3 +729,28 @@ async def test_column_fetch_fast_path_answers_as_the_general_one(store, monkeypa
     assert b"(UID 4 FLAGS ($Label1 $New))" in a and b"(UID 7 FLAGS (\\Recent))" in a
     unrecent = re.compile(rb"\\Recent|\* \d+ RECENT\r\n")
     assert unrecent.sub(b"", a) == unrecent.sub(b"", b)
+
+
+async def test_recreated_mailbox_reports_new_messages_not_old_expunges(store) -> None:  # type: ignore[no-untyped-def]
+    """DELETE then CREATE of the same name (SQLite may reuse the mailbox id): a session on the
+    new mailbox is told of an APPEND as EXISTS, never as an EXPUNGE of the old mailbox's
+    message with the same UID (imaptest's append and copy scripts found this)."""
+    acct = await make_account(store)
+    c, other = Client(store), Client(store)
+    for s in (c, other):
+        await s.login()
+    await c.cmd("CREATE Fresh")
+    await c.cmd("SELECT Fresh")
+    assert b"* 1 EXISTS" in await c.send(b"a1 APPEND Fresh {8+}\r\nX: y\r\n\r\n\r\n")
+    await c.cmd("SELECT INBOX")
+    await c.cmd("DELETE Fresh")
+    await c.cmd("CREATE Fresh")
+    await c.cmd("SELECT Fresh")
+    await other.cmd("SELECT Fresh")
+    for n in (1, 2):
+        out = await c.send(b"a2 APPEND Fresh {8+}\r\nX: y\r\n\r\n\r\n")
+        assert b"EXPUNGE" not in out and b"* %d EXISTS" % n in out, out
+    out = await other.cmd("NOOP")
+    assert b"EXPUNGE" not in out and b"* 2 EXISTS" in out, out
+    assert b"* 2 FETCH (UID 2 FLAGS (" in await c.cmd("FETCH 1:2 (UID FLAGS)")
+    assert acct is not None

@@ -206,7 +206,12 @@ class _Plan:
 
     @classmethod
     def of(cls, s: Session, items: list[FetchItem]) -> _Plan:
-        sel = s.require_selected()
+        return cls._of(tuple(items), s.utf8, s.require_selected().readonly)
+
+    @classmethod
+    @functools.lru_cache(maxsize=256)
+    def _of(cls, items: tuple[FetchItem, ...], utf8: bool, readonly: bool) -> _Plan:
+        """Kept per item list: clients send the same few FETCHes over and over."""
         plain = {i.name for i in items if not i.section}
         names = {i.name for i in items}
         by_structure = any(i.section and (i.parts or i.text == "MIME" or i.name != "BODY") for i in items)
@@ -216,9 +221,9 @@ class _Plan:
             need_summary=need_summary,
             # ENVELOPE and BODYSTRUCTURE alone, for a session without UTF8=ACCEPT: the forms
             # rendered at delivery serve, and the summary is neither read nor decoded.
-            wire=need_summary and not s.utf8 and "BODY" not in plain and not by_structure,
+            wire=need_summary and not utf8 and "BODY" not in plain and not by_structure,
             need_raw=need_raw,
-            sets_seen=not sel.readonly and any(
+            sets_seen=not readonly and any(
                 (i.section and not i.peek) or i.name in ("RFC822", "RFC822.TEXT") for i in items),
             headers_only=need_raw and not need_summary and all(
                 i.text in _HEADER_TEXTS and not i.parts if i.section else i.name not in _BODY_ITEMS

@@ -516,8 +516,8 @@ class PostgresStore(MessageMethods):
             return int(await conn.fetchval(
                 "WITH v AS (INSERT INTO counters VALUES ('uidvalidity', $4) ON CONFLICT (name) DO UPDATE "
                 "SET value = GREATEST(counters.value + 1, EXCLUDED.value) RETURNING value) "
-                "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity) "
-                "SELECT $1, $2, $3, v.value FROM v RETURNING id",
+                "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, highestmodseq) "
+                "SELECT $1, $2, $3, v.value, (SELECT modseq FROM accounts WHERE id = $1) FROM v RETURNING id",
                 account_id, name, special_use, int(time.time()) & 0x7FFFFFFF))
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"mailbox {name} exists") from None

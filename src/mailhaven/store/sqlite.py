@@ -239,6 +239,11 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         for column in ("summary", "imap_envelope", "imap_body"):
             if column in columns:
                 conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
+    # A mailbox created under the id of a deleted one by an older version started at
+    # HIGHESTMODSEQ 1, below the deleted mailbox's expunges: lift it above them.
+    conn.execute("UPDATE mailboxes SET highestmodseq = (SELECT MAX(modseq) FROM expunged e "
+                 "WHERE e.mailbox_id = mailboxes.id) WHERE highestmodseq < (SELECT MAX(modseq) "
+                 "FROM expunged e WHERE e.mailbox_id = mailboxes.id)")
 
 
 def _flags_text(flags: Iterable[str]) -> str:
@@ -729,8 +734,12 @@ class SQLiteStore:
                         special_use: str | None) -> int:
         try:
             cur = conn.execute(
-                "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity) VALUES (?,?,?,?)",
-                (account_id, name, special_use, self._next_uidvalidity(conn)),
+                # HIGHESTMODSEQ starts at the account's counter: SQLite may hand out the id of
+                # a deleted mailbox again, and that mailbox's expunges (kept for JMAP) carry
+                # MODSEQs up to the counter; none may read as this mailbox's changes.
+                "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, highestmodseq) "
+                "VALUES (?,?,?,?,(SELECT modseq FROM accounts WHERE id=?))",
+                (account_id, name, special_use, self._next_uidvalidity(conn), account_id),
             )
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"mailbox {name} exists") from None
