@@ -450,6 +450,15 @@ async def test_list_subscribed_recursivematch(store) -> None:  # type: ignore[no
     assert b'* LIST (\\HasChildren) "/" "Foo" ("CHILDINFO" ("SUBSCRIBED"))' in out
     out = await c.cmd('LIST (SUBSCRIBED) "" "*"')
     assert b'"Foo/Bar"' in out and b'"Foo"' not in out
+    # RFC 5258 example 9: a subscribed mailbox with subscribed children carries CHILDINFO too.
+    await c.cmd("CREATE Eps/Mamba")
+    await c.cmd("SUBSCRIBE Eps")
+    await c.cmd("SUBSCRIBE Eps/Mamba")
+    out = await c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "E*"')
+    assert b'* LIST (\\HasChildren \\Subscribed) "/" "Eps" ("CHILDINFO" ("SUBSCRIBED"))' in out
+    assert b'* LIST (\\HasNoChildren \\Subscribed) "/" "Eps/Mamba"\r\n' in out
+    out = await c.cmd('LIST (SUBSCRIBED) "" "E*"')
+    assert b"CHILDINFO" not in out                           # only with RECURSIVEMATCH
 
 
 async def test_select_fast_path_matches_list_messages(store) -> None:  # type: ignore[no-untyped-def]
@@ -754,3 +763,63 @@ async def test_recreated_mailbox_reports_new_messages_not_old_expunges(store) ->
     assert b"EXPUNGE" not in out and b"* 2 EXISTS" in out, out
     assert b"* 2 FETCH (UID 2 FLAGS (" in await c.cmd("FETCH 1:2 (UID FLAGS)")
     assert acct is not None
+
+
+async def test_search_empty_header_string_and_esearch_extremes(store) -> None:  # type: ignore[no-untyped-def]
+    """SUBJECT "" matches messages that have a Subject field, not those without (as HEADER
+    does, RFC 9051 6.4.4); RETURN (MIN) / (MAX) report the MODSEQ of the message returned
+    (RFC 4731 3.2) and SAVE with them keeps only those (RFC 5182 2.4). imaptest's
+    search-header and esearch-condstore scripts check both."""
+    acct = await make_account(store)
+    await deliver(store, acct.id, SIMPLE)
+    await deliver(store, acct.id, SIMPLE.replace(b"Subject: Lunch plans\r\n", b""))
+    await deliver(store, acct.id, MULTI)
+    c = Client(store)
+    await c.login()
+    await c.cmd("SELECT INBOX")
+    assert b"* SEARCH 1 3\r\n" in await c.cmd('SEARCH SUBJECT ""')
+    assert b"* SEARCH 2\r\n" in await c.cmd('SEARCH NOT SUBJECT ""')
+    assert b"* SEARCH 1 2 3\r\n" in await c.cmd('SEARCH BODY ""')
+    await c.cmd("STORE 3 +FLAGS (\\Seen)")
+    await c.cmd("STORE 1 +FLAGS (\\Seen)")                # 1 now has the highest MODSEQ
+    fetched = await c.cmd("FETCH 1:3 (MODSEQ)")
+    modseq = {int(n): int(v) for n, v in re.findall(rb"\* (\d) FETCH \(MODSEQ \((\d+)\)\)", fetched)}
+    out = await c.cmd("SEARCH RETURN (MAX) MODSEQ 1 ALL")
+    assert f"MAX 3 MODSEQ {modseq[3]}\r\n".encode() in out, out
+    out = await c.cmd("SEARCH RETURN (MIN MAX) MODSEQ 1 ALL")
+    assert f"MIN 1 MAX 3 MODSEQ {modseq[1]}\r\n".encode() in out, out
+    out = await c.cmd("SEARCH RETURN (COUNT) MODSEQ 1 2:3")
+    assert f"COUNT 2 MODSEQ {max(modseq[2], modseq[3])}\r\n".encode() in out, out
+    await c.cmd("SEARCH RETURN (SAVE MIN) ALL")
+    assert b"* SEARCH 1\r\n" in await c.cmd("SEARCH $")
+    await c.cmd("SEARCH RETURN (SAVE MAX MIN) ALL")
+    assert b"* SEARCH 1 3\r\n" in await c.cmd("SEARCH $")
+    await c.cmd("SEARCH RETURN (SAVE MIN COUNT) ALL")
+    assert b"* SEARCH 1 2 3\r\n" in await c.cmd("SEARCH $")
+
+
+async def test_lsub_percent_lists_unsubscribed_parents_and_recursivematch_errors(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 3501 6.3.9: with "%", an unsubscribed parent of a subscribed mailbox is listed
+    \\Noselect; RFC 5258 3: RECURSIVEMATCH alone or with only REMOTE is BAD (imaptest's
+    subscribe and listext scripts)."""
+    await make_account(store)
+    c = Client(store)
+    await c.login()
+    for name in ("Top/Mid/Leaf", "Top/Other", "Top/Sub", "Solo", "Gone/Child"):
+        await c.cmd(f"CREATE {name}")
+    for name in ("Top/Mid/Leaf", "Top/Sub", "Gone/Child"):
+        await c.cmd(f"SUBSCRIBE {name}")
+    await c.cmd("DELETE Gone/Child")                         # stays subscribed (RFC 3501 6.3.6)
+    await c.cmd("DELETE Gone")
+    out = await c.cmd('LSUB "" "Top/%"')
+    assert b'* LSUB (\\Noselect) "/" "Top/Mid"\r\n' in out and b'* LSUB () "/" "Top/Sub"\r\n' in out
+    assert b"Leaf" not in out and b"Top/Other" not in out
+    out = await c.cmd('LSUB "" "%"')
+    assert b'* LSUB (\\Noselect) "/" "Top"\r\n' in out and b'* LSUB (\\Noselect) "/" "Gone"\r\n' in out
+    assert b"Solo" not in out and out.count(b'"Top"') == 1
+    out = await c.cmd('LSUB "" "*"')
+    assert b'"Top/Mid/Leaf"' in out and b'"Top/Mid"' not in out and b'"Top"' not in out
+    await c.cmd('LIST (RECURSIVEMATCH) "" "*"', expect="BAD")
+    await c.cmd('LIST (RECURSIVEMATCH REMOTE) "" "*"', expect="BAD")
+    await c.cmd('LIST (REMOTE) "" "%"')
+    await c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')

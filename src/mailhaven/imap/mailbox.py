@@ -316,8 +316,8 @@ async def cmd_list(s: Session, cmd: Command) -> str:
         select_opts = {t.value.upper() for t in args.plist() if isinstance(t, Atom)}
         if not select_opts <= {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}:
             raise Bad("Unknown LIST selection option")
-        if select_opts == {"RECURSIVEMATCH"}:
-            raise Bad("RECURSIVEMATCH needs another selection option")  # RFC 5258 3
+        if select_opts and select_opts <= {"RECURSIVEMATCH", "REMOTE"} and "RECURSIVEMATCH" in select_opts:
+            raise Bad("RECURSIVEMATCH needs another selection option")  # RFC 5258 3: not alone, nor with REMOTE only
     reference = args.mailbox(s.utf8)
     patterns: list[str] = []
     if args.peek_list():
@@ -387,11 +387,15 @@ async def cmd_list(s: Session, cmd: Command) -> str:
         if "SPECIAL-USE" in select_opts and (box is None or not box.special_use):
             continue
         childinfo = b""
-        if "SUBSCRIBED" in select_opts and name not in subs:
-            # RFC 5258 3.5: with RECURSIVEMATCH a parent of subscribed mailboxes is listed too.
-            if "RECURSIVEMATCH" not in select_opts or not any(x.startswith(name + SEP) for x in subs):
+        if "SUBSCRIBED" in select_opts:
+            # RFC 5258 3 and 3.5: with RECURSIVEMATCH a mailbox with subscribed descendants
+            # (whether or not they match the pattern) carries CHILDINFO, and is listed for
+            # them even when it is not subscribed itself (example 9: "eps2" has both).
+            below = "RECURSIVEMATCH" in select_opts and any(x.startswith(name + SEP) for x in subs)
+            if name not in subs and not below:
                 continue
-            childinfo = b' ("CHILDINFO" ("SUBSCRIBED"))'
+            if below:
+                childinfo = b' ("CHILDINFO" ("SUBSCRIBED"))'
         if show_subscribed and name in subs:
             attrs.append("\\Subscribed")
         s.untagged(f"LIST ({' '.join(attrs)}) \"/\" ".encode() + quoted_name(s, name) + childinfo)
@@ -416,10 +420,21 @@ async def cmd_lsub(s: Session, cmd: Command) -> str:
     subs = await s.store.list_subscriptions(s.account_id)
     existing = {b.name for b in await s.store.list_mailboxes(s.account_id)}
     regex = pattern_regex(reference, pattern)
+    listed: dict[str, str] = {}
     for name in subs:
         if regex.match(name):
-            attrs = "" if name in existing else "\\Noselect"
-            s.untagged(f"LSUB ({attrs}) \"/\" ".encode() + quoted_name(s, name))
+            listed[name] = "" if name in existing else "\\Noselect"
+            continue
+        # RFC 3501 6.3.9: "foo/bar" subscribed, "foo" not: a "%" that stops at "foo" lists
+        # "foo", flagged \Noselect (here meaning: not subscribed itself, but below it is).
+        parts = name.split(SEP)
+        for i in range(len(parts) - 1, 0, -1):
+            parent = SEP.join(parts[:i])
+            if regex.match(parent):
+                listed.setdefault(parent, "\\Noselect")
+                break
+    for name, attrs in sorted(listed.items()):
+        s.untagged(f"LSUB ({attrs}) \"/\" ".encode() + quoted_name(s, name))
     return "LSUB completed"
 
 

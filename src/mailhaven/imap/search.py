@@ -30,6 +30,7 @@ _FLAG_KEYS = {
     "UNANSWERED": ("\\Answered", False), "UNDELETED": ("\\Deleted", False), "UNDRAFT": ("\\Draft", False),
     "UNFLAGGED": ("\\Flagged", False), "UNSEEN": ("\\Seen", False),
 }
+_ADDRESS_AND_SUBJECT = frozenset({"subject", "from", "to", "cc", "bcc"})
 _TEXT_KEYS = {"BCC": "bcc", "BODY": "body", "CC": "cc", "FROM": "from", "SUBJECT": "subject",
               "TEXT": "text", "TO": "to"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
@@ -204,7 +205,9 @@ class _Evaluator:
             return await self._date(node[1], node[2], cand)
         if kind == "text":
             if not node[2]:
-                return cand
+                if node[1] in _ADDRESS_AND_SUBJECT:     # "": every message that has the field
+                    return self.having(cand, await self._header(node[1], "", self.uids_of(cand)))
+                return cand                             # BODY "", TEXT "": every message
             return self.having(cand, await self.s.store.search_text(sel.id, node[1], node[2]))
         if kind == "header":
             return self.having(cand, await self._header(node[1], node[2], self.uids_of(cand)))
@@ -231,7 +234,7 @@ class _Evaluator:
     async def _header(self, name: str, value: str, cand: list[int]) -> set[int]:
         """UIDs among ``cand`` (UIDs) with a ``name`` header containing ``value``."""
         field_name = name.lower()
-        if field_name in ("subject", "from", "to", "cc", "bcc") and value:
+        if field_name in _ADDRESS_AND_SUBJECT and value:
             return await self.s.store.search_text(self.sel.id, field_name, value)
         candidates = (await self.s.store.search_text(self.sel.id, "header", value) if len(value) >= 1
                       else set(cand)) & set(cand)
@@ -310,8 +313,16 @@ async def cmd_search(s: Session, cmd: Command) -> str:
             text += f" (MODSEQ {highest})"
         s.untagged(text)
         return "SEARCH completed"
+    # MIN and/or MAX alone return (RFC 4731 3.2: and report the MODSEQ of) and save (RFC
+    # 5182 2.4) only the lowest and highest matches; ALL or COUNT the whole result.
+    extremes = bool({"MIN", "MAX"} & set(returns)) and not {"ALL", "COUNT"} & set(returns)
+    chosen = positions
+    if extremes and positions:
+        chosen = sorted({positions[0] if "MIN" in returns else positions[-1],
+                         positions[-1] if "MAX" in returns else positions[0]})
+        highest = max(modseqs[i] for i in chosen) if used_modseq else 0
     if "SAVE" in returns:
-        sel.saved_result = uids   # RFC 5182
+        sel.saved_result = [sel.uids[i] for i in chosen]
         returns = [r for r in returns if r != "SAVE"]
         if not returns:
             return "SEARCH completed"
