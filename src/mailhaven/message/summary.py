@@ -176,3 +176,20 @@ def message_ids(value: str) -> list[str]:
         if token.startswith("<") and token.endswith(">") and len(token) > 2:
             out.append(token)
     return out
+
+
+def search_fields(raw: bytes, summary: dict[str, Any]) -> tuple[str, ...]:
+    """What the stores' full-text index holds of a message: (subject, from, to, cc, bcc,
+    body, headers), the addresses as ``name <address>``, the body text taken out of
+    ``summary`` (which keeps no copy), the header block raw. Both backends index this."""
+    text = summary.pop("text", "")
+
+    def addresses(key: str) -> str:
+        return " ".join(f"{a.get('name', '')} <{a.get('email', '')}>" for a in summary.get(key, []))
+
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    headers = raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace")
+    return (str(summary.get("subject", "") or ""), addresses("from"), addresses("to"), addresses("cc"),
+            addresses("bcc"), str(text or ""), headers)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 
 from ..imap.render import wire_forms
-from ..message.summary import message_ids, summarize
+from ..message.summary import message_ids, search_fields, summarize
 from .api import (
     BlobRef,
     Change,
@@ -147,18 +147,7 @@ class MessageMethods:
 
         def work() -> _Prepared:
             s = summary if summary is not None else summarize(raw)
-            text = s.pop("text", "") if "text" in s else ""
-            header_end = raw.find(b"\r\n\r\n")
-            if header_end < 0:
-                header_end = raw.find(b"\n\n")
-            headers = raw[: header_end if header_end >= 0 else len(raw)].decode("utf-8", "replace")
-
-            def addrs(key: str) -> str:
-                return " ".join(f"{a.get('name', '')} <{a.get('email', '')}>" for a in s.get(key, []))
-
-            fields = (str(s.get("subject", "") or ""), addrs("from"), addrs("to"), addrs("cc"),
-                      addrs("bcc"), str(text), headers)
-            return _Prepared(s, tuple(clean(f) for f in fields))
+            return _Prepared(s, tuple(clean(f) for f in search_fields(raw, s)))
 
         return await asyncio.to_thread(work)
 

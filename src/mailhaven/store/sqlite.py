@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..imap.render import wire_forms
-from ..message.summary import message_ids, summarize
+from ..message.summary import message_ids, search_fields, summarize
 from .api import (
     DEFAULT_MAILBOXES,
     Account,
@@ -964,19 +964,8 @@ class SQLiteStore:
 
     async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> _Prepared:
         def work(raw: bytes) -> _Prepared:
-            s = summary
-            if s is None:
-                s = summarize(raw)
-            text = s.pop("text", "") if "text" in s else ""
-            header_end = raw.find(b"\r\n\r\n")
-            if header_end < 0:
-                header_end = raw.find(b"\n\n")
-            headers = raw[: header_end if header_end >= 0 else len(raw)].decode("utf-8", "replace")
-
-            def addrs(key: str) -> str:
-                return " ".join(f"{a.get('name', '')} <{a.get('email', '')}>" for a in s.get(key, []))
-
-            fts = (s.get("subject", ""), addrs("from"), addrs("to"), addrs("cc"), addrs("bcc"), text, headers)
+            s = summary if summary is not None else summarize(raw)
+            fts = search_fields(raw, s)
             return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))
 
         if blob.size <= SUMMARY_ON_LOOP_MAX:
