@@ -496,3 +496,85 @@ def test_neomutt_reads_and_deletes(srv: ServerProcess, tmp_path: Path) -> None:
     typ, data = m.fetch("1:*", "(UID FLAGS)")
     assert data == [b"1 (UID 1 FLAGS (\\Seen))"]
     m.logout()
+
+
+class _Deflated:
+    """A raw IMAP client that speaks RFC 4978 COMPRESS=DEFLATE once told to."""
+
+    def __init__(self, srv: ServerProcess) -> None:
+        import zlib
+
+        self.zlib = zlib
+        self.sock = socket.create_connection(("127.0.0.1", srv.port("imap")), timeout=10)
+        self.buf = b""
+        self.deflate: object = None
+        self.inflate: object = None
+        self.line()                                             # greeting
+
+    def send(self, data: bytes) -> None:
+        if self.deflate is not None:
+            data = self.deflate.compress(data) + self.deflate.flush(self.zlib.Z_SYNC_FLUSH)  # type: ignore[attr-defined]
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += self.inflate.decompress(chunk) if self.inflate is not None else chunk  # type: ignore[attr-defined]
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line + b"\r\n"
+
+    def until(self, tag: bytes) -> list[bytes]:
+        out = []
+        while True:
+            line = self.line()
+            out.append(line)
+            if line.startswith(tag + b" "):
+                return out
+
+    def start(self) -> None:
+        self.deflate = self.zlib.compressobj(6, self.zlib.DEFLATED, -15)
+        self.inflate = self.zlib.decompressobj(-15)
+
+
+def test_compress_deflate_both_ways(srv: ServerProcess) -> None:
+    """RFC 4978: after the tagged OK to COMPRESS DEFLATE both directions are raw deflate;
+    APPEND with a literal, FETCH of the bytes, a second COMPRESS (NO COMPRESSIONACTIVE) and
+    a deflate bomb (one 64 MB line, a few kilobytes on the wire) all work or fail cleanly."""
+    c = _Deflated(srv)
+    c.send(b"a1 LOGIN alice@example.com s3cret\r\n")
+    assert c.until(b"a1")[-1].startswith(b"a1 OK")
+    c.send(b"a2 CAPABILITY\r\n")
+    assert b"COMPRESS=DEFLATE" in b"".join(c.until(b"a2"))
+    c.send(b"a3 COMPRESS GZIP\r\n")
+    assert c.until(b"a3")[-1].startswith(b"a3 BAD")
+    c.send(b"a4 COMPRESS DEFLATE\r\n")
+    assert c.until(b"a4")[-1].startswith(b"a4 OK")
+    c.start()
+    c.send(b"a5 CREATE Squeezed\r\n")
+    assert c.until(b"a5")[-1].startswith(b"a5 OK")
+    body = MSG % (70, 70, 70) + b"x" * 200_000 + b"\r\n"
+    c.send(b"a6 APPEND Squeezed {%d+}\r\n" % len(body) + body + b"\r\n")
+    assert c.until(b"a6")[-1].startswith(b"a6 OK")
+    c.send(b"a7 SELECT Squeezed\r\na8 FETCH 1 (RFC822.SIZE BODY.PEEK[])\r\n")
+    c.until(b"a7")
+    head = c.line()
+    assert head.startswith(b"* 1 FETCH (RFC822.SIZE %d BODY[] {%d}" % (len(body), len(body))), head
+    while len(c.buf) < len(body):
+        c.buf += c.inflate.decompress(c.sock.recv(65536))  # type: ignore[attr-defined]
+    assert c.buf[:len(body)] == body
+    c.buf = c.buf[len(body):]
+    assert c.until(b"a8")[-1].startswith(b"a8 OK")
+    c.send(b"a9 COMPRESS DEFLATE\r\n")
+    assert c.until(b"a9")[-1].startswith(b"a9 NO [COMPRESSIONACTIVE]")
+    bomb = b"b1 NOOP " + b"A" * (64 << 20) + b"\r\n"
+    wire = c.deflate.compress(bomb) + c.deflate.flush(c.zlib.Z_SYNC_FLUSH)  # type: ignore[attr-defined]
+    assert len(wire) < 200_000
+    c.sock.sendall(wire)
+    reply = c.line()
+    assert reply.startswith((b"* BAD", b"b1 BAD", b"* BYE")), reply
+    c.send(b"z LOGOUT\r\n")
+    with pytest.raises(ConnectionError):
+        while True:
+            c.line()

@@ -12,7 +12,7 @@ from . import fetch, mailbox, message, search
 from .authenticate import cmd_authenticate, cmd_login
 from .grammar import Args
 from .parser import Atom, Command, String
-from .responses import Bad, Bye, astring_bytes
+from .responses import Bad, Bye, No, astring_bytes
 
 if TYPE_CHECKING:
     from .session import Handler, Session, State
@@ -48,6 +48,21 @@ async def cmd_starttls(s: Session, cmd: Command) -> str:
         raise Bye("Data pipelined after STARTTLS")
     s.starttls_pending = True
     return "Begin TLS negotiation now"
+
+
+async def cmd_compress(s: Session, cmd: Command) -> str:
+    """RFC 4978: deflate both directions after the tagged OK (the adapter does the work)."""
+    args = Args(cmd.args)
+    mechanism = args.atom("compression mechanism").upper()
+    args.end()
+    if mechanism != "DEFLATE":
+        raise Bad(f"Unknown compression mechanism {mechanism[:20]}")
+    if s.compressed:
+        raise No("DEFLATE is already active", code="COMPRESSIONACTIVE")
+    if s.reader.buffered:
+        raise Bad("Data pipelined after COMPRESS")   # it would be read as compressed
+    s.compress_pending = s.compressed = True
+    return "DEFLATE active"
 
 
 async def cmd_id(s: Session, cmd: Command) -> str:
@@ -128,6 +143,7 @@ def _table() -> dict[str, tuple[Handler, frozenset[State]]]:
         "LOGIN": (cmd_login, NOT_AUTH),
         "AUTHENTICATE": (cmd_authenticate, NOT_AUTH),
         "ENABLE": (cmd_enable, AUTH),
+        "COMPRESS": (cmd_compress, AUTH),
         "IDLE": (cmd_idle, AUTH),
         "CHECK": (cmd_check, SELECTED),
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import zlib
 from typing import Any
 
 from ..logs import Log, connection_id
@@ -24,6 +25,10 @@ from .parser import NEED_DATA, CommandReader
 from .session import Mode, Session, SessionContext
 
 READ_SIZE = 64 * 1024
+INFLATE_STEP = 256 * 1024
+"""At most this much inflated from a COMPRESS stream before the parser runs again."""
+COMPRESS_LEVEL = 6
+"""zlib level for COMPRESS=DEFLATE output (Dovecot's default too)."""
 PRE_AUTH_TIMEOUT = 120.0
 """Seconds a connection may stay idle before logging in."""
 
@@ -77,13 +82,14 @@ class ImapListener:
             return
         self.connections.add(task)
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        connection = Connection(self, reader, writer, ip)
         try:
-            await Connection(self, reader, writer, ip).run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            await connection.run()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, zlib.error):
             pass
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                writer.write(b"* BYE Server shutting down\r\n")
+                writer.write(connection.encode(b"* BYE Server shutting down\r\n"))
                 await asyncio.wait_for(writer.drain(), timeout=1)
         except Exception:  # noqa: BLE001 - never let one connection take the listener down
             self.log.error("connection failed", exc=True, peer=ip)
@@ -111,6 +117,9 @@ class Connection:
         self._reading: asyncio.Task[Any] | None = None
         """The task awaiting the client's bytes in :meth:`_read_with_timeout`."""
         self._expired = False
+        self._deflate: Any = None
+        self._inflate: Any = None
+        """RFC 4978 COMPRESS=DEFLATE, both ways once the client asked and was told OK."""
         self.subscription: Any = None
         config = app.config
         log = listener.log.bind(cid=connection_id("i"), peer=ip)
@@ -125,8 +134,23 @@ class Connection:
     async def flush(self) -> None:
         data = self.session.take_output()
         if data:
-            self.writer.write(data)
+            self.writer.write(self.encode(data))
             await self.writer.drain()
+
+    def encode(self, data: bytes) -> bytes:
+        """Bytes for the wire: deflated (and flushed, so the client can read them at once)
+        once COMPRESS is active."""
+        if self._deflate is None:
+            return data
+        return bytes(self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH))
+
+    def _received(self, data: bytes) -> None:
+        if self._inflate is None:
+            self.parser.receive_data(data)
+            return
+        # Inflated a bounded piece at a time: a small deflate stream can stand for gigabytes,
+        # and the parser's line and literal limits must see them arrive, not a buffer of all.
+        self.parser.receive_data(self._inflate.decompress(data, INFLATE_STEP))
 
     async def run(self) -> None:
         session = self.session
@@ -138,6 +162,9 @@ class Connection:
                 await self._process()
                 if session.closing:
                     break
+                if self._inflate is not None and self._inflate.unconsumed_tail:
+                    self._received(self._inflate.unconsumed_tail)   # the rest of the last read first
+                    continue
                 if session.mode is Mode.COMMAND and read_task is None:
                     # The common case, one command after another: read directly, with a
                     # timer for the idle limit instead of a task and asyncio.wait per command.
@@ -148,7 +175,7 @@ class Connection:
                         break
                     if not data:
                         break
-                    self.parser.receive_data(data)
+                    self._received(data)
                     continue
                 # IDLE (or a SASL exchange): wait for the client's bytes or, in IDLE, a
                 # change to announce, on one future that either (or the idle limit) settles.
@@ -167,7 +194,7 @@ class Connection:
                     read_task = None
                     if not data:
                         break
-                    self.parser.receive_data(data)
+                    self._received(data)
         finally:
             if self._timer is not None:
                 self._timer.cancel()
@@ -265,6 +292,10 @@ class Connection:
             if session.starttls_pending:
                 await self.writer.start_tls(self.app.tls)
                 session.tls_started()
+            if session.compress_pending:        # the OK went out plain; all after it is deflated
+                session.compress_pending = False
+                self._deflate = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
+                self._inflate = zlib.decompressobj(-15)
             if session.account_id is not None and self.subscription is None:
                 self._subscribe(session.account_id)
         await self.flush()

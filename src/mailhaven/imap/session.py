@@ -96,6 +96,9 @@ class Session:
     sasl: Any = None
     sasl_tag: str = ""
     starttls_pending: bool = False
+    compress_pending: bool = False
+    compressed: bool = False
+    """RFC 4978 COMPRESS=DEFLATE: asked for (the adapter switches after the OK), then on."""
     closing: bool = False
     commands: dict[str, tuple[Handler, frozenset[State]]] = field(default_factory=dict)
 
@@ -174,6 +177,7 @@ class Session:
             "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "SORT",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QUOTA", "QUOTA=RES-STORAGE",
             f"APPENDLIMIT={limit}", "MULTIAPPEND", "BINARY", "STATUS=SIZE", "WITHIN", "UTF8=ACCEPT",
+            "COMPRESS=DEFLATE",
         ]
         return caps
 
