@@ -823,3 +823,23 @@ async def test_lsub_percent_lists_unsubscribed_parents_and_recursivematch_errors
     await c.cmd('LIST (RECURSIVEMATCH REMOTE) "" "*"', expect="BAD")
     await c.cmd('LIST (REMOTE) "" "%"')
     await c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+
+
+async def test_append_stores_bare_lf_messages_with_crlf(store) -> None:  # type: ignore[no-untyped-def]
+    """A message APPENDed with bare LF line ends is stored, sized and served with CRLF
+    (RFC 5322 lines; Dovecot converts on output to the same effect); a literal8 keeps its
+    bytes as sent, binary parts and all."""
+    await make_account(store)
+    c = Client(store)
+    await c.login()
+    lf = b"From: a@b.example\nSubject: lf\n\nline one\nline two\r\nlast\n"
+    crlf = b"From: a@b.example\r\nSubject: lf\r\n\r\nline one\r\nline two\r\nlast\r\n"
+    await c.send(b"a1 APPEND INBOX {%d+}\r\n" % len(lf) + lf + b"\r\n")
+    binary = b"From: a@b.example\nContent-Transfer-Encoding: binary\n\n\x00\n\x01\n"
+    await c.send(b"a2 APPEND INBOX ~{%d+}\r\n" % len(binary) + binary + b"\r\n")
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1 (RFC822.SIZE BODY.PEEK[] BODYSTRUCTURE)")
+    assert b"RFC822.SIZE %d " % len(crlf) in out and b"BODY[] {%d}\r\n" % len(crlf) + crlf in out
+    assert b' "7bit" 26 3 ' in out                        # size and lines of the CRLF body
+    out = await c.cmd("FETCH 2 (RFC822.SIZE BINARY.PEEK[])")
+    assert b"RFC822.SIZE %d BINARY[] ~{4}\r\n\x00\n\x01\n)" % len(binary) in out

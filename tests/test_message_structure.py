@@ -81,3 +81,41 @@ def test_header_end_is_the_end_of_the_first_blank_line(raw: bytes, start: int, e
         m = re.compile(rb"\r?\n\r?\n").search(raw, start, end)
         expected = end if m is None else m.end()
     assert header_end(raw, start, end) == expected
+
+
+def test_encoded_message_part_still_has_envelope_body_and_lines() -> None:
+    """RFC 9051 7.5.2 body-type-msg: a message/rfc822 part in base64 (not parsed) still
+    carries an envelope, a body and a line count, or strict parsers reject the response."""
+    import base64
+
+    inner = b"From: a@b.c\r\nSubject: hi\r\n\r\nhello\r\n"
+    raw = (b"From: x@y.z\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+           b"--B\r\nContent-Type: text/plain\r\n\r\nbody\r\n--B\r\nContent-Type: message/rfc822\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(inner).replace(b"\n", b"\r\n")
+           + b"--B--\r\n")
+    body = structure_summary(raw)["imap"]["body"]
+    assert render_body(body, False, False) == (
+        b'(("text" "plain" NIL NIL NIL "7bit" 4 1)("message" "rfc822" NIL NIL NIL "base64" 48 '
+        b'(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) 1)'
+        b' "mixed")')
+    part = FetchItem(name="BODY", section=True, parts=(2,), text="HEADER", label="BODY[2.HEADER]")
+    assert section_bytes(raw, body, part) == b""
+
+
+def test_envelope_addresses_without_domain_and_broken_field_names() -> None:
+    """A NIL host would read as a group start (RFC 9051 7.5.2): a bare local part gets
+    MISSING_DOMAIN. A field name broken by a line break ("From\\r\\n : x") is no field, so
+    it cannot put a second, spoofed sender in front of the real one."""
+    env = structure_summary(b"From: d\r\nTo: Team: a@b.c;\r\n\r\n")["imap"]["envelope"]
+    assert env[2] == [[None, None, "d", "MISSING_DOMAIN"]]
+    assert env[5] == [[None, None, "Team", None], [None, None, "a", "b.c"], [None, None, None, None]]
+    raw = b"Received: x\r\nFrom\r\n : <any@attack.example>\r\nFrom: <admin@legit.example>\r\n\r\nhi\r\n"
+    assert structure_summary(raw)["imap"]["envelope"][2] == [[None, None, "admin", "legit.example"]]
+
+
+def test_quoted_printable_trailing_blanks_are_dropped() -> None:
+    """RFC 2045 6.7 rule 3: blanks ending an encoded line are transport padding; "= " then
+    the line end is still a soft line break (BINARY[] and BINARY.SIZE)."""
+    from mailhaven.imap.fetch import decode_body
+
+    assert decode_body(b"hello  \r\nfoo\t= \r\nbar=3D \t\r\nend", "quoted-printable") == b"hello\r\nfoo\tbar=\r\nend"

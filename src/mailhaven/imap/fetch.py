@@ -490,6 +490,9 @@ def section_bytes(raw: bytes, root: dict[str, Any] | None, item: FetchItem) -> b
     return out + b"\r\n"
 
 
+_QP_TRAILING_BLANKS = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+
+
 def decode_body(data: bytes, encoding: str) -> bytes:
     """RFC 3516: the content with its Content-Transfer-Encoding removed."""
     enc = encoding.lower()
@@ -504,7 +507,9 @@ def decode_body(data: bytes, encoding: str) -> bytes:
         except (binascii.Error, ValueError):
             return base64.b64decode(cleaned[: len(cleaned) // 4 * 4] or b"")
     if enc == "quoted-printable":
-        return binascii.a2b_qp(data)
+        # RFC 2045 6.7 (3): blanks at the end of an encoded line were added in transport and
+        # are deleted, so "=" followed by blanks is still a soft line break.
+        return binascii.a2b_qp(_QP_TRAILING_BLANKS.sub(b"", data))
     raise No("Unknown Content-Transfer-Encoding", code=UNKNOWN_CTE)
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..message.lineends import normalize_line_ends
 from ..store.api import SPECIAL_USES, AlreadyExists, InvalidName, Mailbox, NotFound, QuotaExceeded
 from .grammar import (
     Args,
@@ -505,7 +506,11 @@ async def cmd_append(s: Session, cmd: Command) -> str:
             message = args.string("message literal")
         if not message.literal:
             raise Bad("Message must be a literal")
-        items.append(([_canonical_flag(f) for f in flags], when, message.value))
+        # RFC 5322 lines end in CRLF: a message sent with bare LFs (scripts, mbox imports) is
+        # stored as clients will be served it, sizes and part offsets included (Dovecot
+        # converts on output to the same effect). A literal8 may hold binary parts: as sent.
+        data = message.value if message.binary else normalize_line_ends(message.value)
+        items.append(([_canonical_flag(f) for f in flags], when, data))
         if args.at_end():
             break
     if any(not d for _, _, d in items):

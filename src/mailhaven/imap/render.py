@@ -79,6 +79,12 @@ def _lang(lang: list[str] | None, utf8: bool) -> bytes:
     return b"(" + b" ".join(_ns(x, utf8) for x in lang) + b")"
 
 
+_UNPARSED_MESSAGE: dict[str, Any] = {
+    "t": "text", "s": "plain", "p": [["charset", "us-ascii"]], "id": None, "desc": None, "enc": "7bit",
+    "h": [0, 0], "e": 0, "lines": 0, "md5": None, "disp": None, "lang": None, "loc": None}
+"""The body of an encapsulated message that is not parsed: an empty text/plain part."""
+
+
 def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
     if "parts" in node:
         inner = b"".join(render_body(p, extended, utf8) for p in node["parts"])
@@ -91,10 +97,12 @@ def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
     fields = [_ns(node["t"], utf8), _ns(node["s"], utf8),
               _params(node["p"], utf8), _ns(node["id"], utf8), _ns(node["desc"], utf8),
               _ns(node["enc"], utf8), b"%d" % size]
-    if "msg" in node:
-        inner = node["msg"]
-        fields.append(render_envelope(inner.get("env") or [None] * 10, utf8))
-        fields.append(render_body(inner, extended, utf8))
+    if "msg" in node or (node["t"].lower() == "message" and node["s"].lower() in ("rfc822", "global")):
+        # body-type-msg always carries an envelope, a body and a line count; a message that
+        # was not parsed (base64/quoted-printable, or nested too deep) gets empty ones.
+        message = node.get("msg") or _UNPARSED_MESSAGE
+        fields.append(render_envelope(message.get("env") or [None] * 10, utf8))
+        fields.append(render_body(message, extended, utf8))
         fields.append(b"%d" % node.get("lines", 0))
     elif node["t"].lower() == "text":
         fields.append(b"%d" % node.get("lines", 0))

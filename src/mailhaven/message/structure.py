@@ -77,7 +77,9 @@ def split_fields(block: bytes) -> list[tuple[str, bytes]]:
     for lines in groups:
         field = lines[0] if len(lines) == 1 else b"".join(lines)
         name, sep, _ = field.partition(b":")
-        if sep and name.strip() and not name[:1].isspace():
+        # A name may be followed by blanks before its colon (RFC 5322 4.5.3 obs-optional),
+        # but never by a line break: "From\r\n : x" is no From field (a spoofing trick).
+        if sep and name.strip() and not name[:1].isspace() and b"\n" not in name:
             out.append((name.strip().decode("ascii", "replace").lower(), field))
     return out
 
@@ -216,7 +218,9 @@ def _entity(raw: bytes, start: int, end: int, default: tuple[str, str], depth: i
         inner = _entity(raw, body_start, end, ("text", "plain"), depth + 1, counter)
         node["msg"] = inner
         node["lines"] = _count_lines(raw, body_start, end)
-    elif lower_t == "text":
+    elif lower_t == "text" or (lower_t == "message" and lower_s in ("rfc822", "global")):
+        # An encoded (or too deeply nested) message is not parsed, but its BODYSTRUCTURE
+        # still needs its line count (RFC 9051 7.5.2 body-type-msg).
         node["lines"] = _count_lines(raw, body_start, end)
     return node
 
@@ -340,7 +344,9 @@ def _plain_addresses(text: str) -> list[list[str | None]]:
         local, at, host = addr.rpartition("@")
         if not at:
             local, host = addr, ""
-        out.append([name or None, None, local or None, host or None])
+        # A NIL host marks a group (RFC 9051 7.5.2), so an address without a domain (or a
+        # mailbox) gets a placeholder, as Dovecot's MISSING_DOMAIN, instead of reading as one.
+        out.append([name or None, None, local or "MISSING_MAILBOX", host or "MISSING_DOMAIN"])
     return out
 
 

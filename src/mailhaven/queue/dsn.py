@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ..message.lineends import normalize_line_ends
 from .api import OutboundRecipient
 
 HEADERS_ONLY_LIMIT = 256 * 1024
@@ -60,10 +61,6 @@ def _header_section(original: bytes) -> bytes:
         if end >= 0:
             return original[: end + len(sep)]
     return original
-
-
-def _crlf(data: bytes) -> bytes:
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def _needs_utf8(original: bytes, recipients: list[DSNRecipient], envelope_from: str) -> bool:
@@ -115,10 +112,10 @@ def build_dsn(*, reporting_mta: str, original: bytes, envelope_from: str, envid:
     headers_only = (ret or "").upper() == "HDRS" or len(original) > HEADERS_ONLY_LIMIT
     if headers_only:
         original_type = "message/global-headers" if utf8 else "text/rfc822-headers"
-        returned = _crlf(_header_section(original))
+        returned = normalize_line_ends(_header_section(original))
     else:
         original_type = "message/global" if utf8 else "message/rfc822"
-        returned = _crlf(original)
+        returned = normalize_line_ends(original)
     if not returned.endswith(b"\r\n"):
         returned += b"\r\n"
 

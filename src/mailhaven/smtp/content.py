@@ -21,20 +21,9 @@ How line ends are handled (the no-SMTP-smuggling rule, decided here once):
 
 from __future__ import annotations
 
-import re
+from ..message.lineends import normalize_line_ends
 
-_BARE_RE = re.compile(rb"\r\n|\r|\n")
 _END = b".\r\n"
-
-
-def normalize_line_ends(piece: bytes) -> bytes:
-    """Turn every bare CR and bare LF into CRLF (CRLF stays as it is).
-
-    ``piece`` must not end in a CR whose LF is still to come (callers hold it back)."""
-    crlf = piece.count(b"\r\n")
-    if piece.count(b"\r") == crlf and piece.count(b"\n") == crlf:
-        return piece                                    # the common case: nothing bare
-    return _BARE_RE.sub(b"\r\n", piece)
 
 
 class DotDecoder:
