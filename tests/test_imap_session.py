@@ -184,7 +184,8 @@ async def test_fetch_nested_message_rfc822(store) -> None:  # type: ignore[no-un
     assert b"BODY[2.1] {11}\r\nplain inner" in out
     assert b"BODY[2.2] {11}\r\n<p>html</p>" in out
     assert b'"message" "rfc822" NIL NIL NIL "7bit"' in out
-    assert b'("text" "plain" NIL NIL NIL "7bit" 11 1)("text" "html" NIL NIL NIL "7bit" 11 1) "alternative")' in out
+    assert (b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 11 1)'
+            b'("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 11 1) "alternative")') in out
 
 
 async def test_store_flags_and_condstore(store) -> None:  # type: ignore[no-untyped-def]

@@ -85,7 +85,8 @@ def test_header_end_is_the_end_of_the_first_blank_line(raw: bytes, start: int, e
 
 def test_encoded_message_part_still_has_envelope_body_and_lines() -> None:
     """RFC 9051 7.5.2 body-type-msg: a message/rfc822 part in base64 (not parsed) still
-    carries an envelope, a body and a line count, or strict parsers reject the response."""
+    carries an envelope, a body and a line count, or strict parsers reject the response.
+    A text part without a charset shows the default one (RFC 2046 4.1.2)."""
     import base64
 
     inner = b"From: a@b.c\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -95,7 +96,7 @@ def test_encoded_message_part_still_has_envelope_body_and_lines() -> None:
            + b"--B--\r\n")
     body = structure_summary(raw)["imap"]["body"]
     assert render_body(body, False, False) == (
-        b'(("text" "plain" NIL NIL NIL "7bit" 4 1)("message" "rfc822" NIL NIL NIL "base64" 48 '
+        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 1)("message" "rfc822" NIL NIL NIL "base64" 48 '
         b'(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) 1)'
         b' "mixed")')
     part = FetchItem(name="BODY", section=True, parts=(2,), text="HEADER", label="BODY[2.HEADER]")

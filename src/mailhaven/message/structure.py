@@ -182,6 +182,8 @@ def _entity(raw: bytes, start: int, end: int, default: tuple[str, str], depth: i
     for name, value, _ in fields:
         first.setdefault(name, _text(value))
     ctype, subtype, params = _content_type(first.get("content-type"), default)
+    if ctype.lower() == "text" and not any(k.lower() == "charset" for k, _ in params):
+        params = [*params, ["charset", "us-ascii"]]     # RFC 2046 4.1.2: the default, shown (as Dovecot)
     node: dict[str, Any] = {
         "h": [start, body_start], "e": end, "t": ctype, "s": subtype, "p": params,
         "id": first.get("content-id"), "desc": first.get("content-description"),
