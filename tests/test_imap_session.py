@@ -844,3 +844,27 @@ async def test_append_stores_bare_lf_messages_with_crlf(store) -> None:  # type:
     assert b' "7bit" 26 3 ' in out                        # size and lines of the CRLF body
     out = await c.cmd("FETCH 2 (RFC822.SIZE BINARY.PEEK[])")
     assert b"RFC822.SIZE %d BINARY[] ~{4}\r\n\x00\n\x01\n)" % len(binary) in out
+
+
+async def test_search_finds_forwarded_message_headers(store) -> None:  # type: ignore[no-untyped-def]
+    """The header of a message forwarded as message/rfc822 is part of the outer body
+    (RFC 9051 6.4.4 BODY/TEXT), so its sender and subject are found; the preview is not
+    padded with them."""
+    acct = await make_account(store)
+    raw = (b"From: a@b.example\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+           b"see below\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n"
+           b"From: Original Sender <orig@elsewhere.example>\r\nSubject: quarterly figures\r\n\r\n"
+           b"inner text\r\n--B--\r\n")
+    await deliver(store, acct.id, raw)
+    await deliver(store, acct.id, SIMPLE)
+    c = Client(store)
+    await c.login()
+    await c.cmd("SELECT INBOX")
+    await store.flush_index()
+    assert b"* SEARCH 1\r\n" in await c.cmd("SEARCH BODY elsewhere.example")
+    assert b"* SEARCH 1\r\n" in await c.cmd('SEARCH TEXT "quarterly figures"')
+    assert b"* SEARCH\r\n" in await c.cmd("SEARCH SUBJECT quarterly")      # not the outer subject
+    box = await store.get_mailbox(acct.id, "INBOX")
+    [m] = await store.get_messages(box.id, [1])
+    assert m.summary["preview"] == "see below inner text"

@@ -103,6 +103,20 @@ def body_text(msg: Message) -> tuple[str, bool, list[dict[str, Any]]]:
     return text, bool(attachments), attachments
 
 
+def embedded_headers(msg: Message) -> str:
+    """The header fields of messages forwarded inside ``msg`` (message/rfc822 parts): part
+    of its body, so SEARCH BODY and TEXT find a forwarded message's sender and subject."""
+    out: list[str] = []
+    try:
+        for part in msg.walk():
+            if part.get_content_type() in ("message/rfc822", "message/global") and part.is_multipart():
+                inner = part.get_payload(0)
+                out += [f"{k}: {decode_header_value(v)}" for k, v in inner.items()]
+    except Exception:  # noqa: BLE001 - a broken part: what was found so far
+        pass
+    return "\n".join(out)
+
+
 def summarize(raw: bytes) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message."""
     try:
@@ -130,6 +144,9 @@ def summarize(raw: bytes) -> dict[str, Any]:
         date_ts = None
     text, has_attachment, attachments = body_text(msg)
     preview = " ".join(text.split())[:PREVIEW_CHARS]
+    forwarded = embedded_headers(msg)
+    if forwarded:
+        text = f"{text}\n{forwarded}" if text else forwarded
     summary: dict[str, Any] = {
         "subject": header("Subject"),
         "from": parse_addresses(all_values("From")),
