@@ -111,7 +111,8 @@ def embedded_headers(msg: Message) -> str:
         for part in msg.walk():
             if part.get_content_type() in ("message/rfc822", "message/global") and part.is_multipart():
                 inner = part.get_payload(0)
-                out += [f"{k}: {decode_header_value(v)}" for k, v in inner.items()]
+                if isinstance(inner, Message):
+                    out += [f"{k}: {decode_header_value(v)}" for k, v in inner.items()]
     except Exception:  # noqa: BLE001 - a broken part: what was found so far
         pass
     return "\n".join(out)
