@@ -302,3 +302,23 @@ def test_a_line_of_exactly_the_limit_is_accepted_wherever_the_crlf_is_split() ->
         assert [type(e) for e in events] == [Command], (cut, events)
     too_long = feed_chunks([line + b"y\r", b"\n"], max_line=120)
     assert [e.text for e in too_long if isinstance(e, CommandError)] == ["Command line too long"]
+
+
+_LINE_PIECES = st.sampled_from([b"a", b"x1", b"UID", b"FETCH", b"1:*", b" ", b"  ", b"(", b")", b"[", b"]",
+                                b"BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]", b"\\Seen", b'"q s"', b"\xc3\xa9",
+                                b"{3}", b"<0.10>", b"\x01", b"NIL", b"BODY[1]<0.5>"])
+
+
+@given(st.lists(_LINE_PIECES, max_size=14).map(b"".join))
+def test_line_tokens_agree_with_the_tokenizer(line: bytes) -> None:
+    """The kept-per-argument-list reading of a line gives the tokenizer's tokens, or the
+    same error, for any line."""
+    from mailhaven.imap.parser import _line_tokens, _ParseError, _Tokenizer
+
+    def run(fn):  # type: ignore[no-untyped-def]
+        try:
+            return list(fn())
+        except _ParseError as exc:
+            return ("error", str(exc))
+
+    assert run(lambda: _line_tokens(line, 8)) == run(lambda: _Tokenizer([line], 8).tokens())

@@ -120,3 +120,25 @@ def test_quoted_printable_trailing_blanks_are_dropped() -> None:
     from mailhaven.imap.fetch import decode_body
 
     assert decode_body(b"hello  \r\nfoo\t= \r\nbar=3D \t\r\nend", "quoted-printable") == b"hello\r\nfoo\tbar=\r\nend"
+
+
+_HEADER_PIECES = st.sampled_from([b"Subject", b"subject", b"From", b"To", b"X-Subject", b":", b" ", b"\t",
+                                  b"\r\n", b"\n", b"a", b"\xff", b"Subject: hi\r\n", b" folded\r\n",
+                                  b"From : x\r\n"])
+
+
+@given(st.lists(_HEADER_PIECES, max_size=30).map(b"".join),
+       st.lists(st.sampled_from(["SUBJECT", "FROM", "TO", "X-SUBJECT", "DATE"]), min_size=1, max_size=3))
+def test_header_fields_by_regex_match_split_fields(block: bytes, names: list[str]) -> None:
+    """BODY[HEADER.FIELDS (...)] finds its fields with one regex; it must pick exactly what
+    split_fields and a filter pick, in order, whenever it is used (no bare CR)."""
+    from hypothesis import assume
+
+    from mailhaven.imap.fetch import _fields_regex
+    from mailhaven.message.structure import split_fields
+
+    block = block[:header_end(block, 0, len(block))]
+    assume(block.count(b"\r") == block.count(b"\r\n"))
+    wanted = {n.lower() for n in names}
+    expected = [field for name, field in split_fields(block) if name in wanted]
+    assert [m.group() for m in _fields_regex(tuple(names)).finditer(block)] == expected

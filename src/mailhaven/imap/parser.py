@@ -26,6 +26,7 @@ next command (or is ``closed`` when it cannot find one).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -283,7 +284,7 @@ class CommandReader:
                 return CommandError(tag=tag, text=f"Command {exc}")
             if line is None:
                 return NEED_DATA
-            m = _LITERAL_RE.search(line)
+            m = _LITERAL_RE.search(line) if line.endswith(b"}") else None
             if self._skip_rest:
                 # Dropping a rejected command: its further literals are skipped too.
                 if m is not None:
@@ -296,12 +297,12 @@ class CommandReader:
                     continue
                 self._skip_rest = False
                 continue
-            if not self._pieces:
-                self._head = _command_head(line)
             self._size += len(line) + 2
             if m is None:
                 self._pieces.append(line)
                 return self._finish()
+            if not self._pieces:
+                self._head = _command_head(line)
             size = int(m.group(2))
             self._pieces.append(line)
             announced = LiteralAnnounced(
@@ -339,6 +340,8 @@ class CommandReader:
         except _TaggedError as exc:
             return CommandError(tag=exc.tag, text=str(exc))
         except _ParseError as exc:
+            if head is None:                    # a one-line command: its head only now
+                head = _command_head(pieces[0])
             return CommandError(tag=head[0] if head else None, text=str(exc))
 
 
@@ -489,12 +492,44 @@ class _Tokenizer:
         raise _ParseError("Unterminated [")
 
 
+_ATOMS_THEN_SPACE = re.compile(rb'(?:[^\x00-\x20()\x7f"{\[]+ )*')
+"""Plain atoms, each followed by one space: how nearly every command line starts."""
+_BAD_TAG = re.compile(r'[+*%"\\(){\]]')
+"""Characters a tag may not hold (RFC 9051 9: tag = 1*<any ASTRING-CHAR except "+">)."""
+_PLAIN_ATOM = re.compile(rb'[^\x00-\x20()\x7f"{\[]+')
+
+
+@functools.lru_cache(maxsize=512)
+def _list_tokens(rest: bytes, max_depth: int) -> tuple[Token, ...]:
+    return tuple(_Tokenizer([rest], max_depth).tokens())
+
+
+def _line_tokens(line: bytes, max_depth: int) -> list[Token]:
+    """The tokens of a command line without literals. Clients send the same few argument
+    lists over and over with a new tag and sequence set, so a line is read as its leading
+    plain atoms (split at spaces) and the rest from ``(``, tokenized once and kept (tokens
+    are immutable). Anything else goes to the tokenizer whole; either way the same tokens."""
+    if line.isascii():
+        end = _ATOMS_THEN_SPACE.match(line).end()  # type: ignore[union-attr]
+        rest = line[end:]
+        head: list[Token] = [Atom(value=a.decode("ascii")) for a in line[:end].split(b" ")[:-1]]
+        if rest[:1] == b"(":
+            return head + list(_list_tokens(rest, max_depth))
+        if _PLAIN_ATOM.fullmatch(rest):
+            head.append(Atom(value=rest.decode("ascii")))
+            return head
+    return _Tokenizer([line], max_depth).tokens()
+
+
 def _tokenize_command(pieces: list[bytes], max_depth: int, size: int) -> Command:
-    tokens = _Tokenizer(pieces, max_depth).tokens()
+    if len(pieces) == 1:
+        tokens = _line_tokens(pieces[0], max_depth)
+    else:
+        tokens = _Tokenizer(pieces, max_depth).tokens()
     if not tokens or not isinstance(tokens[0], Atom):
         raise _ParseError("Missing tag")
     tag = tokens[0].value
-    if "+" in tag or any(c in tag for c in '*%"\\(){]'):
+    if _BAD_TAG.search(tag):
         raise _ParseError("Invalid tag")
     if len(tokens) < 2 or not isinstance(tokens[1], Atom):
         raise _TaggedError(tag, "Missing command")
