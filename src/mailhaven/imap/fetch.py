@@ -125,6 +125,15 @@ def parse_item(value: str) -> FetchItem:
                      peek=kind.endswith(".PEEK") or kind == "BINARY.SIZE", label=label)
 
 
+_UID_ITEM = FetchItem(name="UID", label="UID")
+
+
+@functools.lru_cache(maxsize=1024)
+def flags_item(flags: frozenset[str]) -> bytes:
+    """``FLAGS (...)`` for a flag set (a mailbox has few distinct ones: rendered once each)."""
+    return b"FLAGS " + flag_list(flags).encode()
+
+
 # -- the command ----------------------------------------------------------------------
 
 
@@ -181,7 +190,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
         if "MODSEQ" not in names:
             items.append(FetchItem(name="MODSEQ", label="MODSEQ"))
     if cmd.uid and "UID" not in names:
-        items.insert(0, FetchItem(name="UID", label="UID"))
+        items.insert(0, _UID_ITEM)
     if not s.condstore and changed_since is None and _by_columns(s, items):
         await _fetch_columns(s, sel.live_only(uids), items)
         return "FETCH completed"
@@ -339,7 +348,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                     text = shown.get(key)
                     if text is None:
                         s.ensure_flags_known(key[0])
-                        text = shown[key] = b"FLAGS " + flag_list(s.shown_flags(uid, key[0])).encode()
+                        text = shown[key] = flags_item(s.shown_flags(uid, key[0]))
                     parts.append(text)
                 elif name == "RFC822.SIZE":
                     parts.append(b"RFC822.SIZE %d" % sizes[i])
@@ -377,7 +386,7 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             out.append(b"UID %d" % uid)
         elif name == "FLAGS":
             s.ensure_flags_known(meta.flags)
-            out.append(b"FLAGS " + flag_list(s.shown_flags(uid, meta.flags)).encode())
+            out.append(flags_item(s.shown_flags(uid, meta.flags)))
             flags_done = True
             if s.condstore and not any(i.name == "MODSEQ" for i in items):
                 out.append(b"MODSEQ (%d)" % meta.modseq)
@@ -425,7 +434,7 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
                 out.append(item.label.encode() + b" " + literal(data, binary=b"\x00" in data))
     if seen_now and not flags_done:
         s.ensure_flags_known(meta.flags)
-        out.append(b"FLAGS " + flag_list(s.shown_flags(uid, meta.flags)).encode())
+        out.append(flags_item(s.shown_flags(uid, meta.flags)))
         if s.condstore:
             out.append(b"MODSEQ (%d)" % meta.modseq)
     return out
