@@ -4,7 +4,9 @@ and RSS with many idle IDLE connections. Optionally the same workload against Do
     python bench/imap.py [--messages 10000] [--idle 2000] [--dovecot]
 
 Starts its own ``mailhaven serve`` on free ports in a temporary directory (and, with
-``--dovecot``, a private Dovecot instance). Prints figures; asserts nothing.
+``--dovecot``, a private Dovecot instance beside it). The short timed runs alternate between
+the two servers, so the ratio is not skewed by a slow spell of a shared machine falling on
+one of them. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -256,21 +258,27 @@ def _rss(pids: list[int]) -> int:
 # -- workloads ------------------------------------------------------------------------
 
 
-async def bench_logins(port: int, seconds: float, concurrency: int) -> float:
-    count = 0
-    deadline = time.perf_counter() + seconds
+async def bench_logins(ports: dict[str, int], seconds: float, concurrency: int) -> dict[str, float]:
+    """Logins per second, in one-second turns per server, alternating, until each has had
+    ``seconds`` (a whole series at once would put a slow spell on one server only)."""
+    counts = {name: 0 for name in ports}
+    spent = {name: 0.0 for name in ports}
+    turns = max(1, round(seconds))
+    for i in range(turns):
+        for name in list(ports) if i % 2 == 0 else list(reversed(list(ports))):
+            deadline = time.perf_counter() + seconds / turns
 
-    async def worker() -> None:
-        nonlocal count
-        while time.perf_counter() < deadline:
-            c = await Conn.open(port)
-            await c.login()
-            await c.close()
-            count += 1
+            async def worker(port: int = ports[name], name: str = name, deadline: float = deadline) -> None:
+                while time.perf_counter() < deadline:
+                    c = await Conn.open(port)
+                    await c.login()
+                    await c.close()
+                    counts[name] += 1
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return count / (time.perf_counter() - start)
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            spent[name] += time.perf_counter() - start
+    return {name: counts[name] / spent[name] for name in ports}
 
 
 async def bench_append(port: int, messages: list[bytes], concurrency: int) -> dict[str, float]:
@@ -300,39 +308,58 @@ async def bench_append(port: int, messages: list[bytes], concurrency: int) -> di
 
 
 REPEAT = 5
-"""Each timed workload runs this many times and the median rate is reported: one run of a
-bulk FETCH lasts a fraction of a second, and on a shared machine a single run swung the
-ratio to Dovecot by a factor of two either way."""
+"""Each timed workload runs this many times per server and the median rate is reported:
+one run of a bulk FETCH lasts a fraction of a second, and on a shared machine a single run
+swung the ratio to Dovecot by a factor of two either way."""
+
+Run = Callable[[], Awaitable[object]]
 
 
-async def _median_rate(n: int, run: Callable[[], Awaitable[object]], repeat: int = REPEAT) -> float:
-    rates = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        await run()
-        rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
+async def _median_rates(n: int, runs: dict[str, Run], repeat: int = REPEAT) -> dict[str, float]:
+    """The median rate of each server's run, the servers' runs interleaved (A B, then B A,
+    ...) so that a slow spell of the shared machine falls on both, not on one server's
+    whole series."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for i in range(repeat):
+        for name in order if i % 2 == 0 else reversed(order):
+            start = time.perf_counter()
+            await runs[name]()
+            rates[name].append(n / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
-async def bench_fetch_search(port: int, total: int) -> dict[str, float]:
-    c = await Conn.open(port)
-    await c.login()
-    await c.cmd("SELECT INBOX")
-    out: dict[str, float] = {}
-    out["fetch flags msgs/s"] = await _median_rate(
-        total, lambda: c.cmd("FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)"))
-    out["fetch envelope+bodystructure msgs/s"] = await _median_rate(
-        total, lambda: c.cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)"))
+async def bench_fetch_search(ports: dict[str, int], total: int) -> dict[str, dict[str, float]]:
+    conns: dict[str, Conn] = {}
+    for name, port in ports.items():
+        conns[name] = c = await Conn.open(port)
+        await c.login()
+        await c.cmd("SELECT INBOX")
+    out: dict[str, dict[str, float]] = {name: {} for name in ports}
+
+    async def measure(label: str, n: int, command: Callable[[Conn], Run], repeat: int = REPEAT) -> None:
+        print(f"  {label}", file=sys.stderr, flush=True)
+        for name, rate in (await _median_rates(n, {k: command(c) for k, c in conns.items()}, repeat)).items():
+            out[name][label] = rate
+
+    def cmd(text: str) -> Callable[[Conn], Run]:
+        return lambda c: lambda: c.cmd(text)
+
+    await measure("fetch flags msgs/s", total, cmd("FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)"))
+    await measure("fetch envelope+bodystructure msgs/s", total, cmd("FETCH 1:* (ENVELOPE BODYSTRUCTURE)"))
     n = min(total, 2000)
-    _, size = await c.cmd(f"FETCH 1:{n} (BODY.PEEK[])")
-    out["fetch BODY[] msgs/s"] = await _median_rate(n, lambda: c.cmd(f"FETCH 1:{n} (BODY.PEEK[])"))
-    out["fetch BODY[] MB/s"] = out["fetch BODY[] msgs/s"] * size / n / 1e6
+    sizes = {name: (await c.cmd(f"FETCH 1:{n} (BODY.PEEK[])"))[1] for name, c in conns.items()}
+    await measure("fetch BODY[] msgs/s", n, cmd(f"FETCH 1:{n} (BODY.PEEK[])"))
+    for name in out:
+        out[name]["fetch BODY[] MB/s"] = out[name]["fetch BODY[] msgs/s"] * sizes[name] / n / 1e6
 
-    async def singles() -> None:
-        for _ in range(200):
-            await c.cmd(f"UID FETCH {random.randint(1, total)} (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+    def singles(c: Conn) -> Run:
+        async def run() -> None:
+            for _ in range(200):
+                await c.cmd(f"UID FETCH {random.randint(1, total)} (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+        return run
 
-    out["single-message fetch cmds/s"] = await _median_rate(200, singles)
+    await measure("single-message fetch cmds/s", 200, singles)
     searches = {
         "search UNSEEN LARGER": "SEARCH UNSEEN LARGER 1000",
         "search SUBJECT (fts)": 'SEARCH SUBJECT "tango"',
@@ -340,13 +367,16 @@ async def bench_fetch_search(port: int, total: int) -> dict[str, float]:
         "search FROM (fts)": 'SEARCH FROM "sender42"',
     }
     for label, command in searches.items():
-        print(f"  {label}", file=sys.stderr, flush=True)
-        out[f"{label} searches/s"] = await _median_rate(1, lambda command=command: c.cmd(command), repeat=10)
-    out["SELECT of the big mailbox /s"] = await _median_rate(1, lambda: c.cmd("SELECT INBOX"), repeat=9)
-    stores = iter(["+", "-"] * REPEAT)
-    out["store +FLAGS/-FLAGS msgs/s"] = await _median_rate(
-        total, lambda: c.cmd(f"STORE 1:* {next(stores)}FLAGS.SILENT (\\Seen)"), repeat=2 * REPEAT)
-    await c.close()
+        await measure(f"{label} searches/s", 1, cmd(command), repeat=10)
+    await measure("SELECT of the big mailbox /s", 1, cmd("SELECT INBOX"), repeat=9)
+
+    def stores(c: Conn) -> Run:
+        signs = iter(["+", "-"] * REPEAT)
+        return lambda: c.cmd(f"STORE 1:* {next(signs)}FLAGS.SILENT (\\Seen)")
+
+    await measure("store +FLAGS/-FLAGS msgs/s", total, stores, repeat=2 * REPEAT)
+    for c in conns.values():
+        await c.close()
     return out
 
 
@@ -404,23 +434,27 @@ async def bench_idle(server: Mailhaven | Dovecot, port: int, count: int) -> dict
     }
 
 
-async def run_all(server: Mailhaven | Dovecot, args: argparse.Namespace) -> dict[str, float]:
+async def run_all(servers: list[Mailhaven | Dovecot], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Every workload on every server: APPENDs and IDLE one server at a time (they measure
+    a server's own memory and throughput over tens of seconds), the short timed runs
+    interleaved between the servers."""
     rng = random.Random(42)
-    results: dict[str, float] = {}
     messages = [make_message(i, rng) for i in range(args.messages)]
-
-    def progress(what: str) -> None:
-        print(f"[{server.name}] {what}", file=sys.stderr, flush=True)
-
-    progress("append")
-    results.update(await bench_append(server.port, messages, 8))
-    progress("fetch/search")
-    results.update(await bench_fetch_search(server.port, args.messages))
-    progress("logins")
-    results["logins/s (4 conns)"] = await bench_logins(server.port, args.login_seconds, 4)
+    results: dict[str, dict[str, float]] = {server.name: {} for server in servers}
+    ports = {server.name: server.port for server in servers}
+    for server in servers:
+        print(f"[{server.name}] append", file=sys.stderr, flush=True)
+        results[server.name].update(await bench_append(server.port, messages, 8))
+    print("fetch/search", file=sys.stderr, flush=True)
+    for name, figures in (await bench_fetch_search(ports, args.messages)).items():
+        results[name].update(figures)
+    print("logins", file=sys.stderr, flush=True)
+    for name, rate in (await bench_logins(ports, args.login_seconds, 4)).items():
+        results[name]["logins/s (4 conns)"] = rate
     if args.idle:
-        progress("idle")
-        results.update(await bench_idle(server, server.port, args.idle))
+        for server in servers:
+            print(f"[{server.name}] idle", file=sys.stderr, flush=True)
+            results[server.name].update(await bench_idle(server, server.port, args.idle))
     return results
 
 
@@ -444,19 +478,21 @@ def main() -> int:
     if (args.dovecot or args.only_dovecot) and shutil.which("dovecot"):
         servers.append(Dovecot(tmp, args.idle))
     table: dict[str, dict[str, float]] = {}
+    started: list[Mailhaven | Dovecot] = []
     try:
         for server in servers:
             server.start()
-            try:
-                table[server.name] = asyncio.run(run_all(server, args))
-            except Exception as exc:  # noqa: BLE001 - report and carry on with the other server
-                print(f"{server.name} failed: {exc}", file=sys.stderr)
-                log = getattr(server, "dir", tmp) / "dovecot.log"
-                if log.exists():
-                    print(log.read_text()[-2000:], file=sys.stderr)
-            finally:
-                server.stop()
+            started.append(server)
+        table = asyncio.run(run_all(servers, args))
+    except Exception as exc:  # noqa: BLE001 - say what failed, with Dovecot's log if it was Dovecot
+        print(f"benchmark failed: {exc!r}", file=sys.stderr)
+        log = tmp / "dovecot" / "dovecot.log"
+        if log.exists():
+            print(log.read_text()[-2000:], file=sys.stderr)
+        return 1
     finally:
+        for server in started:
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     names = list(table)
     print(f"\nIMAP benchmark, {args.messages} messages, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
