@@ -867,3 +867,23 @@ async def test_search_finds_forwarded_message_headers(store) -> None:  # type: i
     box = await store.get_mailbox(acct.id, "INBOX")
     [m] = await store.get_messages(box.id, [1])
     assert m.summary["preview"] == "see below inner text"
+
+
+async def test_fetch_preview(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 8970 PREVIEW: the readable text's first 256 characters, whitespace collapsed,
+    as computed at delivery; (LAZY) answers the same, other modifiers are BAD; non-ASCII
+    text goes as a literal to a session without UTF8=ACCEPT."""
+    acct = await make_account(store)
+    await deliver(store, acct.id, SIMPLE)
+    await deliver(store, acct.id, b"From: a@b.example\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                  b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9   au\r\n  lait " + b"x" * 400 + b"\r\n")
+    c = Client(store)
+    await c.login()
+    assert b" PREVIEW" in await c.cmd("CAPABILITY")
+    await c.cmd("SELECT INBOX")
+    assert b'* 1 FETCH (UID 1 PREVIEW "Shall we meet at noon?")' in await c.cmd("UID FETCH 1 (PREVIEW)")
+    assert b'PREVIEW "Shall we meet at noon?"' in await c.cmd("FETCH 1 (FLAGS PREVIEW (LAZY))")
+    out = await c.cmd("FETCH 2 PREVIEW")
+    text = "Café au lait " + "x" * 243
+    assert b"PREVIEW {%d}\r\n" % len(text.encode()) + text.encode() + b")" in out
+    await c.cmd("FETCH 1 (PREVIEW (FAST))", expect="BAD")

@@ -29,6 +29,7 @@ from .responses import (
     No,
     flag_list,
     literal,
+    nstring,
     sequence_set,
 )
 
@@ -47,7 +48,7 @@ _HEADER_TEXTS = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
 _BODY_ITEMS = {"RFC822", "RFC822.TEXT", "BINARY", "BINARY.SIZE"}
 """Items that need more of the message than its header."""
 _SIMPLE = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
-           "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
+           "BODY", "BODYSTRUCTURE", "UID", "MODSEQ", "PREVIEW"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +69,12 @@ class FetchItem:
 def parse_items(tokens: list[Any]) -> list[FetchItem]:
     out: list[FetchItem] = []
     for tok in tokens:
+        if isinstance(tok, ParenList) and out and out[-1].name == "PREVIEW":
+            # RFC 8970 3.1: PREVIEW (LAZY). Every message has its preview from delivery,
+            # so LAZY never has to answer NIL.
+            if not all(isinstance(m, Atom) and m.value.upper() == "LAZY" for m in tok.items):
+                raise Bad("Unknown PREVIEW modifier")
+            continue
         if not isinstance(tok, Atom):
             raise Bad("Invalid FETCH item")
         out.append(parse_item(tok.value))
@@ -224,13 +231,13 @@ class _Plan:
         plain = {i.name for i in items if not i.section}
         names = {i.name for i in items}
         by_structure = any(i.section and (i.parts or i.text == "MIME" or i.name != "BODY") for i in items)
-        need_summary = bool(plain & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}) or by_structure
+        need_summary = bool(plain & {"ENVELOPE", "BODY", "BODYSTRUCTURE", "PREVIEW"}) or by_structure
         need_raw = bool(names & (_BODY_ITEMS | {"RFC822.HEADER"})) or any(i.section for i in items)
         return cls(
             need_summary=need_summary,
             # ENVELOPE and BODYSTRUCTURE alone, for a session without UTF8=ACCEPT: the forms
             # rendered at delivery serve, and the summary is neither read nor decoded.
-            wire=need_summary and not utf8 and "BODY" not in plain and not by_structure,
+            wire=need_summary and not utf8 and not plain & {"BODY", "PREVIEW"} and not by_structure,
             need_raw=need_raw,
             sets_seen=not readonly and any(
                 (i.section and not i.peek) or i.name in ("RFC822", "RFC822.TEXT") for i in items),
@@ -409,6 +416,11 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
                 body = structure_summary(raw)["imap"]["body"] if raw else None
             rendered = render_body(body, name == "BODYSTRUCTURE", utf8) if body else b'("text" "plain" NIL NIL NIL "7bit" 0 0)'
             out.append(name.encode() + b" " + rendered)
+        elif name == "PREVIEW":
+            # RFC 8970: up to 256 characters of the readable text, whitespace collapsed,
+            # computed at delivery (a message from before that has none: its raw text).
+            text = msg.summary.get("preview") if msg is not None else None
+            out.append(b"PREVIEW " + nstring(text if text is not None else "", utf8=utf8))
         elif name == "RFC822":
             out.append(b"RFC822 " + literal(raw))
         elif name == "RFC822.HEADER":
