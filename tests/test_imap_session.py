@@ -771,12 +771,7 @@ async def test_search_empty_header_string_and_esearch_extremes(store) -> None:  
     does, RFC 9051 6.4.4); RETURN (MIN) / (MAX) report the MODSEQ of the message returned
     (RFC 4731 3.2) and SAVE with them keeps only those (RFC 5182 2.4). imaptest's
     search-header and esearch-condstore scripts check both."""
-    acct = await make_account(store)
-    await deliver(store, acct.id, SIMPLE)
-    await deliver(store, acct.id, SIMPLE.replace(b"Subject: Lunch plans\r\n", b""))
-    await deliver(store, acct.id, MULTI)
-    c = Client(store)
-    await c.login()
+    _, c = await setup(store, SIMPLE, SIMPLE.replace(b"Subject: Lunch plans\r\n", b""), MULTI)
     await c.cmd("SELECT INBOX")
     assert b"* SEARCH 1 3\r\n" in await c.cmd('SEARCH SUBJECT ""')
     assert b"* SEARCH 2\r\n" in await c.cmd('SEARCH NOT SUBJECT ""')
@@ -850,16 +845,12 @@ async def test_search_finds_forwarded_message_headers(store) -> None:  # type: i
     """The header of a message forwarded as message/rfc822 is part of the outer body
     (RFC 9051 6.4.4 BODY/TEXT), so its sender and subject are found; the preview is not
     padded with them."""
-    acct = await make_account(store)
     raw = (b"From: a@b.example\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
            b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
            b"see below\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n"
            b"From: Original Sender <orig@elsewhere.example>\r\nSubject: quarterly figures\r\n\r\n"
            b"inner text\r\n--B--\r\n")
-    await deliver(store, acct.id, raw)
-    await deliver(store, acct.id, SIMPLE)
-    c = Client(store)
-    await c.login()
+    acct, c = await setup(store, raw, SIMPLE)
     await c.cmd("SELECT INBOX")
     assert b"* SEARCH 1\r\n" in await c.cmd("SEARCH BODY elsewhere.example")
     assert b"* SEARCH 1\r\n" in await c.cmd('SEARCH TEXT "quarterly figures"')
@@ -873,12 +864,9 @@ async def test_fetch_preview(store) -> None:  # type: ignore[no-untyped-def]
     """RFC 8970 PREVIEW: the readable text's first 256 characters, whitespace collapsed,
     as computed at delivery; (LAZY) answers the same, other modifiers are BAD; non-ASCII
     text goes as a literal to a session without UTF8=ACCEPT."""
-    acct = await make_account(store)
-    await deliver(store, acct.id, SIMPLE)
-    await deliver(store, acct.id, b"From: a@b.example\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                                  b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9   au\r\n  lait " + b"x" * 400 + b"\r\n")
-    c = Client(store)
-    await c.login()
+    _, c = await setup(store, SIMPLE, b"From: a@b.example\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                      b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9   au\r\n  lait "
+                                      + b"x" * 400 + b"\r\n")
     assert b" PREVIEW" in await c.cmd("CAPABILITY")
     await c.cmd("SELECT INBOX")
     assert b'* 1 FETCH (UID 1 PREVIEW "Shall we meet at noon?")' in await c.cmd("UID FETCH 1 (PREVIEW)")
