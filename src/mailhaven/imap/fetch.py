@@ -198,10 +198,10 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
             items.append(FetchItem(name="MODSEQ", label="MODSEQ"))
     if cmd.uid and "UID" not in names:
         items.insert(0, _UID_ITEM)
-    if not s.condstore and changed_since is None and _by_columns(s, items):
-        await _fetch_columns(s, sel.live_only(uids), items)
-        return "FETCH completed"
     uids = sel.live_only(uids)
+    if not s.condstore and changed_since is None and _by_columns(s, items):
+        await _fetch_columns(s, uids, items)
+        return "FETCH completed"
     plan = _Plan.of(s, items)
     for start in range(0, len(uids), 200):
         await _fetch_chunk(s, uids[start:start + 200], items, plan)
@@ -418,7 +418,7 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             out.append(name.encode() + b" " + rendered)
         elif name == "PREVIEW":
             # RFC 8970: up to 256 characters of the readable text, whitespace collapsed,
-            # computed at delivery (a message from before that has none: its raw text).
+            # computed at delivery (a summary without one: the empty preview).
             text = msg.summary.get("preview") if msg is not None else None
             out.append(b"PREVIEW " + nstring(text if text is not None else "", utf8=utf8))
         elif name == "RFC822":
