@@ -29,14 +29,17 @@ def test_budget_evicts_least_recently_used_first() -> None:
 
 
 def _count_raw_reads(store: Any) -> list[list[int]]:
+    """The UIDs of each read of message bytes from the store (either call)."""
     calls: list[list[int]] = []
-    real = store.get_messages_raw
 
-    async def counting(mailbox_id: int, uids: Any, **kw: Any) -> Any:
-        calls.append(sorted(uids))
-        return await real(mailbox_id, uids, **kw)
+    def counted(real: Any) -> Any:
+        async def counting(mailbox_id: int, uids: Any, **kw: Any) -> Any:
+            calls.append(sorted(uids))
+            return await real(mailbox_id, uids, **kw)
+        return counting
 
-    store.get_messages_raw = counting
+    store.get_messages_raw = counted(store.get_messages_raw)
+    store.get_raw = counted(store.get_raw)
     return calls
 
 

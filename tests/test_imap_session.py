@@ -721,16 +721,21 @@ async def test_column_fetch_fast_path_answers_as_the_general_one(store, monkeypa
     for command in ("FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)", "UID FETCH 2:5 FLAGS",
                     "FETCH 3,1,5 (FLAGS UID)", "FETCH 1:* FAST", "UID FETCH 1:* (INTERNALDATE)",
                     "FETCH 1:* (ENVELOPE BODYSTRUCTURE)", "FETCH 1:* ALL", "UID FETCH 1,3:* (FLAGS BODY.PEEK[])",
-                    "FETCH 2:4 (RFC822.SIZE BODY.PEEK[] UID ENVELOPE)", "UID FETCH 5:6 (BODYSTRUCTURE)"):
+                    "FETCH 2:4 (RFC822.SIZE BODY.PEEK[] UID ENVELOPE)", "UID FETCH 5:6 (BODYSTRUCTURE)",
+                    "UID FETCH 3 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)", "FETCH 1:* (BODY.PEEK[HEADER])",
+                    "FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS.NOT (Subject Date)])", "FETCH 1 (BODY.PEEK[]<0.10>)",
+                    "UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (To MIME-Version)]<4.20> BODY.PEEK[HEADER]<300>)",
+                    "FETCH 2,4 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[] FLAGS)", "FETCH 3 BODY.PEEK[HEADER.FIELDS (From)]", "UID FETCH 999 UID"):
         taken.clear()
         a, b = await both(command)
         assert a == b, command
         assert taken, command
     monkeypatch.setattr(fetch, "_by_columns", spy)
-    for command in ("FETCH 1 (BODY.PEEK[]<0.10>)", "FETCH 1 (BODY[])", "FETCH 1 (BODY)", "FETCH 1 (BODY.PEEK[1])"):
+    for command in ("FETCH 1 (BODY[HEADER])", "FETCH 1 (BODY[])", "FETCH 1 (BODY)", "FETCH 1 (BODY.PEEK[1])",
+                    "FETCH 1 (BODY.PEEK[TEXT])", "FETCH 1 (BODY.PEEK[1.HEADER])"):
         taken.clear()
         await other.cmd(command)
-        assert not taken, command                            # partials, \\Seen, BODY, parts: general
+        assert not taken, command                            # \\Seen, BODY, parts, TEXT: general
     monkeypatch.setattr(fetch, "_by_columns", real)
     await other.cmd("UID STORE 4 +FLAGS ($New)")             # a keyword neither session was told of
     await deliver(store, acct.id, SIMPLE)                    # \\Recent: the fast session claims it

@@ -51,8 +51,10 @@ _SIMPLE = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC8
            "BODY", "BODYSTRUCTURE", "UID", "MODSEQ", "PREVIEW"}
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class FetchItem:
+    """One FETCH item. Compared and hashed as the object: :func:`parse_item` keeps one per
+    spelling, and the plans kept per item list look their lists up on every FETCH."""
     name: str
     """ENVELOPE, FLAGS, ..., or BODY / BINARY / BINARY.SIZE for a section."""
     section: bool = False
@@ -64,6 +66,19 @@ class FetchItem:
     peek: bool = False
     label: str = ""
     """How the item is named in the response (``BODY[HEADER.FIELDS (SUBJECT)]``)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _items_of(tok: Any) -> tuple[FetchItem, ...]:
+    """The items a FETCH names (a list, a macro or one item), kept per token: clients send
+    the same few item lists over and over, and the parser hands back the same tokens."""
+    if isinstance(tok, ParenList):
+        return tuple(parse_items(list(tok.items)))
+    if isinstance(tok, Atom) and tok.value.upper() in _MACROS:
+        return tuple(parse_item(x) for x in _MACROS[tok.value.upper()])
+    if isinstance(tok, Atom):
+        return (parse_item(tok.value),)
+    raise Bad("Invalid FETCH items")
 
 
 def parse_items(tokens: list[Any]) -> list[FetchItem]:
@@ -133,6 +148,7 @@ def parse_item(value: str) -> FetchItem:
 
 
 _UID_ITEM = FetchItem(name="UID", label="UID")
+_MODSEQ_ITEM = FetchItem(name="MODSEQ", label="MODSEQ")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -148,15 +164,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
     sel = s.require_selected()
     args = Args(cmd.args)
     uids = resolve_set(s, args.atom("sequence set"), cmd.uid)
-    tok = args.next("fetch items")
-    if isinstance(tok, ParenList):
-        items = parse_items(list(tok.items))
-    elif isinstance(tok, Atom) and tok.value.upper() in _MACROS:
-        items = [parse_item(x) for x in _MACROS[tok.value.upper()]]
-    elif isinstance(tok, Atom):
-        items = [parse_item(tok.value)]
-    else:
-        raise Bad("Invalid FETCH items")
+    items = list(_items_of(args.next("fetch items")))
     changed_since: int | None = None
     vanished = False
     if args.peek_list():
@@ -195,7 +203,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
                 s.untagged(f"VANISHED (EARLIER) {sequence_set(gone)}")
         uids = [u for u in uids if sel.meta[u].modseq > changed_since]
         if "MODSEQ" not in names:
-            items.append(FetchItem(name="MODSEQ", label="MODSEQ"))
+            items.append(_MODSEQ_ITEM)
     if cmd.uid and "UID" not in names:
         items.insert(0, _UID_ITEM)
     uids = sel.live_only(uids)
@@ -296,16 +304,44 @@ _WIRE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
 def _by_columns(s: Session, items: list[FetchItem]) -> bool:
     """Whether :func:`_fetch_columns` can answer: view columns, the ENVELOPE and
     BODYSTRUCTURE rendered at delivery (not for UTF8=ACCEPT, which gets its own form), and
-    whole messages that do not set \\Seen."""
-    sel = s.require_selected()
-    for item in items:
-        if item.section:
-            if item.name != "BODY" or item.parts or item.text or item.partial is not None or not (
-                    item.peek or sel.readonly):
-                return False
-        elif item.name not in META_ITEMS and (s.utf8 or item.name not in _WIRE_ITEMS):
-            return False
-    return True
+    the whole message or its header fields, when that does not set \\Seen."""
+    return _ColumnPlan.of(tuple(items), s.utf8, s.require_selected().readonly) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _ColumnPlan:
+    """What :func:`_fetch_columns` does for one item list, worked out once."""
+
+    names: tuple[str, ...]
+    labels: tuple[bytes, ...]
+    """``BODY[HEADER] `` and so on: how each section item starts in the response."""
+    wire: bool
+    """ENVELOPE or BODYSTRUCTURE, as rendered at delivery."""
+    raw: bool
+    """The whole message."""
+    headers: bool
+    """Only the header block (from this process's cache)."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def of(items: tuple[FetchItem, ...], utf8: bool, readonly: bool) -> _ColumnPlan | None:
+        for item in items:
+            if item.section:
+                if item.name != "BODY" or item.parts or item.text not in _COLUMN_SECTIONS or not (
+                        item.peek or readonly):
+                    return None
+            elif item.name not in META_ITEMS and (utf8 or item.name not in _WIRE_ITEMS):
+                return None
+        names = tuple(item.name for item in items)
+        sections = [item for item in items if item.section]
+        raw = any(not item.text for item in sections)
+        return _ColumnPlan(names=names, labels=tuple(item.label.encode() + b" " for item in items),
+                           wire=not _WIRE_ITEMS.isdisjoint(names), raw=raw,
+                           headers=bool(sections) and not raw)
+
+
+_COLUMN_SECTIONS = ("", *_HEADER_TEXTS)
+"""Sections of the message itself (no part numbers): the bytes, or its header block."""
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -320,11 +356,12 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     and BODYSTRUCTURE as stored at delivery and the message bytes, read as plain tuples
     (no Message objects). The same bytes as :func:`_render` (a test compares them)."""
     sel = s.require_selected()
+    plan = _ColumnPlan.of(tuple(items), s.utf8, sel.readonly)
+    assert plan is not None
+    names, labels, wire, raw, headers = plan.names, plan.labels, plan.wire, plan.raw, plan.headers
     recent = sel.recent if not s.rev2 else set()
     shown: dict[tuple[frozenset[str], bool], bytes] = {}
-    names = [item.name for item in items]
-    wire = not _WIRE_ITEMS.isdisjoint(names)
-    raw = "BODY" in names
+    cache = header_cache(s.store)
     step = 100 if raw else 1000
     for start in range(0, len(uids), step):
         chunk = uids[start:start + step]
@@ -337,6 +374,17 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                 continue
         if raw:
             bodies = dict(await s.store.get_raw(sel.id, chunk))
+        elif headers:       # header blocks from this process's cache; whole messages for the rest
+            missing = []
+            for uid in chunk:
+                header = cache.get((sel.id, sel.uidvalidity, uid))
+                if header is None:
+                    missing.append(uid)
+                else:
+                    bodies[uid] = header
+            if missing:
+                for uid, data in await s.store.get_raw(sel.id, missing):
+                    bodies[uid] = cache.put_message((sel.id, sel.uidvalidity, uid), data)
         view = sel.uids
         flags_of, sizes, dates = sel.column("flags"), sel.column("sizes"), sel.column("dates")
         i = bisect.bisect_left(view, chunk[0])
@@ -344,10 +392,11 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
         for uid in chunk:
             while i < len(view) and view[i] < uid:
                 i += 1
-            if i == len(view) or view[i] != uid or (wire and uid not in forms) or (raw and uid not in bodies):
+            if i == len(view) or view[i] != uid or (wire and uid not in forms) or (
+                    (raw or headers) and uid not in bodies):
                 continue        # expunged meanwhile; its EXPUNGE comes at the next allowed moment
             parts = []
-            for name in names:
+            for k, name in enumerate(names):
                 if name == "UID":
                     parts.append(b"UID %d" % uid)
                 elif name == "FLAGS":
@@ -366,8 +415,14 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                 elif name == "BODYSTRUCTURE":
                     parts.append(b"BODYSTRUCTURE " + forms[uid][1])  # type: ignore[operator]
                 else:
+                    item = items[k]
                     data = bodies[uid]
-                    parts.append(b"BODY[] {%d}\r\n%s" % (len(data), data))
+                    if item.text:     # bodies are header blocks, or whole messages beside BODY[]
+                        data = header_section(data, item) if headers else section_bytes(data, None, item)
+                    if item.partial is not None:
+                        start, length = item.partial
+                        data = data[start:] if length is None else data[start:start + length]
+                    parts.append(b"%s{%d}\r\n%s" % (labels[k], len(data), data))
             lines.append(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
         s.write(b"".join(lines))
         await s.maybe_flush()
@@ -499,14 +554,20 @@ def section_bytes(raw: bytes, root: dict[str, Any] | None, item: FetchItem) -> b
     message = node if not item.parts else node.get("msg")
     if message is None:
         return b""
-    header = raw[message["h"][0]:message["h"][1]]
     if item.text == "TEXT":
         return raw[message["h"][1]:message["e"]]
+    return header_section(raw[message["h"][0]:message["h"][1]], item)
+
+
+def header_section(header: bytes, item: FetchItem) -> bytes:
+    """HEADER, HEADER.FIELDS or HEADER.FIELDS.NOT of a message whose header block (through
+    the blank line) is ``header``."""
     if item.text == "HEADER":
         return header
     keep = item.text == "HEADER.FIELDS"
-    if keep and header.count(b"\r") == header.count(b"\r\n") and all(f.isascii() for f in item.fields):
-        chosen = [m.group() for m in _fields_regex(item.fields).finditer(header)]
+    pattern = _fields_regex(item.fields) if keep else None
+    if pattern is not None and header.count(b"\r") == header.count(b"\r\n"):
+        chosen = [m.group() for m in pattern.finditer(header)]
     else:
         wanted = {f.lower() for f in item.fields}
         chosen = [field for name, field in split_fields(header) if (name in wanted) == keep]
@@ -515,10 +576,13 @@ def section_bytes(raw: bytes, root: dict[str, Any] | None, item: FetchItem) -> b
 
 
 @functools.lru_cache(maxsize=256)
-def _fields_regex(names: tuple[str, ...]) -> re.Pattern[bytes]:
+def _fields_regex(names: tuple[str, ...]) -> re.Pattern[bytes] | None:
     """The fields ``names`` (with their folded lines and line end) in a header block, found
     directly: what :func:`split_fields` then a filter would give (a test compares them),
-    for the HEADER.FIELDS that clients send for every new message."""
+    for the HEADER.FIELDS that clients send for every new message. None for names that are
+    not ASCII (left to split_fields)."""
+    if not all(n.isascii() for n in names):
+        return None
     alternatives = b"|".join(re.escape(n.encode("ascii")) for n in names)
     return re.compile(rb"^(?:" + alternatives + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*\n?", re.I | re.M)
 

@@ -41,19 +41,21 @@ class HeaderCache:
             self._entries.move_to_end(key)
         return header
 
-    def put_message(self, key: Key, raw: bytes) -> None:
-        """Keep the header block of ``raw`` (through the blank line that ends it)."""
-        if key in self._entries:        # a re-fetch: skip the scan for the blank line
-            return
+    def put_message(self, key: Key, raw: bytes) -> bytes:
+        """Keep the header block of ``raw`` (through the blank line that ends it); returns it."""
+        kept = self._entries.get(key)
+        if kept is not None:            # a re-fetch: skip the scan for the blank line
+            return kept
         end = header_end(raw, 0, len(raw))
-        if end > MAX_HEADER:
-            return
         header = raw[:end]
+        if end > MAX_HEADER:
+            return header
         self._entries[key] = header
         self.size += len(header)
         while self.size > self.budget and self._entries:
             _, old = self._entries.popitem(last=False)
             self.size -= len(old)
+        return header
 
 
 _caches: weakref.WeakKeyDictionary[object, HeaderCache] = weakref.WeakKeyDictionary()

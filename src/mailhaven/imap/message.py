@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 def resolve_set(s: Session, text: str, uid: bool) -> list[int]:
     """A sequence set (``uid``: of UIDs) -> UIDs in the view, ascending."""
     sel = s.require_selected()
+    if text.isdigit() and text.isascii() and text[0] != "0" and len(text) < 10:
+        n = int(text)                           # one number, the commonest set of all
+        if uid:
+            return [n] if sel.index(n) is not None else []
+        if n <= sel.exists:
+            return [sel.uids[n - 1]]            # (beyond the last: the errors below)
     seq = parse_sequence_set(text)
     if seq.saved:
         saved = set(sel.saved_result)
