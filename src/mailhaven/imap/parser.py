@@ -72,9 +72,10 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class Command:
-    """A complete, tokenized command."""
+    """A complete, tokenized command. (Not frozen: one is made for every command, and a
+    frozen dataclass pays for each field it sets; nothing keeps or hashes commands.)"""
 
     tag: str
     name: str
@@ -504,6 +505,15 @@ def _list_tokens(rest: bytes, max_depth: int) -> tuple[Token, ...]:
     return tuple(_Tokenizer([rest], max_depth).tokens())
 
 
+_WORDS = {w: Atom(value=w.decode()) for w in (
+    b"UID", b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE", b"NOOP", b"IDLE", b"SELECT",
+    b"EXAMINE", b"STATUS", b"LIST", b"LSUB", b"APPEND", b"CHECK", b"CLOSE", b"UNSELECT", b"LOGOUT",
+    b"CAPABILITY", b"ENABLE", b"NAMESPACE", b"LOGIN", b"AUTHENTICATE", b"ID", b"SORT", b"THREAD",
+    b"1:*", b"INBOX", b"FLAGS", b"+FLAGS", b"-FLAGS", b"+FLAGS.SILENT", b"-FLAGS.SILENT",
+    b"uid", b"fetch", b"store", b"search", b"noop", b"select", b"status", b"list", b"idle")}
+"""Atoms that start most command lines, made once (a tag or a number is new each time)."""
+
+
 def _line_tokens(line: bytes, max_depth: int) -> list[Token]:
     """The tokens of a command line without literals. Clients send the same few argument
     lists over and over with a new tag and sequence set, so a line is read as its leading
@@ -512,7 +522,7 @@ def _line_tokens(line: bytes, max_depth: int) -> list[Token]:
     if line.isascii():
         end = _ATOMS_THEN_SPACE.match(line).end()  # type: ignore[union-attr]
         rest = line[end:]
-        head: list[Token] = [Atom(value=a.decode("ascii")) for a in line[:end].split(b" ")[:-1]]
+        head: list[Token] = [_WORDS.get(a) or Atom(value=a.decode("ascii")) for a in line[:end].split(b" ")[:-1]]
         if rest[:1] == b"(":
             return head + list(_list_tokens(rest, max_depth))
         if _PLAIN_ATOM.fullmatch(rest):

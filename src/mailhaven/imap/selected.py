@@ -78,6 +78,9 @@ class MailboxIndex:
     sizes: array[int]
 
 
+_COLUMNS = {"flags": "_flags", "modseq": "_modseq", "dates": "_dates", "sizes": "_sizes"}
+
+
 class SelectedMailbox:
     """Per-message metadata lives in parallel arrays (about 30 bytes a message, flag sets
     interned), so thousands of sessions on big mailboxes stay small."""
@@ -188,9 +191,7 @@ class SelectedMailbox:
 
     def column(self, name: str) -> Sequence[Any]:
         """One metadata column by position (``flags``, ``modseq``, ``dates``, ``sizes``), for scans."""
-        columns: dict[str, Sequence[Any]] = {"flags": self._flags, "modseq": self._modseq,
-                                             "dates": self._dates, "sizes": self._sizes}
-        return columns[name]
+        return getattr(self, _COLUMNS[name])  # type: ignore[no-any-return]
 
     def meta_at(self, i: int) -> MessageMeta:
         return MessageMeta(flags=self._flags[i], modseq=self._modseq[i], internal_date=self._dates[i],

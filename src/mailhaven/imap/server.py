@@ -135,7 +135,8 @@ class Connection:
         data = self.session.take_output()
         if data:
             self.writer.write(self.encode(data))
-            await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size():
+                await self.writer.drain()       # the kernel took less than all: wait for room
 
     def encode(self, data: bytes) -> bytes:
         """Bytes for the wire: deflated (and flushed, so the client can read them at once)
