@@ -142,3 +142,32 @@ def test_header_fields_by_regex_match_split_fields(block: bytes, names: list[str
     wanted = {n.lower() for n in names}
     expected = [field for name, field in split_fields(block) if name in wanted]
     assert [m.group() for m in _fields_regex(tuple(names)).finditer(block)] == expected
+
+
+def test_stdlib_reads_the_header_fields_that_imap_reads() -> None:
+    """A line the stdlib takes for the start of the body (blanks before a colon, a field name
+    broken over lines, an SMTP command) no longer hides the fields after it from the
+    summary; the body is kept byte for byte, and a well-formed message is left alone."""
+    from mailhaven.message.structure import stdlib_readable
+    from mailhaven.message.summary import summarize
+
+    plain = b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert stdlib_readable(plain) is plain
+    mbox = b"From a@example.org  Fri Aug 31 13:39:16 2001\nSubject: hi\n\nbody\n"
+    assert stdlib_readable(mbox) is mbox
+    cases = {
+        b"Subject : obsolete\r\nFrom: a@example.org\r\n\r\nbody\r\n": ("obsolete", "a@example.org"),
+        b"Received: x\nFrom\n : <attacker@example.com>\nFrom: <b@example.org>\nSubject: s\n\nbody\n":
+            ("s", "b@example.org"),
+        b"HELO example.com\r\nMAIL FROM:<x@example.com>\r\nSubject: foo\r\nFrom: c@example.org\r\n\r\nbody\r\n":
+            ("foo", "c@example.org"),
+    }
+    for raw, (subject, sender) in cases.items():
+        fixed = stdlib_readable(raw)
+        assert fixed.endswith(b"body" + raw[-2:] if raw.endswith(b"\r\n") else b"body\n")
+        summary = summarize(raw)
+        assert summary["subject"] == subject, raw
+        assert [a["email"] for a in summary["from"]] == [sender], raw
+        assert summary["preview"] == "body"
+    header_only = b"Subject : no body"
+    assert summarize(header_only)["subject"] == "no body"

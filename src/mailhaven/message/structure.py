@@ -84,6 +84,41 @@ def split_fields(block: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
+_STDLIB_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+_NOT_STDLIB_FIELD = re.compile(rb"^(?![\x21-\x39\x3b-\x7e]+:|[ \t]|\r?$)", re.M)
+"""A header line the stdlib parser takes for the start of the body."""
+
+
+def stdlib_readable(raw: bytes) -> bytes:
+    """``raw`` with a header block the stdlib parser reads as :func:`split_fields` does.
+
+    The stdlib ends the header at the first line that is not a field by its narrower rule
+    (``Subject :`` with the obsolete blanks before the colon, a ``From`` broken over two
+    lines, an SMTP transcript's ``HELO``) and takes the rest, Subject and From and
+    Content-Type included, for body. Here such a header is rebuilt from the fields
+    split_fields finds, blanks before a colon dropped, names the stdlib cannot hold left
+    out; the body stays byte for byte. Most messages come back unchanged (the same object).
+    """
+    end = header_end(raw, 0, len(raw))
+    block = raw[:end]
+    first = block.find(b"\n") + 1 if block.startswith(b"From ") else 0   # mbox's From_ line
+    if _NOT_STDLIB_FIELD.search(block, first) is None:
+        return raw
+    if block.endswith(b"\n\r\n"):
+        blank = b"\r\n"
+    elif block.endswith(b"\n\n"):
+        blank = b"\n"
+    else:
+        blank = b""
+    out = [block[:first]]
+    for _, field in split_fields(block[first:]):
+        name, _, rest = field.partition(b":")
+        name = name.rstrip(b" \t")
+        if _STDLIB_NAME.fullmatch(name):
+            out.append(name + b":" + rest if rest.endswith(b"\n") else name + b":" + rest + (blank or b"\r\n"))
+    return b"".join(out) + blank + raw[end:]
+
+
 _FOLD = re.compile(rb"\r?\n([ \t])")
 
 

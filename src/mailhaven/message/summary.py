@@ -120,8 +120,10 @@ def embedded_headers(msg: Message) -> str:
 
 def summarize(raw: bytes) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message."""
+    from .structure import stdlib_readable
+
     try:
-        msg = BytesParser(policy=_compat).parsebytes(raw)
+        msg = BytesParser(policy=_compat).parsebytes(stdlib_readable(raw))
     except Exception:  # noqa: BLE001
         return {"subject": "", "from": [], "to": [], "cc": [], "preview": "", "text": ""}
 

@@ -13,11 +13,14 @@ import email.policy
 from email.message import Message
 from typing import Any
 
+from ...message.structure import stdlib_readable
+
 _POLICY = email.policy.compat32
 
 
 def parse_message(raw: bytes) -> Message:
-    return email.message_from_bytes(raw, policy=_POLICY)
+    """The message as the stdlib reads it, its header block read as IMAP reads it."""
+    return email.message_from_bytes(stdlib_readable(raw), policy=_POLICY)
 
 
 def _children(part: Message) -> list[Message]:
