@@ -313,8 +313,9 @@ class _ColumnPlan:
     """What :func:`_fetch_columns` does for one item list, worked out once."""
 
     names: tuple[str, ...]
-    labels: tuple[bytes, ...]
-    """``BODY[HEADER] `` and so on: how each section item starts in the response."""
+    """Item names; a section's is its label (``BODY[HEADER]``), a key of ``sections``."""
+    sections: dict[str, tuple[FetchItem, bytes]]
+    """Each section item and how it starts in the response (``BODY[HEADER] ``)."""
     wire: bool
     """ENVELOPE or BODYSTRUCTURE, as rendered at delivery."""
     raw: bool
@@ -332,11 +333,10 @@ class _ColumnPlan:
                     return None
             elif item.name not in META_ITEMS and (utf8 or item.name not in _WIRE_ITEMS):
                 return None
-        names = tuple(item.name for item in items)
-        sections = [item for item in items if item.section]
-        raw = any(not item.text for item in sections)
-        return _ColumnPlan(names=names, labels=tuple(item.label.encode() + b" " for item in items),
-                           wire=not _WIRE_ITEMS.isdisjoint(names), raw=raw,
+        names = tuple(item.label if item.section else item.name for item in items)
+        sections = {item.label: (item, item.label.encode() + b" ") for item in items if item.section}
+        raw = any(not item.text for item, _ in sections.values())
+        return _ColumnPlan(names=names, sections=sections, wire=not _WIRE_ITEMS.isdisjoint(names), raw=raw,
                            headers=bool(sections) and not raw)
 
 
@@ -358,7 +358,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     sel = s.require_selected()
     plan = _ColumnPlan.of(tuple(items), s.utf8, sel.readonly)
     assert plan is not None
-    names, labels, wire, raw, headers = plan.names, plan.labels, plan.wire, plan.raw, plan.headers
+    names, wire, raw, headers = plan.names, plan.wire, plan.raw, plan.headers
     recent = sel.recent if not s.rev2 else set()
     shown: dict[tuple[frozenset[str], bool], bytes] = {}
     cache = header_cache(s.store)
@@ -396,7 +396,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                     (raw or headers) and uid not in bodies):
                 continue        # expunged meanwhile; its EXPUNGE comes at the next allowed moment
             parts = []
-            for k, name in enumerate(names):
+            for name in names:
                 if name == "UID":
                     parts.append(b"UID %d" % uid)
                 elif name == "FLAGS":
@@ -415,14 +415,14 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                 elif name == "BODYSTRUCTURE":
                     parts.append(b"BODYSTRUCTURE " + forms[uid][1])  # type: ignore[operator]
                 else:
-                    item = items[k]
+                    item, label = plan.sections[name]
                     data = bodies[uid]
                     if item.text:     # bodies are header blocks, or whole messages beside BODY[]
                         data = header_section(data, item) if headers else section_bytes(data, None, item)
                     if item.partial is not None:
                         start, length = item.partial
                         data = data[start:] if length is None else data[start:start + length]
-                    parts.append(b"%s{%d}\r\n%s" % (labels[k], len(data), data))
+                    parts.append(b"%s{%d}\r\n%s" % (label, len(data), data))
             lines.append(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
         s.write(b"".join(lines))
         await s.maybe_flush()
