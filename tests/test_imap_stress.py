@@ -47,30 +47,41 @@ class Model:
                 self.errors.append(f"UIDs out of order {known}")
 
 
+class Wire:
+    """A stress client's connection: commands, with literals read into their lines, and
+    every untagged line fed to the client's model."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, model: Model) -> None:
+        self.reader, self.writer, self.model = reader, writer, model
+        self.tag = 0
+
+    @classmethod
+    async def open(cls, port: int, model: Model) -> Wire:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        return cls(reader, writer, model)
+
+    async def cmd(self, text: str, literal: bytes | None = None) -> bytes:
+        """The tagged reply."""
+        self.tag += 1
+        tag = b"s%d" % self.tag
+        sent = b" {%d+}\r\n" % len(literal) + literal if literal is not None else b""
+        self.writer.write(tag + b" " + text.encode() + sent + b"\r\n")
+        while True:
+            line = await self.reader.readline()
+            while line.endswith(b"}\r\n"):
+                n = int(line[line.rfind(b"{") + 1:-3])
+                line += await self.reader.readexactly(n) + await self.reader.readline()
+            if line.startswith(tag + b" "):
+                return line
+            self.model.feed(line)
+
+
 async def client(port: int, seed: int, ops: int, barrier: asyncio.Barrier) -> tuple[list[str], list[int | None]]:
     rng = random.Random(seed)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     model = Model()
-    tag = 0
-
-    async def cmd(text: str, literal: bytes | None = None) -> bytes:
-        nonlocal tag
-        tag += 1
-        t = b"s%d" % tag
-        if literal is None:
-            writer.write(t + b" " + text.encode() + b"\r\n")
-        else:
-            writer.write(t + b" " + text.encode() + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
-        while True:
-            line = await reader.readline()
-            if line.endswith(b"}\r\n"):
-                n = int(line[line.rfind(b"{") + 1:-3])
-                line = line[:-2] + await reader.readexactly(n) + await reader.readline()
-            if line.startswith(t + b" "):
-                return line
-            model.feed(line)
-
-    await reader.readline()
+    wire = await Wire.open(port, model)
+    cmd = wire.cmd
     assert (await cmd(f"LOGIN {USER} {PASSWORD}")).split()[1] == b"OK"
     assert (await cmd("SELECT INBOX")).split()[1] == b"OK"
     for i in range(ops):
@@ -99,7 +110,7 @@ async def client(port: int, seed: int, ops: int, barrier: asyncio.Barrier) -> tu
     await barrier.wait()   # everyone is done changing the mailbox
     await cmd("NOOP")
     final = await cmd("FETCH 1:* (UID)") if model.slots else b""
-    writer.close()
+    wire.writer.close()
     assert final == b"" or b" OK" in final
     if None in model.slots and not model.errors:
         model.errors.append("messages never identified after FETCH 1:*")
@@ -185,27 +196,15 @@ class FullModel(Model):
 async def flags_client(port: int, seed: int, ops: int, barrier: asyncio.Barrier,
                        subjects: dict[int, bytes]) -> tuple[list[str], bytes, dict[int, frozenset[bytes]]]:
     rng = random.Random(seed)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     model = FullModel(subjects)
-    tag = 0
+    wire = await Wire.open(port, model)
 
     async def cmd(text: str, literal: bytes | None = None) -> bytes:
-        nonlocal tag
-        tag += 1
-        t = b"f%d" % tag
-        writer.write(t + b" " + text.encode() + (b" {%d+}\r\n" % len(literal) + literal if literal else b"") + b"\r\n")
-        while True:
-            line = await reader.readline()
-            while line.endswith(b"}\r\n"):
-                n = int(line[line.rfind(b"{") + 1:-3])
-                line = line[:-2] + b"\r\n" + await reader.readexactly(n) + await reader.readline()
-            if line.startswith(t + b" "):
-                if not line.startswith(t + b" OK"):
-                    model.errors.append(f"{text[:50]!r} answered {line!r}")
-                return line
-            model.feed(line)
+        line = await wire.cmd(text, literal)
+        if b" OK " not in line[:12]:
+            model.errors.append(f"{text[:50]!r} answered {line!r}")
+        return line
 
-    await reader.readline()
     await cmd(f"LOGIN {USER} {PASSWORD}")
     await cmd("SELECT INBOX (CONDSTORE)")
     for i in range(ops):
@@ -247,7 +246,7 @@ async def flags_client(port: int, seed: int, ops: int, barrier: asyncio.Barrier,
     told = dict(model.flags)
     final = await cmd("FETCH 1:* (UID FLAGS MODSEQ)") if model.slots else b""
     seen_final = dict(model.flags)
-    writer.close()
+    wire.writer.close()
     for uid, flags in told.items():
         if seen_final.get(uid) != flags:
             model.errors.append(f"UID {uid}: told {sorted(flags)} by the NOOP, but FETCH says {seen_final.get(uid)}")

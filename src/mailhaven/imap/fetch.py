@@ -261,15 +261,7 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
     messages: dict[int, Message] = {}
     raws: dict[int, bytes] = {}
     if plan.need_raw:       # rows and bytes in one trip to the store (headers: what the cache lacks)
-        wanted = chunk
-        if plan.headers_only:
-            wanted = []
-            for uid in chunk:
-                header = cache.get((sel.id, sel.uidvalidity, uid))
-                if header is None:
-                    wanted.append(uid)
-                else:
-                    raws[uid] = header
+        wanted = cache.lookup(sel.id, sel.uidvalidity, chunk, raws) if plan.headers_only else chunk
         if wanted:
             for m, raw in await s.store.get_messages_raw(
                     sel.id, wanted, with_summary=plan.need_summary and not plan.wire, imap_wire=plan.wire):
@@ -375,13 +367,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
         if raw:
             bodies = dict(await s.store.get_raw(sel.id, chunk))
         elif headers:       # header blocks from this process's cache; whole messages for the rest
-            missing = []
-            for uid in chunk:
-                header = cache.get((sel.id, sel.uidvalidity, uid))
-                if header is None:
-                    missing.append(uid)
-                else:
-                    bodies[uid] = header
+            missing = cache.lookup(sel.id, sel.uidvalidity, chunk, bodies)
             if missing:
                 for uid, data in await s.store.get_raw(sel.id, missing):
                     bodies[uid] = cache.put_message((sel.id, sel.uidvalidity, uid), data)

@@ -41,6 +41,17 @@ class HeaderCache:
             self._entries.move_to_end(key)
         return header
 
+    def lookup(self, mailbox_id: int, uidvalidity: int, uids: list[int], found: dict[int, bytes]) -> list[int]:
+        """Each of ``uids`` whose header block is kept goes into ``found``; returns the rest."""
+        missing = []
+        for uid in uids:
+            header = self.get((mailbox_id, uidvalidity, uid))
+            if header is None:
+                missing.append(uid)
+            else:
+                found[uid] = header
+        return missing
+
     def put_message(self, key: Key, raw: bytes) -> bytes:
         """Keep the header block of ``raw`` (through the blank line that ends it); returns it."""
         kept = self._entries.get(key)
