@@ -366,6 +366,37 @@ async def test_sort_and_thread(store) -> None:  # type: ignore[no-untyped-def]
     await c.cmd("THREAD BOGUS UTF-8 ALL", expect="BAD")
 
 
+async def test_esort_answers_in_sort_order(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 5267 3: SORT RETURN gives an ESEARCH whose MIN and MAX are the first and last in
+    the sort order and whose ALL keeps that order; SAVE keeps the set for $; MODSEQ as in
+    RFC 7162 3.1.5, for SORT itself too."""
+    reply = (b"From: zed@example.org\r\nSubject: Re: Lunch plans\r\nDate: Wed, 3 Jan 2024 09:00:00 +0000\r\n"
+             b"Message-ID: <m3@x>\r\n\r\nok\r\n")
+    _, c = await setup(store, reply, SIMPLE, MULTI, SIMPLE)
+    assert b"ESORT" in await c.cmd("CAPABILITY")
+    await c.cmd("SELECT INBOX")
+    assert b"* SORT 2 4 3 1" in await c.cmd("SORT (DATE) UTF-8 ALL")
+    out = await c.cmd("SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL")
+    assert b'* ESEARCH (TAG "' in out and b" MIN 2 MAX 1 ALL 2,4,3,1 COUNT 4\r\n" in out
+    out = await c.cmd("SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL")
+    assert b" ALL 4,3,2,1\r\n" in out
+    out = await c.cmd("SORT RETURN (ALL) (ARRIVAL) UTF-8 ALL")
+    assert b" ALL 1:4\r\n" in out
+    out = await c.cmd("UID SORT RETURN (MAX) (DATE) UTF-8 2:4")
+    assert b" UID MAX 3\r\n" in out
+    out = await c.cmd("SORT RETURN (COUNT) (DATE) UTF-8 SUBJECT nothing-like-this")
+    assert b" COUNT 0\r\n" in out and b" MIN" not in out
+    await c.cmd("SORT RETURN (MIN SAVE) (DATE) UTF-8 ALL")
+    out = await c.cmd("FETCH $ (UID)")
+    assert b"* 2 FETCH (UID 2)" in out and out.count(b"* ") == 1
+    await c.cmd("SORT RETURN (BOGUS) (DATE) UTF-8 ALL", expect="BAD")
+    await c.cmd("STORE 3 +FLAGS (\\Flagged)")
+    out = await c.cmd("SORT (DATE) UTF-8 MODSEQ 1")
+    assert re.search(rb"\* SORT 2 4 3 1 \(MODSEQ \d+\)\r\n", out)
+    out = await c.cmd("SORT RETURN (MAX) (DATE) UTF-8 MODSEQ 1")
+    assert re.search(rb" MAX 1 MODSEQ \d+\r\n", out)
+
+
 async def test_malformed_commands_bad_then_bye(store) -> None:  # type: ignore[no-untyped-def]
     _, c = await setup(store)
     out = await c.send(b"a FETCH (\r\nb NOOP\r\n")

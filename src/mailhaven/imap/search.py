@@ -293,12 +293,7 @@ async def run_search(s: Session, tokens: list[Token]) -> tuple[list[int], bool]:
 async def cmd_search(s: Session, cmd: Command) -> str:
     sel = s.require_selected()
     args = Args(cmd.args)
-    returns: list[str] | None = None
-    if args.peek_keyword() == "RETURN":   # RFC 4731 ESEARCH
-        args.next()
-        returns = [t.value.upper() for t in args.plist("return options") if isinstance(t, Atom)]
-        if not set(returns) <= {"MIN", "MAX", "ALL", "COUNT", "SAVE"}:
-            raise Bad("Unknown RETURN option")
+    returns = _return_options(args)
     _charset(args)
     positions, used_modseq = await search_positions(s, args.tokens[args.pos:])
     uids = [sel.uids[i] for i in positions]
@@ -366,9 +361,35 @@ def _sent_date(m: Message, meta_date: float) -> float:
     return float(ts) if isinstance(ts, int | float) else meta_date
 
 
+def _return_options(args: Args) -> list[str] | None:
+    """``RETURN (...)`` of SEARCH (RFC 4731) and SORT (RFC 5267 ESORT), if given."""
+    if args.peek_keyword() != "RETURN":
+        return None
+    args.next()
+    returns = [t.value.upper() for t in args.plist("return options") if isinstance(t, Atom)]
+    if not set(returns) <= {"MIN", "MAX", "ALL", "COUNT", "SAVE"}:
+        raise Bad("Unknown RETURN option")
+    return returns
+
+
+def ordered_set(numbers: list[int]) -> str:
+    """Numbers in the order given, as a sequence-set (RFC 5267 3: SORT's ALL keeps the sort
+    order): ascending runs as ``a:b``, everything else one by one."""
+    out: list[str] = []
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if j == i else f"{numbers[i]}:{numbers[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
 async def cmd_sort(s: Session, cmd: Command) -> str:
     sel = s.require_selected()
     args = Args(cmd.args)
+    returns = _return_options(args)
     crit_tokens = args.plist("sort criteria")
     criteria: list[tuple[str, bool]] = []
     reverse = False
@@ -388,7 +409,7 @@ async def cmd_sort(s: Session, cmd: Command) -> str:
     charset = args.text("charset").upper()
     if charset not in ("UTF-8", "US-ASCII"):
         raise No("Unsupported charset", code=f"{BADCHARSET} (US-ASCII UTF-8)")
-    uids, _ = await run_search(s, args.tokens[args.pos:])
+    uids, used_modseq = await run_search(s, args.tokens[args.pos:])
     messages = {m.uid: m for m in await s.store.get_messages(sel.id, uids, with_summary=True)}
     uids = [u for u in uids if u in messages]
 
@@ -413,7 +434,36 @@ async def cmd_sort(s: Session, cmd: Command) -> str:
         keyed = {u: value(u, key) for u in ordered}
         ordered.sort(key=keyed.__getitem__, reverse=rev)
     numbers = ordered if cmd.uid else [sel.msn(u) or 0 for u in ordered]
-    s.untagged("SORT" + "".join(f" {n}" for n in numbers))
+    modseqs = {u: sel.meta[u].modseq for u in ordered} if used_modseq else {}
+    if returns is None:
+        # RFC 7162 3.1.5: a search by MODSEQ reports the highest MODSEQ of the matches.
+        tail = f" (MODSEQ {max(modseqs.values())})" if modseqs else ""
+        s.untagged("SORT" + "".join(f" {n}" for n in numbers) + tail)
+        return "SORT completed"
+    # RFC 5267 3 (ESORT): an ESEARCH response; MIN and MAX are the first and last in the
+    # sort order, ALL keeps that order. MIN/MAX alone save only those (RFC 5182 2.4).
+    chosen = ordered
+    if ordered and {"MIN", "MAX"} & set(returns) and not {"ALL", "COUNT"} & set(returns):
+        chosen = list(dict.fromkeys(
+            [ordered[0]] * ("MIN" in returns) + [ordered[-1]] * ("MAX" in returns)))
+    if "SAVE" in returns:
+        sel.saved_result = sorted(chosen)
+        returns = [r for r in returns if r != "SAVE"]
+        if not returns:
+            return "SORT completed"
+    parts = [f'(TAG "{cmd.tag}")'] + ["UID"] * cmd.uid
+    if numbers:
+        if "MIN" in returns:
+            parts.append(f"MIN {numbers[0]}")
+        if "MAX" in returns:
+            parts.append(f"MAX {numbers[-1]}")
+        if "ALL" in returns or not returns:
+            parts.append(f"ALL {ordered_set(numbers)}")
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(numbers)}")
+    if modseqs and chosen:
+        parts.append(f"MODSEQ {max(modseqs[u] for u in chosen)}")
+    s.untagged("ESEARCH " + " ".join(parts))
     return "SORT completed"
 
 

@@ -174,7 +174,7 @@ class Session:
         limit = self.config.limits.message_size
         caps += [
             "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-            "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "SORT",
+            "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "SORT", "ESORT",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QUOTA", "QUOTA=RES-STORAGE",
             f"APPENDLIMIT={limit}", "MULTIAPPEND", "BINARY", "STATUS=SIZE", "WITHIN", "UTF8=ACCEPT",
             "COMPRESS=DEFLATE", "PREVIEW",
