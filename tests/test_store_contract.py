@@ -538,3 +538,40 @@ async def test_imap_wire_forms_stored_copied_and_absent_on_old_rows(backend):
     old = await s.get_messages(inbox.id, [1, 2], with_summary=False, imap_wire=True)
     assert [m.wire for m in old] == [None, None]
     assert [m.summary["imap"] for m in old] == [f.summary["imap"] for f in full]
+
+
+async def test_reindex_recomputes_summaries_structures_and_search_text(backend, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Rows stored by an older summarizer get today's summary, ENVELOPE/BODYSTRUCTURE and
+    search text back from the bytes; flags, UIDs and MODSEQs stay as they were."""
+    from mailhaven.message.summary import summarize
+    from mailhaven.store import pgmessages, sqlite
+
+    def stale(raw: bytes) -> dict:  # type: ignore[type-arg]
+        s = summarize(raw)
+        s.update(subject="stale", text="", preview="")
+        s["imap"]["envelope"][1] = "stale"
+        return s
+
+    acct = await _bob(backend)
+    inbox = await backend.get_mailbox(acct.id, "INBOX")
+    for module in (sqlite, pgmessages):
+        monkeypatch.setattr(module, "summarize", stale)
+    blob = await backend.put_blob(RAW)
+    (first,) = await backend.deliver(blob, [acct.id])
+    other = await backend.create_mailbox(acct.id, "Old mail")
+    await backend.copy(inbox.id, [first.message.uid], other.id)
+    await backend.set_flags(inbox.id, [first.message.uid], ["\\Seen"], FlagMode.ADD)
+    monkeypatch.undo()
+    before = await backend.get_messages(inbox.id, [first.message.uid])
+    assert before[0].summary["subject"] == "stale"
+    assert not await backend.search_text(inbox.id, "subject", "Lunch")
+    assert await backend.reindex(batch=1) == 2
+    for box in (inbox.id, other.id):
+        (m,) = await backend.list_messages(box)
+        (full,) = await backend.get_messages(box, [m.uid], with_summary=True, imap_wire=True)
+        assert full.summary["subject"] == "Lunch on Friday"
+        assert b'"Lunch on Friday"' in full.wire[0]
+        assert await backend.search_text(box, "subject", "Lunch") == {m.uid}
+        assert await backend.search_text(box, "body", "Crown") == {m.uid}
+    (after,) = await backend.get_messages(inbox.id, [first.message.uid])
+    assert after.flags == before[0].flags and after.modseq == before[0].modseq

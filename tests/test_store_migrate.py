@@ -123,12 +123,16 @@ async def test_store_check_command_on_both_backends(tmp_path, pg):
     await _populate(data)
     ok = await asyncio.to_thread(run_cli, data, "store", "check")
     assert ok.stdout.strip() == "store ok"
+    reindexed = (await asyncio.to_thread(run_cli, data, "store", "reindex")).stdout.split()
+    assert reindexed[0] == "reindexed" and int(reindexed[1]) > 0
+    assert (await asyncio.to_thread(run_cli, data, "store", "check")).stdout.strip() == "store ok"
     await asyncio.to_thread(run_cli, data, "store", "migrate-to-postgres", "--dsn", dsn, "--schema", schema)
     pgdata = tmp_path / "pgdata"
     pgdata.mkdir()
     (pgdata / "mailhaven.toml").write_text(
         f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n')
     assert (await asyncio.to_thread(run_cli, pgdata, "store", "check")).stdout.strip() == "store ok"
+    assert (await asyncio.to_thread(run_cli, pgdata, "store", "reindex")).stdout.split()[:2] == reindexed[:2]
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     try:
         await conn.execute("UPDATE accounts SET used = used + 1 WHERE address = 'bob@nyu.example'")

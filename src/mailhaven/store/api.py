@@ -408,6 +408,12 @@ class Store(Protocol):
         indexed text."""
         ...
 
+    async def reindex(self, batch: int = 200) -> int:
+        """Recompute every message's summary, IMAP wire forms and search text from its bytes
+        (after an upgrade changed how they are computed); returns how many messages. Neither
+        flags nor MODSEQs change, so sessions see nothing; a batch per transaction."""
+        ...
+
     async def account_changes_since(self, account_id: int, modseq: int) -> tuple[list[Message], list[int], int]:
         """Account-wide (JMAP): (messages created/changed, ids destroyed, current modseq)."""
         ...

@@ -2,6 +2,7 @@
 
     mailhaven store check                 # consistency of rows and message bytes (exit 1 on problems)
     mailhaven store gc [--grace 1h]       # remove message bytes no row names
+    mailhaven store reindex               # recompute summaries, IMAP structures, search text
     mailhaven store migrate-to-postgres --dsn postgresql://... [--schema mailhaven]
 """
 
@@ -18,11 +19,13 @@ from ..config import parse_duration
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("store", help="check the store, collect garbage, move to PostgreSQL")
+    p = sub.add_parser("store", help="check the store, collect garbage, reindex, move to PostgreSQL")
     ssub = p.add_subparsers(dest="action", required=True)
     ssub.add_parser("check", help="report inconsistencies (exit status 1 when there are any)")
     a = ssub.add_parser("gc", help="remove message bytes that no row names")
     a.add_argument("--grace", default="1h", help="only bytes older than this (default 1h)")
+    ssub.add_parser("reindex", help="recompute every message's summary, IMAP ENVELOPE/BODYSTRUCTURE and "
+                    "search text from its bytes (after an upgrade; safe while the server runs)")
     a = ssub.add_parser("migrate-to-postgres", help="copy this SQLite store into an empty PostgreSQL schema")
     a.add_argument("--dsn", required=True, help="postgresql://user:password@host/database")
     a.add_argument("--schema", default="mailhaven", help="target schema (default mailhaven); must be empty")
@@ -48,6 +51,12 @@ def cmd_store(args: argparse.Namespace) -> int:
             return int(await collect(grace=grace))
 
         print(f"removed {with_store(args, gc)} unreferenced blob(s)")
+        return 0
+    if args.action == "reindex":
+        async def reindex(store: Any) -> int:
+            return int(await store.reindex())
+
+        print(f"reindexed {with_store(args, reindex)} message(s)")
         return 0
     config = load(args)
     if config.store.backend != "sqlite":

@@ -151,6 +151,47 @@ class MessageMethods:
 
         return await asyncio.to_thread(work)
 
+    async def reindex(self, batch: int = 200) -> int:
+        """Recompute every message's summary, IMAP wire forms and search text from its bytes
+        (after an upgrade changed how they are computed); returns how many messages. Once per
+        blob (copies share it); a batch per transaction, beside serving nodes."""
+        done = 0
+        last = ""
+        while True:
+            async def page(c: asyncpg.Connection, after: str = last) -> list[asyncpg.Record]:
+                return await c.fetch(  # type: ignore[no-any-return]
+                    "SELECT DISTINCT blob_id FROM messages WHERE blob_id > $1 ORDER BY blob_id LIMIT $2", after, batch)
+
+            blob_ids = [r[0] for r in await self.read(page)]
+            if not blob_ids:
+                return done
+            last = blob_ids[-1]
+            prepared = []
+            for blob_id in blob_ids:
+                raw = await self.blobs.read(blob_id)
+
+                def work(raw: bytes = raw) -> _Prepared:
+                    s = summarize(raw)
+                    return _Prepared(s, tuple(clean(f) for f in search_fields(raw, s)))
+
+                prepared.append((blob_id, await asyncio.to_thread(work)))
+
+            async def write(tx: Tx, prepared: list[tuple[str, _Prepared]] = prepared) -> int:
+                n = 0
+                for blob_id, p in prepared:
+                    status = await tx.conn.execute(
+                        "UPDATE messages SET summary = $2, imap_envelope = $3, imap_body = $4 WHERE blob_id = $1",
+                        blob_id, p.summary_json, *p.wire)
+                    n += int(status.split()[-1])
+                    await tx.conn.execute(
+                        "INSERT INTO blob_text (blob_id, subject, sender, recipients, cc, bcc, body, headers) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (blob_id) DO UPDATE SET "
+                        "subject = $2, sender = $3, recipients = $4, cc = $5, bcc = $6, body = $7, headers = $8",
+                        blob_id, *p.text)
+                return n
+
+            done += await self.write(write)
+
     @staticmethod
     async def _insert_message(conn: asyncpg.Connection, account_id: int, mailbox_id: int, blob: BlobRef,
                               flags: list[str], internal_date: float, p: _Prepared,

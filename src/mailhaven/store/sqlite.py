@@ -412,6 +412,53 @@ class SQLiteStore:
             pass
         self._index_pending = 0
 
+    async def reindex(self, batch: int = 200) -> int:
+        """Recompute every message's summary, IMAP wire forms and search text from its bytes
+        (after an upgrade changed how they are computed); returns how many messages. Runs
+        beside a serving process: a batch per transaction, rows that went meanwhile skipped."""
+        done = last = 0
+        while True:
+            def page(c: sqlite3.Connection, after: int = last) -> list[sqlite3.Row]:
+                return c.execute("SELECT id, blob_id FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                                 (after, batch)).fetchall()
+
+            rows = await self.db.read(page)
+            if not rows:
+                return done
+            last = rows[-1][0]
+
+            def work(rows: list[sqlite3.Row] = rows) -> list[tuple[int, _Prepared]]:
+                out = []
+                for row in rows:
+                    try:
+                        raw = self.blobs.read_sync(row[1])
+                    except (OSError, NotFound):
+                        continue                    # missing bytes: `store check` reports them
+                    s = summarize(raw)
+                    out.append((row[0], _Prepared(s, json.dumps(s, ensure_ascii=False), search_fields(raw, s),
+                                                  wire_forms(s))))
+                return out
+
+            prepared = await asyncio.to_thread(work)
+
+            def write(ctx: WriteContext, prepared: list[tuple[int, _Prepared]] = prepared) -> int:
+                conn = ctx.conn
+                n = 0
+                for message_id, p in prepared:
+                    if conn.execute("SELECT 1 FROM messages WHERE id=?", (message_id,)).fetchone() is None:
+                        continue                    # expunged meanwhile
+                    conn.execute(_INSERT_DATA, (message_id, p.summary_json, *(p.wire or (None, None))))
+                    conn.execute("DELETE FROM messages_fts WHERE rowid=?", (message_id,))
+                    conn.execute("DELETE FROM fts_pending WHERE id=?", (message_id,))
+                    if p.fts is not None:
+                        conn.execute("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, "
+                                     "headers) VALUES (?,?,?,?,?,?,?,?)", (message_id, *p.fts))
+                    n += 1
+                ctx.after_commit(self._index_later)
+                return n
+
+            done += await self.db.write_ctx(write)
+
     async def integrity_check(self) -> list[str]:
         """SQLite integrity check plus: every message row names an existing blob."""
 
