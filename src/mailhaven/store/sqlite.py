@@ -435,8 +435,8 @@ class SQLiteStore:
                     except (OSError, NotFound):
                         continue                    # missing bytes: `store check` reports them
                     s = summarize(raw)
-                    out.append((row[0], _Prepared(s, json.dumps(s, ensure_ascii=False), search_fields(raw, s),
-                                                  wire_forms(s))))
+                    fts = search_fields(raw, s)     # takes the body text out of the summary
+                    out.append((row[0], _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))))
                 return out
 
             prepared = await asyncio.to_thread(work)
