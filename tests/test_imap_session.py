@@ -911,3 +911,66 @@ async def test_fetch_preview(store) -> None:  # type: ignore[no-untyped-def]
     text = "Café au lait " + "x" * 243
     assert b"PREVIEW {%d}\r\n" % len(text.encode()) + text.encode() + b")" in out
     await c.cmd("FETCH 1 (PREVIEW (FAST))", expect="BAD")
+
+
+def _numbered(n: int) -> bytes:
+    return f"From: a{n}@example.org\r\nSubject: s{n}\r\n\r\nbody {n}\r\n".encode()
+
+
+async def test_context_search_updates_and_partial(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 5267 4 (imaptest's search-context-update scripts, on six messages): an updating
+    search tells ADDTO and REMOVEFROM as flags change, REMOVEFROM before the EXPUNGEs of
+    its messages, new mail as ADDTO after EXISTS, nothing after CANCELUPDATE; PARTIAL
+    answers a window of the result."""
+    acct, c = await setup(store, *(_numbered(n) for n in range(1, 7)))
+    assert b"CONTEXT=SEARCH" in await c.cmd("CAPABILITY")
+    await c.cmd("SELECT INBOX")
+    out = await c.send(b"u1 SEARCH RETURN (UPDATE) BODY body SEEN\r\n")
+    assert out == b'* ESEARCH (TAG "u1")\r\nu1 OK SEARCH completed\r\n'
+    out = await c.cmd("STORE 1,2,5 +FLAGS (\\Seen)")
+    assert b'* ESEARCH (TAG "u1") ADDTO (0 1:2,5)\r\n' in out
+    out = await c.cmd("STORE 1,2 -FLAGS (\\Seen)")
+    assert b'* ESEARCH (TAG "u1") REMOVEFROM (0 1:2)\r\n' in out
+    out = await c.cmd("STORE 3:6 +FLAGS.SILENT (\\Deleted)")
+    assert b"ESEARCH" not in out
+    out = await c.cmd("EXPUNGE")
+    assert out.index(b'* ESEARCH (TAG "u1") REMOVEFROM (0 5)\r\n') < out.index(b" EXPUNGE\r\n")
+    assert out.count(b" EXPUNGE\r\n") == 4
+    # Another session's change and a delivery: told at the next command.
+    other = Client(store)
+    await other.login()
+    await other.cmd("SELECT INBOX")
+    await other.cmd("STORE 2 +FLAGS (\\Seen)")
+    await deliver(store, acct.id, _numbered(7), flags=("\\Seen",))
+    out = await c.cmd("NOOP")
+    assert b'* ESEARCH (TAG "u1") ADDTO (0 2:3)\r\n' in out
+    assert out.index(b"* 3 EXISTS") < out.index(b"ADDTO")
+    out = await c.send(b"u2 UID SEARCH RETURN (UPDATE ALL) SUBJECT s1\r\n")
+    assert b'* ESEARCH (TAG "u2") UID ALL 1\r\n' in out
+    out = await c.cmd("STORE 1 +FLAGS (\\Seen)")
+    assert b'* ESEARCH (TAG "u1") ADDTO (0 1)\r\n' in out and b'"u2"' not in out
+    await c.cmd('CANCELUPDATE "u1"')
+    await c.cmd('CANCELUPDATE "u1"', expect="BAD")
+    out = await c.cmd("STORE 1:3 -FLAGS (\\Seen)")
+    assert b"ESEARCH" not in out
+    await other.cmd("UID STORE 1 +FLAGS (\\Deleted)")
+    await other.cmd("UID EXPUNGE 1")
+    out = await c.cmd("FETCH 1:* (UID)")                   # no EXPUNGE allowed: numbers stay
+    assert b'* ESEARCH (TAG "u2") UID REMOVEFROM (0 1)\r\n' in out and b"EXPUNGE" not in out
+    out = await c.cmd("NOOP")
+    assert b"* 1 EXPUNGE" in out
+    # PARTIAL: a window of result positions (reversed ends are put in order).
+    out = await c.cmd("SEARCH RETURN (PARTIAL 2:1) ALL")
+    assert b" PARTIAL (1:2 1:2)\r\n" in out
+    out = await c.cmd("SEARCH RETURN (PARTIAL 2:9 COUNT) ALL")
+    assert b" COUNT 2 PARTIAL (2:9 2)\r\n" in out
+    out = await c.cmd("SEARCH RETURN (PARTIAL 5:6) ALL")
+    assert b" PARTIAL (5:6 NIL)\r\n" in out
+    for bad in ("PARTIAL 1", "PARTIAL 1:*", "PARTIAL *:1", "PARTIAL 0:2", "PARTIAL"):
+        await c.cmd(f"SEARCH RETURN ({bad}) ALL", expect="BAD")
+    await c.cmd("SORT RETURN (UPDATE) (DATE) UTF-8 ALL", expect="BAD")    # CONTEXT=SORT is not offered
+    # The contexts end with the selection.
+    await c.send(b"u3 SEARCH RETURN (UPDATE) SEEN\r\n")
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("STORE 1 +FLAGS (\\Seen)")
+    assert b"ESEARCH" not in out

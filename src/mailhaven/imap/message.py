@@ -93,6 +93,10 @@ async def cmd_expunge(s: Session, cmd: Command) -> str:
 def announce_expunged(s: Session, sel: SelectedMailbox, uids: list[int]) -> None:
     if not uids:
         return
+    if sel.search_updates:
+        from .search import tell_expunging
+
+        tell_expunging(s, sel, uids)
     numbers = sel.remove(uids)
     if s.qresync:
         s.untagged(f"VANISHED {sequence_set(uids)}")  # RFC 7162 3.2.10

@@ -293,9 +293,10 @@ async def run_search(s: Session, tokens: list[Token]) -> tuple[list[int], bool]:
 async def cmd_search(s: Session, cmd: Command) -> str:
     sel = s.require_selected()
     args = Args(cmd.args)
-    returns = _return_options(args)
+    returns, partial = _return_options(args, context=True)
     _charset(args)
-    positions, used_modseq = await search_positions(s, args.tokens[args.pos:])
+    keys = list(args.tokens[args.pos:])
+    positions, used_modseq = await search_positions(s, keys)
     uids = [sel.uids[i] for i in positions]
     numbers = uids if cmd.uid else [i + 1 for i in positions]
     modseqs = sel.column("modseq")
@@ -321,7 +322,14 @@ async def cmd_search(s: Session, cmd: Command) -> str:
         returns = [r for r in returns if r != "SAVE"]
         if not returns:
             return "SEARCH completed"
-    if not returns:
+    if "UPDATE" in returns:
+        # RFC 5267 4.2: the result is kept up to date with ADDTO/REMOVEFROM until CANCELUPDATE
+        # or the mailbox is closed; the first answer carries only what else was asked for.
+        if cmd.tag not in sel.search_updates and len(sel.search_updates) >= MAX_UPDATES:
+            raise No(f"Too many updating searches (at most {MAX_UPDATES})", code=f'NOUPDATE "{cmd.tag}"')
+        sel.search_updates[cmd.tag] = SearchUpdate(keys=keys, uid=cmd.uid, uids=set(uids))
+        returns = [r for r in returns if r != "UPDATE"]
+    elif not returns:
         returns = ["ALL"]
     parts = [f'(TAG "{cmd.tag}")']
     if cmd.uid:
@@ -335,10 +343,92 @@ async def cmd_search(s: Session, cmd: Command) -> str:
             parts.append(f"ALL {sequence_set(numbers)}")
     if "COUNT" in returns:
         parts.append(f"COUNT {len(numbers)}")
+    if partial is not None:
+        first, last = partial
+        window = numbers[first - 1:last]
+        parts.append(f"PARTIAL ({first}:{last} {sequence_set(window) if window else 'NIL'})")
     if used_modseq and numbers:
         parts.append(f"MODSEQ {highest}")
     s.untagged("ESEARCH " + " ".join(parts))
     return "SEARCH completed"
+
+
+# -- CONTEXT=SEARCH (RFC 5267 4) ---------------------------------------------------------
+
+MAX_UPDATES = 8
+"""Updating searches a session may keep at once (each runs again after every change)."""
+
+
+@dataclass(slots=True)
+class SearchUpdate:
+    """A SEARCH RETURN (UPDATE): its keys, to run again, and the UIDs the client was told."""
+
+    keys: list[Token]
+    uid: bool
+    uids: set[int]
+    added: list[int] = field(default_factory=list)
+    """Matches found by the last run, told as ADDTO once EXISTS has numbered them."""
+
+
+def _update_line(tag: str, update: SearchUpdate, what: str, uids: list[int], sel: SelectedMailbox) -> str:
+    numbers = uids if update.uid else sorted(n for n in map(sel.msn, uids) if n is not None)
+    # The position is that of a sorted result's change; SEARCH results are in ascending
+    # order, which the client knows, so 0 (as for any unsorted result) stands for it.
+    return f'ESEARCH (TAG "{tag}"){" UID" if update.uid else ""} {what} (0 {sequence_set(numbers)})'
+
+
+async def run_updates(s: Session) -> None:
+    """Run every updating search again: REMOVEFROM now, while the numbers of messages
+    expunged meanwhile still stand (before their EXPUNGE); ADDTO after EXISTS
+    (:func:`tell_added`)."""
+    sel = s.require_selected()
+    for tag, update in list(sel.search_updates.items()):
+        try:
+            positions, _ = await search_positions(s, update.keys)
+        except (Bad, No):
+            del sel.search_updates[tag]             # cannot be run any more (a $ gone...)
+            continue
+        now = {sel.uids[i] for i in positions} - sel.pending_expunge
+        removed = sorted(update.uids - now)
+        update.added = sorted(now - update.uids)
+        update.uids = now
+        if removed:
+            s.untagged(_update_line(tag, update, "REMOVEFROM", removed, sel))
+
+
+def tell_expunging(s: Session, sel: SelectedMailbox, uids: list[int]) -> None:
+    """Before this session's own EXPUNGE of ``uids``: out of every updating result."""
+    gone = set(uids)
+    for tag, update in sel.search_updates.items():
+        if update.uids & gone:
+            s.untagged(_update_line(tag, update, "REMOVEFROM", sorted(update.uids & gone), sel))
+            update.uids -= gone
+
+
+def tell_added(s: Session) -> None:
+    sel = s.require_selected()
+    for tag, update in sel.search_updates.items():
+        added = [u for u in update.added if u in update.uids and sel.msn(u) is not None]
+        update.added = []
+        if added:
+            s.untagged(_update_line(tag, update, "ADDTO", added, sel))
+
+
+async def cmd_cancelupdate(s: Session, cmd: Command) -> str:
+    """RFC 5267 4.3: CANCELUPDATE "tag" ..."""
+    sel = s.require_selected()
+    args = Args(cmd.args)
+    tags = []
+    while not args.at_end():
+        tags.append(args.text("search tag"))
+    if not tags:
+        raise Bad("CANCELUPDATE needs the tags of updating searches")
+    unknown = [t for t in tags if t not in sel.search_updates]
+    if unknown:
+        raise Bad(f"No updating search with tag {unknown[0][:40]}")
+    for t in tags:
+        del sel.search_updates[t]
+    return "CANCELUPDATE completed"
 
 
 # -- SORT and THREAD (RFC 5256) ---------------------------------------------------------------
@@ -361,15 +451,33 @@ def _sent_date(m: Message, meta_date: float) -> float:
     return float(ts) if isinstance(ts, int | float) else meta_date
 
 
-def _return_options(args: Args) -> list[str] | None:
-    """``RETURN (...)`` of SEARCH (RFC 4731) and SORT (RFC 5267 ESORT), if given."""
+_RETURNS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+
+
+def _return_options(args: Args, *, context: bool = False) -> tuple[list[str] | None, tuple[int, int] | None]:
+    """``RETURN (...)`` of SEARCH (RFC 4731) and SORT (RFC 5267 ESORT), if given, and the
+    range of ``PARTIAL first:last`` (RFC 5267 4.4; with ``context``, as is UPDATE)."""
     if args.peek_keyword() != "RETURN":
-        return None
+        return None, None
     args.next()
-    returns = [t.value.upper() for t in args.plist("return options") if isinstance(t, Atom)]
-    if not set(returns) <= {"MIN", "MAX", "ALL", "COUNT", "SAVE"}:
-        raise Bad("Unknown RETURN option")
-    return returns
+    tokens = list(args.plist("return options"))
+    returns: list[str] = []
+    partial = None
+    allowed = _RETURNS | {"UPDATE", "PARTIAL"} if context else _RETURNS
+    while tokens:
+        tok = tokens.pop(0)
+        name = tok.value.upper() if isinstance(tok, Atom) else ""
+        if name not in allowed:
+            raise Bad("Unknown RETURN option")
+        if name == "PARTIAL":
+            rng = tokens.pop(0) if tokens else None
+            m = re.fullmatch(r"([1-9]\d{0,9}):([1-9]\d{0,9})", rng.value if isinstance(rng, Atom) else "")
+            if m is None or partial is not None:
+                raise Bad("PARTIAL needs one range of result positions, first:last")
+            a, b = int(m.group(1)), int(m.group(2))
+            partial = (min(a, b), max(a, b))
+        returns.append(name)
+    return returns, partial
 
 
 def ordered_set(numbers: list[int]) -> str:
@@ -389,7 +497,7 @@ def ordered_set(numbers: list[int]) -> str:
 async def cmd_sort(s: Session, cmd: Command) -> str:
     sel = s.require_selected()
     args = Args(cmd.args)
-    returns = _return_options(args)
+    returns, _ = _return_options(args)
     crit_tokens = args.plist("sort criteria")
     criteria: list[tuple[str, bool]] = []
     reverse = False
@@ -510,6 +618,7 @@ def _render_thread(node: tuple[int | None, list[Any]], number: Any) -> str:
 
 COMMANDS = {
     "SEARCH": (cmd_search, "selected"),
+    "CANCELUPDATE": (cmd_cancelupdate, "selected"),
     "SORT": (cmd_sort, "selected"),
     "THREAD": (cmd_thread, "selected"),
 }

@@ -111,6 +111,9 @@ class SelectedMailbox:
         """UIDs that are \\Recent in this session (RFC 3501 2.3.2; no longer shown in IMAP4rev2)."""
         self.saved_result: list[int] = []
         """RFC 5182 SEARCHRES ``$``: UIDs of the last SEARCH ... RETURN (SAVE)."""
+        self.search_updates: dict[str, Any] = {}
+        """RFC 5267 SEARCH RETURN (UPDATE) contexts by tag (``search.SearchUpdate``); they
+        end with the selection."""
 
     def _intern(self, flags: frozenset[str]) -> frozenset[str]:
         return self._interned.setdefault(flags, flags)

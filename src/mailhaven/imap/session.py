@@ -175,6 +175,7 @@ class Session:
         caps += [
             "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
             "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "SORT", "ESORT",
+            "CONTEXT=SEARCH",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "QUOTA", "QUOTA=RES-STORAGE",
             f"APPENDLIMIT={limit}", "MULTIAPPEND", "BINARY", "STATUS=SIZE", "WITHIN", "UTF8=ACCEPT",
             "COMPRESS=DEFLATE", "PREVIEW",
@@ -289,6 +290,10 @@ class Session:
                     self.bye("Selected mailbox was deleted")
                     return
                 raise
+        if sel.search_updates:
+            from .search import run_updates
+
+            await run_updates(self)
         if allow_expunge and sel.pending_expunge:
             gone = sorted(sel.pending_expunge)
             numbers = sel.remove(gone)
@@ -312,6 +317,10 @@ class Session:
                 continue
             self.untagged(self.flags_fetch(n, uid, meta.flags, meta.modseq))
         sel.pending_flags.clear()
+        if sel.search_updates:
+            from .search import tell_added
+
+            tell_added(self)
 
     def ensure_flags_known(self, flags: frozenset[str]) -> None:
         """RFC 9051 7.3.5: a keyword first seen in a message is announced in FLAGS before use."""
