@@ -974,3 +974,33 @@ async def test_context_search_updates_and_partial(store) -> None:  # type: ignor
     await c.cmd("SELECT INBOX")
     out = await c.cmd("STORE 1 +FLAGS (\\Seen)")
     assert b"ESEARCH" not in out
+
+
+async def test_catenate_builds_messages_from_text_and_urls(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 4469: APPEND ... CATENATE puts literal text and parts of messages named by IMAP
+    URLs (RFC 5092) together; a URL for anything but a message of this account is refused
+    with BADURL and nothing is appended; a missing target mailbox is TRYCREATE first."""
+    _, c = await setup(store, MULTI)
+    assert b"CATENATE" in await c.cmd("CAPABILITY")
+    out = await c.cmd("SELECT INBOX")
+    uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", out).group(1))  # type: ignore[union-attr]
+    whole = await c.cmd("FETCH 1 (BODY.PEEK[HEADER] BODY.PEEK[2] BODY.PEEK[2.MIME])")
+    header, part2, mime2 = [whole[m.end():m.end() + int(m.group(1))] for m in re.finditer(rb"\{(\d+)\}\r\n", whole)]
+    text = b"From: me@example.com\r\nSubject: fwd\r\n\r\nSee below.\n"
+    out = await c.send(b'a1 APPEND INBOX CATENATE (TEXT {%d+}\r\n%s URL "/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=2.MIME" '
+                       b'URL "imap://alice%%40example.com@mail.test/INBOX/;UID=1/;SECTION=2" URL "/INBOX/;UID=1/;PARTIAL=0.4")\r\n'
+                       % (len(text), text, uidvalidity))
+    assert b"a1 OK [APPENDUID" in out
+    out = await c.cmd("FETCH 2 (BODY.PEEK[])")
+    assert b"See below.\r\n" + mime2 + part2 + header[:4] + b")" in out
+    for url in ("/INBOX;UIDVALIDITY=1/;UID=1", "/INBOX/;UID=9", "/Nowhere/;UID=1",
+                "imap://alice%40example.com@elsewhere.example/INBOX/;UID=1", "imap://bob@mail.test/INBOX/;UID=1",
+                "/INBOX/;UID=1;URLAUTH=anonymous:internal:x",
+                "http://example.com/"):
+        out = await c.send(b'b APPEND INBOX CATENATE (URL "%s")\r\n' % url.encode())
+        assert out.startswith(b'b NO [BADURL "'), (url, out)
+    out = await c.send(b'c APPEND Nowhere CATENATE (URL "/Nowhere/;UID=1")\r\n')
+    assert out.startswith(b"c NO [TRYCREATE]")
+    assert (await c.send(b"d APPEND INBOX CATENATE (TEXT)\r\n")).startswith(b"d BAD")
+    out = await c.cmd("STATUS INBOX (MESSAGES)")
+    assert b"MESSAGES 2" in out                                         # none of the refused ones

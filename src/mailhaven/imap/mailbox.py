@@ -7,7 +7,7 @@ import bisect
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..message.lineends import normalize_line_ends
 from ..store.api import SPECIAL_USES, AlreadyExists, InvalidName, Mailbox, NotFound, QuotaExceeded
@@ -483,6 +483,8 @@ async def cmd_append(s: Session, cmd: Command) -> str:
     args = Args(cmd.args)
     name = args.mailbox(s.utf8)
     items: list[tuple[list[str], float | None, bytes]] = []
+    parts: list[tuple[int, list[Any]]] = []
+    """CATENATE lists by message, read once the target mailbox is known to exist."""
     while True:
         flags: list[str] = []
         when: float | None = None
@@ -495,6 +497,14 @@ async def cmd_append(s: Session, cmd: Command) -> str:
         if isinstance(tok, String) and not tok.literal:
             when = parse_datetime(args.string().value.decode("ascii", "replace"))
         tok = args.peek()
+        if isinstance(tok, Atom) and tok.value.upper() == "CATENATE":
+            # RFC 4469: the message from literal text and parts of messages already here.
+            args.next()
+            parts.append((len(items), list(args.plist("CATENATE parts"))))
+            items.append(([_canonical_flag(f) for f in flags], when, b""))   # put together below
+            if args.at_end():
+                break
+            continue
         if isinstance(tok, Atom) and tok.value.upper() == "UTF8":
             # RFC 6855 section 4: APPEND ... UTF8 (~{n}...)
             args.next()
@@ -513,12 +523,16 @@ async def cmd_append(s: Session, cmd: Command) -> str:
         items.append(([_canonical_flag(f) for f in flags], when, data))
         if args.at_end():
             break
+    box = await find_mailbox(s, name, trycreate=True)
+    for i, tokens in parts:
+        from .catenate import catenate
+
+        items[i] = (items[i][0], items[i][1], await catenate(s, tokens))
     if any(not d for _, _, d in items):
         raise No("Empty message", code=CLIENTBUG)
     for _, _, d in items:
         if len(d) > s.config.limits.message_size:
             raise No("Message too big", code=TOOBIG)
-    box = await find_mailbox(s, name, trycreate=True)
     uids: list[int] = []
     try:
         for flags, when, data in items:
