@@ -376,16 +376,13 @@ async def test_esort_answers_in_sort_order(store) -> None:  # type: ignore[no-un
     assert b"ESORT" in await c.cmd("CAPABILITY")
     await c.cmd("SELECT INBOX")
     assert b"* SORT 2 4 3 1" in await c.cmd("SORT (DATE) UTF-8 ALL")
-    out = await c.cmd("SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL")
-    assert b'* ESEARCH (TAG "' in out and b" MIN 2 MAX 1 ALL 2,4,3,1 COUNT 4\r\n" in out
-    out = await c.cmd("SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL")
-    assert b" ALL 4,3,2,1\r\n" in out
-    out = await c.cmd("SORT RETURN (ALL) (ARRIVAL) UTF-8 ALL")
-    assert b" ALL 1:4\r\n" in out
-    out = await c.cmd("UID SORT RETURN (MAX) (DATE) UTF-8 2:4")
-    assert b" UID MAX 3\r\n" in out
-    out = await c.cmd("SORT RETURN (COUNT) (DATE) UTF-8 SUBJECT nothing-like-this")
-    assert b" COUNT 0\r\n" in out and b" MIN" not in out
+    for command, answer in (("SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL", b"\") MIN 2 MAX 1 ALL 2,4,3,1 COUNT 4"),
+                            ("SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL", b"\") ALL 4,3,2,1"),
+                            ("SORT RETURN (ALL) (ARRIVAL) UTF-8 ALL", b"\") ALL 1:4"),
+                            ("UID SORT RETURN (MAX) (DATE) UTF-8 2:4", b"\") UID MAX 3"),
+                            ("SORT RETURN (COUNT) (DATE) UTF-8 SUBJECT nothing-like-this", b"\") COUNT 0")):
+        out = await c.cmd(command)
+        assert b'* ESEARCH (TAG "' in out and answer + b"\r\n" in out, command
     await c.cmd("SORT RETURN (MIN SAVE) (DATE) UTF-8 ALL")
     out = await c.cmd("FETCH $ (UID)")
     assert b"* 2 FETCH (UID 2)" in out and out.count(b"* ") == 1
@@ -960,12 +957,9 @@ async def test_context_search_updates_and_partial(store) -> None:  # type: ignor
     out = await c.cmd("NOOP")
     assert b"* 1 EXPUNGE" in out
     # PARTIAL: a window of result positions (reversed ends are put in order).
-    out = await c.cmd("SEARCH RETURN (PARTIAL 2:1) ALL")
-    assert b" PARTIAL (1:2 1:2)\r\n" in out
-    out = await c.cmd("SEARCH RETURN (PARTIAL 2:9 COUNT) ALL")
-    assert b" COUNT 2 PARTIAL (2:9 2)\r\n" in out
-    out = await c.cmd("SEARCH RETURN (PARTIAL 5:6) ALL")
-    assert b" PARTIAL (5:6 NIL)\r\n" in out
+    for options, answer in (("PARTIAL 2:1", b" PARTIAL (1:2 1:2)"), ("PARTIAL 2:9 COUNT", b" COUNT 2 PARTIAL (2:9 2)"),
+                            ("PARTIAL 5:6", b" PARTIAL (5:6 NIL)")):
+        assert answer + b"\r\n" in await c.cmd(f"SEARCH RETURN ({options}) ALL"), options
     for bad in ("PARTIAL 1", "PARTIAL 1:*", "PARTIAL *:1", "PARTIAL 0:2", "PARTIAL"):
         await c.cmd(f"SEARCH RETURN ({bad}) ALL", expect="BAD")
     await c.cmd("SORT RETURN (UPDATE) (DATE) UTF-8 ALL", expect="BAD")    # CONTEXT=SORT is not offered

@@ -17,7 +17,7 @@ from ..message.structure import header_end, parse_fields
 from ..store.api import Message
 from .grammar import Args, SequenceSet, parse_date, parse_number, parse_sequence_set
 from .parser import Atom, Command, ParenList, String, Token
-from .responses import BADCHARSET, Bad, No, sequence_set
+from .responses import BADCHARSET, Bad, No, sequence_list, sequence_set
 from .threads import base_subject, thread_orderedsubject, thread_references
 
 if TYPE_CHECKING:
@@ -480,20 +480,6 @@ def _return_options(args: Args, *, context: bool = False) -> tuple[list[str] | N
     return returns, partial
 
 
-def ordered_set(numbers: list[int]) -> str:
-    """Numbers in the order given, as a sequence-set (RFC 5267 3: SORT's ALL keeps the sort
-    order): ascending runs as ``a:b``, everything else one by one."""
-    out: list[str] = []
-    i = 0
-    while i < len(numbers):
-        j = i
-        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
-            j += 1
-        out.append(str(numbers[i]) if j == i else f"{numbers[i]}:{numbers[j]}")
-        i = j + 1
-    return ",".join(out)
-
-
 async def cmd_sort(s: Session, cmd: Command) -> str:
     sel = s.require_selected()
     args = Args(cmd.args)
@@ -566,7 +552,7 @@ async def cmd_sort(s: Session, cmd: Command) -> str:
         if "MAX" in returns:
             parts.append(f"MAX {numbers[-1]}")
         if "ALL" in returns or not returns:
-            parts.append(f"ALL {ordered_set(numbers)}")
+            parts.append(f"ALL {sequence_list(numbers)}")   # in the sort order (RFC 5267 3)
     if "COUNT" in returns:
         parts.append(f"COUNT {len(numbers)}")
     if modseqs and chosen:
