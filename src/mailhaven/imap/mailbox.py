@@ -524,10 +524,11 @@ async def cmd_append(s: Session, cmd: Command) -> str:
         if args.at_end():
             break
     box = await find_mailbox(s, name, trycreate=True)
-    for i, tokens in parts:
+    if parts:
         from .catenate import catenate
 
-        items[i] = (items[i][0], items[i][1], await catenate(s, tokens))
+        for i, tokens in parts:
+            items[i] = (items[i][0], items[i][1], await catenate(s, tokens))
     if any(not d for _, _, d in items):
         raise No("Empty message", code=CLIENTBUG)
     for _, _, d in items:

@@ -130,6 +130,12 @@ class _Prepared:
         self.wire = wire_forms(summary) or (None, None)
 
 
+def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
+    """What is stored beside a message: its summary (``summary``, else computed) and search text."""
+    s = summary if summary is not None else summarize(raw)
+    return _Prepared(s, tuple(clean(f) for f in search_fields(raw, s)))
+
+
 class MessageMethods:
     if TYPE_CHECKING:
         blobs: PgBlobStore
@@ -145,11 +151,7 @@ class MessageMethods:
     async def _prepare(self, blob: BlobRef, summary: dict[str, Any] | None) -> _Prepared:
         raw = await self.blobs.read(blob.id)
 
-        def work() -> _Prepared:
-            s = summary if summary is not None else summarize(raw)
-            return _Prepared(s, tuple(clean(f) for f in search_fields(raw, s)))
-
-        return await asyncio.to_thread(work)
+        return await asyncio.to_thread(_prepare, raw, summary)
 
     async def reindex(self, batch: int = 200) -> int:
         """Recompute every message's summary, IMAP wire forms and search text from its bytes
@@ -169,12 +171,7 @@ class MessageMethods:
             prepared = []
             for blob_id in blob_ids:
                 raw = await self.blobs.read(blob_id)
-
-                def work(raw: bytes = raw) -> _Prepared:
-                    s = summarize(raw)
-                    return _Prepared(s, tuple(clean(f) for f in search_fields(raw, s)))
-
-                prepared.append((blob_id, await asyncio.to_thread(work)))
+                prepared.append((blob_id, await asyncio.to_thread(_prepare, raw)))
 
             async def write(tx: Tx, prepared: list[tuple[str, _Prepared]] = prepared) -> int:
                 n = 0

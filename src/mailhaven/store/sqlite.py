@@ -154,6 +154,8 @@ on the event loop. The work is pure Python, so in a worker thread it would hold 
 all the same; the hop to the thread and back (GIL hand-offs, wake-ups) cost more than it."""
 SCRAM_ITERATIONS = 4096
 _INSERT_DATA = "INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) VALUES (?,?,?,?)"
+_INSERT_PENDING = ("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
+                   "VALUES (?,?,?,?,?,?,?,?)")
 _SUMMARY_COLUMNS = "id, mailbox_id, uid, blob_id, size, internal_date, flags, modseq, thread_id"
 
 
@@ -350,6 +352,13 @@ class _Prepared:
     wire: tuple[bytes, bytes] | None
 
 
+def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
+    """The summary (``summary``, else computed), its JSON, search text and IMAP wire forms."""
+    s = summary if summary is not None else summarize(raw)
+    fts = search_fields(raw, s)     # takes the body text out of the summary before it is stored
+    return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))
+
+
 class SQLiteStore:
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
@@ -434,9 +443,7 @@ class SQLiteStore:
                         raw = self.blobs.read_sync(row[1])
                     except (OSError, NotFound):
                         continue                    # missing bytes: `store check` reports them
-                    s = summarize(raw)
-                    fts = search_fields(raw, s)     # takes the body text out of the summary
-                    out.append((row[0], _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))))
+                    out.append((row[0], _prepare(raw)))
                 return out
 
             prepared = await asyncio.to_thread(work)
@@ -450,9 +457,7 @@ class SQLiteStore:
                     conn.execute(_INSERT_DATA, (message_id, p.summary_json, *(p.wire or (None, None))))
                     conn.execute("DELETE FROM messages_fts WHERE rowid=?", (message_id,))
                     conn.execute("DELETE FROM fts_pending WHERE id=?", (message_id,))
-                    if p.fts is not None:
-                        conn.execute("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, "
-                                     "headers) VALUES (?,?,?,?,?,?,?,?)", (message_id, *p.fts))
+                    conn.execute(_INSERT_PENDING, (message_id, *p.fts))
                     n += 1
                 ctx.after_commit(self._index_later)
                 return n
@@ -1002,8 +1007,7 @@ class SQLiteStore:
         if fts is not None:
             # Indexed later, in batches (see _index_loop): the trigram index was a third of
             # the CPU of every inbound message.
-            conn.execute("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
-                         "VALUES (?,?,?,?,?,?,?,?)", (new_id, *fts))
+            conn.execute(_INSERT_PENDING, (new_id, *fts))
             ctx.after_commit(self._index_later)
         conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (blob.size, account_id))
         row = conn.execute(f"{_select(True)} WHERE m.id=?", (new_id,)).fetchone()
@@ -1011,9 +1015,7 @@ class SQLiteStore:
 
     async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> _Prepared:
         def work(raw: bytes) -> _Prepared:
-            s = summary if summary is not None else summarize(raw)
-            fts = search_fields(raw, s)
-            return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))
+            return _prepare(raw, summary)
 
         if blob.size <= SUMMARY_ON_LOOP_MAX:
             raw = self.blobs.recent(blob.id)
