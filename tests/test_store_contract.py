@@ -575,3 +575,218 @@ async def test_reindex_recomputes_summaries_structures_and_search_text(backend, 
         assert await backend.search_text(box, "body", "Crown") == {m.uid}
     (after,) = await backend.get_messages(inbox.id, [first.message.uid])
     assert after.flags == before[0].flags and after.modseq == before[0].modseq
+
+
+# -- account-wide lookups (JMAP) ------------------------------------------------------------
+async def _two_accounts_mail(s):  # type: ignore[no-untyped-def]
+    """Bob: RAW and REPLY (one thread) in INBOX, RAW again in Sent; Carol: RAW in INBOX."""
+    bob, carol = await _bob(s), await s.add_account("carol@nyu.example", "pw")
+    first, reply = await s.put_blob(RAW), await s.put_blob(REPLY)
+    (a,) = await s.deliver(first, [bob.id], internal_date=1000.0)
+    (b,) = await s.deliver(reply, [bob.id], internal_date=3000.0)
+    (c,) = await s.deliver(first, [bob.id], mailbox="Sent", internal_date=2000.0)
+    (d,) = await s.deliver(first, [carol.id], internal_date=1500.0)
+    return bob, carol, a.message, b.message, c.message, d.message, reply
+
+
+async def test_account_has_blob(backend):
+    bob, carol, *_, reply = await _two_accounts_mail(backend)
+    assert await backend.account_has_blob(bob.id, reply.id)
+    assert not await backend.account_has_blob(carol.id, reply.id)
+    assert not await backend.account_has_blob(bob.id, "0" * 64)
+
+
+async def test_thread_members(backend):
+    bob, carol, a, b, c, d, _ = await _two_accounts_mail(backend)
+    assert a.thread_id == b.thread_id
+    members = await backend.thread_members(bob.id, [a.thread_id, 999_999])
+    assert members[a.thread_id][0] == a.id and set(members[a.thread_id]) == {a.id, b.id, c.id}
+    assert members[a.thread_id].index(c.id) < members[a.thread_id].index(b.id)   # by arrival
+    assert members[999_999] == []
+    assert d.id not in (await backend.thread_members(bob.id, [d.thread_id])).get(d.thread_id, [])
+    assert await backend.thread_members(bob.id, []) == {}
+
+
+async def test_message_index(backend):
+    bob, carol, a, b, c, d, _ = await _two_accounts_mail(backend)
+    inbox = await backend.get_mailbox(bob.id, "INBOX")
+    await backend.set_flags(inbox.id, [a.uid], ["\\Seen", "$Important"], FlagMode.ADD)
+    rows = {r[0]: r for r in await backend.message_index(bob.id)}
+    assert set(rows) == {a.id, b.id, c.id}
+    mid, mailbox_id, uid, size, date, thread, flags = rows[a.id]
+    assert (mid, mailbox_id, uid, size, date, thread) == (a.id, inbox.id, a.uid, len(RAW), 1000.0, a.thread_id)
+    assert set(flags.split()) == {"\\Seen", "$Important"} and rows[b.id][6] == ""
+    assert {r[0] for r in await backend.message_index(bob.id, [inbox.id])} == {a.id, b.id}
+    carol_inbox = await backend.get_mailbox(carol.id, "INBOX")
+    assert await backend.message_index(bob.id, [carol_inbox.id]) == []        # not bob's mailbox
+    assert await backend.message_index(bob.id, []) == []
+
+
+async def test_ordered_message_ids(backend):
+    bob, carol, a, b, c, d, _ = await _two_accounts_mail(backend)
+    inbox = await backend.get_mailbox(bob.id, "INBOX")
+    by_date = await backend.ordered_message_ids(bob.id, None, "internal_date", True)
+    assert by_date == [(a.id, a.thread_id), (c.id, c.thread_id), (b.id, b.thread_id)]
+    assert [i for i, _ in await backend.ordered_message_ids(bob.id, None, "internal_date", False)] == [b.id, c.id, a.id]
+    # Equal sizes (a and c are the same bytes): ties by id, descending, either way.
+    by_size = [i for i, _ in await backend.ordered_message_ids(bob.id, None, "size", True)]
+    assert by_size[:2] == sorted([a.id, c.id], reverse=True)
+    assert [i for i, _ in await backend.ordered_message_ids(bob.id, inbox.id, "size", False)][-1] == a.id
+    assert [i for i, _ in await backend.ordered_message_ids(bob.id, inbox.id, "internal_date", True)] == [a.id, b.id]
+    with pytest.raises(ValueError):
+        await backend.ordered_message_ids(bob.id, None, "flags; DROP TABLE messages", True)
+
+
+# -- bearer tokens --------------------------------------------------------------------------
+async def test_add_token(backend):
+    bob = await _bob(backend)
+    await backend.add_token(bob.id, "ab" * 32, "phone", created=100.0)
+    with pytest.raises(Exception):  # noqa: B017 - the digest is the key: a second one is refused
+        await backend.add_token(bob.id, "ab" * 32, "again", created=101.0)
+    assert [(t.digest, t.label, t.created) for t in await backend.list_tokens(bob.id)] == [("ab" * 32, "phone", 100.0)]
+
+
+async def test_list_tokens(backend):
+    bob, carol = await _bob(backend), await backend.add_account("carol@nyu.example", "pw")
+    assert await backend.list_tokens(bob.id) == []
+    await backend.add_token(bob.id, "cd" * 32, "laptop", created=200.0)
+    await backend.add_token(bob.id, "ab" * 32, "phone", created=100.0)
+    await backend.add_token(carol.id, "ef" * 32, "carol's", created=50.0)
+    assert [t.label for t in await backend.list_tokens(bob.id)] == ["phone", "laptop"]   # oldest first
+
+
+async def test_revoke_tokens(backend):
+    bob, carol = await _bob(backend), await backend.add_account("carol@nyu.example", "pw")
+    await backend.add_token(bob.id, "abc123" + "0" * 58, "phone", created=1.0)
+    await backend.add_token(bob.id, "abd999" + "0" * 58, "laptop", created=2.0)
+    await backend.add_token(carol.id, "abc124" + "0" * 58, "carol's", created=3.0)
+    assert await backend.revoke_tokens(carol.id, "abc123") == 0              # not carol's
+    assert await backend.revoke_tokens(bob.id, "ab%") == 0                   # no wildcards
+    assert await backend.revoke_tokens(bob.id, "abc123") == 1
+    assert [t.label for t in await backend.list_tokens(bob.id)] == ["laptop"]
+    assert [t.label for t in await backend.list_tokens(carol.id)] == ["carol's"]
+
+
+async def test_token_account(backend):
+    bob = await _bob(backend)
+    await backend.add_token(bob.id, "ab" * 32, "phone", created=1.0)
+    assert await backend.token_account("ab" * 32) == bob.id
+    assert await backend.token_account("ab" * 31) is None
+    await backend.revoke_tokens(bob.id, "ababab")
+    assert await backend.token_account("ab" * 32) is None
+
+
+# -- JMAP identities ------------------------------------------------------------------------
+async def test_identity_settings(backend):
+    bob, carol = await _bob(backend), await backend.add_account("carol@nyu.example", "pw")
+    assert await backend.identity_settings(bob.id) == {}
+    await backend.save_identity_settings(carol.id, "carol@nyu.example", {"name": "Carol"})
+    assert await backend.identity_settings(bob.id) == {}
+
+
+async def test_save_identity_settings(backend):
+    bob = await _bob(backend)
+    await backend.save_identity_settings(bob.id, "bob@nyu.example", {"name": "Bob", "bcc": None})
+    await backend.save_identity_settings(bob.id, "sales@nyu.example", {"name": "Sales", "textSignature": "—\nB"})
+    await backend.save_identity_settings(bob.id, "bob@nyu.example", {"name": "Robert"})    # replaces
+    assert await backend.identity_settings(bob.id) == {
+        "bob@nyu.example": {"name": "Robert"}, "sales@nyu.example": {"name": "Sales", "textSignature": "—\nB"}}
+
+
+# -- the outbound queue ---------------------------------------------------------------------
+async def _outbound(s, *rcpts, notify=None):  # type: ignore[no-untyped-def]
+    from mailhaven.queue.api import OutboundMessage, OutboundRecipient
+
+    blob = await s.put_blob(RAW)
+    return OutboundMessage(blob=blob, mail_from="bob@nyu.example", envid="E1", ret="HDRS", smtputf8=True,
+                           authenticated_as="bob@nyu.example",
+                           recipients=tuple(OutboundRecipient(address=r, notify=notify, orcpt=f"rfc822;{r}")
+                                            for r in rcpts))
+
+
+async def test_queue_enqueue(backend):
+    message = await _outbound(backend, "a@X.example", "b@y.example", notify=frozenset({"FAILURE", "DELAY"}))
+    ids = await backend.queue_enqueue(message, now=1000.0)
+    again = await backend.queue_enqueue(message, now=1000.0)
+    assert len(ids) == 2 and len(set(ids + again)) == 4
+    e = await backend.queue_get(ids[0])
+    assert (e.rcpt, e.domain, e.state, e.attempts, e.next_attempt, e.created) == (
+        "a@X.example", "x.example", "queued", 0, 1000.0, 1000.0)
+    assert (e.blob_id, e.size, e.mail_from, e.notify, e.orcpt, e.envid, e.ret, e.smtputf8, e.submitted_by) == (
+        message.blob.id, len(RAW), "bob@nyu.example", frozenset({"FAILURE", "DELAY"}), "rfc822;a@X.example",
+        "E1", "HDRS", True, "bob@nyu.example")
+    assert (await backend.queue_get(ids[1])).msg == e.msg != (await backend.queue_get(again[0])).msg
+    await backend.collect_garbage(grace=0)
+    assert await backend.read_blob(message.blob.id) == RAW                  # the queue keeps its blob
+
+
+async def test_queue_claim(backend):
+    ids = await backend.queue_enqueue(await _outbound(backend, "a@x.example", "b@y.example"), now=1000.0)
+    assert await backend.queue_claim("r1", now=999.0, lease=60, limit=10) == []            # not due
+    (first,) = await backend.queue_claim("r1", now=1000.0, lease=60, limit=1)
+    assert first.id == ids[0] and (first.lease_owner, first.lease_until) == ("r1", 1060.0)
+    (second,) = await backend.queue_claim("r2", now=1010.0, lease=60, limit=10)            # ids[0] is r1's
+    assert second.id == ids[1]
+    again = await backend.queue_claim("r3", now=1061.0, lease=60, limit=10)                # r1's lease ran out
+    assert [e.id for e in again] == [ids[0]] and again[0].lease_owner == "r3"
+    results = await asyncio.gather(*(backend.queue_claim(f"c{i}", now=9999.0, lease=60, limit=10) for i in range(4)))
+    assert sorted(e.id for r in results for e in r) == ids                  # each row to one claimer only
+
+
+async def test_queue_release_leases(backend):
+    ids = await backend.queue_enqueue(await _outbound(backend, "a@x.example", "b@y.example"), now=1000.0)
+    await backend.queue_claim("r1", now=1000.0, lease=60, limit=1)
+    await backend.queue_claim("r2", now=1000.0, lease=60, limit=1)
+    await backend.queue_release_leases("r1")
+    assert [(e.id, e.lease_owner, e.lease_until) for e in await backend.queue_list()] == [
+        (ids[0], None, None), (ids[1], "r2", 1060.0)]
+    assert [e.id for e in await backend.queue_claim("r3", now=1001.0, lease=60, limit=10)] == [ids[0]]
+
+
+async def test_queue_finish(backend):
+    ids = await backend.queue_enqueue(await _outbound(backend, "a@x.example", "b@y.example"), now=1000.0)
+    await backend.queue_finish(ids[1])
+    assert [e.id for e in await backend.queue_list()] == [ids[0]]
+    await backend.queue_finish(ids[1])                                      # already gone: no error
+
+
+async def test_queue_defer(backend):
+    (qid,) = await backend.queue_enqueue(await _outbound(backend, "a@x.example"), now=1000.0)
+    await backend.queue_claim("r1", now=1000.0, lease=60, limit=10)
+    await backend.queue_defer(qid, next_attempt=2000.0, reply="451 4.3.0 later", warned=True)
+    e = await backend.queue_get(qid)
+    assert (e.attempts, e.next_attempt, e.last_reply, e.warned, e.lease_owner, e.lease_until) == (
+        1, 2000.0, "451 4.3.0 later", True, None, None)
+    assert await backend.queue_claim("r1", now=1999.0, lease=60, limit=10) == []
+    await backend.queue_defer(qid, next_attempt=3000.0, reply="452", warned=True)
+    assert (await backend.queue_get(qid)).attempts == 2
+
+
+async def test_queue_list(backend):
+    assert await backend.queue_list() == []
+    first = await backend.queue_enqueue(await _outbound(backend, "a@x.example"), now=2000.0)
+    second = await backend.queue_enqueue(await _outbound(backend, "b@x.example", "c@x.example"), now=1000.0)
+    assert [e.id for e in await backend.queue_list()] == first + second       # by id, not by due time
+
+
+async def test_queue_get(backend):
+    (qid,) = await backend.queue_enqueue(await _outbound(backend, "a@x.example"), now=1000.0)
+    assert (await backend.queue_get(qid)).rcpt == "a@x.example"
+    assert await backend.queue_get(qid + 1000) is None
+
+
+async def test_queue_set_state(backend):
+    ids = await backend.queue_enqueue(await _outbound(backend, "a@x.example", "b@x.example"), now=1000.0)
+    assert await backend.queue_set_state(ids[0], "held") == 1
+    assert [e.id for e in await backend.queue_claim("r1", now=5000.0, lease=60, limit=10)] == [ids[1]]
+    await backend.queue_defer(ids[1], next_attempt=9000.0, reply="451", warned=False)
+    assert await backend.queue_set_state(None, "queued", now=100.0) == 2    # retry everything now
+    assert [(e.state, e.next_attempt) for e in await backend.queue_list()] == [("queued", 100.0)] * 2
+    assert await backend.queue_set_state(ids[0] + 1000, "held") == 0
+
+
+async def test_queue_delete(backend):
+    ids = await backend.queue_enqueue(await _outbound(backend, "a@x.example", "b@x.example"), now=1000.0)
+    assert await backend.queue_delete(ids[0]) is True
+    assert await backend.queue_delete(ids[0]) is False
+    assert [e.id for e in await backend.queue_list()] == [ids[1]]

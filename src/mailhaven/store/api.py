@@ -15,7 +15,10 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..queue.api import OutboundMessage
 
 SPECIAL_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive")
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -170,6 +173,57 @@ class Change:
     """``exists`` (new messages), ``flags``, ``expunge``, ``mailbox`` (created, renamed,
     deleted, subscribed) or ``queue``."""
     modseq: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueEntry:
+    """One recipient of one message in the outbound queue (``queued`` or ``held``)."""
+
+    id: int
+    msg: str
+    """Shared by the rows of one submitted message, unique across restarts and nodes."""
+    blob_id: str
+    size: int
+    mail_from: str
+    rcpt: str
+    domain: str
+    notify: frozenset[str] | None
+    orcpt: str | None
+    envid: str | None
+    ret: str | None
+    body: str
+    smtputf8: bool
+    submitted_by: str | None
+    created: float
+    state: str
+    attempts: int
+    next_attempt: float
+    last_reply: str
+    warned: bool
+    lease_owner: str | None
+    lease_until: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "message": self.msg, "from": self.mail_from, "to": self.rcpt,
+                "domain": self.domain, "size": self.size, "state": self.state, "attempts": self.attempts,
+                "created": self.created, "next_attempt": self.next_attempt, "last_reply": self.last_reply,
+                "notify": sorted(self.notify) if self.notify is not None else None, "envid": self.envid,
+                "ret": self.ret, "blob": self.blob_id}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenInfo:
+    """A bearer token (JMAP app password) as stored: only its SHA-256 is kept."""
+
+    digest: str
+    """Hex SHA-256 of the token."""
+    label: str
+    created: float
+
+
+IndexRow = tuple[int, int, int, int, float, int, str]
+"""(id, mailbox id, uid, size, internal date, thread id, flags as space-separated text): what
+JMAP's account-wide queries need of a message, cheap to make by the thousand."""
 
 
 class BlobWriter(Protocol):
@@ -422,3 +476,80 @@ class Store(Protocol):
     def subscribe(self, account_id: int | None = None) -> ChangeSubscription:
         """Live changes for one account (or all when None), published after commit."""
         ...
+
+    # -- account-wide message lookups (JMAP) ---------------------------------
+    async def account_has_blob(self, account_id: int, blob_id: str) -> bool:
+        """True when one of the account's messages is stored as this blob."""
+        ...
+
+    async def thread_members(self, account_id: int, thread_ids: Sequence[int]) -> dict[int, list[int]]:
+        """Thread id -> the account's message ids in it, in arrival order (internal date, id)."""
+        ...
+
+    async def message_index(self, account_id: int, mailbox_ids: Sequence[int] | None = None) -> list[IndexRow]:
+        """An :data:`IndexRow` for every message of the account (or of these of its mailboxes),
+        in no particular order."""
+        ...
+
+    async def ordered_message_ids(self, account_id: int, mailbox_id: int | None, column: str,
+                                  ascending: bool) -> list[tuple[int, int]]:
+        """(id, thread id) of the mailbox's (or account's) messages sorted by ``internal_date``
+        or ``size``, ties by id descending, whatever the direction."""
+        ...
+
+    # -- bearer tokens (web/auth.py) ----------------------------------------
+    async def add_token(self, account_id: int, digest: str, label: str, *, created: float) -> None: ...
+
+    async def list_tokens(self, account_id: int) -> list[TokenInfo]:
+        """The account's tokens, oldest first."""
+        ...
+
+    async def revoke_tokens(self, account_id: int, digest_prefix: str) -> int:
+        """Delete the account's tokens whose digest starts with the prefix; how many."""
+        ...
+
+    async def token_account(self, digest: str) -> int | None:
+        """The account id the token with this digest belongs to."""
+        ...
+
+    # -- JMAP identities ----------------------------------------------------
+    async def identity_settings(self, account_id: int) -> dict[str, dict[str, Any]]:
+        """Address -> the saved Identity properties (name, signatures...) of the account."""
+        ...
+
+    async def save_identity_settings(self, account_id: int, address: str, settings: dict[str, Any]) -> None:
+        """Replace the saved properties of one address's identity."""
+        ...
+
+    # -- the outbound queue (queue/runner.py) ---------------------------------
+    async def queue_enqueue(self, message: OutboundMessage, *, now: float | None = None) -> list[int]:
+        """One ``queued`` row per recipient, due at ``now``, in one commit; their ids."""
+        ...
+
+    async def queue_claim(self, owner: str, *, now: float, lease: float, limit: int) -> list[QueueEntry]:
+        """Lease up to ``limit`` due, unleased (or lease expired) rows to ``owner`` until
+        ``now + lease``, atomically across processes and nodes; by id."""
+        ...
+
+    async def queue_release_leases(self, owner: str) -> None: ...
+
+    async def queue_finish(self, entry_id: int) -> None:
+        """Delivered or finally failed: the row goes."""
+        ...
+
+    async def queue_defer(self, entry_id: int, *, next_attempt: float, reply: str, warned: bool) -> None:
+        """One more failed attempt: due again at ``next_attempt``, lease released."""
+        ...
+
+    async def queue_list(self) -> list[QueueEntry]:
+        """Every row, by id."""
+        ...
+
+    async def queue_get(self, entry_id: int) -> QueueEntry | None: ...
+
+    async def queue_set_state(self, entry_id: int | None, state: str, *, now: float | None = None) -> int:
+        """Set the state of one row (or all with None), and with ``now`` make it due then;
+        how many rows."""
+        ...
+
+    async def queue_delete(self, entry_id: int) -> bool: ...

@@ -53,7 +53,11 @@ from .pgmessages import (
     lock_account,
     mailbox_account,
 )
+from .pgqueue import SCHEMA as QUEUE_SCHEMA
+from .pgqueue import QueueMethods
 from .pgschema import check_schema_name, drop_schema, ensure_schema
+from .pgwebdata import SCHEMA as WEB_SCHEMA
+from .pgwebdata import WebDataMethods
 from .recent import RecentFloors
 from .sqlite import (
     _like_prefix,
@@ -111,7 +115,7 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore(MessageMethods):
+class PostgresStore(MessageMethods, QueueMethods, WebDataMethods):
     """Accounts, mailboxes, messages and message bytes in one PostgreSQL schema.
 
     ``fresh_schema`` drops and re-creates the schema (tests); without an explicit
@@ -157,6 +161,7 @@ class PostgresStore(MessageMethods):
                 await conn.close()
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
                                                    timeout=CONNECT_TIMEOUT, server_settings=self._settings())
+            await self.ensure_schema(QUEUE_SCHEMA + WEB_SCHEMA)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(
                 f"cannot open the PostgreSQL store at {redact_dsn(self.dsn)}: {exc}") from None

@@ -50,6 +50,10 @@ from .changes import ChangeHub, Subscription
 from .db import Database, WriteContext
 from .passwords import PasswordChecker, hasher
 from .recent import RecentFloors
+from .sqlitequeue import SCHEMA as QUEUE_SCHEMA
+from .sqlitequeue import QueueMethods
+from .sqlitewebdata import SCHEMA as WEB_SCHEMA
+from .sqlitewebdata import WebDataMethods
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -359,7 +363,7 @@ def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
     return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))
 
 
-class SQLiteStore:
+class SQLiteStore(QueueMethods, WebDataMethods):
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
     def __init__(self, data_dir: Path | str) -> None:
@@ -367,6 +371,8 @@ class SQLiteStore:
         self.db = Database(self.data_dir / "mailhaven.db")
         self.blobs = FileBlobStore(self.data_dir, db=self.db)
         self.db.add_schema(BLOB_SCHEMA)
+        self.db.add_schema(QUEUE_SCHEMA)
+        self.db.add_schema(WEB_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0

@@ -17,34 +17,17 @@ import binascii
 import hashlib
 import ipaddress
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 
+from ..store.api import NotFound
 from .webmail import COOKIE, LoginThrottle, SessionInfo
 
 SESSION_IDLE = 12 * 3600.0
 SESSION_MAX = 1000 * 1000
-
-TOKEN_SCHEMA_SQLITE = """
-CREATE TABLE IF NOT EXISTS web_tokens (
-    hash TEXT PRIMARY KEY,
-    account_id INTEGER NOT NULL,
-    label TEXT NOT NULL,
-    created REAL NOT NULL
-);
-"""
-TOKEN_SCHEMA_PG = """
-CREATE TABLE IF NOT EXISTS web_tokens (
-    hash TEXT PRIMARY KEY,
-    account_id BIGINT NOT NULL,
-    label TEXT NOT NULL,
-    created DOUBLE PRECISION NOT NULL
-);
-"""
 
 
 @dataclass
@@ -122,83 +105,31 @@ def peer_is_trusted(ctx: Any, request: Request) -> bool:
         return False
 
 
-# -- tokens ----------------------------------------------------------------------------
-def _is_sqlite(store: Any) -> bool:
-    from ..store.sqlite import SQLiteStore
-
-    return isinstance(store, SQLiteStore)
-
-
-async def ensure_token_table(store: Any) -> None:
-    if _is_sqlite(store):
-        store.db.ensure_schema(TOKEN_SCHEMA_SQLITE)
-    else:
-        await store.ensure_schema(TOKEN_SCHEMA_PG)
-
-
+# -- tokens (kept by the store: Store.add_token and friends) ------------------------------
 async def create_token(store: Any, account_id: int, label: str) -> str:
-    await ensure_token_table(store)
     token = "mh_" + secrets.token_urlsafe(32)
-    row = (_digest(token), account_id, label, time.time())
-    if _is_sqlite(store):
-        await store.db.write(lambda conn: conn.execute("INSERT INTO web_tokens VALUES (?,?,?,?)", row))
-    else:
-        async def insert(tx: Any) -> None:
-            await tx.conn.execute("INSERT INTO web_tokens VALUES ($1,$2,$3,$4)", *row)
-
-        await store.write(insert)
+    await store.add_token(account_id, _digest(token), label, created=time.time())
     return token
 
 
 async def list_tokens(store: Any, account_id: int) -> list[tuple[str, str, float]]:
     """(hash prefix, label, created) of an account's tokens."""
-    await ensure_token_table(store)
-    if _is_sqlite(store):
-        rows = await store.db.read(lambda conn: conn.execute(
-            "SELECT hash, label, created FROM web_tokens WHERE account_id=? ORDER BY created", (account_id,)).fetchall())
-    else:
-        async def fetch(conn: Any) -> list[Any]:
-            return list(await conn.fetch("SELECT hash, label, created FROM web_tokens WHERE account_id=$1 "
-                                         "ORDER BY created", account_id))
-
-        rows = await store.read(fetch)
-    return [(r[0][:12], r[1], float(r[2])) for r in rows]
+    return [(t.digest[:12], t.label, t.created) for t in await store.list_tokens(account_id)]
 
 
 async def revoke_token(store: Any, account_id: int, prefix: str) -> int:
-    await ensure_token_table(store)
     if len(prefix) < 6:
         return 0
-    if _is_sqlite(store):
-        return int(await store.db.write(lambda conn: conn.execute(
-            "DELETE FROM web_tokens WHERE account_id=? AND hash LIKE ?", (account_id, prefix + "%")).rowcount))
-
-    async def delete(tx: Any) -> int:
-        status = await tx.conn.execute("DELETE FROM web_tokens WHERE account_id=$1 AND hash LIKE $2",
-                                       account_id, prefix + "%")
-        return int(status.split()[-1])
-
-    return int(await store.write(delete))
+    return int(await store.revoke_tokens(account_id, prefix))
 
 
 async def account_for_token(store: Any, token: str) -> Any | None:
-    digest = _digest(token)
-    try:
-        if _is_sqlite(store):
-            row = await store.db.read(lambda conn: conn.execute(
-                "SELECT account_id FROM web_tokens WHERE hash=?", (digest,)).fetchone())
-        else:
-            async def fetch(conn: Any) -> Any:
-                return await conn.fetchrow("SELECT account_id FROM web_tokens WHERE hash=$1", digest)
-
-            row = await store.read(fetch)
-    except (sqlite3.OperationalError, Exception):  # noqa: BLE001 - no table yet: no tokens
-        return None
-    if row is None:
+    account_id = await store.token_account(_digest(token))
+    if account_id is None:
         return None
     try:
-        return await store.get_account_by_id(int(row[0]))
-    except Exception:  # noqa: BLE001
+        return await store.get_account_by_id(account_id)
+    except NotFound:
         return None
 
 

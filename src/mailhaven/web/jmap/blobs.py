@@ -41,9 +41,7 @@ def part_blob_id(message_id: int, part_id: str) -> str:
 async def owns_blob(store: Any, account_id: int, digest: str) -> bool:
     if uploaded_by(account_id, digest):
         return True
-    from .sql import account_has_blob
-
-    return await account_has_blob(store, account_id, digest)
+    return bool(await store.account_has_blob(account_id, digest))
 
 
 async def read_blob_for(store: Any, account_id: int, blob_id: str) -> bytes | None:

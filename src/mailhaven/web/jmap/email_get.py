@@ -15,7 +15,6 @@ from ...message.summary import message_ids, parse_addresses
 from .core import get_ids, properties
 from .parts import body_lists, body_part, body_value, parse_message, walk
 from .registry import Call, MethodError, ids, method
-from .sql import thread_members
 from .state import account_state, parse_state
 
 DEFAULT_PROPS = ["id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "messageId",
@@ -190,9 +189,7 @@ async def email_get(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     props = properties(args, PROPS, DEFAULT_PROPS)
     state = await account_state(call.store, call.account.id)
     if wanted is None:
-        from .sql import account_message_rows
-
-        rows = await account_message_rows(call.store, call.account.id, None)
+        rows = await call.store.message_index(call.account.id)
         if len(rows) > call.limits.get("maxObjectsInGet", 1000):
             raise MethodError("requestTooLarge", "give ids")
         wanted = [ids.email(r[0]) for r in rows]
@@ -272,7 +269,7 @@ class _Shim:
 async def thread_get(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     wanted = get_ids(call, args) or []
     numbers = {j: ids.parse(j, "T") for j in wanted}
-    members = await thread_members(call.store, call.account.id, [n for n in numbers.values() if n is not None])
+    members = await call.store.thread_members(call.account.id, [n for n in numbers.values() if n is not None])
     found, missing = [], []
     for jid, n in numbers.items():
         emails = members.get(n or -1) or []

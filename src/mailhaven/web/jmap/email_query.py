@@ -14,7 +14,6 @@ from typing import Any
 
 from .email_get import flag_of, own_messages
 from .registry import Call, MethodError, ids, method
-from .sql import account_message_rows, ordered_ids
 from .state import account_state
 
 TEXT_FIELDS = {"text": "text", "from": "from", "to": "to", "cc": "cc", "bcc": "bcc", "subject": "subject",
@@ -194,10 +193,11 @@ async def email_query(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     elif set(flt) <= {"inMailbox"} and len(sort) == 1 and sort[0]["property"] in ("receivedAt", "size"):
         # The webmail's listing: sorted by the database, no per-message Python objects.
         column = "internal_date" if sort[0]["property"] == "receivedAt" else "size"
-        found = [_Light(i, t) for i, t in await ordered_ids(call.store, call.account.id, box, column,
-                                                            bool(sort[0].get("isAscending", True)))]
+        ordered = await call.store.ordered_message_ids(call.account.id, box, column,
+                                                       bool(sort[0].get("isAscending", True)))
+        found = [_Light(i, t) for i, t in ordered]
     else:
-        rows = [Row(r) for r in await account_message_rows(call.store, call.account.id, boxes)]
+        rows = [Row(r) for r in await call.store.message_index(call.account.id, boxes)]
         query = Query(call, rows)
         matched = await query.matches(flt)
         found = [r for r in rows if r.id in matched]

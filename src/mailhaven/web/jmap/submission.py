@@ -15,7 +15,6 @@ process for EmailSubmission/get (their delivery goes on in the queue).
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
@@ -28,56 +27,14 @@ from .core import check_if_in_state, check_set_size, create_each, get_ids
 from .email_get import own_messages
 from .email_set import apply_update, destroy
 from .registry import QUOTA, SUBMISSION, Call, MethodError, ids, method
-from .sql import _is_sqlite
 from .state import account_state
 
-IDENTITY_SQLITE = """
-CREATE TABLE IF NOT EXISTS jmap_identities (
-    account_id INTEGER NOT NULL, email TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (account_id, email));
-"""
-IDENTITY_PG = """
-CREATE TABLE IF NOT EXISTS jmap_identities (
-    account_id BIGINT NOT NULL, email TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (account_id, email));
-"""
 IDENTITY_FIELDS = {"name": "", "replyTo": None, "bcc": None, "textSignature": "", "htmlSignature": ""}
-
-
-async def _identity_rows(store: Any, account_id: int) -> dict[str, dict[str, Any]]:
-    if _is_sqlite(store):
-        store.db.ensure_schema(IDENTITY_SQLITE) if not getattr(store, "_jmap_identities", False) else None
-        store._jmap_identities = True
-        rows = await store.db.read(lambda conn: conn.execute(
-            "SELECT email, data FROM jmap_identities WHERE account_id=?", (account_id,)).fetchall())
-    else:
-        if not getattr(store, "_jmap_identities", False):
-            await store.ensure_schema(IDENTITY_PG)
-            store._jmap_identities = True
-
-        async def fetch(conn: Any) -> list[Any]:
-            return list(await conn.fetch("SELECT email, data FROM jmap_identities WHERE account_id=$1", account_id))
-
-        rows = await store.read(fetch)
-    return {r[0]: json.loads(r[1]) for r in rows}
-
-
-async def _save_identity(store: Any, account_id: int, address: str, data: dict[str, Any]) -> None:
-    text = json.dumps(data)
-    if _is_sqlite(store):
-        await store.db.write(lambda conn: conn.execute(
-            "INSERT INTO jmap_identities VALUES (?,?,?) ON CONFLICT (account_id, email) DO UPDATE SET data=excluded.data",
-            (account_id, address, text)))
-        return
-
-    async def upsert(tx: Any) -> None:
-        await tx.conn.execute("INSERT INTO jmap_identities VALUES ($1,$2,$3) ON CONFLICT (account_id, email) "
-                              "DO UPDATE SET data=excluded.data", account_id, address, text)
-
-    await store.write(upsert)
 
 
 async def identities(call: Call) -> list[dict[str, Any]]:
     addresses = list(dict.fromkeys([call.account.address, *await call.store.addresses_of(call.account.id)]))
-    saved = await _identity_rows(call.store, call.account.id)
+    saved = await call.store.identity_settings(call.account.id)
     out = []
     for n, address in enumerate(a for a in addresses if not a.startswith("@")):
         data = {**IDENTITY_FIELDS, **saved.get(address, {})}
@@ -118,7 +75,7 @@ async def identity_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
             not_updated[iid] = {"type": "invalidProperties", "properties": bad}
             continue
         data = {k: identity[k] for k in IDENTITY_FIELDS} | patch
-        await _save_identity(call.store, call.account.id, identity["email"], data)
+        await call.store.save_identity_settings(call.account.id, identity["email"], data)
         updated[iid] = None
     not_created = {cid: {"type": "forbidden", "description": "identities follow the account's addresses; "
                          "add an alias with 'mailhaven alias add'"} for cid in (args.get("create") or {})}
