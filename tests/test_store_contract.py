@@ -544,7 +544,7 @@ async def test_reindex_recomputes_summaries_structures_and_search_text(backend, 
     """Rows stored by an older summarizer get today's summary, ENVELOPE/BODYSTRUCTURE and
     search text back from the bytes; flags, UIDs and MODSEQs stay as they were."""
     from mailhaven.message.summary import summarize
-    from mailhaven.store import pgmessages, sqlite
+    from mailhaven.store import pgmessages, sqliterows
 
     def stale(raw: bytes) -> dict:  # type: ignore[type-arg]
         s = summarize(raw)
@@ -554,7 +554,7 @@ async def test_reindex_recomputes_summaries_structures_and_search_text(backend, 
 
     acct = await _bob(backend)
     inbox = await backend.get_mailbox(acct.id, "INBOX")
-    for module in (sqlite, pgmessages):
+    for module in (sqliterows, pgmessages):
         monkeypatch.setattr(module, "summarize", stale)
     blob = await backend.put_blob(RAW)
     (first,) = await backend.deliver(blob, [acct.id])

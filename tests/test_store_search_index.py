@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mailhaven.store import sqlite as sqlite_store
+from mailhaven.store import sqliteindex as sqlite_store
 from mailhaven.store.api import FlagMode
 from mailhaven.store.sqlite import SQLiteStore
 

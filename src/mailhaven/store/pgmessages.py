@@ -29,8 +29,8 @@ from .api import (
     NotFound,
     QuotaExceeded,
 )
+from .names import normalize_mailbox_name
 from .pgblobs import BlobNotFound
-from .sqlite import normalize_mailbox_name
 
 if TYPE_CHECKING:
     from .pgblobs import PgBlobStore

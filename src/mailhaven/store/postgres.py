@@ -42,6 +42,13 @@ from .api import (
     StoreError,
 )
 from .changes import ChangeHub, Subscription, encode_change
+from .names import (
+    hash_password,
+    like_prefix,
+    normalize_address,
+    normalize_mailbox_name,
+    validate_mailbox_name,
+)
 from .passwords import PasswordChecker
 from .pgblobs import PgBlobStore, PgBlobWriter
 from .pgchanges import ChangeListener
@@ -59,13 +66,6 @@ from .pgschema import check_schema_name, drop_schema, ensure_schema
 from .pgwebdata import SCHEMA as WEB_SCHEMA
 from .pgwebdata import WebDataMethods
 from .recent import RecentFloors
-from .sqlite import (
-    _like_prefix,
-    hash_password,
-    normalize_address,
-    normalize_mailbox_name,
-    validate_mailbox_name,
-)
 
 T = TypeVar("T")
 
@@ -332,7 +332,7 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods):
             if await tx.conn.fetchval("DELETE FROM domains WHERE name=$1 RETURNING name", name) is None:
                 raise NotFound(f"no domain {name}")
             await tx.conn.execute("DELETE FROM aliases WHERE address LIKE $1",
-                                  "%" + _like_prefix("@" + name)[:-1])
+                                  "%" + like_prefix("@" + name)[:-1])
 
         await self.write(remove)
 
@@ -622,7 +622,7 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods):
                 await conn.execute(
                     "UPDATE mailboxes SET name = $3 || substr(name, length($4) + 1) "
                     "WHERE account_id=$1 AND (id=$2 OR name LIKE $5)",
-                    account_id, mailbox_id, new_name, old, _like_prefix(old + "/"))
+                    account_id, mailbox_id, new_name, old, like_prefix(old + "/"))
             except asyncpg.UniqueViolationError:
                 raise AlreadyExists(f"a child of {new_name} exists") from None
             tx.publish(account_id, mailbox_id, "mailbox", modseq)

@@ -1,0 +1,459 @@
+"""SQLite store: messages (deliver, append, fetch, flags, expunge, copy, move, changes).
+Mixed into :class:`mailhaven.store.sqlite.SQLiteStore`."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..message.summary import message_ids
+from .api import (
+    BlobRef,
+    DeliveryResult,
+    FlagMode,
+    InvalidName,
+    MailboxChanges,
+    Message,
+    NotFound,
+    QuotaExceeded,
+)
+from .db import Database, WriteContext
+from .names import normalize_mailbox_name
+from .sqliterows import (
+    _INSERT_DATA,
+    _INSERT_PENDING,
+    _SUMMARY_COLUMNS,
+    SUMMARY_ON_LOOP_MAX,
+    _flags_text,
+    _message,
+    _message_rows,
+    _prepare,
+    _Prepared,
+    _select,
+    _uid_rows,
+)
+
+if TYPE_CHECKING:
+    from .blobs import FileBlobStore
+
+
+class MessageMethods:
+    if TYPE_CHECKING:
+        db: Database
+        blobs: FileBlobStore
+
+        def _index_later(self) -> None: ...
+
+        @staticmethod
+        def _bump_modseq(conn: sqlite3.Connection, account_id: int) -> int: ...
+
+        def _publish(self, ctx: WriteContext, account_id: int, mailbox_id: int | None, kind: str,
+                     modseq: int) -> None: ...
+
+        async def flush_index(self) -> None: ...
+
+    # -- messages -----------------------------------------------------------
+    @staticmethod
+    def _thread_id(conn: sqlite3.Connection, account_id: int, summary: dict[str, Any]) -> int | None:
+        refs = message_ids(summary.get("references", "")) + message_ids(summary.get("in_reply_to", ""))
+        if refs:
+            marks = ",".join("?" * len(refs))
+            row = conn.execute(
+                f"SELECT thread_id FROM messages WHERE account_id=? AND message_id IN ({marks}) LIMIT 1",
+                (account_id, *refs),
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+        own = summary.get("message_id", "")
+        if own:
+            # A reply that arrived before its parent: adopt the child's thread (indexed).
+            row = conn.execute("SELECT thread_id FROM message_refs WHERE account_id=? AND ref=? LIMIT 1",
+                               (account_id, own)).fetchone()
+            if row is not None:
+                return int(row[0])
+        return None
+
+    def _insert_message(self, ctx: WriteContext, account_id: int, mailbox_id: int, blob: BlobRef,
+                        flags: str, internal_date: float, prepared: _Prepared, modseq: int) -> sqlite3.Row:
+        summary, fts, wire = prepared.summary, prepared.fts, prepared.wire
+        conn = ctx.conn
+        uid = conn.execute(
+            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = ? WHERE id=? RETURNING uidnext - 1",
+            (modseq, mailbox_id),
+        ).fetchone()[0]
+        thread_id = self._thread_id(conn, account_id, summary)
+        message_id = summary.get("message_id", "")
+        cur = conn.execute(
+            "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
+            "modseq, thread_id, message_id) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            (mailbox_id, account_id, uid, blob.id, blob.size, internal_date, flags, modseq,
+             thread_id or 0, message_id),
+        )
+        new_id = cur.fetchone()[0]
+        conn.execute(_INSERT_DATA, (new_id, prepared.summary_json, *(wire or (None, None))))
+        if thread_id is None:
+            conn.execute("UPDATE messages SET thread_id=id WHERE id=?", (new_id,))
+            thread_id = new_id
+        refs = message_ids(summary.get("references", "")) + message_ids(summary.get("in_reply_to", ""))
+        if refs:
+            conn.executemany("INSERT INTO message_refs VALUES (?,?,?)",
+                             [(account_id, r, thread_id) for r in dict.fromkeys(refs)])
+        if fts is not None:
+            # Indexed later, in batches (see _index_loop): the trigram index was a third of
+            # the CPU of every inbound message.
+            conn.execute(_INSERT_PENDING, (new_id, *fts))
+            ctx.after_commit(self._index_later)
+        conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (blob.size, account_id))
+        row = conn.execute(f"{_select(True)} WHERE m.id=?", (new_id,)).fetchone()
+        return row  # type: ignore[no-any-return]
+
+    async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> _Prepared:
+        def work(raw: bytes) -> _Prepared:
+            return _prepare(raw, summary)
+
+        if blob.size <= SUMMARY_ON_LOOP_MAX:
+            raw = self.blobs.recent(blob.id)
+            if raw is not None:
+                return work(raw)
+        return await asyncio.to_thread(lambda: work(self.blobs.read_sync(blob.id)))
+
+    async def deliver(self, blob: BlobRef, account_ids: Iterable[int], *, mailbox: str = "INBOX",
+                      flags: Iterable[str] = (), internal_date: float | None = None,
+                      summary: dict[str, Any] | None = None, ignore_quota: bool = False) -> list[DeliveryResult]:
+        ids = list(dict.fromkeys(account_ids))
+        prepared = await self._summary_for(blob, summary)
+        flag_text = _flags_text(flags)
+        when = internal_date if internal_date is not None else time.time()
+        mailbox = normalize_mailbox_name(mailbox)
+
+        def deliver(ctx: WriteContext) -> list[tuple[int, sqlite3.Row | None]]:
+            conn = ctx.conn
+            out: list[tuple[int, sqlite3.Row | None]] = []
+            for account_id in ids:
+                acct = conn.execute("SELECT quota, used FROM accounts WHERE id=?", (account_id,)).fetchone()
+                if acct is None:
+                    raise NotFound(f"no account {account_id}")
+                if (not ignore_quota and acct["quota"] is not None
+                        and acct["used"] + blob.size > acct["quota"]):
+                    out.append((account_id, None))
+                    continue
+                box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name=?",
+                                   (account_id, mailbox)).fetchone()
+                if box is None:
+                    box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name='INBOX'",
+                                       (account_id,)).fetchone()
+                modseq = self._bump_modseq(conn, account_id)
+                row = self._insert_message(ctx, account_id, box[0], blob, flag_text, when, prepared, modseq)
+                self._publish(ctx, account_id, box[0], "exists", modseq)
+                out.append((account_id, row))
+            return out
+
+        rows = await self.db.write_ctx(deliver)
+        return [
+            DeliveryResult(account_id=a, message=_message(r, True) if r is not None else None,
+                           over_quota=r is None)
+            for a, r in rows
+        ]
+
+    async def append(self, mailbox_id: int, blob: BlobRef, *, flags: Iterable[str] = (),
+                     internal_date: float | None = None, summary: dict[str, Any] | None = None) -> Message:
+        prepared = await self._summary_for(blob, summary)
+        flag_text = _flags_text(flags)
+        when = internal_date if internal_date is not None else time.time()
+
+        def append(ctx: WriteContext) -> sqlite3.Row:
+            conn = ctx.conn
+            box = conn.execute("SELECT account_id FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
+            if box is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            account_id = box[0]
+            acct = conn.execute("SELECT quota, used FROM accounts WHERE id=?", (account_id,)).fetchone()
+            if acct["quota"] is not None and acct["used"] + blob.size > acct["quota"]:
+                raise QuotaExceeded("over quota")
+            modseq = self._bump_modseq(conn, account_id)
+            row = self._insert_message(ctx, account_id, mailbox_id, blob, flag_text, when, prepared, modseq)
+            self._publish(ctx, account_id, mailbox_id, "exists", modseq)
+            return row
+
+        return _message(await self.db.write_ctx(append), True)
+
+    async def list_messages(self, mailbox_id: int, *, with_summary: bool = False) -> list[Message]:
+        rows = await self.db.read(lambda c: c.execute(
+            f"{_select(with_summary)} WHERE m.mailbox_id=? ORDER BY m.uid",
+            (mailbox_id,)).fetchall())
+        return [_message(r, with_summary) for r in rows]
+
+    async def get_messages(self, mailbox_id: int, uids: Iterable[int], *,
+                           with_summary: bool = True, imap_wire: bool = False) -> list[Message]:
+        wanted = sorted(set(uids))
+        rows = await self.db.read(lambda conn: _message_rows(conn, mailbox_id, wanted, with_summary, imap_wire))
+        return [_message(r, with_summary, imap_wire) for r in rows]
+
+    async def get_messages_raw(self, mailbox_id: int, uids: Iterable[int], *,
+                               with_summary: bool = True, imap_wire: bool = False) -> list[tuple[Message, bytes]]:
+        wanted = sorted(set(uids))
+
+        def find(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[bytes]]:
+            rows = _message_rows(conn, mailbox_id, wanted, with_summary, imap_wire)
+            return rows, self.blobs.read_many_in(conn, [r["blob_id"] for r in rows])
+
+        rows, data = await self.db.read(find)
+        return [(_message(r, with_summary, imap_wire), d) for r, d in zip(rows, data, strict=True)]
+
+    async def get_wire_forms(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes | None, bytes | None]]:
+        wanted = sorted(set(uids))
+        return await self.db.read(lambda conn: _uid_rows(
+            conn, "SELECT m.uid, d.imap_envelope, d.imap_body FROM messages m "
+                  "LEFT JOIN message_data d ON d.id = m.id", mailbox_id, wanted))
+
+    async def get_raw(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        wanted = sorted(set(uids))
+
+        def find(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            rows = _uid_rows(conn, "SELECT m.uid, m.blob_id FROM messages m", mailbox_id, wanted)
+            data = self.blobs.read_many_in(conn, [r[1] for r in rows])
+            return [(r[0], d) for r, d in zip(rows, data, strict=True)]
+
+        return await self.db.read(find)
+
+    async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
+        wanted = list(dict.fromkeys(ids))
+
+        def find(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            out: list[sqlite3.Row] = []
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                out += conn.execute(f"{_select(with_summary)} WHERE m.id IN "
+                                    f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            return out
+
+        by_id = {r["id"]: r for r in await self.db.read(find)}
+        return [_message(by_id[i], with_summary) for i in wanted if i in by_id]
+
+    async def set_flags(self, mailbox_id: int, uids: Iterable[int], flags: Iterable[str], mode: FlagMode,
+                        *, unchanged_since: int | None = None) -> tuple[list[Message], list[int]]:
+        wanted = sorted(set(uids))
+        new_flags = set(flags)
+
+        def result_of(current: str) -> str:
+            flags = set(current.split())
+            if mode is FlagMode.ADD:
+                flags |= new_flags
+            elif mode is FlagMode.REMOVE:
+                flags -= new_flags
+            else:
+                flags = set(new_flags)
+            return _flags_text(flags)
+
+        def update(ctx: WriteContext) -> tuple[list[Message], list[int]]:
+            conn = ctx.conn
+            box = conn.execute("SELECT account_id FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
+            if box is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            account_id = box[0]
+            modseq: int | None = None
+            changed: list[Message] = []
+            failed: list[int] = []
+            # current flags text -> (new text, new set): a mailbox holds few distinct sets
+            results: dict[str, tuple[str, frozenset[str]]] = {}
+            cur = conn.cursor()
+            cur.row_factory = None              # plain tuples: a STORE 1:* reads every row
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                rows = cur.execute(
+                    f"SELECT {_SUMMARY_COLUMNS} FROM messages WHERE mailbox_id=? AND uid IN "
+                    f"({','.join('?' * len(chunk))}) ORDER BY uid", (mailbox_id, *chunk)).fetchall()
+                updates: list[tuple[str, int, int]] = []
+                for row_id, _, uid, blob_id, size, internal_date, current, row_modseq, thread_id in rows:
+                    # RFC 7162 3.1.3: fail messages modified after UNCHANGEDSINCE.
+                    if unchanged_since is not None and row_modseq > unchanged_since:
+                        failed.append(uid)
+                        continue
+                    result = results.get(current)
+                    if result is None:
+                        text = result_of(current)
+                        result = results[current] = (text, frozenset(text.split()))
+                    if result[0] == current:
+                        continue
+                    if modseq is None:
+                        modseq = self._bump_modseq(conn, account_id)
+                    updates.append((result[0], modseq, row_id))
+                    changed.append(Message(
+                        id=row_id, mailbox_id=mailbox_id, uid=uid, blob_id=blob_id, size=size,
+                        internal_date=internal_date, flags=result[1], modseq=modseq, thread_id=thread_id))
+                cur.executemany("UPDATE messages SET flags=?, modseq=? WHERE id=?", updates)
+            if modseq is not None:
+                conn.execute("UPDATE mailboxes SET highestmodseq=? WHERE id=?", (modseq, mailbox_id))
+                self._publish(ctx, account_id, mailbox_id, "flags", modseq)
+            return changed, sorted(failed)
+
+        return await self.db.write_ctx(update)
+
+    def _remove_rows(self, conn: sqlite3.Connection, account_id: int, mailbox_id: int, uids: list[int],
+                     modseq: int, adjust_quota: bool = True) -> list[int]:
+        removed: list[int] = []
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            rows = conn.execute(
+                f"SELECT id, uid, size FROM messages WHERE mailbox_id=? AND uid IN ({','.join('?' * len(chunk))})",
+                (mailbox_id, *chunk)).fetchall()
+            for row in rows:
+                conn.execute("INSERT INTO expunged VALUES (?,?,?,?,?)",
+                             (mailbox_id, account_id, row["id"], row["uid"], modseq))
+                conn.execute("DELETE FROM messages_fts WHERE rowid=?", (row["id"],))
+                conn.execute("DELETE FROM fts_pending WHERE id=?", (row["id"],))
+                conn.execute("DELETE FROM message_data WHERE id=?", (row["id"],))
+                conn.execute("DELETE FROM messages WHERE id=?", (row["id"],))
+                if adjust_quota:
+                    conn.execute("UPDATE accounts SET used = MAX(0, used - ?) WHERE id=?", (row["size"], account_id))
+                removed.append(row["uid"])
+        if removed:
+            conn.execute("UPDATE mailboxes SET highestmodseq=? WHERE id=?", (modseq, mailbox_id))
+        return sorted(removed)
+
+    async def expunge(self, mailbox_id: int, uids: Iterable[int]) -> list[int]:
+        wanted = sorted(set(uids))
+
+        def expunge(ctx: WriteContext) -> list[int]:
+            conn = ctx.conn
+            box = conn.execute("SELECT account_id FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
+            if box is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            if not wanted:
+                return []
+            modseq = self._bump_modseq(conn, box[0])
+            removed = self._remove_rows(conn, box[0], mailbox_id, wanted, modseq)
+            if removed:
+                self._publish(ctx, box[0], mailbox_id, "expunge", modseq)
+            return removed
+
+        return await self.db.write_ctx(expunge)
+
+    def _copy_rows(self, conn: sqlite3.Connection, account_id: int, src: int, uids: list[int], dst: int,
+                   modseq: int, check_quota: bool) -> list[tuple[int, int]]:
+        pairs: list[tuple[int, int]] = []
+        rows: list[sqlite3.Row] = []
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            rows += conn.execute(
+                "SELECT m.*, d.summary, d.imap_envelope, d.imap_body FROM messages m "
+                "LEFT JOIN message_data d ON d.id = m.id "
+                f"WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(chunk))}) ORDER BY m.uid",
+                (src, *chunk)).fetchall()
+        if check_quota:
+            acct = conn.execute("SELECT quota, used FROM accounts WHERE id=?", (account_id,)).fetchone()
+            if acct["quota"] is not None and acct["used"] + sum(r["size"] for r in rows) > acct["quota"]:
+                raise QuotaExceeded("over quota")
+        for row in rows:
+            uid = conn.execute(
+                "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq=? WHERE id=? RETURNING uidnext - 1",
+                (modseq, dst)).fetchone()[0]
+            new_id = conn.execute(
+                "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, modseq, "
+                "thread_id, message_id) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                (dst, account_id, uid, row["blob_id"], row["size"], row["internal_date"], row["flags"], modseq,
+                 row["thread_id"], row["message_id"])).fetchone()[0]
+            conn.execute(_INSERT_DATA, (new_id, row["summary"] or "{}", row["imap_envelope"], row["imap_body"]))
+            conn.execute(                                    # indexed or not yet: the copy waits its turn
+                "INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
+                "SELECT ?, subject, sender, recipients, cc, bcc, body, headers FROM messages_fts WHERE rowid=? "
+                "UNION ALL SELECT ?, subject, sender, recipients, cc, bcc, body, headers FROM fts_pending "
+                "WHERE id=?", (new_id, row["id"], new_id, row["id"]))
+            if check_quota:
+                conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (row["size"], account_id))
+            pairs.append((row["uid"], uid))
+        return pairs
+
+    def _move_rows(self, conn: sqlite3.Connection, account_id: int, src: int, uids: list[int], dst: int,
+                   modseq: int) -> list[tuple[int, int]]:
+        """In place: the row keeps its id (the JMAP Email id, RFC 8621 4.1.1), gets a new UID in
+        the destination, and the source logs the old UID as expunged (QRESYNC VANISHED)."""
+        pairs: list[tuple[int, int]] = []
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            rows = conn.execute(
+                f"SELECT id, uid FROM messages WHERE mailbox_id=? AND uid IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY uid", (src, *chunk)).fetchall()
+            for row in rows:
+                uid = conn.execute(
+                    "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq=? WHERE id=? RETURNING uidnext - 1",
+                    (modseq, dst)).fetchone()[0]
+                conn.execute("INSERT INTO expunged VALUES (?,?,?,?,?)", (src, account_id, row["id"], row["uid"], modseq))
+                conn.execute("UPDATE messages SET mailbox_id=?, uid=?, modseq=? WHERE id=?", (dst, uid, modseq, row["id"]))
+                pairs.append((row["uid"], uid))
+        if pairs:
+            conn.execute("UPDATE mailboxes SET highestmodseq=? WHERE id=?", (modseq, src))
+        return pairs
+
+    async def _copy_or_move(self, src: int, uids: Iterable[int], dst: int, move: bool) -> list[tuple[int, int]]:
+        wanted = sorted(set(uids))
+
+        def run(ctx: WriteContext) -> list[tuple[int, int]]:
+            conn = ctx.conn
+            boxes = {r["id"]: r["account_id"] for r in conn.execute(
+                "SELECT id, account_id FROM mailboxes WHERE id IN (?,?)", (src, dst))}
+            if src not in boxes or dst not in boxes:
+                raise NotFound("no such mailbox")
+            if boxes[src] != boxes[dst]:
+                raise InvalidName("cannot copy between accounts")
+            account_id = boxes[src]
+            if not wanted:
+                return []
+            modseq = self._bump_modseq(conn, account_id)
+            if move:
+                pairs = self._move_rows(conn, account_id, src, wanted, dst, modseq)
+                if pairs:
+                    self._publish(ctx, account_id, src, "expunge", modseq)
+            else:
+                pairs = self._copy_rows(conn, account_id, src, wanted, dst, modseq, check_quota=True)
+            if pairs:
+                self._publish(ctx, account_id, dst, "exists", modseq)
+            return pairs
+
+        return await self.db.write_ctx(run)
+
+    async def copy(self, src_mailbox_id: int, uids: Iterable[int], dst_mailbox_id: int) -> list[tuple[int, int]]:
+        return await self._copy_or_move(src_mailbox_id, uids, dst_mailbox_id, move=False)
+
+    async def move(self, src_mailbox_id: int, uids: Iterable[int], dst_mailbox_id: int) -> list[tuple[int, int]]:
+        return await self._copy_or_move(src_mailbox_id, uids, dst_mailbox_id, move=True)
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> MailboxChanges:
+        def find(conn: sqlite3.Connection) -> MailboxChanges:
+            box = conn.execute("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
+            if box is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            rows = conn.execute(f"{_select(False)} WHERE mailbox_id=? AND modseq>? "
+                                "ORDER BY uid", (mailbox_id, modseq)).fetchall()
+            gone = [r[0] for r in conn.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>? ORDER BY uid", (mailbox_id, modseq))]
+            return MailboxChanges(changed=[_message(r, False) for r in rows], expunged=gone,
+                                  highestmodseq=box[0])
+
+        return await self.db.read(find)
+
+    async def account_changes_since(self, account_id: int, modseq: int) -> tuple[list[Message], list[int], int]:
+        def find(conn: sqlite3.Connection) -> tuple[list[Message], list[int], int]:
+            current = conn.execute("SELECT modseq FROM accounts WHERE id=?", (account_id,)).fetchone()
+            if current is None:
+                raise NotFound(f"no account {account_id}")
+            rows = conn.execute(f"{_select(False)} WHERE account_id=? AND modseq>? "
+                                "ORDER BY id", (account_id, modseq)).fetchall()
+            gone = [r[0] for r in conn.execute(
+                "SELECT DISTINCT message_id FROM expunged e WHERE account_id=? AND modseq>? "
+                "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id) ORDER BY message_id",
+                (account_id, modseq))]
+            return [_message(r, False) for r in rows], gone, int(current[0])
+
+        return await self.db.read(find)
+
+    # -- IMAP fast path (optional; imap/selected.py falls back to list_messages) ----
+    async def list_message_meta(self, mailbox_id: int) -> list[tuple[int, str, int, float, int]]:
+        """(uid, flags as space-separated text, modseq, internal date, size) in UID order:
+        what an IMAP SELECT needs, without building a Message per row."""
+        return await self.db.read(lambda c: c.execute(
+            "SELECT uid, flags, modseq, internal_date, size FROM messages WHERE mailbox_id=? ORDER BY uid",
+            (mailbox_id,)).fetchall())

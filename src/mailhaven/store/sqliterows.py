@@ -1,0 +1,134 @@
+"""SQLite store: rows to API objects, the SELECTs of message rows, and what a delivery
+computes before its transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..imap.render import wire_forms
+from ..message.summary import search_fields, summarize
+from .api import Account, Mailbox, Message
+
+SUMMARY_ON_LOOP_MAX = 64 * 1024
+"""A message at most this big whose bytes are still in memory (just written) is summarised
+on the event loop. The work is pure Python, so in a worker thread it would hold the GIL
+all the same; the hop to the thread and back (GIL hand-offs, wake-ups) cost more than it."""
+_INSERT_DATA = "INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) VALUES (?,?,?,?)"
+_INSERT_PENDING = ("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
+                   "VALUES (?,?,?,?,?,?,?,?)")
+_SUMMARY_COLUMNS = "id, mailbox_id, uid, blob_id, size, internal_date, flags, modseq, thread_id"
+
+
+def _flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _account(row: sqlite3.Row) -> Account:
+    return Account(id=row["id"], address=row["address"], quota=row["quota"], used=row["used"],
+                   modseq=row["modseq"])
+
+
+def _mailbox(row: sqlite3.Row, conn: sqlite3.Connection | None = None, counts: bool = False) -> Mailbox:
+    subscribed = False
+    messages = unseen = size = recent = 0
+    if conn is not None:
+        subscribed = conn.execute(
+            "SELECT 1 FROM subscriptions WHERE account_id=? AND name=?", (row["account_id"], row["name"])
+        ).fetchone() is not None
+        if counts:
+            c = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size),0), "
+                "SUM(CASE WHEN (' ' || flags || ' ') LIKE '% \\Seen %' THEN 0 ELSE 1 END), "
+                "SUM(CASE WHEN uid >= ? THEN 1 ELSE 0 END) "
+                "FROM messages WHERE mailbox_id=?", (row["recent_uid"], row["id"])
+            ).fetchone()
+            messages, size, unseen, recent = c[0], c[1], c[2] or 0, c[3] or 0
+    return Mailbox(id=row["id"], account_id=row["account_id"], name=row["name"],
+                   special_use=row["special_use"], uidvalidity=row["uidvalidity"],
+                   uidnext=row["uidnext"], highestmodseq=row["highestmodseq"], recent_uid=row["recent_uid"],
+                   subscribed=subscribed, messages=messages, unseen=unseen, size=size, recent=recent)
+
+
+def _message(row: sqlite3.Row, with_summary: bool, imap_wire: bool = False) -> Message:
+    flags = frozenset(row["flags"].split()) if row["flags"] else frozenset()
+    wire = None
+    summary: dict[str, Any] = {}
+    if imap_wire:
+        envelope = row["imap_envelope"]
+        wire = (envelope, row["imap_body"]) if envelope is not None else None
+    if with_summary or imap_wire:
+        text = row["summary"]           # NULL where the wire forms serve instead (or no data row)
+        summary = json.loads(text) if text else {}
+    return Message(id=row["id"], mailbox_id=row["mailbox_id"], uid=row["uid"], blob_id=row["blob_id"],
+                   size=row["size"], internal_date=row["internal_date"], flags=flags,
+                   modseq=row["modseq"], thread_id=row["thread_id"], summary=summary, wire=wire)
+
+
+def _select(with_summary: bool, imap_wire: bool = False) -> str:
+    """``SELECT <message columns> FROM messages m``, joined to message_data when the summary
+    or the wire forms are wanted (conditions then name columns as ``m.<column>``)."""
+    columns = ", ".join("m." + c for c in _SUMMARY_COLUMNS.split(", "))
+    if imap_wire:
+        columns += ", d.imap_envelope, d.imap_body, " + (
+            "d.summary" if with_summary else "CASE WHEN d.imap_envelope IS NULL THEN d.summary END AS summary")
+    elif with_summary:
+        columns += ", d.summary"
+    else:
+        return f"SELECT {columns} FROM messages m"
+    return f"SELECT {columns} FROM messages m LEFT JOIN message_data d ON d.id = m.id"
+
+
+def _message_rows(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
+                  with_summary: bool, imap_wire: bool = False) -> list[sqlite3.Row]:
+    out: list[sqlite3.Row] = []
+    for i in range(0, len(uids), 500):
+        chunk = uids[i:i + 500]
+        out += conn.execute(
+            f"{_select(with_summary, imap_wire)} WHERE m.mailbox_id=? AND m.uid IN "
+            f"({','.join('?' * len(chunk))}) ORDER BY m.uid", (mailbox_id, *chunk)).fetchall()
+    return out
+
+
+def _uid_rows(conn: sqlite3.Connection, select: str, mailbox_id: int, uids: list[int]) -> list[Any]:
+    """``select`` (over ``messages m``) of the rows of ``uids`` (ascending), as plain tuples in
+    UID order. A dense run of UIDs (a whole mailbox, a range) is read as one BETWEEN on the
+    (mailbox_id, uid) index, a sparse set by IN lists."""
+    if not uids:
+        return []
+    cur = conn.cursor()
+    cur.row_factory = None
+    first, last = uids[0], uids[-1]
+    if len(uids) * 2 >= last - first + 1:
+        rows = cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
+                           (mailbox_id, first, last)).fetchall()
+        if len(rows) != len(uids):
+            wanted = set(uids)
+            rows = [r for r in rows if r[0] in wanted]
+        return rows
+    out: list[Any] = []
+    for i in range(0, len(uids), 500):
+        chunk = uids[i:i + 500]
+        out += cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(chunk))}) "
+                           "ORDER BY m.uid", (mailbox_id, *chunk)).fetchall()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What a delivery stores beside the blob reference, computed before the transaction."""
+
+    summary: dict[str, Any]
+    summary_json: str
+    fts: tuple[str, ...]
+    wire: tuple[bytes, bytes] | None
+
+
+def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
+    """The summary (``summary``, else computed), its JSON, search text and IMAP wire forms."""
+    s = summary if summary is not None else summarize(raw)
+    fts = search_fields(raw, s)     # takes the body text out of the summary before it is stored
+    return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))

@@ -1,0 +1,122 @@
+"""SQLite store: the tables of ``DATA/mailhaven.db`` and the upgrade of older databases."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+_log = logging.getLogger("mailhaven.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY,
+    address TEXT NOT NULL UNIQUE,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    password TEXT NOT NULL,
+    scram TEXT NOT NULL DEFAULT '',
+    quota INTEGER,
+    used INTEGER NOT NULL DEFAULT 0,
+    modseq INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    address TEXT NOT NULL,
+    target TEXT NOT NULL,
+    PRIMARY KEY (address, target)
+);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    special_use TEXT,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 1,
+    recent_uid INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (account_id, name)
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    PRIMARY KEY (account_id, name)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    account_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    blob_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    internal_date REAL NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',
+    modseq INTEGER NOT NULL,
+    thread_id INTEGER NOT NULL,
+    message_id TEXT NOT NULL DEFAULT '',
+    UNIQUE (mailbox_id, uid)
+);
+-- What a message row would otherwise carry in kilobytes: the parsed summary and the
+-- ENVELOPE/BODYSTRUCTURE rendered at delivery. Apart, messages rows stay narrow (about 100
+-- bytes), so a STORE rewrites dozens of them per page instead of two or three, as Dovecot
+-- keeps flags in its index and the rest in its cache file.
+CREATE TABLE IF NOT EXISTS message_data (
+    id INTEGER PRIMARY KEY,                 -- messages.id
+    summary TEXT NOT NULL,
+    imap_envelope BLOB,
+    imap_body BLOB
+);
+CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq);
+CREATE INDEX IF NOT EXISTS messages_mailbox_modseq ON messages (mailbox_id, modseq);
+CREATE INDEX IF NOT EXISTS messages_message_id ON messages (account_id, message_id);
+CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
+-- Message-IDs each message refers to (References, In-Reply-To), so that a parent that
+-- arrives after its replies finds their thread by index instead of scanning summaries.
+CREATE TABLE IF NOT EXISTS message_refs (
+    account_id INTEGER NOT NULL,
+    ref TEXT NOT NULL,
+    thread_id INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_refs_ref ON message_refs (account_id, ref);
+CREATE TABLE IF NOT EXISTS expunged (
+    mailbox_id INTEGER NOT NULL,
+    account_id INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS expunged_mailbox ON expunged (mailbox_id, modseq);
+CREATE INDEX IF NOT EXISTS expunged_account ON expunged (account_id, modseq);
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (
+    subject, sender, recipients, cc, bcc, body, headers, tokenize = 'trigram'
+);
+-- Search text of messages not in messages_fts yet: written with the message (cheap), moved
+-- into the trigram index in batches when delivery is quiet, and always before a search.
+CREATE TABLE IF NOT EXISTS fts_pending (
+    id INTEGER PRIMARY KEY,
+    subject TEXT, sender TEXT, recipients TEXT, cc TEXT, bcc TEXT, body TEXT, headers TEXT
+);
+"""
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older version up to this schema."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(mailboxes)")}
+    if "recent_uid" not in columns:
+        conn.execute("ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1")
+        conn.execute("UPDATE mailboxes SET recent_uid = uidnext")   # mail already there is not new
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+    if "summary" in columns:
+        # Summaries lived in the messages rows: move them out (once; the table is rewritten).
+        # Rows from before ENVELOPE/BODYSTRUCTURE were stored keep NULL: FETCH renders them.
+        wire = "imap_envelope, imap_body" if "imap_envelope" in columns else "NULL, NULL"
+        _log.info("moving message summaries to message_data (once, after an upgrade)")
+        conn.execute(f"INSERT OR IGNORE INTO message_data SELECT id, summary, {wire} FROM messages")
+        for column in ("summary", "imap_envelope", "imap_body"):
+            if column in columns:
+                conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
+    # A mailbox created under the id of a deleted one by an older version started at
+    # HIGHESTMODSEQ 1, below the deleted mailbox's expunges: lift it above them.
+    conn.execute("UPDATE mailboxes SET highestmodseq = (SELECT MAX(modseq) FROM expunged e "
+                 "WHERE e.mailbox_id = mailboxes.id) WHERE highestmodseq < (SELECT MAX(modseq) "
+                 "FROM expunged e WHERE e.mailbox_id = mailboxes.id)")
