@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import Config, ConfigError, load_config, parse_size
+from .datadir import restrict_umask
 from .store import create_store
 from .store.api import Store, StoreError
 
@@ -336,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.data = str(Path(args.data))
+    if args.command != "mail":      # the user agent's files are the user's business
+        restrict_umask()            # what admin commands create in the data directory is private
     try:
         return int(args.func(args) or 0)
     except (ConfigError, StoreError, CommandError) as exc:

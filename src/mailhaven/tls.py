@@ -9,6 +9,7 @@ import ssl
 from pathlib import Path
 
 from .config import Config
+from .datadir import FILE_MODE, private_dir
 
 
 def ensure_self_signed(data_dir: Path, hostname: str) -> tuple[Path, Path]:
@@ -22,7 +23,7 @@ def ensure_self_signed(data_dir: Path, hostname: str) -> tuple[Path, Path]:
     cert_path, key_path = tls_dir / "cert.pem", tls_dir / "key.pem"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(tls_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
@@ -47,7 +48,9 @@ def ensure_self_signed(data_dir: Path, hostname: str) -> tuple[Path, Path]:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
     os.replace(tmp_key, key_path)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(cert_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 

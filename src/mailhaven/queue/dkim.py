@@ -24,6 +24,8 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from ..datadir import private_dir
+
 SIGNED_HEADERS = (b"from", b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to",
                   b"in-reply-to", b"references", b"mime-version", b"content-type",
                   b"content-transfer-encoding", b"list-unsubscribe", b"list-unsubscribe-post")
@@ -64,7 +66,7 @@ def generate(data_dir: Path, domain: str, selector: str, algorithm: str = "rsa",
     if not selector or not all(c.isalnum() or c in "-_" for c in selector):
         raise ValueError(f"invalid selector {selector!r}")
     folder = key_dir(data_dir) / domain
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     path = folder / f"{selector}.{algorithm}.key"
     if path.exists():
         raise FileExistsError(f"{path} exists; choose another selector")

@@ -30,6 +30,7 @@ from pathlib import Path
 from threading import Lock
 from typing import TYPE_CHECKING
 
+from ..datadir import private_dir
 from .api import BlobRef, NotFound
 
 if TYPE_CHECKING:
@@ -131,8 +132,8 @@ class FileBlobStore:
         self._recent_lock = Lock()
 
     def prepare(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        private_dir(self.tmp_dir)
         for leftover in self.tmp_dir.glob("blob-*"):
             leftover.unlink(missing_ok=True)
 
@@ -282,7 +283,7 @@ class FileBlobStore:
             return
         parent = final.parent
         if not parent.exists():
-            parent.mkdir(parents=True, exist_ok=True)
+            private_dir(parent)
             _fsync_dir(parent.parent)
             _fsync_dir(parent.parent.parent)
         os.replace(tmp_path, final)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..datadir import FILE_MODE, private_file
+
 T = TypeVar("T")
 
 _STOP = object()
@@ -184,7 +186,8 @@ class Database:
         self._schema.append(sql)
 
     def open(self, schema: str) -> None:
-        self._lock_fd = os.open(str(self.path) + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock_fd = os.open(str(self.path) + ".writelock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        private_file(self.path)     # SQLite gives the WAL and shared-memory files its mode
         self._write_conn = connect(self.path)
         self._write_conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KB}")
         self._write_conn.executescript(schema)

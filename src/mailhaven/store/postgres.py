@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from ..datadir import private_dir, tighten
 from .api import (
     DEFAULT_MAILBOXES,
     Account,
@@ -152,7 +153,8 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods):
         return await asyncpg.connect(self.dsn, server_settings=self._settings())
 
     async def open(self) -> None:
-        self.blobs.tmp_dir.mkdir(parents=True, exist_ok=True)
+        tighten(self.data_dir)
+        private_dir(self.blobs.tmp_dir)
         try:
             conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
             try:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..datadir import private_dir, tighten
 from .api import (
     DEFAULT_MAILBOXES,
     Account,
@@ -80,7 +81,8 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
 
     # -- lifecycle ----------------------------------------------------------
     async def open(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tighten(self.data_dir)          # made by an older version: 0644 files, 0755 directories
+        private_dir(self.data_dir)
         self.blobs.prepare()
         await asyncio.to_thread(self.db.open, SCHEMA)
         await self.db.write(_upgrade)
