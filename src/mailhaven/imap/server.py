@@ -78,9 +78,8 @@ class Connection:
     async def flush(self) -> None:
         data = self.session.take_output()
         if data:
-            self.writer.write(self.encode(data))
-            if self.writer.transport.get_write_buffer_size():
-                await self.writer.drain()       # the kernel took less than all: wait for room
+            self.net.write(self.encode(data))
+            await self.net.drain(always=False)  # the kernel took less than all: wait for room
 
     def encode(self, data: bytes) -> bytes:
         """Bytes for the wire: deflated (and flushed, so the client can read them at once)

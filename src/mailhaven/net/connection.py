@@ -26,6 +26,11 @@ from .admission import Admission, Slot
 READ_SIZE = 64 * 1024
 
 
+class ConnectionGone(BaseException):  # noqa: N818 - like CancelledError, not an error to handle
+    """The client went away while we wrote: unwinds the whole session, past any
+    ``except Exception`` in a protocol core (a lost client is not a failed command)."""
+
+
 class ReadTimeout(TimeoutError):
     """No (or too little) input in time; ``reason`` is idle, login, rate or evicted."""
 
@@ -94,6 +99,24 @@ class NetConnection:
         if self._login_deadline is None:
             return default
         return max(0.0, min(default, self._login_deadline - self._loop.time()))
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; :class:`ConnectionGone` when the connection is already closed
+        (uvloop raises "the handler is closed" there; the stdlib loop drops the bytes)."""
+        if self.writer.transport.is_closing():
+            raise ConnectionGone
+        self.writer.write(data)
+
+    async def drain(self, *, always: bool = True) -> None:
+        """Wait until the kernel took what was written (``always=False``: only when it
+        did not take everything at once)."""
+        if not always and not self.writer.transport.get_write_buffer_size():
+            return
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            raise ConnectionGone from None
 
     # -- reading -------------------------------------------------------------------------
     async def read(self, idle: float, *, transfer: bool = False, login_clock: bool = True) -> bytes:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..logs import Log
 from .admission import Admission, Caps
-from .connection import READ_SIZE, Deadlines, NetConnection
+from .connection import READ_SIZE, ConnectionGone, Deadlines, NetConnection
 
 QUIET_ERRORS = (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, zlib.error)
 """How a connection ends when the client goes away or misbehaves: nothing to log."""
@@ -34,12 +34,13 @@ HANDSHAKE_TIMEOUT = 30.0
 
 def caps_from(limits: Any) -> Caps:
     return Caps(total=limits.connections, per_address=limits.connections_per_ip,
-                unauthenticated_per_address=limits.connections_per_ip,
-                per_network=limits.connections)
+                unauthenticated_per_address=limits.unauthenticated_per_ip,
+                per_network=limits.connections_per_network)
 
 
 def deadlines_from(limits: Any) -> Deadlines:
-    return Deadlines(login=0, min_rate=0, grace=0)
+    return Deadlines(login=limits.login_timeout, min_rate=limits.min_transfer_rate,
+                     grace=limits.transfer_grace)
 
 
 class Listener:
@@ -136,8 +137,13 @@ class Listener:
             await self.serve(conn)
         except QUIET_ERRORS:
             pass
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConnectionGone):
             pass
+        except RuntimeError:
+            # uvloop raises "the handler is closed" on a write after the peer reset the
+            # connection (the stdlib loop ignores such writes): the client went away.
+            if not writer.transport.is_closing():
+                self.log.error("connection failed", exc=True, peer=ip)
         except Exception:  # noqa: BLE001 - one connection must never take the listener down
             self.log.error("connection failed", exc=True, peer=ip)
         finally:

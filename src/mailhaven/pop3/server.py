@@ -115,8 +115,8 @@ class Connection:
     async def flush(self) -> None:
         data = self.session.take_output()
         if data:
-            self.writer.write(data)
-            await self.writer.drain()
+            self.net.write(data)
+            await self.net.drain()
 
     async def run(self) -> None:
         session = self.session

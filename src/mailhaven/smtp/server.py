@@ -211,8 +211,8 @@ class Session:
     async def _flush(self) -> None:
         data = self.conn.data_to_send()
         if data:
-            self.writer.write(data)
-            await self.writer.drain()
+            self.net.write(data)
+            await self.net.drain()
 
     async def run(self) -> None:
         conn = self.conn
