@@ -127,7 +127,9 @@ class Mailhaven:
         listen = "\n".join(f'{n} = ""' for n in ports) + f'\nimap = "127.0.0.1:{self.port}"\n'
         (self.data / "mailhaven.toml").write_text(
             f'hostname = "bench.example"\n[listen]\n{listen}\n[limits]\n'
-            f"connections = {self.max_conns + 100}\nconnections_per_ip = {self.max_conns + 100}\n")
+            f"connections = {self.max_conns + 100}\nconnections_per_ip = {self.max_conns + 100}\n"
+            f"unauthenticated_per_ip = {self.max_conns + 100}\n"
+            f"connections_per_network = {self.max_conns + 100}\n")
         self.cli("domain", "add", "example.com")
         self.cli("user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
         self.proc = subprocess.Popen([sys.executable, "-m", "mailhaven", "--data", str(self.data), "serve"],

@@ -50,7 +50,8 @@ class Instance:
         (self.dir / "mailhaven.toml").write_text(
             f'hostname = "{hostname}"\nlog_level = "warning"\n[listen]\nsmtp = "{host}:{self.smtp}"\n'
             f'submission = "{host}:{self.submission}"\n{off}\n'
-            "[limits]\nconnections = 5000\nconnections_per_ip = 5000\n" + extra)
+            "[limits]\nconnections = 5000\nconnections_per_ip = 5000\n"
+            "unauthenticated_per_ip = 5000\nconnections_per_network = 5000\n" + extra)
         self.proc: subprocess.Popen[str] | None = None
 
     def cli(self, *args: str, input: str | None = None) -> str:

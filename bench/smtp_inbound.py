@@ -164,6 +164,7 @@ class Spawned:
         (self.dir / "mailhaven.toml").write_text(
             f'hostname = "bench.example"\nlog_level = "warning"\n[listen]\nsmtp = "127.0.0.1:{self.port}"\n'
             f"{listen}\n[limits]\nconnections = 5000\nconnections_per_ip = 5000\n"
+            "unauthenticated_per_ip = 5000\nconnections_per_network = 5000\n"
             f"[smtp]\nworkers = {workers}\n")
         domain = rcpt.rpartition("@")[2]
         self.cli("domain", "add", domain)

@@ -106,7 +106,25 @@ class LimitsConfig:
     recipients: int = 100
     line_length: int = 4096
     connections: int = 1000
+    """Connections per listener."""
     connections_per_ip: int = 100
+    """Connections per client address (IPv6: per /64), logged in or not."""
+    unauthenticated_per_ip: int = 50
+    """Connections per client address that have not logged in (every HTTP connection)."""
+    connections_per_network: int = 500
+    """Connections per IPv4 /24 or IPv6 /64: no one network takes a whole listener."""
+    login_timeout: float = 60.0
+    """Total time from connecting to logging in, not extended by traffic (on port 25: to
+    the start of each message's content). Implicit TLS handshakes count in it."""
+    min_transfer_rate: int = 1024
+    """Bytes per second that SMTP DATA/BDAT, IMAP literals and HTTP request bodies must
+    average once ``transfer_grace`` has passed; 0 turns the check off."""
+    transfer_grace: float = 10.0
+    http_header_timeout: float = 10.0
+    """Time for an HTTP request's line and headers to arrive, from connecting or from the
+    previous response."""
+    http_concurrency: int = 200
+    """HTTP requests handled at once per listener; more wait for their turn (503 past it)."""
     auth_failures: int = 5
     smtp_idle: float = 300.0
     smtp_data_idle: float = 180.0
@@ -191,10 +209,10 @@ class Config:
             return peer_ip in ("", "unix")
 
 
-_SIZE_KEYS = {"message_size", "imap_literal"}
+_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate"}
 _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
-    "lease", "poll", "timeout",
+    "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -29,7 +30,7 @@ class _TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", {})
         extra = " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{stamp} {record.levelname.lower()} {record.name} {record.getMessage()}"
+        line = f"{stamp} {record.levelname.lower()} {record.name} {_escape(record.getMessage(), _CONTROL)}"
         if extra:
             line += " " + extra
         if record.exc_info:
@@ -49,9 +50,24 @@ class _JSONFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+_UNSAFE = re.compile(r'[\x00-\x20"\\\x7f-\x9f\u2028\u2029]')
+"""What forces a value into quotes: space, quote, backslash, control characters."""
+_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(s: str, pattern: re.Pattern[str] = _ESCAPE) -> str:
+    """Control characters as escapes: a value never starts a line of its own."""
+    return pattern.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"
+                                            if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"), s)
+
+
 def _quote(v: Any) -> str:
     s = str(v)
-    return json.dumps(s) if (" " in s or '"' in s or not s) else s
+    return f'"{_escape(s)}"' if (not s or _UNSAFE.search(s)) else s
 
 
 def setup(level: str = "info", fmt: str = "text") -> None:

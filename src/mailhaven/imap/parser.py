@@ -183,6 +183,11 @@ class CommandReader:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def in_literal(self) -> bool:
+        """Literal bytes are arriving (the adapter holds them to a minimum rate)."""
+        return bool(self._literal_left or self._skip)
+
     def in_command(self) -> bool:
         """Part of a command has been read (used to tell idle timeouts from slow clients)."""
         return bool(self._pieces or self._buf or self._literal_left)

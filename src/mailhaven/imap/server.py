@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import zlib
 from typing import Any
 
-from ..logs import Log, connection_id
+from ..logs import connection_id
+from ..net.connection import READ_SIZE, NetConnection, ReadTimeout
+from ..net.listener import Listener
 from .parser import NEED_DATA, CommandReader
 from .session import Mode, Session, SessionContext
 
-READ_SIZE = 64 * 1024
 INFLATE_STEP = 256 * 1024
 """At most this much inflated from a COMPRESS stream before the parser runs again."""
 COMPRESS_LEVEL = 6
@@ -33,90 +33,34 @@ PRE_AUTH_TIMEOUT = 120.0
 """Seconds a connection may stay idle before logging in."""
 
 
-class ImapListener:
+class ImapListener(Listener):
     """What app.py keeps for one listener: close() stops accepting and ends sessions."""
 
-    def __init__(self, app: Any, name: str, implicit_tls: bool) -> None:
-        self.app = app
-        self.name = name
-        self.implicit_tls = implicit_tls
-        self.server: asyncio.AbstractServer | None = None
-        self.connections: set[asyncio.Task[None]] = set()
-        self.per_ip: dict[str, int] = {}
-        self.log = Log("imap").bind(listener=name)
+    protocol = "imap"
+    refusal = b"* BYE Too many connections\r\n"
+    shutdown_refusal = b"* BYE Server shutting down\r\n"
 
-    @property
-    def sockets(self) -> Any:
-        server: Any = self.server
-        return server.sockets if server is not None else ()
-
-    async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(
-            self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None,
-            limit=READ_SIZE, backlog=1024)
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    async def wait_closed(self) -> None:
-        for task in list(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.wait(self.connections, timeout=5)
-        if self.server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), timeout=2)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername")
-        ip = str(peer[0]) if isinstance(peer, tuple) else "unix"
-        limits = self.app.config.limits
-        if len(self.connections) >= limits.connections or self.per_ip.get(ip, 0) >= limits.connections_per_ip:
-            writer.write(b"* BYE Too many connections\r\n")
-            with contextlib.suppress(Exception):
-                await writer.drain()
-                writer.close()
-            return
-        self.connections.add(task)
-        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        connection = Connection(self, reader, writer, ip)
+    async def serve(self, net: NetConnection) -> None:
+        connection = Connection(self, net)
         try:
             await connection.run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, zlib.error):
-            pass
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                writer.write(connection.encode(b"* BYE Server shutting down\r\n"))
-                await asyncio.wait_for(writer.drain(), timeout=1)
-        except Exception:  # noqa: BLE001 - never let one connection take the listener down
-            self.log.error("connection failed", exc=True, peer=ip)
-        finally:
-            self.connections.discard(task)
-            self.per_ip[ip] -= 1
-            if not self.per_ip[ip]:
-                del self.per_ip[ip]
-            with contextlib.suppress(Exception):
-                writer.close()
+                net.writer.write(connection.encode(b"* BYE Server shutting down\r\n"))
+                await asyncio.wait_for(net.writer.drain(), timeout=1)
+            raise
 
 
 class Connection:
-    def __init__(self, listener: ImapListener, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, ip: str) -> None:
+    def __init__(self, listener: ImapListener, net: NetConnection) -> None:
         app = listener.app
+        ip = net.ip
         self.app = app
-        self.reader = reader
-        self.writer = writer
+        self.net = net
+        self.reader = net.reader
+        self.writer = net.writer
         self._waiter: asyncio.Future[bool] | None = None
         """What an IDLE connection awaits; a change to announce settles it."""
-        self._deadline = 0.0
-        """When the idle limit passes, unless the client sends something first."""
-        self._timer: asyncio.TimerHandle | None = None
-        self._reading: asyncio.Task[Any] | None = None
-        """The task awaiting the client's bytes in :meth:`_read_with_timeout`."""
-        self._expired = False
         self._deflate: Any = None
         self._inflate: Any = None
         """RFC 4978 COMPRESS=DEFLATE, both ways once the client asked and was told OK."""
@@ -134,9 +78,8 @@ class Connection:
     async def flush(self) -> None:
         data = self.session.take_output()
         if data:
-            self.writer.write(self.encode(data))
-            if self.writer.transport.get_write_buffer_size():
-                await self.writer.drain()       # the kernel took less than all: wait for room
+            self.net.write(self.encode(data))
+            await self.net.drain(always=False)  # the kernel took less than all: wait for room
 
     def encode(self, data: bytes) -> bytes:
         """Bytes for the wire: deflated (and flushed, so the client can read them at once)
@@ -197,8 +140,6 @@ class Connection:
                         break
                     self._received(data)
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
             if read_task is not None:
                 read_task.cancel()
             if self.subscription is not None:
@@ -218,12 +159,14 @@ class Connection:
             settle(True)
 
         read_task.add_done_callback(on_read)
-        timer = loop.call_later(self._idle_limit(), settle, False)
+        timer = loop.call_later(self.net.login_time_left(self._idle_limit()), settle, False)
         self._waiter = waiter if idle else None
+        self.net.on_evict = lambda: settle(False)
         try:
             return await waiter
         finally:
             self._waiter = None
+            self.net.on_evict = None
             timer.cancel()
             read_task.remove_done_callback(on_read)
 
@@ -235,41 +178,12 @@ class Connection:
         return timeout
 
     async def _read_with_timeout(self) -> bytes | None:
-        """The next bytes from the client; None when the idle limit passed first.
-
-        One command after another, each read only moves the deadline; the timer armed for
-        an earlier deadline finds it moved when it fires and re-arms for it (as Dovecot
-        re-arms its idle timeout lazily), instead of arming and cancelling one per read."""
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + self._idle_limit()
-        if self._timer is not None and self._timer.when() > self._deadline:
-            self._timer.cancel()                # the limit shrank: a timer that fires too late
-            self._timer = None
-        if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._check_idle)
-        self._reading = asyncio.current_task()
+        """The next bytes from the client; None when the idle limit (or, before login,
+        the login limit; inside a literal, the minimum rate) passed first."""
         try:
-            return await self.reader.read(READ_SIZE)
-        except asyncio.CancelledError:
-            if self._expired:
-                self._expired = False
-                if self._reading is not None:
-                    self._reading.uncancel()
-                return None
-            raise
-        finally:
-            self._reading = None
-
-    def _check_idle(self) -> None:
-        self._timer = None
-        if self._reading is None:
-            return                              # busy on a command: its next read arms a timer
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._deadline:
-            self._timer = loop.call_at(self._deadline, self._check_idle)
-            return
-        self._expired = True
-        self._reading.cancel()
+            return await self.net.read(self._idle_limit(), transfer=self.parser.in_literal)
+        except ReadTimeout:
+            return None
 
     async def _process(self) -> None:
         """Run every complete command (or IDLE/SASL line) buffered so far."""
@@ -299,6 +213,7 @@ class Connection:
                 self._inflate = zlib.decompressobj(-15)
             if session.account_id is not None and self.subscription is None:
                 self._subscribe(session.account_id)
+                self.net.authenticated()
         await self.flush()
 
     def _subscribe(self, account_id: int) -> None:

@@ -14,17 +14,16 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 from typing import Any
 
-from ..logs import Log, connection_id
+from ..logs import connection_id
+from ..net.connection import NetConnection, ReadTimeout
+from ..net.listener import Listener
 from ..smtp.throttle import LoginThrottle
 from . import protocol as P
 from .maildrop import MaildropLocks
 from .session import Session, SessionContext
 
-READ_SIZE = 64 * 1024
 SIZE_CACHE_LIMIT = 500_000
 """Blob ids whose wire size is remembered (blobs never change, so entries never go stale)."""
 
@@ -60,17 +59,15 @@ class WireSizes:
         return [self.cache[m.blob_id] for m in messages]
 
 
-class Pop3Listener:
+class Pop3Listener(Listener):
     """What app.py keeps for one listener: close() stops accepting and ends sessions."""
 
+    protocol = "pop3"
+    refusal = b"-ERR [SYS/TEMP] Too many connections\r\n"
+    shutdown_refusal = b"-ERR [SYS/TEMP] Server shutting down\r\n"
+
     def __init__(self, app: Any, name: str, implicit_tls: bool) -> None:
-        self.app = app
-        self.name = name
-        self.implicit_tls = implicit_tls
-        self.server: asyncio.AbstractServer | None = None
-        self.connections: set[asyncio.Task[None]] = set()
-        self.per_ip: dict[str, int] = {}
-        self.log = Log("pop3").bind(listener=name)
+        super().__init__(app, name, implicit_tls)
         limits = app.config.limits
         # Shared by pop3 and pop3s in one process: one lock table, one throttle.
         self.locks: MaildropLocks = app.extras.setdefault("pop3_maildrop_locks", MaildropLocks())
@@ -78,69 +75,21 @@ class Pop3Listener:
             "pop3_login_throttle", LoginThrottle(limits.auth_failures))
         self.wire_sizes: WireSizes = app.extras.setdefault("pop3_wire_sizes", WireSizes(app.store))
 
-    @property
-    def sockets(self) -> Any:
-        server: Any = self.server
-        return server.sockets if server is not None else ()
-
-    async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(
-            self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None,
-            limit=READ_SIZE, backlog=1024)
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-
-    async def wait_closed(self) -> None:
-        for task in list(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.wait(self.connections, timeout=5)
-        if self.server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), timeout=2)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername")
-        ip = str(peer[0]) if isinstance(peer, tuple) else "unix"
-        limits = self.app.config.limits
-        if len(self.connections) >= limits.connections or self.per_ip.get(ip, 0) >= limits.connections_per_ip:
-            writer.write(b"-ERR [SYS/TEMP] Too many connections\r\n")
-            with contextlib.suppress(Exception):
-                await writer.drain()
-                writer.close()
-            return
-        self.connections.add(task)
-        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        connection = Connection(self, reader, writer, ip)
+    async def serve(self, net: NetConnection) -> None:
+        connection = Connection(self, net)
         try:
             await connection.run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # noqa: BLE001 - never let one connection take the listener down
-            self.log.error("connection failed", exc=True, peer=ip)
         finally:
             await connection.session.close()
-            self.connections.discard(task)
-            self.per_ip[ip] -= 1
-            if not self.per_ip[ip]:
-                del self.per_ip[ip]
-            with contextlib.suppress(Exception):
-                writer.close()
 
 
 class Connection:
-    def __init__(self, listener: Pop3Listener, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, ip: str) -> None:
+    def __init__(self, listener: Pop3Listener, net: NetConnection) -> None:
         app = listener.app
+        ip = net.ip
         self.app = app
-        self.reader = reader
-        self.writer = writer
+        self.net = net
+        self.writer = net.writer
         self.idle = app.config.limits.pop3_idle
         store = app.store
         self.ctx = SessionContext(
@@ -166,8 +115,8 @@ class Connection:
     async def flush(self) -> None:
         data = self.session.take_output()
         if data:
-            self.writer.write(data)
-            await self.writer.drain()
+            self.net.write(data)
+            await self.net.drain()
 
     async def run(self) -> None:
         session = self.session
@@ -175,8 +124,8 @@ class Connection:
         await self.writer.drain()
         while not session.closing:
             try:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout=self.idle)
-            except TimeoutError:
+                data = await self.net.read(self.idle)
+            except ReadTimeout:
                 await session.idle_timeout()
                 await self.flush()
                 return
@@ -196,6 +145,8 @@ class Connection:
             if session.protocol.state is P.State.SASL:
                 await self.flush()            # a challenge must reach the client before its answer
         await self.flush()
+        if session.account is not None:
+            self.net.authenticated()
         if session.starttls_pending and not session.closing:
             session.protocol.discard_buffer()
             await self.writer.start_tls(self.app.tls)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..auth.sasl import MECHANISMS, StoreMechanism
-from ..logs import Log, connection_id
+from ..logs import connection_id
+from ..net.connection import NetConnection, ReadTimeout
+from ..net.listener import Listener
 from . import codes
 from .codes import Reply
 from .protocol import (
@@ -55,7 +56,6 @@ from .transaction import Submission, Trace, Transaction
 if TYPE_CHECKING:
     from .workers import WorkerPool
 
-READ_SIZE = 64 * 1024
 SUBMISSION_LISTENERS = ("submission", "submissions")
 
 
@@ -90,22 +90,18 @@ class RecipientCache:
         return resolution, accounts
 
 
-class SmtpListener:
+class SmtpListener(Listener):
     """What app.py keeps for one listener: ``close()`` stops accepting and ends sessions."""
 
+    protocol = "smtp"
+    refusal = codes.TOO_MANY_CONNECTIONS.to_bytes()
+    shutdown_refusal = codes.SHUTTING_DOWN.to_bytes()
+
     def __init__(self, app: Any, name: str) -> None:
-        self.app = app
-        self.name = name
+        super().__init__(app, name, implicit_tls=name == "submissions")
         self.submission = name in SUBMISSION_LISTENERS
-        self.implicit_tls = name == "submissions"
-        self.server: asyncio.AbstractServer | None = None
-        self.extra_servers: list[asyncio.AbstractServer] = []
         self.workers: WorkerPool | None = None
         self.sessions: set[Session] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.per_ip: dict[str, int] = {}
-        self.log = Log("smtp").bind(listener=name)
-        self.closing = False
         limits = app.config.limits
         self.throttle: LoginThrottle = app.extras.setdefault(
             "smtp_login_throttle", LoginThrottle(limits.auth_failures))
@@ -116,8 +112,7 @@ class SmtpListener:
     def sockets(self) -> Any:
         if self.workers is not None:
             return self.workers.sockets
-        server: Any = self.server
-        return server.sockets if server is not None else ()
+        return super().sockets
 
     async def start(self, host: str, port: int) -> None:
         count = self.app.config.smtp.workers
@@ -130,84 +125,51 @@ class SmtpListener:
             self.workers = WorkerPool(self.app, [sock], count, self.log)
             await self.workers.start()
             return
-        self.server = await asyncio.start_server(
-            self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None,
-            limit=READ_SIZE, backlog=1024, ssl_handshake_timeout=30 if self.implicit_tls else None)
-
-    async def serve_sockets(self, sockets: list[socket.socket]) -> None:
-        """Accept on sockets bound by another process (an SMTP worker's listener)."""
-        servers = [await asyncio.start_server(self._accept, sock=sock, limit=READ_SIZE, backlog=1024)
-                   for sock in sockets]
-        self.server = servers[0]
-        self.extra_servers = list[asyncio.AbstractServer](servers[1:])
+        await super().start(host, port)
 
     def close(self) -> None:
-        self.closing = True
         if self.workers is not None:
             self.workers.close()
-        for server in (self.server, *self.extra_servers):
-            if server is not None:
-                server.close()
+        super().close()
+
+    def stop_connections(self) -> None:
         for session in list(self.sessions):
             session.stop()
 
     async def wait_closed(self) -> None:
         if self.workers is not None:
             await self.workers.wait_closed()
-        if self.tasks:
-            await asyncio.wait(self.tasks, timeout=8)
-        for task in list(self.tasks):
-            task.cancel()
-        if self.server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), timeout=2)
+        await super().wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername")
-        ip = str(peer[0]) if isinstance(peer, tuple) else "unix"
-        limits = self.app.config.limits
-        if (self.closing or len(self.tasks) >= limits.connections
-                or self.per_ip.get(ip, 0) >= limits.connections_per_ip):
-            reply = codes.SHUTTING_DOWN if self.closing else codes.TOO_MANY_CONNECTIONS
-            with contextlib.suppress(Exception):
-                writer.write(reply.to_bytes())
-                await asyncio.wait_for(writer.drain(), timeout=5)
-                writer.close()
-            return
-        self.tasks.add(task)
-        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        session = Session(self, reader, writer, ip)
+    async def end_connections(self) -> None:
+        """Sessions waiting for input got 421 in ``stop_connections``; one in the middle of
+        a commit gets 8 s to finish it."""
+        tasks = list(self.connections)
+        if tasks:
+            await asyncio.wait(tasks, timeout=8)
+        for task in tasks:
+            task.cancel()
+
+    async def serve(self, net: NetConnection) -> None:
+        session = Session(self, net)
         self.sessions.add(session)
         try:
             await session.run()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # noqa: BLE001 - one connection must never take the listener down
-            self.log.error("session failed", exc=True, peer=ip)
         finally:
             session.cleanup()
             self.sessions.discard(session)
-            self.tasks.discard(task)
-            self.per_ip[ip] -= 1
-            if not self.per_ip[ip]:
-                del self.per_ip[ip]
-            with contextlib.suppress(Exception):
-                writer.close()
 
 
 class Session:
-    def __init__(self, listener: SmtpListener, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, ip: str) -> None:
+    def __init__(self, listener: SmtpListener, net: NetConnection) -> None:
         app = listener.app
         config = app.config
+        ip = net.ip
+        writer = net.writer
         self.listener = listener
         self.app = app
         self.store = app.store
-        self.reader = reader
+        self.net = net
         self.writer = writer
         self.ip = ip
         self.cid = connection_id("s")
@@ -249,14 +211,15 @@ class Session:
     async def _flush(self) -> None:
         data = self.conn.data_to_send()
         if data:
-            self.writer.write(data)
-            await self.writer.drain()
+            self.net.write(data)
+            await self.net.drain()
 
     async def run(self) -> None:
         conn = self.conn
         limits = self.app.config.limits
         self.log.debug("connected")
         await self._flush()
+        messages = 0
         while True:
             while True:
                 event = conn.next_event()
@@ -270,12 +233,17 @@ class Session:
                 conn.shutdown()
                 await self._flush()
                 break
+            if self.account is not None:
+                self.net.authenticated()
+            if self.count != messages:                # a message done: another login period
+                messages = self.count
+                self.net.restart_login_clock()
             timeout = limits.smtp_data_idle if conn.in_data else limits.smtp_idle
             self.reading = True
             try:
-                async with asyncio.timeout(timeout):
-                    data = await self.reader.read(READ_SIZE)
-            except TimeoutError:
+                # Message content is held to the minimum rate instead of the login limit.
+                data = await self.net.read(timeout, transfer=conn.in_data, login_clock=not conn.in_data)
+            except ReadTimeout:
                 conn.timeout()                                   # RFC 5321 4.5.3.2: 421 4.4.2
                 await self._flush()
                 break

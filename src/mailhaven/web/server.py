@@ -16,6 +16,9 @@ from typing import Any
 
 import uvicorn
 
+from ..net.admission import Admission
+from ..net.http import ConcurrencyLimit, guarded_protocol
+from ..net.listener import caps_from
 from .app import build_app
 
 
@@ -36,6 +39,7 @@ class HttpListener:
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
         self.sockets: list[socket.socket] = []
+        self.admission = Admission(caps_from(ctx.config.limits))
 
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -45,9 +49,14 @@ class HttpListener:
         sock.listen(1024)
         sock.setblocking(False)
         self.sockets = [sock]
-        config = uvicorn.Config(build_app(self.ctx), log_level="warning", access_log=False, lifespan="off",
+        limits = self.ctx.config.limits
+        # Connections are admitted by net/http.py's protocol (caps, header and body
+        # deadlines); requests in work are capped by ConcurrencyLimit, not by uvicorn's
+        # limit_concurrency, which counts idle connections too.
+        config = uvicorn.Config(ConcurrencyLimit(build_app(self.ctx), limits.http_concurrency),
+                                log_level="warning", access_log=False, lifespan="off",
                                 proxy_headers=False, server_header=False, timeout_keep_alive=30, timeout_graceful_shutdown=3,
-                                limit_concurrency=max(100, self.ctx.config.limits.connections))
+                                http=guarded_protocol(self.admission, limits))
         config.load()
         if not _is_loopback(self.host):
             config.ssl = self.ctx.tls

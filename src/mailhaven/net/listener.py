@@ -1,0 +1,153 @@
+"""The listener base: accept, admit, upgrade implicit TLS, run one task per connection.
+
+A protocol subclasses :class:`Listener` with its name, its refusal line and
+:meth:`Listener.serve`, the coroutine that runs one session over a
+:class:`~mailhaven.net.connection.NetConnection`.
+
+Invariants:
+- Admission (caps per address, network and listener, ``admission.py``) is decided before
+  a byte is read or a TLS handshake begins; the slot is released in ``finally`` whatever
+  happened, so no path leaks a slot.
+- Implicit TLS is negotiated after admission, within the login limit, so handshakes that
+  never finish hold capped slots like any other connection.
+- Connection errors end one connection quietly; any other exception is logged with its
+  traceback and ends only that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import zlib
+from typing import Any
+
+from ..logs import Log
+from .admission import Admission, Caps
+from .connection import READ_SIZE, ConnectionGone, Deadlines, NetConnection
+
+QUIET_ERRORS = (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, zlib.error)
+"""How a connection ends when the client goes away or misbehaves: nothing to log."""
+HANDSHAKE_TIMEOUT = 30.0
+
+
+def caps_from(limits: Any) -> Caps:
+    return Caps(total=limits.connections, per_address=limits.connections_per_ip,
+                unauthenticated_per_address=limits.unauthenticated_per_ip,
+                per_network=limits.connections_per_network)
+
+
+def deadlines_from(limits: Any) -> Deadlines:
+    return Deadlines(login=limits.login_timeout, min_rate=limits.min_transfer_rate,
+                     grace=limits.transfer_grace)
+
+
+class Listener:
+    """What app.py keeps for one listener: ``close()`` stops accepting and ends sessions."""
+
+    protocol = "net"
+    """The logger's name."""
+    refusal = b""
+    """The line sent to a connection refused by the caps."""
+    shutdown_refusal = b""
+    """The line sent to a connection arriving while the listener closes."""
+
+    def __init__(self, app: Any, name: str, implicit_tls: bool) -> None:
+        self.app = app
+        self.name = name
+        self.implicit_tls = implicit_tls
+        self.server: asyncio.AbstractServer | None = None
+        self.extra_servers: list[asyncio.AbstractServer] = []
+        self.connections: dict[asyncio.Task[None], NetConnection] = {}
+        limits = app.config.limits
+        self.admission = Admission(caps_from(limits))
+        self.deadlines = deadlines_from(limits)
+        self.log = Log(self.protocol).bind(listener=name)
+        self.closing = False
+
+    @property
+    def sockets(self) -> Any:
+        server: Any = self.server
+        return server.sockets if server is not None else ()
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE, backlog=1024)
+
+    async def serve_sockets(self, sockets: list[socket.socket]) -> None:
+        """Accept on sockets bound by another process (an SMTP worker's listener)."""
+        servers = [await asyncio.start_server(self._accept, sock=sock, limit=READ_SIZE, backlog=1024)
+                   for sock in sockets]
+        self.server = servers[0]
+        self.extra_servers = list[asyncio.AbstractServer](servers[1:])
+
+    def close(self) -> None:
+        self.closing = True
+        for server in (self.server, *self.extra_servers):
+            if server is not None:
+                server.close()
+        self.stop_connections()
+
+    def stop_connections(self) -> None:
+        """Shutdown, first step: by default nothing (``wait_closed`` cancels sessions)."""
+
+    async def wait_closed(self) -> None:
+        await self.end_connections()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), timeout=2)
+
+    async def end_connections(self) -> None:
+        """Shutdown, second step: cancel every session and give them 5 s to say goodbye."""
+        tasks = list(self.connections)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    async def serve(self, conn: NetConnection) -> None:
+        """Run one session; the protocol's own."""
+        raise NotImplementedError
+
+    async def _refuse(self, writer: asyncio.StreamWriter, line: bytes) -> None:
+        with contextlib.suppress(Exception):
+            if self.implicit_tls:
+                await asyncio.wait_for(writer.start_tls(self.app.tls), timeout=5)
+            writer.write(line)
+            await asyncio.wait_for(writer.drain(), timeout=5)
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else "unix"
+        conn = NetConnection(reader, writer, ip, self.admission, self.deadlines)
+        slot = None if self.closing else self.admission.admit(ip, conn.evict)
+        if slot is None:
+            await self._refuse(writer, self.shutdown_refusal if self.closing else self.refusal)
+            return
+        conn.slot, conn.task = slot, task
+        self.connections[task] = conn
+        try:
+            if self.implicit_tls:
+                await writer.start_tls(self.app.tls, ssl_handshake_timeout=max(
+                    0.1, conn.login_time_left(HANDSHAKE_TIMEOUT)))
+            await self.serve(conn)
+        except QUIET_ERRORS:
+            pass
+        except (asyncio.CancelledError, ConnectionGone):
+            pass
+        except RuntimeError:
+            # uvloop raises "the handler is closed" on a write after the peer reset the
+            # connection (the stdlib loop ignores such writes): the client went away.
+            if not writer.transport.is_closing():
+                self.log.error("connection failed", exc=True, peer=ip)
+        except Exception:  # noqa: BLE001 - one connection must never take the listener down
+            self.log.error("connection failed", exc=True, peer=ip)
+        finally:
+            conn.close()
+            self.connections.pop(task, None)
+            with contextlib.suppress(Exception):
+                writer.close()
