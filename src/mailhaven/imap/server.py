@@ -20,6 +20,7 @@ import ssl
 import zlib
 from typing import Any
 
+from ..auth.throttle import shared_throttle
 from ..logs import Log, connection_id
 from .parser import NEED_DATA, CommandReader
 from .session import Mode, Session, SessionContext
@@ -126,7 +127,7 @@ class Connection:
         self.ctx = SessionContext(
             store=app.store, config=config, log=log, peer=ip, tls=listener.implicit_tls,
             starttls=not listener.implicit_tls, hostname=config.hostname, sleep=asyncio.sleep,
-            flush=self.flush,
+            flush=self.flush, throttle=shared_throttle(app),
         )
         self.parser = CommandReader(max_literal=config.limits.imap_literal)
         self.session = Session(self.ctx, self.parser)

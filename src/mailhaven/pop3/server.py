@@ -18,10 +18,10 @@ import contextlib
 import ssl
 from typing import Any
 
+from ..auth.throttle import LoginThrottle, shared_throttle
 from ..logs import Log, connection_id
-from ..smtp.throttle import LoginThrottle
 from . import protocol as P
-from .maildrop import MaildropLocks
+from .lease import MaildropLeases
 from .session import Session, SessionContext
 
 READ_SIZE = 64 * 1024
@@ -71,11 +71,10 @@ class Pop3Listener:
         self.connections: set[asyncio.Task[None]] = set()
         self.per_ip: dict[str, int] = {}
         self.log = Log("pop3").bind(listener=name)
-        limits = app.config.limits
-        # Shared by pop3 and pop3s in one process: one lock table, one throttle.
-        self.locks: MaildropLocks = app.extras.setdefault("pop3_maildrop_locks", MaildropLocks())
-        self.throttle: LoginThrottle = app.extras.setdefault(
-            "pop3_login_throttle", LoginThrottle(limits.auth_failures))
+        # Shared by pop3 and pop3s (and every process and node, through the store).
+        self.locks: MaildropLeases = app.extras.setdefault(
+            "pop3_maildrop_leases", MaildropLeases(app.store, ttl=app.config.limits.pop3_lock_lease))
+        self.throttle: LoginThrottle = shared_throttle(app)
         self.wire_sizes: WireSizes = app.extras.setdefault("pop3_wire_sizes", WireSizes(app.store))
 
     @property

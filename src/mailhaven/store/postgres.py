@@ -43,6 +43,7 @@ from .api import (
 )
 from .changes import ChangeHub, Subscription, encode_change
 from .passwords import PasswordChecker
+from .pg_security import PgSecurity
 from .pgblobs import PgBlobStore, PgBlobWriter
 from .pgchanges import ChangeListener
 from .pgmessages import (
@@ -111,7 +112,7 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore(MessageMethods):
+class PostgresStore(MessageMethods, PgSecurity):
     """Accounts, mailboxes, messages and message bytes in one PostgreSQL schema.
 
     ``fresh_schema`` drops and re-creates the schema (tests); without an explicit

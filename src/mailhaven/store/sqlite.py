@@ -50,6 +50,8 @@ from .changes import ChangeHub, Subscription
 from .db import Database, WriteContext
 from .passwords import PasswordChecker, hasher
 from .recent import RecentFloors
+from .sqlite_security import SCHEMA as SECURITY_SCHEMA
+from .sqlite_security import SQLiteSecurity
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -359,7 +361,7 @@ def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
     return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteSecurity):
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
     def __init__(self, data_dir: Path | str) -> None:
@@ -367,6 +369,7 @@ class SQLiteStore:
         self.db = Database(self.data_dir / "mailhaven.db")
         self.blobs = FileBlobStore(self.data_dir, db=self.db)
         self.db.add_schema(BLOB_SCHEMA)
+        self.db.add_schema(SECURITY_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0
