@@ -350,6 +350,7 @@ class StoreMechanism:
         self.blocked = False
         """The last failure reached a throttle limit: answer it, then close the connection."""
         self._seen: list[Any] | None = None
+        self._counted = False
 
     async def _check(self, username: str) -> None:
         """Before a password or SCRAM secret is looked at: raises LoginBlocked."""
@@ -370,11 +371,14 @@ class StoreMechanism:
             if isinstance(step, Challenge):
                 return "challenge", step.data, None
             if isinstance(step, CheckPassword):
-                await self._check(step.authcid)
-                account = await self.store.authenticate(step.authcid, step.password)
+                self.username = step.authcid
+                if self.throttle is not None:     # checked, verified and counted in one go
+                    account, self.blocked = await self.throttle.attempt(self.peer, step.authcid, step.password)
+                    self._counted = account is None
+                else:
+                    account = await self.store.authenticate(step.authcid, step.password)
                 step = self.mechanism.password_checked(account is not None)
                 if isinstance(step, Success):
-                    await self._succeeded()
                     return "success", None, account
                 continue
             if isinstance(step, NeedScram):
@@ -391,7 +395,7 @@ class StoreMechanism:
                 return "success", None, account
             assert isinstance(step, Failure)
             self.failure_reason = step.reason
-            if self.throttle is not None and self.username:
+            if self.throttle is not None and self.username and not self._counted:
                 self.blocked = await self.throttle.failed(self.peer, self.username)
             return "failure", None, None
 

@@ -93,38 +93,36 @@ class LoginThrottle:
             if not gate.users:
                 self._gates.pop(address, None)
 
-    async def check(self, peer: str, account: str | None = None) -> list[LoginRecord]:
-        """Raise :class:`LoginBlocked` when ``peer`` (or ``peer`` with ``account``) is
-        blocked. Waits for the delay of a failure from the same address in progress."""
-        address = source_address(peer)
-
-        async def read() -> list[LoginRecord]:
-            return list(await self.store.login_records(address, account_key(account)))
-
-        records = await self._through_gate(address, read)
+    async def _records(self, address: str, account: str | None) -> list[LoginRecord]:
+        """The records of this source; raises LoginBlocked when one of them is blocked."""
+        records = list(await self.store.login_records(address, account_key(account)))
         now = self.clock()
         wait = max((r.blocked_until - now for r in records), default=0.0)
         if wait > 0:
             raise LoginBlocked(wait)
         return records
 
+    async def _count(self, address: str, account: str | None) -> bool:
+        """Count a failure and wait out its delay (the caller holds the address's gate)."""
+        policy = self.policy
+        records = list(await self.store.login_failed(
+            address, account_key(account), now=self.clock(), window=policy.login_window,
+            address_limit=policy.login_failures_per_address,
+            account_limit=policy.login_failures_per_account, block=policy.login_block))
+        await self.sleep(self.delay(max(r.failures for r in records)))
+        return any(r.blocked_until > 0 for r in records)
+
+    async def check(self, peer: str, account: str | None = None) -> list[LoginRecord]:
+        """Raise :class:`LoginBlocked` when ``peer`` (or ``peer`` with ``account``) is
+        blocked; waits for an attempt from the same address in progress to finish."""
+        address = source_address(peer)
+        return list(await self._through_gate(address, lambda: self._records(address, account)))
+
     async def failed(self, peer: str, account: str | None = None) -> bool:
         """Count a failure and wait out its delay; True when it reached a limit (the
         protocol should answer the failure and close the connection)."""
         address = source_address(peer)
-        policy = self.policy
-
-        async def count() -> list[LoginRecord]:
-            now = self.clock()
-            records = list(await self.store.login_failed(
-                address, account_key(account), now=now, window=policy.login_window,
-                address_limit=policy.login_failures_per_address,
-                account_limit=policy.login_failures_per_account, block=policy.login_block))
-            await self.sleep(self.delay(max(r.failures for r in records)))
-            return records
-
-        records = await self._through_gate(address, count)
-        return any(r.blocked_until > 0 for r in records)
+        return bool(await self._through_gate(address, lambda: self._count(address, account)))
 
     async def succeeded(self, peer: str, account: str | None, seen: list[LoginRecord] | None = None) -> None:
         """Forget the address+account failures (``seen``: what :meth:`check` returned;
@@ -132,21 +130,36 @@ class LoginThrottle:
         if account and (seen is None or any(r.account for r in seen)):
             await self.store.login_succeeded(source_address(peer), account_key(account))
 
+    async def attempt(self, peer: str, user: str, password: str) -> tuple[Account | None, bool]:
+        """Check, verify the password, count a failure and wait out its delay, all while
+        holding the address's gate, so that parallel guesses from one address are checked
+        one at a time and never more than the limit. (account or None, now blocked);
+        raises LoginBlocked, before the password is looked at, when already blocked."""
+        address = source_address(peer)
+
+        async def run() -> tuple[Account | None, bool]:
+            seen = await self._records(address, user)
+            account: Account | None = await self.store.authenticate(user, password) if user and password else None
+            if account is None:
+                return None, await self._count(address, user)
+            await self.succeeded(peer, user, seen)
+            return account, False
+
+        result: tuple[Account | None, bool] = await self._through_gate(address, run)
+        return result
+
     async def authenticate(self, peer: str, user: str, password: str) -> Account | None:
-        """``store.authenticate`` behind the throttle: LoginBlocked before the password is
-        even looked at when blocked; None (after the delay) for a wrong password."""
-        seen = await self.check(peer, user)
-        account: Account | None = await self.store.authenticate(user, password) if user and password else None
-        if account is None:
-            if await self.failed(peer, user):
-                raise LoginBlocked(self.policy.login_block)
-            return None
-        await self.succeeded(peer, user, seen)
+        """:meth:`attempt` for a protocol with no separate failure answer before a block:
+        None (after the delay) for a wrong password, LoginBlocked when blocked."""
+        account, blocked = await self.attempt(peer, user, password)
+        if blocked:
+            raise LoginBlocked(self.policy.login_block)
         return account
 
 
 def shared_throttle(app: Any) -> LoginThrottle:
     """The process's one throttle (its gates serialise each address's guesses)."""
-    throttle: LoginThrottle = app.extras.setdefault(
-        "login_throttle", LoginThrottle(app.store, app.config.security))
+    throttle: LoginThrottle | None = app.extras.get("login_throttle")
+    if throttle is None:
+        throttle = app.extras["login_throttle"] = LoginThrottle(app.store, app.config.security)
     return throttle
