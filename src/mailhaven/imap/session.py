@@ -398,7 +398,8 @@ class Session:
     @property
     def throttle(self) -> LoginThrottle:
         if self.ctx.throttle is None:
-            self.ctx.throttle = LoginThrottle(self.ctx.store, self.ctx.config.security)
+            sleep = {"sleep": self.ctx.sleep} if self.ctx.sleep is not None else {}
+            self.ctx.throttle = LoginThrottle(self.ctx.store, self.ctx.config.security, **sleep)
         return self.ctx.throttle
 
     async def login_failed(self, blocked: bool = False) -> None:
