@@ -398,8 +398,10 @@ class Session:
     @property
     def throttle(self) -> LoginThrottle:
         if self.ctx.throttle is None:
-            sleep = {"sleep": self.ctx.sleep} if self.ctx.sleep is not None else {}
-            self.ctx.throttle = LoginThrottle(self.ctx.store, self.ctx.config.security, **sleep)
+            throttle = LoginThrottle(self.ctx.store, self.ctx.config.security)
+            if self.ctx.sleep is not None:
+                throttle.sleep = self.ctx.sleep
+            self.ctx.throttle = throttle
         return self.ctx.throttle
 
     async def login_failed(self, blocked: bool = False) -> None:
