@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from mailhaven.auth.sasl import ScramClient
+from mailhaven.auth.throttle import LoginThrottle
 from mailhaven.config import Config, LimitsConfig, SecurityConfig
 from mailhaven.logs import Log
 from mailhaven.pop3 import protocol as P
-from mailhaven.pop3.maildrop import MaildropLocks
+from mailhaven.pop3.lease import MaildropLeases
 from mailhaven.pop3.session import Session, SessionContext
-from mailhaven.smtp.throttle import LoginThrottle
 
 USER = "bob@example.org"
 PASSWORD = "correct horse"
@@ -46,10 +46,13 @@ class Client:
 class Env:
     def __init__(self, store: Any) -> None:
         self.store = store
-        self.locks = MaildropLocks()
+        self.locks = MaildropLeases(store)
         self.sleeps: list[float] = []
         self.config = Config()
-        self.throttle = LoginThrottle(self.config.limits.auth_failures)
+        self.throttle = self.make_throttle(self.config.security)
+
+    def make_throttle(self, policy: SecurityConfig) -> LoginThrottle:
+        return LoginThrottle(self.store, policy, sleep=self.sleep)
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -260,24 +263,28 @@ async def test_auth_scram_sha_256(env: Env) -> None:
 
 async def test_auth_failures_are_delayed_and_limited(env: Env) -> None:
     config = replace(Config(), limits=LimitsConfig(auth_failures=3))
-    env.throttle = LoginThrottle(100)
+    env.throttle = env.make_throttle(SecurityConfig(login_failures_per_account=100, login_delay=0.25))
     c = env.client(config=config)
     for _ in range(2):
         assert await c.login(password="wrong") == b"-ERR [AUTH] Authentication failed\r\n"
         assert not c.session.closing
     assert await c.login(password="wrong") == b"-ERR [AUTH] Authentication failed\r\n"
-    assert c.session.closing
-    assert env.sleeps == [0.25, 0.5, 1.0]
+    assert c.session.closing                             # the connection's own limit
+    assert env.sleeps == [0.25, 0.5, 1.0]                # the shared throttle's delays
 
 
 async def test_throttle_blocks_even_the_right_password(env: Env) -> None:
-    env.throttle = LoginThrottle(2)
+    env.throttle = env.make_throttle(SecurityConfig(login_failures_per_account=3))
     for _ in range(2):
         c = env.client()
-        assert (await c.login(password="nope")).startswith(b"-ERR [AUTH]")
+        assert await c.login(password="nope") == b"-ERR [AUTH] Authentication failed\r\n"
+    c = env.client()
+    assert await c.login(password="nope") == b"-ERR [AUTH] Too many failed logins; try again later\r\n"
+    assert c.session.closing                             # the failure that reached the limit
     c = env.client()
     assert await c.login() == b"-ERR [AUTH] Too many failed logins; try again later\r\n"
     assert c.session.closing
+    assert (await env.client(peer="192.0.2.7", tls=True).login()).startswith(b"+OK")   # not from elsewhere
 
 
 async def test_malformed_input_answers_err_and_session_goes_on(env: Env) -> None:

@@ -372,7 +372,7 @@ def test_auth_on_port_25_when_configured(make_server: Any) -> None:
 
 
 def test_failed_logins_are_throttled(make_server: Any) -> None:
-    server = make_server("throttle", extra_config="[limits]\nauth_failures = 3\n")
+    server = make_server("throttle", extra_config='[security]\nlogin_failures_per_account = 3\nlogin_delay = "0.25s"\n')
     server.add_user("alice@lancs.example", password="alice-pw")
     started = time.monotonic()
     with smtplib.SMTP(HOST, server.port("submission"), timeout=20) as s:

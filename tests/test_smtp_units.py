@@ -1,4 +1,5 @@
-"""Small pieces with injected clocks: login throttling, the recipient cache, trace headers."""
+"""Small pieces with injected clocks: the recipient cache, trace headers (login throttling:
+test_auth_throttle.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 from mailhaven.smtp import codes
 from mailhaven.smtp.protocol import ServerConnection, Settings
 from mailhaven.smtp.server import RecipientCache
-from mailhaven.smtp.throttle import LoginThrottle
 from mailhaven.smtp.transaction import Trace
 from mailhaven.store.api import Resolution
 
@@ -19,27 +19,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_throttle_delays_grow_and_block_per_ip_and_account() -> None:
-    clock = Clock()
-    t = LoginThrottle(3, window=60, clock=clock)
-    assert [t.failed("1.2.3.4", "bob@x") for _ in range(2)] == [0.25, 0.5]
-    assert not t.blocked("1.2.3.4", "bob@x")
-    t.failed("1.2.3.4", "bob@x")
-    assert t.blocked("1.2.3.4") and t.blocked("5.6.7.8", "bob@x")      # the account, from anywhere
-    assert not t.blocked("5.6.7.8", "carol@x")
-    clock.now += 61
-    assert not t.blocked("1.2.3.4", "bob@x")                            # failures age out
-
-
-def test_throttle_success_clears_account_not_ip() -> None:
-    t = LoginThrottle(2, clock=Clock())
-    t.failed("1.1.1.1", "bob@x")
-    t.succeeded("1.1.1.1", "bob@x")
-    t.failed("1.1.1.1", "eve@x")
-    assert t.blocked("1.1.1.1")                   # the IP keeps both failures
-    assert not t.blocked("9.9.9.9", "bob@x")
 
 
 @dataclass

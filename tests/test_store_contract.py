@@ -790,3 +790,53 @@ async def test_queue_delete(backend):
     assert await backend.queue_delete(ids[0]) is True
     assert await backend.queue_delete(ids[0]) is False
     assert [e.id for e in await backend.queue_list()] == [ids[1]]
+
+
+async def test_login_failures_count_block_and_forget(backend):
+    s = backend
+    kw = dict(window=60.0, address_limit=4, account_limit=2, block=300.0)
+    assert await s.login_records("192.0.2.1", "bob@nyu.example") == []
+    first = await s.login_failed("192.0.2.1", "bob@nyu.example", now=1000.0, **kw)
+    assert [(r.account, r.failures, r.blocked_until) for r in first] == [("", 1, 0.0), ("bob@nyu.example", 1, 0.0)]
+    second = await s.login_failed("192.0.2.1", "bob@nyu.example", now=1001.0, **kw)
+    assert [(r.failures, r.blocked_until) for r in second] == [(2, 0.0), (2, 1301.0)]   # the pair's limit
+    assert await s.login_blocks(1002.0) == [r for r in second if r.account]
+    await s.login_succeeded("192.0.2.1", "bob@nyu.example")        # forgets the pair, not the address
+    records = await s.login_records("192.0.2.1", "bob@nyu.example")
+    assert [(r.account, r.failures) for r in records] == [("", 2)]
+    # Failures of other names from the same address add up to the address's limit.
+    await s.login_failed("192.0.2.1", "carol@nyu.example", now=1002.0, **kw)
+    last = await s.login_failed("192.0.2.1", "", now=1003.0, **kw)
+    assert [(r.account, r.failures, r.blocked_until) for r in last] == [("", 4, 1303.0)]
+    assert [r.address for r in await s.login_blocks(1004.0)] == ["192.0.2.1"]
+    assert await s.login_blocks(1304.0) == []                      # blocks end
+    # After a quiet window the count starts again, and quiet records are deleted.
+    again = await s.login_failed("192.0.2.1", "", now=1400.0, **kw)
+    assert again[0].failures == 1 and again[0].blocked_until == 0.0
+    assert await s.login_records("192.0.2.1", "carol@nyu.example") == again
+    await s.login_failed("192.0.2.1", "carol@nyu.example", now=1401.0, **kw)
+    await s.login_failed("2001:db8::/64", "bob@nyu.example", now=1401.0, **kw)
+    assert await s.login_unblock("192.0.2.1") == 2                 # the address and carol's pair
+    assert await s.login_records("192.0.2.1", "carol@nyu.example") == []
+    assert len(await s.login_records("2001:db8::/64", "bob@nyu.example")) == 2
+
+
+async def test_login_failures_from_many_tasks_all_count(backend):
+    s = backend
+    kw = dict(window=60.0, address_limit=0, account_limit=0, block=300.0)
+    await asyncio.gather(*(s.login_failed("192.0.2.9", "", now=1000.0 + i, **kw) for i in range(20)))
+    assert (await s.login_records("192.0.2.9", ""))[0].failures == 20
+
+
+async def test_leases_are_exclusive_renewable_and_expire(backend):
+    s = backend
+    assert await s.acquire_lease("pop3:1", "a", ttl=30.0, now=1000.0)
+    assert not await s.acquire_lease("pop3:1", "b", ttl=30.0, now=1010.0)     # held by a
+    assert await s.acquire_lease("pop3:1", "a", ttl=30.0, now=1020.0)         # a renews to 1050
+    assert not await s.acquire_lease("pop3:1", "b", ttl=30.0, now=1040.0)
+    assert await s.acquire_lease("pop3:2", "b", ttl=30.0, now=1040.0)         # another name
+    assert await s.acquire_lease("pop3:1", "b", ttl=30.0, now=1050.0)         # a's expired: b takes it
+    await s.release_lease("pop3:1", "a")                                      # not a's any more
+    assert not await s.acquire_lease("pop3:1", "c", ttl=30.0, now=1051.0)
+    await s.release_lease("pop3:1", "b")
+    assert await s.acquire_lease("pop3:1", "c", ttl=30.0, now=1052.0)

@@ -130,6 +130,7 @@ class LimitsConfig:
     smtp_data_idle: float = 180.0
     imap_idle: float = 1800.0
     pop3_idle: float = 600.0
+    pop3_lock_lease: float = 60.0   # a crashed process's POP3 maildrop locks expire after this
     imap_literal: int = 64 * 1024 * 1024
     errors_per_session: int = 50
 
@@ -138,6 +139,16 @@ class LimitsConfig:
 class SecurityConfig:
     # Like Dovecot's login_trusted_networks for plaintext auth: loopback counts as secure.
     loopback_is_secure: bool = True
+    # The login throttle every protocol shares (auth/throttle.py); counts live in the store.
+    # Failed logins from one address (IPv6: its /64) within login_window before it is
+    # blocked for login_block; and from one address for one account name. 0: no limit.
+    login_failures_per_address: int = 20
+    login_failures_per_account: int = 5
+    login_window: float = 3600.0
+    login_block: float = 3600.0
+    # Delay of the answer to a failure: login_delay, doubling per failure up to login_max_delay.
+    login_delay: float = 1.0
+    login_max_delay: float = 15.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,6 +224,7 @@ _SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate"}
 _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
+    "login_window", "login_block", "login_delay", "login_max_delay", "pop3_lock_lease",
 }
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..store.api import Account, ScramCredentials
+from .throttle import LoginThrottle
 
 MECHANISMS = ("PLAIN", "LOGIN", "SCRAM-SHA-256")
 """Every mechanism this module implements, strongest last."""
@@ -338,27 +339,50 @@ def new_mechanism(name: str) -> Mechanism:
 class StoreMechanism:
     """Runs a mechanism against a Store: the async loop around the sans-IO steps."""
 
-    def __init__(self, name: str, store: Any) -> None:
+    def __init__(self, name: str, store: Any, *, throttle: LoginThrottle | None = None, peer: str = "") -> None:
         self.mechanism = new_mechanism(name)
         self.store = store
+        self.throttle = throttle
+        self.peer = peer
         self.failure_reason: str | None = None
         self.username: str | None = None
         """The user name the client claimed, once known (for per-account throttling)."""
+        self.blocked = False
+        """The last failure reached a throttle limit: answer it, then close the connection."""
+        self._seen: list[Any] | None = None
+        self._counted = False
+
+    async def _check(self, username: str) -> None:
+        """Before a password or SCRAM secret is looked at: raises LoginBlocked."""
+        self.username = username
+        if self.throttle is not None:
+            self._seen = await self.throttle.check(self.peer, username)
+
+    async def _succeeded(self) -> None:
+        if self.throttle is not None:
+            await self.throttle.succeeded(self.peer, self.username, self._seen)
 
     async def step(self, response: bytes) -> tuple[str, bytes | None, Account | None]:
+        """One client response in; raises :class:`~.throttle.LoginBlocked` when the
+        throttle refuses this peer. A failure with a known user name is counted (and
+        delayed) by the throttle before it is returned."""
         step = self.mechanism.step(response)
         while True:
             if isinstance(step, Challenge):
                 return "challenge", step.data, None
             if isinstance(step, CheckPassword):
                 self.username = step.authcid
-                account = await self.store.authenticate(step.authcid, step.password)
+                if self.throttle is not None:     # checked, verified and counted in one go
+                    account, self.blocked = await self.throttle.attempt(self.peer, step.authcid, step.password)
+                    self._counted = account is None
+                else:
+                    account = await self.store.authenticate(step.authcid, step.password)
                 step = self.mechanism.password_checked(account is not None)
                 if isinstance(step, Success):
                     return "success", None, account
                 continue
             if isinstance(step, NeedScram):
-                self.username = step.username
+                await self._check(step.username)
                 step = self.mechanism.scram_credentials(await self.store.get_scram(step.username))
                 continue
             if isinstance(step, Success):
@@ -367,15 +391,19 @@ class StoreMechanism:
                 except Exception:  # noqa: BLE001 - account removed mid-exchange
                     self.failure_reason = "account vanished"
                     return "failure", None, None
+                await self._succeeded()
                 return "success", None, account
             assert isinstance(step, Failure)
             self.failure_reason = step.reason
+            if self.throttle is not None and self.username and not self._counted:
+                self.blocked = await self.throttle.failed(self.peer, self.username)
             return "failure", None, None
 
 
-def server_mechanism(name: str, store: Any) -> StoreMechanism:
+def server_mechanism(name: str, store: Any, *, throttle: LoginThrottle | None = None,
+                     peer: str = "") -> StoreMechanism:
     """What IMAP's AUTHENTICATE and POP3's AUTH call: KeyError for unknown mechanisms."""
-    return StoreMechanism(name, store)
+    return StoreMechanism(name, store, throttle=throttle, peer=peer)
 
 
 # -- client side (tests, the user agent, the relay client) -------------------------------

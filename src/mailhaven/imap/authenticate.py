@@ -14,12 +14,17 @@ import binascii
 from typing import TYPE_CHECKING
 
 from ..auth import sasl
+from ..auth.throttle import LoginBlocked
 from .grammar import Args
 from .parser import Command
 from .responses import AUTHENTICATIONFAILED, PRIVACYREQUIRED, Bad, Bye, No
 
 if TYPE_CHECKING:
     from .session import Session
+
+
+THROTTLED = "Too many authentication failures"
+"""The shared throttle refuses this address: BYE, as after a connection's own failures."""
 
 
 def scram_supported() -> bool:
@@ -33,7 +38,10 @@ async def cmd_login(s: Session, cmd: Command) -> str:
     args.end()
     if not s.secure:
         raise No("Plaintext login is disabled without TLS", code=PRIVACYREQUIRED)
-    account = await s.store.authenticate(user, password)
+    try:
+        account = await s.throttle.authenticate(s.ctx.peer, user, password)   # the shared throttle
+    except LoginBlocked:
+        raise Bye(THROTTLED) from None
     if account is None:
         await s.login_failed()
         raise No("Authentication failed", code=AUTHENTICATIONFAILED)
@@ -57,7 +65,11 @@ async def cmd_authenticate(s: Session, cmd: Command) -> str | None:
         raise No("Authentication is disabled without TLS", code=PRIVACYREQUIRED)
     from .session import Mode
 
-    s.sasl = sasl.server_mechanism(mech, s.store)
+    try:
+        await s.throttle.check(s.ctx.peer)
+    except LoginBlocked:
+        raise Bye(THROTTLED) from None
+    s.sasl = sasl.server_mechanism(mech, s.store, throttle=s.throttle, peer=s.ctx.peer)
     s.sasl_tag = cmd.tag
     s.mode = Mode.SASL
     await _step(s, initial if initial is not None else b"")
@@ -80,8 +92,13 @@ async def continue_authenticate(s: Session, line: bytes) -> None:
 
 async def _step(s: Session, data: bytes) -> None:
     tag = s.sasl_tag
+    mechanism = s.sasl
     try:
-        kind, payload, account = await s.sasl.step(data)
+        kind, payload, account = await mechanism.step(data)
+    except LoginBlocked:
+        _finish(s)
+        s.bye(THROTTLED)
+        return
     except Exception:  # noqa: BLE001 - a mechanism failure must not end the session
         s.ctx.log.error("sasl step failed", exc=True)
         kind, payload, account = "failure", None, None
@@ -91,7 +108,7 @@ async def _step(s: Session, data: bytes) -> None:
     _finish(s)
     if kind != "success" or account is None:
         try:
-            await s.login_failed()
+            await s.login_failed(blocked=mechanism.blocked)
         except Bye as exc:
             s.bye(exc.text)
             return

@@ -19,6 +19,7 @@ import contextlib
 import zlib
 from typing import Any
 
+from ..auth.throttle import shared_throttle
 from ..logs import connection_id
 from ..net.connection import READ_SIZE, NetConnection, ReadTimeout
 from ..net.listener import Listener
@@ -70,7 +71,7 @@ class Connection:
         self.ctx = SessionContext(
             store=app.store, config=config, log=log, peer=ip, tls=listener.implicit_tls,
             starttls=not listener.implicit_tls, hostname=config.hostname, sleep=asyncio.sleep,
-            flush=self.flush,
+            flush=self.flush, throttle=shared_throttle(app),
         )
         self.parser = CommandReader(max_literal=config.limits.imap_literal)
         self.session = Session(self.ctx, self.parser)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..auth.throttle import LoginThrottle
 from ..config import Config
 from ..logs import Log
 from ..store.api import Change, Store
@@ -74,7 +75,8 @@ class SessionContext:
     sleep: Callable[[float], Awaitable[None]] | None = None
     flush: Callable[[], Awaitable[None]] | None = None
     """Writes buffered output to the peer (large FETCH responses stream through it)."""
-    auth_delay: float = 1.0
+    throttle: LoginThrottle | None = None
+    """The shared login throttle (auth/throttle.py); made from the store when not given."""
 
 
 @dataclass
@@ -393,13 +395,21 @@ class Session:
         self.ctx.log = self.ctx.log.bind(user=username)
         self.ctx.log.info("login")
 
-    async def login_failed(self) -> None:
+    @property
+    def throttle(self) -> LoginThrottle:
+        if self.ctx.throttle is None:
+            throttle = LoginThrottle(self.ctx.store, self.ctx.config.security)
+            if self.ctx.sleep is not None:
+                throttle.sleep = self.ctx.sleep
+            self.ctx.throttle = throttle
+        return self.ctx.throttle
+
+    async def login_failed(self, blocked: bool = False) -> None:
+        """After a failure the throttle has counted and delayed: raise Bye when the throttle
+        blocked the peer now, or this connection has failed too often."""
         self.auth_failures += 1
         self.ctx.log.info("auth failed", failures=self.auth_failures)
-        if self.ctx.sleep is not None:
-            # Slow down guessing: 1s, 2s, 4s... capped (Dovecot's auth_failure_delay idea).
-            await self.ctx.sleep(min(self.ctx.auth_delay * 2 ** (self.auth_failures - 1), 15.0))
-        if self.auth_failures >= self.config.limits.auth_failures:
+        if blocked or self.auth_failures >= self.config.limits.auth_failures:
             raise Bye("Too many authentication failures")
 
 

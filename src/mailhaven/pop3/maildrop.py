@@ -1,4 +1,4 @@
-"""The POP3 maildrop: a numbered snapshot of INBOX taken at login, and the per-account lock.
+"""The POP3 maildrop: a numbered snapshot of INBOX taken at login.
 
 Invariants:
 - Message numbers are fixed for the session (RFC 1939 5); messages delivered later are
@@ -6,8 +6,8 @@ Invariants:
 - Unique ids are ``UIDVALIDITY.UID`` of the INBOX, the same pair IMAP shows, so they stay
   stable across sessions and agree with IMAP (RFC 1939 7 UIDL).
 - Deletion marks live only in the session; nothing touches the store before QUIT.
-- At most one session per account holds the maildrop in this process (RFC 1939 8,
-  RFC 2449 8.1.1 ``[IN-USE]``).
+- At most one session per account holds the maildrop, across processes and nodes
+  (RFC 1939 8, RFC 2449 8.1.1 ``[IN-USE]``): see lease.py.
 """
 
 from __future__ import annotations
@@ -16,25 +16,6 @@ from dataclasses import dataclass, field
 
 from ..store.api import Message
 from . import replies as R
-
-
-class MaildropLocks:
-    """Exclusive maildrop locks by account id, shared by every POP3 listener of a process."""
-
-    def __init__(self) -> None:
-        self._held: set[int] = set()
-
-    def acquire(self, account_id: int) -> bool:
-        if account_id in self._held:
-            return False
-        self._held.add(account_id)
-        return True
-
-    def release(self, account_id: int) -> None:
-        self._held.discard(account_id)
-
-    def held(self, account_id: int) -> bool:
-        return account_id in self._held
 
 
 @dataclass

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..auth.throttle import LoginThrottle, shared_throttle
 from ..logs import connection_id
 from ..net.connection import NetConnection, ReadTimeout
 from ..net.listener import Listener
-from ..smtp.throttle import LoginThrottle
 from . import protocol as P
-from .maildrop import MaildropLocks
+from .lease import MaildropLeases
 from .session import Session, SessionContext
 
 SIZE_CACHE_LIMIT = 500_000
@@ -68,11 +68,10 @@ class Pop3Listener(Listener):
 
     def __init__(self, app: Any, name: str, implicit_tls: bool) -> None:
         super().__init__(app, name, implicit_tls)
-        limits = app.config.limits
-        # Shared by pop3 and pop3s in one process: one lock table, one throttle.
-        self.locks: MaildropLocks = app.extras.setdefault("pop3_maildrop_locks", MaildropLocks())
-        self.throttle: LoginThrottle = app.extras.setdefault(
-            "pop3_login_throttle", LoginThrottle(limits.auth_failures))
+        # Shared by pop3 and pop3s (and every process and node, through the store).
+        self.locks: MaildropLeases = app.extras.setdefault(
+            "pop3_maildrop_leases", MaildropLeases(app.store, ttl=app.config.limits.pop3_lock_lease))
+        self.throttle: LoginThrottle = shared_throttle(app)
         self.wire_sizes: WireSizes = app.extras.setdefault("pop3_wire_sizes", WireSizes(app.store))
 
     async def serve(self, net: NetConnection) -> None:

@@ -18,27 +18,26 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from ..auth.sasl import MECHANISMS, PLAINTEXT_MECHANISMS, server_mechanism
+from ..auth.throttle import LoginBlocked, LoginThrottle
 from ..config import Config
 from ..logs import Log
 from ..store.api import Account, FlagMode, Message, Store, StoreError
 from . import protocol as P
 from . import replies as R
-from .maildrop import Maildrop, MaildropLocks
+from .maildrop import Maildrop
 
 IMPLEMENTATION = "Mailhaven"
 
 
-class Throttle(Protocol):
-    """What the session needs of a login throttle (``smtp.throttle.LoginThrottle`` fits)."""
+class Locks(Protocol):
+    """The maildrop locks (``lease.MaildropLeases``: store leases, cluster-wide)."""
 
-    def blocked(self, ip: str, account: str | None = None) -> bool: ...
+    async def acquire(self, account_id: int) -> bool: ...
 
-    def failed(self, ip: str, account: str | None) -> float: ...
-
-    def succeeded(self, ip: str, account: str | None) -> None: ...
+    async def release(self, account_id: int) -> None: ...
 
 
 @dataclass(kw_only=True)
@@ -46,9 +45,9 @@ class SessionContext:
     store: Store
     config: Config
     log: Log
-    locks: MaildropLocks
-    throttle: Throttle
-    """Failed-login delays and blocks per IP and account."""
+    locks: Locks
+    throttle: LoginThrottle
+    """The shared login throttle: failure delays and blocks per address and address+account."""
     sleep: Callable[[float], Awaitable[None]]
     peer: str = ""
     tls: bool = False
@@ -112,7 +111,7 @@ class Session:
         """Connection over without QUIT: no UPDATE (RFC 1939 6), release the lock."""
         if self.state is not P.State.CLOSED:
             self.protocol.transition(P.Trigger.CLOSE)
-        self._release()
+        await self._release()
         self.closing = True
 
     async def idle_timeout(self) -> None:
@@ -124,9 +123,10 @@ class Session:
         self.ctx.tls = True
         self.protocol.discard_buffer()           # RFC 2595 4: nothing from before the handshake
 
-    def _release(self) -> None:
-        if self.account is not None:
-            self.ctx.locks.release(self.account.id)
+    async def _release(self) -> None:
+        if self.account is not None and self.maildrop is not None:
+            self.maildrop = None
+            await self.ctx.locks.release(self.account.id)
         self.maildrop = None
 
     async def _dispatch(self, cmd: P.Command) -> None:
@@ -179,8 +179,10 @@ class Session:
             raise R.Pop3Error(R.NEED_USER)                        # RFC 1939 7: right after USER
         if not self._plaintext_allowed():
             raise R.Pop3Error(R.PLAINTEXT_REFUSED)
-        await self._check_blocked(user)
-        account = await self.ctx.store.authenticate(user, cmd.password)
+        try:
+            account = await self.ctx.throttle.authenticate(self.ctx.peer, user, cmd.password)
+        except LoginBlocked:
+            await self._blocked()
         if account is None:
             await self._auth_failed(user, "bad password")
         assert account is not None
@@ -194,9 +196,13 @@ class Session:
             raise R.Pop3Error(R.UNKNOWN_MECHANISM)
         if cmd.mechanism in PLAINTEXT_MECHANISMS and not self._plaintext_allowed():
             raise R.Pop3Error(R.PLAINTEXT_REFUSED)                # RFC 5034 4 / RFC 2595
-        await self._check_blocked(None)
+        try:
+            await self.ctx.throttle.check(self.ctx.peer)
+        except LoginBlocked:
+            await self._blocked()
         self._pending_user = None
-        self._sasl = server_mechanism(cmd.mechanism, self.ctx.store)
+        self._sasl = server_mechanism(cmd.mechanism, self.ctx.store, throttle=self.ctx.throttle,
+                                      peer=self.ctx.peer)
         self.protocol.transition(P.Trigger.SASL_STARTED)
         await self._sasl_step(cmd.initial_response or b"")
 
@@ -209,7 +215,11 @@ class Session:
         await self._sasl_step(event.data)
 
     async def _sasl_step(self, data: bytes) -> None:
-        kind, challenge, account = await self._sasl.step(data)
+        try:
+            kind, challenge, account = await self._sasl.step(data)
+        except LoginBlocked:
+            self._end_sasl()
+            await self._blocked()
         if kind == "challenge":
             self._out.append(b"+ " + base64.b64encode(challenge or b"") + b"\r\n")   # RFC 5034 4
             return
@@ -223,30 +233,27 @@ class Session:
             self.protocol.transition(P.Trigger.SASL_ENDED)
 
     async def _sasl_failed(self, reason: str) -> None:
-        user = self._sasl.username if self._sasl is not None else None
+        sasl = self._sasl
+        user = sasl.username if sasl is not None else None
         self._end_sasl()
-        await self._auth_failed(user, reason)
+        await self._auth_failed(user, reason, blocked=sasl is not None and sasl.blocked)
 
-    async def _check_blocked(self, user: str | None) -> None:
-        if self.ctx.throttle.blocked(self.ctx.peer, user):
-            await self.close()
-            raise R.Pop3Error(R.AUTH_BLOCKED)
+    async def _blocked(self) -> NoReturn:
+        """The shared throttle refuses this peer: the reply below is the last."""
+        await self.close()
+        raise R.Pop3Error(R.AUTH_BLOCKED)
 
-    async def _auth_failed(self, user: str | None, reason: str) -> None:
-        """Delay the answer, count the failure, and raise ``-ERR [AUTH]``."""
+    async def _auth_failed(self, user: str | None, reason: str, *, blocked: bool = False) -> None:
+        """Raise ``-ERR [AUTH]`` (the throttle counted and delayed the failure already)."""
         self.ctx.log.info("login failed", user=user or "", reason=reason)
-        delay = self.ctx.throttle.failed(self.ctx.peer, user)
-        if delay > 0:
-            await self.ctx.sleep(delay)
         self._auth_failures += 1
-        if self._auth_failures >= max(1, self.ctx.config.limits.auth_failures):
+        if blocked or self._auth_failures >= max(1, self.ctx.config.limits.auth_failures):
             await self.close()                                    # the reply below is the last
         raise R.Pop3Error(R.AUTH_FAILED)
 
     async def _logged_in(self, account: Account, how: str) -> None:
-        self.ctx.throttle.succeeded(self.ctx.peer, account.address)
         self._sasl = None
-        if not self.ctx.locks.acquire(account.id):
+        if not await self.ctx.locks.acquire(account.id):
             self._end_sasl()
             raise R.Pop3Error(R.MAILDROP_LOCKED)                 # RFC 2449 8.1.1
         try:
@@ -255,7 +262,7 @@ class Session:
             # RFC 1939 5: sizes as sent, which differ from the stored ones for LF-only mail.
             sizes = await self.ctx.wire_sizes(messages) if self.ctx.wire_sizes else []
         except (StoreError, OSError):
-            self.ctx.locks.release(account.id)
+            await self.ctx.locks.release(account.id)
             self._end_sasl()
             raise R.Pop3Error(R.MAILDROP_UNAVAILABLE) from None
         self.account = account
@@ -289,7 +296,7 @@ class Session:
             self.ctx.log.error("update failed", exc=True, user=self._address())
             reply = R.UPDATE_FAILED
         self.protocol.transition(P.Trigger.UPDATE_DONE)
-        self._release()
+        await self._release()
         self._reply(reply)
         self.closing = True
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..auth.sasl import MECHANISMS, StoreMechanism
+from ..auth.throttle import LoginBlocked, LoginThrottle, shared_throttle
 from ..logs import connection_id
 from ..net.connection import NetConnection, ReadTimeout
 from ..net.listener import Listener
@@ -50,7 +51,6 @@ from .protocol import (
     StartTLS,
     TransactionReset,
 )
-from .throttle import LoginThrottle
 from .transaction import Submission, Trace, Transaction
 
 if TYPE_CHECKING:
@@ -102,9 +102,7 @@ class SmtpListener(Listener):
         self.submission = name in SUBMISSION_LISTENERS
         self.workers: WorkerPool | None = None
         self.sessions: set[Session] = set()
-        limits = app.config.limits
-        self.throttle: LoginThrottle = app.extras.setdefault(
-            "smtp_login_throttle", LoginThrottle(limits.auth_failures))
+        self.throttle: LoginThrottle = shared_throttle(app)
         self.recipients: RecipientCache = app.extras.setdefault(
             "smtp_recipient_cache", RecipientCache(app.store))
 
@@ -364,12 +362,9 @@ class Session:
 
     # -- AUTH (RFC 4954) -------------------------------------------------------------------
     async def _auth(self, event: AuthStart | AuthResponse) -> None:
-        conn, throttle = self.conn, self.listener.throttle
+        conn = self.conn
         if isinstance(event, AuthStart):
-            if throttle.blocked(self.ip):
-                conn.close_with(codes.TOO_MANY_AUTH_FAILURES)
-                return
-            self.sasl = StoreMechanism(event.mechanism, self.store)
+            self.sasl = StoreMechanism(event.mechanism, self.store, throttle=self.listener.throttle, peer=self.ip)
             data = event.initial if event.initial is not None else b""
         else:
             data = event.data
@@ -377,6 +372,11 @@ class Session:
         assert sasl is not None
         try:
             kind, payload, account = await sasl.step(data)
+        except LoginBlocked:                     # the shared throttle (auth/throttle.py)
+            self.sasl = None
+            self.log.info("auth refused: throttled", user=sasl.username)
+            conn.close_with(codes.TOO_MANY_AUTH_FAILURES)
+            return
         except Exception:  # noqa: BLE001 - a store failure is a temporary failure
             self.log.error("auth step failed", exc=True)
             self.sasl = None
@@ -386,20 +386,15 @@ class Session:
             conn.auth_challenge(payload or b"")
             return
         self.sasl = None
-        if account is not None and not throttle.blocked(self.ip, sasl.username):
-            throttle.succeeded(self.ip, sasl.username)
+        if account is not None:
             self.account = account
             self.log.info("authenticated", user=account.address)
             conn.answer(codes.AUTH_OK)
             return
-        delay = throttle.failed(self.ip, sasl.username)
         self.log.info("auth failed", user=sasl.username, reason=sasl.failure_reason)
-        await asyncio.sleep(delay)
-        if throttle.blocked(self.ip, sasl.username):
-            conn.answer(codes.AUTH_FAILED)
-            conn.close_with(codes.TOO_MANY_AUTH_FAILURES)
-            return
         conn.answer(codes.AUTH_FAILED)
+        if sasl.blocked:
+            conn.close_with(codes.TOO_MANY_AUTH_FAILURES)
 
 
 def _tls_description(writer: asyncio.StreamWriter) -> str | None:

@@ -226,6 +226,21 @@ IndexRow = tuple[int, int, int, int, float, int, str]
 JMAP's account-wide queries need of a message, cheap to make by the thousand."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class LoginRecord:
+    """Failed logins from one source address (``account`` empty) or address+account pair."""
+
+    address: str
+    """The source: an IPv4 address or an IPv6 /64 (``2001:db8:1:2::/64``)."""
+    account: str
+    """Lower-cased login name; empty for the whole address."""
+    failures: int
+    """Failures since the count last started (it restarts after a quiet ``window``)."""
+    last_failure: float
+    blocked_until: float
+    """Wall-clock time (``time.time()``) until which logins are refused; 0 when not blocked."""
+
+
 class BlobWriter(Protocol):
     """Streams one message to disk; nothing is visible until :meth:`finish`."""
 
@@ -553,3 +568,37 @@ class Store(Protocol):
         ...
 
     async def queue_delete(self, entry_id: int) -> bool: ...
+
+    # -- shared login throttle and leases (auth/throttle.py, pop3 IN-USE) -----------------
+    async def login_records(self, address: str, account: str) -> list[LoginRecord]:
+        """The records of ``address`` alone and of ``address``+``account`` (0, 1 or 2)."""
+        ...
+
+    async def login_failed(self, address: str, account: str, *, now: float, window: float,
+                           address_limit: int, account_limit: int, block: float) -> list[LoginRecord]:
+        """Count one failure against the address and (when given) the address+account pair,
+        atomically across processes; a count restarts when the last failure is older than
+        ``window``; reaching a limit blocks that record until ``now + block``. Returns the
+        updated records. Records long quiet and unblocked are deleted."""
+        ...
+
+    async def login_succeeded(self, address: str, account: str) -> None:
+        """Forget the address+account pair's failures (never the address's own)."""
+        ...
+
+    async def login_blocks(self, now: float) -> list[LoginRecord]:
+        """Every record blocked at ``now``, longest block first."""
+        ...
+
+    async def login_unblock(self, address: str) -> int:
+        """Delete every record of ``address`` (alone and with any account); how many."""
+        ...
+
+    async def acquire_lease(self, name: str, holder: str, *, ttl: float, now: float) -> bool:
+        """Take (or renew, for the same holder) the exclusive lease ``name`` until ``now + ttl``;
+        False while another holder's lease has not expired."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` still holds it."""
+        ...

@@ -13,6 +13,8 @@ import re
 
 import asyncpg
 
+from .pg_security import TABLES as SECURITY_TABLES
+
 SCHEMA_VERSION = 1
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
@@ -158,6 +160,7 @@ async def ensure_schema(conn: asyncpg.Connection, schema: str, *, fresh: bool) -
         await conn.execute(f'SET LOCAL search_path = "{schema}", public')
         await conn.execute(TABLES)
         await _upgrade(conn)
+        await conn.execute(SECURITY_TABLES)     # login throttle and leases (store/pg_security.py)
         await conn.execute(
             "INSERT INTO counters VALUES ('schema_version', $1) ON CONFLICT (name) DO NOTHING",
             SCHEMA_VERSION)

@@ -51,6 +51,7 @@ from .names import (
     validate_mailbox_name,
 )
 from .passwords import PasswordChecker
+from .pg_security import PgSecurity
 from .pgblobs import PgBlobStore, PgBlobWriter
 from .pgchanges import ChangeListener
 from .pgmessages import (
@@ -116,7 +117,7 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore(MessageMethods, QueueMethods, WebDataMethods):
+class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity):
     """Accounts, mailboxes, messages and message bytes in one PostgreSQL schema.
 
     ``fresh_schema`` drops and re-creates the schema (tests); without an explicit

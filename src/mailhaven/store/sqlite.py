@@ -50,6 +50,8 @@ from .names import (  # noqa: F401 - their home was here; other modules import t
 )
 from .passwords import PasswordChecker
 from .recent import RecentFloors
+from .sqlite_security import SCHEMA as SECURITY_SCHEMA
+from .sqlite_security import SQLiteSecurity
 from .sqliteindex import IndexMethods
 from .sqlitemailboxes import MailboxMethods
 from .sqlitemessages import MessageMethods
@@ -61,7 +63,7 @@ from .sqlitewebdata import SCHEMA as WEB_SCHEMA
 from .sqlitewebdata import WebDataMethods
 
 
-class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods):
+class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity):
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
     def __init__(self, data_dir: Path | str) -> None:
@@ -71,6 +73,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self.db.add_schema(BLOB_SCHEMA)
         self.db.add_schema(QUEUE_SCHEMA)
         self.db.add_schema(WEB_SCHEMA)
+        self.db.add_schema(SECURITY_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0

@@ -23,8 +23,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from ..auth.throttle import LoginBlocked, LoginThrottle, shared_throttle
 from ..store.api import NotFound
-from .webmail import COOKIE, LoginThrottle, SessionInfo
+from .webmail import COOKIE, SessionInfo
 
 SESSION_IDLE = 12 * 3600.0
 SESSION_MAX = 1000 * 1000
@@ -87,8 +88,8 @@ def webmail_sessions(ctx: Any) -> CookieSessions:
 
 
 def login_throttle(ctx: Any) -> LoginThrottle:
-    throttle: LoginThrottle = ctx.extras.setdefault("web_login_throttle", LoginThrottle())
-    return throttle
+    """The login throttle every protocol shares (auth/throttle.py)."""
+    return shared_throttle(ctx)
 
 
 def peer_is_trusted(ctx: Any, request: Request) -> bool:
@@ -142,11 +143,13 @@ class Caller:
 
 
 class AuthError(Exception):
-    def __init__(self, status: int, detail: str, challenge: bool = True) -> None:
+    def __init__(self, status: int, detail: str, challenge: bool = True, retry_after: float = 0.0) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.challenge = challenge
+        self.retry_after = retry_after
+        """For 429: seconds until the throttle lets this client try again."""
 
 
 async def authenticate(ctx: Any, request: Request, *, state_changing: bool) -> Caller:
@@ -157,25 +160,24 @@ async def authenticate(ctx: Any, request: Request, *, state_changing: bool) -> C
         if not peer_is_trusted(ctx, request):
             raise AuthError(403, "credentials are refused over plaintext HTTP; use HTTPS", challenge=False)
         throttle = login_throttle(ctx)
-        if scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                raise AuthError(401, "malformed Basic credentials") from None
-            keys: tuple[str, ...] = (f"ip:{client}", f"user:{user.lower()}")
-            if throttle.retry_after(*keys) > 0:
-                raise AuthError(429, "too many failed logins; try again later", challenge=False)
-            # Basic comes with every request: the store remembers verified passwords.
-            account = await ctx.store.authenticate(user, password) if user and password else None
-        else:
-            keys = (f"ip:{client}",)
-            if throttle.retry_after(*keys) > 0:
-                raise AuthError(429, "too many failed logins; try again later", challenge=False)
-            account = await account_for_token(ctx.store, value.strip())
+        try:
+            if scheme.lower() == "basic":
+                try:
+                    user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    raise AuthError(401, "malformed Basic credentials") from None
+                # Basic comes with every request: the store remembers verified passwords.
+                account = await throttle.authenticate(client, user, password)
+            else:
+                await throttle.check(client)          # a token names no account: the address alone
+                account = await account_for_token(ctx.store, value.strip())
+                if account is None and await throttle.failed(client):
+                    raise LoginBlocked(throttle.policy.login_block)
+        except LoginBlocked as exc:
+            raise AuthError(429, "too many failed logins; try again later", challenge=False,
+                            retry_after=exc.retry_after) from None
         if account is None:
-            throttle.failed(*keys)
             raise AuthError(401, "wrong credentials")
-        throttle.succeeded(*keys)
         return Caller(account=account, csrf_token=None)
     cookie = request.cookies.get(COOKIE)
     if cookie:

@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from ..auth.throttle import LoginBlocked, shared_throttle
 from .sanitize import sanitize_html
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -91,42 +92,6 @@ def web_sessions(ctx: Any) -> WebSessions:
     return auth.webmail_sessions(ctx)  # type: ignore[no-any-return]
 
 
-# -- login throttling ------------------------------------------------------------------
-@dataclass
-class LoginThrottle:
-    """Refuses logins for a key (client address, account name) after repeated failures.
-
-    ``max_failures`` failures within ``window`` seconds lock the key for ``lockout``
-    seconds. The clock is injected so tests need not wait."""
-
-    max_failures: int = 5
-    window: float = 300.0
-    lockout: float = 300.0
-    clock: Callable[[], float] = time.monotonic
-    _failures: dict[str, list[float]] = field(default_factory=dict)
-    _locked_until: dict[str, float] = field(default_factory=dict)
-
-    def retry_after(self, *keys: str) -> float:
-        now = self.clock()
-        waits = [until - now for k in keys if (until := self._locked_until.get(k, 0.0)) > now]
-        return max(waits, default=0.0)
-
-    def failed(self, *keys: str) -> None:
-        now = self.clock()
-        for k in keys:
-            recent = [t for t in self._failures.get(k, []) if now - t < self.window] + [now]
-            self._failures[k] = recent
-            if len(recent) >= self.max_failures:
-                self._locked_until[k] = now + self.lockout
-                self._failures[k] = []
-        if len(self._failures) > 10000:  # bound memory under a spray of names
-            self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] < self.window}
-
-    def succeeded(self, *keys: str) -> None:
-        for k in keys:
-            self._failures.pop(k, None)
-
-
 # -- sanitised documents ---------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class _Document:
@@ -172,7 +137,7 @@ class Webmail:
     def __init__(self, ctx: Any, sessions: WebSessions) -> None:
         self.ctx = ctx
         self.sessions = sessions
-        self.throttle = LoginThrottle()
+        self.throttle = shared_throttle(ctx)
         self.documents = SanitizedDocuments()
         self.shell = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
 
@@ -242,18 +207,15 @@ class Webmail:
         username = form.get("username", "").strip()
         password = form.get("password", "")
         client = request.client.host if request.client else "?"
-        keys = (f"ip:{client}", f"user:{username.lower()}")
-        wait = self.throttle.retry_after(*keys)
-        if wait > 0:
-            minutes = max(1, round(wait / 60))
+        try:
+            account = await self.throttle.authenticate(client, username, password)   # auth/throttle.py
+        except LoginBlocked as exc:
+            minutes = max(1, round(exc.retry_after / 60))
             return self._login_page(f"Too many failed attempts. Try again in {minutes} minute(s).",
-                                    username, status=429, extra={"Retry-After": str(int(wait) + 1)})
-        account = await self.ctx.store.authenticate(username, password) if username and password else None
+                                    username, status=429, extra={"Retry-After": str(int(exc.retry_after) + 1)})
         if account is None:
-            self.throttle.failed(*keys)
             self.ctx.log.info("webmail login failed", user=username, client=client)
             return self._login_page("Wrong email address or password.", username, status=401)
-        self.throttle.succeeded(*keys)
         cookie = await self.sessions.create(account)
         response = RedirectResponse("/", status_code=303, headers=_headers(APP_CSP))
         response.set_cookie(COOKIE, cookie, path="/", httponly=True, samesite="strict",

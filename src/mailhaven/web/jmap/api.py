@@ -51,6 +51,8 @@ def _problem(status: int, type_: str, detail: str, **extra: Any) -> JSONResponse
 
 def _auth_failure(exc: AuthError) -> Response:
     headers = {"WWW-Authenticate": 'Basic realm="Mailhaven", charset="UTF-8"'} if exc.challenge else {}
+    if exc.retry_after > 0:
+        headers["Retry-After"] = str(int(exc.retry_after) + 1)          # RFC 6585 4
     return JSONResponse({"type": "about:blank", "status": exc.status, "detail": exc.detail},
                         status_code=exc.status, headers=headers, media_type="application/problem+json")
 

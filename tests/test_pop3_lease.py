@@ -1,0 +1,115 @@
+"""The POP3 maildrop lock (RFC 1939 8, RFC 2449 [IN-USE]) holds across server processes
+(issue 14 item 11): two `mailhaven serve` on one store, poplib as the client.
+
+A session on server A keeps the maildrop from server B for as long as it lasts (the
+lease is renewed), gives it up at QUIT, and a killed server's lease expires after
+``[limits] pop3_lock_lease``.
+"""
+
+from __future__ import annotations
+
+import os
+import poplib
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ServerProcess
+
+USER, PASSWORD = "bob@nyu.example", "s3cret"
+LEASE = '[limits]\npop3_lock_lease = "2s"\n'
+
+
+def pop(srv: ServerProcess) -> poplib.POP3:
+    return poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=20)
+
+
+def login(srv: ServerProcess) -> tuple[poplib.POP3 | None, str]:
+    client = pop(srv)
+    client.user(USER)
+    try:
+        client.pass_(PASSWORD)
+    except poplib.error_proto as exc:
+        client.quit()
+        return None, exc.args[0].decode()
+    return client, "+OK"
+
+
+def in_use_across(a: ServerProcess, b: ServerProcess) -> None:
+    held, answer = login(a)
+    assert held is not None, answer
+    other, answer = login(b)
+    assert other is None and answer.startswith("-ERR [IN-USE]"), answer
+    time.sleep(2.5)                                        # longer than the lease: it was renewed
+    assert login(b)[1].startswith("-ERR [IN-USE]")
+    held.quit()
+    other, answer = login(b)                               # released at QUIT
+    assert other is not None, answer
+    assert login(a)[1].startswith("-ERR [IN-USE]")         # and now B holds it
+    other.quit()
+
+
+@pytest.fixture
+def pair(make_server: Any, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    a: ServerProcess = make_server("shared", extra_config=LEASE)
+    a.add_user(USER, PASSWORD)
+    b = ServerProcess(tmp_path / "shared", extra_config=LEASE).start()
+    try:
+        yield a, b
+    finally:
+        b.stop()
+
+
+def test_maildrop_lock_holds_across_two_processes_on_one_sqlite_store(
+        pair: tuple[ServerProcess, ServerProcess]) -> None:
+    in_use_across(*pair)
+
+
+def test_a_killed_servers_lock_expires(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    held, answer = login(a)
+    assert held is not None, answer
+    a.kill()                                               # no QUIT, no release: only expiry frees it
+    assert login(b)[1].startswith("-ERR [IN-USE]")
+    time.sleep(2.5)
+    other, answer = login(b)
+    assert other is not None, answer
+    other.quit()
+
+
+@pytest.fixture
+def pg_nodes(make_server: Any) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
+    if not dsn:
+        reason = "MAILHAVEN_TEST_PG_DSN is not set (scripts/test starts scripts/pg-test-cluster)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
+        pytest.skip(reason)
+    schema = f"mh_test_{secrets.token_hex(6)}"
+    config = LEASE + f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n'
+    a: ServerProcess = make_server("node-a", extra_config=config)
+    b: ServerProcess = make_server("node-b", extra_config=config)
+    a.add_user(USER, PASSWORD)
+    yield a, b
+    a.stop()
+    b.stop()
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def test_maildrop_lock_holds_across_postgres_nodes(pg_nodes: tuple[ServerProcess, ServerProcess]) -> None:
+    in_use_across(*pg_nodes)
