@@ -4,13 +4,22 @@ NAMESPACE, STATUS, APPEND, and QUOTA (RFC 9051 6.3, 5258, 6154, 5819, 3502, 4315
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..message.lineends import normalize_line_ends
-from ..store.api import SPECIAL_USES, AlreadyExists, InvalidName, Mailbox, NotFound, QuotaExceeded
+from ..store.api import (
+    SPECIAL_USES,
+    AlreadyExists,
+    InvalidName,
+    Mailbox,
+    NotFound,
+    QuotaExceeded,
+    StorageFull,
+)
 from .grammar import (
     Args,
     SequenceSet,
@@ -35,6 +44,7 @@ from .responses import (
     No,
     astring_bytes,
     flag_list,
+    not_enough_space,
     sequence_list,
     sequence_set,
 )
@@ -546,6 +556,11 @@ async def cmd_append(s: Session, cmd: Command) -> str:
         if uids:
             await s.store.expunge(box.id, uids)  # RFC 3502: all or nothing
         raise No("Quota exceeded", code=OVERQUOTA) from None
+    except StorageFull:
+        if uids:
+            with contextlib.suppress(StorageFull):
+                await s.store.expunge(box.id, uids)  # RFC 3502: all or nothing
+        raise not_enough_space() from None
     except NotFound:
         raise No("No such mailbox", code=TRYCREATE) from None
     if s.selected is not None and s.selected.id == box.id:

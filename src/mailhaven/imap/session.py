@@ -25,9 +25,9 @@ from typing import Any
 
 from ..config import Config
 from ..logs import Log
-from ..store.api import Change, Store
+from ..store.api import Change, StorageFull, Store
 from .parser import Command, CommandError, CommandReader, LiteralAnnounced
-from .responses import Bad, Bye, No, Reply, flag_list, sequence_set
+from .responses import Bad, Bye, No, Reply, flag_list, not_enough_space, sequence_set
 from .selected import SelectedMailbox
 
 
@@ -252,6 +252,11 @@ class Session:
             return
         except Reply as exc:  # pragma: no cover - every Reply is one of the above
             self.write(exc.line(cmd.tag))
+            return
+        except StorageFull:
+            self.ctx.log.warning("disk full", command=cmd.name)
+            self.mode = Mode.COMMAND
+            self.write(not_enough_space().line(cmd.tag))
             return
         except Exception:  # noqa: BLE001 - one failing command must not end the session
             self.ctx.log.error("command failed", exc=True, command=cmd.name)

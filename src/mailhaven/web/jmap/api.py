@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ...logs import Log
+from ...store.api import StorageFull
 from ..auth import AuthError, Caller, authenticate
 from . import core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
 from .blobs import read_blob_for, store_upload
@@ -42,6 +43,9 @@ MAIL_CAPABILITY = {"maxMailboxesPerEmail": 1, "maxMailboxDepth": None, "maxSizeM
                    "mayCreateTopLevelMailbox": True}
 SUBMISSION_CAPABILITY = {"maxDelayedSend": 0, "submissionExtensions": {}}
 log = Log("jmap")
+
+
+NOT_ENOUGH_SPACE = "not enough disk space on the server, try again later"
 
 
 def _problem(status: int, type_: str, detail: str, **extra: Any) -> JSONResponse:
@@ -150,6 +154,9 @@ class JMAP:
             result = await fn(call, resolved)
         except MethodError as exc:
             return [("error", exc.as_response())]
+        except StorageFull:                  # RFC 8620 3.6.2: temporary, retry later
+            log.warning("disk full", method=name)
+            return [("error", {"type": "serverUnavailable", "description": NOT_ENOUGH_SPACE})]
         except Exception:  # noqa: BLE001 - one failing call must not fail the request
             log.error("method failed", method=name, exc=True)
             return [("error", {"type": "serverFail", "description": "internal error"})]
@@ -172,7 +179,13 @@ class JMAP:
             if len(data) > LIMITS["maxSizeUpload"]:
                 return _problem(413, "limit", "upload too large", limit="maxSizeUpload")
         ctype = request.headers.get("content-type", "application/octet-stream")
-        blob = await store_upload(self.ctx.store, bytes(data), caller.account.id)
+        try:
+            blob = await store_upload(self.ctx.store, bytes(data), caller.account.id)
+        except StorageFull:
+            log.warning("disk full", method="upload")
+            return JSONResponse({"type": "about:blank", "status": 507, "detail": NOT_ENOUGH_SPACE},
+                                status_code=507, headers={"Retry-After": "60"},   # RFC 4918 11.5
+                                media_type="application/problem+json")
         return JSONResponse({"accountId": ids.account(caller.account.id), "blobId": blob,
                              "type": ctype, "size": len(data)}, status_code=201)
 

@@ -14,7 +14,7 @@ import uuid
 from email.message import EmailMessage
 from typing import Any
 
-from ...store.api import FlagMode, NotFound, QuotaExceeded
+from ...store.api import FlagMode, NotFound, QuotaExceeded, StorageFull
 from .blobs import read_blob_for
 from .core import check_if_in_state, check_set_size, create_each
 from .email_get import flag_of, own_messages
@@ -133,11 +133,15 @@ async def _append(call: Call, raw: bytes, mailbox_ids: Any, keywords: Any, recei
         from .email_query import _utc
 
         when = _utc(received_at)
-    blob = await call.store.put_blob(raw)
     try:
+        blob = await call.store.put_blob(raw)
         return await call.store.append(box_id, blob, flags=flags, internal_date=when)
     except QuotaExceeded:
         raise MethodError("overQuota", "the account is over its quota") from None
+    except StorageFull:
+        # RFC 8620 5.3 has no SetError for a full disk; overQuota with this text is what
+        # the IMAP side says too (NO [OVERQUOTA], as Dovecot words ENOSPC).
+        raise MethodError("overQuota", "not enough disk space on the server, try again later") from None
 
 
 def _created(message: Any) -> dict[str, Any]:
