@@ -260,8 +260,22 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
     cache = header_cache(s.store)
     messages: dict[int, Message] = {}
     raws: dict[int, bytes] = {}
+    large: dict[int, str] = {}
+    """Large messages (uid -> file) whose bodies go out from their files (fetch_large.py)."""
+    if plan.need_raw and not plan.headers_only:
+        from .fetch_large import STREAM_MIN
+
+        big = [u for u in chunk if sel.meta[u].size > STREAM_MIN]
+        if big:
+            for m in await s.store.get_messages(sel.id, big, with_summary=plan.need_summary and not plan.wire,
+                                                imap_wire=plan.wire):
+                path = s.store.blob_path(m.blob_id)
+                if path is not None:
+                    messages[m.uid] = m
+                    large[m.uid] = path
     if plan.need_raw:       # rows and bytes in one trip to the store (headers: what the cache lacks)
         wanted = cache.lookup(sel.id, sel.uidvalidity, chunk, raws) if plan.headers_only else chunk
+        wanted = [u for u in wanted if u not in large] if large else wanted
         if wanted:
             for m, raw in await s.store.get_messages_raw(
                     sel.id, wanted, with_summary=plan.need_summary and not plan.wire, imap_wire=plan.wire):
@@ -283,6 +297,11 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
         if (uid not in raws) if plan.headers_only else (
                 (plan.need_summary or plan.need_raw) and uid not in messages):
             continue  # expunged meanwhile; its EXPUNGE comes at the next allowed moment
+        if uid in large:
+            from .fetch_large import write_large
+
+            await write_large(s, uid, sel.msn(uid), items, messages.get(uid), large[uid], uid in seen_now)
+            continue
         parts = _render(s, uid, items, messages.get(uid), raws.get(uid, b""), uid in seen_now)
         s.write(f"* {sel.msn(uid)} FETCH (".encode() + b" ".join(parts) + b")\r\n")
         await s.maybe_flush()

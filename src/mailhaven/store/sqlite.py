@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..imap.render import wire_forms
-from ..message.summary import message_ids, search_fields, summarize
+from ..message.summary import LARGE_MESSAGE, message_ids, search_fields, summarize, summarize_file
 from .api import (
     DEFAULT_MAILBOXES,
     Account,
@@ -357,6 +357,12 @@ def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
     s = summary if summary is not None else summarize(raw)
     fts = search_fields(raw, s)     # takes the body text out of the summary before it is stored
     return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))
+
+
+def _prepare_file(path: str) -> _Prepared:
+    """:func:`_prepare` of a large message in bounded memory (never the whole file)."""
+    s, prefix = summarize_file(path)
+    return _prepare(prefix, s)
 
 
 class SQLiteStore:
@@ -1021,6 +1027,9 @@ class SQLiteStore:
             raw = self.blobs.recent(blob.id)
             if raw is not None:
                 return work(raw)
+        path = self.blobs.file_path(blob.id) if summary is None and blob.size > LARGE_MESSAGE else None
+        if path is not None:
+            return await asyncio.to_thread(_prepare_file, path)
         return await asyncio.to_thread(lambda: work(self.blobs.read_sync(blob.id)))
 
     async def deliver(self, blob: BlobRef, account_ids: Iterable[int], *, mailbox: str = "INBOX",
