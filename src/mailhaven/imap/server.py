@@ -197,6 +197,7 @@ class Connection:
                         break
                     self._received(data)
         finally:
+            self.session.drop_spools()
             if self._timer is not None:
                 self._timer.cancel()
             if read_task is not None:

@@ -23,6 +23,7 @@ from ..smtp.throttle import LoginThrottle
 from . import protocol as P
 from .maildrop import MaildropLocks
 from .session import Session, SessionContext
+from .stream import file_wire_size
 
 READ_SIZE = 64 * 1024
 SIZE_CACHE_LIMIT = 500_000
@@ -49,8 +50,7 @@ class WireSizes:
                 def measure() -> list[int]:
                     out = []
                     for path in paths:
-                        with open(path, "rb") as f:
-                            out.append(P.wire_size(f.read()))
+                        out.append(file_wire_size(path))
                     return out
 
                 sizes = await asyncio.to_thread(measure)
@@ -147,7 +147,7 @@ class Connection:
             store=store, config=app.config, log=listener.log.bind(cid=connection_id("p"), peer=ip),
             locks=listener.locks, throttle=listener.throttle, sleep=asyncio.sleep, peer=ip,
             tls=listener.implicit_tls, stls_available=not listener.implicit_tls,
-            read_blob=self.read_blob, wire_sizes=listener.wire_sizes,
+            read_blob=self.read_blob, wire_sizes=listener.wire_sizes, flush=self.flush,
         )
         self.session = Session(self.ctx)
 

@@ -79,10 +79,10 @@ class FileBlobWriter:
         self.size += len(data)
         try:
             if self._buffer is not None:
-                self._buffer += data
-                if len(self._buffer) > self._store.inline_max:
-                    self._spill()              # writes the buffer, this data included
-                return
+                if len(self._buffer) + len(data) <= self._store.inline_max:
+                    self._buffer += data
+                    return
+                self._spill()                  # the buffer so far (never a copy of a big ``data``)
             assert self._file is not None
             self._file.write(data)
         except OSError as exc:
