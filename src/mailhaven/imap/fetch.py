@@ -263,8 +263,6 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
     large: dict[int, str] = {}
     """Large messages (uid -> file) whose bodies go out from their files (fetch_large.py)."""
     if plan.need_raw and not plan.headers_only:
-        from .fetch_large import STREAM_MIN
-
         big = [u for u in chunk if sel.meta[u].size > STREAM_MIN]
         if big:
             for m in await s.store.get_messages(sel.id, big, with_summary=plan.need_summary and not plan.wire,
@@ -307,6 +305,8 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
         await s.maybe_flush()
 
 
+STREAM_MIN = 1024 * 1024
+"""Messages larger than this are sent from their files (fetch_large.py), never read whole."""
 META_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"})
 """Items the session's view holds."""
 _WIRE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
@@ -376,6 +376,9 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     step = 100 if raw else 1000
     for start in range(0, len(uids), step):
         chunk = uids[start:start + step]
+        if raw and any(sel.meta[u].size > STREAM_MIN for u in chunk):
+            await _fetch_chunk(s, chunk, items, _Plan.of(s, items))    # large ones go out from their files
+            continue
         forms: dict[int, tuple[bytes | None, bytes | None]] = {}
         bodies: dict[int, bytes] = {}
         if wire:

@@ -1,6 +1,6 @@
 """FETCH of a large message, sent from its file a chunk at a time.
 
-A message over :data:`STREAM_MIN` bytes is never read whole: the literals of
+A message over :data:`~mailhaven.imap.fetch.STREAM_MIN` bytes is never read whole: the literals of
 ``BODY[]``, ``RFC822``, ``BODY[TEXT]``, ``BODY[1.2]``, ``BODY[HEADER]``, ``BODY[n.MIME]``
 (and their ``<partial>`` forms) are byte ranges of the file, written through the
 session's output in :data:`CHUNK` pieces with a flush (and drain) between them; every
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from ..store.api import Message
     from .session import Session
 
-STREAM_MIN = 1024 * 1024
-"""Messages larger than this are streamed from their file."""
 CHUNK = 256 * 1024
 
 
