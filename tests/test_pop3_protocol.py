@@ -261,6 +261,8 @@ def test_message_encoder_matches_encode_message_at_any_chunk_edges() -> None:
     samples = [b"", b"a", b"a\r", b"\r\n", b".\r\n..\r\n", b"x\ry\nz\r\n.\r.\n", b"no end"]
     pieces = [b"\r", b"\n", b"\r\n", b".", b"a", b"bc", b"\r\n.", b".\r\n"]
     samples += [b"".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 60))) for _ in range(300)]
+    crlf_only = [b"\r\n", b".", b"a", b"bc", b"\r\n.", b".\r\n"]
+    samples += [b"".join(rnd.choice(crlf_only) for _ in range(rnd.randint(1, 60))) for _ in range(300)]
     for raw in samples:
         for _ in range(5):
             enc = P.MessageEncoder()

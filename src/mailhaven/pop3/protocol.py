@@ -424,6 +424,13 @@ class MessageEncoder:
         return self._lines(tail) + b".\r\n"
 
     def _lines(self, block: bytes) -> bytes:
+        crlf = block.count(b"\r\n")
+        if block.count(b"\r") == crlf and block.count(b"\n") == crlf and (not block or block.endswith(b"\n")):
+            # The common case, CRLF only: byte-stuff with two C-level passes, not a line loop.
+            self.wire_size += len(block)
+            if block.startswith(b"."):
+                block = b"." + block
+            return block.replace(b"\r\n.", b"\r\n..")
         out = bytearray()
         for line in block.splitlines():
             if line.startswith(b"."):
