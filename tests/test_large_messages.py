@@ -178,3 +178,42 @@ def test_memory_stays_flat_with_four_large_messages_in_and_out(srv: ServerProces
         "RETR": peak_growth_mb(pid, [lambda u=u: pop3_retr(srv, u, 1) and None for u in users]),
     }
     assert all(g < bound for g in growth.values()), growth
+
+
+def test_large_message_through_jmap_upload_import_download(srv: ServerProcess) -> None:
+    """Upload streamed to a blob, imported by reference, downloaded from its file, and
+    served by IMAP: the same bytes everywhere."""
+    import json
+    import urllib.request
+
+    user = "big3@example.com"
+    raw = big_message(SIZE, user, "jmap", seed=3)
+    port = srv.port("http")
+    auth = "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+
+    def call(method: str, path: str, body: bytes | None = None, ctype: str = "application/json") -> bytes:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                     headers={"Authorization": auth, "Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=300) as res:
+            return res.read()  # type: ignore[no-any-return]
+
+    session = json.loads(call("GET", "/.well-known/jmap"))
+    account = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+    uploaded = json.loads(call("POST", f"/jmap/upload/{account}/", raw, "message/rfc822"))
+    assert uploaded["size"] == len(raw)
+    using = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+    boxes = json.loads(call("POST", "/jmap/api", json.dumps({"using": using, "methodCalls": [
+        ["Mailbox/get", {"accountId": account, "ids": None}, "m"]]}).encode()))
+    inbox = next(m["id"] for m in boxes["methodResponses"][0][1]["list"] if m["role"] == "inbox")
+    imported = json.loads(call("POST", "/jmap/api", json.dumps({"using": using, "methodCalls": [
+        ["Email/import", {"accountId": account, "emails": {"e": {"blobId": uploaded["blobId"],
+                                                                 "mailboxIds": {inbox: True}}}}, "i"]]}).encode()))
+    created = imported["methodResponses"][0][1]["created"]["e"]
+    assert created["size"] == len(raw)
+    down = call("GET", f"/jmap/download/{account}/{created['blobId']}/m.eml?type=message/rfc822")
+    assert down == raw
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        typ, data = m.select("INBOX", readonly=True)
+        n = data[0].decode()
+    assert imap_fetch(srv, user, int(n), "BODY.PEEK[]") == raw
