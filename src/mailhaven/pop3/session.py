@@ -27,7 +27,7 @@ from ..store.api import Account, FlagMode, Message, Store, StoreError
 from . import protocol as P
 from . import replies as R
 from .maildrop import Maildrop, MaildropLocks
-from .stream import STREAM_MIN, blob_chunks
+from .stream import STREAM_MIN, blob_chunks, top_prefix
 
 IMPLEMENTATION = "Mailhaven"
 
@@ -366,7 +366,11 @@ class Session:
         self._out.append(encoder.finish())
 
     async def _top(self, cmd: P.Top) -> None:
-        raw = await self._read(cmd.msg)
+        if self._drop().size(cmd.msg) > STREAM_MIN:
+            message = await self._check_present(cmd.msg)
+            raw = await top_prefix(self.ctx.store, message.blob_id, cmd.lines)
+        else:
+            raw = await self._read(cmd.msg)
         self._out.append(R.MESSAGE_FOLLOWS.to_bytes())
         self._out.append(P.encode_message(raw, body_lines=cmd.lines))
 

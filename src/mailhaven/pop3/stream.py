@@ -39,3 +39,32 @@ def file_wire_size(path: str) -> int:
             enc.feed(data)
     enc.finish()
     return enc.wire_size
+
+
+async def top_prefix(store: Any, blob_id: str, body_lines: int) -> bytes:
+    """Enough of the start of a message for TOP (RFC 1939 7): its complete lines through
+    the blank line and ``body_lines`` more, read a chunk at a time; ``encode_message`` of
+    it with the same ``body_lines`` gives what it gives for the whole message."""
+    out = bytearray()
+    tail = b""
+    in_body = False
+    left = body_lines
+    async for data in blob_chunks(store, blob_id):
+        data = tail + data
+        end = len(data) - 1 if data.endswith(b"\r") else len(data)     # its LF may follow
+        cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
+        if cut < 0:
+            tail = data
+            continue
+        tail = data[cut + 1:]
+        for line in data[:cut + 1].splitlines(keepends=True):
+            if in_body:
+                if not left:
+                    return bytes(out)
+                left -= 1
+            elif line in (b"\r\n", b"\n", b"\r"):
+                in_body = True
+            out += line
+        if in_body and not left:
+            return bytes(out)
+    return bytes(out + tail)
