@@ -42,7 +42,11 @@ async def catenate(s: Session, tokens: list[Any]) -> bytes:
         if name == "TEXT":
             if not isinstance(value, String) or not value.literal:
                 raise Bad("CATENATE TEXT needs a literal")
-            out.append(value.value if value.binary else normalize_line_ends(value.value))
+            spool = getattr(value.value, "sink", None)
+            if spool is not None:               # a large TEXT literal spooled as it arrived
+                out.append(bytes(await s.store.read_blob((await spool.finish()).id)))
+            else:
+                out.append(value.value if value.binary else normalize_line_ends(value.value))
         elif name == "URL":
             if isinstance(value, Atom):
                 url = value.value

@@ -260,8 +260,20 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
     cache = header_cache(s.store)
     messages: dict[int, Message] = {}
     raws: dict[int, bytes] = {}
+    large: dict[int, str] = {}
+    """Large messages (uid -> file) whose bodies go out from their files (fetch_large.py)."""
+    if plan.need_raw and not plan.headers_only:
+        big = [u for u in chunk if sel.meta[u].size > STREAM_MIN]
+        if big:
+            for m in await s.store.get_messages(sel.id, big, with_summary=plan.need_summary and not plan.wire,
+                                                imap_wire=plan.wire):
+                path = s.store.blob_path(m.blob_id)
+                if path is not None:
+                    messages[m.uid] = m
+                    large[m.uid] = path
     if plan.need_raw:       # rows and bytes in one trip to the store (headers: what the cache lacks)
         wanted = cache.lookup(sel.id, sel.uidvalidity, chunk, raws) if plan.headers_only else chunk
+        wanted = [u for u in wanted if u not in large] if large else wanted
         if wanted:
             for m, raw in await s.store.get_messages_raw(
                     sel.id, wanted, with_summary=plan.need_summary and not plan.wire, imap_wire=plan.wire):
@@ -283,11 +295,18 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
         if (uid not in raws) if plan.headers_only else (
                 (plan.need_summary or plan.need_raw) and uid not in messages):
             continue  # expunged meanwhile; its EXPUNGE comes at the next allowed moment
+        if uid in large:
+            from .fetch_large import write_large
+
+            await write_large(s, uid, sel.msn(uid), items, messages.get(uid), large[uid], uid in seen_now)
+            continue
         parts = _render(s, uid, items, messages.get(uid), raws.get(uid, b""), uid in seen_now)
         s.write(f"* {sel.msn(uid)} FETCH (".encode() + b" ".join(parts) + b")\r\n")
         await s.maybe_flush()
 
 
+STREAM_MIN = 1024 * 1024
+"""Messages larger than this are sent from their files (fetch_large.py), never read whole."""
 META_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"})
 """Items the session's view holds."""
 _WIRE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE"})
@@ -357,6 +376,9 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     step = 100 if raw else 1000
     for start in range(0, len(uids), step):
         chunk = uids[start:start + step]
+        if raw and any(sel.meta[u].size > STREAM_MIN for u in chunk):
+            await _fetch_chunk(s, chunk, items, _Plan.of(s, items))    # large ones go out from their files
+            continue
         forms: dict[int, tuple[bytes | None, bytes | None]] = {}
         bodies: dict[int, bytes] = {}
         if wire:

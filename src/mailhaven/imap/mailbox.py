@@ -4,13 +4,23 @@ NAMESPACE, STATUS, APPEND, and QUOTA (RFC 9051 6.3, 5258, 6154, 5819, 3502, 4315
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..message.lineends import normalize_line_ends
-from ..store.api import SPECIAL_USES, AlreadyExists, InvalidName, Mailbox, NotFound, QuotaExceeded
+from ..message.structure import header_end
+from ..store.api import (
+    SPECIAL_USES,
+    AlreadyExists,
+    InvalidName,
+    Mailbox,
+    NotFound,
+    QuotaExceeded,
+    StorageFull,
+)
 from .grammar import (
     Args,
     SequenceSet,
@@ -35,10 +45,12 @@ from .responses import (
     No,
     astring_bytes,
     flag_list,
+    not_enough_space,
     sequence_list,
     sequence_set,
 )
 from .selected import MailboxIndex, SelectedMailbox
+from .spool import LiteralSpool
 
 if TYPE_CHECKING:
     from .session import Session
@@ -482,7 +494,7 @@ async def _status_response(s: Session, box: Mailbox, items: list[str]) -> None:
 async def cmd_append(s: Session, cmd: Command) -> str:
     args = Args(cmd.args)
     name = args.mailbox(s.utf8)
-    items: list[tuple[list[str], float | None, bytes]] = []
+    items: list[tuple[list[str], float | None, bytes | LiteralSpool]] = []
     parts: list[tuple[int, list[Any]]] = []
     """CATENATE lists by message, read once the target mailbox is known to exist."""
     while True:
@@ -519,7 +531,11 @@ async def cmd_append(s: Session, cmd: Command) -> str:
         # RFC 5322 lines end in CRLF: a message sent with bare LFs (scripts, mbox imports) is
         # stored as clients will be served it, sizes and part offsets included (Dovecot
         # converts on output to the same effect). A literal8 may hold binary parts: as sent.
-        data = message.value if message.binary else normalize_line_ends(message.value)
+        spool = getattr(message.value, "sink", None)
+        if isinstance(spool, LiteralSpool):
+            data: bytes | LiteralSpool = spool       # written to a blob as it arrived
+        else:
+            data = message.value if message.binary else normalize_line_ends(message.value)
         items.append(([_canonical_flag(f) for f in flags], when, data))
         if args.at_end():
             break
@@ -529,28 +545,43 @@ async def cmd_append(s: Session, cmd: Command) -> str:
 
         for i, tokens in parts:
             items[i] = (items[i][0], items[i][1], await catenate(s, tokens))
-    if any(not d for _, _, d in items):
+    if any(_size(d) == 0 for _, _, d in items):
         raise No("Empty message", code=CLIENTBUG)
     for _, _, d in items:
-        if len(d) > s.config.limits.message_size:
+        if _size(d) > s.config.limits.message_size:
             raise No("Message too big", code=TOOBIG)
     uids: list[int] = []
     try:
         for flags, when, data in items:
-            blob = await s.store.put_blob(data)
+            if isinstance(data, LiteralSpool):
+                blob = await data.finish()
+                head = bytes(data.prefix)
+            else:
+                blob = await s.store.put_blob(data)
+                head = data
             msg = await s.store.append(box.id, blob, flags=flags,
                                        internal_date=when if when is not None else time.time())
             uids.append(msg.uid)
-            header_cache(s.store).put_message((box.id, box.uidvalidity, msg.uid), data)
+            if head is data or header_end(head, 0, len(head)) < len(head):   # the whole header is there
+                header_cache(s.store).put_message((box.id, box.uidvalidity, msg.uid), head)
     except QuotaExceeded:
         if uids:
             await s.store.expunge(box.id, uids)  # RFC 3502: all or nothing
         raise No("Quota exceeded", code=OVERQUOTA) from None
+    except StorageFull:
+        if uids:
+            with contextlib.suppress(StorageFull):
+                await s.store.expunge(box.id, uids)  # RFC 3502: all or nothing
+        raise not_enough_space() from None
     except NotFound:
         raise No("No such mailbox", code=TRYCREATE) from None
     if s.selected is not None and s.selected.id == box.id:
         s.dirty = True
     return f"[APPENDUID {box.uidvalidity} {sequence_list(uids)}] APPEND completed"
+
+
+def _size(data: bytes | LiteralSpool) -> int:
+    return data.size if isinstance(data, LiteralSpool) else len(data)
 
 
 def _canonical_flag(flag: str) -> str:

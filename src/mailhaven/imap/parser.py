@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 # -- tokens -------------------------------------------------------------------
 
@@ -85,6 +85,19 @@ class Command:
     args: tuple[Token, ...]
     size: int = 0
     """Bytes the command took on the wire (lines and literals)."""
+
+
+class LiteralSink(Protocol):
+    """Where the session may send a literal's bytes as they arrive (a large APPEND message
+    goes straight to a blob writer instead of being held)."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+class SpooledLiteral(bytes):
+    """The empty value standing in a :class:`String` for a literal that went to ``sink``."""
+
+    sink: LiteralSink
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -162,6 +175,7 @@ class CommandReader:
         self._literal_left = 0
         """Bytes of the current literal still to arrive."""
         self._literal_parts: list[bytes] = []
+        self._sink: LiteralSink | None = None
         self._pending: LiteralAnnounced | None = None
         """A literal announced and not yet accepted or rejected."""
         self._discard_line = False
@@ -192,11 +206,14 @@ class CommandReader:
         """Part of a command has been read (used to tell idle timeouts from slow clients)."""
         return bool(self._pieces or self._buf or self._literal_left)
 
-    def accept_literal(self) -> None:
+    def accept_literal(self, sink: LiteralSink | None = None) -> None:
+        """Read the literal; with ``sink`` its bytes go there as they arrive, and the
+        command sees a :class:`SpooledLiteral` in their place."""
         if self._pending is None:
             raise RuntimeError("no literal is waiting for a decision")
         self._literal_left = self._pending.size
         self._literal_parts = []
+        self._sink = sink
         self._pending = None
 
     def reject_literal(self) -> None:
@@ -224,6 +241,7 @@ class CommandReader:
         self._pieces = []
         self._literal_parts = []
         self._literal_left = 0
+        self._sink = None
         self._head = None
         self._size = 0
         self._append_literal_bytes = 0
@@ -270,12 +288,20 @@ class CommandReader:
             if self._literal_left:
                 n = min(self._literal_left, len(self._buf))
                 if n:
-                    self._literal_parts.append(bytes(self._buf[:n]))
+                    if self._sink is not None:
+                        self._sink.write(bytes(self._buf[:n]))
+                    else:
+                        self._literal_parts.append(bytes(self._buf[:n]))
                     del self._buf[:n]
                     self._literal_left -= n
                 if self._literal_left:
                     return NEED_DATA
-                self._pieces.append(b"".join(self._literal_parts))
+                if self._sink is not None:
+                    spooled = SpooledLiteral()
+                    spooled.sink, self._sink = self._sink, None
+                    self._pieces.append(spooled)
+                else:
+                    self._pieces.append(b"".join(self._literal_parts))
                 self._literal_parts = []
                 self._scan = 0
             try:

@@ -56,6 +56,12 @@ class No(Reply):
     status = "NO"
 
 
+def not_enough_space() -> No:
+    """A full disk (store.StorageFull): a temporary failure, worded and coded as Dovecot
+    words its ENOSPC (``NO [OVERQUOTA] Not enough disk space``)."""
+    return No("Not enough disk space, try again later", code=OVERQUOTA)
+
+
 class Bad(Reply):
     """The command was malformed or not allowed in this state (tagged BAD)."""
 

@@ -141,6 +141,7 @@ class Connection:
                         break
                     self._received(data)
         finally:
+            self.session.drop_spools()
             if read_task is not None:
                 read_task.cancel()
             if self.subscription is not None:

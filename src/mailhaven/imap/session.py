@@ -26,10 +26,11 @@ from typing import Any
 from ..auth.throttle import LoginThrottle
 from ..config import Config
 from ..logs import Log
-from ..store.api import Change, Store
+from ..store.api import Change, StorageFull, Store
 from .parser import Command, CommandError, CommandReader, LiteralAnnounced
-from .responses import Bad, Bye, No, Reply, flag_list, sequence_set
+from .responses import Bad, Bye, No, Reply, flag_list, not_enough_space, sequence_set
 from .selected import SelectedMailbox
+from .spool import SPOOL_MIN, LiteralSpool
 
 
 class State(enum.Enum):
@@ -103,6 +104,8 @@ class Session:
     """RFC 4978 COMPRESS=DEFLATE: asked for (the adapter switches after the OK), then on."""
     closing: bool = False
     commands: dict[str, tuple[Handler, frozenset[State]]] = field(default_factory=dict)
+    spools: list[LiteralSpool] = field(default_factory=list)
+    """Large APPEND literals of the command being read, written to blobs as they arrive."""
 
     def __post_init__(self) -> None:
         from .commands import COMMANDS
@@ -207,11 +210,25 @@ class Session:
             self.reader.reject_literal()
             self.write(No("Message too big", code="TOOBIG").line(ev.tag or "*"))
             return
-        self.reader.accept_literal()
+        if ev.name == "APPEND" and ev.size > SPOOL_MIN and self.state is not State.NOT_AUTHENTICATED:
+            # Straight to a blob as it arrives: the message is never held in memory.
+            spool = LiteralSpool(self.store.blob_writer(), binary=ev.binary)
+            self.spools.append(spool)
+            self.reader.accept_literal(sink=spool)
+        else:
+            self.reader.accept_literal()
         if ev.synchronizing:
             self.write(b"+ Ready for literal data\r\n")
 
+    def drop_spools(self) -> None:
+        """Abort the spooled literals not taken by a finished APPEND (their temporary
+        files go); called when a command ends and when the connection does."""
+        spools, self.spools = self.spools, []
+        for spool in spools:
+            spool.abort()
+
     def command_error(self, ev: CommandError) -> None:
+        self.drop_spools()
         self._bad(ev.tag or "*", ev.text, code=ev.code)
         if ev.fatal:
             self.bye("Protocol error")
@@ -234,14 +251,19 @@ class Session:
         entry = self.commands.get(cmd.name)
         uid_ok = cmd.name in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD")
         if entry is None or (cmd.uid and not uid_ok):
+            self.drop_spools()
             self._bad(cmd.tag, "Unknown command")
             return
         handler, states = entry
         if self.state not in states:
+            self.drop_spools()
             self._bad(cmd.tag, f"{cmd.name} not allowed in the {self.state.value} state")
             return
         try:
-            text = await handler(self, cmd)
+            try:
+                text = await handler(self, cmd)
+            finally:
+                self.drop_spools()
         except Bye as exc:
             self.bye(exc.text)
             return
@@ -254,6 +276,11 @@ class Session:
             return
         except Reply as exc:  # pragma: no cover - every Reply is one of the above
             self.write(exc.line(cmd.tag))
+            return
+        except StorageFull:
+            self.ctx.log.warning("disk full", command=cmd.name)
+            self.mode = Mode.COMMAND
+            self.write(not_enough_space().line(cmd.tag))
             return
         except Exception:  # noqa: BLE001 - one failing command must not end the session
             self.ctx.log.error("command failed", exc=True, command=cmd.name)

@@ -8,6 +8,7 @@ way the corpus shows, and a field that cannot be parsed is simply left empty.
 from __future__ import annotations
 
 import email.utils
+import os
 from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
@@ -118,8 +119,62 @@ def embedded_headers(msg: Message) -> str:
     return "\n".join(out)
 
 
-def summarize(raw: bytes) -> dict[str, Any]:
-    """Headers, addresses, preview and index text of one message."""
+LARGE_MESSAGE = 2 * 1024 * 1024
+"""Messages above this size are summarised from their file by :func:`summarize_file`."""
+TEXT_PREFIX = 1024 * 1024
+"""What of a large message the text, preview and header fields are read from."""
+
+
+def summarize_file(path: str) -> tuple[dict[str, Any], bytes]:
+    """:func:`summarize` of a large message in bounded memory: (summary, the prefix read).
+
+    Header fields, preview and index text come from the first :data:`TEXT_PREFIX` bytes
+    (headers plus a bounded prefix of the text, which is all the index keeps anyway); the
+    MIME structure with its offsets and line counts is read from the whole file a chunk at
+    a time (:class:`~mailhaven.message.fileview.FileView`), and the attachment list from
+    that structure, so parts past the prefix are listed too."""
+    from .fileview import FileView
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(TEXT_PREFIX)
+        summary = summarize(prefix, structure_of=FileView(f.fileno(), size))  # type: ignore[arg-type]
+    body = summary.get("imap", {}).get("body")
+    if body is not None:
+        attachments = _structure_attachments(body)
+        summary["attachments"] = attachments
+        summary["has_attachment"] = bool(attachments)
+    return summary, prefix
+
+
+def _structure_attachments(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attachments :func:`body_text` would list, from a structure node (bounded by
+    the structure parser's own part limit)."""
+    out: list[dict[str, Any]] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.get("parts"):
+            stack += reversed(n["parts"])
+            continue
+        if n.get("msg"):                    # message/rfc822: its parts, as Message.walk() goes
+            stack.append(n["msg"])
+            continue
+        if str(n.get("t", "")).lower() == "message":
+            continue                        # the stdlib parses every message/* as a container
+        ctype = f"{n.get('t', 'text')}/{n.get('s', 'plain')}".lower()
+        disp = n.get("disp") or [None, []]
+        params = {str(k).lower(): v for k, v in (disp[1] or [])}
+        params_ct = {str(k).lower(): v for k, v in (n.get("p") or [])}
+        filename = params.get("filename") or params_ct.get("name")
+        if (str(disp[0] or "").lower() == "attachment") or (filename and not ctype.startswith("text/")):
+            out.append({"filename": decode_header_value(filename) if filename else "", "type": ctype})
+    return out
+
+
+def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
+    """Headers, addresses, preview and index text of one message; the MIME structure is
+    read from ``structure_of`` when given (the whole message, where ``raw`` is a prefix)."""
     from .structure import stdlib_readable
 
     try:
@@ -175,7 +230,7 @@ def summarize(raw: bytes) -> dict[str, Any]:
         pass
     else:
         try:
-            summary.update(structure_summary(raw))
+            summary.update(structure_summary(raw if structure_of is None else structure_of))
         except Exception:  # noqa: BLE001 - structure is best effort; IMAP falls back to a re-parse
             pass
     return summary

@@ -399,6 +399,48 @@ def encode_message(raw: bytes, body_lines: int | None = None) -> bytes:
     return bytes(out)
 
 
+class MessageEncoder:
+    """:func:`encode_message` (without TOP's line limit) a chunk at a time, for a message
+    streamed from its file: the same bytes, whatever the chunk edges. Only the line in
+    progress is held (and a CR whose LF may start the next chunk)."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.wire_size = 0
+        """Octets so far as :func:`wire_size` counts them."""
+
+    def feed(self, data: bytes) -> bytes:
+        data = self._tail + data
+        end = len(data) - 1 if data.endswith(b"\r") else len(data)
+        cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
+        if cut < 0:
+            self._tail = data
+            return b""
+        self._tail = data[cut + 1:]
+        return self._lines(data[:cut + 1])
+
+    def finish(self) -> bytes:
+        tail, self._tail = self._tail, b""
+        return self._lines(tail) + b".\r\n"
+
+    def _lines(self, block: bytes) -> bytes:
+        crlf = block.count(b"\r\n")
+        if block.count(b"\r") == crlf and block.count(b"\n") == crlf and (not block or block.endswith(b"\n")):
+            # The common case, CRLF only: byte-stuff with two C-level passes, not a line loop.
+            self.wire_size += len(block)
+            if block.startswith(b"."):
+                block = b"." + block
+            return block.replace(b"\r\n.", b"\r\n..")
+        out = bytearray()
+        for line in block.splitlines():
+            if line.startswith(b"."):
+                out += b"."           # RFC 1939 3: byte-stuff the termination octet
+            out += line
+            out += b"\r\n"
+            self.wire_size += len(line) + 2
+        return bytes(out)
+
+
 def wire_size(raw: bytes) -> int:
     """Octets of the message as RETR sends it before dot-stuffing (CRLF line ends)."""
     return sum(len(line) + 2 for line in raw.splitlines())

@@ -23,6 +23,7 @@ from ..net.listener import Listener
 from . import protocol as P
 from .lease import MaildropLeases
 from .session import Session, SessionContext
+from .stream import file_wire_size
 
 SIZE_CACHE_LIMIT = 500_000
 """Blob ids whose wire size is remembered (blobs never change, so entries never go stale)."""
@@ -40,21 +41,22 @@ class WireSizes:
         if missing:
             if len(self.cache) + len(missing) > SIZE_CACHE_LIMIT:
                 self.cache.clear()
-            many = getattr(self.store, "read_blobs", None)    # batched (inline blobs, PostgreSQL)
-            paths = [self.store.blob_path(b) for b in missing]
-            if many is not None:
-                sizes = [P.wire_size(data) for data in await many(missing)]
-            elif all(p is not None for p in paths):
-                def measure() -> list[int]:
-                    out = []
-                    for path in paths:
-                        with open(path, "rb") as f:
-                            out.append(P.wire_size(f.read()))
-                    return out
-
-                sizes = await asyncio.to_thread(measure)
-            else:
-                sizes = [P.wire_size(await self.store.read_blob(b)) for b in missing]
+            # Files are measured a chunk at a time (a large message is never read whole);
+            # the rest (inline blobs, PostgreSQL) in one batched read.
+            paths = {b: self.store.blob_path(b) for b in missing}
+            files = [(b, p) for b, p in paths.items() if p is not None]
+            others = [b for b, p in paths.items() if p is None]
+            measured: dict[str, int] = {}
+            if files:
+                measured.update(await asyncio.to_thread(lambda: {b: file_wire_size(p) for b, p in files}))
+            if others:
+                many = getattr(self.store, "read_blobs", None)    # batched (inline blobs, PostgreSQL)
+                if many is not None:
+                    measured.update(zip(others, [P.wire_size(d) for d in await many(others)], strict=True))
+                else:
+                    for b in others:
+                        measured[b] = P.wire_size(await self.store.read_blob(b))
+            sizes = [measured[b] for b in missing]
             self.cache.update(zip(missing, sizes, strict=True))
         return [self.cache[m.blob_id] for m in messages]
 
@@ -95,7 +97,7 @@ class Connection:
             store=store, config=app.config, log=listener.log.bind(cid=connection_id("p"), peer=ip),
             locks=listener.locks, throttle=listener.throttle, sleep=asyncio.sleep, peer=ip,
             tls=listener.implicit_tls, stls_available=not listener.implicit_tls,
-            read_blob=self.read_blob, wire_sizes=listener.wire_sizes,
+            read_blob=self.read_blob, wire_sizes=listener.wire_sizes, flush=self.flush,
         )
         self.session = Session(self.ctx)
 

@@ -28,6 +28,7 @@ from ..store.api import Account, FlagMode, Message, Store, StoreError
 from . import protocol as P
 from . import replies as R
 from .maildrop import Maildrop
+from .stream import STREAM_MIN, blob_chunks, top_prefix
 
 IMPLEMENTATION = "Mailhaven"
 
@@ -57,6 +58,8 @@ class SessionContext:
     """Defaults to ``store.read_blob``."""
     wire_sizes: Callable[[list[Message]], Awaitable[list[int]]] | None = None
     """Exact RETR sizes (CRLF line ends) of messages; None: the stored sizes."""
+    flush: Callable[[], Awaitable[None]] | None = None
+    """Writes the output so far (and waits for room): a large RETR streams through it."""
 
 
 class Session:
@@ -329,26 +332,52 @@ class Session:
         lines = [f"{n} {drop.unique_id(m)}".encode() for n, m in drop.live()]
         self._out.append(P.multiline(R.UIDL_FOLLOWS, lines))
 
-    async def _read(self, msg: int) -> bytes:
+    async def _check_present(self, msg: int) -> Message:
         drop = self._drop()
         message = drop.get(msg)
         try:
             still = await self.ctx.store.get_messages(drop.mailbox_id, [message.uid], with_summary=False)
-            if not still:
-                raise R.Pop3Error(R.MESSAGE_GONE)
+        except (StoreError, OSError):
+            raise R.Pop3Error(R.MESSAGE_GONE) from None
+        if not still:
+            raise R.Pop3Error(R.MESSAGE_GONE)
+        return message
+
+    async def _read(self, msg: int) -> bytes:
+        message = await self._check_present(msg)
+        try:
             reader = self.ctx.read_blob or self.ctx.store.read_blob
             return await reader(message.blob_id)
         except (StoreError, OSError):
             raise R.Pop3Error(R.MESSAGE_GONE) from None
 
     async def _retr(self, cmd: P.Retr) -> None:
+        if self.ctx.flush is not None and self._drop().size(cmd.msg) > STREAM_MIN:
+            await self._retr_streamed(cmd)
+            return
         raw = await self._read(cmd.msg)
         self._drop().retrieved.add(cmd.msg)
         self._out.append(R.MESSAGE_FOLLOWS.with_text(f"{self._drop().size(cmd.msg)} octets").to_bytes())
         self._out.append(P.encode_message(raw))
 
+    async def _retr_streamed(self, cmd: P.Retr) -> None:
+        """RETR of a large message from its file: the same bytes, a chunk at a time."""
+        message = await self._check_present(cmd.msg)
+        assert self.ctx.flush is not None
+        self._drop().retrieved.add(cmd.msg)
+        self._out.append(R.MESSAGE_FOLLOWS.with_text(f"{self._drop().size(cmd.msg)} octets").to_bytes())
+        encoder = P.MessageEncoder()
+        async for data in blob_chunks(self.ctx.store, message.blob_id):
+            self._out.append(encoder.feed(data))
+            await self.ctx.flush()
+        self._out.append(encoder.finish())
+
     async def _top(self, cmd: P.Top) -> None:
-        raw = await self._read(cmd.msg)
+        if self._drop().size(cmd.msg) > STREAM_MIN:
+            message = await self._check_present(cmd.msg)
+            raw = await top_prefix(self.ctx.store, message.blob_id, cmd.lines)
+        else:
+            raw = await self._read(cmd.msg)
         self._out.append(R.MESSAGE_FOLLOWS.to_bytes())
         self._out.append(P.encode_message(raw, body_lines=cmd.lines))
 

@@ -29,6 +29,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..logs import Log
+from ..store.api import StorageFull
 from .api import OutboundMessage, OutboundRecipient
 from .delivery import DeliveryError, DestinationSession, Envelope, Outcome, Timeouts
 from .dsn import DSNRecipient, build_dsn, wants_dsn
@@ -210,25 +211,33 @@ class QueueRunner:
             await self.queue.finish(entry.id)
             self.log.info("delivered", id=entry.id, rcpt=entry.rcpt, reply=outcome.diagnostic())
             if not peer_dsn and wants_dsn(recipient, "relayed") and recipient.notify is not None:
-                await self._report(entry, "relayed", outcome, now)
+                try:
+                    await self._report(entry, "relayed", outcome, now)
+                except StorageFull:
+                    self.log.warning("disk full: relayed DSN not written", id=entry.id)
             return
         expired = now - entry.created >= self.config.expire
         if outcome.permanent or expired:
-            await self.queue.finish(entry.id)
             if expired and not outcome.permanent:
                 outcome = Outcome(code=outcome.code or 0, enhanced="4.4.7",
                                   text=f"delivery time expired; last error: {outcome.diagnostic()}",
                                   remote_mta=outcome.remote_mta)
             self.log.info("failed", id=entry.id, rcpt=entry.rcpt, reply=outcome.diagnostic())
             if wants_dsn(recipient, "failed"):
+                # The bounce is written before the entry goes: on a full disk (StorageFull)
+                # the entry stays and is retried once its lease ends, so no bounce is lost.
                 await self._report(entry, "failed", outcome, now)
+            await self.queue.finish(entry.id)
             return
         retry = self.config.retry or (300.0,)
         delay = retry[min(entry.attempts, len(retry) - 1)]
         warned = entry.warned
         if not warned and now - entry.created >= self.config.warn_after and wants_dsn(recipient, "delayed"):
-            warned = True
-            await self._report(entry, "delayed", outcome, now, until=entry.created + self.config.expire)
+            try:
+                await self._report(entry, "delayed", outcome, now, until=entry.created + self.config.expire)
+                warned = True
+            except StorageFull:
+                self.log.warning("disk full: delay DSN postponed", id=entry.id)
         await self.queue.defer(entry.id, next_attempt=now + delay, reply=outcome.diagnostic(), warned=warned)
         self.log.info("deferred", id=entry.id, rcpt=entry.rcpt, reply=outcome.diagnostic(), retry_in=delay)
 

@@ -24,7 +24,7 @@ from email.policy import compat32
 from typing import Any
 
 from ..queue.api import OutboundMessage, OutboundRecipient
-from ..store.api import BlobRef, BlobWriter
+from ..store.api import BlobRef, BlobWriter, StorageFull
 from . import codes
 from .codes import Reply
 from .protocol import MailFrom, RcptTo
@@ -108,7 +108,19 @@ class Transaction:
 
     def write(self, data: bytes) -> None:
         if self._failed is not None:
-            return
+            return                                   # refused already: the rest is read and dropped
+        try:
+            self._write(data)
+        except StorageFull:
+            self._storage_full()
+
+    def _storage_full(self) -> None:
+        """The disk is full: drop the blobs (their temporary files go) and answer
+        452 4.3.1 at the end of the data (RFC 3463 X.3.1), never a lost connection."""
+        self._failed = codes.INSUFFICIENT_STORAGE
+        self.abort()
+
+    def _write(self, data: bytes) -> None:
         if self._header is not None:
             self._header += data
             end = self._header.find(b"\r\n\r\n")
@@ -162,14 +174,23 @@ class Transaction:
         return "".join(added).encode()
 
     def abort(self) -> None:
+        """Never raises: it runs when the session ends, whatever ended it."""
         for writer, _ in self._writers:
             writer.abort()
         self._writers.clear()
+        self._header = None
 
     # -- the commit ----------------------------------------------------------------------
     async def commit(self) -> tuple[Reply, list[BlobRef]]:
         """Make the message durable and hand it on; returns the reply for the client."""
-        if self._header is not None:                 # headers only, no body separator
+        try:
+            return await self._commit()
+        except StorageFull:
+            self._storage_full()
+            return codes.INSUFFICIENT_STORAGE, []
+
+    async def _commit(self) -> tuple[Reply, list[BlobRef]]:
+        if self._header is not None and self._failed is None:   # headers only, no body separator
             self._flush_header(len(self._header))
         if not self._started and self._failed is None:
             self._begin(b"")

@@ -51,6 +51,12 @@ class InvalidName(StoreError):
     """The mailbox or address name is not acceptable."""
 
 
+class StorageFull(StoreError):
+    """The disk holding the data directory (or the database on it) is full: a temporary
+    failure. Nothing was stored and the writer's temporary files are gone; the same
+    operation succeeds again once space returns (SMTP 452 4.3.1, IMAP NO, JMAP error)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Domain:
     name: str

@@ -18,6 +18,7 @@ before inline blobs existed reads unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from ..datadir import private_dir
 from .api import BlobRef, NotFound
+from .space import as_full, is_full
 
 if TYPE_CHECKING:
     from .db import Database
@@ -73,49 +75,71 @@ class FileBlobWriter:
         self._done = False
 
     def write(self, data: bytes) -> None:
+        """Raises :class:`StorageFull` on a full disk, the temporary file already removed."""
         self._hash.update(data)
         self.size += len(data)
-        if self._buffer is not None:
-            self._buffer += data
-            if len(self._buffer) > self._store.inline_max:
-                self._spill()                  # writes the buffer, this data included
-            return
-        assert self._file is not None
-        self._file.write(data)
+        try:
+            if self._buffer is not None:
+                if len(self._buffer) + len(data) <= self._store.inline_max:
+                    self._buffer += data
+                    return
+                self._spill()                  # the buffer so far (never a copy of a big ``data``)
+            assert self._file is not None
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            if is_full(exc):
+                raise as_full(exc) from exc
+            raise
 
     def _spill(self) -> None:
         assert self._buffer is not None
         fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, prefix="blob-")
         f = open(fd, "wb", buffering=256 * 1024)  # noqa: SIM115 - closed by finish()/abort()
         assert isinstance(f, io.BufferedWriter)
-        f.write(self._buffer)
         self._file, self._tmp_path = f, Path(name)
+        f.write(self._buffer)
         self._buffer = None
 
     async def finish(self) -> BlobRef:
+        """Durable on return. On a full disk raises :class:`StorageFull` (from the file
+        or from the database) with nothing left behind in ``DATA/tmp``."""
         if self._done:
             raise RuntimeError("blob writer already finished")
-        self._done = True
         digest = self._hash.hexdigest()
-        if self._buffer is not None:
-            await self._store.put_inline(digest, bytes(self._buffer))
-            self._buffer = None
-        else:
-            assert self._file is not None and self._tmp_path is not None
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._store.executor, self._store._commit_file, self._file,
-                                       self._tmp_path, digest)
+        try:
+            if self._buffer is not None:
+                data, self._buffer = bytes(self._buffer), None
+                self._done = True
+                await self._store.put_inline(digest, data)
+            else:
+                assert self._file is not None and self._tmp_path is not None
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._store.executor, self._store._commit_file, self._file,
+                                           self._tmp_path, digest)
+                self._done = True
+        except BaseException as exc:
+            self.abort()
+            if is_full(exc):
+                raise as_full(exc) from exc
+            raise
         return BlobRef(id=digest, size=self.size)
 
     def abort(self) -> None:
+        """Drop what was written. Never raises (it runs in clean-up paths): the file is
+        closed without flushing what a full disk refused, and always removed."""
         if self._done:
             return
         self._done = True
         self._buffer = None
-        if self._file is not None:
-            self._file.close()
+        f, self._file = self._file, None
+        if f is not None:
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
         if self._tmp_path is not None:
-            self._tmp_path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self._tmp_path.unlink(missing_ok=True)
+            self._tmp_path = None
 
 
 class FileBlobStore:

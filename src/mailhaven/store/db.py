@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..datadir import FILE_MODE, private_file
+from .space import as_full, is_full
 
 T = TypeVar("T")
 
@@ -86,6 +87,17 @@ def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
             job.future.set_result(value)
         else:
             job.future.set_exception(value)
+
+
+async def _full_as_storage_full(future: asyncio.Future[Any]) -> Any:
+    """A write that failed for want of disk space (SQLITE_FULL) raises :class:`StorageFull`,
+    the temporary failure every protocol answers the same way."""
+    try:
+        return await future
+    except sqlite3.Error as exc:
+        if is_full(exc):
+            raise as_full(exc) from exc
+        raise
 
 
 def _deliver(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -230,7 +242,7 @@ class Database:
         loop = asyncio.get_running_loop()
         job = _Job(fn=fn, loop=loop, future=loop.create_future())
         self._queue.put(job)
-        return await job.future  # type: ignore[no-any-return]
+        return await _full_as_storage_full(job.future)
 
     async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
         """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
@@ -238,7 +250,7 @@ class Database:
         job = _Job(fn=lambda conn: None, loop=loop, future=loop.create_future())
         job.fn = lambda conn: fn(WriteContext(conn, job))
         self._queue.put(job)
-        return await job.future  # type: ignore[no-any-return]
+        return await _full_as_storage_full(job.future)
 
     def _write_loop(self) -> None:
         conn = self._write_conn

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..message.summary import message_ids
+from ..message.summary import LARGE_MESSAGE, message_ids
 from .api import (
     BlobRef,
     DeliveryResult,
@@ -31,6 +31,7 @@ from .sqliterows import (
     _message,
     _message_rows,
     _prepare,
+    _prepare_file,
     _Prepared,
     _select,
     _uid_rows,
@@ -118,6 +119,9 @@ class MessageMethods:
             raw = self.blobs.recent(blob.id)
             if raw is not None:
                 return work(raw)
+        path = self.blobs.file_path(blob.id) if summary is None and blob.size > LARGE_MESSAGE else None
+        if path is not None:
+            return await asyncio.to_thread(_prepare_file, path)
         return await asyncio.to_thread(lambda: work(self.blobs.read_sync(blob.id)))
 
     async def deliver(self, blob: BlobRef, account_ids: Iterable[int], *, mailbox: str = "INBOX",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..imap.render import wire_forms
-from ..message.summary import search_fields, summarize
+from ..message.summary import search_fields, summarize, summarize_file
 from .api import Account, Mailbox, Message
 
 SUMMARY_ON_LOOP_MAX = 64 * 1024
@@ -132,3 +132,9 @@ def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
     s = summary if summary is not None else summarize(raw)
     fts = search_fields(raw, s)     # takes the body text out of the summary before it is stored
     return _Prepared(s, json.dumps(s, ensure_ascii=False), fts, wire_forms(s))
+
+
+def _prepare_file(path: str) -> _Prepared:
+    """:func:`_prepare` of a large message in bounded memory (never the whole file)."""
+    s, prefix = summarize_file(path)
+    return _prepare(prefix, s)

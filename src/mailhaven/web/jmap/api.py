@@ -16,13 +16,14 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ...logs import Log
+from ...store.api import StorageFull
 from ..auth import AuthError, Caller, authenticate
 from . import core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
-from .blobs import read_blob_for, store_upload
+from .blobs import UploadTooLarge, blob_file, owns_blob, read_blob_for, stream_upload
 from .registry import CAPABILITY_OF, CORE, MAIL, METHODS, QUOTA, SUBMISSION, Call, MethodError, ids
 from .state import account_state
 
@@ -42,6 +43,9 @@ MAIL_CAPABILITY = {"maxMailboxesPerEmail": 1, "maxMailboxDepth": None, "maxSizeM
                    "mayCreateTopLevelMailbox": True}
 SUBMISSION_CAPABILITY = {"maxDelayedSend": 0, "submissionExtensions": {}}
 log = Log("jmap")
+
+
+NOT_ENOUGH_SPACE = "not enough disk space on the server, try again later"
 
 
 def _problem(status: int, type_: str, detail: str, **extra: Any) -> JSONResponse:
@@ -152,6 +156,9 @@ class JMAP:
             result = await fn(call, resolved)
         except MethodError as exc:
             return [("error", exc.as_response())]
+        except StorageFull:                  # RFC 8620 3.6.2: temporary, retry later
+            log.warning("disk full", method=name)
+            return [("error", {"type": "serverUnavailable", "description": NOT_ENOUGH_SPACE})]
         except Exception:  # noqa: BLE001 - one failing call must not fail the request
             log.error("method failed", method=name, exc=True)
             return [("error", {"type": "serverFail", "description": "internal error"})]
@@ -168,15 +175,19 @@ class JMAP:
             return caller
         if request.path_params["account"] != ids.account(caller.account.id):
             return _problem(404, "notFound", "no such account")
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > LIMITS["maxSizeUpload"]:
-                return _problem(413, "limit", "upload too large", limit="maxSizeUpload")
         ctype = request.headers.get("content-type", "application/octet-stream")
-        blob = await store_upload(self.ctx.store, bytes(data), caller.account.id)
+        try:
+            blob, size = await stream_upload(self.ctx.store, request.stream(), caller.account.id,
+                                             LIMITS["maxSizeUpload"])
+        except UploadTooLarge:
+            return _problem(413, "limit", "upload too large", limit="maxSizeUpload")
+        except StorageFull:
+            log.warning("disk full", method="upload")
+            return JSONResponse({"type": "about:blank", "status": 507, "detail": NOT_ENOUGH_SPACE},
+                                status_code=507, headers={"Retry-After": "60"},   # RFC 4918 11.5
+                                media_type="application/problem+json")
         return JSONResponse({"accountId": ids.account(caller.account.id), "blobId": blob,
-                             "type": ctype, "size": len(data)}, status_code=201)
+                             "type": ctype, "size": size}, status_code=201)
 
     async def download(self, request: Request) -> Response:
         caller = await self._caller(request, state_changing=False)
@@ -184,18 +195,23 @@ class JMAP:
             return caller
         if request.path_params["account"] != ids.account(caller.account.id):
             return _problem(404, "notFound", "no such account")
-        data = await read_blob_for(self.ctx.store, caller.account.id, request.path_params["blob"])
-        if data is None:
-            return _problem(404, "notFound", "no such blob")
+        blob_id = request.path_params["blob"]
         name = request.path_params.get("name") or "download"
         ctype = request.query_params.get("type") or "application/octet-stream"
         if "\r" in ctype or "\n" in ctype:
             ctype = "application/octet-stream"
-        return Response(data, media_type=ctype, headers={
+        headers = {
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
             "Cache-Control": "private, immutable, max-age=31536000",
             "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; sandbox"})
+            "Content-Security-Policy": "default-src 'none'; sandbox"}
+        path = blob_file(self.ctx.store, blob_id)
+        if path is not None and await owns_blob(self.ctx.store, caller.account.id, blob_id[1:]):
+            return FileResponse(path, media_type=ctype, headers=headers)   # a whole blob, from its file
+        data = await read_blob_for(self.ctx.store, caller.account.id, blob_id)
+        if data is None:
+            return _problem(404, "notFound", "no such blob")
+        return Response(data, media_type=ctype, headers=headers)
 
     # -- push (RFC 8620 7.3) ------------------------------------------------------------------
     async def eventsource(self, request: Request) -> Response:

@@ -4,9 +4,12 @@ decoded. A blob is readable by an account that owns a message holding it or uplo
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+from ...store.api import BlobRef
 from .parts import find_part, parse_message
 from .registry import ids
 
@@ -27,11 +30,51 @@ def uploaded_by(account_id: int, digest: str) -> bool:
     return when is not None and time.time() - when < UPLOAD_TTL
 
 
-async def store_upload(store: Any, data: bytes, account_id: int | None = None) -> str:
-    ref = await store.put_blob(data)
-    if account_id is not None:
-        remember_upload(account_id, ref.id)
-    return ids.blob(ref.id)
+class UploadTooLarge(Exception):
+    """The upload passed the size limit; nothing was kept."""
+
+
+async def stream_upload(store: Any, chunks: AsyncIterator[bytes], account_id: int, limit: int) -> tuple[str, int]:
+    """An upload (RFC 8620 6.1) written to a blob as its chunks arrive, never held whole:
+    (blob id, size). Raises :class:`UploadTooLarge` past ``limit`` bytes, and
+    ``StorageFull`` on a full disk; either way the temporary file is gone."""
+    writer = store.blob_writer()
+    try:
+        async for chunk in chunks:
+            if writer.size + len(chunk) > limit:
+                raise UploadTooLarge
+            writer.write(chunk)
+        ref = await writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    remember_upload(account_id, ref.id)
+    return ids.blob(ref.id), ref.size
+
+
+async def blob_ref_for(store: Any, account_id: int, blob_id: str) -> BlobRef | None:
+    """A whole stored blob ``account_id`` may read, by reference (its bytes not read when
+    it is a file): Email/import of an upload stores no second copy."""
+    digest = ids.parse_blob(blob_id)
+    if digest is None or not await owns_blob(store, account_id, digest):
+        return None
+    path = store.blob_path(digest)
+    if path is not None:
+        try:
+            os.utime(path)      # the collector's grace period covers it until the row commits
+            return BlobRef(id=digest, size=os.path.getsize(path))
+        except OSError:
+            return None
+    try:
+        return BlobRef(id=digest, size=len(await store.read_blob(digest)))
+    except Exception:  # noqa: BLE001 - gone
+        return None
+
+
+def blob_file(store: Any, blob_id: str) -> str | None:
+    """The file behind a whole-blob id (``B<sha256>``), for a download sent from disk."""
+    digest = ids.parse_blob(blob_id)
+    return store.blob_path(digest) if digest is not None else None
 
 
 def part_blob_id(message_id: int, part_id: str) -> str:

@@ -14,8 +14,8 @@ import uuid
 from email.message import EmailMessage
 from typing import Any
 
-from ...store.api import FlagMode, NotFound, QuotaExceeded
-from .blobs import read_blob_for
+from ...store.api import BlobRef, FlagMode, NotFound, QuotaExceeded, StorageFull
+from .blobs import blob_ref_for, read_blob_for
 from .core import check_if_in_state, check_set_size, create_each
 from .email_get import flag_of, own_messages
 from .registry import Call, MethodError, ids, method
@@ -119,7 +119,8 @@ async def build_message(call: Call, obj: dict[str, Any]) -> bytes:
     return msg.as_bytes()
 
 
-async def _append(call: Call, raw: bytes, mailbox_ids: Any, keywords: Any, received_at: Any = None) -> Any:
+async def _append(call: Call, raw: bytes | BlobRef, mailbox_ids: Any, keywords: Any, received_at: Any = None) -> Any:
+    """Store ``raw`` (bytes, or a blob already stored) as a new Email."""
     if not isinstance(mailbox_ids, dict) or len(mailbox_ids) != 1 or not all(v is True for v in mailbox_ids.values()):
         raise MethodError("invalidProperties", "exactly one mailbox (maxMailboxesPerEmail is 1)",
                           properties=["mailboxIds"])
@@ -133,11 +134,15 @@ async def _append(call: Call, raw: bytes, mailbox_ids: Any, keywords: Any, recei
         from .email_query import _utc
 
         when = _utc(received_at)
-    blob = await call.store.put_blob(raw)
     try:
+        blob = raw if isinstance(raw, BlobRef) else await call.store.put_blob(raw)
         return await call.store.append(box_id, blob, flags=flags, internal_date=when)
     except QuotaExceeded:
         raise MethodError("overQuota", "the account is over its quota") from None
+    except StorageFull:
+        # RFC 8620 5.3 has no SetError for a full disk; overQuota with this text is what
+        # the IMAP side says too (NO [OVERQUOTA], as Dovecot words ENOSPC).
+        raise MethodError("overQuota", "not enough disk space on the server, try again later") from None
 
 
 def _created(message: Any) -> dict[str, Any]:
@@ -254,7 +259,10 @@ async def email_import(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     async def make(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if not isinstance(obj.get("blobId"), str):
             raise MethodError("invalidProperties", "blobId is required", properties=["blobId"])
-        raw = await read_blob_for(call.store, call.account.id, obj["blobId"])
+        # An uploaded blob is imported by reference (no second copy, never read whole).
+        raw: bytes | BlobRef | None = await blob_ref_for(call.store, call.account.id, obj["blobId"])
+        if raw is None:
+            raw = await read_blob_for(call.store, call.account.id, obj["blobId"])
         if raw is None:
             raise MethodError("blobNotFound", notFound=[obj["blobId"]])
         message = await _append(call, raw, obj.get("mailboxIds"), obj.get("keywords"), obj.get("receivedAt"))

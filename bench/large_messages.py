@@ -1,0 +1,179 @@
+"""Server memory with large messages: RSS growth while 4 clients at once move a 50 MB
+message each, in (SMTP DATA, IMAP APPEND) and out (IMAP FETCH BODY[], POP3 RETR).
+
+    python bench/large_messages.py [--size-mb 50] [--parallel 4]
+
+Starts its own ``mailhaven serve`` in a temporary directory; samples the server's RSS
+(the process and its children, from /proc) every 10 ms. For each phase it prints the peak
+growth over the RSS at the phase's start and over the idle server's, and the time taken.
+Target: under 100 MB growth for 4 x 50 MB. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import imaplib
+import os
+import poplib
+import smtplib
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+
+from conftest import ServerProcess  # noqa: E402
+
+PASSWORD = "bench-password"
+
+
+def users(n: int) -> list[str]:
+    return [f"big{i}@example.com" for i in range(n)]
+
+
+def big_message(size: int, to: str, tag: str) -> bytes:
+    """A text part and a base64 attachment: how a large message usually looks."""
+    head = (f"From: sender@example.net\r\nTo: {to}\r\nSubject: large {tag}\r\n"
+            f"Message-ID: <large.{tag}@example.net>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b0\r\n\r\n--b0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nThe file is attached.\r\n--b0\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Disposition: attachment; filename=\"{tag}.bin\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n").encode()
+    tail = b"\r\n--b0--\r\n"
+    need = size - len(head) - len(tail)
+    raw = os.urandom(need // 78 * 57 + 57)
+    lines = [base64.b64encode(raw[i:i + 57]) for i in range(0, len(raw), 57)]
+    body = b"\r\n".join(lines)[:need]
+    return head + body + tail
+
+
+def rss_kb(pid: int) -> int:
+    """RSS of ``pid`` and its descendants, in KiB."""
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+class Sampler:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_kb(self.pid))
+            time.sleep(0.01)
+
+    def __enter__(self) -> Sampler:
+        self.peak = rss_kb(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def parallel(fns: list[Callable[[], None]]) -> None:
+    errors: list[BaseException] = []
+
+    def run(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mb", type=float, default=50)
+    ap.add_argument("--parallel", type=int, default=4)
+    args = ap.parse_args()
+    size = int(args.size_mb * 1_000_000)
+    accounts = users(args.parallel)
+    with tempfile.TemporaryDirectory(prefix="mh-large-") as tmp:
+        srv = ServerProcess(Path(tmp) / "data", extra_config="[limits]\nmessage_size = \"200M\"\n"
+                                                             "imap_literal = \"200M\"\n").start()
+        try:
+            for a in accounts:
+                srv.add_user(a, PASSWORD)
+            assert srv.proc is not None
+            pid = srv.proc.pid
+            messages = {a: big_message(size, a, f"{i}") for i, a in enumerate(accounts)}
+            time.sleep(1.0)
+            idle = rss_kb(pid)
+            print(f"server idle RSS: {idle / 1024:.0f} MB; {args.parallel} x {size / 1e6:.0f} MB messages")
+
+            def smtp(a: str) -> None:
+                with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=600) as s:
+                    s.sendmail("sender@example.net", [a], messages[a])
+
+            def append(a: str) -> None:
+                with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=600) as m:
+                    m.login(a, PASSWORD)
+                    typ, data = m.append("INBOX", None, None, messages[a].replace(b"large ", b"appended ", 1))
+                    assert typ == "OK", data
+
+            def fetch(a: str) -> None:
+                with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=600) as m:
+                    m.login(a, PASSWORD)
+                    m.select("INBOX", readonly=True)
+                    typ, data = m.fetch("1", "(BODY.PEEK[])")
+                    assert typ == "OK" and data[0] is not None and isinstance(data[0], tuple)
+                    assert data[0][1].endswith(messages[a]), len(data[0][1])
+
+            def retr(a: str) -> None:
+                p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=600)
+                try:
+                    p.user(a)
+                    p.pass_(PASSWORD)
+                    _, lines, octets = p.retr(2)
+                    assert octets > size
+                finally:
+                    p.quit()
+
+            phases: list[tuple[str, Callable[[str], None]]] = [
+                ("SMTP DATA in", smtp), ("IMAP APPEND in", append), ("IMAP FETCH out", fetch), ("POP3 RETR out", retr)]
+            for name, fn in phases:
+                start_rss = rss_kb(pid)
+                t0 = time.monotonic()
+                with Sampler(pid) as sampler:
+                    parallel([functools.partial(fn, a) for a in accounts])
+                took = time.monotonic() - t0
+                print(f"{name:16s} peak growth {(sampler.peak - start_rss) / 1024:7.0f} MB over the phase start, "
+                      f"{(sampler.peak - idle) / 1024:7.0f} MB over idle; {took:6.1f} s")
+        finally:
+            srv.stop()
+
+
+if __name__ == "__main__":
+    main()

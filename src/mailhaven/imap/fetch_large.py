@@ -1,0 +1,103 @@
+"""FETCH of a large message, sent from its file a chunk at a time.
+
+A message over :data:`~mailhaven.imap.fetch.STREAM_MIN` bytes is never read whole: the literals of
+``BODY[]``, ``RFC822``, ``BODY[TEXT]``, ``BODY[1.2]``, ``BODY[HEADER]``, ``BODY[n.MIME]``
+(and their ``<partial>`` forms) are byte ranges of the file, written through the
+session's output in :data:`CHUNK` pieces with a flush (and drain) between them; every
+other item is rendered as for any message, from the summary or from a
+:class:`~mailhaven.message.fileview.FileView` of the file (header fields, a structure
+missing from an old summary). Memory stays flat in the message's size.
+
+Invariant: the response has the same items and bytes as the in-memory path would give;
+only BINARY of a part (which needs decoding) still reads that part whole.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ..message.fileview import FileView
+from ..message.structure import header_end, structure_summary
+from .fetch import FetchItem, _render, find_part
+
+if TYPE_CHECKING:
+    from ..store.api import Message
+    from .session import Session
+
+CHUNK = 256 * 1024
+
+
+def _range(view: FileView, msg: Message | None, item: FetchItem) -> tuple[int, int] | None:
+    """The bytes of ``item`` as a (start, end) range of the file, or None when the item is
+    not a plain range (rendered the ordinary way)."""
+    size = len(view)
+    name = item.name
+    if name == "RFC822":
+        return 0, size
+    if name == "RFC822.TEXT":
+        return header_end(view, 0, size), size               # type: ignore[arg-type]
+    if name != "BODY" or not item.section or item.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        return None
+    if not item.parts:
+        body = header_end(view, 0, size)                      # type: ignore[arg-type]
+        return {"": (0, size), "TEXT": (body, size), "HEADER": (0, body)}.get(item.text)
+    imap = msg.summary.get("imap") if msg is not None else None
+    root = imap["body"] if imap else structure_summary(view)["imap"]["body"]  # type: ignore[arg-type]
+    node = find_part(root, item.parts)
+    if node is None:
+        return 0, 0
+    if item.text == "MIME":
+        return node["h"][0], node["h"][1]
+    if not item.text:
+        return node["h"][1], node["e"]
+    message = node.get("msg")
+    if message is None:
+        return 0, 0
+    if item.text == "TEXT":
+        return message["h"][1], message["e"]
+    return message["h"][0], message["h"][1]                  # HEADER
+
+
+def _partial(span: tuple[int, int], item: FetchItem) -> tuple[int, int]:
+    start, end = span
+    if item.partial is not None:                              # RFC 9051 6.4.5 <origin.octets>
+        origin, length = item.partial
+        start = min(end, start + origin)
+        if length is not None:
+            end = min(end, start + length)
+    return start, end
+
+
+async def write_large(s: Session, uid: int, msn: int | None, items: list[FetchItem], msg: Message | None,
+                      path: str, seen_now: bool) -> None:
+    """Write ``* msn FETCH (...)`` for one large message, its literals from ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        view = FileView(fd, os.fstat(fd).st_size)
+        spans: list[tuple[FetchItem, tuple[int, int]]] = []
+        others: list[FetchItem] = []
+        for item in items:
+            span = _range(view, msg, item)
+            if span is None:
+                others.append(item)
+            else:
+                spans.append((item, _partial(span, item)))
+        parts = _render(s, uid, others, msg, view, seen_now) if others or seen_now else []  # type: ignore[arg-type]
+        s.write(f"* {msn} FETCH (".encode() + b" ".join(parts))
+        for n, (item, (start, end)) in enumerate(spans):
+            label = item.label.encode() if item.name == "BODY" else item.name.encode()
+            head = b"{%d}\r\n" % (end - start)
+            s.write((b" " if parts or n else b"") + label + b" " + head)
+            pos = start
+            while pos < end:
+                data = os.pread(fd, min(CHUNK, end - pos), pos)
+                if not data:
+                    raise OSError(f"{path} ended early")
+                s.write(data)
+                pos += len(data)
+                await s.maybe_flush()
+        s.write(b")\r\n")
+        await s.maybe_flush()
+    finally:
+        os.close(fd)

@@ -1,0 +1,219 @@
+"""Large messages over real sockets: a 32 MB message goes in and comes out byte-identical
+over SMTP, IMAP and POP3 (whole, by section and by range); and four at once, in and out,
+must not grow the server's memory with their size (it used to take ~5x their size)."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import os
+import poplib
+import random
+import smtplib
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from conftest import ServerProcess
+
+PASSWORD = "s3cret"
+SIZE = 32 * 1000 * 1000
+
+
+def big_message(size: int, to: str, tag: str, seed: int = 1) -> bytes:
+    """A text part (with dot-led and bare-looking lines) and a base64 attachment."""
+    rnd = random.Random(seed)
+    text = b"".join(b".dot led line %d\r\n..two dots\r\nplain %d\r\n" % (i, rnd.randrange(10**9))
+                    for i in range(2000))
+    head = (f"From: sender@example.net\r\nTo: {to}\r\nSubject: large {tag}\r\n"
+            f"Message-ID: <large.{tag}@example.net>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b0\r\n\r\n--b0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode() + text + (
+            "--b0\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Disposition: attachment; filename=\"{tag}.bin\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n").encode()
+    tail = b"\r\n--b0--\r\n"
+    need = size - len(head) - len(tail)
+    raw = rnd.randbytes(need // 78 * 57 + 57)
+    body = b"\r\n".join(base64.b64encode(raw[i:i + 57]) for i in range(0, len(raw), 57))[:need]
+    return head + body + tail
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path_factory.mktemp("large") / "data",
+                      extra_config='[limits]\nmessage_size = "100M"\nimap_literal = "100M"\n').start()
+    try:
+        for i in range(4):
+            s.add_user(f"big{i}@example.com", PASSWORD)
+        yield s
+    finally:
+        s.stop()
+
+
+def smtp_send(srv: ServerProcess, to: str, raw: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=300) as s:
+        s.sendmail("sender@example.net", [to], raw)
+
+
+def imap_append(srv: ServerProcess, user: str, raw: bytes) -> None:
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        typ, data = m.append("INBOX", None, None, raw)
+        assert typ == "OK", data
+
+
+def imap_fetch(srv: ServerProcess, user: str, msn: int, item: str) -> bytes:
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        m.select("INBOX", readonly=True)
+        typ, data = m.fetch(str(msn), f"({item})")
+        assert typ == "OK" and isinstance(data[0], tuple), data
+        return data[0][1]
+
+
+def pop3_retr(srv: ServerProcess, user: str, msn: int) -> bytes:
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=300)
+    try:
+        p.user(user)
+        p.pass_(PASSWORD)
+        _, lines, _ = p.retr(msn)
+        listed = int(p.list(msn).split()[2])
+    finally:
+        p.quit()
+    out = b"".join(line + b"\r\n" for line in lines)
+    assert listed == len(out)                       # the LIST size is the exact RETR size
+    return out
+
+
+def test_large_message_in_and_out_byte_identical(srv: ServerProcess) -> None:
+    user = "big0@example.com"
+    by_smtp = big_message(SIZE, user, "smtp", seed=1)
+    by_imap = big_message(SIZE, user, "imap", seed=2)
+    smtp_send(srv, user, by_smtp)
+    imap_append(srv, user, by_imap)
+
+    stored = imap_fetch(srv, user, 1, "BODY.PEEK[]")
+    assert stored.endswith(by_smtp) and stored.startswith(b"Return-Path: <sender@example.net>\r\nReceived: ")
+    assert pop3_retr(srv, user, 1) == stored
+    assert imap_fetch(srv, user, 2, "BODY.PEEK[]") == by_imap
+    assert pop3_retr(srv, user, 2) == by_imap
+
+    header_len = by_imap.index(b"\r\n\r\n") + 4
+    assert imap_fetch(srv, user, 2, "BODY.PEEK[TEXT]") == by_imap[header_len:]
+    assert imap_fetch(srv, user, 2, "BODY.PEEK[HEADER]") == by_imap[:header_len]
+    assert imap_fetch(srv, user, 2, "BODY.PEEK[]<1000000.5000000>") == by_imap[1000000:6000000]
+    text_start = by_imap.index(b"charset=utf-8\r\n\r\n") + len(b"charset=utf-8\r\n\r\n")
+    text_end = by_imap.index(b"\r\n--b0\r\nContent-Type: application")
+    assert imap_fetch(srv, user, 2, "BODY.PEEK[1]") == by_imap[text_start:text_end]
+    attachment = imap_fetch(srv, user, 2, "BODY.PEEK[2]")
+    assert by_imap.endswith(attachment + b"\r\n--b0--\r\n") and len(attachment) > SIZE * 0.9
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        m.select("INBOX", readonly=True)
+        typ, data = m.fetch("2", "(RFC822.SIZE BODYSTRUCTURE)")
+        assert typ == "OK" and f"RFC822.SIZE {len(by_imap)}".encode() in data[0]
+        assert b'"attachment" ("filename" "imap.bin")' in data[0]
+        typ, data = m.search(None, "SUBJECT", '"large imap"')
+        assert data[0] == b"2"
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_growth_mb(pid: int, work: list[Callable[[], None]]) -> float:
+    """Peak RSS growth of ``pid`` while the ``work`` runs in parallel threads."""
+    start = rss_kb(pid)
+    peak = start
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, rss_kb(pid))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    errors: list[BaseException] = []
+
+    def run(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    sampler.join()
+    if errors:
+        raise errors[0]
+    return (peak - start) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
+def test_memory_stays_flat_with_four_large_messages_in_and_out(srv: ServerProcess) -> None:
+    users = [f"big{i}@example.com" for i in range(1, 4)] + ["big0@example.com"]
+    size = 40 * 1000 * 1000
+    msgs = {u: big_message(size, u, f"rss{i}", seed=10 + i) for i, u in enumerate(users)}
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    bound = 150.0                                   # MB, for 4 x 40 MB (it was ~1 GB)
+    growth = {
+        "SMTP": peak_growth_mb(pid, [lambda u=u: smtp_send(srv, u, msgs[u]) for u in users]),
+        "APPEND": peak_growth_mb(pid, [lambda u=u: imap_append(srv, u, msgs[u]) for u in users]),
+        "FETCH": peak_growth_mb(pid, [lambda u=u: imap_fetch(srv, u, 1, "BODY.PEEK[]") and None
+                                      for u in users]),
+        "RETR": peak_growth_mb(pid, [lambda u=u: pop3_retr(srv, u, 1) and None for u in users]),
+    }
+    assert all(g < bound for g in growth.values()), growth
+
+
+def test_large_message_through_jmap_upload_import_download(srv: ServerProcess) -> None:
+    """Upload streamed to a blob, imported by reference, downloaded from its file, and
+    served by IMAP: the same bytes everywhere."""
+    import json
+    import urllib.request
+
+    user = "big3@example.com"
+    raw = big_message(SIZE, user, "jmap", seed=3)
+    port = srv.port("http")
+    auth = "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+
+    def call(method: str, path: str, body: bytes | None = None, ctype: str = "application/json") -> bytes:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                     headers={"Authorization": auth, "Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=300) as res:
+            return res.read()  # type: ignore[no-any-return]
+
+    session = json.loads(call("GET", "/.well-known/jmap"))
+    account = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+    uploaded = json.loads(call("POST", f"/jmap/upload/{account}/", raw, "message/rfc822"))
+    assert uploaded["size"] == len(raw)
+    using = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+    boxes = json.loads(call("POST", "/jmap/api", json.dumps({"using": using, "methodCalls": [
+        ["Mailbox/get", {"accountId": account, "ids": None}, "m"]]}).encode()))
+    inbox = next(m["id"] for m in boxes["methodResponses"][0][1]["list"] if m["role"] == "inbox")
+    imported = json.loads(call("POST", "/jmap/api", json.dumps({"using": using, "methodCalls": [
+        ["Email/import", {"accountId": account, "emails": {"e": {"blobId": uploaded["blobId"],
+                                                                 "mailboxIds": {inbox: True}}}}, "i"]]}).encode()))
+    created = imported["methodResponses"][0][1]["created"]["e"]
+    assert created["size"] == len(raw)
+    down = call("GET", f"/jmap/download/{account}/{created['blobId']}/m.eml?type=message/rfc822")
+    assert down == raw
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        typ, data = m.select("INBOX", readonly=True)
+        n = data[0].decode()
+    assert imap_fetch(srv, user, int(n), "BODY.PEEK[]") == raw
