@@ -35,7 +35,7 @@ async def cmd_login(s: Session, cmd: Command) -> str:
         raise No("Plaintext login is disabled without TLS", code=PRIVACYREQUIRED)
     account = await s.store.authenticate(user, password)
     if account is None:
-        await s.login_failed()
+        await s.login_failed(user)
         raise No("Authentication failed", code=AUTHENTICATIONFAILED)
     await s.login_succeeded(account.id, account.address)
     return f"[CAPABILITY {' '.join(s.capabilities())}] Logged in"
@@ -88,10 +88,11 @@ async def _step(s: Session, data: bytes) -> None:
     if kind == "challenge":
         s.write(b"+ " + base64.b64encode(payload or b"") + b"\r\n")
         return
+    username = s.sasl.username
     _finish(s)
     if kind != "success" or account is None:
         try:
-            await s.login_failed()
+            await s.login_failed(username)
         except Bye as exc:
             s.bye(exc.text)
             return

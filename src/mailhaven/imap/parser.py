@@ -161,6 +161,8 @@ class CommandReader:
         """Lines (without CRLF) and literal bodies of the command being framed, alternating."""
         self._literal_left = 0
         """Bytes of the current literal still to arrive."""
+        self._in_literal = False
+        """An accepted literal is being read (it may be empty: ``{0}``)."""
         self._literal_parts: list[bytes] = []
         self._pending: LiteralAnnounced | None = None
         """A literal announced and not yet accepted or rejected."""
@@ -191,6 +193,7 @@ class CommandReader:
         if self._pending is None:
             raise RuntimeError("no literal is waiting for a decision")
         self._literal_left = self._pending.size
+        self._in_literal = True
         self._literal_parts = []
         self._pending = None
 
@@ -205,11 +208,15 @@ class CommandReader:
             self._skip = pending.size
             self._skip_rest = True
 
-    def next_line(self) -> bytes | _NeedData:
-        """A raw line (without CRLF) outside any command: IDLE's ``DONE``, SASL responses."""
-        if self._pieces or self._pending is not None or self._literal_left:
+    def next_line(self) -> bytes | CommandError | _NeedData:
+        """A raw line (without CRLF) outside any command: IDLE's ``DONE``, SASL responses.
+        An over-long line is a :class:`CommandError` (its rest is skipped up to the LF)."""
+        if self._pieces or self._pending is not None or self._in_literal:
             raise RuntimeError("next_line() in the middle of a command")
-        line = self._take_line()
+        try:
+            line = self._take_line()
+        except _ParseError as exc:
+            return CommandError(tag=None, text=str(exc).capitalize())
         if line is None:
             return NEED_DATA
         return line
@@ -219,6 +226,7 @@ class CommandReader:
         self._pieces = []
         self._literal_parts = []
         self._literal_left = 0
+        self._in_literal = False
         self._head = None
         self._size = 0
         self._append_literal_bytes = 0
@@ -262,7 +270,7 @@ class CommandReader:
                 self._skip -= n
                 if self._skip:
                     return NEED_DATA
-            if self._literal_left:
+            if self._in_literal:
                 n = min(self._literal_left, len(self._buf))
                 if n:
                     self._literal_parts.append(bytes(self._buf[:n]))
@@ -272,6 +280,7 @@ class CommandReader:
                     return NEED_DATA
                 self._pieces.append(b"".join(self._literal_parts))
                 self._literal_parts = []
+                self._in_literal = False
                 self._scan = 0
             try:
                 line = self._take_line()

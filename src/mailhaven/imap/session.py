@@ -365,6 +365,19 @@ class Session:
         if self.mode is Mode.IDLE:
             await self.announce(allow_expunge=True)
 
+    async def handle_line(self, line: bytes | CommandError) -> None:
+        """A line read outside a command: IDLE's DONE or a SASL response. An over-long one
+        (MAX_LINE) ends the IDLE or the exchange with a tagged BAD; the session goes on."""
+        if isinstance(line, CommandError):
+            tag = self.idle_tag if self.mode is Mode.IDLE else self.sasl_tag
+            self.mode = Mode.COMMAND
+            self.sasl = None
+            self._bad(tag, line.text)
+        elif self.mode is Mode.IDLE:
+            self.idle_line(line)
+        else:
+            await self.sasl_line(line)
+
     def idle_line(self, line: bytes) -> None:
         tag = self.idle_tag
         self.mode = Mode.COMMAND
@@ -393,9 +406,9 @@ class Session:
         self.ctx.log = self.ctx.log.bind(user=username)
         self.ctx.log.info("login")
 
-    async def login_failed(self) -> None:
+    async def login_failed(self, username: str | None) -> None:
         self.auth_failures += 1
-        self.ctx.log.info("auth failed", failures=self.auth_failures)
+        self.ctx.log.info("auth failed", user=username, failures=self.auth_failures)
         if self.ctx.sleep is not None:
             # Slow down guessing: 1s, 2s, 4s... capped (Dovecot's auth_failure_delay idea).
             await self.ctx.sleep(min(self.ctx.auth_delay * 2 ** (self.auth_failures - 1), 15.0))
