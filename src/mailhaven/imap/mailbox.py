@@ -322,7 +322,7 @@ async def cmd_list(s: Session, cmd: Command) -> str:
     reference = args.mailbox(s.utf8)
     patterns: list[str] = []
     if args.peek_list():
-        patterns = [decode_mailbox(t.value if isinstance(t, String) else t.value.encode(), s.utf8)
+        patterns = [_decode_pattern(t.value if isinstance(t, String) else t.value.encode(), s.utf8)
                     for t in args.plist() if isinstance(t, String | Atom)]
     else:
         tok = args.next("mailbox pattern")
@@ -408,7 +408,7 @@ async def cmd_list(s: Session, cmd: Command) -> str:
 def _decode_pattern(raw: bytes, utf8: bool) -> str:
     try:
         return decode_mailbox(raw, utf8)
-    except Bad:
+    except (Bad, No):
         return raw.decode("utf-8", "replace")
 
 

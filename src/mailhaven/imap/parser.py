@@ -470,7 +470,10 @@ class _Tokenizer:
             i = m.start()
             if line[i] != 0x5B:
                 break
-            i = self._skip_brackets(i)  # "[": a section spec may hold spaces, lists and quotes
+            # "[": a section spec may hold spaces, lists and quotes. Without its "]" it is a
+            # plain ATOM-CHAR (RFC 9051 9: only "]" is a resp-special), as in a mailbox name.
+            end = self._skip_brackets(i)
+            i = end if end is not None else i + 1
         if i == self.pos:
             raise _ParseError("Bad character")
         value = line[self.pos:i]
@@ -480,7 +483,7 @@ class _Tokenizer:
         except UnicodeDecodeError:
             raise _ParseError("Atom is not UTF-8") from None
 
-    def _skip_brackets(self, i: int) -> int:
+    def _skip_brackets(self, i: int) -> int | None:
         line = self.line
         depth = 0
         while i < len(line):
@@ -499,7 +502,7 @@ class _Tokenizer:
             elif c < 0x20:
                 break
             i += 1
-        raise _ParseError("Unterminated [")
+        return None
 
 
 _ATOMS_THEN_SPACE = re.compile(rb'(?:[^\x00-\x20()\x7f"{\[]+ )*')
