@@ -569,7 +569,7 @@ async def test_select_from_the_index_cache_matches_the_store(store, monkeypatch)
         await client.cmd("UNSELECT")
         exists = re.search(rb"\* (\d+) EXISTS", out)
         return (exists.group(1) if exists else b"?") + b"\n" + b"\n".join(
-            line for line in fetched.split(b"\r\n") if line.startswith(b"* "))
+            line for line in fetched.split(b"\r\n") if line.startswith(b"* ") and b" FETCH " in line)
 
     cached = await view(c)
     mailbox_module_cache = store.__dict__.get("_imap_index_cache", {})

@@ -179,7 +179,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
                 changed_since = int(mods[i + 1].value) if mods[i + 1].value.isdigit() else -1  # type: ignore[union-attr]
                 if changed_since < 0:
                     raise Bad("Invalid CHANGEDSINCE")
-                s.enabled.add("CONDSTORE")
+                s.enable_condstore()
                 i += 2
             elif key == "VANISHED":
                 if not cmd.uid or not s.qresync:
@@ -193,7 +193,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
     args.end()
     names = {i.name for i in items}
     if "MODSEQ" in names:
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
     if changed_since is not None:
         if vanished:
             changes = await s.store.changes_since(sel.id, changed_since)

@@ -390,10 +390,11 @@ async def cmd_list(s: Session, cmd: Command) -> str:
         childinfo = b""
         if "SUBSCRIBED" in select_opts:
             # RFC 5258 3 and 3.5: with RECURSIVEMATCH a mailbox with subscribed descendants
-            # (whether or not they match the pattern) carries CHILDINFO, and is listed for
-            # them even when it is not subscribed itself (example 9: "eps2" has both).
-            below = "RECURSIVEMATCH" in select_opts and any(x.startswith(name + SEP) for x in subs)
-            if name not in subs and not below:
+            # carries CHILDINFO (example 9: "eps2"). An unsubscribed one is listed for them
+            # only when one of them is not already shown through a match of its own or of a
+            # mailbox between them, as Dovecot does (imaptest's listext script).
+            below = [x for x in subs if x.startswith(name + SEP)] if "RECURSIVEMATCH" in select_opts else []
+            if name not in subs and not any(not _matched_below(x, name, regexes) for x in below):
                 continue
             if below:
                 childinfo = b' ("CHILDINFO" ("SUBSCRIBED"))'
@@ -403,6 +404,15 @@ async def cmd_list(s: Session, cmd: Command) -> str:
         if status_items and box is not None:
             await _status_response(s, box, status_items)
     return "LIST completed"
+
+
+def _matched_below(name: str, ancestor: str, regexes: list[re.Pattern[str]]) -> bool:
+    """``name`` or a mailbox between it and ``ancestor`` matches one of the patterns."""
+    while name != ancestor:
+        if any(r.match(name) for r in regexes):
+            return True
+        name = name.rpartition(SEP)[0]
+    return False
 
 
 def _decode_pattern(raw: bytes, utf8: bool) -> str:

@@ -98,7 +98,7 @@ class _KeyReader:
                 a.next()
                 a.atom("entry type")
             self.uses_modseq = True
-            self.session.enabled.add("CONDSTORE")
+            self.session.enable_condstore()
             return ("modseq", parse_number(a.atom("mod-sequence")))
         if key == "$":
             return ("saved",)

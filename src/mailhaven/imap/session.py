@@ -150,6 +150,16 @@ class Session:
     def condstore(self) -> bool:
         return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
 
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 3.1). The first one issued with a mailbox
+        selected is told its HIGHESTMODSEQ: "the server MUST return ... an untagged OK
+        response with the HIGHESTMODSEQ response code" (RFC 7162 3.1)."""
+        if self.condstore:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.selected is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {max(self.selected.known_modseq, 1)}] Highest")
+
     @property
     def qresync(self) -> bool:
         return "QRESYNC" in self.enabled
