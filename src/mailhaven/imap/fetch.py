@@ -476,6 +476,12 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             node = find_part(_structure(msg, raw)["body"], item.parts)
             if node is None:
                 data = b""
+            elif not item.parts:
+                # RFC 3516 4.2: BINARY[] is the whole message, header included; only a
+                # single-part body has an encoding to undo.
+                h = node["h"][1]
+                whole = "parts" in node or "msg" in node
+                data = raw if whole else raw[:h] + decode_body(raw[h:node["e"]], node.get("enc", "7bit"))
             else:
                 data = decode_body(raw[node["h"][1]:node["e"]], node.get("enc", "7bit"))
             if name == "BINARY.SIZE":

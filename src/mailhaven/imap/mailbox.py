@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..message.binary import binary_parts_to_base64
 from ..message.lineends import normalize_line_ends
 from ..store.api import SPECIAL_USES, AlreadyExists, InvalidName, Mailbox, NotFound, QuotaExceeded
 from .grammar import (
@@ -528,8 +529,9 @@ async def cmd_append(s: Session, cmd: Command) -> str:
             raise Bad("Message must be a literal")
         # RFC 5322 lines end in CRLF: a message sent with bare LFs (scripts, mbox imports) is
         # stored as clients will be served it, sizes and part offsets included (Dovecot
-        # converts on output to the same effect). A literal8 may hold binary parts: as sent.
-        data = message.value if message.binary else normalize_line_ends(message.value)
+        # converts on output to the same effect). A literal8 may hold binary parts: stored
+        # base64-encoded, so BODY[] never carries NUL (RFC 3516 4.4; Dovecot does the same).
+        data = binary_parts_to_base64(message.value) if message.binary else normalize_line_ends(message.value)
         items.append(([_canonical_flag(f) for f in flags], when, data))
         if args.at_end():
             break
