@@ -877,6 +877,22 @@ async def test_append_stores_bare_lf_messages_with_crlf(store) -> None:  # type:
     assert b"BINARY[] ~{%d}\r\n" % (len(stored_header) + 4) + stored_header + b"\x00\n\x01\n)" in out, out
 
 
+async def test_a_stored_nul_is_sent_as_0x80_in_ordinary_literals(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9051 4.3: no NUL in a literal. A message APPENDed with one (as real clients do) is
+    served with 0x80 in its place, as Dovecot does, sizes unchanged, by every FETCH path."""
+    await make_account(store)
+    c = Client(store)
+    await c.login()
+    msg = b"From: a@b.example\r\nSubject: nul\r\n\r\nx\x00y\r\n"
+    await c.send(b"a1 APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    await c.cmd("SELECT INBOX")
+    for items in ("BODY.PEEK[]", "BODY.PEEK[TEXT]", "RFC822", "BODY.PEEK[1]", "RFC822.TEXT"):
+        out = await c.cmd(f"FETCH 1 ({items})")
+        assert b"\x00" not in out and b"x\x80y\r\n" in out, (items, out)
+    out = await c.cmd("FETCH 1 (RFC822.SIZE)")
+    assert b"RFC822.SIZE %d" % len(msg) in out
+
+
 async def test_search_finds_forwarded_message_headers(store) -> None:  # type: ignore[no-untyped-def]
     """The header of a message forwarded as message/rfc822 is part of the outer body
     (RFC 9051 6.4.4 BODY/TEXT), so its sender and subject are found; the preview is not

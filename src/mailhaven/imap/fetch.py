@@ -31,6 +31,7 @@ from .responses import (
     literal,
     nstring,
     sequence_set,
+    text_literal,
 )
 
 if TYPE_CHECKING:
@@ -408,7 +409,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                     if item.partial is not None:
                         start, length = item.partial
                         data = data[start:] if length is None else data[start:start + length]
-                    parts.append(b"%s{%d}\r\n%s" % (label, len(data), data))
+                    parts.append(label + text_literal(data))
             lines.append(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
         s.write(b"".join(lines))
         await s.maybe_flush()
@@ -463,11 +464,11 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             text = msg.summary.get("preview") if msg is not None else None
             out.append(b"PREVIEW " + nstring(text if text is not None else "", utf8=utf8))
         elif name == "RFC822":
-            out.append(b"RFC822 " + literal(raw))
+            out.append(b"RFC822 " + text_literal(raw))
         elif name == "RFC822.HEADER":
-            out.append(b"RFC822.HEADER " + literal(raw[:header_end(raw, 0, len(raw))]))
+            out.append(b"RFC822.HEADER " + text_literal(raw[:header_end(raw, 0, len(raw))]))
         elif name == "RFC822.TEXT":
-            out.append(b"RFC822.TEXT " + literal(raw[header_end(raw, 0, len(raw)):]))
+            out.append(b"RFC822.TEXT " + text_literal(raw[header_end(raw, 0, len(raw)):]))
         elif name == "BODY":
             root = _structure(msg, raw)["body"] if item.parts else None
             data = section_bytes(raw, root, item)
@@ -503,7 +504,7 @@ def _partial_literal(data: bytes, item: FetchItem) -> bytes:
     if item.partial is not None:
         start, length = item.partial
         data = data[start:] if length is None else data[start:start + length]
-    return literal(data)
+    return text_literal(data)
 
 
 # -- sections ---------------------------------------------------------------------------
