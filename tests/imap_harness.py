@@ -59,11 +59,7 @@ class Client:
                 line = self.reader.next_line()
                 if line is NEED_DATA:
                     break
-                assert isinstance(line, bytes)
-                if s.mode is Mode.IDLE:
-                    s.idle_line(line)
-                else:
-                    await s.sasl_line(line)
+                await s.handle_line(line)  # type: ignore[arg-type]
             self._drain_changes()
         return s.take_output()
 

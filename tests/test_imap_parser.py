@@ -23,7 +23,7 @@ from mailhaven.imap.parser import (
     ParenList,
     String,
 )
-from mailhaven.imap.responses import Bad, sequence_set
+from mailhaven.imap.responses import Bad, No, sequence_set
 
 
 def drain(reader: CommandReader, sent: list[bytes] | None = None) -> list[object]:
@@ -178,12 +178,19 @@ def test_nesting_limit() -> None:
 @pytest.mark.parametrize("line", [
     b'a LOGIN "unterminated\r\n', b"a FETCH 1 (FLAGS\r\n", b"a FETCH 1 FLAGS)\r\n",
     b"a FETCH 1  FLAGS\r\n", b"a LOGIN {3}x\r\n", b"a\r\n", b'a LOGIN "a\\b" c\r\n',
-    b"a FETCH 1 BODY[TEXT\r\n",
 ])
 def test_malformed_lines_give_tagged_errors(line: bytes) -> None:
     events = all_ways(line + b"z NOOP\r\n")
     assert isinstance(events[0], CommandError) and events[0].tag == "a"
     assert isinstance(events[1], Command) and events[1].tag == "z"
+
+
+def test_an_unclosed_bracket_is_an_atom_char() -> None:
+    """RFC 9051 9: "[" is an ATOM-CHAR (only "]" is a resp-special), so a mailbox name may hold
+    one without its "]" (imaptest's atoms script); a section spec still keeps its spaces."""
+    [cmd, fetch] = all_ways(b"a SELECT x[}y\r\nb FETCH 1 BODY[HEADER.FIELDS (A B)]\r\n")
+    assert isinstance(cmd, Command) and cmd.args == (Atom(value="x[}y"),)
+    assert isinstance(fetch, Command) and fetch.args[1] == Atom(value="BODY[HEADER.FIELDS (A B)]")
 
 
 def test_untaggable_garbage() -> None:
@@ -229,7 +236,7 @@ def test_mailbox_names() -> None:
     assert mutf7_decode("Entw&APw-rfe &- Co") == "Entwürfe & Co"
     assert decode_mailbox(b"inbox", False) == "INBOX"
     assert decode_mailbox("Entwürfe".encode(), True) == "Entwürfe"
-    with pytest.raises(Bad):
+    with pytest.raises(No):                     # a valid astring naming no mailbox: NO, not BAD
         decode_mailbox(b"&Jjo", False)
 
 

@@ -569,7 +569,7 @@ async def test_select_from_the_index_cache_matches_the_store(store, monkeypatch)
         await client.cmd("UNSELECT")
         exists = re.search(rb"\* (\d+) EXISTS", out)
         return (exists.group(1) if exists else b"?") + b"\n" + b"\n".join(
-            line for line in fetched.split(b"\r\n") if line.startswith(b"* "))
+            line for line in fetched.split(b"\r\n") if line.startswith(b"* ") and b" FETCH " in line)
 
     cached = await view(c)
     mailbox_module_cache = store.__dict__.get("_imap_index_cache", {})
@@ -856,8 +856,9 @@ async def test_lsub_percent_lists_unsubscribed_parents_and_recursivematch_errors
 
 async def test_append_stores_bare_lf_messages_with_crlf(store) -> None:  # type: ignore[no-untyped-def]
     """A message APPENDed with bare LF line ends is stored, sized and served with CRLF
-    (RFC 5322 lines; Dovecot converts on output to the same effect); a literal8 keeps its
-    bytes as sent, binary parts and all."""
+    (RFC 5322 lines; Dovecot converts on output to the same effect); a literal8's binary
+    part is stored base64 (RFC 3516 4.4, as Dovecot): BODY[TEXT] carries no NUL and
+    BINARY[] gives the header and the bytes sent, BINARY.SIZE[1] their count."""
     await make_account(store)
     c = Client(store)
     await c.login()
@@ -870,8 +871,26 @@ async def test_append_stores_bare_lf_messages_with_crlf(store) -> None:  # type:
     out = await c.cmd("FETCH 1 (RFC822.SIZE BODY.PEEK[] BODYSTRUCTURE)")
     assert b"RFC822.SIZE %d " % len(crlf) in out and b"BODY[] {%d}\r\n" % len(crlf) + crlf in out
     assert b' "7bit" 26 3 ' in out                        # size and lines of the CRLF body
-    out = await c.cmd("FETCH 2 (RFC822.SIZE BINARY.PEEK[])")
-    assert b"RFC822.SIZE %d BINARY[] ~{4}\r\n\x00\n\x01\n)" % len(binary) in out
+    out = await c.cmd("FETCH 2 (BODY.PEEK[TEXT] BINARY.SIZE[1] BINARY.PEEK[])")
+    stored_header = b"From: a@b.example\nContent-Transfer-Encoding: base64\n\n"
+    assert b"BODY[TEXT] {10}\r\nAAoBCg==\r\n BINARY.SIZE[1] 4 " in out, out
+    assert b"BINARY[] ~{%d}\r\n" % (len(stored_header) + 4) + stored_header + b"\x00\n\x01\n)" in out, out
+
+
+async def test_a_stored_nul_is_sent_as_0x80_in_ordinary_literals(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9051 4.3: no NUL in a literal. A message APPENDed with one (as real clients do) is
+    served with 0x80 in its place, as Dovecot does, sizes unchanged, by every FETCH path."""
+    await make_account(store)
+    c = Client(store)
+    await c.login()
+    msg = b"From: a@b.example\r\nSubject: nul\r\n\r\nx\x00y\r\n"
+    await c.send(b"a1 APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    await c.cmd("SELECT INBOX")
+    for items in ("BODY.PEEK[]", "BODY.PEEK[TEXT]", "RFC822", "BODY.PEEK[1]", "RFC822.TEXT"):
+        out = await c.cmd(f"FETCH 1 ({items})")
+        assert b"\x00" not in out and b"x\x80y\r\n" in out, (items, out)
+    out = await c.cmd("FETCH 1 (RFC822.SIZE)")
+    assert b"RFC822.SIZE %d" % len(msg) in out
 
 
 async def test_search_finds_forwarded_message_headers(store) -> None:  # type: ignore[no-untyped-def]

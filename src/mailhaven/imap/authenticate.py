@@ -43,7 +43,7 @@ async def cmd_login(s: Session, cmd: Command) -> str:
     except LoginBlocked:
         raise Bye(THROTTLED) from None
     if account is None:
-        await s.login_failed()
+        await s.login_failed(user)
         raise No("Authentication failed", code=AUTHENTICATIONFAILED)
     await s.login_succeeded(account.id, account.address)
     return f"[CAPABILITY {' '.join(s.capabilities())}] Logged in"
@@ -105,10 +105,11 @@ async def _step(s: Session, data: bytes) -> None:
     if kind == "challenge":
         s.write(b"+ " + base64.b64encode(payload or b"") + b"\r\n")
         return
+    username = s.sasl.username
     _finish(s)
     if kind != "success" or account is None:
         try:
-            await s.login_failed(blocked=mechanism.blocked)
+            await s.login_failed(username, blocked=mechanism.blocked)
         except Bye as exc:
             s.bye(exc.text)
             return

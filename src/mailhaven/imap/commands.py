@@ -106,10 +106,10 @@ async def cmd_enable(s: Session, cmd: Command) -> str:
     while not args.at_end():
         cap = args.atom("capability").upper()
         if cap in _ENABLABLE and cap not in before and {"IMAP4REV2": "IMAP4rev2"}.get(cap, cap) not in newly:
+            if cap in ("CONDSTORE", "QRESYNC"):
+                s.enable_condstore()        # RFC 7162 3.2.3: QRESYNC implies CONDSTORE
             s.enabled.add(cap)
             newly.append({"IMAP4REV2": "IMAP4rev2"}.get(cap, cap))
-            if cap == "QRESYNC":
-                s.enabled.add("CONDSTORE")  # RFC 7162 3.2.3: QRESYNC implies CONDSTORE
     s.untagged("ENABLED" + "".join(" " + c for c in newly))
     return "ENABLE completed"
 

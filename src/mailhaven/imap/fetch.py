@@ -31,6 +31,7 @@ from .responses import (
     literal,
     nstring,
     sequence_set,
+    text_literal,
 )
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
                 changed_since = int(mods[i + 1].value) if mods[i + 1].value.isdigit() else -1  # type: ignore[union-attr]
                 if changed_since < 0:
                     raise Bad("Invalid CHANGEDSINCE")
-                s.enabled.add("CONDSTORE")
+                s.enable_condstore()
                 i += 2
             elif key == "VANISHED":
                 if not cmd.uid or not s.qresync:
@@ -193,7 +194,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
     args.end()
     names = {i.name for i in items}
     if "MODSEQ" in names:
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
     if changed_since is not None:
         if vanished:
             changes = await s.store.changes_since(sel.id, changed_since)
@@ -430,7 +431,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                     if item.partial is not None:
                         start, length = item.partial
                         data = data[start:] if length is None else data[start:start + length]
-                    parts.append(b"%s{%d}\r\n%s" % (label, len(data), data))
+                    parts.append(label + text_literal(data))
             lines.append(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
         s.write(b"".join(lines))
         await s.maybe_flush()
@@ -485,11 +486,11 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             text = msg.summary.get("preview") if msg is not None else None
             out.append(b"PREVIEW " + nstring(text if text is not None else "", utf8=utf8))
         elif name == "RFC822":
-            out.append(b"RFC822 " + literal(raw))
+            out.append(b"RFC822 " + text_literal(raw))
         elif name == "RFC822.HEADER":
-            out.append(b"RFC822.HEADER " + literal(raw[:header_end(raw, 0, len(raw))]))
+            out.append(b"RFC822.HEADER " + text_literal(raw[:header_end(raw, 0, len(raw))]))
         elif name == "RFC822.TEXT":
-            out.append(b"RFC822.TEXT " + literal(raw[header_end(raw, 0, len(raw)):]))
+            out.append(b"RFC822.TEXT " + text_literal(raw[header_end(raw, 0, len(raw)):]))
         elif name == "BODY":
             root = _structure(msg, raw)["body"] if item.parts else None
             data = section_bytes(raw, root, item)
@@ -498,6 +499,12 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             node = find_part(_structure(msg, raw)["body"], item.parts)
             if node is None:
                 data = b""
+            elif not item.parts:
+                # RFC 3516 4.2: BINARY[] is the whole message, header included; only a
+                # single-part body has an encoding to undo.
+                h = node["h"][1]
+                whole = "parts" in node or "msg" in node
+                data = raw if whole else raw[:h] + decode_body(raw[h:node["e"]], node.get("enc", "7bit"))
             else:
                 data = decode_body(raw[node["h"][1]:node["e"]], node.get("enc", "7bit"))
             if name == "BINARY.SIZE":
@@ -519,7 +526,7 @@ def _partial_literal(data: bytes, item: FetchItem) -> bytes:
     if item.partial is not None:
         start, length = item.partial
         data = data[start:] if length is None else data[start:start + length]
-    return literal(data)
+    return text_literal(data)
 
 
 # -- sections ---------------------------------------------------------------------------

@@ -14,10 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .parser import Atom, ParenList, String, Token
-from .responses import Bad
+from .responses import Bad, No
 
 _MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+
+
+_SECTION_ONLY = re.compile(r'[ ()"]')
 
 
 class Args:
@@ -61,7 +64,9 @@ class Args:
         tok = self.next(what)
         if isinstance(tok, String):
             return tok.value
-        if isinstance(tok, Atom) and "[" not in tok.value:
+        # ASTRING-CHAR includes "[" and "]" (RFC 9051 9), but not what the tokenizer lets
+        # into a bracketed section spec (spaces, parentheses, quotes).
+        if isinstance(tok, Atom) and not _SECTION_ONLY.search(tok.value):
             return tok.value.encode("utf-8")
         raise Bad(f"Expected {what}")
 
@@ -282,7 +287,7 @@ def decode_mailbox(raw: bytes, utf8: bool) -> str:
         try:
             text = mutf7_decode(text)
         except (ValueError, UnicodeDecodeError):
-            raise Bad("Mailbox name is not valid modified UTF-7") from None
+            raise No("Mailbox name is not valid modified UTF-7") from None  # an astring all right
     if text.upper() == "INBOX":
         return "INBOX"
     if text[:6].upper() == "INBOX/":

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..message.binary import binary_parts_to_base64
 from ..message.lineends import normalize_line_ends
 from ..message.structure import header_end
 from ..store.api import (
@@ -334,7 +335,7 @@ async def cmd_list(s: Session, cmd: Command) -> str:
     reference = args.mailbox(s.utf8)
     patterns: list[str] = []
     if args.peek_list():
-        patterns = [decode_mailbox(t.value if isinstance(t, String) else t.value.encode(), s.utf8)
+        patterns = [_decode_pattern(t.value if isinstance(t, String) else t.value.encode(), s.utf8)
                     for t in args.plist() if isinstance(t, String | Atom)]
     else:
         tok = args.next("mailbox pattern")
@@ -402,10 +403,11 @@ async def cmd_list(s: Session, cmd: Command) -> str:
         childinfo = b""
         if "SUBSCRIBED" in select_opts:
             # RFC 5258 3 and 3.5: with RECURSIVEMATCH a mailbox with subscribed descendants
-            # (whether or not they match the pattern) carries CHILDINFO, and is listed for
-            # them even when it is not subscribed itself (example 9: "eps2" has both).
-            below = "RECURSIVEMATCH" in select_opts and any(x.startswith(name + SEP) for x in subs)
-            if name not in subs and not below:
+            # carries CHILDINFO (example 9: "eps2"). An unsubscribed one is listed for them
+            # only when one of them is not already shown through a match of its own or of a
+            # mailbox between them, as Dovecot does (imaptest's listext script).
+            below = [x for x in subs if x.startswith(name + SEP)] if "RECURSIVEMATCH" in select_opts else []
+            if name not in subs and not any(not _matched_below(x, name, regexes) for x in below):
                 continue
             if below:
                 childinfo = b' ("CHILDINFO" ("SUBSCRIBED"))'
@@ -417,10 +419,19 @@ async def cmd_list(s: Session, cmd: Command) -> str:
     return "LIST completed"
 
 
+def _matched_below(name: str, ancestor: str, regexes: list[re.Pattern[str]]) -> bool:
+    """``name`` or a mailbox between it and ``ancestor`` matches one of the patterns."""
+    while name != ancestor:
+        if any(r.match(name) for r in regexes):
+            return True
+        name = name.rpartition(SEP)[0]
+    return False
+
+
 def _decode_pattern(raw: bytes, utf8: bool) -> str:
     try:
         return decode_mailbox(raw, utf8)
-    except Bad:
+    except (Bad, No):
         return raw.decode("utf-8", "replace")
 
 
@@ -530,12 +541,14 @@ async def cmd_append(s: Session, cmd: Command) -> str:
             raise Bad("Message must be a literal")
         # RFC 5322 lines end in CRLF: a message sent with bare LFs (scripts, mbox imports) is
         # stored as clients will be served it, sizes and part offsets included (Dovecot
-        # converts on output to the same effect). A literal8 may hold binary parts: as sent.
+        # converts on output to the same effect). A literal8 may hold binary parts: stored
+        # base64-encoded, so BODY[] never carries NUL (RFC 3516 4.4; Dovecot does the same).
+        # Large plain literals were spooled to a blob as they arrived (session.literal_announced).
         spool = getattr(message.value, "sink", None)
         if isinstance(spool, LiteralSpool):
-            data: bytes | LiteralSpool = spool       # written to a blob as it arrived
+            data: bytes | LiteralSpool = spool
         else:
-            data = message.value if message.binary else normalize_line_ends(message.value)
+            data = binary_parts_to_base64(message.value) if message.binary else normalize_line_ends(message.value)
         items.append(([_canonical_flag(f) for f in flags], when, data))
         if args.at_end():
             break

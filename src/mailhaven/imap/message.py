@@ -119,7 +119,7 @@ async def cmd_store(s: Session, cmd: Command) -> str:
                 or not isinstance(mods[1], Atom) or not mods[1].value.isdigit()):
             raise Bad("Unknown STORE modifier")
         unchanged_since = int(mods[1].value)
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
     item = args.keyword("store item")
     silent = item.endswith(".SILENT")
     base = item.removesuffix(".SILENT")

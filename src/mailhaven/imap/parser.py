@@ -174,6 +174,8 @@ class CommandReader:
         """Lines (without CRLF) and literal bodies of the command being framed, alternating."""
         self._literal_left = 0
         """Bytes of the current literal still to arrive."""
+        self._in_literal = False
+        """An accepted literal is being read (it may be empty: ``{0}``)."""
         self._literal_parts: list[bytes] = []
         self._sink: LiteralSink | None = None
         self._pending: LiteralAnnounced | None = None
@@ -212,6 +214,7 @@ class CommandReader:
         if self._pending is None:
             raise RuntimeError("no literal is waiting for a decision")
         self._literal_left = self._pending.size
+        self._in_literal = True
         self._literal_parts = []
         self._sink = sink
         self._pending = None
@@ -227,11 +230,15 @@ class CommandReader:
             self._skip = pending.size
             self._skip_rest = True
 
-    def next_line(self) -> bytes | _NeedData:
-        """A raw line (without CRLF) outside any command: IDLE's ``DONE``, SASL responses."""
-        if self._pieces or self._pending is not None or self._literal_left:
+    def next_line(self) -> bytes | CommandError | _NeedData:
+        """A raw line (without CRLF) outside any command: IDLE's ``DONE``, SASL responses.
+        An over-long line is a :class:`CommandError` (its rest is skipped up to the LF)."""
+        if self._pieces or self._pending is not None or self._in_literal:
             raise RuntimeError("next_line() in the middle of a command")
-        line = self._take_line()
+        try:
+            line = self._take_line()
+        except _ParseError as exc:
+            return CommandError(tag=None, text=str(exc).capitalize())
         if line is None:
             return NEED_DATA
         return line
@@ -242,6 +249,7 @@ class CommandReader:
         self._literal_parts = []
         self._literal_left = 0
         self._sink = None
+        self._in_literal = False
         self._head = None
         self._size = 0
         self._append_literal_bytes = 0
@@ -285,7 +293,7 @@ class CommandReader:
                 self._skip -= n
                 if self._skip:
                     return NEED_DATA
-            if self._literal_left:
+            if self._in_literal:
                 n = min(self._literal_left, len(self._buf))
                 if n:
                     if self._sink is not None:
@@ -303,6 +311,7 @@ class CommandReader:
                 else:
                     self._pieces.append(b"".join(self._literal_parts))
                 self._literal_parts = []
+                self._in_literal = False
                 self._scan = 0
             try:
                 line = self._take_line()
@@ -492,7 +501,10 @@ class _Tokenizer:
             i = m.start()
             if line[i] != 0x5B:
                 break
-            i = self._skip_brackets(i)  # "[": a section spec may hold spaces, lists and quotes
+            # "[": a section spec may hold spaces, lists and quotes. Without its "]" it is a
+            # plain ATOM-CHAR (RFC 9051 9: only "]" is a resp-special), as in a mailbox name.
+            end = self._skip_brackets(i)
+            i = end if end is not None else i + 1
         if i == self.pos:
             raise _ParseError("Bad character")
         value = line[self.pos:i]
@@ -502,7 +514,7 @@ class _Tokenizer:
         except UnicodeDecodeError:
             raise _ParseError("Atom is not UTF-8") from None
 
-    def _skip_brackets(self, i: int) -> int:
+    def _skip_brackets(self, i: int) -> int | None:
         line = self.line
         depth = 0
         while i < len(line):
@@ -521,7 +533,7 @@ class _Tokenizer:
             elif c < 0x20:
                 break
             i += 1
-        raise _ParseError("Unterminated [")
+        return None
 
 
 _ATOMS_THEN_SPACE = re.compile(rb'(?:[^\x00-\x20()\x7f"{\[]+ )*')

@@ -100,6 +100,14 @@ def literal(data: bytes, *, binary: bool = False) -> bytes:
     return prefix + b"{%d}\r\n" % len(data) + data
 
 
+def text_literal(data: bytes) -> bytes:
+    """An ordinary literal of message text: RFC 9051 4.3 forbids NUL in one, so a stored NUL
+    is sent as 0x80, as Dovecot does (the size stays; BINARY[] has the bytes as stored)."""
+    if b"\x00" in data:
+        data = data.replace(b"\x00", b"\x80")
+    return b"{%d}\r\n" % len(data) + data
+
+
 def flag_list(flags: Iterable[str]) -> str:
     return "(" + " ".join(sorted(flags, key=_flag_order)) + ")"
 

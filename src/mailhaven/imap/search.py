@@ -98,7 +98,7 @@ class _KeyReader:
                 a.next()
                 a.atom("entry type")
             self.uses_modseq = True
-            self.session.enabled.add("CONDSTORE")
+            self.session.enable_condstore()
             return ("modseq", parse_number(a.atom("mod-sequence")))
         if key == "$":
             return ("saved",)
@@ -436,7 +436,16 @@ async def cmd_cancelupdate(s: Session, cmd: Command) -> str:
 _SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
 
 
+_ENVELOPE_FIELD = {"from": 2, "to": 5, "cc": 6}
+
+
 def _first_address(summary: dict[str, Any], key: str, display: bool) -> str:
+    envelope = (summary.get("imap") or {}).get("envelope")
+    if not display and envelope:
+        # RFC 5256 3: the addr-mailbox of the first address of the ENVELOPE field, so a
+        # group's name where the field starts with a group (as Dovecot sorts).
+        first = (envelope[_ENVELOPE_FIELD[key]] or [[None, None, None, None]])[0]
+        return str(first[2] or "").lower()
     addrs = summary.get(key) or []
     if not addrs:
         return ""

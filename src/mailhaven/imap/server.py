@@ -200,11 +200,7 @@ class Connection:
                 line = self.parser.next_line()
                 if line is NEED_DATA:
                     break
-                assert isinstance(line, bytes)
-                if session.mode is Mode.IDLE:
-                    session.idle_line(line)
-                else:
-                    await session.sasl_line(line)
+                await session.handle_line(line)  # type: ignore[arg-type]
             await self.flush()
             if session.starttls_pending:
                 await self.writer.start_tls(self.app.tls)

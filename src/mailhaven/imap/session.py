@@ -155,6 +155,16 @@ class Session:
     def condstore(self) -> bool:
         return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
 
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 3.1). The first one issued with a mailbox
+        selected is told its HIGHESTMODSEQ: "the server MUST return ... an untagged OK
+        response with the HIGHESTMODSEQ response code" (RFC 7162 3.1)."""
+        if self.condstore:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.selected is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {max(self.selected.known_modseq, 1)}] Highest")
+
     @property
     def qresync(self) -> bool:
         return "QRESYNC" in self.enabled
@@ -210,8 +220,10 @@ class Session:
             self.reader.reject_literal()
             self.write(No("Message too big", code="TOOBIG").line(ev.tag or "*"))
             return
-        if ev.name == "APPEND" and ev.size > SPOOL_MIN and self.state is not State.NOT_AUTHENTICATED:
-            # Straight to a blob as it arrives: the message is never held in memory.
+        if (ev.name == "APPEND" and ev.size > SPOOL_MIN and not ev.binary
+                and self.state is not State.NOT_AUTHENTICATED):
+            # Straight to a blob as it arrives: the message is never held in memory. (A
+            # literal8 is kept: its binary parts are re-encoded as base64 before storing.)
             spool = LiteralSpool(self.store.blob_writer(), binary=ev.binary)
             self.spools.append(spool)
             self.reader.accept_literal(sink=spool)
@@ -394,6 +406,19 @@ class Session:
         if self.mode is Mode.IDLE:
             await self.announce(allow_expunge=True)
 
+    async def handle_line(self, line: bytes | CommandError) -> None:
+        """A line read outside a command: IDLE's DONE or a SASL response. An over-long one
+        (MAX_LINE) ends the IDLE or the exchange with a tagged BAD; the session goes on."""
+        if isinstance(line, CommandError):
+            tag = self.idle_tag if self.mode is Mode.IDLE else self.sasl_tag
+            self.mode = Mode.COMMAND
+            self.sasl = None
+            self._bad(tag, line.text)
+        elif self.mode is Mode.IDLE:
+            self.idle_line(line)
+        else:
+            await self.sasl_line(line)
+
     def idle_line(self, line: bytes) -> None:
         tag = self.idle_tag
         self.mode = Mode.COMMAND
@@ -431,11 +456,11 @@ class Session:
             self.ctx.throttle = throttle
         return self.ctx.throttle
 
-    async def login_failed(self, blocked: bool = False) -> None:
+    async def login_failed(self, username: str | None = None, blocked: bool = False) -> None:
         """After a failure the throttle has counted and delayed: raise Bye when the throttle
         blocked the peer now, or this connection has failed too often."""
         self.auth_failures += 1
-        self.ctx.log.info("auth failed", failures=self.auth_failures)
+        self.ctx.log.info("auth failed", user=username, failures=self.auth_failures)
         if blocked or self.auth_failures >= self.config.limits.auth_failures:
             raise Bye("Too many authentication failures")
 

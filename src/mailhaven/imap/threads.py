@@ -108,7 +108,10 @@ def thread_references(rows: list[tuple[int, float, dict[str, Any]]]) -> list[Tre
                 c.parent.children.remove(c)
             c.parent = prev
             prev.children.append(c)
-        elif c.parent is not None and not refs:
+        elif c.parent is not None and (not refs or prev is not c):
+            # The message's own References decide its parent (RFC 5256 step 1.C breaks the
+            # old link). Where that link would make a loop it is not added, and the parent
+            # another message's References gave it goes too, as Dovecot does.
             c.parent.children.remove(c)
             c.parent = None
     roots = [c for c in table.values() if c.parent is None]
@@ -176,14 +179,16 @@ def _prune(nodes: list[_Container], top: bool) -> list[_Container]:
     return out
 
 
-def _first_date(c: _Container) -> float:
+def _first(c: _Container) -> tuple[float, int]:
+    """Sort key: (sent date, UID), a placeholder's that of its first child (RFC 5256 3:
+    "the sent date of the first child"; ties by mailbox order), so it ties like a message."""
     if c.uid is not None:
-        return c.date
-    return min((_first_date(ch) for ch in c.children), default=0.0)
+        return c.date, c.uid
+    return min((_first(ch) for ch in c.children), default=(0.0, 0))
 
 
 def _sorted(nodes: list[_Container]) -> list[_Container]:
-    return sorted(nodes, key=lambda c: (_first_date(c), c.uid or 0))
+    return sorted(nodes, key=_first)
 
 
 def _tree(c: _Container) -> Tree:

@@ -369,8 +369,20 @@ def _last_sep(value: str, start: int, end: int) -> int:
     return start if j < 0 else j + 1
 
 
+_ROUTE = re.compile(r"<\s*(@[^:<>\"]*):\s*([^<>\s]*)\s*>")
+"""An obsolete source route in an angle address: ``<@a,@b:user@domain>`` (RFC 5322 4.4)."""
+
+
 def _plain_addresses(text: str) -> list[list[str | None]]:
     out: list[list[str | None]] = []
+    routes: list[tuple[str, str]] = []
+    if "<@" in text or "< @" in text:
+
+        def strip(m: re.Match[str]) -> str:
+            routes.append((m.group(2), m.group(1).replace(" ", "")))
+            return "<" + m.group(2) + ">"
+
+        text = _ROUTE.sub(strip, text)
     try:
         pairs = email.utils.getaddresses([text])
     except Exception:  # noqa: BLE001 - unparseable address list: leave it out
@@ -381,9 +393,12 @@ def _plain_addresses(text: str) -> list[list[str | None]]:
         local, at, host = addr.rpartition("@")
         if not at:
             local, host = addr, ""
+        route = None
+        if routes and routes[0][0] == addr:     # RFC 9051 7.5.2: the at-domain-list, as sent
+            route = routes.pop(0)[1]
         # A NIL host marks a group (RFC 9051 7.5.2), so an address without a domain (or a
         # mailbox) gets a placeholder, as Dovecot's MISSING_DOMAIN, instead of reading as one.
-        out.append([name or None, None, local or "MISSING_MAILBOX", host or "MISSING_DOMAIN"])
+        out.append([name or None, route, local or "MISSING_MAILBOX", host or "MISSING_DOMAIN"])
     return out
 
 

@@ -253,14 +253,24 @@ def message_ids(value: str) -> list[str]:
     return out
 
 
+_ENVELOPE_FIELD = {"from": 2, "to": 5, "cc": 6, "bcc": 7}
+
+
 def search_fields(raw: bytes, summary: dict[str, Any]) -> tuple[str, ...]:
     """What the stores' full-text index holds of a message: (subject, from, to, cc, bcc,
     body, headers), the addresses as ``name <address>``, the body text taken out of
     ``summary`` (which keeps no copy), the header block raw. Both backends index this."""
     text = summary.pop("text", "")
 
+    envelope = (summary.get("imap") or {}).get("envelope") or [None] * 10
+
     def addresses(key: str) -> str:
-        return " ".join(f"{a.get('name', '')} <{a.get('email', '')}>" for a in summary.get(key, []))
+        text = " ".join(f"{a.get('name', '')} <{a.get('email', '')}>" for a in summary.get(key, []))
+        # Group names (RFC 5322 3.4) are searchable too, as Dovecot's SEARCH TO finds them: in
+        # the ENVELOPE a group starts with (NIL NIL name NIL) (RFC 9051 7.5.2).
+        field = envelope[_ENVELOPE_FIELD[key]] if key in _ENVELOPE_FIELD else None
+        groups = [a[2] for a in field or () if a[3] is None and a[2]]
+        return " ".join([text, *groups]) if groups else text
 
     end = raw.find(b"\r\n\r\n")
     if end < 0:
