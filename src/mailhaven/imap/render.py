@@ -73,7 +73,9 @@ _UNPARSED_MESSAGE: dict[str, Any] = {
 
 def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
     if "parts" in node:
-        inner = b"".join(render_body(p, extended, utf8) for p in node["parts"])
+        # RFC 9051 7.5.2: a multipart has at least one part; one with none (no boundary, or
+        # none found) shows an empty text/plain one, as Dovecot.
+        inner = b"".join(render_body(p, extended, utf8) for p in node["parts"] or [_UNPARSED_MESSAGE])
         out = inner + b" " + _ns(node["s"], utf8)
         if extended:
             out += b" " + _params(node["p"], utf8) + b" " + _disp(node["disp"], utf8) + b" " + \

@@ -176,11 +176,13 @@ def _parameters(r: _Reader) -> list[list[str]]:
             continue
         star = key.find("*")
         if star >= 0:
-            rest = key[star + 1:]
+            rest = key[star:]
             digits = ""
-            while rest[:1].isdigit():
-                digits, rest = digits + rest[0], rest[1:]
-            extended = rest == "*"
+            if len(rest) > 1:               # name*N, name*N*; a bare name* is section 0, extended
+                rest = rest[1:]
+                while rest[:1].isdigit():
+                    digits, rest = digits + rest[0], rest[1:]
+            extended = rest.startswith("*")
             if rest in ("", "*"):
                 sections.append((key[:star], int(digits) if digits else 0, extended, val))
                 continue

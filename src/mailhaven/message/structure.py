@@ -207,10 +207,12 @@ class _Hit:
     """A delimiter line found in a body: where it starts, whose boundary it is, and
     whether it is a close delimiter (RFC 2046 5.1.1)."""
 
-    __slots__ = ("at", "owner", "close")
+    __slots__ = ("at", "owner", "close", "floor")
 
-    def __init__(self, at: int, owner: int, close: bool) -> None:
+    def __init__(self, at: int, owner: int, close: bool, floor: int) -> None:
         self.at, self.owner, self.close = at, owner, close
+        self.floor = floor
+        """Where the search began: a delimiter on that very line owns no line break before it."""
 
 
 class _Parser:
@@ -244,14 +246,14 @@ class _Parser:
                     if len(boundary) == len(line) or (dashes and len(boundary) + 2 == len(line)):
                         break
             if best is not None:
-                return _Hit(at, best[1], line[len(best[0]):len(best[0]) + 2] == b"--")
+                return _Hit(at, best[1], line[len(best[0]):len(best[0]) + 2] == b"--", start)
         return None
 
-    def before(self, hit: _Hit | None, floor: int, end: int) -> int:
+    def before(self, hit: _Hit | None, end: int) -> int:
         """Where a body ends: at the line break before the delimiter line (RFC 2046 5.1.1)."""
         if hit is None:
             return end
-        at = hit.at
+        at, floor = hit.at, hit.floor
         if at > floor and self.raw[at - 1:at] == b"\n":
             at -= 1
             if at > floor and self.raw[at - 1:at] == b"\r":
@@ -270,7 +272,7 @@ class _Parser:
         early = self.find(start, body_start, stack)
         if early is not None:
             # A delimiter inside the header: the part ends there, with no body.
-            body_start = self.before(early, start, end)
+            body_start = self.before(early, end)
         fields = parse_fields(raw[start:body_start])
         node = _content_fields(fields, in_multipart, digest_child)
         kind, boundary = node.pop("kind"), node.pop("boundary")
@@ -290,10 +292,12 @@ class _Parser:
             inner, hit = self.entity(body_start, end, stack, False, False, depth + 1)
             node["msg"] = inner
             node["e"] = inner["e"]
+            if hit is not None and inner["h"][1] == inner["e"] < hit.at and hit.floor < inner["e"]:
+                node["e"] = hit.at      # ended inside its header: the line break stays in this body (as Dovecot)
             _count(node, kind, raw, body_start, node["e"])
             return node, hit
         hit = self.find(body_start, end, stack)
-        node["e"] = self.before(hit, body_start, end)
+        node["e"] = self.before(hit, end)
         _count(node, kind, raw, body_start, node["e"])
         return node, hit
 
@@ -312,7 +316,7 @@ class _Parser:
             # The close delimiter: the epilogue runs to an enclosing multipart's delimiter.
             hit = self.find(self.next_line(hit.at, end), end, stack)
         node["parts"] = parts
-        node["e"] = self.before(hit, body_start, end)
+        node["e"] = self.before(hit, end)
         return node, hit
 
 
