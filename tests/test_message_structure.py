@@ -84,9 +84,11 @@ def test_header_end_is_the_end_of_the_first_blank_line(raw: bytes, start: int, e
 
 
 def test_encoded_message_part_still_has_envelope_body_and_lines() -> None:
-    """RFC 9051 7.5.2 body-type-msg: a message/rfc822 part in base64 (not parsed) still
-    carries an envelope, a body and a line count, or strict parsers reject the response.
-    A text part without a charset shows the default one (RFC 2046 4.1.2)."""
+    """RFC 9051 7.5.2 body-type-msg: a message/rfc822 part in base64 still carries an
+    envelope, a body and a line count, or strict parsers reject the response. What they
+    hold is Dovecot 2.3's answer for this message, byte for byte: the encoded text read as
+    a header that a delimiter ends, the line break before it counted in the part; a last
+    line without a line break ("body") not counted; the default charset shown (RFC 2046 4.1.2)."""
     import base64
 
     inner = b"From: a@b.c\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -96,11 +98,14 @@ def test_encoded_message_part_still_has_envelope_body_and_lines() -> None:
            + b"--B--\r\n")
     body = structure_summary(raw)["imap"]["body"]
     assert render_body(body, False, False) == (
-        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 1)("message" "rfc822" NIL NIL NIL "base64" 48 '
+        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 0)("message" "rfc822" NIL NIL NIL "base64" 50 '
         b'(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) 1)'
         b' "mixed")')
+    encoded = base64.encodebytes(inner).strip()
     part = FetchItem(name="BODY", section=True, parts=(2,), text="HEADER", label="BODY[2.HEADER]")
-    assert section_bytes(raw, body, part) == b""
+    assert section_bytes(raw, body, part) == encoded          # Dovecot: the same 48 bytes
+    part = FetchItem(name="BODY", section=True, parts=(2,), text=None, label="BODY[2]")
+    assert section_bytes(raw, body, part) == encoded + b"\r\n"
 
 
 def test_envelope_addresses_without_domain_and_broken_field_names() -> None:
