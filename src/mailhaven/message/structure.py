@@ -360,9 +360,9 @@ def _content_fields(fields: list[tuple[str, bytes, bytes]], in_multipart: bool,
             kind = "text"
         elif t.lower() == "multipart" and s:
             kind = "multipart"
-            for name, value in params or []:
-                if name.lower() == "boundary":
-                    boundary = value.encode("latin-1")[:_BOUNDARY_MAX]
+            for pname, pvalue in params or []:
+                if pname.lower() == "boundary":
+                    boundary = pvalue.encode("latin-1")[:_BOUNDARY_MAX]
                     break
         else:
             kind = "other"
