@@ -1009,3 +1009,16 @@ async def test_catenate_builds_messages_from_text_and_urls(store) -> None:  # ty
     assert (await c.send(b"d APPEND INBOX CATENATE (TEXT)\r\n")).startswith(b"d BAD")
     out = await c.cmd("STATUS INBOX (MESSAGES)")
     assert b"MESSAGES 2" in out                                         # none of the refused ones
+
+
+async def test_nul_in_a_body_is_sent_as_0x80_in_literals(store) -> None:  # type: ignore[no-untyped-def]
+    """RFC 9051 4.3: no NUL in a literal; Dovecot sends 0x80 for each in BODY[] and RFC822,
+    BINARY[] (literal8) keeps it."""
+    raw = b"From: a@b.example\r\nSubject: nul\r\n\r\nbefore\x00after\r\n"
+    _, c = await setup(store, raw)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1 (BODY.PEEK[] BODY.PEEK[TEXT]<3.6> RFC822.TEXT BINARY.PEEK[1])")
+    assert b"\x00" not in out.split(b"BINARY[1]")[0]
+    assert b"BODY[] {%d}\r\n" % len(raw) + raw.replace(b"\x00", b"\x80") in out
+    assert b"BODY[TEXT]<3> {6}\r\nore\x80af" in out
+    assert b"BINARY[1] ~{14}\r\nbefore\x00after\r\n" in out

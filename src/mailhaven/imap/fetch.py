@@ -463,11 +463,11 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             text = msg.summary.get("preview") if msg is not None else None
             out.append(b"PREVIEW " + nstring(text if text is not None else "", utf8=utf8))
         elif name == "RFC822":
-            out.append(b"RFC822 " + literal(raw))
+            out.append(b"RFC822 " + literal(_no_nul(raw)))
         elif name == "RFC822.HEADER":
             out.append(b"RFC822.HEADER " + literal(raw[:header_end(raw, 0, len(raw))]))
         elif name == "RFC822.TEXT":
-            out.append(b"RFC822.TEXT " + literal(raw[header_end(raw, 0, len(raw)):]))
+            out.append(b"RFC822.TEXT " + literal(_no_nul(raw[header_end(raw, 0, len(raw)):])))
         elif name == "BODY":
             root = _structure(msg, raw)["body"] if item.parts else None
             data = section_bytes(raw, root, item)
@@ -497,7 +497,12 @@ def _partial_literal(data: bytes, item: FetchItem) -> bytes:
     if item.partial is not None:
         start, length = item.partial
         data = data[start:] if length is None else data[start:start + length]
-    return literal(data)
+    return literal(_no_nul(data))
+
+
+def _no_nul(data: bytes) -> bytes:
+    """RFC 9051 4.3: a literal (not literal8) has no NUL; each becomes 0x80, as Dovecot sends it."""
+    return data.replace(b"\x00", b"\x80") if b"\x00" in data else data
 
 
 # -- sections ---------------------------------------------------------------------------
