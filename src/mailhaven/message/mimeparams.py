@@ -149,14 +149,16 @@ def _parameters(r: _Reader) -> list[list[str]]:
     plain: list[list[str]] = []
     sections: list[tuple[str, int, bool, str]] = []
     while not r.at_end():
+        # Any failure skips one character and wants a ";" next (Dovecot's rfc2231_parse).
         if r.peek() != ";":
-            r.i += 1                                  # broken: skip on to the next ";"
+            r.i += 1
             continue
         r.i += 1
         if not r.skip_lwsp():
             break
         key = r.token()
         if not key or r.peek() != "=":
+            r.i += 1
             continue
         r.i += 1
         ok = True
@@ -173,6 +175,7 @@ def _parameters(r: _Reader) -> list[list[str]]:
         else:
             val = r.token()
         if not ok:
+            r.i += 1
             continue
         star = key.find("*")
         if star >= 0:

@@ -38,7 +38,18 @@ _FIELD_RE = re.compile(rb"^([^:\s][^:]*?)[ \t]*:", re.MULTILINE)
 
 def structure_summary(raw: bytes) -> dict[str, Any]:
     root, _ = _Parser(raw).entity(0, len(raw), [], False, False, 0)
+    if _plain_7bit(root):
+        # Dovecot answers such a message from one fixed form, so "TEXT/PLAIN; charset=US-ASCII"
+        # reads "text" "plain" ("charset" "us-ascii") "7bit" there: the same here.
+        root.update(t="text", s="plain", p=[["charset", "us-ascii"]], enc="7bit")
     return {"imap": {"envelope": root.pop("env"), "body": root}}
+
+
+def _plain_7bit(node: dict[str, Any]) -> bool:
+    return (node["t"].lower(), node["s"].lower()) == ("text", "plain") and "parts" not in node \
+        and len(node["p"]) == 1 and node["p"][0][0].lower() == "charset" \
+        and node["p"][0][1].lower() == "us-ascii" and node["enc"].lower() == "7bit" \
+        and not any(node[k] for k in ("id", "desc", "md5", "disp", "lang", "loc"))
 
 
 # -- headers --------------------------------------------------------------------
