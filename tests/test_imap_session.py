@@ -1022,3 +1022,12 @@ async def test_nul_in_a_body_is_sent_as_0x80_in_literals(store) -> None:  # type
     assert b"BODY[] {%d}\r\n" % len(raw) + raw.replace(b"\x00", b"\x80") in out
     assert b"BODY[TEXT]<3> {6}\r\nore\x80af" in out
     assert b"BINARY[1] ~{14}\r\nbefore\x00after\r\n" in out
+
+
+async def test_nul_is_0x80_in_whole_mailbox_fetches_too(store) -> None:  # type: ignore[no-untyped-def]
+    """The bulk path (BODY.PEEK[] of many messages, served from columns) substitutes as well."""
+    raw = b"From: a@b.example\r\nSubject: nul\r\n\r\nbefore\x00after\r\n"
+    _, c = await setup(store, raw, raw)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1:* (UID BODY.PEEK[])")
+    assert b"\x00" not in out and out.count(raw.replace(b"\x00", b"\x80")) == 2

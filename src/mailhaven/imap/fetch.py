@@ -408,7 +408,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                     if item.partial is not None:
                         start, length = item.partial
                         data = data[start:] if length is None else data[start:start + length]
-                    parts.append(b"%s{%d}\r\n%s" % (label, len(data), data))
+                    parts.append(b"%s{%d}\r\n%s" % (label, len(data), _no_nul(data)))
             lines.append(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
         s.write(b"".join(lines))
         await s.maybe_flush()
