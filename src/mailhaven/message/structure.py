@@ -321,6 +321,9 @@ class _Parser:
         parts: list[dict[str, Any]] = []
         hit = self.find(body_start, end, inner)            # the preamble ends at the first delimiter
         while hit is not None and hit.owner == me and not hit.close and self.count < MAX_PARTS:
+            if self.raw.find(b"\n", hit.at, end) < 0:
+                hit = None                  # a delimiter without a line end, last in the message: no part after it
+                break
             child, hit = self.entity(self.next_line(hit.at, end), end, inner, True, digest, depth + 1)
             parts.append(_strip_env(child))
         if hit is not None and hit.owner == me:
