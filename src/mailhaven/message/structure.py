@@ -24,11 +24,11 @@ delimiters, LF-only line ends, headers without a body) and bounded in depth.
 from __future__ import annotations
 
 import bisect
-import email.utils
 import re
 from typing import Any
 
 from . import mimeparams
+from .addresses import parse_address_list
 
 MAX_DEPTH = 40
 MAX_PARTS = 5000
@@ -413,94 +413,6 @@ def _strip_env(node: dict[str, Any]) -> dict[str, Any]:
 # -- envelope (RFC 9051 section 7.5.2) -------------------------------------------
 
 
-def _split_groups(value: str) -> list[tuple[str | None, str]]:
-    """``a@b, grp: c@d, e@f;, g@h`` -> [(None, "a@b, "), ("grp", "c@d, e@f"), (None, ", g@h")].
-
-    Quoted strings, comments and angle brackets are skipped over (RFC 5322 3.4 group).
-    """
-    out: list[tuple[str | None, str]] = []
-    depth_comment = 0
-    in_quote = in_angle = False
-    start = 0
-    group: str | None = None
-    i = 0
-    while i < len(value):
-        c = value[i]
-        if in_quote:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_quote = False
-        elif depth_comment:
-            if c == "(":
-                depth_comment += 1
-            elif c == ")":
-                depth_comment -= 1
-        elif c == '"':
-            in_quote = True
-        elif c == "(":
-            depth_comment = 1
-        elif c == "<":
-            in_angle = True
-        elif c == ">":
-            in_angle = False
-        elif c == ":" and not in_angle and group is None:
-            out.append((None, value[start:_last_sep(value, start, i)]))
-            group = value[_last_sep(value, start, i):i].strip(" ,\t")
-            start = i + 1
-        elif c == ";" and not in_angle and group is not None:
-            out.append((group, value[start:i]))
-            group = None
-            start = i + 1
-        i += 1
-    if group is not None:
-        out.append((group, value[start:]))
-    else:
-        out.append((None, value[start:]))
-    return out
-
-
-def _last_sep(value: str, start: int, end: int) -> int:
-    """Where the display name of a group begins: after the last top-level comma before ``end``."""
-    j = value.rfind(",", start, end)
-    return start if j < 0 else j + 1
-
-
-def _plain_addresses(text: str) -> list[list[str | None]]:
-    out: list[list[str | None]] = []
-    try:
-        pairs = email.utils.getaddresses([text])
-    except Exception:  # noqa: BLE001 - unparseable address list: leave it out
-        return out
-    for name, addr in pairs:
-        if not name and not addr:
-            continue
-        local, at, host = addr.rpartition("@")
-        if not at:
-            local, host = addr, ""
-        # A NIL host marks a group (RFC 9051 7.5.2), so an address without a domain (or a
-        # mailbox) gets a placeholder, as Dovecot's MISSING_DOMAIN, instead of reading as one.
-        out.append([name or None, None, local or "MISSING_MAILBOX", host or "MISSING_DOMAIN"])
-    return out
-
-
-def _addresses(values: list[str]) -> list[list[str | None]] | None:
-    out: list[list[str | None]] = []
-    for value in values:
-        if ":" not in value or ";" not in value:
-            out += _plain_addresses(value)
-            continue
-        for group, text in _split_groups(value):
-            if group is None:
-                out += _plain_addresses(text)
-            else:
-                # RFC 9051 7.5.2: group start (NIL NIL name NIL), members, end (NIL NIL NIL NIL).
-                out.append([None, None, group, None])
-                out += _plain_addresses(text)
-                out.append([None, None, None, None])
-    return out or None
-
-
 _ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
 
 
@@ -511,14 +423,15 @@ def envelope(fields: list[tuple[str, bytes, bytes]]) -> list[Any]:
     names with runs of blanks as one space."""
     strings: dict[str, bytes] = {}
     every: dict[str, list[str]] = {}
-    for name, value, field in fields:
+    for name, _, field in fields:
         if name in ("date", "subject", "in-reply-to", "message-id"):
             strings[name] = _raw_value(field)
         elif name in _ADDRESS_FIELDS:
-            every.setdefault(name, []).append(_latin1(value))
+            every.setdefault(name, []).append(_latin1(_raw_value(field)))
 
     def addrs(name: str) -> list[list[Any]] | None:
-        found = _addresses(every.get(name, []))
+        # Repeated fields are joined, as one list (Dovecot: a spoofed second From shows too).
+        found = [a for text in every.get(name, []) for a in parse_address_list(text)]
         if not found:
             return None
         return [[None if x is None else text_value(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"))
