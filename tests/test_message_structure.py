@@ -8,16 +8,30 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailhaven.imap.fetch import FetchItem, render_body, render_envelope, section_bytes
-from mailhaven.message.structure import _addresses, header_end, structure_summary
+from mailhaven.message.addresses import parse_address_list
+from mailhaven.message.structure import header_end, structure_summary
 
 
 def test_groups_in_envelope_addresses() -> None:
-    assert _addresses(["undisclosed-recipients:;"]) == [[None, None, "undisclosed-recipients", None],
-                                                         [None, None, None, None]]
-    got = _addresses(['A <a@b.c>, Team: x@y.z, "Q: R" <q@r.s>;, last@l.l'])
+    assert parse_address_list("undisclosed-recipients:;") == [[None, None, "undisclosed-recipients", None],
+                                                             [None, None, None, None]]
+    got = parse_address_list('A <a@b.c>, Team: x@y.z, "Q: R" <q@r.s>;, last@l.l')
     assert got == [["A", None, "a", "b.c"], [None, None, "Team", None], [None, None, "x", "y.z"],
                    ["Q: R", None, "q", "r.s"], [None, None, None, None], [None, None, "last", "l.l"]]
-    assert _addresses(['"Doe, J" <j@d.e>']) == [["Doe, J", None, "j", "d.e"]]
+    assert parse_address_list('"Doe, J" <j@d.e>') == [["Doe, J", None, "j", "d.e"]]
+
+
+def test_malformed_addresses_read_as_dovecot_reads_them() -> None:
+    """Each answer is Dovecot 2.3's ENVELOPE for the same field (checked against it)."""
+    assert parse_address_list("<@r1.example,@r2.example:u@d.example>") == [
+        [None, "@r1.example,@r2.example", "u", "d.example"]]                       # RFC 5322 4.4 obs-route
+    assert parse_address_list("Big Bug bb@bug.com") == [["Big Bug bb", None, "MISSING_MAILBOX", "MISSING_DOMAIN"]]
+    assert parse_address_list("Undisclosed Recipients") == [
+        ["Undisclosed Recipients", None, "MISSING_MAILBOX", "MISSING_DOMAIN"]]
+    assert parse_address_list("Bob Dunite <bob@extern> Bobby Dunite <bobby@extern>") == [
+        ["Bob Dunite", None, "bob", "extern"]]                                    # no comma: the list ends
+    assert parse_address_list('"Joe (x)" <j@x.y> (comment), Ann (c) <a@b.c>, a.b@c.d (Real Name)') == [
+        ["Joe (x)", None, "j", "x.y"], ["Ann", None, "a", "b.c"], ["Real Name", None, "a.b", "c.d"]]
 
 
 def test_folded_boundary_and_empty_parts() -> None:
