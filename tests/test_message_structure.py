@@ -8,16 +8,30 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailhaven.imap.fetch import FetchItem, render_body, render_envelope, section_bytes
-from mailhaven.message.structure import _addresses, header_end, structure_summary
+from mailhaven.message.addresses import parse_address_list
+from mailhaven.message.structure import header_end, structure_summary
 
 
 def test_groups_in_envelope_addresses() -> None:
-    assert _addresses(["undisclosed-recipients:;"]) == [[None, None, "undisclosed-recipients", None],
-                                                         [None, None, None, None]]
-    got = _addresses(['A <a@b.c>, Team: x@y.z, "Q: R" <q@r.s>;, last@l.l'])
+    assert parse_address_list("undisclosed-recipients:;") == [[None, None, "undisclosed-recipients", None],
+                                                             [None, None, None, None]]
+    got = parse_address_list('A <a@b.c>, Team: x@y.z, "Q: R" <q@r.s>;, last@l.l')
     assert got == [["A", None, "a", "b.c"], [None, None, "Team", None], [None, None, "x", "y.z"],
                    ["Q: R", None, "q", "r.s"], [None, None, None, None], [None, None, "last", "l.l"]]
-    assert _addresses(['"Doe, J" <j@d.e>']) == [["Doe, J", None, "j", "d.e"]]
+    assert parse_address_list('"Doe, J" <j@d.e>') == [["Doe, J", None, "j", "d.e"]]
+
+
+def test_malformed_addresses_read_as_dovecot_reads_them() -> None:
+    """Each answer is Dovecot 2.3's ENVELOPE for the same field (checked against it)."""
+    assert parse_address_list("<@r1.example,@r2.example:u@d.example>") == [
+        [None, "@r1.example,@r2.example", "u", "d.example"]]                       # RFC 5322 4.4 obs-route
+    assert parse_address_list("Big Bug bb@bug.com") == [["Big Bug bb", None, "MISSING_MAILBOX", "MISSING_DOMAIN"]]
+    assert parse_address_list("Undisclosed Recipients") == [
+        ["Undisclosed Recipients", None, "MISSING_MAILBOX", "MISSING_DOMAIN"]]
+    assert parse_address_list("Bob Dunite <bob@extern> Bobby Dunite <bobby@extern>") == [
+        ["Bob Dunite", None, "bob", "extern"]]                                    # no comma: the list ends
+    assert parse_address_list('"Joe (x)" <j@x.y> (comment), Ann (c) <a@b.c>, a.b@c.d (Real Name)') == [
+        ["Joe (x)", None, "j", "x.y"], ["Ann", None, "a", "b.c"], ["Real Name", None, "a.b", "c.d"]]
 
 
 def test_folded_boundary_and_empty_parts() -> None:
@@ -84,9 +98,11 @@ def test_header_end_is_the_end_of_the_first_blank_line(raw: bytes, start: int, e
 
 
 def test_encoded_message_part_still_has_envelope_body_and_lines() -> None:
-    """RFC 9051 7.5.2 body-type-msg: a message/rfc822 part in base64 (not parsed) still
-    carries an envelope, a body and a line count, or strict parsers reject the response.
-    A text part without a charset shows the default one (RFC 2046 4.1.2)."""
+    """RFC 9051 7.5.2 body-type-msg: a message/rfc822 part in base64 still carries an
+    envelope, a body and a line count, or strict parsers reject the response. What they
+    hold is Dovecot 2.3's answer for this message, byte for byte: the encoded text read as
+    a header that a delimiter ends, the line break before it counted in the part; a last
+    line without a line break ("body") not counted; the default charset shown (RFC 2046 4.1.2)."""
     import base64
 
     inner = b"From: a@b.c\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -96,11 +112,14 @@ def test_encoded_message_part_still_has_envelope_body_and_lines() -> None:
            + b"--B--\r\n")
     body = structure_summary(raw)["imap"]["body"]
     assert render_body(body, False, False) == (
-        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 1)("message" "rfc822" NIL NIL NIL "base64" 48 '
+        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 0)("message" "rfc822" NIL NIL NIL "base64" 50 '
         b'(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0) 1)'
         b' "mixed")')
+    encoded = base64.encodebytes(inner).strip()
     part = FetchItem(name="BODY", section=True, parts=(2,), text="HEADER", label="BODY[2.HEADER]")
-    assert section_bytes(raw, body, part) == b""
+    assert section_bytes(raw, body, part) == encoded          # Dovecot: the same 48 bytes
+    part = FetchItem(name="BODY", section=True, parts=(2,), text=None, label="BODY[2]")
+    assert section_bytes(raw, body, part) == encoded + b"\r\n"
 
 
 def test_envelope_addresses_without_domain_and_broken_field_names() -> None:

@@ -9,7 +9,6 @@ Dovecot keeps ``imap.envelope`` and ``imap.bodystructure`` in its cache file.
 
 from __future__ import annotations
 
-import email.header
 import re
 from typing import Any
 
@@ -21,29 +20,19 @@ _PLAIN = re.compile(r'[\\"\r\n\x00]')
 def _ns(value: Any, utf8: bool) -> bytes:
     if value is None:
         return b"NIL"
+    if isinstance(value, dict):
+        # 8-bit header bytes that are no UTF-8, kept as they came (structure.text_value)
+        return nstring(str(value.get("raw8", "")).encode("latin-1"), utf8=utf8)
     text = str(value)
     if text.isascii() and len(text) <= QUOTABLE_MAX and not _PLAIN.search(text):   # the common case, fast
         return b'"' + text.encode("ascii") + b'"'
     return nstring(text, utf8=utf8)
 
 
-def _downgrade(value: Any, kind: str) -> Any:
-    """RFC 6855 3 / RFC 6857 3.2: a session without UTF8=ACCEPT gets no raw UTF-8 in ENVELOPE:
-    text (subject, display names) as RFC 2047 encoded words, domains as A-labels (IDNA).
-    A non-ASCII local part has no ASCII form; it stays a (UTF-8) literal."""
-    if value is None or not isinstance(value, str) or value.isascii():
-        return value
-    if kind == "text":
-        return email.header.Header(value, "utf-8", maxlinelen=10_000).encode()
-    if kind == "host":
-        try:
-            return value.encode("idna").decode("ascii")
-        except UnicodeError:
-            return value
-    return value
-
-
 def render_envelope(env: list[Any], utf8: bool) -> bytes:
+    """8-bit text goes out as it is in the message, in a literal (RFC 9051 4.3 allows 8-bit
+    octets there) for a session without UTF8=ACCEPT: as Dovecot does, so the client sees
+    the bytes that BODY[HEADER] shows, not a re-encoding that loses non-UTF-8 bytes."""
     parts: list[bytes] = []
     for i, value in enumerate(env):
         if i in (2, 3, 4, 5, 6, 7):
@@ -51,10 +40,9 @@ def render_envelope(env: list[Any], utf8: bool) -> bytes:
                 parts.append(b"NIL")
             else:
                 parts.append(b"(" + b"".join(
-                    b"(" + b" ".join(_ns(x if utf8 else _downgrade(x, ("text", "adl", "mailbox", "host")[k]), utf8)
-                                     for k, x in enumerate(addr)) + b")" for addr in value) + b")")
+                    b"(" + b" ".join(_ns(x, utf8) for x in addr) + b")" for addr in value) + b")")
         else:
-            parts.append(_ns(value if utf8 or i != 1 else _downgrade(value, "text"), utf8))
+            parts.append(_ns(value, utf8))
     return b"(" + b" ".join(parts) + b")"
 
 
@@ -74,8 +62,6 @@ def _disp(disp: list[Any] | None, utf8: bool) -> bytes:
 def _lang(lang: list[str] | None, utf8: bool) -> bytes:
     if not lang:
         return b"NIL"
-    if len(lang) == 1:
-        return _ns(lang[0], utf8)
     return b"(" + b" ".join(_ns(x, utf8) for x in lang) + b")"
 
 
@@ -87,7 +73,9 @@ _UNPARSED_MESSAGE: dict[str, Any] = {
 
 def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
     if "parts" in node:
-        inner = b"".join(render_body(p, extended, utf8) for p in node["parts"])
+        # RFC 9051 7.5.2: a multipart has at least one part; one with none (no boundary, or
+        # none found) shows an empty text/plain one, as Dovecot.
+        inner = b"".join(render_body(p, extended, utf8) for p in node["parts"] or [_UNPARSED_MESSAGE])
         out = inner + b" " + _ns(node["s"], utf8)
         if extended:
             out += b" " + _params(node["p"], utf8) + b" " + _disp(node["disp"], utf8) + b" " + \
@@ -97,7 +85,7 @@ def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
     fields = [_ns(node["t"], utf8), _ns(node["s"], utf8),
               _params(node["p"], utf8), _ns(node["id"], utf8), _ns(node["desc"], utf8),
               _ns(node["enc"], utf8), b"%d" % size]
-    if "msg" in node or (node["t"].lower() == "message" and node["s"].lower() in ("rfc822", "global")):
+    if "msg" in node or (node["t"].lower(), node["s"].lower()) == ("message", "rfc822"):
         # body-type-msg always carries an envelope, a body and a line count; a message that
         # was not parsed (base64/quoted-printable, or nested too deep) gets empty ones.
         message = node.get("msg") or _UNPARSED_MESSAGE

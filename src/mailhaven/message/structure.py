@@ -23,9 +23,12 @@ delimiters, LF-only line ends, headers without a body) and bounded in depth.
 
 from __future__ import annotations
 
-import email.utils
+import bisect
 import re
 from typing import Any
+
+from . import mimeparams
+from .addresses import parse_address_list
 
 MAX_DEPTH = 40
 MAX_PARTS = 5000
@@ -34,9 +37,19 @@ _FIELD_RE = re.compile(rb"^([^:\s][^:]*?)[ \t]*:", re.MULTILINE)
 
 
 def structure_summary(raw: bytes) -> dict[str, Any]:
-    counter = [0]
-    root = _entity(raw, 0, len(raw), ("text", "plain"), 0, counter)
+    root, _ = _Parser(raw).entity(0, len(raw), [], False, False, 0)
+    if _plain_7bit(root):
+        # Dovecot answers such a message from one fixed form, so "TEXT/PLAIN; charset=US-ASCII"
+        # reads "text" "plain" ("charset" "us-ascii") "7bit" there: the same here.
+        root.update(t="text", s="plain", p=[["charset", "us-ascii"]], enc="7bit")
     return {"imap": {"envelope": root.pop("env"), "body": root}}
+
+
+def _plain_7bit(node: dict[str, Any]) -> bool:
+    return (node["t"].lower(), node["s"].lower()) == ("text", "plain") and "parts" not in node \
+        and len(node["p"]) == 1 and node["p"][0][0].lower() == "charset" \
+        and node["p"][0][1].lower() == "us-ascii" and node["enc"].lower() == "7bit" \
+        and not any(node[k] for k in ("id", "desc", "md5", "disp", "lang", "loc"))
 
 
 # -- headers --------------------------------------------------------------------
@@ -132,134 +145,263 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
-# -- Content-Type and friends --------------------------------------------------
+def _latin1(value: bytes) -> str:
+    return value.decode("latin-1")
 
 
-def _params(value: str) -> tuple[str, list[list[str]]]:
-    """``text/plain; charset="utf-8"`` -> (``text/plain``, [[charset, utf-8]])."""
-    head, _, rest = value.partition(";")
-    params: list[list[str]] = []
+def _utf8(value: str) -> str:
+    """A Latin-1 string (one character per byte) as the text its bytes spell in UTF-8."""
+    return value.encode("latin-1").decode("utf-8", "replace")
+
+
+def _raw_value(field: bytes) -> bytes:
+    """A field's value as Dovecot keeps it: blanks after the colon skipped on the first
+    line only, folds kept, the final line end dropped."""
+    value = field.partition(b":")[2]
     i = 0
-    n = len(rest)
-    while i < n:
-        while i < n and rest[i] in " \t;":
-            i += 1
-        j = i
-        while j < n and rest[j] not in "=;":
-            j += 1
-        name = rest[i:j].strip()
-        if j >= n or rest[j] == ";":
-            i = j + 1
-            continue
-        j += 1
-        while j < n and rest[j] in " \t":
-            j += 1
-        if j < n and rest[j] == '"':
-            k = j + 1
-            buf: list[str] = []
-            while k < n and rest[k] != '"':
-                if rest[k] == "\\" and k + 1 < n:
-                    k += 1
-                buf.append(rest[k])
-                k += 1
-            val = "".join(buf)
-            i = k + 1
+    while i < len(value) and value[i:i + 1] in (b" ", b"\t"):
+        i += 1
+    value = value[i:]
+    if value.endswith(b"\n"):
+        value = value[:-1]
+        if value.endswith(b"\r"):
+            value = value[:-1]
+    return value
+
+
+def _nolf(value: bytes) -> bytes:
+    """Line breaks out of a value: dropped before a blank (a fold) or at the end, a space
+    elsewhere (as Dovecot's imap_append_nstring_nolf)."""
+    if b"\r" not in value and b"\n" not in value:
+        return value
+    out = bytearray()
+    n = len(value)
+    for i, c in enumerate(value):
+        if c in (13, 10):
+            nxt = value[i + 1] if i + 1 < n else None
+            if nxt is not None and nxt not in (32, 9, 13, 10):
+                out.append(32)
         else:
-            k = j
-            while k < n and rest[k] != ";":
-                k += 1
-            val = rest[j:k].strip()
-            i = k
-        if name and len(params) < 64:
-            params.append([name, val])
-    return head.strip(), params
+            out.append(c)
+    return bytes(out)
 
 
-def _content_type(value: str | None, default: tuple[str, str]) -> tuple[str, str, list[list[str]]]:
-    if not value:
-        t, s = default
-        return t, s, ([["charset", "us-ascii"]] if (t, s) == ("text", "plain") else [])
-    head, params = _params(value)
-    t, slash, s = head.partition("/")
-    t, s = t.strip(), s.strip()
-    if not slash or not t or not s or any(c in t + s for c in ' ()<>@,;:"\\[]?='):
-        # RFC 2045 5.2: an unparseable Content-Type is text/plain; charset=us-ascii.
-        return "text", "plain", [["charset", "us-ascii"]]
-    return t, s, params
+_BLANKS = re.compile(rb"[ \t\r\n]+")
 
 
-def _boundary(params: list[list[str]]) -> bytes | None:
-    for name, value in params:
-        if name.lower() == "boundary" and value:
-            try:
-                return value.encode("ascii")
-            except UnicodeEncodeError:
-                return value.encode("utf-8")
-    return None
+def for_humans(value: bytes) -> bytes:
+    """Subject and display names as Dovecot sends them: runs of blanks and line breaks as
+    one space, none at either end, NUL as 0x80 (RFC 9051 forbids NUL in a string)."""
+    return _BLANKS.sub(b" ", value).strip(b" ").replace(b"\x00", b"\x80")
 
 
-def _count_lines(raw: bytes, start: int, end: int) -> int:
-    if end <= start:
-        return 0
-    n = raw.count(b"\n", start, end)
-    return n if raw[end - 1:end] == b"\n" else n + 1
+def text_value(value: bytes) -> Any:
+    """What the summary stores for a header string: the text when the bytes are UTF-8 (or
+    ASCII), else ``{"raw8": <the bytes as Latin-1>}`` so FETCH sends the original 8-bit
+    bytes back (as Dovecot does) instead of U+FFFD (JSON has no bytes)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"raw8": value.decode("latin-1")}
 
 
 # -- entities ------------------------------------------------------------------
 
 
-def _entity(raw: bytes, start: int, end: int, default: tuple[str, str], depth: int,
-            counter: list[int]) -> dict[str, Any]:
-    counter[0] += 1
-    body_start = header_end(raw, start, end)
-    fields = parse_fields(raw[start:body_start])
-    first: dict[str, str] = {}
-    for name, value, _ in fields:
-        first.setdefault(name, _text(value))
-    ctype, subtype, params = _content_type(first.get("content-type"), default)
-    if ctype.lower() == "text" and not any(k.lower() == "charset" for k, _ in params):
-        params = [*params, ["charset", "us-ascii"]]     # RFC 2046 4.1.2: the default, shown (as Dovecot)
-    node: dict[str, Any] = {
-        "h": [start, body_start], "e": end, "t": ctype, "s": subtype, "p": params,
-        "id": first.get("content-id"), "desc": first.get("content-description"),
-        "enc": (first.get("content-transfer-encoding") or "7bit").strip() or "7bit",
-        "md5": first.get("content-md5"), "loc": first.get("content-location"),
-        "disp": None, "lang": None,
-        "env": envelope(fields),
+_BOUNDARY_MAX = 80
+"""Longer boundaries are cut to this many bytes (as Dovecot's BOUNDARY_STRING_MAX_LEN)."""
+
+_DASH_LINE = re.compile(rb"^--", re.MULTILINE)
+
+
+class _Hit:
+    """A delimiter line found in a body: where it starts, whose boundary it is, and
+    whether it is a close delimiter (RFC 2046 5.1.1)."""
+
+    __slots__ = ("at", "owner", "close", "floor")
+
+    def __init__(self, at: int, owner: int, close: bool, floor: int) -> None:
+        self.at, self.owner, self.close = at, owner, close
+        self.floor = floor
+        """Where the search began: a delimiter on that very line owns no line break before it."""
+
+
+class _Parser:
+    """RFC 2046 5.1 multipart bodies read as Dovecot reads them: a line starting with
+    ``--`` and the boundary of any enclosing multipart ends the part (the rest of the line
+    is not checked; the longest boundary wins, the innermost on a tie), so a missing close
+    delimiter or a broken nested part cannot swallow its parent's later parts."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.dashes = [m.start() for m in _DASH_LINE.finditer(raw)]
+        self.count = 0
+        self.owners = 0
+
+    def find(self, start: int, end: int, stack: list[tuple[bytes, int]]) -> _Hit | None:
+        if not stack:
+            return None
+        raw = self.raw
+        for at in self.dashes[bisect.bisect_left(self.dashes, start):]:
+            if at >= end:
+                return None
+            lf = raw.find(b"\n", at, end)
+            line = raw[at + 2:lf if lf >= 0 else min(end, at + 2 + 2 * _BOUNDARY_MAX)]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            dashes = len(line) > 2 and line.endswith(b"--")
+            best: tuple[bytes, int] | None = None
+            for boundary, owner in reversed(stack):
+                if line.startswith(boundary) and (best is None or len(best[0]) < len(boundary)):
+                    best = (boundary, owner)
+                    if len(boundary) == len(line) or (dashes and len(boundary) + 2 == len(line)):
+                        break
+            if best is not None:
+                return _Hit(at, best[1], line[len(best[0]):len(best[0]) + 2] == b"--", start)
+        return None
+
+    def before(self, hit: _Hit | None, end: int) -> int:
+        """Where a body ends: at the line break before the delimiter line (RFC 2046 5.1.1)."""
+        if hit is None:
+            return end
+        at, floor = hit.at, hit.floor
+        if at > floor and self.raw[at - 1:at] == b"\n":
+            at -= 1
+            if at > floor and self.raw[at - 1:at] == b"\r":
+                at -= 1
+        return at
+
+    def next_line(self, at: int, end: int) -> int:
+        lf = self.raw.find(b"\n", at, end)
+        return end if lf < 0 else lf + 1
+
+    def entity(self, start: int, end: int, stack: list[tuple[bytes, int]], in_multipart: bool,
+               digest_child: bool, depth: int) -> tuple[dict[str, Any], _Hit | None]:
+        raw = self.raw
+        self.count += 1
+        body_start = header_end(raw, start, end)
+        early = self.find(start, body_start, stack)
+        if early is not None:
+            # A delimiter inside the header: the part ends there, with no body.
+            body_start = self.before(early, end)
+        fields = parse_fields(raw[start:body_start])
+        node = _content_fields(fields, in_multipart, digest_child)
+        kind, boundary = node.pop("kind"), node.pop("boundary")
+        node["h"] = [start, body_start]
+        node["env"] = envelope(fields)
+        if early is not None:
+            node["e"] = body_start
+            if kind == "multipart":
+                node["parts"] = []
+            _count(node, kind, raw, body_start, body_start)
+            return node, early
+        if kind == "multipart" and depth < MAX_DEPTH and boundary:
+            return self.multipart(node, body_start, end, stack, boundary, depth)
+        if kind == "multipart":
+            node["parts"] = []              # no boundary: no parts (shown as an empty one)
+        if kind == "rfc822" and depth < MAX_DEPTH and self.count < MAX_PARTS:
+            inner, hit = self.entity(body_start, end, stack, False, False, depth + 1)
+            node["msg"] = inner
+            node["e"] = inner["e"]
+            if hit is not None and inner["h"][1] == inner["e"] < hit.at and hit.floor < inner["e"]:
+                node["e"] = hit.at      # ended inside its header: the line break stays in this body (as Dovecot)
+            _count(node, kind, raw, body_start, node["e"])
+            return node, hit
+        hit = self.find(body_start, end, stack)
+        node["e"] = self.before(hit, end)
+        _count(node, kind, raw, body_start, node["e"])
+        return node, hit
+
+    def multipart(self, node: dict[str, Any], body_start: int, end: int, stack: list[tuple[bytes, int]],
+                  boundary: bytes, depth: int) -> tuple[dict[str, Any], _Hit | None]:
+        self.owners += 1
+        me = self.owners
+        inner = [*stack, (boundary, me)]
+        digest = node["s"].lower() == "digest"
+        parts: list[dict[str, Any]] = []
+        hit = self.find(body_start, end, inner)            # the preamble ends at the first delimiter
+        while hit is not None and hit.owner == me and not hit.close and self.count < MAX_PARTS:
+            if self.raw.find(b"\n", hit.at, end) < 0:
+                hit = None                  # a delimiter without a line end, last in the message: no part after it
+                break
+            child, hit = self.entity(self.next_line(hit.at, end), end, inner, True, digest, depth + 1)
+            parts.append(_strip_env(child))
+        if hit is not None and hit.owner == me:
+            # The close delimiter: the epilogue runs to an enclosing multipart's delimiter.
+            hit = self.find(self.next_line(hit.at, end), end, stack)
+        node["parts"] = parts
+        node["e"] = self.before(hit, end)
+        return node, hit
+
+
+def _count(node: dict[str, Any], kind: str, raw: bytes, start: int, end: int) -> None:
+    """RFC 9051 7.5.2 body lines (text and message/rfc822): the line breaks in the body, so
+    a last line without one is not counted (as Dovecot)."""
+    if kind in ("text", "rfc822"):
+        node["lines"] = raw.count(b"\n", start, end)
+
+
+def _content_fields(fields: list[tuple[str, bytes, bytes]], in_multipart: bool,
+                    digest_child: bool) -> dict[str, Any]:
+    """The Content-* fields of one entity, read as Dovecot reads them: without
+    MIME-Version or Content-Type outside a multipart they do not count (RFC 2045 4), the
+    first of each wins."""
+    names = {name for name, _, _ in fields}
+    is_mime = in_multipart or "mime-version" in names or "content-type" in names
+    first: dict[str, bytes] = {}
+    disposition: tuple[str, list[list[str]]] | None = None
+    for name, _, field in fields:
+        if not name.startswith("content-"):
+            continue
+        value = _raw_value(field)
+        if name == "content-disposition":
+            if disposition is None or not disposition[1]:  # a later one replaces one without parameters
+                parsed = mimeparams.disposition(_latin1(value))
+                disposition = parsed if parsed is not None else disposition
+            continue
+        first.setdefault(name, value)
+    if not is_mime:
+        first, disposition = {}, None
+    kind = "text"
+    t, s, params = "text", "plain", None
+    boundary: bytes | None = None
+    if "content-type" in first:
+        t, s, params = mimeparams.content_type(_latin1(first["content-type"]))
+        lower = f"{t}/{s}".lower()
+        if lower == "message/rfc822":
+            kind = "rfc822"
+        elif t.lower() == "text":
+            kind = "text"
+        elif t.lower() == "multipart" and s:
+            kind = "multipart"
+            for pname, pvalue in params or []:
+                if pname.lower() == "boundary":
+                    boundary = pvalue.encode("latin-1")[:_BOUNDARY_MAX]
+                    break
+        else:
+            kind = "other"
+    elif digest_child:
+        kind = "rfc822"                      # RFC 2046 5.1.5: a digest's parts default to message/rfc822
+    if kind == "rfc822":
+        t, s = "message", "rfc822"
+    params = [[_utf8(k), _utf8(v)] for k, v in params or []]
+    if kind == "text" and not any(k.lower() == "charset" for k, _ in params):
+        params.append(["charset", "us-ascii"])  # RFC 2046 4.1.2: the default, shown (as Dovecot)
+    enc = mimeparams.transfer_encoding(_latin1(first["content-transfer-encoding"])) \
+        if "content-transfer-encoding" in first else None
+
+    def nolf(name: str) -> str | None:
+        return _text(_nolf(first[name])) if name in first else None
+
+    return {
+        "t": _utf8(t), "s": _utf8(s), "p": params, "kind": kind, "boundary": boundary,
+        "id": nolf("content-id"), "desc": nolf("content-description"),
+        "enc": _utf8(enc) if enc else "7bit", "md5": nolf("content-md5"), "loc": nolf("content-location"),
+        "disp": [_utf8(disposition[0]), [[_utf8(k), _utf8(v)] for k, v in disposition[1]]]
+        if disposition is not None else None,
+        "lang": [_utf8(x) for x in mimeparams.languages(_latin1(first["content-language"])) or []] or None
+        if "content-language" in first else None,
     }
-    if "content-disposition" in first:
-        dtype, dparams = _params(first["content-disposition"])
-        if dtype:
-            node["disp"] = [dtype, dparams]
-    if "content-language" in first:
-        langs = [x.strip() for x in first["content-language"].split(",") if x.strip()]
-        node["lang"] = langs or None
-    lower_t, lower_s = ctype.lower(), subtype.lower()
-    boundary = _boundary(params) if lower_t == "multipart" else None
-    if lower_t == "multipart" and boundary and depth < MAX_DEPTH:
-        child_default = ("message", "rfc822") if lower_s == "digest" else ("text", "plain")
-        node["parts"] = [
-            _strip_env(_entity(raw, a, b, child_default, depth + 1, counter))
-            for a, b in _split_multipart(raw, body_start, end, boundary)
-            if counter[0] < MAX_PARTS
-        ]
-        if not node["parts"]:
-            # RFC 9051 7.5.2: a multipart always has at least one part; show an empty one.
-            node["parts"] = [_strip_env(_entity(raw, end, end, child_default, depth + 1, counter))]
-    elif lower_t == "multipart":
-        # No usable boundary: serve the body as opaque text (as Dovecot does).
-        node["t"], node["s"], node["p"] = "text", "plain", [["charset", "us-ascii"]]
-        node["lines"] = _count_lines(raw, body_start, end)
-    elif lower_t == "message" and lower_s in ("rfc822", "global") and depth < MAX_DEPTH \
-            and node["enc"].lower() in ("7bit", "8bit", "binary"):
-        inner = _entity(raw, body_start, end, ("text", "plain"), depth + 1, counter)
-        node["msg"] = inner
-        node["lines"] = _count_lines(raw, body_start, end)
-    elif lower_t == "text" or (lower_t == "message" and lower_s in ("rfc822", "global")):
-        # An encoded (or too deeply nested) message is not parsed, but its BODYSTRUCTURE
-        # still needs its line count (RFC 9051 7.5.2 body-type-msg).
-        node["lines"] = _count_lines(raw, body_start, end)
-    return node
 
 
 def _strip_env(node: dict[str, Any]) -> dict[str, Any]:
@@ -268,172 +410,41 @@ def _strip_env(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
-    """Body part (start, end) offsets between delimiter lines (RFC 2046 section 5.1.1).
-
-    The line break before a delimiter belongs to the delimiter, not to the part.
-    """
-    delim = b"--" + boundary
-    parts: list[tuple[int, int]] = []
-    part_start: int | None = None
-    pos = start
-    while True:
-        i = raw.find(delim, pos, end)
-        if i < 0:
-            break
-        at_line_start = i == start or raw[i - 1:i] == b"\n"
-        after = i + len(delim)
-        closing = raw.startswith(b"--", after)
-        j = after + 2 if closing else after
-        # Transport padding (LWSP) may follow the delimiter before the line end.
-        while j < end and raw[j:j + 1] in (b" ", b"\t"):
-            j += 1
-        line_end_ok = j >= end or raw[j:j + 1] in (b"\r", b"\n")
-        if not at_line_start or not line_end_ok:
-            pos = after
-            continue
-        if part_start is not None:
-            part_end = i
-            if part_end > part_start and raw[part_end - 1:part_end] == b"\n":
-                part_end -= 1
-                if part_end > part_start and raw[part_end - 1:part_end] == b"\r":
-                    part_end -= 1
-            parts.append((part_start, max(part_start, part_end)))
-        if closing:
-            return parts
-        if raw.startswith(b"\r\n", j):
-            j += 2
-        elif raw.startswith(b"\n", j):
-            j += 1
-        part_start = min(j, end)
-        pos = part_start
-    if part_start is not None:
-        # No close delimiter: the last part runs to the end.
-        parts.append((part_start, end))
-    return parts
-
-
 # -- envelope (RFC 9051 section 7.5.2) -------------------------------------------
 
 
-def _split_groups(value: str) -> list[tuple[str | None, str]]:
-    """``a@b, grp: c@d, e@f;, g@h`` -> [(None, "a@b, "), ("grp", "c@d, e@f"), (None, ", g@h")].
-
-    Quoted strings, comments and angle brackets are skipped over (RFC 5322 3.4 group).
-    """
-    out: list[tuple[str | None, str]] = []
-    depth_comment = 0
-    in_quote = in_angle = False
-    start = 0
-    group: str | None = None
-    i = 0
-    while i < len(value):
-        c = value[i]
-        if in_quote:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_quote = False
-        elif depth_comment:
-            if c == "(":
-                depth_comment += 1
-            elif c == ")":
-                depth_comment -= 1
-        elif c == '"':
-            in_quote = True
-        elif c == "(":
-            depth_comment = 1
-        elif c == "<":
-            in_angle = True
-        elif c == ">":
-            in_angle = False
-        elif c == ":" and not in_angle and group is None:
-            out.append((None, value[start:_last_sep(value, start, i)]))
-            group = value[_last_sep(value, start, i):i].strip(" ,\t")
-            start = i + 1
-        elif c == ";" and not in_angle and group is not None:
-            out.append((group, value[start:i]))
-            group = None
-            start = i + 1
-        i += 1
-    if group is not None:
-        out.append((group, value[start:]))
-    else:
-        out.append((None, value[start:]))
-    return out
-
-
-def _last_sep(value: str, start: int, end: int) -> int:
-    """Where the display name of a group begins: after the last top-level comma before ``end``."""
-    j = value.rfind(",", start, end)
-    return start if j < 0 else j + 1
-
-
-_ROUTE = re.compile(r"<\s*(@[^:<>\"]*):\s*([^<>\s]*)\s*>")
-"""An obsolete source route in an angle address: ``<@a,@b:user@domain>`` (RFC 5322 4.4)."""
-
-
-def _plain_addresses(text: str) -> list[list[str | None]]:
-    out: list[list[str | None]] = []
-    routes: list[tuple[str, str]] = []
-    if "<@" in text or "< @" in text:
-
-        def strip(m: re.Match[str]) -> str:
-            routes.append((m.group(2), m.group(1).replace(" ", "")))
-            return "<" + m.group(2) + ">"
-
-        text = _ROUTE.sub(strip, text)
-    try:
-        pairs = email.utils.getaddresses([text])
-    except Exception:  # noqa: BLE001 - unparseable address list: leave it out
-        return out
-    for name, addr in pairs:
-        if not name and not addr:
-            continue
-        local, at, host = addr.rpartition("@")
-        if not at:
-            local, host = addr, ""
-        route = None
-        if routes and routes[0][0] == addr:     # RFC 9051 7.5.2: the at-domain-list, as sent
-            route = routes.pop(0)[1]
-        # A NIL host marks a group (RFC 9051 7.5.2), so an address without a domain (or a
-        # mailbox) gets a placeholder, as Dovecot's MISSING_DOMAIN, instead of reading as one.
-        out.append([name or None, route, local or "MISSING_MAILBOX", host or "MISSING_DOMAIN"])
-    return out
-
-
-def _addresses(values: list[str]) -> list[list[str | None]] | None:
-    out: list[list[str | None]] = []
-    for value in values:
-        if ":" not in value or ";" not in value:
-            out += _plain_addresses(value)
-            continue
-        for group, text in _split_groups(value):
-            if group is None:
-                out += _plain_addresses(text)
-            else:
-                # RFC 9051 7.5.2: group start (NIL NIL name NIL), members, end (NIL NIL NIL NIL).
-                out.append([None, None, group, None])
-                out += _plain_addresses(text)
-                out.append([None, None, None, None])
-    return out or None
+_ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
 
 
 def envelope(fields: list[tuple[str, bytes, bytes]]) -> list[Any]:
-    first: dict[str, str] = {}
+    """RFC 9051 7.5.2 ENVELOPE. Where the RFC is silent, as Dovecot: of a repeated Date,
+    Subject, In-Reply-To or Message-ID the last counts, repeated address fields are joined;
+    strings keep their bytes (8-bit included) with line breaks out, Subject and display
+    names with runs of blanks as one space."""
+    strings: dict[str, bytes] = {}
     every: dict[str, list[str]] = {}
-    for name, value, _ in fields:
-        text = _text(value)
-        first.setdefault(name, text)
-        every.setdefault(name, []).append(text)
+    for name, _, field in fields:
+        if name in ("date", "subject", "in-reply-to", "message-id"):
+            strings[name] = _raw_value(field)
+        elif name in _ADDRESS_FIELDS:
+            every.setdefault(name, []).append(_latin1(_raw_value(field)))
 
-    def addrs(name: str) -> list[list[str | None]] | None:
-        return _addresses(every.get(name, []))
+    def addrs(name: str) -> list[list[Any]] | None:
+        # Repeated fields are joined, as one list (Dovecot: a spoofed second From shows too).
+        found = [a for text in every.get(name, []) for a in parse_address_list(text)]
+        if not found:
+            return None
+        return [[None if x is None else text_value(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"))
+                 for k, x in enumerate(addr)] for addr in found]
+
+    def string(name: str) -> Any:
+        return text_value(_nolf(strings[name])) if name in strings else None
 
     from_ = addrs("from")
     sender = addrs("sender") or from_      # RFC 9051 7.5.2: defaults to From
     reply_to = addrs("reply-to") or from_
+    subject = text_value(for_humans(strings["subject"])) if "subject" in strings else None
     return [
-        first.get("date"), first.get("subject"), from_, sender, reply_to,
-        addrs("to"), addrs("cc"), addrs("bcc"), first.get("in-reply-to"), first.get("message-id"),
+        string("date"), subject, from_, sender, reply_to,
+        addrs("to"), addrs("cc"), addrs("bcc"), string("in-reply-to"), string("message-id"),
     ]
