@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from ...logs import Log
 from ..auth import AuthError, Caller, authenticate
-from . import bounds, core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
+from . import arguments, bounds, core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
 from .blobs import read_blob_for, store_upload
 from .registry import CAPABILITY_OF, CORE, MAIL, METHODS, QUOTA, SUBMISSION, Call, MethodError, ids
 from .state import account_state
@@ -184,6 +184,7 @@ class JMAP:
                     await bounds.json_size(resolved, LIMITS["maxSizeRequest"])
                 except bounds.TooLarge:
                     raise bounds.TooLarge("arguments") from None
+            arguments.check(resolved)
             result = await fn(call, resolved)
         except MethodError as exc:
             return [("error", exc.as_response())]
