@@ -146,3 +146,83 @@ def test_deeply_nested_json_is_not_a_server_error(srv: ServerProcess) -> None:
     # The server still answers.
     status, ok = post(srv, json.dumps({"using": [CORE], "methodCalls": [["Core/echo", {"v": 1}, "c"]]}).encode())
     assert status == 200 and ok["methodResponses"][0][1] == {"v": 1}
+
+
+def deep_message(levels: int) -> bytes:
+    raw = b"From: a@b.example\r\nTo: alice@example.org\r\nSubject: deep\r\n"
+    for i in range(levels):
+        raw += b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+    raw += b"Content-Type: text/plain\r\n\r\nhello from the bottom\r\n"
+    for i in reversed(range(levels)):
+        raw += b"--b%d--\r\n" % i
+    return raw
+
+
+def many_headers_message(lines: int) -> bytes:
+    return (b"From: a@b.example\r\nTo: alice@example.org\r\nSubject: many headers\r\n"
+            + b"X-Filler: b\r\n" * lines + b"\r\nthe body\r\n")
+
+
+def deliver_raw(srv: ServerProcess, raw: bytes) -> None:
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=120) as s:
+        s.sendmail("a@b.example", [USER], raw)
+
+
+def email_get(srv: ServerProcess, subject: str, props: list[str]) -> tuple[float, dict[str, Any]]:
+    calls = [["Email/query", {"accountId": "A1", "filter": {"subject": subject}}, "q"],
+             ["Email/get", {"accountId": "A1", "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                            "properties": props, "fetchAllBodyValues": True}, "g"]]
+    started = time.monotonic()
+    status, answer = post(srv, json.dumps({"using": [CORE, MAIL], "methodCalls": calls}).encode())
+    took = time.monotonic() - started
+    assert status == 200, answer
+    (resp,) = [r for r in answer["methodResponses"] if r[2] == "g"]
+    assert resp[0] == "Email/get", resp
+    assert len(resp[1]["list"]) == 1, resp
+    return took, resp[1]["list"][0]
+
+
+BODY_PROPS = ["subject", "from", "bodyStructure", "textBody", "htmlBody", "attachments", "bodyValues",
+              "headers", "preview", "hasAttachment"]
+
+
+def test_a_message_nested_1000_levels_deep(srv: ServerProcess) -> None:
+    deliver_raw(srv, deep_message(1000))
+    took, email = email_get(srv, "deep", BODY_PROPS)
+    assert email["subject"] == "deep" and email["from"] == [{"name": None, "email": "a@b.example"}]
+    depth, node = 0, email["bodyStructure"]
+    while node.get("subParts"):
+        node, depth = node["subParts"][0], depth + 1
+    assert 10 <= depth <= 40, depth                      # bounded, not 1,000 levels of JSON
+    assert took < 5, took
+    assert "Traceback" not in srv.log_text()
+
+
+def test_a_million_header_lines(srv: ServerProcess) -> None:
+    stop = threading.Event()
+    probes: list[float] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            probes.append(imap_greeting_seconds(srv))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        started = time.monotonic()
+        deliver_raw(srv, many_headers_message(1_000_000))
+        delivered = time.monotonic() - started
+        took, email = email_get(srv, "many headers", BODY_PROPS)
+    finally:
+        stop.set()
+        watcher.join()
+    assert email["subject"] == "many headers"
+    assert 100 <= len(email["headers"]) <= 1000, len(email["headers"])
+    assert len(json.dumps(email)) < 200_000
+    assert took < 5, took
+    print(f"delivery {delivered * 1000:.0f} ms; Email/get {took * 1000:.0f} ms; IMAP greeting+NOOP max {max(probes) * 1000:.0f} ms")
+    assert max(probes) < 0.5, max(probes)
+    assert "Traceback" not in srv.log_text()

@@ -14,6 +14,8 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
+from .structure import MAX_HEADER_BYTES
+
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 256 * 1024
 
@@ -120,10 +122,10 @@ def embedded_headers(msg: Message) -> str:
 
 def summarize(raw: bytes) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message."""
-    from .structure import stdlib_readable
+    from .structure import stdlib_bounded
 
     try:
-        msg = BytesParser(policy=_compat).parsebytes(stdlib_readable(raw))
+        msg = BytesParser(policy=_compat).parsebytes(stdlib_bounded(raw))
     except Exception:  # noqa: BLE001
         return {"subject": "", "from": [], "to": [], "cc": [], "preview": "", "text": ""}
 
@@ -210,6 +212,9 @@ def search_fields(raw: bytes, summary: dict[str, Any]) -> tuple[str, ...]:
     end = raw.find(b"\r\n\r\n")
     if end < 0:
         end = raw.find(b"\n\n")
-    headers = raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace")
+    # The header block indexed is bounded as the parsed one is (a million header lines
+    # must not put megabytes into the index of every message).
+    end = min(end if end >= 0 else len(raw), MAX_HEADER_BYTES)
+    headers = raw[:end].decode("utf-8", "replace")
     return (str(summary.get("subject", "") or ""), addresses("from"), addresses("to"), addresses("cc"),
             addresses("bcc"), str(text or ""), headers)
