@@ -36,17 +36,23 @@ def decode_header_value(value: object) -> str:
 
 
 def parse_addresses(values: list[str]) -> list[dict[str, str]]:
+    """The addresses of address fields' raw values, display names decoded.
+
+    RFC 2047 section 5: an encoded word may stand for a display name (a ``phrase``), never
+    for an address or a part of one, so the list is parsed first and only the names are
+    decoded: ``=?utf-8?q?bob=40a=2Eexample_=28?= <alice@a.example>`` is alice@a.example
+    named "bob@a.example (", not bob@a.example."""
     if not values:
         return []                           # an absent field (most are)
     out = []
     try:
-        pairs = email.utils.getaddresses([decode_header_value(v) for v in values])
+        pairs = email.utils.getaddresses([str(v) for v in values])
     except Exception:  # noqa: BLE001
         return []
     for name, addr in pairs:
         if not name and not addr:
             continue
-        out.append({"name": name, "email": addr})
+        out.append({"name": decode_header_value(name) if "=?" in name else name, "email": addr})
     return out
 
 
