@@ -22,6 +22,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from ...message.authors import foreign_authors
 from ...queue.api import OutboundMessage, OutboundRecipient
 from ...store.api import NotFound
 from .core import check_if_in_state, check_set_size, create_each, get_ids
@@ -173,9 +174,9 @@ async def _send(call: Call, sub_args: dict[str, Any]) -> Submission:
     rcpt_to = [str(r.get("email", "")) for r in envelope.get("rcptTo") or [] if isinstance(r, dict)]
     if mail_from.lower() not in addresses:
         raise MethodError("forbiddenFrom", f"{mail_from} is not one of your addresses")
-    senders = [a.lower() for _, a in email.utils.getaddresses([str(v) for v in header.get_all("From") or []])]
-    if not senders or any(s not in addresses for s in senders):
-        raise MethodError("forbiddenFrom", "the From: header must be one of your addresses")
+    refused = foreign_authors(raw, addresses)      # RFC 8621 7.5: as SMTP submission checks it
+    if refused is not None:
+        raise MethodError("forbiddenFrom", refused)
     if not rcpt_to or any("@" not in r or any(c in r for c in "\r\n<> ") for r in rcpt_to):
         raise MethodError("noRecipients" if not rcpt_to else "invalidRecipients", "check the recipients")
     if len(rcpt_to) > call.app.config.limits.recipients:
