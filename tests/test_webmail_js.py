@@ -91,6 +91,15 @@ def test_format_and_templates(page: Any) -> None:
         == "/d/a1/B%2F1/r%26d%20report.pdf?t=application%2Fpdf"
 
 
+def test_a_name_that_looks_like_an_address_is_shown_with_the_address(page: Any) -> None:
+    # Issue 14 item 6: "=?utf-8?q?bob=40a=2Eexample_=28?= <alice@a.example>" in the message list.
+    assert js(page, "dom.js", 'm.addressName({name: "bob@a.example (", email: "alice@a.example"})') \
+        == "bob@a.example ( <alice@a.example>"
+    assert js(page, "dom.js", 'm.addressName({name: "Bob", email: "bob@a.example"})') == "Bob"
+    assert js(page, "dom.js", 'm.addressName({name: "Bob@A.example", email: "bob@a.example"})') == "Bob@A.example"
+    assert js(page, "dom.js", 'm.addressName({name: null, email: "bob@a.example"})') == "bob@a.example"
+
+
 def test_linkified_text_is_text(page: Any) -> None:
     text = "see https://e.org/x?a=1 <b>not bold</b> javascript:alert(1)"
     html = js(page, "dom.js", "(() => { const d = document.createElement('div'); "

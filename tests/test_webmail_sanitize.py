@@ -297,3 +297,19 @@ def test_corpus_html_parts_sanitise_safely() -> None:
             text = html_to_text(out)
             assert all(w in text for w in words), (name, words)
     assert seen > 0
+
+
+@pytest.mark.parametrize("doc", [
+    "<style>body{background:url(https://evil.example/t.gif</style><p>x</p>",
+    "<style>body{background:url('https://evil.example/t.gif</style>",
+    "<style>p{background:url(data:image/png;base64,AAAA)} body{background:URL( https://evil.example/t</style>",
+    "<div style=\"background:url(https://evil.example/t.gif\">x</div>",
+    "<div style=\"background:url(data:image/gif;base64,R0lG), url(https://evil.example/t.gif\">x</div>",
+])
+def test_unterminated_css_url_fetches_nothing(doc: str) -> None:
+    # CSS Syntax 4.3.6: a url( with no closing parenthesis runs to the end and is fetched.
+    for allow in (False, True):
+        out = sanitize_html(doc, allow_remote=allow).html
+        targets = re.findall(r"url\s*\((.{0,8})", out, re.I)
+        assert all(t.startswith('"data:') or (allow and t.startswith('"https:')) for t in targets), out
+        assert sanitize_html(out, allow_remote=allow).html == out

@@ -32,6 +32,11 @@ from .addresses import parse_address_list
 
 MAX_DEPTH = 40
 MAX_PARTS = 5000
+MAX_HEADER_FIELDS = 1000
+"""Fields kept of one header block; a million header lines must not cost seconds and
+megabytes in every reader (issue 14 item 8). Later fields stay in the bytes (BODY[HEADER])."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Bytes of one header block parsed into fields (the rest is served from the bytes only)."""
 
 _FIELD_RE = re.compile(rb"^([^:\s][^:]*?)[ \t]*:", re.MULTILINE)
 
@@ -78,12 +83,16 @@ def split_fields(block: bytes) -> list[tuple[str, bytes]]:
     up to the blank line; a line that is no field (no colon, no name) is left out."""
     groups: list[list[bytes]] = []
     current: list[bytes] | None = None
+    if len(block) > MAX_HEADER_BYTES:
+        block = block[:block.rfind(b"\n", 0, MAX_HEADER_BYTES) + 1]
     for line in block.splitlines(keepends=True):
         if line == b"\r\n" or line == b"\n":
             break
         if current is not None and line[:1] in (b" ", b"\t"):
             current.append(line)                            # a folded continuation
             continue
+        if len(groups) >= MAX_HEADER_FIELDS:
+            break
         current = [line]
         groups.append(current)
     out: list[tuple[str, bytes]] = []
@@ -115,7 +124,8 @@ def stdlib_readable(raw: bytes) -> bytes:
     end = header_end(raw, 0, len(raw))
     block = raw[:end]
     first = block.find(b"\n") + 1 if block.startswith(b"From ") else 0   # mbox's From_ line
-    if _NOT_STDLIB_FIELD.search(block, first) is None:
+    bounded = len(block) <= MAX_HEADER_BYTES and block.count(b"\n", 0, MAX_HEADER_BYTES) <= MAX_HEADER_FIELDS
+    if bounded and _NOT_STDLIB_FIELD.search(block, first) is None:
         return raw
     if block.endswith(b"\n\r\n"):
         blank = b"\r\n"
@@ -130,6 +140,42 @@ def stdlib_readable(raw: bytes) -> bytes:
         if _STDLIB_NAME.fullmatch(name):
             out.append(name + b":" + rest if rest.endswith(b"\n") else name + b":" + rest + (blank or b"\r\n"))
     return b"".join(out) + blank + raw[end:]
+
+
+STDLIB_DEPTH = 30
+"""Nesting the stdlib parser is given (its cost grows with depth times size, and every
+reader of its tree recurses): deeper entities reach it with an empty body."""
+_CONTENT_TYPE = re.compile(rb"(?i)content-type")
+
+
+def stdlib_bounded(raw: bytes) -> bytes:
+    """``raw`` for the stdlib parser at a bounded cost: the header block as
+    :func:`stdlib_readable` gives it (at most MAX_HEADER_FIELDS fields), and the body of any
+    multipart or message entity nested deeper than :data:`STDLIB_DEPTH` left out."""
+    fields = 0
+    for _ in _CONTENT_TYPE.finditer(raw):
+        fields += 1
+        if fields > STDLIB_DEPTH:
+            break
+    else:
+        return stdlib_readable(raw)                     # too few Content-Types to nest deeply
+    root, _ = _Parser(raw).entity(0, len(raw), [], False, False, 0)
+    cuts: list[tuple[int, int]] = []
+    stack: list[tuple[dict[str, Any], int]] = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        children = [*node.get("parts", ()), *((node["msg"],) if "msg" in node else ())]
+        if children and depth >= STDLIB_DEPTH:
+            cuts.append((node["h"][1], node["e"]))
+            continue
+        stack.extend((child, depth + 1) for child in children)
+    if cuts:
+        pieces, pos = [], 0
+        for start, end in sorted(cuts):
+            pieces.append(raw[pos:start])
+            pos = end
+        raw = b"".join(pieces) + raw[pos:]
+    return stdlib_readable(raw)
 
 
 _FOLD = re.compile(rb"\r?\n([ \t])")

@@ -15,6 +15,8 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
+from .structure import MAX_HEADER_BYTES
+
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 256 * 1024
 
@@ -35,17 +37,23 @@ def decode_header_value(value: object) -> str:
 
 
 def parse_addresses(values: list[str]) -> list[dict[str, str]]:
+    """The addresses of address fields' raw values, display names decoded.
+
+    RFC 2047 section 5: an encoded word may stand for a display name (a ``phrase``), never
+    for an address or a part of one, so the list is parsed first and only the names are
+    decoded: ``=?utf-8?q?bob=40a=2Eexample_=28?= <alice@a.example>`` is alice@a.example
+    named "bob@a.example (", not bob@a.example."""
     if not values:
         return []                           # an absent field (most are)
     out = []
     try:
-        pairs = email.utils.getaddresses([decode_header_value(v) for v in values])
+        pairs = email.utils.getaddresses([str(v) for v in values])
     except Exception:  # noqa: BLE001
         return []
     for name, addr in pairs:
         if not name and not addr:
             continue
-        out.append({"name": name, "email": addr})
+        out.append({"name": decode_header_value(name) if "=?" in name else name, "email": addr})
     return out
 
 
@@ -175,10 +183,10 @@ def _structure_attachments(node: dict[str, Any]) -> list[dict[str, Any]]:
 def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message; the MIME structure is
     read from ``structure_of`` when given (the whole message, where ``raw`` is a prefix)."""
-    from .structure import stdlib_readable
+    from .structure import stdlib_bounded
 
     try:
-        msg = BytesParser(policy=_compat).parsebytes(stdlib_readable(raw))
+        msg = BytesParser(policy=_compat).parsebytes(stdlib_bounded(raw))
     except Exception:  # noqa: BLE001
         return {"subject": "", "from": [], "to": [], "cc": [], "preview": "", "text": ""}
 
@@ -275,6 +283,9 @@ def search_fields(raw: bytes, summary: dict[str, Any]) -> tuple[str, ...]:
     end = raw.find(b"\r\n\r\n")
     if end < 0:
         end = raw.find(b"\n\n")
-    headers = raw[: end if end >= 0 else len(raw)].decode("utf-8", "replace")
+    # The header block indexed is bounded as the parsed one is (a million header lines
+    # must not put megabytes into the index of every message).
+    end = min(end if end >= 0 else len(raw), MAX_HEADER_BYTES)
+    headers = raw[:end].decode("utf-8", "replace")
     return (str(summary.get("subject", "") or ""), addresses("from"), addresses("to"), addresses("cc"),
             addresses("bcc"), str(text or ""), headers)

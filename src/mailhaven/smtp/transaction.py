@@ -23,6 +23,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from ..message.authors import foreign_authors
 from ..queue.api import OutboundMessage, OutboundRecipient
 from ..store.api import BlobRef, BlobWriter, StorageFull
 from . import codes
@@ -162,10 +163,10 @@ class Transaction:
     def _check_submission(self, header: bytes) -> bytes:
         """RFC 6409 8: From: must be the user's; add Message-ID and Date when missing."""
         assert self.submission is not None
-        parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
-        senders = [addr.lower() for _, addr in email.utils.getaddresses(parsed.get_all("From", []))]
-        if not senders or any(s not in self.submission.addresses for s in senders):
+        # Read as ENVELOPE and JMAP will read it: one From, at most one Sender, each ours.
+        if foreign_authors(header, self.submission.addresses) is not None:
             raise codes.FROM_NOT_OWNED
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
         added = []
         if parsed.get("Message-ID") is None:                     # RFC 6409 8.3
             added.append(f"Message-ID: <{uuid.uuid4().hex}@{self.submission.hostname}>\r\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..message.summary import parse_addresses
-from .render import plain_text
+from .render import header_text, plain_text
 
 
 @dataclass
@@ -156,13 +156,7 @@ def forward(original: Message, raw: bytes, me: str, to: list[str], *, as_attachm
 
 
 def _header_text(msg: Message, name: str) -> str:
-    value = msg.get(name)
-    if value is None:
-        return ""
-    try:
-        return str(email.header.make_header(email.header.decode_header(str(value))))
-    except Exception:  # noqa: BLE001
-        return str(value)
+    return header_text(msg, name)
 
 
 def draft_from_message(msg: Message) -> Draft:

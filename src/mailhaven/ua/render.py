@@ -9,12 +9,35 @@ from email.message import Message
 from typing import Any
 
 from ..message.html import html_to_text
+from ..message.summary import parse_addresses
+
+ADDRESS_FIELDS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc", "resent-from", "resent-sender",
+                            "resent-to", "resent-cc", "resent-bcc"})
+_SPECIALS = frozenset('()<>[]:;@\\,."')
+
+
+def address_text(values: list[Any]) -> str:
+    """Address field values for a reader: parsed first, only display names decoded
+    (RFC 2047 section 5), each shown with its address, a name with specials quoted."""
+    out = []
+    for a in parse_addresses([str(v) for v in values]):
+        name, addr = a.get("name") or "", a.get("email") or ""
+        if not name:
+            out.append(addr)
+            continue
+        name = " ".join(name.split())
+        if any(c in _SPECIALS for c in name):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        out.append(f"{name} <{addr}>")
+    return ", ".join(out)
 
 
 def header_text(msg: Message, name: str) -> str:
     value = msg.get(name)
     if value is None:
         return ""
+    if name.lower() in ADDRESS_FIELDS:
+        return address_text(msg.get_all(name) or [])
     try:
         return str(email.header.make_header(email.header.decode_header(str(value)))).replace("\n", " ")
     except Exception:  # noqa: BLE001

@@ -69,6 +69,8 @@ _CONTROL = re.compile(r"[\x00-\x20\x7f-\x9f]+")
 _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.S)
 _CSS_COMMENT = re.compile(r"/\*.*?(\*/|$)", re.S)
 _CSS_URL = re.compile(r"url\s*\(\s*(['\"]?)(.*?)\1\s*\)", re.I | re.S)
+_CSS_URL_START = re.compile(r"url\s*\(", re.I)
+_KEPT_URL = re.compile("\x00([0-9]+)\x00")
 _CSS_FORBIDDEN = re.compile(
     r"expression\s*\(|javascript\s*:|vbscript\s*:|behavior\s*:|-moz-binding|@import"
     r"|image-set\s*\(|binding\s*:|\beval\s*\(",
@@ -108,20 +110,31 @@ def _css_unescape(text: str) -> str:
 
 
 def _css_urls_ok(css: str, allow_remote: bool) -> tuple[str, bool]:
-    """Rewrite ``url()`` values: data images stay, remote ones only when allowed."""
+    """Rewrite ``url()`` values: data images stay, remote ones only when allowed. A ``url(``
+    left without its closing parenthesis is still a URL to a browser (CSS Syntax 4.3.6: at
+    the end of input the url token ends there), so any ``url(`` the rewrite did not take is
+    blocked too."""
     blocked = False
+    kept: list[str] = []
+    css = css.replace("\x00", "\ufffd")                 # CSS Syntax 3.3: NUL is U+FFFD anyway
 
     def repl(m: re.Match[str]) -> str:
         nonlocal blocked
         target = m.group(2).strip()
         if _DATA_IMAGE.match(target):
-            return f'url("{target}")'
-        if allow_remote and url_scheme(target) in _REMOTE_SCHEMES:
-            return 'url("' + target.replace('"', "%22").replace("\\", "%5C") + '")'
-        blocked = True
-        return "none"
+            kept.append(f'url("{target}")')
+        elif allow_remote and url_scheme(target) in _REMOTE_SCHEMES:
+            kept.append('url("' + target.replace('"', "%22").replace("\\", "%5C") + '")')
+        else:
+            blocked = True
+            return "none"
+        return f"\x00{len(kept) - 1}\x00"
 
-    return _CSS_URL.sub(repl, css), blocked
+    text = _CSS_URL.sub(repl, css)
+    if _CSS_URL_START.search(text):
+        blocked = True
+        text = _CSS_URL_START.sub("x-blocked(", text)
+    return _KEPT_URL.sub(lambda m: kept[int(m.group(1))], text), blocked
 
 
 def sanitize_css_declarations(style: str, *, allow_remote: bool = False) -> str:
@@ -135,9 +148,9 @@ def sanitize_css_declarations(style: str, *, allow_remote: bool = False) -> str:
             continue
         if prop.lower() in ("behavior", "-moz-binding", "binding"):
             continue
-        if "url" in value.lower() and not _CSS_URL.search(value):
+        value, odd = _css_urls_ok(value, allow_remote)
+        if odd and "x-blocked(" in value:
             continue  # an unterminated or odd url( we cannot judge
-        value, _ = _css_urls_ok(value, allow_remote)
         if _CSS_FORBIDDEN.search(value):
             continue
         kept.append(f"{prop.lower()}: {value.strip()}")

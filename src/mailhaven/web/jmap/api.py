@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 from ...logs import Log
 from ...store.api import StorageFull
 from ..auth import AuthError, Caller, authenticate
-from . import core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
+from . import arguments, bounds, core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
 from .blobs import UploadTooLarge, blob_file, owns_blob, read_blob_for, stream_upload
 from .registry import CAPABILITY_OF, CORE, MAIL, METHODS, QUOTA, SUBMISSION, Call, MethodError, ids
 from .state import account_state
@@ -64,6 +64,8 @@ def _auth_failure(exc: AuthError) -> Response:
 class JMAP:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
+        self._running: dict[int, int] = {}
+        """Account id -> requests in progress (maxConcurrentRequests, RFC 8620 2)."""
 
     async def _caller(self, request: Request, state_changing: bool) -> Caller | Response:
         try:
@@ -110,9 +112,11 @@ class JMAP:
             if len(body) > LIMITS["maxSizeRequest"]:
                 return _problem(400, "limit", "request too large", limit="maxSizeRequest")
         try:
-            req = json.loads(body)
+            req = await bounds.loads(bytes(body))
         except (ValueError, UnicodeDecodeError):
             return _problem(400, "notJSON", "the request body is not JSON")
+        if bounds.depth_of(req) > bounds.MAX_DEPTH:           # RFC 8620 3.6.1: a limit of ours
+            return _problem(400, "limit", f"JSON nested deeper than {bounds.MAX_DEPTH}", limit="maxDepth")
         if (not isinstance(req, dict) or not isinstance(req.get("using"), list)
                 or not isinstance(req.get("methodCalls"), list)
                 or not all(isinstance(u, str) for u in req["using"])):
@@ -133,15 +137,41 @@ class JMAP:
         created = req.get("createdIds")
         if isinstance(created, dict):
             call.created_ids.update({str(k): str(v) for k, v in created.items()})
+        running = self._running.get(caller.account.id, 0)
+        if running >= LIMITS["maxConcurrentRequests"]:
+            return _problem(400, "limit", "too many requests at once", limit="maxConcurrentRequests")
+        self._running[caller.account.id] = running + 1
+        try:
+            return await self._calls(call, calls, created, caller.account.id)
+        except bounds.TooLarge as exc:
+            log.info("request refused", account=caller.account.address, limit=exc.what)
+            if exc.what == "arguments":
+                return _problem(400, "limit", "resolved arguments larger than maxSizeRequest",
+                                limit="maxSizeRequest")
+            return _problem(400, "limit", f"response larger than {bounds.MAX_SIZE_RESPONSE} bytes",
+                            limit="maxSizeResponse")
+        finally:
+            self._running[caller.account.id] -= 1
+            if not self._running[caller.account.id]:
+                del self._running[caller.account.id]
+
+    async def _calls(self, call: Call, calls: list[Any], created: Any, account_id: int) -> Response:
+        """Run the calls in order; the whole response stays within MAX_SIZE_RESPONSE."""
         responses: list[list[Any]] = []
+        size = 0
         for name, args, call_id in calls:
             for out_name, out_args in await self._run(call, name, args, responses):
+                try:
+                    size += await bounds.json_size(out_args, bounds.MAX_SIZE_RESPONSE - size)
+                except bounds.TooLarge as exc:
+                    raise bounds.TooLarge("response" if exc.what == "size" else "depth") from None
                 responses.append([out_name, out_args, call_id])
         out: dict[str, Any] = {"methodResponses": responses,
-                               "sessionState": await account_state(self.ctx.store, caller.account.id)}
+                               "sessionState": await account_state(self.ctx.store, account_id)}
         if isinstance(created, dict):
             out["createdIds"] = call.created_ids
-        return JSONResponse(out, headers={"Cache-Control": "no-store"})
+        body = await bounds.dumps(out, size)
+        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
     async def _run(self, call: Call, name: str, args: dict[str, Any],
                    responses: list[list[Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -153,12 +183,22 @@ class JMAP:
             return [("error", {"type": "unknownMethod", "description": f"{name} needs {needed} in using"})]
         try:
             resolved = _resolve_references(args, responses)
+            if resolved is not args:
+                # RFC 8620 3.7: references may repeat one large value; the arguments a method
+                # sees are bounded as the request itself is (3.6.1 limit maxSizeRequest).
+                try:
+                    await bounds.json_size(resolved, LIMITS["maxSizeRequest"])
+                except bounds.TooLarge:
+                    raise bounds.TooLarge("arguments") from None
+            arguments.check(resolved)
             result = await fn(call, resolved)
         except MethodError as exc:
             return [("error", exc.as_response())]
         except StorageFull:                  # RFC 8620 3.6.2: temporary, retry later
             log.warning("disk full", method=name)
             return [("error", {"type": "serverUnavailable", "description": NOT_ENOUGH_SPACE})]
+        except bounds.TooLarge:
+            raise
         except Exception:  # noqa: BLE001 - one failing call must not fail the request
             log.error("method failed", method=name, exc=True)
             return [("error", {"type": "serverFail", "description": "internal error"})]
@@ -262,6 +302,8 @@ def _state_change(account_id: int, state: str) -> dict[str, Any]:
 
 # -- result references (RFC 8620 3.7) --------------------------------------------------------
 def _resolve_references(args: dict[str, Any], responses: list[list[Any]]) -> dict[str, Any]:
+    if not any(key.startswith("#") for key in args):
+        return args
     out: dict[str, Any] = {}
     for key, value in args.items():
         if not key.startswith("#"):

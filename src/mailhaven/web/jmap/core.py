@@ -67,6 +67,19 @@ async def create_each(call: Call, creates: Any,
     return created, not_created
 
 
+SET_RESULTS = ("created", "updated", "destroyed", "notCreated", "notUpdated", "notDestroyed")
+
+
+def set_response(call: Call, old_state: str | None, new_state: str, **results: Any) -> dict[str, Any]:
+    """A /set response (RFC 8620 5.3): every one of created, updated, destroyed, notCreated,
+    notUpdated and notDestroyed is present, null when empty (clients rely on each)."""
+    unknown = set(results) - set(SET_RESULTS)
+    if unknown:
+        raise AssertionError(f"not a /set result: {unknown}")
+    return {"accountId": call.account_id, "oldState": old_state, "newState": new_state,
+            **{key: results.get(key) or None for key in SET_RESULTS}}
+
+
 def check_if_in_state(args: dict[str, Any], state: str) -> None:
     wanted = args.get("ifInState")
     if wanted is not None and wanted != state:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ...store.api import BlobRef, FlagMode, NotFound, QuotaExceeded, StorageFull
 from .blobs import blob_ref_for, read_blob_for
-from .core import check_if_in_state, check_set_size, create_each
+from .core import check_if_in_state, check_set_size, create_each, set_response
 from .email_get import flag_of, own_messages
 from .registry import Call, MethodError, ids, method
 from .state import account_state
@@ -151,15 +151,24 @@ def _created(message: Any) -> dict[str, Any]:
 
 
 async def apply_update(call: Call, jid: str, patch: dict[str, Any]) -> None:
-    """One Email/set update: keywords (whole or ``keywords/$x`` patches) and mailboxIds."""
+    """One Email/set update: keywords (whole or ``keywords/$x`` patches) and mailboxIds.
+
+    RFC 8620 5.3: the patch is applied whole to the current values, then the result is
+    validated, so its keys' order does not matter (RFC 8621 7.5.1's ``mailboxIds/<drafts>:
+    null, mailboxIds/<sent>: true`` moves the Email either way round); nothing changes
+    unless all of it is valid."""
     found = await own_messages(call, [jid], with_summary=False)
     message = found.get(jid)
     if message is None:
         raise NotFound(jid)
+    for key in patch:
+        head = key.split("/", 1)[0]
+        if "/" in key and head in patch:
+            raise MethodError("invalidPatch", f"{head} and {key} in one patch")
     add: list[str] = []
     remove: list[str] = []
     replace: list[str] | None = None
-    target: int | None = None
+    boxes: set[int | None] = {message.mailbox_id}
     for key, value in patch.items():
         if key == "keywords":
             replace = _keywords(value)
@@ -172,18 +181,28 @@ async def apply_update(call: Call, jid: str, patch: dict[str, Any]) -> None:
             else:
                 raise MethodError("invalidPatch", f"{key} takes true or null")
         elif key == "mailboxIds":
-            if not isinstance(value, dict) or len(value) != 1:
-                raise MethodError("invalidProperties", "exactly one mailbox", properties=["mailboxIds"])
-            target = ids.parse(call.resolve_id(next(iter(value))), "M")
+            if not isinstance(value, dict) or any(v is not True for v in value.values()):
+                raise MethodError("invalidProperties", "mailboxIds maps ids to true", properties=["mailboxIds"])
+            boxes = {ids.parse(call.resolve_id(str(k)), "M") for k in value}
         elif key.startswith("mailboxIds/"):
             box = ids.parse(call.resolve_id(key.split("/", 1)[1]), "M")
             if value is True:
-                target = box
-            elif value is None and box == message.mailbox_id and target is None:
-                raise MethodError("invalidProperties", "an Email must stay in one mailbox")
+                boxes.add(box)
+            elif value is None:
+                boxes.discard(box)
+            else:
+                raise MethodError("invalidPatch", f"{key} takes true or null")
         else:
             raise MethodError("invalidProperties", f"{key} cannot be changed", properties=[key])
+    # Validate the patched Email: exactly one mailbox (maxMailboxesPerEmail 1), one of hers.
+    if len(boxes) != 1:
+        raise MethodError("invalidProperties", "an Email must be in exactly one mailbox", properties=["mailboxIds"])
+    target = next(iter(boxes))
     store = call.store
+    if target != message.mailbox_id:
+        own = {b.id for b in await store.list_mailboxes(call.account.id)}
+        if target is None or target not in own:
+            raise MethodError("invalidProperties", "no such mailbox", properties=["mailboxIds"])
     if replace is not None:
         keep = {f for f in message.flags if f.startswith("\\") and f not in ("\\Seen", "\\Flagged", "\\Answered",
                                                                               "\\Draft")}
@@ -193,9 +212,6 @@ async def apply_update(call: Call, jid: str, patch: dict[str, Any]) -> None:
     if remove:
         await store.set_flags(message.mailbox_id, [message.uid], remove, FlagMode.REMOVE)
     if target is not None and target != message.mailbox_id:
-        own = {b.id for b in await store.list_mailboxes(call.account.id)}
-        if target not in own:
-            raise MethodError("invalidProperties", "no such mailbox", properties=["mailboxIds"])
         await store.move(message.mailbox_id, [message.uid], target)
 
 
@@ -241,10 +257,9 @@ async def email_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
             destroyed.append(real)
         except NotFound:
             not_destroyed[real] = {"type": "notFound"}
-    return {"accountId": call.account_id, "oldState": old_state,
-            "newState": await account_state(call.store, call.account.id),
-            "created": created or None, "notCreated": not_created or None, "updated": updated or None,
-            "notUpdated": not_updated or None, "destroyed": destroyed or None, "notDestroyed": not_destroyed or None}
+    return set_response(call, old_state, await account_state(call.store, call.account.id), created=created,
+                        notCreated=not_created, updated=updated, notUpdated=not_updated, destroyed=destroyed,
+                        notDestroyed=not_destroyed)
 
 
 @method("Email/import")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...store.api import AlreadyExists, InvalidName, Mailbox, NotFound
-from .core import check_if_in_state, check_set_size, get_ids, properties
+from .core import check_if_in_state, check_set_size, get_ids, properties, set_response
 from .registry import Call, MethodError, ids, method
 from .state import account_state, parse_state
 
@@ -251,7 +251,6 @@ async def mailbox_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         except MethodError as exc:
             not_destroyed[jid] = exc.as_response()
 
-    return {"accountId": call.account_id, "oldState": old_state,
-            "newState": await account_state(store, call.account.id),
-            "created": created or None, "notCreated": not_created or None, "updated": updated or None,
-            "notUpdated": not_updated or None, "destroyed": destroyed or None, "notDestroyed": not_destroyed or None}
+    return set_response(call, old_state, await account_state(store, call.account.id), created=created,
+                        notCreated=not_created, updated=updated, notUpdated=not_updated, destroyed=destroyed,
+                        notDestroyed=not_destroyed)

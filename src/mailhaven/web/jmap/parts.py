@@ -13,14 +13,14 @@ import email.policy
 from email.message import Message
 from typing import Any
 
-from ...message.structure import stdlib_readable
+from ...message.structure import stdlib_bounded
 
 _POLICY = email.policy.compat32
 
 
 def parse_message(raw: bytes) -> Message:
     """The message as the stdlib reads it, its header block read as IMAP reads it."""
-    return email.message_from_bytes(stdlib_readable(raw), policy=_POLICY)
+    return email.message_from_bytes(stdlib_bounded(raw), policy=_POLICY)
 
 
 def _children(part: Message) -> list[Message]:

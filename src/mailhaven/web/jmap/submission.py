@@ -21,9 +21,10 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from ...message.authors import foreign_authors
 from ...queue.api import OutboundMessage, OutboundRecipient
 from ...store.api import NotFound
-from .core import check_if_in_state, check_set_size, create_each, get_ids
+from .core import check_if_in_state, check_set_size, create_each, get_ids, set_response
 from .email_get import own_messages
 from .email_set import apply_update, destroy
 from .registry import QUOTA, SUBMISSION, Call, MethodError, ids, method
@@ -81,9 +82,8 @@ async def identity_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
                          "add an alias with 'mailhaven alias add'"} for cid in (args.get("create") or {})}
     not_destroyed = {i: {"type": "forbidden", "description": "an address's identity cannot be removed"}
                      for i in (args.get("destroy") or [])}
-    return {"accountId": call.account_id, "oldState": old, "newState": old, "updated": updated or None,
-            "notUpdated": not_updated or None, "notCreated": not_created or None,
-            "notDestroyed": not_destroyed or None}
+    return set_response(call, old, await account_state(call.store, call.account.id), updated=updated,
+                        notUpdated=not_updated, notCreated=not_created, notDestroyed=not_destroyed)
 
 
 @dataclass
@@ -130,9 +130,9 @@ async def _send(call: Call, sub_args: dict[str, Any]) -> Submission:
     rcpt_to = [str(r.get("email", "")) for r in envelope.get("rcptTo") or [] if isinstance(r, dict)]
     if mail_from.lower() not in addresses:
         raise MethodError("forbiddenFrom", f"{mail_from} is not one of your addresses")
-    senders = [a.lower() for _, a in email.utils.getaddresses([str(v) for v in header.get_all("From") or []])]
-    if not senders or any(s not in addresses for s in senders):
-        raise MethodError("forbiddenFrom", "the From: header must be one of your addresses")
+    refused = foreign_authors(raw, addresses)      # RFC 8621 7.5: as SMTP submission checks it
+    if refused is not None:
+        raise MethodError("forbiddenFrom", refused)
     if not rcpt_to or any("@" not in r or any(c in r for c in "\r\n<> ") for r in rcpt_to):
         raise MethodError("noRecipients" if not rcpt_to else "invalidRecipients", "check the recipients")
     if len(rcpt_to) > call.app.config.limits.recipients:
@@ -199,10 +199,8 @@ async def submission_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     created, not_created = await create_each(call, args.get("create"), make)
     not_updated = {sid: {"type": "cannotUnsend", "description": "sent at once"} for sid in (args.get("update") or {})}
     not_destroyed = {sid: {"type": "forbidden"} for sid in (args.get("destroy") or [])}
-    out: dict[str, Any] = {"accountId": call.account_id, "oldState": old,
-                           "newState": await account_state(call.store, call.account.id),
-                           "created": created or None, "notCreated": not_created or None,
-                           "notUpdated": not_updated or None, "notDestroyed": not_destroyed or None}
+    out = set_response(call, old, await account_state(call.store, call.account.id), created=created,
+                       notCreated=not_created, notUpdated=not_updated, notDestroyed=not_destroyed)
     # RFC 8621 7.5: the implicit Email/set for the submissions that succeeded.
     update_email = args.get("onSuccessUpdateEmail") or {}
     destroy_email = args.get("onSuccessDestroyEmail") or []
@@ -215,22 +213,24 @@ async def submission_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         for ref, patch in update_email.items():
             if ref in by_ref:
                 try:
+                    if not isinstance(patch, dict):
+                        raise MethodError("invalidPatch", "not an object")
                     await apply_update(call, by_ref[ref], patch)
                     updated[by_ref[ref]] = None
                 except (NotFound, MethodError) as exc:
                     not_upd[by_ref[ref]] = exc.as_response() if isinstance(exc, MethodError) else {"type": "notFound"}
         destroyed = []
+        not_destroyed_email: dict[str, Any] = {}
         for ref in destroy_email:
             if ref in by_ref:
                 try:
                     await destroy(call, by_ref[ref])
                     destroyed.append(by_ref[ref])
                 except NotFound:
-                    pass
-        out["__extra__"] = [("Email/set", {"accountId": call.account_id, "oldState": email_old,
-                                           "newState": await account_state(call.store, call.account.id),
-                                           "updated": updated or None, "notUpdated": not_upd or None,
-                                           "destroyed": destroyed or None})]
+                    not_destroyed_email[by_ref[ref]] = {"type": "notFound"}
+        out["__extra__"] = [("Email/set", set_response(
+            call, email_old, await account_state(call.store, call.account.id), updated=updated,
+            notUpdated=not_upd, destroyed=destroyed, notDestroyed=not_destroyed_email))]
     return out
 
 

@@ -48,7 +48,13 @@ export function formatFullDate(iso) {
 }
 
 export function addressName(a) {
-  return a ? (a.name || a.email || "") : "";
+  if (!a) return "";
+  // A display name that looks like an address is never shown alone: it would pass for the
+  // sender (RFC 2047 section 5: an encoded word names, it cannot be an address).
+  if (a.name && a.name.includes("@") && a.name.trim().toLowerCase() !== (a.email || "").toLowerCase()) {
+    return `${a.name} <${a.email}>`;
+  }
+  return a.name || a.email || "";
 }
 
 export function formatSize(n) {
