@@ -101,13 +101,19 @@ export class JMAPClient {
   }
 
   // RFC 8620 §7.3: push over EventSource; onChange gets the StateChange object.
-  listen(onChange) {
+  // onConnection(true|false) follows the stream: false when it drops (EventSource then
+  // retries by itself), true when it is open again.
+  listen(onChange, onConnection = () => {}) {
     if (!this.session.eventSourceUrl || typeof EventSource === "undefined") return null;
     const url = expandTemplate(this.session.eventSourceUrl, { types: "*", closeafter: "no", ping: "30" });
     const source = new EventSource(url, { withCredentials: true });
     source.addEventListener("state", (ev) => {
+      onConnection(true);
       try { onChange(JSON.parse(ev.data)); } catch (e) { console.warn("bad push event", e); }
     });
+    source.addEventListener("ping", () => onConnection(true));
+    source.addEventListener("open", () => onConnection(true));
+    source.addEventListener("error", () => onConnection(false));
     return source;
   }
 }
