@@ -51,6 +51,8 @@ def _problem(status: int, type_: str, detail: str, **extra: Any) -> JSONResponse
 
 def _auth_failure(exc: AuthError) -> Response:
     headers = {"WWW-Authenticate": 'Basic realm="Mailhaven", charset="UTF-8"'} if exc.challenge else {}
+    if exc.status == 401 and not exc.challenge:
+        headers = {"WWW-Authenticate": 'Bearer realm="Mailhaven"'}    # RFC 9110 15.5.2; no browser dialog
     return JSONResponse({"type": "about:blank", "status": exc.status, "detail": exc.detail},
                         status_code=exc.status, headers=headers, media_type="application/problem+json")
 

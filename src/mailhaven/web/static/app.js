@@ -47,6 +47,7 @@ class App {
   // The push stream is the webmail's line to the server: when it drops, say so until it is
   // back, then catch up on whatever changed meanwhile.
   onConnection(connected) {
+    if (connected === "unauthorized") { location.href = "/login"; return; }
     const banner = document.getElementById("connection-lost");
     const wasLost = !banner.hidden;
     banner.hidden = connected;
