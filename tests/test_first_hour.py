@@ -158,6 +158,12 @@ def test_scripts_run_passes_data_to_serve(tmp_path: Path, servers: list[Serve]) 
     servers.append(srv)
     lines = srv.ready(timeout=120)
     assert any(str(data.resolve()) in line for line in lines), lines
+    # its hints run from where scripts/run was started, not only from the checkout
+    hint = next(line.strip() for line in lines if "domain add" in line)
+    r = subprocess.run(["bash", "-c", hint.replace("example.org", "run.example")], cwd=tmp_path,
+                       env=fresh_shell_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{hint}: {r.stderr}"
+    assert "run.example" in mh("domain", "list", "--data", str(data)).stdout
     _, out = srv.stop()
     assert srv.proc.returncode == 0, out
 

@@ -91,26 +91,31 @@ def _quota(value: str | None) -> int | None:
 
 
 # -- serve ----------------------------------------------------------------------------
+LAUNCH_DIR_ENV = "MAILHAVEN_LAUNCH_DIR"
+"""Where the user typed the command; scripts/run sets it before it changes directory."""
+
+
 def command_name() -> str:
-    """How to run this command again from the current directory, as typed in a fresh shell:
+    """How to run this command again, as typed in a fresh shell where the user started it:
     ``mailhaven`` when it is on PATH, else the path it was started by (``.venv/bin/mailhaven``)."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "mailhaven"
     if Path(argv0).name == "__main__.py":          # python -m mailhaven
-        return f"{shlex.quote(_shown_path(sys.executable))} -m mailhaven"
+        return f"{shlex.quote(shown_path(sys.executable, command=True))} -m mailhaven"
     on_path = shutil.which(Path(argv0).name)
     if Path(argv0).name == "mailhaven" and on_path and Path(on_path).resolve() == Path(argv0).resolve():
         return "mailhaven"
-    return shlex.quote(_shown_path(argv0))
+    return shlex.quote(shown_path(argv0, command=True))
 
 
-def _shown_path(path: str) -> str:
-    """``path`` relative to the current directory when it is inside it, else absolute."""
+def shown_path(path: str | Path, *, command: bool = False) -> str:
+    """``path`` relative to the user's directory when it is inside it, else absolute; a
+    command keeps a slash (``./x``) so that the shell does not look it up on PATH."""
     full = Path(path).absolute()
     try:
-        relative = full.relative_to(Path.cwd())
+        relative = full.relative_to(Path(os.environ.get(LAUNCH_DIR_ENV) or Path.cwd()).absolute())
     except ValueError:
         return str(full)
-    return str(relative) if "/" in str(relative) else f"./{relative}"
+    return f"./{relative}" if command and "/" not in str(relative) else str(relative)
 
 
 def lock_data_dir(data_dir: Path) -> Any:
@@ -158,9 +163,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shown = f"[{host}]" if ":" in host else host
             print(f"Webmail: {scheme}://{shown}:{port}/   JMAP: {scheme}://{shown}:{port}/.well-known/jmap",
                   flush=True)
-        admin = f"{command_name()} --data {shlex.quote(args.data)}"
+        admin = f"{command_name()} --data {shlex.quote(shown_path(args.data))}"
         if args.config:
-            admin += f" --config {shlex.quote(args.config)}"
+            admin += f" --config {shlex.quote(shown_path(args.config))}"
         print("Log in everywhere with a full address and its password; add one with:\n"
               f"  {admin} domain add example.org\n"
               f"  {admin} user add you@example.org --password-stdin", flush=True)
