@@ -66,6 +66,17 @@ def test_trace_header() -> None:
     assert "for <" not in trace.received(["a@x", "b@x"]).decode()
 
 
+def test_trace_header_keeps_address_literals() -> None:
+    """RFC 5321 4.1.3: ``EHLO [192.0.2.1]`` is an address literal, shown as it is."""
+    def received(helo: str) -> str:
+        return Trace(helo=helo, peer_ip="192.0.2.1", hostname="mx.example", protocol="ESMTP",
+                     transaction_id="s1.0").received(["bob@x"]).decode()
+
+    assert received("[192.0.2.1]").startswith("Received: from [192.0.2.1] ([192.0.2.1])\r\n")
+    assert received("[IPv6:2001:db8::1]").startswith("Received: from [IPv6:2001:db8::1] ([192.0.2.1])")
+    assert received("[1.2.3.4] (x)").startswith("Received: from ?1.2.3.4???x? ([192.0.2.1])")
+
+
 def test_protocol_names_rfc3848() -> None:
     conn = ServerConnection(Settings(hostname="h", tls_active=True, auth_mechanisms=("PLAIN",)))
     assert conn.protocol_name() == "SMTP"                  # no EHLO yet: plain SMTP

@@ -8,6 +8,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -247,3 +248,104 @@ def test_env_password(home: Path) -> None:
     accounts = load_accounts(cfg)
     assert accounts["alice"].get_password() == PASSWORD
     os.environ.pop("MAILHAVEN_PASSWORD", None)
+
+
+# -- what a newcomer tripped on (issue 19) -------------------------------------------------------
+def in_terminal(home: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``mailhaven mail ARGS`` with a terminal on stdin (so the editor is used); output merged."""
+    return subprocess.run(
+        [sys.executable, "-c", "import os, pty, sys; sys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))",
+         sys.executable, "-m", "mailhaven", "mail", *args],
+        capture_output=True, text=True, timeout=60,
+        env={**mailhaven_env(), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), **env})
+
+
+def subjects(home: Path, folder: str = "INBOX", account: str = "bob") -> list[str]:
+    return [m["subject"] for m in ls(home, folder, account)]
+
+
+def test_nothing_is_sent_by_accident(home: Path) -> None:
+    out = mail(home, "send", "--to", "bob@example.org", "--subject", "Empty by mistake", stdin="", check=False)
+    assert out.returncode == 1 and "empty" in out.stderr and "--allow-empty" in out.stderr, out.stderr
+    out = mail(home, "send", "--to", "bob@example.org", "--subject", "Empty by mistake", "--body-file", "/dev/null",
+               check=False)
+    assert out.returncode == 1 and "empty" in out.stderr
+    out = in_terminal(home, "send", "--to", "bob@example.org", "--subject", "Editor quit", env={"EDITOR": "true"})
+    assert out.returncode == 1 and "without a change" in out.stdout and "Traceback" not in out.stdout, out.stdout
+    out = in_terminal(home, "send", "--to", "bob@example.org", "--subject", "No editor",
+                      env={"EDITOR": "no-such-editor-here", "VISUAL": ""})
+    assert out.returncode == 1 and "Traceback" not in out.stdout, out.stdout
+    assert "cannot run the editor 'no-such-editor-here'" in out.stdout and "EDITOR" in out.stdout, out.stdout
+    assert not {"Empty by mistake", "Editor quit", "No editor"} & set(subjects(home))
+    mail(home, "send", "--to", "bob@example.org", "--subject", "Empty on purpose", "--allow-empty", stdin="")
+    out = in_terminal(home, "send", "--to", "bob@example.org", "--subject", "Editor quit on purpose",
+                      "--allow-empty", env={"EDITOR": "true"})
+    assert out.returncode == 0, out.stdout
+    assert {"Empty on purpose", "Editor quit on purpose"} <= set(subjects(home))
+
+
+def tls_accounts(home: Path, srv: ServerProcess, extra: str, password: str = "cat secret") -> Path:
+    path = home / f"tls-{abs(hash(extra + password))}.toml"
+    path.write_text(f"""
+[accounts.alice]
+address = "alice@example.org"
+imap = "imaps://127.0.0.1:{srv.port('imaps')}"
+smtp = "submissions://127.0.0.1:{srv.port('submissions')}"
+password_command = "cd {home} && {password}"
+{extra}
+""")
+    return path
+
+
+def test_own_servers_certificate_is_trusted_with_ca_file(home: Path, srv: ServerProcess) -> None:
+    plain = tls_accounts(home, srv, "")
+    out = mail(home, "--accounts", str(plain), "folders", check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "certificate is not trusted" in out.stderr and "ca_file" in out.stderr, out.stderr
+    trusting = tls_accounts(home, srv, f'ca_file = "{srv.data / "tls" / "cert.pem"}"')
+    out = mail(home, "--accounts", str(trusting), "folders", "--json")
+    assert "INBOX" in {f["name"] for f in json.loads(out.stdout)}
+    mail(home, "--accounts", str(trusting), "send", "--to", "bob@example.org", "--subject", "Over verified TLS",
+         stdin="checked\n")
+    assert "Over verified TLS" in subjects(home)
+    # a relative ca_file is read from the accounts file's folder
+    (home / "server-cert.pem").write_bytes((srv.data / "tls" / "cert.pem").read_bytes())
+    relative = tls_accounts(home, srv, 'ca_file = "server-cert.pem"')
+    assert mail(home, "--accounts", str(relative), "folders").returncode == 0
+
+
+def test_wrong_password_is_one_clean_line(home: Path, srv: ServerProcess) -> None:
+    wrong = tls_accounts(home, srv, f'ca_file = "{srv.data / "tls" / "cert.pem"}"', password="echo wrong")
+    out = mail(home, "--accounts", str(wrong), "ls", check=False)
+    assert out.returncode == 1 and "login as alice@example.org failed" in out.stderr, out.stderr
+    assert "b'" not in out.stderr and 'b"' not in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_misspelt_key_is_named(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "accounts.toml"
+    bad.write_text('[accounts.x]\nadress = "x@example.org"\nimap = "imaps://h"\nsmtp = "submissions://h"\n')
+    out = mail(home, "--accounts", str(bad), "ls", check=False)
+    assert out.returncode == 1 and "accounts.x.adress is not a known key; did you mean address?" in out.stderr, \
+        out.stderr
+
+
+def test_mail_help_explains_the_accounts_file() -> None:
+    out = subprocess.run([sys.executable, "-m", "mailhaven", "mail", "--help"], capture_output=True, text=True,
+                         env=mailhaven_env(), timeout=60).stdout
+    assert "``" not in out
+    for needed in ("[accounts.", "address =", "imap =", "smtp =", "password_command", "ca_file", "insecure",
+                   "DATA/tls/cert.pem", "--allow-empty"):
+        assert needed in out, needed
+
+
+def test_ls_shows_the_arrival_date_when_there_is_no_date_header(home: Path, srv: ServerProcess) -> None:
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+        s.sendmail("x@elsewhere.example", ["bob@example.org"], b"Subject: Undated\r\n\r\nno date\r\n")
+    m = find(home, "Undated")
+    assert re.fullmatch(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}", m["date"]), m
+    text = mail(home, "ls", account="bob").stdout
+    (line,) = [line for line in text.splitlines() if "Undated" in line]
+    assert m["date"][:25] in line

@@ -378,3 +378,112 @@ def test_hostile_html_cannot_run_or_reach_out(mailserver: ServerProcess, browser
         s.close()
     finally:
         canary.close()
+
+
+# -- what a newcomer tripped on (issue 19) -------------------------------------------------------
+LAYOUT = """() => {
+  const box = (s) => { const e = document.querySelector(s); if (!e) return null;
+                       const b = e.getBoundingClientRect(); return { top: b.top, bottom: b.bottom, height: b.height }; };
+  const rows = new Set([...document.querySelectorAll('.toolbar > *')].filter((e) => e.offsetParent)
+                       .map((e) => Math.round(e.getBoundingClientRect().top)));
+  return { rows: rows.size, frame: box('.message-card.expanded iframe.message-frame'),
+           attachments: box('.message-card.expanded .attachments'), pane: box('#reader-pane'),
+           width: document.documentElement.scrollWidth };
+}"""
+
+
+def test_reader_fills_the_window_at_1280(mailserver: ServerProcess, browser: Any) -> None:
+    deliver(mailserver, "alice@example.org", message(
+        "Roomy report", "text", html="<h2>Roomy report</h2>" + "<p>A paragraph of the report.</p>" * 4,
+        attachment=("appendix.pdf", b"%PDF-1.4 appendix")))
+    s = Session(browser, mailserver, "alice@example.org", viewport={"width": 1280, "height": 720})
+    try:
+        s.open("Roomy report")
+        s.page.wait_for_timeout(300)
+        ARTIFACTS.mkdir(exist_ok=True)
+        s.page.screenshot(path=str(ARTIFACTS / "webmail-1280.png"))
+        layout = s.page.evaluate(LAYOUT)
+        assert layout["rows"] == 1, f"the toolbar wraps at 1280 px: {layout}"
+        assert layout["width"] <= 1280
+        # the attachments are in view without scrolling, and the frame takes the room above them
+        assert layout["attachments"]["bottom"] <= 720, layout
+        assert layout["frame"]["height"] >= 350, layout
+        assert layout["pane"]["bottom"] - layout["attachments"]["bottom"] < 80, layout
+        assert not s.errors
+    finally:
+        s.close()
+
+
+def test_switching_folder_closes_the_open_message(mailserver: ServerProcess, browser: Any) -> None:
+    deliver(mailserver, "alice@example.org", message("Stays in the inbox", "Only here."))
+    s = Session(browser, mailserver, "alice@example.org")
+    try:
+        s.open("Stays in the inbox")
+        assert s.page.is_visible(".message-card.expanded")
+        s.folder("sent")
+        assert s.page.locator("#reader-pane .message-card").count() == 0
+        assert s.page.inner_text("#reader-pane").strip() == "No message selected."
+        s.folder("inbox")
+        s.open("Stays in the inbox")
+        s.page.fill("#search", "xylophone-nowhere")
+        s.page.press("#search", "Enter")
+        s.page.wait_for_selector("#list-title:has-text('Search: xylophone-nowhere')")
+        assert s.page.locator("#reader-pane .message-card").count() == 0
+        assert not s.errors
+    finally:
+        s.close()
+
+
+def test_inbox_reads_as_a_word_and_there_is_a_favicon(mailserver: ServerProcess, browser: Any) -> None:
+    s = Session(browser, mailserver, "alice@example.org")
+    try:
+        assert s.page.inner_text("#mailboxes li[data-role=inbox] .name") == "Inbox"
+        names = s.page.locator("#mailboxes li .name").all_inner_texts()
+        assert "INBOX" not in names and {"Inbox", "Sent", "Trash"} <= set(names)
+        assert s.page.inner_text("#list-title") == "Inbox"
+        res = s.context.request.get(base(mailserver) + "/favicon.ico")
+        assert res.ok and res.headers["content-type"].startswith("image/")
+        body = res.body()
+        assert body[:4] == b"\x00\x00\x01\x00" and b"PNG" in body[:40]   # an ICO holding a PNG
+    finally:
+        s.close()
+
+
+def test_search_placeholder_is_whole_on_a_phone(mailserver: ServerProcess, browser: Any) -> None:
+    for width in (390, 360):
+        s = Session(browser, mailserver, "alice@example.org", viewport={"width": width, "height": 760})
+        try:
+            needed, room = s.page.evaluate("""() => {
+              const input = document.getElementById('search'); const cs = getComputedStyle(input);
+              const ctx = document.createElement('canvas').getContext('2d'); ctx.font = cs.font;
+              return [ctx.measureText(input.placeholder).width,
+                      input.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)];
+            }""")
+            assert needed <= room, f"at {width} px the placeholder needs {needed:.0f} px, has {room:.0f}"
+            assert s.page.evaluate("document.documentElement.scrollWidth") <= width
+            ARTIFACTS.mkdir(exist_ok=True)
+            s.page.screenshot(path=str(ARTIFACTS / f"webmail-phone-{width}.png"))
+        finally:
+            s.close()
+
+
+def test_a_banner_says_when_the_server_is_gone(browser: Any, tmp_path: Path) -> None:
+    _require()
+    srv = ServerProcess(tmp_path / "data").start()
+    try:
+        srv.add_user("alice@example.org", PASSWORD)
+        s = Session(browser, srv, "alice@example.org")
+        try:
+            assert not s.page.is_visible("#connection-lost")
+            srv.stop()
+            s.page.wait_for_selector("#connection-lost", state="visible", timeout=15_000)
+            assert "cannot be reached" in s.page.inner_text("#connection-lost")
+            ARTIFACTS.mkdir(exist_ok=True)
+            s.page.screenshot(path=str(ARTIFACTS / "webmail-server-gone.png"))
+            srv.start()
+            # back, but its sessions were in memory: to the login page rather than a dead page
+            s.page.wait_for_url("**/login", timeout=30_000)
+        finally:
+            s.close()
+    finally:
+        srv.stop()

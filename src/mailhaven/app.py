@@ -169,7 +169,12 @@ async def start(config: Config, log: Log) -> Running:
         factory = _resolve(target)
         if factory is None:
             continue
-        server = await factory(ctx, name, address[0], address[1])
+        try:
+            server = await factory(ctx, name, address[0], address[1])
+        except OSError as exc:
+            # Say which listener: "address already in use" alone leaves eight to choose from.
+            raise OSError(exc.errno, f"listener {name} on {address[0]}:{address[1]} "
+                          f"([listen] {name} in the config): {exc.strerror or exc}") from exc
         closeables.append(server)
         bound = address
         sockets = getattr(server, "sockets", None)

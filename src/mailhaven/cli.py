@@ -1,7 +1,7 @@
 """The ``mailhaven`` command: serve, and the admin commands that work while it runs.
 
 Every command takes ``--data DIR`` (default ``./data``) and ``--config FILE`` (default
-``DIR/mailhaven.toml`` when present). Errors are one line on stderr and exit status 1
+``DIR/mailhaven.toml`` when present), before or after the subcommand. Errors are one line on stderr and exit status 1
 (2 for usage); never a traceback for a user's mistake.
 """
 
@@ -15,6 +15,8 @@ import importlib
 import importlib.util
 import json
 import os
+import shlex
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -90,11 +92,64 @@ def _quota(value: str | None) -> int | None:
 
 
 # -- serve ----------------------------------------------------------------------------
+LAUNCH_DIR_ENV = "MAILHAVEN_LAUNCH_DIR"
+"""Where the user typed the command; scripts/run sets it before it changes directory."""
+
+
+def command_name() -> str:
+    """How to run this command again, as typed in a fresh shell where the user started it:
+    ``mailhaven`` when it is on PATH, else the path it was started by (``.venv/bin/mailhaven``)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "mailhaven"
+    if Path(argv0).name == "__main__.py":          # python -m mailhaven
+        return f"{shlex.quote(shown_path(sys.executable, command=True))} -m mailhaven"
+    on_path = shutil.which(Path(argv0).name)
+    if Path(argv0).name == "mailhaven" and on_path and Path(on_path).resolve() == Path(argv0).resolve():
+        return "mailhaven"
+    return shlex.quote(shown_path(argv0, command=True))
+
+
+def shown_path(path: str | Path, *, command: bool = False) -> str:
+    """``path`` relative to the user's directory when it is inside it, else absolute; a
+    command keeps a slash (``./x``) so that the shell does not look it up on PATH."""
+    full = Path(path).absolute()
+    try:
+        relative = full.relative_to(Path(os.environ.get(LAUNCH_DIR_ENV) or Path.cwd()).absolute())
+    except ValueError:
+        return str(full)
+    return f"./{relative}" if command and "/" not in str(relative) else str(relative)
+
+
+def lock_data_dir(data_dir: Path) -> Any:
+    """Hold ``DATA/serve.lock`` for the life of this process: a second ``mailhaven serve`` on
+    the same data directory refuses to start. Admin commands never take it (they work while
+    the server runs), and SMTP worker processes inherit the held descriptor."""
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "serve.lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held open until the process exits
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        pid = handle.read().strip()
+        handle.close()
+        raise CommandError(f"another mailhaven serve is already running on {data_dir.resolve()}"
+                           f"{f' (pid {pid})' if pid else ''}; stop it first, or give this one "
+                           f"its own --data DIR (lock: {path})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import logs
     from .app import Running, run, serve
 
     config = load(args)
+    lock = lock_data_dir(config.data_dir)
     logs.setup(config.log_level, config.log_format)
     log = logs.Log("server")
 
@@ -109,9 +164,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shown = f"[{host}]" if ":" in host else host
             print(f"Webmail: {scheme}://{shown}:{port}/   JMAP: {scheme}://{shown}:{port}/.well-known/jmap",
                   flush=True)
+        admin = f"{command_name()} --data {shlex.quote(shown_path(args.data))}"
+        if args.config:
+            admin += f" --config {shlex.quote(shown_path(args.config))}"
         print("Log in everywhere with a full address and its password; add one with:\n"
-              f"  mailhaven --data {args.data} domain add example.org\n"
-              f"  mailhaven --data {args.data} user add you@example.org --password-stdin", flush=True)
+              f"  {admin} domain add example.org\n"
+              f"  {admin} user add you@example.org --password-stdin", flush=True)
         print("Ready.", flush=True)
 
     try:
@@ -120,6 +178,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     except OSError as exc:
         raise CommandError(f"cannot start: {exc}") from None
+    finally:
+        lock.close()
     return 0
 
 
@@ -138,6 +198,11 @@ def cmd_domain(args: argparse.Namespace) -> int:
 
 
 # -- users ----------------------------------------------------------------------------
+def plural(n: int, noun: str) -> str:
+    """``1 message``, ``2 messages``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _human(n: int | None) -> str:
     if n is None:
         return "unlimited"
@@ -235,14 +300,19 @@ def cmd_mailbox(args: argparse.Namespace) -> int:
             print(json.dumps(rows))
         else:
             for r in rows:
-                print(f"{r['name']:<30} {r['messages']:>6} messages {r['unseen']:>6} unseen {_human(r['size']):>8}")
+                print(f"{r['name']:<30} {plural(r['messages'], 'message'):>15} {r['unseen']:>6} unseen "
+                      f"{_human(r['size']):>8}")
     else:
         rows = with_store(args, listing)
         if args.json:
             print(json.dumps(rows, ensure_ascii=False))
         else:
+            if rows:
+                print(f"{'UID':>6} {'SIZE':>8} {'DATE (UTC)':<25} {'FROM':<30} SUBJECT  MESSAGE-ID FLAGS")
+            else:
+                print(f"no messages in {args.folder}", file=sys.stderr)
             for r in rows:
-                print(f"{r['uid']:>6} {r['size']:>8} {r['date']} {r['from'][:30]:<30} {r['subject'][:60]}"
+                print(f"{r['uid']:>6} {r['size']:>8} {r['date']:<25} {r['from'][:30]:<30} {r['subject'][:60]}"
                       f"  {r['message_id']} {' '.join(r['flags'])}")
     return 0
 
@@ -250,6 +320,11 @@ def cmd_mailbox(args: argparse.Namespace) -> int:
 # -- config ---------------------------------------------------------------------------
 def cmd_config(args: argparse.Namespace) -> int:
     config = load(args)
+    read = Path(args.config) if args.config else Path(args.data) / "mailhaven.toml"
+    if read.exists():
+        print(f"read {read.resolve()}")
+    else:
+        print(f"no configuration file ({read.resolve()} does not exist): the defaults")
     for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http"):
         address = config.listen.address(name)
         print(f"listen.{name:<12} {'disabled' if address is None else f'{address[0]}:{address[1]}'}")
@@ -259,13 +334,46 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_HELP = "data directory (default ./data)"
+CONFIG_HELP = "config file (default DATA/mailhaven.toml when present)"
+
+
+def _common_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let every subcommand take --data and --config after its name as well
+    (``mailhaven user list --data DIR``); given there, they win over the ones before it.
+    SUPPRESS leaves the top-level value alone when a subcommand's copy is not given.
+    ``mail`` (the user agent) has no data directory and is left out."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for name, child in action.choices.items():
+            if name == "mail":          # the user agent reads accounts.toml, not a data directory
+                continue
+            if "--data" not in child._option_string_actions:
+                child.add_argument("--data", default=argparse.SUPPRESS, help=DATA_HELP)
+                child.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+            _common_options_everywhere(child)
+
+
+SERVE_DESCRIPTION = """\
+Run every listener (SMTP, submission, IMAP, POP3, HTTP for webmail and JMAP) and the
+outbound queue on one data directory until SIGINT or SIGTERM. Without a config file:
+SQLite and files in DATA, unprivileged ports on 127.0.0.1 and a self-signed certificate
+made once in DATA/tls. It prints each address it listens on, then "Ready.". One server
+per data directory: a second one on the same DATA refuses to start (DATA/serve.lock)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="mailhaven", description="Mailhaven mail server")
-    parser.add_argument("--data", default="data", help="data directory (default ./data)")
-    parser.add_argument("--config", default=None, help="config file (default DATA/mailhaven.toml)")
+    parser.add_argument("--version", action="version", version=f"mailhaven {__version__}")
+    parser.add_argument("--data", default="data", help=DATA_HELP)
+    parser.add_argument("--config", default=None, help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the server")
+    p = sub.add_parser("serve", help="run the server", description=SERVE_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("domain", help="manage local domains")
@@ -302,17 +410,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mailbox", help="look into an account's mail")
     msub = p.add_subparsers(dest="action", required=True)
-    a = msub.add_parser("list")
-    a.add_argument("address")
-    a.add_argument("--folder", default="INBOX")
-    a.add_argument("--json", action="store_true")
-    a = msub.add_parser("show")
-    a.add_argument("address")
-    a.add_argument("uid", type=int)
-    a.add_argument("--folder", default="INBOX")
-    a = msub.add_parser("folders")
-    a.add_argument("address")
-    a.add_argument("--json", action="store_true")
+    a = msub.add_parser("list", help="the messages of a folder: uid, size, date, from, subject, "
+                                     "message-id, flags")
+    a.add_argument("address", help="the account's full address")
+    a.add_argument("--folder", default="INBOX", help="folder name (default INBOX)")
+    a.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    a = msub.add_parser("show", help="print one message as stored (raw RFC 5322)")
+    a.add_argument("address", help="the account's full address")
+    a.add_argument("uid", type=int, help="the message's UID (from mailbox list)")
+    a.add_argument("--folder", default="INBOX", help="folder name (default INBOX)")
+    a = msub.add_parser("folders", help="the account's folders with message and unseen counts")
+    a.add_argument("address", help="the account's full address")
+    a.add_argument("--json", action="store_true", help="one JSON array, for scripts")
     p.set_defaults(func=cmd_mailbox)
 
     p = sub.add_parser("config", help="configuration")
@@ -327,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
             spec = None
         if spec is not None:
             importlib.import_module(module_name).register(sub)
+    _common_options_everywhere(parser)
     return parser
 
 

@@ -70,7 +70,23 @@ def cmd_records(args: argparse.Namespace) -> int:
         f"; and the address records of {host} (A/AAAA) with matching reverse DNS (PTR)",
     ]
     print("\n".join(lines))
+    if _not_public(host):
+        print(f"mailhaven: warning: the hostname is {host!r}, which other servers cannot reach; set "
+              f"hostname = \"mail.{domain}\" (this server's public name) in the config before publishing "
+              "these records", file=sys.stderr)
     return 0
+
+
+def _not_public(host: str) -> bool:
+    """``localhost``, a bare name or an IP literal: nothing an MX record may name (RFC 5321 5.1)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    return host == "localhost" or host.endswith(".localhost") or "." not in host
 
 
 def register(subparsers: Any) -> None:

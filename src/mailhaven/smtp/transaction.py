@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from ..store.api import BlobRef, BlobWriter, StorageFull
 from . import codes
 from .codes import Reply
 from .protocol import MailFrom, RcptTo
+
+ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]")
+"""RFC 5321 4.1.3 address literal (``EHLO [192.0.2.1]``): kept as it is in Received:."""
 
 MAX_HEADER = 1024 * 1024
 """Largest header section held in memory for submission checks."""
@@ -50,7 +54,8 @@ class Trace:
     def received(self, recipients: list[str]) -> bytes:
         date = email.utils.format_datetime(email.utils.localtime().astimezone(), usegmt=False)
         # The HELO name is the client's word: keep it to printable ASCII in our header.
-        helo = "".join(c if "!" <= c <= "~" and c not in "()[];\\" else "?" for c in self.helo)
+        helo = self.helo if ADDRESS_LITERAL.fullmatch(self.helo) else "".join(
+            c if "!" <= c <= "~" and c not in "()[];\\" else "?" for c in self.helo)
         lines = [f"Received: from {helo} ([{self.peer_ip}])"]
         if self.tls:
             lines.append(f"\t(using {self.tls})")

@@ -30,11 +30,21 @@ from .compose import (
     reply,
     without_bcc,
 )
-from .config import Account, UAError, config_path, editor_command, load_accounts, pick
+from .config import (
+    ACCOUNTS_HELP,
+    Account,
+    UAError,
+    config_path,
+    editor_command,
+    load_accounts,
+    pick,
+)
 from .imap import Mail, submit
 from .render import attachments, header_text, plain_text, render
 
 SEEN, FLAGGED = "\\Seen", "\\Flagged"
+BODY_FILE_HELP = "the text, from a file (default: standard input, or the editor in a terminal)"
+ALLOW_EMPTY_HELP = "send even when the text is empty or the editor was left without a change"
 
 
 def _account(args: argparse.Namespace) -> Account:
@@ -48,28 +58,50 @@ def _me(account: Account) -> str:
 def _run_editor(text: str) -> str:
     import subprocess
 
+    try:
+        command = editor_command()
+    except ValueError as exc:
+        raise UAError(f"cannot read $VISUAL/$EDITOR: {exc}; nothing was sent") from None
     with tempfile.NamedTemporaryFile("w+", suffix=".eml", delete=False, encoding="utf-8") as f:
         f.write(text)
         path = f.name
     try:
-        if subprocess.run([*editor_command(), path]).returncode != 0:
-            raise UAError("the editor failed; nothing was sent")
+        try:
+            code = subprocess.run([*command, path]).returncode
+        except OSError as exc:
+            raise UAError(f"cannot run the editor {' '.join(command)!r} (from $VISUAL/$EDITOR): "
+                          f"{exc.strerror or exc}; set EDITOR to an installed editor, or give the text "
+                          "with --body-file or on standard input; nothing was sent") from None
+        if code != 0:
+            raise UAError(f"the editor exited with status {code}; nothing was sent")
         return Path(path).read_text(encoding="utf-8")
     finally:
         Path(path).unlink(missing_ok=True)
 
 
-def _compose(args: argparse.Namespace, draft: Draft, *, prepend: bool = False) -> Draft:
-    """Fill the body from --body-file, stdin or the editor."""
-    if getattr(args, "body_file", None):
-        text = Path(args.body_file).read_text(encoding="utf-8")
+def _compose(args: argparse.Namespace, draft: Draft, *, prepend: bool = False, text_needed: bool = True) -> Draft:
+    """Fill the body from --body-file, stdin or the editor. An editor left without a change,
+    or no text at all where the message is the text (``text_needed``), stops here unless
+    --allow-empty says it is meant: an accidental ``:q`` or ``< /dev/null`` sends nothing."""
+    allow_empty = getattr(args, "allow_empty", False)
+    if getattr(args, "body_file", None) or not sys.stdin.isatty():
+        try:
+            text = Path(args.body_file).read_text(encoding="utf-8") if getattr(args, "body_file", None) \
+                else sys.stdin.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UAError(f"cannot read the text: {exc}") from None
+        if text_needed and not text.strip() and not allow_empty:
+            source = f"--body-file {args.body_file}" if getattr(args, "body_file", None) else "standard input"
+            raise UAError(f"the text is empty ({source} gave none): nothing was sent; "
+                          "--allow-empty sends it anyway")
         draft.body = text + draft.body if prepend else text
         return draft
-    if not sys.stdin.isatty():
-        text = sys.stdin.read()
-        draft.body = text + draft.body if prepend else text
-        return draft
-    return parse_edit(_run_editor(edit_text(draft)), draft)
+    before = edit_text(draft)
+    after = _run_editor(before)
+    if after == before and not allow_empty:
+        raise UAError("the editor exited without a change: nothing was sent or saved; "
+                      "--allow-empty sends it anyway")
+    return parse_edit(after, draft)
 
 
 def _send(account: Account, draft: Draft, mail: Mail) -> str:
@@ -182,7 +214,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     with Mail(account) as mail:
         raw, original = _original(mail, args)
         draft = forward(original, raw, _me(account), args.to, as_attachment=args.as_attachment)
-        draft = _compose(args, draft, prepend=True)
+        draft = _compose(args, draft, prepend=True, text_needed=False)
         message_id = _send(account, draft, mail)
         mail.select(args.folder)
         mail.store(args.id, "+FLAGS.SILENT", ["$Forwarded"])
@@ -309,9 +341,21 @@ def _safely(fn: Any) -> Any:
     return run
 
 
+DESCRIPTION = """\
+A command-line user agent for any IMAP + submission server: mail stays on the server;
+every command connects, does its work and disconnects. Message ids are IMAP UIDs within
+a folder (--folder, default INBOX). The text of a message comes from --body-file, else
+standard input when it is not a terminal, else $VISUAL or $EDITOR (header lines, a blank
+line, the body). An editor left without a change, or an empty text, sends nothing unless
+--allow-empty is given. --json on listings and read is for scripts.
+
+"""
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("mail", help="read and send mail on any IMAP/submission server (a user agent)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=DESCRIPTION + ACCOUNTS_HELP.format(path=config_path()),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--account", help="account name in accounts.toml (default: the default or first)")
     p.add_argument("--accounts", metavar="FILE", help="accounts file (default ~/.config/mailhaven/accounts.toml)")
     sub = p.add_subparsers(dest="mail_command", required=True)
@@ -319,43 +363,48 @@ def register(subparsers: Any) -> None:
     def add(name: str, fn: Any, help: str, folder: bool = True, json_: bool = False) -> argparse.ArgumentParser:
         a = sub.add_parser(name, help=help)
         if folder:
-            a.add_argument("--folder", default="INBOX")
+            a.add_argument("--folder", default="INBOX", help="the folder the UID is in (default INBOX)")
         if json_:
-            a.add_argument("--json", action="store_true")
+            a.add_argument("--json", action="store_true", help="print JSON, for scripts")
         a.set_defaults(func=_safely(fn))
         return a
 
     add("folders", cmd_folders, "folders with unread and total counts", folder=False, json_=True)
     a = add("ls", cmd_ls, "list messages", folder=False, json_=True)
-    a.add_argument("folder", nargs="?", default="INBOX")
-    a.add_argument("--unread", action="store_true")
-    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("folder", nargs="?", default="INBOX", help="folder to list (default INBOX)")
+    a.add_argument("--unread", action="store_true", help="only messages not yet read")
+    a.add_argument("--limit", type=int, default=50, metavar="N", help="the newest N (default 50; 0: all)")
     a = add("read", cmd_read, "show a message (marks it read)", json_=True)
     a.add_argument("id", type=int)
     a.add_argument("--raw", action="store_true")
     a.add_argument("--save-attachments", metavar="DIR")
     a = add("send", cmd_send, "compose and send", folder=False)
-    a.add_argument("--to", action="append")
-    a.add_argument("--cc", action="append")
-    a.add_argument("--bcc", action="append")
-    a.add_argument("--subject")
-    a.add_argument("--attach", action="append", metavar="FILE")
-    a.add_argument("--body-file", metavar="FILE")
+    a.add_argument("--to", action="append", metavar="ADDRESS", help="a recipient (repeat for more)")
+    a.add_argument("--cc", action="append", metavar="ADDRESS", help="a copy recipient (repeat for more)")
+    a.add_argument("--bcc", action="append", metavar="ADDRESS",
+                   help="a blind copy recipient, not shown to the others (repeat for more)")
+    a.add_argument("--subject", help="the subject line")
+    a.add_argument("--attach", action="append", metavar="FILE", help="attach a file (repeat for more)")
+    a.add_argument("--body-file", metavar="FILE", help=BODY_FILE_HELP)
+    a.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
     a = add("reply", cmd_reply, "reply (quoting; In-Reply-To and References set)")
     a.add_argument("id", type=int)
     a.add_argument("--all", action="store_true", help="reply to everyone but yourself")
-    a.add_argument("--body-file", metavar="FILE")
+    a.add_argument("--body-file", metavar="FILE", help=BODY_FILE_HELP)
+    a.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
     a = add("forward", cmd_forward, "forward inline or as an attachment")
     a.add_argument("id", type=int)
     a.add_argument("--to", action="append", required=True)
     a.add_argument("--as-attachment", action="store_true")
-    a.add_argument("--body-file", metavar="FILE")
+    a.add_argument("--body-file", metavar="FILE", help=BODY_FILE_HELP)
+    a.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
     a = add("draft", cmd_draft, "write or resume a draft (saved in Drafts)", folder=False)
     a.add_argument("--resume", type=int, metavar="UID", help="a draft's UID in the Drafts folder")
     a.add_argument("--to", action="append")
     a.add_argument("--cc", action="append")
     a.add_argument("--subject")
-    a.add_argument("--body-file", metavar="FILE")
+    a.add_argument("--body-file", metavar="FILE", help=BODY_FILE_HELP)
+    a.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
     a.add_argument("--send", action="store_true", help="send it now instead of saving")
     a.add_argument("--no-edit", action="store_true", help="with --resume --send: send as saved")
     a = add("move", cmd_move, "move a message to another folder")

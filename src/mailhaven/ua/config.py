@@ -8,16 +8,19 @@
     smtp = "submissions://mail.example.org"      # submissions:// (465) or submission:// (587, STARTTLS)
     user = "alice@example.org"                   # default: address
     password_command = "pass show mail/work"     # or the system keyring, or $MAILHAVEN_PASSWORD
-    insecure = false                             # true: do not verify certificates (self-signed test servers)
+    ca_file = "/srv/mailhaven/data/tls/cert.pem" # trust this certificate (a server's self-signed one)
+    insecure = false                             # true: do not verify certificates (test servers only)
     default = true
 
 A password written in the file is refused unless ``allow_plaintext_password = true`` says
 the user means it. TLS is always used, except ``imap://``/``submission://`` to a loopback
-address with ``starttls = false``.
+address with ``starttls = false``. A key the agent does not know stops it with the key's
+name (and the known key it resembles), so a typo never silently drops a setting.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import shlex
@@ -29,6 +32,29 @@ from typing import Any
 from urllib.parse import urlsplit
 
 PASSWORD_ENV = "MAILHAVEN_PASSWORD"
+
+ACCOUNT_KEYS = ("address", "name", "imap", "smtp", "user", "password_command", "password",
+                "allow_plaintext_password", "ca_file", "insecure", "starttls", "default")
+"""Every key an [accounts.NAME] table may have."""
+
+ACCOUNTS_HELP = """\
+The accounts file ({path}) names one or more accounts:
+
+  [accounts.work]
+  address = "alice@example.org"
+  name = "Alice Liddell"                      # optional display name
+  imap = "imaps://mail.example.org"           # or imap://host[:port] (STARTTLS)
+  smtp = "submissions://mail.example.org"     # or submission://host[:port] (587, STARTTLS)
+  user = "alice@example.org"                  # login name; default: address
+  password_command = "pass show mail/work"    # or the system keyring, or $MAILHAVEN_PASSWORD
+  ca_file = "/path/to/mailhaven/data/tls/cert.pem"   # trust this certificate file
+  insecure = false                            # true: no certificate check (test servers only)
+  default = true                              # the account used without --account
+
+Against your own Mailhaven, which makes a self-signed certificate in DATA/tls/cert.pem,
+point ca_file at that file (relative paths are read from the accounts file's folder);
+the server's certificate is then checked like any other. A password written in the file
+is refused unless allow_plaintext_password = true is set as well."""
 
 
 class UAError(Exception):
@@ -54,6 +80,8 @@ class Account:
     password_command: str | None
     password: str | None
     insecure: bool
+    ca_file: str | None = None
+    """A PEM file of certificates to trust instead of the system's (a self-signed server's own)."""
 
     def get_password(self) -> str:
         if self.password_command:
@@ -129,6 +157,11 @@ def load_accounts(path: Path) -> dict[str, Account]:
 
 
 def _account(name: str, raw: dict[str, Any], path: Path) -> Account:
+    for key in raw:
+        if key not in ACCOUNT_KEYS:
+            close = difflib.get_close_matches(key, ACCOUNT_KEYS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f" (known: {', '.join(ACCOUNT_KEYS)})"
+            raise UAError(f"{path}: accounts.{name}.{key} is not a known key{hint}")
     address = raw.get("address")
     if not isinstance(address, str) or "@" not in address:
         raise UAError(f"{path}: accounts.{name}.address must be an email address")
@@ -147,7 +180,13 @@ def _account(name: str, raw: dict[str, Any], path: Path) -> Account:
         imap = Endpoint(host=imap.host, port=imap.port, implicit_tls=imap.implicit_tls, starttls=False)
         smtp = Endpoint(host=smtp.host, port=smtp.port, implicit_tls=smtp.implicit_tls, starttls=False)
     command = raw.get("password_command")
-    return Account(name=name, address=address, display_name=str(raw.get("name", "")), user=str(raw.get("user", address)),
+    ca_file = None
+    if raw.get("ca_file") is not None:
+        ca_path = path.parent / Path(str(raw["ca_file"])).expanduser()
+        if not ca_path.is_file():
+            raise UAError(f"{path}: accounts.{name}.ca_file: no file {ca_path}")
+        ca_file = str(ca_path)
+    return Account(ca_file=ca_file, name=name, address=address, display_name=str(raw.get("name", "")), user=str(raw.get("user", address)),
                    imap=imap, smtp=smtp, password_command=str(command) if command else None,
                    password=str(password) if password is not None else None, insecure=bool(raw.get("insecure")))
 

@@ -5,6 +5,8 @@ EXPUNGE), flags and search. Works with any IMAP4rev1 server."""
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import imaplib
 import re
 import smtplib
@@ -24,7 +26,7 @@ FALLBACK_NAMES = {"\\Sent": ("Sent", "Sent Messages", "Sent Items"), "\\Drafts":
 
 
 def _context(account: Account) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+    ctx = ssl.create_default_context(cafile=account.ca_file)
     if account.insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -74,6 +76,24 @@ def _quote(name: str) -> str:
     return '"' + encode_utf7(name).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def failure(what: str, account: Account, exc: BaseException) -> UAError:
+    """One line for the user, saying what to do where there is something to do."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UAError(
+            f"{what}: the server's certificate is not trusted ({exc.verify_message}). If this is your "
+            f"own server with a self-signed certificate, trust that file: ca_file = \"DATA/tls/cert.pem\" "
+            f"(its full path) in [accounts.{account.name}], or insecure = true on a test machine; "
+            f"see 'mailhaven mail --help'")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        login = "login failed: " if isinstance(exc, smtplib.SMTPAuthenticationError) else ""
+        return UAError(f"{what}: {login}{exc.smtp_code} {text}")
+    if isinstance(exc, imaplib.IMAP4.error):
+        arg = exc.args[0] if exc.args else ""
+        return UAError(f"{what}: {arg.decode(errors='replace') if isinstance(arg, bytes) else arg}")
+    return UAError(f"{what}: {exc}")
+
+
 @dataclass(frozen=True)
 class Folder:
     name: str
@@ -98,9 +118,13 @@ class Mail:
                 imap = imaplib.IMAP4(ep.host, ep.port, timeout=60)
                 if ep.starttls:
                     imap.starttls(ssl_context=_context(self.account))
-            imap.login(self.account.user, self.account.get_password())
         except (OSError, imaplib.IMAP4.error, ssl.SSLError) as exc:
-            raise UAError(f"IMAP {ep.host}:{ep.port}: {exc}") from None
+            raise failure(f"IMAP {ep.host}:{ep.port}", self.account, exc) from None
+        try:
+            imap.login(self.account.user, self.account.get_password())
+        except (OSError, imaplib.IMAP4.error) as exc:
+            raise failure(f"IMAP {ep.host}:{ep.port}: login as {self.account.user} failed", self.account,
+                          exc) from None
         return imap
 
     def close(self) -> None:
@@ -185,11 +209,12 @@ class Mail:
             uid = re.search(r"UID (\d+)", meta)
             flags = re.search(r"FLAGS \(([^)]*)\)", meta)
             size = re.search(r"RFC822\.SIZE (\d+)", meta)
+            arrived = re.search(r'INTERNALDATE "([^"]+)"', meta)
             headers = BytesHeaderParser(policy=compat32).parsebytes(item[1])
             out.append({"uid": int(uid.group(1)) if uid else 0, "flags": flags.group(1).split() if flags else [],
                         "size": int(size.group(1)) if size else 0, "from": header_text(headers, "From"),
                         "to": header_text(headers, "To"), "subject": header_text(headers, "Subject"),
-                        "date": header_text(headers, "Date")})
+                        "date": header_text(headers, "Date") or _internal_date(arrived.group(1) if arrived else "")})
         out.sort(key=lambda m: m["uid"])
         return out
 
@@ -227,6 +252,16 @@ class Mail:
             self._ok(*self.imap.expunge(), "EXPUNGE")
 
 
+def _internal_date(value: str) -> str:
+    """RFC 3501 date-time (``02-Dec-2026 19:00:00 +0000``) as an RFC 5322 date: what a
+    listing shows for a message without a Date: header."""
+    try:
+        when = datetime.datetime.strptime(value.strip(), "%d-%b-%Y %H:%M:%S %z")
+    except ValueError:
+        return ""
+    return email.utils.format_datetime(when)
+
+
 def submit(account: Account, sender: str, recipients: list[str], raw: bytes) -> None:
     """RFC 6409 submission with STARTTLS or implicit TLS, and AUTH."""
     ep = account.smtp
@@ -245,7 +280,7 @@ def submit(account: Account, sender: str, recipients: list[str], raw: bytes) -> 
         raise UAError("every recipient was refused: " + "; ".join(
             f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in exc.recipients.items())) from None
     except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-        raise UAError(f"sending failed: {exc}") from None
+        raise failure(f"sending through {ep.host}:{ep.port} failed", account, exc) from None
     if refused:
         raise UAError("some recipients were refused: " + "; ".join(
             f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in refused.items()))

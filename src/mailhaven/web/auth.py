@@ -188,4 +188,7 @@ async def authenticate(ctx: Any, request: Request, *, state_changing: bool) -> C
                 if not sent or not secrets.compare_digest(sent, info.csrf_token):
                     raise AuthError(403, "missing or wrong X-CSRF-Token", challenge=False)
             return Caller(account=info.account, csrf_token=info.csrf_token)
+        # A webmail page whose session is gone (expired, or the server restarted): no Basic
+        # challenge, or the browser would pop up its own password dialog over the page.
+        raise AuthError(401, "the webmail session has ended; log in again", challenge=False)
     raise AuthError(401, "authentication required")

@@ -325,5 +325,12 @@ def routes(ctx: Any, sessions: WebSessions | None = None) -> list[BaseRoute]:
         Route("/logout", mail.logout, methods=["POST"]),
         Route("/sanitize", mail.sanitize, methods=["POST"]),
         Route("/sanitized/{token}", mail.sanitized, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET", "HEAD"]),
         Mount("/static", app=_StaticWithHeaders(), name="static"),
     ]
+
+
+async def favicon(request: Request) -> Response:
+    """Browsers ask for /favicon.ico on every site; the tab gets an envelope, the log no 404."""
+    return Response((STATIC_DIR / "favicon.ico").read_bytes(), media_type="image/vnd.microsoft.icon",
+                    headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})

@@ -55,6 +55,8 @@ def _problem(status: int, type_: str, detail: str, **extra: Any) -> JSONResponse
 
 def _auth_failure(exc: AuthError) -> Response:
     headers = {"WWW-Authenticate": 'Basic realm="Mailhaven", charset="UTF-8"'} if exc.challenge else {}
+    if exc.status == 401 and not exc.challenge:
+        headers = {"WWW-Authenticate": 'Bearer realm="Mailhaven"'}    # RFC 9110 15.5.2; no browser dialog
     if exc.retry_after > 0:
         headers["Retry-After"] = str(int(exc.retry_after) + 1)          # RFC 6585 4
     return JSONResponse({"type": "about:blank", "status": exc.status, "detail": exc.detail},
@@ -269,13 +271,21 @@ class JMAP:
 
         async def events() -> Any:
             sub = store.subscribe(account_id)
+            stopping: asyncio.Future[Any] | None = None
             try:
                 last = await account_state(store, account_id)
                 yield f"event: state\ndata: {json.dumps(_state_change(account_id, last))}\n\n"
+                stopping = asyncio.ensure_future(shutting_down.wait())
                 while not shutting_down.is_set():
-                    try:
-                        await asyncio.wait_for(sub.get(), timeout=ping or 30)
-                    except TimeoutError:
+                    # Shutdown ends the stream at once: uvicorn would otherwise wait out its
+                    # graceful period for this response and then cancel it with a traceback.
+                    change = asyncio.ensure_future(sub.get())
+                    done, _ = await asyncio.wait((change, stopping), timeout=ping or 30,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if change not in done:
+                        change.cancel()
+                        if stopping in done:
+                            return
                         if ping:
                             yield f"event: ping\ndata: {json.dumps({'interval': ping})}\n\n"
                         continue
@@ -289,6 +299,8 @@ class JMAP:
                         if close_after:
                             return
             finally:
+                if stopping is not None:
+                    stopping.cancel()
                 sub.close()
 
         return StreamingResponse(events(), media_type="text/event-stream",

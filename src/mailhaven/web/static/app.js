@@ -41,13 +41,30 @@ class App {
     await this.loadMailboxes();
     const inbox = this.mailboxByRole("inbox") || this.mailboxes[0];
     if (inbox) await this.openMailbox(inbox.id);
-    this.jmap.listen((change) => this.onPush(change));
+    this.jmap.listen((change) => this.onPush(change), (connected) => this.onConnection(connected));
+  }
+
+  // The push stream is the webmail's line to the server: when it drops, say so until it is
+  // back, then catch up on whatever changed meanwhile.
+  onConnection(connected) {
+    if (connected === "unauthorized") { location.href = "/login"; return; }
+    const banner = document.getElementById("connection-lost");
+    const wasLost = !banner.hidden;
+    banner.hidden = connected;
+    document.body.classList.toggle("offline", !connected);
+    if (connected && wasLost) this.refresh().catch((e) => console.warn(e));
   }
 
   // -- mailboxes ------------------------------------------------------------------------
   mailboxByRole(role) { return this.mailboxes.find((m) => m.role === role); }
 
   mailboxById(id) { return this.mailboxes.find((m) => m.id === id); }
+
+  // IMAP's INBOX is spelt in capitals by the protocol (RFC 3501 §5.1); people read "Inbox".
+  displayName(m) {
+    if (!m) return "";
+    return m.role === "inbox" && m.name.toUpperCase() === "INBOX" ? "Inbox" : m.name;
+  }
 
   async loadMailboxes() {
     const res = await this.jmap.call("Mailbox/get", {
@@ -84,7 +101,7 @@ class App {
       const item = el("li", { class: "mailbox" + (m.id === this.mailboxId && !this.searchText ? " current" : ""),
                               "data-id": m.id, "data-role": m.role || "" },
         el("a", { href: "#", style: `padding-left:${0.75 + depth}rem` },
-          el("span", { class: "name" }, m.name),
+          el("span", { class: "name" }, this.displayName(m)),
           unread ? el("span", { class: "unread-count", title: `${unread} unread` }, String(unread)) : null));
       item.querySelector("a").addEventListener("click", (ev) => {
         ev.preventDefault();
@@ -107,6 +124,7 @@ class App {
     this.searchText = "";
     this.position = 0;
     this.selected = -1;
+    this.reader.close();          // the open message belongs to the folder we leave
     this.setView("list");
     this.renderMailboxes();
     await this.loadList();
@@ -117,6 +135,7 @@ class App {
     if (!this.searchText) { this.openMailbox(this.mailboxId); return; }
     this.position = 0;
     this.selected = -1;
+    this.reader.close();
     this.setView("list");
     this.renderMailboxes();
     await this.loadList();
@@ -151,7 +170,7 @@ class App {
 
   renderList() {
     const title = this.searchText ? `Search: ${this.searchText}`
-      : (this.mailboxById(this.mailboxId) || { name: "" }).name;
+      : this.displayName(this.mailboxById(this.mailboxId));
     document.getElementById("list-title").textContent = title;
     const end = Math.min(this.position + this.emails.length, this.total);
     document.getElementById("list-range").textContent =

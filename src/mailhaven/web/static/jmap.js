@@ -101,14 +101,38 @@ export class JMAPClient {
   }
 
   // RFC 8620 §7.3: push over EventSource; onChange gets the StateChange object.
-  listen(onChange) {
+  // onConnection(true|false) follows the stream: false when it drops (EventSource then
+  // retries by itself), true when it is open again. A stream refused for good (the server
+  // came back without this session, say) is retried here; a 401 then ends in
+  // onConnection("unauthorized").
+  listen(onChange, onConnection = () => {}) {
     if (!this.session.eventSourceUrl || typeof EventSource === "undefined") return null;
     const url = expandTemplate(this.session.eventSourceUrl, { types: "*", closeafter: "no", ping: "30" });
     const source = new EventSource(url, { withCredentials: true });
     source.addEventListener("state", (ev) => {
+      onConnection(true);
       try { onChange(JSON.parse(ev.data)); } catch (e) { console.warn("bad push event", e); }
     });
+    source.addEventListener("ping", () => onConnection(true));
+    source.addEventListener("open", () => onConnection(true));
+    source.addEventListener("error", () => {
+      onConnection(false);
+      if (source.readyState === EventSource.CLOSED) this.relisten(onChange, onConnection);
+    });
     return source;
+  }
+
+  relisten(onChange, onConnection, delay = 3000) {
+    setTimeout(async () => {
+      try {
+        await this.connect();
+      } catch (e) {
+        if (e instanceof JMAPError && e.type === "unauthorized") { onConnection("unauthorized"); return; }
+        this.relisten(onChange, onConnection, Math.min(delay * 2, 30000));
+        return;
+      }
+      this.listen(onChange, onConnection);
+    }, delay);
   }
 }
 

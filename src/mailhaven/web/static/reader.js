@@ -95,12 +95,12 @@ export class Reader {
       el("option", { value: "" }, "Move to…"),
       this.app.sortedMailboxes().map(([m, depth]) =>
         el("option", { value: m.id, disabled: !!(this.current.mailboxIds || {})[m.id] },
-          "\u00a0".repeat(depth * 2) + m.name)));
+          "\u00a0".repeat(depth * 2) + this.app.displayName(m))));
     select.addEventListener("change", async () => {
       if (!select.value) return;
       const target = this.app.mailboxById(select.value);
       await this.app.moveTo(this.actionIds(), select.value);
-      toast(`Moved to ${target ? target.name : "folder"}`);
+      toast(`Moved to ${target ? this.app.displayName(target) : "folder"}`);
       this.app.back();
     });
     return select;
