@@ -748,6 +748,9 @@ async def test_queue_finish(backend):
     await backend.queue_finish(ids[1])
     assert [e.id for e in await backend.queue_list()] == [ids[0]]
     await backend.queue_finish(ids[1])                                      # already gone: no error
+    await backend.queue_finish(ids[0])
+    again = await backend.queue_enqueue(await _outbound(backend, "c@x.example"), now=1000.0)
+    assert not set(again) & set(ids)                # an emptied queue never gives an id out again
 
 
 async def test_queue_defer(backend):

@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from conftest import run_cli
-from mailhaven.store.api import FlagMode
+from mailhaven.queue.api import OutboundMessage, OutboundRecipient
+from mailhaven.store.api import BlobRef, FlagMode
 from mailhaven.store.postgres import PostgresStore
 from mailhaven.store.sqlite import SQLiteStore
 
@@ -59,6 +60,14 @@ async def _populate(data) -> None:
         await s.expunge(inbox.id, [3])
         await s.move(inbox.id, [4], work.id)
         await s.copy(inbox.id, [1], work.id)
+        # What the store keeps for the queue and the web layer goes along too.
+        big = await s.put_blob(RAW * 5000)                  # a file under blobs/, named only by the queue
+        await s.queue_enqueue(OutboundMessage(blob=big, mail_from="bob@nyu.example", smtputf8=True,
+                                              recipients=(OutboundRecipient(address="x@remote.example"),)),
+                              now=1000.0)
+        await s.queue_defer(1, next_attempt=2000.0, reply="451 later", warned=True)
+        await s.add_token(bob.id, "ab" * 32, "phone", created=5.0)
+        await s.save_identity_settings(bob.id, "team@nyu.example", {"name": "The team"})
     finally:
         await s.close()
 
@@ -107,6 +116,16 @@ async def test_migration_keeps_uids_ids_modseqs_and_passwords(tmp_path, pg):
         assert res.message is not None and res.message.uid == inbox.uidnext
         assert res.message.id > max(m[0] for b in before["accounts"].values() for ms in b[2].values() for m in ms)
         assert res.message.thread_id == (await s.get_messages(inbox.id, [1]))[0].thread_id
+        (queued,) = await s.queue_list()
+        assert (queued.id, queued.rcpt, queued.attempts, queued.warned, queued.smtputf8, queued.last_reply) == (
+            1, "x@remote.example", 1, True, True, "451 later")
+        assert await s.read_blob(queued.blob_id) == RAW * 5000
+        assert await s.queue_enqueue(OutboundMessage(blob=BlobRef(id=queued.blob_id, size=queued.size),
+                                                     mail_from="bob@nyu.example",
+                                                     recipients=(OutboundRecipient(address="y@remote.example"),))
+                                     ) == [2]
+        assert await s.token_account("ab" * 32) == bob.id
+        assert await s.identity_settings(bob.id) == {"team@nyu.example": {"name": "The team"}}
         fresh = await s.create_mailbox(bob.id, "Later")
         assert fresh.uidvalidity > max(b.uidvalidity for b in before["accounts"]["bob@nyu.example"][1])
     finally:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from .config import Config
-from .datadir import restrict_umask
 from .logs import Log
 from .queue.api import Outbound
 from .store import create_store
@@ -150,7 +149,6 @@ class Running:
 
 
 async def start(config: Config, log: Log) -> Running:
-    restrict_umask()                # the data directory is the owner's only (datadir.py)
     store = create_store(config)
     await store.open()
     ctx = AppContext(config=config, store=store, log=log, tls=server_context(config))

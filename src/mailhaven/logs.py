@@ -5,13 +5,18 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import re
+import secrets
 import sys
 import time
 from typing import Any
 
 _ids = itertools.count(1)
 _process = ""
+_stamp: tuple[int, str] | None = None
+"""(pid, stamp) of this process: a forked child makes its own."""
+_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"     # Crockford's: no i, l, o, u
 
 
 def set_process_tag(tag: str) -> None:
@@ -20,9 +25,24 @@ def set_process_tag(tag: str) -> None:
     _process = tag
 
 
+def process_stamp() -> str:
+    """13 characters naming this process among all processes of every node, before and
+    after restarts: its start time in milliseconds and 24 random bits, base 32, so they
+    sort by start time. A restart, an SMTP worker or another PostgreSQL node never repeats
+    what an earlier process logged (issue 14, item 10)."""
+    global _stamp
+    pid = os.getpid()
+    if _stamp is None or _stamp[0] != pid:
+        n = (time.time_ns() // 1_000_000) << 24 | secrets.randbits(24)
+        _stamp = (pid, "".join(_BASE32[(n >> shift) & 31] for shift in range(60, -1, -5)))
+    return _stamp[1]
+
+
 def connection_id(prefix: str) -> str:
-    """A short id that ties every log line of one connection together."""
-    return f"{_process}{prefix}{next(_ids):06d}"
+    """The id that ties every log line of one connection together, also in the Received:
+    trace and the reply to DATA (``s0fk3m2a8d1x9q.3``; ``.N`` per message). Unique across
+    restarts and processes: the process's :func:`process_stamp` and a counter."""
+    return f"{_process}{prefix}{process_stamp()}.{next(_ids)}"
 
 
 class _TextFormatter(logging.Formatter):

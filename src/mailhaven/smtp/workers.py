@@ -211,7 +211,9 @@ def main() -> int:
     args = ap.parse_args()
     config = pickle.loads(sys.stdin.buffer.read())   # from our parent, over a pipe
     from .. import logs
+    from ..datadir import restrict_umask
 
+    restrict_umask()            # as the server that started us: what we create is private
     logs.setup(config.log_level, config.log_format)
     logs.set_process_tag(f"w{args.index}")
     from ..app import run

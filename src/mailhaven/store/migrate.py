@@ -25,12 +25,15 @@ from typing import Any
 import asyncpg
 
 from ..message.summary import message_ids
+from .pgqueue import SCHEMA as QUEUE_SCHEMA
 from .pgschema import check_schema_name, ensure_schema
+from .pgwebdata import SCHEMA as WEB_SCHEMA
+from .queuerows import COLUMNS as QUEUE_COLUMNS
 
 BATCH = 500
 
 _TABLES = ("domains", "accounts", "aliases", "mailboxes", "subscriptions", "blobs", "blob_text",
-           "messages", "expunged")
+           "messages", "expunged", "queue", "web_tokens", "jmap_identities")
 
 
 class MigrationError(Exception):
@@ -50,6 +53,7 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
     counts: dict[str, int] = {}
     try:
         await ensure_schema(conn, schema, fresh=False)
+        await conn.execute(QUEUE_SCHEMA + WEB_SCHEMA)
         for table in _TABLES:
             if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
                 raise MigrationError(f"schema {schema!r} is not empty (table {table} has rows)")
@@ -105,6 +109,18 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
             await copy("expunged", "SELECT * FROM expunged",
                        ("mailbox_id", "account_id", "message_id", "uid", "modseq"),
                        lambda r: (r["mailbox_id"], r["account_id"], r["message_id"], r["uid"], r["modseq"]))
+            # What the store keeps for the queue and the web layer (absent from old sources).
+            source = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "queue" in source:
+                await copy("queue", f"SELECT {QUEUE_COLUMNS} FROM queue ORDER BY id",
+                           tuple(QUEUE_COLUMNS.split(", ")),
+                           _queue_record)
+            if "web_tokens" in source:
+                await copy("web_tokens", "SELECT hash, account_id, label, created FROM web_tokens",
+                           ("hash", "account_id", "label", "created"), lambda r: (r[0], r[1], r[2], float(r[3])))
+            if "jmap_identities" in source:
+                await copy("jmap_identities", "SELECT account_id, email, data FROM jmap_identities",
+                           ("account_id", "email", "data"), lambda r: (r[0], r[1], r[2]))
             uidvalidity = await asyncio.to_thread(
                 lambda: lite.execute("SELECT value FROM meta WHERE key='uidvalidity'").fetchone())
             if uidvalidity is not None:
@@ -112,12 +128,17 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
                                    "DO UPDATE SET value = GREATEST(counters.value, EXCLUDED.value)",
                                    int(uidvalidity[0]))
             # New rows continue after the copied ids (message ids are JMAP Email ids).
-            for table in ("accounts", "mailboxes", "messages"):
+            for table in ("accounts", "mailboxes", "messages", "queue"):
                 await conn.execute(f"SELECT setval('{table}_id_seq', GREATEST((SELECT max(id) FROM {table}), 1))")
     finally:
         await conn.close()
         lite.close()
     return counts
+
+
+def _queue_record(row: sqlite3.Row) -> tuple[Any, ...]:
+    r = tuple(row)      # smtputf8 and warned are booleans in PostgreSQL
+    return (*r[:12], bool(r[12]), *r[13:19], bool(r[19]), *r[20:])
 
 
 async def _copy_blobs(conn: asyncpg.Connection, lite: sqlite3.Connection, data_dir: Path,

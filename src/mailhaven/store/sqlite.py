@@ -57,6 +57,7 @@ from .sqlitemailboxes import MailboxMethods
 from .sqlitemessages import MessageMethods
 from .sqlitequeue import SCHEMA as QUEUE_SCHEMA
 from .sqlitequeue import QueueMethods
+from .sqlitequeue import upgrade as upgrade_queue
 from .sqliterows import _account
 from .sqliteschema import SCHEMA, _upgrade
 from .sqlitewebdata import SCHEMA as WEB_SCHEMA
@@ -89,6 +90,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self.blobs.prepare()
         await asyncio.to_thread(self.db.open, SCHEMA)
         await self.db.write(_upgrade)
+        await self.db.write(upgrade_queue)
         self._index_pending = await self.db.read(
             lambda c: c.execute("SELECT count(*) FROM fts_pending").fetchone()[0])
         self._indexer = asyncio.create_task(self._index_loop())

@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     from ..queue.api import OutboundMessage
     from .db import Database
 
-SCHEMA = """
+# AUTOINCREMENT: an id is never given out twice, even after the rows above it were
+# delivered and deleted (plain rowids restart after the highest row goes).
+_TABLE = """
 CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     msg TEXT NOT NULL,
     blob_id TEXT NOT NULL,
     size INTEGER NOT NULL,
@@ -39,8 +41,24 @@ CREATE TABLE IF NOT EXISTS queue (
     lease_owner TEXT,
     lease_until REAL
 );
-CREATE INDEX IF NOT EXISTS queue_due ON queue (state, next_attempt);
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS queue_due ON queue (state, next_attempt);\n"
+SCHEMA = _TABLE + _INDEX
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """A queue table made by an older version gave ids again once the rows above them were
+    gone (``id`` 1 named a new entry after every emptied queue): rebuild it with
+    AUTOINCREMENT, keeping its rows and their ids."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='queue'").fetchone()
+    if row is None or "AUTOINCREMENT" in row[0].upper():
+        return
+    conn.execute("ALTER TABLE queue RENAME TO queue_before_upgrade")
+    conn.execute("DROP INDEX IF EXISTS queue_due")
+    conn.execute(_TABLE.strip().rstrip(";"))
+    conn.execute(f"INSERT INTO queue ({COLUMNS}) SELECT {COLUMNS} FROM queue_before_upgrade")
+    conn.execute("DROP TABLE queue_before_upgrade")
+    conn.execute(_INDEX.strip().rstrip(";"))
 
 
 class QueueMethods:
