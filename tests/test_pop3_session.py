@@ -123,7 +123,7 @@ async def test_deletions_apply_only_at_quit_and_all_at_once(env: Env) -> None:
     assert b"\r\n2 " in uidl and b"\r\n1 " not in uidl
     box = await env.inbox()
     assert len(await env.store.list_messages(box.id)) == 3   # nothing yet
-    assert (await c.cmd("QUIT")).startswith(b"+OK Mailhaven POP3 server signing off (1 messages left)")
+    assert (await c.cmd("QUIT")).startswith(b"+OK Mailhaven POP3 server signing off (1 message left)")
     assert [m.uid for m in await env.store.list_messages(box.id)] == [2]
 
 

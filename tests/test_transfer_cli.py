@@ -52,7 +52,7 @@ def test_cli_import_export_round_trip(tmp_path: Path) -> None:
     sample_mbox(tmp_path / "in.mbox", 40, "cli")
     (tmp_path / "bad.mbox").write_bytes(b"From a@b Mon Jan  1 00:00:00 2001\n\n")
     r = run_cli(data, "import", "mbox", str(tmp_path / "in.mbox"), "--user", SRC, "--folder", "Lists/Python")
-    assert "40 messages imported in 1 folders" in r.stderr and "0 skipped" in r.stderr
+    assert "40 messages imported in 1 folder " in r.stderr and "0 skipped" in r.stderr
     r = run_cli(data, "import", "mbox", str(tmp_path / "bad.mbox"), "--user", SRC)
     assert r.returncode == 0 and "skipped" in r.stderr and "empty message" in r.stderr
     items = listing(data, SRC, "Lists/Python")
@@ -119,7 +119,7 @@ def test_import_imap_from_our_server_twice(imap_server: ServerProcess, tmp_path:
         mb.MboxWriter(f).write(b"Subject: late\nMessage-ID: <late@x>\n\nx\n", {"\\Seen"}, 1_700_000_000)
     srv.admin("import", "mbox", str(tmp_path / "c.mbox"), "--user", SRC)
     err = run_import(srv, "--from", f"imaps://{SRC}@127.0.0.1:{srv.port('imaps')}", "--insecure")
-    assert "1 messages copied" in err and "150 already present" in err
+    assert "1 message copied" in err and "150 already present" in err
 
 
 def test_import_imap_folder_map_password_command_and_errors(imap_server: ServerProcess, tmp_path: Path) -> None:

@@ -185,7 +185,7 @@ def test_progress_lines_when_not_a_terminal() -> None:
     p = Progress(stream=tty, tty=True, clock=lambda: now[0])
     now[0] += 1
     p.ok(1)
-    assert tty.getvalue().startswith("\r\x1b[K1 messages imported")
+    assert tty.getvalue().startswith("\r\x1b[K1 message imported")
 
 
 async def test_maildir_with_broken_entries(store: Any, tmp_path: Path) -> None:

@@ -274,7 +274,7 @@ class Session:
         self.protocol.transition(P.Trigger.AUTHENTICATED)
         count, size = self.maildrop.stat()
         self.ctx.log.info("login", user=account.address, how=how, messages=count)
-        self._reply(R.LOGGED_IN.with_text(f"Logged in; {count} messages ({size} octets)"))
+        self._reply(R.LOGGED_IN.with_text(f"Logged in; {_messages(count)} ({size} octets)"))
 
     async def _quit(self, cmd: P.Quit) -> None:
         if self.state is P.State.AUTHORIZATION:
@@ -293,7 +293,7 @@ class Session:
             if deleted:
                 await self.ctx.store.expunge(drop.mailbox_id, deleted)   # one call: all or nothing
             left = len(drop.messages) - len(drop.deleted)
-            reply = R.BYE.with_text(f"{R.BYE.text} ({left} messages left)")
+            reply = R.BYE.with_text(f"{R.BYE.text} ({_messages(left)} left)")
             self.ctx.log.info("logout", user=self._address(), deleted=len(deleted), retrieved=len(drop.retrieved))
         except StoreError:
             self.ctx.log.error("update failed", exc=True, user=self._address())
@@ -321,7 +321,7 @@ class Session:
             self._reply(R.OK.with_text(f"{cmd.msg} {drop.size(cmd.msg)}"))
             return
         count, size = drop.stat()
-        first = R.LIST_FOLLOWS.with_text(f"{count} messages ({size} octets)")
+        first = R.LIST_FOLLOWS.with_text(f"{_messages(count)} ({size} octets)")
         self._out.append(P.multiline(first, [f"{n} {drop.sizes[n - 1]}".encode() for n, _ in drop.live()]))
 
     async def _uidl(self, cmd: P.Uidl) -> None:
@@ -392,7 +392,7 @@ class Session:
         drop = self._drop()
         drop.reset()
         count, size = drop.stat()
-        self._reply(R.OK.with_text(f"maildrop has {count} messages ({size} octets)"))
+        self._reply(R.OK.with_text(f"maildrop has {_messages(count)} ({size} octets)"))
 
 
 _HANDLERS: dict[type[P.Command], Callable[[Session, Any], Awaitable[None]]] = {
@@ -401,3 +401,8 @@ _HANDLERS: dict[type[P.Command], Callable[[Session, Any], Awaitable[None]]] = {
     P.List: Session._list, P.Uidl: Session._uidl, P.Retr: Session._retr, P.Top: Session._top,
     P.Dele: Session._dele, P.Noop: Session._noop, P.Rset: Session._rset,
 }
+
+
+def _messages(n: int) -> str:
+    """``1 message``, ``3 messages`` (reply texts are for people; clients read the numbers)."""
+    return f"{n} message" if n == 1 else f"{n} messages"

@@ -44,7 +44,8 @@ class Progress:
 
     def _line(self) -> str:
         total = f"/{self.total}" if self.total else ""
-        return (f"{self.done}{total} messages {self.verb}, {self.skipped} skipped, "
+        return (f"{self.done}{total} {'message' if self.done == 1 and not total else 'messages'} {self.verb}, "
+                f"{self.skipped} skipped, "
                 f"{self.rate():.0f}/s, {self.bytes / 1048576:.1f} MiB"
                 + (f" [{self.folder}]" if self.folder else ""))
 
@@ -86,7 +87,7 @@ class Progress:
 
     def summary(self) -> str:
         elapsed = self.clock() - self.started
-        text = (f"{self.done} messages {self.verb} in {len(self.folders)} folders "
+        text = (f"{_count(self.done, 'message')} {self.verb} in {_count(len(self.folders), 'folder')} "
                 f"({self.bytes / 1048576:.1f} MiB) in {elapsed:.1f}s, {self.rate():.0f} messages/s; "
                 f"{self.skipped} skipped")
         if self.duplicates:
@@ -100,3 +101,8 @@ class Progress:
         self.stream.write(text + "\n")
         self.stream.flush()
         return text
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 message``, ``2 messages``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
