@@ -218,6 +218,23 @@ def test_large_message_through_jmap_upload_import_download(srv: ServerProcess) -
         n = data[0].decode()
     assert imap_fetch(srv, user, int(n), "BODY.PEEK[]") == raw
 
+    # Email/set with a large uploaded attachment: encoded from its file into the new blob.
+    binary = random.Random(4).randbytes(12_000_001)
+    attached = json.loads(call("POST", f"/jmap/upload/{account}/", binary, "application/octet-stream"))
+    created = json.loads(call("POST", "/jmap/api", json.dumps({"using": using, "methodCalls": [
+        ["Email/set", {"accountId": account, "create": {"d": {
+            "mailboxIds": {inbox: True}, "subject": "with a large file", "from": [{"email": user}],
+            "textBody": [{"partId": "t"}], "bodyValues": {"t": {"value": "see the file"}},
+            "attachments": [{"blobId": attached["blobId"], "type": "application/octet-stream",
+                             "name": "big.bin"}]}}}, "s"]]}).encode()))
+    assert "d" in created["methodResponses"][0][1]["created"], created
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        typ, data = m.select("INBOX", readonly=True)
+        last = data[0].decode()
+    assert base64.b64decode(imap_fetch(srv, user, int(last), "BODY.PEEK[2]")) == binary
+    assert b"see the file" in imap_fetch(srv, user, int(last), "BODY.PEEK[1]")
+
 
 def test_catenate_with_large_parts(srv: ServerProcess) -> None:
     """APPEND CATENATE of a large spooled TEXT literal and a URL naming a large part of a
