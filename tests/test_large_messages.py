@@ -118,6 +118,16 @@ def test_large_message_in_and_out_byte_identical(srv: ServerProcess) -> None:
         assert b'"attachment" ("filename" "imap.bin")' in data[0]
         typ, data = m.search(None, "SUBJECT", '"large imap"')
         assert data[0] == b"2"
+    header = by_imap[:header_len]
+    subject = b"Subject: large imap\r\n\r\n"
+    for n in range(2):          # from the file, then from the header cache it filled
+        with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+            m.login(user, PASSWORD)
+            m.select("INBOX", readonly=True)
+            typ, data = m.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[HEADER])")
+            assert typ == "OK" and data[0][1] == subject and data[1][1] == header, (n, data[:2])
+            typ, data = m.fetch("1:2", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            assert [d[1] for d in data[::2]] == [b"Subject: large smtp\r\n\r\n", subject], data
 
 
 def rss_kb(pid: int) -> int:
