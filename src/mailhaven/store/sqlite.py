@@ -446,10 +446,13 @@ class SQLiteStore:
                 out = []
                 for row in rows:
                     try:
-                        raw = self.blobs.read_sync(row[1])
+                        path = self.blobs.file_path(row[1])
+                        if path is not None and os.path.getsize(path) > LARGE_MESSAGE:
+                            out.append((row[0], _prepare_file(path)))     # as delivery made it
+                        else:
+                            out.append((row[0], _prepare(self.blobs.read_sync(row[1]))))
                     except (OSError, NotFound):
                         continue                    # missing bytes: `store check` reports them
-                    out.append((row[0], _prepare(raw)))
                 return out
 
             prepared = await asyncio.to_thread(work)
