@@ -118,6 +118,16 @@ def test_large_message_in_and_out_byte_identical(srv: ServerProcess) -> None:
         assert b'"attachment" ("filename" "imap.bin")' in data[0]
         typ, data = m.search(None, "SUBJECT", '"large imap"')
         assert data[0] == b"2"
+    header = by_imap[:header_len]
+    subject = b"Subject: large imap\r\n\r\n"
+    for n in range(2):          # from the file, then from the header cache it filled
+        with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+            m.login(user, PASSWORD)
+            m.select("INBOX", readonly=True)
+            typ, data = m.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[HEADER])")
+            assert typ == "OK" and data[0][1] == subject and data[1][1] == header, (n, data[:2])
+            typ, data = m.fetch("1:2", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            assert [d[1] for d in data[::2]] == [b"Subject: large smtp\r\n\r\n", subject], data
 
 
 def rss_kb(pid: int) -> int:
@@ -217,3 +227,62 @@ def test_large_message_through_jmap_upload_import_download(srv: ServerProcess) -
         typ, data = m.select("INBOX", readonly=True)
         n = data[0].decode()
     assert imap_fetch(srv, user, int(n), "BODY.PEEK[]") == raw
+
+    # Email/set with a large uploaded attachment: encoded from its file into the new blob.
+    binary = random.Random(4).randbytes(12_000_001)
+    attached = json.loads(call("POST", f"/jmap/upload/{account}/", binary, "application/octet-stream"))
+    created = json.loads(call("POST", "/jmap/api", json.dumps({"using": using, "methodCalls": [
+        ["Email/set", {"accountId": account, "create": {"d": {
+            "mailboxIds": {inbox: True}, "subject": "with a large file", "from": [{"email": user}],
+            "textBody": [{"partId": "t"}], "bodyValues": {"t": {"value": "see the file"}},
+            "attachments": [{"blobId": attached["blobId"], "type": "application/octet-stream",
+                             "name": "big.bin"}]}}}, "s"]]}).encode()))
+    assert "d" in created["methodResponses"][0][1]["created"], created
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        typ, data = m.select("INBOX", readonly=True)
+        last = data[0].decode()
+    assert base64.b64decode(imap_fetch(srv, user, int(last), "BODY.PEEK[2]")) == binary
+    assert b"see the file" in imap_fetch(srv, user, int(last), "BODY.PEEK[1]")
+
+
+def test_catenate_with_large_parts(srv: ServerProcess) -> None:
+    """APPEND CATENATE of a large spooled TEXT literal and a URL naming a large part of a
+    stored message: the parts are copied from their files, byte for byte."""
+    import re
+    import socket
+
+    user = "big2@example.com"
+    source = big_message(8 * 1000 * 1000, user, "cat-source", seed=5)
+    big_text = b"".join(b"line %d of the new text\r\n" % i for i in range(120_000))
+    intro = (f"From: {user}\r\nTo: x@example.org\r\nSubject: forwarded\r\nMIME-Version: 1.0\r\n"
+             "Content-Type: multipart/mixed; boundary=f0\r\n\r\n--f0\r\n"
+             "Content-Type: text/plain\r\n\r\n").encode() + big_text + (
+            b"--f0\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n")
+    outro = b"\r\n--f0--\r\n"
+    with socket.create_connection(("127.0.0.1", srv.port("imap")), timeout=300) as sock:
+        f = sock.makefile("rb")
+
+        def command(tag: str, *pieces: bytes) -> bytes:
+            sock.sendall(b"".join(pieces))
+            while True:
+                line = f.readline()
+                if line.startswith(tag.encode() + b" "):
+                    assert line.split()[1] == b"OK", line
+                    return line
+
+        f.readline()
+        command("a", f"a LOGIN {user} {PASSWORD}\r\n".encode())
+        command("b", b"b CREATE Cat\r\n")
+        command("c", b"c APPEND Cat {%d+}\r\n" % len(source), source, b"\r\n")
+        done = command("d", b"d APPEND INBOX CATENATE (TEXT {%d+}\r\n" % len(intro), intro,
+                       b' URL "/Cat/;UID=1/;SECTION=2" TEXT {%d+}\r\n' % len(outro), outro, b")\r\n")
+    uid = int(re.search(rb"APPENDUID \d+ (\d+)", done).group(1))  # type: ignore[union-attr]
+    part = source[source.index(b"base64\r\n\r\n") + len(b"base64\r\n\r\n"):-len(b"\r\n--b0--\r\n")]
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        m.select("INBOX", readonly=True)
+        typ, data = m.uid("FETCH", str(uid), "(BODY.PEEK[])")
+        assert typ == "OK" and isinstance(data[0], tuple)
+        assert data[0][1] == intro + part + outro

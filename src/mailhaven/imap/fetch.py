@@ -275,6 +275,11 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
     if plan.need_raw:       # rows and bytes in one trip to the store (headers: what the cache lacks)
         wanted = cache.lookup(sel.id, sel.uidvalidity, chunk, raws) if plan.headers_only else chunk
         wanted = [u for u in wanted if u not in large] if large else wanted
+        if plan.headers_only and wanted:
+            from .fetch_large import large_headers
+
+            wanted = await large_headers(s, sel.id, sel.uidvalidity, wanted,
+                                         {u: sel.meta[u].size for u in wanted}, raws)
         if wanted:
             for m, raw in await s.store.get_messages_raw(
                     sel.id, wanted, with_summary=plan.need_summary and not plan.wire, imap_wire=plan.wire):
@@ -391,6 +396,11 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
             bodies = dict(await s.store.get_raw(sel.id, chunk))
         elif headers:       # header blocks from this process's cache; whole messages for the rest
             missing = cache.lookup(sel.id, sel.uidvalidity, chunk, bodies)
+            if missing:
+                from .fetch_large import large_headers
+
+                missing = await large_headers(s, sel.id, sel.uidvalidity, missing,
+                                              {u: sel.meta[u].size for u in missing}, bodies)
             if missing:
                 for uid, data in await s.store.get_raw(sel.id, missing):
                     bodies[uid] = cache.put_message((sel.id, sel.uidvalidity, uid), data)

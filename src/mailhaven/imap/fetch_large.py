@@ -14,12 +14,13 @@ only BINARY of a part (which needs decoding) still reads that part whole.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING
 
 from ..message.fileview import FileView
 from ..message.structure import header_end, structure_summary
-from .fetch import FetchItem, _render, find_part
+from .fetch import STREAM_MIN, FetchItem, _render, find_part
 
 if TYPE_CHECKING:
     from ..store.api import Message
@@ -101,3 +102,40 @@ async def write_large(s: Session, uid: int, msn: int | None, items: list[FetchIt
         await s.maybe_flush()
     finally:
         os.close(fd)
+
+
+HEADER_CAP = 1024 * 1024
+"""Most of a large message read for its header block (a header with no end stops here)."""
+
+
+def read_header_block(path: str) -> bytes:
+    """The header block of a message file (through its blank line), read a piece at a time."""
+    out = bytearray()
+    with open(path, "rb") as f:
+        while len(out) < HEADER_CAP:
+            data = f.read(64 * 1024)
+            if not data:
+                break
+            out += data
+            end = header_end(bytes(out), 0, len(out))
+            if end < len(out):
+                return bytes(out[:end])
+    return bytes(out)
+
+
+async def large_headers(s: Session, mailbox_id: int, uidvalidity: int, uids: list[int],
+                        sizes: dict[int, int], into: dict[int, bytes]) -> list[int]:
+    """Header blocks of the large messages among ``uids`` read from the start of their
+    files into ``into`` (and the header cache); returns the uids still to read."""
+    from .headercache import header_cache
+
+    big = [u for u in uids if sizes.get(u, 0) > STREAM_MIN]
+    if not big:
+        return uids
+    cache = header_cache(s.store)
+    for m in await s.store.get_messages(mailbox_id, big, with_summary=False):
+        path = s.store.blob_path(m.blob_id)
+        if path is not None:
+            head = await asyncio.to_thread(read_header_block, path)
+            into[m.uid] = cache.put_message((mailbox_id, uidvalidity, m.uid), head)
+    return [u for u in uids if u not in into]

@@ -16,6 +16,7 @@ from ..message.structure import header_end
 from ..store.api import (
     SPECIAL_USES,
     AlreadyExists,
+    BlobRef,
     InvalidName,
     Mailbox,
     NotFound,
@@ -505,7 +506,7 @@ async def _status_response(s: Session, box: Mailbox, items: list[str]) -> None:
 async def cmd_append(s: Session, cmd: Command) -> str:
     args = Args(cmd.args)
     name = args.mailbox(s.utf8)
-    items: list[tuple[list[str], float | None, bytes | LiteralSpool]] = []
+    items: list[tuple[list[str], float | None, bytes | LiteralSpool | BlobRef]] = []
     parts: list[tuple[int, list[Any]]] = []
     """CATENATE lists by message, read once the target mailbox is known to exist."""
     while True:
@@ -546,7 +547,7 @@ async def cmd_append(s: Session, cmd: Command) -> str:
         # Large plain literals were spooled to a blob as they arrived (session.literal_announced).
         spool = getattr(message.value, "sink", None)
         if isinstance(spool, LiteralSpool):
-            data: bytes | LiteralSpool = spool
+            data: bytes | LiteralSpool | BlobRef = spool     # written to a blob as it arrived
         else:
             data = binary_parts_to_base64(message.value) if message.binary else normalize_line_ends(message.value)
         items.append(([_canonical_flag(f) for f in flags], when, data))
@@ -569,13 +570,15 @@ async def cmd_append(s: Session, cmd: Command) -> str:
             if isinstance(data, LiteralSpool):
                 blob = await data.finish()
                 head = bytes(data.prefix)
+            elif isinstance(data, BlobRef):         # put together by CATENATE
+                blob, head = data, b""
             else:
                 blob = await s.store.put_blob(data)
                 head = data
             msg = await s.store.append(box.id, blob, flags=flags,
                                        internal_date=when if when is not None else time.time())
             uids.append(msg.uid)
-            if head is data or header_end(head, 0, len(head)) < len(head):   # the whole header is there
+            if head is data or 0 < header_end(head, 0, len(head)) < len(head):   # the whole header is there
                 header_cache(s.store).put_message((box.id, box.uidvalidity, msg.uid), head)
     except QuotaExceeded:
         if uids:
@@ -593,8 +596,8 @@ async def cmd_append(s: Session, cmd: Command) -> str:
     return f"[APPENDUID {box.uidvalidity} {sequence_list(uids)}] APPEND completed"
 
 
-def _size(data: bytes | LiteralSpool) -> int:
-    return data.size if isinstance(data, LiteralSpool) else len(data)
+def _size(data: bytes | LiteralSpool | BlobRef) -> int:
+    return len(data) if isinstance(data, bytes) else data.size
 
 
 def _canonical_flag(flag: str) -> str:

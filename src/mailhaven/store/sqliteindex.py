@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from typing import TYPE_CHECKING
 
+from ..message.summary import LARGE_MESSAGE
 from .api import Message, NotFound
 from .db import Database, WriteContext
-from .sqliterows import _INSERT_DATA, _INSERT_PENDING, _prepare, _Prepared
+from .sqliterows import _INSERT_DATA, _INSERT_PENDING, _prepare, _prepare_file, _Prepared
 
 if TYPE_CHECKING:
     from .blobs import FileBlobStore
@@ -100,10 +102,13 @@ class IndexMethods:
                 out = []
                 for row in rows:
                     try:
-                        raw = self.blobs.read_sync(row[1])
+                        path = self.blobs.file_path(row[1])
+                        if path is not None and os.path.getsize(path) > LARGE_MESSAGE:
+                            out.append((row[0], _prepare_file(path)))     # as delivery made it
+                        else:
+                            out.append((row[0], _prepare(self.blobs.read_sync(row[1]))))
                     except (OSError, NotFound):
                         continue                    # missing bytes: `store check` reports them
-                    out.append((row[0], _prepare(raw)))
                 return out
 
             prepared = await asyncio.to_thread(work)

@@ -8,8 +8,11 @@ them; messages are immutable, so updates change keywords (IMAP flags) and mailbo
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import email.policy
 import email.utils
+import os
 import uuid
 from email.message import EmailMessage
 from typing import Any
@@ -47,7 +50,49 @@ def _keywords(value: Any) -> list[str]:
     return [flag_of(k) for k in value]
 
 
-async def build_message(call: Call, obj: dict[str, Any]) -> bytes:
+ATTACH_FROM_FILE = 1024 * 1024
+"""Attachments larger than this are base64-encoded from their file into the new message's
+blob, a chunk at a time, instead of being read whole (:func:`compose`)."""
+_B64_LINE = 57
+"""Bytes per base64 line (76 characters, RFC 2045 6.8)."""
+
+
+async def compose(call: Call, obj: dict[str, Any]) -> bytes | BlobRef:
+    """The message Email/set creates: bytes, or (with large attachments) a blob written
+    piece by piece: the skeleton the email package makes, each large attachment's
+    placeholder line replaced by the base64 of its file."""
+    files: dict[bytes, str] = {}
+    raw = await build_message(call, obj, files)
+    if not files:
+        return raw
+    writer = call.store.blob_writer()
+    try:
+        rest = raw
+        while rest:
+            hits = [(rest.find(line), line) for line in files if rest.find(line) >= 0]
+            if not hits:
+                writer.write(rest)
+                break
+            at, line = min(hits)
+            writer.write(rest[:at])
+            await asyncio.to_thread(_base64_into, files.pop(line), writer)
+            rest = rest[at + len(line) + 2:]          # the placeholder's CRLF: the encoding ends its lines
+        return await writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _base64_into(path: str, writer: Any) -> None:
+    with open(path, "rb") as f:
+        while data := f.read(_B64_LINE * 4096):
+            writer.write(b"".join(base64.b64encode(data[i:i + _B64_LINE]) + b"\r\n"
+                                  for i in range(0, len(data), _B64_LINE)))
+
+
+async def build_message(call: Call, obj: dict[str, Any], files: dict[bytes, str] | None = None) -> bytes:
+    """The message as bytes; with ``files`` given, a large uploaded attachment is left as a
+    one-line placeholder (its base64 line -> the file) for :func:`compose` to fill."""
     msg = EmailMessage(policy=email.policy.SMTP)
     for prop, header in (("from", "From"), ("sender", "Sender"), ("to", "To"), ("cc", "Cc"), ("bcc", "Bcc"),
                          ("replyTo", "Reply-To")):
@@ -105,7 +150,14 @@ async def build_message(call: Call, obj: dict[str, Any]) -> bytes:
     for att in obj.get("attachments") or []:
         if not isinstance(att, dict) or not isinstance(att.get("blobId"), str):
             raise MethodError("invalidProperties", "an attachment needs a blobId")
-        data = await read_blob_for(call.store, call.account.id, att["blobId"])
+        ref = await blob_ref_for(call.store, call.account.id, att["blobId"]) if files is not None else None
+        path = call.store.blob_path(ref.id) if ref is not None and ref.size > ATTACH_FROM_FILE else None
+        if path is not None and files is not None:
+            marker = os.urandom(_B64_LINE)                      # one base64 line, unique
+            files[base64.b64encode(marker)] = path
+            data: bytes | None = marker
+        else:
+            data = await read_blob_for(call.store, call.account.id, att["blobId"])
         if data is None:
             raise MethodError("invalidProperties", f"no blob {att['blobId']}", properties=["attachments"])
         ctype = att.get("type") or "application/octet-stream"
@@ -230,7 +282,7 @@ async def email_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     check_if_in_state(args, old_state)
 
     async def make(obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        raw = await build_message(call, obj)
+        raw = await compose(call, obj)
         message = await _append(call, raw, obj.get("mailboxIds"), obj.get("keywords"), obj.get("receivedAt"))
         return ids.email(message.id), _created(message)
 
