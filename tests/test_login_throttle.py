@@ -182,6 +182,7 @@ def test_guessing_is_slowed_then_refused_everywhere_but_not_the_owner(srv: Serve
     for expected, took in zip((0.2, 0.4, 0.8, 0.8, 0.8, 0.8, 0.8), times, strict=False):
         assert took >= expected - 0.05, times
     assert_guesser_refused(srv)
+    assert "login blocked" in srv.log_text() and GUESSER in srv.log_text()
     assert_owner_logs_in(srv)                       # never a lock-out of the account itself
     assert_guesser_refused(srv)                     # the owner's success lifts nothing
 
