@@ -151,6 +151,9 @@ def assert_guesser_refused(srv: ServerProcess) -> None:
     """The right password from the guessing address is refused on every protocol."""
     assert imap_login(srv, GUESSER, USER, PASSWORD)[0] == "bye"
     assert smtp_login(srv, GUESSER, USER, PASSWORD)[0] == 421
+    with smtplib.SMTP(HOST, srv.port("submission"), timeout=20, source_address=(GUESSER, 0)) as s:
+        s.ehlo()
+        assert s.docmd("AUTH", "LOGIN")[0] == 421           # not even a challenge
     outcome = pop_login(srv, GUESSER, USER, PASSWORD)[0]
     assert outcome.startswith("-ERR [AUTH] Too many failed logins"), outcome
     assert http_basic(srv, GUESSER, USER, PASSWORD)[0] == 429
