@@ -151,6 +151,9 @@ def assert_guesser_refused(srv: ServerProcess) -> None:
     """The right password from the guessing address is refused on every protocol."""
     assert imap_login(srv, GUESSER, USER, PASSWORD)[0] == "bye"
     assert smtp_login(srv, GUESSER, USER, PASSWORD)[0] == 421
+    with smtplib.SMTP(HOST, srv.port("submission"), timeout=20, source_address=(GUESSER, 0)) as s:
+        s.ehlo()
+        assert s.docmd("AUTH", "LOGIN")[0] == 421           # not even a challenge
     outcome = pop_login(srv, GUESSER, USER, PASSWORD)[0]
     assert outcome.startswith("-ERR [AUTH] Too many failed logins"), outcome
     assert http_basic(srv, GUESSER, USER, PASSWORD)[0] == 429
@@ -182,6 +185,7 @@ def test_guessing_is_slowed_then_refused_everywhere_but_not_the_owner(srv: Serve
     for expected, took in zip((0.2, 0.4, 0.8, 0.8, 0.8, 0.8, 0.8), times, strict=False):
         assert took >= expected - 0.05, times
     assert_guesser_refused(srv)
+    assert "login blocked" in srv.log_text() and GUESSER in srv.log_text()
     assert_owner_logs_in(srv)                       # never a lock-out of the account itself
     assert_guesser_refused(srv)                     # the owner's success lifts nothing
 

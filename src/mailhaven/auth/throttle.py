@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import SecurityConfig
+from ..logs import Log
 from ..store.api import Account, LoginRecord
 
 
@@ -72,6 +73,7 @@ class LoginThrottle:
         self.policy = policy
         self.clock = clock
         self.sleep = sleep
+        self.log = Log("auth")
         self._gates: dict[str, _Gate] = {}
 
     def delay(self, failures: int) -> float:
@@ -110,6 +112,11 @@ class LoginThrottle:
             address_limit=policy.login_failures_per_address,
             account_limit=policy.login_failures_per_account, block=policy.login_block))
         await self.sleep(self.delay(max(r.failures for r in records)))
+        for r in records:
+            if r.blocked_until > 0 and r.failures in (policy.login_failures_per_address,
+                                                      policy.login_failures_per_account):
+                self.log.warning("login blocked", address=address, user=r.account or "*", failures=r.failures,
+                                 seconds=round(r.blocked_until - self.clock()))
         return any(r.blocked_until > 0 for r in records)
 
     async def check(self, peer: str, account: str | None = None) -> list[LoginRecord]:

@@ -363,18 +363,20 @@ class Session:
     # -- AUTH (RFC 4954) -------------------------------------------------------------------
     async def _auth(self, event: AuthStart | AuthResponse) -> None:
         conn = self.conn
-        if isinstance(event, AuthStart):
-            self.sasl = StoreMechanism(event.mechanism, self.store, throttle=self.listener.throttle, peer=self.ip)
-            data = event.initial if event.initial is not None else b""
-        else:
-            data = event.data
         sasl = self.sasl
-        assert sasl is not None
         try:
+            if isinstance(event, AuthStart):
+                await self.listener.throttle.check(self.ip)      # a blocked address gets no challenge
+                sasl = self.sasl = StoreMechanism(event.mechanism, self.store, throttle=self.listener.throttle,
+                                                  peer=self.ip)
+                data = event.initial if event.initial is not None else b""
+            else:
+                data = event.data
+            assert sasl is not None
             kind, payload, account = await sasl.step(data)
         except LoginBlocked:                     # the shared throttle (auth/throttle.py)
             self.sasl = None
-            self.log.info("auth refused: throttled", user=sasl.username)
+            self.log.info("auth refused: throttled", user=sasl.username if sasl is not None else "")
             conn.close_with(codes.TOO_MANY_AUTH_FAILURES)
             return
         except Exception:  # noqa: BLE001 - a store failure is a temporary failure
