@@ -1017,3 +1017,26 @@ async def test_catenate_builds_messages_from_text_and_urls(store) -> None:  # ty
     assert (await c.send(b"d APPEND INBOX CATENATE (TEXT)\r\n")).startswith(b"d BAD")
     out = await c.cmd("STATUS INBOX (MESSAGES)")
     assert b"MESSAGES 2" in out                                         # none of the refused ones
+
+
+async def test_imaptest_findings_on_condstore_groups_and_threads(store) -> None:  # type: ignore[no-untyped-def]
+    """What imaptest's esearch-condstore, search-addresses, sort-addresses and thread scripts
+    found, in one session: FETCH MODSEQ tells HIGHESTMODSEQ (RFC 7162 3.1); SEARCH TO finds a
+    group's name; SORT (CC) keys on a leading group's name (RFC 5256 3, as Dovecot); a
+    References loop leaves the message a root over its would-be parent."""
+    def msg(headers: str) -> bytes:
+        return (headers.replace("\n", "\r\n") + "\r\n\r\nbody\r\n").encode()
+
+    acct, c = await setup(
+        store,
+        msg("Message-ID: <a@b>\nCc: user2@domain2.org"),
+        msg("Message-ID: <b@b>\nReferences: <a@b> <c@b>\nCc: user2: blah@domain1.org;\nTo: team: x@y.example;"),
+        msg("Message-ID: <c@b>\nReferences: <b@b>\nCc: user1@domain1.org"),
+    )
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1 MODSEQ")
+    assert re.search(rb"^\* OK \[HIGHESTMODSEQ \d+\]", out, re.M), out
+    assert b"* SEARCH 2\r\n" in await c.cmd("SEARCH TO team")
+    assert b"* SORT 3 1 2\r\n" in await c.cmd("SORT (CC) US-ASCII ALL")
+    assert b"* SORT 1 2 3\r\n" in await c.cmd("SORT (REVERSE CC) US-ASCII ALL")
+    assert b"* THREAD (1)(3 2)\r\n" in await c.cmd("THREAD REFERENCES US-ASCII ALL")   # same dates: UID order
