@@ -167,7 +167,7 @@ def test_imaptest_stress_mode_finds_no_inconsistency(imaptest: Path, tmp_path: P
                               timeout=180)
     finally:
         srv.stop()
-    errors = [ln for ln in output.splitlines() if "Error:" in ln]
+    errors = [ln for ln in output.splitlines() if "Error:" in ln or "Panic:" in ln or "Fatal:" in ln]
     assert not errors, "\n".join(errors[:50])
     assert re.search(r"^Logi ", output, re.M), output[-3000:]   # it really ran: the totals header
     assert "Traceback" not in srv.log_text()
