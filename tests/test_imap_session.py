@@ -1050,3 +1050,26 @@ async def test_nul_is_0x80_in_whole_mailbox_fetches_too(store) -> None:  # type:
     await c.cmd("SELECT INBOX")
     out = await c.cmd("FETCH 1:* (UID BODY.PEEK[])")
     assert b"\x00" not in out and out.count(raw.replace(b"\x00", b"\x80")) == 2
+
+
+async def test_imaptest_findings_on_condstore_groups_and_threads(store) -> None:  # type: ignore[no-untyped-def]
+    """What imaptest's esearch-condstore, search-addresses, sort-addresses and thread scripts
+    found, in one session: FETCH MODSEQ tells HIGHESTMODSEQ (RFC 7162 3.1); SEARCH TO finds a
+    group's name; SORT (CC) keys on a leading group's name (RFC 5256 3, as Dovecot); a
+    References loop leaves the message a root over its would-be parent."""
+    def msg(headers: str) -> bytes:
+        return (headers.replace("\n", "\r\n") + "\r\n\r\nbody\r\n").encode()
+
+    acct, c = await setup(
+        store,
+        msg("Message-ID: <a@b>\nCc: user2@domain2.org"),
+        msg("Message-ID: <b@b>\nReferences: <a@b> <c@b>\nCc: user2: blah@domain1.org;\nTo: team: x@y.example;"),
+        msg("Message-ID: <c@b>\nReferences: <b@b>\nCc: user1@domain1.org"),
+    )
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("FETCH 1 MODSEQ")
+    assert re.search(rb"^\* OK \[HIGHESTMODSEQ \d+\]", out, re.M), out
+    assert b"* SEARCH 2\r\n" in await c.cmd("SEARCH TO team")
+    assert b"* SORT 3 1 2\r\n" in await c.cmd("SORT (CC) US-ASCII ALL")
+    assert b"* SORT 1 2 3\r\n" in await c.cmd("SORT (REVERSE CC) US-ASCII ALL")
+    assert b"* THREAD (1)(3 2)\r\n" in await c.cmd("THREAD REFERENCES US-ASCII ALL")   # same dates: UID order

@@ -28,10 +28,12 @@ from conftest import ROOT, ServerProcess, corpus_messages  # noqa: E402
 IMAPTEST_SRC = ROOT.parent / "shared" / "imaptest"
 USER1, USER2, PASSWORD = "imaptest1@example.com", "imaptest2@example.com", "pw"
 
-# Groups the scripted suite skips for capabilities Mailhaven does not offer. Dovecot 2.3.19
-# (Debian) skips none of its 71 groups; these are the extensions we do not implement.
-#   notify: NOTIFY (RFC 5465)
-EXPECTED_SKIPPED = 1
+# Groups the scripted suite skips for capabilities the server does not offer. Dovecot 2.3.19
+# (Debian) skips none of its 71 groups and imaptest reports none skipped for Mailhaven either,
+# but one group does not really run here: `notify` needs NOTIFY (RFC 5465), which Mailhaven
+# does not offer; imaptest 2.3 then runs none of its commands and counts it neither failed nor
+# skipped ("0/0 individual commands").
+EXPECTED_SKIPPED = 0
 
 
 def _source_key() -> str:
@@ -115,14 +117,16 @@ reports a FETCH of such a HEADER.FIELDS as "Broken HEADER.FIELDS", whoever the s
 
 def stress_mbox(path: Path) -> int:
     """An mbox of every corpus message, each given a fresh unique Message-ID (imaptest keys
-    its state by Message-ID), but for one whose header is over 32 KiB (MAX_INLINE_LITERAL).
-    Returns how many messages it holds."""
+    its state by Message-ID), but for one whose header is over 32 KiB (MAX_INLINE_LITERAL)
+    or that holds a NUL: imaptest's mbox reader measures lines with strlen(), so it announces
+    an APPEND literal shorter than what it sends, and the rest reads as a command (a BAD from
+    any server). Returns how many messages it holds."""
     count = 0
     with open(path, "wb") as out:
         for _name, data in corpus_messages():
             data = data.replace(b"\r\n", b"\n")
             head, sep, body = data.partition(b"\n\n")
-            if not sep or len(head) > MAX_INLINE_LITERAL:
+            if not sep or len(head) > MAX_INLINE_LITERAL or b"\x00" in data:
                 continue
             lines = [ln for ln in re.split(rb"\n(?![ \t])", head)
                      if not ln.lower().startswith((b"message-id:", b"from "))]
@@ -163,7 +167,7 @@ def test_imaptest_stress_mode_finds_no_inconsistency(imaptest: Path, tmp_path: P
                               timeout=180)
     finally:
         srv.stop()
-    errors = [ln for ln in output.splitlines() if "Error:" in ln]
+    errors = [ln for ln in output.splitlines() if "Error:" in ln or "Panic:" in ln or "Fatal:" in ln]
     assert not errors, "\n".join(errors[:50])
     assert re.search(r"^Logi ", output, re.M), output[-3000:]   # it really ran: the totals header
     assert "Traceback" not in srv.log_text()
