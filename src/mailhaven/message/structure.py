@@ -280,7 +280,8 @@ class _Parser:
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self.dashes = [m.start() for m in _DASH_LINE.finditer(raw)]
+        dash_lines = getattr(raw, "dash_lines", None)       # a FileView (message/fileview.py)
+        self.dashes = dash_lines() if dash_lines is not None else [m.start() for m in _DASH_LINE.finditer(raw)]
         self.count = 0
         self.owners = 0
 
