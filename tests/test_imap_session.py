@@ -876,14 +876,15 @@ async def test_append_stores_bare_lf_messages_with_crlf(store) -> None:  # type:
     lf = b"From: a@b.example\nSubject: lf\n\nline one\nline two\r\nlast\n"
     crlf = b"From: a@b.example\r\nSubject: lf\r\n\r\nline one\r\nline two\r\nlast\r\n"
     await c.send(b"a1 APPEND INBOX {%d+}\r\n" % len(lf) + lf + b"\r\n")
-    binary = b"From: a@b.example\nContent-Transfer-Encoding: binary\n\n\x00\n\x01\n"
+    # Content-* fields count with MIME-Version (RFC 2045 4, as Dovecot reads them).
+    binary = b"From: a@b.example\nMIME-Version: 1.0\nContent-Transfer-Encoding: binary\n\n\x00\n\x01\n"
     await c.send(b"a2 APPEND INBOX ~{%d+}\r\n" % len(binary) + binary + b"\r\n")
     await c.cmd("SELECT INBOX")
     out = await c.cmd("FETCH 1 (RFC822.SIZE BODY.PEEK[] BODYSTRUCTURE)")
     assert b"RFC822.SIZE %d " % len(crlf) in out and b"BODY[] {%d}\r\n" % len(crlf) + crlf in out
     assert b' "7bit" 26 3 ' in out                        # size and lines of the CRLF body
     out = await c.cmd("FETCH 2 (BODY.PEEK[TEXT] BINARY.SIZE[1] BINARY.PEEK[])")
-    stored_header = b"From: a@b.example\nContent-Transfer-Encoding: base64\n\n"
+    stored_header = b"From: a@b.example\nMIME-Version: 1.0\nContent-Transfer-Encoding: base64\n\n"
     assert b"BODY[TEXT] {10}\r\nAAoBCg==\r\n BINARY.SIZE[1] 4 " in out, out
     assert b"BINARY[] ~{%d}\r\n" % (len(stored_header) + 4) + stored_header + b"\x00\n\x01\n)" in out, out
 
