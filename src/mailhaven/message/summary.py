@@ -15,7 +15,6 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
-from .structure import MAX_HEADER_BYTES
 
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 256 * 1024
@@ -127,6 +126,8 @@ def embedded_headers(msg: Message) -> str:
     return "\n".join(out)
 
 
+INDEX_HEADER_BYTES = 64 * 1024
+"""Of a header block, what the search index keeps."""
 LARGE_MESSAGE = 2 * 1024 * 1024
 """Messages above this size are summarised from their file by :func:`summarize_file`."""
 TEXT_PREFIX = 1024 * 1024
@@ -283,9 +284,9 @@ def search_fields(raw: bytes, summary: dict[str, Any]) -> tuple[str, ...]:
     end = raw.find(b"\r\n\r\n")
     if end < 0:
         end = raw.find(b"\n\n")
-    # The header block indexed is bounded as the parsed one is (a million header lines
-    # must not put megabytes into the index of every message).
-    end = min(end if end >= 0 else len(raw), MAX_HEADER_BYTES)
+    # The header block indexed is bounded (a million header lines must not put megabytes
+    # into the index of every message).
+    end = min(end if end >= 0 else len(raw), INDEX_HEADER_BYTES)
     headers = raw[:end].decode("utf-8", "replace")
     return (str(summary.get("subject", "") or ""), addresses("from"), addresses("to"), addresses("cc"),
             addresses("bcc"), str(text or ""), headers)
