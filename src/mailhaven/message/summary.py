@@ -15,7 +15,6 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
-
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 256 * 1024
 
