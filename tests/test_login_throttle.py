@@ -226,20 +226,6 @@ def test_parallel_guessing_gains_nothing(srv: ServerProcess) -> None:
     assert_guesser_refused(srv)
 
 
-def test_two_servers_on_one_sqlite_store_share_blocks(make_server: Any, tmp_path: Any) -> None:
-    a: ServerProcess = make_server("shared", extra_config=THROTTLE)
-    a.add_user(USER, PASSWORD)
-    b = ServerProcess(tmp_path / "shared", extra_config=THROTTLE).start()
-    try:
-        guess_until_blocked(a)
-        assert_guesser_refused(b)
-        assert_owner_logs_in(b)
-        b.admin("security", "unblock", GUESSER)
-        assert imap_login(a, GUESSER, USER, PASSWORD)[0] == "ok"
-    finally:
-        b.stop()
-
-
 @pytest.fixture
 def pg_config() -> Iterator[str]:
     dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
