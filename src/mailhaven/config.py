@@ -164,6 +164,18 @@ class SMTPConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HTTPConfig:
+    """The web listener behind a reverse proxy."""
+
+    public_url: str = ""
+    """The base URL clients use (``https://mail.example.org``); JMAP's session resource
+    advertises its URLs under it. Empty: taken from each request (its Host and scheme)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For, -Proto and
+    -Host are believed: the client address in logs and throttles, https, the host."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -176,6 +188,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -258,6 +271,7 @@ _SECTIONS: dict[str, type] = {
     "dns": DNSConfig,
     "relay": RelayConfig,
     "smtp": SMTPConfig,
+    "http": HTTPConfig,
 }
 
 

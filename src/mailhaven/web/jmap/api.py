@@ -68,6 +68,11 @@ class JMAP:
             return _auth_failure(exc)
 
     def _base(self, request: Request) -> str:
+        """The base of the session's URLs: ``[http] public_url``, else the request's own
+        scheme and host (as a trusted proxy forwarded them, web/proxy.py)."""
+        public = getattr(getattr(self.ctx.config, "http", None), "public_url", "")
+        if public:
+            return str(public).rstrip("/")
         return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
 
     # -- GET /.well-known/jmap (RFC 8620 2) --------------------------------------------------
