@@ -294,3 +294,13 @@ def test_jmap_jam(site: tuple[ServerProcess, Proxy]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ok"] is True, report
+
+
+def test_http_section_is_checked(tmp_path: Path) -> None:
+    from mailhaven.config import ConfigError, config_from_dict
+
+    assert config_from_dict({"http": {"trusted_proxies": ["10.0.0.0/8", "::1"]}}, tmp_path).http.trusted_proxies
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        config_from_dict({"http": {"trusted_proxies": ["10.0.0.300"]}}, tmp_path)
+    with pytest.raises(ConfigError, match="public_url"):
+        config_from_dict({"http": {"public_url": "mail.example.org/jmap"}}, tmp_path)

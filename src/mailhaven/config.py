@@ -308,6 +308,13 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"tls.{name}: no such file {path!r}")
     if config.smtp.workers > 64:
         raise ConfigError("smtp.workers: at most 64")
+    for network in config.http.trusted_proxies:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies: not an address or network: {network!r}") from None
+    if config.http.public_url and not re.fullmatch(r"https?://[^/\s]+/?", config.http.public_url):
+        raise ConfigError(f"http.public_url: expected https://host[:port], got {config.http.public_url!r}")
     if config.relay.tls not in ("opportunistic", "required", "implicit", "none"):
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
     if config.event_loop not in ("uvloop", "asyncio"):
