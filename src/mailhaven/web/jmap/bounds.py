@@ -25,7 +25,7 @@ THREAD_SERIALISE_ABOVE = 64 * 1024
 CHUNKED_ABOVE = 1024 * 1024
 """Larger still, the thread uses the pure-Python encoder: the C encoder holds the GIL for
 the whole call (~10 ms a MB), the Python one lets the event loop in every 5 ms."""
-_YIELD_EVERY = 4096
+_YIELD_EVERY = 1024
 
 
 class TooLarge(Exception):
