@@ -32,7 +32,7 @@ USER, BOB, PASSWORD = "alice@example.org", "bob@example.org", "s3cret"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PROXY_FROM = "127.0.0.2"
 """nginx connects to Mailhaven from this address, the only trusted proxy."""
-JS_DIR = ROOT / "tests" / "js"
+JS_DIR = ROOT / "tests" / "jmap_js"
 
 
 def need(what: str, ok: bool) -> None:
@@ -283,7 +283,7 @@ def test_jmapc(site: tuple[ServerProcess, Proxy], tmp_path: Path, monkeypatch: p
 def test_jmap_jam(site: tuple[ServerProcess, Proxy]) -> None:
     node = shutil.which("node")
     need("node", node is not None)
-    need("jmap-jam (npm ci in tests/js)", (JS_DIR / "node_modules" / "jmap-jam").exists())
+    need("jmap-jam (npm ci in tests/jmap_js)", (JS_DIR / "node_modules" / "jmap-jam").exists())
     srv, proxy = site
     deliver(srv, "for jam")
     token = srv.admin("token", "create", USER, "--label", "jmap-jam").stdout.strip()
