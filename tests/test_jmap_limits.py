@@ -237,3 +237,34 @@ def test_a_million_header_lines(srv: ServerProcess) -> None:
     print(f"delivery {delivered * 1000:.0f} ms; Email/get {took * 1000:.0f} ms; IMAP greeting+NOOP max {max(probes) * 1000:.0f} ms")
     assert max(probes) < 0.5, max(probes)
     assert "Traceback" not in srv.log_text()
+
+
+def test_a_large_request_does_not_stall_others(srv: ServerProcess) -> None:
+    # 9 MB of small numbers: millions of JSON values to parse, walk and refuse.
+    body = json.dumps({"using": [CORE], "methodCalls": [["Core/echo", {"v": [0] * 3_000_000}, "c"]]}).encode()
+    assert len(body) < 10 * 1024 * 1024
+    allowed = json.dumps({"using": [CORE], "methodCalls": [["Core/echo", {"v": ["x" * 36] * 200_000}, "c"]]}).encode()
+    assert 7_000_000 < len(allowed) < 10 * 1024 * 1024
+    quiet = max(imap_greeting_seconds(srv) for _ in range(5))
+    stop = threading.Event()
+    probes: list[float] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            probes.append(imap_greeting_seconds(srv))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(3):
+            status, problem = post(srv, body)
+            assert status == 400 and problem["type"].endswith(":limit"), problem
+        # Within every limit: 200,000 strings, 8 MB parsed, walked, echoed and serialised.
+        status, echoed = post(srv, allowed)
+        assert status == 200 and len(echoed["methodResponses"][0][1]["v"]) == 200_000
+    finally:
+        stop.set()
+        watcher.join()
+    print(f"IMAP greeting+NOOP max {max(probes) * 1000:.0f} ms over {len(probes)} (quiet {quiet * 1000:.0f} ms)")
+    assert max(probes) < quiet + 0.15, (sorted(probes)[-5:], quiet)

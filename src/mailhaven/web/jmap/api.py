@@ -114,7 +114,9 @@ class JMAP:
             req = await bounds.loads(bytes(body))
         except (ValueError, UnicodeDecodeError):
             return _problem(400, "notJSON", "the request body is not JSON")
-        if bounds.depth_of(req) > bounds.MAX_DEPTH:           # RFC 8620 3.6.1: a limit of ours
+        except bounds.TooLarge:
+            return _problem(400, "limit", f"more than {bounds.MAX_VALUES} JSON values", limit="maxValues")
+        if not await bounds.depth_ok(req):                    # RFC 8620 3.6.1: a limit of ours
             return _problem(400, "limit", f"JSON nested deeper than {bounds.MAX_DEPTH}", limit="maxDepth")
         if (not isinstance(req, dict) or not isinstance(req.get("using"), list)
                 or not isinstance(req.get("methodCalls"), list)
