@@ -82,8 +82,18 @@ def imap_greeting_seconds(srv: ServerProcess) -> float:
     return took
 
 
+def smtp_ehlo_seconds(srv: ServerProcess) -> float:
+    import smtplib
+
+    start = time.monotonic()
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=60) as s:
+        s.ehlo("probe.example")
+    return time.monotonic() - start
+
+
 def test_doubling_references_are_refused_and_others_stay_served(srv: ServerProcess) -> None:
     baseline = max(imap_login_seconds(srv) for _ in range(5))
+    quiet = max(max(imap_greeting_seconds(srv), smtp_ehlo_seconds(srv)) for _ in range(5))
     before = rss_kib(srv)
     stop = threading.Event()
     logins: list[float] = []
@@ -94,6 +104,7 @@ def test_doubling_references_are_refused_and_others_stay_served(srv: ServerProce
         while not stop.is_set():
             logins.append(imap_login_seconds(srv))
             probes.append(imap_greeting_seconds(srv))
+            probes.append(smtp_ehlo_seconds(srv))
             peak[0] = max(peak[0], rss_kib(srv))
             time.sleep(0.02)
 
@@ -118,10 +129,10 @@ def test_doubling_references_are_refused_and_others_stay_served(srv: ServerProce
     assert growth_mib < 60, f"RSS grew {growth_mib:.0f} MiB"
     assert logins, "no IMAP login completed during the attack"
     print(f"refused in {took:.2f}s; RSS +{growth_mib:.1f} MiB; IMAP login max {max(logins) * 1000:.0f} ms "
-          f"(baseline {baseline * 1000:.0f} ms) over {len(logins)} logins; greeting+NOOP max "
-          f"{max(probes) * 1000:.0f} ms")
+          f"(baseline {baseline * 1000:.0f} ms) over {len(logins)} logins; IMAP greeting+NOOP and "
+          f"SMTP greeting+EHLO max {max(probes) * 1000:.0f} ms (quiet {quiet * 1000:.0f} ms)")
     assert max(logins) < baseline + 0.15, (max(logins), baseline)
-    assert max(probes) < 0.15, probes
+    assert max(probes) < quiet + 0.1, (probes, quiet)
     # A modest chain still works: 8 doublings of 1 KB stay far below the limits.
     status, ok = post(srv, doubling_echo(8))
     assert status == 200 and len(ok["methodResponses"]) == 9
@@ -226,3 +237,34 @@ def test_a_million_header_lines(srv: ServerProcess) -> None:
     print(f"delivery {delivered * 1000:.0f} ms; Email/get {took * 1000:.0f} ms; IMAP greeting+NOOP max {max(probes) * 1000:.0f} ms")
     assert max(probes) < 0.5, max(probes)
     assert "Traceback" not in srv.log_text()
+
+
+def test_a_large_request_does_not_stall_others(srv: ServerProcess) -> None:
+    # 9 MB of small numbers: millions of JSON values to parse, walk and refuse.
+    body = json.dumps({"using": [CORE], "methodCalls": [["Core/echo", {"v": [0] * 3_000_000}, "c"]]}).encode()
+    assert len(body) < 10 * 1024 * 1024
+    allowed = json.dumps({"using": [CORE], "methodCalls": [["Core/echo", {"v": ["x" * 36] * 200_000}, "c"]]}).encode()
+    assert 7_000_000 < len(allowed) < 10 * 1024 * 1024
+    quiet = max(imap_greeting_seconds(srv) for _ in range(5))
+    stop = threading.Event()
+    probes: list[float] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            probes.append(imap_greeting_seconds(srv))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(3):
+            status, problem = post(srv, body)
+            assert status == 400 and problem["type"].endswith(":limit"), problem
+        # Within every limit: 200,000 strings, 8 MB parsed, walked, echoed and serialised.
+        status, echoed = post(srv, allowed)
+        assert status == 200 and len(echoed["methodResponses"][0][1]["v"]) == 200_000
+    finally:
+        stop.set()
+        watcher.join()
+    print(f"IMAP greeting+NOOP max {max(probes) * 1000:.0f} ms over {len(probes)} (quiet {quiet * 1000:.0f} ms)")
+    assert max(probes) < quiet + 0.15, (sorted(probes)[-5:], quiet)

@@ -193,6 +193,18 @@ class SMTPConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HTTPConfig:
+    """The web listener behind a reverse proxy."""
+
+    public_url: str = ""
+    """The base URL clients use (``https://mail.example.org``); JMAP's session resource
+    advertises its URLs under it. Empty: taken from each request (its Host and scheme)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For, -Proto and
+    -Host are believed: the client address in logs and throttles, https, the host."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -205,6 +217,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -288,6 +301,7 @@ _SECTIONS: dict[str, type] = {
     "dns": DNSConfig,
     "relay": RelayConfig,
     "smtp": SMTPConfig,
+    "http": HTTPConfig,
 }
 
 
@@ -324,6 +338,13 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"tls.{name}: no such file {path!r}")
     if config.smtp.workers > 64:
         raise ConfigError("smtp.workers: at most 64")
+    for network in config.http.trusted_proxies:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies: not an address or network: {network!r}") from None
+    if config.http.public_url and not re.fullmatch(r"https?://[^/\s]+/?", config.http.public_url):
+        raise ConfigError(f"http.public_url: expected https://host[:port], got {config.http.public_url!r}")
     if config.relay.tls not in ("opportunistic", "required", "implicit", "none"):
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
     if config.event_loop not in ("uvloop", "asyncio"):

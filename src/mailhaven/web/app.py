@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from . import webmail
 from .auth import webmail_sessions
 from .jmap import api
+from .proxy import ProxyHeaders
 
 
 def build_app(ctx: Any) -> Starlette:
     routes = [*api.routes(ctx), *webmail.routes(ctx, webmail_sessions(ctx))]
-    return Starlette(routes=routes)
+    http = getattr(ctx.config, "http", None)
+    trusted = tuple(getattr(http, "trusted_proxies", ()) or ())
+    return Starlette(routes=routes, middleware=[Middleware(ProxyHeaders, trusted=trusted)])

@@ -76,6 +76,11 @@ class JMAP:
             return _auth_failure(exc)
 
     def _base(self, request: Request) -> str:
+        """The base of the session's URLs: ``[http] public_url``, else the request's own
+        scheme and host (as a trusted proxy forwarded them, web/proxy.py)."""
+        public = getattr(getattr(self.ctx.config, "http", None), "public_url", "")
+        if public:
+            return str(public).rstrip("/")
         return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
 
     # -- GET /.well-known/jmap (RFC 8620 2) --------------------------------------------------
@@ -117,7 +122,9 @@ class JMAP:
             req = await bounds.loads(bytes(body))
         except (ValueError, UnicodeDecodeError):
             return _problem(400, "notJSON", "the request body is not JSON")
-        if bounds.depth_of(req) > bounds.MAX_DEPTH:           # RFC 8620 3.6.1: a limit of ours
+        except bounds.TooLarge:
+            return _problem(400, "limit", f"more than {bounds.MAX_VALUES} JSON values", limit="maxValues")
+        if not await bounds.depth_ok(req):                    # RFC 8620 3.6.1: a limit of ours
             return _problem(400, "limit", f"JSON nested deeper than {bounds.MAX_DEPTH}", limit="maxDepth")
         if (not isinstance(req, dict) or not isinstance(req.get("using"), list)
                 or not isinstance(req.get("methodCalls"), list)

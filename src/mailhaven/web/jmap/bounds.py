@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 MAX_SIZE_RESPONSE = 10 * 1024 * 1024
 """Serialised size of a whole response; beyond it the request is refused with ``limit``."""
 MAX_DEPTH = 100
 """JSON nesting of a request or of resolved arguments (bounds recursion everywhere after)."""
+MAX_VALUES = 250_000
+"""JSON values in one request, counted by their separating commas before it is parsed:
+the C parser holds the GIL for the whole parse (~0.2 s a million values), and no JMAP
+request needs more (maxObjectsInGet/Set are 1,000)."""
 THREAD_SERIALISE_ABOVE = 64 * 1024
 """Responses estimated larger than this are serialised off the event loop."""
 CHUNKED_ABOVE = 1024 * 1024
 """Larger still, the thread uses the pure-Python encoder: the C encoder holds the GIL for
 the whole call (~10 ms a MB), the Python one lets the event loop in every 5 ms."""
-_YIELD_EVERY = 4096
+_YIELD_EVERY = 1024
+_END = object()
 
 
 class TooLarge(Exception):
@@ -38,51 +44,50 @@ class TooLarge(Exception):
 
 async def json_size(value: Any, budget: int) -> int:
     """An estimate (never lower than the ASCII size) of ``json.dumps(value)`` in bytes;
-    :class:`TooLarge` once it exceeds ``budget`` or nests deeper than :data:`MAX_DEPTH`."""
+    :class:`TooLarge` once it exceeds ``budget`` or nests deeper than :data:`MAX_DEPTH`.
+    Containers are walked one member at a time (a list of millions is never copied onto
+    a stack at once), yielding to the event loop every :data:`_YIELD_EVERY` members."""
     total = 0
     visited = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    stack: list[tuple[Iterator[Any], int, bool]] = [(iter((value,)), 0, False)]
     while stack:
-        item, depth = stack.pop()
+        members, depth, is_object = stack[-1]
+        member: Any = next(members, _END)
+        if member is _END:
+            stack.pop()
+            continue
         visited += 1
         if visited % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
-        if isinstance(item, str):
-            total += len(item) + 2
-        elif isinstance(item, dict):
+        if is_object:
+            key, member = member
+            total += len(key) + 3 if isinstance(key, str) else 10
+        if isinstance(member, str):
+            total += len(member) + 3
+        elif isinstance(member, (dict, list, tuple)):
             if depth >= MAX_DEPTH:
                 raise TooLarge("depth")
-            total += 2 + 2 * len(item)
-            for k, v in item.items():
-                total += len(k) + 2 if isinstance(k, str) else 8
-                stack.append((v, depth + 1))
-        elif isinstance(item, (list, tuple)):
-            if depth >= MAX_DEPTH:
-                raise TooLarge("depth")
-            total += 2 + len(item)
-            stack.extend((v, depth + 1) for v in item)
+            total += 3
+            if isinstance(member, dict):
+                stack.append((iter(member.items()), depth + 1, True))
+            else:
+                stack.append((iter(member), depth + 1, False))
         else:
-            total += 8 if item is not None else 4
+            total += 9 if member is not None else 5
         if total > budget:
             raise TooLarge("size")
     return total
 
 
-def depth_of(value: Any, limit: int = MAX_DEPTH) -> int:
-    """Nesting depth of a parsed JSON value, stopping once past ``limit``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return deepest
-            stack.extend((v, depth) for v in item)
-    return deepest
+async def depth_ok(value: Any) -> bool:
+    """Is a parsed request nested no deeper than :data:`MAX_DEPTH`? Walked as
+    :func:`json_size` walks, yielding to the event loop (a 10 MB request has millions of
+    nodes); its size was bounded as bytes already."""
+    try:
+        await json_size(value, 2**62)
+    except TooLarge:
+        return False
+    return True
 
 
 async def dumps(value: Any, estimated: int) -> bytes:
@@ -105,7 +110,10 @@ def _dumps_chunked(value: Any) -> bytes:
 
 async def loads(body: bytes) -> Any:
     """Parse a request body (a worker thread for a large one). Raises ValueError for
-    anything that is not JSON, including nesting too deep for the parser (RecursionError)."""
+    anything that is not JSON, including nesting too deep for the parser (RecursionError),
+    and :class:`TooLarge` for a body of more than :data:`MAX_VALUES` values."""
+    if body.count(b",") > MAX_VALUES:
+        raise TooLarge("values")
     try:
         if len(body) <= THREAD_SERIALISE_ABOVE:
             return json.loads(body)
