@@ -38,10 +38,12 @@ import os
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..store.api import Account, ScramCredentials
-from .throttle import LoginThrottle
+
+if TYPE_CHECKING:                       # the mechanisms stay sans-IO: the throttle is asyncio's
+    from .throttle import LoginThrottle
 
 MECHANISMS = ("PLAIN", "LOGIN", "SCRAM-SHA-256")
 """Every mechanism this module implements, strongest last."""
