@@ -7,8 +7,9 @@ from dataclasses import replace
 from typing import Any
 
 from mailhaven.config import Config, LimitsConfig
+from mailhaven.imap.commands import new_session
 from mailhaven.imap.parser import NEED_DATA, CommandReader
-from mailhaven.imap.session import Mode, Session, SessionContext
+from mailhaven.imap.session import Mode, SessionContext
 from mailhaven.logs import Log
 
 
@@ -29,7 +30,7 @@ class Client:
         if now is not None:
             ctx.now = lambda: now
         self.reader = CommandReader(max_literal=config.limits.imap_literal)
-        self.session = Session(ctx, self.reader)
+        self.session = new_session(ctx, self.reader)
         self.greeting = self.session.greeting()
         self.sub: Any = None
         self._tag = 0

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING
 
 from ..auth import sasl
 from ..auth.throttle import LoginBlocked
 from .grammar import Args
 from .parser import Command
 from .responses import AUTHENTICATIONFAILED, PRIVACYREQUIRED, Bad, Bye, No
-
-if TYPE_CHECKING:
-    from .session import Session
-
+from .session import Mode, Session
 
 THROTTLED = "Too many authentication failures"
 """The shared throttle refuses this address: BYE, as after a connection's own failures."""
@@ -63,8 +59,6 @@ async def cmd_authenticate(s: Session, cmd: Command) -> str | None:
         # The issue's policy (like Dovecot's disable_plaintext_auth): no authentication at
         # all on an unencrypted connection from an untrusted peer, SCRAM included.
         raise No("Authentication is disabled without TLS", code=PRIVACYREQUIRED)
-    from .session import Mode
-
     try:
         await s.throttle.check(s.ctx.peer)
     except LoginBlocked:
@@ -120,8 +114,6 @@ async def _step(s: Session, data: bytes) -> None:
 
 
 def _finish(s: Session) -> None:
-    from .session import Mode
-
     s.mode = Mode.COMMAND
     s.sasl = None
 

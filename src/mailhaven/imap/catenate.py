@@ -10,11 +10,10 @@ is refused with ``NO [BADURL "..."]`` and nothing is appended.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ..message.fileview import FileView
@@ -23,9 +22,7 @@ from ..store.api import BlobRef, BlobWriter, NotFound
 from .grammar import decode_mailbox, mutf7_decode
 from .parser import Atom, String
 from .responses import TOOBIG, Bad, No
-
-if TYPE_CHECKING:
-    from .session import Session
+from .session import Session
 
 COPY_CHUNK = 256 * 1024
 
@@ -85,7 +82,7 @@ async def _copy_blob(s: Session, blob_id: str, writer: BlobWriter, start: int = 
         stop = size if end is None else min(end, size)
         pos = start
         while pos < stop:
-            data = await asyncio.to_thread(os.pread, f.fileno(), min(COPY_CHUNK, stop - pos), pos)
+            data = await s.blocking(os.pread, f.fileno(), min(COPY_CHUNK, stop - pos), pos)
             if not data:
                 break
             writer.write(data)

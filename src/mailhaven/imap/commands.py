@@ -6,16 +6,12 @@ session rejects every other (state, command) pair with BAD.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import fetch, mailbox, message, search
 from .authenticate import cmd_authenticate, cmd_login
 from .grammar import Args
-from .parser import Atom, Command, String
+from .parser import Atom, Command, CommandReader, String
 from .responses import Bad, Bye, No, astring_bytes
-
-if TYPE_CHECKING:
-    from .session import Handler, Session, State
+from .session import ANY, AUTH, NOT_AUTH, SELECTED, Handler, Mode, Session, SessionContext, State
 
 
 async def cmd_capability(s: Session, cmd: Command) -> str:
@@ -33,8 +29,6 @@ async def cmd_logout(s: Session, cmd: Command) -> str:
     Args(cmd.args).end()
     s.untagged("BYE Logging out")  # RFC 9051 6.1.3
     s.closing = True
-    from .session import State
-
     s.state = State.LOGOUT
     return "LOGOUT completed"
 
@@ -117,8 +111,6 @@ async def cmd_enable(s: Session, cmd: Command) -> str:
 async def cmd_idle(s: Session, cmd: Command) -> str | None:
     """RFC 2177 / RFC 9051 6.3.13: updates flow until DONE."""
     Args(cmd.args).end()
-    from .session import Mode
-
     s.mode = Mode.IDLE
     s.idle_tag = cmd.tag
     s.write(b"+ idling\r\n")
@@ -132,8 +124,6 @@ async def cmd_check(s: Session, cmd: Command) -> str:
 
 
 def _table() -> dict[str, tuple[Handler, frozenset[State]]]:
-    from .session import ANY, AUTH, NOT_AUTH, SELECTED
-
     table: dict[str, tuple[Handler, frozenset[State]]] = {
         "CAPABILITY": (cmd_capability, ANY),
         "NOOP": (cmd_noop, ANY),
@@ -154,3 +144,8 @@ def _table() -> dict[str, tuple[Handler, frozenset[State]]]:
 
 
 COMMANDS = _table()
+
+
+def new_session(ctx: SessionContext, reader: CommandReader) -> Session:
+    """A session answering this table's commands (what the listener and tests make)."""
+    return Session(ctx, reader, commands=COMMANDS)

@@ -14,7 +14,7 @@ import bisect
 import functools
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..message.structure import header_end, split_fields, structure_summary
 from ..store.api import FlagMode, Message
@@ -33,9 +33,7 @@ from .responses import (
     sequence_set,
     text_literal,
 )
-
-if TYPE_CHECKING:
-    from .session import Session
+from .session import Session
 
 _SECTION_RE = re.compile(
     r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.I)

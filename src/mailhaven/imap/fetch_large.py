@@ -14,17 +14,16 @@ only BINARY of a part (which needs decoding) still reads that part whole.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import TYPE_CHECKING
 
 from ..message.fileview import FileView
 from ..message.structure import header_end, structure_summary
 from .fetch import STREAM_MIN, FetchItem, _render, find_part
+from .session import Session
 
 if TYPE_CHECKING:
     from ..store.api import Message
-    from .session import Session
 
 CHUNK = 256 * 1024
 
@@ -136,6 +135,6 @@ async def large_headers(s: Session, mailbox_id: int, uidvalidity: int, uids: lis
     for m in await s.store.get_messages(mailbox_id, big, with_summary=False):
         path = s.store.blob_path(m.blob_id)
         if path is not None:
-            head = await asyncio.to_thread(read_header_block, path)
+            head = await s.blocking(read_header_block, path)
             into[m.uid] = cache.put_message((mailbox_id, uidvalidity, m.uid), head)
     return [u for u in uids if u not in into]

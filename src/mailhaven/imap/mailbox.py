@@ -8,7 +8,7 @@ import contextlib
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..message.binary import binary_parts_to_base64
 from ..message.lineends import normalize_line_ends
@@ -52,10 +52,8 @@ from .responses import (
     sequence_set,
 )
 from .selected import MailboxIndex, SelectedMailbox
+from .session import Session, State
 from .spool import LiteralSpool
-
-if TYPE_CHECKING:
-    from .session import Session
 
 SEP = "/"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -77,8 +75,6 @@ async def find_mailbox(s: Session, name: str, *, trycreate: bool = False) -> Mai
 
 
 async def cmd_select(s: Session, cmd: Command) -> str:
-    from .session import State
-
     args = Args(cmd.args)
     name = args.mailbox(s.utf8)
     qresync: list[object] | None = None
@@ -268,8 +264,6 @@ async def cmd_delete(s: Session, cmd: Command) -> str:
         raise No("INBOX cannot be deleted", code=CANNOT)
     box = await find_mailbox(s, name)
     if s.selected is not None and s.selected.id == box.id:
-        from .session import State
-
         s.selected = None
         s.state = State.AUTHENTICATED
     try:

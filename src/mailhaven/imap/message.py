@@ -3,17 +3,13 @@ MOVE (RFC 9051 6.4, RFC 4315 UIDPLUS, RFC 6851 MOVE, RFC 7162 CONDSTORE)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..store.api import FlagMode, NotFound, QuotaExceeded
 from .grammar import Args, parse_sequence_set
 from .mailbox import SYSTEM_FLAGS, find_mailbox
 from .parser import Atom, Command
 from .responses import CANNOT, OVERQUOTA, TRYCREATE, Bad, No, flag_list, sequence_list, sequence_set
 from .selected import SelectedMailbox
-
-if TYPE_CHECKING:
-    from .session import Session
+from .session import Session, State
 
 
 def resolve_set(s: Session, text: str, uid: bool) -> list[int]:
@@ -44,8 +40,6 @@ def resolve_set(s: Session, text: str, uid: bool) -> list[int]:
 
 
 def _deselect(s: Session) -> None:
-    from .session import State
-
     s.selected = None
     s.state = State.AUTHENTICATED
 

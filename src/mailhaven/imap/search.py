@@ -18,11 +18,11 @@ from ..store.api import Message
 from .grammar import Args, SequenceSet, parse_date, parse_number, parse_sequence_set
 from .parser import Atom, Command, ParenList, String, Token
 from .responses import BADCHARSET, Bad, No, sequence_list, sequence_set
+from .session import Session
 from .threads import base_subject, thread_orderedsubject, thread_references
 
 if TYPE_CHECKING:
     from .selected import SelectedMailbox
-    from .session import Session
 
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),

@@ -23,8 +23,9 @@ from ..auth.throttle import shared_throttle
 from ..logs import connection_id
 from ..net.connection import READ_SIZE, NetConnection, ReadTimeout
 from ..net.listener import Listener
+from .commands import new_session
 from .parser import NEED_DATA, CommandReader
-from .session import Mode, Session, SessionContext
+from .session import Mode, SessionContext
 
 INFLATE_STEP = 256 * 1024
 """At most this much inflated from a COMPRESS stream before the parser runs again."""
@@ -71,10 +72,10 @@ class Connection:
         self.ctx = SessionContext(
             store=app.store, config=config, log=log, peer=ip, tls=listener.implicit_tls,
             starttls=not listener.implicit_tls, hostname=config.hostname, sleep=asyncio.sleep,
-            flush=self.flush, throttle=shared_throttle(app),
+            flush=self.flush, throttle=shared_throttle(app), offload=asyncio.to_thread,
         )
         self.parser = CommandReader(max_literal=config.limits.imap_literal)
-        self.session = Session(self.ctx, self.parser)
+        self.session = new_session(self.ctx, self.parser)
 
     async def flush(self) -> None:
         data = self.session.take_output()

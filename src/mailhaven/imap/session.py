@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..auth import sasl
 from ..auth.throttle import LoginThrottle
 from ..config import Config
 from ..logs import Log
@@ -78,6 +79,9 @@ class SessionContext:
     """Writes buffered output to the peer (large FETCH responses stream through it)."""
     throttle: LoginThrottle | None = None
     """The shared login throttle (auth/throttle.py); made from the store when not given."""
+    offload: Callable[..., Awaitable[Any]] | None = None
+    """Runs a blocking call (file reads of large messages) off the event loop: the adapter
+    passes ``asyncio.to_thread``; without it the call runs in place."""
 
 
 @dataclass
@@ -103,14 +107,17 @@ class Session:
     compressed: bool = False
     """RFC 4978 COMPRESS=DEFLATE: asked for (the adapter switches after the OK), then on."""
     closing: bool = False
-    commands: dict[str, tuple[Handler, frozenset[State]]] = field(default_factory=dict)
+    commands: Mapping[str, tuple[Handler, frozenset[State]]] = field(default_factory=dict)
+    """The command table (imap/commands.py builds sessions with it: commands depend on the
+    session, never the other way round)."""
     spools: list[LiteralSpool] = field(default_factory=list)
     """Large APPEND literals of the command being read, written to blobs as they arrive."""
 
-    def __post_init__(self) -> None:
-        from .commands import COMMANDS
-
-        self.commands = COMMANDS
+    async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` through the adapter's :attr:`SessionContext.offload`."""
+        if self.ctx.offload is None:
+            return fn(*args)
+        return await self.ctx.offload(fn, *args)
 
     # -- output -------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -466,6 +473,4 @@ class Session:
 
 
 def _scram_available() -> bool:
-    from .authenticate import scram_supported
-
-    return scram_supported()
+    return "SCRAM-SHA-256" in sasl.MECHANISMS
