@@ -19,7 +19,6 @@ import contextlib
 import zlib
 from typing import Any
 
-from ..logs import connection_id
 from ..net.connection import READ_SIZE, NetConnection, ReadTimeout
 from ..net.listener import Listener
 from .parser import NEED_DATA, CommandReader
@@ -37,6 +36,7 @@ class ImapListener(Listener):
     """What app.py keeps for one listener: close() stops accepting and ends sessions."""
 
     protocol = "imap"
+    cid_prefix = "i"
     refusal = b"* BYE Too many connections\r\n"
     shutdown_refusal = b"* BYE Server shutting down\r\n"
 
@@ -66,7 +66,7 @@ class Connection:
         """RFC 4978 COMPRESS=DEFLATE, both ways once the client asked and was told OK."""
         self.subscription: Any = None
         config = app.config
-        log = listener.log.bind(cid=connection_id("i"), peer=ip)
+        log = listener.log.bind(cid=net.cid, peer=ip)
         self.ctx = SessionContext(
             store=app.store, config=config, log=log, peer=ip, tls=listener.implicit_tls,
             starttls=not listener.implicit_tls, hostname=config.hostname, sleep=asyncio.sleep,
@@ -78,7 +78,7 @@ class Connection:
     async def flush(self) -> None:
         data = self.session.take_output()
         if data:
-            self.net.write(self.encode(data))
+            self.net.write(self.encode(data), data)
             await self.net.drain(always=False)  # the kernel took less than all: wait for room
 
     def encode(self, data: bytes) -> bytes:
@@ -89,17 +89,17 @@ class Connection:
         return bytes(self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH))
 
     def _received(self, data: bytes) -> None:
-        if self._inflate is None:
-            self.parser.receive_data(data)
-            return
-        # Inflated a bounded piece at a time: a small deflate stream can stand for gigabytes,
-        # and the parser's line and literal limits must see them arrive, not a buffer of all.
-        self.parser.receive_data(self._inflate.decompress(data, INFLATE_STEP))
+        if self._inflate is not None:
+            # Inflated a bounded piece at a time: a small deflate stream can stand for gigabytes,
+            # and the parser's line and literal limits must see them arrive, not a buffer of all.
+            data = self._inflate.decompress(data, INFLATE_STEP)
+        self.net.received(data)
+        self.parser.receive_data(data)
 
     async def run(self) -> None:
         session = self.session
-        self.writer.write(session.greeting())
-        await self.writer.drain()
+        self.net.write(session.greeting())
+        await self.net.drain()
         read_task: asyncio.Task[bytes] | None = None
         try:
             while True:
@@ -213,7 +213,7 @@ class Connection:
                 self._inflate = zlib.decompressobj(-15)
             if session.account_id is not None and self.subscription is None:
                 self._subscribe(session.account_id)
-                self.net.authenticated()
+                self.net.authenticated(getattr(session, "username", None))
         await self.flush()
 
     def _subscribe(self, account_id: int) -> None:
