@@ -22,6 +22,7 @@ import asyncio
 from typing import Any
 
 import h11
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .admission import Admission, Slot
@@ -128,7 +129,7 @@ def guarded_protocol(admission: Admission, limits: Any) -> type[GuardedH11Protoc
 class ConcurrencyLimit:
     """ASGI middleware: at most ``limit`` requests in work (until their response starts);
     past that 503 at once. Long responses (push streams, downloads) count only until
-    their headers go out."""
+    their headers go out. A client gone while its body was read ends its request quietly."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
@@ -156,6 +157,8 @@ class ConcurrencyLimit:
 
         try:
             await self.app(scope, receive, counted_send)
+        except ClientDisconnect:
+            pass                                  # gone while its body was read: nobody to answer
         finally:
             if not started:
                 self.working -= 1

@@ -9,7 +9,7 @@ Invariants:
   a byte is read or a TLS handshake begins; the slot is released in ``finally`` whatever
   happened, so no path leaks a slot.
 - Implicit TLS is negotiated by the event loop before a connection is admitted, within
-  ``HANDSHAKE_TIMEOUT`` (after accepting plain, bytes of the ClientHello could already sit
+  ``HANDSHAKE_TIMEOUT`` or the login limit if shorter (after accepting plain, bytes of the ClientHello could already sit
   in the stream's buffer, out of the TLS layer's reach).
 - Connection errors end one connection quietly; any other exception is logged with its
   traceback and ends only that connection.
@@ -78,7 +78,12 @@ class Listener:
     async def start(self, host: str, port: int) -> None:
         self.server = await asyncio.start_server(
             self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None, limit=READ_SIZE,
-            backlog=1024, ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.implicit_tls else None)
+            backlog=1024, ssl_handshake_timeout=self._handshake_timeout() if self.implicit_tls else None)
+
+    def _handshake_timeout(self) -> float:
+        """The login limit bounds an implicit TLS handshake too (before admission)."""
+        login = self.deadlines.login
+        return min(HANDSHAKE_TIMEOUT, login) if login else HANDSHAKE_TIMEOUT
 
     async def serve_sockets(self, sockets: list[socket.socket]) -> None:
         """Accept on sockets bound by another process (an SMTP worker's listener)."""
