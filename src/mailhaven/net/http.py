@@ -6,7 +6,8 @@ body may arrive, and its ``limit_concurrency`` counts idle connections, so slow 
 got every other client a 503. Here:
 
 - a connection is admitted by the same :class:`~mailhaven.net.admission.Admission` rules
-  as the mail protocols (refused with a 503 and closed);
+  as the mail protocols (refused with a 503 and closed); it counts as logged in once a
+  whole request has arrived (a push stream is never evicted for a newcomer);
 - a request's line and headers must arrive within ``limits.http_header_timeout`` of the
   connection, or of the first byte of a keep-alive request (408 and close), traffic
   notwithstanding;
@@ -85,6 +86,9 @@ class GuardedH11Protocol(H11Protocol):
         else:
             self._body_start = None
             self._deadline = None                 # a whole request is in: the app's turn
+            # A client that completes requests counts as "logged in" for the caps: it is
+            # no longer evicted for a newcomer, nor counted against the unauthenticated cap.
+            self.admission.authenticated(self._slot)
 
     def on_response_complete(self) -> None:
         self._deadline = None                     # keep-alive: uvicorn's timer until the next bytes
