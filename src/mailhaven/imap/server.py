@@ -9,7 +9,9 @@ Invariants:
 - STARTTLS upgrades with the public ``StreamWriter.start_tls``; anything the client sent
   after the command is refused before the handshake (no plaintext command injection).
 - The idle timer (``limits.imap_idle``, 30 min by default, RFC 9051 5.4) restarts on
-  every read; IDLE clients are expected to re-issue IDLE within it (RFC 2177).
+  every read; IDLE clients are expected to re-issue IDLE within it (RFC 2177). Before
+  login the net/ base's login limit (total) applies too, and literals must keep its
+  minimum rate.
 """
 
 from __future__ import annotations
