@@ -290,6 +290,7 @@ async def test_mailbox_management_and_list(store) -> None:  # type: ignore[no-un
     assert b"INBOX" not in out and b"\\Archive" in out and b'"Saved"' in out
     out = await c.cmd('LIST "" "INBOX" RETURN (STATUS (MESSAGES UIDVALIDITY) SUBSCRIBED)')
     assert b'\\Subscribed) "/" "INBOX"' in out and b'* STATUS "INBOX" (MESSAGES 0 UIDVALIDITY' in out
+    await c.cmd('LIST "" "INBOX" RETURN (STATUS (MESSAGES BOGUS))', expect="BAD")   # was a KeyError
     await c.cmd("RENAME Projects Work")
     out = await c.cmd('LIST "" "Work/*"')
     assert b'"Work/2024/Q1"' in out

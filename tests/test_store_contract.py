@@ -210,6 +210,11 @@ async def test_mailbox_management(backend):
     for bad in ("", "/x", "a//b", "x/", "bad*", "a\x01"):
         with pytest.raises(InvalidName):
             await s.create_mailbox(bob.id, bad)
+    await s.create_mailbox(bob.id, "Jobs/2026")            # only a child of the new name exists
+    with pytest.raises(AlreadyExists):
+        await s.rename_mailbox(work.id, "Jobs")
+    assert {m.name for m in await s.list_mailboxes(bob.id)} >= {"Work", "Work/2026", "Jobs/2026"}
+    await s.delete_mailbox((await s.get_mailbox(bob.id, "Jobs/2026")).id)
     renamed = await s.rename_mailbox(work.id, "Jobs")
     assert renamed.uidvalidity == work.uidvalidity
     names = [m.name for m in await s.list_mailboxes(bob.id)]

@@ -115,7 +115,7 @@ class LimitsConfig:
     """Connections per IPv4 /24 or IPv6 /64: no one network takes a whole listener."""
     login_timeout: float = 60.0
     """Total time from connecting to logging in, not extended by traffic (on port 25: to
-    the start of each message's content). Implicit TLS handshakes count in it."""
+    the start of each message's content)."""
     min_transfer_rate: int = 1024
     """Bytes per second that SMTP DATA/BDAT, IMAP literals and HTTP request bodies must
     average once ``transfer_grace`` has passed; 0 turns the check off."""
@@ -205,6 +205,16 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TraceConfig:
+    """Protocol traces (net/trace.py) in DATA/trace, passwords and SASL data redacted."""
+
+    listeners: tuple[str, ...] = ()
+    """Listeners (``imap``, ``submission``...) whose every connection is traced."""
+    accounts: tuple[str, ...] = ()
+    """Accounts whose connections are traced from their login on."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -218,6 +228,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -302,6 +313,7 @@ _SECTIONS: dict[str, type] = {
     "relay": RelayConfig,
     "smtp": SMTPConfig,
     "http": HTTPConfig,
+    "trace": TraceConfig,
 }
 
 
@@ -336,6 +348,9 @@ def _validate(config: Config) -> None:
         path = getattr(config.tls, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"tls.{name}: no such file {path!r}")
+    for name in config.trace.listeners:
+        if name not in {f.name for f in fields(ListenConfig)}:
+            raise ConfigError(f"trace.listeners: no listener named {name!r}")
     if config.smtp.workers > 64:
         raise ConfigError("smtp.workers: at most 64")
     for network in config.http.trusted_proxies:

@@ -358,6 +358,8 @@ async def cmd_list(s: Session, cmd: Command) -> str:
                 if i >= len(items) or not isinstance(items[i], ParenList):
                     raise Bad("STATUS needs items")
                 status_items = [x.value.upper() for x in items[i].items if isinstance(x, Atom)]  # type: ignore[union-attr]
+                if not set(status_items) <= _STATUS_ITEMS:      # RFC 5819 as RFC 9051 6.3.11
+                    raise Bad("Unknown STATUS item")
             elif opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"):
                 raise Bad(f"Unknown return option {opt}")
             return_opts.add(opt)

@@ -486,7 +486,8 @@ class _Tokenizer:
         # RFC 9051 4.3 keeps NUL out of plain literals; real clients APPEND such mail anyway,
         # so it is accepted (as Dovecot does) rather than losing the message.
         self.index += 2
-        self.line = self.pieces[self.index]
+        # An empty literal last on the line (``a LOGIN x {0+}`` then CRLF) leaves no line after it.
+        self.line = self.pieces[self.index] if self.index < len(self.pieces) else b""
         self.pos = 0
         return String(value=data, literal=True, binary=binary)
 

@@ -9,7 +9,9 @@ Invariants:
 - STARTTLS upgrades with the public ``StreamWriter.start_tls``; anything the client sent
   after the command is refused before the handshake (no plaintext command injection).
 - The idle timer (``limits.imap_idle``, 30 min by default, RFC 9051 5.4) restarts on
-  every read; IDLE clients are expected to re-issue IDLE within it (RFC 2177).
+  every read; IDLE clients are expected to re-issue IDLE within it (RFC 2177). Before
+  login the net/ base's login limit (total) applies too, and literals must keep its
+  minimum rate.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import zlib
 from typing import Any
 
 from ..auth.throttle import shared_throttle
-from ..logs import connection_id
 from ..net.connection import READ_SIZE, NetConnection, ReadTimeout
 from ..net.listener import Listener
 from .commands import new_session
@@ -39,6 +40,7 @@ class ImapListener(Listener):
     """What app.py keeps for one listener: close() stops accepting and ends sessions."""
 
     protocol = "imap"
+    cid_prefix = "i"
     refusal = b"* BYE Too many connections\r\n"
     shutdown_refusal = b"* BYE Server shutting down\r\n"
 
@@ -68,7 +70,7 @@ class Connection:
         """RFC 4978 COMPRESS=DEFLATE, both ways once the client asked and was told OK."""
         self.subscription: Any = None
         config = app.config
-        log = listener.log.bind(cid=connection_id("i"), peer=ip)
+        log = listener.log.bind(cid=net.cid, peer=ip)
         self.ctx = SessionContext(
             store=app.store, config=config, log=log, peer=ip, tls=listener.implicit_tls,
             starttls=not listener.implicit_tls, hostname=config.hostname, sleep=asyncio.sleep,
@@ -80,7 +82,7 @@ class Connection:
     async def flush(self) -> None:
         data = self.session.take_output()
         if data:
-            self.net.write(self.encode(data))
+            self.net.write(self.encode(data), data)
             await self.net.drain(always=False)  # the kernel took less than all: wait for room
 
     def encode(self, data: bytes) -> bytes:
@@ -91,17 +93,17 @@ class Connection:
         return bytes(self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH))
 
     def _received(self, data: bytes) -> None:
-        if self._inflate is None:
-            self.parser.receive_data(data)
-            return
-        # Inflated a bounded piece at a time: a small deflate stream can stand for gigabytes,
-        # and the parser's line and literal limits must see them arrive, not a buffer of all.
-        self.parser.receive_data(self._inflate.decompress(data, INFLATE_STEP))
+        if self._inflate is not None:
+            # Inflated a bounded piece at a time: a small deflate stream can stand for gigabytes,
+            # and the parser's line and literal limits must see them arrive, not a buffer of all.
+            data = self._inflate.decompress(data, INFLATE_STEP)
+        self.net.received(data)
+        self.parser.receive_data(data)
 
     async def run(self) -> None:
         session = self.session
-        self.writer.write(session.greeting())
-        await self.writer.drain()
+        self.net.write(session.greeting())
+        await self.net.drain()
         read_task: asyncio.Task[bytes] | None = None
         try:
             while True:
@@ -212,7 +214,7 @@ class Connection:
                 self._inflate = zlib.decompressobj(-15)
             if session.account_id is not None and self.subscription is None:
                 self._subscribe(session.account_id)
-                self.net.authenticated()
+                self.net.authenticated(getattr(session, "username", None))
         await self.flush()
 
     def _subscribe(self, account_id: int) -> None:

@@ -51,13 +51,17 @@ class Deadlines:
 
 class NetConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ip: str,
-                 admission: Admission, deadlines: Deadlines, trace: Any = None) -> None:
+                 admission: Admission, deadlines: Deadlines, cid: str = "",
+                 tracer: Callable[[str | None], Any] | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.ip = ip
+        self.cid = cid
+        """The id that ties the connection's log lines (and trace file) together."""
         self.admission = admission
         self.deadlines = deadlines
-        self.trace = trace
+        self.tracer = tracer
+        self.trace: Any = tracer(None) if tracer is not None else None
         """A :class:`~mailhaven.net.trace.Trace` when this connection's traffic is recorded."""
         self.slot: Slot | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -87,8 +91,11 @@ class NetConnection:
         self._login_deadline = None
         if self.slot is not None:
             self.admission.authenticated(self.slot)
-        if self.trace is not None and user is not None:
-            self.trace.user(user)
+        if user is not None:
+            if self.trace is None and self.tracer is not None:
+                self.trace = self.tracer(user)       # [trace] accounts: from the login on
+            if self.trace is not None:
+                self.trace.user(user)
 
     def restart_login_clock(self) -> None:
         """SMTP on port 25 never logs in: each accepted message earns another login period."""
@@ -101,12 +108,20 @@ class NetConnection:
         return max(0.0, min(default, self._login_deadline - self._loop.time()))
 
     # -- writing -------------------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        """Queue ``data``; :class:`ConnectionGone` when the connection is already closed
-        (uvloop raises "the handler is closed" there; the stdlib loop drops the bytes)."""
+    def write(self, data: bytes, plain: bytes | None = None) -> None:
+        """Queue ``data`` (``plain``: what it says before compression, for the trace);
+        :class:`ConnectionGone` when the connection is already closed (uvloop raises
+        "the handler is closed" there; the stdlib loop drops the bytes)."""
         if self.writer.transport.is_closing():
             raise ConnectionGone
+        if self.trace is not None:
+            self.trace.sent(data if plain is None else plain)
         self.writer.write(data)
+
+    def received(self, data: bytes) -> None:
+        """The adapter notes what it hands its protocol core (for the trace)."""
+        if self.trace is not None:
+            self.trace.received(data)
 
     async def drain(self, *, always: bool = True) -> None:
         """Wait until the kernel took what was written (``always=False``: only when it

@@ -6,7 +6,8 @@ body may arrive, and its ``limit_concurrency`` counts idle connections, so slow 
 got every other client a 503. Here:
 
 - a connection is admitted by the same :class:`~mailhaven.net.admission.Admission` rules
-  as the mail protocols (refused with a 503 and closed);
+  as the mail protocols (refused with a 503 and closed); it counts as logged in once a
+  whole request has arrived (a push stream is never evicted for a newcomer);
 - a request's line and headers must arrive within ``limits.http_header_timeout`` of the
   connection, or of the first byte of a keep-alive request (408 and close), traffic
   notwithstanding;
@@ -22,6 +23,7 @@ import asyncio
 from typing import Any
 
 import h11
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .admission import Admission, Slot
@@ -84,6 +86,9 @@ class GuardedH11Protocol(H11Protocol):
         else:
             self._body_start = None
             self._deadline = None                 # a whole request is in: the app's turn
+            # A client that completes requests counts as "logged in" for the caps: it is
+            # no longer evicted for a newcomer, nor counted against the unauthenticated cap.
+            self.admission.authenticated(self._slot)
 
     def on_response_complete(self) -> None:
         self._deadline = None                     # keep-alive: uvicorn's timer until the next bytes
@@ -128,7 +133,7 @@ def guarded_protocol(admission: Admission, limits: Any) -> type[GuardedH11Protoc
 class ConcurrencyLimit:
     """ASGI middleware: at most ``limit`` requests in work (until their response starts);
     past that 503 at once. Long responses (push streams, downloads) count only until
-    their headers go out."""
+    their headers go out. A client gone while its body was read ends its request quietly."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
@@ -156,6 +161,8 @@ class ConcurrencyLimit:
 
         try:
             await self.app(scope, receive, counted_send)
+        except ClientDisconnect:
+            pass                                  # gone while its body was read: nobody to answer
         finally:
             if not started:
                 self.working -= 1

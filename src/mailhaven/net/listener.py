@@ -8,8 +8,9 @@ Invariants:
 - Admission (caps per address, network and listener, ``admission.py``) is decided before
   a byte is read or a TLS handshake begins; the slot is released in ``finally`` whatever
   happened, so no path leaks a slot.
-- Implicit TLS is negotiated after admission, within the login limit, so handshakes that
-  never finish hold capped slots like any other connection.
+- Implicit TLS is negotiated by the event loop before a connection is admitted, within
+  ``HANDSHAKE_TIMEOUT`` or the login limit if shorter (after accepting plain, bytes of the ClientHello could already sit
+  in the stream's buffer, out of the TLS layer's reach).
 - Connection errors end one connection quietly; any other exception is logged with its
   traceback and ends only that connection.
 """
@@ -23,9 +24,10 @@ import ssl
 import zlib
 from typing import Any
 
-from ..logs import Log
+from ..logs import Log, connection_id
 from .admission import Admission, Caps
 from .connection import READ_SIZE, ConnectionGone, Deadlines, NetConnection
+from .trace import open_trace
 
 QUIET_ERRORS = (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError, zlib.error)
 """How a connection ends when the client goes away or misbehaves: nothing to log."""
@@ -48,6 +50,8 @@ class Listener:
 
     protocol = "net"
     """The logger's name."""
+    cid_prefix = "n"
+    """Connection ids of this protocol start with it (``i000001``)."""
     refusal = b""
     """The line sent to a connection refused by the caps."""
     shutdown_refusal = b""
@@ -72,7 +76,14 @@ class Listener:
         return server.sockets if server is not None else ()
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE, backlog=1024)
+        self.server = await asyncio.start_server(
+            self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None, limit=READ_SIZE,
+            backlog=1024, ssl_handshake_timeout=self._handshake_timeout() if self.implicit_tls else None)
+
+    def _handshake_timeout(self) -> float:
+        """The login limit bounds an implicit TLS handshake too (before admission)."""
+        login = self.deadlines.login
+        return min(HANDSHAKE_TIMEOUT, login) if login else HANDSHAKE_TIMEOUT
 
     async def serve_sockets(self, sockets: list[socket.socket]) -> None:
         """Accept on sockets bound by another process (an SMTP worker's listener)."""
@@ -111,8 +122,6 @@ class Listener:
 
     async def _refuse(self, writer: asyncio.StreamWriter, line: bytes) -> None:
         with contextlib.suppress(Exception):
-            if self.implicit_tls:
-                await asyncio.wait_for(writer.start_tls(self.app.tls), timeout=5)
             writer.write(line)
             await asyncio.wait_for(writer.drain(), timeout=5)
         with contextlib.suppress(Exception):
@@ -123,7 +132,13 @@ class Listener:
         assert task is not None
         peer = writer.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) else "unix"
-        conn = NetConnection(reader, writer, ip, self.admission, self.deadlines)
+        cid = connection_id(self.cid_prefix)
+        config = self.app.config
+
+        def tracer(user: str | None) -> Any:
+            return open_trace(config, self.protocol, self.name, cid, user)
+
+        conn = NetConnection(reader, writer, ip, self.admission, self.deadlines, cid, None)
         slot = None if self.closing else self.admission.admit(ip, conn.evict)
         if slot is None:
             await self._refuse(writer, self.shutdown_refusal if self.closing else self.refusal)
@@ -131,9 +146,9 @@ class Listener:
         conn.slot, conn.task = slot, task
         self.connections[task] = conn
         try:
-            if self.implicit_tls:
-                await writer.start_tls(self.app.tls, ssl_handshake_timeout=max(
-                    0.1, conn.login_time_left(HANDSHAKE_TIMEOUT)))
+            if config.trace.listeners or config.trace.accounts:
+                conn.tracer = tracer
+                conn.trace = tracer(None)
             await self.serve(conn)
         except QUIET_ERRORS:
             pass

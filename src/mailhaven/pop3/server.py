@@ -17,7 +17,6 @@ import asyncio
 from typing import Any
 
 from ..auth.throttle import LoginThrottle, shared_throttle
-from ..logs import connection_id
 from ..net.connection import NetConnection, ReadTimeout
 from ..net.listener import Listener
 from . import protocol as P
@@ -65,6 +64,7 @@ class Pop3Listener(Listener):
     """What app.py keeps for one listener: close() stops accepting and ends sessions."""
 
     protocol = "pop3"
+    cid_prefix = "p"
     refusal = b"-ERR [SYS/TEMP] Too many connections\r\n"
     shutdown_refusal = b"-ERR [SYS/TEMP] Server shutting down\r\n"
 
@@ -94,7 +94,7 @@ class Connection:
         self.idle = app.config.limits.pop3_idle
         store = app.store
         self.ctx = SessionContext(
-            store=store, config=app.config, log=listener.log.bind(cid=connection_id("p"), peer=ip),
+            store=store, config=app.config, log=listener.log.bind(cid=net.cid, peer=ip),
             locks=listener.locks, throttle=listener.throttle, sleep=asyncio.sleep, peer=ip,
             tls=listener.implicit_tls, stls_available=not listener.implicit_tls,
             read_blob=self.read_blob, wire_sizes=listener.wire_sizes, flush=self.flush,
@@ -121,8 +121,8 @@ class Connection:
 
     async def run(self) -> None:
         session = self.session
-        self.writer.write(session.greeting())
-        await self.writer.drain()
+        self.net.write(session.greeting())
+        await self.net.drain()
         while not session.closing:
             try:
                 data = await self.net.read(self.idle)
@@ -132,6 +132,7 @@ class Connection:
                 return
             if not data:
                 return
+            self.net.received(data)
             session.protocol.receive_data(data)
             await self._process()
 
@@ -147,7 +148,7 @@ class Connection:
                 await self.flush()            # a challenge must reach the client before its answer
         await self.flush()
         if session.account is not None:
-            self.net.authenticated()
+            self.net.authenticated(session.account.address)
         if session.starttls_pending and not session.closing:
             session.protocol.discard_buffer()
             await self.writer.start_tls(self.app.tls)

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..auth.sasl import MECHANISMS, StoreMechanism
 from ..auth.throttle import LoginBlocked, LoginThrottle, shared_throttle
-from ..logs import connection_id
 from ..net.connection import NetConnection, ReadTimeout
 from ..net.listener import Listener
 from . import codes
@@ -94,6 +93,7 @@ class SmtpListener(Listener):
     """What app.py keeps for one listener: ``close()`` stops accepting and ends sessions."""
 
     protocol = "smtp"
+    cid_prefix = "s"
     refusal = codes.TOO_MANY_CONNECTIONS.to_bytes()
     shutdown_refusal = codes.SHUTTING_DOWN.to_bytes()
 
@@ -170,7 +170,7 @@ class Session:
         self.net = net
         self.writer = writer
         self.ip = ip
-        self.cid = connection_id("s")
+        self.cid = net.cid
         self.log = listener.log.bind(cid=self.cid, peer=ip)
         limits = config.limits
         self.conn = ServerConnection(Settings(
@@ -232,7 +232,7 @@ class Session:
                 await self._flush()
                 break
             if self.account is not None:
-                self.net.authenticated()
+                self.net.authenticated(self.account.address)
             if self.count != messages:                # a message done: another login period
                 messages = self.count
                 self.net.restart_login_clock()
@@ -249,6 +249,7 @@ class Session:
                 self.reading = False
             if not data:
                 break
+            self.net.received(data)
             conn.receive_data(data)
 
     # -- events ----------------------------------------------------------------------------

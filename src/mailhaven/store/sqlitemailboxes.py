@@ -182,9 +182,12 @@ class MailboxMethods:
                 (account_id, like_prefix(old + "/")),
             ).fetchall()
             conn.execute("UPDATE mailboxes SET name=? WHERE id=?", (new_name, mailbox_id))
-            for child in children:
-                conn.execute("UPDATE mailboxes SET name=? WHERE id=?",
-                             (new_name + child["name"][len(old):], child["id"]))
+            try:
+                for child in children:
+                    conn.execute("UPDATE mailboxes SET name=? WHERE id=?",
+                                 (new_name + child["name"][len(old):], child["id"]))
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"a child of {new_name} exists") from None
             self._publish(ctx, account_id, mailbox_id, "mailbox", modseq)
             return mailbox_id
 

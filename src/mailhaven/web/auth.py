@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import ipaddress
 import secrets
@@ -164,7 +163,7 @@ async def authenticate(ctx: Any, request: Request, *, state_changing: bool) -> C
             if scheme.lower() == "basic":
                 try:
                     user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-                except (binascii.Error, UnicodeDecodeError):
+                except ValueError:          # binascii.Error, UnicodeDecodeError, non-ASCII text
                     raise AuthError(401, "malformed Basic credentials") from None
                 # Basic comes with every request: the store remembers verified passwords.
                 account = await throttle.authenticate(client, user, password)
