@@ -190,3 +190,37 @@ def test_stdlib_reads_the_header_fields_that_imap_reads() -> None:
         assert summary["preview"] == "body"
     header_only = b"Subject : no body"
     assert summarize(header_only)["subject"] == "no body"
+
+
+_ADDRESS_PIECES = st.sampled_from(['"', "(", ")", "<", ">", "@", ",", ":", ";", ".", " ", "\\", "\r\n ", "a",
+                                   "b.c", "Big Bug", "\xe9", "[1.2.3.4]", "@r:", "grp:", "x@y"])
+
+
+@given(st.lists(_ADDRESS_PIECES, max_size=40).map("".join))
+def test_address_lists_never_fail_and_groups_balance(text: str) -> None:
+    """Any field text gives 4-element addresses; each group start has its end, so the
+    ENVELOPE's group structure (RFC 9051 7.5.2) is well-formed."""
+    depth = 0
+    for addr in parse_address_list(text):
+        assert len(addr) == 4 and all(x is None or isinstance(x, str) for x in addr)
+        if addr[3] is None and addr[2] is not None:
+            depth += 1
+        elif addr == [None, None, None, None]:
+            depth -= 1
+        else:
+            assert addr[2] and addr[3]            # a mailbox always has both parts (or a MISSING_ marker)
+        assert depth in (0, 1)
+    assert depth == 0
+
+
+@given(st.lists(st.sampled_from(["text", "/", "plain", ";", "=", '"', "(", ")", " ", "name*0*", "name*1",
+                                 "charset", "x", "\\", "%41", "''", "\r\n "]), max_size=30).map("".join))
+def test_content_type_values_never_fail(value: str) -> None:
+    from mailhaven.message import mimeparams
+
+    t, s, params = mimeparams.content_type(value)
+    assert (t == "") == (s == "")
+    assert all(len(p) == 2 for p in params or [])
+    mimeparams.disposition(value)
+    mimeparams.languages(value)
+    mimeparams.transfer_encoding(value)
