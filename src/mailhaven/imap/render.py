@@ -21,8 +21,9 @@ def _ns(value: Any, utf8: bool) -> bytes:
     if value is None:
         return b"NIL"
     if isinstance(value, dict):
-        # 8-bit header bytes that are no UTF-8, kept as they came (structure.text_value)
-        return nstring(str(value.get("raw8", "")).encode("latin-1"), utf8=utf8)
+        # 8-bit header bytes that are no UTF-8, kept as they came (structure.text_value); in
+        # a literal even with UTF8=ACCEPT, whose quoted strings must be UTF-8 (RFC 6855 3)
+        return nstring(str(value.get("raw8", "")).encode("latin-1"), utf8=False)
     text = str(value)
     if text.isascii() and len(text) <= QUOTABLE_MAX and not _PLAIN.search(text):   # the common case, fast
         return b'"' + text.encode("ascii") + b'"'
