@@ -224,3 +224,34 @@ def test_content_type_values_never_fail(value: str) -> None:
     mimeparams.disposition(value)
     mimeparams.languages(value)
     mimeparams.transfer_encoding(value)
+
+
+class _OnlyFindCountSlices:
+    """Bytes seen only through len, slices, find, count and startswith: what the structure
+    parser may use, so that a file read a chunk at a time can stand in for the bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self._d = data
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __getitem__(self, key: slice) -> bytes:
+        assert isinstance(key, slice)
+        return self._d[key]
+
+    def find(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
+        return self._d.find(sub, start, end)
+
+    def count(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
+        return self._d.count(sub, start, end)
+
+    def startswith(self, prefix: bytes, start: int = 0, end: int | None = None) -> bool:
+        return self._d.startswith(prefix, start, end)
+
+
+def test_structure_needs_only_find_count_and_slices(corpus_files: list) -> None:  # type: ignore[type-arg]
+    from conftest import corpus_messages
+
+    for name, raw in corpus_messages():
+        assert structure_summary(_OnlyFindCountSlices(raw)) == structure_summary(raw), name  # type: ignore[arg-type]

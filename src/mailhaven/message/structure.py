@@ -23,8 +23,8 @@ delimiters, LF-only line ends, headers without a body) and bounded in depth.
 
 from __future__ import annotations
 
-import bisect
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from . import mimeparams
@@ -211,8 +211,6 @@ def text_value(value: bytes) -> Any:
 _BOUNDARY_MAX = 80
 """Longer boundaries are cut to this many bytes (as Dovecot's BOUNDARY_STRING_MAX_LEN)."""
 
-_DASH_LINE = re.compile(rb"^--", re.MULTILINE)
-
 
 class _Hit:
     """A delimiter line found in a body: where it starts, whose boundary it is, and
@@ -233,18 +231,28 @@ class _Parser:
     delimiter or a broken nested part cannot swallow its parent's later parts."""
 
     def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-        self.dashes = [m.start() for m in _DASH_LINE.finditer(raw)]
+        self.raw = raw                  # bytes, or a FileView: only len, slices, find, count, startswith
         self.count = 0
         self.owners = 0
+
+    def dash_lines(self, start: int, end: int) -> Iterator[int]:
+        """Offsets of the lines in [start, end) that begin with ``--``."""
+        raw = self.raw
+        if raw.startswith(b"--", start, end) and (start == 0 or raw[start - 1:start] == b"\n"):
+            yield start
+        pos = start
+        while True:
+            i = raw.find(b"\n--", pos, end)
+            if i < 0:
+                return
+            yield i + 1
+            pos = i + 1
 
     def find(self, start: int, end: int, stack: list[tuple[bytes, int]]) -> _Hit | None:
         if not stack:
             return None
         raw = self.raw
-        for at in self.dashes[bisect.bisect_left(self.dashes, start):]:
-            if at >= end:
-                return None
+        for at in self.dash_lines(start, end):
             lf = raw.find(b"\n", at, end)
             line = raw[at + 2:lf if lf >= 0 else min(end, at + 2 + 2 * _BOUNDARY_MAX)]
             if line.endswith(b"\r"):
