@@ -255,3 +255,23 @@ def test_structure_needs_only_find_count_and_slices(corpus_files: list) -> None:
 
     for name, raw in corpus_messages():
         assert structure_summary(_OnlyFindCountSlices(raw)) == structure_summary(raw), name  # type: ignore[arg-type]
+
+
+def test_envelope_holds_text_and_keeps_non_utf8_bytes_beside_it() -> None:
+    """Search, sort and the index read the envelope as text; the bytes that are no UTF-8
+    sit beside it by position, for FETCH to send back unchanged."""
+    raw = (b"From: Ren\xe9 <rene@example.org>\r\nTo: Gr\xfcppe: a@b.c;\r\nSubject: caf\xe9\r\n"
+           b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nx\r\n")
+    imap = structure_summary(raw)["imap"]
+    env = imap["envelope"]
+
+    def strings(v: object) -> bool:
+        return v is None or isinstance(v, str) or (isinstance(v, list) and all(strings(x) for x in v))
+
+    assert strings(env) and env[1] == "caf\ufffd" and env[5][0][2] == "Gr\ufffdppe"
+    assert imap["envelope8"] == {"1": "caf\xe9", "2.0.0": "Ren\xe9", "3.0.0": "Ren\xe9", "4.0.0": "Ren\xe9",
+                                 "5.0.2": "Gr\xfcppe"}
+    assert render_envelope(env, False, imap["envelope8"]) == (
+        b'("Mon, 1 Jan 2024 10:00:00 +0000" {4}\r\ncaf\xe9 (({4}\r\nRen\xe9 NIL "rene" "example.org")) '
+        b'(({4}\r\nRen\xe9 NIL "rene" "example.org")) (({4}\r\nRen\xe9 NIL "rene" "example.org")) '
+        b'((NIL NIL {6}\r\nGr\xfcppe NIL)(NIL NIL "a" "b.c")(NIL NIL NIL NIL)) NIL NIL NIL NIL)')

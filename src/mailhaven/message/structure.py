@@ -42,7 +42,10 @@ def structure_summary(raw: bytes) -> dict[str, Any]:
         # Dovecot answers such a message from one fixed form, so "TEXT/PLAIN; charset=US-ASCII"
         # reads "text" "plain" ("charset" "us-ascii") "7bit" there: the same here.
         root.update(t="text", s="plain", p=[["charset", "us-ascii"]], enc="7bit")
-    return {"imap": {"envelope": root.pop("env"), "body": root}}
+    imap = {"envelope": root.pop("env"), "body": root}
+    if "env8" in root:
+        imap["envelope8"] = root.pop("env8")
+    return {"imap": imap}
 
 
 def _plain_7bit(node: dict[str, Any]) -> bool:
@@ -195,16 +198,6 @@ def for_humans(value: bytes) -> bytes:
     return _BLANKS.sub(b" ", value).strip(b" ").replace(b"\x00", b"\x80")
 
 
-def text_value(value: bytes) -> Any:
-    """What the summary stores for a header string: the text when the bytes are UTF-8 (or
-    ASCII), else ``{"raw8": <the bytes as Latin-1>}`` so FETCH sends the original 8-bit
-    bytes back (as Dovecot does) instead of U+FFFD (JSON has no bytes)."""
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"raw8": value.decode("latin-1")}
-
-
 # -- entities ------------------------------------------------------------------
 
 
@@ -296,7 +289,9 @@ class _Parser:
         node = _content_fields(fields, in_multipart, digest_child)
         kind, boundary = node.pop("kind"), node.pop("boundary")
         node["h"] = [start, body_start]
-        node["env"] = envelope(fields)
+        node["env"], env8 = envelope(fields)
+        if env8:
+            node["env8"] = env8
         if early is not None:
             node["e"] = body_start
             if kind == "multipart":
@@ -415,6 +410,7 @@ def _content_fields(fields: list[tuple[str, bytes, bytes]], in_multipart: bool,
 def _strip_env(node: dict[str, Any]) -> dict[str, Any]:
     """Only messages carry an envelope: drop the one computed for a body part."""
     node.pop("env", None)
+    node.pop("env8", None)
     return node
 
 
@@ -422,37 +418,62 @@ def _strip_env(node: dict[str, Any]) -> dict[str, Any]:
 
 
 _ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
+_ENVELOPE_INDEX = {"date": 0, "subject": 1, "from": 2, "sender": 3, "reply-to": 4, "to": 5, "cc": 6, "bcc": 7,
+                   "in-reply-to": 8, "message-id": 9}
 
 
-def envelope(fields: list[tuple[str, bytes, bytes]]) -> list[Any]:
-    """RFC 9051 7.5.2 ENVELOPE. Where the RFC is silent, as Dovecot: of a repeated Date,
-    Subject, In-Reply-To or Message-ID the last counts, repeated address fields are joined;
-    strings keep their bytes (8-bit included) with line breaks out, Subject and display
-    names with runs of blanks as one space."""
+def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[str, str]]:
+    """RFC 9051 7.5.2 ENVELOPE, and the 8-bit values that are no UTF-8 by position.
+
+    Where the RFC is silent, as Dovecot: of a repeated Date, Subject, In-Reply-To or
+    Message-ID the last counts, repeated address fields are joined; strings keep their
+    bytes with line breaks out, Subject and display names with runs of blanks as one space.
+    The envelope holds text (U+FFFD for bytes that are no UTF-8, for search and sort); the
+    second value maps such a string's position (``"1"``, ``"2.0.0"``: field, address, part)
+    to its bytes as Latin-1 (JSON has no bytes), so FETCH sends the original bytes back."""
     strings: dict[str, bytes] = {}
     every: dict[str, list[str]] = {}
+    raw8: dict[str, str] = {}
     for name, _, field in fields:
         if name in ("date", "subject", "in-reply-to", "message-id"):
             strings[name] = _raw_value(field)
         elif name in _ADDRESS_FIELDS:
             every.setdefault(name, []).append(_latin1(_raw_value(field)))
 
+    def text(value: bytes, path: str) -> str:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raw8[path] = value.decode("latin-1")
+            return value.decode("utf-8", "replace")
+
     def addrs(name: str) -> list[list[Any]] | None:
         # Repeated fields are joined, as one list (Dovecot: a spoofed second From shows too).
-        found = [a for text in every.get(name, []) for a in parse_address_list(text)]
+        found = [a for t in every.get(name, []) for a in parse_address_list(t)]
         if not found:
             return None
-        return [[None if x is None else text_value(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"))
-                 for k, x in enumerate(addr)] for addr in found]
+        i = _ENVELOPE_INDEX[name]
+        return [[None if x is None else text(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"),
+                                               f"{i}.{j}.{k}")
+                 for k, x in enumerate(addr)] for j, addr in enumerate(found)]
 
     def string(name: str) -> Any:
-        return text_value(_nolf(strings[name])) if name in strings else None
+        i = _ENVELOPE_INDEX[name]
+        return text(_nolf(strings[name]), str(i)) if name in strings else None
 
     from_ = addrs("from")
     sender = addrs("sender") or from_      # RFC 9051 7.5.2: defaults to From
     reply_to = addrs("reply-to") or from_
-    subject = text_value(for_humans(strings["subject"])) if "subject" in strings else None
-    return [
-        string("date"), subject, from_, sender, reply_to,
-        addrs("to"), addrs("cc"), addrs("bcc"), string("in-reply-to"), string("message-id"),
-    ]
+    subject = text(for_humans(strings["subject"]), "1") if "subject" in strings else None
+    env = [string("date"), subject, from_, sender, reply_to,
+           addrs("to"), addrs("cc"), addrs("bcc"), string("in-reply-to"), string("message-id")]
+    if sender is from_ or reply_to is from_:
+        # defaulted to From: its 8-bit values are at the same places there
+        for path, value in list(raw8.items()):
+            where, _, rest = path.partition(".")
+            if where == "2" and rest:
+                if sender is from_:
+                    raw8[f"3.{rest}"] = value
+                if reply_to is from_:
+                    raw8[f"4.{rest}"] = value
+    return env, raw8
