@@ -24,7 +24,6 @@ delimiters, LF-only line ends, headers without a body) and bounded in depth.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from . import mimeparams
@@ -228,24 +227,23 @@ class _Parser:
         self.count = 0
         self.owners = 0
 
-    def dash_lines(self, start: int, end: int) -> Iterator[int]:
-        """Offsets of the lines in [start, end) that begin with ``--``."""
-        raw = self.raw
-        if raw.startswith(b"--", start, end) and (start == 0 or raw[start - 1:start] == b"\n"):
-            yield start
-        pos = start
-        while True:
-            i = raw.find(b"\n--", pos, end)
-            if i < 0:
-                return
-            yield i + 1
-            pos = i + 1
-
     def find(self, start: int, end: int, stack: list[tuple[bytes, int]]) -> _Hit | None:
         if not stack:
             return None
         raw = self.raw
-        for at in self.dash_lines(start, end):
+        first_line = start == 0 or raw[start - 1:start] == b"\n"
+        at = -1
+        for boundary, _ in stack:
+            # The first line starting with "--" and one of the boundaries (a C-speed find for
+            # each; walking every "--" line in Python was slow on hostile messages).
+            delim = b"--" + boundary
+            if first_line and raw.startswith(delim, start, end):
+                at = start
+                break
+            i = raw.find(b"\n" + delim, start, end if at < 0 else min(end, at + len(delim) + 1))
+            if i >= 0 and (at < 0 or i + 1 < at):
+                at = i + 1
+        if at >= 0:
             lf = raw.find(b"\n", at, end)
             line = raw[at + 2:lf if lf >= 0 else min(end, at + 2 + 2 * _BOUNDARY_MAX)]
             if line.endswith(b"\r"):
@@ -280,8 +278,12 @@ class _Parser:
                digest_child: bool, depth: int) -> tuple[dict[str, Any], _Hit | None]:
         raw = self.raw
         self.count += 1
-        body_start = header_end(raw, start, end)
-        early = self.find(start, body_start, stack)
+        # The first delimiter bounds the search for the header's end (unbounded, a part with
+        # no blank line would make every part scan the rest of the message).
+        first = self.find(start, end, stack)
+        limit = end if first is None else first.at
+        body_start = header_end(raw, start, limit)
+        early = first if first is not None and not _blank_line_ends(raw, start, body_start, limit) else None
         if early is not None:
             # A delimiter inside the header: the part ends there, with no body.
             body_start = self.before(early, end)
@@ -310,7 +312,9 @@ class _Parser:
                 node["e"] = hit.at      # ended inside its header: the line break stays in this body (as Dovecot)
             _count(node, kind, raw, body_start, node["e"])
             return node, hit
-        hit = self.find(body_start, end, stack)
+        # The delimiter ending this leaf is the first one after its start (searched again from
+        # the body: the line break before it is the delimiter's unless it opens the body).
+        hit = None if first is None else _Hit(first.at, first.owner, first.close, body_start)
         node["e"] = self.before(hit, end)
         _count(node, kind, raw, body_start, node["e"])
         return node, hit
@@ -335,6 +339,15 @@ class _Parser:
         node["parts"] = parts
         node["e"] = self.before(hit, end)
         return node, hit
+
+
+def _blank_line_ends(raw: bytes, start: int, body_start: int, limit: int) -> bool:
+    """Whether the header in [start, limit) ended at a blank line (header_end found one)."""
+    if body_start < limit:
+        return True
+    block = raw[max(start, limit - 3):limit]
+    return ((limit - start <= 2 and raw[start:limit] in (b"\n", b"\r\n")) or block.endswith(b"\n\n")
+            or (block == b"\n\r\n" and limit - 3 >= start))
 
 
 def _count(node: dict[str, Any], kind: str, raw: bytes, start: int, end: int) -> None:
