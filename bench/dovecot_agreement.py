@@ -1,7 +1,7 @@
 """Differential FETCH: the same messages in a real Dovecot and a real Mailhaven, and which
 FETCH answers differ.
 
-    python bench/dovecot_agreement.py [CORPUS_DIR] [--show NAME] [--json OUT]
+    python bench/dovecot_agreement.py [CORPUS_DIR] [-v] [--json OUT]
 
 Starts a private Dovecot (Debian's dovecot-imapd, a throwaway config on loopback, Maildir)
 and a ``mailhaven serve`` (bench/imap.py starts both), APPENDs every message of the corpus

@@ -124,7 +124,6 @@ def test_imapflow_session(srv: ServerProcess) -> None:
             "1", "text/plain", {"charset": "utf-8"}, 28, 0)
         assert (pdf["part"], pdf["type"], pdf["encoding"], pdf["disposition"], pdf["dispositionParameters"]) == (
             "2", "application/pdf", "base64", "attachment", {"filename": "r.pdf"})
-        assert fetched["source"].startswith("Return-Path: <carol@example.net>") or fetched["source"]
         assert len(fetched["source"]) == 40                           # BODY.PEEK[]<0.40>
         assert fetched["bodyParts"]["1"] == "llo f"                    # BODY.PEEK[1]<2.5>
         assert fetched["bodyParts"]["2"] == "JVBERi0xLjQK"
@@ -151,6 +150,9 @@ def test_imapflow_session(srv: ServerProcess) -> None:
         imap.uid("STORE", "2", "+FLAGS", "(\\Flagged)")
         imap.uid("STORE", "3", "+FLAGS", "(\\Deleted)")
         imap.expunge()
+        imap.select("Archive", readonly=True)                         # the moved message, same bytes
+        _, data = imap.uid("FETCH", "2", "(BODY.PEEK[]<0.40>)")
+        assert data[0][1].decode("latin-1") == fetched["source"]      # type: ignore[index, union-attr]
         imap.logout()
         d.go_on()
 

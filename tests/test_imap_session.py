@@ -551,8 +551,9 @@ async def test_8bit_headers_in_envelope_as_dovecot_sends_them(store) -> None:  #
     await c.cmd("UNSELECT")
     await c.cmd("ENABLE UTF8=ACCEPT")
     await c.cmd("SELECT INBOX")
-    out = await c.cmd("FETCH 1 (ENVELOPE)")
+    out = await c.cmd("FETCH 1:2 (ENVELOPE)")
     assert '"Grüße aus Köln"'.encode() in out and '"bücher.example"'.encode() in out
+    assert b'(({4}\r\nRen\xe9 NIL "rene" "example.org"))' in out    # not UTF-8: a literal still
 
 
 async def test_select_from_the_index_cache_matches_the_store(store, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -479,7 +479,8 @@ def _render(s: Session, uid: int, items: list[FetchItem], msg: Message | None, r
             if msg is not None and msg.wire is not None and not utf8:
                 out.append(b"ENVELOPE " + msg.wire[0])
             else:
-                out.append(b"ENVELOPE " + render_envelope(_structure(msg, raw)["envelope"], utf8))
+                st = _structure(msg, raw)
+                out.append(b"ENVELOPE " + render_envelope(st["envelope"], utf8, st.get("envelope8")))
         elif name == "BODYSTRUCTURE" and msg is not None and msg.wire is not None and not utf8:
             out.append(b"BODYSTRUCTURE " + msg.wire[1])
         elif name in ("BODY", "BODYSTRUCTURE") and not item.section:

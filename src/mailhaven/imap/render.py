@@ -20,29 +20,36 @@ _PLAIN = re.compile(r'[\\"\r\n\x00]')
 def _ns(value: Any, utf8: bool) -> bytes:
     if value is None:
         return b"NIL"
-    if isinstance(value, dict):
-        # 8-bit header bytes that are no UTF-8, kept as they came (structure.text_value)
-        return nstring(str(value.get("raw8", "")).encode("latin-1"), utf8=utf8)
     text = str(value)
     if text.isascii() and len(text) <= QUOTABLE_MAX and not _PLAIN.search(text):   # the common case, fast
         return b'"' + text.encode("ascii") + b'"'
     return nstring(text, utf8=utf8)
 
 
-def render_envelope(env: list[Any], utf8: bool) -> bytes:
+def render_envelope(env: list[Any], utf8: bool, raw8: dict[str, str] | None = None) -> bytes:
     """8-bit text goes out as it is in the message, in a literal (RFC 9051 4.3 allows 8-bit
     octets there) for a session without UTF8=ACCEPT: as Dovecot does, so the client sees
-    the bytes that BODY[HEADER] shows, not a re-encoding that loses non-UTF-8 bytes."""
+    the bytes that BODY[HEADER] shows, not a re-encoding. ``raw8`` holds the values that
+    are no UTF-8 (by position, see structure.envelope): their original bytes, in a literal
+    even with UTF8=ACCEPT, whose quoted strings must be UTF-8 (RFC 6855 3)."""
+    raw8 = raw8 or {}
+
+    def value(x: Any, path: str) -> bytes:
+        if path in raw8:
+            return nstring(raw8[path].encode("latin-1"), utf8=False)
+        return _ns(x, utf8)
+
     parts: list[bytes] = []
-    for i, value in enumerate(env):
+    for i, field in enumerate(env):
         if i in (2, 3, 4, 5, 6, 7):
-            if not value:
+            if not field:
                 parts.append(b"NIL")
             else:
                 parts.append(b"(" + b"".join(
-                    b"(" + b" ".join(_ns(x, utf8) for x in addr) + b")" for addr in value) + b")")
+                    b"(" + b" ".join(value(x, f"{i}.{j}.{k}") for k, x in enumerate(addr)) + b")"
+                    for j, addr in enumerate(field)) + b")")
         else:
-            parts.append(_ns(value, utf8))
+            parts.append(value(field, str(i)))
     return b"(" + b" ".join(parts) + b")"
 
 
@@ -89,7 +96,7 @@ def render_body(node: dict[str, Any], extended: bool, utf8: bool) -> bytes:
         # body-type-msg always carries an envelope, a body and a line count; a message that
         # was not parsed (base64/quoted-printable, or nested too deep) gets empty ones.
         message = node.get("msg") or _UNPARSED_MESSAGE
-        fields.append(render_envelope(message.get("env") or [None] * 10, utf8))
+        fields.append(render_envelope(message.get("env") or [None] * 10, utf8, message.get("env8")))
         fields.append(render_body(message, extended, utf8))
         fields.append(b"%d" % node.get("lines", 0))
     elif node["t"].lower() == "text":
@@ -107,7 +114,7 @@ def wire_forms(summary: dict[str, Any]) -> tuple[bytes, bytes] | None:
     if not imap or not imap.get("body"):
         return None
     try:
-        return (render_envelope(imap.get("envelope") or [None] * 10, False),
+        return (render_envelope(imap.get("envelope") or [None] * 10, False, imap.get("envelope8")),
                 render_body(imap["body"], True, False))
     except (KeyError, TypeError, IndexError, ValueError):
         return None                 # a summary from an older version: rendered at FETCH time

@@ -75,19 +75,3 @@ class FileView:
         for pos in range(start, end, CHUNK):
             total += self._pread(pos, min(end, pos + CHUNK)).count(sub)
         return total
-
-    def dash_lines(self) -> list[int]:
-        """Where every line starting with ``--`` starts (what the structure parser scans
-        for delimiters), read a chunk at a time."""
-        out = [0] if self.startswith(b"--") else []
-        pos = 0
-        while pos < self._size:
-            end = min(self._size, pos + CHUNK)
-            data = self._pread(pos, end + 2)           # a "\n--" may straddle the edge
-            i = data.find(b"\n--")
-            while 0 <= i < end - pos:
-                out.append(pos + i + 1)
-                i = data.find(b"\n--", i + 1)
-            pos = end
-        return out
-

@@ -23,7 +23,6 @@ delimiters, LF-only line ends, headers without a body) and bounded in depth.
 
 from __future__ import annotations
 
-import bisect
 import re
 from typing import Any
 
@@ -49,7 +48,10 @@ def structure_summary(raw: bytes) -> dict[str, Any]:
         # Dovecot answers such a message from one fixed form, so "TEXT/PLAIN; charset=US-ASCII"
         # reads "text" "plain" ("charset" "us-ascii") "7bit" there: the same here.
         root.update(t="text", s="plain", p=[["charset", "us-ascii"]], enc="7bit")
-    return {"imap": {"envelope": root.pop("env"), "body": root}}
+    imap = {"envelope": root.pop("env"), "body": root}
+    if "env8" in root:
+        imap["envelope8"] = root.pop("env8")
+    return {"imap": imap}
 
 
 def _plain_7bit(node: dict[str, Any]) -> bool:
@@ -243,23 +245,11 @@ def for_humans(value: bytes) -> bytes:
     return _BLANKS.sub(b" ", value).strip(b" ").replace(b"\x00", b"\x80")
 
 
-def text_value(value: bytes) -> Any:
-    """What the summary stores for a header string: the text when the bytes are UTF-8 (or
-    ASCII), else ``{"raw8": <the bytes as Latin-1>}`` so FETCH sends the original 8-bit
-    bytes back (as Dovecot does) instead of U+FFFD (JSON has no bytes)."""
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"raw8": value.decode("latin-1")}
-
-
 # -- entities ------------------------------------------------------------------
 
 
 _BOUNDARY_MAX = 80
 """Longer boundaries are cut to this many bytes (as Dovecot's BOUNDARY_STRING_MAX_LEN)."""
-
-_DASH_LINE = re.compile(rb"^--", re.MULTILINE)
 
 
 class _Hit:
@@ -281,9 +271,7 @@ class _Parser:
     delimiter or a broken nested part cannot swallow its parent's later parts."""
 
     def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-        dash_lines = getattr(raw, "dash_lines", None)       # a FileView (message/fileview.py)
-        self.dashes = dash_lines() if dash_lines is not None else [m.start() for m in _DASH_LINE.finditer(raw)]
+        self.raw = raw                  # bytes, or a FileView: only len, slices, find, count, startswith
         self.count = 0
         self.owners = 0
 
@@ -291,9 +279,19 @@ class _Parser:
         if not stack:
             return None
         raw = self.raw
-        for at in self.dashes[bisect.bisect_left(self.dashes, start):]:
-            if at >= end:
-                return None
+        first_line = start == 0 or raw[start - 1:start] == b"\n"
+        at = -1
+        for boundary, _ in stack:
+            # The first line starting with "--" and one of the boundaries (a C-speed find for
+            # each; walking every "--" line in Python was slow on hostile messages).
+            delim = b"--" + boundary
+            if first_line and raw.startswith(delim, start, end):
+                at = start
+                break
+            i = raw.find(b"\n" + delim, start, end if at < 0 else min(end, at + len(delim) + 1))
+            if i >= 0 and (at < 0 or i + 1 < at):
+                at = i + 1
+        if at >= 0:
             lf = raw.find(b"\n", at, end)
             line = raw[at + 2:lf if lf >= 0 else min(end, at + 2 + 2 * _BOUNDARY_MAX)]
             if line.endswith(b"\r"):
@@ -328,8 +326,12 @@ class _Parser:
                digest_child: bool, depth: int) -> tuple[dict[str, Any], _Hit | None]:
         raw = self.raw
         self.count += 1
-        body_start = header_end(raw, start, end)
-        early = self.find(start, body_start, stack)
+        # The first delimiter bounds the search for the header's end (unbounded, a part with
+        # no blank line would make every part scan the rest of the message).
+        first = self.find(start, end, stack)
+        limit = end if first is None else first.at
+        body_start = header_end(raw, start, limit)
+        early = first if first is not None and not _blank_line_ends(raw, start, body_start, limit) else None
         if early is not None:
             # A delimiter inside the header: the part ends there, with no body.
             body_start = self.before(early, end)
@@ -337,7 +339,9 @@ class _Parser:
         node = _content_fields(fields, in_multipart, digest_child)
         kind, boundary = node.pop("kind"), node.pop("boundary")
         node["h"] = [start, body_start]
-        node["env"] = envelope(fields)
+        node["env"], env8 = envelope(fields)
+        if env8:
+            node["env8"] = env8
         if early is not None:
             node["e"] = body_start
             if kind == "multipart":
@@ -356,7 +360,9 @@ class _Parser:
                 node["e"] = hit.at      # ended inside its header: the line break stays in this body (as Dovecot)
             _count(node, kind, raw, body_start, node["e"])
             return node, hit
-        hit = self.find(body_start, end, stack)
+        # The delimiter ending this leaf is the first one after its start (searched again from
+        # the body: the line break before it is the delimiter's unless it opens the body).
+        hit = None if first is None else _Hit(first.at, first.owner, first.close, body_start)
         node["e"] = self.before(hit, end)
         _count(node, kind, raw, body_start, node["e"])
         return node, hit
@@ -381,6 +387,15 @@ class _Parser:
         node["parts"] = parts
         node["e"] = self.before(hit, end)
         return node, hit
+
+
+def _blank_line_ends(raw: bytes, start: int, body_start: int, limit: int) -> bool:
+    """Whether the header in [start, limit) ended at a blank line (header_end found one)."""
+    if body_start < limit:
+        return True
+    block = raw[max(start, limit - 3):limit]
+    return ((limit - start <= 2 and raw[start:limit] in (b"\n", b"\r\n")) or block.endswith(b"\n\n")
+            or (block == b"\n\r\n" and limit - 3 >= start))
 
 
 def _count(node: dict[str, Any], kind: str, raw: bytes, start: int, end: int) -> None:
@@ -456,6 +471,7 @@ def _content_fields(fields: list[tuple[str, bytes, bytes]], in_multipart: bool,
 def _strip_env(node: dict[str, Any]) -> dict[str, Any]:
     """Only messages carry an envelope: drop the one computed for a body part."""
     node.pop("env", None)
+    node.pop("env8", None)
     return node
 
 
@@ -463,37 +479,62 @@ def _strip_env(node: dict[str, Any]) -> dict[str, Any]:
 
 
 _ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
+_ENVELOPE_INDEX = {"date": 0, "subject": 1, "from": 2, "sender": 3, "reply-to": 4, "to": 5, "cc": 6, "bcc": 7,
+                   "in-reply-to": 8, "message-id": 9}
 
 
-def envelope(fields: list[tuple[str, bytes, bytes]]) -> list[Any]:
-    """RFC 9051 7.5.2 ENVELOPE. Where the RFC is silent, as Dovecot: of a repeated Date,
-    Subject, In-Reply-To or Message-ID the last counts, repeated address fields are joined;
-    strings keep their bytes (8-bit included) with line breaks out, Subject and display
-    names with runs of blanks as one space."""
+def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[str, str]]:
+    """RFC 9051 7.5.2 ENVELOPE, and the 8-bit values that are no UTF-8 by position.
+
+    Where the RFC is silent, as Dovecot: of a repeated Date, Subject, In-Reply-To or
+    Message-ID the last counts, repeated address fields are joined; strings keep their
+    bytes with line breaks out, Subject and display names with runs of blanks as one space.
+    The envelope holds text (U+FFFD for bytes that are no UTF-8, for search and sort); the
+    second value maps such a string's position (``"1"``, ``"2.0.0"``: field, address, part)
+    to its bytes as Latin-1 (JSON has no bytes), so FETCH sends the original bytes back."""
     strings: dict[str, bytes] = {}
     every: dict[str, list[str]] = {}
+    raw8: dict[str, str] = {}
     for name, _, field in fields:
         if name in ("date", "subject", "in-reply-to", "message-id"):
             strings[name] = _raw_value(field)
         elif name in _ADDRESS_FIELDS:
             every.setdefault(name, []).append(_latin1(_raw_value(field)))
 
+    def text(value: bytes, path: str) -> str:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raw8[path] = value.decode("latin-1")
+            return value.decode("utf-8", "replace")
+
     def addrs(name: str) -> list[list[Any]] | None:
         # Repeated fields are joined, as one list (Dovecot: a spoofed second From shows too).
-        found = [a for text in every.get(name, []) for a in parse_address_list(text)]
+        found = [a for t in every.get(name, []) for a in parse_address_list(t)]
         if not found:
             return None
-        return [[None if x is None else text_value(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"))
-                 for k, x in enumerate(addr)] for addr in found]
+        i = _ENVELOPE_INDEX[name]
+        return [[None if x is None else text(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"),
+                                               f"{i}.{j}.{k}")
+                 for k, x in enumerate(addr)] for j, addr in enumerate(found)]
 
     def string(name: str) -> Any:
-        return text_value(_nolf(strings[name])) if name in strings else None
+        i = _ENVELOPE_INDEX[name]
+        return text(_nolf(strings[name]), str(i)) if name in strings else None
 
     from_ = addrs("from")
     sender = addrs("sender") or from_      # RFC 9051 7.5.2: defaults to From
     reply_to = addrs("reply-to") or from_
-    subject = text_value(for_humans(strings["subject"])) if "subject" in strings else None
-    return [
-        string("date"), subject, from_, sender, reply_to,
-        addrs("to"), addrs("cc"), addrs("bcc"), string("in-reply-to"), string("message-id"),
-    ]
+    subject = text(for_humans(strings["subject"]), "1") if "subject" in strings else None
+    env = [string("date"), subject, from_, sender, reply_to,
+           addrs("to"), addrs("cc"), addrs("bcc"), string("in-reply-to"), string("message-id")]
+    if sender is from_ or reply_to is from_:
+        # defaulted to From: its 8-bit values are at the same places there
+        for path, value in list(raw8.items()):
+            where, _, rest = path.partition(".")
+            if where == "2" and rest:
+                if sender is from_:
+                    raw8[f"3.{rest}"] = value
+                if reply_to is from_:
+                    raw8[f"4.{rest}"] = value
+    return env, raw8
