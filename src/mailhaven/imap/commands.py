@@ -7,11 +7,22 @@ session rejects every other (state, command) pair with BAD.
 from __future__ import annotations
 
 from . import fetch, mailbox, message, search
-from .authenticate import cmd_authenticate, cmd_login
+from .authenticate import cmd_authenticate, cmd_login, continue_authenticate
 from .grammar import Args
 from .parser import Atom, Command, CommandReader, String
 from .responses import Bad, Bye, No, astring_bytes
-from .session import ANY, AUTH, NOT_AUTH, SELECTED, Handler, Mode, Session, SessionContext, State
+from .session import (
+    ANY,
+    AUTH,
+    NOT_AUTH,
+    SELECTED,
+    CommandHooks,
+    Handler,
+    Mode,
+    Session,
+    SessionContext,
+    State,
+)
 
 
 async def cmd_capability(s: Session, cmd: Command) -> str:
@@ -148,4 +159,8 @@ COMMANDS = _table()
 
 def new_session(ctx: SessionContext, reader: CommandReader) -> Session:
     """A session answering this table's commands (what the listener and tests make)."""
-    return Session(ctx, reader, commands=COMMANDS)
+    return Session(ctx, reader, commands=COMMANDS, hooks=HOOKS)
+
+
+HOOKS = CommandHooks(run_updates=search.run_updates, tell_added=search.tell_added,
+                     claim_recent=mailbox.claim_recent, continue_authenticate=continue_authenticate)

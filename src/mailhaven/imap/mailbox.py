@@ -52,11 +52,10 @@ from .responses import (
     sequence_set,
 )
 from .selected import MailboxIndex, SelectedMailbox
-from .session import Session, State
+from .session import SYSTEM_FLAGS, Session, State
 from .spool import LiteralSpool
 
 SEP = "/"
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 def quoted_name(s: Session, name: str) -> bytes:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from ..store.api import FlagMode, NotFound, QuotaExceeded
 from .grammar import Args, parse_sequence_set
-from .mailbox import SYSTEM_FLAGS, find_mailbox
+from .mailbox import find_mailbox
 from .parser import Atom, Command
 from .responses import CANNOT, OVERQUOTA, TRYCREATE, Bad, No, flag_list, sequence_list, sequence_set
 from .selected import SelectedMailbox
-from .session import Session, State
+from .session import SYSTEM_FLAGS, Session, State
 
 
 def resolve_set(s: Session, text: str, uid: bool) -> list[int]:

@@ -84,6 +84,38 @@ class SessionContext:
     passes ``asyncio.to_thread``; without it the call runs in place."""
 
 
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+"""RFC 9051 2.3.2, in the order FLAGS lists them."""
+
+
+@dataclass(frozen=True)
+class CommandHooks:
+    """What the session calls back into the command modules for (``commands.new_session``
+    passes them, so the session imports no command module)."""
+
+    run_updates: Callable[[Session], Awaitable[None]]
+    """RFC 5267 updating searches: run again before the view changes."""
+    tell_added: Callable[[Session], None]
+    claim_recent: Callable[[Session, SelectedMailbox, int], Awaitable[None]]
+    continue_authenticate: Callable[[Session, bytes], Awaitable[None]]
+
+
+async def _no_updates(s: Session) -> None:
+    return None
+
+
+async def _no_recent(s: Session, sel: SelectedMailbox, start: int) -> None:
+    return None
+
+
+async def _no_sasl(s: Session, line: bytes) -> None:
+    return None
+
+
+NO_HOOKS = CommandHooks(run_updates=_no_updates, tell_added=lambda s: None, claim_recent=_no_recent,
+                        continue_authenticate=_no_sasl)
+
+
 @dataclass
 class Session:
     ctx: SessionContext
@@ -110,6 +142,7 @@ class Session:
     commands: Mapping[str, tuple[Handler, frozenset[State]]] = field(default_factory=dict)
     """The command table (imap/commands.py builds sessions with it: commands depend on the
     session, never the other way round)."""
+    hooks: CommandHooks = NO_HOOKS
     spools: list[LiteralSpool] = field(default_factory=list)
     """Large APPEND literals of the command being read, written to blobs as they arrive."""
 
@@ -339,9 +372,7 @@ class Session:
                     return
                 raise
         if sel.search_updates:
-            from .search import run_updates
-
-            await run_updates(self)
+            await self.hooks.run_updates(self)
         if allow_expunge and sel.pending_expunge:
             gone = sorted(sel.pending_expunge)
             numbers = sel.remove(gone)
@@ -351,9 +382,7 @@ class Session:
                 for number in numbers:
                     self.untagged(f"{number} EXPUNGE")
         if len(sel.uids) > sel.announced:
-            from .mailbox import claim_recent
-
-            await claim_recent(self, sel, sel.announced)
+            await self.hooks.claim_recent(self, sel, sel.announced)
             self.untagged(f"{len(sel.uids)} EXISTS")
             if not self.rev2:
                 self.untagged(f"{len(sel.recent)} RECENT")
@@ -366,9 +395,7 @@ class Session:
             self.untagged(self.flags_fetch(n, uid, meta.flags, meta.modseq))
         sel.pending_flags.clear()
         if sel.search_updates:
-            from .search import tell_added
-
-            tell_added(self)
+            self.hooks.tell_added(self)
 
     def ensure_flags_known(self, flags: frozenset[str]) -> None:
         """RFC 9051 7.3.5: a keyword first seen in a message is announced in FLAGS before use."""
@@ -382,8 +409,6 @@ class Session:
         self.write_flags(sel)
 
     def write_flags(self, sel: SelectedMailbox) -> None:
-        from .mailbox import SYSTEM_FLAGS
-
         flags = " ".join(list(SYSTEM_FLAGS) + sorted(sel.keywords))
         self.untagged(f"FLAGS ({flags})")
         if sel.readonly:
@@ -436,9 +461,7 @@ class Session:
 
     # -- SASL continuation lines --------------------------------------------------------
     async def sasl_line(self, line: bytes) -> None:
-        from .authenticate import continue_authenticate
-
-        await continue_authenticate(self, line)
+        await self.hooks.continue_authenticate(self, line)
 
     # -- STARTTLS ---------------------------------------------------------------------
     def tls_started(self) -> None:
