@@ -117,6 +117,8 @@ def _command(st: _State, cmd: Command) -> None:
         _add(st, Action(kind="keep", mailbox="INBOX", flags=_action_flags(st, cmd)))
         st.implicit_keep = False
     elif name == "discard":                                         # RFC 5228 4.4
+        if not any(a.kind == "discard" for a in st.actions):
+            st.actions.append(Action(kind="discard"))
         st.implicit_keep = False
     elif name == "fileinto":                                        # RFC 5228 4.1
         mailbox = _expand(st, cmd.args[0])
