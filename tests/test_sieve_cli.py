@@ -1,6 +1,8 @@
 """``mailhaven sieve put|show|remove`` run as a user would: the script is compiled at
 upload, errors name the line and column, a good script becomes the active one."""
 
+import json
+
 from conftest import run_cli
 
 
@@ -28,3 +30,26 @@ def test_put_show_remove(tmp_path):
     assert r.returncode == 1 and "no active Sieve script" in r.stderr
     r = run_cli(data, "sieve", "show", "nobody@nyu.example", check=False)
     assert r.returncode == 1 and "no account" in r.stderr
+
+
+def test_sieve_test_json(tmp_path):
+    data = tmp_path / "data"
+    script = tmp_path / "s.sieve"
+    script.write_text('require ["fileinto", "imap4flags", "envelope", "copy", "mailbox"];\n'
+                      'if envelope :domain "from" "lists.example.org" { addflag "$List"; '
+                      'fileinto :create :copy "Lists"; }\nif size :over 1M { discard; }\n')
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n")
+    out = run_cli(data, "sieve", "test", str(script), str(msg), "--from", "owner@lists.example.org",
+                  "--to", "bob@nyu.example", "--json").stdout
+    assert json.loads(out) == {"actions": [
+        {"action": "fileinto", "mailbox": "Lists", "flags": ["$List"], "implicit": False, "create": True,
+         "copy": True},
+        {"action": "keep", "mailbox": "INBOX", "flags": ["$List"], "implicit": True}], "errors": []}
+    out = run_cli(data, "sieve", "test", str(script), str(msg), "--json").stdout   # null sender
+    assert json.loads(out)["actions"] == [{"action": "keep", "mailbox": "INBOX", "flags": [], "implicit": True}]
+    script.write_text('require "fileinto";\nfileinto :nope "x";\n')
+    r = run_cli(data, "sieve", "test", str(script), str(msg), "--json", check=False)
+    assert r.returncode == 1
+    assert json.loads(r.stdout) == {"actions": [], "errors": [
+        {"line": 2, "column": 10, "message": "fileinto has no tag :nope"}]}

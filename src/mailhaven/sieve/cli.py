@@ -3,17 +3,22 @@
     mailhaven sieve put ADDRESS FILE [--name NAME]   # compile, store and activate (errors: FILE:LINE:COLUMN)
     mailhaven sieve show ADDRESS                      # print the active script
     mailhaven sieve remove ADDRESS                    # delete the active script (mail goes to INBOX again)
+    mailhaven sieve test SCRIPT MESSAGE [--from ADDR] [--to ADDR] [--json]   # what it would do, no delivery
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from mailhaven.sieve.actions import Action
 from mailhaven.sieve.compiler import compile_script
 from mailhaven.sieve.errors import SieveError
+from mailhaven.sieve.interpreter import run
+from mailhaven.sieve.message import SieveMessage
 
 DEFAULT_NAME = "main"
 
@@ -29,11 +34,71 @@ def register(sub: Any) -> None:
     a.add_argument("address")
     a = ssub.add_parser("remove", help="delete the active script")
     a.add_argument("address")
+    a = ssub.add_parser("test", help="run SCRIPT on MESSAGE and print the actions, delivering nothing")
+    a.add_argument("script")
+    a.add_argument("message")
+    a.add_argument("--from", dest="mail_from", default="", help="envelope sender (default: null)")
+    a.add_argument("--to", dest="rcpt_to", default="", help="envelope recipient")
+    a.add_argument("--json", action="store_true", help="one JSON object: actions and errors")
     p.set_defaults(func=cmd_sieve)
+
+
+def _action_json(action: Action) -> dict[str, Any]:
+    out: dict[str, Any] = {"action": action.kind, "implicit": action.implicit}
+    if action.mailbox is not None:
+        out["mailbox"] = action.mailbox
+    if action.address is not None:
+        out["address"] = action.address
+    if action.reason is not None:
+        out["reason"] = action.reason
+    if action.kind in ("keep", "fileinto"):
+        out["flags"] = list(action.flags)
+    if action.create:
+        out["create"] = True
+    if action.copy:
+        out["copy"] = True
+    return out
+
+
+def _action_text(action: Action) -> str:
+    what = {"keep": "keep in", "fileinto": "file into"}.get(action.kind, action.kind)
+    parts = [("implicit " if action.implicit else "") + what]
+    parts += [v for v in (action.mailbox, action.address, action.reason) if v is not None]
+    if action.flags:
+        parts.append("flags " + " ".join(action.flags))
+    parts += [t for t, on in (("(create)", action.create), ("(copy)", action.copy)) if on]
+    return " ".join(parts)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    source = Path(args.script).read_bytes()
+    raw = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
+    try:
+        script = compile_script(source)
+    except SieveError as e:
+        if args.json:
+            print(json.dumps({"actions": [], "errors": [
+                {"line": e.line, "column": e.column, "message": e.message}]}))
+        else:
+            print(f"{args.script}:{e.line}:{e.column}: {e.message}", file=sys.stderr)
+        return 1
+    outcome = run(script, SieveMessage(raw=raw, mail_from=args.mail_from, rcpt_to=args.rcpt_to))
+    errors = [{"message": outcome.error}] if outcome.error else []
+    if args.json:
+        print(json.dumps({"actions": [_action_json(a) for a in outcome.actions], "errors": errors}))
+    else:
+        for error in errors:
+            print(f"run-time error: {error['message']}")
+        for action in outcome.actions:
+            print(_action_text(action))
+    return 0
 
 
 def cmd_sieve(args: argparse.Namespace) -> int:
     from mailhaven.cli import CommandError, with_store
+
+    if args.action == "test":
+        return cmd_test(args)
 
     if args.action == "put":
         source = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
