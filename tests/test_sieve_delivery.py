@@ -8,6 +8,7 @@ import imaplib
 import smtplib
 
 import pytest
+
 from conftest import ServerProcess
 
 SCRIPT = r'''require ["fileinto", "imap4flags", "mailbox", "reject", "envelope"];

@@ -26,6 +26,8 @@ class SieveMessage:
     rcpt_to: str = ""
     """The envelope recipient this run is for."""
     _parsed: Message | None = field(default=None, repr=False)
+    _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def size(self) -> int:
@@ -39,17 +41,19 @@ class SieveMessage:
 
     def headers(self, name: str) -> list[str]:
         """Every value of the named field, decoded, unfolded, in message order."""
-        values = self.parsed.get_all(name) or []
-        return [_decode(str(v)).replace("\r\n", "").replace("\n", "") for v in values]
+        key = name.lower()
+        if key not in self._headers:
+            values = self.parsed.get_all(name) or []
+            self._headers[key] = [_decode(str(v)).replace("\r\n", "").replace("\n", "") for v in values]
+        return self._headers[key]
 
     def addresses(self, name: str) -> list[str]:
         """The addresses in the named fields (groups flattened); RFC 5228 2.7.4."""
-        raw = [str(v) for v in (self.parsed.get_all(name) or [])]
-        out = []
-        for _display, addr in email.utils.getaddresses(raw):
-            if addr:
-                out.append(addr)
-        return out
+        key = name.lower()
+        if key not in self._addresses:
+            raw = [str(v) for v in (self.parsed.get_all(name) or [])]
+            self._addresses[key] = [addr for _display, addr in email.utils.getaddresses(raw) if addr]
+        return self._addresses[key]
 
     def body_texts(self, transform: str, content_types: tuple[str, ...] = ()) -> list[str]:
         """RFC 5173 5: the body as ``raw`` (undecoded), ``text`` (text/* parts decoded) or
