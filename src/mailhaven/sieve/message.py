@@ -8,9 +8,37 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
 
+from mailhaven.message.structure import stdlib_readable
+
+
+def _utf8(value: str) -> str:
+    """Raw 8-bit header bytes (surrogate-escaped by compat32) read as UTF-8 (RFC 6532)."""
+    try:
+        return value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return value
+
+
+def _text(value: object) -> str:
+    """A field value as text: compat32 hands 8-bit fields over as Header objects."""
+    if isinstance(value, email.header.Header):
+        parts = []
+        for chunk, charset in email.header.decode_header(value):
+            if isinstance(chunk, bytes):
+                try:
+                    parts.append(chunk.decode(charset if charset not in (None, "unknown-8bit") else "utf-8",
+                                              "replace"))
+                except LookupError:
+                    parts.append(chunk.decode("utf-8", "replace"))
+            else:
+                parts.append(chunk)
+        return "".join(parts)
+    return _utf8(str(value))
+
 
 def _decode(value: str) -> str:
     """RFC 5228 2.7.2: header values are compared after RFC 2047 decoding."""
+    value = _utf8(value)
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
@@ -36,7 +64,7 @@ class SieveMessage:
     @property
     def parsed(self) -> Message:
         if self._parsed is None:
-            self._parsed = message_from_bytes(self.raw, policy=policy.compat32)
+            self._parsed = message_from_bytes(stdlib_readable(self.raw), policy=policy.compat32)
         return self._parsed
 
     def headers(self, name: str) -> list[str]:
@@ -44,14 +72,14 @@ class SieveMessage:
         key = name.lower()
         if key not in self._headers:
             values = self.parsed.get_all(name) or []
-            self._headers[key] = [_decode(str(v)).replace("\r\n", "").replace("\n", "") for v in values]
+            self._headers[key] = [_decode(_text(v)).replace("\r\n", "").replace("\n", "") for v in values]
         return self._headers[key]
 
     def addresses(self, name: str) -> list[str]:
         """The addresses in the named fields (groups flattened); RFC 5228 2.7.4."""
         key = name.lower()
         if key not in self._addresses:
-            raw = [str(v) for v in (self.parsed.get_all(name) or [])]
+            raw = [_text(v) for v in (self.parsed.get_all(name) or [])]
             self._addresses[key] = [addr for _display, addr in email.utils.getaddresses(raw) if addr]
         return self._addresses[key]
 
