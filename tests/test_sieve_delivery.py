@@ -73,3 +73,31 @@ def test_script_sorts_flags_discards_and_rejects(server: ServerProcess, tmp_path
         assert imap.select("INBOX")[1] == [b"2"]
     finally:
         imap.logout()
+
+
+def test_jmap_submission_to_a_local_user_runs_their_script(server: ServerProcess, tmp_path) -> None:
+    from test_jmap_api import MAIL, api, roles, session
+
+    server.add_user("alice@example.org")
+    server.add_user("bob@example.org")
+    script = tmp_path / "bob.sieve"
+    script.write_text('require ["fileinto", "imap4flags", "mailbox"];\n'
+                      'if address :is "from" "alice@example.org" { fileinto :create :flags "$Alice" "People/Alice"; }\n')
+    server.admin("sieve", "put", "bob@example.org", str(script))
+    account = session(server)["primaryAccounts"][MAIL]
+    out = api(server, [
+        ["Email/set", {"accountId": account, "create": {"m": {
+            "mailboxIds": {roles(server)["drafts"]: True}, "from": [{"email": "alice@example.org"}],
+            "to": [{"email": "bob@example.org"}], "subject": "from JMAP",
+            "bodyValues": {"b": {"value": "Hi Bob"}}, "textBody": [{"partId": "b", "type": "text/plain"}]}}}, "e"],
+        ["EmailSubmission/set", {"accountId": account, "create": {"s": {"emailId": "#m"}}}, "s"]])
+    assert "s" in out[1][1]["created"], out
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
+    try:
+        imap.login("bob@example.org", "s3cret")
+        assert imap.select('"People/Alice"')[1] == [b"1"]
+        typ, data = imap.fetch("1", "(FLAGS)")
+        assert b"$Alice" in data[0]
+        assert imap.select("INBOX")[1] == [b"0"]
+    finally:
+        imap.logout()
