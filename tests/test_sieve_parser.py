@@ -66,6 +66,8 @@ def test_tree_shape() -> None:
     (b'if header :comparator "i;nope" "a" "b" {}', 1, 4, "comparator"),
     (b'keep :flags "x";', 1, 6, "imap4flags"),
     (b'set "a" "b";', 1, 1, "variables"),
+    (b'require ["encoded-character", "fileinto"];\nfileinto "${unicode:D800}";', 2, 10, "U+D800"),
+    (b'require ["encoded-character", "fileinto"];\nfileinto\n  "${hex:ff}";', 3, 3, "not UTF-8"),
 ])
 def test_errors_have_line_and_column(script: bytes, line: int, column: int, text: str) -> None:
     for feed in (lambda s: compile_script(s), lambda s: _bytewise(s) and compile_script(s)):
@@ -112,3 +114,15 @@ def test_engine_is_sans_io() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             for name in names:
                 assert name.split(".")[0] not in ("asyncio", "socket", "ssl"), (path, name)
+
+
+def test_encoded_character() -> None:
+    from mailhaven.sieve.compiler import decode_encoded_characters as dec
+
+    assert dec("${hex: 52 65}${HEX:6c}x${unicode:1F600 e9}", 1, 1) == "Relx\U0001F600\u00e9"
+    assert dec("${hex:c3}${hex:a9}", 1, 1) == "\u00e9"                   # octets join across sequences
+    assert dec("${hex:123}${hex:}${unicode:zz}$${hex:41}", 1, 1) == "${hex:123}${hex:}${unicode:zz}$A"
+    (cmd,) = compile_script('require ["encoded-character", "fileinto"]; fileinto "${hex:41 42}";').commands[1:]
+    assert cmd.args == ("AB",)
+    (cmd,) = compile_script('require "fileinto"; fileinto "${hex:41 42}";').commands[1:]
+    assert cmd.args == ("${hex:41 42}",)                                   # not required: left as is

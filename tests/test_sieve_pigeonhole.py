@@ -96,6 +96,9 @@ SCRIPTS = {
     "wildcard-escape": 'require "fileinto"; if header :matches "subject" "\\\\[dev\\\\]*" { fileinto "E"; }',
     "lazy-wildcards": 'require ["fileinto", "variables"]; if header :matches "subject" "*e*e?*" '
                       '{ fileinto "${1}_${2}_${3}_${4}"; }',
+    "encoded-character": 'require ["fileinto", "encoded-character"];\n'
+                         'if header :contains "subject" "${hex: 52 65}lease" { fileinto "R${unicode:e9}sum${hex:c3 a9}"; }\n'
+                         'if header :contains "subject" "${hex:zz}" { fileinto "literal"; }',
     "multiline": 'require ["fileinto", "variables"];\nset "f" text:\nMulti\n.\n;\n'
                  'if string :matches "${f}" "Multi*" { fileinto "M"; }',
 }

@@ -13,6 +13,37 @@ from mailhaven.sieve.errors import SieveError
 from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")                  # RFC 5229 3
+# RFC 5228 2.4.2.4: "${hex:" hex-pair-seq "}" / "${unicode:" unicode-hex-seq "}", blank = WSP / CRLF
+_ENCODED = re.compile(r"\$\{(hex|unicode):([ \t\r\n]*[0-9A-Fa-f]+(?:[ \t\r\n]+[0-9A-Fa-f]+)*[ \t\r\n]*)\}",
+                      re.IGNORECASE)
+
+
+def decode_encoded_characters(value: str, line: int, column: int) -> str:
+    """RFC 5228 2.4.2.4; a sequence that does not match the grammar stays as written."""
+    if "${" not in value:
+        return value
+    out = bytearray()
+    pos = 0
+    for m in _ENCODED.finditer(value):
+        out += value[pos:m.start()].encode("utf-8", "surrogatepass")
+        items = m.group(2).split()
+        if m.group(1).lower() == "hex":
+            if any(len(h) > 2 for h in items):
+                out += m.group().encode()
+            else:
+                out += bytes(int(h, 16) for h in items)
+        else:
+            for h in items:
+                cp = int(h, 16)
+                if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+                    raise SieveError(f"invalid Unicode character U+{h.upper()} in ${{unicode:}}", line, column)
+                out += chr(cp).encode()
+        pos = m.end()
+    out += value[pos:].encode("utf-8", "surrogatepass")
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SieveError("${hex:} encodes a string that is not UTF-8", line, column) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +200,9 @@ class _Compiler:
             return arg.value
         if not isinstance(arg, StringList):
             raise SieveError(f"{what} expects a string", arg.line, arg.column)
+        if "encoded-character" in self.required:
+            arg = StringList(values=tuple(decode_encoded_characters(v, arg.line, arg.column) for v in arg.values),
+                             bracketed=arg.bracketed, line=arg.line, column=arg.column)
         if kind == "s":
             if arg.bracketed and len(arg.values) != 1:
                 raise SieveError(f"{what} expects a single string", arg.line, arg.column)

@@ -101,7 +101,7 @@ TESTS: dict[str, Spec] = {
 
 EXTENSIONS = frozenset({
     "fileinto", "envelope", "imap4flags", "copy", "variables", "relational", "subaddress",
-    "mailbox", "body", "reject", "ereject",
+    "mailbox", "body", "reject", "ereject", "encoded-character",
     "comparator-i;octet", "comparator-i;ascii-casemap", "comparator-i;ascii-numeric",
 })
 
