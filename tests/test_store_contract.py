@@ -848,3 +848,38 @@ async def test_leases_are_exclusive_renewable_and_expire(backend):
     assert not await s.acquire_lease("pop3:1", "c", ttl=30.0, now=1051.0)
     await s.release_lease("pop3:1", "b")
     assert await s.acquire_lease("pop3:1", "c", ttl=30.0, now=1052.0)
+
+
+async def test_sieve_scripts_one_active_per_account(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    assert await s.list_sieve_scripts(bob.id) == []
+    assert await s.get_active_sieve_script(bob.id) is None
+    await s.put_sieve_script(bob.id, "main", "keep;")
+    await s.put_sieve_script(bob.id, "other", "discard;")
+    await s.put_sieve_script(carol.id, "main", "stop;")
+    assert await s.get_sieve_script(bob.id, "main") == "keep;"
+    assert await s.get_active_sieve_script(bob.id) is None             # stored, not yet active
+    await s.activate_sieve_script(bob.id, "main")
+    assert await s.get_active_sieve_script(bob.id) == ("main", "keep;")
+    await s.put_sieve_script(bob.id, "main", 'require "fileinto";\nfileinto "A";')   # replace, stays active
+    assert await s.get_active_sieve_script(bob.id) == ("main", 'require "fileinto";\nfileinto "A";')
+    await s.activate_sieve_script(bob.id, "other")
+    assert [(i.name, i.active) for i in await s.list_sieve_scripts(bob.id)] == [("main", False), ("other", True)]
+    assert await s.get_active_sieve_script(carol.id) is None           # accounts do not mix
+    with pytest.raises(NotFound):
+        await s.activate_sieve_script(bob.id, "nosuch")
+    assert (await s.get_active_sieve_script(bob.id))[0] == "other"     # unchanged by the failure
+    await s.activate_sieve_script(bob.id, None)
+    assert await s.get_active_sieve_script(bob.id) is None
+    await s.activate_sieve_script(bob.id, "other")
+    await s.delete_sieve_script(bob.id, "other")
+    assert await s.get_active_sieve_script(bob.id) is None
+    with pytest.raises(NotFound):
+        await s.delete_sieve_script(bob.id, "other")
+    with pytest.raises(NotFound):
+        await s.get_sieve_script(bob.id, "other")
+    await s.remove_account("carol@nyu.example")                        # scripts go with the account
+    again = await s.add_account("carol@nyu.example", "pw")
+    assert await s.list_sieve_scripts(again.id) == []

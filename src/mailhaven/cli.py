@@ -38,6 +38,7 @@ CLI_MODULES = (
     "mailhaven.transfer.cli",
     "mailhaven.web.cli",
     "mailhaven.store.cli",
+    "mailhaven.sieve.cli",
 )
 
 

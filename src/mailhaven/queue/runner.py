@@ -28,6 +28,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+from ..localdelivery import deliver_local
 from ..logs import Log
 from ..store.api import StorageFull
 from .api import OutboundMessage, OutboundRecipient
@@ -267,7 +268,7 @@ class QueueRunner:
         resolution = await self.store.resolve(entry.mail_from)
         if resolution.local_domain:
             if resolution.account_ids:
-                await self.store.deliver(blob, list(resolution.account_ids))
+                await deliver_local(self.store, blob, {entry.mail_from: list(resolution.account_ids)}, mail_from="")
             else:
                 self.log.warning("DSN to an unknown local sender dropped", sender=entry.mail_from)
         else:

@@ -24,6 +24,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from ..localdelivery import deliver_local
 from ..message.authors import foreign_authors
 from ..queue.api import OutboundMessage, OutboundRecipient
 from ..store.api import BlobRef, BlobWriter, StorageFull
@@ -219,9 +220,12 @@ class Transaction:
         self._writers.clear()
         all_full = False
         if local_ref is not None:
-            account_ids = list(dict.fromkeys(a for ids in self.local.values() for a in ids))
-            results = await self.store.deliver(local_ref, account_ids)
-            all_full = all(r.over_quota for r in results)
+            local = await deliver_local(self.store, local_ref, self.local, mail_from=self.mail.address,
+                                        refusable=not self.remote)
+            if local.rejected:                     # RFC 5429 2.1: every recipient's script said reject
+                return codes.SIEVE_REJECTED.with_text(next(iter(local.rejected.values()))), refs
+            results = local.results
+            all_full = bool(results) and all(r.over_quota for r in results)
             full = [r.account_id for r in results if r.over_quota]
             if full and (not all_full or self.remote):
                 # Some recipients took it, so the reply will be 250: the ones whose quota

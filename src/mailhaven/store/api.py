@@ -233,6 +233,14 @@ JMAP's account-wide queries need of a message, cheap to make by the thousand."""
 
 
 @dataclass(frozen=True, kw_only=True)
+class SieveScriptInfo:
+    name: str
+    """The script's name, unique per account."""
+    active: bool
+    """The one script run at delivery (at most one per account, RFC 5804 1.4 style)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoginRecord:
     """Failed logins from one source address (``account`` empty) or address+account pair."""
 
@@ -607,4 +615,29 @@ class Store(Protocol):
 
     async def release_lease(self, name: str, holder: str) -> None:
         """Give the lease up, if ``holder`` still holds it."""
+        ...
+
+    # -- Sieve scripts --------------------------------------------------------
+    async def put_sieve_script(self, account_id: int, name: str, text: str) -> None:
+        """Create or replace the named script (the caller has compiled it)."""
+        ...
+
+    async def get_sieve_script(self, account_id: int, name: str) -> str:
+        """The script's text; raises NotFound."""
+        ...
+
+    async def list_sieve_scripts(self, account_id: int) -> list[SieveScriptInfo]:
+        """Every script of the account, by name."""
+        ...
+
+    async def delete_sieve_script(self, account_id: int, name: str) -> None:
+        """Raises NotFound. Deleting the active script leaves none active."""
+        ...
+
+    async def activate_sieve_script(self, account_id: int, name: str | None) -> None:
+        """Make ``name`` the only active script (None: no script active); NotFound."""
+        ...
+
+    async def get_active_sieve_script(self, account_id: int) -> tuple[str, str] | None:
+        """(name, text) of the active script, None when there is none."""
         ...

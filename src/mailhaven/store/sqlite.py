@@ -60,11 +60,14 @@ from .sqlitequeue import QueueMethods
 from .sqlitequeue import upgrade as upgrade_queue
 from .sqliterows import _account
 from .sqliteschema import SCHEMA, _upgrade
+from .sqlitesieve import SCHEMA as SIEVE_SCHEMA
+from .sqlitesieve import SieveMethods
 from .sqlitewebdata import SCHEMA as WEB_SCHEMA
 from .sqlitewebdata import WebDataMethods
 
 
-class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity):
+class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
+                  SieveMethods):
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
     def __init__(self, data_dir: Path | str) -> None:
@@ -75,6 +78,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self.db.add_schema(QUEUE_SCHEMA)
         self.db.add_schema(WEB_SCHEMA)
         self.db.add_schema(SECURITY_SCHEMA)
+        self.db.add_schema(SIEVE_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0

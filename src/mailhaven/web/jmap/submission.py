@@ -21,6 +21,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from ...localdelivery import deliver_local
 from ...message.authors import foreign_authors
 from ...queue.api import OutboundMessage, OutboundRecipient
 from ...store.api import NotFound
@@ -139,7 +140,7 @@ async def _send(call: Call, sub_args: dict[str, Any]) -> Submission:
         raise MethodError("tooManyRecipients", f"at most {call.app.config.limits.recipients}")
     outgoing = _without_bcc(raw)
     blob = await call.store.put_blob(outgoing)
-    local: list[int] = []
+    local: dict[str, list[int]] = {}
     remote: list[str] = []
     delivery: dict[str, Any] = {}
     for rcpt in rcpt_to:
@@ -148,7 +149,7 @@ async def _send(call: Call, sub_args: dict[str, Any]) -> Submission:
             if not resolution.account_ids:
                 delivery[rcpt] = {"smtpReply": "550 5.1.1 no such user", "delivered": "no", "displayed": "unknown"}
                 continue
-            local.extend(resolution.account_ids)
+            local[rcpt] = list(resolution.account_ids)
             delivery[rcpt] = {"smtpReply": "250 2.0.0 delivered", "delivered": "yes", "displayed": "unknown"}
         else:
             remote.append(rcpt)
@@ -156,7 +157,7 @@ async def _send(call: Call, sub_args: dict[str, Any]) -> Submission:
     if remote and call.app.outbound is None:
         raise MethodError("forbiddenToSend", "delivery to other servers is not available")
     if local:
-        await call.store.deliver(blob, list(dict.fromkeys(local)), ignore_quota=False)
+        await deliver_local(call.store, blob, local, mail_from=mail_from)   # each recipient's Sieve script
     if remote:
         await call.app.outbound.enqueue(OutboundMessage(
             blob=blob, mail_from=mail_from, recipients=tuple(OutboundRecipient(address=r) for r in remote),

@@ -1,0 +1,134 @@
+"""Delivery to local accounts through each recipient's active Sieve script.
+
+Accounts without a script get the message in INBOX in one store call, as before. For an
+account with one, the compiled script (cached by its text) runs on the message and its
+actions are carried out: keep into INBOX, fileinto into the named mailbox (made first with
+``:create``, else INBOX when it does not exist, as Pigeonhole does), IMAP flags on both,
+discard stores nothing. ``reject``/``ereject`` are returned to the caller, who can refuse
+the message in SMTP when every recipient rejected it. Not yet: ``redirect`` (the message is
+kept in INBOX instead, so nothing is lost) and a rejection DSN when SMTP cannot refuse.
+A script that fails at run time gives the implicit keep (RFC 5228 2.10.6)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
+from .store.api import BlobRef, DeliveryResult, InvalidName, Store, StoreError
+
+log = logging.getLogger("mailhaven.sieve")
+
+_SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
+_KEYWORD = re.compile(r"[!#$&'+\-.0-9:<=>?@A-Z^_`a-z|~]+\Z")             # RFC 3501 atom, no specials
+
+
+@dataclass(kw_only=True)
+class LocalOutcome:
+    results: list[DeliveryResult] = field(default_factory=list)
+    """One per account that stored the message at least once (over_quota when it could not)."""
+    rejected: dict[int, str] = field(default_factory=dict)
+    """account id -> the reject/ereject reason (RFC 5429), nothing stored for it."""
+    discarded: list[int] = field(default_factory=list)
+    """Accounts whose script stored the message nowhere (discard)."""
+
+
+@lru_cache(maxsize=512)
+def _compiled(text: str) -> Script | None:
+    try:
+        return compile_script(text)
+    except SieveError as e:                        # checked at upload; an old or hand-made row
+        log.warning("stored Sieve script does not compile: %s", e)
+        return None
+
+
+def imap_flags(flags: Sequence[str]) -> list[str]:
+    """Sieve flag names as IMAP stores them: system flags in their canonical case, keywords
+    that are IMAP atoms; anything else (\\Recent, spaces, parentheses) is dropped."""
+    out = []
+    for f in flags:
+        if f.lower() in _SYSTEM_FLAGS:
+            out.append(_SYSTEM_FLAGS[f.lower()])
+        elif not f.startswith("\\") and _KEYWORD.match(f):
+            out.append(f)
+    return out
+
+
+async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Sequence[int]], *,
+                        mail_from: str, refusable: bool = False) -> LocalOutcome:
+    """``recipients`` maps each envelope recipient to its accounts (aliases may fan out).
+    ``refusable``: the caller can refuse the whole message (no other recipient wants it);
+    rejections are returned only then, and only when every account rejected; otherwise the
+    rejecting accounts get the message in INBOX (a rejection DSN is not done yet)."""
+    rcpt_of: dict[int, str] = {}
+    for rcpt, ids in recipients.items():
+        for account_id in ids:
+            rcpt_of.setdefault(account_id, rcpt)
+    outcome = LocalOutcome()
+    plain: list[int] = []
+    scripted: list[tuple[int, Script]] = []
+    for account_id in rcpt_of:
+        active = await store.get_active_sieve_script(account_id)
+        script = _compiled(active[1]) if active is not None else None
+        if script is None:
+            plain.append(account_id)
+        else:
+            scripted.append((account_id, script))
+    if plain:
+        outcome.results.extend(await store.deliver(blob, plain))
+    if not scripted:
+        return outcome
+    raw = await store.read_blob(blob.id)
+    for account_id, script in scripted:
+        names = {m.name.lower(): m.name for m in await store.list_mailboxes(account_id)}
+        result = run(script, SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id]),
+                     mailbox_exists=lambda name, names=names: name.lower() in names)   # type: ignore[misc]
+        if result.error:
+            log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
+        await _carry_out(store, blob, account_id, result.actions, names, outcome)
+    if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
+        outcome.results.extend(await store.deliver(blob, list(outcome.rejected)))
+        outcome.rejected.clear()
+    for account_id, reason in outcome.rejected.items():     # one line of printable ASCII
+        outcome.rejected[account_id] = re.sub(r"[^ -~]+", " ", reason).strip()[:200] or "Rejected"
+    return outcome
+
+
+async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list[Action],
+                     names: dict[str, str], outcome: LocalOutcome) -> None:
+    stored: list[DeliveryResult] = []
+    for action in actions:
+        if action.kind in ("reject", "ereject"):
+            outcome.rejected[account_id] = action.reason or ""
+            return
+    for action in actions:
+        if action.kind == "redirect":               # not yet: keep it rather than lose it
+            log.info("Sieve redirect to %s not implemented yet; kept in INBOX", action.address)
+            action = Action(kind="keep", mailbox="INBOX")
+        if action.kind not in ("keep", "fileinto"):
+            continue
+        mailbox = action.mailbox or "INBOX"
+        if action.kind == "fileinto" and mailbox.lower() not in names:
+            mailbox = await _create(store, account_id, mailbox, names) if action.create else "INBOX"
+        stored.extend(await store.deliver(blob, [account_id], mailbox=names.get(mailbox.lower(), mailbox),
+                                          flags=imap_flags(action.flags)))
+    if not stored:
+        outcome.discarded.append(account_id)
+        return
+    taken = [r for r in stored if not r.over_quota]
+    outcome.results.append(taken[0] if taken else stored[0])
+
+
+async def _create(store: Store, account_id: int, mailbox: str, names: dict[str, str]) -> str:
+    """RFC 5490 3.2 :create; INBOX when the name is not one the store accepts."""
+    try:
+        made = await store.create_mailbox(account_id, mailbox)
+    except InvalidName:
+        return "INBOX"
+    except StoreError:                              # made meanwhile by another delivery
+        return mailbox
+    names[made.name.lower()] = made.name
+    return made.name

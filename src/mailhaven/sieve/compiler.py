@@ -1,0 +1,230 @@
+"""Check a parsed script against the command table and ``require`` (RFC 5228 section 3.2:
+using an extension not required is an error, so is requiring one we lack), and produce
+the compiled form the interpreter runs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailhaven.sieve import spec
+from mailhaven.sieve.errors import SieveError
+from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")                  # RFC 5229 3
+# RFC 5228 2.4.2.4: "${hex:" hex-pair-seq "}" / "${unicode:" unicode-hex-seq "}", blank = WSP / CRLF
+_ENCODED = re.compile(r"\$\{(hex|unicode):([ \t\r\n]*[0-9A-Fa-f]+(?:[ \t\r\n]+[0-9A-Fa-f]+)*[ \t\r\n]*)\}",
+                      re.IGNORECASE)
+
+
+def decode_encoded_characters(value: str, line: int, column: int) -> str:
+    """RFC 5228 2.4.2.4; a sequence that does not match the grammar stays as written."""
+    if "${" not in value:
+        return value
+    out = bytearray()
+    pos = 0
+    for m in _ENCODED.finditer(value):
+        out += value[pos:m.start()].encode("utf-8", "surrogatepass")
+        items = m.group(2).split()
+        if m.group(1).lower() == "hex":
+            if any(len(h) > 2 for h in items):
+                out += m.group().encode()
+            else:
+                out += bytes(int(h, 16) for h in items)
+        else:
+            for h in items:
+                cp = int(h, 16)
+                if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+                    raise SieveError(f"invalid Unicode character U+{h.upper()} in ${{unicode:}}", line, column)
+                out += chr(cp).encode()
+        pos = m.end()
+    out += value[pos:].encode("utf-8", "surrogatepass")
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SieveError("${hex:} encodes a string that is not UTF-8", line, column) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Test:
+    name: str
+    tags: dict[str, Any]
+    """Tag name -> its argument (True for a tag without one)."""
+    args: tuple[Any, ...]
+    """Positional arguments: str, tuple[str, ...] or int."""
+    tests: tuple[Test, ...]
+    line: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    name: str
+    tags: dict[str, Any]
+    args: tuple[Any, ...]
+    test: Test | None
+    block: tuple[Command, ...] | None
+    line: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Script:
+    commands: tuple[Command, ...]
+    extensions: frozenset[str] = field(default_factory=frozenset)
+    """What the script required."""
+
+
+def compile_script(source: bytes | str) -> Script:
+    """Raises SieveError (with line and column) for anything wrong."""
+    tree = parse(source)
+    return _Compiler().script(tree)
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.required: set[str] = set()
+
+    def script(self, tree: tuple[CommandNode, ...]) -> Script:
+        commands = self.block(tree, top=True)
+        return Script(commands=commands, extensions=frozenset(self.required))
+
+    def block(self, nodes: tuple[CommandNode, ...], *, top: bool = False) -> tuple[Command, ...]:
+        out: list[Command] = []
+        requires_allowed = top
+        previous: str | None = None
+        for node in nodes:
+            if node.name == "require":
+                if not requires_allowed:                     # RFC 5228 3.2
+                    raise SieveError("require must come before any other command",
+                                     node.line, node.column)
+            else:
+                requires_allowed = False
+            if node.name in ("elsif", "else") and previous not in ("if", "elsif"):
+                raise SieveError(f"{node.name} without a preceding if", node.line, node.column)
+            out.append(self.command(node))
+            previous = node.name
+        return tuple(out)
+
+    def command(self, node: CommandNode) -> Command:
+        sp = spec.COMMANDS.get(node.name)
+        if sp is None:
+            raise SieveError(f"unknown command {node.name!r}", node.line, node.column)
+        self._need(sp.extension, node.name, node.line, node.column)
+        tags, args = self.arguments(node.name, sp, node.arguments, node.line, node.column)
+        tests = self.tests(node.name, sp, node.tests, node.line, node.column)
+        if sp.block and node.block is None:
+            raise SieveError(f"{node.name} needs a block", node.line, node.column)
+        if not sp.block and node.block is not None:
+            raise SieveError(f"{node.name} takes no block", node.line, node.column)
+        if node.name == "require":
+            for ext in args[0]:
+                if ext not in spec.EXTENSIONS:
+                    raise SieveError(f"unsupported extension {ext!r}", node.line, node.column)
+                self.required.add(ext)
+        if node.name == "set":
+            self._variable_name(args[0], node.line, node.column)
+        block = self.block(node.block) if node.block is not None else None
+        return Command(name=node.name, tags=tags, args=args, test=tests[0] if tests else None,
+                       block=block, line=node.line)
+
+    def test(self, node: TestNode) -> Test:
+        sp = spec.TESTS.get(node.name)
+        if sp is None:
+            raise SieveError(f"unknown test {node.name!r}", node.line, node.column)
+        self._need(sp.extension, node.name, node.line, node.column)
+        tags, args = self.arguments(node.name, sp, node.arguments, node.line, node.column)
+        if node.name == "size" and not tags:
+            raise SieveError("size needs :over or :under", node.line, node.column)
+        tests = self.tests(node.name, sp, node.tests, node.line, node.column)
+        return Test(name=node.name, tags=tags, args=args, tests=tests, line=node.line)
+
+    def tests(self, name: str, sp: spec.Spec, nodes: tuple[TestNode, ...], line: int,
+              column: int) -> tuple[Test, ...]:
+        if sp.tests == "none" and nodes:
+            raise SieveError(f"{name} takes no test", line, column)
+        if sp.tests == "one" and len(nodes) != 1:
+            raise SieveError(f"{name} needs exactly one test", line, column)
+        if sp.tests == "list" and not nodes:
+            raise SieveError(f"{name} needs a list of tests", line, column)
+        return tuple(self.test(t) for t in nodes)
+
+    def arguments(self, name: str, sp: spec.Spec, arguments: tuple[Argument, ...], line: int,
+                  column: int) -> tuple[dict[str, Any], tuple[Any, ...]]:
+        tags: dict[str, Any] = {}
+        groups: set[str] = set()
+        positional: list[Argument] = []
+        items = list(arguments)
+        i = 0
+        while i < len(items):
+            arg = items[i]
+            i += 1
+            if isinstance(arg, Tag):
+                if positional:
+                    raise SieveError(f"tag :{arg.name} after positional arguments", arg.line, arg.column)
+                ts = sp.tags.get(arg.name)
+                if ts is None:
+                    raise SieveError(f"{name} has no tag :{arg.name}", arg.line, arg.column)
+                self._need(ts.extension, f":{arg.name}", arg.line, arg.column)
+                if ts.group in groups:
+                    raise SieveError(f"{name}: :{arg.name} conflicts with another tag", arg.line, arg.column)
+                groups.add(ts.group)
+                value: Any = True
+                if ts.argument is not None:
+                    if i >= len(items) or not isinstance(items[i], StringList):
+                        raise SieveError(f":{arg.name} needs a string argument", arg.line, arg.column)
+                    sl = items[i]
+                    assert isinstance(sl, StringList)
+                    i += 1
+                    value = self._kind(ts.argument, sl, f":{arg.name}")
+                tags[arg.name] = value
+            else:
+                positional.append(arg)
+        kinds = list(sp.positional)
+        if sp.optional_leading and len(positional) == len(kinds) + 1:
+            if "variables" not in self.required and sp.optional_leading == "s":
+                raise SieveError(f"{name} with a variable name needs require \"variables\"", line, column)
+            kinds.insert(0, sp.optional_leading)
+        if len(positional) != len(kinds):
+            raise SieveError(f"{name} takes {len(kinds)} positional argument(s), got {len(positional)}",
+                             line, column)
+        args = tuple(self._kind(k, a, name) for k, a in zip(kinds, positional, strict=True))
+        self._check_match(name, tags, line, column)
+        if sp.optional_leading == "s" and len(args) == 2:
+            self._variable_name(args[0], line, column)
+        return tags, args
+
+    def _kind(self, kind: str, arg: Argument, what: str) -> Any:
+        if kind == "n":
+            if not isinstance(arg, Number):
+                raise SieveError(f"{what} expects a number", arg.line, arg.column)
+            return arg.value
+        if not isinstance(arg, StringList):
+            raise SieveError(f"{what} expects a string", arg.line, arg.column)
+        if "encoded-character" in self.required:
+            arg = StringList(values=tuple(decode_encoded_characters(v, arg.line, arg.column) for v in arg.values),
+                             bracketed=arg.bracketed, line=arg.line, column=arg.column)
+        if kind == "s":
+            if arg.bracketed and len(arg.values) != 1:
+                raise SieveError(f"{what} expects a single string", arg.line, arg.column)
+            return arg.values[0]
+        return arg.values
+
+    def _check_match(self, name: str, tags: dict[str, Any], line: int, column: int) -> None:
+        comparator = tags.get("comparator")
+        if comparator is not None:
+            if comparator not in spec.COMPARATORS:                   # RFC 5228 2.7.3
+                raise SieveError(f"unknown comparator {comparator!r}", line, column)
+            self._need(spec.COMPARATORS[comparator], f"comparator {comparator}", line, column)
+        for rel in ("count", "value"):
+            if rel in tags and tags[rel].lower() not in spec.RELATIONAL_OPS:
+                raise SieveError(f"unknown relational operator {tags[rel]!r}", line, column)
+            if rel in tags:
+                tags[rel] = tags[rel].lower()
+
+    def _variable_name(self, value: str, line: int, column: int) -> None:
+        if not _VARIABLE_NAME.match(value):
+            raise SieveError(f"invalid variable name {value!r}", line, column)
+
+    def _need(self, extension: str | None, what: str, line: int, column: int) -> None:
+        if extension is not None and extension not in self.required:
+            raise SieveError(f"{what} needs require \"{extension}\"", line, column)

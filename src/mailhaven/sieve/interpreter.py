@@ -1,0 +1,336 @@
+"""Run a compiled script against one message for one recipient (RFC 5228 section 2.10):
+evaluate the tests, collect the actions, add the implicit keep unless an action cancelled
+it. Semantics follow Dovecot's Pigeonhole where the RFCs leave room: imap4flags applies
+the current flags at each fileinto/keep; discard cancels only the implicit keep."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailhaven.sieve.actions import Action
+from mailhaven.sieve.compiler import Command, Script, Test
+from mailhaven.sieve.errors import SieveRuntimeError
+from mailhaven.sieve.match import match_any
+from mailhaven.sieve.message import SieveMessage
+
+_VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*|[0-9]+)\}")          # RFC 5229 3
+_ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "sender", "resent-from", "resent-to",
+                              "resent-cc", "resent-bcc", "reply-to", "resent-reply-to",
+                              "return-receipt-to", "errors-to", "delivered-to", "envelope-to",
+                              "x-original-to"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_steps: int = 10_000
+    """Commands and tests evaluated per run."""
+    max_actions: int = 32
+    """Actions the script may take (RFC 5228 2.10.5 lets an implementation cap them)."""
+    max_redirects: int = 4
+    """redirect actions per message."""
+    max_variable_length: int = 4000
+    """A variable's value is truncated past this many characters (RFC 5229 3)."""
+
+
+@dataclass(kw_only=True)
+class Outcome:
+    actions: list[Action]
+    """What to do, the implicit keep last when it happens."""
+    error: str | None = None
+    """Why the script failed at run time (then the actions are the implicit keep alone)."""
+
+
+@dataclass(kw_only=True)
+class _State:
+    message: SieveMessage
+    limits: Limits
+    mailbox_exists: Callable[[str], bool]
+    actions: list[Action] = field(default_factory=list)
+    implicit_keep: bool = True
+    flags: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    captures: list[str] = field(default_factory=list)
+    steps: int = 0
+    variables_on: bool = False
+
+
+class _Stop(Exception):
+    pass
+
+
+def run(script: Script, message: SieveMessage, *, limits: Limits | None = None,
+        mailbox_exists: Callable[[str], bool] = lambda name: name.upper() == "INBOX") -> Outcome:
+    """Never raises for a valid script: a runtime failure gives the implicit keep alone."""
+    st = _State(message=message, limits=limits or Limits(), mailbox_exists=mailbox_exists,
+                variables_on="variables" in script.extensions)
+    try:
+        _block(st, script.commands)
+    except _Stop:
+        pass
+    except SieveRuntimeError as e:                                  # RFC 5228 2.10.6
+        return Outcome(actions=[Action(kind="keep", mailbox="INBOX", implicit=True)], error=str(e))
+    actions = st.actions
+    if st.implicit_keep:                                            # RFC 5228 2.10.2
+        actions.append(Action(kind="keep", mailbox="INBOX", flags=tuple(st.flags), implicit=True))
+    return Outcome(actions=actions)
+
+
+# -- commands ----------------------------------------------------------------------------------
+def _step(st: _State) -> None:
+    st.steps += 1
+    if st.steps > st.limits.max_steps:
+        raise SieveRuntimeError("too many steps")
+
+
+def _block(st: _State, commands: tuple[Command, ...]) -> None:
+    branch_taken = False
+    for cmd in commands:
+        _step(st)
+        name = cmd.name
+        if name == "if":
+            branch_taken = _test(st, cmd.test)  # type: ignore[arg-type]
+            if branch_taken:
+                _block(st, cmd.block or ())
+        elif name == "elsif":
+            if not branch_taken:
+                branch_taken = _test(st, cmd.test)  # type: ignore[arg-type]
+                if branch_taken:
+                    _block(st, cmd.block or ())
+        elif name == "else":
+            if not branch_taken:
+                _block(st, cmd.block or ())
+            branch_taken = True
+        else:
+            _command(st, cmd)
+
+
+def _command(st: _State, cmd: Command) -> None:
+    name = cmd.name
+    if name == "require":
+        return
+    if name == "stop":                                              # RFC 5228 3.3
+        raise _Stop
+    if name == "keep":                                              # RFC 5228 4.3
+        _add(st, Action(kind="keep", mailbox="INBOX", flags=_action_flags(st, cmd)))
+        st.implicit_keep = False
+    elif name == "discard":                                         # RFC 5228 4.4
+        if not any(a.kind == "discard" for a in st.actions):
+            st.actions.append(Action(kind="discard"))
+        st.implicit_keep = False
+    elif name == "fileinto":                                        # RFC 5228 4.1
+        mailbox = _expand(st, cmd.args[0])
+        copy = "copy" in cmd.tags
+        _add(st, Action(kind="fileinto", mailbox=mailbox, flags=_action_flags(st, cmd),
+                        create="create" in cmd.tags, copy=copy))
+        if not copy:
+            st.implicit_keep = False
+    elif name == "redirect":                                        # RFC 5228 4.2
+        address = _expand(st, cmd.args[0])
+        if sum(a.kind == "redirect" for a in st.actions) >= st.limits.max_redirects:
+            raise SieveRuntimeError("too many redirects")
+        copy = "copy" in cmd.tags
+        _add(st, Action(kind="redirect", address=address, copy=copy))
+        if not copy:
+            st.implicit_keep = False
+    elif name in ("reject", "ereject"):                             # RFC 5429 2.1, 2.2
+        _add(st, Action(kind=name, reason=_expand(st, cmd.args[0])))
+        st.implicit_keep = False
+    elif name in ("setflag", "addflag", "removeflag"):              # RFC 5232 3
+        _flag_command(st, cmd)
+    elif name == "set":                                             # RFC 5229 4
+        _set(st, cmd)
+    else:  # pragma: no cover - the compiler knows every command
+        raise SieveRuntimeError(f"unknown command {name}")
+
+
+def _add(st: _State, action: Action) -> None:
+    delivers = action.kind in ("keep", "fileinto", "redirect")
+    for other in st.actions:                                        # RFC 5429 2.1
+        if (action.kind in ("reject", "ereject") and other.kind in ("keep", "fileinto", "redirect")) or \
+                (delivers and other.kind in ("reject", "ereject")):
+            raise SieveRuntimeError("reject conflicts with an action that delivers the message")
+    if action.kind in ("reject", "ereject") and any(a.kind in ("reject", "ereject") for a in st.actions):
+        raise SieveRuntimeError("more than one reject")
+    for i, other in enumerate(st.actions):                          # RFC 5228 2.10.3: once each
+        if (other.kind, other.mailbox, other.address) == (action.kind, action.mailbox, action.address) \
+                and action.kind in ("fileinto", "redirect"):
+            merged = tuple(dict.fromkeys(other.flags + action.flags))
+            st.actions[i] = Action(kind=other.kind, mailbox=other.mailbox, address=other.address,
+                                   flags=merged, create=other.create or action.create,
+                                   copy=other.copy and action.copy)
+            return
+    if len(st.actions) >= st.limits.max_actions:
+        raise SieveRuntimeError("too many actions")
+    st.actions.append(action)
+
+
+def _action_flags(st: _State, cmd: Command) -> tuple[str, ...]:
+    """RFC 5232 5: :flags replaces the internal variable for this action."""
+    if "flags" in cmd.tags:
+        return tuple(_flag_set([_expand(st, f) for f in cmd.tags["flags"]]))
+    return tuple(st.flags)
+
+
+def _flag_set(values: list[str]) -> list[str]:
+    """Space-separated flag names, duplicates removed case-insensitively (RFC 5232 3)."""
+    out: dict[str, str] = {}
+    for v in values:
+        for flag in v.split():
+            out.setdefault(flag.lower(), flag)
+    return list(out.values())
+
+
+def _flag_command(st: _State, cmd: Command) -> None:
+    if len(cmd.args) == 2:
+        var, values = _expand(st, cmd.args[0]).lower(), cmd.args[1]
+        current = _flag_set([st.variables.get(var, "")])
+    else:
+        var, values = None, cmd.args[0]
+        current = list(st.flags)
+    given = _flag_set([_expand(st, v) for v in values])
+    if cmd.name == "setflag":
+        result = given
+    elif cmd.name == "addflag":
+        result = _flag_set(current + given)
+    else:
+        drop = {f.lower() for f in given}
+        result = [f for f in current if f.lower() not in drop]
+    if var is None:
+        st.flags = result
+    else:
+        st.variables[var] = " ".join(result)
+
+
+def _set(st: _State, cmd: Command) -> None:
+    name, value = cmd.args[0].lower(), _expand(st, cmd.args[1])
+    tags = cmd.tags
+    if "lower" in tags:                                             # RFC 5229 4.1, by precedence
+        value = value.lower()
+    if "upper" in tags:
+        value = value.upper()
+    if "lowerfirst" in tags:
+        value = value[:1].lower() + value[1:]
+    if "upperfirst" in tags:
+        value = value[:1].upper() + value[1:]
+    if "quotewildcard" in tags:
+        value = re.sub(r"([*?\\])", r"\\\1", value)
+    if "length" in tags:
+        value = str(len(value))
+    st.variables[name] = value[:st.limits.max_variable_length]
+
+
+def _expand(st: _State, s: str) -> str:
+    """RFC 5229 3: ${name} and ${N} in strings, when variables is required."""
+    if not st.variables_on or "${" not in s:
+        return s
+
+    def sub(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        if ref.isdigit():
+            i = int(ref)
+            return st.captures[i] if i < len(st.captures) else ""
+        return st.variables.get(ref.lower(), "")
+    return _VAR_REF.sub(sub, s)
+
+
+# -- tests -------------------------------------------------------------------------------------
+def _test(st: _State, test: Test) -> bool:
+    _step(st)
+    name = test.name
+    if name == "true":
+        return True
+    if name == "false":
+        return False
+    if name == "not":
+        return not _test(st, test.tests[0])
+    if name == "allof":                                             # RFC 5228 5.2, short-circuit
+        return all(_test(st, t) for t in test.tests)
+    if name == "anyof":
+        return any(_test(st, t) for t in test.tests)
+    if name == "size":                                              # RFC 5228 5.9
+        limit = test.args[0]
+        return st.message.size > limit if "over" in test.tags else st.message.size < limit
+    if name == "exists":                                            # RFC 5228 5.5
+        return all(st.message.parsed.get_all(_expand(st, h)) for h in test.args[0])
+    if name == "header":                                            # RFC 5228 5.7
+        values = [v for h in test.args[0] for v in st.message.headers(_expand(st, h))]
+        return _match(st, test, values, test.args[1])
+    if name == "address":                                           # RFC 5228 5.1
+        values = []
+        for h in test.args[0]:
+            h = _expand(st, h)
+            values.extend(st.message.addresses(h) if h.lower() in _ADDRESS_HEADERS else [])
+        return _match(st, test, [p for a in values if (p := _part(test, a)) is not None], test.args[1])
+    if name == "envelope":                                          # RFC 5228 5.4
+        values = []
+        for part in test.args[0]:
+            part = _expand(st, part).lower()
+            if part == "from":
+                values.append(st.message.mail_from)
+            elif part == "to":
+                values.append(st.message.rcpt_to)
+        return _match(st, test, [p for a in values if (p := _part(test, a)) is not None], test.args[1])
+    if name == "hasflag":                                           # RFC 5232 4
+        if len(test.args) == 2:
+            flags = _flag_set([st.variables.get(_expand(st, v).lower(), "") for v in test.args[0]])
+            keys = test.args[1]
+        else:
+            flags, keys = list(st.flags), test.args[0]
+        return _match(st, test, flags, keys)
+    if name == "string":                                            # RFC 5229 5
+        values = [v for s in test.args[0] if (v := _expand(st, s)) != "" or "count" not in test.tags]
+        return _match(st, test, values, test.args[1])
+    if name == "mailboxexists":                                     # RFC 5490 3.1
+        return all(st.mailbox_exists(_expand(st, m)) for m in test.args[0])
+    if name == "body":                                              # RFC 5173 5
+        if "raw" in test.tags:
+            texts = st.message.body_texts("raw")
+        elif "content" in test.tags:
+            texts = st.message.body_texts("content", tuple(test.tags["content"]))
+        else:
+            texts = st.message.body_texts("text")
+        return _match(st, test, texts, test.args[0], captures=False)
+    raise SieveRuntimeError(f"unknown test {name}")  # pragma: no cover
+
+
+def _part(test: Test, address: str) -> str | None:
+    """RFC 5228 2.7.4 address parts; RFC 5233 :user/:detail with '+' as separator."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    tags = test.tags
+    if "localpart" in tags:
+        return local
+    if "domain" in tags:
+        return domain
+    if "user" in tags:
+        return local.partition("+")[0]
+    if "detail" in tags:
+        user, plus, detail = local.partition("+")
+        return detail if plus else None                             # RFC 5233 4: no detail, no match
+    return address
+
+
+def _match(st: _State, test: Test, values: list[str], keys: tuple[str, ...], *,
+           captures: bool = True) -> bool:
+    tags: dict[str, Any] = test.tags
+    comparator = tags.get("comparator", "i;ascii-casemap")
+    relation = None
+    if "count" in tags:
+        match_type, relation = "count", tags["count"]
+    elif "value" in tags:
+        match_type, relation = "value", tags["value"]
+    elif "matches" in tags:
+        match_type = "matches"
+    elif "contains" in tags:
+        match_type = "contains"
+    else:
+        match_type = "is"
+    expanded = [_expand(st, k) for k in keys]
+    got = match_any(match_type, comparator, values, expanded, relation)
+    if got is not None and match_type == "matches" and captures and st.variables_on:
+        st.captures = got[:10]                                      # RFC 5229 3.2
+    return got is not None

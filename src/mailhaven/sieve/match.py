@@ -1,0 +1,101 @@
+"""Comparators (RFC 4790 as RFC 5228 2.7.3 uses them), match types (RFC 5228 2.7.1),
+relational :value/:count (RFC 5231) and :matches captures for variables (RFC 5229 3.2)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+_OPS = {
+    "gt": lambda c: c > 0, "ge": lambda c: c >= 0, "lt": lambda c: c < 0,
+    "le": lambda c: c <= 0, "eq": lambda c: c == 0, "ne": lambda c: c != 0,
+}
+
+
+def _fold(comparator: str, s: str) -> str:
+    if comparator == "i;ascii-casemap":                      # RFC 4790 9.2: ASCII letters only
+        return s.translate(_ASCII_LOWER)
+    return s
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _numeric(s: str) -> int | None:
+    """RFC 4790 9.1: the leading digits; None (positive infinity) when there are none."""
+    m = re.match(r"[0-9]+", s)
+    return int(m.group()) if m else None
+
+
+def compare(comparator: str, a: str, b: str) -> int:
+    if comparator == "i;ascii-numeric":
+        x, y = _numeric(a), _numeric(b)
+        if x is None or y is None:
+            return (x is None) - (y is None)
+        return (x > y) - (x < y)
+    fa, fb = _fold(comparator, a).encode(), _fold(comparator, b).encode()
+    return (fa > fb) - (fa < fb)
+
+
+@lru_cache(maxsize=256)
+def _wildcard(pattern: str, casemap: bool) -> re.Pattern[str]:
+    """``*`` and ``?`` with ``\\`` escaping, each wildcard a capture group."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if c == "*":
+            out.append("(.*?)")
+        elif c == "?":
+            out.append("(.)")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    flags = re.DOTALL | (re.IGNORECASE | re.ASCII if casemap else 0)
+    return re.compile("".join(out) + r"\Z", flags)
+
+
+def match_one(match_type: str, comparator: str, value: str, key: str,
+              relation: str | None = None) -> list[str] | None:
+    """None when no match, else the captures (whole value first) for ``:matches``."""
+    if match_type == "is":
+        return [] if compare(comparator, value, key) == 0 else None
+    if match_type == "contains":
+        if comparator == "i;ascii-numeric":
+            return None
+        return [] if _fold(comparator, key) in _fold(comparator, value) else None
+    if match_type == "matches":
+        if comparator == "i;ascii-numeric":
+            return [] if compare(comparator, value, key) == 0 else None
+        m = _wildcard(key, comparator == "i;ascii-casemap").match(value)
+        if m is None:
+            return None
+        return [value, *m.groups()]
+    if match_type == "value":                                # RFC 5231 4.2
+        assert relation is not None
+        return [] if _OPS[relation](compare(comparator, value, key)) else None
+    raise ValueError(match_type)
+
+
+def match_any(match_type: str, comparator: str, values: Sequence[str], keys: Sequence[str],
+              relation: str | None = None) -> list[str] | None:
+    """RFC 5228 2.7.1: true when any value matches any key. :count (RFC 5231 4.1) compares
+    the number of values with each key instead."""
+    if match_type == "count":
+        assert relation is not None
+        count = str(len(values))
+        for key in keys:
+            if _OPS[relation](compare(comparator, count, key)):
+                return []
+        return None
+    for value in values:
+        for key in keys:
+            got = match_one(match_type, comparator, value, key, relation)
+            if got is not None:
+                return got
+    return None

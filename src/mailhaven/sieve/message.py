@@ -1,0 +1,114 @@
+"""The message as Sieve sees it: decoded header fields, the envelope, the size, the body."""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import Message
+
+from mailhaven.message.structure import stdlib_readable
+
+
+def _utf8(value: str) -> str:
+    """Raw 8-bit header bytes (surrogate-escaped by compat32) read as UTF-8 (RFC 6532)."""
+    try:
+        return value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return value
+
+
+def _text(value: object) -> str:
+    """A field value as text: compat32 hands 8-bit fields over as Header objects."""
+    if isinstance(value, email.header.Header):
+        parts = []
+        for chunk, charset in email.header.decode_header(value):
+            if isinstance(chunk, bytes):
+                try:
+                    parts.append(chunk.decode(charset if charset not in (None, "unknown-8bit") else "utf-8",
+                                              "replace"))
+                except LookupError:
+                    parts.append(chunk.decode("utf-8", "replace"))
+            else:
+                parts.append(chunk)
+        return "".join(parts)
+    return _utf8(str(value))
+
+
+def _decode(value: str) -> str:
+    """RFC 5228 2.7.2: header values are compared after RFC 2047 decoding."""
+    value = _utf8(value)
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+@dataclass(kw_only=True)
+class SieveMessage:
+    raw: bytes
+    """The whole message as received."""
+    mail_from: str = ""
+    """The envelope sender (MAIL FROM), ``""`` for the null reverse path."""
+    rcpt_to: str = ""
+    """The envelope recipient this run is for."""
+    _parsed: Message | None = field(default=None, repr=False)
+    _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @property
+    def parsed(self) -> Message:
+        if self._parsed is None:
+            self._parsed = message_from_bytes(stdlib_readable(self.raw), policy=policy.compat32)
+        return self._parsed
+
+    def headers(self, name: str) -> list[str]:
+        """Every value of the named field, decoded, unfolded, in message order."""
+        key = name.lower()
+        if key not in self._headers:
+            values = self.parsed.get_all(name) or []
+            self._headers[key] = [_decode(_text(v)).replace("\r\n", "").replace("\n", "") for v in values]
+        return self._headers[key]
+
+    def addresses(self, name: str) -> list[str]:
+        """The addresses in the named fields (groups flattened); RFC 5228 2.7.4."""
+        key = name.lower()
+        if key not in self._addresses:
+            raw = [_text(v) for v in (self.parsed.get_all(name) or [])]
+            self._addresses[key] = [addr for _display, addr in email.utils.getaddresses(raw) if addr]
+        return self._addresses[key]
+
+    def body_texts(self, transform: str, content_types: tuple[str, ...] = ()) -> list[str]:
+        """RFC 5173 5: the body as ``raw`` (undecoded), ``text`` (text/* parts decoded) or
+        the parts of the listed content types (``content``)."""
+        if transform == "raw":
+            sep = self.raw.find(b"\r\n\r\n")
+            if sep < 0:
+                sep2 = self.raw.find(b"\n\n")
+                body = self.raw[sep2 + 2:] if sep2 >= 0 else b""
+            else:
+                body = self.raw[sep + 4:]
+            return [body.decode("utf-8", "replace")]
+        wanted = content_types if transform == "content" else ("text",)
+        out = []
+        for part in self.parsed.walk():
+            if part.is_multipart():
+                continue
+            ctype = part.get_content_type()
+            if not any(w == "" or ctype == w.lower() or ctype.split("/")[0] == w.lower()
+                       for w in wanted):
+                continue
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
+            charset = part.get_content_charset() or "us-ascii"
+            try:
+                out.append(payload.decode(charset, "replace"))
+            except LookupError:
+                out.append(payload.decode("utf-8", "replace"))
+        return out

@@ -1,0 +1,85 @@
+"""PostgreSQL store: users' Sieve scripts, at most one active per account. Mixed into
+:class:`mailhaven.store.postgres.PostgresStore`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+
+from .api import NotFound, SieveScriptInfo
+
+if TYPE_CHECKING:
+    from .pgmessages import Tx
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sieve_scripts (
+    account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    script TEXT NOT NULL,
+    active BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (account_id, name)
+);
+"""
+
+
+class SieveMethods:
+    if TYPE_CHECKING:
+        async def write(self, fn: Callable[[Tx], Awaitable[T]]) -> T: ...
+
+        async def read(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T: ...
+
+    async def put_sieve_script(self, account_id: int, name: str, text: str) -> None:
+        async def upsert(tx: Tx) -> None:
+            await tx.conn.execute(
+                "INSERT INTO sieve_scripts (account_id, name, script) VALUES ($1,$2,$3) "
+                "ON CONFLICT (account_id, name) DO UPDATE SET script=excluded.script", account_id, name, text)
+
+        await self.write(upsert)
+
+    async def get_sieve_script(self, account_id: int, name: str) -> str:
+        async def fetch(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchval("SELECT script FROM sieve_scripts WHERE account_id=$1 AND name=$2",
+                                       account_id, name)
+
+        text = await self.read(fetch)
+        if text is None:
+            raise NotFound(f"no Sieve script {name!r}")
+        return str(text)
+
+    async def list_sieve_scripts(self, account_id: int) -> list[SieveScriptInfo]:
+        async def fetch(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return list(await conn.fetch(
+                "SELECT name, active FROM sieve_scripts WHERE account_id=$1 ORDER BY name", account_id))
+
+        return [SieveScriptInfo(name=r[0], active=bool(r[1])) for r in await self.read(fetch)]
+
+    async def delete_sieve_script(self, account_id: int, name: str) -> None:
+        async def delete(tx: Tx) -> None:
+            status = await tx.conn.execute("DELETE FROM sieve_scripts WHERE account_id=$1 AND name=$2",
+                                           account_id, name)
+            if status.split()[-1] == "0":
+                raise NotFound(f"no Sieve script {name!r}")
+
+        await self.write(delete)
+
+    async def activate_sieve_script(self, account_id: int, name: str | None) -> None:
+        async def activate(tx: Tx) -> None:
+            if name is not None and await tx.conn.fetchval(
+                    "SELECT 1 FROM sieve_scripts WHERE account_id=$1 AND name=$2", account_id, name) is None:
+                raise NotFound(f"no Sieve script {name!r}")
+            await tx.conn.execute("UPDATE sieve_scripts SET active = (name IS NOT DISTINCT FROM $2::text) "
+                                  "WHERE account_id=$1", account_id, name)
+
+        await self.write(activate)
+
+    async def get_active_sieve_script(self, account_id: int) -> tuple[str, str] | None:
+        async def fetch(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchrow("SELECT name, script FROM sieve_scripts WHERE account_id=$1 AND active",
+                                       account_id)
+
+        row = await self.read(fetch)
+        return (str(row[0]), str(row[1])) if row is not None else None

@@ -1,0 +1,70 @@
+"""localdelivery.deliver_local against a real store: what each Sieve action stores where."""
+
+from __future__ import annotations
+
+from mailhaven.localdelivery import deliver_local, imap_flags
+
+RAW = (b"From: alice@example.org\r\nTo: bob@nyu.example\r\nSubject: hello\r\n"
+       b"List-Id: <dev.example.org>\r\n\r\nHi\r\n")
+
+
+async def _setup(store, script: str | None, *accounts: str):
+    await store.add_domain("nyu.example")
+    ids = []
+    for address in accounts:
+        acc = await store.add_account(address, "pw")
+        ids.append(acc.id)
+    if script is not None:
+        await store.put_sieve_script(ids[0], "main", script)
+        await store.activate_sieve_script(ids[0], "main")
+    blob = await store.put_blob(RAW)
+    return ids, blob
+
+
+async def _contents(store, account_id: int) -> dict[str, list[list[str]]]:
+    out = {}
+    for box in await store.list_mailboxes(account_id):
+        msgs = await store.list_messages(box.id)
+        if msgs:
+            out[box.name] = [sorted(m.flags) for m in msgs]
+    return out
+
+
+async def test_fileinto_missing_mailbox_goes_to_inbox_and_create_makes_it(store) -> None:
+    (bob,), blob = await _setup(store, 'require ["fileinto", "mailbox", "imap4flags"];\n'
+                                       'fileinto "Nowhere"; addflag "\\\\seen"; addflag "$Work";\n'
+                                       'fileinto :create "Made/Here";', "bob@nyu.example")
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="alice@example.org")
+    assert [r.account_id for r in got.results] == [bob] and not got.rejected
+    assert await _contents(store, bob) == {"INBOX": [[]], "Made/Here": [["$Work", "\\Seen"]]}
+
+
+async def test_discard_and_runtime_error(store) -> None:
+    (bob, carol), blob = await _setup(store, 'discard;', "bob@nyu.example", "carol@nyu.example")
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob], "carol@nyu.example": [carol]},
+                              mail_from="")
+    assert got.discarded == [bob] and [r.account_id for r in got.results] == [carol]
+    assert await _contents(store, bob) == {}
+    assert await _contents(store, carol) == {"INBOX": [[]]}
+    # reject together with keep fails at run time: the implicit keep alone (RFC 5228 2.10.6)
+    await store.put_sieve_script(bob, "main", 'require ["reject", "fileinto"]; fileinto "X"; reject "no";')
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="", refusable=True)
+    assert not got.rejected and await _contents(store, bob) == {"INBOX": [[]]}
+
+
+async def test_reject_only_when_the_message_can_be_refused(store) -> None:
+    (bob, carol), blob = await _setup(store, 'require "reject"; reject "Go\\r\\naway\\u00e9";',
+                                      "bob@nyu.example", "carol@nyu.example")
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="x@y.example", refusable=True)
+    assert list(got.rejected) == [bob] and got.results == []
+    assert await _contents(store, bob) == {}
+    # with another recipient taking it, SMTP cannot refuse: bob keeps it rather than lose it
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob], "carol@nyu.example": [carol]},
+                              mail_from="x@y.example", refusable=True)
+    assert not got.rejected and sorted(r.account_id for r in got.results) == sorted([bob, carol])
+    assert await _contents(store, bob) == {"INBOX": [[]]}
+
+
+def test_imap_flags() -> None:
+    assert imap_flags(["\\seen", "\\FLAGGED", "$Label", "\\Recent", "a(b", "ok"]) == \
+        ["\\Seen", "\\Flagged", "$Label", "ok"]
