@@ -31,9 +31,9 @@ INDEX_QUIET = 1.0
 """Seconds without a new message before pending search text is indexed."""
 INDEX_BACKLOG = 20_000
 """Pending messages beyond which indexing goes on under load too."""
-INDEX_CHUNK = 50
+INDEX_CHUNK = 200
 """Most messages indexed per write transaction."""
-INDEX_SLICE = 0.005
+INDEX_SLICE = 0.01
 """Seconds of indexing per write transaction, at most (about): a delivery waiting for the
 write lock behind the indexer waits no longer than this."""
 
