@@ -144,3 +144,25 @@ async def test_attachments_are_indexed_by_name_never_by_their_base64(tmp_path: P
         assert await store.search_text(inbox.id, "text", needle) == set()
     finally:
         await store.close()
+
+
+async def test_the_indexer_gives_the_write_lock_back_after_its_slice(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for word in ("heron", "egret", "ibis"):
+            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        # A slice used up by its first message: one message per write transaction, so a
+        # delivery waits behind one message's indexing, never a whole chunk's.
+        monkeypatch.setattr(sqlite_store, "INDEX_SLICE", 0.0)
+        assert await store.db.write(sqlite_store._index_some) == 1
+        assert await pending(store) == 2
+        await store.flush_index()                     # slice after slice until none is left
+        assert await pending(store) == 0
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await store.search_text(inbox.id, "body", "egret") == {2}
+    finally:
+        await store.close()
