@@ -72,7 +72,7 @@ class IndexMethods:
 
     async def _index_loop(self) -> None:
         """Move pending search text into the trigram index once delivery has been quiet for
-        INDEX_QUIET seconds (or the backlog passes INDEX_BACKLOG), a chunk per transaction so
+        INDEX_QUIET seconds (or the backlog passes INDEX_BACKLOG), an INDEX_SLICE per transaction so
         deliveries interleave. Searches do not wait for it: they flush first."""
         moved = 0
         while True:
