@@ -105,3 +105,64 @@ async def test_background_indexing_when_delivery_is_quiet(tmp_path: Path, monkey
         assert await pending(store) == 0
     finally:
         await store.close()
+
+
+def _encoded_lines(data: bytes) -> bytes:
+    import base64
+
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+async def test_attachments_are_indexed_by_name_never_by_their_base64(tmp_path: Path) -> None:
+    import random
+
+    payload = random.Random(7).randbytes(30_000)
+    encoded = _encoded_lines(payload)
+    needle = encoded.splitlines()[40][10:40].decode()           # base64 from inside the attachment
+    with_attachment = (
+        b"From: Alice <alice@lancs.example>\r\nTo: bob@nyu.example\r\nSubject: Q3\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\n"
+        b"The walrus figures are attached.\r\n--b1\r\nContent-Type: application/pdf; name=\"q3-figures.pdf\"\r\n"
+        b"Content-Disposition: attachment; filename=\"q3-figures.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + encoded + b"--b1--\r\n")
+    # An attachment pasted into the text by a client that wrote no MIME headers.
+    pasted = (b"From: Alice <alice@lancs.example>\r\nTo: bob@nyu.example\r\nSubject: scan\r\n\r\n"
+              b"Here is the pelican scan.\r\n\r\n" + encoded + b"\r\nRegards, Alice\r\n")
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for raw_message in (with_attachment, pasted):
+            await store.deliver(await store.put_blob(raw_message), [bob.id])
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await store.search_text(inbox.id, "body", "walrus figures") == {1}
+        assert await store.search_text(inbox.id, "body", "q3-figures.pdf") == {1}
+        assert await store.search_text(inbox.id, "text", "pelican scan") == {2}
+        assert await store.search_text(inbox.id, "text", "Regards, Alice") == {2}
+        assert await store.search_text(inbox.id, "body", needle) == set()
+        assert await store.search_text(inbox.id, "text", needle) == set()
+    finally:
+        await store.close()
+
+
+async def test_the_indexer_gives_the_write_lock_back_after_its_slice(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for word in ("heron", "egret", "ibis"):
+            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        # A slice used up by its first message: one message per write transaction, so a
+        # delivery waits behind one message's indexing, never a whole chunk's.
+        monkeypatch.setattr(sqlite_store, "INDEX_SLICE", 0.0)
+        assert await store.db.write(sqlite_store._index_some) == 1
+        assert await pending(store) == 2
+        await store.flush_index()                     # slice after slice until none is left
+        assert await pending(store) == 0
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await store.search_text(inbox.id, "body", "egret") == {2}
+    finally:
+        await store.close()

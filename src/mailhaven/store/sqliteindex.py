@@ -31,19 +31,29 @@ INDEX_QUIET = 1.0
 """Seconds without a new message before pending search text is indexed."""
 INDEX_BACKLOG = 20_000
 """Pending messages beyond which indexing goes on under load too."""
-INDEX_CHUNK = 500
-"""Messages indexed per write transaction."""
+INDEX_CHUNK = 200
+"""Most messages indexed per write transaction."""
+INDEX_SLICE = 0.01
+"""Seconds of indexing per write transaction, at most (about): a delivery waiting for the
+write lock behind the indexer waits no longer than this."""
 
 
 def _index_some(conn: sqlite3.Connection) -> int:
-    """Move up to INDEX_CHUNK pending rows into the trigram index; returns how many."""
+    """Move pending rows into the trigram index for up to INDEX_SLICE seconds (at most
+    INDEX_CHUNK rows, at least one); returns how many."""
+    deadline = time.monotonic() + INDEX_SLICE
+    done = []
     rows = conn.execute("SELECT id, subject, sender, recipients, cc, bcc, body, headers FROM fts_pending "
-                        "ORDER BY id LIMIT ?", (INDEX_CHUNK,)).fetchall()
-    if rows:
-        conn.executemany("INSERT INTO messages_fts (rowid, subject, sender, recipients, cc, bcc, body, headers) "
-                         "VALUES (?,?,?,?,?,?,?,?)", [tuple(r) for r in rows])
-        conn.executemany("DELETE FROM fts_pending WHERE id=?", [(r[0],) for r in rows])
-    return len(rows)
+                        "ORDER BY id LIMIT ?", (INDEX_CHUNK,))
+    for r in rows:                          # read a row at a time: the slice may end at the first
+        conn.execute("INSERT INTO messages_fts (rowid, subject, sender, recipients, cc, bcc, body, headers) "
+                     "VALUES (?,?,?,?,?,?,?,?)", tuple(r))
+        done.append((r[0],))
+        if time.monotonic() >= deadline:
+            break
+    rows.close()
+    conn.executemany("DELETE FROM fts_pending WHERE id=?", done)
+    return len(done)
 
 
 class IndexMethods:
@@ -62,10 +72,13 @@ class IndexMethods:
 
     async def _index_loop(self) -> None:
         """Move pending search text into the trigram index once delivery has been quiet for
-        INDEX_QUIET seconds (or the backlog passes INDEX_BACKLOG), a chunk per transaction so
+        INDEX_QUIET seconds (or the backlog passes INDEX_BACKLOG), an INDEX_SLICE per transaction so
         deliveries interleave. Searches do not wait for it: they flush first."""
+        moved = 0
         while True:
-            await asyncio.sleep(INDEX_QUIET / 4)
+            # Slice after slice while there is work; deliveries queue for the lock between them.
+            await asyncio.sleep(0 if moved else INDEX_QUIET / 4)
+            moved = 0
             if not self._index_pending:
                 continue
             quiet = time.monotonic() - self._last_indexed_write >= INDEX_QUIET
@@ -75,11 +88,11 @@ class IndexMethods:
                 except sqlite3.Error as exc:          # busy or locked: try again later
                     _log.warning("search indexing failed: %s", exc)
                     continue
-                self._index_pending = max(0, self._index_pending - moved) if moved == INDEX_CHUNK else 0
+                self._index_pending = max(0, self._index_pending - moved) if moved else 0
 
     async def flush_index(self) -> None:
         """Index every pending message now (before a search)."""
-        while await self.db.write(_index_some) == INDEX_CHUNK:
+        while await self.db.write(_index_some):
             pass
         self._index_pending = 0
 
