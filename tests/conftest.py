@@ -267,3 +267,38 @@ def corpus_messages() -> list[tuple[str, bytes]]:
                 continue
         out.append((rel, data))
     return out
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """(DSN, a fresh schema name) on the test cluster; the schema is dropped afterwards.
+    Fails under CI=true without a cluster (scripts/test starts one), skips elsewhere."""
+    import secrets
+
+    dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
+    if not dsn:
+        reason = "MAILHAVEN_TEST_PG_DSN is not set (scripts/test starts scripts/pg-test-cluster)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
+        pytest.skip(reason)
+    schema = f"mh_test_{secrets.token_hex(6)}"
+    yield dsn, schema
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture
+def pg_store_config(pg_schema: tuple[str, str]) -> str:
+    """A ``[store]`` section putting a server on :func:`pg_schema`."""
+    dsn, schema = pg_schema
+    return f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n'

@@ -13,14 +13,11 @@ import base64
 import http.client
 import imaplib
 import json
-import os
 import poplib
-import secrets
 import smtplib
 import socket
 import time
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -227,27 +224,8 @@ def test_parallel_guessing_gains_nothing(srv: ServerProcess) -> None:
 
 
 @pytest.fixture
-def pg_config() -> Iterator[str]:
-    dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
-    if not dsn:
-        reason = "MAILHAVEN_TEST_PG_DSN is not set (scripts/test starts scripts/pg-test-cluster)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
-        pytest.skip(reason)
-    schema = f"mh_test_{secrets.token_hex(6)}"
-    yield f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n'
-    import asyncio
-
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+def pg_config(pg_store_config: str) -> str:
+    return pg_store_config
 
 
 def test_two_postgres_nodes_share_blocks(make_server: Any, pg_config: str) -> None:

@@ -8,7 +8,6 @@ through node B is seen by node A.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import smtplib
 import socket
@@ -18,30 +17,6 @@ from email.message import EmailMessage
 import pytest
 
 from conftest import ServerProcess
-
-
-@pytest.fixture
-def pg_schema():
-    dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
-    if not dsn:
-        reason = "MAILHAVEN_TEST_PG_DSN is not set (scripts/test starts scripts/pg-test-cluster)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
-        pytest.skip(reason)
-    schema = f"mh_test_{secrets.token_hex(6)}"
-    yield dsn, schema
-    import asyncio
-
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
 
 
 @pytest.fixture

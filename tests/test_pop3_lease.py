@@ -9,9 +9,7 @@ lease is renewed), gives it up at QUIT, and a killed server's lease expires afte
 
 from __future__ import annotations
 
-import os
 import poplib
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,33 +79,14 @@ def test_a_killed_servers_lock_expires(make_server: Any, tmp_path: Path) -> None
 
 
 @pytest.fixture
-def pg_nodes(make_server: Any) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
-    if not dsn:
-        reason = "MAILHAVEN_TEST_PG_DSN is not set (scripts/test starts scripts/pg-test-cluster)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
-        pytest.skip(reason)
-    schema = f"mh_test_{secrets.token_hex(6)}"
-    config = LEASE + f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n'
+def pg_nodes(make_server: Any, pg_store_config: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    config = LEASE + pg_store_config
     a: ServerProcess = make_server("node-a", extra_config=config)
     b: ServerProcess = make_server("node-b", extra_config=config)
     a.add_user(USER, PASSWORD)
     yield a, b
     a.stop()
     b.stop()
-    import asyncio
-
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
 
 
 def test_maildrop_lock_holds_across_postgres_nodes(pg_nodes: tuple[ServerProcess, ServerProcess]) -> None:

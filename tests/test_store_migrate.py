@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 
 import asyncpg
 import pytest
@@ -22,24 +20,8 @@ REPLY = (b"From: Bob <bob@nyu.example>\r\nTo: alice@lancs.example\r\nSubject: Re
 
 
 @pytest.fixture
-def pg():
-    dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
-    if not dsn:
-        reason = "MAILHAVEN_TEST_PG_DSN is not set (scripts/test starts scripts/pg-test-cluster)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
-        pytest.skip(reason)
-    schema = f"mh_test_{secrets.token_hex(6)}"
-    yield dsn, schema
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+def pg(pg_schema: tuple[str, str]) -> tuple[str, str]:
+    return pg_schema
 
 
 async def _populate(data) -> None:
