@@ -193,6 +193,21 @@ class SMTPConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FilterConfig:
+    """Inbound trust checks (filter/) of mail from unauthenticated port-25 peers."""
+
+    enabled: bool = True
+    spf: bool = True
+    dkim: bool = True
+    dmarc: bool = True
+    dmarc_enforce: bool = True
+    """Refuse DMARC ``p=reject`` failures with 550 5.7.1 and file ``quarantine`` ones in
+    Junk; false: only report them in Authentication-Results."""
+    timeout: float = 10.0
+    """Upper bound for each check's DNS work on one message."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -205,6 +220,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -288,6 +304,7 @@ _SECTIONS: dict[str, type] = {
     "dns": DNSConfig,
     "relay": RelayConfig,
     "smtp": SMTPConfig,
+    "filter": FilterConfig,
 }
 
 
@@ -326,6 +343,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("smtp.workers: at most 64")
     if config.relay.tls not in ("opportunistic", "required", "implicit", "none"):
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
+    if not 0 < config.filter.timeout <= 300:
+        raise ConfigError("filter.timeout: expected a duration above 0s and at most 5m")
     if config.event_loop not in ("uvloop", "asyncio"):
         raise ConfigError("event_loop: expected 'uvloop' or 'asyncio'")
     if config.log_format not in ("text", "json"):

@@ -83,12 +83,18 @@ class Transaction:
     outbound: Any
     submission: Submission | None = None
     authenticated_as: str | None = None
+    inbound: Any = None
+    """The port-25 trust checks (filter/inbound.py ``InboundFilter``) or None: then the
+    content is held until the end of the data, checked, and stored with its verdict."""
+    verdict: Any = None
+    """The inbound filter's ``Verdict`` once the commit ran it."""
     local: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Accepted local recipient -> account ids."""
     remote: list[OutboundRecipient] = field(default_factory=list)
     _writers: list[tuple[BlobWriter, bool]] = field(default_factory=list)
     """(writer, is the local copy)"""
     _header: bytearray | None = None
+    _spool: bytearray | None = None
     _started = False
     _failed: Reply | None = None
 
@@ -111,6 +117,8 @@ class Transaction:
             self._writers.append((self.store.blob_writer(), False))
         if self.submission is not None:
             self._header = bytearray()
+        elif self.inbound is not None and self.local:
+            self._spool = bytearray()
 
     def write(self, data: bytes) -> None:
         if self._failed is not None:
@@ -127,6 +135,9 @@ class Transaction:
         self.abort()
 
     def _write(self, data: bytes) -> None:
+        if self._spool is not None:
+            self._spool += data                      # checked whole at the end (filter/)
+            return
         if self._header is not None:
             self._header += data
             end = self._header.find(b"\r\n\r\n")
@@ -185,6 +196,7 @@ class Transaction:
             writer.abort()
         self._writers.clear()
         self._header = None
+        self._spool = None
 
     # -- the commit ----------------------------------------------------------------------
     async def commit(self) -> tuple[Reply, list[BlobRef]]:
@@ -195,7 +207,22 @@ class Transaction:
             self._storage_full()
             return codes.INSUFFICIENT_STORAGE, []
 
+    async def _check_inbound(self) -> Reply | None:
+        """Run the trust checks on the held message, then write it with its verdict."""
+        assert self._spool is not None
+        held, self._spool = bytes(self._spool), None
+        self.verdict = verdict = await self.inbound.check(
+            held, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address)
+        if verdict.action == "reject":
+            return codes.DMARC_REJECTED                          # RFC 7489 6.7
+        self._begin(b"")
+        for writer, _ in self._writers:
+            writer.write(verdict.message)
+        return None
+
     async def _commit(self) -> tuple[Reply, list[BlobRef]]:
+        if self._spool is not None and self._failed is None:
+            self._failed = await self._check_inbound()
         if self._header is not None and self._failed is None:   # headers only, no body separator
             self._flush_header(len(self._header))
         if not self._started and self._failed is None:
@@ -220,7 +247,8 @@ class Transaction:
         all_full = False
         if local_ref is not None:
             account_ids = list(dict.fromkeys(a for ids in self.local.values() for a in ids))
-            results = await self.store.deliver(local_ref, account_ids)
+            mailbox = self.verdict.mailbox if self.verdict is not None else "INBOX"
+            results = await self.store.deliver(local_ref, account_ids, mailbox=mailbox)
             all_full = all(r.over_quota for r in results)
             full = [r.account_id for r in results if r.over_quota]
             if full and (not all_full or self.remote):
