@@ -182,7 +182,7 @@ def test_dkim_fail_and_quarantine_goes_to_junk(srv: ServerProcess) -> None:
 
 def test_checks_can_be_turned_off(tmp_path: Path, dns: DNSServer) -> None:
     server = ServerProcess(tmp_path / "data", hostname=AUTHSERV, extra_config=(
-        f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\n[filter]\ndmarc = false\n')).start()
+        f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\n[filter]\ndmarc = false\ndkim_max_size = "2K"\n')).start()
     try:
         server.add_user("bob@nyu.example")
         send(server, "alice@good.example", message("alice@good.example", "no dmarc"), source=OUTSIDE)
@@ -190,6 +190,12 @@ def test_checks_can_be_turned_off(tmp_path: Path, dns: DNSServer) -> None:
         assert stored is not None
         (ar,) = auth_results(stored)
         assert "spf=fail" in ar and "dmarc" not in ar
+        big = sign(message("alice@good.example", "too big to verify") + b"x" * 3000 + b"\r\n", "good.example")
+        send(server, "alice@good.example", big)
+        stored = fetch(server, "too big to verify")
+        assert stored is not None and stored.endswith(big)
+        (ar,) = auth_results(stored)
+        assert "spf=pass" in ar and "dkim=policy header.d=good.example" in ar
     finally:
         server.stop()
 

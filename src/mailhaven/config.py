@@ -205,6 +205,8 @@ class FilterConfig:
     Junk; false: only report them in Authentication-Results."""
     timeout: float = 10.0
     """Upper bound for each check's DNS work on one message."""
+    dkim_max_size: int = 25 * 1024 * 1024
+    """Larger messages are not DKIM-verified (dkimpy reads a message whole)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,7 +238,7 @@ class Config:
             return peer_ip in ("", "unix")
 
 
-_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate"}
+_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size"}
 _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",

@@ -71,3 +71,16 @@ async def verify_dkim(message: bytes, resolver: dns.resolver.Resolver, timeout: 
         return await asyncio.wait_for(asyncio.to_thread(_verify_all, message, resolver), timeout)
     except TimeoutError:
         return [DkimResult(result="temperror", domain="", selector="", b="", reason="timed out")]
+
+
+def too_large(header: bytes) -> list[DkimResult]:
+    """``policy`` for each signature of a message over ``filter.dkim_max_size``."""
+    from .authresults import split_fields
+
+    out = []
+    for f in split_fields(header):
+        name, _, value = f.partition(b":")
+        if name.strip().lower() == b"dkim-signature":
+            out.append(DkimResult(result="policy", domain=_tag(value, b"d").lower(), selector=_tag(value, b"s"),
+                                  b=_tag(value, b"b")[:8], reason="message too large to verify"))
+    return out

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from publicsuffixlist import PublicSuffixList
 
 from ..config import Config
 from ..queue.mx import make_resolver
 from . import authresults
-from .dkimverify import DkimResult, verify_dkim
+from .dkimverify import DkimResult, too_large, verify_dkim
 from .dmarc import DmarcChecker, DmarcResult
 from .dnslookup import make_sync_resolver
 from .spf import SpfResult, check_spf
@@ -25,8 +26,10 @@ from .spf import SpfResult, check_spf
 class Verdict:
     action: str
     """``deliver``, ``junk`` (file in the Junk mailbox) or ``reject`` (550 5.7.1)."""
-    message: bytes
-    """The message to store: our Authentication-Results first, forged ones removed."""
+    header: bytes
+    """What to store before the held content from ``body_offset`` on: our
+    Authentication-Results, then the message's header section without forged ones."""
+    body_offset: int
     spf: SpfResult | None
     dkim: list[DkimResult] | None
     dmarc: DmarcResult | None
@@ -36,14 +39,18 @@ class Verdict:
         return "Junk" if self.action == "junk" else "INBOX"
 
 
-def split_message(message: bytes) -> tuple[bytes, bytes]:
-    """(header section with its last CRLF, the rest from the empty line on)."""
-    if message.startswith(b"\r\n"):
-        return b"", message
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        return message, b""
-    return message[:end + 2], message[end + 2:]
+MAX_HEADER = 1024 * 1024
+"""Header sections longer than this are stored as they came (no A-R removal, no DMARC)."""
+
+
+def header_length(start: bytes, size: int) -> int:
+    """Length of the header section (with its last CRLF) from the first bytes of a message."""
+    if start.startswith(b"\r\n"):
+        return 0
+    end = start.find(b"\r\n\r\n")
+    if end >= 0:
+        return end + 2
+    return size if len(start) >= size else 0
 
 
 class InboundFilter:
@@ -56,20 +63,33 @@ class InboundFilter:
         self.sync_resolver = make_sync_resolver(config)
         self.dmarc = DmarcChecker(make_resolver(config), psl or PublicSuffixList())
 
-    async def check(self, message: bytes, *, ip: str, helo: str, mail_from: str) -> Verdict:
+    async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str) -> Verdict:
+        """``content`` holds the message (``size`` bytes); it is read, never written.
+        Messages up to ``filter.dkim_max_size`` are read whole for dkimpy; larger ones
+        get ``dkim=policy`` and their DMARC failures are reported, not enforced."""
         s = self.settings
         timeout = s.timeout
-        head, body = split_message(message)
-        head, _ = authresults.strip_ours(head, self.hostname)       # RFC 8601 5
+        content.seek(0)
+        start = content.read(MAX_HEADER + 4)
+        head_len = header_length(start, size)
+        original_head = start[:head_len]
+        head, _ = authresults.strip_ours(original_head, self.hostname)       # RFC 8601 5
         spf_task = (asyncio.ensure_future(check_spf(self.sync_resolver, ip, mail_from, helo, timeout))
                     if s.spf else None)
-        dkim_results = await verify_dkim(message, self.sync_resolver, timeout) if s.dkim else None
+        dkim_results: list[DkimResult] | None = None
+        if s.dkim and size <= s.dkim_max_size:
+            content.seek(0)
+            dkim_results = await verify_dkim(content.read(), self.sync_resolver, timeout)
+        elif s.dkim:
+            dkim_results = too_large(original_head)
         spf = await spf_task if spf_task is not None else None
         dmarc = None
         if s.dmarc:
             dmarc = await self.dmarc.check(head, spf, dkim_results or [])
         action = "deliver"
-        if dmarc is not None and dmarc.result == "fail" and s.dmarc_enforce:
+        unverified = any(r.result == "policy" for r in dkim_results or [])
+        if dmarc is not None and dmarc.result == "fail" and s.dmarc_enforce and not unverified:
             action = {"reject": "reject", "quarantine": "junk"}.get(dmarc.disposition, "deliver")
         ar = authresults.header(self.hostname, spf, dkim_results, dmarc)
-        return Verdict(action=action, message=ar + head + body, spf=spf, dkim=dkim_results, dmarc=dmarc)
+        return Verdict(action=action, header=ar + head, body_offset=head_len,
+                       spf=spf, dkim=dkim_results, dmarc=dmarc)

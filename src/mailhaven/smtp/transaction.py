@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]")
 
 MAX_HEADER = 1024 * 1024
 """Largest header section held in memory for submission checks."""
+
+SPOOL_IN_MEMORY = 1024 * 1024
+"""Content held for the inbound checks stays in memory up to this, then in a temp file."""
+SPOOL_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -94,7 +99,8 @@ class Transaction:
     _writers: list[tuple[BlobWriter, bool]] = field(default_factory=list)
     """(writer, is the local copy)"""
     _header: bytearray | None = None
-    _spool: bytearray | None = None
+    _spool: Any = None
+    """A SpooledTemporaryFile holding the content for the inbound checks."""
     _started = False
     _failed: Reply | None = None
 
@@ -118,7 +124,7 @@ class Transaction:
         if self.submission is not None:
             self._header = bytearray()
         elif self.inbound is not None and self.local:
-            self._spool = bytearray()
+            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
 
     def write(self, data: bytes) -> None:
         if self._failed is not None:
@@ -136,7 +142,7 @@ class Transaction:
 
     def _write(self, data: bytes) -> None:
         if self._spool is not None:
-            self._spool += data                      # checked whole at the end (filter/)
+            self._spool.write(data)                  # checked at the end (filter/)
             return
         if self._header is not None:
             self._header += data
@@ -196,7 +202,9 @@ class Transaction:
             writer.abort()
         self._writers.clear()
         self._header = None
-        self._spool = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
     # -- the commit ----------------------------------------------------------------------
     async def commit(self) -> tuple[Reply, list[BlobRef]]:
@@ -209,15 +217,22 @@ class Transaction:
 
     async def _check_inbound(self) -> Reply | None:
         """Run the trust checks on the held message, then write it with its verdict."""
-        assert self._spool is not None
-        held, self._spool = bytes(self._spool), None
-        self.verdict = verdict = await self.inbound.check(
-            held, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address)
-        if verdict.action == "reject":
-            return codes.DMARC_REJECTED                          # RFC 7489 6.7
-        self._begin(b"")
-        for writer, _ in self._writers:
-            writer.write(verdict.message)
+        spool, self._spool = self._spool, None
+        try:
+            size = spool.tell()
+            self.verdict = verdict = await self.inbound.check(
+                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address)
+            if verdict.action == "reject":
+                return codes.DMARC_REJECTED                          # RFC 7489 6.7
+            self._begin(b"")
+            for writer, _ in self._writers:
+                writer.write(verdict.header)
+            spool.seek(verdict.body_offset)
+            while chunk := spool.read(SPOOL_CHUNK):
+                for writer, _ in self._writers:
+                    writer.write(chunk)
+        finally:
+            spool.close()
         return None
 
     async def _commit(self) -> tuple[Reply, list[BlobRef]]:
