@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import json
+import os
 import re
 import smtplib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dns import rdata as dns_rdata
 
 from conftest import ServerProcess
 from dnsserver import DNSServer
@@ -176,7 +180,7 @@ def test_dkim_fail_and_quarantine_goes_to_junk(srv: ServerProcess) -> None:
     stored = fetch(srv, "tampered", folder="Junk")
     assert stored is not None
     (ar,) = auth_results(stored)
-    assert "spf=fail" in ar and "dkim=fail header.d=quar.example" in ar
+    assert "spf=fail" in ar and "dkim=neutral header.d=quar.example" in ar    # body hash did not verify
     assert "dmarc=fail header.from=quar.example policy.dmarc=quarantine" in ar
 
 
@@ -205,3 +209,82 @@ def test_bad_filter_value_stops_start_up(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as failed:
         server.start(timeout=20)
     assert "filter.spf: expected true or false" in str(failed.value)
+
+
+# -- the same verdicts from an independent implementation: mailauth (npm) --------------------
+
+MAILAUTH = Path(__file__).parent / "mailauth" / "node_modules" / ".bin" / "mailauth"
+
+
+def need_mailauth() -> None:
+    """mailauth is installed by scripts/test (npm ci in tests/mailauth); never skipped under CI."""
+    if not MAILAUTH.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("mailauth is required under CI=true")
+        pytest.skip("mailauth not installed (npm ci in tests/mailauth)")
+
+
+def dns_cache() -> dict[str, dict[str, list[list[str]] | list[str]]]:
+    """RECORDS, the table tests/dnsserver.py serves, in mailauth's --dns-cache form."""
+    out: dict[str, dict[str, list[list[str]] | list[str]]] = {}
+    for name, types in RECORDS.items():
+        for rdtype, values in types.items():
+            if rdtype == "TXT":
+                out.setdefault(name, {})["TXT"] = [
+                    [s.decode() for s in dns_rdata.from_text("IN", "TXT", v).strings]  # type: ignore[attr-defined]
+                    for v in values]
+            else:
+                out.setdefault(name, {})[rdtype] = list(values)
+    return out
+
+
+def mailauth(msg: bytes, ip: str, mail_from: str, tmp: Path) -> dict[str, object]:
+    (tmp / "dns.json").write_text(json.dumps(dns_cache()))
+    (tmp / "msg.eml").write_bytes(msg)
+    out = subprocess.run([str(MAILAUTH), "report", "--client-ip", ip, "--sender", mail_from,
+                          "--helo", "client.example", "--mta", AUTHSERV, "--dns-cache", str(tmp / "dns.json"),
+                          str(tmp / "msg.eml")], capture_output=True, text=True, timeout=60, check=True)
+    report = json.loads(out.stdout)
+    return {
+        "spf": report["spf"]["status"]["result"],
+        "dkim": [r["status"]["result"] for r in report["dkim"]["results"]],
+        "dmarc": report["dmarc"]["status"]["result"],
+    }
+
+
+def ours(ar: str) -> dict[str, object]:
+    found = re.findall(r"\b(spf|dkim|dmarc)=(\w+)", ar)
+    return {
+        "spf": next(r for m, r in found if m == "spf"),
+        "dkim": [r for m, r in found if m == "dkim" and r != "none"] or ["none"],
+        "dmarc": next(r for m, r in found if m == "dmarc"),
+    }
+
+
+def test_verdicts_agree_with_mailauth(srv: ServerProcess, tmp_path: Path) -> None:
+    need_mailauth()
+    tampered = sign(message("alice@quar.example", "x tampered"), "quar.example").replace(b"Hello", b"Pay")
+    cases = [
+        ("alice@good.example", INSIDE, sign(message("alice@good.example", "x pass"), "good.example"), "INBOX"),
+        ("news@ed.example", INSIDE, sign(message("news@ed.example", "x ed"), "ed.example", "ed", ed=True), "INBOX"),
+        ("alice@quar.example", OUTSIDE, tampered, "Junk"),
+        ("someone@none.example", OUTSIDE, message("someone@none.example", "x none"), "INBOX"),
+        ("alice@quar.example", OUTSIDE, sign(message("alice@quar.example", "x hdr"), "quar.example")
+         .replace(b"Subject: x hdr", b"Subject: x hdr changed"), "Junk"),
+        ("alice@good.example", OUTSIDE, sign(message("alice@good.example", "x relaxed"), "good.example"), "INBOX"),
+    ]
+    for mail_from, ip, msg, folder in cases:
+        send(srv, mail_from, msg, source=ip)
+        subject = re.search(rb"\r\nSubject: (.*)\r\n", msg).group(1).decode()  # type: ignore[union-attr]
+        stored = fetch(srv, subject, folder)
+        assert stored is not None, subject
+        (ar,) = auth_results(stored)
+        theirs = mailauth(msg, ip, mail_from, tmp_path)
+        if theirs["dkim"] == []:
+            theirs["dkim"] = ["none"]
+        assert ours(ar) == theirs, (subject, ar, theirs)
+    # The refused one: mailauth also finds a DMARC failure of a p=reject domain.
+    forged = message("alice@good.example", "x forged")
+    with pytest.raises(smtplib.SMTPDataError):
+        send(srv, "alice@good.example", forged, source=OUTSIDE)
+    assert mailauth(forged, OUTSIDE, "alice@good.example", tmp_path)["dmarc"] == "fail"

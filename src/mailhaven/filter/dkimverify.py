@@ -60,8 +60,13 @@ def _verify_all(message: bytes, resolver: dns.resolver.Resolver) -> list[DkimRes
             result, reason = "temperror", str(exc)                 # RFC 6376 6.1.2
         except dkim.KeyFormatError as exc:
             result, reason = "permerror", str(exc)                 # no key / bad key record
+        except dkim.ValidationError as exc:
+            if "body hash mismatch" in str(exc):                   # RFC 6376 3.7: the body changed
+                result, reason = "neutral", "body hash did not verify"   # as Gmail and mailauth say
+            else:
+                result, reason = "permerror", str(exc)
         except dkim.DKIMException as exc:
-            result, reason = "permerror" if "header" in str(exc).lower() else "fail", str(exc)
+            result, reason = "permerror", str(exc)
         results.append(DkimResult(result=result, domain=d, selector=s, b=b, reason=reason))
     return results
 
