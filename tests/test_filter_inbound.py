@@ -10,6 +10,7 @@ import json
 import os
 import re
 import smtplib
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,14 @@ RECORDS = {
     "ed._domainkey.ed.example": {"TXT": [txt(f"v=DKIM1; k=ed25519; p={ED_PUB}")]},
     "_dmarc.ed.example": {"TXT": [txt("v=DMARC1; p=reject")]},
     "none.example": {"A": ["192.0.2.1"]},                  # no SPF, no DMARC
+    "helo.good.example": {"TXT": [txt(f"v=spf1 ip4:{INSIDE} -all")]},
+    # RFC 7208 4.6.4: three lookups that find nothing (the limit is two) -> permerror
+    "void.example": {"TXT": [txt("v=spf1 a:nx1.void.example a:nx2.void.example a:nx3.void.example "
+                                 f"ip4:{INSIDE} -all")]},
+    # eleven DNS-querying terms (the limit is ten) -> permerror
+    "many.example": {"TXT": [txt("v=spf1 " + " ".join(f"a:h{i}.many.example" for i in range(11))
+                                 + f" ip4:{INSIDE} -all")]},
+    **{f"h{i}.many.example": {"A": ["192.0.2.9"]} for i in range(11)},
 }
 
 
@@ -162,6 +171,40 @@ def test_no_dmarc_record_is_none(srv: ServerProcess) -> None:
     assert stored is not None
     (ar,) = auth_results(stored)
     assert "spf=none" in ar and "dkim=none" in ar and "dmarc=none header.from=none.example" in ar
+
+
+def test_null_sender_checks_helo_over_bdat(srv: ServerProcess) -> None:
+    body = message("mailer-daemon@good.example", "bounce by bdat")
+    with socket.create_connection((HOST, srv.port("smtp")), timeout=30) as s:
+        s.settimeout(30)
+        f = s.makefile("rb")
+
+        def reply() -> bytes:
+            lines = [f.readline()]
+            while lines[-1][3:4] == b"-":
+                lines.append(f.readline())
+            return lines[-1]
+
+        reply()
+        for cmd in (b"EHLO helo.good.example", b"MAIL FROM:<>", b"RCPT TO:<bob@nyu.example>"):
+            s.sendall(cmd + b"\r\n")
+            assert reply()[:1] == b"2", cmd
+        s.sendall(b"BDAT %d LAST\r\n" % len(body) + body)
+        assert reply().startswith(b"250")
+        s.sendall(b"QUIT\r\n")
+    stored = fetch(srv, "bounce by bdat")
+    assert stored is not None
+    (ar,) = auth_results(stored)
+    assert "spf=pass smtp.helo=helo.good.example" in ar               # RFC 7208 2.4
+
+
+@pytest.mark.parametrize("domain", ["void.example", "many.example"])
+def test_spf_lookup_limits_are_permerror(srv: ServerProcess, domain: str) -> None:
+    send(srv, f"a@{domain}", message(f"a@{domain}", f"limits {domain}"))
+    stored = fetch(srv, f"limits {domain}")
+    assert stored is not None
+    (ar,) = auth_results(stored)
+    assert f"spf=permerror smtp.mailfrom=a@{domain}" in ar           # RFC 7208 4.6.4
 
 
 def test_dmarc_reject_refused_at_end_of_data(srv: ServerProcess) -> None:
