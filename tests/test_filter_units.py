@@ -104,3 +104,12 @@ def test_strip_ours_fuzz(fields: list[tuple[str, str, bool]]) -> None:
     assert all(authserv_id_of(f) != "mx.example" for f in split_fields(kept))
     assert len(split_fields(kept)) + removed == len(split_fields(head))
     assert set(split_fields(kept)) <= set(split_fields(head))
+
+
+def test_header_values_are_tokens_or_quoted() -> None:
+    from mailhaven.filter.authresults import header
+
+    dkim = [DkimResult(result="pass", domain="good.example", selector="s1", b="ab/c+d=e")]
+    text = header("mx.example", spf("good.example"), dkim, None).decode()
+    assert text == ("Authentication-Results: mx.example;\r\n\tspf=pass smtp.mailfrom=x@good.example;\r\n"
+                    '\tdkim=pass header.d=good.example header.s=s1 header.b="ab/c+d=e"\r\n')

@@ -9,12 +9,16 @@ from .dmarc import DmarcResult
 from .spf import SpfResult
 
 _COMMENT = re.compile(r"\([^()]*\)")
-_UNSAFE = re.compile(r"[^!-~]|[;()\\\"]")
+_PLAIN = re.compile(r"(?:[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+@)?[A-Za-z0-9][A-Za-z0-9.\-]*|[A-Za-z0-9.\-_+]+")
 
 
 def _value(text: str) -> str:
-    """A property value as RFC 8601 2.2 allows (a token); anything odd is quoted away."""
-    return _UNSAFE.sub("?", text) or '""'
+    """RFC 8601 2.2 pvalue: an address or domain as it is, anything else a quoted-string
+    (RFC 2045 tokens exclude "/" and "=", which a ``b=`` prefix may hold)."""
+    if _PLAIN.fullmatch(text):
+        return text
+    safe = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return '"' + safe.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def header(authserv_id: str, spf: SpfResult | None, dkim: list[DkimResult] | None,
