@@ -5,7 +5,9 @@
 A DNS server (tests/dnsserver.py) runs in a child process so its CPU is not counted;
 this process runs ``InboundFilter.check`` on 4 KB messages DKIM-signed (RSA 2048 or
 ed25519) by dkimpy, one check at a time, and prints the CPU time (this process, all its
-threads) per message for each check alone and for all of them.
+threads) per message for each check alone and for all of them. DNS answers are cached
+for their TTL (60 s here) as in the server, so after the warm-up this is the CPU of the
+checks themselves with a warm cache.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import io
 import multiprocessing
 import sys
 import time
@@ -45,7 +48,8 @@ def serve_dns(records: dict[str, dict[str, list[str]]], port_out: multiprocessin
 async def run(flt: InboundFilter, messages: list[bytes], ip: str) -> float:
     start = time.process_time()
     for msg in messages:
-        verdict = await flt.check(msg, ip=ip, helo="client.example", mail_from="alice@good.example")
+        verdict = await flt.check(io.BytesIO(msg), len(msg), ip=ip, helo="client.example",
+                                  mail_from="alice@good.example")
         assert verdict.action == "deliver", verdict
     return (time.process_time() - start) / len(messages)
 

@@ -12,6 +12,9 @@ import dns.resolver
 
 from ..config import Config
 
+ANSWER_CACHE = 10_000
+"""DNS answers remembered (each for its TTL) by the filter's resolvers."""
+
 
 class DnsTemporaryError(Exception):
     """The resolver timed out or no server answered: a temperror, not a verdict."""
@@ -32,6 +35,7 @@ def make_sync_resolver(config: Config) -> dns.resolver.Resolver:
         resolver.nameservers = servers
     resolver.timeout = config.dns.timeout
     resolver.lifetime = config.dns.timeout * 2
+    resolver.cache = dns.resolver.LRUCache(ANSWER_CACHE)          # answers kept for their TTL
     return resolver
 
 

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import dns.resolver
 from publicsuffixlist import PublicSuffixList
 
 from ..config import Config
@@ -18,7 +19,7 @@ from ..queue.mx import make_resolver
 from . import authresults
 from .dkimverify import DkimResult, too_large, verify_dkim
 from .dmarc import DmarcChecker, DmarcResult
-from .dnslookup import make_sync_resolver
+from .dnslookup import ANSWER_CACHE, make_sync_resolver
 from .spf import SpfResult, check_spf
 
 
@@ -61,7 +62,9 @@ class InboundFilter:
         self.settings = config.filter
         self.hostname = config.hostname
         self.sync_resolver = make_sync_resolver(config)
-        self.dmarc = DmarcChecker(make_resolver(config), psl or PublicSuffixList())
+        resolver = make_resolver(config)
+        resolver.cache = dns.resolver.LRUCache(ANSWER_CACHE)
+        self.dmarc = DmarcChecker(resolver, psl or PublicSuffixList())
 
     async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str) -> Verdict:
         """``content`` holds the message (``size`` bytes); it is read, never written.
