@@ -79,6 +79,10 @@ class ServerProcess:
         for name, port in self.ports.items():
             lines.append(f'{name} = "{self.host}:{port}"' if port else f'{name} = ""')
         text = "\n".join(lines) + "\n" + self.extra_config + "\n"
+        if "[filter]" not in self.extra_config and "[dns]" not in self.extra_config:
+            # The inbound checks (on by default) would ask the system resolver about the
+            # tests' made-up domains: only servers given a DNS server of the test's run them.
+            text += "[filter]\nenabled = false\n"
         if os.environ.get("MAILHAVEN_TEST_STORE") == "postgres" and "[store]" not in self.extra_config:
             # The whole server suite against PostgreSQL (one throwaway schema per server).
             if not hasattr(self, "pg_schema"):

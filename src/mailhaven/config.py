@@ -215,6 +215,23 @@ class TraceConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FilterConfig:
+    """Inbound trust checks (filter/) of mail from unauthenticated port-25 peers."""
+
+    enabled: bool = True
+    spf: bool = True
+    dkim: bool = True
+    dmarc: bool = True
+    dmarc_enforce: bool = True
+    """Refuse DMARC ``p=reject`` failures with 550 5.7.1 and file ``quarantine`` ones in
+    Junk; false: only report them in Authentication-Results."""
+    timeout: float = 10.0
+    """Upper bound for each check's DNS work on one message."""
+    dkim_max_size: int = 25 * 1024 * 1024
+    """Larger messages are not DKIM-verified (dkimpy reads a message whole)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -229,6 +246,7 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -244,7 +262,7 @@ class Config:
             return peer_ip in ("", "unix")
 
 
-_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate"}
+_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size"}
 _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
@@ -314,6 +332,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SMTPConfig,
     "http": HTTPConfig,
     "trace": TraceConfig,
+    "filter": FilterConfig,
 }
 
 
@@ -362,6 +381,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"http.public_url: expected https://host[:port], got {config.http.public_url!r}")
     if config.relay.tls not in ("opportunistic", "required", "implicit", "none"):
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
+    if not 0 < config.filter.timeout <= 300:
+        raise ConfigError("filter.timeout: expected a duration above 0s and at most 5m")
     if config.event_loop not in ("uvloop", "asyncio"):
         raise ConfigError("event_loop: expected 'uvloop' or 'asyncio'")
     if config.log_format not in ("text", "json"):

@@ -58,11 +58,13 @@ def imap_flags(flags: Sequence[str]) -> list[str]:
 
 
 async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Sequence[int]], *,
-                        mail_from: str, refusable: bool = False) -> LocalOutcome:
+                        mail_from: str, refusable: bool = False, mailbox: str = "INBOX") -> LocalOutcome:
     """``recipients`` maps each envelope recipient to its accounts (aliases may fan out).
     ``refusable``: the caller can refuse the whole message (no other recipient wants it);
     rejections are returned only then, and only when every account rejected; otherwise the
-    rejecting accounts get the message in INBOX (a rejection DSN is not done yet)."""
+    rejecting accounts get the message in INBOX (a rejection DSN is not done yet).
+    ``mailbox``: where a message no script files goes (the implicit keep): Junk when the
+    inbound checks said so (filter/)."""
     rcpt_of: dict[int, str] = {}
     for rcpt, ids in recipients.items():
         for account_id in ids:
@@ -78,7 +80,7 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         else:
             scripted.append((account_id, script))
     if plain:
-        outcome.results.extend(await store.deliver(blob, plain))
+        outcome.results.extend(await store.deliver(blob, plain, mailbox=mailbox))
     if not scripted:
         return outcome
     raw = await store.read_blob(blob.id)
@@ -88,7 +90,7 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                      mailbox_exists=lambda name, names=names: name.lower() in names)   # type: ignore[misc]
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
-        await _carry_out(store, blob, account_id, result.actions, names, outcome)
+        await _carry_out(store, blob, account_id, result.actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
         outcome.results.extend(await store.deliver(blob, list(outcome.rejected)))
         outcome.rejected.clear()
@@ -98,7 +100,7 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
 
 
 async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list[Action],
-                     names: dict[str, str], outcome: LocalOutcome) -> None:
+                     names: dict[str, str], outcome: LocalOutcome, keep: str = "INBOX") -> None:
     stored: list[DeliveryResult] = []
     for action in actions:
         if action.kind in ("reject", "ereject"):
@@ -110,7 +112,7 @@ async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list
             action = Action(kind="keep", mailbox="INBOX")
         if action.kind not in ("keep", "fileinto"):
             continue
-        mailbox = action.mailbox or "INBOX"
+        mailbox = action.mailbox or keep
         if action.kind == "fileinto" and mailbox.lower() not in names:
             mailbox = await _create(store, account_id, mailbox, names) if action.create else "INBOX"
         stored.extend(await store.deliver(blob, [account_id], mailbox=names.get(mailbox.lower(), mailbox),

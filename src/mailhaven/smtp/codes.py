@@ -125,6 +125,7 @@ ENCRYPTION_REQUIRED = _r(538, "5.7.11", "Encryption required for requested authe
 UNKNOWN_USER = _r(550, "5.1.1", "No such user here")                          # RFC 3463 X.1.1
 RELAY_DENIED = _r(550, "5.7.1", "Relay access denied")                        # RFC 5321 3.6.2 / 7.1
 SIEVE_REJECTED = _r(550, "5.7.1", "Rejected by the recipient's Sieve script")  # RFC 5429 2.1 / 4.2
+DMARC_REJECTED = _r(550, "5.7.1", "Message refused: the sender domain's DMARC policy is reject")  # RFC 7489 6.7 / 7.3
 BARE_LINE_END = _r(550, "5.5.2", "Bare CR or LF in command")
 MESSAGE_TOO_BIG = _r(552, "5.3.4", "Message size exceeds fixed maximum message size")  # RFC 1870 6.1
 SENDER_NOT_OWNED = _r(553, "5.7.1", "Sender address not owned by the authenticated user")  # RFC 6409 6.1

@@ -105,6 +105,12 @@ class SmtpListener(Listener):
         self.throttle: LoginThrottle = shared_throttle(app)
         self.recipients: RecipientCache = app.extras.setdefault(
             "smtp_recipient_cache", RecipientCache(app.store))
+        self.inbound: Any = None
+        if not self.submission and app.config.filter.enabled:
+            if "inbound_filter" not in app.extras:
+                from ..filter.inbound import InboundFilter
+                app.extras["inbound_filter"] = InboundFilter(app.config)
+            self.inbound = app.extras["inbound_filter"]
 
     @property
     def sockets(self) -> Any:
@@ -304,6 +310,7 @@ class Session:
             submission=Submission(addresses=owned, hostname=self.app.config.hostname)
             if self.listener.submission else None,
             authenticated_as=self.account.address if self.account is not None else None,
+            inbound=None if self.conn.authenticated else self.listener.inbound,
         )
         return codes.SENDER_OK
 
@@ -357,8 +364,11 @@ class Session:
         except Exception:  # noqa: BLE001 - the client must get a 4xx, never a 250
             self.log.error("commit failed", exc=True, id=tx.trace.transaction_id)
             return codes.LOCAL_ERROR
+        verdict = tx.verdict
         self.log.info("message", id=tx.trace.transaction_id, sender=tx.mail.address,
-                      rcpts=len(tx.recipients), reply=reply.code)
+                      rcpts=len(tx.recipients), reply=reply.code,
+                      **({} if verdict is None else {"action": verdict.action,
+                          "dmarc": verdict.dmarc.result if verdict.dmarc else "off"}))
         return reply
 
     # -- AUTH (RFC 4954) -------------------------------------------------------------------

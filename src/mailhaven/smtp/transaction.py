@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]")
 
 MAX_HEADER = 1024 * 1024
 """Largest header section held in memory for submission checks."""
+
+SPOOL_IN_MEMORY = 1024 * 1024
+"""Content held for the inbound checks stays in memory up to this, then in a temp file."""
+SPOOL_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -84,12 +89,19 @@ class Transaction:
     outbound: Any
     submission: Submission | None = None
     authenticated_as: str | None = None
+    inbound: Any = None
+    """The port-25 trust checks (filter/inbound.py ``InboundFilter``) or None: then the
+    content is held until the end of the data, checked, and stored with its verdict."""
+    verdict: Any = None
+    """The inbound filter's ``Verdict`` once the commit ran it."""
     local: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Accepted local recipient -> account ids."""
     remote: list[OutboundRecipient] = field(default_factory=list)
     _writers: list[tuple[BlobWriter, bool]] = field(default_factory=list)
     """(writer, is the local copy)"""
     _header: bytearray | None = None
+    _spool: Any = None
+    """A SpooledTemporaryFile holding the content for the inbound checks."""
     _started = False
     _failed: Reply | None = None
 
@@ -112,6 +124,8 @@ class Transaction:
             self._writers.append((self.store.blob_writer(), False))
         if self.submission is not None:
             self._header = bytearray()
+        elif self.inbound is not None and self.local:
+            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
 
     def write(self, data: bytes) -> None:
         if self._failed is not None:
@@ -128,6 +142,9 @@ class Transaction:
         self.abort()
 
     def _write(self, data: bytes) -> None:
+        if self._spool is not None:
+            self._spool.write(data)                  # checked at the end (filter/)
+            return
         if self._header is not None:
             self._header += data
             end = self._header.find(b"\r\n\r\n")
@@ -186,6 +203,9 @@ class Transaction:
             writer.abort()
         self._writers.clear()
         self._header = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
     # -- the commit ----------------------------------------------------------------------
     async def commit(self) -> tuple[Reply, list[BlobRef]]:
@@ -196,7 +216,29 @@ class Transaction:
             self._storage_full()
             return codes.INSUFFICIENT_STORAGE, []
 
+    async def _check_inbound(self) -> Reply | None:
+        """Run the trust checks on the held message, then write it with its verdict."""
+        spool, self._spool = self._spool, None
+        try:
+            size = spool.tell()
+            self.verdict = verdict = await self.inbound.check(
+                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address)
+            if verdict.action == "reject":
+                return codes.DMARC_REJECTED                          # RFC 7489 6.7
+            self._begin(b"")
+            for writer, _ in self._writers:
+                writer.write(verdict.header)
+            spool.seek(verdict.body_offset)
+            while chunk := spool.read(SPOOL_CHUNK):
+                for writer, _ in self._writers:
+                    writer.write(chunk)
+        finally:
+            spool.close()
+        return None
+
     async def _commit(self) -> tuple[Reply, list[BlobRef]]:
+        if self._spool is not None and self._failed is None:
+            self._failed = await self._check_inbound()
         if self._header is not None and self._failed is None:   # headers only, no body separator
             self._flush_header(len(self._header))
         if not self._started and self._failed is None:
@@ -220,8 +262,9 @@ class Transaction:
         self._writers.clear()
         all_full = False
         if local_ref is not None:
+            mailbox = self.verdict.mailbox if self.verdict is not None else "INBOX"
             local = await deliver_local(self.store, local_ref, self.local, mail_from=self.mail.address,
-                                        refusable=not self.remote)
+                                        refusable=not self.remote, mailbox=mailbox)
             if local.rejected:                     # RFC 5429 2.1: every recipient's script said reject
                 return codes.SIEVE_REJECTED.with_text(next(iter(local.rejected.values()))), refs
             results = local.results

@@ -1,0 +1,115 @@
+"""filter/ pieces on their own: the DMARC record parser, policy discovery (sp=, pct=,
+the organizational domain) against tests/dnsserver.py, and the removal of forged
+Authentication-Results fields, fuzzed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dnsserver import DNSServer
+from mailhaven.config import Config, DNSConfig
+from mailhaven.filter.authresults import authserv_id_of, split_fields, strip_ours
+from mailhaven.filter.dkimverify import DkimResult
+from mailhaven.filter.dmarc import DmarcChecker, DmarcRecordError, parse_record
+from mailhaven.filter.spf import SpfResult
+from mailhaven.queue.mx import make_resolver
+
+RECORDS = {
+    "_dmarc.org.example": {"TXT": ['"v=DMARC1; p=reject; sp=quarantine; aspf=s"']},
+    "_dmarc.half.example": {"TXT": ['"v=DMARC1; p=reject; pct=50"']},
+    "_dmarc.two.example": {"TXT": ['"v=DMARC1; p=reject"', '"v=DMARC1; p=none"']},
+    "_dmarc.bad.example": {"TXT": ['"v=DMARC1; p=bogus"']},
+}
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[DNSServer]:
+    with DNSServer(RECORDS) as server:
+        yield server
+
+
+def checker(dns: DNSServer, rand: float = 0.0) -> DmarcChecker:
+    config = Config(dns=DNSConfig(nameservers=(f"127.0.0.1:{dns.port}",), timeout=2.0))
+    return DmarcChecker(make_resolver(config), rand=lambda: rand)
+
+
+def spf(domain: str, result: str = "pass") -> SpfResult:
+    return SpfResult(result=result, identity="mailfrom", domain=domain, sender=f"x@{domain}")
+
+
+def test_parse_record() -> None:
+    r = parse_record("v=DMARC1; p=quarantine; adkim=s; pct=20; rua=mailto:a@b.example")
+    assert (r.p, r.sp, r.adkim, r.aspf, r.pct) == ("quarantine", "quarantine", "s", "r", 20)
+    for bad in ("p=reject", "v=DMARC1; p=maybe", "v=DMARC1; p=none; adkim=x", "v=DMARC1; p=none; pct=x"):
+        with pytest.raises(DmarcRecordError):
+            parse_record(bad)
+
+
+def test_organizational_domain_and_alignment(dns: DNSServer) -> None:
+    c = checker(dns)
+    assert c.organizational("a.b.example.co.uk") == "example.co.uk"   # Public Suffix List
+    assert c.aligned("mail.org.example", "org.example", "r")
+    assert not c.aligned("mail.org.example", "org.example", "s")
+    assert not c.aligned("evil.example", "org.example", "r")
+
+
+async def test_subdomain_policy_and_strict_spf(dns: DNSServer) -> None:
+    head = b"From: a@news.org.example\r\n"
+    # RFC 7489 6.6.3: no record at news.org.example, so org.example's sp= applies.
+    r = await checker(dns).check(head, spf("news.org.example"), [])
+    assert (r.result, r.policy) == ("pass", "quarantine")
+    # aspf=s: an SPF pass for the organizational domain does not align with the subdomain.
+    r = await checker(dns).check(head, spf("org.example"), [])
+    assert (r.result, r.policy, r.disposition) == ("fail", "quarantine", "quarantine")
+    # relaxed DKIM alignment (adkim defaults to r) passes it.
+    dkim = [DkimResult(result="pass", domain="org.example", selector="s", b="x")]
+    assert (await checker(dns).check(head, spf("org.example"), dkim)).result == "pass"
+
+
+async def test_pct_steps_the_policy_down(dns: DNSServer) -> None:
+    head = b"From: a@half.example\r\n"
+    sampled = await checker(dns, rand=0.1).check(head, None, [])
+    spared = await checker(dns, rand=0.9).check(head, None, [])
+    assert (sampled.disposition, spared.disposition) == ("reject", "quarantine")   # RFC 7489 6.6.4
+
+
+async def test_no_usable_record(dns: DNSServer) -> None:
+    assert (await checker(dns).check(b"From: a@two.example\r\n", None, [])).result == "none"
+    assert (await checker(dns).check(b"From: a@bad.example\r\n", None, [])).result == "permerror"
+    assert (await checker(dns).check(b"From: a@x.example, b@y.example\r\n", None, [])).result == "permerror"
+
+
+def test_strip_ours_examples() -> None:
+    head = (b"Received: x\r\nAuthentication-Results: MX.Example.;\r\n dkim=pass\r\n"
+            b"Authentication-Results: (c) mx.example 1; spf=pass\r\n"
+            b"Authentication-Results: mx.example.evil; spf=pass\r\nSubject: s\r\n")
+    kept, removed = strip_ours(head, "mx.example")
+    assert removed == 2
+    assert kept == b"Received: x\r\nAuthentication-Results: mx.example.evil; spf=pass\r\nSubject: s\r\n"
+
+
+field_names = st.sampled_from(["Authentication-Results", "authentication-results", "Subject", "X-A"])
+values = st.text(alphabet=st.sampled_from(list("mx.example ;()=\t1ab")), max_size=30)
+
+
+@given(st.lists(st.tuples(field_names, values, st.booleans()), max_size=8))
+def test_strip_ours_fuzz(fields: list[tuple[str, str, bool]]) -> None:
+    head = b"".join(f"{n}:{v}\r\n{' more' + chr(13) + chr(10) if fold else ''}".encode()
+                    for n, v, fold in fields)
+    kept, removed = strip_ours(head, "mx.example")
+    assert all(authserv_id_of(f) != "mx.example" for f in split_fields(kept))
+    assert len(split_fields(kept)) + removed == len(split_fields(head))
+    assert set(split_fields(kept)) <= set(split_fields(head))
+
+
+def test_header_values_are_tokens_or_quoted() -> None:
+    from mailhaven.filter.authresults import header
+
+    dkim = [DkimResult(result="pass", domain="good.example", selector="s1", b="ab/c+d=e")]
+    text = header("mx.example", spf("good.example"), dkim, None).decode()
+    assert text == ("Authentication-Results: mx.example;\r\n\tspf=pass smtp.mailfrom=x@good.example;\r\n"
+                    '\tdkim=pass header.d=good.example header.s=s1 header.b="ab/c+d=e"\r\n')
