@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from checkdmarc.mta_sts import parse_mta_sts_record
+from checkdmarc.smtp_tls_reporting import parse_smtp_tls_reporting_record
+
 from conftest import run_cli
 from dnsserver import DNSServer
 
@@ -37,7 +40,10 @@ def test_records_name_mta_sts_tls_rpt_srv_and_aliases(tmp_path: Path) -> None:
     zone = _zone(out)
     (sts,) = zone["_mta-sts.nyu.example"]["TXT"]
     assert re.fullmatch(r'"v=STSv1; id=[A-Za-z0-9]{1,32}"', sts), sts  # RFC 8461 3.1
+    assert parse_mta_sts_record(sts.strip('"'))["warnings"] == []  # checkdmarc's reading of RFC 8461 3.1
     assert zone["_smtp._tls.nyu.example"]["TXT"] == ['"v=TLSRPTv1; rua=mailto:postmaster@nyu.example"']
+    tlsrpt = parse_smtp_tls_reporting_record(zone["_smtp._tls.nyu.example"]["TXT"][0].strip('"'))
+    assert tlsrpt["tags"]["rua"]["value"] == ["mailto:postmaster@nyu.example"]
     assert zone["_imaps._tcp.nyu.example"]["SRV"] == ["0 1 993 mail.nyu.example."]
     assert zone["_pop3s._tcp.nyu.example"]["SRV"] == ["0 1 995 mail.nyu.example."]
     assert zone["_submissions._tcp.nyu.example"]["SRV"] == ["0 1 465 mail.nyu.example."]

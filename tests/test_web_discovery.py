@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from checkdmarc.mta_sts import parse_mta_sts_policy
 
 from conftest import ServerProcess
 
@@ -44,6 +45,10 @@ def test_mta_sts_policy_is_served_for_local_domains_only(srv: ServerProcess) -> 
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
     assert body == b"version: STSv1\r\nmode: testing\r\nmx: mail.nyu.example\r\nmax_age: 172800\r\n"
+    parsed = parse_mta_sts_policy(body.decode())  # checkdmarc's reading of RFC 8461 3.2
+    assert parsed["policy"] == {"version": "STSv1", "mode": "testing", "max_age": 172800,
+                                "mx": ["mail.nyu.example"]}
+    assert parsed["warnings"] == []
     assert get(srv, "/.well-known/mta-sts.txt", "mta-sts.other.example")[0] == 404
     assert get(srv, "/.well-known/mta-sts.txt", "nyu.example")[0] == 404
     assert get(srv, "/.well-known/mta-sts.txt", f"mta-sts.nyu.example:{srv.port('http')}")[0] == 200
@@ -125,3 +130,13 @@ def test_apple_mobileconfig(srv: ServerProcess) -> None:
     assert profile["PayloadUUID"] != mail["PayloadUUID"]
     assert get(srv, "/apple/mobileconfig?email=bob%40other.example", "mail.nyu.example")[0] == 404
     assert get(srv, "/apple/mobileconfig", "mail.nyu.example")[0] == 404
+
+
+def test_mta_sts_config_is_checked() -> None:
+    from mailhaven.config import ConfigError, config_from_dict
+
+    assert config_from_dict({"mta_sts": {"mode": "none", "max_age": "1d"}}, Path("d")).mta_sts.max_age == 86400
+    with pytest.raises(ConfigError, match="mta_sts.mode"):
+        config_from_dict({"mta_sts": {"mode": "strict"}}, Path("d"))
+    with pytest.raises(ConfigError, match="mta_sts.max_age"):
+        config_from_dict({"mta_sts": {"max_age": "400d"}}, Path("d"))  # RFC 8461 3.2: at most a year
