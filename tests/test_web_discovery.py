@@ -109,6 +109,8 @@ def test_autodiscover_pox_answer(srv: ServerProcess) -> None:
     other = request.replace(b"bob@nyu.example", b"bob@other.example")
     assert get(srv, "/autodiscover/autodiscover.xml", "autodiscover.nyu.example", other)[0] == 404
     assert get(srv, "/autodiscover/autodiscover.xml", "autodiscover.nyu.example", b"<not xml")[0] == 404
+    padded = request.replace(b"<Request>", b"<Request>" + b" " * 20000)
+    assert get(srv, "/autodiscover/autodiscover.xml", "autodiscover.nyu.example", padded)[0] == 413
 
 
 def test_apple_mobileconfig(srv: ServerProcess) -> None:
