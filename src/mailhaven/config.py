@@ -205,6 +205,17 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MTASTSConfig:
+    """The MTA-STS policy served at ``https://mta-sts.<domain>/.well-known/mta-sts.txt``
+    for every local domain (RFC 8461 3.2)."""
+
+    mode: str = "enforce"
+    """``enforce``, ``testing`` (senders report failures but deliver) or ``none``."""
+    max_age: float = 604800.0
+    """How long senders may cache the policy (RFC 8461 3.2: at most 31557600 seconds)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class TraceConfig:
     """Protocol traces (net/trace.py) in DATA/trace, passwords and SASL data redacted."""
 
@@ -247,6 +258,7 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -267,6 +279,7 @@ _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
     "login_window", "login_block", "login_delay", "login_max_delay", "pop3_lock_lease",
+    "max_age",
 }
 
 
@@ -333,6 +346,7 @@ _SECTIONS: dict[str, type] = {
     "http": HTTPConfig,
     "trace": TraceConfig,
     "filter": FilterConfig,
+    "mta_sts": MTASTSConfig,
 }
 
 
@@ -383,6 +397,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
     if not 0 < config.filter.timeout <= 300:
         raise ConfigError("filter.timeout: expected a duration above 0s and at most 5m")
+    if config.mta_sts.mode not in ("enforce", "testing", "none"):
+        raise ConfigError("mta_sts.mode: expected 'enforce', 'testing' or 'none'")
+    if not 0 <= config.mta_sts.max_age <= 31557600:  # RFC 8461 3.2
+        raise ConfigError("mta_sts.max_age: at most 31557600 seconds (one year)")
     if config.event_loop not in ("uvloop", "asyncio"):
         raise ConfigError("event_loop: expected 'uvloop' or 'asyncio'")
     if config.log_format not in ("text", "json"):

@@ -7,14 +7,15 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from . import webmail
+from . import autoconfig, mtasts, webmail
 from .auth import webmail_sessions
 from .jmap import api
 from .proxy import ProxyHeaders
 
 
 def build_app(ctx: Any) -> Starlette:
-    routes = [*api.routes(ctx), *webmail.routes(ctx, webmail_sessions(ctx))]
+    routes = [*mtasts.routes(ctx), *autoconfig.routes(ctx),
+              *api.routes(ctx), *webmail.routes(ctx, webmail_sessions(ctx))]
     http = getattr(ctx.config, "http", None)
     trusted = tuple(getattr(http, "trusted_proxies", ()) or ())
     return Starlette(routes=routes, middleware=[Middleware(ProxyHeaders, trusted=trusted)])
