@@ -99,12 +99,12 @@ def submit(lancs: ServerProcess, to: str, raw: bytes) -> None:
 def fetch_all(far: ServerProcess, user: str) -> list[bytes]:
     with imaplib.IMAP4("127.0.0.1", far.port("imap"), timeout=300) as m:
         m.login(user, PASSWORD)
-        typ, data = m.select("INBOX", readonly=True)
-        count = int(data[0] or 0)
-        if not count:
+        typ, selected = m.select("INBOX", readonly=True)
+        n = int(selected[0] or 0)
+        if not n:
             return []
-        typ, data = m.fetch(f"1:{count}", "(BODY.PEEK[])")
-        return [d[1] for d in data if isinstance(d, tuple)]
+        typ, data = m.fetch(f"1:{n}", "(BODY.PEEK[])")
+        return [bytes(d[1]) for d in data if isinstance(d, tuple)]
 
 
 def count(far: ServerProcess, user: str) -> int:
