@@ -40,7 +40,7 @@ def big_message(size: int, to: str, tag: str, seed: int) -> bytes:
     a base64 attachment, and empty lines at the end (which relaxed canonicalisation drops)."""
     rnd = random.Random(seed)
     text = b"".join(b".dot led line %d \t\r\n..two  dots\t\r\nplain %d\r\n\r\n" % (i, rnd.randrange(10**9))
-                    for i in range(3000))
+                    for i in range(12000))
     head = (f"From: Alice <alice@lancs.example>\r\nTo: {to}\r\nSubject: outbound {tag}\r\n"
             f"Message-ID: <out.{tag}@lancs.example>\r\nMIME-Version: 1.0\r\n"
             "Content-Type: multipart/mixed; boundary=b0\r\n\r\n--b0\r\n"
