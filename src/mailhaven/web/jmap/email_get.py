@@ -218,7 +218,7 @@ async def email_get(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 def _large_email_object(message: Any, path: str, structure: dict[str, Any], props: list[str],
                         args: dict[str, Any]) -> dict[str, Any]:
     """:func:`email_object` of a large message from its file: large leaf bodies stay there."""
-    reduced, cuts = largeparts.skeleton(path, message.size, structure)
+    reduced, cuts = largeparts.skeleton(path, structure)
     parsed = parse_message(reduced)
     largeparts.mark(parsed, cuts, walk(parsed))
     return email_object(message, None, props, args, parsed=parsed)

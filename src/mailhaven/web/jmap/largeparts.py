@@ -78,7 +78,7 @@ class FilePart:
             yield quopri.decodestring(carry)
 
 
-def skeleton(path: str, size: int, structure: dict[str, Any]) -> tuple[bytes, dict[str, FilePart]]:
+def skeleton(path: str, structure: dict[str, Any]) -> tuple[bytes, dict[str, FilePart]]:
     """The message with large leaf bodies left out, and those parts by JMAP part id."""
     cuts: dict[str, FilePart] = {}
 
@@ -96,6 +96,7 @@ def skeleton(path: str, size: int, structure: dict[str, Any]) -> tuple[bytes, di
     visit(structure, "")
     pieces = []
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         pos = 0
         for part in sorted(cuts.values(), key=lambda p: p.start):
             pieces.append(os.pread(f.fileno(), part.start - pos, pos))
