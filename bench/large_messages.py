@@ -1,5 +1,7 @@
 """Server memory with large messages: RSS growth while 4 clients at once move a 50 MB
-message each, in (SMTP DATA, IMAP APPEND) and out (IMAP FETCH BODY[], POP3 RETR).
+message each, in (SMTP DATA, IMAP APPEND) and out (IMAP FETCH BODY[], POP3 RETR), and
+while the queue relays 4 of them at once, DKIM-signed, to a second server (queued while
+that server is down; measured from when it comes up until all 4 have arrived).
 
     python bench/large_messages.py [--size-mb 50] [--parallel 4]
 
@@ -18,6 +20,7 @@ import imaplib
 import os
 import poplib
 import smtplib
+import ssl
 import sys
 import tempfile
 import threading
@@ -28,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-from conftest import ServerProcess  # noqa: E402
+from conftest import ServerProcess, free_port  # noqa: E402
 
 PASSWORD = "bench-password"
 
@@ -120,9 +123,16 @@ def main() -> None:
     args = ap.parse_args()
     size = int(args.size_mb * 1_000_000)
     accounts = users(args.parallel)
+    limits = "[limits]\nmessage_size = \"200M\"\nimap_literal = \"200M\"\n"
     with tempfile.TemporaryDirectory(prefix="mh-large-") as tmp:
-        srv = ServerProcess(Path(tmp) / "data", extra_config="[limits]\nmessage_size = \"200M\"\n"
-                                                             "imap_literal = \"200M\"\n").start()
+        far_port = free_port("127.0.0.1")
+        far = ServerProcess(Path(tmp) / "far", ports={"smtp": far_port}, extra_config=limits)
+        srv = ServerProcess(Path(tmp) / "data", extra_config=limits + (
+            '[queue]\nretry = ["1s"]\npoll = "1s"\n'
+            f'[relay]\nroutes = {{"far.example" = "127.0.0.1:{far_port}"}}\n'))
+        srv.write_config()
+        srv.admin("dkim", "generate", "example.com", "--algorithm", "rsa", "--selector", "bench")
+        srv.start()
         try:
             for a in accounts:
                 srv.add_user(a, PASSWORD)
@@ -171,8 +181,37 @@ def main() -> None:
                 took = time.monotonic() - t0
                 print(f"{name:16s} peak growth {(sampler.peak - start_rss) / 1024:7.0f} MB over the phase start, "
                       f"{(sampler.peak - idle) / 1024:7.0f} MB over idle; {took:6.1f} s")
+
+            def submit(i: int, a: str) -> None:
+                raw = messages[a].replace(b"From: sender@example.net", f"From: {a}".encode(), 1).replace(
+                    f"To: {a}".encode(), f"To: out{i}@far.example".encode(), 1)
+                with smtplib.SMTP("127.0.0.1", srv.port("submission"), timeout=600) as s:
+                    s.starttls(context=ssl._create_unverified_context())
+                    s.login(a, PASSWORD)
+                    s.sendmail(a, [f"out{i}@far.example"], raw)
+
+            def arrived(i: int) -> bool:
+                with imaplib.IMAP4("127.0.0.1", far.port("imap"), timeout=60) as m:
+                    m.login(f"out{i}@far.example", PASSWORD)
+                    return m.select("INBOX", readonly=True)[1][0] == b"1"
+
+            parallel([functools.partial(submit, i, a) for i, a in enumerate(accounts)])
+            time.sleep(2.0)                             # each has failed to connect once
+            start_rss = rss_kb(pid)
+            t0 = time.monotonic()
+            with Sampler(pid) as sampler:
+                far.start()
+                for i in range(len(accounts)):
+                    far.add_user(f"out{i}@far.example", PASSWORD)
+                while not all(arrived(i) for i in range(len(accounts))):
+                    time.sleep(0.5)
+            took = time.monotonic() - t0
+            print(f"{'queue out, DKIM':16s} peak growth {(sampler.peak - start_rss) / 1024:7.0f} MB over the "
+                  f"phase start, {(sampler.peak - idle) / 1024:7.0f} MB over idle; {took:6.1f} s "
+                  "(with the receiving server's start)")
         finally:
             srv.stop()
+            far.stop()
 
 
 if __name__ == "__main__":

@@ -16,3 +16,35 @@ def normalize_line_ends(data: bytes) -> bytes:
     if data.count(b"\r") == crlf and data.count(b"\n") == crlf:
         return data                                     # the common case: nothing bare
     return _LINE_END.sub(b"\r\n", data)
+
+
+class LineEndStream:
+    """:func:`normalize_line_ends` over a stream of pieces: a CR ending one piece is held
+    back until the next shows whether its LF follows. :meth:`finish` also ends the
+    content with CRLF (RFC 5322 2.1), as a whole message relayed over SMTP is ended."""
+
+    def __init__(self) -> None:
+        self._cr = False
+        self._last = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self._cr:
+            data = b"\r" + data
+            self._cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._cr = True
+        out = normalize_line_ends(data)
+        if out:
+            self._last = out[-2:] if len(out) >= 2 else self._last[-1:] + out
+        return out
+
+    def finish(self) -> bytes:
+        if self._cr:
+            self._cr = False
+            self._last = b"\r\n"
+            return b"\r\n"
+        if self._last and self._last != b"\r\n":
+            self._last = b"\r\n"
+            return b"\r\n"
+        return b""

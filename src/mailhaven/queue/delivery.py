@@ -13,6 +13,10 @@ SIZE is declared when offered and a message over the peer's limit is refused loc
 that needs SMTPUTF8 is refused (550 5.6.7, RFC 6531 3.4) for a peer without it; an
 8-bit body is labelled BODY=8BITMIME where offered (RFC 6152) and sent as it is
 otherwise, as Postfix does (RFC 6152 has no downgrade that keeps signatures intact).
+
+A message stored as a file (:class:`FileMessage`) is sent from it :data:`CHUNK` bytes at
+a time, dot-stuffed piece by piece, each piece written and drained before the next is
+read: the process never holds the message, whatever its size.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from ..smtp.client import (
     Answered,
@@ -38,6 +43,17 @@ from ..smtp.replies import ReplyError, _NeedData
 from ..tls import client_context
 from .api import OutboundRecipient
 from .mx import Backoff, Hop
+
+CHUNK = 256 * 1024
+"""How much of a message file is read, stuffed and written at a time."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileMessage:
+    """A message to send from its blob file rather than from memory."""
+
+    path: str
+    size: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,25 +258,27 @@ class DestinationSession:
         raise self._failed("EHLO", _reply_of(done))
 
     # -- sending -----------------------------------------------------------------------------
-    async def send(self, envelope: Envelope, message: bytes, *, prefix: bytes = b"") -> list[RecipientResult]:
+    async def send(self, envelope: Envelope, message: bytes | FileMessage, *,
+                   prefix: bytes = b"") -> list[RecipientResult]:
         """One transaction; a result per recipient. Raises DeliveryError when the connection
-        is lost (results then unknown: the caller retries them all)."""
+        is lost (results then unknown: the caller retries them all). ``prefix`` (the
+        DKIM-Signature fields) goes in front of the message."""
         if self._conn.state is not ClientState.READY:
             raise DeliveryError("connection is not ready", remote_mta=self.remote_name)
         ehlo = self._conn.ehlo
         assert ehlo is not None
-        data = prefix + message
+        size = len(prefix) + (message.size if isinstance(message, FileMessage) else len(message))
         refuse = None
         if _needs_smtputf8(envelope) and not ehlo.has("SMTPUTF8"):
             refuse = Reply(code=550, enhanced="5.6.7", text=f"{self.remote_name} does not support SMTPUTF8")
         limit = ehlo.size_limit()
-        if limit is not None and len(data) > limit:
+        if limit is not None and size > limit:
             refuse = Reply(code=552, enhanced="5.3.4", text=f"message size exceeds {self.remote_name}'s limit {limit}")
         if refuse is not None:
             return [self._result(r.address, refuse) for r in envelope.recipients]
         params: list[str] = []
         if ehlo.has("SIZE"):
-            params.append(f"SIZE={len(data)}")
+            params.append(f"SIZE={size}")
         if envelope.body != "7BIT" and ehlo.has("8BITMIME"):
             params.append("BODY=8BITMIME" if envelope.body != "BINARYMIME" or not ehlo.has("BINARYMIME")
                           else "BODY=8BITMIME")
@@ -283,7 +301,10 @@ class DestinationSession:
         self._conn.begin_transaction(envelope.mail_from, params, rcpts)
         event = await self._expect((SendBody, TransactionDone, Closed))
         if isinstance(event, SendBody):
-            self._conn.send_body(data)
+            if isinstance(message, FileMessage):
+                await self._send_file(prefix, message)
+            else:
+                self._conn.send_body(prefix + message)
             event = await self._expect((TransactionDone, Closed), final=True)
         if isinstance(event, Closed):
             raise self._failed("transaction", event.reply)
@@ -294,6 +315,29 @@ class DestinationSession:
             self._conn.send_rset()                  # leave the session clean for the next message
             await self._expect((Answered, Closed))
         return results
+
+    async def _send_file(self, prefix: bytes, message: FileMessage) -> None:
+        """The body from its file, a piece at a time; each piece is drained before the
+        next is read (RFC 5321 4.5.3.2.5: 3 minutes per data block)."""
+        self._conn.send_body_part(prefix)
+        try:
+            f: BinaryIO = await asyncio.to_thread(open, message.path, "rb")
+        except OSError as exc:
+            raise DeliveryError(f"message file unreadable: {exc}", remote_mta=self.remote_name) from None
+        try:
+            while True:
+                piece = await asyncio.to_thread(f.read, CHUNK)
+                if not piece:
+                    break
+                self._conn.send_body_part(piece)
+                self._writer.write(self._conn.data_to_send())
+                await asyncio.wait_for(self._writer.drain(), self.timeouts.command)
+        except (OSError, TimeoutError) as exc:
+            raise DeliveryError(f"connection to {self.remote_name} lost: {exc or type(exc).__name__}",
+                                remote_mta=self.remote_name) from None
+        finally:
+            f.close()
+        self._conn.end_body()
 
     def _result(self, address: str, reply: Reply) -> RecipientResult:
         return RecipientResult(address=address, code=reply.code, enhanced=reply.enhanced, text=reply.text,

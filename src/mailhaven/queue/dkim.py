@@ -7,13 +7,21 @@ header (so a domain can publish an RSA and an Ed25519 selector side by side and 
 verifiable by old and new verifiers alike). Canonicalisation relaxed/relaxed; the signed
 header fields are the ones a forwarder must not change, From: signed twice so nobody
 can add a second one (RFC 6376 8.15).
+
+Signing never holds the message: :class:`BodyHash` computes ``bh=`` over the body a piece
+at a time (RFC 6376 3.4.3/3.4.4, 3.7), only the header block is parsed (up to
+:data:`HEADER_LIMIT`), and dkimpy signs the header fields with that body hash.
 """
 
 from __future__ import annotations
 
 import base64
 import email.utils
+import hashlib
 import os
+import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -21,15 +29,23 @@ from pathlib import Path
 from typing import Any
 
 import dkim
+import dkim.crypto
+import nacl.encoding
+import nacl.signing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from ..datadir import private_dir
+from ..message.lineends import LineEndStream
 
 SIGNED_HEADERS = (b"from", b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to",
                   b"in-reply-to", b"references", b"mime-version", b"content-type",
                   b"content-transfer-encoding", b"list-unsubscribe", b"list-unsubscribe-post")
 ALGORITHMS = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
+HEADER_LIMIT = 1024 * 1024
+"""A header block longer than this is not signed (the message still goes)."""
+_WSP = re.compile(rb"[\t ]+")
+_PARTIAL_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,15 +137,150 @@ class Signer:
     def sign(self, message: bytes) -> bytes:
         """DKIM-Signature header lines to put in front of ``message`` (``b""`` without a key
         for its From: domain)."""
-        domain = self.domain_of(message)
-        keys = self.by_domain.get(domain or "", [])
+        return self.sign_pieces([message])
+
+    def sign_pieces(self, pieces: Iterable[bytes]) -> bytes:
+        """:meth:`sign` for a message given a piece at a time (its file, read in chunks):
+        holds its header block and one piece, never the body. The body hashed is the one
+        sent: line ends normalised, ending with CRLF (what ``DotStuffer`` sends)."""
+        lines = LineEndStream()
+        head = bytearray()
+        body: BodyHash | None = None
+        keys: list[Key] = []
+
+        def take(data: bytes) -> bool:
+            """False once the message turns out not to need signing."""
+            nonlocal body, keys
+            if body is not None:
+                body.feed(data)
+                return True
+            start = max(0, len(head) - 3)
+            head.extend(data)
+            end = head.find(b"\r\n\r\n", start)
+            if end < 0:
+                return len(head) <= HEADER_LIMIT
+            rest = bytes(head[end + 4:])
+            del head[end + 4:]
+            keys = self.by_domain.get(self.domain_of(bytes(head)) or "", [])
+            if not keys:
+                return False
+            body = BodyHash(b"relaxed")
+            body.feed(rest)
+            return True
+
+        for piece in pieces:
+            if not take(lines.feed(piece)):
+                return b""
+        if not take(lines.finish()):
+            return b""
+        if body is None:                          # RFC 5322 2.1: a message of header only
+            keys = self.by_domain.get(self.domain_of(bytes(head)) or "", [])
+            body = BodyHash(b"relaxed")
+        header = bytes(head)
+        bodyhash = body.digest()
         out = b""
         for key in keys:
-            present = [h for h in SIGNED_HEADERS if h == b"from" or _has_header(message, h)]
-            out += dkim.sign(message, key.selector.encode(), key.domain.encode(), key.private,
-                             canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=ALGORITHMS[key.algorithm],
-                             include_headers=present, linesep=b"\r\n")
+            present = [h for h in SIGNED_HEADERS if h == b"from" or _has_header(header, h)]
+            out += HeaderSigner(header, ALGORITHMS[key.algorithm]).sign_with_body_hash(
+                key, include_headers=present, bodyhash=bodyhash)
         return out
+
+
+class BodyHash:
+    """The body hash (RFC 6376 3.7) over pieces of a CRLF-only body, canonicalised as it
+    goes: ``relaxed`` (3.4.4: WSP runs become one SP, WSP before a line end goes) or
+    ``simple`` (3.4.3); empty lines at the end are held back and dropped (both), since
+    whether a blank line is "at the end" is known only when content follows or not.
+    Holds one partial line at most (a very long one is hashed in pieces)."""
+
+    def __init__(self, canon: bytes = b"relaxed") -> None:
+        if canon not in (b"relaxed", b"simple"):
+            raise ValueError(f"unknown body canonicalization {canon!r}")
+        self.relaxed = canon == b"relaxed"
+        self._hash = hashlib.sha256()
+        self._partial = b""
+        self._blank = 0                           # empty lines not yet known to be inside
+        self._in_line = False                     # part of the current line already hashed
+        self._any = False
+
+    def feed(self, data: bytes) -> None:
+        """``data``: CRLF line ends only; a piece must not end between CR and LF."""
+        data = self._partial + data
+        cut = data.rfind(b"\r\n")
+        if cut >= 0:
+            for line in data[:cut].split(b"\r\n"):
+                self._line(line)
+            data = data[cut + 2:]
+        self._partial = data
+        if len(data) > _PARTIAL_LIMIT:
+            self._part_of_line()
+
+    def digest(self) -> bytes:
+        """The base64 ``bh=`` value; the body ends here (a last line without CRLF counts
+        as ended by one, as dkimpy does)."""
+        if self._partial or self._in_line:
+            self._line(self._partial)
+            self._partial = b""
+        if not self._any and not self.relaxed:
+            self._hash.update(b"\r\n")            # 3.4.3: an empty body is one CRLF
+        return base64.b64encode(self._hash.digest())
+
+    def _canon(self, text: bytes) -> bytes:
+        return _WSP.sub(b" ", text).rstrip(b" ") if self.relaxed else text
+
+    def _line(self, line: bytes) -> None:
+        text = self._canon(line)
+        if not text and not self._in_line:
+            self._blank += 1
+            return
+        self._flush_blank()
+        self._hash.update(text + b"\r\n")
+        self._in_line = False
+
+    def _part_of_line(self) -> None:
+        """Hash the first part of a long unfinished line, holding back its trailing WSP
+        (which a CRLF after it would remove)."""
+        data = self._partial
+        keep = len(data) - len(data.rstrip(b" \t")) if self.relaxed else 0
+        head, tail = data[:len(data) - keep], data[len(data) - keep:]
+        if head:
+            self._flush_blank()
+            self._hash.update(_WSP.sub(b" ", head) if self.relaxed else head)
+            self._in_line = True
+        self._partial = b" " if (tail and self.relaxed) else tail
+
+    def _flush_blank(self) -> None:
+        if self._blank:
+            self._hash.update(b"\r\n" * self._blank)
+            self._blank = 0
+        self._any = True
+
+
+class HeaderSigner(dkim.DKIM):  # type: ignore[misc]
+    """dkimpy's signer given the header block only and a body hash computed elsewhere:
+    the DKIM-Signature fields of RFC 6376 3.5, then the header hash and signature (3.7)
+    by dkimpy's own ``gen_header``, as its ``sign`` does."""
+
+    def __init__(self, header: bytes, algorithm: bytes) -> None:
+        super().__init__(header, signature_algorithm=algorithm, linesep=b"\r\n")
+
+    def sign_with_body_hash(self, key: Key, *, include_headers: list[bytes], bodyhash: bytes) -> bytes:
+        if self.signature_algorithm == b"ed25519-sha256":
+            pk: Any = nacl.signing.SigningKey(key.private, encoder=nacl.encoding.Base64Encoder)
+        else:
+            pk = dkim.crypto.parse_pem_private_key(key.private)
+        canon = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+        include = tuple(h.lower() for h in include_headers)
+        self.include_headers = include
+        self.hasher = dkim.HASH_ALGORITHMS[self.signature_algorithm]
+        domain, selector = key.domain.encode(), key.selector.encode()
+        fields = [
+            (b"v", b"1"), (b"a", self.signature_algorithm), (b"c", canon.to_c_value()),
+            (b"d", domain), (b"i", b"@" + domain), (b"q", b"dns/txt"), (b"s", selector),
+            (b"t", str(int(time.time())).encode()), (b"h", b" : ".join(include)),
+            (b"bh", bodyhash), (b"b", b"0" * 60),
+        ]
+        return b"DKIM-Signature: " + bytes(self.gen_header(fields, include, canon, b"DKIM-Signature", pk))
 
 
 def _has_header(message: bytes, name: bytes) -> bool:

@@ -26,13 +26,22 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..localdelivery import deliver_local
 from ..logs import Log
 from ..store.api import StorageFull
 from .api import OutboundMessage, OutboundRecipient
-from .delivery import DeliveryError, DestinationSession, Envelope, Outcome, Timeouts
+from .delivery import (
+    CHUNK,
+    DeliveryError,
+    DestinationSession,
+    Envelope,
+    FileMessage,
+    Outcome,
+    Timeouts,
+)
 from .dsn import DSNRecipient, build_dsn, wants_dsn
 from .mx import Backoff, RouteError, Router
 from .store import Entry, QueueStore, queue_store
@@ -174,15 +183,14 @@ class QueueRunner:
         try:
             for index, group in enumerate(groups):
                 first = group[0]
-                raw = await self.store.read_blob(first.blob_id)
-                prefix = self._sign(raw)
+                message, prefix = await self._load(first.blob_id)
                 envelope = Envelope(
                     mail_from=first.mail_from, envid=first.envid, ret=first.ret, body=first.body,
                     smtputf8=first.smtputf8,
                     recipients=tuple(OutboundRecipient(address=e.rcpt, notify=e.notify, orcpt=e.orcpt)
                                      for e in group))
                 try:
-                    results = await session.send(envelope, raw, prefix=prefix)
+                    results = await session.send(envelope, message, prefix=prefix)
                 except DeliveryError as exc:
                     lost = Outcome(code=0, enhanced="4.4.2", text=exc.text, remote_mta=session.remote_name)
                     for rest in groups[index:]:
@@ -195,11 +203,21 @@ class QueueRunner:
         finally:
             await session.close()
 
-    def _sign(self, raw: bytes) -> bytes:
+    async def _load(self, blob_id: str) -> tuple[bytes | FileMessage, bytes]:
+        """The message to send (its file when it has one, so it is never read whole) and
+        its DKIM-Signature fields, computed from the file a chunk at a time off the loop."""
+        path = self.store.blob_path(blob_id)
+        if path is None:                                 # inline or in PostgreSQL
+            raw = await self.store.read_blob(blob_id)
+            return raw, await asyncio.to_thread(self._sign, lambda: iter((raw,)))
+        size = (await asyncio.to_thread(os.stat, path)).st_size
+        return FileMessage(path=path, size=size), await asyncio.to_thread(self._sign, lambda: _file_pieces(path))
+
+    def _sign(self, pieces: Callable[[], Iterator[bytes]]) -> bytes:
         if self._signer is None:
             return b""
         try:
-            return bytes(self._signer.sign(raw))
+            return bytes(self._signer.sign_pieces(pieces()))
         except Exception:  # noqa: BLE001 - unsigned mail beats no mail
             self.log.error("DKIM signing failed", exc=True)
             return b""
@@ -275,6 +293,12 @@ class QueueRunner:
             await self.enqueue(OutboundMessage(blob=blob, mail_from="", recipients=(
                 OutboundRecipient(address=entry.mail_from, notify=frozenset({"NEVER"})),)))
         self.log.info("dsn", id=entry.id, action=action, to=entry.mail_from)
+
+
+def _file_pieces(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while piece := f.read(CHUNK):
+            yield piece
 
 
 def _load_signer(ctx: Any) -> Any:

@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .codes import Reply
-from .content import dot_stuff
+from .content import DotStuffer, dot_stuff
 from .replies import NEED_DATA, Ehlo, ReplyError, ReplyReader, _NeedData, parse_ehlo
 
 __all__ = ["NEED_DATA", "ClientConnection", "ClientError", "ClientState", "Event", "Greeting",
@@ -123,6 +123,7 @@ class ClientConnection:
         self._events: deque[Event] = deque()
         self._greeted = False
         self._tx: _Transaction | None = None
+        self._stuffer: DotStuffer | None = None
 
     # -- bytes in and out --------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -204,6 +205,24 @@ class ClientConnection:
         if self.state is not ClientState.SENDING_BODY:
             raise ClientError("send_body without a 354")
         self._out += dot_stuff(message) + b".\r\n"
+        self._pending.append(("BODY", ""))
+
+    def send_body_part(self, data: bytes) -> None:
+        """A piece of the message after 354, for a message sent from its file: dot-stuffed
+        across pieces (:class:`DotStuffer`). :meth:`end_body` ends it; write
+        :meth:`data_to_send` after each piece so no more than one is held."""
+        if self.state is not ClientState.SENDING_BODY:
+            raise ClientError("send_body_part without a 354")
+        if self._stuffer is None:
+            self._stuffer = DotStuffer()
+        self._out += self._stuffer.feed(data)
+
+    def end_body(self) -> None:
+        """The rest of a message given by :meth:`send_body_part`, CRLF, then ``.``."""
+        if self.state is not ClientState.SENDING_BODY:
+            raise ClientError("end_body without a 354")
+        stuffer, self._stuffer = self._stuffer or DotStuffer(), None
+        self._out += stuffer.finish() + b".\r\n"
         self._pending.append(("BODY", ""))
 
     # -- internals ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ How line ends are handled (the no-SMTP-smuggling rule, decided here once):
 
 from __future__ import annotations
 
-from ..message.lineends import normalize_line_ends
+from ..message.lineends import LineEndStream, normalize_line_ends
 
 _END = b".\r\n"
 
@@ -114,3 +114,29 @@ def dot_stuff(data: bytes) -> bytes:
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data
+
+
+class DotStuffer:
+    """:func:`dot_stuff` a piece at a time, for a message sent from its file (RFC 5321
+    4.5.2): line ends normalised across pieces, a ``.`` doubled wherever a line starts,
+    also when the line started in the previous piece's last bytes."""
+
+    def __init__(self) -> None:
+        self._lines = LineEndStream()
+        self._at_line_start = True
+
+    def feed(self, data: bytes) -> bytes:
+        return self._stuff(self._lines.feed(data))
+
+    def finish(self) -> bytes:
+        """The rest, ending with CRLF; add ``.\r\n`` yourself."""
+        return self._stuff(self._lines.finish())
+
+    def _stuff(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        if self._at_line_start and data.startswith(b"."):
+            data = b"." + data
+        data = data.replace(b"\r\n.", b"\r\n..")
+        self._at_line_start = data.endswith(b"\r\n")
+        return data

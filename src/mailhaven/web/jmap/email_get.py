@@ -7,11 +7,13 @@ parser only when asked for.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email.utils
 from typing import Any
 
 from ...message.summary import message_ids, parse_addresses
+from . import largeparts
 from .core import get_ids, properties
 from .parts import body_lists, body_part, body_value, parse_message, walk
 from .registry import Call, MethodError, ids, method
@@ -21,6 +23,8 @@ DEFAULT_PROPS = ["id", "blobId", "threadId", "mailboxIds", "keywords", "size", "
                  "inReplyTo", "references", "sender", "from", "to", "cc", "bcc", "replyTo", "subject", "sentAt",
                  "hasAttachment", "preview", "bodyValues", "textBody", "htmlBody", "attachments"]
 PROPS = set(DEFAULT_PROPS) | {"bodyStructure", "headers"}
+LARGE = 2 * 1024 * 1024
+"""Messages above this size are read for Email/get with :mod:`largeparts`."""
 BODY_PROPS = {"bodyValues", "textBody", "htmlBody", "attachments", "bodyStructure", "headers"}
 DEFAULT_BODY_PROPS = ["partId", "blobId", "size", "name", "type", "charset", "disposition", "cid", "language",
                       "location"]
@@ -200,10 +204,24 @@ async def email_get(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         message = found.get(jid)
         if message is None:
             continue
+        path = call.store.blob_path(message.blob_id) if needs_raw and message.size > LARGE else None
+        structure = (message.summary.get("imap") or {}).get("body") if path else None
+        if path and structure:
+            out.append(await asyncio.to_thread(_large_email_object, message, path, structure, props, args))
+            continue
         raw = bytes(await call.store.read_blob(message.blob_id)) if needs_raw else None
         out.append(email_object(message, raw, props, args))
     return {"accountId": call.account_id, "state": state, "list": out,
             "notFound": [j for j in wanted if j not in found]}
+
+
+def _large_email_object(message: Any, path: str, structure: dict[str, Any], props: list[str],
+                        args: dict[str, Any]) -> dict[str, Any]:
+    """:func:`email_object` of a large message from its file: large leaf bodies stay there."""
+    reduced, cuts = largeparts.skeleton(path, structure)
+    parsed = parse_message(reduced)
+    largeparts.mark(parsed, cuts, walk(parsed))
+    return email_object(message, None, props, args, parsed=parsed)
 
 
 @method("Email/changes")

@@ -14,6 +14,7 @@ from email.message import Message
 from typing import Any
 
 from ...message.structure import stdlib_bounded
+from .largeparts import file_of
 
 _POLICY = email.policy.compat32
 
@@ -78,7 +79,10 @@ def body_part(message_id: int, pid: str, part: Message, *, with_headers: bool = 
     disposition = part.get_content_disposition()
     multipart = part.is_multipart()
     size = 0
-    if not multipart:
+    file = file_of(part)
+    if file is not None:
+        size = file.decoded_size()
+    elif not multipart:
         try:
             payload = part.get_payload(decode=True)
             size = len(payload) if isinstance(payload, bytes) else 0
@@ -170,9 +174,12 @@ def body_lists(msg: Message) -> tuple[list[tuple[str, Message]], list[tuple[str,
     return text, html, attachments
 
 
-def text_of(part: Message) -> str:
+def text_of(part: Message, limit: int | None = None) -> str:
+    """The part's text; from its file (only about ``limit`` bytes of it) when it is a
+    large part left there."""
+    file = file_of(part)
     try:
-        payload = part.get_payload(decode=True)
+        payload = file.decoded(limit) if file is not None else part.get_payload(decode=True)
     except Exception:  # noqa: BLE001
         payload = None
     if not isinstance(payload, bytes):
@@ -185,7 +192,7 @@ def text_of(part: Message) -> str:
 
 
 def body_value(part: Message, max_bytes: int) -> dict[str, Any]:
-    value = text_of(part)
+    value = text_of(part, max_bytes or None)
     truncated = False
     if max_bytes and len(value.encode("utf-8")) > max_bytes:
         value = value.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
