@@ -33,6 +33,10 @@ if header :is "subject" "copy me" { redirect :copy "carol@remote.example"; stop;
 redirect "carol@remote.example";
 '''
 
+VACATION = '''require ["vacation", "vacation-seconds"];
+vacation :seconds 3600 :addresses ["victor@nyu.example"] "I am away until Monday.";
+'''
+
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
@@ -52,6 +56,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             script = root / "bob.sieve"
             script.write_text(SCRIPT)
             nyu.admin("sieve", "put", "bob@nyu.example", str(script))
+            nyu.add_user("vic@nyu.example")
+            away = root / "vic.sieve"
+            away.write_text(VACATION)
+            nyu.admin("sieve", "put", "vic@nyu.example", str(away))
             yield {"nyu": nyu, "sink": sink}
         finally:
             nyu.stop()
@@ -127,3 +135,34 @@ def test_srs_addresses_reverse_only_with_our_key_and_in_time() -> None:
     assert srs.reverse(address.replace("=Alice@", "=Eve@"), key, now) is None    # tampered
     assert srs.forward("", "nyu.example", key, now) == ""                        # bounces stay bounces
     assert srs.forward(address, "nyu.example", key, now) == address              # not rewritten twice
+
+
+def test_vacation_replies_once_per_sender_and_never_to_a_list(net: dict[str, Any]) -> None:
+    nyu, sink = net["nyu"], net["sink"]
+    _send("alice@lancs.example", "vic@nyu.example",
+          b"From: alice@lancs.example\r\nTo: Vic <vic@nyu.example>\r\nSubject: meeting\r\n"
+          b"Message-ID: <m1@lancs.example>\r\n\r\nTomorrow?\r\n")
+    reply = wait_for(lambda: _arrived(sink, b"Auto: meeting"), what="the vacation reply")[0]
+    assert reply.mail_from == "" and reply.rcpt_to == ["alice@lancs.example"]    # RFC 3834 3.3
+    assert b"\r\nAuto-Submitted: auto-replied\r\n" in reply.data
+    assert b"\r\nIn-Reply-To: <m1@lancs.example>\r\n" in reply.data
+    assert b"\r\nReferences: <m1@lancs.example>\r\n" in reply.data
+    assert b"From: vic@nyu.example\r\n" in reply.data and b"I am away until Monday." in reply.data
+
+    _send("alice@lancs.example", "vic@nyu.example",                  # within the hour: no second reply
+          b"From: alice@lancs.example\r\nTo: vic@nyu.example\r\nSubject: meeting again\r\n\r\n?\r\n")
+    _send("owner-dev@lists.example.org", "vic@nyu.example",          # a list message: never
+          b"From: dave@lancs.example\r\nTo: dev@lists.example.org, vic@nyu.example\r\nSubject: release\r\n"
+          b"List-Id: <dev.lists.example.org>\r\n\r\nOut.\r\n")
+    _send("erin@lancs.example", "vic@nyu.example",                   # Bcc: vic is not in To/Cc
+          b"From: erin@lancs.example\r\nTo: team@lancs.example\r\nSubject: bcc note\r\n\r\nFYI\r\n")
+    _send("frank@lancs.example", "vic@nyu.example",                  # :addresses names victor@
+          b"From: frank@lancs.example\r\nTo: victor@nyu.example\r\nSubject: alias note\r\n\r\nHi\r\n")
+    wait_for(lambda: _arrived(sink, b"Auto: alias note"), what="the reply for an :addresses match")
+    import time
+    time.sleep(2)                                                     # the queue polls every second
+    assert len(_arrived(sink, b"Auto: meeting")) == 1
+    assert not _arrived(sink, b"Auto: meeting again") and not _arrived(sink, b"Auto: release")
+    assert not _arrived(sink, b"Auto: bcc note")
+    import json
+    assert len(json.loads(nyu.admin("mailbox", "list", "vic@nyu.example", "--json").stdout)) == 5   # all kept

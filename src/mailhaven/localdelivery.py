@@ -7,7 +7,7 @@ actions are carried out: keep into INBOX, fileinto into the named mailbox (made 
 discard stores nothing. ``reject``/``ereject`` are returned to the caller, who can refuse
 the message in SMTP when every recipient rejected it. ``redirect`` hands a copy to the
 outbound queue (sieve/forward.py: SRS envelope sender, Delivered-To loop check, hourly
-limit). Not yet: a rejection DSN when SMTP cannot refuse.
+limit); ``vacation`` queues an automatic reply (sieve/vacation.py). Not yet: a rejection DSN when SMTP cannot refuse.
 A script that fails at run time gives the implicit keep (RFC 5228 2.10.6)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from functools import lru_cache
 
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
 from .sieve.forward import redirect
+from .sieve.vacation import respond
 from .store.api import BlobRef, DeliveryResult, InvalidName, Store, StoreError
 
 log = logging.getLogger("mailhaven.sieve")
@@ -97,6 +98,8 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
             if action.kind == "redirect" and not await redirect(
                     store, raw, account_id, rcpt_of[account_id], action.address or "", mail_from=mail_from):
                 actions[i] = Action(kind="keep", mailbox="INBOX")   # not sent: kept rather than lost
+            elif action.kind == "vacation" and action.vacation is not None:
+                await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)
         await _carry_out(store, blob, account_id, actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
         outcome.results.extend(await store.deliver(blob, list(outcome.rejected)))
