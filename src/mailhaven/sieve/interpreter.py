@@ -5,7 +5,6 @@ the current flags at each fileinto/keep; discard cancels only the implicit keep.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,8 +183,8 @@ def _vacation(st: _State, cmd: Command) -> None:
     tags = cmd.tags
     if "seconds" in tags:                                           # RFC 6131 2: 0 = every time
         seconds = int(tags["seconds"])
-    elif "days" in tags:                                            # RFC 5230 4.1: 0 allowed with seconds
-        seconds = int(tags["days"]) * DAY
+    elif "days" in tags:                                            # RFC 5230 4.1: at least one
+        seconds = max(1, int(tags["days"])) * DAY
     else:
         seconds = DEFAULT_DAYS * DAY
     reason = _expand(st, cmd.args[0])
@@ -195,9 +194,10 @@ def _vacation(st: _State, cmd: Command) -> None:
     mime = "mime" in tags
     if "handle" in tags:
         handle = _expand(st, tags["handle"])
-    else:                                                           # RFC 5230 4.2: from the arguments
-        handle = hashlib.sha256("\0".join([reason, subject or "", sender or "", *addresses,
-                                            str(mime)]).encode()).hexdigest()[:32]
+    else:                                                           # RFC 5230 4.2, as Pigeonhole makes it:
+        handle = "".join([cmd.args[0], tags.get("subject", "<default-subject>"),   # the unexpanded text
+                          tags.get("from", "<default-from>"),
+                          "<MIME>" if mime else "<NO-MIME>"])
     if len(st.actions) >= st.limits.max_actions:
         raise SieveRuntimeError("too many actions")
     st.actions.append(Action(kind="vacation", reason=reason, vacation=Vacation(

@@ -11,6 +11,7 @@ reply with the same handle went to the same sender within the period."""
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import re
 import time
@@ -94,7 +95,8 @@ async def respond(store: Any, raw: bytes, account_id: int, rcpt: str, vacation: 
     header = BytesHeaderParser(policy=compat32).parsebytes(head)
     own = {a.lower() for a in await store.addresses_of(account_id)} | {rcpt.lower()}
     why = should_reply(header, mail_from, own, vacation.addresses)
-    if why is None and not await store.vacation_reply_due(account_id, mail_from, vacation.handle,
+    handle = hashlib.sha256(vacation.handle.encode()).hexdigest()       # the handle may be long
+    if why is None and not await store.vacation_reply_due(account_id, mail_from, handle,
                                                           now=now, period=float(vacation.seconds)):
         why = "replied within the period"                               # RFC 5230 4.2
     if why is not None:
