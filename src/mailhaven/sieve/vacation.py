@@ -61,10 +61,24 @@ def should_reply(header: Any, mail_from: str, own: set[str], extra: tuple[str, .
     return None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())                                       # no header injection
+
+
+def reply_from(vacation: Vacation, rcpt: str, own: set[str]) -> str:
+    """RFC 5230 4.4 :from, only when it names one of the account's own addresses (no
+    replies in someone else's name); the recipient's address otherwise."""
+    if vacation.sender is not None:
+        found = email.utils.getaddresses([_one_line(vacation.sender)])
+        if len(found) == 1 and found[0][1].lower() in own:
+            return _one_line(vacation.sender)
+    return rcpt
+
+
 def build_reply(header: Any, vacation: Vacation, *, to: str, sender: str, hostname: str) -> bytes:
     """The reply (RFC 5230 5, RFC 3834 3)."""
-    original = _header_text(header.get("Subject") or "")
-    subject = vacation.subject if vacation.subject is not None else f"Auto: {original}"   # RFC 5230 4.3
+    original = _one_line(_header_text(header.get("Subject") or ""))
+    subject = _one_line(vacation.subject) if vacation.subject is not None else f"Auto: {original}"  # RFC 5230 4.3
     lines = [
         f"From: {sender}",
         f"To: <{to}>",
@@ -74,10 +88,10 @@ def build_reply(header: Any, vacation: Vacation, *, to: str, sender: str, hostna
         "Auto-Submitted: auto-replied",                                  # RFC 3834 5
         "MIME-Version: 1.0",
     ]
-    message_id = str(header.get("Message-ID") or "").strip()
+    message_id = _one_line(str(header.get("Message-ID") or ""))
     if message_id:                                                      # RFC 5230 5.8, RFC 3834 3.1.4
         lines.append(f"In-Reply-To: {message_id}")
-        references = " ".join(str(header.get("References") or "").split())
+        references = _one_line(str(header.get("References") or ""))
         lines.append(f"References: {(references + ' ' + message_id).strip()}")
     if vacation.mime:                                                   # RFC 5230 4.4: a MIME entity
         entity = vacation.reason.replace("\r\n", "\n").replace("\n", "\r\n")
@@ -102,7 +116,7 @@ async def respond(store: Any, raw: bytes, account_id: int, rcpt: str, vacation: 
     if why is not None:
         log.info("Sieve vacation of account %d: no reply to %s (%s)", account_id, mail_from or "<>", why)
         return False
-    reply = build_reply(header, vacation, to=mail_from, sender=vacation.sender or rcpt,
+    reply = build_reply(header, vacation, to=mail_from, sender=reply_from(vacation, rcpt, own),
                         hostname=rcpt.rpartition("@")[2])
     blob = await store.put_blob(reply)
     await store.queue_enqueue(OutboundMessage(                          # RFC 5230 5.1 (RFC 3834 3.3)
