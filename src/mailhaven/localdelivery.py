@@ -93,13 +93,19 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                      mailbox_exists=lambda name, names=names: name.lower() in names)   # type: ignore[misc]
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
-        actions = result.actions
-        for i, action in enumerate(actions):
-            if action.kind == "redirect" and not await redirect(
-                    store, raw, account_id, rcpt_of[account_id], action.address or "", mail_from=mail_from):
-                actions[i] = Action(kind="keep", mailbox="INBOX")   # not sent: kept rather than lost
-            elif action.kind == "vacation" and action.vacation is not None:
+        actions: list[Action] = []
+        junk = mailbox != "INBOX"              # the inbound checks' verdict: never forward or answer it
+        kept = False
+        for action in result.actions:
+            if action.kind == "redirect":
+                if (junk or not await redirect(store, raw, account_id, rcpt_of[account_id], action.address or "",
+                                               mail_from=mail_from)) and not action.copy and not kept:
+                    kept = True                                 # not sent: kept (once) rather than lost
+                    actions.append(Action(kind="keep", implicit=True))
+                continue
+            if action.kind == "vacation" and action.vacation is not None and not junk:
                 await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)
+            actions.append(action)
         await _carry_out(store, blob, account_id, actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
         outcome.results.extend(await store.deliver(blob, list(outcome.rejected)))
@@ -119,7 +125,7 @@ async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list
     for action in actions:
         if action.kind not in ("keep", "fileinto"):
             continue
-        mailbox = action.mailbox or keep
+        mailbox = keep if action.implicit else action.mailbox or keep   # implicit keep: Junk for junk
         if action.kind == "fileinto" and mailbox.lower() not in names:
             mailbox = await _create(store, account_id, mailbox, names) if action.create else "INBOX"
         stored.extend(await store.deliver(blob, [account_id], mailbox=names.get(mailbox.lower(), mailbox),
