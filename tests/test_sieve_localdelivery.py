@@ -82,3 +82,14 @@ async def test_redirect_and_vacation_queue_mail_but_never_for_junk(store) -> Non
     queued = {(e.rcpt, e.mail_from.split("=")[0]) for e in await store.queue_list()}
     assert queued == {("carol@remote.example", "SRS0"), ("alice@example.org", "")}
     assert await _contents(store, bob) == {"INBOX": [[]], "Junk": [[]]}
+
+
+async def test_redirects_past_the_hourly_limit_are_kept(store, monkeypatch) -> None:
+    from mailhaven.sieve import forward
+
+    monkeypatch.setattr(forward, "REDIRECTS_PER_HOUR", 2)
+    (bob,), blob = await _setup(store, 'redirect "carol@remote.example";', "bob@nyu.example")
+    for _ in range(3):
+        got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="alice@example.org")
+    assert len(await store.queue_list()) == 2                      # the third is over the limit
+    assert await _contents(store, bob) == {"INBOX": [[]]} and got.results[0].account_id == bob
