@@ -53,3 +53,16 @@ def test_sieve_test_json(tmp_path):
     assert r.returncode == 1
     assert json.loads(r.stdout) == {"actions": [], "errors": [
         {"line": 2, "column": 10, "message": "fileinto has no tag :nope"}]}
+
+
+def test_sieve_test_json_shows_the_vacation_reply(tmp_path):
+    script = tmp_path / "v.sieve"
+    script.write_text('require ["vacation", "vacation-seconds"];\n'
+                      'vacation :seconds 600 :subject "Away" :addresses ["b@nyu.example"] :handle "h" "Back Monday.";\n')
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n")
+    out = run_cli(tmp_path / "data", "sieve", "test", str(script), str(msg), "--json").stdout
+    assert json.loads(out)["actions"] == [
+        {"action": "vacation", "reason": "Back Monday.", "implicit": False, "seconds": 600, "handle": "h",
+         "mime": False, "addresses": ["b@nyu.example"], "subject": "Away"},
+        {"action": "keep", "mailbox": "INBOX", "flags": [], "implicit": True}]

@@ -68,3 +68,28 @@ async def test_reject_only_when_the_message_can_be_refused(store) -> None:
 def test_imap_flags() -> None:
     assert imap_flags(["\\seen", "\\FLAGGED", "$Label", "\\Recent", "a(b", "ok"]) == \
         ["\\Seen", "\\Flagged", "$Label", "ok"]
+
+
+async def test_redirect_and_vacation_queue_mail_but_never_for_junk(store) -> None:
+    script = ('require ["vacation", "copy"]; redirect :copy "carol@remote.example"; '
+              'vacation :addresses "dev@example.org" "Away.";')
+    (bob,), blob = await _setup(store, script, "bob@nyu.example")
+    junk = await store.put_blob(RAW.replace(b"List-Id: <dev.example.org>\r\n", b"To: dev@example.org\r\n"))
+    await deliver_local(store, junk, {"bob@nyu.example": [bob]}, mail_from="alice@example.org", mailbox="Junk")
+    assert await store.queue_list() == []                          # spam is neither forwarded nor answered
+    assert await _contents(store, bob) == {"Junk": [[]]}
+    await deliver_local(store, junk, {"bob@nyu.example": [bob]}, mail_from="alice@example.org")
+    queued = {(e.rcpt, e.mail_from.split("=")[0]) for e in await store.queue_list()}
+    assert queued == {("carol@remote.example", "SRS0"), ("alice@example.org", "")}
+    assert await _contents(store, bob) == {"INBOX": [[]], "Junk": [[]]}
+
+
+async def test_redirects_past_the_hourly_limit_are_kept(store, monkeypatch) -> None:
+    from mailhaven.sieve import forward
+
+    monkeypatch.setattr(forward, "REDIRECTS_PER_HOUR", 2)
+    (bob,), blob = await _setup(store, 'redirect "carol@remote.example";', "bob@nyu.example")
+    for _ in range(3):
+        got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="alice@example.org")
+    assert len(await store.queue_list()) == 2                      # the third is over the limit
+    assert await _contents(store, bob) == {"INBOX": [[]]} and got.results[0].account_id == bob

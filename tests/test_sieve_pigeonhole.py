@@ -57,6 +57,16 @@ SCRIPTS = {
                '{ fileinto "Urgent"; }',
     "copy": 'require ["fileinto", "copy"]; fileinto :copy "Archive"; redirect :copy "x@example.net";',
     "redirect": 'redirect "elsewhere@example.net";',
+    "vacation": 'require "vacation"; vacation "I am away.";',
+    "vacation-tags": 'require ["vacation", "vacation-seconds"]; vacation :seconds 3600 :subject "Away" '
+                     ':from "bob@example.com" :addresses ["bob@example.com"] "gone";',
+    "vacation-days": 'require "vacation"; vacation :days 3 :handle "h1" :subject "Out" "back soon";',
+    "vacation-max": 'require "vacation"; vacation :days 365 :mime "x";',
+    "vacation-vars": 'require ["vacation", "variables", "fileinto"]; if header :matches "subject" "*" '
+                     '{ vacation :subject "Re: ${1}" "away"; fileinto "Away"; }',
+    "vacation-twice": 'require "vacation"; vacation "a"; vacation "b";',
+    "vacation-reject": 'require ["vacation", "reject"]; vacation "a"; reject "no";',
+    "vacation-seconds-0": 'require ["vacation", "vacation-seconds"]; vacation :seconds 0 "always";',
     "create": 'require ["fileinto", "mailbox"]; fileinto :create "New/Folder";',
     "mailboxexists": 'require ["fileinto", "mailbox"]; if mailboxexists "INBOX" { fileinto "Yes"; }',
     "reject": 'require "reject"; if address :domain "from" "example.net" { reject "not from you"; }',
@@ -105,6 +115,10 @@ SCRIPTS = {
 
 _CONFIG = """mail_location = maildir:{dir}/mail
 {uid}
+plugin {{
+  sieve_extensions = +vacation-seconds
+  sieve_vacation_min_period = 0
+}}
 """
 
 
@@ -140,6 +154,7 @@ def _pigeonhole(workdir: pathlib.Path, name: str, script: str, msg: str) -> Norm
     assert proc.returncode == 0, proc.stderr + out
     actions: list[tuple[str, ...]] = []
     section = ""
+    vacation = False
     for line in out.splitlines():
         if line.startswith("Performed actions"):
             section = "performed"
@@ -156,8 +171,20 @@ def _pigeonhole(workdir: pathlib.Path, name: str, script: str, msg: str) -> Norm
                 actions.append(("reject", m.group(1)))
             elif text == "discard":
                 actions.append(("discard",))
+            elif text == "send vacation message:":
+                actions.append(("vacation",))
+                vacation = True
             else:
                 raise AssertionError(f"unknown sieve-test action {text!r}")
+        elif vacation and (m := re.match(r"    => (\w+) *: (.*)", line)):
+            actions[-1] = (*actions[-1], f"{m.group(1)}={m.group(2)}")
+        elif vacation and line == "START MESSAGE":
+            reason: list[str] = []
+        elif vacation and line == "END MESSAGE":
+            actions[-1] = (*actions[-1], "reason=" + "\n".join(reason))
+            vacation = False
+        elif vacation and "reason" in locals():
+            reason.append(line)
         elif line.startswith("        + add IMAP flags: "):
             last = actions[-1]
             actions[-1] = (*last[:2], _flags(line.split(": ", 1)[1]), last[3])
@@ -181,6 +208,11 @@ def _ours(script: str, msg: str) -> Normal:
             out.append(("redirect", a.address or ""))
         elif a.kind in ("reject", "ereject"):
             out.append(("reject", a.reason or ""))
+        elif a.kind == "vacation" and a.vacation is not None:
+            v = a.vacation
+            out.append(("vacation", f"seconds={v.seconds}", *([f"subject={v.subject}"] if v.subject is not None else []),
+                        *([f"from={v.sender}"] if v.sender is not None else []), f"handle={v.handle}",
+                        "reason=" + v.reason.replace("\r\n", "\n").rstrip("\n")))
         else:
             out.append((a.kind,))
     return tuple(out)
@@ -196,13 +228,14 @@ def test_same_actions_as_pigeonhole(workdir: pathlib.Path, name: str) -> None:
 
 def test_the_table_covers_every_outcome(workdir: pathlib.Path) -> None:
     """The comparison is not vacuous: the table makes Pigeonhole file, flag, redirect,
-    reject, discard and fail."""
+    reply (vacation), reject, discard and fail."""
     seen: set[str] = set()
     for name, script in SCRIPTS.items():
         for msg in ("list", "plain"):
             for action in _pigeonhole(workdir, name, script, msg):
-                seen.add(action[0] + ("+flags" if len(action) > 2 and action[2] else ""))
-    assert {"store", "store+flags", "implicit-keep", "implicit-keep+flags", "redirect",
+                flagged = action[0] != "vacation" and len(action) > 2 and action[2]
+                seen.add(action[0] + ("+flags" if flagged else ""))
+    assert {"store", "store+flags", "implicit-keep", "implicit-keep+flags", "redirect", "vacation",
             "reject", "discard", "error"} <= seen
 
 

@@ -883,3 +883,25 @@ async def test_sieve_scripts_one_active_per_account(backend):
     await s.remove_account("carol@nyu.example")                        # scripts go with the account
     again = await s.add_account("carol@nyu.example", "pw")
     assert await s.list_sieve_scripts(again.id) == []
+
+
+async def test_sieve_redirect_counter_vacation_memory_and_srs_key(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    assert await s.count_redirect(bob.id, now=1000.0, window=3600.0, limit=2)
+    assert await s.count_redirect(bob.id, now=1001.0, window=3600.0, limit=2)
+    assert not await s.count_redirect(bob.id, now=1002.0, window=3600.0, limit=2)   # limit reached
+    assert await s.count_redirect(carol.id, now=1002.0, window=3600.0, limit=2)     # per account
+    assert await s.count_redirect(bob.id, now=4600.5, window=3600.0, limit=2)       # the first aged out
+    assert not await s.count_redirect(bob.id, now=4600.6, window=3600.0, limit=2)
+
+    assert await s.vacation_reply_due(bob.id, "Alice@Lancs.example", "", now=1000.0, period=60.0)
+    assert not await s.vacation_reply_due(bob.id, "alice@lancs.example", "", now=1059.0, period=60.0)
+    assert await s.vacation_reply_due(bob.id, "alice@lancs.example", "other", now=1059.0, period=60.0)
+    assert await s.vacation_reply_due(carol.id, "alice@lancs.example", "", now=1059.0, period=60.0)
+    assert await s.vacation_reply_due(bob.id, "alice@lancs.example", "", now=1060.0, period=60.0)
+    assert not await s.vacation_reply_due(bob.id, "alice@lancs.example", "", now=1119.0, period=60.0)
+
+    key = await s.srs_key()
+    assert len(key) == 32 and await s.srs_key() == key

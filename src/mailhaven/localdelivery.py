@@ -5,8 +5,9 @@ account with one, the compiled script (cached by its text) runs on the message a
 actions are carried out: keep into INBOX, fileinto into the named mailbox (made first with
 ``:create``, else INBOX when it does not exist, as Pigeonhole does), IMAP flags on both,
 discard stores nothing. ``reject``/``ereject`` are returned to the caller, who can refuse
-the message in SMTP when every recipient rejected it. Not yet: ``redirect`` (the message is
-kept in INBOX instead, so nothing is lost) and a rejection DSN when SMTP cannot refuse.
+the message in SMTP when every recipient rejected it. ``redirect`` hands a copy to the
+outbound queue (sieve/forward.py: SRS envelope sender, Delivered-To loop check, hourly
+limit); ``vacation`` queues an automatic reply (sieve/vacation.py). Not yet: a rejection DSN when SMTP cannot refuse.
 A script that fails at run time gives the implicit keep (RFC 5228 2.10.6)."""
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
+from .sieve.forward import redirect
+from .sieve.vacation import respond
 from .store.api import BlobRef, DeliveryResult, InvalidName, Store, StoreError
 
 log = logging.getLogger("mailhaven.sieve")
@@ -90,7 +93,20 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                      mailbox_exists=lambda name, names=names: name.lower() in names)   # type: ignore[misc]
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
-        await _carry_out(store, blob, account_id, result.actions, names, outcome, keep=mailbox)
+        actions: list[Action] = []
+        junk = mailbox != "INBOX"              # the inbound checks' verdict: never forward or answer it
+        kept = False
+        for action in result.actions:
+            if action.kind == "redirect":
+                if (junk or not await redirect(store, raw, account_id, rcpt_of[account_id], action.address or "",
+                                               mail_from=mail_from)) and not action.copy and not kept:
+                    kept = True                                 # not sent: kept (once) rather than lost
+                    actions.append(Action(kind="keep", implicit=True))
+                continue
+            if action.kind == "vacation" and action.vacation is not None and not junk:
+                await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)
+            actions.append(action)
+        await _carry_out(store, blob, account_id, actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
         outcome.results.extend(await store.deliver(blob, list(outcome.rejected)))
         outcome.rejected.clear()
@@ -107,12 +123,9 @@ async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list
             outcome.rejected[account_id] = action.reason or ""
             return
     for action in actions:
-        if action.kind == "redirect":               # not yet: keep it rather than lose it
-            log.info("Sieve redirect to %s not implemented yet; kept in INBOX", action.address)
-            action = Action(kind="keep", mailbox="INBOX")
         if action.kind not in ("keep", "fileinto"):
             continue
-        mailbox = action.mailbox or keep
+        mailbox = keep if action.implicit else action.mailbox or keep   # implicit keep: Junk for junk
         if action.kind == "fileinto" and mailbox.lower() not in names:
             mailbox = await _create(store, account_id, mailbox, names) if action.create else "INBOX"
         stored.extend(await store.deliver(blob, [account_id], mailbox=names.get(mailbox.lower(), mailbox),

@@ -6,9 +6,24 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Vacation:
+    """What a ``vacation`` command asked for (RFC 5230 4, RFC 6131)."""
+
+    reason: str
+    seconds: int
+    """How long one reply to a sender lasts (:days in seconds, or :seconds)."""
+    handle: str
+    subject: str | None = None
+    sender: str | None = None
+    """:from"""
+    addresses: tuple[str, ...] = ()
+    mime: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Action:
     kind: str
-    """``keep``, ``fileinto``, ``discard``, ``redirect``, ``reject`` or ``ereject``."""
+    """``keep``, ``fileinto``, ``discard``, ``redirect``, ``reject``, ``ereject`` or ``vacation``."""
     mailbox: str | None = None
     """The folder for keep (INBOX) and fileinto."""
     address: str | None = None
@@ -23,3 +38,5 @@ class Action:
     """:copy (RFC 3894): this action did not cancel the implicit keep."""
     implicit: bool = False
     """The implicit keep (RFC 5228 2.10.2), not a keep the script wrote."""
+    vacation: Vacation | None = None
+    """The reply to send, for ``vacation``."""

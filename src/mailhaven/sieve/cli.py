@@ -57,6 +57,13 @@ def _action_json(action: Action) -> dict[str, Any]:
         out["create"] = True
     if action.copy:
         out["copy"] = True
+    if action.vacation is not None:                    # RFC 5230 4: what the reply would be
+        v = action.vacation
+        out.update({"seconds": v.seconds, "handle": v.handle, "mime": v.mime, "addresses": list(v.addresses)})
+        if v.subject is not None:
+            out["subject"] = v.subject
+        if v.sender is not None:
+            out["from"] = v.sender
     return out
 
 
@@ -67,6 +74,8 @@ def _action_text(action: Action) -> str:
     if action.flags:
         parts.append("flags " + " ".join(action.flags))
     parts += [t for t, on in (("(create)", action.create), ("(copy)", action.copy)) if on]
+    if action.vacation is not None:
+        parts.append(f"(every {action.vacation.seconds}s)")
     return " ".join(parts)
 
 

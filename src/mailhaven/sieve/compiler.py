@@ -170,12 +170,10 @@ class _Compiler:
                 groups.add(ts.group)
                 value: Any = True
                 if ts.argument is not None:
-                    if i >= len(items) or not isinstance(items[i], StringList):
-                        raise SieveError(f":{arg.name} needs a string argument", arg.line, arg.column)
-                    sl = items[i]
-                    assert isinstance(sl, StringList)
+                    if i >= len(items) or isinstance(items[i], Tag):
+                        raise SieveError(f":{arg.name} needs an argument", arg.line, arg.column)
                     i += 1
-                    value = self._kind(ts.argument, sl, f":{arg.name}")
+                    value = self._kind(ts.argument, items[i - 1], f":{arg.name}")
                 tags[arg.name] = value
             else:
                 positional.append(arg)

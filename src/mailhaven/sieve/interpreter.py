@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailhaven.sieve.actions import Action
+from mailhaven.sieve.actions import Action, Vacation
 from mailhaven.sieve.compiler import Command, Script, Test
 from mailhaven.sieve.errors import SieveRuntimeError
 from mailhaven.sieve.match import match_any
@@ -138,6 +138,8 @@ def _command(st: _State, cmd: Command) -> None:
     elif name in ("reject", "ereject"):                             # RFC 5429 2.1, 2.2
         _add(st, Action(kind=name, reason=_expand(st, cmd.args[0])))
         st.implicit_keep = False
+    elif name == "vacation":                                        # RFC 5230 4
+        _vacation(st, cmd)
     elif name in ("setflag", "addflag", "removeflag"):              # RFC 5232 3
         _flag_command(st, cmd)
     elif name == "set":                                             # RFC 5229 4
@@ -149,7 +151,7 @@ def _command(st: _State, cmd: Command) -> None:
 def _add(st: _State, action: Action) -> None:
     delivers = action.kind in ("keep", "fileinto", "redirect")
     for other in st.actions:                                        # RFC 5429 2.1
-        if (action.kind in ("reject", "ereject") and other.kind in ("keep", "fileinto", "redirect")) or \
+        if (action.kind in ("reject", "ereject") and other.kind in ("keep", "fileinto", "redirect", "vacation")) or \
                 (delivers and other.kind in ("reject", "ereject")):
             raise SieveRuntimeError("reject conflicts with an action that delivers the message")
     if action.kind in ("reject", "ereject") and any(a.kind in ("reject", "ereject") for a in st.actions):
@@ -165,6 +167,42 @@ def _add(st: _State, action: Action) -> None:
     if len(st.actions) >= st.limits.max_actions:
         raise SieveRuntimeError("too many actions")
     st.actions.append(action)
+
+
+DAY = 86400
+DEFAULT_DAYS = 7                                                    # RFC 5230 4.1: site-defined
+
+
+def _vacation(st: _State, cmd: Command) -> None:
+    """RFC 5230 4; the reply is decided by the caller (to whom, whether already sent).
+    Keeps the implicit keep (RFC 5230 4.7)."""
+    if any(a.kind == "vacation" for a in st.actions):
+        raise SieveRuntimeError("more than one vacation")
+    if any(a.kind in ("reject", "ereject") for a in st.actions):    # RFC 5230 4.7
+        raise SieveRuntimeError("vacation conflicts with reject")
+    tags = cmd.tags
+    if "seconds" in tags:                                           # RFC 6131 2: 0 = every time
+        seconds = int(tags["seconds"])
+    elif "days" in tags:                                            # RFC 5230 4.1: at least one
+        seconds = max(1, int(tags["days"])) * DAY
+    else:
+        seconds = DEFAULT_DAYS * DAY
+    reason = _expand(st, cmd.args[0])
+    subject = _expand(st, tags["subject"]) if "subject" in tags else None
+    sender = _expand(st, tags["from"]) if "from" in tags else None
+    addresses = tuple(_expand(st, a) for a in tags.get("addresses", ()))
+    mime = "mime" in tags
+    if "handle" in tags:
+        handle = _expand(st, tags["handle"])
+    else:                                                           # RFC 5230 4.2, as Pigeonhole makes it:
+        handle = "".join([cmd.args[0], tags.get("subject", "<default-subject>"),   # the unexpanded text
+                          tags.get("from", "<default-from>"),
+                          "<MIME>" if mime else "<NO-MIME>"])
+    if len(st.actions) >= st.limits.max_actions:
+        raise SieveRuntimeError("too many actions")
+    st.actions.append(Action(kind="vacation", reason=reason, vacation=Vacation(
+        reason=reason, seconds=seconds, handle=handle, subject=subject, sender=sender,
+        addresses=addresses, mime=mime)))
 
 
 def _action_flags(st: _State, cmd: Command) -> tuple[str, ...]:

@@ -76,6 +76,14 @@ COMMANDS: dict[str, Spec] = {
     "addflag": Spec(extension="imap4flags", positional=("l",), optional_leading="s"),
     "removeflag": Spec(extension="imap4flags", positional=("l",), optional_leading="s"),
     "set": Spec(extension="variables", positional=("s", "s"), tags=dict(_MODIFIERS)),
+    "vacation": Spec(extension="vacation", positional=("s",), tags={        # RFC 5230 4
+        "days": TagSpec(group="period", argument="n"),
+        "seconds": TagSpec(group="period", argument="n", extension="vacation-seconds"),   # RFC 6131 2
+        "subject": TagSpec(group="subject", argument="s"),
+        "from": TagSpec(group="from", argument="s"),
+        "addresses": TagSpec(group="addresses", argument="l"),
+        "mime": TagSpec(group="mime"),
+        "handle": TagSpec(group="handle", argument="s")}),
 }
 
 TESTS: dict[str, Spec] = {
@@ -101,7 +109,7 @@ TESTS: dict[str, Spec] = {
 
 EXTENSIONS = frozenset({
     "fileinto", "envelope", "imap4flags", "copy", "variables", "relational", "subaddress",
-    "mailbox", "body", "reject", "ereject", "encoded-character",
+    "mailbox", "body", "reject", "ereject", "encoded-character", "vacation", "vacation-seconds",
     "comparator-i;octet", "comparator-i;ascii-casemap", "comparator-i;ascii-numeric",
 })
 

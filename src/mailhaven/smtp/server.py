@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from ..auth.sasl import MECHANISMS, StoreMechanism
 from ..auth.throttle import LoginBlocked, LoginThrottle, shared_throttle
 from ..net.connection import NetConnection, ReadTimeout
 from ..net.listener import Listener
+from ..sieve.forward import reverse_srs
 from . import codes
 from .codes import Reply
 from .protocol import (
@@ -324,6 +326,11 @@ class Session:
         resolution, accounts = await self.listener.recipients.lookup(event.address)
         if not resolution.local_domain and event.address.lower() == f"postmaster@{self.app.config.hostname}".lower():
             resolution, accounts = await self._postmaster()
+        if resolution.local_domain and not resolution.account_ids and self.app.outbound is not None:
+            original = await reverse_srs(self.store, event.address)    # a bounce to a redirect of ours
+            if original is not None:
+                tx.add_remote(dataclasses.replace(event, address=original))
+                return codes.RECIPIENT_OK
         if not resolution.local_domain:
             if not self.conn.authenticated:
                 raise codes.RELAY_DENIED                         # RFC 5321 7.1: no open relay

@@ -641,3 +641,18 @@ class Store(Protocol):
     async def get_active_sieve_script(self, account_id: int) -> tuple[str, str] | None:
         """(name, text) of the active script, None when there is none."""
         ...
+
+    async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
+        """Count one Sieve redirect for the account at ``now`` unless ``limit`` were already
+        counted in the last ``window`` seconds (then False, nothing counted); atomic."""
+        ...
+
+    async def vacation_reply_due(self, account_id: int, sender: str, handle: str, *,
+                                 now: float, period: float) -> bool:
+        """RFC 5230 4.2: True (and remember ``now + period``) unless a reply to ``sender``
+        (case-insensitive) for this ``handle`` was sent less than its period ago; atomic."""
+        ...
+
+    async def srs_key(self) -> bytes:
+        """The server's secret for SRS addresses (RFC-less Sender Rewriting Scheme), made once."""
+        ...

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +23,22 @@ CREATE TABLE IF NOT EXISTS sieve_scripts (
     script TEXT NOT NULL,
     active BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (account_id, name)
+);
+CREATE TABLE IF NOT EXISTS sieve_redirects (
+    account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sieve_redirects_account ON sieve_redirects (account_id, at);
+CREATE TABLE IF NOT EXISTS sieve_vacation (
+    account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    sender TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    until DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account_id, sender, handle)
+);
+CREATE TABLE IF NOT EXISTS srs_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key BYTEA NOT NULL
 );
 """
 
@@ -83,3 +100,37 @@ class SieveMethods:
 
         row = await self.read(fetch)
         return (str(row[0]), str(row[1])) if row is not None else None
+
+    async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
+        async def count(tx: Tx) -> bool:
+            # One account's counter at a time: the row lock on the account serialises them.
+            await tx.conn.execute("SELECT 1 FROM accounts WHERE id=$1 FOR UPDATE", account_id)
+            await tx.conn.execute("DELETE FROM sieve_redirects WHERE account_id=$1 AND at<=$2",
+                                  account_id, now - window)
+            used = await tx.conn.fetchval("SELECT count(*) FROM sieve_redirects WHERE account_id=$1", account_id)
+            if used >= limit:
+                return False
+            await tx.conn.execute("INSERT INTO sieve_redirects (account_id, at) VALUES ($1,$2)", account_id, now)
+            return True
+
+        return await self.write(count)
+
+    async def vacation_reply_due(self, account_id: int, sender: str, handle: str, *,
+                                 now: float, period: float) -> bool:
+        async def due(tx: Tx) -> bool:
+            # The upsert happens only when the remembered period is over: one reply wins.
+            status = await tx.conn.execute(
+                "INSERT INTO sieve_vacation (account_id, sender, handle, until) VALUES ($1,$2,$3,$4) "
+                "ON CONFLICT (account_id, sender, handle) DO UPDATE SET until=excluded.until "
+                "WHERE sieve_vacation.until <= $5", account_id, sender.lower(), handle, now + period, now)
+            return bool(status.split()[-1] != "0")
+
+        return await self.write(due)
+
+    async def srs_key(self) -> bytes:
+        async def key(tx: Tx) -> bytes:
+            await tx.conn.execute("INSERT INTO srs_key (id, key) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                                  os.urandom(32))
+            return bytes(await tx.conn.fetchval("SELECT key FROM srs_key WHERE id=1"))
+
+        return await self.write(key)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,22 @@ CREATE TABLE IF NOT EXISTS sieve_scripts (
     script TEXT NOT NULL,
     active INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (account_id, name)
+);
+CREATE TABLE IF NOT EXISTS sieve_redirects (
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sieve_redirects_account ON sieve_redirects (account_id, at);
+CREATE TABLE IF NOT EXISTS sieve_vacation (
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    sender TEXT NOT NULL,
+    handle TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (account_id, sender, handle)
+);
+CREATE TABLE IF NOT EXISTS srs_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key BLOB NOT NULL
 );
 """
 
@@ -64,3 +81,35 @@ class SieveMethods:
         row = await self.db.read(lambda conn: conn.execute(
             "SELECT name, script FROM sieve_scripts WHERE account_id=? AND active=1", (account_id,)).fetchone())
         return (str(row[0]), str(row[1])) if row is not None else None
+
+    async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
+        def count(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM sieve_redirects WHERE account_id=? AND at<=?", (account_id, now - window))
+            used = conn.execute("SELECT count(*) FROM sieve_redirects WHERE account_id=?", (account_id,)).fetchone()[0]
+            if used >= limit:
+                return False
+            conn.execute("INSERT INTO sieve_redirects (account_id, at) VALUES (?,?)", (account_id, now))
+            return True
+
+        return await self.db.write(count)
+
+    async def vacation_reply_due(self, account_id: int, sender: str, handle: str, *,
+                                 now: float, period: float) -> bool:
+        def due(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT until FROM sieve_vacation WHERE account_id=? AND sender=? AND handle=?",
+                               (account_id, sender.lower(), handle)).fetchone()
+            if row is not None and row[0] > now:
+                return False
+            conn.execute("INSERT INTO sieve_vacation (account_id, sender, handle, until) VALUES (?,?,?,?) "
+                         "ON CONFLICT (account_id, sender, handle) DO UPDATE SET until=excluded.until",
+                         (account_id, sender.lower(), handle, now + period))
+            return True
+
+        return await self.db.write(due)
+
+    async def srs_key(self) -> bytes:
+        def key(conn: sqlite3.Connection) -> bytes:
+            conn.execute("INSERT OR IGNORE INTO srs_key (id, key) VALUES (1, ?)", (os.urandom(32),))
+            return bytes(conn.execute("SELECT key FROM srs_key WHERE id=1").fetchone()[0])
+
+        return await self.db.write(key)

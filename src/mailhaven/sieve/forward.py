@@ -1,0 +1,68 @@
+"""Carry out a Sieve ``redirect`` (RFC 5228 4.2): a copy of the message goes to the
+outbound queue with a ``Delivered-To:`` line for the redirecting recipient on top and an
+SRS envelope sender (sieve/srs.py) in the recipient's domain, so the next hop's SPF checks
+us and bounces come back to the original sender through us.
+
+Not sent (the caller keeps the message instead, nothing is lost):
+- the message already carries our ``Delivered-To:`` for this recipient: it has been
+  through this redirect before (a loop);
+- the account has redirected :data:`REDIRECTS_PER_HOUR` messages in the last hour (the
+  per-message cap is the interpreter's ``Limits.max_redirects``)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any
+
+from ..queue.api import OutboundMessage, OutboundRecipient
+from . import srs
+
+log = logging.getLogger("mailhaven.sieve")
+
+REDIRECTS_PER_HOUR = 100
+HOUR = 3600.0
+_RETURN_PATH = re.compile(rb"\A(?:Return-Path:[^\n]*\n(?:[ \t][^\n]*\n)*)+", re.IGNORECASE)
+_ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"\\]+@[A-Za-z0-9.-]+\Z")
+
+
+def delivered_to(raw: bytes) -> list[str]:
+    """The addresses of the message's Delivered-To: lines, lower-case."""
+    header = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(header + b"\r\n\r\n")
+    return [str(v).strip().strip("<>").lower() for v in parsed.get_all("Delivered-To") or []]
+
+
+async def redirect(store: Any, raw: bytes, account_id: int, rcpt: str, target: str, *,
+                   mail_from: str, now: float | None = None) -> bool:
+    """Queue the redirected copy; False when it was not sent (see the module's docstring)."""
+    now = time.time() if now is None else now
+    if not _ADDRESS.match(target):
+        log.info("Sieve redirect of account %d: %r is not an address; kept", account_id, target)
+        return False
+    if rcpt.lower() in delivered_to(raw):
+        log.info("Sieve redirect of account %d to %s: loop (Delivered-To: %s); kept", account_id, target, rcpt)
+        return False
+    if not await store.count_redirect(account_id, now=now, window=HOUR, limit=REDIRECTS_PER_HOUR):
+        log.info("Sieve redirect of account %d to %s: over %d an hour; kept", account_id, target,
+                 REDIRECTS_PER_HOUR)
+        return False
+    body = _RETURN_PATH.sub(b"", raw, count=1)                     # RFC 5321 4.4: final delivery only
+    blob = await store.put_blob(f"Delivered-To: {rcpt}\r\n".encode() + body)
+    sender = srs.forward(mail_from, rcpt.rpartition("@")[2], await store.srs_key(), now)
+    await store.queue_enqueue(OutboundMessage(
+        blob=blob, mail_from=sender, recipients=(OutboundRecipient(address=target),),
+        body="8BITMIME" if any(b > 127 for b in body) else "7BIT"), now=now)
+    log.info("Sieve redirect of account %d to %s, envelope sender %s", account_id, target, sender or "<>")
+    return True
+
+
+async def reverse_srs(store: Any, address: str, now: float | None = None) -> str | None:
+    """The original sender behind an SRS0 address of ours (a bounce of a redirected
+    message), None when ``address`` is not one."""
+    if not address[:5].upper() == srs.PREFIX.upper():
+        return None
+    return srs.reverse(address, await store.srs_key(), time.time() if now is None else now)
