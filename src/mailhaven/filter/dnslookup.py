@@ -22,19 +22,9 @@ class DnsTemporaryError(Exception):
 
 def make_sync_resolver(config: Config) -> dns.resolver.Resolver:
     """A blocking resolver honouring ``[dns] nameservers`` (as queue/mx.py's async one)."""
-    from ..queue.mx import split_host_port
+    from ..queue.mx import configured_resolver
 
-    if not config.dns.nameservers:
-        resolver = dns.resolver.Resolver()
-    else:
-        resolver = dns.resolver.Resolver(configure=False)
-        servers: list[str | dns.nameserver.Nameserver] = []
-        for entry in config.dns.nameservers:
-            host, port = split_host_port(entry, 53)
-            servers.append(dns.nameserver.Do53Nameserver(host, port))
-        resolver.nameservers = servers
-    resolver.timeout = config.dns.timeout
-    resolver.lifetime = config.dns.timeout * 2
+    resolver = configured_resolver(dns.resolver.Resolver, config)
     resolver.cache = dns.resolver.LRUCache(ANSWER_CACHE)          # answers kept for their TTL
     return resolver
 

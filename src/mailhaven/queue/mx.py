@@ -17,6 +17,7 @@ import ipaddress
 import random
 import time
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -55,12 +56,16 @@ class RouteError(Exception):
         self.enhanced = enhanced if enhanced is not None else ("5.1.2" if permanent else "4.4.3")
 
 
-def make_resolver(config: Config) -> dns.asyncresolver.Resolver:
-    """A resolver that honours ``[dns] nameservers = ["127.0.0.1:5353", "::1"]``."""
+R = TypeVar("R", bound=dns.resolver.BaseResolver)
+
+
+def configured_resolver(kind: type[R], config: Config) -> R:
+    """A resolver of ``kind`` (dnspython's blocking or async one) that honours
+    ``[dns] nameservers = ["127.0.0.1:5353", "::1"]`` and ``[dns] timeout``."""
     if not config.dns.nameservers:
-        resolver = dns.asyncresolver.Resolver()
+        resolver = kind()
     else:
-        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver = kind(configure=False)
         servers: list[str | dns.nameserver.Nameserver] = []
         for entry in config.dns.nameservers:
             host, port = split_host_port(entry, 53)
@@ -69,6 +74,11 @@ def make_resolver(config: Config) -> dns.asyncresolver.Resolver:
     resolver.timeout = config.dns.timeout
     resolver.lifetime = config.dns.timeout * 2
     return resolver
+
+
+def make_resolver(config: Config) -> dns.asyncresolver.Resolver:
+    """The async resolver the queue (and every other async DNS user) looks names up with."""
+    return configured_resolver(dns.asyncresolver.Resolver, config)
 
 
 def split_host_port(value: str, default_port: int) -> tuple[str, int]:
