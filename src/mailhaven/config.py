@@ -240,6 +240,11 @@ class FilterConfig:
     """Upper bound for each check's DNS work on one message."""
     dkim_max_size: int = 25 * 1024 * 1024
     """Larger messages are not DKIM-verified (dkimpy reads a message whole)."""
+    arc: bool = True
+    """Verify ARC chains (RFC 8617, filter/arc.py); same size limit as DKIM."""
+    arc_trusted: tuple[str, ...] = ()
+    """ARC sealers (``lists.example``) whose passing chain with dmarc=pass overrides a
+    local DMARC failure."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .arc import ArcResult
 from .dkimverify import DkimResult
 from .dmarc import DmarcResult
 from .spf import SpfResult
@@ -22,7 +23,8 @@ def _value(text: str) -> str:
 
 
 def header(authserv_id: str, spf: SpfResult | None, dkim: list[DkimResult] | None,
-           dmarc: DmarcResult | None) -> bytes:
+           dmarc: DmarcResult | None, arc: ArcResult | None = None, *,
+           override: str | None = None, ip: str = "") -> bytes:
     """RFC 8601 2.2: ``Authentication-Results: authserv-id; method=result ptype.prop=value``."""
     items: list[str] = []
     if spf is not None:
@@ -40,6 +42,17 @@ def header(authserv_id: str, spf: SpfResult | None, dkim: list[DkimResult] | Non
             item += f" header.from={_value(dmarc.from_domain)}"   # RFC 7489 11.2
         if dmarc.result == "fail":
             item += f" policy.dmarc={dmarc.policy}"
+            if override:                                           # RFC 7489 7.2 trusted_forwarder
+                item += f" (policy overridden: trusted ARC sealer {override})"
+        items.append(item)
+    if arc is not None:
+        item = f"arc={arc.result}"                                 # RFC 8617 10.1
+        if arc.sealers:
+            item += f" (i={arc.instances} as.d={','.join(arc.sealers)})"
+        if arc.oldest_pass is not None:
+            item += f" header.oldest-pass={arc.oldest_pass}"
+        if ip:
+            item += f" smtp.remote-ip={_value(ip)}"
         items.append(item)
     if not items:
         items.append("none")                                       # RFC 8601 2.2: no-result

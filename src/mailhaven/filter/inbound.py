@@ -17,6 +17,7 @@ from publicsuffixlist import PublicSuffixList
 from ..config import Config
 from ..queue.mx import make_resolver
 from . import authresults
+from .arc import ArcResult, ArcSealer, verify_arc
 from .dkimverify import DkimResult, too_large, verify_dkim
 from .dmarc import DmarcChecker, DmarcResult
 from .dnslookup import ANSWER_CACHE, make_sync_resolver
@@ -34,6 +35,9 @@ class Verdict:
     spf: SpfResult | None
     dkim: list[DkimResult] | None
     dmarc: DmarcResult | None
+    arc: ArcResult | None = None
+    dmarc_override: str | None = None
+    """The trusted ARC sealer whose verdict overrode a DMARC failure (filter/arc.py)."""
 
     @property
     def mailbox(self) -> str:
@@ -65,6 +69,8 @@ class InboundFilter:
         resolver = make_resolver(config)
         resolver.cache = dns.resolver.LRUCache(ANSWER_CACHE)
         self.dmarc = DmarcChecker(resolver, psl or PublicSuffixList())
+        self.sealer = ArcSealer.load(config.data_dir, config.hostname)
+        """Seals what we forward (sieve/forward.py); keys read at start, as the queue's."""
 
     async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str) -> Verdict:
         """``content`` holds the message (``size`` bytes); it is read, never written.
@@ -80,19 +86,31 @@ class InboundFilter:
         spf_task = (asyncio.ensure_future(check_spf(self.sync_resolver, ip, mail_from, helo, timeout))
                     if s.spf else None)
         dkim_results: list[DkimResult] | None = None
-        if s.dkim and size <= s.dkim_max_size:
+        arc: ArcResult | None = None
+        whole = b""
+        if (s.dkim or s.arc) and size <= s.dkim_max_size:
             content.seek(0)
-            dkim_results = await verify_dkim(content.read(), self.sync_resolver, timeout)
+            whole = content.read()
+        arc_task = (asyncio.ensure_future(verify_arc(whole, self.sync_resolver, timeout))
+                    if s.arc and size <= s.dkim_max_size else None)
+        if s.dkim and size <= s.dkim_max_size:
+            dkim_results = await verify_dkim(whole, self.sync_resolver, timeout)
         elif s.dkim:
             dkim_results = too_large(original_head)
+        if arc_task is not None:
+            arc = await arc_task
         spf = await spf_task if spf_task is not None else None
         dmarc = None
         if s.dmarc:
             dmarc = await self.dmarc.check(head, spf, dkim_results or [])
         action = "deliver"
         unverified = any(r.result == "policy" for r in dkim_results or [])
-        if dmarc is not None and dmarc.result == "fail" and s.dmarc_enforce and not unverified:
+        override = None
+        if dmarc is not None and dmarc.result == "fail" and arc is not None:
+            override = arc.trusted_dmarc_pass(s.arc_trusted)        # RFC 8617 7.2.1
+        if (dmarc is not None and dmarc.result == "fail" and s.dmarc_enforce and not unverified
+                and override is None):
             action = {"reject": "reject", "quarantine": "junk"}.get(dmarc.disposition, "deliver")
-        ar = authresults.header(self.hostname, spf, dkim_results, dmarc)
+        ar = authresults.header(self.hostname, spf, dkim_results, dmarc, arc, override=override, ip=ip)
         return Verdict(action=action, header=ar + head, body_offset=head_len,
-                       spf=spf, dkim=dkim_results, dmarc=dmarc)
+                       spf=spf, dkim=dkim_results, dmarc=dmarc, arc=arc, dmarc_override=override)
