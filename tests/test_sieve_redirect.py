@@ -3,18 +3,24 @@ port 25 of its own loopback address) redirects to carol@remote.example, whose MX
 through a real DNS server) is a plain SMTP peer that records the envelope. The copy
 leaves with an SRS0 envelope sender in nyu.example and a Delivered-To: line; a message
 already carrying that line is kept instead (a loop); a bounce sent to the SRS address is
-forwarded to the original sender, and a forged SRS address is refused."""
+forwarded to the original sender, and a forged SRS address is refused. Aliases with
+external targets forward the same way; every forwarded copy carries an ARC set sealed
+with nyu.example's DKIM key that dkimpy and mailauth (npm) verify."""
 
 from __future__ import annotations
 
+import json
 import os
 import smtplib
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
 
-from conftest import ServerProcess, wait_for
+from conftest import ServerProcess, run_cli, wait_for
 from dnsserver import DNSServer, can_bind
 from smtpsink import SmtpSink
 
@@ -50,9 +56,15 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         nyu = ServerProcess(root / "nyu", host=NYU_IP, ports={"smtp": 25}, hostname="mx.nyu.example",
                             extra_config=f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\ntimeout = "2s"\n'
                                          '[queue]\nretry = ["1s"]\nwarn_after = "1h"\nexpire = "1h"\npoll = "1s"\n')
+        made = run_cli(root / "nyu", "dkim", "generate", "nyu.example", "--selector", "arc").stdout
+        record = made.split(" IN TXT ", 1)[1].strip()
+        dns.records["arc._domainkey.nyu.example"] = {"TXT": [record]}      # the seal's key
         nyu.start()
         try:
             nyu.add_user("bob@nyu.example")
+            nyu.add_user("ann@nyu.example")
+            nyu.admin("alias", "add", "fwd@nyu.example", "ann@nyu.example", "Carol@Remote.example")
+            nyu.admin("alias", "add", "out@nyu.example", "dave@remote.example")
             script = root / "bob.sieve"
             script.write_text(SCRIPT)
             nyu.admin("sieve", "put", "bob@nyu.example", str(script))
@@ -60,7 +72,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             away = root / "vic.sieve"
             away.write_text(VACATION)
             nyu.admin("sieve", "put", "vic@nyu.example", str(away))
-            yield {"nyu": nyu, "sink": sink}
+            yield {"nyu": nyu, "sink": sink, "dns": dns}
         finally:
             nyu.stop()
 
@@ -87,7 +99,8 @@ def test_redirect_leaves_with_srs_and_a_bounce_comes_back(net: dict[str, Any]) -
     assert got.rcpt_to == ["carol@remote.example"]
     local, _, domain = got.mail_from.partition("@")
     assert local.startswith("SRS0=") and local.endswith("=lancs.example=alice") and domain == "nyu.example"
-    assert got.data.startswith(b"Delivered-To: bob@nyu.example\r\n")
+    seal, _, rest = got.data.partition(b"\r\nDelivered-To: bob@nyu.example\r\n")
+    assert seal.startswith(b"ARC-Seal: i=1; ") and rest                # the ARC set, then our line
     assert b"Return-Path:" not in got.data
     assert _inbox_count(nyu) == 0                                  # redirect cancels the implicit keep
 
@@ -166,3 +179,64 @@ def test_vacation_replies_once_per_sender_and_never_to_a_list(net: dict[str, Any
     assert not _arrived(sink, b"Auto: bcc note")
     import json
     assert len(json.loads(nyu.admin("mailbox", "list", "vic@nyu.example", "--json").stdout)) == 5   # all kept
+
+
+MAILAUTH = Path(__file__).parent / "mailauth" / "node_modules" / ".bin" / "mailauth"
+
+
+def _arc_chain(dns: DNSServer, data: bytes, tmp: Path) -> tuple[str, str]:
+    """The chain's status by dkimpy and by mailauth (npm), keys from the test's DNS table."""
+    from dns import rdata as dns_rdata
+
+    def key(name: str) -> list[list[str]]:
+        return [[s.decode() for s in dns_rdata.from_text("IN", "TXT", v).strings]  # type: ignore[attr-defined]
+                for v in dns.records.get(name, {}).get("TXT", [])]
+
+    def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
+        text = (name.decode() if isinstance(name, bytes) else name).rstrip(".").lower()
+        found = key(text)
+        return "".join(found[0]).encode() if found else None
+
+    cv, _, reason = dkim.arc_verify(data, dnsfunc=dnsfunc)
+    if not MAILAUTH.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("mailauth is required under CI=true")
+        pytest.skip("mailauth not installed (npm ci in tests/mailauth)")
+    (tmp / "dns.json").write_text(json.dumps({"arc._domainkey.nyu.example": {"TXT": key("arc._domainkey.nyu.example")}}))
+    (tmp / "msg.eml").write_bytes(data)
+    out = subprocess.run([str(MAILAUTH), "report", "--client-ip", NYU_IP, "--sender", "x@nyu.example",
+                          "--helo", "mx.nyu.example", "--mta", "mx.remote.example", "--dns-cache",
+                          str(tmp / "dns.json"), str(tmp / "msg.eml")],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return cv.decode(), str(json.loads(out.stdout)["arc"]["status"]["result"])
+
+
+def test_alias_forwards_to_external_targets_with_srs_and_an_arc_seal(net: dict[str, Any], tmp_path: Path) -> None:
+    nyu, sink, dns = net["nyu"], net["sink"], net["dns"]
+    assert "carol@remote.example" in nyu.admin("alias", "list").stdout     # the CLI took an external target
+    _send("alice@lancs.example", "fwd@nyu.example",
+          b"From: alice@lancs.example\r\nTo: fwd@nyu.example\r\nSubject: alias fwd\r\n\r\nHi all.\r\n")
+    got = wait_for(lambda: _arrived(sink, b"alias fwd"), what="the forwarded copy at remote.example")[0]
+    assert got.rcpt_to == ["carol@remote.example"]
+    local, _, domain = got.mail_from.partition("@")
+    assert local.startswith("SRS0=") and local.endswith("=lancs.example=alice") and domain == "nyu.example"
+    assert got.data.startswith(b"ARC-Seal: i=1; ") and b"\r\nDelivered-To: fwd@nyu.example\r\n" in got.data
+    assert b"ARC-Authentication-Results: i=1; mx.nyu.example" in got.data
+    assert len(json.loads(nyu.admin("mailbox", "list", "ann@nyu.example", "--json").stdout)) == 1   # and kept
+    assert _arc_chain(dns, got.data, tmp_path) == ("pass", "pass")
+
+    redirected = _arrived(sink, b"forward me")                    # Bob's Sieve redirect is sealed too
+    if redirected:
+        assert _arc_chain(dns, redirected[0].data, tmp_path) == ("pass", "pass")
+
+    # An alias with only external targets: a message that already went through it is a loop.
+    with smtplib.SMTP(NYU_IP, 25, timeout=30) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            smtp.sendmail("alice@lancs.example", ["out@nyu.example"],
+                          b"Delivered-To: out@nyu.example\r\nFrom: alice@lancs.example\r\n"
+                          b"Subject: alias loop\r\n\r\nAgain.\r\n")
+        assert refused.value.smtp_code == 554 and refused.value.smtp_error.startswith(b"5.4.6")
+        assert smtp.sendmail("alice@lancs.example", ["out@nyu.example"],
+                             b"From: alice@lancs.example\r\nSubject: alias out\r\n\r\nOut.\r\n") == {}
+    out = wait_for(lambda: _arrived(sink, b"alias out"), what="the external-only alias's copy")[0]
+    assert out.rcpt_to == ["dave@remote.example"] and not _arrived(sink, b"alias loop")

@@ -93,6 +93,23 @@ async def test_resolution_aliases_catchall(backend):
     assert (await s.resolve("anything@nyu.example")).account_ids == ()
 
 
+async def test_alias_with_external_targets_forwards(backend):
+    s = backend
+    bob = await _bob(s)
+    await s.add_alias("fwd@nyu.example", ["Carol@Remote.example", "bob@nyu.example"])
+    got = await s.resolve("fwd@nyu.example")
+    assert got.account_ids == (bob.id,) and got.forward == ("carol@remote.example",)
+    await s.add_alias("out@nyu.example", ["dave@remote.example", "fwd@nyu.example"])   # nested
+    got = await s.resolve("out@nyu.example")
+    assert got.account_ids == (bob.id,) and set(got.forward) == {"dave@remote.example", "carol@remote.example"}
+    assert (await s.resolve("bob@nyu.example")).forward == ()
+    assert await s.count_alias_forward("fwd@nyu.example", now=1000.0, window=3600.0, limit=2)
+    assert await s.count_alias_forward("FWD@nyu.example", now=1001.0, window=3600.0, limit=2)
+    assert not await s.count_alias_forward("fwd@nyu.example", now=1002.0, window=3600.0, limit=2)
+    assert await s.count_alias_forward("out@nyu.example", now=1002.0, window=3600.0, limit=2)   # per alias
+    assert await s.count_alias_forward("fwd@nyu.example", now=4600.5, window=3600.0, limit=2)   # aged out
+
+
 async def test_deliver_one_blob_many_accounts(backend):
     s = backend
     bob = await _bob(s)

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
 from .sieve.forward import redirect
@@ -61,13 +62,15 @@ def imap_flags(flags: Sequence[str]) -> list[str]:
 
 
 async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Sequence[int]], *,
-                        mail_from: str, refusable: bool = False, mailbox: str = "INBOX") -> LocalOutcome:
+                        mail_from: str, refusable: bool = False, mailbox: str = "INBOX",
+                        sealer: Any = None) -> LocalOutcome:
     """``recipients`` maps each envelope recipient to its accounts (aliases may fan out).
     ``refusable``: the caller can refuse the whole message (no other recipient wants it);
     rejections are returned only then, and only when every account rejected; otherwise the
     rejecting accounts get the message in INBOX (a rejection DSN is not done yet).
     ``mailbox``: where a message no script files goes (the implicit keep): Junk when the
-    inbound checks said so (filter/)."""
+    inbound checks said so (filter/). ``sealer``: the ARC sealer (filter/arc.py) for
+    redirected copies."""
     rcpt_of: dict[int, str] = {}
     for rcpt, ids in recipients.items():
         for account_id in ids:
@@ -99,7 +102,7 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         for action in result.actions:
             if action.kind == "redirect":
                 if (junk or not await redirect(store, raw, account_id, rcpt_of[account_id], action.address or "",
-                                               mail_from=mail_from)) and not action.copy and not kept:
+                                               mail_from=mail_from, sealer=sealer)) and not action.copy and not kept:
                     kept = True                                 # not sent: kept (once) rather than lost
                     actions.append(Action(kind="keep", implicit=True))
                 continue

@@ -1,19 +1,22 @@
-"""Carry out a Sieve ``redirect`` (RFC 5228 4.2): a copy of the message goes to the
-outbound queue with a ``Delivered-To:`` line for the redirecting recipient on top and an
-SRS envelope sender (sieve/srs.py) in the recipient's domain, so the next hop's SPF checks
-us and bounces come back to the original sender through us.
+"""Carry out a Sieve ``redirect`` (RFC 5228 4.2), and forward to an alias's external
+targets: a copy of the message goes to the outbound queue with a ``Delivered-To:`` line
+for the redirecting recipient on top, an ARC set sealed by the recipient's domain (RFC
+8617, filter/arc.py, when it has an RSA DKIM key) and an SRS envelope sender
+(sieve/srs.py) in the recipient's domain, so the next hop's SPF checks us, its DMARC can
+trust our seal, and bounces come back to the original sender through us.
 
 Not sent (the caller keeps the message instead, nothing is lost):
 - the message already carries our ``Delivered-To:`` for this recipient: it has been
   through this redirect before (a loop);
-- the account has redirected :data:`REDIRECTS_PER_HOUR` messages in the last hour (the
-  per-message cap is the interpreter's ``Limits.max_redirects``)."""
+- the account (for an alias: the alias address) has forwarded :data:`REDIRECTS_PER_HOUR`
+  messages in the last hour (the per-message cap is the interpreter's ``Limits.max_redirects``)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import time
+from collections.abc import Sequence
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
@@ -37,7 +40,7 @@ def delivered_to(raw: bytes) -> list[str]:
 
 
 async def redirect(store: Any, raw: bytes, account_id: int, rcpt: str, target: str, *,
-                   mail_from: str, now: float | None = None) -> bool:
+                   mail_from: str, now: float | None = None, sealer: Any = None) -> bool:
     """Queue the redirected copy; False when it was not sent (see the module's docstring)."""
     now = time.time() if now is None else now
     if not _ADDRESS.match(target):
@@ -50,14 +53,43 @@ async def redirect(store: Any, raw: bytes, account_id: int, rcpt: str, target: s
         log.info("Sieve redirect of account %d to %s: over %d an hour; kept", account_id, target,
                  REDIRECTS_PER_HOUR)
         return False
-    body = _RETURN_PATH.sub(b"", raw, count=1)                     # RFC 5321 4.4: final delivery only
-    blob = await store.put_blob(f"Delivered-To: {rcpt}\r\n".encode() + body)
-    sender = srs.forward(mail_from, rcpt.rpartition("@")[2], await store.srs_key(), now)
-    await store.queue_enqueue(OutboundMessage(
-        blob=blob, mail_from=sender, recipients=(OutboundRecipient(address=target),),
-        body="8BITMIME" if any(b > 127 for b in body) else "7BIT"), now=now)
+    sender = await _queue(store, raw, rcpt, [target], mail_from=mail_from, now=now, sealer=sealer)
     log.info("Sieve redirect of account %d to %s, envelope sender %s", account_id, target, sender or "<>")
     return True
+
+
+async def forward_alias(store: Any, raw: bytes, rcpt: str, targets: Sequence[str], *,
+                        mail_from: str, now: float | None = None, sealer: Any = None) -> str:
+    """Queue one copy for the external targets of the alias ``rcpt``: ``sent``, or why
+    not: ``loop`` (our Delivered-To for it is there) or ``limit`` (over the hour's)."""
+    now = time.time() if now is None else now
+    targets = [t for t in targets if _ADDRESS.match(t)]
+    if not targets:
+        return "sent"
+    if rcpt.lower() in delivered_to(raw):
+        log.info("alias %s: loop (Delivered-To: %s); not forwarded", rcpt, rcpt)
+        return "loop"
+    if not await store.count_alias_forward(rcpt, now=now, window=HOUR, limit=REDIRECTS_PER_HOUR):
+        log.info("alias %s: over %d forwards an hour; not forwarded", rcpt, REDIRECTS_PER_HOUR)
+        return "limit"
+    sender = await _queue(store, raw, rcpt, targets, mail_from=mail_from, now=now, sealer=sealer)
+    log.info("alias %s forwarded to %s, envelope sender %s", rcpt, ", ".join(targets), sender or "<>")
+    return "sent"
+
+
+async def _queue(store: Any, raw: bytes, rcpt: str, targets: Sequence[str], *, mail_from: str,
+                 now: float, sealer: Any) -> str:
+    """Delivered-To, the ARC seal and the SRS sender; returns the envelope sender."""
+    domain = rcpt.rpartition("@")[2]
+    body = f"Delivered-To: {rcpt}\r\n".encode() + _RETURN_PATH.sub(b"", raw, count=1)   # RFC 5321 4.4
+    if sealer is not None:
+        body = await sealer.seal_async(body, domain) + body           # RFC 8617 5.1
+    blob = await store.put_blob(body)
+    sender = srs.forward(mail_from, domain, await store.srs_key(), now)
+    await store.queue_enqueue(OutboundMessage(
+        blob=blob, mail_from=sender, recipients=tuple(OutboundRecipient(address=t) for t in targets),
+        body="8BITMIME" if any(b > 127 for b in body) else "7BIT"), now=now)
+    return sender
 
 
 async def reverse_srs(store: Any, address: str, now: float | None = None) -> str | None:

@@ -338,13 +338,14 @@ class Session:
                 raise codes.NO_REMOTE_DELIVERY
             tx.add_remote(event)
             return codes.RECIPIENT_OK
-        if not resolution.account_ids:
+        forward = resolution.forward if self.app.outbound is not None else ()
+        if not resolution.account_ids and not forward:
             raise codes.UNKNOWN_USER                             # RFC 3463 X.1.1
         declared = tx.mail.params.size or 0
         full = sum(1 for a in accounts if a.quota is not None and a.used + declared >= a.quota)
-        if full == len(accounts):
+        if accounts and full == len(accounts):
             raise codes.MAILBOX_FULL                             # RFC 3463 X.2.2, temporary
-        tx.add_local(event, resolution.account_ids)
+        tx.add_local(event, resolution.account_ids, forward)    # external alias targets: forwarded
         return codes.RECIPIENT_OK
 
     async def _postmaster(self) -> tuple[Any, tuple[Any, ...]]:

@@ -28,6 +28,7 @@ from typing import Any
 from ..localdelivery import deliver_local
 from ..message.authors import foreign_authors
 from ..queue.api import OutboundMessage, OutboundRecipient
+from ..sieve.forward import forward_alias
 from ..store.api import BlobRef, BlobWriter, StorageFull
 from . import codes
 from .codes import Reply
@@ -96,6 +97,8 @@ class Transaction:
     """The inbound filter's ``Verdict`` once the commit ran it."""
     local: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Accepted local recipient -> account ids."""
+    forwards: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Local recipient (an alias) -> its external targets (sieve/forward.py)."""
     remote: list[OutboundRecipient] = field(default_factory=list)
     _writers: list[tuple[BlobWriter, bool]] = field(default_factory=list)
     """(writer, is the local copy)"""
@@ -106,8 +109,10 @@ class Transaction:
     _failed: Reply | None = None
 
     # -- recipients ----------------------------------------------------------------------
-    def add_local(self, rcpt: RcptTo, account_ids: tuple[int, ...]) -> None:
+    def add_local(self, rcpt: RcptTo, account_ids: tuple[int, ...], forward: tuple[str, ...] = ()) -> None:
         self.local[rcpt.address] = account_ids
+        if forward:
+            self.forwards[rcpt.address] = forward
 
     def add_remote(self, rcpt: RcptTo) -> None:
         self.remote.append(OutboundRecipient(address=rcpt.address, notify=rcpt.notify, orcpt=rcpt.orcpt))
@@ -263,8 +268,21 @@ class Transaction:
         all_full = False
         if local_ref is not None:
             mailbox = self.verdict.mailbox if self.verdict is not None else "INBOX"
+            sealer = getattr(self.inbound, "sealer", None)
             local = await deliver_local(self.store, local_ref, self.local, mail_from=self.mail.address,
-                                        refusable=not self.remote, mailbox=mailbox)
+                                        refusable=not self.remote and not self.forwards, mailbox=mailbox,
+                                        sealer=sealer)
+            statuses: set[str] = set()
+            if self.forwards and mailbox == "INBOX":       # junk is never forwarded
+                raw = await self.store.read_blob(local_ref.id)
+                for rcpt, targets in self.forwards.items():
+                    statuses.add(await forward_alias(self.store, raw, rcpt, targets,
+                                                     mail_from=self.mail.address, sealer=sealer))
+            if statuses and "sent" not in statuses and not local.results and not local.discarded \
+                    and not self.remote:
+                # Nobody took it: a loop is refused (RFC 5321 6.3), over the limit deferred.
+                unsent = statuses
+                return (codes.FORWARDING_LOOP if "loop" in unsent else codes.FORWARDING_LIMIT), refs
             if local.rejected:                     # RFC 5429 2.1: every recipient's script said reject
                 return codes.SIEVE_REJECTED.with_text(next(iter(local.rejected.values()))), refs
             results = local.results

@@ -147,7 +147,11 @@ class Resolution:
 
     local_domain: bool
     account_ids: tuple[int, ...] = ()
-    """Empty with ``local_domain`` True: an unknown user of a local domain."""
+    """Empty with ``local_domain`` True: an unknown user of a local domain (unless
+    ``forward`` has targets)."""
+    forward: tuple[str, ...] = ()
+    """Alias targets outside our domains: the message is forwarded there through the
+    outbound queue (sieve/forward.py, SRS and an ARC seal)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -340,7 +344,8 @@ class Store(Protocol):
 
     # -- aliases ------------------------------------------------------------
     async def add_alias(self, address: str, targets: Sequence[str]) -> None:
-        """``address`` may be ``@domain`` for a catch-all. Targets are local addresses."""
+        """``address`` may be ``@domain`` for a catch-all. Targets are local addresses or
+        external ones (forwarded, see :meth:`resolve`)."""
         ...
 
     async def remove_alias(self, address: str) -> None: ...
@@ -640,6 +645,11 @@ class Store(Protocol):
 
     async def get_active_sieve_script(self, account_id: int) -> tuple[str, str] | None:
         """(name, text) of the active script, None when there is none."""
+        ...
+
+    async def count_alias_forward(self, address: str, *, now: float, window: float, limit: int) -> bool:
+        """:meth:`count_redirect` for an alias that forwards off-site (it has no account):
+        counts one forward of ``address`` unless ``limit`` were counted in ``window``."""
         ...
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:

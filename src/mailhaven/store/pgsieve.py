@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS sieve_redirects (
     at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sieve_redirects_account ON sieve_redirects (account_id, at);
+CREATE TABLE IF NOT EXISTS alias_forwards (
+    address TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alias_forwards_address ON alias_forwards (address, at);
 CREATE TABLE IF NOT EXISTS sieve_vacation (
     account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     sender TEXT NOT NULL,
@@ -100,6 +105,21 @@ class SieveMethods:
 
         row = await self.read(fetch)
         return (str(row[0]), str(row[1])) if row is not None else None
+
+    async def count_alias_forward(self, address: str, *, now: float, window: float, limit: int) -> bool:
+        address = address.lower()
+
+        async def count(tx: Tx) -> bool:
+            # One alias's counter at a time, across nodes: a transaction-scoped advisory lock.
+            await tx.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "mailhaven-fwd:" + address)
+            await tx.conn.execute("DELETE FROM alias_forwards WHERE address=$1 AND at<=$2", address, now - window)
+            used = await tx.conn.fetchval("SELECT count(*) FROM alias_forwards WHERE address=$1", address)
+            if used >= limit:
+                return False
+            await tx.conn.execute("INSERT INTO alias_forwards (address, at) VALUES ($1,$2)", address, now)
+            return True
+
+        return await self.write(count)
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
         async def count(tx: Tx) -> bool:

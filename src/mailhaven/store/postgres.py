@@ -493,6 +493,7 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
             if await conn.fetchval("SELECT 1 FROM domains WHERE name=$1", domain) is None:
                 return Resolution(local_domain=False)
             ids: list[int] = []
+            forward: list[str] = []
             seen: set[str] = set()
             todo = [address]
             while todo and len(seen) < 100:
@@ -500,6 +501,10 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
                 if addr in seen:
                     continue
                 seen.add(addr)
+                if addr != address and await conn.fetchval("SELECT 1 FROM domains WHERE name=$1",
+                                                           addr.rpartition("@")[2]) is None:
+                    forward.append(addr)                      # an external alias target
+                    continue
                 account_id = await conn.fetchval("SELECT id FROM accounts WHERE address=$1", addr)
                 if account_id is not None:
                     if account_id not in ids:
@@ -513,7 +518,7 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
                         'SELECT target FROM aliases WHERE address=$1 ORDER BY target COLLATE "C"',
                         "@" + domain)]
                 todo.extend(targets)
-            return Resolution(local_domain=True, account_ids=tuple(ids))
+            return Resolution(local_domain=True, account_ids=tuple(ids), forward=tuple(forward))
 
         return await self.read(find)
 

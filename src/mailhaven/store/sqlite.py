@@ -395,6 +395,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
             if conn.execute("SELECT 1 FROM domains WHERE name=?", (domain,)).fetchone() is None:
                 return Resolution(local_domain=False)
             ids: list[int] = []
+            forward: list[str] = []
             seen: set[str] = set()
             todo = [address]
             while todo and len(seen) < 100:
@@ -402,6 +403,10 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
                 if addr in seen:
                     continue
                 seen.add(addr)
+                if addr != address and conn.execute("SELECT 1 FROM domains WHERE name=?",
+                                                    (addr.rpartition("@")[2],)).fetchone() is None:
+                    forward.append(addr)                      # an external alias target
+                    continue
                 row = conn.execute("SELECT id FROM accounts WHERE address=?", (addr,)).fetchone()
                 if row is not None:
                     if row[0] not in ids:
@@ -413,7 +418,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
                     targets = [r[0] for r in conn.execute(
                         "SELECT target FROM aliases WHERE address=?", ("@" + domain,))]
                 todo.extend(targets)
-            return Resolution(local_domain=True, account_ids=tuple(ids))
+            return Resolution(local_domain=True, account_ids=tuple(ids), forward=tuple(forward))
 
         return await self.db.read(find)
 

@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS sieve_redirects (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sieve_redirects_account ON sieve_redirects (account_id, at);
+CREATE TABLE IF NOT EXISTS alias_forwards (
+    address TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alias_forwards_address ON alias_forwards (address, at);
 CREATE TABLE IF NOT EXISTS sieve_vacation (
     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     sender TEXT NOT NULL,
@@ -81,6 +86,19 @@ class SieveMethods:
         row = await self.db.read(lambda conn: conn.execute(
             "SELECT name, script FROM sieve_scripts WHERE account_id=? AND active=1", (account_id,)).fetchone())
         return (str(row[0]), str(row[1])) if row is not None else None
+
+    async def count_alias_forward(self, address: str, *, now: float, window: float, limit: int) -> bool:
+        address = address.lower()
+
+        def count(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM alias_forwards WHERE address=? AND at<=?", (address, now - window))
+            used = conn.execute("SELECT count(*) FROM alias_forwards WHERE address=?", (address,)).fetchone()[0]
+            if used >= limit:
+                return False
+            conn.execute("INSERT INTO alias_forwards (address, at) VALUES (?,?)", (address, now))
+            return True
+
+        return await self.db.write(count)
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
         def count(conn: sqlite3.Connection) -> bool:
