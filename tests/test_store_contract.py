@@ -922,3 +922,31 @@ async def test_sieve_redirect_counter_vacation_memory_and_srs_key(backend):
 
     key = await s.srs_key()
     assert len(key) == 32 and await s.srs_key() == key
+
+
+async def test_dmarc_events_and_reports(backend):
+    from mailhaven.store.api import DmarcEvent, DmarcReport
+
+    s = backend
+    ok = DmarcEvent(day=20000, header_from="good.example", source_ip="192.0.2.1", disposition="none",
+                    dkim="pass", spf="pass", dkim_domain="good.example", dkim_result="pass")
+    bad = DmarcEvent(day=20000, header_from="good.example", source_ip="192.0.2.9", disposition="reject",
+                     dkim="fail", spf="fail")
+    for event in (ok, ok, bad, DmarcEvent(**{**ok.__dict__, "day": 20001})):
+        await s.record_dmarc_event(event)
+    taken = await s.take_dmarc_events(20001)
+    assert [(e.source_ip, e.count, e.disposition) for e in taken] == [("192.0.2.1", 2, "none"),
+                                                                       ("192.0.2.9", 1, "reject")]
+    assert taken[0].dkim_domain == "good.example" and taken[0].dkim_result == "pass"
+    assert await s.take_dmarc_events(20001) == []                      # taken once
+    assert [e.day for e in await s.take_dmarc_events(20002)] == [20001]
+
+    report = DmarcReport(domain="NYU.example", org_name="google.com", report_id="r1", begin=100, end=200,
+                         received=300.0, records='[{"source_ip": "192.0.2.1", "count": 3}]')
+    assert await s.add_dmarc_report(report)
+    assert not await s.add_dmarc_report(report)                        # the same report twice
+    assert await s.add_dmarc_report(DmarcReport(**{**report.__dict__, "report_id": "r0", "begin": 50}))
+    got = await s.list_dmarc_reports("nyu.example")
+    assert [r.report_id for r in got] == ["r0", "r1"] and got[1].records == report.records
+    assert got[1].domain == "nyu.example" and got[1].end == 200
+    assert await s.list_dmarc_reports("other.example") == []

@@ -259,6 +259,43 @@ class LoginRecord:
     """Wall-clock time (``time.time()``) until which logins are refused; 0 when not blocked."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class DmarcEvent:
+    """Messages with one set of DMARC verdicts, counted for the aggregate report
+    (RFC 7489 7.2: one ``record`` per source IP, disposition and results)."""
+
+    day: int
+    """Days since the epoch (UTC) the messages arrived."""
+    header_from: str
+    source_ip: str
+    disposition: str
+    """none, quarantine or reject: what we did (RFC 7489 7.2.1 DispositionType)."""
+    dkim: str
+    """The aligned DKIM verdict for DMARC: pass or fail."""
+    spf: str
+    dkim_domain: str = ""
+    dkim_result: str = ""
+    spf_domain: str = ""
+    spf_result: str = ""
+    override: str = ""
+    """PolicyOverrideType (``trusted_forwarder`` for a trusted ARC chain), or ""."""
+    count: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class DmarcReport:
+    """An aggregate report about one of our domains that someone sent us."""
+
+    domain: str
+    org_name: str
+    report_id: str
+    begin: int
+    end: int
+    received: float
+    records: str
+    """The report's rows as JSON: a list of {source_ip, count, disposition, dkim, spf}."""
+
+
 class BlobWriter(Protocol):
     """Streams one message to disk; nothing is visible until :meth:`finish`."""
 
@@ -620,6 +657,24 @@ class Store(Protocol):
 
     async def release_lease(self, name: str, holder: str) -> None:
         """Give the lease up, if ``holder`` still holds it."""
+        ...
+
+    # -- DMARC reports (RFC 7489 7.2) --------------------------------------------
+    async def record_dmarc_event(self, event: DmarcEvent) -> None:
+        """Add ``event.count`` to the row with the same day, domain, address and verdicts."""
+        ...
+
+    async def take_dmarc_events(self, before_day: int) -> list[DmarcEvent]:
+        """Remove and return every row of the days before ``before_day`` (atomic: two
+        nodes never report the same row)."""
+        ...
+
+    async def add_dmarc_report(self, report: DmarcReport) -> bool:
+        """Keep a received report; False when one with its org_name and report_id is kept."""
+        ...
+
+    async def list_dmarc_reports(self, domain: str) -> list[DmarcReport]:
+        """The received reports about ``domain``, oldest period first."""
         ...
 
     # -- Sieve scripts --------------------------------------------------------
