@@ -70,6 +70,7 @@ LISTENERS: dict[str, str] = {
 SERVICES: dict[str, str] = {
     "queue": "mailhaven.queue.runner:start_service",
     "maintenance": "mailhaven.app:start_maintenance",
+    "dmarc_reports": "mailhaven.filter.dmarcreports:start_service",
 }
 
 

@@ -248,6 +248,21 @@ class FilterConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DmarcReportConfig:
+    """DMARC aggregate reports (RFC 7489 7.2, filter/dmarcreports.py)."""
+
+    send: bool = True
+    """Send a daily report to each domain's ``rua`` about the mail we received from it."""
+    org_name: str = ""
+    """``org_name`` in our reports; empty: the hostname."""
+    report_from: str = ""
+    """From: and envelope sender of our reports; empty: ``dmarc-noreply@<hostname>``."""
+    receive: str = ""
+    """A local address whose incoming reports (zip, gzip or XML attachments) about our
+    domains are parsed and kept for ``mailhaven dmarc reports DOMAIN``."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -263,6 +278,7 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    dmarc: DmarcReportConfig = field(default_factory=DmarcReportConfig)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
@@ -351,6 +367,7 @@ _SECTIONS: dict[str, type] = {
     "http": HTTPConfig,
     "trace": TraceConfig,
     "filter": FilterConfig,
+    "dmarc": DmarcReportConfig,
     "mta_sts": MTASTSConfig,
 }
 

@@ -35,6 +35,8 @@ class DmarcRecord:
     adkim: str = "r"
     aspf: str = "r"
     pct: int = 100
+    rua: tuple[str, ...] = ()
+    """RFC 7489 6.3 rua: where aggregate reports go (URIs as written, ``!size`` kept)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +49,10 @@ class DmarcResult:
     disposition: str = "none"
     """What to do: none, quarantine or reject (after pct, RFC 7489 6.6.4)."""
     reason: str = ""
+    dkim_aligned: bool = False
+    """An aligned DKIM signature passed (RFC 7489 7.2 policy_evaluated/dkim)."""
+    spf_aligned: bool = False
+    record: DmarcRecord | None = None
 
 
 def parse_record(text: str) -> DmarcRecord:
@@ -76,7 +82,8 @@ def parse_record(text: str) -> DmarcRecord:
         pct = int(tags.get("pct", "100"))
     except ValueError:
         raise DmarcRecordError("bad pct") from None
-    return DmarcRecord(p=p, sp=sp, adkim=adkim, aspf=aspf, pct=max(0, min(100, pct)))
+    rua = tuple(u.strip() for u in tags.get("rua", "").split(",") if u.strip())
+    return DmarcRecord(p=p, sp=sp, adkim=adkim, aspf=aspf, pct=max(0, min(100, pct)), rua=rua)
 
 
 def from_domain(header: bytes) -> str | None:
@@ -151,8 +158,10 @@ class DmarcChecker:
         dkim_ok = any(r.result == "pass" and self.aligned(r.domain, domain, record.adkim) for r in dkim)
         spf_ok = spf is not None and spf.result == "pass" and self.aligned(spf.domain, domain, record.aspf)
         if dkim_ok or spf_ok:                                     # RFC 7489 4.2
-            return DmarcResult(result="pass", from_domain=domain, policy=policy)
+            return DmarcResult(result="pass", from_domain=domain, policy=policy, dkim_aligned=dkim_ok,
+                               spf_aligned=spf_ok, record=record)
         disposition = policy
         if record.pct < 100 and self.rand() * 100 >= record.pct:  # RFC 7489 6.6.4: one step down
             disposition = {"reject": "quarantine", "quarantine": "none"}.get(policy, "none")
-        return DmarcResult(result="fail", from_domain=domain, policy=policy, disposition=disposition)
+        return DmarcResult(result="fail", from_domain=domain, policy=policy, disposition=disposition,
+                           record=record)

@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import email.utils
+import logging
 import re
 import tempfile
 import time
@@ -25,6 +26,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from ..filter import dmarcreports
 from ..localdelivery import deliver_local
 from ..message.authors import foreign_authors
 from ..queue.api import OutboundMessage, OutboundRecipient
@@ -33,6 +35,8 @@ from ..store.api import BlobRef, BlobWriter, StorageFull
 from . import codes
 from .codes import Reply
 from .protocol import MailFrom, RcptTo
+
+log = logging.getLogger("mailhaven.smtp")
 
 ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]")
 """RFC 5321 4.1.3 address literal (``EHLO [192.0.2.1]``): kept as it is in Received:."""
@@ -228,6 +232,7 @@ class Transaction:
             size = spool.tell()
             self.verdict = verdict = await self.inbound.check(
                 spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address)
+            await dmarcreports.record(self.store, verdict, self.trace.peer_ip)     # RFC 7489 7.2
             if verdict.action == "reject":
                 return codes.DMARC_REJECTED                          # RFC 7489 6.7
             self._begin(b"")
@@ -240,6 +245,15 @@ class Transaction:
         finally:
             spool.close()
         return None
+
+    async def _take_dmarc_reports(self, ref: BlobRef) -> None:
+        """Reports about our domains sent to ``[dmarc] receive`` (filter/dmarcincoming.py)."""
+        from ..filter.dmarcincoming import take_reports
+
+        try:
+            await take_reports(self.store, await self.store.read_blob(ref.id))
+        except Exception:  # noqa: BLE001 - delivered already: never a failure reply now
+            log.exception("DMARC reports not read")
 
     async def _commit(self) -> tuple[Reply, list[BlobRef]]:
         if self._spool is not None and self._failed is None:
@@ -278,6 +292,9 @@ class Transaction:
                 for rcpt, targets in self.forwards.items():
                     statuses.add(await forward_alias(self.store, raw, rcpt, targets,
                                                      mail_from=self.mail.address, sealer=sealer))
+            receive = self.inbound.config.dmarc.receive.lower() if self.inbound is not None else ""
+            if receive and receive in (a.lower() for a in self.local):
+                await self._take_dmarc_reports(local_ref)
             if statuses and "sent" not in statuses and not local.results and not local.discarded \
                     and not self.remote:
                 # Nobody took it: a loop is refused (RFC 5321 6.3), over the limit deferred.
