@@ -9,6 +9,7 @@ with nyu.example's DKIM key that dkimpy and mailauth (npm) verify."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import smtplib
@@ -202,7 +203,8 @@ def _arc_chain(dns: DNSServer, data: bytes, tmp: Path) -> tuple[str, str]:
         if os.environ.get("CI") == "true":
             pytest.fail("mailauth is required under CI=true")
         pytest.skip("mailauth not installed (npm ci in tests/mailauth)")
-    (tmp / "dns.json").write_text(json.dumps({"arc._domainkey.nyu.example": {"TXT": key("arc._domainkey.nyu.example")}}))
+    names = ("arc._domainkey.nyu.example", "l._domainkey.lists.example")
+    (tmp / "dns.json").write_text(json.dumps({n: {"TXT": key(n)} for n in names if key(n)}))
     (tmp / "msg.eml").write_bytes(data)
     out = subprocess.run([str(MAILAUTH), "report", "--client-ip", NYU_IP, "--sender", "x@nyu.example",
                           "--helo", "mx.nyu.example", "--mta", "mx.remote.example", "--dns-cache",
@@ -225,9 +227,25 @@ def test_alias_forwards_to_external_targets_with_srs_and_an_arc_seal(net: dict[s
     assert len(json.loads(nyu.admin("mailbox", "list", "ann@nyu.example", "--json").stdout)) == 1   # and kept
     assert _arc_chain(dns, got.data, tmp_path) == ("pass", "pass")
 
-    redirected = _arrived(sink, b"forward me")                    # Bob's Sieve redirect is sealed too
-    if redirected:
-        assert _arc_chain(dns, redirected[0].data, tmp_path) == ("pass", "pass")
+    # Bob's Sieve redirect of a message a list sealed already: our seal extends its chain (i=2).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
+    dns.records["l._domainkey.lists.example"] = {"TXT": [" ".join(f'"{record[i:i + 200]}"'
+                                                                  for i in range(0, len(record), 200))]}
+    listed = (b"Authentication-Results: lists.example; spf=pass smtp.mailfrom=alice@lancs.example\r\n"
+              b"From: alice@lancs.example\r\nTo: dev@lists.example\r\nSubject: sealed twice\r\n\r\nHi.\r\n")
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    listed = b"".join(dkim.arc_sign(listed, b"l", b"lists.example", pem, b"lists.example",
+                                    include_headers=[b"from", b"to", b"subject"])) + listed
+    _send("owner-dev@lists.example", "bob@nyu.example", listed)
+    twice = wait_for(lambda: _arrived(sink, b"sealed twice"), what="the redirected list message")[0]
+    assert twice.data.startswith(b"ARC-Seal: i=2; cv=pass; ")
+    assert _arc_chain(dns, twice.data, tmp_path) == ("pass", "pass")
 
     # An alias with only external targets: a message that already went through it is a loop.
     with smtplib.SMTP(NYU_IP, 25, timeout=30) as smtp:
