@@ -44,9 +44,11 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 def record_of(verdict: Any, ip: str, now: float) -> DmarcEvent | None:
     """The row one inbound verdict (filter/inbound.py ``Verdict``) adds, None when the
-    From: domain publishes no DMARC policy (nobody to report to)."""
+    From: domain publishes no DMARC policy or no ``rua`` (nobody to report to: no write)."""
     dmarc = verdict.dmarc
     if dmarc is None or dmarc.result not in ("pass", "fail") or not dmarc.from_domain:
+        return None
+    if dmarc.record is not None and not dmarc.record.rua:
         return None
     disposition = {"reject": "reject", "junk": "quarantine"}.get(verdict.action, "none")
     dkim = [d for d in verdict.dkim or [] if d.domain]
