@@ -905,3 +905,22 @@ async def test_sieve_redirect_counter_vacation_memory_and_srs_key(backend):
 
     key = await s.srs_key()
     assert len(key) == 32 and await s.srs_key() == key
+
+
+async def test_mta_sts_policy_cache(backend):
+    from mailhaven.store.api import CachedPolicy
+
+    s = backend
+    assert await s.get_mta_sts_policy("lancs.example") is None
+    first = CachedPolicy(domain="Lancs.Example", policy_id="20261201", text="version: STSv1\r\nmode: testing\r\n",
+                         fetched=1000.0, expires=87400.0)
+    await s.put_mta_sts_policy(first)
+    got = await s.get_mta_sts_policy("lancs.example")
+    assert got == CachedPolicy(domain="lancs.example", policy_id="20261201", text=first.text,
+                               fetched=1000.0, expires=87400.0)
+    await s.put_mta_sts_policy(CachedPolicy(domain="lancs.example", policy_id="2", text="x",
+                                            fetched=2000.0, expires=3000.0))     # replaced, not added
+    got = await s.get_mta_sts_policy("LANCS.example")
+    assert got is not None and (got.policy_id, got.text, got.expires) == ("2", "x", 3000.0)
+    assert await s.get_mta_sts_policy("nyu.example") is None
+

@@ -88,6 +88,9 @@ class TLSConfig:
 
     cert: str = ""
     key: str = ""
+    ca_file: str = ""
+    """CA bundle outbound TLS trusts where a certificate must verify (MTA-STS policy hosts
+    and MX hosts, ``[relay] require_tls``, implicit TLS to a smarthost); empty: the system's."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,6 +216,8 @@ class MTASTSConfig:
     """``enforce``, ``testing`` (senders report failures but deliver) or ``none``."""
     max_age: float = 604800.0
     """How long senders may cache the policy (RFC 8461 3.2: at most 31557600 seconds)."""
+    outbound: bool = True
+    """Honour recipient domains' MTA-STS policies when delivering (queue/mtasts.py)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -377,7 +382,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("store.pool_size: must be at least 1")
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls: set both cert and key, or neither")
-    for name in ("cert", "key"):
+    for name in ("cert", "key", "ca_file"):
         path = getattr(config.tls, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"tls.{name}: no such file {path!r}")

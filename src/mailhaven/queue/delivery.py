@@ -192,7 +192,7 @@ class DestinationSession:
     async def _connect(cls, hop: Hop, address: str, helo: str, timeouts: Timeouts) -> DestinationSession:
         where = f"{hop.name}[{address}]:{hop.port}"
         implicit = hop.tls == "implicit"
-        context = client_context(verify=True) if implicit else None
+        context = client_context(verify=True, cafile=hop.cafile) if implicit else None
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(address, hop.port, ssl=context,
@@ -224,17 +224,21 @@ class DestinationSession:
                 verify = self.hop.tls == "required"
                 try:
                     await asyncio.wait_for(self._writer.start_tls(
-                        client_context(verify=verify), server_hostname=self.hop.name if verify else None),
+                        client_context(verify=verify, cafile=self.hop.cafile),
+                        server_hostname=self.hop.name if verify else None),
                         self.timeouts.command)
                 except (OSError, TimeoutError, ssl.SSLError) as exc:
-                    raise DeliveryError(f"TLS with {self.hop.name} failed: {exc}", remote_mta=self.hop.name) from None
+                    why = f" (required by {self.hop.policy})" if self.hop.policy else ""
+                    raise DeliveryError(f"TLS with {self.hop.name} failed{why}: {exc}",
+                                        remote_mta=self.hop.name) from None
                 self.tls = True
                 self._conn.tls_started()
                 await self._ehlo(helo)
             elif isinstance(answer, Closed):
                 raise self._failed("STARTTLS", answer.reply)
         if self.hop.tls == "required" and not self.tls:
-            raise DeliveryError(f"{self.hop.name} offers no STARTTLS and TLS is required", code=530,
+            why = f" by {self.hop.policy}" if self.hop.policy else ""
+            raise DeliveryError(f"{self.hop.name} offers no STARTTLS and TLS is required{why}", code=530,
                                 enhanced="4.7.10", remote_mta=self.hop.name)
         if self.hop.auth is not None:
             user, password = self.hop.auth

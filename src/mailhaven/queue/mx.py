@@ -17,7 +17,7 @@ import ipaddress
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -26,6 +26,8 @@ import dns.rdatatype
 import dns.resolver
 
 from ..config import Config
+from . import mtasts
+from .mtasts import PolicyFinder
 
 SMTP_PORT = 25
 MAX_MX = 10
@@ -44,6 +46,10 @@ class Hop:
     """``opportunistic`` | ``required`` | ``implicit`` | ``none``."""
     auth: tuple[str, str] | None = None
     """Smarthost AUTH (user, password)."""
+    cafile: str | None = None
+    """CA bundle verifying this hop's certificate (``[tls] ca_file``); None: the system's."""
+    policy: str = ""
+    """What made TLS required here (``mta-sts``), for logs and diagnostics."""
 
 
 class RouteError(Exception):
@@ -94,9 +100,14 @@ def split_host_port(value: str, default_port: int) -> tuple[str, int]:
 
 
 class Router:
-    def __init__(self, config: Config, resolver: dns.asyncresolver.Resolver | None = None) -> None:
+    def __init__(self, config: Config, resolver: dns.asyncresolver.Resolver | None = None,
+                 store: Any = None) -> None:
         self.config = config
         self.resolver = resolver or make_resolver(config)
+        self.cafile = config.tls.ca_file or None
+        self.sts: PolicyFinder | None = None
+        if store is not None and config.mta_sts.outbound:
+            self.sts = PolicyFinder(store, self.resolver, self._addresses, cafile=self.cafile)
 
     def _tls_for(self, domain: str, default: str = "opportunistic") -> str:
         return "required" if domain in self.config.relay.require_tls else default
@@ -110,7 +121,7 @@ class Router:
             auth = (relay.username, relay.password) if relay.username and not relay.routes.get(domain) else None
             tls = relay.tls if not relay.routes.get(domain) else self._tls_for(domain)
             return [Hop(name=host, port=port, addresses=tuple(await self._addresses(host)), preference=0,
-                        tls=self._tls_for(domain, tls), auth=auth)]
+                        tls=self._tls_for(domain, tls), auth=auth, cafile=self.cafile)]
         hosts = await self._mx(domain)
         hops = []
         for preference, host in hosts[:MAX_MX]:
@@ -119,9 +130,14 @@ class Router:
             except RouteError:
                 continue                      # try the next MX (RFC 5321 5.1)
             hops.append(Hop(name=host, port=SMTP_PORT, addresses=tuple(addresses), preference=preference,
-                            tls=self._tls_for(domain)))
+                            tls=self._tls_for(domain), cafile=self.cafile))
         if not hops:
             raise RouteError(f"no address for any mail exchanger of {domain}", permanent=False)
+        if self.sts is not None:                       # RFC 8461 5: only MX hosts the policy allows
+            try:
+                hops = mtasts.apply(await self.sts.policy_for(domain), hops)
+            except mtasts.NoMatchingMX as exc:
+                raise RouteError(f"{domain}: {exc}", permanent=False, enhanced="4.7.5") from None
         return hops
 
     async def _mx(self, domain: str) -> list[tuple[int, str]]:

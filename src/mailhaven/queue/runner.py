@@ -57,7 +57,7 @@ class QueueRunner:
         self.config = ctx.config.queue
         self.hostname = ctx.config.hostname
         self.queue = queue or queue_store(ctx.store)
-        self.router = router or Router(ctx.config)
+        self.router = router or Router(ctx.config, store=ctx.store)
         self.timeouts = timeouts or Timeouts()
         self.backoff = Backoff(base=min(60.0, self.config.retry[0] if self.config.retry else 60.0))
         self.log = Log("queue")

@@ -241,6 +241,21 @@ class SieveScriptInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CachedPolicy:
+    """A recipient domain's MTA-STS policy as last fetched (RFC 8461 5.1), shared by every
+    process and node so a policy learnt by one protects the deliveries of all."""
+
+    domain: str
+    policy_id: str
+    """The ``id`` of the ``_mta-sts`` TXT record the policy was fetched under."""
+    text: str
+    """The policy body as served (parsed again where used)."""
+    fetched: float
+    expires: float
+    """``fetched`` plus the policy's ``max_age``: until then it holds even if DNS says otherwise."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoginRecord:
     """Failed logins from one source address (``account`` empty) or address+account pair."""
 
@@ -655,4 +670,12 @@ class Store(Protocol):
 
     async def srs_key(self) -> bytes:
         """The server's secret for SRS addresses (RFC-less Sender Rewriting Scheme), made once."""
+        ...
+
+    async def get_mta_sts_policy(self, domain: str) -> CachedPolicy | None:
+        """The cached MTA-STS policy of ``domain`` (lower-case A-label), expired or not."""
+        ...
+
+    async def put_mta_sts_policy(self, policy: CachedPolicy) -> None:
+        """Remember (replace) the domain's policy."""
         ...
