@@ -221,6 +221,14 @@ class MTASTSConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DANEConfig:
+    """DANE for outbound SMTP (RFC 7672, queue/dane.py); needs a DNSSEC-validating resolver
+    in ``[dns] nameservers`` (answers without the AD bit never count)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class TraceConfig:
     """Protocol traces (net/trace.py) in DATA/trace, passwords and SASL data redacted."""
 
@@ -264,6 +272,7 @@ class Config:
     trace: TraceConfig = field(default_factory=TraceConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
+    dane: DANEConfig = field(default_factory=DANEConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -352,6 +361,7 @@ _SECTIONS: dict[str, type] = {
     "trace": TraceConfig,
     "filter": FilterConfig,
     "mta_sts": MTASTSConfig,
+    "dane": DANEConfig,
 }
 
 

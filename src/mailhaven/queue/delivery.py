@@ -41,6 +41,7 @@ from ..smtp.client import (
 from ..smtp.codes import Reply
 from ..smtp.replies import ReplyError, _NeedData
 from ..tls import client_context
+from . import dane
 from .api import OutboundRecipient
 from .mx import Backoff, Hop
 
@@ -217,26 +218,34 @@ class DestinationSession:
         await self._ehlo(helo)
         ehlo = self._conn.ehlo
         assert ehlo is not None
-        if not self.tls and self.hop.tls in ("opportunistic", "required") and ehlo.has("STARTTLS"):
+        if not self.tls and self.hop.tls in ("opportunistic", "required", "dane") and ehlo.has("STARTTLS"):
             self._conn.send_starttls()
             answer = await self._expect((Answered, Closed))
             if isinstance(answer, Answered) and answer.reply.code == 220:
                 verify = self.hop.tls == "required"
+                why = f" (required by {self.hop.policy})" if self.hop.policy else ""
                 try:
+                    # DANE checks the certificate against TLSA itself, after the handshake;
+                    # SNI is the MX name either way (RFC 7672 8.1).
                     await asyncio.wait_for(self._writer.start_tls(
                         client_context(verify=verify, cafile=self.hop.cafile),
-                        server_hostname=self.hop.name if verify else None),
+                        server_hostname=self.hop.name if verify or self.hop.tls == "dane" else None),
                         self.timeouts.command)
                 except (OSError, TimeoutError, ssl.SSLError) as exc:
-                    why = f" (required by {self.hop.policy})" if self.hop.policy else ""
                     raise DeliveryError(f"TLS with {self.hop.name} failed{why}: {exc}",
                                         remote_mta=self.hop.name) from None
+                if self.hop.tls == "dane":
+                    problem = dane.verify(self.hop.tlsa, dane.presented_chain(
+                        self._writer.get_extra_info("ssl_object")), (self.hop.name,))
+                    if problem is not None:           # RFC 7672 2.2: never deliver unauthenticated
+                        raise DeliveryError(f"TLS with {self.hop.name} failed{why}: {problem}",
+                                            code=0, enhanced="4.7.5", remote_mta=self.hop.name)
                 self.tls = True
                 self._conn.tls_started()
                 await self._ehlo(helo)
             elif isinstance(answer, Closed):
                 raise self._failed("STARTTLS", answer.reply)
-        if self.hop.tls == "required" and not self.tls:
+        if self.hop.tls in ("required", "dane") and not self.tls:
             why = f" by {self.hop.policy}" if self.hop.policy else ""
             raise DeliveryError(f"{self.hop.name} offers no STARTTLS and TLS is required{why}", code=530,
                                 enhanced="4.7.10", remote_mta=self.hop.name)

@@ -229,7 +229,9 @@ def apply(policy: Policy | None, hops: list[Any]) -> list[Any]:
     with TLS required and verified (4.1, 4.2); otherwise ``hops`` unchanged."""
     if policy is None or policy.mode != "enforce":
         return hops
-    matching = [replace(hop, tls="required", policy="mta-sts") for hop in hops if policy.matches(hop.name)]
+    # RFC 8461 2: where DANE applies to a host it decides how TLS is checked there.
+    matching = [hop if hop.tls == "dane" else replace(hop, tls="required", policy="mta-sts")
+                for hop in hops if policy.matches(hop.name)]
     if not matching:
         raise NoMatchingMX("no MX host matches the domain's MTA-STS policy (mx: "
                            + ", ".join(policy.mx) + ")")

@@ -16,17 +16,18 @@ from __future__ import annotations
 import ipaddress
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
 from ..config import Config
-from . import mtasts
+from . import dane, mtasts
 from .mtasts import PolicyFinder
 
 SMTP_PORT = 25
@@ -43,13 +44,15 @@ class Hop:
     """Resolved IPs in the order to try."""
     preference: int
     tls: str = "opportunistic"
-    """``opportunistic`` | ``required`` | ``implicit`` | ``none``."""
+    """``opportunistic`` | ``required`` | ``dane`` | ``implicit`` | ``none``."""
     auth: tuple[str, str] | None = None
     """Smarthost AUTH (user, password)."""
     cafile: str | None = None
     """CA bundle verifying this hop's certificate (``[tls] ca_file``); None: the system's."""
     policy: str = ""
-    """What made TLS required here (``mta-sts``), for logs and diagnostics."""
+    """What made TLS required here (``mta-sts``, ``DANE``), for logs and diagnostics."""
+    tlsa: tuple[dane.TLSA, ...] = ()
+    """With ``tls="dane"``: the records the certificate must match (RFC 7672)."""
 
 
 class RouteError(Exception):
@@ -79,6 +82,9 @@ def configured_resolver(kind: type[R], config: Config) -> R:
         resolver.nameservers = servers
     resolver.timeout = config.dns.timeout
     resolver.lifetime = config.dns.timeout * 2
+    # RFC 6840 5.7: AD in the query asks a validating resolver to say which answers it
+    # validated; DANE (queue/dane.py) believes only those.
+    resolver.flags = dns.flags.RD | dns.flags.AD
     return resolver
 
 
@@ -122,16 +128,28 @@ class Router:
             tls = relay.tls if not relay.routes.get(domain) else self._tls_for(domain)
             return [Hop(name=host, port=port, addresses=tuple(await self._addresses(host)), preference=0,
                         tls=self._tls_for(domain, tls), auth=auth, cafile=self.cafile)]
-        hosts = await self._mx(domain)
+        hosts, mx_secure = await self._mx(domain)
         hops = []
+        unusable: list[str] = []
         for preference, host in hosts[:MAX_MX]:
             try:
-                addresses = await self._addresses(host)
+                addresses, addresses_secure = await self._host_addresses(host)
             except RouteError:
                 continue                      # try the next MX (RFC 5321 5.1)
-            hops.append(Hop(name=host, port=SMTP_PORT, addresses=tuple(addresses), preference=preference,
-                            tls=self._tls_for(domain), cafile=self.cafile))
+            hop = Hop(name=host, port=SMTP_PORT, addresses=tuple(addresses), preference=preference,
+                      tls=self._tls_for(domain), cafile=self.cafile)
+            if self.config.dane.enabled and mx_secure and addresses_secure:
+                try:                          # RFC 7672 2.2: every step of the way signed
+                    records = await dane.lookup(self.resolver, host)
+                except dane.LookupFailed as exc:
+                    unusable.append(str(exc))  # 2.2: a failed TLSA lookup makes the host unusable
+                    continue
+                if records:
+                    hop = replace(hop, tls="dane", tlsa=records, policy="DANE")
+            hops.append(hop)
         if not hops:
+            if unusable:
+                raise RouteError(f"{domain}: " + "; ".join(unusable), permanent=False, enhanced="4.7.5")
             raise RouteError(f"no address for any mail exchanger of {domain}", permanent=False)
         if self.sts is not None:                       # RFC 8461 5: only MX hosts the policy allows
             try:
@@ -140,14 +158,15 @@ class Router:
                 raise RouteError(f"{domain}: {exc}", permanent=False, enhanced="4.7.5") from None
         return hops
 
-    async def _mx(self, domain: str) -> list[tuple[int, str]]:
+    async def _mx(self, domain: str) -> tuple[list[tuple[int, str]], bool]:
+        """The MX hosts in the order to try, and whether the RRset was DNSSEC-validated."""
         try:
             answer = await self.resolver.resolve(domain, "MX")
         except dns.resolver.NXDOMAIN:
             raise RouteError(f"domain {domain} does not exist", permanent=True,
                              enhanced="5.1.2") from None
         except dns.resolver.NoAnswer:
-            return [(0, domain)]               # implicit MX (RFC 5321 5.1)
+            return [(0, domain)], False        # implicit MX (RFC 5321 5.1); no DANE for it here
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
             raise RouteError(f"MX lookup for {domain} failed: {exc}", permanent=False) from None
         records = [(int(r.preference), r.exchange.to_text(omit_final_dot=True).lower()) for r in answer]
@@ -164,26 +183,31 @@ class Router:
             hosts = by_pref[pref]
             random.shuffle(hosts)
             ordered.extend((pref, h) for h in hosts)
-        return ordered
+        return ordered, dane.secure(answer)
 
     async def _addresses(self, host: str) -> list[str]:
+        return (await self._host_addresses(host))[0]
+
+    async def _host_addresses(self, host: str) -> tuple[list[str], bool]:
+        """The host's addresses, and whether every answer that gave some was validated."""
         try:
-            return [str(ipaddress.ip_address(host))]
+            return [str(ipaddress.ip_address(host))], False
         except ValueError:
             pass
         found: list[str] = []
-        failures = 0
+        secure = True
         for rdtype in ("AAAA", "A"):
             try:
                 answer = await self.resolver.resolve(host, rdtype)
-                found.extend(r.to_text() for r in answer)
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
             except (dns.exception.Timeout, dns.resolver.NoNameservers):
-                failures += 1
+                continue
+            found.extend(r.to_text() for r in answer)
+            secure = secure and dane.secure(answer)
         if not found:
             raise RouteError(f"no address for {host}", permanent=False)
-        return found
+        return found, secure
 
 
 @dataclass
