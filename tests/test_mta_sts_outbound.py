@@ -10,6 +10,9 @@ receivers' own policy route, or as a fixed file).
 - other.example: enforce, but its MX is not one the policy names: not delivered, and still
   not once its TXT record is gone (the cached policy holds for its max_age, 5.1).
 - testing.example: the same mismatch in mode testing: delivered.
+
+Then the sender's TLS reports (RFC 8460) for those sessions go to each domain's ``rua``, and
+the receiving side reads them back with ``mailhaven tlsrpt show``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ RECORDS: dict[str, dict[str, list[str]]] = {
     "mx.other.example": {"A": [GOOD_IP]},
     "testing.example": {"MX": ["10 mx.other.example."]},
     "_mta-sts.testing.example": {"TXT": ['"v=STSv1; id=1"']},
+    # TLS reports (RFC 8460 3): nyu.example's to itself, the failing domains' to nyu.example.
+    "_smtp._tls.nyu.example": {"TXT": ['"v=TLSRPTv1; rua=mailto:postmaster@nyu.example"']},
+    "_smtp._tls.bad.example": {"TXT": ['"v=TLSRPTv1;rua=mailto:tlsrpt@nyu.example"']},
+    "_smtp._tls.other.example": {"TXT": ['"v=TLSRPTv1; rua=https://reports.example/x,mailto:tlsrpt@nyu.example"']},
     **{f"mta-sts.{d}": {"A": [HTTPS_IP]} for d in ("nyu.example", "bad.example", "other.example",
                                                    "testing.example")},
 }
@@ -178,7 +185,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             for srv in (good, bad, sender):
                 srv.start()
                 started.append(srv)
-            for address in ("bob@nyu.example", "bob@other.example", "bob@testing.example"):
+            for address in ("bob@nyu.example", "bob@other.example", "bob@testing.example",
+                            "postmaster@nyu.example", "tlsrpt@nyu.example"):
                 good.add_user(address)
             bad.add_user("bob@bad.example")
             sender.add_user("alice@lancs.example")
@@ -243,3 +251,41 @@ def test_enforce_refuses_an_mx_the_policy_does_not_name_and_the_cache_holds(net:
 def test_testing_mode_delivers_despite_a_mismatch(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@testing.example", "testing only")
     wait_for(lambda: _inbox(net["good"], "bob@testing.example"), what="delivery to testing.example")
+
+
+def test_tls_reports_are_sent_to_each_policy_domains_rua(net: dict[str, Any]) -> None:
+    sender, good = net["sender"], net["good"]
+    _submit(sender, "bob@nyu.example", "one more over verified TLS")
+    wait_for(lambda: len(_inbox(good, "bob@nyu.example")) >= 1, what="a delivery to nyu.example")
+    for rcpt in ("bob@bad.example", "bob@other.example"):       # failures counted today
+        if not _queued(sender, rcpt):
+            _submit(sender, rcpt, "count a failure")
+            _deferred(sender, rcpt)
+    out = sender.admin("tlsrpt", "send", "--include-today").stdout
+    assert out.startswith("3 TLS report(s) queued"), out
+
+    def reports(address: str) -> dict[str, dict[str, Any]]:
+        found = json.loads(good.admin("tlsrpt", "show", address, "--json").stdout)
+        return {r["policies"][0]["policy"]["policy-domain"]: r for r in found}
+
+    own = wait_for(lambda: reports("postmaster@nyu.example"), what="nyu.example's TLS report")["nyu.example"]
+    assert set(own) >= {"organization-name", "date-range", "contact-info", "report-id", "policies"}
+    assert own["organization-name"] == "mail.lancs.example"
+    entry = own["policies"][0]
+    assert entry["policy"]["policy-type"] == "sts" and entry["policy"]["mx-host"] == ["mx.nyu.example"]
+    assert entry["policy"]["policy-string"][:2] == ["version: STSv1", "mode: enforce"]
+    assert entry["summary"]["total-successful-session-count"] >= 1
+    assert entry["summary"]["total-failure-session-count"] == 0
+
+    others = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(reports("tlsrpt@nyu.example")),
+                      what="the reports about bad.example and other.example")
+    bad = others["bad.example"]["policies"][0]
+    assert bad["summary"]["total-failure-session-count"] >= 1
+    assert {(f["result-type"], f["receiving-mx-hostname"], f["receiving-ip"]) for f in bad["failure-details"]} \
+        == {("certificate-not-trusted", "mx.bad.example", BAD_IP)}
+    other = others["other.example"]["policies"][0]
+    assert other["summary"]["total-successful-session-count"] == 0
+    assert {f["result-type"] for f in other["failure-details"]} == {"validation-failure"}
+    text = good.admin("tlsrpt", "show", "tlsrpt@nyu.example").stdout
+    assert "bad.example (sts): 0 successful" in text and "certificate-not-trusted mx.bad.example" in text
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailhaven.queue.mtasts import NoMatchingMX, Policy, PolicyError, apply, parse_policy, parse_txt
+from mailhaven.queue.mtasts import NoMatchingMX, PolicyError, apply, parse_policy, parse_txt
 from mailhaven.queue.mx import Hop
 
 POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 604800\r\n"
@@ -12,7 +12,8 @@ POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.examp
 
 def test_policy_fields_and_mx_patterns() -> None:
     policy = parse_policy(POLICY)
-    assert policy == Policy(mode="enforce", mx=("mail.example.com", "*.example.net"), max_age=604800)
+    assert (policy.mode, policy.mx, policy.max_age) == ("enforce", ("mail.example.com", "*.example.net"), 604800)
+    assert policy.text.split("\n") == POLICY.strip().split("\r\n")
     assert policy.matches("MAIL.example.com.")
     assert policy.matches("mx1.example.net")
     assert not policy.matches("example.net")              # the wildcard needs one label

@@ -49,6 +49,8 @@ class Policy:
     mode: str
     mx: tuple[str, ...]
     max_age: int
+    text: str = ""
+    """Its lines as served, newline-separated (quoted in TLS reports, RFC 8460 4.4)."""
 
     def matches(self, host: str) -> bool:
         """RFC 8461 4.1: an ``mx`` pattern is a name, or ``*.`` and a name matching exactly
@@ -91,7 +93,8 @@ def parse_policy(text: str) -> Policy:
         raise PolicyError(f"max_age must be a number of seconds, not {age!r}")
     if mode != "none" and not mx:
         raise PolicyError("a policy in mode enforce or testing names no mx")
-    return Policy(mode=mode, mx=tuple(mx), max_age=min(int(age), MAX_AGE))
+    return Policy(mode=mode, mx=tuple(mx), max_age=min(int(age), MAX_AGE),
+                  text="\n".join(line.strip() for line in lines if line.strip()))
 
 
 _TXT_FIELD = re.compile(r"\s*([A-Za-z0-9_]+)\s*=\s*([^;]*?)\s*(?:;|$)")
@@ -230,7 +233,7 @@ def apply(policy: Policy | None, hops: list[Any]) -> list[Any]:
     if policy is None or policy.mode != "enforce":
         return hops
     # RFC 8461 2: where DANE applies to a host it decides how TLS is checked there.
-    matching = [hop if hop.tls == "dane" else replace(hop, tls="required", policy="mta-sts")
+    matching = [hop if hop.tls == "dane" else replace(hop, tls="required", policy="mta-sts", policy_text=policy.text)
                 for hop in hops if policy.matches(hop.name)]
     if not matching:
         raise NoMatchingMX("no MX host matches the domain's MTA-STS policy (mx: "

@@ -53,12 +53,16 @@ class Hop:
     """What made TLS required here (``mta-sts``, ``DANE``), for logs and diagnostics."""
     tlsa: tuple[dane.TLSA, ...] = ()
     """With ``tls="dane"``: the records the certificate must match (RFC 7672)."""
+    policy_text: str = ""
+    """The policy as TLS reports quote it (RFC 8460 4.4 ``policy-string``), lines joined by \\n."""
 
 
 class RouteError(Exception):
     def __init__(self, text: str, *, permanent: bool, code: int | None = None,
-                 enhanced: str | None = None) -> None:
+                 enhanced: str | None = None, tls: tuple[str, str, str] | None = None) -> None:
         super().__init__(text)
+        self.tls = tls
+        """(policy type, policy text, RFC 8460 result type) when a TLS policy stopped the route."""
         self.text = text
         self.permanent = permanent
         self.code = code if code is not None else (550 if permanent else 451)
@@ -145,17 +149,21 @@ class Router:
                     unusable.append(str(exc))  # 2.2: a failed TLSA lookup makes the host unusable
                     continue
                 if records:
-                    hop = replace(hop, tls="dane", tlsa=records, policy="DANE")
+                    hop = replace(hop, tls="dane", tlsa=records, policy="DANE", policy_text="\n".join(
+                        f"_25._tcp.{host} IN TLSA {r.usage} {r.selector} {r.mtype} {r.data.hex()}" for r in records))
             hops.append(hop)
         if not hops:
             if unusable:
-                raise RouteError(f"{domain}: " + "; ".join(unusable), permanent=False, enhanced="4.7.5")
+                raise RouteError(f"{domain}: " + "; ".join(unusable), permanent=False, enhanced="4.7.5",
+                                 tls=("tlsa", "", "dnssec-invalid"))
             raise RouteError(f"no address for any mail exchanger of {domain}", permanent=False)
         if self.sts is not None:                       # RFC 8461 5: only MX hosts the policy allows
+            policy = await self.sts.policy_for(domain)
             try:
-                hops = mtasts.apply(await self.sts.policy_for(domain), hops)
+                hops = mtasts.apply(policy, hops)
             except mtasts.NoMatchingMX as exc:
-                raise RouteError(f"{domain}: {exc}", permanent=False, enhanced="4.7.5") from None
+                raise RouteError(f"{domain}: {exc}", permanent=False, enhanced="4.7.5",
+                                 tls=("sts", policy.text if policy else "", "validation-failure")) from None
         return hops
 
     async def _mx(self, domain: str) -> tuple[list[tuple[int, str]], bool]:

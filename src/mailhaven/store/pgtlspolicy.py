@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
-from .api import CachedPolicy
+from .api import CachedPolicy, TLSSessions
 
 if TYPE_CHECKING:
     from .pgmessages import Tx
@@ -22,6 +22,17 @@ CREATE TABLE IF NOT EXISTS mta_sts_policies (
     policy TEXT NOT NULL,
     fetched DOUBLE PRECISION NOT NULL,
     expires DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tls_sessions (
+    day TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    policy_type TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    mx TEXT NOT NULL,
+    result TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (day, domain, policy_type, mx, result, ip)
 );
 """
 
@@ -52,3 +63,30 @@ class TLSPolicyMethods:
                 policy.domain.lower(), policy.policy_id, policy.text, policy.fetched, policy.expires)
 
         await self.write(put)
+
+    async def count_tls_session(self, *, day: str, domain: str, policy_type: str, policy: str, mx: str,
+                                result: str, ip: str) -> None:
+        async def count(tx: Tx) -> None:
+            await tx.conn.execute(
+                "INSERT INTO tls_sessions (day, domain, policy_type, policy, mx, result, ip, count) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,1) ON CONFLICT (day, domain, policy_type, mx, result, ip) "
+                "DO UPDATE SET count=tls_sessions.count+1, policy=excluded.policy",
+                day, domain.lower(), policy_type, policy, mx.lower(), result, ip)
+
+        await self.write(count)
+
+    async def tls_sessions(self, before_day: str) -> list[TLSSessions]:
+        async def fetch(conn: asyncpg.Connection) -> Any:
+            return await conn.fetch(
+                "SELECT day, domain, policy_type, policy, mx, result, ip, count FROM tls_sessions WHERE day < $1 "
+                "ORDER BY day, domain, policy_type, mx, result, ip", before_day)
+
+        return [TLSSessions(day=r[0], domain=r[1], policy_type=r[2], policy=r[3], mx=r[4], result=r[5], ip=r[6],
+                            count=int(r[7])) for r in await self.read(fetch)]
+
+    async def forget_tls_sessions(self, day: str) -> None:
+        async def forget(tx: Tx) -> None:
+            await tx.conn.execute("DELETE FROM tls_sessions WHERE day=$1", day)
+
+        await self.write(forget)
+
