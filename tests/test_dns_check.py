@@ -59,8 +59,13 @@ def test_records_name_mta_sts_tls_rpt_srv_and_aliases(tmp_path: Path) -> None:
 def test_check_reports_ok_missing_and_different(tmp_path: Path) -> None:
     data = _data(tmp_path)
     run_cli(data, "dkim", "generate", "nyu.example", "--selector", "s1")
-    zone = _zone(run_cli(data, "dns", "records", "nyu.example").stdout)
+    records = run_cli(data, "dns", "records", "nyu.example").stdout
+    zone = _zone(records)
     zone["mail.nyu.example"] = {"A": ["192.0.2.25"]}
+    zone["25.2.0.192.in-addr.arpa"] = {"PTR": ["mail.nyu.example."]}
+    tlsa = re.search(r"^; optional.*_25\._tcp\.mail\.nyu\.example\. IN TLSA (3 1 1 [0-9a-f]{64})$", records, re.M)
+    assert tlsa, records
+    zone["_25._tcp.mail.nyu.example"] = {"TLSA": [tlsa.group(1)]}       # the server's own key: ok
     with DNSServer(zone) as dns:
         with (data / "mailhaven.toml").open("a") as f:
             f.write(f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\ntimeout = "2s"\n')
@@ -77,12 +82,16 @@ def test_check_reports_ok_missing_and_different(tmp_path: Path) -> None:
         dns.records["autoconfig.nyu.example"] = {"A": ["192.0.2.25"]}               # same address: ok
         dns.records["autodiscover.nyu.example"] = {"A": ["198.51.100.1"]}           # another host
         del dns.records["mta-sts.nyu.example"]
+        dns.records["25.2.0.192.in-addr.arpa"]["PTR"] = ["host-25.isp.example."]   # not confirmed
+        dns.records["_25._tcp.mail.nyu.example"]["TLSA"] = ["3 1 1 " + "ab" * 32]  # a stale key
         bad = run_cli(data, "dns", "check", "nyu.example", check=False)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     status = {(m.group(2), m.group(3)): m.group(1)
               for m in re.finditer(r"^(ok|missing|different|error)\s+(\S+)\s+(\S+)$", bad.stdout, re.M)}
     assert status == {
         ("A", "mail.nyu.example"): "ok",
+        ("PTR", "25.2.0.192.in-addr.arpa"): "different",
+        ("TLSA", "_25._tcp.mail.nyu.example"): "different",
         ("MX", "nyu.example"): "ok",
         ("TXT", "nyu.example"): "different",
         ("TXT", "s1._domainkey.nyu.example"): "different",
@@ -103,7 +112,9 @@ def test_check_reports_ok_missing_and_different(tmp_path: Path) -> None:
     assert 'publish: nyu.example. IN TXT "v=spf1 mx -all"' in bad.stdout
     assert re.search(r'publish: _dmarc\.nyu\.example\. IN TXT "v=DMARC1; p=quarantine', bad.stdout)
     assert "publish: _submission._tcp.nyu.example. IN SRV 0 1 587 mail.nyu.example." in bad.stdout
-    assert re.search(r"^7 of 15 records ok, 3 missing, 5 different", bad.stdout, re.M), bad.stdout
+    assert "publish: 25.2.0.192.in-addr.arpa. IN PTR mail.nyu.example." in bad.stdout
+    assert f"publish: _25._tcp.mail.nyu.example. IN TLSA {tlsa.group(1)}" in bad.stdout
+    assert re.search(r"^7 of 17 records ok, 3 missing, 7 different", bad.stdout, re.M), bad.stdout
 
 
 def test_check_fails_when_the_resolver_does_not_answer(tmp_path: Path) -> None:

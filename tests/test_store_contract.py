@@ -950,3 +950,40 @@ async def test_dmarc_events_and_reports(backend):
     assert [r.report_id for r in got] == ["r0", "r1"] and got[1].records == report.records
     assert got[1].domain == "nyu.example" and got[1].end == 200
     assert await s.list_dmarc_reports("other.example") == []
+
+
+async def test_mta_sts_policy_cache(backend):
+    from mailhaven.store.api import CachedPolicy
+
+    s = backend
+    assert await s.get_mta_sts_policy("lancs.example") is None
+    first = CachedPolicy(domain="Lancs.Example", policy_id="20261201", text="version: STSv1\r\nmode: testing\r\n",
+                         fetched=1000.0, expires=87400.0)
+    await s.put_mta_sts_policy(first)
+    got = await s.get_mta_sts_policy("lancs.example")
+    assert got == CachedPolicy(domain="lancs.example", policy_id="20261201", text=first.text,
+                               fetched=1000.0, expires=87400.0)
+    await s.put_mta_sts_policy(CachedPolicy(domain="lancs.example", policy_id="2", text="x",
+                                            fetched=2000.0, expires=3000.0))     # replaced, not added
+    got = await s.get_mta_sts_policy("LANCS.example")
+    assert got is not None and (got.policy_id, got.text, got.expires) == ("2", "x", 3000.0)
+    assert await s.get_mta_sts_policy("nyu.example") is None
+
+
+async def test_tls_session_counts(backend):
+    s = backend
+    kw = {"policy_type": "sts", "policy": "version: STSv1\nmode: enforce", "ip": "192.0.2.1"}
+    for _ in range(3):
+        await s.count_tls_session(day="2026-12-01", domain="Nyu.example", mx="MX.nyu.example", result="", **kw)
+    await s.count_tls_session(day="2026-12-01", domain="nyu.example", mx="mx.nyu.example",
+                              result="certificate-expired", **kw)
+    await s.count_tls_session(day="2026-12-02", domain="nyu.example", mx="mx.nyu.example", result="", **kw)
+    got = await s.tls_sessions("2026-12-02")
+    assert [(r.day, r.domain, r.mx, r.result, r.count) for r in got] == [
+        ("2026-12-01", "nyu.example", "mx.nyu.example", "", 3),
+        ("2026-12-01", "nyu.example", "mx.nyu.example", "certificate-expired", 1)]
+    assert got[0].policy == kw["policy"] and got[0].ip == "192.0.2.1" and got[0].policy_type == "sts"
+    assert len(await s.tls_sessions("2026-12-03")) == 3
+    await s.forget_tls_sessions("2026-12-01")
+    assert [r.day for r in await s.tls_sessions("2026-12-03")] == ["2026-12-02"]
+

@@ -33,6 +33,7 @@ T = TypeVar("T")
 CLI_MODULES = (
     "mailhaven.queue.cli",
     "mailhaven.queue.dkimcli",
+    "mailhaven.queue.tlsrptcli",
     "mailhaven.dnscli",
     "mailhaven.auth.cli",
     "mailhaven.ua.cli",

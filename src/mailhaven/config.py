@@ -88,6 +88,9 @@ class TLSConfig:
 
     cert: str = ""
     key: str = ""
+    ca_file: str = ""
+    """CA bundle outbound TLS trusts where a certificate must verify (MTA-STS policy hosts
+    and MX hosts, ``[relay] require_tls``, implicit TLS to a smarthost); empty: the system's."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,6 +216,16 @@ class MTASTSConfig:
     """``enforce``, ``testing`` (senders report failures but deliver) or ``none``."""
     max_age: float = 604800.0
     """How long senders may cache the policy (RFC 8461 3.2: at most 31557600 seconds)."""
+    outbound: bool = True
+    """Honour recipient domains' MTA-STS policies when delivering (queue/mtasts.py)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DANEConfig:
+    """DANE for outbound SMTP (RFC 7672, queue/dane.py); needs a DNSSEC-validating resolver
+    in ``[dns] nameservers`` (answers without the AD bit never count)."""
+
+    enabled: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,6 +293,7 @@ class Config:
     filter: FilterConfig = field(default_factory=FilterConfig)
     dmarc: DmarcReportConfig = field(default_factory=DmarcReportConfig)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
+    dane: DANEConfig = field(default_factory=DANEConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -369,6 +383,7 @@ _SECTIONS: dict[str, type] = {
     "filter": FilterConfig,
     "dmarc": DmarcReportConfig,
     "mta_sts": MTASTSConfig,
+    "dane": DANEConfig,
 }
 
 
@@ -399,7 +414,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("store.pool_size: must be at least 1")
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls: set both cert and key, or neither")
-    for name in ("cert", "key"):
+    for name in ("cert", "key", "ca_file"):
         path = getattr(config.tls, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"tls.{name}: no such file {path!r}")

@@ -5,11 +5,14 @@ A record counts as ok when it does what the suggested one does, not only when it
 same text: an SPF record that authorises the MX hosts, a DMARC record with a policy, an
 MX or SRV record that names this server (RFC 6186 3). The MTA-STS ``id`` and the DKIM key
 must match exactly: a stale id keeps senders on an old policy (RFC 8461 3.1), another key
-fails every signature.
+fails every signature. Beyond the domain's own records: each address of the hostname
+must have a PTR naming it again, and a TLSA record for the SMTP port, where one is
+published, must match the certificate this server presents (RFC 7672).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,8 +20,12 @@ import dns.asyncresolver
 import dns.exception
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .dnsrecords import Record
+from .queue import dane
 
 OK = "ok"
 MISSING = "missing"
@@ -136,14 +143,70 @@ async def check_host_addresses(host: str, lookup: Lookup) -> Finding:
     return Finding(record=record, status=OK if found else MISSING)
 
 
-async def check_all(records: list[Record], lookup: Lookup, host: str) -> list[Finding]:
+async def check_reverse(host: str, lookup: Lookup) -> list[Finding]:
+    """Each address of the hostname must map back to it (PTR), as receivers check of the
+    address mail comes from (forward-confirmed reverse DNS; RFC 8601 2.7.3 ``iprev``)."""
+    host = _host(host)
+    findings = []
+    for address in await lookup(host, "A") + await lookup(host, "AAAA"):
+        name = dns.reversename.from_address(address).to_text(omit_final_dot=True)
+        record = Record(name=name, rtype="PTR", value=f"{host}.", kind="ptr")
+        values = await lookup(name, "PTR")
+        if not values:
+            findings.append(Finding(record=record, status=MISSING))
+        else:
+            good = any(_host(v) == host for v in values)
+            findings.append(Finding(record=record, status=OK if good else DIFFERENT,
+                                    found=() if good else tuple(values)))
+    return findings
+
+
+def tlsa_value(certificate: bytes) -> str:
+    """DANE-EE, SPKI, SHA-256 (``3 1 1``) of a DER certificate: the record RFC 7671 5.1
+    recommends, which survives renewals that keep the key."""
+    spki = x509.load_der_x509_certificate(certificate).public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+
+
+async def check_tlsa(host: str, lookup: Lookup, chain: list[bytes]) -> list[Finding]:
+    """TLSA for SMTP (RFC 7672) is optional; once published, it must match the certificate
+    the SMTP listener presents, or DANE senders stop delivering here."""
+    host = _host(host)
+    name = f"_25._tcp.{host}"
+    values = await lookup(name, "TLSA")
+    if not values or not chain:
+        return []
+    record = Record(name=name, rtype="TLSA", value=tlsa_value(chain[0]), kind="tlsa")
+    published = []
+    for value in values:
+        usage, selector, mtype, *data = value.split()
+        try:
+            published.append(dane.TLSA(int(usage), int(selector), int(mtype), bytes.fromhex("".join(data))))
+        except ValueError:
+            continue
+    usable = [r for r in published if r.usable]
+    if usable and dane.verify(tuple(usable), chain, (host,)) is None:
+        return [Finding(record=record, status=OK)]
+    return [Finding(record=record, status=DIFFERENT, found=tuple(values))]
+
+
+async def check_all(records: list[Record], lookup: Lookup, host: str,
+                    chain: list[bytes] | None = None) -> list[Finding]:
     """Every record in turn; when the resolver does not answer the first question, the rest
-    are reported unresolved without waiting out a timeout each."""
+    are reported unresolved without waiting out a timeout each. ``chain``: the SMTP
+    certificate chain (DER, leaf first) that published TLSA records must match."""
     try:
         findings = [await check_host_addresses(host, lookup)]
     except LookupFailed as exc:
         address = Record(name=_host(host), rtype="A", value="(this server's address)", kind="address")
         return [Finding(record=r, status=ERROR, found=(str(exc),)) for r in [address, *records]]
+    for extra in (check_reverse(host, lookup), check_tlsa(host, lookup, chain or [])):
+        try:
+            findings.extend(await extra)
+        except LookupFailed as exc:
+            findings.append(Finding(record=Record(name=_host(host), rtype="PTR", value="", kind="ptr"),
+                                    status=ERROR, found=(str(exc),)))
     for record in records:
         try:
             findings.append(await check_record(record, lookup, host))

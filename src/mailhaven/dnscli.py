@@ -31,6 +31,11 @@ def cmd_records(args: argparse.Namespace) -> int:
         "(a certificate for that name is needed)",
         f"; and the address records of {host} (A/AAAA) with matching reverse DNS (PTR)",
     ]
+    chain = _certificate_chain(config)
+    if chain:
+        from .dnscheck import tlsa_value
+        lines.append(f"; optional, where {host}'s zone is DNSSEC-signed (DANE, RFC 7672; update it with the key): "
+                     f"_25._tcp.{host}. IN TLSA {tlsa_value(chain[0])}")
     print("\n".join(lines))
     if _not_public(host):
         print(f"mailhaven: warning: the hostname is {host!r}, which other servers cannot reach; set "
@@ -44,7 +49,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     domain = args.domain.lower().rstrip(".")
     records = expected_records(config, domain, dkim.load_keys(config.data_dir))
     lookup = resolver_lookup(make_resolver(config))
-    findings = asyncio.run(check_all(records, lookup, config.hostname))
+    findings = asyncio.run(check_all(records, lookup, config.hostname, chain=_certificate_chain(config)))
     width = max(len(f.record.name) for f in findings)
     for finding in findings:
         record = finding.record
@@ -56,6 +61,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{'':<9} {label} {value}")
         if record.kind == "address":
             print(f"{'':<9} publish: {record.name}. IN A / AAAA (this server's public addresses)")
+        elif record.kind == "ptr":
+            print(f"{'':<9} publish: {record.zone_line()} (reverse DNS: ask whoever owns the address)")
         else:
             print(f"{'':<9} publish: {record.zone_line()}")
     bad = [f for f in findings if f.status != OK]
@@ -63,6 +70,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{len(findings) - len(bad)} of {len(findings)} records ok, {missing} missing, "
           f"{len(bad) - missing} different or unresolved")
     return 1 if bad else 0
+
+
+def _certificate_chain(config: Any) -> list[bytes]:
+    """The SMTP listener's certificate chain (DER, leaf first), for the TLSA check."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from .tls import cert_files
+
+    try:
+        cert, _ = cert_files(config)
+        return [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(cert.read_bytes())]
+    except (OSError, ValueError):
+        return []
 
 
 def _not_public(host: str) -> bool:

@@ -41,6 +41,7 @@ from ..smtp.client import (
 from ..smtp.codes import Reply
 from ..smtp.replies import ReplyError, _NeedData
 from ..tls import client_context
+from . import dane
 from .api import OutboundRecipient
 from .mx import Backoff, Hop
 
@@ -107,13 +108,28 @@ class DeliveryError(Exception):
     """The destination as a whole failed: nothing was delivered over this connection."""
 
     def __init__(self, text: str, *, permanent: bool = False, code: int = 0,
-                 enhanced: str | None = None, remote_mta: str | None = None) -> None:
+                 enhanced: str | None = None, remote_mta: str | None = None, tls_result: str = "",
+                 remote_ip: str = "") -> None:
         super().__init__(text)
         self.text = text
         self.permanent = permanent
         self.code = code
         self.enhanced = enhanced
         self.remote_mta = remote_mta
+        self.tls_result = tls_result
+        """RFC 8460 4.3 result type when TLS is what failed (for TLS reports)."""
+        self.remote_ip = remote_ip
+
+
+def tls_result_of(exc: BaseException) -> str:
+    """The RFC 8460 4.3 result type of a failed TLS handshake."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code == 62:                    # X509_V_ERR_HOSTNAME_MISMATCH
+            return "certificate-host-mismatch"
+        if exc.verify_code == 10:                    # X509_V_ERR_CERT_HAS_EXPIRED
+            return "certificate-expired"
+        return "certificate-not-trusted"
+    return "validation-failure"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,7 +208,7 @@ class DestinationSession:
     async def _connect(cls, hop: Hop, address: str, helo: str, timeouts: Timeouts) -> DestinationSession:
         where = f"{hop.name}[{address}]:{hop.port}"
         implicit = hop.tls == "implicit"
-        context = client_context(verify=True) if implicit else None
+        context = client_context(verify=True, cafile=hop.cafile) if implicit else None
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(address, hop.port, ssl=context,
@@ -217,25 +233,40 @@ class DestinationSession:
         await self._ehlo(helo)
         ehlo = self._conn.ehlo
         assert ehlo is not None
-        if not self.tls and self.hop.tls in ("opportunistic", "required") and ehlo.has("STARTTLS"):
+        if not self.tls and self.hop.tls in ("opportunistic", "required", "dane") and ehlo.has("STARTTLS"):
             self._conn.send_starttls()
             answer = await self._expect((Answered, Closed))
             if isinstance(answer, Answered) and answer.reply.code == 220:
                 verify = self.hop.tls == "required"
+                why = f" (required by {self.hop.policy})" if self.hop.policy else ""
                 try:
+                    # DANE checks the certificate against TLSA itself, after the handshake;
+                    # SNI is the MX name either way (RFC 7672 8.1).
                     await asyncio.wait_for(self._writer.start_tls(
-                        client_context(verify=verify), server_hostname=self.hop.name if verify else None),
+                        client_context(verify=verify, cafile=self.hop.cafile),
+                        server_hostname=self.hop.name if verify or self.hop.tls == "dane" else None),
                         self.timeouts.command)
                 except (OSError, TimeoutError, ssl.SSLError) as exc:
-                    raise DeliveryError(f"TLS with {self.hop.name} failed: {exc}", remote_mta=self.hop.name) from None
+                    raise DeliveryError(f"TLS with {self.hop.name} failed{why}: {exc}",
+                                        remote_mta=self.hop.name, remote_ip=self.remote_address,
+                                        tls_result=tls_result_of(exc)) from None
+                if self.hop.tls == "dane":
+                    problem = dane.verify(self.hop.tlsa, dane.presented_chain(
+                        self._writer.get_extra_info("ssl_object")), (self.hop.name,))
+                    if problem is not None:           # RFC 7672 2.2: never deliver unauthenticated
+                        raise DeliveryError(f"TLS with {self.hop.name} failed{why}: {problem}",
+                                            code=0, enhanced="4.7.5", remote_mta=self.hop.name,
+                                            remote_ip=self.remote_address, tls_result="validation-failure")
                 self.tls = True
                 self._conn.tls_started()
                 await self._ehlo(helo)
             elif isinstance(answer, Closed):
                 raise self._failed("STARTTLS", answer.reply)
-        if self.hop.tls == "required" and not self.tls:
-            raise DeliveryError(f"{self.hop.name} offers no STARTTLS and TLS is required", code=530,
-                                enhanced="4.7.10", remote_mta=self.hop.name)
+        if self.hop.tls in ("required", "dane") and not self.tls:
+            why = f" by {self.hop.policy}" if self.hop.policy else ""
+            raise DeliveryError(f"{self.hop.name} offers no STARTTLS and TLS is required{why}", code=530,
+                                enhanced="4.7.10", remote_mta=self.hop.name, remote_ip=self.remote_address,
+                                tls_result="starttls-not-supported")
         if self.hop.auth is not None:
             user, password = self.hop.auth
             if "PLAIN" not in (self._conn.ehlo.auth_mechanisms() if self._conn.ehlo else ()):

@@ -16,16 +16,19 @@ from __future__ import annotations
 import ipaddress
 import random
 import time
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
 from ..config import Config
+from . import dane, mtasts
+from .mtasts import PolicyFinder
 
 SMTP_PORT = 25
 MAX_MX = 10
@@ -41,15 +44,25 @@ class Hop:
     """Resolved IPs in the order to try."""
     preference: int
     tls: str = "opportunistic"
-    """``opportunistic`` | ``required`` | ``implicit`` | ``none``."""
+    """``opportunistic`` | ``required`` | ``dane`` | ``implicit`` | ``none``."""
     auth: tuple[str, str] | None = None
     """Smarthost AUTH (user, password)."""
+    cafile: str | None = None
+    """CA bundle verifying this hop's certificate (``[tls] ca_file``); None: the system's."""
+    policy: str = ""
+    """What made TLS required here (``mta-sts``, ``DANE``), for logs and diagnostics."""
+    tlsa: tuple[dane.TLSA, ...] = ()
+    """With ``tls="dane"``: the records the certificate must match (RFC 7672)."""
+    policy_text: str = ""
+    """The policy as TLS reports quote it (RFC 8460 4.4 ``policy-string``), lines joined by \\n."""
 
 
 class RouteError(Exception):
     def __init__(self, text: str, *, permanent: bool, code: int | None = None,
-                 enhanced: str | None = None) -> None:
+                 enhanced: str | None = None, tls: tuple[str, str, str] | None = None) -> None:
         super().__init__(text)
+        self.tls = tls
+        """(policy type, policy text, RFC 8460 result type) when a TLS policy stopped the route."""
         self.text = text
         self.permanent = permanent
         self.code = code if code is not None else (550 if permanent else 451)
@@ -73,6 +86,9 @@ def configured_resolver(kind: type[R], config: Config) -> R:
         resolver.nameservers = servers
     resolver.timeout = config.dns.timeout
     resolver.lifetime = config.dns.timeout * 2
+    # RFC 6840 5.7: AD in the query asks a validating resolver to say which answers it
+    # validated; DANE (queue/dane.py) believes only those.
+    resolver.flags = dns.flags.RD | dns.flags.AD
     return resolver
 
 
@@ -94,9 +110,14 @@ def split_host_port(value: str, default_port: int) -> tuple[str, int]:
 
 
 class Router:
-    def __init__(self, config: Config, resolver: dns.asyncresolver.Resolver | None = None) -> None:
+    def __init__(self, config: Config, resolver: dns.asyncresolver.Resolver | None = None,
+                 store: Any = None) -> None:
         self.config = config
         self.resolver = resolver or make_resolver(config)
+        self.cafile = config.tls.ca_file or None
+        self.sts: PolicyFinder | None = None
+        if store is not None and config.mta_sts.outbound:
+            self.sts = PolicyFinder(store, self.resolver, self._addresses, cafile=self.cafile)
 
     def _tls_for(self, domain: str, default: str = "opportunistic") -> str:
         return "required" if domain in self.config.relay.require_tls else default
@@ -110,28 +131,50 @@ class Router:
             auth = (relay.username, relay.password) if relay.username and not relay.routes.get(domain) else None
             tls = relay.tls if not relay.routes.get(domain) else self._tls_for(domain)
             return [Hop(name=host, port=port, addresses=tuple(await self._addresses(host)), preference=0,
-                        tls=self._tls_for(domain, tls), auth=auth)]
-        hosts = await self._mx(domain)
+                        tls=self._tls_for(domain, tls), auth=auth, cafile=self.cafile)]
+        hosts, mx_secure = await self._mx(domain)
         hops = []
+        unusable: list[str] = []
         for preference, host in hosts[:MAX_MX]:
             try:
-                addresses = await self._addresses(host)
+                addresses, addresses_secure = await self._host_addresses(host)
             except RouteError:
                 continue                      # try the next MX (RFC 5321 5.1)
-            hops.append(Hop(name=host, port=SMTP_PORT, addresses=tuple(addresses), preference=preference,
-                            tls=self._tls_for(domain)))
+            hop = Hop(name=host, port=SMTP_PORT, addresses=tuple(addresses), preference=preference,
+                      tls=self._tls_for(domain), cafile=self.cafile)
+            if self.config.dane.enabled and mx_secure and addresses_secure:
+                try:                          # RFC 7672 2.2: every step of the way signed
+                    records = await dane.lookup(self.resolver, host)
+                except dane.LookupFailed as exc:
+                    unusable.append(str(exc))  # 2.2: a failed TLSA lookup makes the host unusable
+                    continue
+                if records:
+                    hop = replace(hop, tls="dane", tlsa=records, policy="DANE", policy_text="\n".join(
+                        f"_25._tcp.{host} IN TLSA {r.usage} {r.selector} {r.mtype} {r.data.hex()}" for r in records))
+            hops.append(hop)
         if not hops:
+            if unusable:
+                raise RouteError(f"{domain}: " + "; ".join(unusable), permanent=False, enhanced="4.7.5",
+                                 tls=("tlsa", "", "dnssec-invalid"))
             raise RouteError(f"no address for any mail exchanger of {domain}", permanent=False)
+        if self.sts is not None:                       # RFC 8461 5: only MX hosts the policy allows
+            policy = await self.sts.policy_for(domain)
+            try:
+                hops = mtasts.apply(policy, hops)
+            except mtasts.NoMatchingMX as exc:
+                raise RouteError(f"{domain}: {exc}", permanent=False, enhanced="4.7.5",
+                                 tls=("sts", policy.text if policy else "", "validation-failure")) from None
         return hops
 
-    async def _mx(self, domain: str) -> list[tuple[int, str]]:
+    async def _mx(self, domain: str) -> tuple[list[tuple[int, str]], bool]:
+        """The MX hosts in the order to try, and whether the RRset was DNSSEC-validated."""
         try:
             answer = await self.resolver.resolve(domain, "MX")
         except dns.resolver.NXDOMAIN:
             raise RouteError(f"domain {domain} does not exist", permanent=True,
                              enhanced="5.1.2") from None
         except dns.resolver.NoAnswer:
-            return [(0, domain)]               # implicit MX (RFC 5321 5.1)
+            return [(0, domain)], False        # implicit MX (RFC 5321 5.1); no DANE for it here
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
             raise RouteError(f"MX lookup for {domain} failed: {exc}", permanent=False) from None
         records = [(int(r.preference), r.exchange.to_text(omit_final_dot=True).lower()) for r in answer]
@@ -148,26 +191,31 @@ class Router:
             hosts = by_pref[pref]
             random.shuffle(hosts)
             ordered.extend((pref, h) for h in hosts)
-        return ordered
+        return ordered, dane.secure(answer)
 
     async def _addresses(self, host: str) -> list[str]:
+        return (await self._host_addresses(host))[0]
+
+    async def _host_addresses(self, host: str) -> tuple[list[str], bool]:
+        """The host's addresses, and whether every answer that gave some was validated."""
         try:
-            return [str(ipaddress.ip_address(host))]
+            return [str(ipaddress.ip_address(host))], False
         except ValueError:
             pass
         found: list[str] = []
-        failures = 0
+        secure = True
         for rdtype in ("AAAA", "A"):
             try:
                 answer = await self.resolver.resolve(host, rdtype)
-                found.extend(r.to_text() for r in answer)
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
             except (dns.exception.Timeout, dns.resolver.NoNameservers):
-                failures += 1
+                continue
+            found.extend(r.to_text() for r in answer)
+            secure = secure and dane.secure(answer)
         if not found:
             raise RouteError(f"no address for {host}", permanent=False)
-        return found
+        return found, secure
 
 
 @dataclass

@@ -32,6 +32,7 @@ from typing import Any
 from ..localdelivery import deliver_local
 from ..logs import Log
 from ..store.api import StorageFull
+from . import tlsrpt
 from .api import OutboundMessage, OutboundRecipient
 from .delivery import (
     CHUNK,
@@ -57,7 +58,7 @@ class QueueRunner:
         self.config = ctx.config.queue
         self.hostname = ctx.config.hostname
         self.queue = queue or queue_store(ctx.store)
-        self.router = router or Router(ctx.config)
+        self.router = router or Router(ctx.config, store=ctx.store)
         self.timeouts = timeouts or Timeouts()
         self.backoff = Backoff(base=min(60.0, self.config.retry[0] if self.config.retry else 60.0))
         self.log = Log("queue")
@@ -69,6 +70,8 @@ class QueueRunner:
         self._workers: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._signer: Any = None
+        self._reported = ""
+        """The UTC day whose earlier days' TLS reports this runner has sent."""
 
     # -- the Outbound protocol -----------------------------------------------------------
     async def enqueue(self, message: OutboundMessage) -> list[int]:
@@ -108,10 +111,29 @@ class QueueRunner:
                 await self.run_once()
             except Exception:  # noqa: BLE001 - the runner must outlive one bad pass
                 self.log.error("queue pass failed", exc=True)
+            try:
+                await self._daily_reports()
+            except Exception:  # noqa: BLE001 - reports must not stop deliveries
+                self.log.error("TLS reports failed", exc=True)
             if self._closing:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll)
+
+    async def _daily_reports(self) -> None:
+        """Once a UTC day has ended, one node (the lease holder) sends its TLS reports."""
+        day = tlsrpt.today()
+        if self._reported == day:
+            return
+        now = time.time()
+        if not await self.store.acquire_lease("tlsrpt", self.owner, ttl=600.0, now=now):
+            self._reported = day                # another node sends them
+            return
+        try:
+            await tlsrpt.send_reports(self.store, self.router.resolver, hostname=self.hostname, before_day=day)
+            self._reported = day
+        finally:
+            await self.store.release_lease("tlsrpt", self.owner)
 
     async def run_once(self) -> int:
         """Claim what is due and start its deliveries; returns the number of entries claimed."""
@@ -162,6 +184,8 @@ class QueueRunner:
         try:
             hops = await self.router.find_route(domain)
         except RouteError as exc:
+            if exc.tls is not None:
+                await tlsrpt.count_route_failure(self.store, domain, exc.tls)
             outcome = Outcome(code=exc.code, enhanced=exc.enhanced, text=exc.text)
             for group in groups:
                 for entry in group:
@@ -171,6 +195,9 @@ class QueueRunner:
             session = await DestinationSession.open(hops, helo=self.hostname, timeouts=self.timeouts,
                                                     backoff=self.backoff)
         except DeliveryError as exc:
+            failed = next((h for h in hops if h.name == exc.remote_mta), None)
+            if exc.tls_result and failed is not None:
+                await tlsrpt.count(self.store, failed, result=exc.tls_result, ip=exc.remote_ip, domain=domain)
             outcome = Outcome(code=exc.code if exc.code >= 400 else 0, enhanced=exc.enhanced or "4.4.1",
                               text=exc.text, remote_mta=exc.remote_mta)
             if outcome.permanent:                     # every host refused us: retry, never bounce
@@ -179,6 +206,7 @@ class QueueRunner:
                 for entry in group:
                     await self._record(entry, outcome)
             return
+        await tlsrpt.count(self.store, session.hop, ip=session.remote_address, domain=domain)
         log = self.log.bind(domain=domain, host=session.remote_name, ip=session.remote_address, tls=session.tls)
         try:
             for index, group in enumerate(groups):

@@ -245,6 +245,41 @@ class SieveScriptInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CachedPolicy:
+    """A recipient domain's MTA-STS policy as last fetched (RFC 8461 5.1), shared by every
+    process and node so a policy learnt by one protects the deliveries of all."""
+
+    domain: str
+    policy_id: str
+    """The ``id`` of the ``_mta-sts`` TXT record the policy was fetched under."""
+    text: str
+    """The policy body as served (parsed again where used)."""
+    fetched: float
+    expires: float
+    """``fetched`` plus the policy's ``max_age``: until then it holds even if DNS says otherwise."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSSessions:
+    """Outbound sessions to one MX of a domain with a TLS policy on one UTC day, with one
+    outcome (RFC 8460 4.3), as TLS reports count them."""
+
+    day: str
+    """``YYYY-MM-DD`` (UTC)."""
+    domain: str
+    """The policy domain (the recipient domain)."""
+    policy_type: str
+    """``sts`` or ``tlsa`` (RFC 8460 4.4)."""
+    policy: str
+    """The policy as reported (``policy-string``): its lines, newline-separated."""
+    mx: str
+    result: str
+    """``""`` for success, else an RFC 8460 4.3 result type."""
+    ip: str
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoginRecord:
     """Failed logins from one source address (``account`` empty) or address+account pair."""
 
@@ -720,4 +755,25 @@ class Store(Protocol):
 
     async def srs_key(self) -> bytes:
         """The server's secret for SRS addresses (RFC-less Sender Rewriting Scheme), made once."""
+        ...
+
+    async def get_mta_sts_policy(self, domain: str) -> CachedPolicy | None:
+        """The cached MTA-STS policy of ``domain`` (lower-case A-label), expired or not."""
+        ...
+
+    async def put_mta_sts_policy(self, policy: CachedPolicy) -> None:
+        """Remember (replace) the domain's policy."""
+        ...
+
+    async def count_tls_session(self, *, day: str, domain: str, policy_type: str, policy: str, mx: str,
+                                result: str, ip: str) -> None:
+        """Count one outbound session (RFC 8460): successes with ``result`` empty."""
+        ...
+
+    async def tls_sessions(self, before_day: str) -> list[TLSSessions]:
+        """Every count of days before ``before_day`` (``YYYY-MM-DD``), oldest first."""
+        ...
+
+    async def forget_tls_sessions(self, day: str) -> None:
+        """Drop the counts of ``day`` once it has been reported."""
         ...

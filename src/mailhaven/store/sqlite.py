@@ -64,12 +64,14 @@ from .sqliterows import _account
 from .sqliteschema import SCHEMA, _upgrade
 from .sqlitesieve import SCHEMA as SIEVE_SCHEMA
 from .sqlitesieve import SieveMethods
+from .sqlitetlspolicy import SCHEMA as TLS_POLICY_SCHEMA
+from .sqlitetlspolicy import TLSPolicyMethods
 from .sqlitewebdata import SCHEMA as WEB_SCHEMA
 from .sqlitewebdata import WebDataMethods
 
 
 class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
-                  SieveMethods, DmarcMethods):
+                  SieveMethods, DmarcMethods, TLSPolicyMethods):
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
     def __init__(self, data_dir: Path | str) -> None:
@@ -82,6 +84,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self.db.add_schema(SECURITY_SCHEMA)
         self.db.add_schema(SIEVE_SCHEMA)
         self.db.add_schema(DMARC_SCHEMA)
+        self.db.add_schema(TLS_POLICY_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0
