@@ -67,6 +67,8 @@ from .pgqueue import QueueMethods
 from .pgschema import check_schema_name, drop_schema, ensure_schema
 from .pgsieve import SCHEMA as SIEVE_SCHEMA
 from .pgsieve import SieveMethods
+from .pgspam import SCHEMA as SPAM_SCHEMA
+from .pgspam import SpamMethods
 from .pgwebdata import SCHEMA as WEB_SCHEMA
 from .pgwebdata import WebDataMethods
 from .recent import RecentFloors
@@ -119,7 +121,8 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, SieveMethods):
+class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, SieveMethods,
+                    SpamMethods):
     """Accounts, mailboxes, messages and message bytes in one PostgreSQL schema.
 
     ``fresh_schema`` drops and re-creates the schema (tests); without an explicit
@@ -166,7 +169,7 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
                 await conn.close()
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
                                                    timeout=CONNECT_TIMEOUT, server_settings=self._settings())
-            await self.ensure_schema(QUEUE_SCHEMA + WEB_SCHEMA + SIEVE_SCHEMA)
+            await self.ensure_schema(QUEUE_SCHEMA + WEB_SCHEMA + SIEVE_SCHEMA + SPAM_SCHEMA)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(
                 f"cannot open the PostgreSQL store at {redact_dsn(self.dsn)}: {exc}") from None

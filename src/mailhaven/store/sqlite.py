@@ -62,12 +62,14 @@ from .sqliterows import _account
 from .sqliteschema import SCHEMA, _upgrade
 from .sqlitesieve import SCHEMA as SIEVE_SCHEMA
 from .sqlitesieve import SieveMethods
+from .sqlitespam import SCHEMA as SPAM_SCHEMA
+from .sqlitespam import SpamMethods
 from .sqlitewebdata import SCHEMA as WEB_SCHEMA
 from .sqlitewebdata import WebDataMethods
 
 
 class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
-                  SieveMethods):
+                  SieveMethods, SpamMethods):
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
     def __init__(self, data_dir: Path | str) -> None:
@@ -79,6 +81,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self.db.add_schema(WEB_SCHEMA)
         self.db.add_schema(SECURITY_SCHEMA)
         self.db.add_schema(SIEVE_SCHEMA)
+        self.db.add_schema(SPAM_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0
