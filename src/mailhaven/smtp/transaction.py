@@ -222,9 +222,13 @@ class Transaction:
         try:
             size = spool.tell()
             self.verdict = verdict = await self.inbound.check(
-                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address)
+                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address,
+                store=self.store, accounts=sorted({a for ids in self.local.values() for a in ids}),
+                recipients=list(self.local))
             if verdict.action == "reject":
                 return codes.DMARC_REJECTED                          # RFC 7489 6.7
+            if verdict.action in ("spam", "defer"):                  # filter/spam/ scoring.py
+                return codes.SPAM_REJECTED if verdict.action == "spam" else codes.GREYLISTED
             self._begin(b"")
             for writer, _ in self._writers:
                 writer.write(verdict.header)
