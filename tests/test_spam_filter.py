@@ -324,3 +324,25 @@ def test_bad_spam_value_stops_start_up(tmp_path: Path, config: str, line: str) -
     with pytest.raises(RuntimeError) as failed:
         server.start(timeout=20)
     assert line in str(failed.value)
+
+
+def test_submission_drops_results_claiming_our_authserv_id(srv: ServerProcess) -> None:
+    """A local user cannot hand a colleague a verdict in our name (the webmail believes it)."""
+    forged = ("From: bob@nyu.example\r\nTo: carol@nyu.example\r\nSubject: forged verdict\r\n"
+              f"Authentication-Results: {AUTHSERV}; dmarc=pass header.from=bank.example\r\n"
+              "Authentication-Results: other.example; spf=pass smtp.mailfrom=x@y.example\r\n\r\nHi.\r\n")
+    with smtplib.SMTP(HOST, srv.port("submission"), timeout=30) as s:
+        s.login("bob@nyu.example", "s3cret")
+        s.sendmail("bob@nyu.example", ["carol@nyu.example"], forged.encode())
+    stored = wait_stored(srv, "forged verdict", "carol@nyu.example")
+    assert f"Authentication-Results: {AUTHSERV}".encode() not in stored
+    assert b"Authentication-Results: other.example; spf=pass" in stored
+
+
+def wait_stored(srv: ServerProcess, subject: str, user: str) -> bytes:
+    for _ in range(50):
+        stored = fetch(srv, subject, user=user)
+        if stored is not None:
+            return stored
+        time.sleep(0.1)
+    raise AssertionError(f"{subject!r} never arrived")

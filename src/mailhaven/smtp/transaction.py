@@ -25,6 +25,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from ..filter.authresults import strip_ours
 from ..localdelivery import deliver_local
 from ..message.authors import foreign_authors
 from ..queue.api import OutboundMessage, OutboundRecipient
@@ -180,8 +181,12 @@ class Transaction:
             self._failed = exc.caught()
             return
         self._begin(added)
+        # Our authserv-id is ours alone, on mail from our own users too (RFC 8601 5).
+        assert self.submission is not None
+        head, _ = strip_ours(buffered[:header_len], self.submission.hostname)
         for writer, _ in self._writers:
-            writer.write(buffered)
+            writer.write(head)
+            writer.write(buffered[header_len:])
 
     def _check_submission(self, header: bytes) -> bytes:
         """RFC 6409 8: From: must be the user's; add Message-ID and Date when missing."""
