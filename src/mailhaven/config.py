@@ -450,8 +450,9 @@ def _validate_spam(spam: SpamConfig) -> None:
         for zone in getattr(spam, key):
             if not _ZONE.fullmatch(zone):
                 raise ConfigError(f"spam.{key}: not a DNS zone name: {zone!r}")
-    if spam.dnsbl_points < 0 or spam.dnswl_points < 0:
-        raise ConfigError("spam.dnsbl_points/dnswl_points: must not be negative")
+    for key in ("dnsbl_points", "dnswl_points"):
+        if getattr(spam, key) < 0:
+            raise ConfigError(f"spam.{key}: must not be negative")
     if spam.bayes_min_messages < 1:
         raise ConfigError("spam.bayes_min_messages: at least 1")
 

@@ -20,7 +20,7 @@ import dns.reversename
 MAX_PTR = 5
 """PTR names followed to their addresses (RFC 8601 2.7.3: a bounded number)."""
 
-ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]")
+ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]", re.IGNORECASE)
 
 
 async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> set[str]:

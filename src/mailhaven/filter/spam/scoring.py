@@ -63,17 +63,19 @@ class SpamResult:
     """``deliver``, ``junk``, ``reject`` (550 5.7.1) or ``defer`` (451 4.7.1, greylisting)."""
 
     def header(self) -> bytes:
-        """``X-Spam-Score`` (read by Sieve spamtest) and SpamAssassin's ``X-Spam-Status``."""
+        """``X-Spam-Score`` (read by Sieve spamtest) and SpamAssassin's ``X-Spam-Status``,
+        folded between words and after the commas of the test list (RFC 5322 2.2.3)."""
         flag = "Yes" if self.score >= self.required else "No"
-        names = ",".join(name for name, _ in self.tests) or "none"
-        status = f"{flag}, score={self.score:.1f} required={self.required:.1f}"
-        words = [*status.split(" "), f"tests={names}"]
+        names = [f"{name}," for name, _ in self.tests] or ["none"]
+        names[-1] = names[-1].rstrip(",")
+        words = [f"{flag},", f"score={self.score:.1f}", f"required={self.required:.1f}", "tests=" + names[0], *names[1:]]
         lines, line = [], "X-Spam-Status:"
-        for word in words:
-            if len(line) + 1 + len(word) > 78 and line != "X-Spam-Status:":
+        for i, word in enumerate(words):
+            glue = "" if i > 3 else " "                       # the test names run on after "tests="
+            if len(line) + len(glue) + len(word) > 78 and line.strip():
                 lines.append(line)
-                line = "\t"
-            line += word if line == "\t" else " " + word
+                line, glue = "\t", ""
+            line += glue + word
         lines.append(line)
         return (f"X-Spam-Score: {self.score:.1f}\r\n" + "\r\n".join(lines) + "\r\n").encode()
 

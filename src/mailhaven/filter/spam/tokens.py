@@ -34,7 +34,8 @@ def _words(text: str, prefix: str = "") -> list[str]:
     return out
 
 
-def _text_parts(msg: Message) -> list[str]:
+def _text_parts(msg: Message) -> list[tuple[str, list[str]]]:
+    """(readable text, link hosts) of each text part."""
     texts = []
     for part in msg.walk():
         if part.is_multipart() or part.get_content_maintype() != "text":
@@ -46,9 +47,10 @@ def _text_parts(msg: Message) -> list[str]:
             text = payload.decode(part.get_content_charset() or "utf-8", "replace")
         except (LookupError, ValueError):
             continue
+        hosts = URL_HOST.findall(text)
         if part.get_content_subtype() == "html":
             text = html.unescape(TAG.sub(" ", text))
-        texts.append(text)
+        texts.append((text, hosts))
     return texts
 
 
@@ -68,7 +70,7 @@ def tokenize(raw: bytes) -> list[str]:
         value = msg.get(name)
         if value is not None:
             add(_words(str(value), f"{name}:"))
-    for text in _text_parts(msg):
-        add([f"url:{h.lower()}" for h in URL_HOST.findall(text)])
+    for text, hosts in _text_parts(msg):
+        add([f"url:{h.lower()}" for h in hosts])
         add(_words(text))
     return list(found)
