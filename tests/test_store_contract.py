@@ -918,6 +918,7 @@ async def test_spam_classifier_counts_per_account_and_global(backend):
     assert await s.spam_token_counts(bob.id, ["viagra", "cheap", "lunch", "unseen"]) == (
         2, 0, {"viagra": (2, 0), "cheap": (1, 0), "lunch": (1, 0)})
     assert await s.spam_token_counts(carol.id, ["viagra", "lunch"]) == (0, 1, {"lunch": (0, 1)})
+    assert await s.spam_token_counts(0, []) == (2, 1, {})                # the totals alone
     assert await s.spam_token_counts(0, ["viagra", "lunch", "friday"]) == (
         2, 1, {"viagra": (2, 0), "lunch": (1, 1), "friday": (0, 1)})
     many = [f"t{i}" for i in range(1200)]                    # past SQLite's 999 bound parameters

@@ -235,15 +235,14 @@ class SpamChecker:
 
     async def _bayes(self, store: Any, accounts: Sequence[int], raw: bytes) -> tuple[str, float] | None:
         """The recipient's own classifier when there is one recipient account that has
-        learnt enough, else the global one (when it has)."""
-        tokens = await asyncio.to_thread(tokenize, raw)
+        learnt enough, else the global one (when it has). The message is tokenized only
+        when one of them is ready."""
         least = self.settings.bayes_min_messages
-        scopes = ([accounts[0]] if len(accounts) == 1 else []) + [0]
-        for scope in scopes:
-            nspam, nham, counts = await store.spam_token_counts(scope, tokens)
+        for scope in ([accounts[0]] if len(accounts) == 1 else []) + [0]:
+            nspam, nham, _ = await store.spam_token_counts(scope, [])
             if nspam >= least and nham >= least:
+                tokens = await asyncio.to_thread(tokenize, raw)
+                nspam, nham, counts = await store.spam_token_counts(scope, tokens)
                 probability = bayes.spam_probability(counts, nspam, nham)
-                if probability is None:
-                    return None
-                return bayes.band(probability)
+                return None if probability is None else bayes.band(probability)
         return None
