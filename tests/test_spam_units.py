@@ -28,7 +28,7 @@ def test_dnsbl_query_names() -> None:
     six = query_name("2001:db8::1", "bl.example")
     assert six is not None and six.startswith("1.0.0.0.") and six.endswith(".8.b.d.0.1.0.0.2.bl.example")
     assert query_name("not an ip", "bl.example") is None
-    assert _listing(["127.0.0.2"]) and not _listing(["127.255.255.254"]) and not _listing(["192.0.2.1"])
+    assert _listing(["127.0.0.2"]) and not _listing(["127.255.255.254"]) and not _listing(["127.0.0.255"]) and not _listing(["192.0.2.1"])
 
 
 @pytest.mark.parametrize(("helo", "found"), [

@@ -2,7 +2,8 @@
 
 The address is reversed (IPv4 octets, IPv6 nibbles) under each zone and an A query asked;
 an answer in 127.0.0.0/8 lists it (RFC 5782 2.1, 2.3). Spamhaus answers 127.255.255.x to
-say a query was refused (public resolver, over quota): that is no listing.
+say a query was refused (public resolver, over quota), DNSWL.org 127.0.0.255: that is no
+listing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def query_name(ip: str, zone: str) -> str | None:
 def _listing(addresses: list[str]) -> bool:
     for text in addresses:
         a = ipaddress.ip_address(text)
-        if a in ipaddress.ip_network("127.0.0.0/8") and not text.startswith("127.255.255."):   # RFC 5782 2.3
+        refused = text.startswith("127.255.255.") or text == "127.0.0.255"
+        if a in ipaddress.ip_network("127.0.0.0/8") and not refused:                         # RFC 5782 2.3
             return True
     return False
 
