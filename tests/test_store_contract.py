@@ -987,3 +987,49 @@ async def test_tls_session_counts(backend):
     await s.forget_tls_sessions("2026-12-01")
     assert [r.day for r in await s.tls_sessions("2026-12-03")] == ["2026-12-02"]
 
+
+async def test_spam_classifier_counts_per_account_and_global(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    assert await s.spam_token_counts(bob.id, ["viagra"]) == (0, 0, {})
+    await s.spam_train(bob.id, ["viagra", "cheap", "viagra"], spam=True)
+    await s.spam_train(bob.id, ["viagra", "lunch"], spam=True)
+    await s.spam_train(carol.id, ["lunch", "friday"], spam=False)
+    assert await s.spam_token_counts(bob.id, ["viagra", "cheap", "lunch", "unseen"]) == (
+        2, 0, {"viagra": (2, 0), "cheap": (1, 0), "lunch": (1, 0)})
+    assert await s.spam_token_counts(carol.id, ["viagra", "lunch"]) == (0, 1, {"lunch": (0, 1)})
+    assert await s.spam_token_counts(0, []) == (2, 1, {})                # the totals alone
+    assert await s.spam_token_counts(0, ["viagra", "lunch", "friday"]) == (
+        2, 1, {"viagra": (2, 0), "lunch": (1, 1), "friday": (0, 1)})
+    many = [f"t{i}" for i in range(1200)]                    # past SQLite's 999 bound parameters
+    await s.spam_train(carol.id, many, spam=True)
+    nspam, nham, counts = await s.spam_token_counts(carol.id, many)
+    assert (nspam, nham, len(counts)) == (1, 1, 1200)
+
+
+async def test_spam_allow_and_block_lists(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    await s.set_spam_list(bob.id, "Friend@Lancs.example", "allow")
+    await s.set_spam_list(bob.id, "spammy.example", "block")
+    await s.set_spam_list(carol.id, "spammy.example", "allow")
+    assert await s.spam_lists(bob.id) == {"friend@lancs.example": "allow", "spammy.example": "block"}
+    await s.set_spam_list(bob.id, "spammy.example", "allow")
+    await s.set_spam_list(bob.id, "FRIEND@lancs.example", None)
+    assert await s.spam_lists(bob.id) == {"spammy.example": "allow"}
+    assert await s.spam_lists(carol.id) == {"spammy.example": "allow"}
+
+
+async def test_greylist_passes_after_the_delay_and_forgets_after_expiry(backend):
+    s = backend
+    key = "192.0.2.0/24 a@x.example bob@nyu.example"
+    assert await s.greylist_pass(key, now=1000.0, delay=300.0, expire=86400.0) is False
+    assert await s.greylist_pass(key, now=1100.0, delay=300.0, expire=86400.0) is False   # too soon, still pending
+    assert await s.greylist_pass(key, now=1300.0, delay=300.0, expire=86400.0) is True    # 300 s after the first
+    assert await s.greylist_pass(key, now=500000.0, delay=300.0, expire=86400.0) is True  # passed: stays
+    other = "198.51.100.0/24 b@y.example bob@nyu.example"
+    assert await s.greylist_pass(other, now=0.0, delay=300.0, expire=600.0) is False
+    assert await s.greylist_pass(other, now=1000.0, delay=300.0, expire=600.0) is False   # retried too late
+    assert await s.greylist_pass(other, now=1300.0, delay=300.0, expire=600.0) is True

@@ -106,3 +106,21 @@ def test_linkified_text_is_text(page: Any) -> None:
                               f"d.append(m.linkifiedText({json.dumps(text)})); return d.innerHTML; }})()")
     assert html == ('see <a href="https://e.org/x?a=1" target="_blank" rel="noopener noreferrer">https://e.org/x?a=1</a>'
                     " &lt;b&gt;not bold&lt;/b&gt; javascript:alert(1)")
+
+
+def test_verdict_believes_only_our_authentication_results(page: Any) -> None:
+    ours = ("mail.example (Mailhaven); spf=pass smtp.mailfrom=a@good.example;\r\n\tdkim=pass (2048-bit key) "
+            "header.d=good.example header.s=sel; dmarc=fail (p=reject) header.from=bank.example")
+    parsed = js(page, "verdict.js", f"m.parseAuthResults({json.dumps(ours)}, 'MAIL.example')")
+    assert parsed["dmarc"] == [{"result": "fail", "props": {"header.from": "bank.example"}}]
+    assert parsed["dkim"][0]["props"] == {"header.d": "good.example", "header.s": "sel"}
+    assert js(page, "verdict.js", f"m.parseAuthResults({json.dumps(ours)}, 'other.example')") is None
+    # A field some other server (or a sender) wrote above ours is not read as ours.
+    banner = js(page, "verdict.js", "(() => { const b = m.verdictBanner({'header:Authentication-Results:asText:all': "
+                f"['evil.example; dmarc=pass header.from=bank.example', {json.dumps(ours)}]}}, 'mail.example'); "
+                "return b === null ? null : b.textContent; })()")
+    assert banner is None
+    text = js(page, "verdict.js", "m.verdictBanner({'header:Authentication-Results:asText:all': "
+              f"[{json.dumps(ours)}], 'header:X-Spam-Status:asText': 'Yes, score=9.1 required=5.0 tests=X'}}, "
+              "'mail.example').textContent")
+    assert "failed DMARC" in text and "bank.example" in text and "score 9.1" in text

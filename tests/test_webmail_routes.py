@@ -235,3 +235,11 @@ def test_documents_expire_and_are_bounded() -> None:
     assert docs.get(a, "o") is None
     b, c, d = (docs.put("o", s, False) for s in "bcd")
     assert docs.get(b, "o") is None and docs.get(d, "o") is not None
+
+
+def test_shell_names_our_authserv_id_for_the_verdict(web: tuple[int, _Sessions]) -> None:
+    """The reader shows sender verdicts only from Authentication-Results with this id."""
+    port, _ = web
+    _, _, cookies, _ = login(port)
+    _, _, _, body = request(port, "GET", "/", headers={"Cookie": cookies[0].split(";")[0]})
+    assert b'<meta name="authserv-id" content="localhost">' in body

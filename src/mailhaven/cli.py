@@ -42,6 +42,7 @@ CLI_MODULES = (
     "mailhaven.store.cli",
     "mailhaven.sieve.cli",
     "mailhaven.filter.dmarccli",
+    "mailhaven.filter.spam.cli",
 )
 
 

@@ -276,6 +276,31 @@ class DmarcReportConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SpamConfig:
+    """The built-in spam filter (filter/spam/), run with the inbound checks ([filter])."""
+
+    enabled: bool = True
+    junk_score: float = 5.0
+    """At this score the message gets ``X-Spam-Status: Yes`` and is filed in Junk."""
+    reject_score: float = 15.0
+    """At this score it is refused with 550 5.7.1."""
+    greylist: bool = False
+    """Answer 451 4.7.1 to a message scoring ``greylist_score`` or more the first time its
+    client network, sender and recipients are seen; a retry after ``greylist_delay`` passes."""
+    greylist_score: float = 3.0
+    greylist_delay: float = 300.0
+    dnsbl: tuple[str, ...] = ("zen.spamhaus.org",)
+    """DNS block lists of the client address (RFC 5782); each listing adds ``dnsbl_points``."""
+    dnsbl_points: float = 3.0
+    dnswl: tuple[str, ...] = ("list.dnswl.org",)
+    """DNS allow lists; a listing subtracts ``dnswl_points``."""
+    dnswl_points: float = 2.0
+    bayes: bool = True
+    bayes_min_messages: int = 10
+    """Spam and ham messages a classifier must have learnt (each) before it is asked."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -294,6 +319,7 @@ class Config:
     dmarc: DmarcReportConfig = field(default_factory=DmarcReportConfig)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     dane: DANEConfig = field(default_factory=DANEConfig)
+    spam: SpamConfig = field(default_factory=SpamConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -315,6 +341,7 @@ _DURATION_KEYS = {
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
     "login_window", "login_block", "login_delay", "login_max_delay", "pop3_lock_lease",
     "max_age",
+    "greylist_delay",
 }
 
 
@@ -384,6 +411,7 @@ _SECTIONS: dict[str, type] = {
     "dmarc": DmarcReportConfig,
     "mta_sts": MTASTSConfig,
     "dane": DANEConfig,
+    "spam": SpamConfig,
 }
 
 
@@ -438,12 +466,32 @@ def _validate(config: Config) -> None:
         raise ConfigError("mta_sts.mode: expected 'enforce', 'testing' or 'none'")
     if not 0 <= config.mta_sts.max_age <= 31557600:  # RFC 8461 3.2
         raise ConfigError("mta_sts.max_age: at most 31557600 seconds (one year)")
+    _validate_spam(config.spam)
     if config.event_loop not in ("uvloop", "asyncio"):
         raise ConfigError("event_loop: expected 'uvloop' or 'asyncio'")
     if config.log_format not in ("text", "json"):
         raise ConfigError("log_format: expected 'text' or 'json'")
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("log_level: expected debug, info, warning or error")
+
+
+_ZONE = re.compile(r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}\.?", re.IGNORECASE)
+
+
+def _validate_spam(spam: SpamConfig) -> None:
+    if spam.junk_score >= spam.reject_score:
+        raise ConfigError(f"spam.junk_score: must be below spam.reject_score ({spam.reject_score:g})")
+    if spam.greylist and spam.greylist_score > spam.reject_score:
+        raise ConfigError("spam.greylist_score: must not be above spam.reject_score")
+    for key in ("dnsbl", "dnswl"):
+        for zone in getattr(spam, key):
+            if not _ZONE.fullmatch(zone):
+                raise ConfigError(f"spam.{key}: not a DNS zone name: {zone!r}")
+    for key in ("dnsbl_points", "dnswl_points"):
+        if getattr(spam, key) < 0:
+            raise ConfigError(f"spam.{key}: must not be negative")
+    if spam.bayes_min_messages < 1:
+        raise ConfigError("spam.bayes_min_messages: at least 1")
 
 
 def load_config(data_dir: Path | str = "data", config_file: Path | str | None = None) -> Config:

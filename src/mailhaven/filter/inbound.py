@@ -8,8 +8,9 @@ verdict says what to prepend, what to deliver, where, or that the reply is a ref
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import dns.resolver
 from publicsuffixlist import PublicSuffixList
@@ -21,13 +22,15 @@ from .arc import ArcResult, ArcSealer, verify_arc
 from .dkimverify import DkimResult, too_large, verify_dkim
 from .dmarc import DmarcChecker, DmarcResult
 from .dnslookup import ANSWER_CACHE, make_sync_resolver
+from .spam.scoring import SpamChecker, SpamResult, strip_spam_fields
 from .spf import SpfResult, check_spf
 
 
 @dataclass(frozen=True, kw_only=True)
 class Verdict:
     action: str
-    """``deliver``, ``junk`` (file in the Junk mailbox) or ``reject`` (550 5.7.1)."""
+    """``deliver``, ``junk`` (file in the Junk mailbox), ``reject`` (550 5.7.1, DMARC),
+    ``spam`` (550 5.7.1, the spam score) or ``defer`` (451 4.7.1, greylisting)."""
     header: bytes
     """What to store before the held content from ``body_offset`` on: our
     Authentication-Results, then the message's header section without forged ones."""
@@ -38,6 +41,7 @@ class Verdict:
     arc: ArcResult | None = None
     dmarc_override: str | None = None
     """The trusted ARC sealer whose verdict overrode a DMARC failure (filter/arc.py)."""
+    spam: SpamResult | None = None
 
     @property
     def mailbox(self) -> str:
@@ -71,8 +75,10 @@ class InboundFilter:
         self.dmarc = DmarcChecker(resolver, psl or PublicSuffixList())
         self.sealer = ArcSealer.load(config.data_dir, config.hostname)
         """Seals what we forward (sieve/forward.py); keys read at start, as the queue's."""
+        self.spam = SpamChecker(config, resolver) if config.spam.enabled else None
 
-    async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str) -> Verdict:
+    async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str,
+                    store: Any = None, accounts: Sequence[int] = (), recipients: Sequence[str] = ()) -> Verdict:
         """``content`` holds the message (``size`` bytes); it is read, never written.
         Messages up to ``filter.dkim_max_size`` are read whole for dkimpy; larger ones
         get ``dkim=policy`` and their DMARC failures are reported, not enforced."""
@@ -83,6 +89,7 @@ class InboundFilter:
         head_len = header_length(start, size)
         original_head = start[:head_len]
         head, _ = authresults.strip_ours(original_head, self.hostname)       # RFC 8601 5
+        lookups = self.spam.start_lookups(ip) if self.spam is not None else None
         spf_task = (asyncio.ensure_future(check_spf(self.sync_resolver, ip, mail_from, helo, timeout))
                     if s.spf else None)
         dkim_results: list[DkimResult] | None = None
@@ -112,5 +119,14 @@ class InboundFilter:
                 and override is None):
             action = {"reject": "reject", "quarantine": "junk"}.get(dmarc.disposition, "deliver")
         ar = authresults.header(self.hostname, spf, dkim_results, dmarc, arc, override=override, ip=ip)
+        spam = None
+        if self.spam is not None and lookups is not None:
+            spam = await self.spam.check(content, head=head, lookups=lookups, ip=ip, helo=helo, mail_from=mail_from,
+                                         spf=spf, dkim=dkim_results, dmarc=dmarc, store=store, accounts=accounts,
+                                         recipients=recipients)
+            if action != "reject" and spam.action != "deliver":
+                action = {"reject": "spam"}.get(spam.action, spam.action)
+            ar = spam.header() + ar
+            head = strip_spam_fields(head)
         return Verdict(action=action, header=ar + head, body_offset=head_len,
-                       spf=spf, dkim=dkim_results, dmarc=dmarc, arc=arc, dmarc_override=override)
+                       spf=spf, dkim=dkim_results, dmarc=dmarc, arc=arc, dmarc_override=override, spam=spam)

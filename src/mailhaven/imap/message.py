@@ -3,6 +3,7 @@ MOVE (RFC 9051 6.4, RFC 4315 UIDPLUS, RFC 6851 MOVE, RFC 7162 CONDSTORE)."""
 
 from __future__ import annotations
 
+from ..filter.spam.train import train_move
 from ..store.api import FlagMode, NotFound, QuotaExceeded
 from .grammar import Args, parse_sequence_set
 from .mailbox import find_mailbox
@@ -193,6 +194,8 @@ async def cmd_copy(s: Session, cmd: Command) -> str:
         raise No("Mailbox is read-only", code=CANNOT)
     if not uids:
         return f"{cmd.name} completed"
+    assert s.account_id is not None
+    await train_move(s.store, s.account_id, await s.store.get_mailbox_by_id(sel.id), target, uids)   # filter/spam/
     try:
         if move:
             pairs = await s.store.move(sel.id, uids, target.id)

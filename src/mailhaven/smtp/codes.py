@@ -99,6 +99,7 @@ LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing, try again later")  # 
 NO_REMOTE_DELIVERY = _r(451, "4.4.0", "Remote delivery is not available now")
 TEMP_AUTH_FAILURE = _r(454, "4.7.0", "Temporary authentication failure")    # RFC 4954 6
 TLS_UNAVAILABLE = _r(454, "4.7.0", "TLS not available")                    # RFC 3207 4
+GREYLISTED = _r(451, "4.7.1", "Greylisted, please try again later")             # RFC 3463 X.7.1 / RFC 6647
 INSUFFICIENT_STORAGE = _r(452, "4.3.1", "Insufficient system storage")      # RFC 1870 6.2
 
 # -- 5xx: permanent failures ----------------------------------------------------------
@@ -128,6 +129,7 @@ SIEVE_REJECTED = _r(550, "5.7.1", "Rejected by the recipient's Sieve script")  #
 FORWARDING_LOOP = _r(554, "5.4.6", "Mail forwarding loop detected")           # RFC 3463 X.4.6
 FORWARDING_LIMIT = _r(451, "4.7.1", "Forwarding limit reached, try again later")  # sieve/forward.py
 DMARC_REJECTED = _r(550, "5.7.1", "Message refused: the sender domain's DMARC policy is reject")  # RFC 7489 6.7 / 7.3
+SPAM_REJECTED = _r(550, "5.7.1", "Message refused as spam")                      # RFC 3463 X.7.1
 BARE_LINE_END = _r(550, "5.5.2", "Bare CR or LF in command")
 MESSAGE_TOO_BIG = _r(552, "5.3.4", "Message size exceeds fixed maximum message size")  # RFC 1870 6.1
 SENDER_NOT_OWNED = _r(553, "5.7.1", "Sender address not owned by the authenticated user")  # RFC 6409 6.1

@@ -27,6 +27,7 @@ from email.policy import compat32
 from typing import Any
 
 from ..filter import dmarcreports
+from ..filter.authresults import strip_ours
 from ..localdelivery import deliver_local
 from ..message.authors import foreign_authors
 from ..queue.api import OutboundMessage, OutboundRecipient
@@ -189,8 +190,12 @@ class Transaction:
             self._failed = exc.caught()
             return
         self._begin(added)
+        # Our authserv-id is ours alone, on mail from our own users too (RFC 8601 5).
+        assert self.submission is not None
+        head, _ = strip_ours(buffered[:header_len], self.submission.hostname)
         for writer, _ in self._writers:
-            writer.write(buffered)
+            writer.write(head)
+            writer.write(buffered[header_len:])
 
     def _check_submission(self, header: bytes) -> bytes:
         """RFC 6409 8: From: must be the user's; add Message-ID and Date when missing."""
@@ -231,10 +236,14 @@ class Transaction:
         try:
             size = spool.tell()
             self.verdict = verdict = await self.inbound.check(
-                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address)
+                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address,
+                store=self.store, accounts=sorted({a for ids in self.local.values() for a in ids}),
+                recipients=list(self.local))
             await dmarcreports.record(self.store, verdict, self.trace.peer_ip)     # RFC 7489 7.2
             if verdict.action == "reject":
                 return codes.DMARC_REJECTED                          # RFC 7489 6.7
+            if verdict.action in ("spam", "defer"):                  # filter/spam/ scoring.py
+                return codes.SPAM_REJECTED if verdict.action == "spam" else codes.GREYLISTED
             self._begin(b"")
             for writer, _ in self._writers:
                 writer.write(verdict.header)

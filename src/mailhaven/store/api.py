@@ -776,4 +776,28 @@ class Store(Protocol):
 
     async def forget_tls_sessions(self, day: str) -> None:
         """Drop the counts of ``day`` once it has been reported."""
+    # -- spam filter (filter/spam/) -------------------------------------------------
+    async def spam_token_counts(self, scope: int, tokens: Sequence[str]) -> tuple[int, int, dict[str, tuple[int, int]]]:
+        """(spam messages, ham messages, token -> (spam count, ham count)) of one classifier:
+        ``scope`` is an account id, or 0 for the global one. Tokens never seen are left out."""
+        ...
+
+    async def spam_train(self, account_id: int, tokens: Sequence[str], *, spam: bool) -> None:
+        """Count one spam (or ham) message with these distinct ``tokens`` in the account's
+        classifier and in the global one, in one transaction."""
+        ...
+
+    async def spam_lists(self, account_id: int) -> dict[str, str]:
+        """The account's allow and block lists: entry (address or domain, lower-case) ->
+        ``allow`` or ``block``."""
+        ...
+
+    async def set_spam_list(self, account_id: int, entry: str, kind: str | None) -> None:
+        """Put ``entry`` (lower-cased) on the ``allow`` or ``block`` list; None takes it off."""
+        ...
+
+    async def greylist_pass(self, key: str, *, now: float, delay: float, expire: float) -> bool:
+        """Greylisting: True when ``key`` was first seen at least ``delay`` and at most
+        ``expire`` seconds before ``now`` (then it passes from now on), or passed before;
+        otherwise remember ``now`` as its first sighting (unless one is pending) and False."""
         ...

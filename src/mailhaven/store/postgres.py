@@ -69,6 +69,8 @@ from .pgqueue import QueueMethods
 from .pgschema import check_schema_name, drop_schema, ensure_schema
 from .pgsieve import SCHEMA as SIEVE_SCHEMA
 from .pgsieve import SieveMethods
+from .pgspam import SCHEMA as SPAM_SCHEMA
+from .pgspam import SpamMethods
 from .pgtlspolicy import SCHEMA as TLS_POLICY_SCHEMA
 from .pgtlspolicy import TLSPolicyMethods
 from .pgwebdata import SCHEMA as WEB_SCHEMA
@@ -123,7 +125,8 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, SieveMethods, DmarcMethods, TLSPolicyMethods):
+class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, SieveMethods, DmarcMethods,
+                    TLSPolicyMethods, SpamMethods):
     """Accounts, mailboxes, messages and message bytes in one PostgreSQL schema.
 
     ``fresh_schema`` drops and re-creates the schema (tests); without an explicit
@@ -170,7 +173,8 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
                 await conn.close()
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
                                                    timeout=CONNECT_TIMEOUT, server_settings=self._settings())
-            await self.ensure_schema(QUEUE_SCHEMA + WEB_SCHEMA + SIEVE_SCHEMA + DMARC_SCHEMA + TLS_POLICY_SCHEMA)
+            await self.ensure_schema(QUEUE_SCHEMA + WEB_SCHEMA + SIEVE_SCHEMA + DMARC_SCHEMA + TLS_POLICY_SCHEMA
+                                     + SPAM_SCHEMA)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(
                 f"cannot open the PostgreSQL store at {redact_dsn(self.dsn)}: {exc}") from None

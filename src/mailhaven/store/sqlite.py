@@ -64,6 +64,8 @@ from .sqliterows import _account
 from .sqliteschema import SCHEMA, _upgrade
 from .sqlitesieve import SCHEMA as SIEVE_SCHEMA
 from .sqlitesieve import SieveMethods
+from .sqlitespam import SCHEMA as SPAM_SCHEMA
+from .sqlitespam import SpamMethods
 from .sqlitetlspolicy import SCHEMA as TLS_POLICY_SCHEMA
 from .sqlitetlspolicy import TLSPolicyMethods
 from .sqlitewebdata import SCHEMA as WEB_SCHEMA
@@ -71,7 +73,7 @@ from .sqlitewebdata import WebDataMethods
 
 
 class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
-                  SieveMethods, DmarcMethods, TLSPolicyMethods):
+                  SieveMethods, DmarcMethods, TLSPolicyMethods, SpamMethods):
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
     def __init__(self, data_dir: Path | str) -> None:
@@ -85,6 +87,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self.db.add_schema(SIEVE_SCHEMA)
         self.db.add_schema(DMARC_SCHEMA)
         self.db.add_schema(TLS_POLICY_SCHEMA)
+        self.db.add_schema(SPAM_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0

@@ -173,6 +173,8 @@ class Webmail:
         if found is None:
             return RedirectResponse("/login", status_code=303, headers=_headers(APP_CSP))
         page = self.shell.replace("{{csrf_token}}", html.escape(found[1].csrf_token, quote=True))
+        # The reader believes only the Authentication-Results this server wrote (RFC 8601 5).
+        page = page.replace("{{authserv_id}}", html.escape(self.ctx.config.hostname, quote=True))
         return HTMLResponse(page, headers=_headers(APP_CSP))
 
     def _login_page(self, error: str = "", username: str = "", status: int = 200,

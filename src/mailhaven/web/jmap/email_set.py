@@ -17,6 +17,7 @@ import uuid
 from email.message import EmailMessage
 from typing import Any
 
+from ...filter.spam.train import train_move
 from ...store.api import BlobRef, FlagMode, NotFound, QuotaExceeded, StorageFull
 from .blobs import blob_ref_for, read_blob_for
 from .core import check_if_in_state, check_set_size, create_each, set_response
@@ -252,9 +253,11 @@ async def apply_update(call: Call, jid: str, patch: dict[str, Any]) -> None:
     target = next(iter(boxes))
     store = call.store
     if target != message.mailbox_id:
-        own = {b.id for b in await store.list_mailboxes(call.account.id)}
+        own = {b.id: b for b in await store.list_mailboxes(call.account.id)}
         if target is None or target not in own:
             raise MethodError("invalidProperties", "no such mailbox", properties=["mailboxIds"])
+        if message.mailbox_id in own:                            # the Junk and Not junk buttons train
+            await train_move(store, call.account.id, own[message.mailbox_id], own[target], [message.uid])
     if replace is not None:
         keep = {f for f in message.flags if f.startswith("\\") and f not in ("\\Seen", "\\Flagged", "\\Answered",
                                                                               "\\Draft")}

@@ -285,6 +285,14 @@ class App {
     toast("Marked as junk");
   }
 
+  // Out of Junk into the Inbox; the server learns it as wanted mail (filter/spam/train.py).
+  async notJunkEmails(ids) {
+    const inbox = this.mailboxByRole("inbox");
+    if (!inbox) return;
+    await this.moveTo(ids, inbox.id, { "keywords/$notjunk": true, "keywords/$junk": null });
+    toast("Moved to the Inbox: not junk");
+  }
+
   async refresh() {
     await this.loadMailboxes();
     await this.loadList({ keepSelection: true });

@@ -4,10 +4,12 @@
 import { el, clear, toast, formatFullDate, formatSize } from "./dom.js";
 import { formatAddressList } from "./jmap.js";
 import { linkifiedText } from "./dom.js";
+import { VERDICT_PROPERTIES, verdictBanner } from "./verdict.js";
 
 const FULL_PROPERTIES = ["id", "threadId", "mailboxIds", "keywords", "from", "to", "cc", "bcc",
   "replyTo", "subject", "sentAt", "receivedAt", "messageId", "inReplyTo", "references",
-  "textBody", "htmlBody", "attachments", "bodyValues", "preview", "hasAttachment", "size"];
+  "textBody", "htmlBody", "attachments", "bodyValues", "preview", "hasAttachment", "size",
+  ...VERDICT_PROPERTIES];
 const MAX_INLINE_IMAGE = 1024 * 1024;
 // No allow-scripts, no allow-same-origin: the message document has an opaque origin and
 // cannot run code; popups are allowed so its links open in a normal new tab.
@@ -82,7 +84,9 @@ export class Reader {
       button(kw.$flagged ? "Unflag" : "Flag", "Flag (s)"),
       button("Mark unread", "Mark unread"),
       this.moveSelect(),
-      button("Junk", "Mark as junk"), button("Delete", "Delete (#)", "danger"));
+      this.app.mailboxById(this.app.mailboxId)?.role === "junk"
+        ? button("Not junk", "Not junk: back to the Inbox") : button("Junk", "Mark as junk"),
+      button("Delete", "Delete (#)", "danger"));
     bar.addEventListener("click", (ev) => {
       const b = ev.target.closest("button");
       if (b) this.act(b.dataset.action).catch((err) => toast(err.message, true));
@@ -135,6 +139,7 @@ export class Reader {
         back();
         break;
       case "junk": await this.app.junkEmails(this.actionIds()); back(); break;
+      case "not-junk": await this.app.notJunkEmails(this.actionIds()); back(); break;
       case "delete": await this.app.deleteEmails(this.actionIds()); back(); break;
       default: break;
     }
@@ -150,7 +155,8 @@ export class Reader {
       email.to?.length ? el("div", {}, el("span", { class: "label" }, "To: "), formatAddressList(email.to)) : null,
       email.cc?.length ? el("div", {}, el("span", { class: "label" }, "Cc: "), formatAddressList(email.cc)) : null);
     const body = el("div", { class: "card-body" });
-    card.append(details, body);
+    const authserv = document.querySelector('meta[name="authserv-id"]')?.content;
+    card.append(...[details, verdictBanner(email, authserv), body].filter(Boolean));
     if (!expanded) card.append(el("div", { class: "card-preview" }, email.preview || ""));
     head.addEventListener("click", () => {
       this.current = email;

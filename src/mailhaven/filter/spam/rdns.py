@@ -1,0 +1,76 @@
+"""Reverse DNS of the client address and the HELO name it gave.
+
+A client with no PTR record, or whose PTR names do not resolve back to its address
+(forward-confirmed reverse DNS, RFC 8601 2.7.3 ``iprev``), is more likely a hijacked
+host; so is one that greets with a bare IP address, a name without a dot, or our own
+name (RFC 5321 4.1.1.1 wants the client's FQDN or an address literal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+import dns.reversename
+
+MAX_PTR = 5
+"""PTR names followed to their addresses (RFC 8601 2.7.3: a bounded number)."""
+
+ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]", re.IGNORECASE)
+
+
+async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> set[str]:
+    found: set[str] = set()
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(name, rdtype)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            continue
+        found.update(str(ipaddress.ip_address(r.to_text())) for r in answer)
+    return found
+
+
+async def reverse_dns(resolver: dns.asyncresolver.Resolver, ip: str, timeout: float) -> str:
+    """``pass`` (a PTR name resolves back to ``ip``), ``unconfirmed``, ``none`` (no PTR)
+    or ``temperror`` (DNS failed: no verdict)."""
+    try:
+        address = str(ipaddress.ip_address(ip.split("%")[0]))
+    except ValueError:
+        return "temperror"
+
+    async def lookup() -> str:
+        try:
+            answer = await resolver.resolve(dns.reversename.from_address(address), "PTR")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return "none"
+        names = [r.target.to_text(omit_final_dot=True) for r in answer][:MAX_PTR]
+        for name in names:
+            if address in await _addresses(resolver, name):
+                return "pass"
+        return "unconfirmed"
+
+    try:
+        return await asyncio.wait_for(lookup(), timeout)
+    except (dns.exception.DNSException, TimeoutError):
+        return "temperror"
+
+
+def helo_problems(helo: str, own_names: set[str]) -> list[str]:
+    """Test names for a bad greeting: HELO_BARE_IP, HELO_NOT_FQDN, HELO_OURS."""
+    name = helo.strip().rstrip(".").lower()
+    if ADDRESS_LITERAL.fullmatch(name):
+        return []                                                        # RFC 5321 4.1.3
+    try:
+        ipaddress.ip_address(name)
+        return ["HELO_BARE_IP"]
+    except ValueError:
+        pass
+    if name in own_names:
+        return ["HELO_OURS"]
+    if "." not in name:
+        return ["HELO_NOT_FQDN"]                                         # RFC 5321 4.1.1.1
+    return []

@@ -1,0 +1,75 @@
+"""The spam filter's pure parts (filter/spam/): GTUBE scan across chunks, DNSBL query names
+(RFC 5782 2.1 / 2.4), HELO tests, the tokenizer's bounds, Robinson-Fisher combining, the
+X-Spam-* header and the removal of upstream ones."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from mailhaven.filter.spam import bayes
+from mailhaven.filter.spam.dnsbl import _listing, query_name
+from mailhaven.filter.spam.gtube import CHUNK, GTUBE, has_gtube
+from mailhaven.filter.spam.rdns import helo_problems
+from mailhaven.filter.spam.scoring import SpamResult, strip_spam_fields
+from mailhaven.filter.spam.tokens import MAX_TOKENS, tokenize
+
+
+def test_gtube_found_across_a_chunk_boundary() -> None:
+    body = b"x" * (CHUNK - 10) + GTUBE + b"\r\n"
+    assert has_gtube(io.BytesIO(body))
+    assert not has_gtube(io.BytesIO(body.replace(b"GTUBE", b"GTUBF")))
+
+
+def test_dnsbl_query_names() -> None:
+    assert query_name("192.0.2.99", "zen.example") == "99.2.0.192.zen.example"
+    assert query_name("::ffff:192.0.2.99", "bl.example.") == "99.2.0.192.bl.example"
+    six = query_name("2001:db8::1", "bl.example")
+    assert six is not None and six.startswith("1.0.0.0.") and six.endswith(".8.b.d.0.1.0.0.2.bl.example")
+    assert query_name("not an ip", "bl.example") is None
+    assert _listing(["127.0.0.2"]) and not _listing(["127.255.255.254"]) and not _listing(["127.0.0.255"]) and not _listing(["192.0.2.1"])
+
+
+@pytest.mark.parametrize(("helo", "found"), [
+    ("mx.lancs.example", []), ("[192.0.2.1]", []), ("[IPv6:2001:db8::1]", []),
+    ("192.0.2.1", ["HELO_BARE_IP"]), ("localhost", ["HELO_NOT_FQDN"]),
+    ("Mail.Test.Example.", ["HELO_OURS"]), ("nyu.example", ["HELO_OURS"]),
+])
+def test_helo_problems(helo: str, found: list[str]) -> None:
+    assert helo_problems(helo, {"mail.test.example", "nyu.example"}) == found
+
+
+def test_tokens_of_subject_headers_text_and_html_bounded() -> None:
+    raw = (b"From: Spammer <win@prizes.example>\r\nSubject: You WON a prize\r\n"
+           b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+           b"Claim now\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>Visit <a href='https://win.prizes.example/x'>"
+           b"here</a> &amp; collect</p>\r\n--b--\r\n")
+    tokens = tokenize(raw)
+    assert {"subject:won", "subject:prize", "from:prizes.example", "claim", "visit", "collect",
+            "url:win.prizes.example"} <= set(tokens)
+    assert "href" not in tokens and "<p>" not in tokens
+    many = b"Subject: x\r\n\r\n" + b" ".join(b"word%d" % i for i in range(5000))
+    assert len(tokenize(many)) == MAX_TOKENS
+
+
+def test_robinson_fisher_combining() -> None:
+    spammy = {"viagra": (40, 0), "cheap": (30, 2)}
+    hammy = {"lunch": (0, 40), "meeting": (1, 30)}
+    assert bayes.spam_probability(spammy, 50, 50) > 0.99  # type: ignore[operator]
+    assert bayes.spam_probability(hammy, 50, 50) < 0.01  # type: ignore[operator]
+    assert bayes.spam_probability({"the": (25, 25)}, 50, 50) is None        # tells nothing
+    assert bayes.token_probability(0, 0, 10, 10) == bayes.PRIOR
+    assert bayes.band(0.995) == ("BAYES_99", 3.5) and bayes.band(0.0)[0] == "BAYES_00"
+
+
+def test_spam_header_is_folded_and_strips_upstream_fields() -> None:
+    result = SpamResult(score=7.25, required=5.0, action="junk",
+                        tests=tuple((f"DNSBL(zone{i}.blocklist.example)", 3.0) for i in range(6)))
+    header = result.header().decode()
+    assert header.startswith("X-Spam-Score: 7.2\r\nX-Spam-Status: Yes, score=7.2 required=5.0")
+    assert all(len(line) <= 78 for line in header.split("\r\n") if not line.startswith("X-Spam-Status"))
+    assert "\r\n\t" in header and header.endswith("\r\n")
+    head = (b"Subject: hi\r\nX-Spam-Status: No,\r\n score=-9\r\nX-Spam-Score: -9\r\n"
+            b"x-spam-flag: NO\r\nTo: bob@nyu.example\r\n")
+    assert strip_spam_fields(head) == b"Subject: hi\r\nTo: bob@nyu.example\r\n"
