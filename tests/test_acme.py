@@ -108,8 +108,8 @@ class Pebble:
         self.log.close()
 
 
-def start(tmp_path: Path, challenge: str, validity: int) -> tuple[ServerProcess, Pebble, DNSServer]:
-    dns = DNSServer({name: {"A": ["127.0.0.1"]} for name in NAMES}).start()
+def start(tmp_path: Path, challenge: str, validity: int, missing: str) -> tuple[ServerProcess, Pebble, DNSServer]:
+    dns = DNSServer({name: {"A": ["127.0.0.1"]} for name in NAMES if name != missing}).start()
     server = ServerProcess(tmp_path / "data", hostname=HOSTNAME)
     server.ports["acme_http"] = free_port()
     pebble = Pebble(tmp_path / "pebble", dns.port, server.port("acme_http"), server.port("imaps"), validity)
@@ -122,11 +122,11 @@ def start(tmp_path: Path, challenge: str, validity: int) -> tuple[ServerProcess,
 
 
 @pytest.fixture
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerProcess, Pebble]]:
-    challenge, validity = request.param
-    server, pebble, dns = start(tmp_path, challenge, validity)
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerProcess, Pebble, DNSServer]]:
+    challenge, validity, missing = request.param
+    server, pebble, dns = start(tmp_path, challenge, validity, missing)
     try:
-        yield server, pebble
+        yield server, pebble, dns
     finally:
         server.stop()
         pebble.stop()
@@ -182,10 +182,10 @@ def check_every_listener(server: ServerProcess, root: bytes) -> None:
     pop.quit()
 
 
-@pytest.mark.parametrize("stack", [("tls-alpn-01", 6)], indirect=True)
+@pytest.mark.parametrize("stack", [("tls-alpn-01", 6, "")], indirect=True)
 def test_tls_alpn_01_issues_every_listener_and_renews_without_dropping(
-        stack: tuple[ServerProcess, Pebble]) -> None:
-    server, pebble = stack
+        stack: tuple[ServerProcess, Pebble, DNSServer]) -> None:
+    server, pebble, _ = stack
     first = wait_for(lambda: issued_by_pebble(server), 30, "a certificate from pebble")
     assert sans(first) == NAMES
     root = pebble.root_pem()
@@ -209,11 +209,25 @@ def test_tls_alpn_01_issues_every_listener_and_renews_without_dropping(
     assert "certificate order failed" not in server.log_text()
 
 
-@pytest.mark.parametrize("stack", [("http-01", 3600)], indirect=True)
-def test_http_01_on_the_plain_listener(stack: tuple[ServerProcess, Pebble]) -> None:
-    server, pebble = stack
+@pytest.mark.parametrize("stack", [("http-01", 3600, f"autoconfig.{DOMAIN}")], indirect=True)
+def test_http_01_on_the_plain_listener_retries_and_renews_on_demand(
+        stack: tuple[ServerProcess, Pebble, DNSServer]) -> None:
+    server, pebble, dns = stack
+    # One name does not resolve yet: pebble refuses the order, the server backs off and
+    # tries again, and gets the certificate once the name is published.
+    wait_for(lambda: "certificate order failed" in server.log_text(), 30, "the first order to fail")
+    assert presented(server.port("imaps")).issuer == presented(server.port("imaps")).subject
+    dns.records[f"autoconfig.{DOMAIN}"] = {"A": ["127.0.0.1"]}
     cert = wait_for(lambda: issued_by_pebble(server), 30, "a certificate from pebble")
     assert sans(cert) == NAMES
+    check_every_listener(server, pebble.root_pem())
+    status = server.admin("acme", "status").stdout
+    assert f"mta-sts.{DOMAIN}" in status and "valid to:" in status
+
+    # Not due for an hour: `mailhaven acme renew` has the running server order one now.
+    out = server.admin("acme", "renew", "--wait", "30").stdout
+    assert out.startswith("renewed")
+    assert presented(server.port("imaps")).serial_number != cert.serial_number
     check_every_listener(server, pebble.root_pem())
     # Nothing under validation now: the plain listener answers 404, and serves nothing else.
     for path in ("/.well-known/acme-challenge/none", "/.well-known/mta-sts.txt"):

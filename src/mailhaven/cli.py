@@ -40,6 +40,7 @@ CLI_MODULES = (
     "mailhaven.web.cli",
     "mailhaven.store.cli",
     "mailhaven.sieve.cli",
+    "mailhaven.certs.cli",
 )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import signal
 from typing import Any
 
 from ..logs import Log
@@ -51,6 +52,8 @@ class ACMEService:
         ctx.extras["acme"] = self.challenges
         self.failures = 0
         self.renew_now = asyncio.Event()
+        # ``mailhaven acme renew`` (certs/cli.py): order now, whatever the dates say
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.renew_now.set)
         self.task = asyncio.create_task(self._run())
 
     async def _names(self) -> list[str]:
@@ -99,6 +102,8 @@ class ACMEService:
         return 0.0
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
         self.task.cancel()
 
     async def wait_closed(self) -> None:
