@@ -41,6 +41,7 @@ CLI_MODULES = (
     "mailhaven.store.cli",
     "mailhaven.sieve.cli",
     "mailhaven.certs.cli",
+    "mailhaven.quickstart",
 )
 
 
