@@ -21,7 +21,6 @@ from ..logs import Log
 from ..tls import swap_certificate
 from .challenges import Challenges
 from .files import acme_dir, cert_paths, read_info, save_certificate
-from .issue import issue
 
 BACKOFF_FIRST = 5.0
 BACKOFF_MAX = 6 * 3600.0
@@ -53,7 +52,8 @@ class ACMEService:
         self.failures = 0
         self.renew_now = asyncio.Event()
         # ``mailhaven acme renew`` (certs/cli.py): order now, whatever the dates say
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.renew_now.set)
+        with contextlib.suppress(RuntimeError, NotImplementedError):  # not the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.renew_now.set)
         self.task = asyncio.create_task(self._run())
 
     async def _names(self) -> list[str]:
@@ -83,6 +83,8 @@ class ACMEService:
 
     async def _renew(self, names: list[str]) -> float:
         """One order; the seconds until the next look."""
+        from .issue import issue  # the acme package and requests: a second to import, only here
+
         data_dir = self.config.data_dir
         self.log.info("ordering certificate", names=",".join(names))
         try:
