@@ -127,7 +127,8 @@ async def start_service(ctx: Any) -> ACMEService | _Off:
     return ACMEService(ctx)
 
 
-FOLLOW_INTERVAL = 30.0
+FOLLOW_INTERVAL = 5.0
+"""Seconds between looks at the file's change time (one stat)."""
 
 
 async def follow_certificate(ctx: Any, interval: float = FOLLOW_INTERVAL) -> None:
