@@ -721,7 +721,7 @@ async def _outbound(s, *rcpts, notify=None):  # type: ignore[no-untyped-def]
 
     blob = await s.put_blob(RAW)
     return OutboundMessage(blob=blob, mail_from="bob@nyu.example", envid="E1", ret="HDRS", smtputf8=True,
-                           authenticated_as="bob@nyu.example",
+                           tls_policy="requiretls", authenticated_as="bob@nyu.example",
                            recipients=tuple(OutboundRecipient(address=r, notify=notify, orcpt=f"rfc822;{r}")
                                             for r in rcpts))
 
@@ -734,9 +734,10 @@ async def test_queue_enqueue(backend):
     e = await backend.queue_get(ids[0])
     assert (e.rcpt, e.domain, e.state, e.attempts, e.next_attempt, e.created) == (
         "a@X.example", "x.example", "queued", 0, 1000.0, 1000.0)
-    assert (e.blob_id, e.size, e.mail_from, e.notify, e.orcpt, e.envid, e.ret, e.smtputf8, e.submitted_by) == (
+    assert (e.blob_id, e.size, e.mail_from, e.notify, e.orcpt, e.envid, e.ret, e.smtputf8, e.submitted_by,
+            e.tls_policy) == (
         message.blob.id, len(RAW), "bob@nyu.example", frozenset({"FAILURE", "DELAY"}), "rfc822;a@X.example",
-        "E1", "HDRS", True, "bob@nyu.example")
+        "E1", "HDRS", True, "bob@nyu.example", "requiretls")
     assert (await backend.queue_get(ids[1])).msg == e.msg != (await backend.queue_get(again[0])).msg
     await backend.collect_garbage(grace=0)
     assert await backend.read_blob(message.blob.id) == RAW                  # the queue keeps its blob

@@ -64,10 +64,12 @@ LISTENERS: dict[str, str] = {
     "pop3": "mailhaven.pop3.server:start_listener",
     "pop3s": "mailhaven.pop3.server:start_listener",
     "http": "mailhaven.web.server:start_listener",
+    "acme_http": "mailhaven.web.server:start_challenge_listener",
 }
 
 # service name -> "module:async factory(ctx) -> Closeable"; started before the listeners.
 SERVICES: dict[str, str] = {
+    "acme": "mailhaven.certs.service:start_service",  # first: it sets the TLS context's SNI hook
     "queue": "mailhaven.queue.runner:start_service",
     "maintenance": "mailhaven.app:start_maintenance",
     "dmarc_reports": "mailhaven.filter.dmarcreports:start_service",
@@ -91,6 +93,8 @@ class AppContext:
     outbound: Outbound | None = None
     """Set by the queue service; None means remote delivery is unavailable."""
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once every listener is bound (the ACME service's challenges need them)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,6 +185,7 @@ async def start(config: Config, log: Log) -> Running:
             sock_name = sockets[0].getsockname()
             bound = (sock_name[0], sock_name[1])
         listeners[name] = bound
+    ctx.listening.set()
     return Running(ctx=ctx, listeners=listeners, closeables=closeables)
 
 

@@ -43,6 +43,8 @@ CLI_MODULES = (
     "mailhaven.sieve.cli",
     "mailhaven.filter.dmarccli",
     "mailhaven.filter.spam.cli",
+    "mailhaven.certs.cli",
+    "mailhaven.quickstart",
 )
 
 

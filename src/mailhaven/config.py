@@ -77,6 +77,8 @@ class ListenConfig:
     pop3: str = "127.0.0.1:2110"
     pop3s: str = "127.0.0.1:2995"
     http: str = "127.0.0.1:8080"
+    acme_http: str = ""
+    """Plain HTTP answering only ACME http-01 challenges (RFC 8555 8.3), usually ``:80``."""
 
     def address(self, name: str) -> tuple[str, int] | None:
         return parse_hostport(getattr(self, name), f"listen.{name}")
@@ -91,6 +93,21 @@ class TLSConfig:
     ca_file: str = ""
     """CA bundle outbound TLS trusts where a certificate must verify (MTA-STS policy hosts
     and MX hosts, ``[relay] require_tls``, implicit TLS to a smarthost); empty: the system's."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ACMEConfig:
+    """Certificates from an ACME CA (RFC 8555, certs/); an empty directory turns it off."""
+
+    directory: str = ""
+    """The CA's directory URL (``https://acme-v02.api.letsencrypt.org/directory``)."""
+    email: str = ""
+    """The account's contact address."""
+    ca_file: str = ""
+    """Trust for the ACME server's own HTTPS (test CAs); empty: the system's."""
+    challenge: str = "tls-alpn-01"
+    """``tls-alpn-01`` (RFC 8737, answered on every implicit-TLS listener: 443 for a real
+    CA) or ``http-01`` (on the http listener and ``[listen] acme_http``: port 80)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,6 +323,7 @@ class Config:
     data_dir: Path = Path("data")
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    acme: ACMEConfig = field(default_factory=ACMEConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -398,6 +416,7 @@ def _build_section(section: str, cls: type, raw: Any) -> Any:
 _SECTIONS: dict[str, type] = {
     "listen": ListenConfig,
     "tls": TLSConfig,
+    "acme": ACMEConfig,
     "store": StoreConfig,
     "limits": LimitsConfig,
     "security": SecurityConfig,
@@ -446,6 +465,12 @@ def _validate(config: Config) -> None:
         path = getattr(config.tls, name)
         if path and not Path(path).is_file():
             raise ConfigError(f"tls.{name}: no such file {path!r}")
+    if config.acme.challenge not in ("tls-alpn-01", "http-01"):
+        raise ConfigError("acme.challenge: expected 'tls-alpn-01' or 'http-01'")
+    if config.acme.directory and not config.acme.directory.startswith(("https://", "http://")):
+        raise ConfigError(f"acme.directory: expected a URL, got {config.acme.directory!r}")
+    if config.acme.ca_file and not Path(config.acme.ca_file).is_file():
+        raise ConfigError(f"acme.ca_file: no such file {config.acme.ca_file!r}")
     for name in config.trace.listeners:
         if name not in {f.name for f in fields(ListenConfig)}:
             raise ConfigError(f"trace.listeners: no listener named {name!r}")

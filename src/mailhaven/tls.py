@@ -55,6 +55,13 @@ def ensure_self_signed(data_dir: Path, hostname: str) -> tuple[Path, Path]:
 
 
 def cert_files(config: Config) -> tuple[Path, Path]:
+    """The ACME certificate once there is one, else ``[tls]``'s, else the self-signed one."""
+    if config.acme.directory:
+        from .certs.files import cert_paths
+
+        cert, key = cert_paths(config.data_dir)
+        if cert.exists() and key.exists():
+            return cert, key
     if config.tls.cert:
         return Path(config.tls.cert), Path(config.tls.key)
     return ensure_self_signed(config.data_dir, config.hostname)
@@ -66,6 +73,13 @@ def server_context(config: Config) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def swap_certificate(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """Give ``ctx`` a new chain and key, on the event loop's thread. Handshakes from now on
+    present it; connections already encrypted keep theirs (OpenSSL copies the certificate
+    into each connection when it begins), so nothing is restarted or dropped."""
+    ctx.load_cert_chain(cert, key)
 
 
 def client_context(verify: bool = True, cafile: str | None = None) -> ssl.SSLContext:

@@ -38,7 +38,7 @@ from ..smtp.client import (
     SendBody,
     TransactionDone,
 )
-from ..smtp.codes import Reply
+from ..smtp.codes import REQUIRETLS_UNSUPPORTED, Reply
 from ..smtp.replies import ReplyError, _NeedData
 from ..tls import client_context
 from . import dane
@@ -65,6 +65,8 @@ class Envelope:
     ret: str | None = None
     body: str = "7BIT"
     smtputf8: bool = False
+    requiretls: bool = False
+    """RFC 8689: only over verified TLS to a peer offering REQUIRETLS, which is passed on."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,6 +175,8 @@ class DestinationSession:
         self.remote_address = address
         self.timeouts = timeouts
         self.tls = False
+        self.verified = False
+        """TLS with the certificate checked against the host name (RFC 8689 4.2.1)."""
         self.messages = 0
 
     @property
@@ -218,7 +222,7 @@ class DestinationSession:
             raise DeliveryError(f"connect to {where} failed: {exc or type(exc).__name__}",
                                 remote_mta=hop.name) from None
         session = cls(reader, writer, ClientConnection(), hop, address, timeouts)
-        session.tls = implicit
+        session.tls = session.verified = implicit
         try:
             await session._handshake(helo)
         except BaseException:
@@ -247,8 +251,8 @@ class DestinationSession:
                         server_hostname=self.hop.name if verify or self.hop.tls == "dane" else None),
                         self.timeouts.command)
                 except (OSError, TimeoutError, ssl.SSLError) as exc:
-                    raise DeliveryError(f"TLS with {self.hop.name} failed{why}: {exc}",
-                                        remote_mta=self.hop.name, remote_ip=self.remote_address,
+                    raise DeliveryError(f"TLS with {self.hop.name} failed{why}: {exc}",  # X.7.5: cryptographic
+                                        enhanced="4.7.5", remote_mta=self.hop.name, remote_ip=self.remote_address,
                                         tls_result=tls_result_of(exc)) from None
                 if self.hop.tls == "dane":
                     problem = dane.verify(self.hop.tlsa, dane.presented_chain(
@@ -258,6 +262,8 @@ class DestinationSession:
                                             code=0, enhanced="4.7.5", remote_mta=self.hop.name,
                                             remote_ip=self.remote_address, tls_result="validation-failure")
                 self.tls = True
+                # DANE-authenticated TLS counts as verified (REQUIRETLS, RFC 8689 4.2.1).
+                self.verified = verify or (self.hop.tls == "dane" and any(r.usable for r in self.hop.tlsa))
                 self._conn.tls_started()
                 await self._ehlo(helo)
             elif isinstance(answer, Closed):
@@ -303,6 +309,9 @@ class DestinationSession:
         if _needs_smtputf8(envelope) and not ehlo.has("SMTPUTF8"):
             refuse = Reply(code=550, enhanced="5.6.7", text=f"{self.remote_name} does not support SMTPUTF8")
         limit = ehlo.size_limit()
+        if envelope.requiretls and not (self.verified and ehlo.has("REQUIRETLS")):
+            refuse = REQUIRETLS_UNSUPPORTED.with_text(                # RFC 8689 4.2.1
+                f"REQUIRETLS support required: {self.remote_name} does not offer it over verified TLS")
         if limit is not None and size > limit:
             refuse = Reply(code=552, enhanced="5.3.4", text=f"message size exceeds {self.remote_name}'s limit {limit}")
         if refuse is not None:
@@ -315,6 +324,8 @@ class DestinationSession:
                           else "BODY=8BITMIME")
         if _needs_smtputf8(envelope):
             params.append("SMTPUTF8")
+        if envelope.requiretls:
+            params.append("REQUIRETLS")                               # RFC 8689 4.2.1
         dsn = ehlo.has("DSN")
         if dsn and envelope.ret:
             params.append(f"RET={envelope.ret}")

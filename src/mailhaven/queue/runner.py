@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from ..localdelivery import deliver_local
@@ -44,7 +45,7 @@ from .delivery import (
     Timeouts,
 )
 from .dsn import DSNRecipient, build_dsn, wants_dsn
-from .mx import Backoff, RouteError, Router
+from .mx import Backoff, Hop, RouteError, Router
 from .store import Entry, QueueStore, queue_store
 
 CLAIM_BATCH = 500
@@ -139,17 +140,18 @@ class QueueRunner:
         """Claim what is due and start its deliveries; returns the number of entries claimed."""
         now = time.time()
         entries = await self.queue.claim(self.owner, now=now, lease=self.config.lease, limit=CLAIM_BATCH)
-        by_domain: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
+        # Entries with an RFC 8689 TLS policy travel on connections of their own.
+        by_domain: dict[tuple[str, str], dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
         for e in entries:
-            by_domain[e.domain][e.msg].append(e)
-        for domain, messages in by_domain.items():
+            by_domain[e.domain, e.tls_policy][e.msg].append(e)
+        for (domain, policy), messages in by_domain.items():
             groups = list(messages.values())
             free = max(1, self.config.per_domain - self._per_domain[domain])
             connections = min(free, len(groups))
             for i in range(connections):
                 share = groups[i::connections]
                 self._per_domain[domain] += 1
-                task = asyncio.create_task(self._deliver_domain(domain, share))
+                task = asyncio.create_task(self._deliver_domain(domain, share, policy))
                 self._workers.add(task)
                 task.add_done_callback(self._workers.discard)
         return len(entries)
@@ -165,10 +167,10 @@ class QueueRunner:
                 return
 
     # -- one destination ------------------------------------------------------------------
-    async def _deliver_domain(self, domain: str, groups: list[list[Entry]]) -> None:
+    async def _deliver_domain(self, domain: str, groups: list[list[Entry]], policy: str = "") -> None:
         try:
             async with self._slots:
-                await self._deliver_groups(domain, groups)
+                await self._deliver_groups(domain, groups, policy)
         except Exception:  # noqa: BLE001 - outcomes must still be recorded
             self.log.error("delivery failed", domain=domain, exc=True)
             for group in groups:
@@ -180,9 +182,9 @@ class QueueRunner:
             if self._per_domain[domain] <= 0:
                 del self._per_domain[domain]
 
-    async def _deliver_groups(self, domain: str, groups: list[list[Entry]]) -> None:
+    async def _deliver_groups(self, domain: str, groups: list[list[Entry]], policy: str = "") -> None:
         try:
-            hops = await self.router.find_route(domain)
+            hops = with_tls_policy(await self.router.find_route(domain), policy)
         except RouteError as exc:
             if exc.tls is not None:
                 await tlsrpt.count_route_failure(self.store, domain, exc.tls)
@@ -200,7 +202,11 @@ class QueueRunner:
                 await tlsrpt.count(self.store, failed, result=exc.tls_result, ip=exc.remote_ip, domain=domain)
             outcome = Outcome(code=exc.code if exc.code >= 400 else 0, enhanced=exc.enhanced or "4.4.1",
                               text=exc.text, remote_mta=exc.remote_mta)
-            if outcome.permanent:                     # every host refused us: retry, never bounce
+            if policy == REQUIRETLS and exc.enhanced in ("4.7.5", "4.7.10"):
+                # RFC 8689 4.2.1: no verified TLS to any host: returned, never sent in clear
+                outcome = Outcome(code=550, enhanced="5.7.30", remote_mta=exc.remote_mta,
+                                  text=f"REQUIRETLS support required: {exc.text}")
+            elif outcome.permanent:                   # every host refused us: retry, never bounce
                 outcome = Outcome(code=0, enhanced="4.4.1", text=exc.text, remote_mta=exc.remote_mta)
             for group in groups:
                 for entry in group:
@@ -214,7 +220,7 @@ class QueueRunner:
                 message, prefix = await self._load(first.blob_id)
                 envelope = Envelope(
                     mail_from=first.mail_from, envid=first.envid, ret=first.ret, body=first.body,
-                    smtputf8=first.smtputf8,
+                    smtputf8=first.smtputf8, requiretls=policy == REQUIRETLS,
                     recipients=tuple(OutboundRecipient(address=e.rcpt, notify=e.notify, orcpt=e.orcpt)
                                      for e in group))
                 try:
@@ -321,6 +327,20 @@ class QueueRunner:
             await self.enqueue(OutboundMessage(blob=blob, mail_from="", recipients=(
                 OutboundRecipient(address=entry.mail_from, notify=frozenset({"NEVER"})),)))
         self.log.info("dsn", id=entry.id, action=action, to=entry.mail_from)
+
+
+REQUIRETLS = "requiretls"
+TLS_OPTIONAL = "optional"
+
+
+def with_tls_policy(hops: list[Hop], policy: str) -> list[Hop]:
+    """RFC 8689: REQUIRETLS makes every hop verified TLS (4.2.1); ``TLS-Required: No`` lets
+    no TLS requirement of ours stop delivery, TLS still being tried when offered (4.2.2)."""
+    if policy == REQUIRETLS:                      # DANE-authenticated TLS is verified TLS too
+        return [replace(h, tls="required") if h.tls not in ("implicit", "dane") else h for h in hops]
+    if policy == TLS_OPTIONAL:                    # 4.2.2: MTA-STS and DANE are set aside as well
+        return [replace(h, tls="opportunistic") if h.tls in ("required", "dane") else h for h in hops]
+    return hops
 
 
 def _file_pieces(path: str) -> Iterator[bytes]:

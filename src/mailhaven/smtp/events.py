@@ -52,6 +52,8 @@ class MailParams:
     """RFC 3461 ENVID, xtext-decoded."""
     auth: str | None = None
     """RFC 4954 5 AUTH= mailbox (xtext-decoded), ``<>`` when unknown."""
+    requiretls: bool = False
+    """RFC 8689 3: every hop must relay it over verified TLS to a REQUIRETLS server."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -291,6 +291,8 @@ class ServerConnection:
                  "CHUNKING", "DSN"]                                     # RFC 3030, 3461
         if self.settings.starttls and not self.tls_active:
             lines.append("STARTTLS")                                    # RFC 3207
+        if self.tls_active:
+            lines.append("REQUIRETLS")                                  # RFC 8689 2: offered over TLS only
         if self._auth_offered():
             lines.append("AUTH " + " ".join(self.settings.auth_mechanisms))  # RFC 4954 3
         lines.append("HELP")
@@ -354,7 +356,7 @@ class ServerConnection:
         size: int | None = None
         body = "7BIT"
         ret = envid = auth = None
-        smtputf8 = False
+        smtputf8 = requiretls = False
         for key, value in raw.items():
             if key == "SIZE":                                           # RFC 1870 6
                 if value is None or not value.isdigit() or len(value) > 20:
@@ -378,13 +380,20 @@ class ServerConnection:
                 if not value or len(value) > 100:
                     raise codes.SYNTAX_ERROR.with_text("Bad ENVID")
                 envid = xtext_decode(value)
+            elif key == "REQUIRETLS":                                   # RFC 8689 3
+                if value is not None:
+                    raise codes.SYNTAX_ERROR.with_text("REQUIRETLS takes no value")
+                if not self.tls_active:
+                    raise codes.REQUIRETLS_NEEDS_TLS                    # RFC 8689 4.1
+                requiretls = True
             elif key == "AUTH":                                         # RFC 4954 5
                 if not value:
                     raise codes.SYNTAX_ERROR.with_text("Bad AUTH parameter")
                 auth = xtext_decode(value)
             else:
                 raise codes.PARAM_UNKNOWN.with_text(f"Unknown MAIL parameter {key}")  # RFC 5321 4.1.1.11
-        return MailParams(size=size, body=body, smtputf8=smtputf8, ret=ret, envid=envid, auth=auth)
+        return MailParams(size=size, body=body, smtputf8=smtputf8, ret=ret, envid=envid, auth=auth,
+                          requiretls=requiretls)
 
     def _cmd_rcpt(self, arg: str) -> None:
         if not arg.upper().startswith("TO:"):

@@ -112,6 +112,8 @@ class Transaction:
     """A SpooledTemporaryFile holding the content for the inbound checks."""
     _started = False
     _failed: Reply | None = None
+    _tls_optional = False
+    """The submitted header had ``TLS-Required: No`` (RFC 8689 5)."""
 
     # -- recipients ----------------------------------------------------------------------
     def add_local(self, rcpt: RcptTo, account_ids: tuple[int, ...], forward: tuple[str, ...] = ()) -> None:
@@ -204,12 +206,19 @@ class Transaction:
         if foreign_authors(header, self.submission.addresses) is not None:
             raise codes.FROM_NOT_OWNED
         parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
+        self._tls_optional = str(parsed.get("TLS-Required", "")).strip().lower() == "no"  # RFC 8689 5
         added = []
         if parsed.get("Message-ID") is None:                     # RFC 6409 8.3
             added.append(f"Message-ID: <{uuid.uuid4().hex}@{self.submission.hostname}>\r\n")
         if parsed.get("Date") is None:                           # RFC 6409 8.2
             added.append(f"Date: {email.utils.formatdate(time.time(), localtime=True)}\r\n")
         return "".join(added).encode()
+
+    def _tls_policy(self) -> str:
+        """RFC 8689 4.1: REQUIRETLS on MAIL FROM wins over a TLS-Required header field."""
+        if self.mail.params.requiretls:
+            return "requiretls"
+        return "optional" if self._tls_optional else ""
 
     def abort(self) -> None:
         """Never raises: it runs when the session ends, whatever ended it."""
@@ -324,7 +333,7 @@ class Transaction:
             await self.outbound.enqueue(OutboundMessage(
                 blob=remote_ref, mail_from=self.mail.address, recipients=tuple(self.remote),
                 envid=params.envid, ret=params.ret, body=params.body, smtputf8=params.smtputf8,
-                authenticated_as=self.authenticated_as,
+                authenticated_as=self.authenticated_as, tls_policy=self._tls_policy(),
             ))
         if all_full and not self.remote:
             # Nobody could take it; per-recipient results after DATA need LMTP (RFC 2033).

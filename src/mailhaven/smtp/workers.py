@@ -181,6 +181,10 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
                 writer.write(encode_change(f"w{index}", change).encode() + b"\n")
 
         forward = asyncio.create_task(pump())
+    follow = None
+    if config.acme.directory:                   # renewed by the main process's ACME service
+        from ..certs.service import follow_certificate
+        follow = asyncio.create_task(follow_certificate(ctx))
     listener = SmtpListener(ctx, "smtp")
     await listener.serve_sockets([socket.socket(fileno=fd) for fd in listen_fds])
     writer.write(b'{"ready":1}\n')
@@ -193,6 +197,8 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
     await asyncio.wait({parent_gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
     listener.close()
     await listener.wait_closed()
+    if follow is not None:
+        follow.cancel()
     if forward is not None:
         await asyncio.sleep(0)            # let the last changes go out
         forward.cancel()

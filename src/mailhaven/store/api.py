@@ -212,13 +212,15 @@ class QueueEntry:
     warned: bool
     lease_owner: str | None
     lease_until: float | None
+    tls_policy: str = ""
+    """RFC 8689: ``requiretls`` (MAIL FROM REQUIRETLS), ``optional`` (TLS-Required: No) or ""."""
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "message": self.msg, "from": self.mail_from, "to": self.rcpt,
                 "domain": self.domain, "size": self.size, "state": self.state, "attempts": self.attempts,
                 "created": self.created, "next_attempt": self.next_attempt, "last_reply": self.last_reply,
                 "notify": sorted(self.notify) if self.notify is not None else None, "envid": self.envid,
-                "ret": self.ret, "blob": self.blob_id}
+                "ret": self.ret, "blob": self.blob_id, "tls_policy": self.tls_policy}
 
 
 @dataclass(frozen=True, kw_only=True)

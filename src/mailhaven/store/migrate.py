@@ -112,7 +112,9 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
             # What the store keeps for the queue and the web layer (absent from old sources).
             source = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "queue" in source:
-                await copy("queue", f"SELECT {QUEUE_COLUMNS} FROM queue ORDER BY id",
+                have = {r[1] for r in lite.execute("PRAGMA table_info(queue)")}
+                select = ", ".join(c if c in have else f"'' AS {c}" for c in QUEUE_COLUMNS.split(", "))
+                await copy("queue", f"SELECT {select} FROM queue ORDER BY id",
                            tuple(QUEUE_COLUMNS.split(", ")),
                            _queue_record)
             if "web_tokens" in source:

@@ -42,8 +42,10 @@ CREATE TABLE IF NOT EXISTS queue (
     last_reply TEXT NOT NULL DEFAULT '',
     warned BOOLEAN NOT NULL DEFAULT FALSE,
     lease_owner TEXT,
-    lease_until DOUBLE PRECISION
+    lease_until DOUBLE PRECISION,
+    tls_policy TEXT NOT NULL DEFAULT ''
 );
+ALTER TABLE queue ADD COLUMN IF NOT EXISTS tls_policy TEXT NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS queue_due ON queue (state, next_attempt);
 """
 

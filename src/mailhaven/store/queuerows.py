@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     from ..queue.api import OutboundMessage
 
 COLUMNS = ("id, msg, blob_id, size, mail_from, rcpt, domain, notify, orcpt, envid, ret, body, smtputf8, "
-           "submitted_by, created, state, attempts, next_attempt, last_reply, warned, lease_owner, lease_until")
+           "submitted_by, created, state, attempts, next_attempt, last_reply, warned, lease_owner, lease_until, "
+           "tls_policy")
 INSERT_COLUMNS = ("msg, blob_id, size, mail_from, rcpt, domain, notify, orcpt, envid, ret, body, smtputf8, "
-                  "submitted_by, created, state, attempts, next_attempt, last_reply, warned")
+                  "submitted_by, created, state, attempts, next_attempt, last_reply, warned, tls_policy")
 
 
 def entry(row: Any) -> QueueEntry:
@@ -31,7 +32,8 @@ def entry(row: Any) -> QueueEntry:
                       domain=r[6], notify=notify, orcpt=r[8], envid=r[9], ret=r[10], body=r[11],
                       smtputf8=bool(r[12]), submitted_by=r[13], created=float(r[14]), state=r[15],
                       attempts=int(r[16]), next_attempt=float(r[17]), last_reply=r[18], warned=bool(r[19]),
-                      lease_owner=r[20], lease_until=float(r[21]) if r[21] is not None else None)
+                      lease_owner=r[20], lease_until=float(r[21]) if r[21] is not None else None,
+                      tls_policy=r[22] or "")
 
 
 def rows(message: OutboundMessage, now: float) -> list[tuple[Any, ...]]:
@@ -43,5 +45,5 @@ def rows(message: OutboundMessage, now: float) -> list[tuple[Any, ...]]:
         notify = ",".join(sorted(r.notify)) if r.notify else None
         out.append((msg, message.blob.id, message.blob.size, message.mail_from, r.address, domain, notify,
                     r.orcpt, message.envid, message.ret, message.body, message.smtputf8,
-                    message.authenticated_as, now, "queued", 0, now, "", False))
+                    message.authenticated_as, now, "queued", 0, now, "", False, message.tls_policy))
     return out

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS queue (
     last_reply TEXT NOT NULL DEFAULT '',
     warned INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_until REAL
+    lease_until REAL,
+    tls_policy TEXT NOT NULL DEFAULT ''
 );
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS queue_due ON queue (state, next_attempt);\n"
@@ -50,6 +51,9 @@ def upgrade(conn: sqlite3.Connection) -> None:
     """A queue table made by an older version gave ids again once the rows above them were
     gone (``id`` 1 named a new entry after every emptied queue): rebuild it with
     AUTOINCREMENT, keeping its rows and their ids."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(queue)")}
+    if columns and "tls_policy" not in columns:  # RFC 8689: REQUIRETLS / TLS-Required: No per entry
+        conn.execute("ALTER TABLE queue ADD COLUMN tls_policy TEXT NOT NULL DEFAULT ''")
     row = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='queue'").fetchone()
     if row is None or "AUTOINCREMENT" in row[0].upper():
         return

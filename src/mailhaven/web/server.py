@@ -19,7 +19,7 @@ import uvicorn
 from ..net.admission import Admission
 from ..net.http import ConcurrencyLimit, guarded_protocol
 from ..net.listener import caps_from
-from .app import build_app
+from .app import build_app, build_challenge_app
 
 
 class _Server(uvicorn.Server):
@@ -32,8 +32,9 @@ class _Server(uvicorn.Server):
 
 
 class HttpListener:
-    def __init__(self, ctx: Any, host: str, port: int) -> None:
+    def __init__(self, ctx: Any, host: str, port: int, challenges_only: bool = False) -> None:
         self.ctx = ctx
+        self.challenges_only = challenges_only
         self.host = host
         self.port = port
         self.server: uvicorn.Server | None = None
@@ -53,12 +54,13 @@ class HttpListener:
         # Connections are admitted by net/http.py's protocol (caps, header and body
         # deadlines); requests in work are capped by ConcurrencyLimit, not by uvicorn's
         # limit_concurrency, which counts idle connections too.
-        config = uvicorn.Config(ConcurrencyLimit(build_app(self.ctx), limits.http_concurrency),
+        app = build_challenge_app(self.ctx) if self.challenges_only else build_app(self.ctx)
+        config = uvicorn.Config(ConcurrencyLimit(app, limits.http_concurrency),
                                 log_level="warning", access_log=False, lifespan="off",
                                 proxy_headers=False, server_header=False, timeout_keep_alive=30, timeout_graceful_shutdown=3,
                                 http=guarded_protocol(self.admission, limits))
         config.load()
-        if not _is_loopback(self.host):
+        if not _is_loopback(self.host) and not self.challenges_only:
             config.ssl = self.ctx.tls
         self.server = _Server(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
@@ -86,5 +88,12 @@ def _is_loopback(host: str) -> bool:
 
 async def start_listener(ctx: Any, name: str, host: str, port: int) -> HttpListener:
     listener = HttpListener(ctx, host, port)
+    await listener.start()
+    return listener
+
+
+async def start_challenge_listener(ctx: Any, name: str, host: str, port: int) -> HttpListener:
+    """``[listen] acme_http``: plain HTTP on any address, ACME http-01 answers only."""
+    listener = HttpListener(ctx, host, port, challenges_only=True)
     await listener.start()
     return listener
