@@ -76,3 +76,28 @@ def test_reads_from_several_event_loops(db: Database) -> None:
     for t in threads:
         t.join()
     assert sorted(out) == [0, 1, 2, 3]
+
+
+async def test_opening_the_store_keeps_spool_files_of_live_transfers(tmp_path) -> None:
+    """An admin command opens the store while the server receives a message: the message's
+    spool file in DATA/tmp must survive; a crashed process's stale ones are removed."""
+    import os
+    import time
+
+    from mailhaven.store.sqlite import SQLiteStore
+
+    first = SQLiteStore(tmp_path / "data")
+    await first.open()
+    tmp = tmp_path / "data" / "tmp"
+    live, stale = tmp / "blob-live", tmp / "blob-stale"
+    live.write_bytes(b"arriving now")
+    stale.write_bytes(b"left by a crash")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    second = SQLiteStore(tmp_path / "data")          # e.g. `mailhaven user add` meanwhile
+    await second.open()
+    try:
+        assert live.exists() and not stale.exists()
+    finally:
+        await second.close()
+        await first.close()

@@ -142,6 +142,10 @@ class FileBlobWriter:
             self._tmp_path = None
 
 
+STALE_TMP = 3600.0
+"""A spool file untouched this long belongs to no live transfer."""
+
+
 class FileBlobStore:
     def __init__(self, root: Path, executor: Executor | None = None, db: Database | None = None,
                  inline_max: int = INLINE_MAX) -> None:
@@ -156,10 +160,17 @@ class FileBlobStore:
         self._recent_lock = Lock()
 
     def prepare(self) -> None:
+        """Create the directories and remove what a crashed process left in ``DATA/tmp``.
+        Admin commands open the store while the server runs, so a file written to in the
+        last :data:`STALE_TMP` seconds may be a message arriving now and is left alone
+        (every transfer writes at least once a minute or is cut off, see [limits])."""
         private_dir(self.root)
         private_dir(self.tmp_dir)
+        cutoff = time.time() - STALE_TMP
         for leftover in self.tmp_dir.glob("blob-*"):
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink(missing_ok=True)
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id[:2] / blob_id[2:4] / blob_id
