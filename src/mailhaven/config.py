@@ -238,8 +238,9 @@ class FilterConfig:
     Junk; false: only report them in Authentication-Results."""
     timeout: float = 10.0
     """Upper bound for each check's DNS work on one message."""
-    dkim_max_size: int = 25 * 1024 * 1024
-    """Larger messages are not DKIM-verified (dkimpy reads a message whole)."""
+    dkim_max_size: int = 0
+    """Larger messages are not DKIM-verified (``dkim=policy``); 0: every size is (the body
+    hash is computed from the spooled file a piece at a time, memory does not grow)."""
 
 
 @dataclass(frozen=True, kw_only=True)

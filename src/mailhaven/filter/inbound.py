@@ -68,8 +68,10 @@ class InboundFilter:
 
     async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str) -> Verdict:
         """``content`` holds the message (``size`` bytes); it is read, never written.
-        Messages up to ``filter.dkim_max_size`` are read whole for dkimpy; larger ones
-        get ``dkim=policy`` and their DMARC failures are reported, not enforced."""
+        DKIM body hashes are computed from ``content`` a piece at a time (any size);
+        messages over ``filter.dkim_max_size`` (when set) or with a header section over
+        :data:`MAX_HEADER` get ``dkim=policy`` and their DMARC failures are reported, not
+        enforced."""
         s = self.settings
         timeout = s.timeout
         content.seek(0)
@@ -80,11 +82,13 @@ class InboundFilter:
         spf_task = (asyncio.ensure_future(check_spf(self.sync_resolver, ip, mail_from, helo, timeout))
                     if s.spf else None)
         dkim_results: list[DkimResult] | None = None
-        if s.dkim and size <= s.dkim_max_size:
-            content.seek(0)
-            dkim_results = await verify_dkim(content.read(), self.sync_resolver, timeout)
+        too_big = bool(s.dkim_max_size) and size > s.dkim_max_size
+        if s.dkim and not too_big and (head_len or start.startswith(b"\r\n")):
+            body_start = min(size, head_len + 2)             # after the empty line
+            dkim_results = await verify_dkim(content, original_head, body_start, size,
+                                             self.sync_resolver, timeout)
         elif s.dkim:
-            dkim_results = too_large(original_head)
+            dkim_results = too_large(original_head or start)
         spf = await spf_task if spf_task is not None else None
         dmarc = None
         if s.dmarc:
