@@ -1,7 +1,8 @@
 """Large messages through the inbound checks and local delivery, over real sockets: four
 parallel ~40 MB messages on the port-25 listener are DKIM-verified (they used to be
-skipped over 25 MB as ``dkim=policy``, since dkimpy read a message whole) without
-growing the server's memory with their size."""
+skipped over 25 MB as ``dkim=policy``, since dkimpy read a message whole), and run
+through an account's Sieve script (it used to read each whole), without growing the
+server's memory with their size."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import re
 import smtplib
 from collections.abc import Iterator
+from pathlib import Path
 
 import dkim
 import pytest
@@ -21,6 +23,7 @@ from test_large_messages import big_message, peak_growth_mb
 
 SIZE = 40 * 1000 * 1000
 USER = "bob@nyu.example"
+SIEVE_USER = "carol@nyu.example"
 BOUND_MB = 150.0                                   # growth for 4 x 40 MB (~1 GB read whole)
 
 
@@ -33,15 +36,16 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             '[limits]\nmessage_size = "100M"\n')).start()
         try:
             server.add_user(USER)
+            server.add_user(SIEVE_USER)
             yield server
         finally:
             server.stop()
 
 
-def send(srv: ServerProcess, mail_from: str, msg: bytes) -> None:
+def send(srv: ServerProcess, mail_from: str, msg: bytes, to: str = USER) -> None:
     with smtplib.SMTP("127.0.0.1", srv.port("smtp"), local_hostname="client.example",
                       source_address=(INSIDE, 0), timeout=300) as s:
-        s.sendmail(mail_from, [USER], msg)
+        s.sendmail(mail_from, [to], msg)
 
 
 def auth_results(srv: ServerProcess, subject: str) -> str:
@@ -86,3 +90,48 @@ def test_four_large_signed_messages_verified_with_flat_memory(srv: ServerProcess
     # the body hash did not verify: neutral, as test_filter_inbound and mailauth name it
     assert "dkim=neutral header.d=good.example" in auth_results(srv, "large tampered")
     assert growth < BOUND_MB, growth
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
+def test_sieve_script_on_four_large_messages_with_flat_memory(srv: ServerProcess, tmp_path: Path) -> None:
+    """A ``body`` test sees the start of the body, ``size`` the whole message's size."""
+    script = tmp_path / "big.sieve"
+    script.write_text('require ["body", "fileinto"];\n'
+                      'if allof (body :text :contains "dot led line 1999", size :over 30M) {\n'
+                      '  fileinto "Big";\n} elsif body :text :contains "dot led line" {\n'
+                      '  fileinto "Small";\n}\n')
+    srv.admin("sieve", "put", SIEVE_USER, str(script))
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=60) as m:
+        m.login(SIEVE_USER, "s3cret")
+        m.create("Big")
+        m.create("Small")
+    mails = [big_message(SIZE, SIEVE_USER, f"sieve{i}", seed=20 + i) for i in range(4)]
+    assert srv.proc is not None
+    growth = peak_growth_mb(srv.proc.pid, [lambda m=m: send(srv, "x@none.example", m, SIEVE_USER)
+                                           for m in mails])
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=60) as m:
+        m.login(SIEVE_USER, "s3cret")
+        counts = {box: m.select(box, readonly=True)[1][0] for box in ("INBOX", "Big", "Small")}
+    assert counts == {"INBOX": b"0", "Big": b"4", "Small": b"0"}, counts
+    assert growth < BOUND_MB, growth
+
+
+def test_redirect_copy_of_a_large_message_is_made_from_its_file(tmp_path: Path) -> None:
+    """The redirected copy: the trace line, then the file without its Return-Path, whole."""
+    from mailhaven.sieve.forward import COPY_CHUNK, copy_from_file
+
+    body = b"x" * (COPY_CHUNK + 10) + b"\r\n\xc3\xa9\r\n"
+    path = tmp_path / "m.eml"
+    path.write_bytes(b"Return-Path: <a@b.example>\r\nSubject: s\r\n\r\n" + body)
+
+    class Writer:
+        def __init__(self) -> None:
+            self.pieces: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.pieces.append(data)
+
+    writer = Writer()
+    assert copy_from_file(writer, b"Delivered-To: c@d.example\r\n", str(path)) is True
+    assert b"".join(writer.pieces) == b"Delivered-To: c@d.example\r\nSubject: s\r\n\r\n" + body
+    assert max(map(len, writer.pieces)) <= COPY_CHUNK

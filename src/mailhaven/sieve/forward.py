@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
@@ -37,8 +38,12 @@ def delivered_to(raw: bytes) -> list[str]:
 
 
 async def redirect(store: Any, raw: bytes, account_id: int, rcpt: str, target: str, *,
-                   mail_from: str, now: float | None = None) -> bool:
-    """Queue the redirected copy; False when it was not sent (see the module's docstring)."""
+                   mail_from: str, now: float | None = None,
+                   copy: Callable[[bytes], Awaitable[tuple[Any, bool]]] | None = None) -> bool:
+    """Queue the redirected copy; False when it was not sent (see the module's docstring).
+    ``copy``: when ``raw`` is only the first part of a large message, writes the copy (the
+    trace line given, then the message from its file, :func:`copy_from_file`) and returns
+    its blob and whether it has 8-bit bytes."""
     now = time.time() if now is None else now
     if not _ADDRESS.match(target):
         log.info("Sieve redirect of account %d: %r is not an address; kept", account_id, target)
@@ -50,14 +55,39 @@ async def redirect(store: Any, raw: bytes, account_id: int, rcpt: str, target: s
         log.info("Sieve redirect of account %d to %s: over %d an hour; kept", account_id, target,
                  REDIRECTS_PER_HOUR)
         return False
-    body = _RETURN_PATH.sub(b"", raw, count=1)                     # RFC 5321 4.4: final delivery only
-    blob = await store.put_blob(f"Delivered-To: {rcpt}\r\n".encode() + body)
+    trace = f"Delivered-To: {rcpt}\r\n".encode()
+    if copy is None:
+        body = _RETURN_PATH.sub(b"", raw, count=1)                 # RFC 5321 4.4: final delivery only
+        blob = await store.put_blob(trace + body)
+        eight_bit = any(b > 127 for b in body)
+    else:
+        blob, eight_bit = await copy(trace)
     sender = srs.forward(mail_from, rcpt.rpartition("@")[2], await store.srs_key(), now)
     await store.queue_enqueue(OutboundMessage(
         blob=blob, mail_from=sender, recipients=(OutboundRecipient(address=target),),
-        body="8BITMIME" if any(b > 127 for b in body) else "7BIT"), now=now)
+        body="8BITMIME" if eight_bit else "7BIT"), now=now)
     log.info("Sieve redirect of account %d to %s, envelope sender %s", account_id, target, sender or "<>")
     return True
+
+
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+COPY_CHUNK = 1 << 20
+
+
+def copy_from_file(writer: Any, trace: bytes, path: str) -> bool:
+    """Blocking: ``trace`` then the message file a piece at a time into a blob writer,
+    its Return-Path dropped from the first piece (RFC 5321 4.4); True when it has 8-bit
+    bytes."""
+    eight_bit = False
+    writer.write(trace)
+    with open(path, "rb") as f:
+        first = True
+        while piece := f.read(COPY_CHUNK):
+            if first:
+                piece, first = _RETURN_PATH.sub(b"", piece, count=1), False
+            eight_bit = eight_bit or _EIGHT_BIT.search(piece) is not None
+            writer.write(piece)
+    return eight_bit
 
 
 async def reverse_srs(store: Any, address: str, now: float | None = None) -> str | None:
