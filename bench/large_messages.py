@@ -1,5 +1,6 @@
 """Server memory with large messages: RSS growth while 4 clients at once move a 50 MB
-message each, in (SMTP DATA, IMAP APPEND) and out (IMAP FETCH BODY[], POP3 RETR), and
+message each, in (SMTP DATA, the same DKIM-signed and verified on the way in, IMAP
+APPEND) and out (IMAP FETCH BODY[], POP3 RETR), and
 while the queue relays 4 of them at once, DKIM-signed, to a second server (queued while
 that server is down; measured from when it comes up until all 4 have arrived).
 
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from conftest import ServerProcess, free_port  # noqa: E402
+from dnsserver import DNSServer  # noqa: E402
 
 PASSWORD = "bench-password"
 
@@ -55,6 +57,22 @@ def big_message(size: int, to: str, tag: str) -> bytes:
     lines = [base64.b64encode(raw[i:i + 57]) for i in range(0, len(raw), 57)]
     body = b"\r\n".join(lines)[:need]
     return head + body + tail
+
+
+def signing_key() -> tuple[bytes, dict[str, dict[str, list[str]]]]:
+    """An RSA key for ``sel._domainkey.example.net`` and the DNS records publishing it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    public = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    record = f"v=DKIM1; k=rsa; p={public}"
+    txt = " ".join(f'"{record[i:i + 200]}"' for i in range(0, len(record), 200))
+    return pem, {"sel._domainkey.example.net": {"TXT": [txt]},
+                 "example.net": {"TXT": ['"v=spf1 ip4:127.0.0.1 -all"']}}
 
 
 def rss_kb(pid: int) -> int:
@@ -124,10 +142,14 @@ def main() -> None:
     size = int(args.size_mb * 1_000_000)
     accounts = users(args.parallel)
     limits = "[limits]\nmessage_size = \"200M\"\nimap_literal = \"200M\"\n"
-    with tempfile.TemporaryDirectory(prefix="mh-large-") as tmp:
+    pem, records = signing_key()
+    with tempfile.TemporaryDirectory(prefix="mh-large-") as tmp, DNSServer(records) as dns:
+        # every size DKIM-verified (the filter's own default since verification streams)
+        checks = f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\n[filter]\ndkim_max_size = "1G"\n'
+
         far_port = free_port("127.0.0.1")
         far = ServerProcess(Path(tmp) / "far", ports={"smtp": far_port}, extra_config=limits)
-        srv = ServerProcess(Path(tmp) / "data", extra_config=limits + (
+        srv = ServerProcess(Path(tmp) / "data", extra_config=limits + checks + (
             '[queue]\nretry = ["1s"]\npoll = "1s"\n'
             f'[relay]\nroutes = {{"far.example" = "127.0.0.1:{far_port}"}}\n'))
         srv.write_config()
@@ -146,6 +168,21 @@ def main() -> None:
             def smtp(a: str) -> None:
                 with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=600) as s:
                     s.sendmail("sender@example.net", [a], messages[a])
+
+            import dkim
+
+            signed = {a: dkim.sign(raw, b"sel", b"example.net", pem, include_headers=[b"from", b"subject"]) + raw
+                      for a in accounts if (raw := messages[a].replace(b"large ", b"signed ", 1))}
+
+            def smtp_signed(a: str) -> None:
+                raw = signed[a]
+                with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=600) as s:
+                    s.sendmail("sender@example.net", [a], raw)
+                with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=600) as m:
+                    m.login(a, PASSWORD)
+                    m.select("INBOX", readonly=True)
+                    typ, data = m.fetch("2", "(BODY.PEEK[HEADER.FIELDS (Authentication-Results)])")
+                    assert typ == "OK" and b"dkim=pass" in data[0][1], data  # type: ignore[index]
 
             def append(a: str) -> None:
                 with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=600) as m:
@@ -166,13 +203,14 @@ def main() -> None:
                 try:
                     p.user(a)
                     p.pass_(PASSWORD)
-                    _, lines, octets = p.retr(2)
+                    _, lines, octets = p.retr(3)
                     assert octets > size
                 finally:
                     p.quit()
 
             phases: list[tuple[str, Callable[[str], None]]] = [
-                ("SMTP DATA in", smtp), ("IMAP APPEND in", append), ("IMAP FETCH out", fetch), ("POP3 RETR out", retr)]
+                ("SMTP DATA in", smtp), ("SMTP in, DKIM", smtp_signed), ("IMAP APPEND in", append),
+                ("IMAP FETCH out", fetch), ("POP3 RETR out", retr)]
             for name, fn in phases:
                 start_rss = rss_kb(pid)
                 t0 = time.monotonic()
@@ -195,14 +233,17 @@ def main() -> None:
                     m.login(f"out{i}@far.example", PASSWORD)
                     return m.select("INBOX", readonly=True)[1][0] == b"1"
 
+            # the receiving accounts exist before it listens (a recipient the queue reaches
+            # first would be refused; an admin command also clears DATA/tmp under a running server)
+            far.write_config()
+            for i in range(len(accounts)):
+                far.add_user(f"out{i}@far.example", PASSWORD)
             parallel([functools.partial(submit, i, a) for i, a in enumerate(accounts)])
             time.sleep(2.0)                             # each has failed to connect once
             start_rss = rss_kb(pid)
             t0 = time.monotonic()
             with Sampler(pid) as sampler:
                 far.start()
-                for i in range(len(accounts)):
-                    far.add_user(f"out{i}@far.example", PASSWORD)
                 while not all(arrived(i) for i in range(len(accounts))):
                     time.sleep(0.5)
             took = time.monotonic() - t0

@@ -85,3 +85,50 @@ def test_every_corpus_message_as_the_original(corpus_files: list[Path]) -> None:
             parts = list(msg.iter_parts())
             assert len(parts) == 3, path
             assert parts[1].get_content_type().endswith("delivery-status"), path
+
+
+async def test_report_on_a_large_original_never_reads_its_body(store: object) -> None:
+    """The queue's failure report on a 20 MB original reads its header section from the
+    blob file, not the whole message (traced allocations stay small: they were 2-3x the
+    message, read whole to keep only its header)."""
+    import time
+    import tracemalloc
+    from types import SimpleNamespace
+    from typing import Any
+
+    from mailhaven.config import Config
+    from mailhaven.queue.delivery import Outcome
+    from mailhaven.queue.runner import QueueRunner
+    from mailhaven.store.api import QueueEntry
+
+    s: Any = store
+    writer = s.blob_writer()
+    writer.write(ORIGINAL.replace(b"\r\n\r\n", b"\r\nContent-Type: text/plain\r\n\r\n"))
+    for _ in range(20):
+        writer.write(b"a line of the large body\r\n" * 40_000)          # ~1 MB a piece
+    blob = await writer.finish()
+    runner = QueueRunner(SimpleNamespace(store=s, config=Config(hostname="mx.lancs.example")))
+    sent: list[Any] = []
+
+    async def enqueue(message: Any) -> None:
+        sent.append(message)
+
+    runner.enqueue = enqueue  # type: ignore[method-assign]
+    now = time.time()
+    entry = QueueEntry(id=1, msg="m1", blob_id=blob.id, size=blob.size, mail_from="alice@lancs.example",
+                       rcpt="bob@nyu.example", domain="nyu.example", notify=None, orcpt=None, envid=None,
+                       ret=None, body="7BIT", smtputf8=False, submitted_by=None, created=now, state="queued",
+                       attempts=1, next_attempt=now, last_reply="", warned=False, lease_owner=None,
+                       lease_until=None)
+    tracemalloc.start()
+    try:
+        await runner._report(entry, "failed", Outcome(code=550, enhanced="5.1.1", text="no such user"), now)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    (dsn,) = sent
+    msg = email.message_from_bytes(await s.read_blob(dsn.blob.id), policy=email.policy.default)
+    returned = msg.get_payload()[2]  # type: ignore[index]
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert b"Subject: Lunch" in returned.get_payload(decode=True) and b"a line" not in returned.as_bytes()
+    assert peak < 4 * 1024 * 1024, peak

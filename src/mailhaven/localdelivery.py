@@ -8,23 +8,32 @@ discard stores nothing. ``reject``/``ereject`` are returned to the caller, who c
 the message in SMTP when every recipient rejected it. ``redirect`` hands a copy to the
 outbound queue (sieve/forward.py: SRS envelope sender, Delivered-To loop check, hourly
 limit); ``vacation`` queues an automatic reply (sieve/vacation.py). Not yet: a rejection DSN when SMTP cannot refuse.
-A script that fails at run time gives the implicit keep (RFC 5228 2.10.6)."""
+A script that fails at run time gives the implicit keep (RFC 5228 2.10.6).
+
+A message over :data:`SIEVE_PREFIX` is not read whole: the script sees its first
+:data:`SIEVE_PREFIX` bytes (the header section and the start of the body, so ``header``,
+``address`` and ``body`` tests work on what a person reads first) and its true size;
+a redirect copies it from its file."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
-from .sieve.forward import redirect
+from .sieve.forward import copy_from_file, redirect
 from .sieve.vacation import respond
 from .store.api import BlobRef, DeliveryResult, InvalidName, Store, StoreError
 
 log = logging.getLogger("mailhaven.sieve")
+
+SIEVE_PREFIX = 2 * 1024 * 1024
+"""Bytes of a large message a script sees (as the summary's bounded prefix does)."""
 
 _SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
 _KEYWORD = re.compile(r"[!#$&'+\-.0-9:<=>?@A-Z^_`a-z|~]+\Z")             # RFC 3501 atom, no specials
@@ -89,10 +98,12 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         outcome.results.extend(await store.deliver(blob, plain, mailbox=mailbox))
     if not scripted:
         return outcome
-    raw = await store.read_blob(blob.id)
+    raw, path = await read_bounded(store, blob)
+    total = blob.size if path is not None else None
     for account_id, script in scripted:
         names = {m.name.lower(): m.name for m in await store.list_mailboxes(account_id)}
-        result = run(script, SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id]),
+        result = run(script, SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id],
+                                          total_size=total),
                      mailbox_exists=lambda name, names=names: name.lower() in names)   # type: ignore[misc]
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
@@ -102,7 +113,8 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         for action in result.actions:
             if action.kind == "redirect":
                 if (junk or not await redirect(store, raw, account_id, rcpt_of[account_id], action.address or "",
-                                               mail_from=mail_from, sealer=sealer)) and not action.copy and not kept:
+                                               mail_from=mail_from, sealer=sealer, copy=copier(store, path))) \
+                        and not action.copy and not kept:
                     kept = True                                 # not sent: kept (once) rather than lost
                     actions.append(Action(kind="keep", implicit=True))
                 continue
@@ -116,6 +128,38 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
     for account_id, reason in outcome.rejected.items():     # one line of printable ASCII
         outcome.rejected[account_id] = re.sub(r"[^ -~]+", " ", reason).strip()[:200] or "Rejected"
     return outcome
+
+
+async def read_bounded(store: Store, blob: BlobRef) -> tuple[bytes, str | None]:
+    """The message for scripts and forwarding: whole up to :data:`SIEVE_PREFIX`, else its
+    first part and the file to copy it from (:func:`copier`)."""
+    path = store.blob_path(blob.id) if blob.size > SIEVE_PREFIX else None
+    if path is not None:
+        return await asyncio.to_thread(_read_prefix, path, SIEVE_PREFIX), path
+    return await store.read_blob(blob.id), None
+
+
+def _read_prefix(path: str, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+def copier(store: Store, path: str | None) -> Callable[[bytes], Awaitable[tuple[BlobRef, bool]]] | None:
+    """A redirect's copy of a large message written from its file off the event loop."""
+    if path is None:
+        return None
+    file = path
+
+    async def copy(trace: bytes) -> tuple[BlobRef, bool]:
+        writer = store.blob_writer()
+        try:
+            eight_bit = await asyncio.to_thread(copy_from_file, writer, trace, file)
+            return await writer.finish(), eight_bit
+        except BaseException:
+            writer.abort()
+            raise
+
+    return copy
 
 
 async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list[Action],

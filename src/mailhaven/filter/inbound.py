@@ -80,8 +80,10 @@ class InboundFilter:
     async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str,
                     store: Any = None, accounts: Sequence[int] = (), recipients: Sequence[str] = ()) -> Verdict:
         """``content`` holds the message (``size`` bytes); it is read, never written.
-        Messages up to ``filter.dkim_max_size`` are read whole for dkimpy; larger ones
-        get ``dkim=policy`` and their DMARC failures are reported, not enforced."""
+        DKIM body hashes are computed from ``content`` a piece at a time (any size);
+        messages over ``filter.dkim_max_size`` (when set) or with a header section over
+        :data:`MAX_HEADER` get ``dkim=policy`` and their DMARC failures are reported, not
+        enforced."""
         s = self.settings
         timeout = s.timeout
         content.seek(0)
@@ -94,16 +96,17 @@ class InboundFilter:
                     if s.spf else None)
         dkim_results: list[DkimResult] | None = None
         arc: ArcResult | None = None
-        whole = b""
-        if (s.dkim or s.arc) and size <= s.dkim_max_size:
+        arc_task = None
+        if s.arc and size <= s.arc_max_size:                # dkimpy's ARC verifier reads it whole
             content.seek(0)
-            whole = content.read()
-        arc_task = (asyncio.ensure_future(verify_arc(whole, self.sync_resolver, timeout))
-                    if s.arc and size <= s.dkim_max_size else None)
-        if s.dkim and size <= s.dkim_max_size:
-            dkim_results = await verify_dkim(whole, self.sync_resolver, timeout)
+            arc_task = asyncio.ensure_future(verify_arc(content.read(), self.sync_resolver, timeout))
+        too_big = bool(s.dkim_max_size) and size > s.dkim_max_size
+        if s.dkim and not too_big and (head_len or start.startswith(b"\r\n")):
+            body_start = min(size, head_len + 2)             # after the empty line
+            dkim_results = await verify_dkim(content, original_head, body_start, size,
+                                             self.sync_resolver, timeout)
         elif s.dkim:
-            dkim_results = too_large(original_head)
+            dkim_results = too_large(original_head or start)
         if arc_task is not None:
             arc = await arc_task
         spf = await spf_task if spf_task is not None else None

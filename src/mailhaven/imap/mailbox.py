@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import os
 import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..message.binary import binary_parts_to_base64
+from ..message.binary import binary_parts_to_base64, binary_parts_to_base64_file
+from ..message.fileview import FileView
 from ..message.lineends import normalize_line_ends
 from ..message.structure import header_end
 from ..store.api import (
@@ -565,6 +567,8 @@ async def cmd_append(s: Session, cmd: Command) -> str:
             if isinstance(data, LiteralSpool):
                 blob = await data.finish()
                 head = bytes(data.prefix)
+                if data.binary and (encoded := await _binary_parts_from_file(s, blob)) is not None:
+                    blob, head = encoded, b""       # RFC 3516 4.4: stored with base64 parts
             elif isinstance(data, BlobRef):         # put together by CATENATE
                 blob, head = data, b""
             else:
@@ -589,6 +593,30 @@ async def cmd_append(s: Session, cmd: Command) -> str:
     if s.selected is not None and s.selected.id == box.id:
         s.dirty = True
     return f"[APPENDUID {box.uidvalidity} {sequence_list(uids)}] APPEND completed"
+
+
+async def _binary_parts_from_file(s: Session, blob: BlobRef) -> BlobRef | None:
+    """A spooled literal8 with binary parts, re-encoded from its file into a new blob (the
+    spooled one is left to blob GC); None when it has none."""
+    path = s.store.blob_path(blob.id)
+    if path is None:                                # a backend without files: read whole
+        raw = await s.store.read_blob(blob.id)
+        encoded = binary_parts_to_base64(raw)
+        return None if encoded is raw else await s.store.put_blob(encoded)
+    writer = s.store.blob_writer()
+
+    def encode() -> bool:
+        with open(path, "rb") as f:
+            return binary_parts_to_base64_file(FileView(f.fileno(), os.fstat(f.fileno()).st_size), writer.write)
+
+    try:
+        if not await s.blocking(encode):
+            writer.abort()
+            return None
+        return await writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def _size(data: bytes | LiteralSpool | BlobRef) -> int:

@@ -260,10 +260,10 @@ class Session:
             self.reader.reject_literal()
             self.write(No("Message too big", code="TOOBIG").line(ev.tag or "*"))
             return
-        if (ev.name == "APPEND" and ev.size > SPOOL_MIN and not ev.binary
+        if (ev.name == "APPEND" and ev.size > SPOOL_MIN
                 and self.state is not State.NOT_AUTHENTICATED):
             # Straight to a blob as it arrives: the message is never held in memory. (A
-            # literal8 is kept: its binary parts are re-encoded as base64 before storing.)
+            # literal8 too: its binary parts are then re-encoded as base64 from the file.)
             spool = LiteralSpool(self.store.blob_writer(), binary=ev.binary)
             self.spools.append(spool)
             self.reader.accept_literal(sink=spool)

@@ -3,7 +3,8 @@
 The session hands a :class:`LiteralSpool` to the command reader when an APPEND announces a
 literal over :data:`SPOOL_MIN`; the reader passes each piece on as it is read, so the
 message is never held in memory. Line ends are normalised on the way (bare CR / LF to
-CRLF, as for a literal held whole); a literal8 (``~{n}``, RFC 3516) is kept as sent.
+CRLF, as for a literal held whole); a literal8 (``~{n}``, RFC 3516) is kept as sent
+(APPEND then re-encodes its binary parts from the file, message/binary.py).
 
 Invariants: a full disk does not interrupt the reading (the rest of the literal is
 dropped and APPEND answers NO); a spool that is not finished is aborted when its command
@@ -24,6 +25,7 @@ PREFIX = 256 * 1024
 class LiteralSpool:
     def __init__(self, writer: BlobWriter, *, binary: bool) -> None:
         self._writer = writer
+        self.binary = binary
         self._normalizer = None if binary else ChunkNormalizer()
         self.prefix = bytearray()
         self.size = 0

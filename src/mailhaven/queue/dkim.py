@@ -21,7 +21,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -45,6 +45,7 @@ ALGORITHMS = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
 HEADER_LIMIT = 1024 * 1024
 """A header block longer than this is not signed (the message still goes)."""
 _WSP = re.compile(rb"[\t ]+")
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 _PARTIAL_LIMIT = 64 * 1024
 
 
@@ -191,25 +192,33 @@ class BodyHash:
     goes: ``relaxed`` (3.4.4: WSP runs become one SP, WSP before a line end goes) or
     ``simple`` (3.4.3); empty lines at the end are held back and dropped (both), since
     whether a blank line is "at the end" is known only when content follows or not.
-    Holds one partial line at most (a very long one is hashed in pieces)."""
+    ``limit``: only the first that many canonical bytes are hashed (the ``l=`` tag, 3.5).
+    Holds one partial line at most (a very long one is hashed in pieces); complete lines
+    are canonicalised a piece at a time, not one by one."""
 
-    def __init__(self, canon: bytes = b"relaxed") -> None:
+    def __init__(self, canon: bytes = b"relaxed", hasher: Callable[[], Any] = hashlib.sha256,
+                 limit: int | None = None) -> None:
         if canon not in (b"relaxed", b"simple"):
             raise ValueError(f"unknown body canonicalization {canon!r}")
         self.relaxed = canon == b"relaxed"
-        self._hash = hashlib.sha256()
+        self._hash = hasher()
+        self._left = limit                        # bytes still to hash under l=, None: all
         self._partial = b""
         self._blank = 0                           # empty lines not yet known to be inside
         self._in_line = False                     # part of the current line already hashed
         self._any = False
+
+    @property
+    def full(self) -> bool:
+        """True once ``l=`` bytes are hashed: the rest of the body changes nothing."""
+        return self._left == 0
 
     def feed(self, data: bytes) -> None:
         """``data``: CRLF line ends only; a piece must not end between CR and LF."""
         data = self._partial + data
         cut = data.rfind(b"\r\n")
         if cut >= 0:
-            for line in data[:cut].split(b"\r\n"):
-                self._line(line)
+            self._lines(data[:cut + 2])
             data = data[cut + 2:]
         self._partial = data
         if len(data) > _PARTIAL_LIMIT:
@@ -219,23 +228,37 @@ class BodyHash:
         """The base64 ``bh=`` value; the body ends here (a last line without CRLF counts
         as ended by one, as dkimpy does)."""
         if self._partial or self._in_line:
-            self._line(self._partial)
+            self._lines(self._partial + b"\r\n")
             self._partial = b""
         if not self._any and not self.relaxed:
-            self._hash.update(b"\r\n")            # 3.4.3: an empty body is one CRLF
+            self._update(b"\r\n")                # 3.4.3: an empty body is one CRLF
         return base64.b64encode(self._hash.digest())
 
-    def _canon(self, text: bytes) -> bytes:
-        return _WSP.sub(b" ", text).rstrip(b" ") if self.relaxed else text
+    def _update(self, data: bytes) -> None:
+        if self._left is None:
+            self._hash.update(data)
+        elif self._left:
+            self._hash.update(data[:self._left])
+            self._left = max(0, self._left - len(data))
 
-    def _line(self, line: bytes) -> None:
-        text = self._canon(line)
-        if not text and not self._in_line:
-            self._blank += 1
-            return
-        self._flush_blank()
-        self._hash.update(text + b"\r\n")
+    def _lines(self, block: bytes) -> None:
+        """Complete lines, each ending with CRLF: canonicalised together, the empty lines
+        at their end held back."""
+        if self.relaxed:
+            block = _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", block))
+        end = len(block)
+        while end >= 2 and block.startswith(b"\r\n", end - 2):
+            end -= 2
+        empty = (len(block) - end) // 2           # CRLFs at the end; the first may end a line
+        if end:
+            self._flush_blank()
+            self._update(block[:end + 2])
+            empty -= 1
+        elif self._in_line:                       # the rest of a line hashed in part
+            self._update(b"\r\n")
+            empty -= 1
         self._in_line = False
+        self._blank += empty
 
     def _part_of_line(self) -> None:
         """Hash the first part of a long unfinished line, holding back its trailing WSP
@@ -245,13 +268,13 @@ class BodyHash:
         head, tail = data[:len(data) - keep], data[len(data) - keep:]
         if head:
             self._flush_blank()
-            self._hash.update(_WSP.sub(b" ", head) if self.relaxed else head)
+            self._update(_WSP.sub(b" ", head) if self.relaxed else head)
             self._in_line = True
         self._partial = b" " if (tail and self.relaxed) else tail
 
     def _flush_blank(self) -> None:
         if self._blank:
-            self._hash.update(b"\r\n" * self._blank)
+            self._update(b"\r\n" * self._blank)
             self._blank = 0
         self._any = True
 

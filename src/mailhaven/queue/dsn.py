@@ -12,6 +12,7 @@ never cause another report (RFC 5321 4.5.5, RFC 3461 6.2).
 from __future__ import annotations
 
 import email.utils
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -101,15 +102,41 @@ def _subject(recipients: list[DSNRecipient]) -> str:
     return "Successful Mail Delivery Report"
 
 
+HEADER_READ_LIMIT = 1024 * 1024
+"""The most of a large original read for its header section."""
+
+
+def read_original(path: str, chunk: int = 64 * 1024) -> tuple[bytes, int]:
+    """What a report needs of the original in file ``path``, and its size: all of it up
+    to :data:`HEADERS_ONLY_LIMIT`, else its header section alone, read a piece at a time
+    up to the empty line (at most :data:`HEADER_READ_LIMIT`), never the body."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= HEADERS_ONLY_LIMIT:
+            return f.read(), size
+        head = b""
+        while len(head) < HEADER_READ_LIMIT and (piece := f.read(chunk)):
+            start = max(0, len(head) - 3)
+            head += piece
+            for sep in (b"\r\n\r\n", b"\n\n"):
+                end = head.find(sep, start)
+                if end >= 0:
+                    return head[:end + len(sep)], size
+        return head[:HEADER_READ_LIMIT], size
+
+
 def build_dsn(*, reporting_mta: str, original: bytes, envelope_from: str, envid: str | None,
               ret: str | None, recipients: list[DSNRecipient], arrival: float,
-              now: float | None = None) -> bytes:
-    """The complete report message (CRLF line ends), ready to deliver to ``envelope_from``."""
+              now: float | None = None, original_size: int | None = None) -> bytes:
+    """The complete report message (CRLF line ends), ready to deliver to ``envelope_from``.
+    ``original_size``: the original's size when ``original`` is only its header section
+    (:func:`read_original` of a large one)."""
     now = time.time() if now is None else now
     utf8 = _needs_utf8(original, recipients, envelope_from)
     boundary = f"{uuid.uuid4().hex}/{reporting_mta}"
     status_type = "message/global-delivery-status" if utf8 else "message/delivery-status"
-    headers_only = (ret or "").upper() == "HDRS" or len(original) > HEADERS_ONLY_LIMIT
+    size = len(original) if original_size is None else original_size
+    headers_only = (ret or "").upper() == "HDRS" or size > HEADERS_ONLY_LIMIT
     if headers_only:
         original_type = "message/global-headers" if utf8 else "text/rfc822-headers"
         returned = normalize_line_ends(_header_section(original))

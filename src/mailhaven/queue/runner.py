@@ -44,7 +44,7 @@ from .delivery import (
     Outcome,
     Timeouts,
 )
-from .dsn import DSNRecipient, build_dsn, wants_dsn
+from .dsn import DSNRecipient, build_dsn, read_original, wants_dsn
 from .mx import Backoff, Hop, RouteError, Router
 from .store import Entry, QueueStore, queue_store
 
@@ -305,13 +305,18 @@ class QueueRunner:
             status = "4.0.0"
         if action == "relayed":
             status = "2.0.0"
+        path = self.store.blob_path(entry.blob_id)
+        size: int | None = None
         try:
-            original = await self.store.read_blob(entry.blob_id)
+            if path is not None:                             # a large original: its header only
+                original, size = await asyncio.to_thread(read_original, path)
+            else:
+                original = await self.store.read_blob(entry.blob_id)
         except Exception:  # noqa: BLE001
             original = b""
         report = build_dsn(
             reporting_mta=self.hostname, original=original, envelope_from=entry.mail_from, envid=entry.envid,
-            ret=entry.ret, arrival=entry.created, now=now,
+            ret=entry.ret, arrival=entry.created, now=now, original_size=size,
             recipients=[DSNRecipient(address=entry.rcpt, orcpt=entry.orcpt, action=action, status=status,
                                      remote_mta=outcome.remote_mta,
                                      diagnostic=outcome.diagnostic() if outcome.code else None,

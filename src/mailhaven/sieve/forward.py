@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
@@ -39,9 +39,16 @@ def delivered_to(raw: bytes) -> list[str]:
     return [str(v).strip().strip("<>").lower() for v in parsed.get_all("Delivered-To") or []]
 
 
+Copier = Callable[[bytes], Awaitable[tuple[Any, bool]]]
+
+
 async def redirect(store: Any, raw: bytes, account_id: int, rcpt: str, target: str, *,
-                   mail_from: str, now: float | None = None, sealer: Any = None) -> bool:
-    """Queue the redirected copy; False when it was not sent (see the module's docstring)."""
+                   mail_from: str, now: float | None = None, sealer: Any = None,
+                   copy: Copier | None = None) -> bool:
+    """Queue the redirected copy; False when it was not sent (see the module's docstring).
+    ``copy``: when ``raw`` is only the first part of a large message, writes the copy (the
+    trace line given, then the message from its file, :func:`copy_from_file`) and returns
+    its blob and whether it has 8-bit bytes; such a copy is not ARC-sealed."""
     now = time.time() if now is None else now
     if not _ADDRESS.match(target):
         log.info("Sieve redirect of account %d: %r is not an address; kept", account_id, target)
@@ -53,13 +60,14 @@ async def redirect(store: Any, raw: bytes, account_id: int, rcpt: str, target: s
         log.info("Sieve redirect of account %d to %s: over %d an hour; kept", account_id, target,
                  REDIRECTS_PER_HOUR)
         return False
-    sender = await _queue(store, raw, rcpt, [target], mail_from=mail_from, now=now, sealer=sealer)
+    sender = await _queue(store, raw, rcpt, [target], mail_from=mail_from, now=now, sealer=sealer, copy=copy)
     log.info("Sieve redirect of account %d to %s, envelope sender %s", account_id, target, sender or "<>")
     return True
 
 
 async def forward_alias(store: Any, raw: bytes, rcpt: str, targets: Sequence[str], *,
-                        mail_from: str, now: float | None = None, sealer: Any = None) -> str:
+                        mail_from: str, now: float | None = None, sealer: Any = None,
+                        copy: Copier | None = None) -> str:
     """Queue one copy for the external targets of the alias ``rcpt``: ``sent``, or why
     not: ``loop`` (our Delivered-To for it is there) or ``limit`` (over the hour's)."""
     now = time.time() if now is None else now
@@ -72,24 +80,49 @@ async def forward_alias(store: Any, raw: bytes, rcpt: str, targets: Sequence[str
     if not await store.count_alias_forward(rcpt, now=now, window=HOUR, limit=REDIRECTS_PER_HOUR):
         log.info("alias %s: over %d forwards an hour; not forwarded", rcpt, REDIRECTS_PER_HOUR)
         return "limit"
-    sender = await _queue(store, raw, rcpt, targets, mail_from=mail_from, now=now, sealer=sealer)
+    sender = await _queue(store, raw, rcpt, targets, mail_from=mail_from, now=now, sealer=sealer, copy=copy)
     log.info("alias %s forwarded to %s, envelope sender %s", rcpt, ", ".join(targets), sender or "<>")
     return "sent"
 
 
 async def _queue(store: Any, raw: bytes, rcpt: str, targets: Sequence[str], *, mail_from: str,
-                 now: float, sealer: Any) -> str:
+                 now: float, sealer: Any, copy: Copier | None = None) -> str:
     """Delivered-To, the ARC seal and the SRS sender; returns the envelope sender."""
     domain = rcpt.rpartition("@")[2]
-    body = f"Delivered-To: {rcpt}\r\n".encode() + _RETURN_PATH.sub(b"", raw, count=1)   # RFC 5321 4.4
-    if sealer is not None:
-        body = await sealer.seal_async(body, domain) + body           # RFC 8617 5.1
-    blob = await store.put_blob(body)
+    trace = f"Delivered-To: {rcpt}\r\n".encode()
+    if copy is None:
+        body = trace + _RETURN_PATH.sub(b"", raw, count=1)                 # RFC 5321 4.4
+        if sealer is not None:
+            body = await sealer.seal_async(body, domain) + body           # RFC 8617 5.1
+        blob = await store.put_blob(body)
+        eight_bit = any(b > 127 for b in body)
+    else:                                  # a large message, copied from its file unsealed
+        blob, eight_bit = await copy(trace)
     sender = srs.forward(mail_from, domain, await store.srs_key(), now)
     await store.queue_enqueue(OutboundMessage(
         blob=blob, mail_from=sender, recipients=tuple(OutboundRecipient(address=t) for t in targets),
-        body="8BITMIME" if any(b > 127 for b in body) else "7BIT"), now=now)
+        body="8BITMIME" if eight_bit else "7BIT"), now=now)
     return sender
+
+
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+COPY_CHUNK = 1 << 20
+
+
+def copy_from_file(writer: Any, trace: bytes, path: str) -> bool:
+    """Blocking: ``trace`` then the message file a piece at a time into a blob writer,
+    its Return-Path dropped from the first piece (RFC 5321 4.4); True when it has 8-bit
+    bytes."""
+    eight_bit = False
+    writer.write(trace)
+    with open(path, "rb") as f:
+        first = True
+        while piece := f.read(COPY_CHUNK):
+            if first:
+                piece, first = _RETURN_PATH.sub(b"", piece, count=1), False
+            eight_bit = eight_bit or _EIGHT_BIT.search(piece) is not None
+            writer.write(piece)
+    return eight_bit
 
 
 async def reverse_srs(store: Any, address: str, now: float | None = None) -> str | None:

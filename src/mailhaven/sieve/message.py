@@ -48,18 +48,21 @@ def _decode(value: str) -> str:
 @dataclass(kw_only=True)
 class SieveMessage:
     raw: bytes
-    """The whole message as received."""
+    """The message as received: whole, or for a large one its first part (header section
+    and the start of the body, see ``total_size``)."""
     mail_from: str = ""
     """The envelope sender (MAIL FROM), ``""`` for the null reverse path."""
     rcpt_to: str = ""
     """The envelope recipient this run is for."""
+    total_size: int | None = None
+    """The message's size when ``raw`` is only its first part (localdelivery.py)."""
     _parsed: Message | None = field(default=None, repr=False)
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def size(self) -> int:
-        return len(self.raw)
+        return len(self.raw) if self.total_size is None else self.total_size
 
     @property
     def parsed(self) -> Message:

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..filter import dmarcreports
 from ..filter.authresults import strip_ours
-from ..localdelivery import deliver_local
+from ..localdelivery import copier, deliver_local, read_bounded
 from ..message.authors import foreign_authors
 from ..queue.api import OutboundMessage, OutboundRecipient
 from ..sieve.forward import forward_alias
@@ -306,10 +306,10 @@ class Transaction:
                                         sealer=sealer)
             statuses: set[str] = set()
             if self.forwards and mailbox == "INBOX":       # junk is never forwarded
-                raw = await self.store.read_blob(local_ref.id)
+                raw, path = await read_bounded(self.store, local_ref)       # never a large one whole
                 for rcpt, targets in self.forwards.items():
-                    statuses.add(await forward_alias(self.store, raw, rcpt, targets,
-                                                     mail_from=self.mail.address, sealer=sealer))
+                    statuses.add(await forward_alias(self.store, raw, rcpt, targets, mail_from=self.mail.address,
+                                                     sealer=sealer, copy=copier(self.store, path)))
             receive = self.inbound.config.dmarc.receive.lower() if self.inbound is not None else ""
             if receive and receive in (a.lower() for a in self.local):
                 await self._take_dmarc_reports(local_ref)

@@ -8,6 +8,11 @@ already stored refreshes ``created``, which is what protects a blob from the gar
 collector's grace period until the row naming it commits (as a file's mtime does in
 blobs.py). A small cache keeps the newest blobs, so the delivery that follows a
 ``finish()`` parses the message without reading it back.
+
+A blob over :data:`CHUNK` is stored as a ``blobs`` row with empty ``data`` and its bytes
+in ``blob_chunks`` rows of :data:`CHUNK` bytes, inserted one at a time from the spool in
+the same transaction (the message is never read whole to store it) and read back a row
+at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import hashlib
 import tempfile
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -23,6 +29,11 @@ import asyncpg
 from .api import BlobRef, NotFound
 
 SPOOL_IN_MEMORY = 1024 * 1024
+CHUNK = 1024 * 1024
+"""Blobs larger than this are stored in rows of this size (``blob_chunks``)."""
+BLOB_BYTES = ("(SELECT b.data || COALESCE((SELECT string_agg(c.data, ''::bytea ORDER BY c.seq) "
+              "FROM blob_chunks c WHERE c.blob_id = b.id), ''::bytea) FROM blobs b WHERE b.id = {})")
+"""SQL for the bytes of the blob named by the expression put in ``{}`` (NULL: no such blob)."""
 RECENT_CACHE_BYTES = 16 * 1024 * 1024
 RECENT_CACHE_LARGEST = 4 * 1024 * 1024
 
@@ -48,8 +59,41 @@ class PgBlobStore:
 
     async def put(self, data: bytes) -> BlobRef:
         digest = hashlib.sha256(data).hexdigest()
-        await self._insert(digest, data)
+        if len(data) > CHUNK:
+            view = memoryview(data)
+
+            async def piece(at: int) -> bytes:
+                return bytes(view[at:at + CHUNK])
+
+            await self._insert_chunked(digest, len(data), piece)
+            self.remember(digest, data)
+        else:
+            await self._insert(digest, data)
         return BlobRef(id=digest, size=len(data))
+
+    async def _insert_chunked(self, digest: str, size: int,
+                              piece: Callable[[int], Awaitable[bytes]]) -> None:
+        """One transaction: the ``blobs`` row (empty data), then each chunk as ``piece(at)``
+        gives it. Bytes already stored (the same digest) only refresh ``created``."""
+        async with self._pool().acquire() as conn, conn.transaction():
+            new = await conn.fetchval(
+                "INSERT INTO blobs (id, size, data) VALUES ($1, $2, ''::bytea) "
+                "ON CONFLICT (id) DO UPDATE SET created = now() RETURNING (xmax = 0)", digest, size)
+            if not new:
+                return
+            for seq, at in enumerate(range(0, size, CHUNK)):
+                await conn.execute("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)",
+                                   digest, seq, await piece(at))
+
+    async def _chunks(self, conn: asyncpg.Connection, blob_id: str) -> bytes:
+        """The chunk rows of a blob, fetched one at a time."""
+        out = bytearray()
+        seq = 0
+        while (data := await conn.fetchval(
+                "SELECT data FROM blob_chunks WHERE blob_id=$1 AND seq=$2", blob_id, seq)) is not None:
+            out += data
+            seq += 1
+        return bytes(out)
 
     async def _insert(self, digest: str, data: bytes) -> None:
         await self._pool().execute(
@@ -76,18 +120,24 @@ class PgBlobStore:
         cached = self._recent.get(blob_id)
         if cached is not None:
             return cached
-        data = await self._pool().fetchval("SELECT data FROM blobs WHERE id=$1", blob_id)
-        if data is None:
-            raise BlobNotFound(f"no blob {blob_id}")
-        return bytes(data)
+        async with self._pool().acquire() as conn:
+            row = await conn.fetchrow("SELECT data, size FROM blobs WHERE id=$1", blob_id)
+            if row is None:
+                raise BlobNotFound(f"no blob {blob_id}")
+            if len(row["data"]) < row["size"]:
+                return await self._chunks(conn, blob_id)
+        return bytes(row["data"])
 
     async def read_many(self, blob_ids: list[str]) -> list[bytes]:
         """Several blobs in one query, in the order asked (IMAP FETCH of many messages)."""
         missing = list(dict.fromkeys(b for b in blob_ids if b not in self._recent))
         found: dict[str, bytes] = {}
         if missing:
-            rows = await self._pool().fetch("SELECT id, data FROM blobs WHERE id = ANY($1::text[])", missing)
-            found = {r["id"]: bytes(r["data"]) for r in rows}
+            rows = await self._pool().fetch("SELECT id, data, size FROM blobs WHERE id = ANY($1::text[])", missing)
+            found = {r["id"]: bytes(r["data"]) for r in rows if len(r["data"]) == r["size"]}
+            for r in rows:
+                if r["id"] not in found:                    # stored in chunks
+                    found[r["id"]] = await self.read(r["id"])
         out = []
         for b in blob_ids:
             data = self._recent.get(b, found.get(b))
@@ -120,18 +170,26 @@ class PgBlobWriter:
         self._spool.seek(0)
         return self._spool.read()
 
+    def _read_at(self, at: int) -> bytes:
+        self._spool.seek(at)
+        return self._spool.read(CHUNK)
+
     async def finish(self) -> BlobRef:
         if self._done:
             raise RuntimeError("blob writer already finished")
         self._done = True
+        digest = self._hash.hexdigest()
         try:
-            if self.size > SPOOL_IN_MEMORY:
-                data = await asyncio.to_thread(self._read_all)  # rolled over to disk
-            else:
-                data = self._read_all()
+            if self.size > CHUNK:                           # rolled over to disk: a row at a time
+
+                async def piece(at: int) -> bytes:
+                    return await asyncio.to_thread(self._read_at, at)
+
+                await self._store._insert_chunked(digest, self.size, piece)
+                return BlobRef(id=digest, size=self.size)
+            data = self._read_all()
         finally:
             self._spool.close()
-        digest = self._hash.hexdigest()
         await self._store._insert(digest, data)
         return BlobRef(id=digest, size=self.size)
 

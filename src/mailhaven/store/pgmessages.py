@@ -30,7 +30,7 @@ from .api import (
     QuotaExceeded,
 )
 from .names import normalize_mailbox_name
-from .pgblobs import BlobNotFound
+from .pgblobs import BLOB_BYTES, BlobNotFound
 
 if TYPE_CHECKING:
     from .pgblobs import PgBlobStore
@@ -296,7 +296,7 @@ class MessageMethods:
     async def get_messages_raw(self, mailbox_id: int, uids: Iterable[int], *,
                                with_summary: bool = True, imap_wire: bool = False) -> list[tuple[Message, bytes]]:
         rows = await self.pool.fetch(
-            "SELECT m.*, (SELECT data FROM blobs WHERE id = m.blob_id) AS raw FROM (SELECT "
+            f"SELECT m.*, {BLOB_BYTES.format('m.blob_id')} AS raw FROM (SELECT "
             f"{cols(with_summary, imap_wire=imap_wire)} FROM messages WHERE mailbox_id=$1 "
             "AND uid = ANY($2::bigint[])) m ORDER BY uid", mailbox_id, sorted(set(uids)))
         out = []
@@ -314,7 +314,7 @@ class MessageMethods:
 
     async def get_raw(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
         rows = await self.pool.fetch(
-            "SELECT m.uid, m.blob_id, b.data FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id "
+            f"SELECT m.uid, m.blob_id, {BLOB_BYTES.format('m.blob_id')} FROM messages m "
             "WHERE m.mailbox_id=$1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid", mailbox_id, sorted(set(uids)))
         out = []
         for uid, blob_id, data in rows:

@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS blobs (
     data bytea NOT NULL,
     created timestamptz NOT NULL DEFAULT now()
 );
+-- A blob over 1 MiB keeps an empty data and its bytes in 1 MiB rows here, written and
+-- read a row at a time (pgblobs.py); removed with its blob.
+CREATE TABLE IF NOT EXISTS blob_chunks (
+    blob_id text NOT NULL REFERENCES blobs(id) ON DELETE CASCADE,
+    seq integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (blob_id, seq)
+);
 -- Search text, once per blob (a copy or a delivery to 100 users shares it).
 CREATE TABLE IF NOT EXISTS blob_text (
     blob_id text PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,

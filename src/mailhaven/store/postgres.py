@@ -252,7 +252,8 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
         checks = [
             ("SELECT DISTINCT m.blob_id FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id "
              "WHERE b.id IS NULL", "missing blob {}"),
-            ("SELECT id FROM blobs WHERE octet_length(data) <> size", "blob {} has the wrong size"),
+            ("SELECT id FROM blobs b WHERE octet_length(data) + COALESCE((SELECT sum(octet_length(c.data)) "
+             "FROM blob_chunks c WHERE c.blob_id = b.id), 0) <> size", "blob {} has the wrong size"),
             ("SELECT b.id FROM mailboxes b WHERE b.uidnext <= "
              "(SELECT COALESCE(max(uid), 0) FROM messages WHERE mailbox_id = b.id)",
              "mailbox {} uidnext not above its highest uid"),
