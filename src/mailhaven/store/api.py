@@ -617,6 +617,14 @@ class Store(Protocol):
         """Give the lease up, if ``holder`` still holds it."""
         ...
 
+    # -- shared rate counters (filter/ratelimit.py) -------------------------------------
+    async def rate_take(self, key: str, amount: int, *, now: float, window: float, limit: int) -> int | None:
+        """Add ``amount`` to ``key``'s count in the fixed window holding ``now`` (windows
+        start at multiples of ``window`` seconds) unless that passes ``limit``; the new
+        count, or None when refused (nothing added). Atomic across processes and nodes;
+        counts of windows gone by are deleted."""
+        ...
+
     # -- Sieve scripts --------------------------------------------------------
     async def put_sieve_script(self, account_id: int, name: str, text: str) -> None:
         """Create or replace the named script (the caller has compiled it)."""
