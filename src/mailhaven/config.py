@@ -243,6 +243,22 @@ class FilterConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RateLimitConfig:
+    """Messages per ``window`` (filter/ratelimit.py), counted in the store so every process
+    and PostgreSQL node shares them; over a limit the command gets 451 4.7.1. 0: no limit."""
+
+    window: float = 3600.0
+    messages_per_address: int = 1000
+    """Port 25: MAIL FROM commands per client address (IPv6: per /64)."""
+    messages_per_sender_domain: int = 2000
+    """Port 25: MAIL FROM commands per envelope sender domain (the null sender is not counted)."""
+    account_messages: int = 300
+    """Submission: messages per account (a stolen password cannot spam the world)."""
+    account_recipients: int = 1500
+    """Submission: recipients per account."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -259,6 +275,7 @@ class Config:
     trace: TraceConfig = field(default_factory=TraceConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -280,6 +297,7 @@ _DURATION_KEYS = {
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
     "login_window", "login_block", "login_delay", "login_max_delay", "pop3_lock_lease",
     "max_age",
+    "window",
 }
 
 
@@ -347,6 +365,7 @@ _SECTIONS: dict[str, type] = {
     "trace": TraceConfig,
     "filter": FilterConfig,
     "mta_sts": MTASTSConfig,
+    "ratelimit": RateLimitConfig,
 }
 
 
@@ -397,6 +416,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
     if not 0 < config.filter.timeout <= 300:
         raise ConfigError("filter.timeout: expected a duration above 0s and at most 5m")
+    if not 0 < config.ratelimit.window <= 7 * 86400:
+        raise ConfigError("ratelimit.window: expected a duration above 0s and at most 7d")
     if config.mta_sts.mode not in ("enforce", "testing", "none"):
         raise ConfigError("mta_sts.mode: expected 'enforce', 'testing' or 'none'")
     if not 0 <= config.mta_sts.max_age <= 31557600:  # RFC 8461 3.2

@@ -100,6 +100,7 @@ NO_REMOTE_DELIVERY = _r(451, "4.4.0", "Remote delivery is not available now")
 TEMP_AUTH_FAILURE = _r(454, "4.7.0", "Temporary authentication failure")    # RFC 4954 6
 TLS_UNAVAILABLE = _r(454, "4.7.0", "TLS not available")                    # RFC 3207 4
 INSUFFICIENT_STORAGE = _r(452, "4.3.1", "Insufficient system storage")      # RFC 1870 6.2
+RATE_LIMITED = _r(451, "4.7.1", "Sending rate limit reached, try again later")  # RFC 3463 X.7.1
 
 # -- 5xx: permanent failures ----------------------------------------------------------
 UNKNOWN_COMMAND = _r(500, "5.5.2", "Command not recognized")                 # RFC 5321 4.2.4

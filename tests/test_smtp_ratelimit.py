@@ -1,0 +1,75 @@
+"""Sending rate limits over real sockets against ``mailhaven serve`` (filter/ratelimit.py):
+per client address and per sender domain on port 25, per account on submission (messages
+and recipients); over a limit the command gets 451 4.7.1 and the server logs it."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ServerProcess, free_port
+
+# A week-long window: the counts cannot restart in the middle of the test.
+LIMITS = """[ratelimit]
+window = "7d"
+messages_per_address = 3
+messages_per_sender_domain = 2
+account_messages = 2
+account_recipients = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data: Path = tmp_path_factory.mktemp("ratelimit") / "data"
+    server = ServerProcess(data, hostname="mx.nyu.example", extra_config=LIMITS + (
+        f'[relay]\nhost = "127.0.0.1:{free_port()}"\ntls = "none"\n'))
+    server.start()
+    server.add_user("bob@nyu.example")
+    server.add_user("alice@nyu.example", "alice-pw")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def message(sender: str, subject: str) -> str:
+    return f"From: {sender}\r\nTo: bob@nyu.example\r\nSubject: {subject}\r\n\r\nHello.\r\n"
+
+
+def send_25(srv: ServerProcess, sender: str, source: str = "127.0.0.1") -> None:
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), source_address=(source, 0), timeout=10) as client:
+        client.sendmail(sender, ["bob@nyu.example"], message(sender, "rate"))
+
+
+def test_port_25_limits_per_client_address_and_sender_domain(srv: ServerProcess) -> None:
+    for n in (1, 2, 3):
+        send_25(srv, f"a@d{n}.example")
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+        send_25(srv, "a@d4.example")                        # the fourth from 127.0.0.1
+    assert refused.value.smtp_code == 451 and refused.value.smtp_error.startswith(b"4.7.1")
+    send_25(srv, "b@D1.example", source="127.0.0.2")        # d1's second; another address is fine
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+        send_25(srv, "c@d1.example", source="127.0.0.3")    # d1's third, from a fresh address
+    assert refused.value.smtp_code == 451
+    send_25(srv, "", source="127.0.0.3")                    # the null sender counts for the address only
+    log = srv.log_text()
+    assert "rate limit reached" in log and "ip:127.0.0.1" in log and "from:d1.example" in log
+
+
+def test_submission_limits_messages_and_recipients_per_account(srv: ServerProcess) -> None:
+    def submit(rcpts: list[str]) -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", srv.port("submission"), timeout=10) as client:
+            client.starttls()
+            client.login("alice@nyu.example", "alice-pw")
+            return client.sendmail("alice@nyu.example", rcpts, message("alice@nyu.example", "out"))
+
+    assert submit(["x1@far.example", "x2@far.example"]) == {}
+    refused = submit(["x3@far.example", "x4@far.example", "bob@nyu.example"])
+    assert refused == {"x4@far.example": (451, b"4.7.1 Sending rate limit reached, try again later")}
+    with pytest.raises(smtplib.SMTPSenderRefused) as third:
+        submit(["x5@far.example"])                          # the account's third message
+    assert third.value.smtp_code == 451
+    assert "acct-msg:" in srv.log_text()
