@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import ServerProcess, free_port
 
 # A week-long window: the counts cannot restart in the middle of the test.
