@@ -77,3 +77,16 @@ def test_rate_limit_errors_name_the_key(raw, named):
         config_from_dict(raw, Path("d"))
     assert named in str(info.value)
     assert config_from_dict({}, Path("d")).ratelimit.account_recipients > 0      # on by default
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ({"rspamd": {"url": "127.0.0.1:11333"}}, "rspamd.url"),
+    ({"rspamd": {"unreachable": "drop"}}, "rspamd.unreachable"),
+    ({"rspamd": {"timeout": "0s"}}, "rspamd.timeout"),
+    ({"clamd": {"socket": "localhost"}}, "clamd.socket"),
+    ({"clamd": {"max_size": "big"}}, "clamd.max_size"),
+])
+def test_scanner_errors_name_the_key(raw, named):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, Path("d"))
+    assert named in str(info.value)

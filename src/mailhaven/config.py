@@ -259,6 +259,30 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RspamdConfig:
+    """rspamd as the spam engine (filter/rspamd.py) for port-25 mail; empty url: off."""
+
+    url: str = ""
+    """``http://127.0.0.1:11333`` (its normal worker)."""
+    timeout: float = 15.0
+    unreachable: str = "accept"
+    """``accept`` (deliver unscanned, logged) or ``tempfail`` (451 4.3.0)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClamdConfig:
+    """Virus scanning through clamd (filter/clamd.py) for port-25 mail; empty socket: off."""
+
+    socket: str = ""
+    """A Unix socket path (``/run/clamav/clamd.ctl``) or ``host:port``."""
+    timeout: float = 30.0
+    max_size: int = 25 * 1024 * 1024
+    """Larger messages are not scanned (clamd's own StreamMaxLength is 25M)."""
+    unreachable: str = "accept"
+    """``accept`` (deliver unscanned, logged) or ``tempfail`` (451 4.3.0)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -276,6 +300,8 @@ class Config:
     filter: FilterConfig = field(default_factory=FilterConfig)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    rspamd: RspamdConfig = field(default_factory=RspamdConfig)
+    clamd: ClamdConfig = field(default_factory=ClamdConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -291,7 +317,7 @@ class Config:
             return peer_ip in ("", "unix")
 
 
-_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size"}
+_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size", "max_size"}
 _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
@@ -366,6 +392,8 @@ _SECTIONS: dict[str, type] = {
     "filter": FilterConfig,
     "mta_sts": MTASTSConfig,
     "ratelimit": RateLimitConfig,
+    "rspamd": RspamdConfig,
+    "clamd": ClamdConfig,
 }
 
 
@@ -418,6 +446,16 @@ def _validate(config: Config) -> None:
         raise ConfigError("filter.timeout: expected a duration above 0s and at most 5m")
     if not 0 < config.ratelimit.window <= 7 * 86400:
         raise ConfigError("ratelimit.window: expected a duration above 0s and at most 7d")
+    if config.rspamd.url and not re.fullmatch(r"http://[^/\s:]+(:\d{1,5})?(/\S*)?", config.rspamd.url):
+        raise ConfigError(f"rspamd.url: expected http://host:port, got {config.rspamd.url!r}")
+    if config.clamd.socket and not config.clamd.socket.startswith("/"):
+        parse_hostport(config.clamd.socket, "clamd.socket")
+    for section in ("rspamd", "clamd"):
+        scanner = getattr(config, section)
+        if scanner.unreachable not in ("accept", "tempfail"):
+            raise ConfigError(f"{section}.unreachable: expected 'accept' or 'tempfail'")
+        if not 0 < scanner.timeout <= 300:
+            raise ConfigError(f"{section}.timeout: expected a duration above 0s and at most 5m")
     if config.mta_sts.mode not in ("enforce", "testing", "none"):
         raise ConfigError("mta_sts.mode: expected 'enforce', 'testing' or 'none'")
     if not 0 <= config.mta_sts.max_age <= 31557600:  # RFC 8461 3.2

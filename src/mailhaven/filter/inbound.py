@@ -8,8 +8,9 @@ verdict says what to prepend, what to deliver, where, or that the reply is a ref
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import dns.resolver
 from publicsuffixlist import PublicSuffixList
@@ -20,6 +21,8 @@ from . import authresults
 from .dkimverify import DkimResult, too_large, verify_dkim
 from .dmarc import DmarcChecker, DmarcResult
 from .dnslookup import ANSWER_CACHE, make_sync_resolver
+from .rspamd import strip_spam_fields
+from .scanners import Scanners, worse
 from .spf import SpfResult, check_spf
 
 
@@ -34,6 +37,10 @@ class Verdict:
     spf: SpfResult | None
     dkim: list[DkimResult] | None
     dmarc: DmarcResult | None
+    refusal: Any = None
+    """The reply refusing the message when a content scanner (filter/scanners.py) did."""
+    scan: Any = None
+    """The content scanners' ``ScanResult``, when any ran."""
 
     @property
     def mailbox(self) -> str:
@@ -65,8 +72,10 @@ class InboundFilter:
         resolver = make_resolver(config)
         resolver.cache = dns.resolver.LRUCache(ANSWER_CACHE)
         self.dmarc = DmarcChecker(resolver, psl or PublicSuffixList())
+        self.scanners = Scanners(config)
 
-    async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str) -> Verdict:
+    async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str,
+                    rcpts: Sequence[str] = (), queue_id: str = "") -> Verdict:
         """``content`` holds the message (``size`` bytes); it is read, never written.
         Messages up to ``filter.dkim_max_size`` are read whole for dkimpy; larger ones
         get ``dkim=policy`` and their DMARC failures are reported, not enforced."""
@@ -94,5 +103,14 @@ class InboundFilter:
         if dmarc is not None and dmarc.result == "fail" and s.dmarc_enforce and not unverified:
             action = {"reject": "reject", "quarantine": "junk"}.get(dmarc.disposition, "deliver")
         ar = authresults.header(self.hostname, spf, dkim_results, dmarc)
+        scan = None
+        if action != "reject" and self.scanners.enabled:                  # clamd, rspamd
+            scan = await self.scanners.scan(content, size, ip=ip, helo=helo, mail_from=mail_from,
+                                            rcpts=rcpts, queue_id=queue_id)
+            action = worse(action, scan.action)
+            if scan.header:
+                ar += scan.header
+                head = strip_spam_fields(head)
         return Verdict(action=action, header=ar + head, body_offset=head_len,
-                       spf=spf, dkim=dkim_results, dmarc=dmarc)
+                       spf=spf, dkim=dkim_results, dmarc=dmarc,
+                       refusal=scan.refusal if scan is not None else None, scan=scan)

@@ -222,7 +222,10 @@ class Transaction:
         try:
             size = spool.tell()
             self.verdict = verdict = await self.inbound.check(
-                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address)
+                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address,
+                rcpts=self.recipients, queue_id=self.trace.transaction_id)
+            if verdict.refusal is not None:                          # clamd / rspamd
+                return verdict.refusal  # type: ignore[no-any-return]
             if verdict.action == "reject":
                 return codes.DMARC_REJECTED                          # RFC 7489 6.7
             self._begin(b"")
