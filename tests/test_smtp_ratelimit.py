@@ -1,12 +1,16 @@
-"""Sending rate limits over real sockets against ``mailhaven serve`` (filter/ratelimit.py):
+"""Sending rate limits over real sockets (SMTP and JMAP) against ``mailhaven serve`` (filter/ratelimit.py):
 per client address and per sender domain on port 25, per account on submission (messages
 and recipients); over a limit the command gets 451 4.7.1 and the server logs it."""
 
 from __future__ import annotations
 
+import base64
+import json
 import smtplib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +78,37 @@ def test_submission_limits_messages_and_recipients_per_account(srv: ServerProces
         submit(["x5@far.example"])                          # the account's third message
     assert third.value.smtp_code == 451
     assert "acct-msg:" in srv.log_text()
+
+
+def test_jmap_submission_counts_against_the_same_account_limits(srv: ServerProcess) -> None:
+    srv.add_user("carol@nyu.example", "carol-pw")
+    auth = "Basic " + base64.b64encode(b"carol@nyu.example:carol-pw").decode()
+    base = f"http://127.0.0.1:{srv.port('http')}"
+
+    def api(calls: list[Any]) -> list[Any]:
+        body = json.dumps({"using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail",
+                                     "urn:ietf:params:jmap:submission"], "methodCalls": calls}).encode()
+        req = urllib.request.Request(f"{base}/jmap/api", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": auth})
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return json.loads(res.read())["methodResponses"]  # type: ignore[no-any-return]
+
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/jmap/session", headers={"Authorization": auth}),
+                                timeout=30) as res:
+        account = json.loads(res.read())["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+    boxes = api([["Mailbox/get", {"accountId": account, "ids": None}, "m"]])[0][1]["list"]
+    drafts = next(b["id"] for b in boxes if b["role"] == "drafts")
+
+    def submit(n: int, rcpts: list[str]) -> dict[str, Any]:
+        email = {"mailboxIds": {drafts: True}, "from": [{"email": "carol@nyu.example"}],
+                 "to": [{"email": r} for r in rcpts], "subject": f"jmap {n}",
+                 "bodyValues": {"b": {"value": "hi"}}, "textBody": [{"partId": "b", "type": "text/plain"}]}
+        responses = api([["Email/set", {"accountId": account, "create": {"m": email}}, "0"],
+                         ["EmailSubmission/set", {"accountId": account, "create": {"s": {"emailId": "#m"}}}, "1"]])
+        return responses[1][1]  # type: ignore[no-any-return]
+
+    assert submit(1, ["y1@far.example", "y2@far.example"])["created"]
+    over_recipients = submit(2, ["y3@far.example", "y4@far.example"])      # 4 recipients > 3
+    assert over_recipients["notCreated"]["s"]["type"] == "forbiddenToSend"
+    over_messages = submit(3, ["y5@far.example"])                          # the third message > 2
+    assert over_messages["notCreated"]["s"]["type"] == "forbiddenToSend"

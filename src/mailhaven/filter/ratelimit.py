@@ -53,6 +53,13 @@ class RateLimiter:
         await self._take(f"acct-rcpt:{account_id}", self.policy.account_recipients, user=user)
 
 
+    async def submitted(self, account_id: int, user: str, recipients: int) -> None:
+        """A message handed over whole (JMAP EmailSubmission) with its remote recipients."""
+        await self.submitted_message(account_id, user)
+        if recipients:
+            await self._take(f"acct-rcpt:{account_id}", self.policy.account_recipients, recipients, user=user)
+
+
 def shared_limiter(app: Any) -> RateLimiter:
     limiter: RateLimiter | None = app.extras.get("rate_limiter")
     if limiter is None:
