@@ -101,6 +101,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 class Peers:
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.rspamd, self.rspamd_port = start_rspamd(root / "rspamd")
         self.clamd, self.clamd_socket = start_clamd(root / "clamd")
 
@@ -186,6 +187,10 @@ def test_clean_message_is_delivered_with_rspamd_verdict(srv: ServerProcess) -> N
     assert b"forged by the sender" not in head                    # the sender's own field is gone
     assert head.count(b"X-Spam-Status: No, score=") == 1 and b"engine=rspamd" in head
     assert b"X-Spam-Score: " in head
+    # rspamd itself read the envelope from our request headers (its task log line).
+    log = (srv.peers.root / "rspamd" / "rspamd.log").read_text()  # type: ignore[attr-defined]
+    line = next(x for x in log.splitlines() if "rspamd_task_write_log" in x and "<clean.lunch@far.example>" in x)
+    assert "ip: 127.0.0.1" in line and "from: <alice@far.example>" in line and "rcpts: <bob@nyu.example>" in line
 
 
 def test_add_header_action_files_in_junk(srv: ServerProcess) -> None:
