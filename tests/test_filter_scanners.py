@@ -55,11 +55,11 @@ worker "normal" {{ bind_socket = "127.0.0.1:{port}"; count = 1; mime = true; }}
 """
 
 
-def start_rspamd(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_rspamd(root: Path, extra: str = "") -> tuple[subprocess.Popen[bytes], int]:
     root.mkdir(parents=True)
     port = free_port()
     (root / "rules.lua").write_text(RSPAMD_RULES)
-    (root / "rspamd.conf").write_text(rspamd_config(root, port))
+    (root / "rspamd.conf").write_text(rspamd_config(root, port) + extra)
     proc = subprocess.Popen([RSPAMD, "-f", "-i", "-c", str(root / "rspamd.conf"), f"--var=DBDIR={root}",
                              f"--var=RUNDIR={root}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
