@@ -71,6 +71,7 @@ def test_load_file(tmp_path):
     ({"ratelimit": {"account_messages": -1}}, "ratelimit.account_messages"),
     ({"ratelimit": {"messages_per_address": "many"}}, "ratelimit.messages_per_address"),
     ({"ratelimit": {"window": "0s"}}, "ratelimit.window"),
+    ({"ratelimit": {"exempt": ["10.0.0.0/33"]}}, "ratelimit.exempt"),
 ])
 def test_rate_limit_errors_name_the_key(raw, named):
     with pytest.raises(ConfigError) as info:

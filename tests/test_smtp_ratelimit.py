@@ -23,6 +23,7 @@ messages_per_address = 3
 messages_per_sender_domain = 2
 account_messages = 2
 account_recipients = 3
+exempt = ["127.0.0.4"]
 """
 
 
@@ -60,6 +61,8 @@ def test_port_25_limits_per_client_address_and_sender_domain(srv: ServerProcess)
         send_25(srv, "c@d1.example", source="127.0.0.3")    # d1's third, from a fresh address
     assert refused.value.smtp_code == 451
     send_25(srv, "", source="127.0.0.3")                    # the null sender counts for the address only
+    for _ in range(5):
+        send_25(srv, "d@d1.example", source="127.0.0.4")    # an exempt network is not counted
     log = srv.log_text()
     assert "rate limit reached" in log and "ip:127.0.0.1" in log and "from:d1.example" in log
 

@@ -256,6 +256,9 @@ class RateLimitConfig:
     """Submission: messages per account (a stolen password cannot spam the world)."""
     account_recipients: int = 1500
     """Submission: recipients per account."""
+    exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Client networks (CIDR) the port-25 limits do not count (as Postfix's mynetworks);
+    the account limits count every login, wherever it comes from."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -444,6 +447,11 @@ def _validate(config: Config) -> None:
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
     if not 0 < config.filter.timeout <= 300:
         raise ConfigError("filter.timeout: expected a duration above 0s and at most 5m")
+    for network in config.ratelimit.exempt:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"ratelimit.exempt: not an address or network: {network!r}") from None
     if not 0 < config.ratelimit.window <= 7 * 86400:
         raise ConfigError("ratelimit.window: expected a duration above 0s and at most 7d")
     if config.rspamd.url and not re.fullmatch(r"http://[^/\s:]+(:\d{1,5})?(/\S*)?", config.rspamd.url):

@@ -9,6 +9,7 @@ queue retries later (RFC 5321 4.2.5: the command may succeed when repeated).
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,16 @@ class RateLimiter:
         self.policy = policy
         self.clock = clock
         self.log = Log("ratelimit")
+        self.exempt = [ipaddress.ip_network(n, strict=False) for n in policy.exempt]
+
+    def is_exempt(self, peer_ip: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(peer_ip.split("%")[0].strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in n for n in self.exempt)
 
     async def _take(self, key: str, limit: int, amount: int = 1, **fields: Any) -> None:
         if not limit:
@@ -37,8 +48,10 @@ class RateLimiter:
             raise codes.RATE_LIMITED                                 # RFC 3463 X.7.1
 
     async def inbound_message(self, peer_ip: str, sender: str) -> None:
-        """A MAIL FROM on port 25 from an unauthenticated peer."""
+        """A MAIL FROM on port 25 from an unauthenticated peer outside ``exempt``."""
         p = self.policy
+        if self.is_exempt(peer_ip):
+            return
         await self._take(f"ip:{source_address(peer_ip)}", p.messages_per_address, sender=sender or "<>")
         domain = sender.rpartition("@")[2].lower() if "@" in sender else ""
         if domain:
