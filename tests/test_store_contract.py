@@ -928,3 +928,19 @@ async def test_rate_counters_from_many_tasks_never_pass_the_limit(backend):
                                    for _ in range(20)))
     assert sorted(t for t in taken if t is not None) == list(range(1, 13))
     assert taken.count(None) == 8
+
+
+async def test_rate_counters_are_shared_by_two_store_instances(backend, tmp_path):
+    """Two processes on one data directory, or two PostgreSQL nodes on one schema."""
+    s = backend
+    if type(s).__name__ == "SQLiteStore":
+        other = type(s)(tmp_path / "store")
+    else:
+        other = type(s)(os.environ["MAILHAVEN_TEST_PG_DSN"], tmp_path / "other", schema=s.schema)
+    await other.open()
+    try:
+        taken = await asyncio.gather(*(store.rate_take("ip:198.51.100.7", 1, now=5000.0, window=3600.0, limit=7)
+                                       for store in [s, other] * 6))
+    finally:
+        await other.close()
+    assert sorted(t for t in taken if t is not None) == list(range(1, 8)) and taken.count(None) == 5
