@@ -129,11 +129,11 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             "[filter]\nspf = false\ndkim = false\ndmarc = false\n"
             f'[rspamd]\nurl = "http://127.0.0.1:{peers.rspamd_port}"\ntimeout = "20s"\n'
             f'[clamd]\nsocket = "{peers.clamd_socket}"\nunreachable = "tempfail"\n'))
-        server.start()
-        server.add_user("bob@nyu.example")
-        peers.wait()
         server.peers = peers  # type: ignore[attr-defined]
         try:
+            server.start()
+            server.add_user("bob@nyu.example")
+            peers.wait()
             yield server
         finally:
             server.stop()
