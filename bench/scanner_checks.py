@@ -7,7 +7,8 @@ ephemeral port / socket, no redis, the test's EICAR signature only), then runs e
 check on 4 KB messages one at a time and prints, per message, the CPU of this process
 and of the daemon (its whole process group, from /proc), and the wall time:
 
-- rate limits: the two ``Store.rate_take`` calls of a port-25 MAIL FROM (SQLite);
+- rate limits: the two ``Store.rate_take`` calls of a port-25 MAIL FROM (SQLite, and
+  PostgreSQL when MAILHAVEN_TEST_PG_DSN is set; the server's CPU is not counted);
 - clamd: ``ClamdClient.scan`` (INSTREAM);
 - rspamd: ``RspamdClient.check`` (POST /checkv2), with the test's small rule set, so
   rspamd's figure is a floor: a production rule set (DNS lists, Bayes in redis) costs more.
@@ -93,13 +94,29 @@ async def bench(n: int, root: Path) -> None:
                                       mail_from="alice@good.example", rcpts=["bob@nyu.example"], queue_id=f"q{i}")
             assert result.action == "deliver", result
 
+        cases: list[tuple[str, Callable[[int], Awaitable[None]], int | None]] = [
+            ("rate limits (2 takes, SQLite)", rate, None)]
+        pg = None
+        if os.environ.get("MAILHAVEN_TEST_PG_DSN"):
+            from mailhaven.store.postgres import PostgresStore
+
+            pg = PostgresStore(os.environ["MAILHAVEN_TEST_PG_DSN"], root / "pg", fresh_schema=True)
+            await pg.open()
+            pg_limiter = RateLimiter(pg, limiter.policy)
+
+            async def rate_pg(i: int) -> None:
+                await pg_limiter.inbound_message(f"192.0.2.{i % 250}", f"a@d{i % 50}.example")
+
+            cases.append(("rate limits (2 takes, PostgreSQL)", rate_pg, None))
+        cases += [("clamd INSTREAM", virus, clamd.pid), ("rspamd /checkv2", rspamd_check, rspamd.pid)]
         print(f"{n} messages of {len(messages[0])} bytes; ms per message: "
               "CPU here / CPU of the daemon / wall")
-        for name, one, pgid in [("rate limits (2 takes, SQLite)", rate, None), ("clamd INSTREAM", virus, clamd.pid),
-                                ("rspamd /checkv2", rspamd_check, rspamd.pid)]:
+        for name, one, pgid in cases:
             here, peer, wall = await measure(n, one, pgid)
-            print(f"  {name:32} {here:7.2f} {peer:7.2f} {wall:7.2f}")
+            print(f"  {name:34} {here:7.2f} {peer:7.2f} {wall:7.2f}")
         await store.close()
+        if pg is not None:
+            await pg.close()
     finally:
         stop(rspamd)
         stop(clamd)
