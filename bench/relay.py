@@ -144,7 +144,8 @@ def run(target: str, args: argparse.Namespace) -> None:
         route = f"127.0.0.10:{port}"
     a = Instance("127.0.0.8", "mx.a.example",
                  f'[queue]\nconcurrency = {args.concurrency}\nper_domain = {args.per_domain}\n'
-                 f'poll = "1s"\n[relay]\ntls = "none"\n[relay.routes]\n"b.example" = "{route}"\n')
+                 f'poll = "1s"\n[relay]\ntls = "none"\n[relay.routes]\n"b.example" = "{route}"\n'
+                 "[ratelimit]\naccount_messages = 0\naccount_recipients = 0\n")
     a.add_user("alice@a.example")
     a.start()
     try:

@@ -65,3 +65,29 @@ def test_load_file(tmp_path):
         load_config(tmp_path, tmp_path / "broken.toml")
     with pytest.raises(ConfigError):
         load_config(tmp_path, tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ({"ratelimit": {"account_messages": -1}}, "ratelimit.account_messages"),
+    ({"ratelimit": {"messages_per_address": "many"}}, "ratelimit.messages_per_address"),
+    ({"ratelimit": {"window": "0s"}}, "ratelimit.window"),
+    ({"ratelimit": {"exempt": ["10.0.0.0/33"]}}, "ratelimit.exempt"),
+])
+def test_rate_limit_errors_name_the_key(raw, named):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, Path("d"))
+    assert named in str(info.value)
+    assert config_from_dict({}, Path("d")).ratelimit.account_recipients > 0      # on by default
+
+
+@pytest.mark.parametrize(("raw", "named"), [
+    ({"rspamd": {"url": "127.0.0.1:11333"}}, "rspamd.url"),
+    ({"rspamd": {"unreachable": "drop"}}, "rspamd.unreachable"),
+    ({"rspamd": {"timeout": "0s"}}, "rspamd.timeout"),
+    ({"clamd": {"socket": "localhost"}}, "clamd.socket"),
+    ({"clamd": {"max_size": "big"}}, "clamd.max_size"),
+])
+def test_scanner_errors_name_the_key(raw, named):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, Path("d"))
+    assert named in str(info.value)

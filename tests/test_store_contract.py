@@ -1066,3 +1066,42 @@ async def test_large_blob_stored_without_reading_it_whole(backend):
     assert ref.id in await stored_blob_ids(s)
     again = await s.put_blob(whole[:-1] + b"!")                    # put_blob of a large one too
     assert await s.read_blob(again.id) == whole[:-1] + b"!"
+
+
+async def test_rate_counters_take_refuse_and_restart(backend):
+    s = backend
+    kw = dict(window=3600.0, limit=5)
+    assert await s.rate_take("ip:192.0.2.1", 2, now=7200.0, **kw) == 2
+    assert await s.rate_take("ip:192.0.2.1", 3, now=7300.0, **kw) == 5
+    assert await s.rate_take("ip:192.0.2.1", 1, now=7400.0, **kw) is None      # over: nothing counted
+    assert await s.rate_take("ip:192.0.2.2", 5, now=7400.0, **kw) == 5         # keys do not mix
+    assert await s.rate_take("ip:192.0.2.3", 6, now=7400.0, **kw) is None      # more than the limit at once
+    assert await s.rate_take("ip:192.0.2.1", 1, now=10800.0, **kw) == 1        # a new window starts again
+    # A key with a longer window is not forgotten when shorter windows turn over.
+    assert await s.rate_take("day:x", 1, now=86400.0, window=86400.0, limit=9) == 1
+    assert await s.rate_take("ip:192.0.2.1", 1, now=90000.0, **kw) == 1
+    assert await s.rate_take("day:x", 1, now=100000.0, window=86400.0, limit=9) == 2
+
+
+async def test_rate_counters_from_many_tasks_never_pass_the_limit(backend):
+    s = backend
+    taken = await asyncio.gather(*(s.rate_take("acct:7", 1, now=5000.0, window=3600.0, limit=12)
+                                   for _ in range(20)))
+    assert sorted(t for t in taken if t is not None) == list(range(1, 13))
+    assert taken.count(None) == 8
+
+
+async def test_rate_counters_are_shared_by_two_store_instances(backend, tmp_path):
+    """Two processes on one data directory, or two PostgreSQL nodes on one schema."""
+    s = backend
+    if type(s).__name__ == "SQLiteStore":
+        other = type(s)(tmp_path / "store")
+    else:
+        other = type(s)(os.environ["MAILHAVEN_TEST_PG_DSN"], tmp_path / "other", schema=s.schema)
+    await other.open()
+    try:
+        taken = await asyncio.gather(*(store.rate_take("ip:198.51.100.7", 1, now=5000.0, window=3600.0, limit=7)
+                                       for store in [s, other] * 6))
+    finally:
+        await other.close()
+    assert sorted(t for t in taken if t is not None) == list(range(1, 8)) and taken.count(None) == 5

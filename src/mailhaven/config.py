@@ -321,6 +321,49 @@ class SpamConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RateLimitConfig:
+    """Messages per ``window`` (filter/ratelimit.py), counted in the store so every process
+    and PostgreSQL node shares them; over a limit the command gets 451 4.7.1. 0: no limit."""
+
+    window: float = 3600.0
+    messages_per_address: int = 1000
+    """Port 25: MAIL FROM commands per client address (IPv6: per /64)."""
+    messages_per_sender_domain: int = 2000
+    """Port 25: MAIL FROM commands per envelope sender domain (the null sender is not counted)."""
+    account_messages: int = 300
+    """Submission: messages per account (a stolen password cannot spam the world)."""
+    account_recipients: int = 1500
+    """Submission: recipients per account."""
+    exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Client networks (CIDR) the port-25 limits do not count (as Postfix's mynetworks);
+    the account limits count every login, wherever it comes from."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RspamdConfig:
+    """rspamd as the spam engine (filter/rspamd.py) for port-25 mail; empty url: off."""
+
+    url: str = ""
+    """``http://127.0.0.1:11333`` (its normal worker)."""
+    timeout: float = 15.0
+    unreachable: str = "accept"
+    """``accept`` (deliver unscanned, logged) or ``tempfail`` (451 4.3.0)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClamdConfig:
+    """Virus scanning through clamd (filter/clamd.py) for port-25 mail; empty socket: off."""
+
+    socket: str = ""
+    """A Unix socket path (``/run/clamav/clamd.ctl``) or ``host:port``."""
+    timeout: float = 30.0
+    max_size: int = 25 * 1024 * 1024
+    """Larger messages are not scanned (clamd's own StreamMaxLength is 25M)."""
+    unreachable: str = "accept"
+    """``accept`` (deliver unscanned, logged) or ``tempfail`` (451 4.3.0)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -341,6 +384,9 @@ class Config:
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
     dane: DANEConfig = field(default_factory=DANEConfig)
     spam: SpamConfig = field(default_factory=SpamConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    rspamd: RspamdConfig = field(default_factory=RspamdConfig)
+    clamd: ClamdConfig = field(default_factory=ClamdConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -356,13 +402,14 @@ class Config:
             return peer_ip in ("", "unix")
 
 
-_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size", "arc_max_size"}
+_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size", "arc_max_size", "max_size"}
 _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
     "login_window", "login_block", "login_delay", "login_max_delay", "pop3_lock_lease",
     "max_age",
     "greylist_delay",
+    "window",
 }
 
 
@@ -434,6 +481,9 @@ _SECTIONS: dict[str, type] = {
     "mta_sts": MTASTSConfig,
     "dane": DANEConfig,
     "spam": SpamConfig,
+    "ratelimit": RateLimitConfig,
+    "rspamd": RspamdConfig,
+    "clamd": ClamdConfig,
 }
 
 
@@ -490,6 +540,23 @@ def _validate(config: Config) -> None:
         raise ConfigError("relay.tls: expected opportunistic, required, implicit or none")
     if not 0 < config.filter.timeout <= 300:
         raise ConfigError("filter.timeout: expected a duration above 0s and at most 5m")
+    for network in config.ratelimit.exempt:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"ratelimit.exempt: not an address or network: {network!r}") from None
+    if not 0 < config.ratelimit.window <= 7 * 86400:
+        raise ConfigError("ratelimit.window: expected a duration above 0s and at most 7d")
+    if config.rspamd.url and not re.fullmatch(r"http://[^/\s:]+(:\d{1,5})?(/\S*)?", config.rspamd.url):
+        raise ConfigError(f"rspamd.url: expected http://host:port, got {config.rspamd.url!r}")
+    if config.clamd.socket and not config.clamd.socket.startswith("/"):
+        parse_hostport(config.clamd.socket, "clamd.socket")
+    for section in ("rspamd", "clamd"):
+        scanner = getattr(config, section)
+        if scanner.unreachable not in ("accept", "tempfail"):
+            raise ConfigError(f"{section}.unreachable: expected 'accept' or 'tempfail'")
+        if not 0 < scanner.timeout <= 300:
+            raise ConfigError(f"{section}.timeout: expected a duration above 0s and at most 5m")
     if config.mta_sts.mode not in ("enforce", "testing", "none"):
         raise ConfigError("mta_sts.mode: expected 'enforce', 'testing' or 'none'")
     if not 0 <= config.mta_sts.max_age <= 31557600:  # RFC 8461 3.2

@@ -22,6 +22,7 @@ from .arc import ArcResult, ArcSealer, verify_arc
 from .dkimverify import DkimResult, too_large, verify_dkim
 from .dmarc import DmarcChecker, DmarcResult
 from .dnslookup import ANSWER_CACHE, make_sync_resolver
+from .scanners import Scanners, worse
 from .spam.scoring import SpamChecker, SpamResult, strip_spam_fields
 from .spf import SpfResult, check_spf
 
@@ -42,6 +43,10 @@ class Verdict:
     dmarc_override: str | None = None
     """The trusted ARC sealer whose verdict overrode a DMARC failure (filter/arc.py)."""
     spam: SpamResult | None = None
+    refusal: Any = None
+    """The reply refusing the message when a content scanner (filter/scanners.py) did."""
+    scan: Any = None
+    """The content scanners' ``ScanResult``, when any ran."""
 
     @property
     def mailbox(self) -> str:
@@ -75,10 +80,14 @@ class InboundFilter:
         self.dmarc = DmarcChecker(resolver, psl or PublicSuffixList())
         self.sealer = ArcSealer.load(config.data_dir, config.hostname)
         """Seals what we forward (sieve/forward.py); keys read at start, as the queue's."""
-        self.spam = SpamChecker(config, resolver) if config.spam.enabled else None
+        self.scanners = Scanners(config)
+        # rspamd, when configured, is the spam engine instead of the built-in one.
+        self.spam = (SpamChecker(config, resolver) if config.spam.enabled and self.scanners.rspamd is None
+                     else None)
 
     async def check(self, content: BinaryIO, size: int, *, ip: str, helo: str, mail_from: str,
-                    store: Any = None, accounts: Sequence[int] = (), recipients: Sequence[str] = ()) -> Verdict:
+                    store: Any = None, accounts: Sequence[int] = (), recipients: Sequence[str] = (),
+                    rcpts: Sequence[str] = (), queue_id: str = "") -> Verdict:
         """``content`` holds the message (``size`` bytes); it is read, never written.
         DKIM body hashes are computed from ``content`` a piece at a time (any size);
         messages over ``filter.dkim_max_size`` (when set) or with a header section over
@@ -131,5 +140,14 @@ class InboundFilter:
                 action = {"reject": "spam"}.get(spam.action, spam.action)
             ar = spam.header() + ar
             head = strip_spam_fields(head)
+        scan = None
+        if action not in ("reject", "spam") and self.scanners.enabled:      # clamd, rspamd
+            scan = await self.scanners.scan(content, size, ip=ip, helo=helo, mail_from=mail_from,
+                                            rcpts=rcpts, queue_id=queue_id)
+            action = worse(action, scan.action)
+            if scan.header:
+                ar += scan.header
+                head = strip_spam_fields(head)
         return Verdict(action=action, header=ar + head, body_offset=head_len,
-                       spf=spf, dkim=dkim_results, dmarc=dmarc, arc=arc, dmarc_override=override, spam=spam)
+                       spf=spf, dkim=dkim_results, dmarc=dmarc, arc=arc, dmarc_override=override, spam=spam,
+                       refusal=scan.refusal if scan is not None else None, scan=scan)

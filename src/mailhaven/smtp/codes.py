@@ -101,6 +101,9 @@ TEMP_AUTH_FAILURE = _r(454, "4.7.0", "Temporary authentication failure")    # RF
 TLS_UNAVAILABLE = _r(454, "4.7.0", "TLS not available")                    # RFC 3207 4
 GREYLISTED = _r(451, "4.7.1", "Greylisted, please try again later")             # RFC 3463 X.7.1 / RFC 6647
 INSUFFICIENT_STORAGE = _r(452, "4.3.1", "Insufficient system storage")      # RFC 1870 6.2
+RATE_LIMITED = _r(451, "4.7.1", "Sending rate limit reached, try again later")  # RFC 3463 X.7.1
+SPAM_DEFERRED = _r(451, "4.7.1", "Message deferred by the spam filter, try again later")  # RFC 3463 X.7.1
+SCANNER_UNAVAILABLE = _r(451, "4.3.0", "Content scanner unavailable, try again later")  # RFC 3463 X.3.0
 
 # -- 5xx: permanent failures ----------------------------------------------------------
 UNKNOWN_COMMAND = _r(500, "5.5.2", "Command not recognized")                 # RFC 5321 4.2.4
@@ -138,4 +141,5 @@ SENDER_NOT_OWNED = _r(553, "5.7.1", "Sender address not owned by the authenticat
 FROM_NOT_OWNED = _r(553, "5.7.1", "From: header not owned by the authenticated user")
 SMTPUTF8_REQUIRED = _r(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")    # RFC 6531 3.5
 BAD_HEADER = _r(554, "5.6.0", "Malformed message header")                     # RFC 3463 X.6.0
+VIRUS_FOUND = _r(554, "5.7.1", "Message refused: a virus was found in it")     # RFC 3463 X.7.1
 TRANSACTION_FAILED = _r(554, "5.0.0", "Transaction failed")                   # RFC 5321 4.2.3

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..auth.sasl import MECHANISMS, StoreMechanism
 from ..auth.throttle import LoginBlocked, LoginThrottle, shared_throttle
+from ..filter.ratelimit import shared_limiter
 from ..net.connection import NetConnection, ReadTimeout
 from ..net.listener import Listener
 from ..sieve.forward import reverse_srs
@@ -107,6 +108,7 @@ class SmtpListener(Listener):
         self.throttle: LoginThrottle = shared_throttle(app)
         self.recipients: RecipientCache = app.extras.setdefault(
             "smtp_recipient_cache", RecipientCache(app.store))
+        self.ratelimit = shared_limiter(app)
         self.inbound: Any = None
         if not self.submission and app.config.filter.enabled:
             if "inbound_filter" not in app.extras:
@@ -302,6 +304,10 @@ class Session:
             # RFC 6409 6.1: the envelope sender must be the user's (null sender allowed for MDNs).
             if event.address and event.address.lower() not in owned:
                 raise codes.SENDER_NOT_OWNED
+        if self.account is not None:
+            await self.listener.ratelimit.submitted_message(self.account.id, self.account.address)
+        elif not self.listener.submission:
+            await self.listener.ratelimit.inbound_message(self.ip, event.address)
         self.cleanup()
         trace = Trace(helo=self.conn.helo_name or self.ip, peer_ip=self.ip,
                       hostname=self.app.config.hostname,
@@ -336,6 +342,8 @@ class Session:
                 raise codes.RELAY_DENIED                         # RFC 5321 7.1: no open relay
             if self.app.outbound is None:
                 raise codes.NO_REMOTE_DELIVERY
+            if self.account is not None:
+                await self.listener.ratelimit.submitted_recipient(self.account.id, self.account.address)
             tx.add_remote(event)
             return codes.RECIPIENT_OK
         forward = resolution.forward if self.app.outbound is not None else ()

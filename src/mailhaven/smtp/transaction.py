@@ -247,8 +247,10 @@ class Transaction:
             self.verdict = verdict = await self.inbound.check(
                 spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address,
                 store=self.store, accounts=sorted({a for ids in self.local.values() for a in ids}),
-                recipients=list(self.local))
+                recipients=list(self.local), rcpts=self.recipients, queue_id=self.trace.transaction_id)
             await dmarcreports.record(self.store, verdict, self.trace.peer_ip)     # RFC 7489 7.2
+            if verdict.refusal is not None:                          # clamd / rspamd
+                return verdict.refusal  # type: ignore[no-any-return]
             if verdict.action == "reject":
                 return codes.DMARC_REJECTED                          # RFC 7489 6.7
             if verdict.action in ("spam", "defer"):                  # filter/spam/ scoring.py

@@ -712,6 +712,12 @@ class Store(Protocol):
 
     async def list_dmarc_reports(self, domain: str) -> list[DmarcReport]:
         """The received reports about ``domain``, oldest period first."""
+    # -- shared rate counters (filter/ratelimit.py) -------------------------------------
+    async def rate_take(self, key: str, amount: int, *, now: float, window: float, limit: int) -> int | None:
+        """Add ``amount`` to ``key``'s count in the fixed window holding ``now`` (windows
+        start at multiples of ``window`` seconds) unless that passes ``limit``; the new
+        count, or None when refused (nothing added). Atomic across processes and nodes;
+        counts of windows gone by are deleted."""
         ...
 
     # -- Sieve scripts --------------------------------------------------------

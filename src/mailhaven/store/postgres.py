@@ -51,6 +51,8 @@ from .names import (
     validate_mailbox_name,
 )
 from .passwords import PasswordChecker
+from .pg_ratelimit import TABLES as RATE_TABLES
+from .pg_ratelimit import PgRateLimits
 from .pg_security import PgSecurity
 from .pgblobs import PgBlobStore, PgBlobWriter
 from .pgchanges import ChangeListener
@@ -126,7 +128,7 @@ def redact_dsn(dsn: str) -> str:
 
 
 class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, SieveMethods, DmarcMethods,
-                    TLSPolicyMethods, SpamMethods):
+                    TLSPolicyMethods, SpamMethods, PgRateLimits):
     """Accounts, mailboxes, messages and message bytes in one PostgreSQL schema.
 
     ``fresh_schema`` drops and re-creates the schema (tests); without an explicit
@@ -174,7 +176,7 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
                                                    timeout=CONNECT_TIMEOUT, server_settings=self._settings())
             await self.ensure_schema(QUEUE_SCHEMA + WEB_SCHEMA + SIEVE_SCHEMA + DMARC_SCHEMA + TLS_POLICY_SCHEMA
-                                     + SPAM_SCHEMA)
+                                     + SPAM_SCHEMA + RATE_TABLES)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(
                 f"cannot open the PostgreSQL store at {redact_dsn(self.dsn)}: {exc}") from None

@@ -50,6 +50,8 @@ from .names import (  # noqa: F401 - their home was here; other modules import t
 )
 from .passwords import PasswordChecker
 from .recent import RecentFloors
+from .sqlite_ratelimit import SCHEMA as RATE_SCHEMA
+from .sqlite_ratelimit import SQLiteRateLimits
 from .sqlite_security import SCHEMA as SECURITY_SCHEMA
 from .sqlite_security import SQLiteSecurity
 from .sqlitedmarc import SCHEMA as DMARC_SCHEMA
@@ -73,7 +75,7 @@ from .sqlitewebdata import WebDataMethods
 
 
 class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
-                  SieveMethods, DmarcMethods, TLSPolicyMethods, SpamMethods):
+                  SieveMethods, DmarcMethods, TLSPolicyMethods, SpamMethods, SQLiteRateLimits):
     """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
 
     def __init__(self, data_dir: Path | str) -> None:
@@ -88,6 +90,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self.db.add_schema(DMARC_SCHEMA)
         self.db.add_schema(TLS_POLICY_SCHEMA)
         self.db.add_schema(SPAM_SCHEMA)
+        self.db.add_schema(RATE_SCHEMA)
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0

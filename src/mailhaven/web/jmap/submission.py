@@ -21,9 +21,11 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
+from ...filter.ratelimit import shared_limiter
 from ...localdelivery import deliver_local
 from ...message.authors import foreign_authors
 from ...queue.api import OutboundMessage, OutboundRecipient
+from ...smtp.codes import Reply
 from ...store.api import NotFound
 from .core import check_if_in_state, check_set_size, create_each, get_ids, set_response
 from .email_get import own_messages
@@ -156,6 +158,10 @@ async def _send(call: Call, sub_args: dict[str, Any]) -> Submission:
             delivery[rcpt] = {"smtpReply": "250 2.0.0 queued", "delivered": "queued", "displayed": "unknown"}
     if remote and call.app.outbound is None:
         raise MethodError("forbiddenToSend", "delivery to other servers is not available")
+    try:
+        await shared_limiter(call.app).submitted(call.account.id, call.account.address, len(remote))
+    except Reply:
+        raise MethodError("forbiddenToSend", "sending rate limit reached, try again later") from None
     if local:
         await deliver_local(call.store, blob, local, mail_from=mail_from)   # each recipient's Sieve script
     if remote:
