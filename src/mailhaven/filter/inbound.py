@@ -133,9 +133,10 @@ class InboundFilter:
         ar = authresults.header(self.hostname, spf, dkim_results, dmarc, arc, override=override, ip=ip)
         spam = None
         if self.spam is not None and lookups is not None:
+            # A DMARC failure a trusted ARC sealer vouched for is not held against the message.
             spam = await self.spam.check(content, head=head, lookups=lookups, ip=ip, helo=helo, mail_from=mail_from,
-                                         spf=spf, dkim=dkim_results, dmarc=dmarc, store=store, accounts=accounts,
-                                         recipients=recipients)
+                                         spf=spf, dkim=dkim_results, dmarc=dmarc if override is None else None,
+                                         store=store, accounts=accounts, recipients=recipients)
             if action != "reject" and spam.action != "deliver":
                 action = {"reject": "spam"}.get(spam.action, spam.action)
             ar = spam.header() + ar
