@@ -192,6 +192,13 @@ class Database:
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
         """``DATA/mailhaven.db.writelock``, flocked around each write transaction."""
+        self._batch_hooks: list[Callable[[sqlite3.Connection], Callable[[], None] | None]] = []
+
+    def before_each_transaction(self, hook: Callable[[sqlite3.Connection], Callable[[], None] | None]) -> None:
+        """``hook(conn)`` runs on the writer thread at the start of every write transaction,
+        before its jobs; it may return a callable that runs there once that transaction has
+        committed. If the hook fails, the whole transaction fails (every job in it)."""
+        self._batch_hooks.append(hook)
 
     def add_schema(self, sql: str) -> None:
         """Extra ``CREATE TABLE IF NOT EXISTS`` statements, run by :meth:`open`."""
@@ -293,7 +300,12 @@ class Database:
         except sqlite3.Error as exc:
             self._resolve_all([(job, False, exc) for job in batch])
             return
+        committed: list[Callable[[], None]] = []
         try:
+            for hook in self._batch_hooks:
+                done = hook(conn)
+                if done is not None:
+                    committed.append(done)
             for job in batch:
                 try:
                     conn.execute("SAVEPOINT job")
@@ -316,6 +328,8 @@ class Database:
                 pass
             self._resolve_all([(job, False, exc) for job in batch])
             return
+        for done in committed:
+            done()
         self._resolve_all([(job, ok, value) for job, (ok, value) in zip(batch, results, strict=True)])
 
     @staticmethod

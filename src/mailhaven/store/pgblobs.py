@@ -120,7 +120,8 @@ class PgBlobWriter:
         self._spool.seek(0)
         return self._spool.read()
 
-    async def finish(self) -> BlobRef:
+    async def finish(self, *, deferred: bool = False) -> BlobRef:
+        """Durable on return (``deferred`` changes nothing here: the row commits now)."""
         if self._done:
             raise RuntimeError("blob writer already finished")
         self._done = True
