@@ -251,6 +251,10 @@ class Database:
         self._queue.put(job)
         return await _full_as_storage_full(job.future)
 
+    def writes_waiting(self) -> bool:
+        """Write jobs are queued for the writer thread (it is busy or about to be)."""
+        return not self._queue.empty()
+
     async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
         """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
         loop = asyncio.get_running_loop()
