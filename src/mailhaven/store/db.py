@@ -41,6 +41,8 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    durable: bool = True
+    """False: the commit need not be fsynced when no durable job shares it (see write)."""
 
 
 class WriteContext:
@@ -244,10 +246,15 @@ class Database:
             self._lock_fd = None
 
     # -- writes -------------------------------------------------------------
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in a (group-)committed transaction; returns after COMMIT."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn(conn)`` in a (group-)committed transaction; returns after COMMIT.
+
+        ``durable=False`` (search indexing: work a crash only postpones) lets a transaction
+        of such jobs alone commit with ``synchronous=NORMAL``: no fsync, so it holds the
+        write lock for its work only. WAL order still holds: the next durable commit's
+        fsync covers it, and a crash before that rolls it back whole."""
         loop = asyncio.get_running_loop()
-        job = _Job(fn=fn, loop=loop, future=loop.create_future())
+        job = _Job(fn=fn, loop=loop, future=loop.create_future(), durable=durable)
         self._queue.put(job)
         return await _full_as_storage_full(job.future)
 
@@ -298,6 +305,16 @@ class Database:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _run_locked(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        if any(job.durable for job in batch):
+            self._run_transaction(conn, batch)
+            return
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._run_transaction(conn, batch)
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
+
+    def _run_transaction(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")

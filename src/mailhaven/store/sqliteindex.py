@@ -90,7 +90,7 @@ class IndexMethods:
             quiet = time.monotonic() - self._last_indexed_write >= INDEX_QUIET and not self.db.writes_waiting()
             if quiet or self._index_pending >= INDEX_BACKLOG:
                 try:
-                    moved = await self.db.write(_index_some)
+                    moved = await self.db.write(_index_some, durable=False)
                 except sqlite3.Error as exc:          # busy or locked: try again later
                     _log.warning("search indexing failed: %s", exc)
                     continue
@@ -98,7 +98,7 @@ class IndexMethods:
 
     async def flush_index(self) -> None:
         """Index every pending message now (before a search)."""
-        while await self.db.write(_index_some):
+        while await self.db.write(_index_some, durable=False):
             pass
         self._index_pending = 0
 
