@@ -18,6 +18,7 @@ from ..auth.throttle import source_address
 from ..config import RateLimitConfig
 from ..logs import Log
 from ..smtp import codes
+from ..store.api import StorageFull
 
 
 class RateLimiter:
@@ -42,7 +43,13 @@ class RateLimiter:
     async def _take(self, key: str, limit: int, amount: int = 1, **fields: Any) -> None:
         if not limit:
             return
-        count = await self.store.rate_take(key, amount, now=self.clock(), window=self.policy.window, limit=limit)
+        try:
+            count = await self.store.rate_take(key, amount, now=self.clock(), window=self.policy.window, limit=limit)
+        except StorageFull:
+            # A counter that cannot be written is no reason to refuse: with a full disk the
+            # message itself is refused with 452 4.3.1 when its data arrives.
+            self.log.warning("rate limit not counted: storage full", key=key)
+            return
         if count is None:
             self.log.warning("rate limit reached", key=key, limit=limit, window=self.policy.window, **fields)
             raise codes.RATE_LIMITED                                 # RFC 3463 X.7.1

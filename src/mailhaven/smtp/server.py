@@ -34,6 +34,7 @@ from ..filter.ratelimit import shared_limiter
 from ..net.connection import NetConnection, ReadTimeout
 from ..net.listener import Listener
 from ..sieve.forward import reverse_srs
+from ..store.api import StorageFull
 from . import codes
 from .codes import Reply
 from .protocol import (
@@ -296,6 +297,8 @@ class Session:
             return reply
         except Reply as exc:
             return exc.caught()
+        except StorageFull:
+            return codes.INSUFFICIENT_STORAGE                            # RFC 3463 X.3.1
 
     async def _mail(self, event: MailFrom) -> Reply:
         owned: frozenset[str] = frozenset()
