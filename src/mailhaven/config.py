@@ -76,6 +76,8 @@ class ListenConfig:
     imaps: str = "127.0.0.1:2993"
     pop3: str = "127.0.0.1:2110"
     pop3s: str = "127.0.0.1:2995"
+    managesieve: str = "127.0.0.1:24190"
+    """RFC 5804 (standard port 4190; 2xxxx like the others to stay clear of a system Dovecot)."""
     http: str = "127.0.0.1:8080"
 
     def address(self, name: str) -> tuple[str, int] | None:
@@ -131,6 +133,7 @@ class LimitsConfig:
     imap_idle: float = 1800.0
     pop3_idle: float = 600.0
     pop3_lock_lease: float = 60.0   # a crashed process's POP3 maildrop locks expire after this
+    managesieve_idle: float = 600.0
     imap_literal: int = 64 * 1024 * 1024
     errors_per_session: int = 50
 
@@ -243,6 +246,18 @@ class FilterConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SieveConfig:
+    """Users' Sieve scripts: the ManageSieve quotas and the limits of a run at delivery."""
+
+    max_scripts: int = 16
+    """Scripts per account (ManageSieve answers ``NO (QUOTA/MAXSCRIPTS)`` past it)."""
+    max_script_size: int = 64 * 1024
+    """Octets per script (``NO (QUOTA/MAXSIZE)``)."""
+    max_redirects: int = 4
+    """redirect actions one message may take (RFC 5228 4.2: implementations cap it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -259,6 +274,7 @@ class Config:
     trace: TraceConfig = field(default_factory=TraceConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     mta_sts: MTASTSConfig = field(default_factory=MTASTSConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -274,12 +290,12 @@ class Config:
             return peer_ip in ("", "unix")
 
 
-_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size"}
+_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size", "max_script_size"}
 _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
     "login_window", "login_block", "login_delay", "login_max_delay", "pop3_lock_lease",
-    "max_age",
+    "max_age", "managesieve_idle",
 }
 
 
@@ -347,6 +363,7 @@ _SECTIONS: dict[str, type] = {
     "trace": TraceConfig,
     "filter": FilterConfig,
     "mta_sts": MTASTSConfig,
+    "sieve": SieveConfig,
 }
 
 

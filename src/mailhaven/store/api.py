@@ -642,6 +642,11 @@ class Store(Protocol):
         """(name, text) of the active script, None when there is none."""
         ...
 
+    async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
+        """RFC 5804 2.11.1: the script keeps its text and whether it is active; NotFound when
+        there is no ``old``, AlreadyExists when ``new`` is taken (nothing changes then)."""
+        ...
+
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
         """Count one Sieve redirect for the account at ``now`` unless ``limit`` were already
         counted in the last ``window`` seconds (then False, nothing counted); atomic."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
-from .api import NotFound, SieveScriptInfo
+from .api import AlreadyExists, NotFound, SieveScriptInfo
 
 if TYPE_CHECKING:
     from .pgmessages import Tx
@@ -100,6 +100,23 @@ class SieveMethods:
 
         row = await self.read(fetch)
         return (str(row[0]), str(row[1])) if row is not None else None
+
+    async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
+        async def rename(tx: Tx) -> None:
+            # The account's row lock serialises renames (two onto one free name: one wins).
+            await tx.conn.execute("SELECT 1 FROM accounts WHERE id=$1 FOR UPDATE", account_id)
+            if await tx.conn.fetchval("SELECT 1 FROM sieve_scripts WHERE account_id=$1 AND name=$2",
+                                      account_id, old) is None:
+                raise NotFound(f"no Sieve script {old!r}")
+            if old == new:
+                return
+            if await tx.conn.fetchval("SELECT 1 FROM sieve_scripts WHERE account_id=$1 AND name=$2",
+                                      account_id, new) is not None:
+                raise AlreadyExists(f"Sieve script {new!r} exists")
+            await tx.conn.execute("UPDATE sieve_scripts SET name=$3 WHERE account_id=$1 AND name=$2",
+                                  account_id, old, new)
+
+        await self.write(rename)
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
         async def count(tx: Tx) -> bool:

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from typing import TYPE_CHECKING
 
-from .api import NotFound, SieveScriptInfo
+from .api import AlreadyExists, NotFound, SieveScriptInfo
 
 if TYPE_CHECKING:
     from .db import Database
@@ -81,6 +81,20 @@ class SieveMethods:
         row = await self.db.read(lambda conn: conn.execute(
             "SELECT name, script FROM sieve_scripts WHERE account_id=? AND active=1", (account_id,)).fetchone())
         return (str(row[0]), str(row[1])) if row is not None else None
+
+    async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
+        def rename(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM sieve_scripts WHERE account_id=? AND name=?",
+                            (account_id, old)).fetchone() is None:
+                raise NotFound(f"no Sieve script {old!r}")
+            if old == new:
+                return
+            if conn.execute("SELECT 1 FROM sieve_scripts WHERE account_id=? AND name=?",
+                            (account_id, new)).fetchone() is not None:
+                raise AlreadyExists(f"Sieve script {new!r} exists")
+            conn.execute("UPDATE sieve_scripts SET name=? WHERE account_id=? AND name=?", (new, account_id, old))
+
+        await self.db.write(rename)
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
         def count(conn: sqlite3.Connection) -> bool:
