@@ -35,6 +35,11 @@ MESSAGES = {
     "encoded": ("From: =?utf-8?q?J=C3=BCrgen?= <juergen@example.de>\r\nTo: bob@example.com\r\n"
                 "Subject: =?utf-8?b?R3LDvMOfZSBhdXMgQmVybGlu?=\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 "Content-Transfer-Encoding: 8bit\r\n\r\nSch\u00f6ne Gr\u00fc\u00dfe, invoice attached\r\n").encode(),
+    "dated": (b"Received: from mx.example.net by mail.example.com; Tue, 3 Jun 2025 23:59:58 +0000\r\n"
+              b"Received: from laptop by mx.example.net; Tue, 3 Jun 2025 21:10:00 -0230\r\n"
+              b"Date: Tue, 03 Jun 2025 17:45:07 -0700\r\nFrom: Dave <dave@example.net>\r\n"
+              b"To: bob@example.com\r\nTo: Carol <carol@example.org>, eve@example.org\r\n"
+              b"Subject: Order #4711 shipped (ref AB-12)\r\nX-Spam-Score: 3.4\r\nX-Virus-Score: 2\r\n\r\nOn its way.\r\n"),
     "multipart": (b"From: shop@example.com\r\nTo: bob@example.com\r\nSubject: Your invoice\r\n"
                   b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n"
                   b"Content-Type: text/plain\r\n\r\nPlease find the invoice attached.\r\n--b1\r\n"
@@ -109,6 +114,41 @@ SCRIPTS = {
     "encoded-character": 'require ["fileinto", "encoded-character"];\n'
                          'if header :contains "subject" "${hex: 52 65}lease" { fileinto "R${unicode:e9}sum${hex:c3 a9}"; }\n'
                          'if header :contains "subject" "${hex:zz}" { fileinto "literal"; }',
+    "regex": 'require ["fileinto", "regex", "variables"];\n'
+             'if header :regex "subject" "#([0-9]+).*\\\\(ref ([A-Z]+)-([[:digit:]]+)\\\\)" '
+             '{ fileinto "R/${1}/${2}/${3}/${0}"; }\n'
+             'elsif address :regex :localpart "from" "^(al|ca)" { fileinto "R2/${1}"; }',
+    "regex-octet": 'require ["fileinto", "regex"]; if header :regex :comparator "i;octet" "subject" "^LUNCH" '
+                   '{ fileinto "Upper"; } elsif header :regex "subject" "^LUNCH" { fileinto "Any"; }',
+    "index": 'require ["fileinto", "index", "variables"];\n'
+             'if header :index 2 :matches "received" "from *" { fileinto "I/${1}"; }\n'
+             'if address :index 1 :last :matches "to" "*" { fileinto "T/${1}"; }\n'
+             'if header :index 9 :contains "received" "" { fileinto "none"; }',
+    "date": 'require ["fileinto", "date", "variables", "relational"];\n'
+            'if date :originalzone :matches "date" "std11" "*" { fileinto "O/${1}"; }\n'
+            'if date :zone "+0200" :matches "date" "iso8601" "*" { fileinto "Z/${1}"; }\n'
+            'if date :zone "-0930" :matches "date" "julian" "*" { fileinto "J/${1}"; }\n'
+            'if date :zone "+0000" :matches "date" "weekday" "*" { fileinto "W/${1}"; }\n'
+            'if date :originalzone :is "date" "zone" "-0700" { fileinto "Zone"; }\n'
+            'if date :matches "date" "hour" "*" { fileinto "LocalHour/${1}"; }\n'
+            'if date :zone "+0100" :value "ge" "date" "date" "2025-06-04" { fileinto "Late"; }',
+    "date-received": 'require ["fileinto", "date", "index", "variables"];\n'
+                     # Pigeonhole ignores :index on date (always the first field; RFC 5260 6 says
+                     # otherwise, and so do we: tests/test_sieve_extensions.py).
+                     'if date :originalzone :matches "received" "time" "*" { fileinto "Rcv/${1}"; }\n'
+                     'if date :zone "+0000" :matches "received" "date" "*" { fileinto "D/${1}"; }\n'
+                     'if not date :zone "+0000" :matches "x-nope" "year" "*" { fileinto "NoDate"; }',
+    "currentdate": 'require ["fileinto", "date", "relational", "comparator-i;ascii-numeric"];\n'
+                   'if currentdate :value "ge" :comparator "i;ascii-numeric" "year" "2020" { fileinto "Now"; }\n'
+                   'if currentdate :zone "+0000" :is "zone" "+0000" { fileinto "UTC"; }',
+    "spamtest": 'require ["fileinto", "spamtest", "relational", "comparator-i;ascii-numeric", "variables"];\n'
+                'if spamtest :value "ge" :comparator "i;ascii-numeric" "5" { fileinto "Junk"; }\n'
+                'if spamtest :matches "*" { fileinto "S/${1}"; }',
+    "spamtestplus": 'require ["fileinto", "spamtestplus", "relational", "comparator-i;ascii-numeric", "variables"];\n'
+                    'if spamtest :percent :matches "*" { fileinto "P/${1}"; }\n'
+                    'if spamtest :percent :value "lt" :comparator "i;ascii-numeric" "50" { fileinto "Ham"; }',
+    "virustest": 'require ["fileinto", "virustest", "variables"];\n'
+                 'if virustest :matches "*" { fileinto "V/${1}"; }',
     "multiline": 'require ["fileinto", "variables"];\nset "f" text:\nMulti\n.\n;\n'
                  'if string :matches "${f}" "Multi*" { fileinto "M"; }',
 }
@@ -116,8 +156,14 @@ SCRIPTS = {
 _CONFIG = """mail_location = maildir:{dir}/mail
 {uid}
 plugin {{
-  sieve_extensions = +vacation-seconds
+  sieve_extensions = +vacation-seconds +spamtest +spamtestplus +virustest
   sieve_vacation_min_period = 0
+  sieve_spamtest_status_type = score
+  sieve_spamtest_status_header = X-Spam-Score
+  sieve_spamtest_max_value = 10
+  sieve_virustest_status_type = score
+  sieve_virustest_status_header = X-Virus-Score
+  sieve_virustest_max_value = 5
 }}
 """
 

@@ -255,6 +255,13 @@ class SieveConfig:
     """Octets per script (``NO (QUOTA/MAXSIZE)``)."""
     max_redirects: int = 4
     """redirect actions one message may take (RFC 5228 4.2: implementations cap it)."""
+    spamtest_header: str = "X-Spam-Score"
+    """The field whose number RFC 5235 spamtest reads (empty: every message untested)."""
+    spamtest_max: float = 10.0
+    """The score that maps to spamtest 10 (:percent 100); 0 or less maps to 1."""
+    virustest_header: str = "X-Virus-Score"
+    virustest_max: float = 5.0
+    """The score that maps to virustest 5 (infected)."""
 
 
 @dataclass(frozen=True, kw_only=True)

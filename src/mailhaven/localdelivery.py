@@ -18,8 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .config import SieveConfig
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
 from .sieve.forward import redirect
+from .sieve.interpreter import Environment, Limits
 from .sieve.vacation import respond
 from .store.api import BlobRef, DeliveryResult, InvalidName, Store, StoreError
 
@@ -61,13 +63,15 @@ def imap_flags(flags: Sequence[str]) -> list[str]:
 
 
 async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Sequence[int]], *,
-                        mail_from: str, refusable: bool = False, mailbox: str = "INBOX") -> LocalOutcome:
+                        mail_from: str, refusable: bool = False, mailbox: str = "INBOX",
+                        sieve: SieveConfig | None = None) -> LocalOutcome:
     """``recipients`` maps each envelope recipient to its accounts (aliases may fan out).
     ``refusable``: the caller can refuse the whole message (no other recipient wants it);
     rejections are returned only then, and only when every account rejected; otherwise the
     rejecting accounts get the message in INBOX (a rejection DSN is not done yet).
     ``mailbox``: where a message no script files goes (the implicit keep): Junk when the
-    inbound checks said so (filter/)."""
+    inbound checks said so (filter/). ``sieve``: the ``[sieve]`` settings (the redirect limit,
+    the spamtest/virustest headers); None: the defaults."""
     rcpt_of: dict[int, str] = {}
     for rcpt, ids in recipients.items():
         for account_id in ids:
@@ -87,10 +91,15 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
     if not scripted:
         return outcome
     raw = await store.read_blob(blob.id)
+    settings = sieve or SieveConfig()
+    limits = Limits(max_redirects=settings.max_redirects)
+    env = Environment(spam_header=settings.spamtest_header, spam_max=settings.spamtest_max,
+                      virus_header=settings.virustest_header, virus_max=settings.virustest_max)
     for account_id, script in scripted:
         names = {m.name.lower(): m.name for m in await store.list_mailboxes(account_id)}
         result = run(script, SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id]),
-                     mailbox_exists=lambda name, names=names: name.lower() in names)   # type: ignore[misc]
+                     mailbox_exists=lambda name, names=names: name.lower() in names,   # type: ignore[misc]
+                     limits=limits, env=env)
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
         actions: list[Action] = []

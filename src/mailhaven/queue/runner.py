@@ -56,6 +56,7 @@ class QueueRunner:
         self.store = ctx.store
         self.config = ctx.config.queue
         self.hostname = ctx.config.hostname
+        self.sieve = ctx.config.sieve
         self.queue = queue or queue_store(ctx.store)
         self.router = router or Router(ctx.config)
         self.timeouts = timeouts or Timeouts()
@@ -286,7 +287,8 @@ class QueueRunner:
         resolution = await self.store.resolve(entry.mail_from)
         if resolution.local_domain:
             if resolution.account_ids:
-                await deliver_local(self.store, blob, {entry.mail_from: list(resolution.account_ids)}, mail_from="")
+                await deliver_local(self.store, blob, {entry.mail_from: list(resolution.account_ids)}, mail_from="",
+                                    sieve=self.sieve)
             else:
                 self.log.warning("DSN to an unknown local sender dropped", sender=entry.mail_from)
         else:

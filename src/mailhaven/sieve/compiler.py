@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailhaven.sieve import spec
+from mailhaven.sieve.dates import DATE_PARTS
 from mailhaven.sieve.errors import SieveError
+from mailhaven.sieve.match import regex_pattern
 from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")                  # RFC 5229 3
@@ -121,6 +123,8 @@ class _Compiler:
                 if ext not in spec.EXTENSIONS:
                     raise SieveError(f"unsupported extension {ext!r}", node.line, node.column)
                 self.required.add(ext)
+                if ext in spec.IMPLIED:
+                    self.required.add(spec.IMPLIED[ext])
         if node.name == "set":
             self._variable_name(args[0], node.line, node.column)
         block = self.block(node.block) if node.block is not None else None
@@ -135,6 +139,16 @@ class _Compiler:
         tags, args = self.arguments(node.name, sp, node.arguments, node.line, node.column)
         if node.name == "size" and not tags:
             raise SieveError("size needs :over or :under", node.line, node.column)
+        if "last" in tags and "index" not in tags:                  # RFC 5260 6
+            raise SieveError(":last needs :index", node.line, node.column)
+        if "index" in tags and tags["index"] < 1:
+            raise SieveError(":index counts from 1", node.line, node.column)
+        if node.name in ("date", "currentdate"):
+            part = args[-2].lower()
+            if part not in DATE_PARTS:                                 # RFC 5260 4.2
+                raise SieveError(f"unknown date-part {args[-2]!r}", node.line, node.column)
+        if "regex" in tags:
+            self._regex_keys(tags, args[-1], node.line, node.column)
         tests = self.tests(node.name, sp, node.tests, node.line, node.column)
         return Test(name=node.name, tags=tags, args=args, tests=tests, line=node.line)
 
@@ -218,6 +232,18 @@ class _Compiler:
                 raise SieveError(f"unknown relational operator {tags[rel]!r}", line, column)
             if rel in tags:
                 tags[rel] = tags[rel].lower()
+
+    def _regex_keys(self, tags: dict[str, Any], keys: tuple[str, ...], line: int, column: int) -> None:
+        """Keys are compiled at upload (those with variables at run time): a bad one is an error."""
+        if tags.get("comparator", "i;ascii-casemap") not in ("i;octet", "i;ascii-casemap"):
+            raise SieveError(":regex works with the i;octet and i;ascii-casemap comparators only", line, column)
+        for key in keys:
+            if "variables" in self.required and "${" in key:
+                continue
+            try:
+                regex_pattern(key, tags.get("comparator", "i;ascii-casemap") == "i;ascii-casemap")
+            except re.error as e:
+                raise SieveError(f"invalid regular expression {key!r}: {e}", line, column) from None
 
     def _variable_name(self, value: str, line: int, column: int) -> None:
         if not _VARIABLE_NAME.match(value):

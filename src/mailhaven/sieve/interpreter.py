@@ -5,16 +5,19 @@ the current flags at each fileinto/keep; discard cancels only the implicit keep.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mailhaven.sieve.actions import Action, Vacation
 from mailhaven.sieve.compiler import Command, Script, Test
+from mailhaven.sieve.dates import date_part, header_date, in_zone
 from mailhaven.sieve.errors import SieveRuntimeError
 from mailhaven.sieve.match import match_any
-from mailhaven.sieve.message import SieveMessage
+from mailhaven.sieve.message import SieveMessage, field_addresses
 
 _VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*|[0-9]+)\}")          # RFC 5229 3
 _ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "sender", "resent-from", "resent-to",
@@ -33,6 +36,22 @@ class Limits:
     """redirect actions per message."""
     max_variable_length: int = 4000
     """A variable's value is truncated past this many characters (RFC 5229 3)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Environment:
+    """What a run knows of the world besides the message (injected: no clock read here)."""
+
+    now: float | None = None
+    """The current time for currentdate (RFC 5260 5); None: the time of the run."""
+    local_zone: dt.tzinfo | None = None
+    """The zone date parts are in without :zone (RFC 5260 4.1.1); None: the process's."""
+    spam_header: str = "X-Spam-Score"
+    """The field holding the spam filter's score (RFC 5235 spamtest); empty: never tested."""
+    spam_max: float = 10.0
+    """The score that means certainly spam (spamtest 10, :percent 100)."""
+    virus_header: str = "X-Virus-Score"
+    virus_max: float = 5.0
 
 
 @dataclass(kw_only=True)
@@ -55,6 +74,7 @@ class _State:
     captures: list[str] = field(default_factory=list)
     steps: int = 0
     variables_on: bool = False
+    env: Environment = field(default_factory=Environment)
 
 
 class _Stop(Exception):
@@ -62,10 +82,11 @@ class _Stop(Exception):
 
 
 def run(script: Script, message: SieveMessage, *, limits: Limits | None = None,
-        mailbox_exists: Callable[[str], bool] = lambda name: name.upper() == "INBOX") -> Outcome:
+        mailbox_exists: Callable[[str], bool] = lambda name: name.upper() == "INBOX",
+        env: Environment | None = None) -> Outcome:
     """Never raises for a valid script: a runtime failure gives the implicit keep alone."""
     st = _State(message=message, limits=limits or Limits(), mailbox_exists=mailbox_exists,
-                variables_on="variables" in script.extensions)
+                variables_on="variables" in script.extensions, env=env or Environment())
     try:
         _block(st, script.commands)
     except _Stop:
@@ -294,14 +315,28 @@ def _test(st: _State, test: Test) -> bool:
     if name == "exists":                                            # RFC 5228 5.5
         return all(st.message.parsed.get_all(_expand(st, h)) for h in test.args[0])
     if name == "header":                                            # RFC 5228 5.7
-        values = [v for h in test.args[0] for v in st.message.headers(_expand(st, h))]
+        values = [v for h in test.args[0] for v in _indexed(test, st.message.headers(_expand(st, h)))]
         return _match(st, test, values, test.args[1])
     if name == "address":                                           # RFC 5228 5.1
         values = []
         for h in test.args[0]:
             h = _expand(st, h)
-            values.extend(st.message.addresses(h) if h.lower() in _ADDRESS_HEADERS else [])
+            if h.lower() not in _ADDRESS_HEADERS:
+                continue
+            if "index" in test.tags:                                # RFC 5260 6: the nth field's addresses
+                values.extend(a for f in _indexed(test, st.message.raw_fields(h)) for a in field_addresses(f))
+            else:
+                values.extend(st.message.addresses(h))
         return _match(st, test, [p for a in values if (p := _part(test, a)) is not None], test.args[1])
+    if name == "date":                                              # RFC 5260 4
+        fields = _indexed(test, st.message.headers(_expand(st, test.args[0])))
+        when = header_date(fields[0]) if fields else None
+        return _date_match(st, test, when, test.args[1], test.args[2])
+    if name == "currentdate":                                       # RFC 5260 5
+        now = st.env.now if st.env.now is not None else time.time()
+        return _date_match(st, test, dt.datetime.fromtimestamp(now, dt.UTC), test.args[0], test.args[1])
+    if name in ("spamtest", "virustest"):                           # RFC 5235 3.2 - 3.4
+        return _match(st, test, [_score(st, test)], test.args[0])
     if name == "envelope":                                          # RFC 5228 5.4
         values = []
         for part in test.args[0]:
@@ -334,6 +369,48 @@ def _test(st: _State, test: Test) -> bool:
     raise SieveRuntimeError(f"unknown test {name}")  # pragma: no cover
 
 
+def _indexed(test: Test, values: list[str]) -> list[str]:
+    """RFC 5260 6: only the :index'th field (from the end with :last), or every one."""
+    if "index" not in test.tags:
+        return values
+    n = int(test.tags["index"])
+    if n > len(values):
+        return []
+    return [values[-n] if "last" in test.tags else values[n - 1]]
+
+
+def _date_match(st: _State, test: Test, when: dt.datetime | None, part: str, keys: tuple[str, ...]) -> bool:
+    if when is None:                                                # RFC 5260 4.1: no date, no match
+        return False
+    local = st.env.local_zone or dt.datetime.now().astimezone().tzinfo or dt.UTC
+    zone = _expand(st, test.tags["zone"]) if "zone" in test.tags else None
+    shown = in_zone(when, zone, "originalzone" in test.tags, local)
+    if shown is None:
+        return False
+    return _match(st, test, [date_part(shown, _expand(st, part).lower())], keys)
+
+
+_SCORE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?\Z")
+
+
+def _score(st: _State, test: Test) -> str:
+    """RFC 5235 3.2: "0" when the message was not tested, then 1 (not spam) to 10 (spam);
+    :percent 0 to 100; virustest 1 to 5. Scaled as Pigeonhole scales a score header."""
+    spam = test.name == "spamtest"
+    header = st.env.spam_header if spam else st.env.virus_header
+    top = st.env.spam_max if spam else st.env.virus_max
+    values = st.message.headers(header) if header else []
+    text = values[0].strip() if values else ""
+    if not _SCORE.match(text) or top <= 0:
+        return "0"
+    ratio = min(max(float(text), 0.0) / top, 1.0)
+    if "percent" in test.tags:
+        return str(int(ratio * 100))
+    if ratio <= 0:
+        return "1"
+    return str(int(1 + (9 if spam else 4) * ratio))
+
+
 def _part(test: Test, address: str) -> str | None:
     """RFC 5228 2.7.4 address parts; RFC 5233 :user/:detail with '+' as separator."""
     local, at, domain = address.rpartition("@")
@@ -363,12 +440,14 @@ def _match(st: _State, test: Test, values: list[str], keys: tuple[str, ...], *,
         match_type, relation = "value", tags["value"]
     elif "matches" in tags:
         match_type = "matches"
+    elif "regex" in tags:
+        match_type = "regex"
     elif "contains" in tags:
         match_type = "contains"
     else:
         match_type = "is"
     expanded = [_expand(st, k) for k in keys]
     got = match_any(match_type, comparator, values, expanded, relation)
-    if got is not None and match_type == "matches" and captures and st.variables_on:
+    if got is not None and match_type in ("matches", "regex") and captures and st.variables_on:
         st.captures = got[:10]                                      # RFC 5229 3.2
     return got is not None

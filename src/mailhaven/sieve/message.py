@@ -45,6 +45,11 @@ def _decode(value: str) -> str:
         return value
 
 
+def field_addresses(value: str) -> list[str]:
+    """The addresses in one field's value (groups flattened)."""
+    return [addr for _display, addr in email.utils.getaddresses([value]) if addr]
+
+
 @dataclass(kw_only=True)
 class SieveMessage:
     raw: bytes
@@ -82,6 +87,10 @@ class SieveMessage:
             raw = [_text(v) for v in (self.parsed.get_all(name) or [])]
             self._addresses[key] = [addr for _display, addr in email.utils.getaddresses(raw) if addr]
         return self._addresses[key]
+
+    def raw_fields(self, name: str) -> list[str]:
+        """Each named field's value undecoded, in message order (for :index on addresses)."""
+        return [_text(v) for v in (self.parsed.get_all(name) or [])]
 
     def body_texts(self, transform: str, content_types: tuple[str, ...] = ()) -> list[str]:
         """RFC 5173 5: the body as ``raw`` (undecoded), ``text`` (text/* parts decoded) or

@@ -43,6 +43,11 @@ _MATCH_TAGS = {
     "count": TagSpec(group=MATCH, argument="s", extension="relational"),   # RFC 5231 4.1
     "value": TagSpec(group=MATCH, argument="s", extension="relational"),   # RFC 5231 4.2
     "comparator": TagSpec(group=COMPARATOR, argument="s"),
+    "regex": TagSpec(group=MATCH, extension="regex"),                      # draft-ietf-sieve-regex 3
+}
+_INDEX = {
+    "index": TagSpec(group="index", argument="n", extension="index"),      # RFC 5260 6
+    "last": TagSpec(group="last", extension="index"),
 }
 _ADDRESS_TAGS = {
     **_MATCH_TAGS,
@@ -87,9 +92,18 @@ COMMANDS: dict[str, Spec] = {
 }
 
 TESTS: dict[str, Spec] = {
-    "address": Spec(tags=_ADDRESS_TAGS, positional=("l", "l")),
+    "address": Spec(tags={**_ADDRESS_TAGS, **_INDEX}, positional=("l", "l")),
     "envelope": Spec(extension="envelope", tags=_ADDRESS_TAGS, positional=("l", "l")),
-    "header": Spec(tags=_MATCH_TAGS, positional=("l", "l")),
+    "header": Spec(tags={**_MATCH_TAGS, **_INDEX}, positional=("l", "l")),
+    "date": Spec(extension="date", positional=("s", "s", "l"), tags={        # RFC 5260 4
+        **_MATCH_TAGS, **_INDEX,
+        "zone": TagSpec(group="zone", argument="s"),
+        "originalzone": TagSpec(group="zone")}),
+    "currentdate": Spec(extension="date", positional=("s", "l"), tags={     # RFC 5260 5
+        **_MATCH_TAGS, "zone": TagSpec(group="zone", argument="s")}),
+    "spamtest": Spec(extension="spamtest", positional=("l",), tags={         # RFC 5235 3.2
+        **_MATCH_TAGS, "percent": TagSpec(group="percent", extension="spamtestplus")}),   # RFC 5235 3.3
+    "virustest": Spec(extension="virustest", positional=("l",), tags=_MATCH_TAGS),     # RFC 5235 3.4
     "exists": Spec(positional=("l",)),
     "size": Spec(positional=("n",), tags={"over": TagSpec(group=SIZE), "under": TagSpec(group=SIZE)}),
     "true": Spec(),
@@ -111,7 +125,10 @@ EXTENSIONS = frozenset({
     "fileinto", "envelope", "imap4flags", "copy", "variables", "relational", "subaddress",
     "mailbox", "body", "reject", "ereject", "encoded-character", "vacation", "vacation-seconds",
     "comparator-i;octet", "comparator-i;ascii-casemap", "comparator-i;ascii-numeric",
+    "regex", "date", "index", "spamtest", "spamtestplus", "virustest",
 })
+IMPLIED = {"spamtestplus": "spamtest"}
+"""Requiring the key requires the value too (RFC 5235 3.3: spamtestplus extends spamtest)."""
 
 COMPARATORS = {"i;octet": None, "i;ascii-casemap": None,
                "i;ascii-numeric": "comparator-i;ascii-numeric"}            # RFC 4790 9

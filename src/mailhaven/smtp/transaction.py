@@ -94,6 +94,8 @@ class Transaction:
     content is held until the end of the data, checked, and stored with its verdict."""
     verdict: Any = None
     """The inbound filter's ``Verdict`` once the commit ran it."""
+    sieve: Any = None
+    """The ``[sieve]`` settings for the recipients' scripts (None: the defaults)."""
     local: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Accepted local recipient -> account ids."""
     remote: list[OutboundRecipient] = field(default_factory=list)
@@ -264,7 +266,7 @@ class Transaction:
         if local_ref is not None:
             mailbox = self.verdict.mailbox if self.verdict is not None else "INBOX"
             local = await deliver_local(self.store, local_ref, self.local, mail_from=self.mail.address,
-                                        refusable=not self.remote, mailbox=mailbox)
+                                        refusable=not self.remote, mailbox=mailbox, sieve=self.sieve)
             if local.rejected:                     # RFC 5429 2.1: every recipient's script said reject
                 return codes.SIEVE_REJECTED.with_text(next(iter(local.rejected.values()))), refs
             results = local.results
