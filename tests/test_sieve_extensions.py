@@ -70,7 +70,7 @@ def test_errors_at_upload(script: str, where: str) -> None:
     assert str(err.value).startswith(where)
 
 
-def test_redirect_limit_and_spamtest_header_from_the_config(tmp_path) -> None:
+def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> None:
     srv = ServerProcess(tmp_path / "data", extra_config=(
         '[sieve]\nmax_redirects = 1\nspamtest_header = "X-Filter-Score"\nspamtest_max = 8.0\n')).start()
     try:
@@ -80,8 +80,13 @@ def test_redirect_limit_and_spamtest_header_from_the_config(tmp_path) -> None:
                           'if spamtest :value "ge" :comparator "i;ascii-numeric" "8" { fileinto :create "Spam"; stop; }\n'
                           'if header :contains "subject" "fwd" { redirect "a@example.org"; redirect "b@example.org"; }\n')
         srv.admin("sieve", "put", "bob@example.com", str(script))
+        srv.add_user("carol@example.com")
+        edits = tmp_path / "e.sieve"
+        edits.write_text('require ["editheader", "fileinto", "mailbox"];\naddheader "X-Sorted" "by Sieve";\n'
+                         'deleteheader "x-filter-score";\nfileinto :create "Edited";\n')
+        srv.admin("sieve", "put", "carol@example.com", str(edits))
         with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=30) as smtp:
-            smtp.sendmail("dave@example.net", ["bob@example.com"], MESSAGE)
+            smtp.sendmail("dave@example.net", ["bob@example.com", "carol@example.com"], MESSAGE)
             smtp.sendmail("dave@example.net", ["bob@example.com"], MESSAGE.replace(b"Order 4711", b"fwd twice").replace(b"X-Filter-Score", b"X-Other"))
         imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
         try:
@@ -90,6 +95,14 @@ def test_redirect_limit_and_spamtest_header_from_the_config(tmp_path) -> None:
             assert imap.select("INBOX") == ("OK", [b"1"])               # two redirects > 1: implicit keep
             _, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
             assert b"fwd twice" in data[0][1]
+        finally:
+            imap.logout()
+        imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
+        try:
+            imap.login("carol@example.com", "s3cret")
+            assert imap.select("Edited") == ("OK", [b"1"])             # RFC 5293: carol's copy edited
+            _, data = imap.fetch("1", "(BODY.PEEK[HEADER])")
+            assert data[0][1].startswith(b"X-Sorted: by Sieve\r\n") and b"X-Filter-Score" not in data[0][1]
         finally:
             imap.logout()
         assert "example.org" not in srv.admin("queue", "list").stdout    # nothing redirected

@@ -149,6 +149,23 @@ SCRIPTS = {
                     'if spamtest :percent :value "lt" :comparator "i;ascii-numeric" "50" { fileinto "Ham"; }',
     "virustest": 'require ["fileinto", "virustest", "variables"];\n'
                  'if virustest :matches "*" { fileinto "V/${1}"; }',
+    "editheader": 'require ["editheader", "fileinto"];\naddheader "X-Sieve" "yes";\n'
+                  'if header :is "x-sieve" "yes" { fileinto "Added"; }\n'
+                  'deleteheader "subject";\nif not exists "subject" { fileinto "NoSubject"; }\n'
+                  'deleteheader "received";\nif exists "received" { fileinto "ReceivedKept"; }',
+    "editheader-index": 'require ["editheader", "fileinto", "index", "variables"];\n'
+                        'addheader :last "X-Tag" "one"; addheader :last "X-Tag" "two"; addheader "X-Tag" "zero";\n'
+                        'deleteheader :index 2 "x-tag";\n'
+                        'if header :index 1 :matches "x-tag" "*" { set "a" "${1}"; }\n'
+                        'if header :index 2 :matches "x-tag" "*" { set "b" "${1}"; }\n'
+                        'deleteheader :index 1 :last "x-tag";\n'
+                        'if header :index 2 :matches "x-tag" "*" { set "c" "${1}"; }\n'
+                        'fileinto "T/${a}/${b}/${c}";',
+    "editheader-match": 'require ["editheader", "fileinto", "relational", "comparator-i;ascii-numeric"];\n'
+                        'deleteheader :contains "to" "carol";\n'
+                        'if header :count "eq" :comparator "i;ascii-numeric" "to" "1" { fileinto "OneTo"; }\n'
+                        'addheader "X-Note" "Gr\u00fc\u00dfe aus K\u00f6ln";\n'
+                        'if header :is "x-note" "Gr\u00fc\u00dfe aus K\u00f6ln" { fileinto "Utf8"; }',
     "multiline": 'require ["fileinto", "variables"];\nset "f" text:\nMulti\n.\n;\n'
                  'if string :matches "${f}" "Multi*" { fileinto "M"; }',
 }
@@ -156,7 +173,7 @@ SCRIPTS = {
 _CONFIG = """mail_location = maildir:{dir}/mail
 {uid}
 plugin {{
-  sieve_extensions = +vacation-seconds +spamtest +spamtestplus +virustest
+  sieve_extensions = +vacation-seconds +spamtest +spamtestplus +virustest +editheader
   sieve_vacation_min_period = 0
   sieve_spamtest_status_type = score
   sieve_spamtest_status_header = X-Spam-Score

@@ -105,9 +105,12 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         actions: list[Action] = []
         junk = mailbox != "INBOX"              # the inbound checks' verdict: never forward or answer it
         kept = False
+        mine, copy = blob, raw
+        if result.message is not None:         # RFC 5293: editheader changed this recipient's copy
+            mine, copy = await store.put_blob(result.message), result.message
         for action in result.actions:
             if action.kind == "redirect":
-                if (junk or not await redirect(store, raw, account_id, rcpt_of[account_id], action.address or "",
+                if (junk or not await redirect(store, copy, account_id, rcpt_of[account_id], action.address or "",
                                                mail_from=mail_from)) and not action.copy and not kept:
                     kept = True                                 # not sent: kept (once) rather than lost
                     actions.append(Action(kind="keep", implicit=True))
@@ -115,7 +118,7 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
             if action.kind == "vacation" and action.vacation is not None and not junk:
                 await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)
             actions.append(action)
-        await _carry_out(store, blob, account_id, actions, names, outcome, keep=mailbox)
+        await _carry_out(store, mine, account_id, actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
         outcome.results.extend(await store.deliver(blob, list(outcome.rejected)))
         outcome.rejected.clear()

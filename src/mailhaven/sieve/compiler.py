@@ -14,6 +14,7 @@ from mailhaven.sieve.errors import SieveError
 from mailhaven.sieve.match import regex_pattern
 from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
 
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")                                   # RFC 5322 3.6.8 ftext
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")                  # RFC 5229 3
 # RFC 5228 2.4.2.4: "${hex:" hex-pair-seq "}" / "${unicode:" unicode-hex-seq "}", blank = WSP / CRLF
 _ENCODED = re.compile(r"\$\{(hex|unicode):([ \t\r\n]*[0-9A-Fa-f]+(?:[ \t\r\n]+[0-9A-Fa-f]+)*[ \t\r\n]*)\}",
@@ -127,6 +128,8 @@ class _Compiler:
                     self.required.add(spec.IMPLIED[ext])
         if node.name == "set":
             self._variable_name(args[0], node.line, node.column)
+        if node.name in ("addheader", "deleteheader"):
+            self._editheader(node.name, tags, args, node.line, node.column)
         block = self.block(node.block) if node.block is not None else None
         return Command(name=node.name, tags=tags, args=args, test=tests[0] if tests else None,
                        block=block, line=node.line)
@@ -196,6 +199,8 @@ class _Compiler:
             if "variables" not in self.required and sp.optional_leading == "s":
                 raise SieveError(f"{name} with a variable name needs require \"variables\"", line, column)
             kinds.insert(0, sp.optional_leading)
+        if sp.optional_trailing and len(positional) == len(kinds) + 1:
+            kinds.append(sp.optional_trailing)
         if len(positional) != len(kinds):
             raise SieveError(f"{name} takes {len(kinds)} positional argument(s), got {len(positional)}",
                              line, column)
@@ -232,6 +237,17 @@ class _Compiler:
                 raise SieveError(f"unknown relational operator {tags[rel]!r}", line, column)
             if rel in tags:
                 tags[rel] = tags[rel].lower()
+
+    def _editheader(self, name: str, tags: dict[str, Any], args: tuple[Any, ...], line: int, column: int) -> None:
+        """RFC 5293 4, 5: a field name as RFC 5322 defines it; a value without bare CR/LF."""
+        if not _FIELD_NAME.match(args[0]) and not ("variables" in self.required and "${" in args[0]):
+            raise SieveError(f"{name}: invalid header field name {args[0]!r}", line, column)
+        if name == "addheader" and re.search(r"\r(?!\n)|(?<!\r)\n", args[1]):
+            raise SieveError("addheader: the value has a bare CR or LF", line, column)
+        if "last" in tags and "index" not in tags and name == "deleteheader":
+            raise SieveError(":last needs :index", line, column)
+        if "regex" in tags and len(args) == 2:
+            self._regex_keys(tags, args[1], line, column)
 
     def _regex_keys(self, tags: dict[str, Any], keys: tuple[str, ...], line: int, column: int) -> None:
         """Keys are compiled at upload (those with variables at run time): a bad one is an error."""

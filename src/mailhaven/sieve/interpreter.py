@@ -60,6 +60,8 @@ class Outcome:
     """What to do, the implicit keep last when it happens."""
     error: str | None = None
     """Why the script failed at run time (then the actions are the implicit keep alone)."""
+    message: bytes | None = None
+    """The message as editheader (RFC 5293) left it, None when unchanged: what to deliver."""
 
 
 @dataclass(kw_only=True)
@@ -96,7 +98,7 @@ def run(script: Script, message: SieveMessage, *, limits: Limits | None = None,
     actions = st.actions
     if st.implicit_keep:                                            # RFC 5228 2.10.2
         actions.append(Action(kind="keep", mailbox="INBOX", flags=tuple(st.flags), implicit=True))
-    return Outcome(actions=actions)
+    return Outcome(actions=actions, message=message.raw if message.edited else None)
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -165,6 +167,12 @@ def _command(st: _State, cmd: Command) -> None:
         _flag_command(st, cmd)
     elif name == "set":                                             # RFC 5229 4
         _set(st, cmd)
+    elif name == "addheader":                                       # RFC 5293 4
+        field_name = _expand(st, cmd.args[0])
+        if field_name.lower() not in PROTECTED_FIELDS:
+            st.message.add_header(field_name, _expand(st, cmd.args[1]), last="last" in cmd.tags)
+    elif name == "deleteheader":                                    # RFC 5293 5
+        _deleteheader(st, cmd)
     else:  # pragma: no cover - the compiler knows every command
         raise SieveRuntimeError(f"unknown command {name}")
 
@@ -261,6 +269,27 @@ def _flag_command(st: _State, cmd: Command) -> None:
         st.flags = result
     else:
         st.variables[var] = " ".join(result)
+
+
+PROTECTED_FIELDS = frozenset({"received", "auto-submitted"})
+"""RFC 5293 6 (and Pigeonhole's default): left alone by addheader and deleteheader."""
+
+
+def _deleteheader(st: _State, cmd: Command) -> None:
+    field_name = _expand(st, cmd.args[0])
+    if field_name.lower() in PROTECTED_FIELDS:
+        return
+    values = st.message.headers(field_name)
+    positions = list(range(len(values)))
+    if "index" in cmd.tags:                                         # RFC 5293 5: :index [:last]
+        n = int(cmd.tags["index"])
+        if n > len(values):
+            return
+        positions = [len(values) - n if "last" in cmd.tags else n - 1]
+    if len(cmd.args) == 2:                                          # only the values that match
+        positions = [i for i in positions if _match(st, cmd, [values[i]], cmd.args[1], captures=False)]
+    if positions:
+        st.message.delete_headers(field_name, set(positions))
 
 
 def _set(st: _State, cmd: Command) -> None:
@@ -429,7 +458,7 @@ def _part(test: Test, address: str) -> str | None:
     return address
 
 
-def _match(st: _State, test: Test, values: list[str], keys: tuple[str, ...], *,
+def _match(st: _State, test: Test | Command, values: list[str], keys: tuple[str, ...], *,
            captures: bool = True) -> bool:
     tags: dict[str, Any] = test.tags
     comparator = tags.get("comparator", "i;ascii-casemap")

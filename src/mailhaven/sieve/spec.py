@@ -31,6 +31,8 @@ class Spec:
     positional: tuple[str, ...] = ()
     optional_leading: str | None = None
     """A positional argument that may come first (imap4flags' variable name), needs variables."""
+    optional_trailing: str | None = None
+    """A positional argument that may come last (deleteheader's value patterns)."""
     tests: str = "none"
     """``none``, ``one`` (if, not) or ``list`` (allof, anyof)."""
     block: bool = False
@@ -80,6 +82,10 @@ COMMANDS: dict[str, Spec] = {
     "setflag": Spec(extension="imap4flags", positional=("l",), optional_leading="s"),
     "addflag": Spec(extension="imap4flags", positional=("l",), optional_leading="s"),
     "removeflag": Spec(extension="imap4flags", positional=("l",), optional_leading="s"),
+    "addheader": Spec(extension="editheader", positional=("s", "s"), tags={  # RFC 5293 4
+        "last": TagSpec(group="last")}),
+    "deleteheader": Spec(extension="editheader", positional=("s",), optional_trailing="l", tags={   # RFC 5293 5
+        **_MATCH_TAGS, "index": TagSpec(group="index", argument="n"), "last": TagSpec(group="last")}),
     "set": Spec(extension="variables", positional=("s", "s"), tags=dict(_MODIFIERS)),
     "vacation": Spec(extension="vacation", positional=("s",), tags={        # RFC 5230 4
         "days": TagSpec(group="period", argument="n"),
@@ -125,7 +131,7 @@ EXTENSIONS = frozenset({
     "fileinto", "envelope", "imap4flags", "copy", "variables", "relational", "subaddress",
     "mailbox", "body", "reject", "ereject", "encoded-character", "vacation", "vacation-seconds",
     "comparator-i;octet", "comparator-i;ascii-casemap", "comparator-i;ascii-numeric",
-    "regex", "date", "index", "spamtest", "spamtestplus", "virustest",
+    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader",
 })
 IMPLIED = {"spamtestplus": "spamtest"}
 """Requiring the key requires the value too (RFC 5235 3.3: spamtestplus extends spamtest)."""
