@@ -85,8 +85,16 @@ def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> 
         edits.write_text('require ["editheader", "fileinto", "mailbox"];\naddheader "X-Sorted" "by Sieve";\n'
                          'deleteheader "x-filter-score";\nfileinto :create "Edited";\n')
         srv.admin("sieve", "put", "carol@example.com", str(edits))
+        srv.add_user("dan@example.com")                                 # RFC 6609: personal includes
+        main, orders = tmp_path / "main.sieve", tmp_path / "orders.sieve"
+        main.write_text('require ["include", "variables", "fileinto", "mailbox"];\nglobal "box";\n'
+                        'set "box" "Orders";\ninclude :personal "orders";\nfileinto :create "NotOrders";\n')
+        orders.write_text('require ["include", "variables", "fileinto", "mailbox"];\nglobal "box";\n'
+                          'if header :contains "subject" "order" { fileinto :create "${box}/2025"; stop; }\n')
+        srv.admin("sieve", "put", "dan@example.com", "main", str(main))
+        srv.admin("sieve", "put", "dan@example.com", "orders", str(orders))
         with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=30) as smtp:
-            smtp.sendmail("dave@example.net", ["bob@example.com", "carol@example.com"], MESSAGE)
+            smtp.sendmail("dave@example.net", ["bob@example.com", "carol@example.com", "dan@example.com"], MESSAGE)
             smtp.sendmail("dave@example.net", ["bob@example.com"], MESSAGE.replace(b"Order 4711", b"fwd twice").replace(b"X-Filter-Score", b"X-Other"))
         imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
         try:
@@ -103,6 +111,13 @@ def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> 
             assert imap.select("Edited") == ("OK", [b"1"])             # RFC 5293: carol's copy edited
             _, data = imap.fetch("1", "(BODY.PEEK[HEADER])")
             assert data[0][1].startswith(b"X-Sorted: by Sieve\r\n") and b"X-Filter-Score" not in data[0][1]
+        finally:
+            imap.logout()
+        imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
+        try:
+            imap.login("dan@example.com", "s3cret")
+            assert imap.select("Orders/2025") == ("OK", [b"1"])
+            assert imap.select("INBOX") == ("OK", [b"0"])
         finally:
             imap.logout()
         assert "example.org" not in srv.admin("queue", "list").stdout    # nothing redirected

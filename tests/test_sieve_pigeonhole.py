@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailhaven.sieve import SieveMessage, compile_script, run
+from mailhaven.sieve.interpreter import Environment
 
 SIEVE_TEST = shutil.which("sieve-test") or ("/usr/bin/sieve-test" if os.path.exists("/usr/bin/sieve-test") else None)
 if SIEVE_TEST is None:
@@ -166,13 +167,33 @@ SCRIPTS = {
                         'if header :count "eq" :comparator "i;ascii-numeric" "to" "1" { fileinto "OneTo"; }\n'
                         'addheader "X-Note" "Gr\u00fc\u00dfe aus K\u00f6ln";\n'
                         'if header :is "x-note" "Gr\u00fc\u00dfe aus K\u00f6ln" { fileinto "Utf8"; }',
+    "include": 'require ["fileinto", "variables", "include"];\nglobal "who";\nset "who" "bob";\n'
+               'include :personal "lists";\ninclude :optional "nosuch";\nfileinto "Main/${who}";',
+    "include-once": 'require ["fileinto", "include", "imap4flags"];\naddflag "seen-by-main";\n'
+                    'include :once "flagger"; include :once "flagger"; include "counter"; include "counter";',
+    "include-missing": 'require ["fileinto", "include"]; fileinto "Before"; include "nosuch";',
+    "include-recursive": 'require "include"; include "loop";',
+    "include-stop": 'require ["fileinto", "include"]; include "stopper"; fileinto "NotReached";',
     "multiline": 'require ["fileinto", "variables"];\nset "f" text:\nMulti\n.\n;\n'
                  'if string :matches "${f}" "Multi*" { fileinto "M"; }',
+}
+
+# Personal scripts the include scripts name (RFC 6609): in Pigeonhole's script storage, and
+# compiled into our run's Environment.
+INCLUDED = {
+    "lists": 'require ["fileinto", "variables", "include"];\nglobal "who";\nset "local" "x";\n'
+             'if header :contains "list-id" "dev" { fileinto "Lists/${who}${local}"; return; }\n'
+             'set "who" "${who}-checked";',
+    "flagger": 'require ["imap4flags", "fileinto"]; addflag "$Included"; fileinto "Flagged";',
+    "counter": 'require ["imap4flags", "fileinto", "variables"]; addflag "x${unset}"; fileinto "Counted";',
+    "loop": 'require "include"; include "loop";',
+    "stopper": 'require "fileinto"; fileinto "Stopped"; stop;',
 }
 
 _CONFIG = """mail_location = maildir:{dir}/mail
 {uid}
 plugin {{
+  sieve = file:{dir}/sieve;active={dir}/active.sieve
   sieve_extensions = +vacation-seconds +spamtest +spamtestplus +virustest +editheader
   sieve_vacation_min_period = 0
   sieve_spamtest_status_type = score
@@ -191,6 +212,11 @@ def workdir() -> Iterator[pathlib.Path]:
     d.chmod(0o777)
     uid = "mail_uid = nobody\nmail_gid = nogroup" if os.geteuid() == 0 else ""
     (d / "dovecot.conf").write_text(_CONFIG.format(dir=d, uid=uid))
+    (d / "sieve").mkdir()
+    (d / "sieve").chmod(0o777)
+    for name, text in INCLUDED.items():
+        (d / "sieve" / f"{name}.sieve").write_text(text)
+        (d / "sieve" / f"{name}.sieve").chmod(0o666)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -213,6 +239,10 @@ def _pigeonhole(workdir: pathlib.Path, name: str, script: str, msg: str) -> Norm
                            "-r", RCPT_TO, str(sp), str(mp)], capture_output=True, text=True, timeout=30)
     out = proc.stdout
     if "failed; resolved with successful implicit keep" in proc.stderr + out:
+        return (("error",),)
+    if "failed to compile" in proc.stderr and ("does not exist" in proc.stderr or "circular include" in proc.stderr):
+        # Pigeonhole binds includes when it compiles; we load them at delivery, where a
+        # missing or recursive one is a run-time error: both deliver to INBOX (implicit keep).
         return (("error",),)
     assert proc.returncode == 0, proc.stderr + out
     actions: list[tuple[str, ...]] = []
@@ -259,7 +289,8 @@ def _pigeonhole(workdir: pathlib.Path, name: str, script: str, msg: str) -> Norm
 
 def _ours(script: str, msg: str) -> Normal:
     compiled = compile_script(script)
-    outcome = run(compiled, SieveMessage(raw=MESSAGES[msg], mail_from=MAIL_FROM, rcpt_to=RCPT_TO))
+    env = Environment(includes={name: compile_script(text) for name, text in INCLUDED.items()})
+    outcome = run(compiled, SieveMessage(raw=MESSAGES[msg], mail_from=MAIL_FROM, rcpt_to=RCPT_TO), env=env)
     if outcome.error:
         return (("error",),)
     out: list[tuple[str, ...]] = []

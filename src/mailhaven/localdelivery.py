@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from .config import SieveConfig
@@ -23,7 +23,7 @@ from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
 from .sieve.forward import redirect
 from .sieve.interpreter import Environment, Limits
 from .sieve.vacation import respond
-from .store.api import BlobRef, DeliveryResult, InvalidName, Store, StoreError
+from .store.api import BlobRef, DeliveryResult, InvalidName, NotFound, Store, StoreError
 
 log = logging.getLogger("mailhaven.sieve")
 
@@ -48,6 +48,29 @@ def _compiled(text: str) -> Script | None:
     except SieveError as e:                        # checked at upload; an old or hand-made row
         log.warning("stored Sieve script does not compile: %s", e)
         return None
+
+
+MAX_INCLUDED = 32
+"""Personal scripts one delivery loads for include (RFC 6609); more are left out (missing)."""
+
+
+async def included_scripts(store: Store, account_id: int, script: Script) -> dict[str, Script]:
+    """The account's scripts that ``script`` includes, and those they include, compiled."""
+    found: dict[str, Script] = {}
+    todo = list(script.includes)
+    while todo and len(found) < MAX_INCLUDED:
+        name = todo.pop()
+        if name in found:
+            continue
+        try:
+            text = await store.get_sieve_script(account_id, name)
+        except NotFound:
+            continue                                   # a run-time error, unless :optional
+        compiled = _compiled(text)
+        if compiled is not None:
+            found[name] = compiled
+            todo.extend(compiled.includes)
+    return found
 
 
 def imap_flags(flags: Sequence[str]) -> list[str]:
@@ -97,9 +120,10 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                       virus_header=settings.virustest_header, virus_max=settings.virustest_max)
     for account_id, script in scripted:
         names = {m.name.lower(): m.name for m in await store.list_mailboxes(account_id)}
+        mine_env = replace(env, includes=await included_scripts(store, account_id, script)) if script.includes else env
         result = run(script, SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id]),
                      mailbox_exists=lambda name, names=names: name.lower() in names,   # type: ignore[misc]
-                     limits=limits, env=env)
+                     limits=limits, env=mine_env)
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
         actions: list[Action] = []

@@ -14,6 +14,7 @@ from mailhaven.sieve.errors import SieveError
 from mailhaven.sieve.match import regex_pattern
 from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
 
+_SCRIPT_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,128}\Z")                    # RFC 6609 3.2, RFC 5804 1.6
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")                                   # RFC 5322 3.6.8 ftext
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")                  # RFC 5229 3
 # RFC 5228 2.4.2.4: "${hex:" hex-pair-seq "}" / "${unicode:" unicode-hex-seq "}", blank = WSP / CRLF
@@ -75,6 +76,8 @@ class Script:
     commands: tuple[Command, ...]
     extensions: frozenset[str] = field(default_factory=frozenset)
     """What the script required."""
+    includes: tuple[str, ...] = ()
+    """Personal scripts it includes (RFC 6609), for the caller to load before running it."""
 
 
 def compile_script(source: bytes | str) -> Script:
@@ -86,10 +89,11 @@ def compile_script(source: bytes | str) -> Script:
 class _Compiler:
     def __init__(self) -> None:
         self.required: set[str] = set()
+        self.includes: dict[str, None] = {}
 
     def script(self, tree: tuple[CommandNode, ...]) -> Script:
         commands = self.block(tree, top=True)
-        return Script(commands=commands, extensions=frozenset(self.required))
+        return Script(commands=commands, extensions=frozenset(self.required), includes=tuple(self.includes))
 
     def block(self, nodes: tuple[CommandNode, ...], *, top: bool = False) -> tuple[Command, ...]:
         out: list[Command] = []
@@ -128,6 +132,16 @@ class _Compiler:
                     self.required.add(spec.IMPLIED[ext])
         if node.name == "set":
             self._variable_name(args[0], node.line, node.column)
+        if node.name == "include":                                      # RFC 6609 3.2: a constant name
+            if not _SCRIPT_NAME.match(args[0]) or ("variables" in self.required and "${" in args[0]):
+                raise SieveError(f"include: invalid script name {args[0]!r}", node.line, node.column)
+            if "global" not in tags:
+                self.includes[args[0]] = None
+        if node.name == "global":
+            if "variables" not in self.required:                        # RFC 6609 3.4
+                raise SieveError('global needs require "variables"', node.line, node.column)
+            for name in args[0]:
+                self._variable_name(name, node.line, node.column)
         if node.name in ("addheader", "deleteheader"):
             self._editheader(node.name, tags, args, node.line, node.column)
         block = self.block(node.block) if node.block is not None else None

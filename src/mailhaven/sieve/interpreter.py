@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,10 @@ class Environment:
     """The score that means certainly spam (spamtest 10, :percent 100)."""
     virus_header: str = "X-Virus-Score"
     virus_max: float = 5.0
+    includes: Mapping[str, Script] = field(default_factory=dict)
+    """The account's personal scripts an include may name (RFC 6609), compiled; a name
+    missing here is a run-time error unless the include is :optional."""
+    max_include_depth: int = 10
 
 
 @dataclass(kw_only=True)
@@ -77,10 +81,20 @@ class _State:
     steps: int = 0
     variables_on: bool = False
     env: Environment = field(default_factory=Environment)
+    global_names: set[str] = field(default_factory=set)
+    """Variables this script declared global (RFC 6609 3.4): they live in ``globals``."""
+    globals: dict[str, str] = field(default_factory=dict)
+    chain: list[str] = field(default_factory=list)
+    """The includes being run, outermost first (recursion is an error)."""
+    included_once: set[str] = field(default_factory=set)
 
 
 class _Stop(Exception):
     pass
+
+
+class _Return(Exception):
+    """RFC 6609 3.3: back to the including script (at the top: the end of the script)."""
 
 
 def run(script: Script, message: SieveMessage, *, limits: Limits | None = None,
@@ -91,7 +105,7 @@ def run(script: Script, message: SieveMessage, *, limits: Limits | None = None,
                 variables_on="variables" in script.extensions, env=env or Environment())
     try:
         _block(st, script.commands)
-    except _Stop:
+    except (_Stop, _Return):
         pass
     except SieveRuntimeError as e:                                  # RFC 5228 2.10.6
         return Outcome(actions=[Action(kind="keep", mailbox="INBOX", implicit=True)], error=str(e))
@@ -167,6 +181,15 @@ def _command(st: _State, cmd: Command) -> None:
         _flag_command(st, cmd)
     elif name == "set":                                             # RFC 5229 4
         _set(st, cmd)
+    elif name == "include":                                         # RFC 6609 3.2
+        _include(st, cmd)
+    elif name == "return":                                          # RFC 6609 3.3
+        raise _Return
+    elif name == "global":                                          # RFC 6609 3.4
+        for var in cmd.args[0]:
+            var = var.lower()
+            st.global_names.add(var)
+            st.globals.setdefault(var, st.variables.pop(var, ""))
     elif name == "addheader":                                       # RFC 5293 4
         field_name = _expand(st, cmd.args[0])
         if field_name.lower() not in PROTECTED_FIELDS:
@@ -271,6 +294,31 @@ def _flag_command(st: _State, cmd: Command) -> None:
         st.variables[var] = " ".join(result)
 
 
+def _include(st: _State, cmd: Command) -> None:
+    name = cmd.args[0]
+    if "once" in cmd.tags and name in st.included_once:
+        return
+    script = None if "global" in cmd.tags else st.env.includes.get(name)   # no global scripts here
+    if script is None:
+        if "optional" in cmd.tags:
+            return
+        raise SieveRuntimeError(f"included script {name!r} does not exist")
+    if name in st.chain or len(st.chain) >= st.env.max_include_depth:
+        raise SieveRuntimeError(f"include of {name!r} recurses")
+    st.included_once.add(name)
+    saved = (st.variables, st.global_names, st.variables_on)
+    st.variables, st.global_names = {}, set()                      # RFC 6609 3.4: its own variables
+    st.variables_on = "variables" in script.extensions
+    st.chain.append(name)
+    try:
+        _block(st, script.commands)
+    except _Return:
+        pass
+    finally:
+        st.chain.pop()
+        st.variables, st.global_names, st.variables_on = saved
+
+
 PROTECTED_FIELDS = frozenset({"received", "auto-submitted"})
 """RFC 5293 6 (and Pigeonhole's default): left alone by addheader and deleteheader."""
 
@@ -307,7 +355,11 @@ def _set(st: _State, cmd: Command) -> None:
         value = re.sub(r"([*?\\])", r"\\\1", value)
     if "length" in tags:
         value = str(len(value))
-    st.variables[name] = value[:st.limits.max_variable_length]
+    value = value[:st.limits.max_variable_length]
+    if name in st.global_names:
+        st.globals[name] = value
+    else:
+        st.variables[name] = value
 
 
 def _expand(st: _State, s: str) -> str:
@@ -320,7 +372,8 @@ def _expand(st: _State, s: str) -> str:
         if ref.isdigit():
             i = int(ref)
             return st.captures[i] if i < len(st.captures) else ""
-        return st.variables.get(ref.lower(), "")
+        key = ref.lower()
+        return st.globals.get(key, "") if key in st.global_names else st.variables.get(key, "")
     return _VAR_REF.sub(sub, s)
 
 

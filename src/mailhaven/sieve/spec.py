@@ -82,6 +82,11 @@ COMMANDS: dict[str, Spec] = {
     "setflag": Spec(extension="imap4flags", positional=("l",), optional_leading="s"),
     "addflag": Spec(extension="imap4flags", positional=("l",), optional_leading="s"),
     "removeflag": Spec(extension="imap4flags", positional=("l",), optional_leading="s"),
+    "include": Spec(extension="include", positional=("s",), tags={           # RFC 6609 3.2
+        "personal": TagSpec(group="location"), "global": TagSpec(group="location"),
+        "once": TagSpec(group="once"), "optional": TagSpec(group="optional")}),
+    "return": Spec(extension="include"),                                     # RFC 6609 3.3
+    "global": Spec(extension="include", positional=("l",)),                  # RFC 6609 3.4
     "addheader": Spec(extension="editheader", positional=("s", "s"), tags={  # RFC 5293 4
         "last": TagSpec(group="last")}),
     "deleteheader": Spec(extension="editheader", positional=("s",), optional_trailing="l", tags={   # RFC 5293 5
@@ -131,7 +136,7 @@ EXTENSIONS = frozenset({
     "fileinto", "envelope", "imap4flags", "copy", "variables", "relational", "subaddress",
     "mailbox", "body", "reject", "ereject", "encoded-character", "vacation", "vacation-seconds",
     "comparator-i;octet", "comparator-i;ascii-casemap", "comparator-i;ascii-numeric",
-    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader",
+    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader", "include",
 })
 IMPLIED = {"spamtestplus": "spamtest"}
 """Requiring the key requires the value too (RFC 5235 3.3: spamtestplus extends spamtest)."""
