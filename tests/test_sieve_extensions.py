@@ -93,8 +93,15 @@ def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> 
                           'if header :contains "subject" "order" { fileinto :create "${box}/2025"; stop; }\n')
         srv.admin("sieve", "put", "dan@example.com", "main", str(main))
         srv.admin("sieve", "put", "dan@example.com", "orders", str(orders))
+        srv.add_user("erin@example.com")                                # RFC 7352: remembered in the store
+        dup = tmp_path / "dup.sieve"
+        dup.write_text('require "duplicate";\nif duplicate :header "subject" { discard; }\n')
+        srv.admin("sieve", "put", "erin@example.com", str(dup))
         with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=30) as smtp:
             smtp.sendmail("dave@example.net", ["bob@example.com", "carol@example.com", "dan@example.com"], MESSAGE)
+            for _ in range(3):
+                smtp.sendmail("dave@example.net", ["erin@example.com"], MESSAGE)
+            smtp.sendmail("dave@example.net", ["erin@example.com"], MESSAGE.replace(b"Order 4711", b"Other"))
             smtp.sendmail("dave@example.net", ["bob@example.com"], MESSAGE.replace(b"Order 4711", b"fwd twice").replace(b"X-Filter-Score", b"X-Other"))
         imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
         try:
@@ -118,6 +125,12 @@ def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> 
             imap.login("dan@example.com", "s3cret")
             assert imap.select("Orders/2025") == ("OK", [b"1"])
             assert imap.select("INBOX") == ("OK", [b"0"])
+        finally:
+            imap.logout()
+        imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
+        try:
+            imap.login("erin@example.com", "s3cret")
+            assert imap.select("INBOX") == ("OK", [b"2"])               # the 2nd and 3rd were duplicates
         finally:
             imap.logout()
         assert "example.org" not in srv.admin("queue", "list").stdout    # nothing redirected

@@ -174,6 +174,12 @@ SCRIPTS = {
     "include-missing": 'require ["fileinto", "include"]; fileinto "Before"; include "nosuch";',
     "include-recursive": 'require "include"; include "loop";',
     "include-stop": 'require ["fileinto", "include"]; include "stopper"; fileinto "NotReached";',
+    "duplicate": 'require ["duplicate", "fileinto", "variables"];\n'
+                 # (one check per ID: sieve-test fails a run that tracks one ID twice)
+                 'if duplicate { fileinto "Dup"; } else { fileinto "New"; }\n'
+                 'if duplicate :header "x-none" { fileinto "NoHeader"; }\n'
+                 'if duplicate :uniqueid "${0}" :handle "h" :seconds 60 :last { fileinto "Empty"; }\n'
+                 'if duplicate :header "subject" :handle "s" { fileinto "SameSubject"; }',
     "multiline": 'require ["fileinto", "variables"];\nset "f" text:\nMulti\n.\n;\n'
                  'if string :matches "${f}" "Multi*" { fileinto "M"; }',
 }
@@ -262,6 +268,8 @@ def _pigeonhole(workdir: pathlib.Path, name: str, script: str, msg: str) -> Norm
                 actions.append(("redirect", m.group(1)))
             elif m := re.match(r"reject message with reason: (.*)", text):
                 actions.append(("reject", m.group(1)))
+            elif text.startswith(("track duplicate", "track last duplicate")):   # RFC 7352 bookkeeping
+                pass
             elif text == "discard":
                 actions.append(("discard",))
             elif text == "send vacation message:":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -120,12 +121,20 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                       virus_header=settings.virustest_header, virus_max=settings.virustest_max)
     for account_id, script in scripted:
         names = {m.name.lower(): m.name for m in await store.list_mailboxes(account_id)}
-        mine_env = replace(env, includes=await included_scripts(store, account_id, script)) if script.includes else env
+        mine_env = env
+        if script.includes:
+            mine_env = replace(mine_env, includes=await included_scripts(store, account_id, script))
+        if "duplicate" in script.extensions or any("duplicate" in s.extensions for s in mine_env.includes.values()):
+            now = time.time()
+            mine_env = replace(mine_env, duplicates=await store.duplicate_keys(account_id, now=now))
         result = run(script, SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id]),
                      mailbox_exists=lambda name, names=names: name.lower() in names,   # type: ignore[misc]
                      limits=limits, env=mine_env)
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
+        elif result.duplicates:                # RFC 7352 3: recorded once the run succeeded
+            now = time.time()
+            await store.remember_duplicates(account_id, {k: now + s for k, s in result.duplicates.items()}, now=now)
         actions: list[Action] = []
         junk = mailbox != "INBOX"              # the inbound checks' verdict: never forward or answer it
         kept = False

@@ -156,7 +156,7 @@ class _Compiler:
         tags, args = self.arguments(node.name, sp, node.arguments, node.line, node.column)
         if node.name == "size" and not tags:
             raise SieveError("size needs :over or :under", node.line, node.column)
-        if "last" in tags and "index" not in tags:                  # RFC 5260 6
+        if "last" in tags and "index" not in tags and "index" in sp.tags:   # RFC 5260 6
             raise SieveError(":last needs :index", node.line, node.column)
         if "index" in tags and tags["index"] < 1:
             raise SieveError(":index counts from 1", node.line, node.column)

@@ -6,6 +6,7 @@ the current flags at each fileinto/keep; discard cancels only the implicit keep.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -56,6 +57,12 @@ class Environment:
     """The account's personal scripts an include may name (RFC 6609), compiled; a name
     missing here is a run-time error unless the include is :optional."""
     max_include_depth: int = 10
+    duplicates: frozenset[str] = frozenset()
+    """Keys (``duplicate_key``) of messages this account's duplicate tests recorded earlier
+    and whose period has not ended (RFC 7352): loaded by the caller before the run."""
+    duplicate_period: int = 12 * 3600
+    """:seconds when the script gives none (Pigeonhole's default)."""
+    duplicate_max_period: int = 2 * 86400
 
 
 @dataclass(kw_only=True)
@@ -66,6 +73,8 @@ class Outcome:
     """Why the script failed at run time (then the actions are the implicit keep alone)."""
     message: bytes | None = None
     """The message as editheader (RFC 5293) left it, None when unchanged: what to deliver."""
+    duplicates: dict[str, int] = field(default_factory=dict)
+    """RFC 7352 3: keys to remember for so many seconds, once the run succeeded."""
 
 
 @dataclass(kw_only=True)
@@ -87,6 +96,7 @@ class _State:
     chain: list[str] = field(default_factory=list)
     """The includes being run, outermost first (recursion is an error)."""
     included_once: set[str] = field(default_factory=set)
+    duplicates: dict[str, int] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -112,7 +122,8 @@ def run(script: Script, message: SieveMessage, *, limits: Limits | None = None,
     actions = st.actions
     if st.implicit_keep:                                            # RFC 5228 2.10.2
         actions.append(Action(kind="keep", mailbox="INBOX", flags=tuple(st.flags), implicit=True))
-    return Outcome(actions=actions, message=message.raw if message.edited else None)
+    return Outcome(actions=actions, message=message.raw if message.edited else None,
+                   duplicates=st.duplicates)
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -417,6 +428,8 @@ def _test(st: _State, test: Test) -> bool:
     if name == "currentdate":                                       # RFC 5260 5
         now = st.env.now if st.env.now is not None else time.time()
         return _date_match(st, test, dt.datetime.fromtimestamp(now, dt.UTC), test.args[0], test.args[1])
+    if name == "duplicate":                                         # RFC 7352 3
+        return _duplicate(st, test)
     if name in ("spamtest", "virustest"):                           # RFC 5235 3.2 - 3.4
         return _match(st, test, [_score(st, test)], test.args[0])
     if name == "envelope":                                          # RFC 5228 5.4
@@ -449,6 +462,31 @@ def _test(st: _State, test: Test) -> bool:
             texts = st.message.body_texts("text")
         return _match(st, test, texts, test.args[0], captures=False)
     raise SieveRuntimeError(f"unknown test {name}")  # pragma: no cover
+
+
+def duplicate_key(handle: str, unique_id: str) -> str:
+    """What the store keeps of a tracked message: a digest, never the ID itself."""
+    return hashlib.sha256(f"{handle}\0{unique_id}".encode()).hexdigest()
+
+
+def _duplicate(st: _State, test: Test) -> bool:
+    """True when an earlier delivery's run recorded this ID within its period; the ID is
+    recorded (or, with :last, its period restarted) only if this run succeeds. Checks within
+    one run see only earlier deliveries, as in Pigeonhole."""
+    tags = test.tags
+    if "uniqueid" in tags:
+        unique_id: str | None = _expand(st, tags["uniqueid"])
+    else:                                                           # RFC 7352 3.1: Message-ID
+        values = st.message.headers(_expand(st, tags.get("header", "message-id")))
+        unique_id = values[0].strip() if values else None
+    if not unique_id:
+        return False
+    key = duplicate_key(_expand(st, tags.get("handle", "")), unique_id)
+    seen = key in st.env.duplicates
+    seconds = min(int(tags.get("seconds", st.env.duplicate_period)), st.env.duplicate_max_period)
+    if not seen or "last" in tags:
+        st.duplicates[key] = seconds
+    return seen
 
 
 def _indexed(test: Test, values: list[str]) -> list[str]:

@@ -114,6 +114,10 @@ TESTS: dict[str, Spec] = {
         **_MATCH_TAGS, "zone": TagSpec(group="zone", argument="s")}),
     "spamtest": Spec(extension="spamtest", positional=("l",), tags={         # RFC 5235 3.2
         **_MATCH_TAGS, "percent": TagSpec(group="percent", extension="spamtestplus")}),   # RFC 5235 3.3
+    "duplicate": Spec(extension="duplicate", tags={                          # RFC 7352 3
+        "handle": TagSpec(group="handle", argument="s"),
+        "header": TagSpec(group="id", argument="s"), "uniqueid": TagSpec(group="id", argument="s"),
+        "seconds": TagSpec(group="seconds", argument="n"), "last": TagSpec(group="last")}),
     "virustest": Spec(extension="virustest", positional=("l",), tags=_MATCH_TAGS),     # RFC 5235 3.4
     "exists": Spec(positional=("l",)),
     "size": Spec(positional=("n",), tags={"over": TagSpec(group=SIZE), "under": TagSpec(group=SIZE)}),
@@ -136,7 +140,7 @@ EXTENSIONS = frozenset({
     "fileinto", "envelope", "imap4flags", "copy", "variables", "relational", "subaddress",
     "mailbox", "body", "reject", "ereject", "encoded-character", "vacation", "vacation-seconds",
     "comparator-i;octet", "comparator-i;ascii-casemap", "comparator-i;ascii-numeric",
-    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader", "include",
+    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader", "include", "duplicate",
 })
 IMPLIED = {"spamtestplus": "spamtest"}
 """Requiring the key requires the value too (RFC 5235 3.3: spamtestplus extends spamtest)."""

@@ -13,7 +13,7 @@ Invariants every backend keeps:
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -656,6 +656,15 @@ class Store(Protocol):
                                  now: float, period: float) -> bool:
         """RFC 5230 4.2: True (and remember ``now + period``) unless a reply to ``sender``
         (case-insensitive) for this ``handle`` was sent less than its period ago; atomic."""
+        ...
+
+    async def duplicate_keys(self, account_id: int, *, now: float) -> frozenset[str]:
+        """RFC 7352: the keys the account's duplicate tests recorded whose period runs past ``now``."""
+        ...
+
+    async def remember_duplicates(self, account_id: int, until: Mapping[str, float], *, now: float) -> None:
+        """Record each key until its time (replacing an earlier one); forget the account's
+        keys whose time has passed."""
         ...
 
     async def srs_key(self) -> bytes:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS sieve_vacation (
     handle TEXT NOT NULL,
     until DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (account_id, sender, handle)
+);
+CREATE TABLE IF NOT EXISTS sieve_duplicates (
+    account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    until DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account_id, key)
 );
 CREATE TABLE IF NOT EXISTS srs_key (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -143,6 +149,23 @@ class SieveMethods:
             return bool(status.split()[-1] != "0")
 
         return await self.write(due)
+
+    async def duplicate_keys(self, account_id: int, *, now: float) -> frozenset[str]:
+        async def fetch(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return list(await conn.fetch("SELECT key FROM sieve_duplicates WHERE account_id=$1 AND until>$2",
+                                         account_id, now))
+
+        return frozenset(str(r[0]) for r in await self.read(fetch))
+
+    async def remember_duplicates(self, account_id: int, until: Mapping[str, float], *, now: float) -> None:
+        async def remember(tx: Tx) -> None:
+            await tx.conn.execute("DELETE FROM sieve_duplicates WHERE account_id=$1 AND until<=$2", account_id, now)
+            await tx.conn.executemany(
+                "INSERT INTO sieve_duplicates (account_id, key, until) VALUES ($1,$2,$3) "
+                "ON CONFLICT (account_id, key) DO UPDATE SET until=excluded.until",
+                [(account_id, k, t) for k, t in until.items()])
+
+        await self.write(remember)
 
     async def srs_key(self) -> bytes:
         async def key(tx: Tx) -> bytes:

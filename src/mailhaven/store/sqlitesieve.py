@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .api import AlreadyExists, NotFound, SieveScriptInfo
@@ -31,6 +32,12 @@ CREATE TABLE IF NOT EXISTS sieve_vacation (
     handle TEXT NOT NULL,
     until REAL NOT NULL,
     PRIMARY KEY (account_id, sender, handle)
+);
+CREATE TABLE IF NOT EXISTS sieve_duplicates (
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (account_id, key)
 );
 CREATE TABLE IF NOT EXISTS srs_key (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -120,6 +127,20 @@ class SieveMethods:
             return True
 
         return await self.db.write(due)
+
+    async def duplicate_keys(self, account_id: int, *, now: float) -> frozenset[str]:
+        rows = await self.db.read(lambda conn: conn.execute(
+            "SELECT key FROM sieve_duplicates WHERE account_id=? AND until>?", (account_id, now)).fetchall())
+        return frozenset(str(r[0]) for r in rows)
+
+    async def remember_duplicates(self, account_id: int, until: Mapping[str, float], *, now: float) -> None:
+        def remember(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sieve_duplicates WHERE account_id=? AND until<=?", (account_id, now))
+            conn.executemany("INSERT INTO sieve_duplicates (account_id, key, until) VALUES (?,?,?) "
+                             "ON CONFLICT (account_id, key) DO UPDATE SET until=excluded.until",
+                             [(account_id, k, t) for k, t in until.items()])
+
+        await self.db.write(remember)
 
     async def srs_key(self) -> bytes:
         def key(conn: sqlite3.Connection) -> bytes:
