@@ -97,10 +97,17 @@ def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> 
         dup = tmp_path / "dup.sieve"
         dup.write_text('require "duplicate";\nif duplicate :header "subject" { discard; }\n')
         srv.admin("sieve", "put", "erin@example.com", str(dup))
+        srv.add_user("fay@example.com")                                 # RFC 8579, RFC 8580
+        su = tmp_path / "su.sieve"
+        su.write_text('require ["fileinto", "special-use", "vacation", "fcc", "imap4flags"];\n'
+                      'vacation :fcc "Outbox" :specialuse "\\\\Sent" :flags "\\\\Seen" "Away until Monday.";\n'
+                      'fileinto :specialuse "\\\\Junk" "Spam";\n')
+        srv.admin("sieve", "put", "fay@example.com", str(su))
         with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=30) as smtp:
             smtp.sendmail("dave@example.net", ["bob@example.com", "carol@example.com", "dan@example.com"], MESSAGE)
             for _ in range(3):
                 smtp.sendmail("dave@example.net", ["erin@example.com"], MESSAGE)
+            smtp.sendmail("dave@example.net", ["fay@example.com"], MESSAGE.replace(b"To: bob@", b"To: fay@"))
             smtp.sendmail("dave@example.net", ["erin@example.com"], MESSAGE.replace(b"Order 4711", b"Other"))
             smtp.sendmail("dave@example.net", ["bob@example.com"], MESSAGE.replace(b"Order 4711", b"fwd twice").replace(b"X-Filter-Score", b"X-Other"))
         imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
@@ -133,6 +140,15 @@ def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> 
             assert imap.select("INBOX") == ("OK", [b"2"])               # the 2nd and 3rd were duplicates
         finally:
             imap.logout()
-        assert "example.org" not in srv.admin("queue", "list").stdout    # nothing redirected
+        imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
+        try:
+            imap.login("fay@example.com", "s3cret")
+            assert imap.select("Junk") == ("OK", [b"1"])                # the \Junk mailbox, not "Spam"
+            assert imap.select("Sent") == ("OK", [b"1"])                # the reply, filed by :fcc
+            _, data = imap.fetch("1", "(FLAGS BODY.PEEK[])")
+            assert b"\\Seen" in data[0][0] and b"Away until Monday." in data[0][1]
+            assert b"To: <dave@example.net>" in data[0][1] and b"Auto-Submitted: auto-replied" in data[0][1]
+        finally:
+            imap.logout()
     finally:
         srv.stop()

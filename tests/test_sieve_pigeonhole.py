@@ -180,6 +180,10 @@ SCRIPTS = {
                  'if duplicate :header "x-none" { fileinto "NoHeader"; }\n'
                  'if duplicate :uniqueid "${0}" :handle "h" :seconds 60 :last { fileinto "Empty"; }\n'
                  'if duplicate :header "subject" :handle "s" { fileinto "SameSubject"; }',
+    "special-use": 'require ["fileinto", "special-use", "mailbox"];\n'
+                   'fileinto :specialuse "\\\\Junk" :create "Spam";\n'
+                   'if specialuse_exists "\\\\Junk" { fileinto "J"; }\n'
+                   'if not specialuse_exists "INBOX" "\\\\Sent" { fileinto "NoSent"; }',
     "multiline": 'require ["fileinto", "variables"];\nset "f" text:\nMulti\n.\n;\n'
                  'if string :matches "${f}" "Multi*" { fileinto "M"; }',
 }
@@ -200,7 +204,7 @@ _CONFIG = """mail_location = maildir:{dir}/mail
 {uid}
 plugin {{
   sieve = file:{dir}/sieve;active={dir}/active.sieve
-  sieve_extensions = +vacation-seconds +spamtest +spamtestplus +virustest +editheader
+  sieve_extensions = +vacation-seconds +spamtest +spamtestplus +virustest +editheader +special-use
   sieve_vacation_min_period = 0
   sieve_spamtest_status_type = score
   sieve_spamtest_status_header = X-Spam-Score

@@ -21,6 +21,7 @@ from functools import lru_cache
 
 from .config import SieveConfig
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
+from .sieve.actions import Vacation
 from .sieve.forward import redirect
 from .sieve.interpreter import Environment, Limits
 from .sieve.vacation import respond
@@ -120,8 +121,10 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
     env = Environment(spam_header=settings.spamtest_header, spam_max=settings.spamtest_max,
                       virus_header=settings.virustest_header, virus_max=settings.virustest_max)
     for account_id, script in scripted:
-        names = {m.name.lower(): m.name for m in await store.list_mailboxes(account_id)}
-        mine_env = env
+        boxes = await store.list_mailboxes(account_id)
+        names = {m.name.lower(): m.name for m in boxes}
+        special = {a.lower(): m.name for m in boxes if m.special_use for a in m.special_use.split()}
+        mine_env = replace(env, special_use=special) if special else env
         if script.includes:
             mine_env = replace(mine_env, includes=await included_scripts(store, account_id, script))
         if "duplicate" in script.extensions or any("duplicate" in s.extensions for s in mine_env.includes.values()):
@@ -149,7 +152,9 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                     actions.append(Action(kind="keep", implicit=True))
                 continue
             if action.kind == "vacation" and action.vacation is not None and not junk:
-                await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)
+                reply = await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)
+                if reply is not None and action.vacation.fcc is not None:      # RFC 8580 4: file a copy
+                    await _file_copy(store, reply, account_id, action.vacation, names)
             actions.append(action)
         await _carry_out(store, mine, account_id, actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
@@ -180,6 +185,16 @@ async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list
         return
     taken = [r for r in stored if not r.over_quota]
     outcome.results.append(taken[0] if taken else stored[0])
+
+
+async def _file_copy(store: Store, blob: BlobRef, account_id: int, vacation: Vacation,
+                     names: dict[str, str]) -> None:
+    """RFC 8580 4: the sent reply into :fcc (created with :create; INBOX when it cannot be)."""
+    mailbox = vacation.fcc or "INBOX"
+    if mailbox.lower() not in names:
+        mailbox = await _create(store, account_id, mailbox, names) if vacation.fcc_create else "INBOX"
+    await store.deliver(blob, [account_id], mailbox=names.get(mailbox.lower(), mailbox),
+                        flags=imap_flags(vacation.fcc_flags))
 
 
 async def _create(store: Store, account_id: int, mailbox: str, names: dict[str, str]) -> str:

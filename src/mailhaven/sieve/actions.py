@@ -18,6 +18,10 @@ class Vacation:
     """:from"""
     addresses: tuple[str, ...] = ()
     mime: bool = False
+    fcc: str | None = None
+    """RFC 8580: the mailbox a copy of the reply is filed into (already special-use resolved)."""
+    fcc_flags: tuple[str, ...] = ()
+    fcc_create: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

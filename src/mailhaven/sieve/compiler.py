@@ -15,6 +15,7 @@ from mailhaven.sieve.match import regex_pattern
 from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
 
 _SCRIPT_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,128}\Z")                    # RFC 6609 3.2, RFC 5804 1.6
+_SPECIAL_USE = re.compile(r"\\[A-Za-z]+\Z|\$\{")                               # RFC 6154 2 (or a variable)
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")                                   # RFC 5322 3.6.8 ftext
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")                  # RFC 5229 3
 # RFC 5228 2.4.2.4: "${hex:" hex-pair-seq "}" / "${unicode:" unicode-hex-seq "}", blank = WSP / CRLF
@@ -132,6 +133,10 @@ class _Compiler:
                     self.required.add(spec.IMPLIED[ext])
         if node.name == "set":
             self._variable_name(args[0], node.line, node.column)
+        if node.name == "vacation" and "fcc" not in tags and tags.keys() & {"flags", "create", "specialuse"}:
+            raise SieveError("vacation: :flags, :create and :specialuse need :fcc", node.line, node.column)   # RFC 8580 4
+        if "specialuse" in tags and not _SPECIAL_USE.match(tags["specialuse"]):
+            raise SieveError(f"invalid special-use flag {tags['specialuse']!r}", node.line, node.column)
         if node.name == "include":                                      # RFC 6609 3.2: a constant name
             if not _SCRIPT_NAME.match(args[0]) or ("variables" in self.required and "${" in args[0]):
                 raise SieveError(f"include: invalid script name {args[0]!r}", node.line, node.column)

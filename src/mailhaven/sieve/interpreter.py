@@ -57,6 +57,8 @@ class Environment:
     """The account's personal scripts an include may name (RFC 6609), compiled; a name
     missing here is a run-time error unless the include is :optional."""
     max_include_depth: int = 10
+    special_use: Mapping[str, str] = field(default_factory=dict)
+    """Special-use attribute (lower case, ``\\junk``) -> the account's mailbox that has it (RFC 8579)."""
     duplicates: frozenset[str] = frozenset()
     """Keys (``duplicate_key``) of messages this account's duplicate tests recorded earlier
     and whose period has not ended (RFC 7352): loaded by the caller before the run."""
@@ -169,7 +171,7 @@ def _command(st: _State, cmd: Command) -> None:
             st.actions.append(Action(kind="discard"))
         st.implicit_keep = False
     elif name == "fileinto":                                        # RFC 5228 4.1
-        mailbox = _expand(st, cmd.args[0])
+        mailbox = _special_use(st, cmd, _expand(st, cmd.args[0]))
         copy = "copy" in cmd.tags
         _add(st, Action(kind="fileinto", mailbox=mailbox, flags=_action_flags(st, cmd),
                         create="create" in cmd.tags, copy=copy))
@@ -263,9 +265,18 @@ def _vacation(st: _State, cmd: Command) -> None:
                           "<MIME>" if mime else "<NO-MIME>"])
     if len(st.actions) >= st.limits.max_actions:
         raise SieveRuntimeError("too many actions")
+    fcc = _special_use(st, cmd, _expand(st, tags["fcc"])) if "fcc" in tags else None   # RFC 8580 4
     st.actions.append(Action(kind="vacation", reason=reason, vacation=Vacation(
         reason=reason, seconds=seconds, handle=handle, subject=subject, sender=sender,
-        addresses=addresses, mime=mime)))
+        addresses=addresses, mime=mime, fcc=fcc, fcc_flags=_action_flags(st, cmd) if fcc else (),
+        fcc_create="create" in tags)))
+
+
+def _special_use(st: _State, cmd: Command, mailbox: str) -> str:
+    """RFC 8579 4: the mailbox that has the :specialuse attribute when there is one."""
+    if "specialuse" not in cmd.tags:
+        return mailbox
+    return st.env.special_use.get(_expand(st, cmd.tags["specialuse"]).lower(), mailbox)
 
 
 def _action_flags(st: _State, cmd: Command) -> tuple[str, ...]:
@@ -451,6 +462,12 @@ def _test(st: _State, test: Test) -> bool:
     if name == "string":                                            # RFC 5229 5
         values = [v for s in test.args[0] if (v := _expand(st, s)) != "" or "count" not in test.tags]
         return _match(st, test, values, test.args[1])
+    if name == "specialuse_exists":                                 # RFC 8579 3
+        attrs = [_expand(st, a).lower() for a in test.args[-1]]
+        if len(test.args) == 2:
+            box = _expand(st, test.args[0][0]).lower()
+            return st.mailbox_exists(box) and all(st.env.special_use.get(a, "").lower() == box for a in attrs)
+        return all(a in st.env.special_use for a in attrs)
     if name == "mailboxexists":                                     # RFC 5490 3.1
         return all(st.mailbox_exists(_expand(st, m)) for m in test.args[0])
     if name == "body":                                              # RFC 5173 5

@@ -75,7 +75,8 @@ COMMANDS: dict[str, Spec] = {
     "discard": Spec(),
     "fileinto": Spec(extension="fileinto", positional=("s",), tags={
         "copy": _COPY, "flags": _FLAGS,
-        "create": TagSpec(group="create", extension="mailbox")}),           # RFC 5490 3.2
+        "create": TagSpec(group="create", extension="mailbox"),             # RFC 5490 3.2
+        "specialuse": TagSpec(group="specialuse", argument="s", extension="special-use")}),   # RFC 8579 4
     "redirect": Spec(positional=("s",), tags={"copy": _COPY}),
     "reject": Spec(extension="reject", positional=("s",)),                  # RFC 5429 2.2
     "ereject": Spec(extension="ereject", positional=("s",)),                # RFC 5429 2.1
@@ -99,7 +100,10 @@ COMMANDS: dict[str, Spec] = {
         "from": TagSpec(group="from", argument="s"),
         "addresses": TagSpec(group="addresses", argument="l"),
         "mime": TagSpec(group="mime"),
-        "handle": TagSpec(group="handle", argument="s")}),
+        "handle": TagSpec(group="handle", argument="s"),
+        "fcc": TagSpec(group="fcc", argument="s", extension="fcc"),          # RFC 8580 4
+        "flags": _FLAGS, "create": TagSpec(group="create", extension="mailbox"),
+        "specialuse": TagSpec(group="specialuse", argument="s", extension="special-use")}),
 }
 
 TESTS: dict[str, Spec] = {
@@ -129,6 +133,7 @@ TESTS: dict[str, Spec] = {
     "hasflag": Spec(extension="imap4flags", tags=_MATCH_TAGS, positional=("l",), optional_leading="l"),
     "string": Spec(extension="variables", tags=_MATCH_TAGS, positional=("l", "l")),
     "mailboxexists": Spec(extension="mailbox", positional=("l",)),          # RFC 5490 3.1
+    "specialuse_exists": Spec(extension="special-use", positional=("l",), optional_leading="l"),  # RFC 8579 3
     "body": Spec(extension="body", positional=("l",), tags={                # RFC 5173 4
         **_MATCH_TAGS,
         "raw": TagSpec(group=BODY_TRANSFORM),
@@ -140,7 +145,7 @@ EXTENSIONS = frozenset({
     "fileinto", "envelope", "imap4flags", "copy", "variables", "relational", "subaddress",
     "mailbox", "body", "reject", "ereject", "encoded-character", "vacation", "vacation-seconds",
     "comparator-i;octet", "comparator-i;ascii-casemap", "comparator-i;ascii-numeric",
-    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader", "include", "duplicate",
+    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader", "include", "duplicate", "special-use", "fcc",
 })
 IMPLIED = {"spamtestplus": "spamtest"}
 """Requiring the key requires the value too (RFC 5235 3.3: spamtestplus extends spamtest)."""
