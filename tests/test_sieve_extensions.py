@@ -10,9 +10,10 @@ import smtplib
 
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, free_port, wait_for
 from mailhaven.sieve import SieveError, SieveMessage, compile_script, run
 from mailhaven.sieve.interpreter import Environment
+from smtpsink import SmtpSink
 
 MESSAGE = (b"Received: from a by b; Tue, 3 Jun 2025 23:59:58 +0000\r\n"
            b"Received: from c by a; Mon, 2 Jun 2025 10:00:00 +0200\r\n"
@@ -71,8 +72,15 @@ def test_errors_at_upload(script: str, where: str) -> None:
 
 
 def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> None:
+    sink_port = free_port()
+    with SmtpSink("127.0.0.1", sink_port) as sink:
+        _delivery(tmp_path, sink, sink_port)
+
+
+def _delivery(tmp_path, sink: SmtpSink, sink_port: int) -> None:
     srv = ServerProcess(tmp_path / "data", extra_config=(
-        '[sieve]\nmax_redirects = 1\nspamtest_header = "X-Filter-Score"\nspamtest_max = 8.0\n')).start()
+        '[sieve]\nmax_redirects = 1\nspamtest_header = "X-Filter-Score"\nspamtest_max = 8.0\n'
+        f'[relay]\ntls = "none"\nroutes = {{"example.org" = "127.0.0.1:{sink_port}"}}\n')).start()
     try:
         srv.add_user("bob@example.com")
         script = tmp_path / "s.sieve"
@@ -103,11 +111,18 @@ def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> 
                       'vacation :fcc "Outbox" :specialuse "\\\\Sent" :flags "\\\\Seen" "Away until Monday.";\n'
                       'fileinto :specialuse "\\\\Junk" "Spam";\n')
         srv.admin("sieve", "put", "fay@example.com", str(su))
+        srv.add_user("gus@example.com")                                 # RFC 5435/5436 through the queue
+        note = tmp_path / "note.sieve"
+        note.write_text('require ["enotify", "variables"];\nif header :matches "subject" "*" { set "s" "${1}"; }\n'
+                        'notify :importance "1" :message "Mail: ${s}" "mailto:pager@example.org?body=Look";\n')
+        srv.admin("sieve", "put", "gus@example.com", str(note))
         with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=30) as smtp:
             smtp.sendmail("dave@example.net", ["bob@example.com", "carol@example.com", "dan@example.com"], MESSAGE)
             for _ in range(3):
                 smtp.sendmail("dave@example.net", ["erin@example.com"], MESSAGE)
             smtp.sendmail("dave@example.net", ["fay@example.com"], MESSAGE.replace(b"To: bob@", b"To: fay@"))
+            smtp.sendmail("dave@example.net", ["gus@example.com"], MESSAGE)
+            smtp.sendmail("dave@example.net", ["gus@example.com"], b"Auto-Submitted: auto-generated\r\n" + MESSAGE)
             smtp.sendmail("dave@example.net", ["erin@example.com"], MESSAGE.replace(b"Order 4711", b"Other"))
             smtp.sendmail("dave@example.net", ["bob@example.com"], MESSAGE.replace(b"Order 4711", b"fwd twice").replace(b"X-Filter-Score", b"X-Other"))
         imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=30)
@@ -150,5 +165,10 @@ def test_redirect_limit_spamtest_header_and_editheader_at_delivery(tmp_path) -> 
             assert b"To: <dave@example.net>" in data[0][1] and b"Auto-Submitted: auto-replied" in data[0][1]
         finally:
             imap.logout()
+        got = wait_for(lambda: sink.messages, what="the notification at the relay")
+        assert len(got) == 1 and got[0].mail_from == "" and got[0].rcpt_to == ["pager@example.org"]
+        assert b"Subject: Mail: Order 4711" in got[0].data and b"Auto-Submitted: auto-notified" in got[0].data
+        assert b"Importance: high" in got[0].data and b"\r\n\r\nLook" in got[0].data
+        assert b"From: gus@example.com" in got[0].data
     finally:
         srv.stop()

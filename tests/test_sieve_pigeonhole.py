@@ -184,6 +184,18 @@ SCRIPTS = {
                    'fileinto :specialuse "\\\\Junk" :create "Spam";\n'
                    'if specialuse_exists "\\\\Junk" { fileinto "J"; }\n'
                    'if not specialuse_exists "INBOX" "\\\\Sent" { fileinto "NoSent"; }',
+    "enotify": 'require ["enotify", "fileinto", "variables"];\n'
+               'if valid_notify_method "mailto:x@example.org" { fileinto "Valid"; }\n'
+               'if not valid_notify_method ["mailto:x@example.org", "xmpp:x@example.org"] { fileinto "Invalid"; }\n'
+               'if notify_method_capability "mailto:x@example.org" "Online" "maybe" { fileinto "Maybe"; }\n'
+               'set :encodeurl "e" "a b&c/\u00e9";\nfileinto "E/${e}";\n'
+               'if header :matches "subject" "*" { set "s" "${1}"; }\n'
+               'notify :importance "1" :message "New: ${s}" :from "bob@example.com" '
+               '"mailto:alice@example.org?subject=hi&body=text";\n'
+               'notify "mailto:carol@example.org?subject=Hello%20there&cc=dave@example.org&body=Line%201%0Aline%202";\n'
+               'notify :importance "3" "mailto:alice@example.org";',
+    "enotify-vars": 'require ["enotify", "variables"];\nif address :matches "from" "*" { set "f" "${1}"; }\n'
+                    'notify "mailto:${f}";',
     "multiline": 'require ["fileinto", "variables"];\nset "f" text:\nMulti\n.\n;\n'
                  'if string :matches "${f}" "Multi*" { fileinto "M"; }',
 }
@@ -204,7 +216,7 @@ _CONFIG = """mail_location = maildir:{dir}/mail
 {uid}
 plugin {{
   sieve = file:{dir}/sieve;active={dir}/active.sieve
-  sieve_extensions = +vacation-seconds +spamtest +spamtestplus +virustest +editheader +special-use
+  sieve_extensions = +vacation-seconds +spamtest +spamtestplus +virustest +editheader +special-use +enotify
   sieve_vacation_min_period = 0
   sieve_spamtest_status_type = score
   sieve_spamtest_status_header = X-Spam-Score
@@ -258,7 +270,26 @@ def _pigeonhole(workdir: pathlib.Path, name: str, script: str, msg: str) -> Norm
     actions: list[tuple[str, ...]] = []
     section = ""
     vacation = False
+    notify = ""                                   # "", "on", "recipients", "body"
     for line in out.splitlines():
+        if notify == "body":
+            if line == "--" and actions[-1][-1] != "body=":
+                actions[-1] = (*actions[-1][:-1], actions[-1][-1].rstrip("\n"))
+                notify = ""
+            elif line != "--":
+                actions[-1] = (*actions[-1][:-1], actions[-1][-1] + line + "\n")
+            continue
+        if notify and (m := re.match(r"       \+ (To|Cc): (.*)", line)):
+            actions[-1] = (*actions[-1], f"{m.group(1)}: {m.group(2)}")
+            continue
+        if notify and (m := re.match(r"    => (\w+) *: ?(.*)", line)):
+            if m.group(1) == "body":
+                actions[-1] = (*actions[-1], "body=")
+                notify = "body"
+            elif m.group(1) != "recipients":
+                actions[-1] = (*actions[-1], f"{m.group(1)}={m.group(2)}")
+            continue
+        notify = ""
         if line.startswith("Performed actions"):
             section = "performed"
         elif line.startswith("Implicit keep"):
@@ -274,6 +305,9 @@ def _pigeonhole(workdir: pathlib.Path, name: str, script: str, msg: str) -> Norm
                 actions.append(("reject", m.group(1)))
             elif text.startswith(("track duplicate", "track last duplicate")):   # RFC 7352 bookkeeping
                 pass
+            elif text.startswith("send notification with method"):
+                actions.append(("notify",))
+                notify = "on"
             elif text == "discard":
                 actions.append(("discard",))
             elif text == "send vacation message:":
@@ -319,6 +353,13 @@ def _ours(script: str, msg: str) -> Normal:
             out.append(("vacation", f"seconds={v.seconds}", *([f"subject={v.subject}"] if v.subject is not None else []),
                         *([f"from={v.sender}"] if v.sender is not None else []), f"handle={v.handle}",
                         "reason=" + v.reason.replace("\r\n", "\n").rstrip("\n")))
+        elif a.kind == "notify" and a.notify is not None:
+            n = a.notify
+            out.append(("notify", f"importance={n.importance}",
+                        *([f"subject={n.subject}"] if n.subject is not None else []),
+                        *([f"from={n.sender}"] if n.sender is not None else []),
+                        *(f"{kind}: {addr}" for kind, addr in n.recipients),
+                        *([f"body={n.body}"] if n.body is not None else [])))
         else:
             out.append((a.kind,))
     return tuple(out)

@@ -24,6 +24,7 @@ from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
 from .sieve.actions import Vacation
 from .sieve.forward import redirect
 from .sieve.interpreter import Environment, Limits
+from .sieve.notify import send as send_notification
 from .sieve.vacation import respond
 from .store.api import BlobRef, DeliveryResult, InvalidName, NotFound, Store, StoreError
 
@@ -150,6 +151,10 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                                                mail_from=mail_from)) and not action.copy and not kept:
                     kept = True                                 # not sent: kept (once) rather than lost
                     actions.append(Action(kind="keep", implicit=True))
+                continue
+            if action.kind == "notify":                 # RFC 5435: through the outbound queue
+                if action.notify is not None and not junk:
+                    await send_notification(store, raw, account_id, rcpt_of[account_id], action.notify)
                 continue
             if action.kind == "vacation" and action.vacation is not None and not junk:
                 reply = await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)

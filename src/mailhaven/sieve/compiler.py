@@ -12,6 +12,7 @@ from mailhaven.sieve import spec
 from mailhaven.sieve.dates import DATE_PARTS
 from mailhaven.sieve.errors import SieveError
 from mailhaven.sieve.match import regex_pattern
+from mailhaven.sieve.notify import valid_method
 from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
 
 _SCRIPT_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,128}\Z")                    # RFC 6609 3.2, RFC 5804 1.6
@@ -137,6 +138,10 @@ class _Compiler:
             raise SieveError("vacation: :flags, :create and :specialuse need :fcc", node.line, node.column)   # RFC 8580 4
         if "specialuse" in tags and not _SPECIAL_USE.match(tags["specialuse"]):
             raise SieveError(f"invalid special-use flag {tags['specialuse']!r}", node.line, node.column)
+        if node.name == "notify" and tags.get("importance", "2") not in ("1", "2", "3"):   # RFC 5435 3.5
+            raise SieveError(":importance is \"1\", \"2\" or \"3\"", node.line, node.column)
+        if node.name == "notify" and "${" not in args[0] and not valid_method(args[0]):  # RFC 5435 3.8
+            raise SieveError(f"notify: invalid method {args[0]!r}", node.line, node.column)
         if node.name == "include":                                      # RFC 6609 3.2: a constant name
             if not _SCRIPT_NAME.match(args[0]) or ("variables" in self.required and "${" in args[0]):
                 raise SieveError(f"include: invalid script name {args[0]!r}", node.line, node.column)

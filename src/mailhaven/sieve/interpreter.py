@@ -10,7 +10,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mailhaven.sieve.actions import Action, Vacation
@@ -19,6 +19,7 @@ from mailhaven.sieve.dates import date_part, header_date, in_zone
 from mailhaven.sieve.errors import SieveRuntimeError
 from mailhaven.sieve.match import match_any
 from mailhaven.sieve.message import SieveMessage, field_addresses
+from mailhaven.sieve.notify import Notify, encode_url, parse_mailto, valid_method
 
 _VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*|[0-9]+)\}")          # RFC 5229 3
 _ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "sender", "resent-from", "resent-to",
@@ -194,6 +195,8 @@ def _command(st: _State, cmd: Command) -> None:
         _flag_command(st, cmd)
     elif name == "set":                                             # RFC 5229 4
         _set(st, cmd)
+    elif name == "notify":                                          # RFC 5435 3
+        _notify(st, cmd)
     elif name == "include":                                         # RFC 6609 3.2
         _include(st, cmd)
     elif name == "return":                                          # RFC 6609 3.3
@@ -316,6 +319,29 @@ def _flag_command(st: _State, cmd: Command) -> None:
         st.variables[var] = " ".join(result)
 
 
+def _notify(st: _State, cmd: Command) -> None:
+    method = _expand(st, cmd.args[0])
+    parsed = parse_mailto(method)
+    if parsed is None:                                              # RFC 5435 3.8: a run-time error
+        raise SieveRuntimeError(f"invalid notification method {method!r}")
+    recipients, headers = parsed
+    tags = cmd.tags
+    message = _expand(st, tags["message"]) if "message" in tags else None
+    notify = Notify(method=method, recipients=tuple(recipients), importance=tags.get("importance", "2"),
+                    subject=message if message is not None else headers.get("subject"),
+                    sender=_expand(st, tags["from"]) if "from" in tags else None, body=headers.get("body"),
+                    headers=tuple(headers.items()))
+    # RFC 5435 3.9 (as Pigeonhole): a recipient already notified by this run is not again.
+    done = {r[1].lower() for a in st.actions if a.notify is not None for r in a.notify.recipients}
+    fresh = tuple(r for r in notify.recipients if r[1].lower() not in done)
+    if not fresh:
+        return
+    notify = replace(notify, recipients=fresh)
+    if len(st.actions) >= st.limits.max_actions:
+        raise SieveRuntimeError("too many actions")
+    st.actions.append(Action(kind="notify", notify=notify))
+
+
 def _include(st: _State, cmd: Command) -> None:
     name = cmd.args[0]
     if "once" in cmd.tags and name in st.included_once:
@@ -375,6 +401,8 @@ def _set(st: _State, cmd: Command) -> None:
         value = value[:1].upper() + value[1:]
     if "quotewildcard" in tags:
         value = re.sub(r"([*?\\])", r"\\\1", value)
+    if "encodeurl" in tags:                                         # RFC 5435 6
+        value = encode_url(value)
     if "length" in tags:
         value = str(len(value))
     value = value[:st.limits.max_variable_length]
@@ -462,6 +490,13 @@ def _test(st: _State, test: Test) -> bool:
     if name == "string":                                            # RFC 5229 5
         values = [v for s in test.args[0] if (v := _expand(st, s)) != "" or "count" not in test.tags]
         return _match(st, test, values, test.args[1])
+    if name == "valid_notify_method":                               # RFC 5435 5.1
+        return all(valid_method(_expand(st, u)) for u in test.args[0])
+    if name == "notify_method_capability":                          # RFC 5435 5.2, RFC 5436 2.8
+        uri, capability = _expand(st, test.args[0]), _expand(st, test.args[1]).lower()
+        if not valid_method(uri) or capability != "online":
+            return False
+        return _match(st, test, ["maybe"], test.args[2])
     if name == "specialuse_exists":                                 # RFC 8579 3
         attrs = [_expand(st, a).lower() for a in test.args[-1]]
         if len(test.args) == 2:

@@ -64,6 +64,7 @@ _COPY = TagSpec(group="copy", extension="copy")                             # RF
 _MODIFIERS = {name: TagSpec(group=f"modifier-{prec}") for prec, names in (
     (40, ("lower", "upper")), (30, ("lowerfirst", "upperfirst")),
     (20, ("quotewildcard",)), (10, ("length",))) for name in names}         # RFC 5229 4
+_MODIFIERS["encodeurl"] = TagSpec(group="modifier-15", extension="enotify")  # RFC 5435 6
 
 COMMANDS: dict[str, Spec] = {
     "require": Spec(positional=("l",)),
@@ -88,6 +89,9 @@ COMMANDS: dict[str, Spec] = {
         "once": TagSpec(group="once"), "optional": TagSpec(group="optional")}),
     "return": Spec(extension="include"),                                     # RFC 6609 3.3
     "global": Spec(extension="include", positional=("l",)),                  # RFC 6609 3.4
+    "notify": Spec(extension="enotify", positional=("s",), tags={            # RFC 5435 3
+        "from": TagSpec(group="from", argument="s"), "importance": TagSpec(group="importance", argument="s"),
+        "options": TagSpec(group="options", argument="l"), "message": TagSpec(group="message", argument="s")}),
     "addheader": Spec(extension="editheader", positional=("s", "s"), tags={  # RFC 5293 4
         "last": TagSpec(group="last")}),
     "deleteheader": Spec(extension="editheader", positional=("s",), optional_trailing="l", tags={   # RFC 5293 5
@@ -118,6 +122,8 @@ TESTS: dict[str, Spec] = {
         **_MATCH_TAGS, "zone": TagSpec(group="zone", argument="s")}),
     "spamtest": Spec(extension="spamtest", positional=("l",), tags={         # RFC 5235 3.2
         **_MATCH_TAGS, "percent": TagSpec(group="percent", extension="spamtestplus")}),   # RFC 5235 3.3
+    "valid_notify_method": Spec(extension="enotify", positional=("l",)),      # RFC 5435 5.1
+    "notify_method_capability": Spec(extension="enotify", positional=("s", "s", "l"), tags=_MATCH_TAGS),  # 5.2
     "duplicate": Spec(extension="duplicate", tags={                          # RFC 7352 3
         "handle": TagSpec(group="handle", argument="s"),
         "header": TagSpec(group="id", argument="s"), "uniqueid": TagSpec(group="id", argument="s"),
@@ -145,7 +151,7 @@ EXTENSIONS = frozenset({
     "fileinto", "envelope", "imap4flags", "copy", "variables", "relational", "subaddress",
     "mailbox", "body", "reject", "ereject", "encoded-character", "vacation", "vacation-seconds",
     "comparator-i;octet", "comparator-i;ascii-casemap", "comparator-i;ascii-numeric",
-    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader", "include", "duplicate", "special-use", "fcc",
+    "regex", "date", "index", "spamtest", "spamtestplus", "virustest", "editheader", "include", "duplicate", "special-use", "fcc", "enotify",
 })
 IMPLIED = {"spamtestplus": "spamtest"}
 """Requiring the key requires the value too (RFC 5235 3.3: spamtestplus extends spamtest)."""
