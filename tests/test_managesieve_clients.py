@@ -114,7 +114,8 @@ def test_sievelib_every_command_and_quotas(srv: ServerProcess, unverified_tls: N
     assert client.connect(LIB_USER, PASSWORD, authmech="PLAIN", starttls=True)
     try:
         assert client.get_implementation() == "Mailhaven"
-        assert {"fileinto", "vacation", "imap4flags"} <= set(client.get_sieve_capabilities())
+        assert {"fileinto", "vacation", "imap4flags", "enotify", "include", "regex"} <= set(
+            client.get_sieve_capabilities())
         assert client.havespace("one", 100)
         assert not client.havespace("one", 5000)
         assert client.errcode == b"QUOTA/MAXSIZE"

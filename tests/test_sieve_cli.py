@@ -92,3 +92,16 @@ def test_sieve_test_json_shows_the_vacation_reply(tmp_path):
         {"action": "vacation", "reason": "Back Monday.", "implicit": False, "seconds": 600, "handle": "h",
          "mime": False, "addresses": ["b@nyu.example"], "subject": "Away"},
         {"action": "keep", "mailbox": "INBOX", "flags": [], "implicit": True}]
+
+
+def test_sieve_test_json_notify(tmp_path):
+    script = tmp_path / "n.sieve"
+    script.write_text('require ["enotify", "editheader"];\naddheader "X-A" "1";\n'
+                      'notify :importance "1" :message "hi" "mailto:pager@example.org?cc=ops@example.org";\n')
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    out = json.loads(run_cli(tmp_path / "data", "sieve", "test", str(script), str(message), "--json").stdout)
+    assert out["actions"][0] == {"action": "notify", "implicit": False, "importance": "1", "subject": "hi",
+                                 "method": "mailto:pager@example.org?cc=ops@example.org",
+                                 "recipients": ["pager@example.org", "ops@example.org"]}
+    assert out["actions"][1]["action"] == "keep" and out["errors"] == []

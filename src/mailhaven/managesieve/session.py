@@ -160,6 +160,7 @@ class Session:
         if not self.ctx.tls and self.ctx.starttls_available:
             items.append(("STARTTLS", None))
         items.append(("MAXREDIRECTS", str(sieve.max_redirects)))
+        items.append(("NOTIFY", "mailto"))                              # RFC 5804 1.7, RFC 5435
         if self.account is not None:
             items.append(("OWNER", self.account.address))              # RFC 5804 1.7
         items += [("VERSION", "1.0"), ("UNAUTHENTICATE", None)]         # RFC 5804 1.7, 2.14.1

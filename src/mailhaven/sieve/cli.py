@@ -87,6 +87,12 @@ def _action_json(action: Action) -> dict[str, Any]:
             out["subject"] = v.subject
         if v.sender is not None:
             out["from"] = v.sender
+    if action.notify is not None:                      # RFC 5435 3: what would be sent
+        n = action.notify
+        out.update({"method": n.method, "importance": n.importance,
+                    "recipients": [a for _, a in n.recipients]})
+        if n.subject is not None:
+            out["subject"] = n.subject
     return out
 
 
@@ -99,6 +105,8 @@ def _action_text(action: Action) -> str:
     parts += [t for t, on in (("(create)", action.create), ("(copy)", action.copy)) if on]
     if action.vacation is not None:
         parts.append(f"(every {action.vacation.seconds}s)")
+    if action.notify is not None:
+        parts.append(action.notify.method)
     return " ".join(parts)
 
 
