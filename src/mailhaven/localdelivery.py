@@ -7,7 +7,9 @@ actions are carried out: keep into INBOX, fileinto into the named mailbox (made 
 discard stores nothing. ``reject``/``ereject`` are returned to the caller, who can refuse
 the message in SMTP when every recipient rejected it. ``redirect`` hands a copy to the
 outbound queue (sieve/forward.py: SRS envelope sender, Delivered-To loop check, hourly
-limit); ``vacation`` queues an automatic reply (sieve/vacation.py). Not yet: a rejection DSN when SMTP cannot refuse.
+limit); ``vacation`` queues an automatic reply (sieve/vacation.py). When SMTP cannot refuse
+(another recipient took the message, or it did not come over SMTP), a reject becomes an MDN
+and an ereject a DSN to the sender (sieve/rejection.py) and the message is not kept.
 A script that fails at run time gives the implicit keep (RFC 5228 2.10.6)."""
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .sieve.actions import Vacation
 from .sieve.forward import redirect
 from .sieve.interpreter import Environment, Limits
 from .sieve.notify import send as send_notification
+from .sieve.rejection import send as send_rejection
 from .sieve.vacation import respond
 from .store.api import BlobRef, DeliveryResult, InvalidName, NotFound, Store, StoreError
 
@@ -40,6 +43,8 @@ class LocalOutcome:
     """One per account that stored the message at least once (over_quota when it could not)."""
     rejected: dict[int, str] = field(default_factory=dict)
     """account id -> the reject/ereject reason (RFC 5429), nothing stored for it."""
+    reject_kinds: dict[int, str] = field(default_factory=dict)
+    """account id -> ``reject`` or ``ereject``."""
     discarded: list[int] = field(default_factory=list)
     """Accounts whose script stored the message nowhere (discard)."""
 
@@ -93,8 +98,8 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                         sieve: SieveConfig | None = None) -> LocalOutcome:
     """``recipients`` maps each envelope recipient to its accounts (aliases may fan out).
     ``refusable``: the caller can refuse the whole message (no other recipient wants it);
-    rejections are returned only then, and only when every account rejected; otherwise the
-    rejecting accounts get the message in INBOX (a rejection DSN is not done yet).
+    rejections are returned only then, and only when every account rejected; otherwise each
+    rejecting account's refusal goes to the sender by mail (an MDN or a DSN).
     ``mailbox``: where a message no script files goes (the implicit keep): Junk when the
     inbound checks said so (filter/). ``sieve``: the ``[sieve]`` settings (the redirect limit,
     the spamtest/virustest headers); None: the defaults."""
@@ -163,7 +168,10 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
             actions.append(action)
         await _carry_out(store, mine, account_id, actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
-        outcome.results.extend(await store.deliver(blob, list(outcome.rejected)))
+        for account_id, reason in outcome.rejected.items():   # RFC 5429 2.1, 2.2.1: refused by mail
+            await send_rejection(store, raw, kind=outcome.reject_kinds.get(account_id, "reject"), reason=reason,
+                                 rcpt=rcpt_of[account_id], mail_from=mail_from)
+            outcome.discarded.append(account_id)
         outcome.rejected.clear()
     for account_id, reason in outcome.rejected.items():     # one line of printable ASCII
         outcome.rejected[account_id] = re.sub(r"[^ -~]+", " ", reason).strip()[:200] or "Rejected"
@@ -176,6 +184,7 @@ async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list
     for action in actions:
         if action.kind in ("reject", "ereject"):
             outcome.rejected[account_id] = action.reason or ""
+            outcome.reject_kinds[account_id] = action.kind
             return
     for action in actions:
         if action.kind not in ("keep", "fileinto"):
