@@ -205,6 +205,25 @@ def test_plain_needs_tls_and_literals_past_the_limit(srv: ServerProcess) -> None
         assert _until_ok(f) == b'"small"\r\nOK "Listscripts completed"\r\n'
 
 
+def test_scram_sha_256_with_the_server_signature_in_ok(srv: ServerProcess) -> None:
+    """RFC 5804 2.1: SCRAM's server-final message comes as OK (SASL "..."), and no password
+    crosses the wire (so it is offered without TLS)."""
+    from mailhaven.auth.sasl import ScramClient
+
+    client = ScramClient(TLS_USER, PASSWORD)
+    with socket.create_connection(("127.0.0.1", srv.port("managesieve")), timeout=10) as sock:
+        f = sock.makefile("rb")
+        _until_ok(f)
+        sock.sendall(b'AUTHENTICATE "SCRAM-SHA-256" "' + base64.b64encode(client.first()) + b'"\r\n')
+        server_first = base64.b64decode(f.readline().strip().strip(b'"'))
+        sock.sendall(b'"' + base64.b64encode(client.final(server_first)) + b'"\r\n')
+        line = f.readline()
+        assert line.startswith(b'OK (SASL "'), line
+        assert client.verify(base64.b64decode(line.split(b'"')[1]))
+        sock.sendall(b"LISTSCRIPTS\r\n")
+        assert _until_ok(f).endswith(b'OK "Listscripts completed"\r\n')
+
+
 def test_failed_logins_go_through_the_shared_throttle(srv: ServerProcess) -> None:
     port = srv.port("managesieve")
     bad = base64.b64encode(f"\0{BLOCKED_USER}\0wrong".encode())

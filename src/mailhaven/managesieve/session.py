@@ -221,6 +221,16 @@ class Session:
         except LoginBlocked:
             self._end_sasl()
             await self._blocked()
+        final = None
+        if kind == "challenge" and self._sasl.mechanism.name == "SCRAM-SHA-256" and (challenge or b"").startswith(b"v="):
+            # RFC 5804 2.1: data with success goes in OK (SASL ...), not in one more
+            # challenge (SCRAM's server-final, RFC 5802 3; auth/sasl.py sends it as one).
+            final = challenge or b""
+            try:
+                kind, challenge, account = await self._sasl.step(b"")
+            except LoginBlocked:
+                self._end_sasl()
+                await self._blocked()
         if kind == "challenge":
             self._out.append(P.string(base64.b64encode(challenge or b"")) + b"\r\n")
             return
@@ -232,7 +242,10 @@ class Session:
         self.account = account
         self.protocol.transition(P.Trigger.AUTHENTICATED)
         self.ctx.log.info("login", user=account.address, how=f"AUTHENTICATE {how}")
-        self._reply(R.LOGGED_IN)
+        reply = R.LOGGED_IN
+        if final is not None:
+            reply = reply.with_code("SASL " + P.string(base64.b64encode(final)).decode())
+        self._reply(reply)
 
     def _end_sasl(self) -> None:
         if self.state is P.State.SASL:
