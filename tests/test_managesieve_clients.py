@@ -203,6 +203,9 @@ def test_plain_needs_tls_and_literals_past_the_limit(srv: ServerProcess) -> None
         tls.sendall(b'PUTSCRIPT "small" {6+}\r\nkeep;\n\r\nLISTSCRIPTS\r\n')   # pipelined
         assert _until_ok(f).startswith(b"OK")
         assert _until_ok(f) == b'"small"\r\nOK "Listscripts completed"\r\n'
+        inc = b'require "include";\ninclude "small";\nif true { include "later"; }\ninclude :optional "x";\n'
+        tls.sendall(b'CHECKSCRIPT {%d+}\r\n%s\r\n' % (len(inc), inc))     # RFC 5804 1.3 WARNINGS
+        assert _until_ok(f) == b'OK (WARNINGS) "line 3: included script \'later\' does not exist"\r\n'
 
 
 def test_scram_sha_256_with_the_server_signature_in_ok(srv: ServerProcess) -> None:

@@ -24,7 +24,7 @@ from ..auth.sasl import MECHANISMS, PLAINTEXT_MECHANISMS, server_mechanism
 from ..auth.throttle import LoginBlocked, LoginThrottle
 from ..config import Config
 from ..logs import Log
-from ..sieve.compiler import compile_script
+from ..sieve.compiler import Command, Script, compile_script
 from ..sieve.errors import SieveError
 from ..sieve.spec import EXTENSIONS
 from ..store.api import Account, AlreadyExists, NotFound, Store, StoreError
@@ -291,6 +291,17 @@ class Session:
             raise R.SieveReplyError(R.TOO_MANY_SCRIPTS.with_text(
                 f"Too many scripts (at most {sieve.max_scripts})"))
 
+    async def _warnings(self, script: Script, name: str | None) -> R.Reply | None:
+        """RFC 5804 1.3 WARNINGS: includes of personal scripts that do not exist (yet); the
+        message is kept at delivery until they do (RFC 6609 3.2)."""
+        names = {i.name for i in await self.ctx.store.list_sieve_scripts(self._account_id())}
+        missing = [(line, target) for line, target in _includes(script.commands)
+                   if target not in names and target != name]
+        if not missing:
+            return None
+        text = "; ".join(f"line {line}: included script {target!r} does not exist" for line, target in missing)
+        return R.Reply(status="OK", code=R.WARNINGS, text=text)
+
     @staticmethod
     def _compile(content: bytes) -> str:
         """The script's text, or ``NO`` with the first error's line and column."""
@@ -316,13 +327,13 @@ class Session:
         text = self._compile(cmd.content)
         await self.ctx.store.put_sieve_script(self._account_id(), cmd.name, text)
         self.ctx.log.info("putscript", user=self._address(), script=cmd.name, size=len(cmd.content))
-        self._reply(R.PUT_DONE)
+        self._reply(await self._warnings(compile_script(text), cmd.name) or R.PUT_DONE)
 
     async def _checkscript(self, cmd: P.CheckScript) -> None:
         if len(cmd.content) > self.ctx.config.sieve.max_script_size:
             raise R.SieveReplyError(R.SCRIPT_TOO_BIG)
-        self._compile(cmd.content)
-        self._reply(R.CHECK_DONE)
+        text = self._compile(cmd.content)
+        self._reply(await self._warnings(compile_script(text), None) or R.CHECK_DONE)
 
     async def _listscripts(self, cmd: P.ListScripts) -> None:
         for info in await self.ctx.store.list_sieve_scripts(self._account_id()):
@@ -366,6 +377,16 @@ class Session:
         except AlreadyExists:
             raise R.SieveReplyError(R.SCRIPT_EXISTS) from None
         self._reply(R.RENAMED)
+
+
+def _includes(commands: tuple[Command, ...] | None) -> list[tuple[int, str]]:
+    """(line, name) of every include of a personal script that is not :optional."""
+    found: list[tuple[int, str]] = []
+    for cmd in commands or ():
+        if cmd.name == "include" and "optional" not in cmd.tags and "global" not in cmd.tags:
+            found.append((cmd.line, cmd.args[0]))
+        found += _includes(cmd.block)
+    return found
 
 
 _HANDLERS: dict[type[P.Command], Callable[[Session, Any], Awaitable[None]]] = {
