@@ -145,7 +145,7 @@ def main() -> None:
         asyncio.run(fill(data, args.messages))
         print(f"filled {args.messages} messages in {time.perf_counter() - t:.1f} s")
         http_port, smtp_port = free_port(), free_port()
-        off = "\n".join(f'{n} = ""' for n in ("submission", "submissions", "imap", "imaps", "pop3", "pop3s"))
+        off = "\n".join(f'{n} = ""' for n in ("submission", "submissions", "imap", "imaps", "pop3", "pop3s", "managesieve"))
         (data / "mailhaven.toml").write_text(f'hostname = "bench.example"\nlog_level = "warning"\n[listen]\n'
                                              f'smtp = "127.0.0.1:{smtp_port}"\nhttp = "127.0.0.1:{http_port}"\n{off}\n')
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))

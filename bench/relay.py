@@ -46,7 +46,7 @@ class Instance:
         self.smtp = free_port(host)
         self.submission = free_port(host)
         self.env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        off = "\n".join(f'{n} = ""' for n in ("submissions", "imap", "imaps", "pop3", "pop3s", "http"))
+        off = "\n".join(f'{n} = ""' for n in ("submissions", "imap", "imaps", "pop3", "pop3s", "managesieve", "http"))
         (self.dir / "mailhaven.toml").write_text(
             f'hostname = "{hostname}"\nlog_level = "warning"\n[listen]\nsmtp = "{host}:{self.smtp}"\n'
             f'submission = "{host}:{self.submission}"\n{off}\n'

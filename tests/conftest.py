@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 CORPUS = ROOT.parent / "shared" / "corpus"
-LISTENER_NAMES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http")
+LISTENER_NAMES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "managesieve", "http")
 
 
 def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:

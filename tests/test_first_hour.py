@@ -42,7 +42,7 @@ def ports_config(data: Path, **fixed: int) -> dict[str, int]:
     data.mkdir(parents=True, exist_ok=True)
     ports = {name: fixed.get(name, free_port()) for name in ("smtp", "submission", "imap", "http")}
     text = "[listen]\n" + "".join(f'{n} = "127.0.0.1:{p}"\n' for n, p in ports.items())
-    text += 'submissions = ""\nimaps = ""\npop3 = ""\npop3s = ""\n'
+    text += 'submissions = ""\nimaps = ""\npop3 = ""\npop3s = ""\nmanagesieve = ""\n'
     (data / "mailhaven.toml").write_text(text)
     return ports
 

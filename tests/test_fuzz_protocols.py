@@ -70,6 +70,14 @@ POP3_COMMANDS = [
     b"RETR 1", b"TOP 1 0", b"TOP 1 99999999999", b"DELE 1", b"RSET", b"NOOP", b"STLS", b"UTF8",
     b"LANG *",
 ]
+MANAGESIEVE_COMMANDS = [
+    b"CAPABILITY", b'AUTHENTICATE "PLAIN" "' + PLAIN + b'"', b'AUTHENTICATE "PLAIN"', b'"*"',
+    b'AUTHENTICATE "SCRAM-SHA-256" {8+}\r\nbiwsbj14', b"STARTTLS", b'NOOP "tag"', b"LISTSCRIPTS",
+    b'HAVESPACE "a" 100', b'PUTSCRIPT "a" {31+}\r\nrequire "fileinto"; fileinto "x";',
+    b'PUTSCRIPT "b" "if header :regex \\"subject\\" \\"(x\\" { keep; }"', b'CHECKSCRIPT {5+}\r\nkeep;',
+    b'SETACTIVE "a"', b'SETACTIVE ""', b'GETSCRIPT "a"', b'RENAMESCRIPT "a" "c"', b'DELETESCRIPT "c"',
+    b"UNAUTHENTICATE", b"LOGOUT",
+]
 
 
 def mutate(rng: random.Random, seed: bytes) -> bytes:
@@ -221,6 +229,11 @@ def test_fuzz_submission(server: ServerProcess) -> None:
 def test_fuzz_pop3(server: ServerProcess) -> None:
     login = [b"USER " + USER.encode(), b"PASS " + PASSWORD.encode()]
     _fuzz(server, "pop3", POP3_COMMANDS, [[], login], b"QUIT", b"+OK", 4)
+
+
+def test_fuzz_managesieve(server: ServerProcess) -> None:
+    login = [b'AUTHENTICATE "PLAIN" "' + PLAIN + b'"']
+    _fuzz(server, "managesieve", MANAGESIEVE_COMMANDS, [[], login], b"LOGOUT", b'"IMPLEMENTATION"', 6)
 
 
 HTTP_REQUESTS = [

@@ -74,7 +74,8 @@ async def test_the_login_limit_is_not_extended_by_trickled_bytes(tight: ServerPr
     # limit (2 s here) ends each connection anyway, with the protocol's own goodbye.
     results = {}
     for name, trickle in (("imap", b"a1 NOOP\r\n"), ("pop3", b"CAPA\r\n"), ("smtp", b"NOOP\r\n"),
-                          ("submission", b"NOOP\r\n"), ("pop3s", b""), ("imaps", b"")):
+                          ("submission", b"NOOP\r\n"), ("pop3s", b""), ("imaps", b""),
+                          ("managesieve", b"NOOP\r\n")):
         reader, writer = await _open("127.0.0.1", tight.port(name), "127.0.0.2")
         results[name] = await _closed_within(reader, writer, 12, trickle)
     for name, (elapsed, _said) in results.items():
@@ -82,6 +83,7 @@ async def test_the_login_limit_is_not_extended_by_trickled_bytes(tight: ServerPr
     assert b"BYE Autologout" in results["imap"][1]
     assert b"421 4.4.2" in results["smtp"][1] and b"421 4.4.2" in results["submission"][1]
     assert b"-ERR" in results["pop3"][1]
+    assert b'BYE "Disconnected for inactivity"' in results["managesieve"][1]
 
 
 async def test_logging_in_lifts_the_login_limit(tight: ServerProcess) -> None:

@@ -28,7 +28,7 @@ def _secrets(user: str, password: str) -> list[bytes]:
 
 def test_traces_hold_the_commands_and_no_password(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data", extra_config=(
-        '[trace]\nlisteners = ["imap", "pop3", "submission"]\naccounts = ["bob@example.org"]\n')).start()
+        '[trace]\nlisteners = ["imap", "pop3", "submission", "managesieve"]\naccounts = ["bob@example.org"]\n')).start()
     try:
         server.add_user("alice@example.org", PASSWORD)
         server.add_user("bob@example.org", BOB_PASSWORD)
@@ -71,6 +71,16 @@ def test_traces_hold_the_commands_and_no_password(tmp_path: Path) -> None:
         s.sendall(base64.b64encode(f"\0alice@example.org\0{PASSWORD}".encode()) + b"\r\nQUIT\r\n")
         time.sleep(0.5)
         s.close()
+        s = socket.create_connection(("127.0.0.1", port("managesieve")))   # ManageSieve: with and
+        s.recv(2000)                                                       # without initial response
+        plain = base64.b64encode(f"\0alice@example.org\0{PASSWORD}".encode())
+        for line in (b'AUTHENTICATE "PLAIN" "' + plain + b'"', b"UNAUTHENTICATE", b'AUTHENTICATE "PLAIN"',
+                     b"{%d+}\r\n%s" % (len(plain), plain)):
+            s.sendall(line + b"\r\n")
+            assert s.recv(1000)
+        s.sendall(b"LISTSCRIPTS\r\nLOGOUT\r\n")
+        time.sleep(0.5)
+        s.close()
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         with imaplib.IMAP4_SSL("127.0.0.1", port("imaps"), ssl_context=ctx) as imap:   # not a traced listener
@@ -91,7 +101,7 @@ def test_traces_hold_the_commands_and_no_password(tmp_path: Path) -> None:
     for secret in _secrets("alice@example.org", PASSWORD) + _secrets("bob@example.org", BOB_PASSWORD):
         assert secret not in everything, secret
     by_listener = {name: b"".join(v for k, v in text.items() if k.startswith(name + "-"))
-                   for name in ("imap", "imaps", "pop3", "submission")}
+                   for name in ("imap", "imaps", "pop3", "submission", "managesieve")}
     imap_trace = by_listener["imap"]
     assert b"C: " in imap_trace and b"S: * OK" in imap_trace
     assert b"LOGIN alice@example.org <redacted>" in imap_trace
@@ -104,6 +114,9 @@ def test_traces_hold_the_commands_and_no_password(tmp_path: Path) -> None:
     pop = by_listener["pop3"]
     assert b"C: USER alice@example.org" in pop and b"C: PASS <redacted>" in pop and b"C: STAT" in pop
     assert b"C: AUTH PLAIN" in pop and b"C: QUIT" in pop
+    sieve = by_listener["managesieve"]
+    assert b'C: AUTHENTICATE "PLAIN" <redacted>' in sieve and b"C: UNAUTHENTICATE" in sieve
+    assert b'C: AUTHENTICATE "PLAIN"\n' in sieve and b"C: LISTSCRIPTS" in sieve and b"S: OK \"Logged in\"" in sieve
     imaps = by_listener["imaps"]                      # only bob's connection, from his login on
     assert b"alice" not in imaps
     assert b"logged in as bob@example.org" in imaps and b"FETCH 1 (FLAGS)" in imaps

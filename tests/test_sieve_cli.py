@@ -32,6 +32,32 @@ def test_put_show_remove(tmp_path):
     assert r.returncode == 1 and "no account" in r.stderr
 
 
+def test_list_get_put_activate_deactivate_delete(tmp_path):
+    data = tmp_path / "data"
+    run_cli(data, "domain", "add", "nyu.example")
+    run_cli(data, "user", "add", "bob@nyu.example", "--password-stdin", input="s3cret\n")
+    a, b = tmp_path / "a.sieve", tmp_path / "b.sieve"
+    a.write_text("keep;\n")
+    b.write_text('require "fileinto";\nfileinto "B";\n')
+    assert run_cli(data, "sieve", "list", "bob@nyu.example").stdout == ""
+    assert "active" in run_cli(data, "sieve", "put", "bob@nyu.example", "work", str(a)).stdout   # the first
+    assert "active" not in run_cli(data, "sieve", "put", "bob@nyu.example", "away", str(b)).stdout
+    assert run_cli(data, "sieve", "list", "bob@nyu.example").stdout == "away\nwork\tactive\n"
+    assert run_cli(data, "sieve", "get", "bob@nyu.example", "away").stdout == 'require "fileinto";\nfileinto "B";\n'
+    assert run_cli(data, "sieve", "get", "bob@nyu.example").stdout == "keep;\n"        # the active one
+    run_cli(data, "sieve", "activate", "bob@nyu.example", "away")
+    assert json.loads(run_cli(data, "sieve", "list", "bob@nyu.example", "--json").stdout) == [
+        {"name": "away", "active": True}, {"name": "work", "active": False}]
+    r = run_cli(data, "sieve", "activate", "bob@nyu.example", "nosuch", check=False)
+    assert r.returncode == 1 and "nosuch" in r.stderr and "Traceback" not in r.stderr
+    run_cli(data, "sieve", "deactivate", "bob@nyu.example")
+    assert run_cli(data, "sieve", "list", "bob@nyu.example").stdout == "away\nwork\n"
+    run_cli(data, "sieve", "delete", "bob@nyu.example", "work")
+    assert run_cli(data, "sieve", "list", "bob@nyu.example").stdout == "away\n"
+    r = run_cli(data, "sieve", "get", "bob@nyu.example", "work", check=False)
+    assert r.returncode == 1 and "work" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_sieve_test_json(tmp_path):
     data = tmp_path / "data"
     script = tmp_path / "s.sieve"
@@ -66,3 +92,16 @@ def test_sieve_test_json_shows_the_vacation_reply(tmp_path):
         {"action": "vacation", "reason": "Back Monday.", "implicit": False, "seconds": 600, "handle": "h",
          "mime": False, "addresses": ["b@nyu.example"], "subject": "Away"},
         {"action": "keep", "mailbox": "INBOX", "flags": [], "implicit": True}]
+
+
+def test_sieve_test_json_notify(tmp_path):
+    script = tmp_path / "n.sieve"
+    script.write_text('require ["enotify", "editheader"];\naddheader "X-A" "1";\n'
+                      'notify :importance "1" :message "hi" "mailto:pager@example.org?cc=ops@example.org";\n')
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    out = json.loads(run_cli(tmp_path / "data", "sieve", "test", str(script), str(message), "--json").stdout)
+    assert out["actions"][0] == {"action": "notify", "implicit": False, "importance": "1", "subject": "hi",
+                                 "method": "mailto:pager@example.org?cc=ops@example.org",
+                                 "recipients": ["pager@example.org", "ops@example.org"]}
+    assert out["actions"][1]["action"] == "keep" and out["errors"] == []

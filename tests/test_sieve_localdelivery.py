@@ -58,11 +58,27 @@ async def test_reject_only_when_the_message_can_be_refused(store) -> None:
     got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="x@y.example", refusable=True)
     assert list(got.rejected) == [bob] and got.results == []
     assert await _contents(store, bob) == {}
-    # with another recipient taking it, SMTP cannot refuse: bob keeps it rather than lose it
+    # with another recipient taking it, SMTP cannot refuse: an MDN (RFC 5429 2.2.1) goes to the
+    # sender through the queue and bob keeps nothing
     got = await deliver_local(store, blob, {"bob@nyu.example": [bob], "carol@nyu.example": [carol]},
                               mail_from="x@y.example", refusable=True)
-    assert not got.rejected and sorted(r.account_id for r in got.results) == sorted([bob, carol])
-    assert await _contents(store, bob) == {"INBOX": [[]]}
+    assert not got.rejected and [r.account_id for r in got.results] == [carol] and got.discarded == [bob]
+    assert await _contents(store, bob) == {}
+    (entry,) = await store.queue_list()
+    assert (entry.mail_from, entry.rcpt) == ("", "x@y.example")
+    report = await store.read_blob(entry.blob_id)
+    assert b"report-type=disposition-notification" in report and b"deleted" in report
+    assert b"Gornaway" in report and b"Subject: hello" in report      # the reason, the original headers
+    # ereject: a DSN; the null sender gets nothing (the message is only dropped)
+    await store.put_sieve_script(bob, "main", 'require "ereject"; ereject "No thanks";')
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob], "carol@nyu.example": [carol]},
+                              mail_from="z@y.example")
+    entries = [e for e in await store.queue_list() if e.rcpt == "z@y.example"]
+    report = await store.read_blob(entries[0].blob_id)
+    assert b"report-type=delivery-status" in report and b"Status: 5.7.1" in report and b"No thanks" in report
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob], "carol@nyu.example": [carol]}, mail_from="")
+    assert got.discarded == [bob] and len(await store.queue_list()) == 2
+    assert await _contents(store, bob) == {}
 
 
 def test_imap_flags() -> None:

@@ -868,6 +868,38 @@ async def test_leases_are_exclusive_renewable_and_expire(backend):
     assert await s.acquire_lease("pop3:1", "c", ttl=30.0, now=1052.0)
 
 
+async def test_sieve_duplicate_keys_expire(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    assert await s.duplicate_keys(bob.id, now=1000.0) == frozenset()
+    await s.remember_duplicates(bob.id, {"k1": 1100.0, "k2": 2000.0}, now=1000.0)     # RFC 7352
+    assert await s.duplicate_keys(bob.id, now=1000.0) == {"k1", "k2"}
+    assert await s.duplicate_keys(carol.id, now=1000.0) == frozenset()              # per account
+    assert await s.duplicate_keys(bob.id, now=1100.0) == {"k2"}                     # k1's time is up
+    await s.remember_duplicates(bob.id, {"k1": 1300.0, "k2": 1150.0}, now=1200.0)   # new times replace
+    assert await s.duplicate_keys(bob.id, now=1200.0) == {"k1"}
+    assert await s.duplicate_keys(bob.id, now=1000.0) == {"k1", "k2"}
+
+
+async def test_sieve_script_rename_keeps_text_and_active(backend):
+    s = backend
+    bob = await _bob(s)
+    await s.put_sieve_script(bob.id, "a", "keep;")
+    await s.put_sieve_script(bob.id, "b", "discard;")
+    await s.activate_sieve_script(bob.id, "a")
+    await s.rename_sieve_script(bob.id, "a", "c")                     # RFC 5804 2.11.1
+    assert [(i.name, i.active) for i in await s.list_sieve_scripts(bob.id)] == [("b", False), ("c", True)]
+    assert await s.get_active_sieve_script(bob.id) == ("c", "keep;")
+    with pytest.raises(AlreadyExists):
+        await s.rename_sieve_script(bob.id, "c", "b")
+    with pytest.raises(NotFound):
+        await s.rename_sieve_script(bob.id, "a", "d")
+    assert [(i.name, i.active) for i in await s.list_sieve_scripts(bob.id)] == [("b", False), ("c", True)]
+    await s.rename_sieve_script(bob.id, "c", "c")                     # onto itself: nothing changes
+    assert await s.get_sieve_script(bob.id, "c") == "keep;"
+
+
 async def test_sieve_scripts_one_active_per_account(backend):
     s = backend
     bob = await _bob(s)

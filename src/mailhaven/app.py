@@ -63,6 +63,7 @@ LISTENERS: dict[str, str] = {
     "imaps": "mailhaven.imap.server:start_listener",
     "pop3": "mailhaven.pop3.server:start_listener",
     "pop3s": "mailhaven.pop3.server:start_listener",
+    "managesieve": "mailhaven.managesieve.server:start_listener",
     "http": "mailhaven.web.server:start_listener",
     "acme_http": "mailhaven.web.server:start_challenge_listener",
 }

@@ -76,6 +76,8 @@ class ListenConfig:
     imaps: str = "127.0.0.1:2993"
     pop3: str = "127.0.0.1:2110"
     pop3s: str = "127.0.0.1:2995"
+    managesieve: str = "127.0.0.1:24190"
+    """RFC 5804 (standard port 4190; 2xxxx like the others to stay clear of a system Dovecot)."""
     http: str = "127.0.0.1:8080"
     acme_http: str = ""
     """Plain HTTP answering only ACME http-01 challenges (RFC 8555 8.3), usually ``:80``."""
@@ -151,6 +153,7 @@ class LimitsConfig:
     imap_idle: float = 1800.0
     pop3_idle: float = 600.0
     pop3_lock_lease: float = 60.0   # a crashed process's POP3 maildrop locks expire after this
+    managesieve_idle: float = 600.0
     imap_literal: int = 64 * 1024 * 1024
     errors_per_session: int = 50
 
@@ -364,6 +367,25 @@ class ClamdConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SieveConfig:
+    """Users' Sieve scripts: the ManageSieve quotas and the limits of a run at delivery."""
+
+    max_scripts: int = 16
+    """Scripts per account (ManageSieve answers ``NO (QUOTA/MAXSCRIPTS)`` past it)."""
+    max_script_size: int = 64 * 1024
+    """Octets per script (``NO (QUOTA/MAXSIZE)``)."""
+    max_redirects: int = 4
+    """redirect actions one message may take (RFC 5228 4.2: implementations cap it)."""
+    spamtest_header: str = "X-Spam-Score"
+    """The field whose number RFC 5235 spamtest reads (empty: every message untested)."""
+    spamtest_max: float = 10.0
+    """The score that maps to spamtest 10 (:percent 100); 0 or less maps to 1."""
+    virustest_header: str = "X-Virus-Score"
+    virustest_max: float = 5.0
+    """The score that maps to virustest 5 (infected)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     hostname: str = "localhost"
     data_dir: Path = Path("data")
@@ -387,6 +409,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     rspamd: RspamdConfig = field(default_factory=RspamdConfig)
     clamd: ClamdConfig = field(default_factory=ClamdConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     log_level: str = "info"
     log_format: str = "text"  # "text" | "json"
     event_loop: str = "uvloop"
@@ -402,12 +425,13 @@ class Config:
             return peer_ip in ("", "unix")
 
 
-_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size", "arc_max_size", "max_size"}
+_SIZE_KEYS = {"message_size", "imap_literal", "min_transfer_rate", "dkim_max_size", "arc_max_size", "max_size",
+              "max_script_size"}
 _DURATION_KEYS = {
     "smtp_idle", "smtp_data_idle", "imap_idle", "pop3_idle", "warn_after", "expire",
     "lease", "poll", "timeout", "login_timeout", "transfer_grace", "http_header_timeout",
     "login_window", "login_block", "login_delay", "login_max_delay", "pop3_lock_lease",
-    "max_age",
+    "max_age", "managesieve_idle",
     "greylist_delay",
     "window",
 }
@@ -484,6 +508,7 @@ _SECTIONS: dict[str, type] = {
     "ratelimit": RateLimitConfig,
     "rspamd": RspamdConfig,
     "clamd": ClamdConfig,
+    "sieve": SieveConfig,
 }
 
 

@@ -7,28 +7,37 @@ actions are carried out: keep into INBOX, fileinto into the named mailbox (made 
 discard stores nothing. ``reject``/``ereject`` are returned to the caller, who can refuse
 the message in SMTP when every recipient rejected it. ``redirect`` hands a copy to the
 outbound queue (sieve/forward.py: SRS envelope sender, Delivered-To loop check, hourly
-limit); ``vacation`` queues an automatic reply (sieve/vacation.py). Not yet: a rejection DSN when SMTP cannot refuse.
+limit); ``vacation`` queues an automatic reply (sieve/vacation.py). When SMTP cannot refuse
+(another recipient took the message, or it did not come over SMTP), a reject becomes an MDN
+and an ereject a DSN to the sender (sieve/rejection.py) and the message is not kept.
 A script that fails at run time gives the implicit keep (RFC 5228 2.10.6).
 
 A message over :data:`SIEVE_PREFIX` is not read whole: the script sees its first
 :data:`SIEVE_PREFIX` bytes (the header section and the start of the body, so ``header``,
 ``address`` and ``body`` tests work on what a person reads first) and its true size;
-a redirect copies it from its file."""
+a redirect copies it from its file, and an editheader change is written before the rest
+of the file."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
+from .config import SieveConfig
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
+from .sieve.actions import Vacation
 from .sieve.forward import copy_from_file, redirect
+from .sieve.interpreter import Environment, Limits
+from .sieve.notify import send as send_notification
+from .sieve.rejection import send as send_rejection
 from .sieve.vacation import respond
-from .store.api import BlobRef, DeliveryResult, InvalidName, Store, StoreError
+from .store.api import BlobRef, DeliveryResult, InvalidName, NotFound, Store, StoreError
 
 log = logging.getLogger("mailhaven.sieve")
 
@@ -45,6 +54,8 @@ class LocalOutcome:
     """One per account that stored the message at least once (over_quota when it could not)."""
     rejected: dict[int, str] = field(default_factory=dict)
     """account id -> the reject/ereject reason (RFC 5429), nothing stored for it."""
+    reject_kinds: dict[int, str] = field(default_factory=dict)
+    """account id -> ``reject`` or ``ereject``."""
     discarded: list[int] = field(default_factory=list)
     """Accounts whose script stored the message nowhere (discard)."""
 
@@ -56,6 +67,29 @@ def _compiled(text: str) -> Script | None:
     except SieveError as e:                        # checked at upload; an old or hand-made row
         log.warning("stored Sieve script does not compile: %s", e)
         return None
+
+
+MAX_INCLUDED = 32
+"""Personal scripts one delivery loads for include (RFC 6609); more are left out (missing)."""
+
+
+async def included_scripts(store: Store, account_id: int, script: Script) -> dict[str, Script]:
+    """The account's scripts that ``script`` includes, and those they include, compiled."""
+    found: dict[str, Script] = {}
+    todo = list(script.includes)
+    while todo and len(found) < MAX_INCLUDED:
+        name = todo.pop()
+        if name in found:
+            continue
+        try:
+            text = await store.get_sieve_script(account_id, name)
+        except NotFound:
+            continue                                   # a run-time error, unless :optional
+        compiled = _compiled(text)
+        if compiled is not None:
+            found[name] = compiled
+            todo.extend(compiled.includes)
+    return found
 
 
 def imap_flags(flags: Sequence[str]) -> list[str]:
@@ -72,14 +106,15 @@ def imap_flags(flags: Sequence[str]) -> list[str]:
 
 async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Sequence[int]], *,
                         mail_from: str, refusable: bool = False, mailbox: str = "INBOX",
-                        sealer: Any = None) -> LocalOutcome:
+                        sealer: Any = None, sieve: SieveConfig | None = None) -> LocalOutcome:
     """``recipients`` maps each envelope recipient to its accounts (aliases may fan out).
     ``refusable``: the caller can refuse the whole message (no other recipient wants it);
-    rejections are returned only then, and only when every account rejected; otherwise the
-    rejecting accounts get the message in INBOX (a rejection DSN is not done yet).
+    rejections are returned only then, and only when every account rejected; otherwise each
+    rejecting account's refusal goes to the sender by mail (an MDN or a DSN).
     ``mailbox``: where a message no script files goes (the implicit keep): Junk when the
     inbound checks said so (filter/). ``sealer``: the ARC sealer (filter/arc.py) for
-    redirected copies."""
+    redirected copies. ``sieve``: the ``[sieve]`` settings (the redirect limit, the
+    spamtest/virustest headers); None: the defaults."""
     rcpt_of: dict[int, str] = {}
     for rcpt, ids in recipients.items():
         for account_id in ids:
@@ -100,34 +135,96 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         return outcome
     raw, path = await read_bounded(store, blob)
     total = blob.size if path is not None else None
+    settings = sieve or SieveConfig()
+    limits = Limits(max_redirects=settings.max_redirects)
+    env = Environment(spam_header=settings.spamtest_header, spam_max=settings.spamtest_max,
+                      virus_header=settings.virustest_header, virus_max=settings.virustest_max)
     for account_id, script in scripted:
-        names = {m.name.lower(): m.name for m in await store.list_mailboxes(account_id)}
+        boxes = await store.list_mailboxes(account_id)
+        names = {m.name.lower(): m.name for m in boxes}
+        special = {a.lower(): m.name for m in boxes if m.special_use for a in m.special_use.split()}
+        mine_env = replace(env, special_use=special) if special else env
+        if script.includes:
+            mine_env = replace(mine_env, includes=await included_scripts(store, account_id, script))
+        if "duplicate" in script.extensions or any("duplicate" in s.extensions for s in mine_env.includes.values()):
+            now = time.time()
+            mine_env = replace(mine_env, duplicates=await store.duplicate_keys(account_id, now=now))
         result = run(script, SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id],
                                           total_size=total),
-                     mailbox_exists=lambda name, names=names: name.lower() in names)   # type: ignore[misc]
+                     mailbox_exists=lambda name, names=names: name.lower() in names,   # type: ignore[misc]
+                     limits=limits, env=mine_env)
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
+        elif result.duplicates:                # RFC 7352 3: recorded once the run succeeded
+            now = time.time()
+            await store.remember_duplicates(account_id, {k: now + s for k, s in result.duplicates.items()}, now=now)
         actions: list[Action] = []
         junk = mailbox != "INBOX"              # the inbound checks' verdict: never forward or answer it
         kept = False
+        mine, copy, mine_path = blob, raw, path
+        if result.message is not None:         # RFC 5293: editheader changed this recipient's copy
+            mine, copy, mine_path = await _edited_copy(store, result.message, raw, path)
         for action in result.actions:
             if action.kind == "redirect":
-                if (junk or not await redirect(store, raw, account_id, rcpt_of[account_id], action.address or "",
-                                               mail_from=mail_from, sealer=sealer, copy=copier(store, path))) \
+                if (junk or not await redirect(store, copy, account_id, rcpt_of[account_id], action.address or "",
+                                               mail_from=mail_from, sealer=sealer, copy=copier(store, mine_path))) \
                         and not action.copy and not kept:
                     kept = True                                 # not sent: kept (once) rather than lost
                     actions.append(Action(kind="keep", implicit=True))
                 continue
+            if action.kind == "notify":                 # RFC 5435: through the outbound queue
+                if action.notify is not None and not junk:
+                    await send_notification(store, raw, account_id, rcpt_of[account_id], action.notify)
+                continue
             if action.kind == "vacation" and action.vacation is not None and not junk:
-                await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)
+                reply = await respond(store, raw, account_id, rcpt_of[account_id], action.vacation, mail_from=mail_from)
+                if reply is not None and action.vacation.fcc is not None:      # RFC 8580 4: file a copy
+                    await _file_copy(store, reply, account_id, action.vacation, names)
             actions.append(action)
-        await _carry_out(store, blob, account_id, actions, names, outcome, keep=mailbox)
+        await _carry_out(store, mine, account_id, actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
-        outcome.results.extend(await store.deliver(blob, list(outcome.rejected)))
+        for account_id, reason in outcome.rejected.items():   # RFC 5429 2.1, 2.2.1: refused by mail
+            await send_rejection(store, raw, kind=outcome.reject_kinds.get(account_id, "reject"), reason=reason,
+                                 rcpt=rcpt_of[account_id], mail_from=mail_from)
+            outcome.discarded.append(account_id)
         outcome.rejected.clear()
     for account_id, reason in outcome.rejected.items():     # one line of printable ASCII
         outcome.rejected[account_id] = re.sub(r"[^ -~]+", " ", reason).strip()[:200] or "Rejected"
     return outcome
+
+
+async def _edited_copy(store: Store, edited: bytes, raw: bytes,
+                       path: str | None) -> tuple[BlobRef, bytes, str | None]:
+    """The recipient's own copy after editheader: ``edited`` whole, or for a message read
+    only in part its new header section followed by the body from the file."""
+    if path is None:
+        return await store.put_blob(edited), edited, None
+    old_end, new_end = _header_end(raw), _header_end(edited)
+    if old_end is None or new_end is None:         # the header does not end in the prefix:
+        return await store.put_blob(edited), edited, None   # what the script saw is the message
+    writer = store.blob_writer()
+    try:
+        await asyncio.to_thread(_write_after, writer, edited[:new_end], path, old_end)
+        ref = await writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    return ref, edited, store.blob_path(ref.id)
+
+
+def _header_end(message: bytes) -> int | None:
+    """The offset just past the blank line ending the header section."""
+    m = re.search(rb"\r?\n\r?\n", message)
+    return m.end() if m is not None else None
+
+
+def _write_after(writer: Any, head: bytes, path: str, offset: int) -> None:
+    """Blocking: ``head`` then the file from ``offset`` a piece at a time."""
+    writer.write(head)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while piece := f.read(1 << 20):
+            writer.write(piece)
 
 
 async def read_bounded(store: Store, blob: BlobRef) -> tuple[bytes, str | None]:
@@ -168,6 +265,7 @@ async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list
     for action in actions:
         if action.kind in ("reject", "ereject"):
             outcome.rejected[account_id] = action.reason or ""
+            outcome.reject_kinds[account_id] = action.kind
             return
     for action in actions:
         if action.kind not in ("keep", "fileinto"):
@@ -182,6 +280,16 @@ async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list
         return
     taken = [r for r in stored if not r.over_quota]
     outcome.results.append(taken[0] if taken else stored[0])
+
+
+async def _file_copy(store: Store, blob: BlobRef, account_id: int, vacation: Vacation,
+                     names: dict[str, str]) -> None:
+    """RFC 8580 4: the sent reply into :fcc (created with :create; INBOX when it cannot be)."""
+    mailbox = vacation.fcc or "INBOX"
+    if mailbox.lower() not in names:
+        mailbox = await _create(store, account_id, mailbox, names) if vacation.fcc_create else "INBOX"
+    await store.deliver(blob, [account_id], mailbox=names.get(mailbox.lower(), mailbox),
+                        flags=imap_flags(vacation.fcc_flags))
 
 
 async def _create(store: Store, account_id: int, mailbox: str, names: dict[str, str]) -> str:

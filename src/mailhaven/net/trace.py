@@ -7,7 +7,8 @@ connection under ``DATA/trace/`` (directory 0700, files 0600), each line
 ``HH:MM:SS.mmm C: ...`` (client) or ``S: ...`` (server).
 
 Passwords and SASL data never reach the file: the arguments of IMAP LOGIN (and its
-literals), IMAP AUTHENTICATE / SMTP AUTH / POP3 AUTH initial responses and every client
+literals), IMAP AUTHENTICATE / SMTP AUTH / POP3 AUTH / ManageSieve AUTHENTICATE initial
+responses and every client
 line of the exchange that follows, and POP3 PASS and APOP are replaced by ``<redacted>``.
 """
 
@@ -76,6 +77,9 @@ def redactor_for(protocol: str) -> Redactor:
             [(re.compile(rb"^(PASS ).*", re.I | re.S), False),
              (re.compile(rb"^(APOP \S+ ).*", re.I | re.S), False)],
             re.compile(rb"^(AUTH \S+)( .*)?$", re.I | re.S), (b"+ ", b"+\r", b"+\n"))
+    if protocol == "managesieve":                    # RFC 5804 2.1: challenges are strings
+        return Redactor([], re.compile(rb'^(AUTHENTICATE (?:"[^"]*"|\{\d+\+?\}))( .*)?$', re.I | re.S),
+                        (b'"', b"{"))
     return Redactor([], re.compile(rb"^(AUTH \S+)( .*)?$", re.I | re.S), (b"334",))
 
 

@@ -58,6 +58,7 @@ class QueueRunner:
         self.store = ctx.store
         self.config = ctx.config.queue
         self.hostname = ctx.config.hostname
+        self.sieve = ctx.config.sieve
         self.queue = queue or queue_store(ctx.store)
         self.router = router or Router(ctx.config, store=ctx.store)
         self.timeouts = timeouts or Timeouts()
@@ -325,7 +326,8 @@ class QueueRunner:
         resolution = await self.store.resolve(entry.mail_from)
         if resolution.local_domain:
             if resolution.account_ids:
-                await deliver_local(self.store, blob, {entry.mail_from: list(resolution.account_ids)}, mail_from="")
+                await deliver_local(self.store, blob, {entry.mail_from: list(resolution.account_ids)}, mail_from="",
+                                    sieve=self.sieve)
             else:
                 self.log.warning("DSN to an unknown local sender dropped", sender=entry.mail_from)
         else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailhaven.sieve.notify import Notify
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Vacation:
@@ -18,6 +20,10 @@ class Vacation:
     """:from"""
     addresses: tuple[str, ...] = ()
     mime: bool = False
+    fcc: str | None = None
+    """RFC 8580: the mailbox a copy of the reply is filed into (already special-use resolved)."""
+    fcc_flags: tuple[str, ...] = ()
+    fcc_create: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -40,3 +46,5 @@ class Action:
     """The implicit keep (RFC 5228 2.10.2), not a keep the script wrote."""
     vacation: Vacation | None = None
     """The reply to send, for ``vacation``."""
+    notify: Notify | None = None
+    """The notification to send, for ``notify`` (RFC 5435)."""

@@ -1,9 +1,16 @@
-"""``mailhaven sieve ...``: a user's Sieve script, compiled at upload.
+"""``mailhaven sieve ...``: a user's Sieve scripts, compiled at upload.
 
-    mailhaven sieve put ADDRESS FILE [--name NAME]   # compile, store and activate (errors: FILE:LINE:COLUMN)
-    mailhaven sieve show ADDRESS                      # print the active script
-    mailhaven sieve remove ADDRESS                    # delete the active script (mail goes to INBOX again)
+    mailhaven sieve list ADDRESS [--json]               # the account's scripts, the active one marked
+    mailhaven sieve get ADDRESS [NAME]                  # print a script (default: the active one)
+    mailhaven sieve put ADDRESS [NAME] FILE [--activate] # compile and store ('-': stdin; errors FILE:LINE:COLUMN);
+                                                        # activated when no script is active yet
+    mailhaven sieve activate ADDRESS NAME               # the script run at delivery
+    mailhaven sieve deactivate ADDRESS                  # none: mail goes to INBOX again
+    mailhaven sieve delete ADDRESS NAME
+    mailhaven sieve show ADDRESS / remove ADDRESS       # the active script (older spellings)
     mailhaven sieve test SCRIPT MESSAGE [--from ADDR] [--to ADDR] [--json]   # what it would do, no delivery
+
+The same store methods serve ManageSieve (managesieve/), so both see the same scripts.
 """
 
 from __future__ import annotations
@@ -19,17 +26,33 @@ from mailhaven.sieve.compiler import compile_script
 from mailhaven.sieve.errors import SieveError
 from mailhaven.sieve.interpreter import run
 from mailhaven.sieve.message import SieveMessage
+from mailhaven.store.api import NotFound
 
 DEFAULT_NAME = "main"
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("sieve", help="a user's Sieve script: put (compile and activate), show, remove")
+    p = sub.add_parser("sieve", help="a user's Sieve scripts: list, get, put, activate, deactivate, delete, test")
     ssub = p.add_subparsers(dest="action", required=True)
-    a = ssub.add_parser("put", help="compile FILE ('-' for stdin), store it and make it the active script")
+    a = ssub.add_parser("list", help="the account's scripts; the active one is marked")
     a.add_argument("address")
-    a.add_argument("file")
-    a.add_argument("--name", default=DEFAULT_NAME, help=f"the script's name (default {DEFAULT_NAME})")
+    a.add_argument("--json", action="store_true", help="a JSON list of {name, active}")
+    a = ssub.add_parser("get", help="print a script (default: the active one)")
+    a.add_argument("address")
+    a.add_argument("name", nargs="?")
+    a = ssub.add_parser("put", help="compile FILE ('-' for stdin) and store it as NAME")
+    a.add_argument("address")
+    a.add_argument("args", nargs="+", metavar="[NAME] FILE")
+    a.add_argument("--name", default=None, help=f"the script's name (default {DEFAULT_NAME})")
+    a.add_argument("--activate", action="store_true", help="make it the active script")
+    a = ssub.add_parser("activate", help="make NAME the script run at delivery")
+    a.add_argument("address")
+    a.add_argument("name")
+    a = ssub.add_parser("deactivate", help="no script runs at delivery")
+    a.add_argument("address")
+    a = ssub.add_parser("delete", help="delete the script NAME")
+    a.add_argument("address")
+    a.add_argument("name")
     a = ssub.add_parser("show", help="print the active script")
     a.add_argument("address")
     a = ssub.add_parser("remove", help="delete the active script")
@@ -64,6 +87,12 @@ def _action_json(action: Action) -> dict[str, Any]:
             out["subject"] = v.subject
         if v.sender is not None:
             out["from"] = v.sender
+    if action.notify is not None:                      # RFC 5435 3: what would be sent
+        n = action.notify
+        out.update({"method": n.method, "importance": n.importance,
+                    "recipients": [a for _, a in n.recipients]})
+        if n.subject is not None:
+            out["subject"] = n.subject
     return out
 
 
@@ -76,6 +105,8 @@ def _action_text(action: Action) -> str:
     parts += [t for t, on in (("(create)", action.create), ("(copy)", action.copy)) if on]
     if action.vacation is not None:
         parts.append(f"(every {action.vacation.seconds}s)")
+    if action.notify is not None:
+        parts.append(action.notify.method)
     return " ".join(parts)
 
 
@@ -108,42 +139,96 @@ def cmd_sieve(args: argparse.Namespace) -> int:
 
     if args.action == "test":
         return cmd_test(args)
+    handler = {"list": _list, "get": _get, "show": _get, "put": _put, "activate": _activate,
+               "deactivate": _activate, "delete": _delete, "remove": _delete}[args.action]
+    try:
+        return handler(args, with_store)
+    except NotFound as e:
+        raise CommandError(str(e)) from None
 
-    if args.action == "put":
-        source = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-        try:
-            compile_script(source)                         # errors at upload, never at delivery
-        except SieveError as e:
-            raise CommandError(f"{args.file}:{e.line}:{e.column}: {e.message}") from None
-        text = source.decode("utf-8")
 
-        async def put(store: Any) -> None:
-            account = await store.get_account(args.address)
-            await store.put_sieve_script(account.id, args.name, text)
-            await store.activate_sieve_script(account.id, args.name)
+def _list(args: argparse.Namespace, with_store: Any) -> int:
+    async def listing(store: Any) -> list[Any]:
+        return list(await store.list_sieve_scripts((await store.get_account(args.address)).id))
 
-        with_store(args, put)
-        print(f"script {args.name!r} active for {args.address}")
-        return 0
+    scripts = with_store(args, listing)
+    if args.json:
+        print(json.dumps([{"name": i.name, "active": i.active} for i in scripts]))
+    for info in [] if args.json else scripts:
+        print(f"{info.name}\tactive" if info.active else info.name)
+    return 0
 
-    async def active(store: Any) -> tuple[int, tuple[str, str] | None]:
+
+def _get(args: argparse.Namespace, with_store: Any) -> int:
+    name = getattr(args, "name", None)
+
+    async def fetch(store: Any) -> str:
         account = await store.get_account(args.address)
-        return account.id, await store.get_active_sieve_script(account.id)
+        if name is not None:
+            return str(await store.get_sieve_script(account.id, name))
+        active = await store.get_active_sieve_script(account.id)
+        if active is None:
+            raise NotFound(f"no active Sieve script for {args.address}")
+        return str(active[1])
 
-    if args.action == "show":
-        _, found = with_store(args, active)
-        if found is None:
-            raise CommandError(f"no active Sieve script for {args.address}")
-        sys.stdout.write(found[1] if found[1].endswith("\n") else found[1] + "\n")
-        return 0
+    text = with_store(args, fetch)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
 
-    async def remove(store: Any) -> str:
-        account_id, found = await active(store)
-        if found is None:
-            raise CommandError(f"no active Sieve script for {args.address}")
-        await store.delete_sieve_script(account_id, found[0])
-        return found[0]
 
-    name = with_store(args, remove)
-    print(f"script {name!r} removed for {args.address}")
+def _put(args: argparse.Namespace, with_store: Any) -> int:
+    from mailhaven.cli import CommandError
+
+    if len(args.args) > 2 or (len(args.args) == 2 and args.name):
+        raise CommandError("sieve put ADDRESS [NAME] FILE")
+    name = args.args[0] if len(args.args) == 2 else (args.name or DEFAULT_NAME)
+    file = args.args[-1]
+    source = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    try:
+        compile_script(source)                         # errors at upload, never at delivery
+    except SieveError as e:
+        raise CommandError(f"{file}:{e.line}:{e.column}: {e.message}") from None
+    try:
+        text = source.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError(f"{file}: not UTF-8") from None
+
+    async def put(store: Any) -> bool:
+        account = await store.get_account(args.address)
+        await store.put_sieve_script(account.id, name, text)
+        if args.activate or await store.get_active_sieve_script(account.id) is None:
+            await store.activate_sieve_script(account.id, name)
+            return True
+        return False
+
+    active = with_store(args, put)
+    print(f"script {name!r} stored" + (f" and active for {args.address}" if active else f" for {args.address}"))
+    return 0
+
+
+def _activate(args: argparse.Namespace, with_store: Any) -> int:
+    name = args.name if args.action == "activate" else None
+
+    async def activate(store: Any) -> None:
+        await store.activate_sieve_script((await store.get_account(args.address)).id, name)
+
+    with_store(args, activate)
+    print(f"script {name!r} active for {args.address}" if name else f"no script active for {args.address}")
+    return 0
+
+
+def _delete(args: argparse.Namespace, with_store: Any) -> int:
+    async def delete(store: Any) -> str:
+        account = await store.get_account(args.address)
+        name = getattr(args, "name", None)
+        if name is None:                               # remove: the active one
+            active = await store.get_active_sieve_script(account.id)
+            if active is None:
+                raise NotFound(f"no active Sieve script for {args.address}")
+            name = active[0]
+        await store.delete_sieve_script(account.id, name)
+        return str(name)
+
+    name = with_store(args, delete)
+    print(f"script {name!r} deleted for {args.address}")
     return 0

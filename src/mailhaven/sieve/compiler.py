@@ -9,9 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailhaven.sieve import spec
+from mailhaven.sieve.dates import DATE_PARTS
 from mailhaven.sieve.errors import SieveError
+from mailhaven.sieve.match import regex_pattern
+from mailhaven.sieve.notify import valid_method
 from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
 
+_SCRIPT_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,128}\Z")                    # RFC 6609 3.2, RFC 5804 1.6
+_SPECIAL_USE = re.compile(r"\\[A-Za-z]+\Z|\$\{")                               # RFC 6154 2 (or a variable)
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")                                   # RFC 5322 3.6.8 ftext
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")                  # RFC 5229 3
 # RFC 5228 2.4.2.4: "${hex:" hex-pair-seq "}" / "${unicode:" unicode-hex-seq "}", blank = WSP / CRLF
 _ENCODED = re.compile(r"\$\{(hex|unicode):([ \t\r\n]*[0-9A-Fa-f]+(?:[ \t\r\n]+[0-9A-Fa-f]+)*[ \t\r\n]*)\}",
@@ -72,6 +78,8 @@ class Script:
     commands: tuple[Command, ...]
     extensions: frozenset[str] = field(default_factory=frozenset)
     """What the script required."""
+    includes: tuple[str, ...] = ()
+    """Personal scripts it includes (RFC 6609), for the caller to load before running it."""
 
 
 def compile_script(source: bytes | str) -> Script:
@@ -83,10 +91,11 @@ def compile_script(source: bytes | str) -> Script:
 class _Compiler:
     def __init__(self) -> None:
         self.required: set[str] = set()
+        self.includes: dict[str, None] = {}
 
     def script(self, tree: tuple[CommandNode, ...]) -> Script:
         commands = self.block(tree, top=True)
-        return Script(commands=commands, extensions=frozenset(self.required))
+        return Script(commands=commands, extensions=frozenset(self.required), includes=tuple(self.includes))
 
     def block(self, nodes: tuple[CommandNode, ...], *, top: bool = False) -> tuple[Command, ...]:
         out: list[Command] = []
@@ -121,8 +130,30 @@ class _Compiler:
                 if ext not in spec.EXTENSIONS:
                     raise SieveError(f"unsupported extension {ext!r}", node.line, node.column)
                 self.required.add(ext)
+                if ext in spec.IMPLIED:
+                    self.required.add(spec.IMPLIED[ext])
         if node.name == "set":
             self._variable_name(args[0], node.line, node.column)
+        if node.name == "vacation" and "fcc" not in tags and tags.keys() & {"flags", "create", "specialuse"}:
+            raise SieveError("vacation: :flags, :create and :specialuse need :fcc", node.line, node.column)   # RFC 8580 4
+        if "specialuse" in tags and not _SPECIAL_USE.match(tags["specialuse"]):
+            raise SieveError(f"invalid special-use flag {tags['specialuse']!r}", node.line, node.column)
+        if node.name == "notify" and tags.get("importance", "2") not in ("1", "2", "3"):   # RFC 5435 3.5
+            raise SieveError(":importance is \"1\", \"2\" or \"3\"", node.line, node.column)
+        if node.name == "notify" and "${" not in args[0] and not valid_method(args[0]):  # RFC 5435 3.8
+            raise SieveError(f"notify: invalid method {args[0]!r}", node.line, node.column)
+        if node.name == "include":                                      # RFC 6609 3.2: a constant name
+            if not _SCRIPT_NAME.match(args[0]) or ("variables" in self.required and "${" in args[0]):
+                raise SieveError(f"include: invalid script name {args[0]!r}", node.line, node.column)
+            if "global" not in tags:
+                self.includes[args[0]] = None
+        if node.name == "global":
+            if "variables" not in self.required:                        # RFC 6609 3.4
+                raise SieveError('global needs require "variables"', node.line, node.column)
+            for name in args[0]:
+                self._variable_name(name, node.line, node.column)
+        if node.name in ("addheader", "deleteheader"):
+            self._editheader(node.name, tags, args, node.line, node.column)
         block = self.block(node.block) if node.block is not None else None
         return Command(name=node.name, tags=tags, args=args, test=tests[0] if tests else None,
                        block=block, line=node.line)
@@ -135,6 +166,16 @@ class _Compiler:
         tags, args = self.arguments(node.name, sp, node.arguments, node.line, node.column)
         if node.name == "size" and not tags:
             raise SieveError("size needs :over or :under", node.line, node.column)
+        if "last" in tags and "index" not in tags and "index" in sp.tags:   # RFC 5260 6
+            raise SieveError(":last needs :index", node.line, node.column)
+        if "index" in tags and tags["index"] < 1:
+            raise SieveError(":index counts from 1", node.line, node.column)
+        if node.name in ("date", "currentdate"):
+            part = args[-2].lower()
+            if part not in DATE_PARTS:                                 # RFC 5260 4.2
+                raise SieveError(f"unknown date-part {args[-2]!r}", node.line, node.column)
+        if "regex" in tags:
+            self._regex_keys(tags, args[-1], node.line, node.column)
         tests = self.tests(node.name, sp, node.tests, node.line, node.column)
         return Test(name=node.name, tags=tags, args=args, tests=tests, line=node.line)
 
@@ -182,6 +223,8 @@ class _Compiler:
             if "variables" not in self.required and sp.optional_leading == "s":
                 raise SieveError(f"{name} with a variable name needs require \"variables\"", line, column)
             kinds.insert(0, sp.optional_leading)
+        if sp.optional_trailing and len(positional) == len(kinds) + 1:
+            kinds.append(sp.optional_trailing)
         if len(positional) != len(kinds):
             raise SieveError(f"{name} takes {len(kinds)} positional argument(s), got {len(positional)}",
                              line, column)
@@ -218,6 +261,29 @@ class _Compiler:
                 raise SieveError(f"unknown relational operator {tags[rel]!r}", line, column)
             if rel in tags:
                 tags[rel] = tags[rel].lower()
+
+    def _editheader(self, name: str, tags: dict[str, Any], args: tuple[Any, ...], line: int, column: int) -> None:
+        """RFC 5293 4, 5: a field name as RFC 5322 defines it; a value without bare CR/LF."""
+        if not _FIELD_NAME.match(args[0]) and not ("variables" in self.required and "${" in args[0]):
+            raise SieveError(f"{name}: invalid header field name {args[0]!r}", line, column)
+        if name == "addheader" and re.search(r"\r(?!\n)|(?<!\r)\n", args[1]):
+            raise SieveError("addheader: the value has a bare CR or LF", line, column)
+        if "last" in tags and "index" not in tags and name == "deleteheader":
+            raise SieveError(":last needs :index", line, column)
+        if "regex" in tags and len(args) == 2:
+            self._regex_keys(tags, args[1], line, column)
+
+    def _regex_keys(self, tags: dict[str, Any], keys: tuple[str, ...], line: int, column: int) -> None:
+        """Keys are compiled at upload (those with variables at run time): a bad one is an error."""
+        if tags.get("comparator", "i;ascii-casemap") not in ("i;octet", "i;ascii-casemap"):
+            raise SieveError(":regex works with the i;octet and i;ascii-casemap comparators only", line, column)
+        for key in keys:
+            if "variables" in self.required and "${" in key:
+                continue
+            try:
+                regex_pattern(key, tags.get("comparator", "i;ascii-casemap") == "i;ascii-casemap")
+            except re.error as e:
+                raise SieveError(f"invalid regular expression {key!r}: {e}", line, column) from None
 
     def _variable_name(self, value: str, line: int, column: int) -> None:
         if not _VARIABLE_NAME.match(value):

@@ -60,6 +60,22 @@ def _wildcard(pattern: str, casemap: bool) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", flags)
 
 
+# POSIX bracket classes (Pigeonhole's regex is POSIX ERE) spelt the way Python's re reads them.
+_POSIX_CLASSES = {
+    "alpha": "A-Za-z", "digit": "0-9", "alnum": "A-Za-z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": r" \t\r\n\v\f", "blank": r" \t", "xdigit": "0-9A-Fa-f", "punct": r"!-/:-@\[-`{-~",
+    "cntrl": r"\x00-\x1f\x7f", "print": r" -~", "graph": r"!-~",
+}
+
+
+@lru_cache(maxsize=256)
+def regex_pattern(key: str, casemap: bool) -> re.Pattern[str]:
+    """draft-ietf-sieve-regex 3: a POSIX extended regular expression, searched anywhere in
+    the value; raises re.error for one that does not compile."""
+    text = re.sub(r"\[:([a-z]+):\]", lambda m: _POSIX_CLASSES.get(m.group(1), m.group()), key)
+    return re.compile(text, re.DOTALL | (re.IGNORECASE | re.ASCII if casemap else 0))
+
+
 def match_one(match_type: str, comparator: str, value: str, key: str,
               relation: str | None = None) -> list[str] | None:
     """None when no match, else the captures (whole value first) for ``:matches``."""
@@ -76,6 +92,14 @@ def match_one(match_type: str, comparator: str, value: str, key: str,
         if m is None:
             return None
         return [value, *m.groups()]
+    if match_type == "regex":                                # captures: whole match, then groups
+        try:
+            found = regex_pattern(key, comparator == "i;ascii-casemap").search(value)
+        except re.error:                                     # a key made at run time (variables)
+            return None
+        if found is None:
+            return None
+        return [found.group(), *(g or "" for g in found.groups())]
     if match_type == "value":                                # RFC 5231 4.2
         assert relation is not None
         return [] if _OPS[relation](compare(comparator, value, key)) else None

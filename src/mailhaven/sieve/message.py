@@ -45,6 +45,11 @@ def _decode(value: str) -> str:
         return value
 
 
+def field_addresses(value: str) -> list[str]:
+    """The addresses in one field's value (groups flattened)."""
+    return [addr for _display, addr in email.utils.getaddresses([value]) if addr]
+
+
 @dataclass(kw_only=True)
 class SieveMessage:
     raw: bytes
@@ -56,6 +61,8 @@ class SieveMessage:
     """The envelope recipient this run is for."""
     total_size: int | None = None
     """The message's size when ``raw`` is only its first part (localdelivery.py)."""
+    edited: bool = False
+    """editheader (RFC 5293) changed ``raw``: deliver the new bytes."""
     _parsed: Message | None = field(default=None, repr=False)
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
@@ -85,6 +92,60 @@ class SieveMessage:
             raw = [_text(v) for v in (self.parsed.get_all(name) or [])]
             self._addresses[key] = [addr for _display, addr in email.utils.getaddresses(raw) if addr]
         return self._addresses[key]
+
+    # -- editheader (RFC 5293) ----------------------------------------------------------
+    def _fields(self) -> tuple[list[bytes], bytes]:
+        """The header fields (each with its folded lines) and everything after them."""
+        raw = self.raw
+        ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+        if raw.startswith((b"\r\n", b"\n")):
+            return [], raw
+        cut = min(ends) + (2 if raw[min(ends)] == 0x0D else 1) if ends else len(raw)
+        fields: list[bytes] = []
+        for line in raw[:cut].splitlines(keepends=True):
+            if fields and line[:1] in (b" ", b"\t"):
+                fields[-1] += line
+            else:
+                fields.append(line)
+        return fields, raw[cut:]
+
+    def _replace(self, fields: list[bytes], rest: bytes) -> None:
+        self.raw = b"".join(fields) + rest
+        self.edited = True
+        self._parsed = None
+        self._headers = {}
+        self._addresses = {}
+
+    def add_header(self, name: str, value: str, *, last: bool = False) -> None:
+        """RFC 5293 4: at the top (or the end with :last); non-ASCII values RFC 2047-encoded."""
+        fields, rest = self._fields()
+        eol = b"\r\n" if b"\r\n" in self.raw[:4096] or not self.raw else b"\n"
+        if not value.isascii():
+            value = email.header.Header(value, "utf-8", header_name=name).encode()
+        line = f"{name}: {value}".encode() + eol
+        if last:
+            fields.append(line)
+        else:
+            fields.insert(0, line)
+        self._replace(fields, rest)
+
+    def delete_headers(self, name: str, which: set[int]) -> None:
+        """RFC 5293 5: remove the named fields at these positions (0-based, among that name's)."""
+        fields, rest = self._fields()
+        key = name.lower().encode()
+        kept, n = [], 0
+        for f in fields:
+            if f.split(b":", 1)[0].strip().lower() == key:
+                n += 1
+                if n - 1 in which:
+                    continue
+            kept.append(f)
+        if len(kept) != len(fields):
+            self._replace(kept, rest)
+
+    def raw_fields(self, name: str) -> list[str]:
+        """Each named field's value undecoded, in message order (for :index on addresses)."""
+        return [_text(v) for v in (self.parsed.get_all(name) or [])]
 
     def body_texts(self, transform: str, content_types: tuple[str, ...] = ()) -> list[str]:
         """RFC 5173 5: the body as ``raw`` (undecoded), ``text`` (text/* parts decoded) or

@@ -102,8 +102,8 @@ def build_reply(header: Any, vacation: Vacation, *, to: str, sender: str, hostna
 
 
 async def respond(store: Any, raw: bytes, account_id: int, rcpt: str, vacation: Vacation, *,
-                  mail_from: str, now: float | None = None) -> bool:
-    """Queue the reply when one is due; True when it was queued."""
+                  mail_from: str, now: float | None = None) -> Any:
+    """Queue the reply when one is due: its blob (for an RFC 8580 :fcc copy), else None."""
     now = time.time() if now is None else now
     head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0] + b"\r\n\r\n"
     header = BytesHeaderParser(policy=compat32).parsebytes(head)
@@ -115,7 +115,7 @@ async def respond(store: Any, raw: bytes, account_id: int, rcpt: str, vacation: 
         why = "replied within the period"                               # RFC 5230 4.2
     if why is not None:
         log.info("Sieve vacation of account %d: no reply to %s (%s)", account_id, mail_from or "<>", why)
-        return False
+        return None
     reply = build_reply(header, vacation, to=mail_from, sender=reply_from(vacation, rcpt, own),
                         hostname=rcpt.rpartition("@")[2])
     blob = await store.put_blob(reply)
@@ -123,4 +123,4 @@ async def respond(store: Any, raw: bytes, account_id: int, rcpt: str, vacation: 
         blob=blob, mail_from="", recipients=(OutboundRecipient(address=mail_from),),
         body="8BITMIME" if any(b > 127 for b in reply) else "7BIT"), now=now)
     log.info("Sieve vacation of account %d: replied to %s", account_id, mail_from)
-    return True
+    return blob

@@ -322,6 +322,7 @@ class Session:
             if self.listener.submission else None,
             authenticated_as=self.account.address if self.account is not None else None,
             inbound=None if self.conn.authenticated else self.listener.inbound,
+            sieve=self.app.config.sieve,
         )
         return codes.SENDER_OK
 

@@ -100,6 +100,8 @@ class Transaction:
     content is held until the end of the data, checked, and stored with its verdict."""
     verdict: Any = None
     """The inbound filter's ``Verdict`` once the commit ran it."""
+    sieve: Any = None
+    """The ``[sieve]`` settings for the recipients' scripts (None: the defaults)."""
     local: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Accepted local recipient -> account ids."""
     forwards: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -305,7 +307,7 @@ class Transaction:
             sealer = getattr(self.inbound, "sealer", None)
             local = await deliver_local(self.store, local_ref, self.local, mail_from=self.mail.address,
                                         refusable=not self.remote and not self.forwards, mailbox=mailbox,
-                                        sealer=sealer)
+                                        sealer=sealer, sieve=self.sieve)
             statuses: set[str] = set()
             if self.forwards and mailbox == "INBOX":       # junk is never forwarded
                 raw, path = await read_bounded(self.store, local_ref)       # never a large one whole

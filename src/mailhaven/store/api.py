@@ -13,7 +13,7 @@ Invariants every backend keeps:
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -748,6 +748,9 @@ class Store(Protocol):
     async def count_alias_forward(self, address: str, *, now: float, window: float, limit: int) -> bool:
         """:meth:`count_redirect` for an alias that forwards off-site (it has no account):
         counts one forward of ``address`` unless ``limit`` were counted in ``window``."""
+    async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
+        """RFC 5804 2.11.1: the script keeps its text and whether it is active; NotFound when
+        there is no ``old``, AlreadyExists when ``new`` is taken (nothing changes then)."""
         ...
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
@@ -759,6 +762,15 @@ class Store(Protocol):
                                  now: float, period: float) -> bool:
         """RFC 5230 4.2: True (and remember ``now + period``) unless a reply to ``sender``
         (case-insensitive) for this ``handle`` was sent less than its period ago; atomic."""
+        ...
+
+    async def duplicate_keys(self, account_id: int, *, now: float) -> frozenset[str]:
+        """RFC 7352: the keys the account's duplicate tests recorded whose period runs past ``now``."""
+        ...
+
+    async def remember_duplicates(self, account_id: int, until: Mapping[str, float], *, now: float) -> None:
+        """Record each key until its time (replacing an earlier one); forget the account's
+        keys whose time has passed."""
         ...
 
     async def srs_key(self) -> bytes:

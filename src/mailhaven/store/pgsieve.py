@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
-from .api import NotFound, SieveScriptInfo
+from .api import AlreadyExists, NotFound, SieveScriptInfo
 
 if TYPE_CHECKING:
     from .pgmessages import Tx
@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS sieve_vacation (
     handle TEXT NOT NULL,
     until DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (account_id, sender, handle)
+);
+CREATE TABLE IF NOT EXISTS sieve_duplicates (
+    account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    until DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account_id, key)
 );
 CREATE TABLE IF NOT EXISTS srs_key (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -120,6 +126,22 @@ class SieveMethods:
             return True
 
         return await self.write(count)
+    async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
+        async def rename(tx: Tx) -> None:
+            # The account's row lock serialises renames (two onto one free name: one wins).
+            await tx.conn.execute("SELECT 1 FROM accounts WHERE id=$1 FOR UPDATE", account_id)
+            if await tx.conn.fetchval("SELECT 1 FROM sieve_scripts WHERE account_id=$1 AND name=$2",
+                                      account_id, old) is None:
+                raise NotFound(f"no Sieve script {old!r}")
+            if old == new:
+                return
+            if await tx.conn.fetchval("SELECT 1 FROM sieve_scripts WHERE account_id=$1 AND name=$2",
+                                      account_id, new) is not None:
+                raise AlreadyExists(f"Sieve script {new!r} exists")
+            await tx.conn.execute("UPDATE sieve_scripts SET name=$3 WHERE account_id=$1 AND name=$2",
+                                  account_id, old, new)
+
+        await self.write(rename)
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
         async def count(tx: Tx) -> bool:
@@ -146,6 +168,23 @@ class SieveMethods:
             return bool(status.split()[-1] != "0")
 
         return await self.write(due)
+
+    async def duplicate_keys(self, account_id: int, *, now: float) -> frozenset[str]:
+        async def fetch(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return list(await conn.fetch("SELECT key FROM sieve_duplicates WHERE account_id=$1 AND until>$2",
+                                         account_id, now))
+
+        return frozenset(str(r[0]) for r in await self.read(fetch))
+
+    async def remember_duplicates(self, account_id: int, until: Mapping[str, float], *, now: float) -> None:
+        async def remember(tx: Tx) -> None:
+            await tx.conn.execute("DELETE FROM sieve_duplicates WHERE account_id=$1 AND until<=$2", account_id, now)
+            await tx.conn.executemany(
+                "INSERT INTO sieve_duplicates (account_id, key, until) VALUES ($1,$2,$3) "
+                "ON CONFLICT (account_id, key) DO UPDATE SET until=excluded.until",
+                [(account_id, k, t) for k, t in until.items()])
+
+        await self.write(remember)
 
     async def srs_key(self) -> bytes:
         async def key(tx: Tx) -> bytes:

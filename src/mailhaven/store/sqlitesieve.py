@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .api import NotFound, SieveScriptInfo
+from .api import AlreadyExists, NotFound, SieveScriptInfo
 
 if TYPE_CHECKING:
     from .db import Database
@@ -36,6 +37,12 @@ CREATE TABLE IF NOT EXISTS sieve_vacation (
     handle TEXT NOT NULL,
     until REAL NOT NULL,
     PRIMARY KEY (account_id, sender, handle)
+);
+CREATE TABLE IF NOT EXISTS sieve_duplicates (
+    account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    until REAL NOT NULL,
+    PRIMARY KEY (account_id, key)
 );
 CREATE TABLE IF NOT EXISTS srs_key (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -99,6 +106,19 @@ class SieveMethods:
             return True
 
         return await self.db.write(count)
+    async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
+        def rename(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM sieve_scripts WHERE account_id=? AND name=?",
+                            (account_id, old)).fetchone() is None:
+                raise NotFound(f"no Sieve script {old!r}")
+            if old == new:
+                return
+            if conn.execute("SELECT 1 FROM sieve_scripts WHERE account_id=? AND name=?",
+                            (account_id, new)).fetchone() is not None:
+                raise AlreadyExists(f"Sieve script {new!r} exists")
+            conn.execute("UPDATE sieve_scripts SET name=? WHERE account_id=? AND name=?", (new, account_id, old))
+
+        await self.db.write(rename)
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
         def count(conn: sqlite3.Connection) -> bool:
@@ -124,6 +144,20 @@ class SieveMethods:
             return True
 
         return await self.db.write(due)
+
+    async def duplicate_keys(self, account_id: int, *, now: float) -> frozenset[str]:
+        rows = await self.db.read(lambda conn: conn.execute(
+            "SELECT key FROM sieve_duplicates WHERE account_id=? AND until>?", (account_id, now)).fetchall())
+        return frozenset(str(r[0]) for r in rows)
+
+    async def remember_duplicates(self, account_id: int, until: Mapping[str, float], *, now: float) -> None:
+        def remember(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sieve_duplicates WHERE account_id=? AND until<=?", (account_id, now))
+            conn.executemany("INSERT INTO sieve_duplicates (account_id, key, until) VALUES (?,?,?) "
+                             "ON CONFLICT (account_id, key) DO UPDATE SET until=excluded.until",
+                             [(account_id, k, t) for k, t in until.items()])
+
+        await self.db.write(remember)
 
     async def srs_key(self) -> bytes:
         def key(conn: sqlite3.Connection) -> bytes:

@@ -163,7 +163,8 @@ async def _send(call: Call, sub_args: dict[str, Any]) -> Submission:
     except Reply:
         raise MethodError("forbiddenToSend", "sending rate limit reached, try again later") from None
     if local:
-        await deliver_local(call.store, blob, local, mail_from=mail_from)   # each recipient's Sieve script
+        await deliver_local(call.store, blob, local, mail_from=mail_from,   # each recipient's Sieve script
+                            sieve=call.app.config.sieve)
     if remote:
         await call.app.outbound.enqueue(OutboundMessage(
             blob=blob, mail_from=mail_from, recipients=tuple(OutboundRecipient(address=r) for r in remote),
