@@ -135,3 +135,26 @@ def test_redirect_copy_of_a_large_message_is_made_from_its_file(tmp_path: Path) 
     assert copy_from_file(writer, b"Delivered-To: c@d.example\r\n", str(path)) is True
     assert b"".join(writer.pieces) == b"Delivered-To: c@d.example\r\nSubject: s\r\n\r\n" + body
     assert max(map(len, writer.pieces)) <= COPY_CHUNK
+
+
+def test_editheader_on_a_large_message_keeps_its_whole_body(srv: ServerProcess, tmp_path: Path) -> None:
+    """The script reads only the start of a 3 MB message; its editheader change is written
+    before the rest of the stored file, so the delivered copy is the whole message."""
+    script = tmp_path / "edit.sieve"
+    script.write_text('require ["editheader", "fileinto"];\n'
+                      'addheader "X-Edited" "by sieve";\ndeleteheader "X-Drop";\nfileinto "Edited";\n')
+    srv.admin("sieve", "put", SIEVE_USER, str(script))
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=60) as m:
+        m.login(SIEVE_USER, "s3cret")
+        m.create("Edited")
+    msg = big_message(3_000_000, SIEVE_USER, "edited", seed=40).replace(b"\r\n", b"\r\nX-Drop: yes\r\n", 1)
+    send(srv, "x@none.example", msg, SIEVE_USER)
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=60) as m:
+        m.login(SIEVE_USER, "s3cret")
+        m.select("Edited", readonly=True)
+        _, data = m.fetch(b"1", "(BODY.PEEK[])")
+    assert isinstance(data[0], tuple)
+    stored = data[0][1]
+    head, _, body = stored.partition(b"\r\n\r\n")
+    assert b"X-Edited: by sieve" in head and b"X-Drop" not in head
+    assert body == msg.partition(b"\r\n\r\n")[2]
