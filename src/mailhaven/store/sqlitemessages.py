@@ -94,7 +94,7 @@ class MessageMethods:
              thread_id or 0, message_id),
         )
         new_id = cur.fetchone()[0]
-        conn.execute(_INSERT_DATA, (new_id, prepared.summary_json, *(wire or (None, None))))
+        conn.execute(_INSERT_DATA, (new_id, prepared.stored_summary, *(wire or (None, None))))
         if thread_id is None:
             conn.execute("UPDATE messages SET thread_id=id WHERE id=?", (new_id,))
             thread_id = new_id
