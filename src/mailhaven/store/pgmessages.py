@@ -26,6 +26,7 @@ from .api import (
     InvalidName,
     MailboxChanges,
     Message,
+    MessageColumns,
     NotFound,
     QuotaExceeded,
 )
@@ -278,13 +279,12 @@ class MessageMethods:
             f"SELECT {cols(with_summary)} FROM messages WHERE mailbox_id=$1 ORDER BY uid", mailbox_id)
         return [message(r, with_summary) for r in rows]
 
-    async def list_message_meta(self, mailbox_id: int) -> list[tuple[int, str, int, float, int]]:
-        """(uid, flags as space-separated text, modseq, internal date, size) in UID order:
-        what an IMAP SELECT needs, without building a Message per row (as SQLiteStore)."""
+    async def list_message_columns(self, mailbox_id: int) -> MessageColumns:
+        """What an IMAP SELECT needs, as typed arrays (as SQLiteStore)."""
         rows = await self.pool.fetch(
             "SELECT uid, array_to_string(flags, ' '), modseq, internal_date, size FROM messages "
             "WHERE mailbox_id=$1 ORDER BY uid", mailbox_id)
-        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return MessageColumns.from_rows(rows)
 
     async def get_messages(self, mailbox_id: int, uids: Iterable[int], *,
                            with_summary: bool = True, imap_wire: bool = False) -> list[Message]:
