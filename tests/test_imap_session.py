@@ -531,6 +531,27 @@ async def test_select_of_a_big_mailbox_allocates_no_object_per_message(store) ->
     assert b"* 4 FETCH (FLAGS (\\Recent \\Seen) RFC822.SIZE %d)" % len(MULTI) in out
 
 
+async def test_fetch_bodies_beside_a_large_message_keep_the_column_path(store) -> None:  # type: ignore[no-untyped-def]
+    """FETCH 1:* BODY.PEEK[] over small messages and one past 1 MB: the large one goes out
+    from its file on its own, the small ones around it are still read in one ``get_raw``
+    trip (a chunk holding a large message used to send all its neighbours the slow way)."""
+    large = SIMPLE + (b"y" * 78 + b"\r\n") * 16000                  # ~1.3 MB
+    acct, c = await setup(store, SIMPLE, MULTI, large, SIMPLE, MULTI)
+    await c.cmd("SELECT INBOX")
+    asked: list[list[int]] = []
+    real = store.get_raw
+
+    async def counted(mailbox_id: int, uids: object) -> object:
+        asked.append(sorted(uids))  # type: ignore[call-overload]
+        return await real(mailbox_id, asked[-1])
+
+    store.get_raw = counted
+    out = await c.cmd("FETCH 1:* (BODY.PEEK[])")
+    for n, raw in enumerate((SIMPLE, MULTI, large, SIMPLE, MULTI), 1):
+        assert b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(raw)) + raw + b")\r\n" in out
+    assert [1, 2] in asked and [4, 5] in asked and not any(3 in a for a in asked)
+
+
 async def test_literal_limits_before_login_and_nonsync_too_big(store) -> None:  # type: ignore[no-untyped-def]
     await make_account(store)
     c = Client(store)
