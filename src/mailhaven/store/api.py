@@ -154,20 +154,26 @@ class MessageColumns:
     dates: array[float] = field(default_factory=lambda: array("d"))
     sizes: array[int] = field(default_factory=lambda: array("I"))
 
+    _texts: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]]) -> MessageColumns:
         """From ``(uid, flags text, modseq, internal date, size)`` rows, taken one at a time
         (a cursor is never turned into a list of every row)."""
         out = cls()
-        texts: dict[str, str] = {}
-        uids, flags, modseq, dates, sizes = out.uids, out.flags, out.modseq, out.dates, out.sizes
+        out.extend(rows)
+        return out
+
+    def extend(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Append rows as :meth:`from_rows` takes them (a backend that reads in batches)."""
+        texts = self._texts
+        uids, flags, modseq, dates, sizes = self.uids, self.flags, self.modseq, self.dates, self.sizes
         for uid, text, ms, date, size in rows:
             uids.append(uid)
             flags.append(texts.setdefault(text, text))
             modseq.append(ms)
             dates.append(date)
             sizes.append(size)
-        return out
 
 
 @dataclass(frozen=True, kw_only=True)

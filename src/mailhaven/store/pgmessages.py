@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 SEEN = "\\Seen"
+COLUMNS_BATCH = 256
+"""Rows per cursor fetch of ``list_message_columns``."""
 MSG_COLUMNS = ("id", "mailbox_id", "uid", "blob_id", "size", "internal_date", "flags", "modseq",
                "thread_id")
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -280,11 +282,16 @@ class MessageMethods:
         return [message(r, with_summary) for r in rows]
 
     async def list_message_columns(self, mailbox_id: int) -> MessageColumns:
-        """What an IMAP SELECT needs, as typed arrays (as SQLiteStore)."""
-        rows = await self.pool.fetch(
-            "SELECT uid, array_to_string(flags, ' '), modseq, internal_date, size FROM messages "
-            "WHERE mailbox_id=$1 ORDER BY uid", mailbox_id)
-        return MessageColumns.from_rows(rows)
+        """What an IMAP SELECT needs, as typed arrays (as SQLiteStore), read through a
+        cursor :data:`COLUMNS_BATCH` rows at a time (never a Record per message at once)."""
+        out = MessageColumns()
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            cursor = await conn.cursor(
+                "SELECT uid, array_to_string(flags, ' '), modseq, internal_date, size FROM messages "
+                "WHERE mailbox_id=$1 ORDER BY uid", mailbox_id)
+            while batch := await cursor.fetch(COLUMNS_BATCH):
+                out.extend(batch)
+        return out
 
     async def get_messages(self, mailbox_id: int, uids: Iterable[int], *,
                            with_summary: bool = True, imap_wire: bool = False) -> list[Message]:
