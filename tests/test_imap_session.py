@@ -526,7 +526,7 @@ async def test_select_of_a_big_mailbox_allocates_no_object_per_message(store) ->
     finally:
         tracemalloc.stop()
     assert b"* %d EXISTS" % n in out
-    # PostgreSQL: asyncpg's batches of Records on top (208 bytes; 314 reading every row at once).
+    # PostgreSQL: asyncpg's batches of Records on top (242 bytes; 314 reading every row at once).
     limit = 260 if hasattr(store, "pool") else 200
     assert peak / n < limit, f"{peak / n:.0f} bytes a message"
     out = await c.cmd("FETCH 4 (FLAGS RFC822.SIZE)")

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 SEEN = "\\Seen"
-COLUMNS_BATCH = 256
-"""Rows per cursor fetch of ``list_message_columns``."""
+COLUMNS_BATCH = 1024
+"""Rows per cursor fetch of ``list_message_columns`` (100 round trips for a 100k mailbox;
+256 saved another ~35 bytes a message at four times the trips)."""
 MSG_COLUMNS = ("id", "mailbox_id", "uid", "blob_id", "size", "internal_date", "flags", "modseq",
                "thread_id")
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
