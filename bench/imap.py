@@ -2,11 +2,15 @@
 and RSS with many idle IDLE connections. Optionally the same workload against Dovecot.
 
     python bench/imap.py [--messages 10000] [--idle 2000] [--dovecot]
+    python bench/imap.py --messages 1000,10000,100000 --idle 0 --dovecot   # the scaling run
 
 Starts its own ``mailhaven serve`` on free ports in a temporary directory (and, with
 ``--dovecot``, a private Dovecot instance beside it). The short timed runs alternate between
 the two servers, so the ratio is not skewed by a slow spell of a shared machine falling on
-one of them. Prints figures; asserts nothing.
+one of them. Several ``--messages`` sizes make the scaling run: each size on fresh servers,
+then every workload's ratio and Mailhaven's time per message side by side, and the memory
+a selected mailbox costs (PSS with one session's mailbox of that size selected, less PSS
+with an empty mailbox selected, Mailhaven freshly restarted). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -142,6 +146,18 @@ class Mailhaven:
             if line.strip() == "Ready.":
                 break
 
+    def restart(self) -> None:
+        """A fresh process on the same data (what a SELECT costs, not what APPENDs left)."""
+        self.stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "mailhaven", "--data", str(self.data), "serve"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env())
+        assert self.proc.stdout is not None
+        while (line := self.proc.stdout.readline()) and line.strip() != "Ready.":
+            pass
+
+    def pids(self) -> list[int]:
+        return [self.pid()]
+
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
@@ -241,6 +257,19 @@ protocol imap {{
                                                       text=True).stdout.split()] + [mp]
         return _rss(sorted(set(pids)))
 
+    def restart(self) -> None:
+        """Nothing to do: each Dovecot session has its own imap process."""
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-f", f"{self.dir}"], capture_output=True, text=True).stdout.split()
+        pids = [int(p) for p in out]
+        master = (self.dir / "run" / "master.pid")
+        if master.exists():
+            mp = int(master.read_text().strip())
+            pids += [int(p) for p in subprocess.run(["pgrep", "-P", str(mp)], capture_output=True,
+                                                      text=True).stdout.split()] + [mp]
+        return sorted(set(pids))
+
     def stop(self) -> None:
         subprocess.run([self.binary, "-c", str(self.conf), "stop"], capture_output=True)
 
@@ -251,6 +280,19 @@ def _rss(pids: list[int]) -> int:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def _pss_kb(pids: list[int]) -> int:
+    """Proportional set size (shared pages split between their processes) of ``pids``."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total += int(line.split()[1])
         except OSError:
             pass
@@ -392,6 +434,50 @@ async def bench_fetch_search(ports: dict[str, int], total: int) -> dict[str, dic
     return out
 
 
+APPEND_MAX = 10000
+"""Bigger mailboxes are APPENDed this many messages, then grown by COPY (untimed): APPENDing
+100,000 messages took Dovecot half an hour on the shared machine."""
+
+
+async def grow_by_copies(port: int, count: int, total: int) -> None:
+    """COPY the INBOX's first messages onto its end until it holds ``total``, then one
+    SEARCH BODY so that the copies are searchable before anything is timed."""
+    c = await Conn.open(port)
+    await c.login()
+    await c.cmd("SELECT INBOX")
+    while count < total:
+        n = min(count, total - count)
+        tagged, _ = await c.cmd(f"COPY 1:{n} INBOX")
+        if b" OK" not in tagged:
+            raise RuntimeError(f"COPY failed: {tagged!r}")
+        count += n
+        await c.cmd("NOOP")
+    await c.cmd('SEARCH BODY "no-such-word-anywhere"')
+    await c.close()
+
+
+async def bench_selected_memory(server: Mailhaven | Dovecot, port: int) -> dict[str, float]:
+    """PSS with one session's empty mailbox selected, then the big INBOX selected, then
+    after a FETCH 1:* of its flags (the server freshly started: what one selection costs)."""
+    server.restart()
+    c = await Conn.open(port)
+    await c.login()
+    await c.cmd("CREATE Empty")
+    await c.cmd("SELECT Empty")
+    await asyncio.sleep(0.5)
+    empty = _pss_kb(server.pids())
+    await c.cmd("SELECT INBOX")
+    await asyncio.sleep(0.5)
+    selected = _pss_kb(server.pids())
+    await c.cmd("FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)")
+    await asyncio.sleep(0.5)
+    fetched = _pss_kb(server.pids())
+    await c.close()
+    return {"PSS MB, empty mailbox selected": empty / 1024,
+            "PSS MB growth, big mailbox selected": (selected - empty) / 1024,
+            "PSS MB growth, after FETCH 1:* flags": (fetched - empty) / 1024}
+
+
 async def bench_idle(server: Mailhaven | Dovecot, port: int, count: int) -> dict[str, float]:
     """``count`` connections IDLE on a small mailbox of their own (a typical user's INBOX is
     not the 10,000-message benchmark mailbox); one delivery must reach all of them."""
@@ -446,19 +532,26 @@ async def bench_idle(server: Mailhaven | Dovecot, port: int, count: int) -> dict
     }
 
 
-async def run_all(servers: list[Mailhaven | Dovecot], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+async def run_all(servers: list[Mailhaven | Dovecot], args: argparse.Namespace,
+                  total: int) -> dict[str, dict[str, float]]:
     """Every workload on every server: APPENDs and IDLE one server at a time (they measure
     a server's own memory and throughput over tens of seconds), the short timed runs
     interleaved between the servers."""
     rng = random.Random(42)
-    messages = [make_message(i, rng) for i in range(args.messages)]
+    messages = [make_message(i, rng) for i in range(min(total, APPEND_MAX))]
     results: dict[str, dict[str, float]] = {server.name: {} for server in servers}
     ports = {server.name: server.port for server in servers}
     for server in servers:
         print(f"[{server.name}] append", file=sys.stderr, flush=True)
         results[server.name].update(await bench_append(server.port, messages, 8))
+        if total > len(messages):
+            print(f"[{server.name}] copy up to {total}", file=sys.stderr, flush=True)
+            await grow_by_copies(server.port, len(messages), total)
+    for server in servers:
+        print(f"[{server.name}] selected-mailbox memory", file=sys.stderr, flush=True)
+        results[server.name].update(await bench_selected_memory(server, server.port))
     print("fetch/search", file=sys.stderr, flush=True)
-    for name, figures in (await bench_fetch_search(ports, args.messages)).items():
+    for name, figures in (await bench_fetch_search(ports, total)).items():
         results[name].update(figures)
     print("logins", file=sys.stderr, flush=True)
     for name, rate in (await bench_logins(ports, args.login_seconds, 4)).items():
@@ -470,9 +563,73 @@ async def run_all(servers: list[Mailhaven | Dovecot], args: argparse.Namespace) 
     return results
 
 
+PER_MESSAGE = ("fetch flags msgs/s", "fetch envelope+bodystructure msgs/s", "fetch BODY[] msgs/s",
+               "store +FLAGS/-FLAGS msgs/s")
+"""Workloads whose time per message must stay flat as the mailbox grows."""
+
+
+def run_size(args: argparse.Namespace, total: int) -> dict[str, dict[str, float]] | None:
+    """Every workload at one mailbox size, on fresh servers in a fresh directory."""
+    tmp = Path(tempfile.mkdtemp(prefix="mh-imap-bench-"))
+    tmp.chmod(0o755)  # Dovecot's auth process must reach its passwd file
+    servers: list[Mailhaven | Dovecot] = [] if args.only_dovecot else [Mailhaven(tmp, args.idle)]
+    if (args.dovecot or args.only_dovecot) and shutil.which("dovecot"):
+        servers.append(Dovecot(tmp, args.idle))
+    started: list[Mailhaven | Dovecot] = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+        return asyncio.run(run_all(servers, args, total))
+    except Exception as exc:  # noqa: BLE001 - say what failed, with Dovecot's log if it was Dovecot
+        print(f"benchmark failed: {exc!r}", file=sys.stderr)
+        log = tmp / "dovecot" / "dovecot.log"
+        if log.exists():
+            print(log.read_text()[-2000:], file=sys.stderr)
+        return None
+    finally:
+        for server in started:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_table(total: int, table: dict[str, dict[str, float]]) -> None:
+    names = list(table)
+    print(f"\nIMAP benchmark, {total} messages, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    header = f"{'metric':42}" + "".join(f"{n:>14}" for n in names)
+    if len(names) == 2:
+        header += f"{'ratio':>10}"
+    print(header)
+    for key in table[names[0]]:
+        row = f"{key:42}" + "".join(f"{table[n].get(key, float('nan')):14.1f}" for n in names)
+        if len(names) == 2 and table[names[1]].get(key):
+            row += f"{table[names[0]][key] / table[names[1]][key]:10.2f}"
+        print(row)
+
+
+def print_scaling(tables: dict[int, dict[str, dict[str, float]]]) -> None:
+    """Per workload: the ratio to the peer at each size, and Mailhaven's time per message."""
+    sizes = list(tables)
+    first = tables[sizes[0]]
+    names = list(first)
+    print(f"\nScaling, {' / '.join(str(n) for n in sizes)} messages")
+    if len(names) == 2:
+        print(f"{'ratio ' + names[0] + '/' + names[1]:42}" + "".join(f"{n:>10}" for n in sizes))
+        for key in first[names[0]]:
+            cells = []
+            for n in sizes:
+                a, b = tables[n][names[0]].get(key), tables[n][names[1]].get(key)
+                cells.append(f"{a / b:10.2f}" if a and b else f"{'-':>10}")
+            print(f"{key:42}" + "".join(cells))
+    print(f"{names[0] + ' us per message':42}" + "".join(f"{n:>10}" for n in sizes))
+    for key in PER_MESSAGE:
+        print(f"{key.replace(' msgs/s', ''):42}"
+              + "".join(f"{1e6 / tables[n][names[0]][key]:10.1f}" for n in sizes if tables[n][names[0]].get(key)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--messages", type=int, default=10000)
+    ap.add_argument("--messages", default="10000", help="mailbox size, or sizes separated by commas")
     ap.add_argument("--idle", type=int, default=2000, help="idle IDLE connections (0 to skip)")
     ap.add_argument("--login-seconds", type=float, default=5.0)
     ap.add_argument("--dovecot", action="store_true", help="also run against a private Dovecot")
@@ -484,39 +641,15 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
         pass
-    tmp = Path(tempfile.mkdtemp(prefix="mh-imap-bench-"))
-    tmp.chmod(0o755)  # Dovecot's auth process must reach its passwd file
-    servers: list[Mailhaven | Dovecot] = [] if args.only_dovecot else [Mailhaven(tmp, args.idle)]
-    if (args.dovecot or args.only_dovecot) and shutil.which("dovecot"):
-        servers.append(Dovecot(tmp, args.idle))
-    table: dict[str, dict[str, float]] = {}
-    started: list[Mailhaven | Dovecot] = []
-    try:
-        for server in servers:
-            server.start()
-            started.append(server)
-        table = asyncio.run(run_all(servers, args))
-    except Exception as exc:  # noqa: BLE001 - say what failed, with Dovecot's log if it was Dovecot
-        print(f"benchmark failed: {exc!r}", file=sys.stderr)
-        log = tmp / "dovecot" / "dovecot.log"
-        if log.exists():
-            print(log.read_text()[-2000:], file=sys.stderr)
-        return 1
-    finally:
-        for server in started:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    names = list(table)
-    print(f"\nIMAP benchmark, {args.messages} messages, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    header = f"{'metric':42}" + "".join(f"{n:>14}" for n in names)
-    if len(names) == 2:
-        header += f"{'ratio':>10}"
-    print(header)
-    for key in table[names[0]]:
-        row = f"{key:42}" + "".join(f"{table[n].get(key, float('nan')):14.1f}" for n in names)
-        if len(names) == 2 and table[names[1]].get(key):
-            row += f"{table[names[0]][key] / table[names[1]][key]:10.2f}"
-        print(row)
+    tables: dict[int, dict[str, dict[str, float]]] = {}
+    for total in (int(n) for n in args.messages.split(",")):
+        table = run_size(args, total)
+        if table is None:
+            return 1
+        print_table(total, table)
+        tables[total] = table
+    if len(tables) > 1:
+        print_scaling(tables)
     return 0
 
 

@@ -187,6 +187,36 @@ async def test_retr_of_message_expunged_elsewhere_answers_err(env: Env) -> None:
     assert (await c.cmd("QUIT")).startswith(b"+OK")
 
 
+async def test_retrs_in_order_read_ahead_in_one_store_trip(env: Env) -> None:
+    """RETR 1, 2, 3 ask the store once (message 1 and the two after it), not per RETR."""
+    trips: list[str] = []
+    for name in ("get_raw", "get_messages", "read_blob"):
+        real = getattr(env.store, name)
+
+        async def counted(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            trips.append(_name)
+            return await _real(*args, **kw)
+
+        setattr(env.store, name, counted)
+    c = env.client()
+    await c.login()
+    for n in (1, 2, 3):
+        assert (await c.cmd(f"RETR {n}")).endswith(f"line one of {n}\r\n..dotted line\r\nline three\r\n.\r\n"
+                                                     .encode())
+    assert trips == ["get_raw"]
+
+
+async def test_message_read_ahead_then_expunged_elsewhere_answers_err(env: Env) -> None:
+    c = env.client()
+    await c.login()
+    assert (await c.cmd("RETR 1")).startswith(b"+OK")        # reads 2 and 3 ahead
+    box = await env.inbox()
+    await env.store.expunge(box.id, [2])
+    assert await c.cmd("RETR 2") == b"-ERR Message was expunged by another session\r\n"
+    assert (await c.cmd("RETR 3")).endswith(b"line one of 3\r\n..dotted line\r\nline three\r\n.\r\n")
+    assert (await c.cmd("QUIT")).startswith(b"+OK")
+
+
 async def test_retr_marks_seen_at_update(env: Env) -> None:
     c = env.client()
     await c.login()

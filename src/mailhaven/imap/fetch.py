@@ -379,6 +379,35 @@ _HOUR_MINUTE = tuple(b"%02d:%02d:" % divmod(m, 60) for m in range(24 * 60))
 _SECOND_ZONE = tuple(b'%02d +0000"' % s for s in range(60))
 
 
+COLUMN_CHUNK = 1000
+"""Messages per store read and write of the columns path."""
+RAW_CHUNK_BYTES = 1024 * 1024
+"""Message bytes per store read when the bytes are fetched (100 messages a read before:
+a thread hop per 300 KB of ordinary mail)."""
+
+
+def _chunks(sel: Any, uids: list[int], raw: bool) -> list[list[int]]:
+    """``uids`` in runs of at most :data:`COLUMN_CHUNK`, and when the message bytes are
+    wanted, of at most :data:`RAW_CHUNK_BYTES` of them (or one message, if bigger)."""
+    if not raw:
+        return [uids[i:i + COLUMN_CHUNK] for i in range(0, len(uids), COLUMN_CHUNK)]
+    out: list[list[int]] = []
+    chunk: list[int] = []
+    total = 0
+    sizes = sel.column("sizes")
+    for uid in uids:
+        i = sel.index(uid)
+        size = 0 if i is None else sizes[i]
+        if chunk and (total + size > RAW_CHUNK_BYTES or len(chunk) >= COLUMN_CHUNK):
+            out.append(chunk)
+            chunk, total = [], 0
+        chunk.append(uid)
+        total += size
+    if chunk:
+        out.append(chunk)
+    return out
+
+
 async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) -> None:
     """The FETCHes clients send for whole mailboxes (flags resync, the message list's
     ENVELOPE and BODYSTRUCTURE, BODY.PEEK[] downloads): UID, FLAGS, RFC822.SIZE and
@@ -392,9 +421,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     recent = sel.recent if not s.rev2 else set()
     shown: dict[tuple[frozenset[str], bool], bytes] = {}
     cache = header_cache(s.store)
-    step = 100 if raw else 1000
-    for start in range(0, len(uids), step):
-        chunk = uids[start:start + step]
+    for chunk in _chunks(sel, uids, raw):
         if raw and any(sel.meta[u].size > STREAM_MIN for u in chunk):
             await _fetch_chunk(s, chunk, items, _Plan.of(s, items))    # large ones go out from their files
             continue

@@ -166,9 +166,9 @@ async def _load(s: Session, box: Mailbox, readonly: bool) -> SelectedMailbox:
                 cache[box.id] = (box.uidvalidity, changes.highestmodseq, sel.snapshot())
             return sel
     sel = SelectedMailbox(box, readonly)
-    fast = getattr(s.store, "list_message_meta", None)   # optional store fast path
+    fast = getattr(s.store, "list_message_columns", None)   # optional store fast path
     if fast is not None:
-        sel.load_rows(await fast(box.id))
+        sel.load_columns(await fast(box.id))
     else:
         sel.load(await s.store.list_messages(box.id))
     if len(sel.uids) >= INDEX_CACHE_MIN:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store.api import Mailbox, MailboxChanges, Message, Store
+from ..store.api import Mailbox, MailboxChanges, Message, MessageColumns, Store
 from ..store.changes import shared_changes_since
 
 
@@ -133,18 +133,14 @@ class SelectedMailbox:
             self.uidnext = max(self.uidnext, self.uids[-1] + 1)
         self.announced = len(self.uids)
 
-    def load_rows(self, rows: Sequence[Sequence[Any]]) -> None:
-        """From ``(uid, flags text, modseq, internal date, size)`` rows (the store's fast path)."""
+    def load_columns(self, columns: MessageColumns) -> None:
+        """From the store's typed columns (its fast path): the arrays are taken as they are,
+        each distinct flag text becomes one shared frozenset."""
         by_text: dict[str, frozenset[str]] = {}
-        for uid, flags, modseq, date, size in rows:
-            fs = by_text.get(flags)
-            if fs is None:
-                fs = by_text[flags] = self._intern(frozenset(flags.split()))
-            self.uids.append(uid)
-            self._flags.append(fs)
-            self._modseq.append(modseq)
-            self._dates.append(date)
-            self._sizes.append(size)
+        for text in set(columns.flags):
+            by_text[text] = self._intern(frozenset(text.split()))
+        self.uids, self._modseq, self._dates, self._sizes = columns.uids, columns.modseq, columns.dates, columns.sizes
+        self._flags = [by_text[text] for text in columns.flags]
         if self.uids:
             self.uidnext = max(self.uidnext, self.uids[-1] + 1)
         self.announced = len(self.uids)

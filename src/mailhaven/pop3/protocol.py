@@ -382,6 +382,16 @@ def encode_message(raw: bytes, body_lines: int | None = None) -> bytes:
     lines. Bare CR or LF line ends in the stored bytes become CRLF; the last line gets a
     CRLF when the stored message lacks one.
     """
+    if body_lines is None:
+        crlf = raw.count(b"\r\n")
+        if raw.count(b"\r") == crlf and raw.count(b"\n") == crlf:
+            # The common case, CRLF only: byte-stuffed with C-level passes, not a line loop
+            # (the loop was most of a RETR's server CPU).
+            if raw and not raw.endswith(b"\n"):
+                raw += b"\r\n"
+            if raw.startswith(b"."):
+                raw = b"." + raw
+            return raw.replace(b"\r\n.", b"\r\n..") + b".\r\n"   # RFC 1939 3: byte-stuffing
     lines = raw.splitlines()
     if body_lines is not None:
         try:

@@ -97,21 +97,9 @@ class Connection:
             store=store, config=app.config, log=listener.log.bind(cid=net.cid, peer=ip),
             locks=listener.locks, throttle=listener.throttle, sleep=asyncio.sleep, peer=ip,
             tls=listener.implicit_tls, stls_available=not listener.implicit_tls,
-            read_blob=self.read_blob, wire_sizes=listener.wire_sizes, flush=self.flush,
+            wire_sizes=listener.wire_sizes, flush=self.flush,
         )
         self.session = Session(self.ctx)
-
-    async def read_blob(self, blob_id: str) -> bytes:
-        store = self.app.store
-        path = store.blob_path(blob_id)
-        if path is None:
-            return bytes(await store.read_blob(blob_id))
-
-        def read() -> bytes:
-            with open(path, "rb") as f:
-                return f.read()
-
-        return await asyncio.to_thread(read)
 
     async def flush(self) -> None:
         data = self.session.take_output()

@@ -28,6 +28,7 @@ from ..store.api import Account, FlagMode, Message, Store, StoreError
 from . import protocol as P
 from . import replies as R
 from .maildrop import Maildrop
+from .readahead import READ_AHEAD_BYTES, ReadAhead
 from .stream import STREAM_MIN, blob_chunks, top_prefix
 
 IMPLEMENTATION = "Mailhaven"
@@ -54,8 +55,6 @@ class SessionContext:
     tls: bool = False
     """The connection is encrypted (pop3s, or after STLS)."""
     stls_available: bool = True
-    read_blob: Callable[[str], Awaitable[bytes]] | None = None
-    """Defaults to ``store.read_blob``."""
     wire_sizes: Callable[[list[Message]], Awaitable[list[int]]] | None = None
     """Exact RETR sizes (CRLF line ends) of messages; None: the stored sizes."""
     flush: Callable[[], Awaitable[None]] | None = None
@@ -71,6 +70,7 @@ class Session:
         self.utf8 = False
         self.account: Account | None = None
         self.maildrop: Maildrop | None = None
+        self._ahead: ReadAhead | None = None
         self._out: list[bytes] = []
         self._pending_user: str | None = None
         self._sasl: Any = None
@@ -127,6 +127,9 @@ class Session:
         self.protocol.discard_buffer()           # RFC 2595 4: nothing from before the handshake
 
     async def _release(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
         if self.account is not None and self.maildrop is not None:
             self.maildrop = None
             await self.ctx.locks.release(self.account.id)
@@ -269,6 +272,8 @@ class Session:
             self._end_sasl()
             raise R.Pop3Error(R.MAILDROP_UNAVAILABLE) from None
         self.account = account
+        self._ahead = ReadAhead(self.ctx.store, account.id, inbox.id,
+                                STREAM_MIN if self.ctx.flush is not None else READ_AHEAD_BYTES)
         self.maildrop = Maildrop(mailbox_id=inbox.id, uidvalidity=inbox.uidvalidity, messages=messages,
                                  sizes=sizes)
         self.protocol.transition(P.Trigger.AUTHENTICATED)
@@ -344,12 +349,18 @@ class Session:
         return message
 
     async def _read(self, msg: int) -> bytes:
-        message = await self._check_present(msg)
+        """The message's bytes if it is still in the mailbox (one store trip checks and reads,
+        and reads the next few ahead when the client goes in order)."""
+        drop = self._drop()
+        drop.get(msg)
+        assert self._ahead is not None, "TRANSACTION without a read-ahead"
         try:
-            reader = self.ctx.read_blob or self.ctx.store.read_blob
-            return await reader(message.blob_id)
+            raw = await self._ahead.read(drop, msg)
         except (StoreError, OSError):
             raise R.Pop3Error(R.MESSAGE_GONE) from None
+        if raw is None:
+            raise R.Pop3Error(R.MESSAGE_GONE)
+        return raw
 
     async def _retr(self, cmd: P.Retr) -> None:
         if self.ctx.flush is not None and self._drop().size(cmd.msg) > STREAM_MIN:

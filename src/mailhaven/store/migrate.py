@@ -29,6 +29,7 @@ from .pgqueue import SCHEMA as QUEUE_SCHEMA
 from .pgschema import check_schema_name, ensure_schema
 from .pgwebdata import SCHEMA as WEB_SCHEMA
 from .queuerows import COLUMNS as QUEUE_COLUMNS
+from .sqliterows import decode_summary
 
 BATCH = 500
 
@@ -187,7 +188,7 @@ def _clean(text: str) -> str:
 
 
 def _message_record(r: sqlite3.Row) -> tuple[Any, ...]:
-    summary = json.loads(r["summary"] or "{}")
+    summary = decode_summary(r["summary"])
     parents = list(dict.fromkeys(message_ids(_clean(str(summary.get("references", "") or "")))
                                  + message_ids(_clean(str(summary.get("in_reply_to", "") or "")))))
     flags = sorted(set(r["flags"].split())) if r["flags"] else []

@@ -26,6 +26,7 @@ from .api import (
     InvalidName,
     MailboxChanges,
     Message,
+    MessageColumns,
     NotFound,
     QuotaExceeded,
 )
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 SEEN = "\\Seen"
+COLUMNS_BATCH = 1024
+"""Rows per cursor fetch of ``list_message_columns`` (100 round trips for a 100k mailbox;
+256 saved another ~35 bytes a message at four times the trips)."""
 MSG_COLUMNS = ("id", "mailbox_id", "uid", "blob_id", "size", "internal_date", "flags", "modseq",
                "thread_id")
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -278,13 +282,17 @@ class MessageMethods:
             f"SELECT {cols(with_summary)} FROM messages WHERE mailbox_id=$1 ORDER BY uid", mailbox_id)
         return [message(r, with_summary) for r in rows]
 
-    async def list_message_meta(self, mailbox_id: int) -> list[tuple[int, str, int, float, int]]:
-        """(uid, flags as space-separated text, modseq, internal date, size) in UID order:
-        what an IMAP SELECT needs, without building a Message per row (as SQLiteStore)."""
-        rows = await self.pool.fetch(
-            "SELECT uid, array_to_string(flags, ' '), modseq, internal_date, size FROM messages "
-            "WHERE mailbox_id=$1 ORDER BY uid", mailbox_id)
-        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    async def list_message_columns(self, mailbox_id: int) -> MessageColumns:
+        """What an IMAP SELECT needs, as typed arrays (as SQLiteStore), read through a
+        cursor :data:`COLUMNS_BATCH` rows at a time (never a Record per message at once)."""
+        out = MessageColumns()
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            cursor = await conn.cursor(
+                "SELECT uid, array_to_string(flags, ' '), modseq, internal_date, size FROM messages "
+                "WHERE mailbox_id=$1 ORDER BY uid", mailbox_id)
+            while batch := await cursor.fetch(COLUMNS_BATCH):
+                out.extend(batch)
+        return out
 
     async def get_messages(self, mailbox_id: int, uids: Iterable[int], *,
                            with_summary: bool = True, imap_wire: bool = False) -> list[Message]:

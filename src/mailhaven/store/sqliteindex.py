@@ -132,7 +132,7 @@ class IndexMethods:
                 for message_id, p in prepared:
                     if conn.execute("SELECT 1 FROM messages WHERE id=?", (message_id,)).fetchone() is None:
                         continue                    # expunged meanwhile
-                    conn.execute(_INSERT_DATA, (message_id, p.summary_json, *(p.wire or (None, None))))
+                    conn.execute(_INSERT_DATA, (message_id, p.stored_summary, *(p.wire or (None, None))))
                     conn.execute("DELETE FROM messages_fts WHERE rowid=?", (message_id,))
                     conn.execute("DELETE FROM fts_pending WHERE id=?", (message_id,))
                     conn.execute(_INSERT_PENDING, (message_id, *p.fts))
