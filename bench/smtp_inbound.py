@@ -9,6 +9,7 @@ server's peak RSS (``--pid``, VmHWM from /proc). Every 250 counted is a durable 
     python bench/smtp_inbound.py --spawn --driver smtp-source # Postfix's load generator
     python bench/smtp_inbound.py --spawn --postfix-port 127.0.0.5:2526 --postfix-to bench@postfix.example
     python bench/smtp_inbound.py --spawn --idle 1000          # RSS of 1000 idle sessions
+    python bench/smtp_inbound.py --spawn --workers 2 --server-cpus 0 --client-cpus 1  # pinned apart
 
 ``--postfix-port`` runs the same load against a Postfix listening there (see
 bench/postfix_peer.py) and prints the ratio.
@@ -204,7 +205,7 @@ def free_port() -> int:
 class Spawned:
     """A throw-away ``mailhaven serve`` with one domain and user."""
 
-    def __init__(self, rcpt: str, workers: int = 0) -> None:
+    def __init__(self, rcpt: str, workers: int = 0, cpus: str | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="mh-bench-"))
         self.port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -219,7 +220,8 @@ class Spawned:
         domain = rcpt.rpartition("@")[2]
         self.cli("domain", "add", domain)
         self.cli("user", "add", rcpt, "--password-stdin", input="bench-password\n")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mailhaven", "--data", str(self.dir), "serve"],
+        pin = ["taskset", "-c", cpus] if cpus else []         # the server and its workers
+        self.proc = subprocess.Popen([*pin, sys.executable, "-m", "mailhaven", "--data", str(self.dir), "serve"],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -292,10 +294,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="data directory of the target Mailhaven (its search backlog)")
     ap.add_argument("--idle", type=int, default=0, help="measure RSS of this many idle sessions instead")
     ap.add_argument("--workers", type=int, default=0, help="[smtp] workers of the spawned server")
+    ap.add_argument("--server-cpus", help="taskset CPU list for the spawned server (and its workers)")
+    ap.add_argument("--client-cpus", help="CPU list for this load generator, e.g. 1 (kept apart from the server)")
     args = ap.parse_args()
+    if args.client_cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
     if args.driver == "smtp-source" and not (shutil.which("smtp-source") or Path("/usr/sbin/smtp-source").exists()):
         sys.exit("smtp-source is not installed (Debian: apt-get install postfix)")
-    spawned = Spawned(args.to, args.workers) if args.spawn else None
+    spawned = Spawned(args.to, args.workers, args.server_cpus) if args.spawn else None
     try:
         if spawned is not None:
             host, port, pid = "127.0.0.1", spawned.port, spawned.proc.pid

@@ -166,3 +166,23 @@ async def test_the_indexer_gives_the_write_lock_back_after_its_slice(tmp_path: P
         assert await store.search_text(inbox.id, "body", "egret") == {2}
     finally:
         await store.close()
+
+
+async def test_indexing_keeps_up_while_deliveries_go_on(tmp_path: Path) -> None:
+    # Issue 18: the indexer waited for a second without deliveries, so under steady mail
+    # nothing was searchable from the index and a burst's indexing all came after it.
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        indexed = 0
+        for i in range(40):                               # one message every 0.1 s
+            await store.deliver(await store.put_blob(raw(f"steady{i}")), [bob.id])
+            await asyncio.sleep(0.1)
+            indexed = await store.db.read(lambda c: c.execute("SELECT count(*) FROM messages_fts").fetchone()[0])
+            if i >= 3 and indexed:
+                break
+        assert indexed > 0
+    finally:
+        await store.close()

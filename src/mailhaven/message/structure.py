@@ -149,19 +149,14 @@ def stdlib_readable(raw: bytes) -> bytes:
 STDLIB_DEPTH = 30
 """Nesting the stdlib parser is given (its cost grows with depth times size, and every
 reader of its tree recurses): deeper entities reach it with an empty body."""
-_CONTENT_TYPE = re.compile(rb"(?i)content-type")
 
 
 def stdlib_bounded(raw: bytes) -> bytes:
     """``raw`` for the stdlib parser at a bounded cost: the header block as
     :func:`stdlib_readable` gives it (at most MAX_HEADER_FIELDS fields), and the body of any
     multipart or message entity nested deeper than :data:`STDLIB_DEPTH` left out."""
-    fields = 0
-    for _ in _CONTENT_TYPE.finditer(raw):
-        fields += 1
-        if fields > STDLIB_DEPTH:
-            break
-    else:
+    # Counting in a lower-cased copy: a case-blind regex over the whole message cost ~4x more.
+    if raw.lower().count(b"content-type") <= STDLIB_DEPTH:
         return stdlib_readable(raw)                     # too few Content-Types to nest deeply
     root, _ = _Parser(raw).entity(0, len(raw), [], False, False, 0)
     cuts: list[tuple[int, int]] = []

@@ -217,7 +217,7 @@ def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         date_ts = None
     text, has_attachment, attachments = body_text(msg)
-    preview = " ".join(text.split())[:PREVIEW_CHARS]
+    preview = _preview(text)
     forwarded = embedded_headers(msg)
     if forwarded:
         text = f"{text}\n{forwarded}" if text else forwarded
@@ -250,6 +250,16 @@ def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - structure is best effort; IMAP falls back to a re-parse
             pass
     return summary
+
+
+def _preview(text: str) -> str:
+    """The first PREVIEW_CHARS of ``text`` with its whitespace runs made single spaces.
+    Collapsing a prefix gives a prefix of the whole text's collapsed form, so a few times
+    PREVIEW_CHARS is enough (splitting all of a long text was 3% of an inbound message's CPU)."""
+    head = " ".join(text[:8 * PREVIEW_CHARS].split())
+    if len(head) >= PREVIEW_CHARS or len(text) <= 8 * PREVIEW_CHARS:
+        return head[:PREVIEW_CHARS]
+    return " ".join(text.split())[:PREVIEW_CHARS]
 
 
 def index_text(text: str) -> str:

@@ -5,8 +5,9 @@ Invariants:
   section of a *submitted* message is held (to check ``From:`` and add ``Message-ID:`` /
   ``Date:``), bounded by :data:`MAX_HEADER`.
 - :meth:`Transaction.commit` returns the reply for the end of DATA / BDAT LAST, and a 250
-  only after every blob is fsynced (``finish()``) and ``store.deliver`` and
-  ``outbound.enqueue`` have committed. On any failure nothing is acknowledged.
+  only after every blob is fsynced (``finish()``; a small one deferred into the commit
+  that follows) and ``store.deliver`` and ``outbound.enqueue`` have committed. On any
+  failure nothing is acknowledged.
 - Local copies start with ``Return-Path:`` (RFC 5321 4.4) and a ``Received:`` trace
   header; the copy handed to the outbound queue gets the ``Received:`` header only (the
   final delivery adds Return-Path). When both kinds of recipients exist, two blobs are
@@ -291,7 +292,9 @@ class Transaction:
         local_ref = remote_ref = None
         try:
             for writer, is_local in self._writers:
-                ref = await writer.finish()          # fsync file + directory
+                # Deferred: a small blob's row commits in deliver's / enqueue's transaction
+                # (one fsync for both); the 250 still waits for that commit.
+                ref = await writer.finish(deferred=True)
                 refs.append(ref)
                 if is_local:
                     local_ref = ref

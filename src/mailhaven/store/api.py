@@ -375,8 +375,11 @@ class BlobWriter(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
-    async def finish(self) -> BlobRef:
-        """fsync the file and its directory; return the content-addressed reference."""
+    async def finish(self, *, deferred: bool = False) -> BlobRef:
+        """fsync the file and its directory; return the content-addressed reference.
+        ``deferred``: a backend may instead make the bytes durable in its next write
+        transaction (before or with any row naming them): only for a caller whose next
+        step is a store write it awaits before it acknowledges anything (SMTP DATA)."""
         ...
 
     def abort(self) -> None: ...

@@ -10,6 +10,10 @@
 
 Either way :meth:`BlobWriter.finish` returns only once the bytes are durable, so a row that
 names a blob can never point at missing or partial bytes, whatever the moment of a crash.
+``finish(deferred=True)`` stages a small blob instead: its row is inserted at the start of
+the database's next write transaction (``Database.before_each_transaction``), so the SMTP
+delivery that names it commits both with one fsync, not one each; any write queued after
+``finish`` returned, and so any row naming the blob, commits with or after it.
 Orphans (bytes whose rows never committed) are harmless and removed by the collector after
 a grace period. Readers look in the files first, then in the table: a data directory from
 before inline blobs existed reads unchanged.
@@ -26,6 +30,7 @@ import sqlite3
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from threading import Lock
@@ -101,9 +106,10 @@ class FileBlobWriter:
         f.write(self._buffer)
         self._buffer = None
 
-    async def finish(self) -> BlobRef:
+    async def finish(self, *, deferred: bool = False) -> BlobRef:
         """Durable on return. On a full disk raises :class:`StorageFull` (from the file
-        or from the database) with nothing left behind in ``DATA/tmp``."""
+        or from the database) with nothing left behind in ``DATA/tmp``. ``deferred``: an
+        inline blob is durable once the next write transaction committed instead."""
         if self._done:
             raise RuntimeError("blob writer already finished")
         digest = self._hash.hexdigest()
@@ -111,7 +117,10 @@ class FileBlobWriter:
             if self._buffer is not None:
                 data, self._buffer = bytes(self._buffer), None
                 self._done = True
-                await self._store.put_inline(digest, data)
+                if deferred:
+                    self._store.stage_inline(digest, data)
+                else:
+                    await self._store.put_inline(digest, data)
             else:
                 assert self._file is not None and self._tmp_path is not None
                 loop = asyncio.get_running_loop()
@@ -158,6 +167,10 @@ class FileBlobStore:
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_size = 0
         self._recent_lock = Lock()
+        self._staged: dict[str, bytes] = {}
+        """Inline blobs whose row the next write transaction inserts (``finish(deferred=True)``)."""
+        if db is not None:
+            db.before_each_transaction(self._insert_staged)
 
     def prepare(self) -> None:
         """Create the directories and remove what a crashed process left in ``DATA/tmp``.
@@ -207,6 +220,33 @@ class FileBlobStore:
         await self.db.write(insert)
         self._remember(digest, data)
 
+    def stage_inline(self, digest: str, data: bytes) -> None:
+        """Have the next write transaction insert the row (durable once it committed)."""
+        with self._recent_lock:
+            self._staged[digest] = data
+
+    def _insert_staged(self, conn: sqlite3.Connection) -> Callable[[], None] | None:
+        """On the writer thread, first in every write transaction. A failure fails the
+        transaction and keeps the blobs staged for the next one: a row naming one of them
+        may be queued already and must never commit without it."""
+        with self._recent_lock:
+            if not self._staged:
+                return None
+            staged = list(self._staged.items())
+        now = time.time()
+        conn.executemany("INSERT INTO blob_data (id, data, created) VALUES (?,?,?) "
+                         "ON CONFLICT(id) DO UPDATE SET created=excluded.created",
+                         [(digest, data, now) for digest, data in staged])
+
+        def committed() -> None:
+            with self._recent_lock:
+                for digest, data in staged:
+                    if self._staged.get(digest) is data:
+                        del self._staged[digest]
+            for digest, data in staged:
+                self._remember(digest, data)
+        return committed
+
     def _remember(self, digest: str, data: bytes) -> None:
         with self._recent_lock:
             if digest in self._recent:
@@ -219,9 +259,9 @@ class FileBlobStore:
                 self._recent_size -= len(old)
 
     def recent(self, blob_id: str) -> bytes | None:
-        """The bytes of a recently written inline blob, from memory (no I/O), else None."""
+        """The bytes of a recently written (or staged) inline blob, from memory (no I/O), else None."""
         with self._recent_lock:
-            return self._recent.get(blob_id)
+            return self._recent.get(blob_id) or self._staged.get(blob_id)
 
     def _inline(self, blob_id: str) -> bytes | None:
         data = self.recent(blob_id)
@@ -259,7 +299,7 @@ class FileBlobStore:
         found: dict[str, bytes] = {}
         with self._recent_lock:
             for blob_id in blob_ids:
-                data = self._recent.get(blob_id)
+                data = self._recent.get(blob_id) or self._staged.get(blob_id)
                 if data is not None:
                     found[blob_id] = data
         wanted = [b for b in dict.fromkeys(blob_ids) if b not in found]

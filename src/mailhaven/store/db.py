@@ -41,6 +41,8 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    durable: bool = True
+    """False: the commit need not be fsynced when no durable job shares it (see write)."""
 
 
 class WriteContext:
@@ -192,6 +194,13 @@ class Database:
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
         """``DATA/mailhaven.db.writelock``, flocked around each write transaction."""
+        self._batch_hooks: list[Callable[[sqlite3.Connection], Callable[[], None] | None]] = []
+
+    def before_each_transaction(self, hook: Callable[[sqlite3.Connection], Callable[[], None] | None]) -> None:
+        """``hook(conn)`` runs on the writer thread at the start of every write transaction,
+        before its jobs; it may return a callable that runs there once that transaction has
+        committed. If the hook fails, the whole transaction fails (every job in it)."""
+        self._batch_hooks.append(hook)
 
     def add_schema(self, sql: str) -> None:
         """Extra ``CREATE TABLE IF NOT EXISTS`` statements, run by :meth:`open`."""
@@ -237,12 +246,21 @@ class Database:
             self._lock_fd = None
 
     # -- writes -------------------------------------------------------------
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in a (group-)committed transaction; returns after COMMIT."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn(conn)`` in a (group-)committed transaction; returns after COMMIT.
+
+        ``durable=False`` (search indexing: work a crash only postpones) lets a transaction
+        of such jobs alone commit with ``synchronous=NORMAL``: no fsync, so it holds the
+        write lock for its work only. WAL order still holds: the next durable commit's
+        fsync covers it, and a crash before that rolls it back whole."""
         loop = asyncio.get_running_loop()
-        job = _Job(fn=fn, loop=loop, future=loop.create_future())
+        job = _Job(fn=fn, loop=loop, future=loop.create_future(), durable=durable)
         self._queue.put(job)
         return await _full_as_storage_full(job.future)
+
+    def writes_waiting(self) -> bool:
+        """Write jobs are queued for the writer thread (it is busy or about to be)."""
+        return not self._queue.empty()
 
     async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
         """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
@@ -287,13 +305,28 @@ class Database:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _run_locked(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        if any(job.durable for job in batch):
+            self._run_transaction(conn, batch)
+            return
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._run_transaction(conn, batch)
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
+
+    def _run_transaction(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._resolve_all([(job, False, exc) for job in batch])
             return
+        committed: list[Callable[[], None]] = []
         try:
+            for hook in self._batch_hooks:
+                done = hook(conn)
+                if done is not None:
+                    committed.append(done)
             for job in batch:
                 try:
                     conn.execute("SAVEPOINT job")
@@ -316,6 +349,8 @@ class Database:
                 pass
             self._resolve_all([(job, False, exc) for job in batch])
             return
+        for done in committed:
+            done()
         self._resolve_all([(job, ok, value) for job, (ok, value) in zip(batch, results, strict=True)])
 
     @staticmethod

@@ -174,7 +174,8 @@ class PgBlobWriter:
         self._spool.seek(at)
         return self._spool.read(CHUNK)
 
-    async def finish(self) -> BlobRef:
+    async def finish(self, *, deferred: bool = False) -> BlobRef:
+        """Durable on return (``deferred`` changes nothing here: the row commits now)."""
         if self._done:
             raise RuntimeError("blob writer already finished")
         self._done = True

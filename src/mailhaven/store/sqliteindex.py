@@ -27,8 +27,12 @@ _FTS_FIELDS: dict[str, str | None] = {
     "body": "body", "header": "headers", "text": None,
 }
 
-INDEX_QUIET = 1.0
-"""Seconds without a new message before pending search text is indexed."""
+INDEX_QUIET = 0.0
+"""Seconds without a new message before pending search text is indexed (and then only
+while no write waits for the writer thread). 0: right away, between deliveries; it was
+1 s, which left a burst's whole indexing for after it, every message searchable late."""
+INDEX_POLL = 0.02
+"""Seconds between looks at the backlog while nothing was indexed."""
 INDEX_BACKLOG = 20_000
 """Pending messages beyond which indexing goes on under load too."""
 INDEX_CHUNK = 200
@@ -71,20 +75,22 @@ class IndexMethods:
         self._last_indexed_write = time.monotonic()
 
     async def _index_loop(self) -> None:
-        """Move pending search text into the trigram index once delivery has been quiet for
-        INDEX_QUIET seconds (or the backlog passes INDEX_BACKLOG), an INDEX_SLICE per transaction so
-        deliveries interleave. Searches do not wait for it: they flush first."""
+        """Move pending search text into the trigram index an INDEX_SLICE per transaction,
+        whenever no delivery is waiting for the writer thread (or the backlog passes
+        INDEX_BACKLOG), so a delivery waits at most one slice behind it and the index is
+        current soon after a burst. A slice queued beside deliveries shares their commit.
+        Searches do not wait for it: they flush first."""
         moved = 0
         while True:
             # Slice after slice while there is work; deliveries queue for the lock between them.
-            await asyncio.sleep(0 if moved else INDEX_QUIET / 4)
+            await asyncio.sleep(0 if moved else INDEX_POLL)
             moved = 0
             if not self._index_pending:
                 continue
-            quiet = time.monotonic() - self._last_indexed_write >= INDEX_QUIET
+            quiet = time.monotonic() - self._last_indexed_write >= INDEX_QUIET and not self.db.writes_waiting()
             if quiet or self._index_pending >= INDEX_BACKLOG:
                 try:
-                    moved = await self.db.write(_index_some)
+                    moved = await self.db.write(_index_some, durable=False)
                 except sqlite3.Error as exc:          # busy or locked: try again later
                     _log.warning("search indexing failed: %s", exc)
                     continue
@@ -92,7 +98,7 @@ class IndexMethods:
 
     async def flush_index(self) -> None:
         """Index every pending message now (before a search)."""
-        while await self.db.write(_index_some):
+        while await self.db.write(_index_some, durable=False):
             pass
         self._index_pending = 0
 
