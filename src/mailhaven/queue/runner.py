@@ -111,10 +111,14 @@ class QueueRunner:
             self._wake.clear()
             try:
                 await self.run_once()
+            except StorageFull as e:                 # claiming writes leases: retried next poll
+                self.log.warning("queue pass skipped", reason=str(e))
             except Exception:  # noqa: BLE001 - the runner must outlive one bad pass
                 self.log.error("queue pass failed", exc=True)
             try:
                 await self._daily_reports()
+            except StorageFull as e:
+                self.log.warning("daily reports skipped", reason=str(e))
             except Exception:  # noqa: BLE001 - reports must not stop deliveries
                 self.log.error("TLS reports failed", exc=True)
             if self._closing:
