@@ -74,10 +74,19 @@ class DNSServer:
                 out = server._answer(data)
                 self.request.sendall(struct.pack("!H", len(out)) + out)
 
-        self._udp = socketserver.ThreadingUDPServer((host, 0), UDP)
-        self.port = self._udp.server_address[1]
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._tcp = socketserver.ThreadingTCPServer((host, self.port), TCP)
+        for attempt in range(20):
+            # UDP and TCP on one port: the UDP port the kernel picks may be some TCP
+            # socket's (an outgoing connection's) already, then another is tried.
+            self._udp = socketserver.ThreadingUDPServer((host, 0), UDP)
+            self.port = self._udp.server_address[1]
+            try:
+                self._tcp = socketserver.ThreadingTCPServer((host, self.port), TCP)
+                break
+            except OSError:
+                self._udp.server_close()
+                if attempt == 19:
+                    raise
         self._threads: list[threading.Thread] = []
 
     def _answer(self, data: bytes) -> bytes:
