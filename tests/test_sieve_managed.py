@@ -8,9 +8,8 @@ import datetime as dt
 import pathlib
 
 import pytest
-import test_sieve_pigeonhole as ph                                # skipped without sieve-test
-from test_sieve_pigeonhole import workdir  # noqa: F401 - the fixture
 
+import test_sieve_pigeonhole as ph  # skipped without sieve-test
 from mailhaven.sieve import compile_script
 from mailhaven.sieve.errors import SieveError
 from mailhaven.sieve.managed import (
@@ -21,6 +20,7 @@ from mailhaven.sieve.managed import (
     generate,
     parse_managed,
 )
+from test_sieve_pigeonhole import workdir  # noqa: F401 - the fixture
 
 RULES = (
     Rule(field="list-id", contains="dev.lists.example.org", action="move", folder="Lists/dev"),
