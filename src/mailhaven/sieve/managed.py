@@ -224,7 +224,8 @@ def generate(state: ManagedState) -> str:
     check_raw(state.raw)
     needs: set[str] = set()
     body = _vacation_lines(state.vacation, needs)
-    for rule in state.rules:
+    flags_first = sorted(state.rules, key=lambda r: r.action not in ("flag", "read"))
+    for rule in flags_first:                    # RFC 5232 3: flags apply at the fileinto that follows
         body += _rule_lines(rule, needs)
     tail = ""
     if state.raw.strip():

@@ -36,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from ..auth.throttle import LoginBlocked, shared_throttle
+from .filters import FiltersPage
 from .sanitize import sanitize_html
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -320,6 +321,7 @@ class _StaticWithHeaders:
 def routes(ctx: Any, sessions: WebSessions | None = None) -> list[BaseRoute]:
     """The webmail's routes; ``web/app.py`` mounts them beside the JMAP API."""
     mail = Webmail(ctx, sessions if sessions is not None else web_sessions(ctx))
+    filters = FiltersPage(mail, STATIC_DIR / "filters.html", _headers(APP_CSP))   # web/filters.py
     return [
         Route("/", mail.index, methods=["GET"]),
         Route("/login", mail.login_form, methods=["GET"]),
@@ -327,6 +329,9 @@ def routes(ctx: Any, sessions: WebSessions | None = None) -> list[BaseRoute]:
         Route("/logout", mail.logout, methods=["POST"]),
         Route("/sanitize", mail.sanitize, methods=["POST"]),
         Route("/sanitized/{token}", mail.sanitized, methods=["GET"]),
+        Route("/filters", filters.show, methods=["GET"]),
+        Route("/filters/state", filters.get_state, methods=["GET"]),
+        Route("/filters/state", filters.put_state, methods=["POST"]),
         Route("/favicon.ico", favicon, methods=["GET", "HEAD"]),
         Mount("/static", app=_StaticWithHeaders(), name="static"),
     ]
