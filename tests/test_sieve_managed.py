@@ -86,3 +86,32 @@ def test_generated_scripts_do_what_pigeonhole_does(workdir: pathlib.Path, name: 
     assert expected <= seen, seen
     if name == "vacation-later":
         assert "vacation" not in seen
+
+
+async def test_saving_adopts_the_active_script_and_activates_the_managed_one(store) -> None:  # type: ignore[no-untyped-def]
+    from mailhaven.sieve import managed
+
+    await store.add_domain("nyu.example")
+    bob = await store.add_account("bob@nyu.example", "s3cret")
+    assert await managed.load(store, bob.id) == (ManagedState(), False)
+    mine = 'require "fileinto";\nif header :is "subject" "x" { fileinto "X"; }\n'
+    await store.put_sieve_script(bob.id, "mine", mine)
+    await store.activate_sieve_script(bob.id, "mine")
+    state, active = await managed.load(store, bob.id)
+    assert (state, active) == (ManagedState(raw=mine), False)      # the user's rules are not lost
+    on = ManagedState(rules=RULES[:1], vacation=VacationState(enabled=True, text_body="away"), raw=state.raw)
+    text = await managed.save(store, bob.id, on)
+    assert await store.get_active_sieve_script(bob.id) == ("mailhaven", text)
+    assert await managed.load(store, bob.id) == (on, True)
+    await store.activate_sieve_script(bob.id, "mine")               # over ManageSieve: another script
+    assert await managed.load(store, bob.id) == (on, False)
+
+
+def test_flag_rules_apply_before_a_move() -> None:
+    from mailhaven.sieve import SieveMessage, run
+
+    state = ManagedState(rules=(Rule(field="subject", contains="invoice", action="move", folder="Bills"),
+                                Rule(field="from", contains="shop", action="flag")))
+    outcome = run(compile_script(generate(state)), SieveMessage(
+        raw=b"From: shop@x.example\r\nSubject: invoice 1\r\n\r\nx\r\n", mail_from="shop@x.example", rcpt_to="b@y.example"))
+    assert [(a.kind, a.mailbox, a.flags) for a in outcome.actions] == [("fileinto", "Bills", ("\\Flagged",))]
