@@ -27,6 +27,8 @@ const [after] = await jam.api.VacationResponse.get({ accountId, ids: ["singleton
 assert.deepEqual(after.list, [{ id: "singleton", ...wanted }]);
 assert.deepEqual(after.notFound, ["other"]);
 assert.equal(after.state, set.newState);
+const [some] = await jam.api.VacationResponse.get({ accountId, ids: null, properties: ["subject"] });
+assert.deepEqual(some.list, [{ id: "singleton", subject: "Out of office" }]);
 
 const [bad] = await jam.api.VacationResponse.set({
   accountId, create: { x: { isEnabled: true } }, destroy: ["singleton"],

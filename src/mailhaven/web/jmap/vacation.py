@@ -41,6 +41,8 @@ async def _load(call: Any) -> tuple[managed.ManagedState, dict[str, Any]]:
 async def vacation_get(call: Any, args: dict[str, Any]) -> dict[str, Any]:
     wanted = get_ids(call, args)
     props = properties(args, set(PROPERTIES), PROPERTIES)
+    if any(p not in PROPERTIES for p in props):                     # (properties() allows header:*)
+        raise MethodError("invalidArguments", "VacationResponse has no header properties")
     _, obj = await _load(call)
     found = wanted is None or SINGLETON in wanted
     return {"accountId": call.account_id, "state": _state_string(obj),
