@@ -115,3 +115,21 @@ def test_flag_rules_apply_before_a_move() -> None:
     outcome = run(compile_script(generate(state)), SieveMessage(
         raw=b"From: shop@x.example\r\nSubject: invoice 1\r\n\r\nx\r\n", mail_from="shop@x.example", rcpt_to="b@y.example"))
     assert [(a.kind, a.mailbox, a.flags) for a in outcome.actions] == [("fileinto", "Bills", ("\\Flagged",))]
+
+
+async def test_saving_keeps_to_the_managesieve_quotas(store) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from mailhaven.sieve import managed
+
+    await store.add_domain("nyu.example")
+    bob = await store.add_account("bob@nyu.example", "s3cret")
+    await store.put_sieve_script(bob.id, "a", "keep;")
+    with pytest.raises(StateError, match="already 1"):
+        await managed.save(store, bob.id, ManagedState(), quota=SimpleNamespace(max_script_size=65536, max_scripts=1))
+    with pytest.raises(StateError, match="octets"):
+        await managed.save(store, bob.id, ManagedState(raw="# " + "x" * 5000 + "\nkeep;\n"),
+                           quota=SimpleNamespace(max_script_size=4096, max_scripts=16))
+    assert [i.name for i in await store.list_sieve_scripts(bob.id)] == ["a"]       # nothing written
+    await managed.save(store, bob.id, ManagedState(), quota=SimpleNamespace(max_script_size=4096, max_scripts=2))
+    await managed.save(store, bob.id, ManagedState(), quota=SimpleNamespace(max_script_size=4096, max_scripts=2))

@@ -305,10 +305,18 @@ async def load(store: Any, account_id: int) -> tuple[ManagedState, bool]:
     return parse_managed(text), active is not None and active[0] == SCRIPT_NAME
 
 
-async def save(store: Any, account_id: int, state: ManagedState) -> str:
+async def save(store: Any, account_id: int, state: ManagedState, *, quota: Any = None) -> str:
     """Write the managed script for ``state`` and make it the active one (StateError and
-    SieveError as :func:`generate`)."""
+    SieveError as :func:`generate`). ``quota`` is ``[sieve]`` (max_script_size,
+    max_scripts), the limits ManageSieve holds every script to (RFC 5804 2.1.1 QUOTA)."""
     text = generate(state)
+    if quota is not None:
+        size = len(text.encode())
+        if size > quota.max_script_size:
+            raise StateError(f"the filters make a script of {size} octets, more than {quota.max_script_size}")
+        names = {i.name for i in await store.list_sieve_scripts(account_id)}
+        if SCRIPT_NAME not in names and len(names) >= quota.max_scripts:
+            raise StateError(f"there are already {len(names)} Sieve scripts, the most allowed")
     await store.put_sieve_script(account_id, SCRIPT_NAME, text)
     await store.activate_sieve_script(account_id, SCRIPT_NAME)
     return text

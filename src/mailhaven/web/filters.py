@@ -87,7 +87,7 @@ class FiltersPage:
         try:
             rules = tuple(_rule(r) for r in args["rules"])
             state = replace(current, rules=rules, raw=args["raw"])
-            await managed.save(store, account_id, state)
+            await managed.save(store, account_id, state, quota=self.mail.ctx.config.sieve)
         except (managed.StateError, SieveError) as exc:
             where = "raw" if isinstance(exc, SieveError) else "rules"
             return JSONResponse({"error": managed.error_json(exc), "where": where}, status_code=400)

@@ -96,7 +96,7 @@ async def vacation_set(call: Any, args: dict[str, Any]) -> dict[str, Any]:
         try:
             vacation = _apply(state.vacation, patch)
             state = replace(state, vacation=vacation)
-            await managed.save(call.store, call.account.id, state)
+            await managed.save(call.store, call.account.id, state, quota=call.app.config.sieve)
             updated[oid] = None
         except MethodError as exc:
             not_updated[oid] = exc.as_response()
