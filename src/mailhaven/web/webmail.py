@@ -2,7 +2,8 @@
 sanitised message documents shown in the reader's sandboxed frame.
 
 Everything else the webmail does goes through the JMAP API (``web/jmap/``): the browser
-is a JMAP client authenticated by the session cookie plus the ``X-CSRF-Token`` header.
+is a JMAP client authenticated by the session cookie plus the ``X-CSRF-Token`` header. The
+one exception is the Filters page's rules and raw Sieve script (``web/filters.py``).
 
 Invariants:
 - The session cookie ``mh_session`` is HttpOnly and SameSite=Strict, Secure over TLS
