@@ -60,7 +60,8 @@ def _in_folder(srv: ServerProcess, name: str) -> list[str]:
     return [e["subject"] + (" *" if "$flagged" in e["keywords"] else "") for e in got]
 
 
-def test_a_rule_made_on_the_page_files_mail_delivered_over_smtp(mailserver: ServerProcess, browser: Any) -> None:  # noqa: F811
+def test_a_rule_made_on_the_page_files_mail_delivered_over_smtp(mailserver: ServerProcess, browser: Any,  # noqa: F811
+                                                                  sink: SmtpSink) -> None:
     s = _open_filters(browser, mailserver)
     page = s.page
     page.click("#add-rule")
@@ -74,14 +75,26 @@ def test_a_rule_made_on_the_page_files_mail_delivered_over_smtp(mailserver: Serv
     row.locator("select[name=field]").select_option("from")
     row.locator("input[name=contains]").fill("shop@outside.example")
     row.locator("select[name=action]").select_option("flag")
+    page.click("#add-rule")
+    row = page.locator("#rules li.rule").last
+    row.locator("select[name=field]").select_option("to")
+    row.locator("input[name=contains]").fill("team@")
+    row.locator("select[name=action]").select_option("forward")
+    row.locator("input[name=target]").fill("bob@outside.example")
+    row.locator("input[name=keepCopy]").uncheck()
     page.click("#save-filters")
     page.wait_for_function("() => document.getElementById('filters-status').textContent === 'Saved'")
     deliver(mailserver, USER, message("Your invoice 42", "Pay up.", sender="Shop <shop@outside.example>"))
     wait_for(lambda: _in_folder(mailserver, "Bills") == ["Your invoice 42 *"], what="the message filed in Bills")
+    deliver(mailserver, USER, message("For the team", "Hi all.", to="team@example.org"))
+    wait_for(lambda: [m for m in sink.messages if m.rcpt_to == ["bob@outside.example"]], what="the forwarded copy")
+    inbox = [e["subject"] for e in jmap(mailserver, USER).emails("inbox")]
+    assert "For the team" not in inbox, inbox                                 # forwarded without a copy
     page.reload()                                              # the rules read back from the script
     page.wait_for_selector("body[data-ready=true]")
-    assert page.locator("#rules li.rule").count() == 2
+    assert page.locator("#rules li.rule").count() == 3
     assert page.locator("#rules li.rule input[name=target]").first.input_value() == "Bills"
+    assert not page.locator("#rules li.rule input[name=keepCopy]").last.is_checked()
     assert not s.errors, s.errors
     s.close()
 
@@ -110,7 +123,7 @@ def test_out_of_office_form_sends_a_reply(mailserver: ServerProcess, browser: An
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert page.is_checked("#vacation-enabled") and page.input_value("#vacation-subject") == "Gone fishing"
-    assert page.locator("#rules li.rule").count() == 2        # the rules are still there
+    assert page.locator("#rules li.rule").count() == 3        # the rules are still there
     assert not s.errors, s.errors
     s.close()
 
