@@ -2,7 +2,8 @@
 sanitised message documents shown in the reader's sandboxed frame.
 
 Everything else the webmail does goes through the JMAP API (``web/jmap/``): the browser
-is a JMAP client authenticated by the session cookie plus the ``X-CSRF-Token`` header.
+is a JMAP client authenticated by the session cookie plus the ``X-CSRF-Token`` header. The
+one exception is the Filters page's rules and raw Sieve script (``web/filters.py``).
 
 Invariants:
 - The session cookie ``mh_session`` is HttpOnly and SameSite=Strict, Secure over TLS
@@ -36,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from ..auth.throttle import LoginBlocked, shared_throttle
+from .filters import FiltersPage
 from .sanitize import sanitize_html
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -320,6 +322,7 @@ class _StaticWithHeaders:
 def routes(ctx: Any, sessions: WebSessions | None = None) -> list[BaseRoute]:
     """The webmail's routes; ``web/app.py`` mounts them beside the JMAP API."""
     mail = Webmail(ctx, sessions if sessions is not None else web_sessions(ctx))
+    filters = FiltersPage(mail, STATIC_DIR / "filters.html", _headers(APP_CSP))   # web/filters.py
     return [
         Route("/", mail.index, methods=["GET"]),
         Route("/login", mail.login_form, methods=["GET"]),
@@ -327,6 +330,9 @@ def routes(ctx: Any, sessions: WebSessions | None = None) -> list[BaseRoute]:
         Route("/logout", mail.logout, methods=["POST"]),
         Route("/sanitize", mail.sanitize, methods=["POST"]),
         Route("/sanitized/{token}", mail.sanitized, methods=["GET"]),
+        Route("/filters", filters.show, methods=["GET"]),
+        Route("/filters/state", filters.get_state, methods=["GET"]),
+        Route("/filters/state", filters.put_state, methods=["POST"]),
         Route("/favicon.ico", favicon, methods=["GET", "HEAD"]),
         Mount("/static", app=_StaticWithHeaders(), name="static"),
     ]

@@ -26,6 +26,7 @@ from . import arguments, bounds, core, email_get, email_query, email_set, mailbo
 from .blobs import UploadTooLarge, blob_file, owns_blob, read_blob_for, stream_upload
 from .registry import CAPABILITY_OF, CORE, MAIL, METHODS, QUOTA, SUBMISSION, Call, MethodError, ids
 from .state import account_state
+from .vacation import VACATION
 
 LIMITS: dict[str, Any] = {
     "maxSizeUpload": 50 * 1024 * 1024,
@@ -93,12 +94,13 @@ class JMAP:
         base = self._base(request)
         state = await account_state(self.ctx.store, account.id)
         body = {
-            "capabilities": {CORE: LIMITS, MAIL: {}, SUBMISSION: {}, QUOTA: {}},
+            "capabilities": {CORE: LIMITS, MAIL: {}, SUBMISSION: {}, QUOTA: {}, VACATION: {}},
             "accounts": {account_id: {
                 "name": account.address, "isPersonal": True, "isReadOnly": False,
-                "accountCapabilities": {MAIL: MAIL_CAPABILITY, SUBMISSION: SUBMISSION_CAPABILITY, QUOTA: {}},
+                "accountCapabilities": {MAIL: MAIL_CAPABILITY, SUBMISSION: SUBMISSION_CAPABILITY, QUOTA: {},
+                                        VACATION: {}},
             }},
-            "primaryAccounts": {MAIL: account_id, SUBMISSION: account_id, QUOTA: account_id},
+            "primaryAccounts": {MAIL: account_id, SUBMISSION: account_id, QUOTA: account_id, VACATION: account_id},
             "username": account.address,
             "apiUrl": f"{base}/jmap/api",
             "downloadUrl": f"{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?type={{type}}",
@@ -131,7 +133,7 @@ class JMAP:
                 or not all(isinstance(u, str) for u in req["using"])):
             return _problem(400, "notRequest", "expected {using: [...], methodCalls: [...]}")
         using = frozenset(req["using"])
-        unknown = [u for u in using if u not in (CORE, MAIL, SUBMISSION, QUOTA)]
+        unknown = [u for u in using if u not in (CORE, MAIL, SUBMISSION, QUOTA, VACATION)]
         if unknown:
             return _problem(400, "unknownCapability", f"unknown capability {unknown[0]}")
         calls = req["methodCalls"]

@@ -4,6 +4,7 @@
 export const CORE = "urn:ietf:params:jmap:core";
 export const MAIL = "urn:ietf:params:jmap:mail";
 export const SUBMISSION = "urn:ietf:params:jmap:submission";
+export const VACATION = "urn:ietf:params:jmap:vacationresponse";
 
 export class JMAPError extends Error {
   constructor(type, description, method) {
@@ -52,6 +53,7 @@ export class JMAPClient {
     if (methodCalls.some(([name]) => name.startsWith("EmailSubmission") || name.startsWith("Identity"))) {
       using.push(SUBMISSION);
     }
+    if (methodCalls.some(([name]) => name.startsWith("VacationResponse"))) using.push(VACATION);
     const res = await fetch(this.session.apiUrl, {
       method: "POST",
       credentials: "same-origin",
