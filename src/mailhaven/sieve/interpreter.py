@@ -445,7 +445,7 @@ def _test(st: _State, test: Test) -> bool:
         limit = test.args[0]
         return st.message.size > limit if "over" in test.tags else st.message.size < limit
     if name == "exists":                                            # RFC 5228 5.5
-        return all(st.message.parsed.get_all(_expand(st, h)) for h in test.args[0])
+        return all(st.message.head.get_all(_expand(st, h)) for h in test.args[0])
     if name == "header":                                            # RFC 5228 5.7
         values = [v for h in test.args[0] for v in _indexed(test, st.message.headers(_expand(st, h)))]
         return _match(st, test, values, test.args[1])

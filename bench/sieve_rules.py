@@ -1,0 +1,153 @@
+"""CPU per message of local delivery with an active 50-rule Sieve script, against none.
+
+    python bench/sieve_rules.py [-n 3] [--limit 300] [--profile]
+
+Corpus messages (../shared/corpus, one file a message, mbox files left out) are stored once
+each as blobs in a SQLite store in a temporary directory; then ``deliver_local`` delivers
+every one of them to an account without a script and to an account whose active script has
+50 rules of the kinds people write (list, sender and subject sorting with header, address
+and envelope tests, fileinto, flags, a few :contains and :regex), alternating pass by pass
+so both see the same machine. The CPU time of this process (all threads: the SQLite writer
+included) per message is printed for each and their ratio; the issue's target is a ratio
+of at most 1.10. ``--profile`` prints cProfile's top functions of the scripted deliveries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from mailhaven.localdelivery import deliver_local  # noqa: E402
+from mailhaven.sieve import compile_script  # noqa: E402
+from mailhaven.store.api import BlobRef  # noqa: E402
+from mailhaven.store.sqlite import SQLiteStore  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+
+
+def fifty_rules() -> str:
+    """A script like the ones mail users keep: mostly rules that do not match a given message."""
+    lists = ["dev", "announce", "users", "security", "jobs", "python-dev", "debian-devel", "lkml",
+             "postgres-hackers", "nginx"]
+    senders = ["github.com", "gitlab.com", "paypal.com", "amazon.com", "linkedin.com", "twitter.com",
+               "facebookmail.com", "google.com", "apple.com", "booking.com"]
+    lines = ['require ["fileinto", "mailbox", "imap4flags", "envelope", "regex", "variables", "body"];']
+    for name in lists:                                                           # 10 list rules
+        lines.append(f'if header :contains "list-id" "{name}.lists.example.org" '
+                     f'{{ fileinto :create "Lists/{name}"; stop; }}')
+    for domain in senders:                                                       # 10 sender rules
+        lines.append(f'if address :domain :is "from" "{domain}" '
+                     f'{{ addflag "$Notification"; fileinto :create "Notifications/{domain}"; stop; }}')
+    for i, who in enumerate(["boss", "ceo", "hr", "payroll", "it-support"]):    # 5 important people
+        lines.append(f'if address :is ["from", "sender"] "{who}@corp.example" '
+                     f'{{ addflag "\\\\Flagged"; fileinto "Important{i}"; }}')
+    for word in ["invoice", "receipt", "order confirmation", "shipping", "delivery notice"]:   # 5 subjects
+        lines.append(f'if header :contains "subject" "{word}" {{ fileinto :create "Receipts"; stop; }}')
+    for addr in ["owner-bugs@bugs.example", "bounce@mailer.example", "noreply@alerts.example",
+                 "root@cron.example", "nagios@monitor.example"]:                     # 5 envelope rules
+        lines.append(f'if envelope :is "from" "{addr}" {{ fileinto :create "System"; stop; }}')
+    for pattern in [r"^\\[ticket #[0-9]+\\]", r"^(re|fwd?): *\\[jira\\]", r"build (failed|fixed)",
+                    r"[0-9]{6} is your (code|verification)"]:                        # 4 regex rules
+        lines.append(f'if header :regex :comparator "i;ascii-casemap" "subject" "{pattern}" '
+                     f'{{ addflag "$Automated"; fileinto :create "Automated"; stop; }}')
+    for word in ["unsubscribe", "newsletter", "webinar"]:                            # 3 header tests
+        lines.append(f'if header :contains ["subject", "x-mailer", "x-campaign"] "{word}" '
+                     f'{{ fileinto :create "Newsletters"; stop; }}')
+    lines.append('if exists "list-unsubscribe" { addflag "$List"; }')               # 1
+    lines.append('if header :is "precedence" ["bulk", "junk"] { fileinto :create "Bulk"; stop; }')  # 1
+    lines.append('if header :contains "x-spam-flag" "YES" { fileinto :create "Junk"; stop; }')    # 1
+    lines.append('if allof (address :localpart :is "to" "sales", not header :contains "subject" '
+                 '"internal") { fileinto :create "Sales"; }')                         # 1
+    lines.append('if anyof (header :contains "from" "friend", address :domain :is "from" '
+                 '"family.example") { addflag "$Personal"; }')                        # 1
+    lines.append('if header :matches "subject" "*urgent*" { addflag "\\\\Flagged"; }')  # 1
+    lines.append('if header :regex "message-id" "@(mx|smtp)[0-9]*\\\\.example\\\\.net>$" '
+                 '{ addflag "$Partner"; }')                                           # 1
+    lines.append('if size :over 5M { fileinto :create "Large"; stop; }')             # 1
+    return "\n".join(lines) + "\n"
+
+
+def corpus(limit: int) -> list[bytes]:
+    found = []
+    for line in (CORPUS / "MANIFEST.tsv").read_text().splitlines()[1:]:
+        path, size, _sha, *rest = line.split("\t")
+        if "mbox" in (rest[0] if rest else "") or path.endswith(".mbox"):
+            continue
+        if int(size) <= 512 * 1024:
+            found.append((CORPUS / path).read_bytes())
+    return found[:limit]
+
+
+async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumulative") -> None:
+    script = fifty_rules()
+    rules = script.count("\nif ")
+    compile_script(script)                     # it must compile (and it is cached by text below)
+    messages = corpus(limit)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "data")
+        await store.open()
+        try:
+            await store.add_domain("bench.example")
+            plain = await store.add_account("plain@bench.example", "pw")
+            sorted_ = await store.add_account("sorted@bench.example", "pw")
+            await store.put_sieve_script(sorted_.id, "rules", script)
+            await store.activate_sieve_script(sorted_.id, "rules")
+            blobs: list[BlobRef] = [await store.put_blob(m) for m in messages]
+            cpu = {"none": 0.0, "script": 0.0}
+            count = {"none": 0, "script": 0}
+            profiler = cProfile.Profile() if profile else None
+
+            async def one_pass(kind: str, account_id: int, address: str) -> None:
+                if profiler is not None and kind == "script":
+                    profiler.enable()
+                start = time.process_time()
+                for blob in blobs:
+                    await deliver_local(store, blob, {address: [account_id]}, mail_from="sender@outside.example")
+                cpu[kind] += time.process_time() - start
+                count[kind] += len(blobs)
+                if profiler is not None and kind == "script":
+                    profiler.disable()
+
+            await one_pass("none", plain.id, "plain@bench.example")          # warm-up: caches, mailboxes
+            await one_pass("script", sorted_.id, "sorted@bench.example")
+            cpu = {"none": 0.0, "script": 0.0}
+            count = {"none": 0, "script": 0}
+            if profiler is not None:
+                profiler = cProfile.Profile()
+            for i in range(passes):
+                order = [("none", plain.id, "plain@bench.example"), ("script", sorted_.id, "sorted@bench.example")]
+                for kind, account_id, address in (order if i % 2 == 0 else order[::-1]):
+                    await one_pass(kind, account_id, address)
+            boxes = {m.name for m in await store.list_mailboxes(sorted_.id)}
+        finally:
+            await store.close()
+    none_ms = 1000 * cpu["none"] / count["none"]
+    script_ms = 1000 * cpu["script"] / count["script"]
+    print(f"{len(messages)} corpus messages x {passes} passes; script: {rules} rules, "
+          f"{len(script)} bytes; the scripted account has {len(boxes)} mailboxes")
+    print(f"no script      : {none_ms:.3f} ms CPU per message")
+    print(f"50-rule script : {script_ms:.3f} ms CPU per message")
+    print(f"ratio          : {script_ms / none_ms:.3f} (target <= 1.10)")
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats(args_sort).print_stats(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--passes", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=300, help="corpus messages used")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(bench(args.passes, args.limit, args.profile))
+
+
+if __name__ == "__main__":
+    main()
