@@ -8,8 +8,9 @@ every one of them to an account without a script and to an account whose active 
 50 rules of the kinds people write (list, sender and subject sorting with header, address
 and envelope tests, fileinto, flags, a few :contains and :regex), alternating pass by pass
 so both see the same machine. The CPU time of this process (all threads: the SQLite writer
-included) per message is printed for each and their ratio; the issue's target is a ratio
-of at most 1.10. ``--profile`` prints cProfile's top functions of the scripted deliveries.
+included) per message is printed for each (the mean, and the best pass: on a loaded machine
+the best pass is the steadier figure) and their ratio; the issue's target is a ratio of at
+most 1.10. ``--profile`` prints cProfile's top functions of the scripted deliveries.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
             blobs: list[BlobRef] = [await store.put_blob(m) for m in messages]
             cpu = {"none": 0.0, "script": 0.0}
             count = {"none": 0, "script": 0}
+            best = {"none": 1e9, "script": 1e9}
             profiler = cProfile.Profile() if profile else None
 
             async def one_pass(kind: str, account_id: int, address: str) -> None:
@@ -111,8 +113,10 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
                 start = time.process_time()
                 for blob in blobs:
                     await deliver_local(store, blob, {address: [account_id]}, mail_from="sender@outside.example")
-                cpu[kind] += time.process_time() - start
+                spent = time.process_time() - start
+                cpu[kind] += spent
                 count[kind] += len(blobs)
+                best[kind] = min(best[kind], spent / len(blobs))
                 if profiler is not None and kind == "script":
                     profiler.disable()
 
@@ -120,6 +124,7 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
             await one_pass("script", sorted_.id, "sorted@bench.example")
             cpu = {"none": 0.0, "script": 0.0}
             count = {"none": 0, "script": 0}
+            best = {"none": 1e9, "script": 1e9}
             if profiler is not None:
                 profiler = cProfile.Profile()
             for i in range(passes):
@@ -133,9 +138,10 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
     script_ms = 1000 * cpu["script"] / count["script"]
     print(f"{len(messages)} corpus messages x {passes} passes; script: {rules} rules, "
           f"{len(script)} bytes; the scripted account has {len(boxes)} mailboxes")
-    print(f"no script      : {none_ms:.3f} ms CPU per message")
-    print(f"50-rule script : {script_ms:.3f} ms CPU per message")
-    print(f"ratio          : {script_ms / none_ms:.3f} (target <= 1.10)")
+    print(f"no script      : {none_ms:.3f} ms CPU per message (best pass {1000 * best['none']:.3f})")
+    print(f"50-rule script : {script_ms:.3f} ms CPU per message (best pass {1000 * best['script']:.3f})")
+    print(f"ratio          : {script_ms / none_ms:.3f}, best passes {best['script'] / best['none']:.3f} "
+          "(target <= 1.10)")
     if profiler is not None:
         pstats.Stats(profiler).sort_stats(args_sort).print_stats(30)
 

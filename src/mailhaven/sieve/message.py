@@ -40,6 +40,8 @@ def _text(value: object) -> str:
 def _decode(value: str) -> str:
     """RFC 5228 2.7.2: header values are compared after RFC 2047 decoding."""
     value = _utf8(value)
+    if "=?" not in value:               # no encoded word: make_header would hand it back as is
+        return value
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
