@@ -28,13 +28,15 @@ from .registry import SIEVE, Call, MethodError, method
 PROPERTIES = ["id", "name", "blobId", "isActive"]
 SERVER_SET = {"id", "isActive"}
 DEFAULT_NAME = "script"
+MAX_NAME_OCTETS = 4 * MAX_NAME
+"""RFC 9661 2: at least 512 octets, ManageSieve's 128 characters of UTF-8 (RFC 5804 1.6)."""
 
 
 def sieve_capability(config: Any) -> dict[str, Any]:
     """The account capability (RFC 9661 2)."""
     sieve = config.sieve
     return {"implementation": IMPLEMENTATION,
-            "maxSizeScriptName": 4 * MAX_NAME,        # octets: MAX_NAME characters of UTF-8
+            "maxSizeScriptName": MAX_NAME_OCTETS,
             "maxSizeScript": sieve.max_script_size,
             "maxNumberScripts": sieve.max_scripts,
             "maxNumberRedirects": sieve.max_redirects,
@@ -116,7 +118,12 @@ async def _content(call: Call, blob_id: Any) -> str:
 
 
 def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not valid_name(name):
+    """RFC 5804 1.6 as ManageSieve checks it, up to maxSizeScriptName octets (RFC 9661 2)."""
+    try:
+        ok = isinstance(name, str) and len(name.encode("utf-8")) <= MAX_NAME_OCTETS and valid_name(name, len(name))
+    except UnicodeEncodeError:                                   # a lone surrogate from JSON
+        ok = False
+    if not ok:
         raise MethodError("invalidProperties", "not a valid script name (RFC 5804 1.6)", properties=["name"])
 
 
