@@ -1,6 +1,6 @@
 """CPU per message of local delivery with an active 50-rule Sieve script, against none.
 
-    python bench/sieve_rules.py [-n 3] [--limit 300] [--profile]
+    python bench/sieve_rules.py [-n 3] [--limit 300] [--profile] [--smtp]
 
 Corpus messages (../shared/corpus, one file a message, mbox files left out) are stored once
 each as blobs in a SQLite store in a temporary directory; then ``deliver_local`` delivers
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
@@ -146,13 +147,75 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
         pstats.Stats(profiler).sort_stats(args_sort).print_stats(30)
 
 
+def _server_cpu(pid: int) -> float:
+    """CPU seconds of the server process (all its threads) and its live children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):     # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick        # utime + stime
+    return total
+
+
+def bench_smtp(passes: int, limit: int) -> None:
+    """The whole delivery as the server does it: SMTP on port 25 (the inbound checks, the
+    blob, local delivery), the server's own CPU measured from /proc."""
+    import smtplib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import ServerProcess
+
+    messages = corpus(limit)
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = ServerProcess(Path(tmp) / "data").start()
+        try:
+            srv.add_user("plain@nyu.example", "pw")
+            srv.add_user("sorted@nyu.example", "pw")
+            (Path(tmp) / "rules.sieve").write_text(fifty_rules())
+            srv.admin("sieve", "put", "sorted@nyu.example", str(Path(tmp) / "rules.sieve"))
+            assert srv.proc is not None
+            pid = srv.proc.pid
+            taken: list[bytes] = []
+            with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=60) as smtp:    # warm-up
+                for raw in messages:
+                    try:
+                        smtp.sendmail("sender@outside.example", ["plain@nyu.example"], raw)
+                        taken.append(raw)
+                    except (smtplib.SMTPDataError, smtplib.SMTPRecipientsRefused):
+                        smtp.rset()
+            cpu = {"plain@nyu.example": 0.0, "sorted@nyu.example": 0.0}
+            for i in range(passes):
+                order = list(cpu) if i % 2 == 0 else list(cpu)[::-1]
+                for rcpt in order:
+                    start = _server_cpu(pid)
+                    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=60) as smtp:
+                        for raw in taken:
+                            smtp.sendmail("sender@outside.example", [rcpt], raw)
+                    cpu[rcpt] += _server_cpu(pid) - start
+        finally:
+            srv.stop()
+    n = passes * len(taken)
+    none_ms, script_ms = 1000 * cpu["plain@nyu.example"] / n, 1000 * cpu["sorted@nyu.example"] / n
+    print(f"over SMTP: {len(taken)} corpus messages x {passes} passes, the server's CPU")
+    print(f"no script      : {none_ms:.3f} ms CPU per message")
+    print(f"50-rule script : {script_ms:.3f} ms CPU per message")
+    print(f"ratio          : {script_ms / none_ms:.3f} (target <= 1.10)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--passes", type=int, default=3)
     parser.add_argument("--limit", type=int, default=300, help="corpus messages used")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--smtp", action="store_true", help="also measure whole deliveries over SMTP")
     args = parser.parse_args()
     asyncio.run(bench(args.passes, args.limit, args.profile))
+    if args.smtp:
+        bench_smtp(args.passes, args.limit)
 
 
 if __name__ == "__main__":
