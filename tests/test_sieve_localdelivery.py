@@ -109,3 +109,17 @@ async def test_redirects_past_the_hourly_limit_are_kept(store, monkeypatch) -> N
         got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="alice@example.org")
     assert len(await store.queue_list()) == 2                      # the third is over the limit
     assert await _contents(store, bob) == {"INBOX": [[]]} and got.results[0].account_id == bob
+
+
+async def test_a_to_field_of_thousands_of_nested_groups_is_delivered_and_sorted(store) -> None:
+    """The stdlib address parser recurses once per group: such a field (as in mimekit's
+    stack-overflow.txt) must not fail the delivery, and its addresses are still tested."""
+    (bob,), _ = await _setup(store, 'require "fileinto";\n'
+                                    'if address :is "to" "bob@nyu.example" { fileinto "Deep"; }',
+                             "bob@nyu.example")
+    await store.create_mailbox(bob, "Deep")
+    deep = b"From: alice@example.org\r\nTo: bob@nyu.example," + b" g:" * 5000 + b" x@y.example\r\n\r\nHi\r\n"
+    blob = await store.put_blob(deep)
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="alice@example.org")
+    assert [r.account_id for r in got.results] == [bob]
+    assert await _contents(store, bob) == {"Deep": [[]]}

@@ -900,6 +900,25 @@ async def test_sieve_script_rename_keeps_text_and_active(backend):
     assert await s.get_sieve_script(bob.id, "c") == "keep;"
 
 
+async def test_sieve_script_ids_outlive_renames_and_are_never_reused(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    await s.put_sieve_script(bob.id, "a", "keep;")
+    await s.put_sieve_script(bob.id, "b", "discard;")
+    await s.put_sieve_script(carol.id, "a", "keep;")
+    first = {i.name: i.id for i in await s.list_sieve_scripts(bob.id)}
+    carol_id = (await s.list_sieve_scripts(carol.id))[0].id
+    assert len({*first.values(), carol_id}) == 3                      # RFC 9661 ids: distinct
+    await s.put_sieve_script(bob.id, "a", "stop;")                       # replaced: same script
+    await s.rename_sieve_script(bob.id, "a", "z")
+    assert {i.name: i.id for i in await s.list_sieve_scripts(bob.id)} == {"b": first["b"], "z": first["a"]}
+    await s.delete_sieve_script(bob.id, "z")
+    await s.put_sieve_script(bob.id, "a", "keep;")                       # a new script: a new id
+    again = {i.name: i.id for i in await s.list_sieve_scripts(bob.id)}
+    assert again["a"] not in (first["a"], first["b"], carol_id)
+
+
 async def test_sieve_scripts_one_active_per_account(backend):
     s = backend
     bob = await _bob(s)

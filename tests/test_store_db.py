@@ -101,3 +101,39 @@ async def test_opening_the_store_keeps_spool_files_of_live_transfers(tmp_path) -
     finally:
         await second.close()
         await first.close()
+
+
+async def test_an_older_sieve_scripts_table_gets_ids_and_keeps_its_scripts(tmp_path) -> None:
+    """A database made before JMAP Sieve (RFC 9661) ids: opening it rebuilds the table."""
+    import sqlite3
+
+    from mailhaven.store.sqlite import SQLiteStore
+
+    s = SQLiteStore(tmp_path / "data")
+    await s.open()
+    await s.add_domain("nyu.example")
+    bob = await s.add_account("bob@nyu.example", "pw")
+    await s.put_sieve_script(bob.id, "b", "keep;")
+    await s.put_sieve_script(bob.id, "a", "discard;")
+    await s.activate_sieve_script(bob.id, "b")
+    await s.close()
+    conn = sqlite3.connect(tmp_path / "data" / "mailhaven.db")
+    conn.executescript("""
+        CREATE TABLE old_scripts (account_id INTEGER NOT NULL, name TEXT NOT NULL, script TEXT NOT NULL,
+                                  active INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (account_id, name));
+        INSERT INTO old_scripts SELECT account_id, name, script, active FROM sieve_scripts;
+        DROP TABLE sieve_scripts;
+        ALTER TABLE old_scripts RENAME TO sieve_scripts;
+    """)
+    conn.close()
+    s = SQLiteStore(tmp_path / "data")
+    await s.open()
+    try:
+        listed = await s.list_sieve_scripts(bob.id)
+        assert [(i.name, i.active) for i in listed] == [("a", False), ("b", True)]
+        assert len({i.id for i in listed}) == 2
+        assert await s.get_active_sieve_script(bob.id) == ("b", "keep;")
+        await s.put_sieve_script(bob.id, "c", "stop;")
+        assert len({i.id for i in await s.list_sieve_scripts(bob.id)}) == 3
+    finally:
+        await s.close()

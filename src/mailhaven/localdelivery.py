@@ -32,6 +32,7 @@ from typing import Any
 from .config import SieveConfig
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
 from .sieve.actions import Vacation
+from .sieve.compiler import Command, Test
 from .sieve.forward import copy_from_file, redirect
 from .sieve.interpreter import Environment, Limits
 from .sieve.notify import send as send_notification
@@ -121,14 +122,14 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
             rcpt_of.setdefault(account_id, rcpt)
     outcome = LocalOutcome()
     plain: list[int] = []
-    scripted: list[tuple[int, Script]] = []
+    scripted: list[tuple[int, Script, str]] = []
     for account_id in rcpt_of:
         active = await store.get_active_sieve_script(account_id)
         script = _compiled(active[1]) if active is not None else None
-        if script is None:
+        if script is None or active is None:
             plain.append(account_id)
         else:
-            scripted.append((account_id, script))
+            scripted.append((account_id, script, active[1]))
     if plain:
         outcome.results.extend(await store.deliver(blob, plain, mailbox=mailbox))
     if not scripted:
@@ -139,11 +140,12 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
     limits = Limits(max_redirects=settings.max_redirects)
     env = Environment(spam_header=settings.spamtest_header, spam_max=settings.spamtest_max,
                       virus_header=settings.virustest_header, virus_max=settings.virustest_max)
-    for account_id, script in scripted:
-        boxes = await store.list_mailboxes(account_id)
-        names = {m.name.lower(): m.name for m in boxes}
-        special = {a.lower(): m.name for m in boxes if m.special_use for a in m.special_use.split()}
-        mine_env = replace(env, special_use=special) if special else env
+    for account_id, script, text in scripted:
+        names: dict[str, str] = {}
+        mine_env = env
+        if script.includes or _asks_mailboxes(text):    # else listed only if an action files the message
+            names, special = await _mailboxes(store, account_id)
+            mine_env = replace(env, special_use=special) if special else env
         if script.includes:
             mine_env = replace(mine_env, includes=await included_scripts(store, account_id, script))
         if "duplicate" in script.extensions or any("duplicate" in s.extensions for s in mine_env.includes.values()):
@@ -158,6 +160,8 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         elif result.duplicates:                # RFC 7352 3: recorded once the run succeeded
             now = time.time()
             await store.remember_duplicates(account_id, {k: now + s for k, s in result.duplicates.items()}, now=now)
+        if not names and _files_anywhere(result.actions, mailbox):
+            names = (await _mailboxes(store, account_id))[0]
         actions: list[Action] = []
         junk = mailbox != "INBOX"              # the inbound checks' verdict: never forward or answer it
         kept = False
@@ -191,6 +195,44 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
     for account_id, reason in outcome.rejected.items():     # one line of printable ASCII
         outcome.rejected[account_id] = re.sub(r"[^ -~]+", " ", reason).strip()[:200] or "Rejected"
     return outcome
+
+
+async def _mailboxes(store: Store, account_id: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The account's mailbox names by their lower case, and special-use attribute -> name."""
+    boxes = await store.list_mailboxes(account_id)
+    names = {m.name.lower(): m.name for m in boxes}
+    return names, {a.lower(): m.name for m in boxes if m.special_use for a in m.special_use.split()}
+
+
+_MAILBOX_TESTS = frozenset({"mailboxexists", "specialuse_exists"})
+
+
+@lru_cache(maxsize=512)
+def _asks_mailboxes(text: str) -> bool:
+    """The run of this (compiled) script needs the mailbox list: special-use (RFC 8579)
+    names mailboxes by attribute, mailboxexists (RFC 5490 3.1) asks. Other scripts
+    (fileinto :create included) run first; the list is read only when an action files."""
+    script = _compiled(text)
+    return script is not None and ("special-use" in script.extensions
+                                   or _tests_named(script.commands, _MAILBOX_TESTS))
+
+
+def _tests_named(commands: tuple[Command, ...] | None, names: frozenset[str]) -> bool:
+    def walk(test: Test | None) -> bool:
+        return test is not None and (test.name in names or any(walk(t) for t in test.tests))
+
+    return any(walk(c.test) or _tests_named(c.block, names) for c in commands or ())
+
+
+def _files_anywhere(actions: Sequence[Action], keep: str) -> bool:
+    """Some action stores the message elsewhere than INBOX (fileinto, a keep to Junk) or
+    files a vacation reply (:fcc): _carry_out needs the account's mailbox names."""
+    for action in actions:
+        if action.kind in ("fileinto", "vacation"):
+            return True
+        if action.kind == "keep" and (keep if action.implicit else action.mailbox or keep).upper() != "INBOX":
+            return True
+    return False
 
 
 async def _edited_copy(store: Store, edited: bytes, raw: bytes,

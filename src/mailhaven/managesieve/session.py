@@ -36,9 +36,9 @@ MAX_NAME = 128
 """Characters in a script name (RFC 5804 1.6 leaves the limit to the server)."""
 
 
-def valid_name(name: str) -> bool:
+def valid_name(name: str, max_chars: int = MAX_NAME) -> bool:
     """RFC 5804 1.6: a name is net-unicode (RFC 5198), without controls or line separators."""
-    if not 0 < len(name) <= MAX_NAME:
+    if not 0 < len(name) <= max_chars:
         return False
     return not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in name)
 

@@ -431,6 +431,9 @@ def _expand(st: _State, s: str) -> str:
 def _test(st: _State, test: Test) -> bool:
     _step(st)
     name = test.name
+    if name == "header":                                            # RFC 5228 5.7 (most tests are)
+        values = [v for h in test.args[0] for v in _indexed(test, st.message.headers(_expand(st, h)))]
+        return _match(st, test, values, test.args[1])
     if name == "true":
         return True
     if name == "false":
@@ -445,10 +448,7 @@ def _test(st: _State, test: Test) -> bool:
         limit = test.args[0]
         return st.message.size > limit if "over" in test.tags else st.message.size < limit
     if name == "exists":                                            # RFC 5228 5.5
-        return all(st.message.parsed.get_all(_expand(st, h)) for h in test.args[0])
-    if name == "header":                                            # RFC 5228 5.7
-        values = [v for h in test.args[0] for v in _indexed(test, st.message.headers(_expand(st, h)))]
-        return _match(st, test, values, test.args[1])
+        return all(st.message.head.get_all(_expand(st, h)) for h in test.args[0])
     if name == "address":                                           # RFC 5228 5.1
         values = []
         for h in test.args[0]:
@@ -618,7 +618,7 @@ def _match(st: _State, test: Test | Command, values: list[str], keys: tuple[str,
         match_type = "contains"
     else:
         match_type = "is"
-    expanded = [_expand(st, k) for k in keys]
+    expanded = [_expand(st, k) for k in keys] if st.variables_on else keys
     got = match_any(match_type, comparator, values, expanded, relation)
     if got is not None and match_type in ("matches", "regex") and captures and st.variables_on:
         st.captures = got[:10]                                      # RFC 5229 3.2

@@ -117,6 +117,16 @@ def match_any(match_type: str, comparator: str, values: Sequence[str], keys: Seq
             if _OPS[relation](compare(comparator, count, key)):
                 return []
         return None
+    if match_type in ("is", "contains") and comparator in ("i;ascii-casemap", "i;octet"):
+        # The common case, as match_one decides it with each value and key folded once:
+        # equal folded strings are equal UTF-8 (RFC 4790 9.2 / 9.3).
+        casemap = comparator == "i;ascii-casemap"
+        folded = [k.translate(_ASCII_LOWER) for k in keys] if casemap else list(keys)
+        for value in values:
+            v = value.translate(_ASCII_LOWER) if casemap else value
+            if (v in folded) if match_type == "is" else any(k in v for k in folded):
+                return []
+        return None
     for value in values:
         for key in keys:
             got = match_one(match_type, comparator, value, key, relation)

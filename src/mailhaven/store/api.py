@@ -279,6 +279,9 @@ class SieveScriptInfo:
     """The script's name, unique per account."""
     active: bool
     """The one script run at delivery (at most one per account, RFC 5804 1.4 style)."""
+    id: int
+    """Never changes for the script (a rename keeps it) nor names another one later: JMAP's
+    SieveScript id (RFC 9661)."""
 
 
 @dataclass(frozen=True, kw_only=True)

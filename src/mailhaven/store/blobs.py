@@ -285,6 +285,9 @@ class FileBlobStore:
         return data
 
     async def read(self, blob_id: str) -> bytes:
+        data = self.recent(blob_id)          # just written (a delivery's own message): no trip off the loop
+        if data is not None:
+            return data
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.read_sync, blob_id)
 
     def read_many_sync(self, blob_ids: list[str]) -> list[bytes]:

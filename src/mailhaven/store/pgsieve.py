@@ -22,8 +22,15 @@ CREATE TABLE IF NOT EXISTS sieve_scripts (
     name TEXT NOT NULL,
     script TEXT NOT NULL,
     active BOOLEAN NOT NULL DEFAULT false,
+    id BIGSERIAL NOT NULL UNIQUE,
     PRIMARY KEY (account_id, name)
 );
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'sieve_scripts' AND column_name = 'id') THEN
+        ALTER TABLE sieve_scripts ADD COLUMN id BIGSERIAL NOT NULL UNIQUE;   -- JMAP ids (RFC 9661)
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS sieve_redirects (
     account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     at DOUBLE PRECISION NOT NULL
@@ -81,9 +88,9 @@ class SieveMethods:
     async def list_sieve_scripts(self, account_id: int) -> list[SieveScriptInfo]:
         async def fetch(conn: asyncpg.Connection) -> list[asyncpg.Record]:
             return list(await conn.fetch(
-                "SELECT name, active FROM sieve_scripts WHERE account_id=$1 ORDER BY name", account_id))
+                "SELECT name, active, id FROM sieve_scripts WHERE account_id=$1 ORDER BY name", account_id))
 
-        return [SieveScriptInfo(name=r[0], active=bool(r[1])) for r in await self.read(fetch)]
+        return [SieveScriptInfo(name=r[0], active=bool(r[1]), id=int(r[2])) for r in await self.read(fetch)]
 
     async def delete_sieve_script(self, account_id: int, name: str) -> None:
         async def delete(tx: Tx) -> None:

@@ -66,6 +66,7 @@ from .sqliterows import _account
 from .sqliteschema import SCHEMA, _upgrade
 from .sqlitesieve import SCHEMA as SIEVE_SCHEMA
 from .sqlitesieve import SieveMethods
+from .sqlitesieve import upgrade as upgrade_sieve
 from .sqlitespam import SCHEMA as SPAM_SCHEMA
 from .sqlitespam import SpamMethods
 from .sqlitetlspolicy import SCHEMA as TLS_POLICY_SCHEMA
@@ -107,6 +108,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         await asyncio.to_thread(self.db.open, SCHEMA)
         await self.db.write(_upgrade)
         await self.db.write(upgrade_queue)
+        await self.db.write(upgrade_sieve)
         self._index_pending = await self.db.read(
             lambda c: c.execute("SELECT count(*) FROM fts_pending").fetchone()[0])
         self._indexer = asyncio.create_task(self._index_loop())

@@ -13,14 +13,17 @@ from .api import AlreadyExists, NotFound, SieveScriptInfo
 if TYPE_CHECKING:
     from .db import Database
 
-SCHEMA = """
+_SCRIPTS = """
 CREATE TABLE IF NOT EXISTS sieve_scripts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     name TEXT NOT NULL,
     script TEXT NOT NULL,
     active INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (account_id, name)
+    UNIQUE (account_id, name)
 );
+"""
+SCHEMA = _SCRIPTS + """
 CREATE TABLE IF NOT EXISTS sieve_redirects (
     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     at REAL NOT NULL
@@ -51,6 +54,20 @@ CREATE TABLE IF NOT EXISTS srs_key (
 """
 
 
+def upgrade(conn: sqlite3.Connection) -> None:
+    """A sieve_scripts table made by an older version had no ``id`` (JMAP's script ids,
+    RFC 9661): rebuild it with one, keeping every script's text, name and activity."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(sieve_scripts)")}
+    if not columns or "id" in columns:
+        return
+    kept = "account_id, name, script, active"
+    conn.execute("ALTER TABLE sieve_scripts RENAME TO sieve_scripts_before_upgrade")
+    conn.execute(_SCRIPTS.strip().rstrip(";"))
+    conn.execute(f"INSERT INTO sieve_scripts ({kept}) SELECT {kept} FROM sieve_scripts_before_upgrade "
+                 "ORDER BY account_id, name")
+    conn.execute("DROP TABLE sieve_scripts_before_upgrade")
+
+
 class SieveMethods:
     if TYPE_CHECKING:
         db: Database
@@ -69,8 +86,8 @@ class SieveMethods:
 
     async def list_sieve_scripts(self, account_id: int) -> list[SieveScriptInfo]:
         found = await self.db.read(lambda conn: conn.execute(
-            "SELECT name, active FROM sieve_scripts WHERE account_id=? ORDER BY name", (account_id,)).fetchall())
-        return [SieveScriptInfo(name=r[0], active=bool(r[1])) for r in found]
+            "SELECT name, active, id FROM sieve_scripts WHERE account_id=? ORDER BY name", (account_id,)).fetchall())
+        return [SieveScriptInfo(name=r[0], active=bool(r[1]), id=int(r[2])) for r in found]
 
     async def delete_sieve_script(self, account_id: int, name: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:

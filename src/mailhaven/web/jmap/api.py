@@ -25,6 +25,7 @@ from ..auth import AuthError, Caller, authenticate
 from . import arguments, bounds, core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
 from .blobs import UploadTooLarge, blob_file, owns_blob, read_blob_for, stream_upload
 from .registry import CAPABILITY_OF, CORE, MAIL, METHODS, QUOTA, SUBMISSION, Call, MethodError, ids
+from .sievescript import SIEVE, sieve_capability  # registers SieveScript/*
 from .state import account_state
 from .vacation import VACATION
 
@@ -94,13 +95,14 @@ class JMAP:
         base = self._base(request)
         state = await account_state(self.ctx.store, account.id)
         body = {
-            "capabilities": {CORE: LIMITS, MAIL: {}, SUBMISSION: {}, QUOTA: {}, VACATION: {}},
+            "capabilities": {CORE: LIMITS, MAIL: {}, SUBMISSION: {}, QUOTA: {}, VACATION: {}, SIEVE: {}},
             "accounts": {account_id: {
                 "name": account.address, "isPersonal": True, "isReadOnly": False,
                 "accountCapabilities": {MAIL: MAIL_CAPABILITY, SUBMISSION: SUBMISSION_CAPABILITY, QUOTA: {},
-                                        VACATION: {}},
+                                        VACATION: {}, SIEVE: sieve_capability(self.ctx.config)},
             }},
-            "primaryAccounts": {MAIL: account_id, SUBMISSION: account_id, QUOTA: account_id, VACATION: account_id},
+            "primaryAccounts": {MAIL: account_id, SUBMISSION: account_id, QUOTA: account_id, VACATION: account_id,
+                                SIEVE: account_id},
             "username": account.address,
             "apiUrl": f"{base}/jmap/api",
             "downloadUrl": f"{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?type={{type}}",
@@ -133,7 +135,7 @@ class JMAP:
                 or not all(isinstance(u, str) for u in req["using"])):
             return _problem(400, "notRequest", "expected {using: [...], methodCalls: [...]}")
         using = frozenset(req["using"])
-        unknown = [u for u in using if u not in (CORE, MAIL, SUBMISSION, QUOTA, VACATION)]
+        unknown = [u for u in using if u not in (CORE, MAIL, SUBMISSION, QUOTA, VACATION, SIEVE)]
         if unknown:
             return _problem(400, "unknownCapability", f"unknown capability {unknown[0]}")
         calls = req["methodCalls"]

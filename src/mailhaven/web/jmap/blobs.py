@@ -1,15 +1,17 @@
 """Blob ids the API hands out (RFC 8620 6): ``B<sha256>`` for whole stored blobs (uploads
-and messages) and ``P<message id>-<part id>`` for one MIME part of a stored message,
-decoded. A blob is readable by an account that owns a message holding it or uploaded it."""
+and messages) ``P<message id>-<part id>`` for one MIME part of a stored message,
+decoded, and ``K<script id>-<sha256>`` for a Sieve script's text (RFC 9661 2). A blob is
+readable by an account that owns a message holding it, uploaded it, or owns the script."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ...store.api import BlobRef
+from ...store.api import BlobRef, NotFound
 from .parts import find_part, parse_message
 from .registry import ids
 
@@ -77,6 +79,25 @@ def blob_file(store: Any, blob_id: str) -> str | None:
     return store.blob_path(digest) if digest is not None else None
 
 
+def script_blob_id(script_id: int, text: str) -> str:
+    """A Sieve script's content as a blob: a new text is a new blob id (RFC 8620 6)."""
+    return f"K{script_id}-{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+
+
+async def _script_text(store: Any, account_id: int, blob_id: str) -> bytes | None:
+    head, _, digest = blob_id[1:].partition("-")
+    if not head.isdigit():
+        return None
+    for info in await store.list_sieve_scripts(account_id):
+        if info.id == int(head):
+            try:
+                text = await store.get_sieve_script(account_id, info.name)
+            except NotFound:                    # deleted meanwhile
+                return None
+            return text.encode("utf-8") if script_blob_id(info.id, text) == blob_id else None
+    return None
+
+
 def part_blob_id(message_id: int, part_id: str) -> str:
     return f"P{message_id}-{part_id}"
 
@@ -97,6 +118,8 @@ async def read_blob_for(store: Any, account_id: int, blob_id: str) -> bytes | No
             return bytes(await store.read_blob(digest))
         except Exception:  # noqa: BLE001 - gone
             return None
+    if blob_id.startswith("K") and "-" in blob_id:
+        return await _script_text(store, account_id, blob_id)
     if blob_id.startswith("P") and "-" in blob_id:
         head, _, part_id = blob_id[1:].partition("-")
         if not head.isdigit():

@@ -9,7 +9,8 @@ with the next call. Anything else a method raises becomes ``serverFail`` and is 
 Identifiers (RFC 8620 §1.2: 1-255 URL-safe characters) are store ids with a one-letter
 prefix, so a client can never confuse an Email id with a Mailbox id:
 ``A<account id>``, ``M<mailbox id>``, ``E<message id>``, ``T<thread id>``, ``B<sha256>``
-(blobs), ``S<queue id>`` (EmailSubmission), ``I<n>`` (Identity).
+(blobs), ``S<queue id>`` (EmailSubmission), ``I<n>`` (Identity), ``Z<n>`` (SieveScript) and
+``K<n>-<sha256>`` (a Sieve script's text).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
 SUBMISSION = "urn:ietf:params:jmap:submission"
 QUOTA = "urn:ietf:params:jmap:quota"
+SIEVE = "urn:ietf:params:jmap:sieve"                  # RFC 9661
 
 
 class MethodError(Exception):
