@@ -14,6 +14,7 @@ import poplib
 import secrets
 import smtplib
 import ssl
+import threading
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,13 @@ import pytest
 
 from conftest import ServerProcess, free_port, wait_for
 from smtpsink import SmtpSink
-from test_large_messages import big_message, imap_fetch, peak_growth_mb, pop3_retr, smtp_send
+from test_large_messages import (
+    big_message,
+    imap_fetch,
+    peak_growth_mb,
+    pop3_retr,
+    smtp_send,
+)
 
 PASSWORD = "s3cret"
 USERS = [f"big{i}@example.com" for i in range(4)]
@@ -99,14 +106,14 @@ def jmap_download(srv: ServerProcess, user: str) -> bytes:
     return call(f"/jmap/download/{account}/{blob}/m.eml?type=message/rfc822")  # type: ignore[no-any-return]
 
 
-def submit(srv: ServerProcess, user: str, to: str, raw: bytes) -> bytes:
+def submit(srv: ServerProcess, user: str, to: list[str], raw: bytes) -> bytes:
     """``raw`` from ``user`` to ``to`` through submission; returns the bytes sent."""
     raw = raw.replace(b"From: sender@example.net\r\n", f"From: {user}\r\n".encode(), 1)
     context = ssl._create_unverified_context()  # the server's certificate is self-signed
     with smtplib.SMTP("127.0.0.1", srv.port("submission"), timeout=300) as s:
         s.starttls(context=context)
         s.login(user, PASSWORD)
-        assert s.sendmail(user, [to], raw) == {}
+        assert s.sendmail(user, to, raw) == {}
     return raw
 
 
@@ -141,16 +148,17 @@ def test_large_message_out_of_postgres_byte_identical(srv: dict[str, Any]) -> No
     assert text["value"].startswith(".dot led line 0") and text["isTruncated"]
 
     with SmtpSink("127.0.0.1", srv["sink_port"]) as sink:
-        sent = submit(s, user, "far@sink.example", raw)
+        sent = submit(s, user, ["far@sink.example"], raw)
         got = wait_for(lambda: sink.messages, timeout=120, what="delivery to the sink")
     assert got[0].data.endswith(sent) and got[0].rcpt_to == ["far@sink.example"]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
 def test_memory_stays_flat_reading_four_large_messages_from_postgres(srv: dict[str, Any]) -> None:
+    """Each user submits a 40 MB message to themselves and to the peer (down for now, so
+    it waits in the queue); then the four are read at once by each path in turn."""
     s: ServerProcess = srv["srv"]
     size = 40 * 1000 * 1000
-    msgs = {u: big_message(size, u, f"rss{i}", seed=30 + i) for i, u in enumerate(USERS)}
     for u in USERS:                          # each user's only message (the first test's is gone)
         box = imaplib.IMAP4("127.0.0.1", s.port("imap"), timeout=60)
         box.login(u, PASSWORD)
@@ -158,27 +166,40 @@ def test_memory_stays_flat_reading_four_large_messages_from_postgres(srv: dict[s
         box.store("1:*", "+FLAGS", "\\Deleted")
         box.expunge()
         box.logout()
-        smtp_send(s, u, msgs[u])
     assert s.proc is not None
     pid = s.proc.pid
-    bound = 100.0                            # MB, for 4 x 40 MB (whole reads: several hundred)
-    growth = {
-        "FETCH": peak_growth_mb(pid, [lambda u=u: imap_fetch(s, u, 1, "BODY.PEEK[]") and None for u in USERS]),
-        "RETR": peak_growth_mb(pid, [lambda u=u: pop3_retr(s, u, 1) and None for u in USERS]),
-        "download": peak_growth_mb(pid, [lambda u=u: jmap_download(s, u) and None for u in USERS]),
-    }
-    # Outbound: queued while the peer is down, then sent at once when it comes up.
-    sent = {f"far.{u.partition('@')[0]}@sink.example": submit(s, u, f"far.{u.partition('@')[0]}@sink.example",
-                                                               msgs[u]) for u in USERS}
+    far = {u: f"far.{u.partition('@')[0]}@sink.example" for u in USERS}
+    sent: dict[str, bytes] = {}
+
+    def send(i: int, u: str) -> None:
+        sent[far[u]] = submit(s, u, [u, far[u]], big_message(size, u, f"rss{i}", seed=30 + i))
+
+    # The peer answers only once ``gate`` opens: the queue's four sessions wait at its
+    # greeting (before reading their message), then all send at once.
+    gate = threading.Event()
     sink = SmtpSink("127.0.0.1", srv["sink_port"])
+    plain = sink.server.RequestHandlerClass
 
-    def peer_up() -> None:
-        sink.__enter__()
-        wait_for(lambda: len(sink.messages) == 4, timeout=300, what="four deliveries")
+    class Gated(plain):  # type: ignore[valid-type,misc]
+        def handle(self) -> None:
+            gate.wait(300)
+            super().handle()
 
-    try:
+    sink.server.RequestHandlerClass = Gated
+    with sink:
+        growth = {"submission": peak_growth_mb(pid, [lambda i=i, u=u: send(i, u) for i, u in enumerate(USERS)])}
+        growth.update({
+            "FETCH": peak_growth_mb(pid, [lambda u=u: imap_fetch(s, u, 1, "BODY.PEEK[]") and None for u in USERS]),
+            "RETR": peak_growth_mb(pid, [lambda u=u: pop3_retr(s, u, 1) and None for u in USERS]),
+            "download": peak_growth_mb(pid, [lambda u=u: jmap_download(s, u) and None for u in USERS]),
+        })
+
+        def peer_up() -> None:
+            gate.set()
+            wait_for(lambda: len(sink.messages) == 4, timeout=300, what="four deliveries")
+
         growth["outbound"] = peak_growth_mb(pid, [peer_up])
         assert all(m.data.endswith(sent[m.rcpt_to[0]]) for m in sink.messages)
-    finally:
-        sink.__exit__()
+    print("GROWTH", growth)
+    bound = 100.0                            # MB, for 4 x 40 MB (whole reads: several hundred)
     assert all(g < bound for g in growth.values()), growth

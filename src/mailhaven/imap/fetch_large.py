@@ -95,7 +95,7 @@ async def write_large(s: Session, uid: int, msn: int | None, items: list[FetchIt
         if fd is not None:
             spans, parts = _layout(s, uid, items, msg, FileView(fd, os.fstat(fd).st_size), seen_now)
         else:               # its view reads through the event loop: used from a worker thread
-            view = BlobView(s.store, blob_id, await s.store.blob_size(blob_id))
+            view = BlobView(s.store.read_blob_range, blob_id, await s.store.blob_size(blob_id))
             spans, parts = await s.blocking(_layout, s, uid, items, msg, view, seen_now)
         s.write(f"* {msn} FETCH (".encode() + b" ".join(parts))
         for n, (item, (start, end)) in enumerate(spans):

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from ..message.fileview import FileView
 
 
 class BlobView(FileView):
-    """A :class:`FileView` over ``store.read_blob_range``; build it on the loop, use it off it."""
+    """A :class:`FileView` over ``read_range(blob_id, start, length)`` (the store's
+    ``read_blob_range``); build it on the loop, use it off it."""
 
-    def __init__(self, store: Any, blob_id: str, size: int) -> None:
+    def __init__(self, read_range: Callable[[str, int, int], Awaitable[bytes]], blob_id: str, size: int) -> None:
         super().__init__(-1, size)
-        self._store = store
+        self._read_range = read_range
         self._blob_id = blob_id
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -32,8 +32,10 @@ class BlobView(FileView):
             return b""
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("BlobView read on the event loop's thread")
-        return asyncio.run_coroutine_threadsafe(   # type: ignore[no-any-return]
-            self._store.read_blob_range(self._blob_id, start, end - start), self._loop).result()
+        async def read() -> bytes:
+            return await self._read_range(self._blob_id, start, end - start)
+
+        return asyncio.run_coroutine_threadsafe(read(), self._loop).result()
 
 
 def pieces_from_loop(pieces: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
