@@ -200,6 +200,5 @@ def test_memory_stays_flat_reading_four_large_messages_from_postgres(srv: dict[s
 
         growth["outbound"] = peak_growth_mb(pid, [peer_up])
         assert all(m.data.endswith(sent[m.rcpt_to[0]]) for m in sink.messages)
-    print("GROWTH", growth)
     bound = 100.0                            # MB, for 4 x 40 MB (whole reads: several hundred)
     assert all(g < bound for g in growth.values()), growth
