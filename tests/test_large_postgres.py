@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+import test_large_messages as large_sqlite
 from conftest import ServerProcess, free_port, wait_for
 from smtpsink import SmtpSink
 from test_large_messages import (
@@ -154,6 +155,11 @@ def test_large_message_out_of_postgres_byte_identical(srv: dict[str, Any]) -> No
         sent = submit(s, user, ["far@sink.example"], raw)
         got = wait_for(lambda: sink.messages, timeout=120, what="delivery to the sink")
     assert got[0].data.endswith(sent) and got[0].rcpt_to == ["far@sink.example"]
+
+
+def test_catenate_with_large_parts_from_postgres(srv: dict[str, Any]) -> None:
+    """CATENATE of a URL naming a large part: copied from the chunk rows, byte for byte."""
+    large_sqlite.test_catenate_with_large_parts(srv["srv"])
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
