@@ -1146,6 +1146,30 @@ async def test_blob_read_by_range_and_in_pieces(backend, size):
             pass
 
 
+async def test_blob_view_reads_ranges_from_a_worker_thread(backend):
+    """store/blobview.py: a FileView over read_blob_range, used off the loop by code
+    written for files (the structure parser, a DSN's header section), as the bytes would be."""
+    from mailhaven.message.structure import structure_summary
+    from mailhaven.queue.dsn import original_of
+    from mailhaven.store.blobview import BlobView
+
+    s = backend
+    data = RAW.replace(b"\r\n\r\n", b"\r\nX-Pad: " + b"p" * 300_000 + b"\r\n\r\n", 1) + b"body\r\n" * 200_000
+    ref = await s.put_blob(data)
+    view = BlobView(s.read_blob_range, ref.id, await s.blob_size(ref.id))
+
+    def use() -> tuple:
+        return (view[5:70_000], view.find(b"\r\n\r\n"), view.count(b"\n"), structure_summary(view)["imap"]["body"],
+                original_of(view))
+
+    part, blank, lines, body, original = await asyncio.to_thread(use)
+    assert part == data[5:70_000] and blank == data.find(b"\r\n\r\n") and lines == data.count(b"\n")
+    assert body == structure_summary(data)["imap"]["body"]
+    assert original == (data[:blank + 4], len(data))
+    with pytest.raises(RuntimeError):
+        view[100_000:110_000]                       # on the loop's own thread it would wait on itself
+
+
 async def test_rate_counters_take_refuse_and_restart(backend):
     s = backend
     kw = dict(window=3600.0, limit=5)

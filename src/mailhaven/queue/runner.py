@@ -33,7 +33,7 @@ from typing import Any
 from ..localdelivery import deliver_local
 from ..logs import Log
 from ..store.api import StorageFull
-from ..store.blobview import pieces_from_loop
+from ..store.blobview import BlobView, pieces_from_loop
 from . import tlsrpt
 from .api import OutboundMessage, OutboundRecipient
 from .delivery import (
@@ -46,7 +46,7 @@ from .delivery import (
     StoredMessage,
     Timeouts,
 )
-from .dsn import DSNRecipient, build_dsn, read_original, wants_dsn
+from .dsn import HEADERS_ONLY_LIMIT, DSNRecipient, build_dsn, original_of, read_original, wants_dsn
 from .mx import Backoff, Hop, RouteError, Router
 from .store import Entry, QueueStore, queue_store
 
@@ -330,6 +330,9 @@ class QueueRunner:
         try:
             if path is not None:                             # a large original: its header only
                 original, size = await asyncio.to_thread(read_original, path)
+            elif (whole := await self.store.blob_size(entry.blob_id)) > HEADERS_ONLY_LIMIT:
+                view = BlobView(self.store.read_blob_range, entry.blob_id, whole)   # PostgreSQL: by ranges
+                original, size = await asyncio.to_thread(original_of, view)
             else:
                 original = await self.store.read_blob(entry.blob_id)
         except Exception:  # noqa: BLE001
