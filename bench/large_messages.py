@@ -4,7 +4,10 @@ APPEND) and out (IMAP FETCH BODY[], POP3 RETR), and
 while the queue relays 4 of them at once, DKIM-signed, to a second server (queued while
 that server is down; measured from when it comes up until all 4 have arrived).
 
-    python bench/large_messages.py [--size-mb 50] [--parallel 4]
+    python bench/large_messages.py [--size-mb 50] [--parallel 4] [--pg-dsn postgresql://...]
+
+With ``--pg-dsn`` the server runs on PostgreSQL (a fresh schema, dropped at the end):
+large blobs are ``blob_chunks`` rows, read back a range or a row at a time.
 
 Starts its own ``mailhaven serve`` in a temporary directory; samples the server's RSS
 (the process and its children, from /proc) every 10 ms. For each phase it prints the peak
@@ -134,10 +137,33 @@ def parallel(fns: list[Callable[[], None]]) -> None:
         raise errors[0]
 
 
+SCHEMA = f"mh_bench_{os.urandom(6).hex()}"
+
+
+def pg_store(dsn: str | None) -> str:
+    return f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{SCHEMA}"\n' if dsn else ""
+
+
+def drop_schema(dsn: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=float, default=50)
     ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--pg-dsn", help="run the server on PostgreSQL (a fresh schema, dropped after)")
     args = ap.parse_args()
     size = int(args.size_mb * 1_000_000)
     accounts = users(args.parallel)
@@ -151,7 +177,7 @@ def main() -> None:
         far = ServerProcess(Path(tmp) / "far", ports={"smtp": far_port}, extra_config=limits)
         srv = ServerProcess(Path(tmp) / "data", extra_config=limits + checks + (
             '[queue]\nretry = ["1s"]\npoll = "1s"\n'
-            f'[relay]\nroutes = {{"far.example" = "127.0.0.1:{far_port}"}}\n'))
+            f'[relay]\nroutes = {{"far.example" = "127.0.0.1:{far_port}"}}\n' + pg_store(args.pg_dsn)))
         srv.write_config()
         srv.admin("dkim", "generate", "example.com", "--algorithm", "rsa", "--selector", "bench")
         srv.start()
@@ -253,6 +279,8 @@ def main() -> None:
         finally:
             srv.stop()
             far.stop()
+            if args.pg_dsn:
+                drop_schema(args.pg_dsn)
 
 
 if __name__ == "__main__":

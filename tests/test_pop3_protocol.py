@@ -282,18 +282,19 @@ def test_top_prefix_gives_top_of_the_whole_message(tmp_path: Any, monkeypatch: A
     anywhere: the same response as TOP of the whole message."""
     import asyncio
     import random
+    from collections.abc import AsyncIterator
 
     from mailhaven.pop3 import stream
 
-    monkeypatch.setattr(stream, "CHUNK", 3)
-    path = tmp_path / "m"
-
     class Store:
-        def __init__(self, raw: bytes) -> None:
-            path.write_bytes(raw)
+        """Streams the message in pieces of 3 bytes (``blob_chunks`` of the store contract)."""
 
-        def blob_path(self, blob_id: str) -> str:
-            return str(path)
+        def __init__(self, raw: bytes) -> None:
+            self.raw = raw
+
+        async def blob_chunks(self, blob_id: str) -> AsyncIterator[bytes]:
+            for at in range(0, len(self.raw), 3):
+                yield self.raw[at:at + 3]
 
     rnd = random.Random(3)
     pieces = [b"\r", b"\n", b"\r\n", b".", b"a", b"Subject: x\r\n", b"\r\n\r\n"]

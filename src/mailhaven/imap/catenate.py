@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes
 from ..message.fileview import FileView
 from ..message.lineends import normalize_line_ends
 from ..store.api import BlobRef, BlobWriter, NotFound
+from ..store.blobview import BlobView
 from .grammar import decode_mailbox, mutf7_decode
 from .parser import Atom, String
 from .responses import TOOBIG, Bad, No
@@ -74,8 +75,9 @@ async def catenate(s: Session, tokens: list[Any]) -> BlobRef:
 async def _copy_blob(s: Session, blob_id: str, writer: BlobWriter, start: int = 0, end: int | None = None) -> None:
     """``blob[start:end]`` into ``writer``, from the file a chunk at a time when there is one."""
     path = s.store.blob_path(blob_id)
-    if path is None:
-        writer.write(bytes(await s.store.read_blob(blob_id))[start:end])
+    if path is None:                            # no file (PostgreSQL): the store's pieces
+        async for data in s.store.blob_chunks(blob_id, start, end):
+            writer.write(data)
         return
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -100,13 +102,17 @@ async def _url_into(s: Session, url: str, writer: BlobWriter) -> None:
         raise _bad(url, "no such message")
     msg = found[0]
     path = s.store.blob_path(msg.blob_id) if msg.size > STREAM_MIN else None
-    if path is not None:
+    if msg.size > STREAM_MIN:
         item = _url_item(url, section, partial, parse_item)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            span = _range(FileView(fd, os.fstat(fd).st_size), msg, item)
-        finally:
-            os.close(fd)
+        if path is None:            # its view reads through the event loop: used from a worker thread
+            view = BlobView(s.store.read_blob_range, msg.blob_id, await s.store.blob_size(msg.blob_id))
+            span = await s.blocking(_range, view, msg, item)
+        else:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                span = _range(FileView(fd, os.fstat(fd).st_size), msg, item)
+            finally:
+                os.close(fd)
         if span is not None:
             start, end = _partial(span, item)
             await _copy_blob(s, msg.blob_id, writer, start, end)

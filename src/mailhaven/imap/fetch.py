@@ -260,16 +260,14 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
     messages: dict[int, Message] = {}
     raws: dict[int, bytes] = {}
     large: dict[int, str] = {}
-    """Large messages (uid -> file) whose bodies go out from their files (fetch_large.py)."""
+    """Large messages (uid -> blob id) whose bodies go out a piece at a time (fetch_large.py)."""
     if plan.need_raw and not plan.headers_only:
         big = [u for u in chunk if sel.meta[u].size > STREAM_MIN]
         if big:
             for m in await s.store.get_messages(sel.id, big, with_summary=plan.need_summary and not plan.wire,
                                                 imap_wire=plan.wire):
-                path = s.store.blob_path(m.blob_id)
-                if path is not None:
-                    messages[m.uid] = m
-                    large[m.uid] = path
+                messages[m.uid] = m
+                large[m.uid] = m.blob_id
     if plan.need_raw:       # rows and bytes in one trip to the store (headers: what the cache lacks)
         wanted = cache.lookup(sel.id, sel.uidvalidity, chunk, raws) if plan.headers_only else chunk
         wanted = [u for u in wanted if u not in large] if large else wanted

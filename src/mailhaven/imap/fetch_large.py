@@ -1,4 +1,4 @@
-"""FETCH of a large message, sent from its file a chunk at a time.
+"""FETCH of a large message, sent from its file (or the store's pieces of it) a chunk at a time.
 
 A message over :data:`~mailhaven.imap.fetch.STREAM_MIN` bytes is never read whole: the literals of
 ``BODY[]``, ``RFC822``, ``BODY[TEXT]``, ``BODY[1.2]``, ``BODY[HEADER]``, ``BODY[n.MIME]``
@@ -15,10 +15,11 @@ only BINARY of a part (which needs decoding) still reads that part whole.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..message.fileview import FileView
 from ..message.structure import header_end, structure_summary
+from ..store.blobview import BlobView
 from .fetch import STREAM_MIN, FetchItem, _render, find_part
 from .session import Session
 
@@ -69,26 +70,44 @@ def _partial(span: tuple[int, int], item: FetchItem) -> tuple[int, int]:
     return start, end
 
 
+def _layout(s: Session, uid: int, items: list[FetchItem], msg: Message | None, view: FileView,
+            seen_now: bool) -> tuple[list[tuple[FetchItem, tuple[int, int]]], list[bytes]]:
+    """The literal items as byte ranges, and the other items rendered."""
+    spans: list[tuple[FetchItem, tuple[int, int]]] = []
+    others: list[FetchItem] = []
+    for item in items:
+        span = _range(view, msg, item)
+        if span is None:
+            others.append(item)
+        else:
+            spans.append((item, _partial(span, item)))
+    parts = _render(s, uid, others, msg, view, seen_now) if others or seen_now else []  # type: ignore[arg-type]
+    return spans, parts
+
+
 async def write_large(s: Session, uid: int, msn: int | None, items: list[FetchItem], msg: Message | None,
-                      path: str, seen_now: bool) -> None:
-    """Write ``* msn FETCH (...)`` for one large message, its literals from ``path``."""
-    fd = os.open(path, os.O_RDONLY)
+                      blob_id: str, seen_now: bool) -> None:
+    """Write ``* msn FETCH (...)`` for one large message, its literals from its file, or
+    (a store without files: PostgreSQL) from the store's pieces of the blob."""
+    path = s.store.blob_path(blob_id)
+    fd = os.open(path, os.O_RDONLY) if path is not None else None
     try:
-        view = FileView(fd, os.fstat(fd).st_size)
-        spans: list[tuple[FetchItem, tuple[int, int]]] = []
-        others: list[FetchItem] = []
-        for item in items:
-            span = _range(view, msg, item)
-            if span is None:
-                others.append(item)
-            else:
-                spans.append((item, _partial(span, item)))
-        parts = _render(s, uid, others, msg, view, seen_now) if others or seen_now else []  # type: ignore[arg-type]
+        if fd is not None:
+            spans, parts = _layout(s, uid, items, msg, FileView(fd, os.fstat(fd).st_size), seen_now)
+        else:               # its view reads through the event loop: used from a worker thread
+            view = BlobView(s.store.read_blob_range, blob_id, await s.store.blob_size(blob_id))
+            spans, parts = await s.blocking(_layout, s, uid, items, msg, view, seen_now)
         s.write(f"* {msn} FETCH (".encode() + b" ".join(parts))
         for n, (item, (start, end)) in enumerate(spans):
             label = item.label.encode() if item.name == "BODY" else item.name.encode()
             head = b"{%d}\r\n" % (end - start)
             s.write((b" " if parts or n else b"") + label + b" " + head)
+            if fd is None:
+                if end > start:
+                    async for data in s.store.blob_chunks(blob_id, start, end):
+                        s.write(data)
+                        await s.maybe_flush()
+                continue
             pos = start
             while pos < end:
                 data = os.pread(fd, min(CHUNK, end - pos), pos)
@@ -100,7 +119,8 @@ async def write_large(s: Session, uid: int, msn: int | None, items: list[FetchIt
         s.write(b")\r\n")
         await s.maybe_flush()
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 HEADER_CAP = 1024 * 1024
@@ -122,6 +142,20 @@ def read_header_block(path: str) -> bytes:
     return bytes(out)
 
 
+async def read_stored_header_block(store: Any, blob_id: str) -> bytes:
+    """:func:`read_header_block` of a blob that is not a file, a range at a time."""
+    out = bytearray()
+    while len(out) < HEADER_CAP:
+        data = await store.read_blob_range(blob_id, len(out), 64 * 1024)
+        if not data:
+            break
+        out += data
+        end = header_end(bytes(out), 0, len(out))
+        if end < len(out):
+            return bytes(out[:end])
+    return bytes(out)
+
+
 async def large_headers(s: Session, mailbox_id: int, uidvalidity: int, uids: list[int],
                         sizes: dict[int, int], into: dict[int, bytes]) -> list[int]:
     """Header blocks of the large messages among ``uids`` read from the start of their
@@ -136,5 +170,7 @@ async def large_headers(s: Session, mailbox_id: int, uidvalidity: int, uids: lis
         path = s.store.blob_path(m.blob_id)
         if path is not None:
             head = await s.blocking(read_header_block, path)
-            into[m.uid] = cache.put_message((mailbox_id, uidvalidity, m.uid), head)
+        else:
+            head = await read_stored_header_block(s.store, m.blob_id)
+        into[m.uid] = cache.put_message((mailbox_id, uidvalidity, m.uid), head)
     return [u for u in uids if u not in into]

@@ -152,9 +152,14 @@ def summarize_file(path: str) -> tuple[dict[str, Any], bytes]:
     from .fileview import FileView
 
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        prefix = f.read(TEXT_PREFIX)
-        summary = summarize(prefix, structure_of=FileView(f.fileno(), size))  # type: ignore[arg-type]
+        return summarize_view(FileView(f.fileno(), os.fstat(f.fileno()).st_size))
+
+
+def summarize_view(view: Any) -> tuple[dict[str, Any], bytes]:
+    """:func:`summarize_file` of a message seen through a :class:`~mailhaven.message.fileview.FileView`
+    (a file, or a blob the store reads a range at a time)."""
+    prefix = view[0:TEXT_PREFIX]
+    summary = summarize(prefix, structure_of=view)
     body = summary.get("imap", {}).get("body")
     if body is not None:
         attachments = _structure_attachments(body)

@@ -22,7 +22,8 @@ from ..net.listener import Listener
 from . import protocol as P
 from .lease import MaildropLeases
 from .session import Session, SessionContext
-from .stream import file_wire_size
+from .stream import STREAM_MIN, file_wire_size
+from .stream import wire_size as stream_wire_size
 
 SIZE_CACHE_LIMIT = 500_000
 """Blob ids whose wire size is remembered (blobs never change, so entries never go stale)."""
@@ -48,6 +49,10 @@ class WireSizes:
             measured: dict[str, int] = {}
             if files:
                 measured.update(await asyncio.to_thread(lambda: {b: file_wire_size(p) for b, p in files}))
+            large = [m.blob_id for m in messages if m.blob_id in others and m.size > STREAM_MIN]
+            for b in dict.fromkeys(large):                        # PostgreSQL rows, a piece at a time
+                measured[b] = await stream_wire_size(self.store, b)
+            others = [b for b in others if b not in measured]
             if others:
                 many = getattr(self.store, "read_blobs", None)    # batched (inline blobs, PostgreSQL)
                 if many is not None:

@@ -1,9 +1,8 @@
-"""Large messages out of POP3 from their files, a chunk at a time (RETR and the exact
-sizes LIST and STAT report), so memory does not grow with message size."""
+"""Large messages out of POP3 a piece at a time, from their files or PostgreSQL rows (RETR,
+TOP and the exact sizes LIST and STAT report), so memory does not grow with message size."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,21 +13,19 @@ STREAM_MIN = 1024 * 1024
 CHUNK = 256 * 1024
 
 
-async def blob_chunks(store: Any, blob_id: str) -> AsyncIterator[bytes]:
-    """The blob's bytes in pieces of at most :data:`CHUNK` (read off the event loop)."""
-    path = store.blob_path(blob_id)
-    if path is None:                                  # not a file (inline, PostgreSQL)
-        yield bytes(await store.read_blob(blob_id))
-        return
-    f = await asyncio.to_thread(open, path, "rb")
-    try:
-        while True:
-            data = await asyncio.to_thread(f.read, CHUNK)
-            if not data:
-                return
-            yield data
-    finally:
-        f.close()
+def blob_chunks(store: Any, blob_id: str) -> AsyncIterator[bytes]:
+    """The blob's bytes in bounded pieces, as the store streams them (a file on SQLite,
+    its chunk rows on PostgreSQL), never the whole message at once."""
+    return store.blob_chunks(blob_id)  # type: ignore[no-any-return]
+
+
+async def wire_size(store: Any, blob_id: str) -> int:
+    """:func:`protocol.wire_size` of a stored message, read a piece at a time."""
+    enc = P.MessageEncoder()
+    async for data in store.blob_chunks(blob_id):
+        enc.feed(data)
+    enc.finish()
+    return enc.wire_size
 
 
 def file_wire_size(path: str) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -40,6 +41,7 @@ from ..smtp.client import (
 )
 from ..smtp.codes import REQUIRETLS_UNSUPPORTED, Reply
 from ..smtp.replies import ReplyError, _NeedData
+from ..store.api import NotFound
 from ..tls import client_context
 from . import dane
 from .api import OutboundRecipient
@@ -54,6 +56,15 @@ class FileMessage:
     """A message to send from its blob file rather than from memory."""
 
     path: str
+    size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredMessage:
+    """A message to send from the store a piece at a time (PostgreSQL's chunk rows)."""
+
+    pieces: Callable[[], AsyncIterator[bytes]]
+    """A fresh iterator over the message's bytes for each transaction."""
     size: int
 
 
@@ -295,7 +306,7 @@ class DestinationSession:
         raise self._failed("EHLO", _reply_of(done))
 
     # -- sending -----------------------------------------------------------------------------
-    async def send(self, envelope: Envelope, message: bytes | FileMessage, *,
+    async def send(self, envelope: Envelope, message: bytes | FileMessage | StoredMessage, *,
                    prefix: bytes = b"") -> list[RecipientResult]:
         """One transaction; a result per recipient. Raises DeliveryError when the connection
         is lost (results then unknown: the caller retries them all). ``prefix`` (the
@@ -304,7 +315,7 @@ class DestinationSession:
             raise DeliveryError("connection is not ready", remote_mta=self.remote_name)
         ehlo = self._conn.ehlo
         assert ehlo is not None
-        size = len(prefix) + (message.size if isinstance(message, FileMessage) else len(message))
+        size = len(prefix) + (len(message) if isinstance(message, bytes) else message.size)
         refuse = None
         if _needs_smtputf8(envelope) and not ehlo.has("SMTPUTF8"):
             refuse = Reply(code=550, enhanced="5.6.7", text=f"{self.remote_name} does not support SMTPUTF8")
@@ -345,6 +356,8 @@ class DestinationSession:
         if isinstance(event, SendBody):
             if isinstance(message, FileMessage):
                 await self._send_file(prefix, message)
+            elif isinstance(message, StoredMessage):
+                await self._send_pieces(prefix, message.pieces())
             else:
                 self._conn.send_body(prefix + message)
             event = await self._expect((TransactionDone, Closed), final=True)
@@ -379,6 +392,21 @@ class DestinationSession:
                                 remote_mta=self.remote_name) from None
         finally:
             f.close()
+        self._conn.end_body()
+
+    async def _send_pieces(self, prefix: bytes, pieces: AsyncIterator[bytes]) -> None:
+        """The body as the store streams it, each piece drained before the next is read."""
+        self._conn.send_body_part(prefix)
+        try:
+            async for piece in pieces:
+                self._conn.send_body_part(piece)
+                self._writer.write(self._conn.data_to_send())
+                await asyncio.wait_for(self._writer.drain(), self.timeouts.command)
+        except NotFound as exc:                          # (before OSError: it may be both)
+            raise DeliveryError(f"message unreadable: {exc}", remote_mta=self.remote_name) from None
+        except (OSError, TimeoutError) as exc:
+            raise DeliveryError(f"connection to {self.remote_name} lost: {exc or type(exc).__name__}",
+                                remote_mta=self.remote_name) from None
         self._conn.end_body()
 
     def _result(self, address: str, reply: Reply) -> RecipientResult:

@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from ..message.lineends import normalize_line_ends
 from .api import OutboundRecipient
@@ -110,19 +111,27 @@ def read_original(path: str, chunk: int = 64 * 1024) -> tuple[bytes, int]:
     """What a report needs of the original in file ``path``, and its size: all of it up
     to :data:`HEADERS_ONLY_LIMIT`, else its header section alone, read a piece at a time
     up to the empty line (at most :data:`HEADER_READ_LIMIT`), never the body."""
+    from ..message.fileview import FileView
+
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size <= HEADERS_ONLY_LIMIT:
-            return f.read(), size
-        head = b""
-        while len(head) < HEADER_READ_LIMIT and (piece := f.read(chunk)):
-            start = max(0, len(head) - 3)
-            head += piece
-            for sep in (b"\r\n\r\n", b"\n\n"):
-                end = head.find(sep, start)
-                if end >= 0:
-                    return head[:end + len(sep)], size
-        return head[:HEADER_READ_LIMIT], size
+        return original_of(FileView(f.fileno(), os.fstat(f.fileno()).st_size), chunk)
+
+
+def original_of(view: Any, chunk: int = 64 * 1024) -> tuple[bytes, int]:
+    """:func:`read_original` of a message seen through a
+    :class:`~mailhaven.message.fileview.FileView` (its file, or the store's ranges of it)."""
+    size = len(view)
+    if size <= HEADERS_ONLY_LIMIT:
+        return view[0:size], size
+    head = b""
+    while len(head) < HEADER_READ_LIMIT and (piece := view[len(head):len(head) + chunk]):
+        start = max(0, len(head) - 3)
+        head += piece
+        for sep in (b"\r\n\r\n", b"\n\n"):
+            end = head.find(sep, start)
+            if end >= 0:
+                return head[:end + len(sep)], size
+    return head[:HEADER_READ_LIMIT], size
 
 
 def build_dsn(*, reporting_mta: str, original: bytes, envelope_from: str, envid: str | None,

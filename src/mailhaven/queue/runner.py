@@ -26,13 +26,14 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 from ..localdelivery import deliver_local
 from ..logs import Log
 from ..store.api import StorageFull
+from ..store.blobview import BlobView, pieces_from_loop
 from . import tlsrpt
 from .api import OutboundMessage, OutboundRecipient
 from .delivery import (
@@ -42,11 +43,15 @@ from .delivery import (
     Envelope,
     FileMessage,
     Outcome,
+    StoredMessage,
     Timeouts,
 )
-from .dsn import DSNRecipient, build_dsn, read_original, wants_dsn
+from .dsn import HEADERS_ONLY_LIMIT, DSNRecipient, build_dsn, original_of, read_original, wants_dsn
 from .mx import Backoff, Hop, RouteError, Router
 from .store import Entry, QueueStore, queue_store
+
+STREAM_MIN = 1024 * 1024
+"""A message not in a file (PostgreSQL) larger than this is sent a piece at a time."""
 
 CLAIM_BATCH = 500
 
@@ -242,11 +247,21 @@ class QueueRunner:
         finally:
             await session.close()
 
-    async def _load(self, blob_id: str) -> tuple[bytes | FileMessage, bytes]:
-        """The message to send (its file when it has one, so it is never read whole) and
-        its DKIM-Signature fields, computed from the file a chunk at a time off the loop."""
+    async def _load(self, blob_id: str) -> tuple[bytes | FileMessage | StoredMessage, bytes]:
+        """The message to send (its file when it has one, else the store's pieces of a
+        large one, so it is never read whole) and its DKIM-Signature fields, computed a
+        piece at a time off the loop."""
         path = self.store.blob_path(blob_id)
         if path is None:                                 # inline or in PostgreSQL
+            size = await self.store.blob_size(blob_id)
+            if size > STREAM_MIN:
+                loop = asyncio.get_running_loop()
+
+                def pieces() -> AsyncIterator[bytes]:
+                    return self.store.blob_chunks(blob_id)  # type: ignore[no-any-return]
+
+                return (StoredMessage(pieces=pieces, size=size),
+                        await asyncio.to_thread(self._sign, lambda: pieces_from_loop(pieces(), loop)))
             raw = await self.store.read_blob(blob_id)
             return raw, await asyncio.to_thread(self._sign, lambda: iter((raw,)))
         size = (await asyncio.to_thread(os.stat, path)).st_size
@@ -315,6 +330,9 @@ class QueueRunner:
         try:
             if path is not None:                             # a large original: its header only
                 original, size = await asyncio.to_thread(read_original, path)
+            elif (whole := await self.store.blob_size(entry.blob_id)) > HEADERS_ONLY_LIMIT:
+                view = BlobView(self.store.read_blob_range, entry.blob_id, whole)   # PostgreSQL: by ranges
+                original, size = await asyncio.to_thread(original_of, view)
             else:
                 original = await self.store.read_blob(entry.blob_id)
         except Exception:  # noqa: BLE001

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..queue.api import OutboundMessage
 
+BLOB_PIECE = 1024 * 1024
+"""Largest piece :meth:`Store.blob_chunks` yields."""
 SPECIAL_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive")
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("INBOX", None),
@@ -419,6 +421,22 @@ class Store(Protocol):
 
     def blob_path(self, blob_id: str) -> str | None:
         """A local file path for the blob, when the backend keeps files (else None)."""
+        ...
+
+    async def blob_size(self, blob_id: str) -> int:
+        """The blob's length in bytes, without reading it (:class:`NotFound` if none)."""
+        ...
+
+    async def read_blob_range(self, blob_id: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the blob from offset ``start`` (fewer only at its end),
+        never reading the rest: a large message is read a range at a time."""
+        ...
+
+    def blob_chunks(self, blob_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes ``[start, end)`` of the blob (``end`` None: to its end) as pieces of
+        at most :data:`BLOB_PIECE` bytes, read as they are consumed, so memory stays flat
+        in the blob's size (files on SQLite, ``blob_chunks`` rows on PostgreSQL).
+        :class:`NotFound` before the first piece if there is no such blob."""
         ...
 
     # -- domains ------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 
 from ..imap.render import wire_forms
-from ..message.summary import message_ids, search_fields, summarize
+from ..message.summary import LARGE_MESSAGE, message_ids, search_fields, summarize, summarize_view
 from .api import (
     BlobRef,
     Change,
@@ -30,6 +30,7 @@ from .api import (
     NotFound,
     QuotaExceeded,
 )
+from .blobview import BlobView
 from .names import normalize_mailbox_name
 from .pgblobs import BLOB_BYTES, BlobNotFound
 
@@ -140,6 +141,12 @@ def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
     return _Prepared(s, tuple(clean(f) for f in search_fields(raw, s)))
 
 
+def _prepare_view(view: BlobView) -> _Prepared:
+    """:func:`_prepare` of a large message in bounded memory (off the event loop)."""
+    s, prefix = summarize_view(view)
+    return _prepare(prefix, s)
+
+
 class MessageMethods:
     if TYPE_CHECKING:
         blobs: PgBlobStore
@@ -153,6 +160,9 @@ class MessageMethods:
 
     # -- storing ------------------------------------------------------------
     async def _prepare(self, blob: BlobRef, summary: dict[str, Any] | None) -> _Prepared:
+        if summary is None and blob.size > LARGE_MESSAGE:     # never read whole: a range at a time
+            view = BlobView(self.blobs.read_range, blob.id, blob.size)
+            return await asyncio.to_thread(_prepare_view, view)
         raw = await self.blobs.read(blob.id)
 
         return await asyncio.to_thread(_prepare, raw, summary)

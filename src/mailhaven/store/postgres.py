@@ -21,7 +21,7 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -322,6 +322,15 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
 
     def blob_path(self, blob_id: str) -> str | None:
         return None
+
+    async def blob_size(self, blob_id: str) -> int:
+        return await self.blobs.size(blob_id)
+
+    async def read_blob_range(self, blob_id: str, start: int, length: int) -> bytes:
+        return await self.blobs.read_range(blob_id, start, length)
+
+    def blob_chunks(self, blob_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return self.blobs.chunks(blob_id, start, end)
 
     async def blob_ids(self) -> list[str]:
         """Every stored blob id (admin and tests)."""

@@ -21,7 +21,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from ..datadir import private_dir, tighten
@@ -198,6 +198,15 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
 
     def blob_path(self, blob_id: str) -> str | None:
         return self.blobs.file_path(blob_id)
+
+    async def blob_size(self, blob_id: str) -> int:
+        return await asyncio.get_running_loop().run_in_executor(self.blobs.executor, self.blobs.size_sync, blob_id)
+
+    async def read_blob_range(self, blob_id: str, start: int, length: int) -> bytes:
+        return await self.blobs.read_range(blob_id, start, length)
+
+    def blob_chunks(self, blob_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return self.blobs.chunks(blob_id, start, end)
 
     # -- domains ------------------------------------------------------------
     async def add_domain(self, name: str) -> Domain:

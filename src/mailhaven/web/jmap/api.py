@@ -23,7 +23,7 @@ from ...logs import Log
 from ...store.api import StorageFull
 from ..auth import AuthError, Caller, authenticate
 from . import arguments, bounds, core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
-from .blobs import UploadTooLarge, blob_file, owns_blob, read_blob_for, stream_upload
+from .blobs import UploadTooLarge, blob_file, owns_blob, read_blob_for, stored_blob, stream_upload
 from .registry import CAPABILITY_OF, CORE, MAIL, METHODS, QUOTA, SUBMISSION, Call, MethodError, ids
 from .sievescript import SIEVE, sieve_capability  # registers SieveScript/*
 from .state import account_state
@@ -261,6 +261,11 @@ class JMAP:
         path = blob_file(self.ctx.store, blob_id)
         if path is not None and await owns_blob(self.ctx.store, caller.account.id, blob_id[1:]):
             return FileResponse(path, media_type=ctype, headers=headers)   # a whole blob, from its file
+        stored = await stored_blob(self.ctx.store, caller.account.id, blob_id)
+        if stored is not None:                       # a large whole blob not in a file: in pieces
+            digest, size = stored
+            return StreamingResponse(self.ctx.store.blob_chunks(digest), media_type=ctype,
+                                     headers={**headers, "Content-Length": str(size)})
         data = await read_blob_for(self.ctx.store, caller.account.id, blob_id)
         if data is None:
             return _problem(404, "notFound", "no such blob")

@@ -68,7 +68,7 @@ async def blob_ref_for(store: Any, account_id: int, blob_id: str) -> BlobRef | N
         except OSError:
             return None
     try:
-        return BlobRef(id=digest, size=len(await store.read_blob(digest)))
+        return BlobRef(id=digest, size=await store.blob_size(digest))
     except Exception:  # noqa: BLE001 - gone
         return None
 
@@ -96,6 +96,21 @@ async def _script_text(store: Any, account_id: int, blob_id: str) -> bytes | Non
                 return None
             return text.encode("utf-8") if script_blob_id(info.id, text) == blob_id else None
     return None
+STREAM_MIN = 1024 * 1024
+"""A whole blob larger than this, not in a file, is downloaded a piece at a time."""
+
+
+async def stored_blob(store: Any, account_id: int, blob_id: str) -> tuple[str, int] | None:
+    """(digest, size) of a large whole blob (``B<sha256>``) that ``account_id`` may read,
+    to be sent from ``store.blob_chunks``; None for anything else (read the usual way)."""
+    digest = ids.parse_blob(blob_id)
+    if digest is None or not await owns_blob(store, account_id, digest):
+        return None
+    try:
+        size = await store.blob_size(digest)
+    except Exception:  # noqa: BLE001 - gone: not found the usual way
+        return None
+    return (digest, size) if size > STREAM_MIN else None
 
 
 def part_blob_id(message_id: int, part_id: str) -> str:

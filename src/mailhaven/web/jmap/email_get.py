@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import os
 from typing import Any
 
+from ...message.fileview import FileView
 from ...message.summary import message_ids, parse_addresses
+from ...store.blobview import BlobView
 from . import largeparts
 from .core import get_ids, properties
 from .parts import body_lists, body_part, body_value, parse_message, walk
@@ -204,10 +207,12 @@ async def email_get(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         message = found.get(jid)
         if message is None:
             continue
-        path = call.store.blob_path(message.blob_id) if needs_raw and message.size > LARGE else None
-        structure = (message.summary.get("imap") or {}).get("body") if path else None
-        if path and structure:
-            out.append(await asyncio.to_thread(_large_email_object, message, path, structure, props, args))
+        large = needs_raw and message.size > LARGE
+        structure = (message.summary.get("imap") or {}).get("body") if large else None
+        if structure:       # from its file, else a range at a time from the store (PostgreSQL)
+            source = call.store.blob_path(message.blob_id) or BlobView(
+                call.store.read_blob_range, message.blob_id, await call.store.blob_size(message.blob_id))
+            out.append(await asyncio.to_thread(_large_email_object, message, source, structure, props, args))
             continue
         raw = bytes(await call.store.read_blob(message.blob_id)) if needs_raw else None
         out.append(email_object(message, raw, props, args))
@@ -215,10 +220,20 @@ async def email_get(call: Call, args: dict[str, Any]) -> dict[str, Any]:
             "notFound": [j for j in wanted if j not in found]}
 
 
-def _large_email_object(message: Any, path: str, structure: dict[str, Any], props: list[str],
+def _large_email_object(message: Any, source: str | BlobView, structure: dict[str, Any], props: list[str],
                         args: dict[str, Any]) -> dict[str, Any]:
-    """:func:`email_object` of a large message from its file: large leaf bodies stay there."""
-    reduced, cuts = largeparts.skeleton(path, structure)
+    """:func:`email_object` of a large message from its file (a path) or the store's
+    ranges of it: large leaf bodies stay there. In a worker thread."""
+    if not isinstance(source, str):
+        return _email_object_from(message, source, structure, props, args)
+    with open(source, "rb") as f:
+        return _email_object_from(message, FileView(f.fileno(), os.fstat(f.fileno()).st_size), structure,
+                                  props, args)
+
+
+def _email_object_from(message: Any, view: FileView, structure: dict[str, Any], props: list[str],
+                       args: dict[str, Any]) -> dict[str, Any]:
+    reduced, cuts = largeparts.skeleton(view, structure)
     parsed = parse_message(reduced)
     largeparts.mark(parsed, cuts, walk(parsed))
     return email_object(message, None, props, args, parsed=parsed)

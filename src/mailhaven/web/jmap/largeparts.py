@@ -1,7 +1,7 @@
 """Email/get of a large message without reading it whole (issue 14 item 4).
 
 The MIME structure stored at delivery (``summary["imap"]["body"]``, byte offsets per
-entity) says where every leaf's body lies in the file. :func:`skeleton` reads the message
+entity) says where every leaf's body lies in the file (or PostgreSQL's rows). :func:`skeleton` reads the message
 with every large leaf body left out (headers, delimiters and small parts kept, so the
 stdlib parser gives the same tree and part ids) and marks the parts it emptied with a
 :class:`FilePart`; ``parts.body_part`` takes their decoded size and ``parts.text_of``
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import quopri
 import re
 from dataclasses import dataclass
@@ -28,21 +27,22 @@ _NOT_B64 = re.compile(rb"[^A-Za-z0-9+/]")
 
 @dataclass(frozen=True)
 class FilePart:
-    path: str
+    source: Any
+    """The whole message as a :class:`~mailhaven.message.fileview.FileView` (its file, or
+    a blob the store reads a range at a time): only slices are taken of it."""
     start: int
     end: int
     encoding: str
 
     def _chunks(self, limit: int | None = None) -> Any:
         end = self.end if limit is None else min(self.end, self.start + limit)
-        with open(self.path, "rb") as f:
-            pos = self.start
-            while pos < end:
-                data = os.pread(f.fileno(), min(CHUNK, end - pos), pos)
-                if not data:
-                    return
-                pos += len(data)
-                yield data
+        pos = self.start
+        while pos < end:
+            data = self.source[pos:min(end, pos + CHUNK)]
+            if not data:
+                return
+            pos += len(data)
+            yield data
 
     def decoded_size(self) -> int:
         """What ``get_payload(decode=True)`` would give, counted a chunk at a time."""
@@ -78,7 +78,7 @@ class FilePart:
             yield quopri.decodestring(carry)
 
 
-def skeleton(path: str, structure: dict[str, Any]) -> tuple[bytes, dict[str, FilePart]]:
+def skeleton(source: Any, structure: dict[str, Any]) -> tuple[bytes, dict[str, FilePart]]:
     """The message with large leaf bodies left out, and those parts by JMAP part id."""
     cuts: dict[str, FilePart] = {}
 
@@ -91,17 +91,15 @@ def skeleton(path: str, structure: dict[str, Any]) -> tuple[bytes, dict[str, Fil
             return                      # an encapsulated message: left whole
         start, end = int(node["h"][1]), int(node["e"])
         if end - start > CUT:
-            cuts[pid or "1"] = FilePart(path, start, end, str(node.get("enc") or "7bit").lower())
+            cuts[pid or "1"] = FilePart(source, start, end, str(node.get("enc") or "7bit").lower())
 
     visit(structure, "")
     pieces = []
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        pos = 0
-        for part in sorted(cuts.values(), key=lambda p: p.start):
-            pieces.append(os.pread(f.fileno(), part.start - pos, pos))
-            pos = part.end
-        pieces.append(os.pread(f.fileno(), size - pos, pos))
+    pos = 0
+    for part in sorted(cuts.values(), key=lambda p: p.start):
+        pieces.append(source[pos:part.start])
+        pos = part.end
+    pieces.append(source[pos:len(source)])
     return b"".join(pieces), cuts
 
 
