@@ -18,39 +18,27 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
-import shutil
 import smtplib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dns.flags
-import dns.message
-import dns.query
 import pytest
 
-from conftest import ServerProcess, free_port, wait_for
+from conftest import ServerProcess, wait_for
 from dnsserver import can_bind
+from peers import require, tool, unbound
 
 MX_IP = "127.0.0.43"
 TOOLS = ("unbound", "ldns-keygen", "ldns-signzone")
 
 
-def _tool(name: str) -> str | None:
-    return shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)),
-                                      None)
-
-
 def _need() -> None:
-    missing = [f"{t} is not installed" for t in TOOLS if _tool(t) is None]
+    missing = [f"{t} is not installed" for t in TOOLS if tool(t) is None]
     if not can_bind(MX_IP, 25):
         missing.append(f"cannot listen on {MX_IP}:25")
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail("; ".join(missing))
-        pytest.skip("; ".join(missing))
+    require(missing)
 
 
 def _certificates(directory: Path) -> tuple[Path, Path, bytes, bytes]:
@@ -100,59 +88,13 @@ def _sign(directory: Path, origin: str, body: str) -> tuple[Path, str]:
     zone.write_text(f"$ORIGIN {origin}.\n$TTL 300\n@ IN SOA ns.{origin}. hostmaster.{origin}. 1 3600 600 86400 300\n"
                     f"@ IN NS ns.{origin}.\nns IN A 127.0.0.1\n{body}")
     def keygen(*args: str) -> str:
-        return subprocess.run([_tool("ldns-keygen") or "ldns-keygen", "-a", "ECDSAP256SHA256", *args, origin],
+        return subprocess.run([tool("ldns-keygen") or "ldns-keygen", "-a", "ECDSAP256SHA256", *args, origin],
                               cwd=directory, check=True, capture_output=True, text=True).stdout.strip()
     ksk, zsk = keygen("-k"), keygen()
-    subprocess.run([_tool("ldns-signzone") or "ldns-signzone", "-n", str(zone), ksk, zsk], cwd=directory,
+    subprocess.run([tool("ldns-signzone") or "ldns-signzone", "-n", str(zone), ksk, zsk], cwd=directory,
                    check=True, capture_output=True)
     anchor = next(line for line in (directory / f"{ksk}.key").read_text().splitlines() if "DNSKEY" in line)
     return Path(f"{zone}.signed"), anchor
-
-
-class Unbound:
-    def __init__(self, directory: Path, zones: list[tuple[str, Path]], anchors: list[str]) -> None:
-        self.port = free_port()
-        (directory / "anchors").write_text("\n".join(anchors) + "\n")
-        auth = "".join(f'auth-zone:\n  name: "{name}."\n  zonefile: "{path}"\n  for-upstream: yes\n'
-                       f'  for-downstream: no\n  fallback-enabled: no\n' for name, path in zones)
-        (directory / "unbound.conf").write_text(f"""server:
-  interface: 127.0.0.1@{self.port}
-  port: {self.port}
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "{directory}"
-  pidfile: ""
-  use-syslog: no
-  logfile: "{directory}/unbound.log"
-  verbosity: 1
-  module-config: "validator iterator"
-  trust-anchor-file: "{directory}/anchors"
-  do-not-query-localhost: no
-  val-log-level: 2
-{auth}""")
-        self.proc = subprocess.Popen([_tool("unbound") or "unbound", "-d", "-c", str(directory / "unbound.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"unbound exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-            query = dns.message.make_query("mx-good.dane.example", "A")
-            query.flags |= dns.flags.AD
-            try:
-                return bool(dns.query.udp(query, "127.0.0.1", port=self.port, timeout=1).flags & dns.flags.AD)
-            except Exception:  # noqa: BLE001 - not listening yet
-                return False
-
-        wait_for(up, 30, "unbound validating the test zone")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -171,26 +113,26 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     text = bogus.read_text()
     assert spki_hash.hex() in text
     bogus.write_text(text.replace(spki_hash.hex(), hashlib.sha256(b"forged").hexdigest()))
-    resolver = Unbound(root, [("dane.example", signed), ("bogus.example", bogus)], [anchor, bogus_anchor])
-    dns_conf = f'[dns]\nnameservers = ["127.0.0.1:{resolver.port}"]\ntimeout = "2s"\n[filter]\nenabled = false\n'
-    mx = ServerProcess(root / "mx", host=MX_IP, ports={"smtp": 25}, hostname="mx-good.dane.example",
-                       extra_config=f'[tls]\ncert = "{chain}"\nkey = "{key}"\n' + dns_conf)
-    sender = ServerProcess(root / "sender", hostname="mail.lancs.example", extra_config=dns_conf
-                           + '[queue]\nretry = ["1s"]\nwarn_after = "1h"\nexpire = "1h"\npoll = "1s"\n')
-    started: list[ServerProcess] = []
-    try:
-        for srv in (mx, sender):
-            srv.start()
-            started.append(srv)
-        for d in ("good.dane.example", "ta.dane.example", "plain.dane.example", "wrong.dane.example",
-                  "bogus.example"):
-            mx.add_user(f"bob@{d}")
-        sender.add_user("alice@lancs.example")
-        yield {"mx": mx, "sender": sender}
-    finally:
-        for srv in started:
-            srv.stop()
-        resolver.stop()
+    with unbound(root, [("dane.example", signed), ("bogus.example", bogus)], [anchor, bogus_anchor],
+                 probe="mx-good.dane.example") as resolver_port:
+        dns_conf = f'[dns]\nnameservers = ["127.0.0.1:{resolver_port}"]\ntimeout = "2s"\n[filter]\nenabled = false\n'
+        mx = ServerProcess(root / "mx", host=MX_IP, ports={"smtp": 25}, hostname="mx-good.dane.example",
+                           extra_config=f'[tls]\ncert = "{chain}"\nkey = "{key}"\n' + dns_conf)
+        sender = ServerProcess(root / "sender", hostname="mail.lancs.example", extra_config=dns_conf
+                               + '[queue]\nretry = ["1s"]\nwarn_after = "1h"\nexpire = "1h"\npoll = "1s"\n')
+        started: list[ServerProcess] = []
+        try:
+            for srv in (mx, sender):
+                srv.start()
+                started.append(srv)
+            for d in ("good.dane.example", "ta.dane.example", "plain.dane.example", "wrong.dane.example",
+                      "bogus.example"):
+                mx.add_user(f"bob@{d}")
+            sender.add_user("alice@lancs.example")
+            yield {"mx": mx, "sender": sender}
+        finally:
+            for srv in started:
+                srv.stop()
 
 
 def _submit(sender: ServerProcess, rcpt: str) -> None:

@@ -12,11 +12,11 @@ HTTPS reverse proxy (Debian's nginx, started by the test) whose X-Forwarded-For,
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import urllib.request
@@ -27,19 +27,16 @@ from typing import Any
 import pytest
 
 from conftest import ROOT, ServerProcess, free_port, wait_for
+from peers import NGINX, nginx, require
 
 USER, BOB, PASSWORD = "alice@example.org", "bob@example.org", "s3cret"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PROXY_FROM = "127.0.0.2"
 """nginx connects to Mailhaven from this address, the only trusted proxy."""
 JS_DIR = ROOT / "tests" / "jmap_js"
 
 
 def need(what: str, ok: bool) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} is not installed")
-        pytest.skip(f"{what} is not installed")
+    require([] if ok else [f"{what} is not installed"])
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -68,26 +65,24 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 class Proxy:
+    """nginx on an ephemeral port of 127.0.0.1, HTTPS in front of ``backend``, connecting from
+    PROXY_FROM and forwarding the client's address, scheme and host."""
+
     def __init__(self, directory: Path, backend: int) -> None:
         self.dir = directory
         self.port = free_port()
-        self.cert, key = self_signed(directory)
-        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (directory / sub).mkdir(exist_ok=True)
-        conf = f"""
-daemon off; worker_processes 1; pid {directory}/nginx.pid; error_log {directory}/error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {directory}/body; proxy_temp_path {directory}/proxy;
-  fastcgi_temp_path {directory}/fastcgi; uwsgi_temp_path {directory}/uwsgi; scgi_temp_path {directory}/scgi;
+        self.cert, self.key = self_signed(directory)
+        self.backend = backend
+
+    def run(self) -> contextlib.AbstractContextManager[None]:
+        return nginx(self.dir, f"""
   client_max_body_size 60m;
   server {{
     listen 127.0.0.1:{self.port} ssl;
     server_name localhost;
-    ssl_certificate {self.cert}; ssl_certificate_key {key};
+    ssl_certificate {self.cert}; ssl_certificate_key {self.key};
     location / {{
-      proxy_pass http://127.0.0.1:{backend};
+      proxy_pass http://127.0.0.1:{self.backend};
       proxy_bind {PROXY_FROM};
       proxy_http_version 1.1;
       proxy_buffering off;
@@ -97,31 +92,7 @@ http {{
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host;
     }}
-  }}
-}}
-"""
-        (directory / "nginx.conf").write_text(conf)
-        self.proc = subprocess.Popen([NGINX, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"nginx exited: {self.proc.stderr.read()!r}") from None  # type: ignore[union-attr]
-                return False
-
-        wait_for(up, 20, "nginx")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+  }}""", ("127.0.0.1", self.port))
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +100,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProce
     need("nginx", Path(NGINX).exists())
     base = tmp_path_factory.mktemp("jmapclients")
     srv = ServerProcess(base / "data", extra_config=f'[http]\ntrusted_proxies = ["{PROXY_FROM}/32"]\n').start()
-    proxy = None
     try:
         srv.add_user(USER, PASSWORD)
         srv.add_user(BOB, PASSWORD)
         proxy = Proxy(base, srv.port("http"))
-        yield srv, proxy
+        with proxy.run():
+            yield srv, proxy
     finally:
-        if proxy is not None:
-            proxy.stop()
         srv.stop()
 
 

@@ -17,13 +17,11 @@ the receiving side reads them back with ``mailhaven tlsrpt show``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
-import shutil
 import smtplib
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,9 +30,9 @@ import pytest
 
 from conftest import ServerProcess, wait_for
 from dnsserver import DNSServer, can_bind
+from peers import NGINX, nginx, require
 
 GOOD_IP, BAD_IP, HTTPS_IP = "127.0.0.40", "127.0.0.41", "127.0.0.42"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 RECORDS: dict[str, dict[str, list[str]]] = {
     "nyu.example": {"MX": ["10 mx.nyu.example."]},
@@ -104,53 +102,20 @@ class CA:
         return cert_path, key_path
 
 
-class PolicyHost:
+def policy_host(directory: Path, ca: CA, backends: dict[str, int]) -> contextlib.AbstractContextManager[None]:
     """nginx on HTTPS_IP:443 answering for every mta-sts.<domain> name."""
-
-    def __init__(self, directory: Path, ca: CA, backends: dict[str, int]) -> None:
-        cert, key = ca.issue("mta-sts", [f"mta-sts.{d}" for d in [*backends, *FIXED]])
-        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (directory / sub).mkdir(exist_ok=True)
-        servers = []
-        for domain, port in backends.items():
-            servers.append(f"""server {{ listen {HTTPS_IP}:443 ssl; server_name mta-sts.{domain};
+    cert, key = ca.issue("mta-sts", [f"mta-sts.{d}" for d in [*backends, *FIXED]])
+    servers = []
+    for domain, port in backends.items():
+        servers.append(f"""server {{ listen {HTTPS_IP}:443 ssl; server_name mta-sts.{domain};
     ssl_certificate {cert}; ssl_certificate_key {key};
     location / {{ proxy_pass http://{GOOD_IP if domain == "nyu.example" else BAD_IP}:{port};
                  proxy_set_header Host $host; }} }}""")
-        for domain, policy in FIXED.items():
-            servers.append(f"""server {{ listen {HTTPS_IP}:443 ssl; server_name mta-sts.{domain};
+    for domain, policy in FIXED.items():
+        servers.append(f"""server {{ listen {HTTPS_IP}:443 ssl; server_name mta-sts.{domain};
     ssl_certificate {cert}; ssl_certificate_key {key};
     location = /.well-known/mta-sts.txt {{ default_type text/plain; return 200 "{policy}"; }} }}""")
-        conf = f"""daemon off; worker_processes 1; pid {directory}/nginx.pid; error_log {directory}/error.log;
-events {{ worker_connections 64; }}
-http {{ access_log off;
-  client_body_temp_path {directory}/body; proxy_temp_path {directory}/proxy;
-  fastcgi_temp_path {directory}/fastcgi; uwsgi_temp_path {directory}/uwsgi; scgi_temp_path {directory}/scgi;
-  {chr(10).join(servers)}
-}}
-"""
-        (directory / "nginx.conf").write_text(conf)
-        self.proc = subprocess.Popen([NGINX, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def up() -> bool:
-            try:
-                socket.create_connection((HTTPS_IP, 443), timeout=1).close()
-                return True
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"nginx exited: {self.proc.stderr.read()!r}") from None  # type: ignore[union-attr]
-                return False
-
-        wait_for(up, 20, "nginx")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    return nginx(directory, "\n".join(servers), (HTTPS_IP, 443))
 
 
 def _need_peers() -> None:
@@ -158,10 +123,7 @@ def _need_peers() -> None:
                if not can_bind(ip, port)]
     if not os.path.exists(NGINX):
         missing.append("nginx is not installed")
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail("; ".join(missing))
-        pytest.skip("; ".join(missing))
+    require(missing)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +142,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         sender = ServerProcess(root / "sender", hostname="mail.lancs.example",
                                extra_config=f'[tls]\nca_file = "{ca.path}"\n' + dns_conf + queue)
         started: list[ServerProcess] = []
-        proxy = None
         try:
             for srv in (good, bad, sender):
                 srv.start()
@@ -190,11 +151,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 good.add_user(address)
             bad.add_user("bob@bad.example")
             sender.add_user("alice@lancs.example")
-            proxy = PolicyHost(root, ca, {"nyu.example": good.port("http"), "bad.example": bad.port("http")})
-            yield {"good": good, "bad": bad, "sender": sender, "dns": dns}
+            with policy_host(root, ca, {"nyu.example": good.port("http"), "bad.example": bad.port("http")}):
+                yield {"good": good, "bad": bad, "sender": sender, "dns": dns}
         finally:
-            if proxy is not None:
-                proxy.stop()
             for srv in started:
                 srv.stop()
 
