@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 DAY = 86400
@@ -35,19 +36,18 @@ def lease_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+@dataclass
 class DailyJob:
     """Runs ``job(now)`` at most once per UTC day here, under the store lease ``name``."""
 
-    def __init__(self, store: Any, name: str, holder: str, job: Callable[[float], Awaitable[object]],
-                 *, clock: Callable[[], float] = time.time, ttl: float = LEASE_TTL) -> None:
-        self.store = store
-        self.name = name
-        self.holder = holder
-        self.job = job
-        self.clock = clock
-        self.ttl = ttl
-        self.done_day: int | None = None
-        """The UTC day whose run is over: done here, or left to the node that held the lease."""
+    store: Any
+    name: str
+    holder: str
+    job: Callable[[float], Awaitable[object]]
+    clock: Callable[[], float] = time.time
+    ttl: float = LEASE_TTL
+    done_day: int | None = None
+    """The UTC day whose run is over: done here, or left to the node that held the lease."""
 
     async def run_if_due(self) -> bool:
         """Run the job unless today's run is over; True when it ran here."""
