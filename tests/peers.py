@@ -3,7 +3,8 @@ configuration under a directory of the test, starts it in the foreground, waits 
 answers and stops it on the way out (also when it never came up):
 
 - :func:`nginx`: Debian's nginx, as an HTTPS front (MTA-STS policy hosts, a reverse proxy);
-- :func:`unbound`: Debian's unbound, a validating resolver serving signed zones of the test.
+- :func:`unbound`: Debian's unbound, a validating resolver serving signed zones of the test;
+- :func:`running`: several Mailhaven servers (tests/conftest.py's ServerProcess).
 
 :func:`require` skips a test whose peers are missing, and fails it under ``CI=true``
 (:func:`installed`, for one program).
@@ -24,7 +25,7 @@ import dns.message
 import dns.query
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import ServerProcess, free_port, wait_for
 
 
 def tool(name: str) -> str | None:
@@ -80,6 +81,20 @@ def daemon(argv: list[str], name: str, ready: Callable[[], bool], timeout: float
         yield proc
     finally:
         stop(proc)
+
+
+@contextmanager
+def running(*servers: ServerProcess) -> Iterator[None]:
+    """Start the servers in turn; stop each one started on the way out."""
+    started: list[ServerProcess] = []
+    try:
+        for srv in servers:
+            srv.start()
+            started.append(srv)
+        yield
+    finally:
+        for srv in started:
+            srv.stop()
 
 
 def connects(host: str, port: int) -> bool:

@@ -15,7 +15,6 @@ records published for each:
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import smtplib
@@ -28,7 +27,8 @@ import pytest
 
 from conftest import ServerProcess, wait_for
 from dnsserver import can_bind
-from peers import require, tool, unbound
+from peers import require, running, tool, unbound
+from testcerts import CA, spki_sha256
 
 MX_IP = "127.0.0.43"
 TOOLS = ("unbound", "ldns-keygen", "ldns-signzone")
@@ -44,42 +44,12 @@ def _need() -> None:
 def _certificates(directory: Path) -> tuple[Path, Path, bytes, bytes]:
     """A CA and a server certificate from it (chain file: server then CA); returns the
     SHA-256 of the server's SubjectPublicKeyInfo and of the CA certificate."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "DANE test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
+    ca = CA(directory, "DANE test CA")
     names = [f"{h}.dane.example" for h in ("mx-good", "mx-ta", "mx-plain", "mx-wrong")] + ["mx.bogus.example"]
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
-            .sign(ca_key, hashes.SHA256()))
-    chain, key_path = directory / "mx-chain.pem", directory / "mx.key"
-    chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return chain, key_path, hashlib.sha256(spki).digest(), hashlib.sha256(
-        ca.public_bytes(serialization.Encoding.DER)).digest()
+    cert, key = ca.issue("mx", names)
+    chain = directory / "mx-chain.pem"
+    chain.write_bytes(cert.read_bytes() + ca.path.read_bytes())
+    return chain, key, spki_sha256(cert), ca.sha256()
 
 
 def _sign(directory: Path, origin: str, body: str) -> tuple[Path, str]:
@@ -120,19 +90,12 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                            extra_config=f'[tls]\ncert = "{chain}"\nkey = "{key}"\n' + dns_conf)
         sender = ServerProcess(root / "sender", hostname="mail.lancs.example", extra_config=dns_conf
                                + '[queue]\nretry = ["1s"]\nwarn_after = "1h"\nexpire = "1h"\npoll = "1s"\n')
-        started: list[ServerProcess] = []
-        try:
-            for srv in (mx, sender):
-                srv.start()
-                started.append(srv)
+        with running(mx, sender):
             for d in ("good.dane.example", "ta.dane.example", "plain.dane.example", "wrong.dane.example",
                       "bogus.example"):
                 mx.add_user(f"bob@{d}")
             sender.add_user("alice@lancs.example")
             yield {"mx": mx, "sender": sender}
-        finally:
-            for srv in started:
-                srv.stop()
 
 
 def _submit(sender: ServerProcess, rcpt: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import pytest
 
 from conftest import ROOT, ServerProcess, free_port, wait_for
 from peers import NGINX, nginx, require
+from testcerts import self_signed
 
 USER, BOB, PASSWORD = "alice@example.org", "bob@example.org", "s3cret"
 PROXY_FROM = "127.0.0.2"
@@ -39,31 +39,6 @@ def need(what: str, ok: bool) -> None:
     require([] if ok else [f"{what} is not installed"])
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "proxy.crt", directory / "proxy.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 class Proxy:
     """nginx on an ephemeral port of 127.0.0.1, HTTPS in front of ``backend``, connecting from
     PROXY_FROM and forwarding the client's address, scheme and host."""
@@ -71,7 +46,7 @@ class Proxy:
     def __init__(self, directory: Path, backend: int) -> None:
         self.dir = directory
         self.port = free_port()
-        self.cert, self.key = self_signed(directory)
+        self.cert, self.key = self_signed(directory, "proxy")
         self.backend = backend
 
     def run(self) -> contextlib.AbstractContextManager[None]:

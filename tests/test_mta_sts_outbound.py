@@ -18,7 +18,6 @@ the receiving side reads them back with ``mailhaven tlsrpt show``.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import smtplib
@@ -30,7 +29,8 @@ import pytest
 
 from conftest import ServerProcess, wait_for
 from dnsserver import DNSServer, can_bind
-from peers import NGINX, nginx, require
+from peers import NGINX, nginx, require, running
+from testcerts import CA
 
 GOOD_IP, BAD_IP, HTTPS_IP = "127.0.0.40", "127.0.0.41", "127.0.0.42"
 
@@ -58,48 +58,6 @@ FIXED = {   # policies nginx serves itself (the receivers' route would name thei
     "other.example": "version: STSv1\\r\\nmode: enforce\\r\\nmx: mx.nyu.example\\r\\nmax_age: 86400\\r\\n",
     "testing.example": "version: STSv1\\r\\nmode: testing\\r\\nmx: mx.nyu.example\\r\\nmax_age: 86400\\r\\n",
 }
-
-
-class CA:
-    """A certificate authority of the test's own, trusted by the sender (``[tls] ca_file``)."""
-
-    def __init__(self, directory: Path) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        self.x509, self.hashes, self.ser, self.ec, self.oid = x509, hashes, serialization, ec, NameOID
-        self.dir = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mailhaven test CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        self.name = name
-        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - datetime.timedelta(days=1))
-                     .not_valid_after(now + datetime.timedelta(days=2))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-                     .sign(self.key, hashes.SHA256()))
-        self.path = directory / "ca.pem"
-        self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, stem: str, names: list[str]) -> tuple[Path, Path]:
-        x509 = self.x509
-        key = self.ec.generate_private_key(self.ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(self.oid.COMMON_NAME, names[0])]))
-                .issuer_name(self.name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-                .sign(self.key, self.hashes.SHA256()))
-        cert_path, key_path = self.dir / f"{stem}.crt", self.dir / f"{stem}.key"
-        cert_path.write_bytes(cert.public_bytes(self.ser.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(self.ser.Encoding.PEM, self.ser.PrivateFormat.PKCS8,
-                                               self.ser.NoEncryption()))
-        return cert_path, key_path
 
 
 def policy_host(directory: Path, ca: CA, backends: dict[str, int]) -> contextlib.AbstractContextManager[None]:
@@ -141,11 +99,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                             extra_config=dns_conf)
         sender = ServerProcess(root / "sender", hostname="mail.lancs.example",
                                extra_config=f'[tls]\nca_file = "{ca.path}"\n' + dns_conf + queue)
-        started: list[ServerProcess] = []
-        try:
-            for srv in (good, bad, sender):
-                srv.start()
-                started.append(srv)
+        with running(good, bad, sender):
             for address in ("bob@nyu.example", "bob@other.example", "bob@testing.example",
                             "postmaster@nyu.example", "tlsrpt@nyu.example"):
                 good.add_user(address)
@@ -153,9 +107,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             sender.add_user("alice@lancs.example")
             with policy_host(root, ca, {"nyu.example": good.port("http"), "bad.example": bad.port("http")}):
                 yield {"good": good, "bad": bad, "sender": sender, "dns": dns}
-        finally:
-            for srv in started:
-                srv.stop()
 
 
 def _submit(sender: ServerProcess, rcpt: str, subject: str) -> None:
