@@ -1,11 +1,14 @@
 """Mail into a running Mailhaven as another MTA sends it, and read back as the recipient:
 port 25 with smtplib from a loopback address of the test's choosing (SPF, DNSBL and PTR
-checks see that address), then the stored message found by Subject over IMAP."""
+checks see that address), then the stored message found by Subject over IMAP; and a local
+user's submission of a short message (port 587, AUTH), with the mailbox list to see it arrive."""
 
 from __future__ import annotations
 
 import imaplib
+import json
 import smtplib
+from typing import Any
 
 from conftest import ServerProcess
 
@@ -37,3 +40,15 @@ def fetch_by_subject(srv: ServerProcess, subject: str, folder: str = "INBOX", *,
         return body[1]
     finally:
         imap.logout()
+
+
+def submit(srv: ServerProcess, user: str, rcpt: str, subject: str, password: str = "s3cret") -> None:
+    """``user`` sends a short message to ``rcpt`` on the submission port (after AUTH)."""
+    with smtplib.SMTP(srv.host, srv.port("submission"), timeout=30) as smtp:
+        smtp.login(user, password)
+        smtp.sendmail(user, [rcpt], f"From: {user}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nHello.\r\n".encode())
+
+
+def inbox(srv: ServerProcess, address: str) -> list[dict[str, Any]]:
+    """The messages of ``address``'s INBOX, as ``mailhaven mailbox list --json`` shows them."""
+    return list(json.loads(srv.admin("mailbox", "list", address, "--json").stdout))

@@ -34,7 +34,7 @@ def tool(name: str) -> str | None:
                                       None)
 
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX = tool("nginx") or "/usr/sbin/nginx"
 
 
 def require(missing: list[str]) -> None:

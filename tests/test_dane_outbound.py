@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import smtplib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 
 from conftest import ServerProcess, wait_for
 from dnsserver import can_bind
+from mx_client import inbox, submit
 from peers import require, running, tool, unbound
 from testcerts import CA, spki_sha256
 
@@ -99,14 +99,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _submit(sender: ServerProcess, rcpt: str) -> None:
-    with smtplib.SMTP(sender.host, sender.port("submission"), timeout=30) as smtp:
-        smtp.login("alice@lancs.example", "s3cret")
-        smtp.sendmail("alice@lancs.example", [rcpt],
-                      f"From: alice@lancs.example\r\nTo: {rcpt}\r\nSubject: DANE\r\n\r\nHello.\r\n".encode())
-
-
-def _inbox(srv: ServerProcess, address: str) -> list[dict[str, Any]]:
-    return list(json.loads(srv.admin("mailbox", "list", address, "--json").stdout))
+    submit(sender, "alice@lancs.example", rcpt, "DANE")
 
 
 def _attempted(sender: ServerProcess, rcpt: str) -> dict[str, Any]:
@@ -119,18 +112,18 @@ def _attempted(sender: ServerProcess, rcpt: str) -> dict[str, Any]:
 @pytest.mark.parametrize("domain", ["good.dane.example", "ta.dane.example", "plain.dane.example"])
 def test_delivered_when_the_certificate_matches_or_no_tlsa(net: dict[str, Any], domain: str) -> None:
     _submit(net["sender"], f"bob@{domain}")
-    wait_for(lambda: _inbox(net["mx"], f"bob@{domain}"), what=f"delivery to {domain}")
+    wait_for(lambda: inbox(net["mx"], f"bob@{domain}"), what=f"delivery to {domain}")
 
 
 def test_a_certificate_matching_no_tlsa_record_is_refused(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@wrong.dane.example")
     entry = _attempted(net["sender"], "bob@wrong.dane.example")
     assert "matches none of the TLSA records" in entry["last_reply"], entry
-    assert _inbox(net["mx"], "bob@wrong.dane.example") == []
+    assert inbox(net["mx"], "bob@wrong.dane.example") == []
 
 
 def test_a_bogus_tlsa_answer_makes_the_host_unusable(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@bogus.example")
     entry = _attempted(net["sender"], "bob@bogus.example")
     assert "TLSA lookup" in entry["last_reply"] and "4.7.5" in entry["last_reply"], entry
-    assert _inbox(net["mx"], "bob@bogus.example") == []
+    assert inbox(net["mx"], "bob@bogus.example") == []

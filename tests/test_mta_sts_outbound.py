@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import pytest
 
 from conftest import ServerProcess, wait_for
 from dnsserver import DNSServer, can_bind
+from mx_client import inbox, submit
 from peers import NGINX, nginx, require, running
 from testcerts import CA
 
@@ -110,14 +110,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _submit(sender: ServerProcess, rcpt: str, subject: str) -> None:
-    with smtplib.SMTP(sender.host, sender.port("submission"), timeout=30) as smtp:
-        smtp.login("alice@lancs.example", "s3cret")
-        smtp.sendmail("alice@lancs.example", [rcpt],
-                      f"From: alice@lancs.example\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nHello.\r\n".encode())
-
-
-def _inbox(srv: ServerProcess, address: str) -> list[dict[str, Any]]:
-    return list(json.loads(srv.admin("mailbox", "list", address, "--json").stdout))
+    submit(sender, "alice@lancs.example", rcpt, subject)
 
 
 def _queued(sender: ServerProcess, rcpt: str) -> list[dict[str, Any]]:
@@ -132,7 +125,7 @@ def _deferred(sender: ServerProcess, rcpt: str, attempts: int = 1) -> dict[str, 
 
 def test_enforce_delivers_to_a_matching_mx_with_a_valid_certificate(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@nyu.example", "over verified TLS")
-    wait_for(lambda: _inbox(net["good"], "bob@nyu.example"), what="delivery to nyu.example")
+    wait_for(lambda: inbox(net["good"], "bob@nyu.example"), what="delivery to nyu.example")
     assert _queued(net["sender"], "bob@nyu.example") == []
     log = net["sender"].log_text()
     assert "policy fetched" in log and "domain=nyu.example" in log
@@ -142,7 +135,7 @@ def test_enforce_refuses_an_mx_whose_certificate_does_not_verify(net: dict[str, 
     _submit(net["sender"], "bob@bad.example", "self-signed MX")
     entry = _deferred(net["sender"], "bob@bad.example")
     assert "required by mta-sts" in entry["last_reply"] and entry["state"] == "queued"
-    assert _inbox(net["bad"], "bob@bad.example") == []
+    assert inbox(net["bad"], "bob@bad.example") == []
 
 
 def test_enforce_refuses_an_mx_the_policy_does_not_name_and_the_cache_holds(net: dict[str, Any]) -> None:
@@ -155,18 +148,18 @@ def test_enforce_refuses_an_mx_the_policy_does_not_name_and_the_cache_holds(net:
     del dns.records["_mta-sts.other.example"]
     entry = _deferred(sender, "bob@other.example", attempts=entry["attempts"] + 2)
     assert "MTA-STS policy" in entry["last_reply"]
-    assert _inbox(net["good"], "bob@other.example") == []
+    assert inbox(net["good"], "bob@other.example") == []
 
 
 def test_testing_mode_delivers_despite_a_mismatch(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@testing.example", "testing only")
-    wait_for(lambda: _inbox(net["good"], "bob@testing.example"), what="delivery to testing.example")
+    wait_for(lambda: inbox(net["good"], "bob@testing.example"), what="delivery to testing.example")
 
 
 def test_tls_reports_are_sent_to_each_policy_domains_rua(net: dict[str, Any]) -> None:
     sender, good = net["sender"], net["good"]
     _submit(sender, "bob@nyu.example", "one more over verified TLS")
-    wait_for(lambda: len(_inbox(good, "bob@nyu.example")) >= 1, what="a delivery to nyu.example")
+    wait_for(lambda: len(inbox(good, "bob@nyu.example")) >= 1, what="a delivery to nyu.example")
     for rcpt in ("bob@bad.example", "bob@other.example"):       # failures counted today
         if not _queued(sender, rcpt):
             _submit(sender, rcpt, "count a failure")
