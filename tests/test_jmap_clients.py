@@ -41,23 +41,22 @@ def need(what: str, ok: bool) -> None:
 
 class Proxy:
     """nginx on an ephemeral port of 127.0.0.1, HTTPS in front of ``backend``, connecting from
-    PROXY_FROM and forwarding the client's address, scheme and host."""
+    PROXY_FROM and forwarding the client's address, scheme and host; up from construction
+    until :meth:`stop`."""
 
     def __init__(self, directory: Path, backend: int) -> None:
         self.dir = directory
         self.port = free_port()
-        self.cert, self.key = self_signed(directory, "proxy")
-        self.backend = backend
-
-    def run(self) -> contextlib.AbstractContextManager[None]:
-        return nginx(self.dir, f"""
+        self.cert, key = self_signed(directory, "proxy")
+        self._nginx = contextlib.ExitStack()
+        self._nginx.enter_context(nginx(directory, f"""
   client_max_body_size 60m;
   server {{
     listen 127.0.0.1:{self.port} ssl;
     server_name localhost;
-    ssl_certificate {self.cert}; ssl_certificate_key {self.key};
+    ssl_certificate {self.cert}; ssl_certificate_key {key};
     location / {{
-      proxy_pass http://127.0.0.1:{self.backend};
+      proxy_pass http://127.0.0.1:{backend};
       proxy_bind {PROXY_FROM};
       proxy_http_version 1.1;
       proxy_buffering off;
@@ -67,7 +66,10 @@ class Proxy:
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host;
     }}
-  }}""", ("127.0.0.1", self.port))
+  }}""", ("127.0.0.1", self.port)))
+
+    def stop(self) -> None:
+        self._nginx.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +77,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProce
     need("nginx", Path(NGINX).exists())
     base = tmp_path_factory.mktemp("jmapclients")
     srv = ServerProcess(base / "data", extra_config=f'[http]\ntrusted_proxies = ["{PROXY_FROM}/32"]\n').start()
+    proxy = None
     try:
         srv.add_user(USER, PASSWORD)
         srv.add_user(BOB, PASSWORD)
         proxy = Proxy(base, srv.port("http"))
-        with proxy.run():
-            yield srv, proxy
+        yield srv, proxy
     finally:
+        if proxy is not None:
+            proxy.stop()
         srv.stop()
 
 
