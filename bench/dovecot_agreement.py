@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from imap import PASSWORD, USER, Dovecot, Mailhaven  # noqa: E402
+
+from conftest import corpus_messages as conftest_corpus_messages  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
@@ -46,35 +49,7 @@ def corpus_messages(corpus: Path) -> list[tuple[str, bytes]]:
     else:
         files = sorted(p for p in corpus.rglob("*") if p.is_file() and not p.name.startswith(".")
                        and p.name not in ("README.md", "SOURCE.md", "LICENSE", "NOTICE", "LICENSE-APACHE"))
-    out: list[tuple[str, bytes]] = []
-    for path in files:
-        data = path.read_bytes()
-        rel = str(path.relative_to(corpus))
-        if data.startswith(b"From ") and (path.suffix in (".mbox", "") or b"\nFrom " in data):
-            parts = split_mbox(data)
-            if len(parts) > 1 or path.suffix == ".mbox":
-                out += [(f"{rel}#{i}", m) for i, m in enumerate(parts)]
-                continue
-        out.append((rel, data))
-    return out
-
-
-def split_mbox(data: bytes) -> list[bytes]:
-    """Messages of an mbox file: split on ``From `` lines after a blank line (mboxrd unquoting)."""
-    messages: list[bytes] = []
-    current: list[bytes] = []
-    for line in data.splitlines(keepends=True):
-        if line.startswith(b"From ") and (not current or current[-1].strip() == b"" or not messages):
-            if current:
-                messages.append(b"".join(current))
-            current = []
-            continue
-        if line.startswith(b">") and line.lstrip(b">").startswith(b"From "):
-            line = line[1:]
-        current.append(line)
-    if current:
-        messages.append(b"".join(current))
-    return [m for m in messages if m.strip()]
+    return conftest_corpus_messages(files, corpus)
 
 
 # -- a small IMAP client: APPEND, FETCH, and a parser of its answers -------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import io
 import multiprocessing
 import sys
@@ -28,20 +27,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from dkimkeys import ed25519_pair, rsa_pair  # noqa: E402
+from dnsserver import txt  # noqa: E402
 from mailhaven.config import Config, DNSConfig, FilterConfig, SpamConfig  # noqa: E402
 from mailhaven.filter.inbound import InboundFilter  # noqa: E402
 from mailhaven.filter.spam.train import train_raw  # noqa: E402
 from mailhaven.store.sqlite import SQLiteStore  # noqa: E402
-
-
-def txt(text: str) -> str:
-    return " ".join(f'"{text[i:i + 200]}"' for i in range(0, len(text), 200))
 
 
 def serve_dns(records: dict[str, dict[str, list[str]]], port_out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -85,16 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=300)
     args = parser.parse_args()
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    rsa_pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                    serialization.NoEncryption())
-    rsa_pub = base64.b64encode(rsa_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
-    ed_key = ed25519.Ed25519PrivateKey.generate()
-    ed_priv = base64.b64encode(ed_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                                    serialization.NoEncryption()))
-    ed_pub = base64.b64encode(ed_key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                               serialization.PublicFormat.Raw)).decode()
+    rsa_pem, rsa_pub = rsa_pair()
+    ed_priv, ed_pub = ed25519_pair()
     records = {
         "good.example": {"TXT": [txt("v=spf1 ip4:192.0.2.0/24 include:_spf.good.example -all")]},
         "_spf.good.example": {"TXT": [txt("v=spf1 ip4:127.0.0.1 -all")]},

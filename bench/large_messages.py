@@ -64,17 +64,11 @@ def big_message(size: int, to: str, tag: str) -> bytes:
 
 def signing_key() -> tuple[bytes, dict[str, dict[str, list[str]]]]:
     """An RSA key for ``sel._domainkey.example.net`` and the DNS records publishing it."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from dkimkeys import rsa_pair
+    from dnsserver import txt
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    public = base64.b64encode(key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
-    record = f"v=DKIM1; k=rsa; p={public}"
-    txt = " ".join(f'"{record[i:i + 200]}"' for i in range(0, len(record), 200))
-    return pem, {"sel._domainkey.example.net": {"TXT": [txt]},
+    pem, public = rsa_pair()
+    return pem, {"sel._domainkey.example.net": {"TXT": [txt(f"v=DKIM1; k=rsa; p={public}")]},
                  "example.net": {"TXT": ['"v=spf1 ip4:127.0.0.1 -all"']}}
 
 

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from smtp_inbound import read_reply  # bench/, the script's own folder
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-password"
 
@@ -78,15 +80,6 @@ class Instance:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-async def read_reply(reader: asyncio.StreamReader) -> bytes:
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise ConnectionError("server closed")
-        if line[3:4] != b"-":
-            return line
 
 
 def message(n: int, size: int, to: str) -> bytes:

@@ -258,12 +258,13 @@ def split_mbox(data: bytes) -> list[bytes]:
     return [m for m in messages if m.strip()]
 
 
-def corpus_messages() -> list[tuple[str, bytes]]:
-    """(name, bytes) for every message in the corpus, mbox files split into messages."""
+def corpus_messages(files: list[Path] | None = None, root: Path = CORPUS) -> list[tuple[str, bytes]]:
+    """(name, bytes) for every message in the corpus, mbox files split into messages;
+    ``files`` (under ``root``) are the manifest's by default."""
     out: list[tuple[str, bytes]] = []
-    for path in corpus_message_files():
+    for path in corpus_message_files() if files is None else files:
         data = path.read_bytes()
-        rel = str(path.relative_to(CORPUS))
+        rel = str(path.relative_to(root))
         if data.startswith(b"From ") and (path.suffix in (".mbox", "") or b"\nFrom " in data):
             parts = split_mbox(data)
             if len(parts) > 1 or path.suffix == ".mbox":

@@ -27,6 +27,12 @@ import dns.rdatatype
 import dns.rrset
 
 
+def txt(text: str) -> str:
+    """A TXT record value for the table, split into strings of at most 255 characters
+    (DKIM keys are longer)."""
+    return " ".join(f'"{text[i:i + 200]}"' for i in range(0, len(text), 200))
+
+
 def answer(records: dict[str, dict[str, list[str]]], wire: bytes) -> bytes:
     query = dns.message.from_wire(wire)
     response = dns.message.make_response(query)

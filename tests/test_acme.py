@@ -7,7 +7,6 @@ without a restart, and keep a connection opened before the swap working after it
 
 from __future__ import annotations
 
-import datetime
 import imaplib
 import json
 import os
@@ -23,12 +22,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from conftest import ServerProcess, free_port, wait_for
 from dnsserver import DNSServer
+from testcerts import self_signed
 
 PEBBLE = shutil.which("pebble")
 HOSTNAME = "mail.acme.example"
@@ -39,32 +36,10 @@ pytestmark = pytest.mark.skipif(PEBBLE is None and os.environ.get("CI") != "true
                                 reason="pebble (Debian package) not installed")
 
 
-def _pebble_tls(directory: Path) -> tuple[Path, Path]:
-    """A certificate for pebble's own HTTPS on 127.0.0.1 (Debian ships none)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "pebble.pem", directory / "pebble.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 class Pebble:
     def __init__(self, directory: Path, dns_port: int, http_port: int, tls_port: int, validity: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.cert, key = _pebble_tls(directory)
+        self.cert, key = self_signed(directory, "pebble", "pebble")    # pebble's own HTTPS (Debian ships none)
         self.port, self.management = free_port(), free_port()
         config = {"pebble": {
             "listenAddress": f"127.0.0.1:{self.port}",

@@ -15,83 +15,41 @@ records published for each:
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
-import os
-import shutil
-import smtplib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dns.flags
-import dns.message
-import dns.query
 import pytest
 
-from conftest import ServerProcess, free_port, wait_for
+from conftest import ServerProcess, wait_for
 from dnsserver import can_bind
+from mx_client import inbox, submit
+from peers import require, running, tool, unbound
+from testcerts import CA, spki_sha256
 
 MX_IP = "127.0.0.43"
 TOOLS = ("unbound", "ldns-keygen", "ldns-signzone")
 
 
-def _tool(name: str) -> str | None:
-    return shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)),
-                                      None)
-
-
 def _need() -> None:
-    missing = [f"{t} is not installed" for t in TOOLS if _tool(t) is None]
+    missing = [f"{t} is not installed" for t in TOOLS if tool(t) is None]
     if not can_bind(MX_IP, 25):
         missing.append(f"cannot listen on {MX_IP}:25")
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail("; ".join(missing))
-        pytest.skip("; ".join(missing))
+    require(missing)
 
 
 def _certificates(directory: Path) -> tuple[Path, Path, bytes, bytes]:
     """A CA and a server certificate from it (chain file: server then CA); returns the
     SHA-256 of the server's SubjectPublicKeyInfo and of the CA certificate."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "DANE test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
+    ca = CA(directory, "DANE test CA")
     names = [f"{h}.dane.example" for h in ("mx-good", "mx-ta", "mx-plain", "mx-wrong")] + ["mx.bogus.example"]
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
-            .sign(ca_key, hashes.SHA256()))
-    chain, key_path = directory / "mx-chain.pem", directory / "mx.key"
-    chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return chain, key_path, hashlib.sha256(spki).digest(), hashlib.sha256(
-        ca.public_bytes(serialization.Encoding.DER)).digest()
+    cert, key = ca.issue("mx", names)
+    chain = directory / "mx-chain.pem"
+    chain.write_bytes(cert.read_bytes() + ca.path.read_bytes())
+    return chain, key, spki_sha256(cert), ca.sha256()
 
 
 def _sign(directory: Path, origin: str, body: str) -> tuple[Path, str]:
@@ -100,59 +58,13 @@ def _sign(directory: Path, origin: str, body: str) -> tuple[Path, str]:
     zone.write_text(f"$ORIGIN {origin}.\n$TTL 300\n@ IN SOA ns.{origin}. hostmaster.{origin}. 1 3600 600 86400 300\n"
                     f"@ IN NS ns.{origin}.\nns IN A 127.0.0.1\n{body}")
     def keygen(*args: str) -> str:
-        return subprocess.run([_tool("ldns-keygen") or "ldns-keygen", "-a", "ECDSAP256SHA256", *args, origin],
+        return subprocess.run([tool("ldns-keygen") or "ldns-keygen", "-a", "ECDSAP256SHA256", *args, origin],
                               cwd=directory, check=True, capture_output=True, text=True).stdout.strip()
     ksk, zsk = keygen("-k"), keygen()
-    subprocess.run([_tool("ldns-signzone") or "ldns-signzone", "-n", str(zone), ksk, zsk], cwd=directory,
+    subprocess.run([tool("ldns-signzone") or "ldns-signzone", "-n", str(zone), ksk, zsk], cwd=directory,
                    check=True, capture_output=True)
     anchor = next(line for line in (directory / f"{ksk}.key").read_text().splitlines() if "DNSKEY" in line)
     return Path(f"{zone}.signed"), anchor
-
-
-class Unbound:
-    def __init__(self, directory: Path, zones: list[tuple[str, Path]], anchors: list[str]) -> None:
-        self.port = free_port()
-        (directory / "anchors").write_text("\n".join(anchors) + "\n")
-        auth = "".join(f'auth-zone:\n  name: "{name}."\n  zonefile: "{path}"\n  for-upstream: yes\n'
-                       f'  for-downstream: no\n  fallback-enabled: no\n' for name, path in zones)
-        (directory / "unbound.conf").write_text(f"""server:
-  interface: 127.0.0.1@{self.port}
-  port: {self.port}
-  do-daemonize: no
-  username: ""
-  chroot: ""
-  directory: "{directory}"
-  pidfile: ""
-  use-syslog: no
-  logfile: "{directory}/unbound.log"
-  verbosity: 1
-  module-config: "validator iterator"
-  trust-anchor-file: "{directory}/anchors"
-  do-not-query-localhost: no
-  val-log-level: 2
-{auth}""")
-        self.proc = subprocess.Popen([_tool("unbound") or "unbound", "-d", "-c", str(directory / "unbound.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"unbound exited: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-            query = dns.message.make_query("mx-good.dane.example", "A")
-            query.flags |= dns.flags.AD
-            try:
-                return bool(dns.query.udp(query, "127.0.0.1", port=self.port, timeout=1).flags & dns.flags.AD)
-            except Exception:  # noqa: BLE001 - not listening yet
-                return False
-
-        wait_for(up, 30, "unbound validating the test zone")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -171,37 +83,23 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     text = bogus.read_text()
     assert spki_hash.hex() in text
     bogus.write_text(text.replace(spki_hash.hex(), hashlib.sha256(b"forged").hexdigest()))
-    resolver = Unbound(root, [("dane.example", signed), ("bogus.example", bogus)], [anchor, bogus_anchor])
-    dns_conf = f'[dns]\nnameservers = ["127.0.0.1:{resolver.port}"]\ntimeout = "2s"\n[filter]\nenabled = false\n'
-    mx = ServerProcess(root / "mx", host=MX_IP, ports={"smtp": 25}, hostname="mx-good.dane.example",
-                       extra_config=f'[tls]\ncert = "{chain}"\nkey = "{key}"\n' + dns_conf)
-    sender = ServerProcess(root / "sender", hostname="mail.lancs.example", extra_config=dns_conf
-                           + '[queue]\nretry = ["1s"]\nwarn_after = "1h"\nexpire = "1h"\npoll = "1s"\n')
-    started: list[ServerProcess] = []
-    try:
-        for srv in (mx, sender):
-            srv.start()
-            started.append(srv)
-        for d in ("good.dane.example", "ta.dane.example", "plain.dane.example", "wrong.dane.example",
-                  "bogus.example"):
-            mx.add_user(f"bob@{d}")
-        sender.add_user("alice@lancs.example")
-        yield {"mx": mx, "sender": sender}
-    finally:
-        for srv in started:
-            srv.stop()
-        resolver.stop()
+    with unbound(root, [("dane.example", signed), ("bogus.example", bogus)], [anchor, bogus_anchor],
+                 probe="mx-good.dane.example") as resolver_port:
+        dns_conf = f'[dns]\nnameservers = ["127.0.0.1:{resolver_port}"]\ntimeout = "2s"\n[filter]\nenabled = false\n'
+        mx = ServerProcess(root / "mx", host=MX_IP, ports={"smtp": 25}, hostname="mx-good.dane.example",
+                           extra_config=f'[tls]\ncert = "{chain}"\nkey = "{key}"\n' + dns_conf)
+        sender = ServerProcess(root / "sender", hostname="mail.lancs.example", extra_config=dns_conf
+                               + '[queue]\nretry = ["1s"]\nwarn_after = "1h"\nexpire = "1h"\npoll = "1s"\n')
+        with running(mx, sender):
+            for d in ("good.dane.example", "ta.dane.example", "plain.dane.example", "wrong.dane.example",
+                      "bogus.example"):
+                mx.add_user(f"bob@{d}")
+            sender.add_user("alice@lancs.example")
+            yield {"mx": mx, "sender": sender}
 
 
 def _submit(sender: ServerProcess, rcpt: str) -> None:
-    with smtplib.SMTP(sender.host, sender.port("submission"), timeout=30) as smtp:
-        smtp.login("alice@lancs.example", "s3cret")
-        smtp.sendmail("alice@lancs.example", [rcpt],
-                      f"From: alice@lancs.example\r\nTo: {rcpt}\r\nSubject: DANE\r\n\r\nHello.\r\n".encode())
-
-
-def _inbox(srv: ServerProcess, address: str) -> list[dict[str, Any]]:
-    return list(json.loads(srv.admin("mailbox", "list", address, "--json").stdout))
+    submit(sender, "alice@lancs.example", rcpt, "DANE")
 
 
 def _attempted(sender: ServerProcess, rcpt: str) -> dict[str, Any]:
@@ -214,18 +112,18 @@ def _attempted(sender: ServerProcess, rcpt: str) -> dict[str, Any]:
 @pytest.mark.parametrize("domain", ["good.dane.example", "ta.dane.example", "plain.dane.example"])
 def test_delivered_when_the_certificate_matches_or_no_tlsa(net: dict[str, Any], domain: str) -> None:
     _submit(net["sender"], f"bob@{domain}")
-    wait_for(lambda: _inbox(net["mx"], f"bob@{domain}"), what=f"delivery to {domain}")
+    wait_for(lambda: inbox(net["mx"], f"bob@{domain}"), what=f"delivery to {domain}")
 
 
 def test_a_certificate_matching_no_tlsa_record_is_refused(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@wrong.dane.example")
     entry = _attempted(net["sender"], "bob@wrong.dane.example")
     assert "matches none of the TLSA records" in entry["last_reply"], entry
-    assert _inbox(net["mx"], "bob@wrong.dane.example") == []
+    assert inbox(net["mx"], "bob@wrong.dane.example") == []
 
 
 def test_a_bogus_tlsa_answer_makes_the_host_unusable(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@bogus.example")
     entry = _attempted(net["sender"], "bob@bogus.example")
     assert "TLSA lookup" in entry["last_reply"] and "4.7.5" in entry["last_reply"], entry
-    assert _inbox(net["mx"], "bob@bogus.example") == []
+    assert inbox(net["mx"], "bob@bogus.example") == []

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import ServerProcess, free_port, wait_for
 from dnsserver import DNSServer
+from mx_client import send_mx
 from smtpsink import SmtpSink
 
 INSIDE, OUTSIDE = "127.0.0.1", "127.0.0.2"
@@ -56,9 +57,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def send(srv: ServerProcess, sender: str, rcpt: str, data: bytes, source: str = INSIDE) -> None:
-    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), local_hostname="client.example",
-                      source_address=(source, 0), timeout=30) as s:
-        s.sendmail(sender, [rcpt], data)
+    send_mx(srv, sender, [rcpt], data, source=source)
 
 
 def note(sender: str, subject: str) -> bytes:

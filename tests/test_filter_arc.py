@@ -7,7 +7,6 @@ independent ``mailauth`` (npm) on the same messages and DNS data."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -18,26 +17,18 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from dns import rdata as dns_rdata
 
 from conftest import ServerProcess
-from dnsserver import DNSServer
+from dkimkeys import rsa_pair
+from dnsserver import DNSServer, txt
+from mx_client import fetch_by_subject, send_mx
 
 HOST = "127.0.0.1"
 OUTSIDE = "127.0.0.2"          # in no SPF record: Alice's own SPF fails for the list's copy
 AUTHSERV = "mail.test.example"
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PEM = KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                        serialization.NoEncryption())
-PUB = base64.b64encode(KEY.public_key().public_bytes(
-    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+PEM, PUB = rsa_pair()
 MAILAUTH = Path(__file__).parent / "mailauth" / "node_modules" / ".bin" / "mailauth"
-
-
-def txt(text: str) -> str:
-    return " ".join(f'"{text[i:i + 200]}"' for i in range(0, len(text), 200))
 
 
 RECORDS = {
@@ -81,29 +72,16 @@ def list_copy(subject: str, sealer: str, author: str = "alice@good.example") -> 
 
 
 def send(srv: ServerProcess, mail_from: str, msg: bytes) -> None:
-    with smtplib.SMTP(HOST, srv.port("smtp"), local_hostname="client.example",
-                      source_address=(OUTSIDE, 0), timeout=30) as s:
-        s.sendmail(mail_from, ["bob@nyu.example"], msg)
+    send_mx(srv, mail_from, ["bob@nyu.example"], msg, source=OUTSIDE)
 
 
 def stored_ar(srv: ServerProcess, subject: str) -> str | None:
-    import imaplib
-
-    imap = imaplib.IMAP4(HOST, srv.port("imap"))
-    try:
-        imap.login("bob@nyu.example", "s3cret")
-        imap.select("INBOX", readonly=True)
-        _, found = imap.search(None, "SUBJECT", f'"{subject}"')
-        if not found[0].split():
-            return None
-        _, parts = imap.fetch(found[0].split()[-1], "(BODY.PEEK[HEADER.FIELDS (AUTHENTICATION-RESULTS)])")
-        body = parts[0]
-        assert isinstance(body, tuple)
-        text = re.sub(r"\r\n[ \t]+", " ", body[1].decode())
-        ours = [line for line in text.split("\r\n") if line.lower().startswith(f"authentication-results: {AUTHSERV}")]
-        return ours[0] if ours else None
-    finally:
-        imap.logout()
+    header = fetch_by_subject(srv, subject, section="BODY.PEEK[HEADER.FIELDS (AUTHENTICATION-RESULTS)]")
+    if header is None:
+        return None
+    text = re.sub(r"\r\n[ \t]+", " ", header.decode())
+    ours = [line for line in text.split("\r\n") if line.lower().startswith(f"authentication-results: {AUTHSERV}")]
+    return ours[0] if ours else None
 
 
 def test_trusted_sealer_overrides_a_dmarc_failure(srv: ServerProcess) -> None:

@@ -4,8 +4,6 @@ loopback addresses inside and outside the SPF records, and messages signed by dk
 
 from __future__ import annotations
 
-import base64
-import imaplib
 import json
 import os
 import re
@@ -17,33 +15,20 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dns import rdata as dns_rdata
 
 from conftest import ServerProcess
-from dnsserver import DNSServer
+from dkimkeys import ed25519_pair, rsa_pair
+from dnsserver import DNSServer, txt
+from mx_client import fetch_by_subject, send_mx
 
 HOST = "127.0.0.1"
 INSIDE = "127.0.0.1"      # listed in the SPF records below
 OUTSIDE = "127.0.0.2"     # not listed
 AUTHSERV = "mail.test.example"
 
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-RSA_PEM = RSA_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-RSA_PUB = base64.b64encode(RSA_KEY.public_key().public_bytes(
-    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
-ED_KEY = ed25519.Ed25519PrivateKey.generate()
-ED_PRIV = base64.b64encode(ED_KEY.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                                serialization.NoEncryption()))
-ED_PUB = base64.b64encode(ED_KEY.public_key().public_bytes(serialization.Encoding.Raw,
-                                                           serialization.PublicFormat.Raw)).decode()
-
-
-def txt(text: str) -> str:
-    """A TXT record value, split into strings of at most 255 characters."""
-    return " ".join(f'"{text[i:i + 200]}"' for i in range(0, len(text), 200))
+RSA_PEM, RSA_PUB = rsa_pair()
+ED_PRIV, ED_PUB = ed25519_pair()
 
 
 RECORDS = {
@@ -102,27 +87,11 @@ def sign(msg: bytes, domain: str, selector: str = "sel", ed: bool = False) -> by
 
 
 def send(srv: ServerProcess, mail_from: str, msg: bytes, source: str = INSIDE) -> None:
-    with smtplib.SMTP(HOST, srv.port("smtp"), local_hostname="client.example",
-                      source_address=(source, 0), timeout=30) as s:
-        s.sendmail(mail_from, ["bob@nyu.example"], msg)
+    send_mx(srv, mail_from, ["bob@nyu.example"], msg, source=source)
 
 
-def fetch(srv: ServerProcess, subject: str, folder: str = "INBOX") -> bytes | None:
-    """The stored message with this subject in ``folder``, read over IMAP."""
-    imap = imaplib.IMAP4(HOST, srv.port("imap"))
-    try:
-        imap.login("bob@nyu.example", "s3cret")
-        imap.select(folder, readonly=True)
-        _, found = imap.search(None, "SUBJECT", f'"{subject}"')
-        uids = found[0].split()
-        if not uids:
-            return None
-        _, parts = imap.fetch(uids[-1], "(BODY.PEEK[])")
-        body = parts[0]
-        assert isinstance(body, tuple)
-        return body[1]
-    finally:
-        imap.logout()
+fetch = fetch_by_subject
+"""The stored message with this subject in ``folder``, read over IMAP."""
 
 
 def auth_results(stored: bytes) -> list[str]:

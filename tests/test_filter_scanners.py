@@ -6,7 +6,6 @@ loads a signature for the EICAR test string that this file writes."""
 from __future__ import annotations
 
 import email.message
-import imaplib
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess, free_port, wait_for
+from mx_client import fetch_by_subject, send_mx
 
 RSPAMD = shutil.which("rspamd") or "/usr/bin/rspamd"
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
@@ -147,8 +147,7 @@ def message(subject: str, body: str, extra: str = "") -> str:
 
 
 def send(srv: ServerProcess, msg: str | bytes) -> None:
-    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), local_hostname="client.far.example", timeout=60) as s:
-        s.sendmail("alice@far.example", ["bob@nyu.example"], msg)
+    send_mx(srv, "alice@far.example", ["bob@nyu.example"], msg, source=None, helo="client.far.example", timeout=60)
 
 
 def refused(srv: ServerProcess, msg: str | bytes) -> tuple[int, bytes]:
@@ -157,19 +156,7 @@ def refused(srv: ServerProcess, msg: str | bytes) -> tuple[int, bytes]:
     return info.value.smtp_code, info.value.smtp_error
 
 
-def fetch(srv: ServerProcess, subject: str, folder: str = "INBOX") -> bytes | None:
-    imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
-    try:
-        imap.login("bob@nyu.example", "s3cret")
-        imap.select(folder, readonly=True)
-        _, found = imap.search(None, "SUBJECT", f'"{subject}"')
-        if not found[0].split():
-            return None
-        _, parts = imap.fetch(found[0].split()[-1], "(BODY.PEEK[])")
-        assert isinstance(parts[0], tuple)
-        return parts[0][1]
-    finally:
-        imap.logout()
+fetch = fetch_by_subject
 
 
 def test_gtube_is_refused_through_rspamd(srv: ServerProcess) -> None:

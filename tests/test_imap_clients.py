@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import imaplib
 import os
-import shutil
 import smtplib
 import socket
 import ssl
@@ -18,19 +17,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess
+from peers import installed
 
 USER, PASSWORD = "alice@example.com", "s3cret"
 MSG = (b"From: Bob <bob@example.org>\r\nTo: alice@example.com\r\nSubject: Hello %d\r\n"
        b"Message-ID: <hello-%d@example.org>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nBody number %d\r\n")
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is required under CI=true")
-        pytest.skip(f"{tool} not installed")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +192,7 @@ def test_imapclient_library(srv: ServerProcess) -> None:
 
 
 def test_curl_imap(srv: ServerProcess) -> None:
-    curl = need("curl")
+    curl = installed("curl")
     m = connect(srv)
     fresh_mailbox(m, "CurlBox")
     m.append("CurlBox", None, None, MSG % (3, 3, 3))
@@ -225,7 +216,7 @@ def test_curl_imap(srv: ServerProcess) -> None:
 
 
 def test_mbsync_both_ways(srv: ServerProcess, tmp_path: Path) -> None:
-    mbsync = need("mbsync")
+    mbsync = installed("mbsync")
     m = connect(srv)
     fresh_mailbox(m, "Sync")
     for i in range(3):
@@ -292,7 +283,7 @@ SyncState *
 
 
 def test_fetchmail_over_imap(srv: ServerProcess, tmp_path: Path) -> None:
-    fetchmail = need("fetchmail")
+    fetchmail = installed("fetchmail")
     m = connect(srv, "bob@example.com")
     m.select("INBOX")
     m.store("1:*", "+FLAGS", "(\\Seen)") if int(m.select("INBOX")[1][0]) else None
@@ -405,7 +396,7 @@ def test_idle_timeout_applies_in_idle_and_changes_still_arrive(tmp_path: Path) -
 
 
 def test_getmail_over_imap(srv: ServerProcess, tmp_path: Path) -> None:
-    getmail = need("getmail")
+    getmail = installed("getmail")
     m = connect(srv)
     fresh_mailbox(m, "Getmail")
     for i in range(3):
@@ -446,7 +437,7 @@ def test_neomutt_reads_and_deletes(srv: ServerProcess, tmp_path: Path) -> None:
     import pty
     import select
 
-    neomutt = need("neomutt")
+    neomutt = installed("neomutt")
     m = connect(srv)
     fresh_mailbox(m, "NeoBox")
     for i in range(2):

@@ -12,11 +12,10 @@ HTTPS reverse proxy (Debian's nginx, started by the test) whose X-Forwarded-For,
 from __future__ import annotations
 
 import base64
-import datetime
+import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import urllib.request
@@ -27,60 +26,30 @@ from typing import Any
 import pytest
 
 from conftest import ROOT, ServerProcess, free_port, wait_for
+from peers import NGINX, nginx, require
+from testcerts import self_signed
 
 USER, BOB, PASSWORD = "alice@example.org", "bob@example.org", "s3cret"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PROXY_FROM = "127.0.0.2"
 """nginx connects to Mailhaven from this address, the only trusted proxy."""
 JS_DIR = ROOT / "tests" / "jmap_js"
 
 
 def need(what: str, ok: bool) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} is not installed")
-        pytest.skip(f"{what} is not installed")
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "proxy.crt", directory / "proxy.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
+    require([] if ok else [f"{what} is not installed"])
 
 
 class Proxy:
+    """nginx on an ephemeral port of 127.0.0.1, HTTPS in front of ``backend``, connecting from
+    PROXY_FROM and forwarding the client's address, scheme and host; up from construction
+    until :meth:`stop`."""
+
     def __init__(self, directory: Path, backend: int) -> None:
         self.dir = directory
         self.port = free_port()
-        self.cert, key = self_signed(directory)
-        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (directory / sub).mkdir(exist_ok=True)
-        conf = f"""
-daemon off; worker_processes 1; pid {directory}/nginx.pid; error_log {directory}/error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {directory}/body; proxy_temp_path {directory}/proxy;
-  fastcgi_temp_path {directory}/fastcgi; uwsgi_temp_path {directory}/uwsgi; scgi_temp_path {directory}/scgi;
+        self.cert, key = self_signed(directory, "proxy")
+        self._nginx = contextlib.ExitStack()
+        self._nginx.enter_context(nginx(directory, f"""
   client_max_body_size 60m;
   server {{
     listen 127.0.0.1:{self.port} ssl;
@@ -97,31 +66,10 @@ http {{
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host;
     }}
-  }}
-}}
-"""
-        (directory / "nginx.conf").write_text(conf)
-        self.proc = subprocess.Popen([NGINX, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"nginx exited: {self.proc.stderr.read()!r}") from None  # type: ignore[union-attr]
-                return False
-
-        wait_for(up, 20, "nginx")
+  }}""", ("127.0.0.1", self.port)))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self._nginx.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import imaplib
 import os
 import re
-import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 
 from conftest import ServerProcess
 from dnsserver import DNSServer
+from mx_client import send_mx
 from test_filter_inbound import AUTHSERV, ED_PRIV, INSIDE, RECORDS, RSA_PEM
 from test_large_messages import big_message, peak_growth_mb
 
@@ -43,9 +43,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def send(srv: ServerProcess, mail_from: str, msg: bytes, to: str = USER) -> None:
-    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), local_hostname="client.example",
-                      source_address=(INSIDE, 0), timeout=300) as s:
-        s.sendmail(mail_from, [to], msg)
+    send_mx(srv, mail_from, [to], msg, source=INSIDE, timeout=300)
 
 
 def auth_results(srv: ServerProcess, subject: str) -> str:

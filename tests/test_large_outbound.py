@@ -15,7 +15,6 @@ import os
 import random
 import smtplib
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from hypothesis import strategies as st
 from conftest import ServerProcess, free_port, wait_for
 from mailhaven.queue.dkim import BodyHash
 from mailhaven.smtp.content import DotStuffer, dot_stuff
+from test_large_messages import peak_growth_mb
 
 PASSWORD = "s3cret"
 LIMITS = '[limits]\nmessage_size = "100M"\nimap_literal = "100M"\n'
@@ -137,14 +137,6 @@ def test_large_signed_message_relayed_byte_identical(net: dict[str, Any]) -> Non
         dkim.DKIM(tampered).verify(idx=0, dnsfunc=lookup)
 
 
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
 def test_memory_stays_flat_with_four_large_outbound_messages(net: dict[str, Any]) -> None:
     """The four are queued while the peer is down, then the peer comes up and the queue
@@ -157,24 +149,12 @@ def test_memory_stays_flat_with_four_large_outbound_messages(net: dict[str, Any]
     time.sleep(2)                                     # every entry has failed to connect once
     assert lancs.proc is not None
     pid = lancs.proc.pid
-    start = peak = rss_kb(pid)
-    stop = threading.Event()
 
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, rss_kb(pid))
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    def deliveries() -> None:
         far_started(net)
         wait_for(lambda: all(count(far, u) == 1 for u in users), timeout=300, what="four deliveries")
-    finally:
-        stop.set()
-        sampler.join()
-    growth = (peak - start) / 1024
+
+    growth = peak_growth_mb(pid, [deliveries])
     assert growth < 100, f"sender RSS grew {growth:.0f} MB for 4 x 40 MB outbound"
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import imaplib
-import os
-import shutil
 import smtplib
 import socket
 import ssl
@@ -19,6 +17,7 @@ import pytest
 from sievelib import managesieve
 
 from conftest import ServerProcess
+from peers import installed
 
 USER = "bob@nyu.example"
 LIB_USER = "lib@nyu.example"
@@ -27,15 +26,6 @@ BLOCKED_USER = "mallory@nyu.example"
 PASSWORD = "sieve-pass"
 SORT = 'require ["fileinto", "mailbox"];\nif header :contains "subject" "report" {\n  fileinto :create "Reports";\n}\n'
 BROKEN = 'require "fileinto";\nif header :is "subject" "x" {\n  frobnicate;\n}\n'
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is required under CI")
-        pytest.skip(f"{tool} not installed")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +50,7 @@ def unverified_tls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def sieve_connect(srv: ServerProcess, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [need("sieve-connect"), "-s", "127.0.0.1", "-p", str(srv.port("managesieve")), "-u", USER,
+        [installed("sieve-connect"), "-s", "127.0.0.1", "-p", str(srv.port("managesieve")), "-u", USER,
          "--passwordfd", "0", "--notlsverify", "--debug", *args],
         input=PASSWORD + "\n", capture_output=True, text=True, timeout=60, cwd=cwd)
 

@@ -17,13 +17,9 @@ the receiving side reads them back with ``mailhaven tlsrpt show``.
 
 from __future__ import annotations
 
-import datetime
+import contextlib
 import json
 import os
-import shutil
-import smtplib
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,9 +28,11 @@ import pytest
 
 from conftest import ServerProcess, wait_for
 from dnsserver import DNSServer, can_bind
+from mx_client import inbox, submit
+from peers import NGINX, nginx, require, running
+from testcerts import CA
 
 GOOD_IP, BAD_IP, HTTPS_IP = "127.0.0.40", "127.0.0.41", "127.0.0.42"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 RECORDS: dict[str, dict[str, list[str]]] = {
     "nyu.example": {"MX": ["10 mx.nyu.example."]},
@@ -62,95 +60,20 @@ FIXED = {   # policies nginx serves itself (the receivers' route would name thei
 }
 
 
-class CA:
-    """A certificate authority of the test's own, trusted by the sender (``[tls] ca_file``)."""
-
-    def __init__(self, directory: Path) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        self.x509, self.hashes, self.ser, self.ec, self.oid = x509, hashes, serialization, ec, NameOID
-        self.dir = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mailhaven test CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        self.name = name
-        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - datetime.timedelta(days=1))
-                     .not_valid_after(now + datetime.timedelta(days=2))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-                     .sign(self.key, hashes.SHA256()))
-        self.path = directory / "ca.pem"
-        self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, stem: str, names: list[str]) -> tuple[Path, Path]:
-        x509 = self.x509
-        key = self.ec.generate_private_key(self.ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(self.oid.COMMON_NAME, names[0])]))
-                .issuer_name(self.name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-                .sign(self.key, self.hashes.SHA256()))
-        cert_path, key_path = self.dir / f"{stem}.crt", self.dir / f"{stem}.key"
-        cert_path.write_bytes(cert.public_bytes(self.ser.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(self.ser.Encoding.PEM, self.ser.PrivateFormat.PKCS8,
-                                               self.ser.NoEncryption()))
-        return cert_path, key_path
-
-
-class PolicyHost:
+def policy_host(directory: Path, ca: CA, backends: dict[str, int]) -> contextlib.AbstractContextManager[None]:
     """nginx on HTTPS_IP:443 answering for every mta-sts.<domain> name."""
-
-    def __init__(self, directory: Path, ca: CA, backends: dict[str, int]) -> None:
-        cert, key = ca.issue("mta-sts", [f"mta-sts.{d}" for d in [*backends, *FIXED]])
-        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (directory / sub).mkdir(exist_ok=True)
-        servers = []
-        for domain, port in backends.items():
-            servers.append(f"""server {{ listen {HTTPS_IP}:443 ssl; server_name mta-sts.{domain};
+    cert, key = ca.issue("mta-sts", [f"mta-sts.{d}" for d in [*backends, *FIXED]])
+    servers = []
+    for domain, port in backends.items():
+        servers.append(f"""server {{ listen {HTTPS_IP}:443 ssl; server_name mta-sts.{domain};
     ssl_certificate {cert}; ssl_certificate_key {key};
     location / {{ proxy_pass http://{GOOD_IP if domain == "nyu.example" else BAD_IP}:{port};
                  proxy_set_header Host $host; }} }}""")
-        for domain, policy in FIXED.items():
-            servers.append(f"""server {{ listen {HTTPS_IP}:443 ssl; server_name mta-sts.{domain};
+    for domain, policy in FIXED.items():
+        servers.append(f"""server {{ listen {HTTPS_IP}:443 ssl; server_name mta-sts.{domain};
     ssl_certificate {cert}; ssl_certificate_key {key};
     location = /.well-known/mta-sts.txt {{ default_type text/plain; return 200 "{policy}"; }} }}""")
-        conf = f"""daemon off; worker_processes 1; pid {directory}/nginx.pid; error_log {directory}/error.log;
-events {{ worker_connections 64; }}
-http {{ access_log off;
-  client_body_temp_path {directory}/body; proxy_temp_path {directory}/proxy;
-  fastcgi_temp_path {directory}/fastcgi; uwsgi_temp_path {directory}/uwsgi; scgi_temp_path {directory}/scgi;
-  {chr(10).join(servers)}
-}}
-"""
-        (directory / "nginx.conf").write_text(conf)
-        self.proc = subprocess.Popen([NGINX, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def up() -> bool:
-            try:
-                socket.create_connection((HTTPS_IP, 443), timeout=1).close()
-                return True
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"nginx exited: {self.proc.stderr.read()!r}") from None  # type: ignore[union-attr]
-                return False
-
-        wait_for(up, 20, "nginx")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    return nginx(directory, "\n".join(servers), (HTTPS_IP, 443))
 
 
 def _need_peers() -> None:
@@ -158,10 +81,7 @@ def _need_peers() -> None:
                if not can_bind(ip, port)]
     if not os.path.exists(NGINX):
         missing.append("nginx is not installed")
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail("; ".join(missing))
-        pytest.skip("; ".join(missing))
+    require(missing)
 
 
 @pytest.fixture(scope="module")
@@ -179,35 +99,18 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                             extra_config=dns_conf)
         sender = ServerProcess(root / "sender", hostname="mail.lancs.example",
                                extra_config=f'[tls]\nca_file = "{ca.path}"\n' + dns_conf + queue)
-        started: list[ServerProcess] = []
-        proxy = None
-        try:
-            for srv in (good, bad, sender):
-                srv.start()
-                started.append(srv)
+        with running(good, bad, sender):
             for address in ("bob@nyu.example", "bob@other.example", "bob@testing.example",
                             "postmaster@nyu.example", "tlsrpt@nyu.example"):
                 good.add_user(address)
             bad.add_user("bob@bad.example")
             sender.add_user("alice@lancs.example")
-            proxy = PolicyHost(root, ca, {"nyu.example": good.port("http"), "bad.example": bad.port("http")})
-            yield {"good": good, "bad": bad, "sender": sender, "dns": dns}
-        finally:
-            if proxy is not None:
-                proxy.stop()
-            for srv in started:
-                srv.stop()
+            with policy_host(root, ca, {"nyu.example": good.port("http"), "bad.example": bad.port("http")}):
+                yield {"good": good, "bad": bad, "sender": sender, "dns": dns}
 
 
 def _submit(sender: ServerProcess, rcpt: str, subject: str) -> None:
-    with smtplib.SMTP(sender.host, sender.port("submission"), timeout=30) as smtp:
-        smtp.login("alice@lancs.example", "s3cret")
-        smtp.sendmail("alice@lancs.example", [rcpt],
-                      f"From: alice@lancs.example\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nHello.\r\n".encode())
-
-
-def _inbox(srv: ServerProcess, address: str) -> list[dict[str, Any]]:
-    return list(json.loads(srv.admin("mailbox", "list", address, "--json").stdout))
+    submit(sender, "alice@lancs.example", rcpt, subject)
 
 
 def _queued(sender: ServerProcess, rcpt: str) -> list[dict[str, Any]]:
@@ -222,7 +125,7 @@ def _deferred(sender: ServerProcess, rcpt: str, attempts: int = 1) -> dict[str, 
 
 def test_enforce_delivers_to_a_matching_mx_with_a_valid_certificate(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@nyu.example", "over verified TLS")
-    wait_for(lambda: _inbox(net["good"], "bob@nyu.example"), what="delivery to nyu.example")
+    wait_for(lambda: inbox(net["good"], "bob@nyu.example"), what="delivery to nyu.example")
     assert _queued(net["sender"], "bob@nyu.example") == []
     log = net["sender"].log_text()
     assert "policy fetched" in log and "domain=nyu.example" in log
@@ -232,7 +135,7 @@ def test_enforce_refuses_an_mx_whose_certificate_does_not_verify(net: dict[str, 
     _submit(net["sender"], "bob@bad.example", "self-signed MX")
     entry = _deferred(net["sender"], "bob@bad.example")
     assert "required by mta-sts" in entry["last_reply"] and entry["state"] == "queued"
-    assert _inbox(net["bad"], "bob@bad.example") == []
+    assert inbox(net["bad"], "bob@bad.example") == []
 
 
 def test_enforce_refuses_an_mx_the_policy_does_not_name_and_the_cache_holds(net: dict[str, Any]) -> None:
@@ -245,18 +148,18 @@ def test_enforce_refuses_an_mx_the_policy_does_not_name_and_the_cache_holds(net:
     del dns.records["_mta-sts.other.example"]
     entry = _deferred(sender, "bob@other.example", attempts=entry["attempts"] + 2)
     assert "MTA-STS policy" in entry["last_reply"]
-    assert _inbox(net["good"], "bob@other.example") == []
+    assert inbox(net["good"], "bob@other.example") == []
 
 
 def test_testing_mode_delivers_despite_a_mismatch(net: dict[str, Any]) -> None:
     _submit(net["sender"], "bob@testing.example", "testing only")
-    wait_for(lambda: _inbox(net["good"], "bob@testing.example"), what="delivery to testing.example")
+    wait_for(lambda: inbox(net["good"], "bob@testing.example"), what="delivery to testing.example")
 
 
 def test_tls_reports_are_sent_to_each_policy_domains_rua(net: dict[str, Any]) -> None:
     sender, good = net["sender"], net["good"]
     _submit(sender, "bob@nyu.example", "one more over verified TLS")
-    wait_for(lambda: len(_inbox(good, "bob@nyu.example")) >= 1, what="a delivery to nyu.example")
+    wait_for(lambda: len(inbox(good, "bob@nyu.example")) >= 1, what="a delivery to nyu.example")
     for rcpt in ("bob@bad.example", "bob@other.example"):       # failures counted today
         if not _queued(sender, rcpt):
             _submit(sender, rcpt, "count a failure")

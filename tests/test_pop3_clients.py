@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import os
-import shutil
 import smtplib
 import subprocess
 from collections.abc import Iterator
@@ -14,18 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess
+from peers import installed
 
 USER = "carol@example.org"
 PASSWORD = "pop-pass"
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is required under CI")
-        pytest.skip(f"{tool} not installed")
-    return path
 
 
 def send(srv: ServerProcess, subject: str, body: str) -> None:
@@ -53,7 +44,7 @@ def count(srv: ServerProcess) -> int:
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([need("curl"), "-s", "--max-time", "20", *args], capture_output=True, timeout=60)
+    return subprocess.run([installed("curl"), "-s", "--max-time", "20", *args], capture_output=True, timeout=60)
 
 
 def test_curl_list_and_retrieve(srv: ServerProcess) -> None:
@@ -85,7 +76,7 @@ def test_curl_dele_via_custom_request(srv: ServerProcess) -> None:
 
 def run_fetchmail(srv: ServerProcess, tmp: Path, extra: str,
                   server_opts: str = "") -> tuple[subprocess.CompletedProcess[str], Path]:
-    fetchmail = need("fetchmail")
+    fetchmail = installed("fetchmail")
     home = tmp / "fm"
     home.mkdir(exist_ok=True)
     out = tmp / "fetched.mbox"
@@ -125,7 +116,7 @@ def subjects(directory: Path) -> list[str]:
 
 
 def test_getmail_fetches_and_deletes(srv: ServerProcess, tmp_path: Path) -> None:
-    getmail = need("getmail")
+    getmail = installed("getmail")
     gmdir = tmp_path / "getmail"
     gmdir.mkdir()
     target = tmp_path / "delivered"

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import ServerProcess
 from dnsserver import DNSServer
+from mx_client import fetch_by_subject, send_mx
 
 HOST = "127.0.0.1"
 AUTHSERV = "mail.test.example"
@@ -75,25 +76,11 @@ def message(sender: str, subject: str, body: str = "Hello Bob.", to: str = "bob@
 
 def send(srv: ServerProcess, mail_from: str, msg: bytes, source: str = "127.0.0.1",
          helo: str = "client.good.example", to: str = "bob@nyu.example") -> None:
-    with smtplib.SMTP(HOST, srv.port("smtp"), local_hostname=helo, source_address=(source, 0), timeout=30) as s:
-        s.sendmail(mail_from, [to], msg)
+    send_mx(srv, mail_from, [to], msg, source=source, helo=helo)
 
 
 def fetch(srv: ServerProcess, subject: str, folder: str = "INBOX", user: str = "bob@nyu.example") -> bytes | None:
-    imap = imaplib.IMAP4(HOST, srv.port("imap"))
-    try:
-        imap.login(user, "s3cret")
-        imap.select(folder, readonly=True)
-        _, found = imap.search(None, "SUBJECT", f'"{subject}"')
-        uids = found[0].split()
-        if not uids:
-            return None
-        _, parts = imap.fetch(uids[-1], "(BODY.PEEK[])")
-        body = parts[0]
-        assert isinstance(body, tuple)
-        return body[1]
-    finally:
-        imap.logout()
+    return fetch_by_subject(srv, subject, folder, user=user)
 
 
 def spam_fields(stored: bytes) -> tuple[float, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 import pytest
 
 from conftest import ROOT, ServerProcess, free_port, wait_for
-from webmail_helpers import CHROMIUM, CHROMIUM_ARGS, JMAP, Canary, deliver, message
+from peers import require
+from webmail_helpers import CHROMIUM, JMAP, Canary, chromium, deliver, message
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +38,7 @@ def _require() -> None:
     if importlib.util.find_spec("mailhaven.web.jmap") is None or importlib.util.find_spec("mailhaven.web.app") is None:
         # A missing feature, not a missing tool: issue 6 stays open until the JMAP API lands.
         pytest.skip("the JMAP API (mailhaven.web.app, mailhaven.web.jmap) is not built yet (issue 6)")
-    if reasons:
-        if os.environ.get("CI") == "true":
-            pytest.fail("; ".join(reasons))
-        pytest.skip("; ".join(reasons))
+    require(reasons)
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +55,8 @@ def mailserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
 
 @pytest.fixture(scope="module")
 def browser(mailserver: ServerProcess) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def base(srv: ServerProcess) -> str:

@@ -4,36 +4,26 @@ script error, and the pure helpers (address lists, URL templates, linkified text
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from peers import require
 from test_webmail_routes import web  # noqa: F401 - the fixture
-from webmail_helpers import CHROMIUM, CHROMIUM_ARGS
+from webmail_helpers import CHROMIUM, chromium
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("playwright is not installed")
-        pytest.skip("playwright is not installed")
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is not installed")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    require([f"{what} is not installed" for what, there in (
+        ("playwright", importlib.util.find_spec("playwright") is not None),
+        (CHROMIUM, Path(CHROMIUM).exists())) if not there])
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture

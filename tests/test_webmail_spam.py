@@ -4,7 +4,6 @@ tests/dnsserver.py, mail sent over port 25 by smtplib from loopback addresses.""
 
 from __future__ import annotations
 
-import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,9 @@ import pytest
 
 from conftest import ServerProcess, wait_for
 from dnsserver import DNSServer
+from mx_client import send_mx
 from test_webmail_browser import Session, _require, jmap
-from webmail_helpers import CHROMIUM, CHROMIUM_ARGS
+from webmail_helpers import chromium
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,7 @@ RECORDS = {
 def send(srv: ServerProcess, mail_from: str, subject: str, source: str, helo: str = "client.good.example") -> None:
     msg = (f"From: {mail_from}\r\nTo: alice@example.org\r\nSubject: {subject}\r\n"
            f"Message-ID: <{abs(hash(subject))}@x>\r\n\r\nPlease read this.\r\n").encode()
-    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), local_hostname=helo, source_address=(source, 0),
-                      timeout=30) as s:
-        s.sendmail(mail_from, ["alice@example.org"], msg)
+    send_mx(srv, mail_from, ["alice@example.org"], msg, source=source, helo=helo)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +52,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def browser(srv: ServerProcess) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def test_verdict_junk_count_and_buttons_that_train(srv: ServerProcess, browser: Any, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Helpers for the webmail browser tests: a tiny JMAP client (HTTP Basic, as a third-party
 client would use), mail delivery into the running server, a canary HTTP server, and the
-Chromium launch options."""
+Chromium the tests drive (:func:`chromium`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import json
 import smtplib
 import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from typing import Any
 
@@ -18,6 +20,19 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 MAIL = "urn:ietf:params:jmap:mail"
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Chromium (Debian's, driven by Playwright) until the block ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 class JMAP:

@@ -32,12 +32,12 @@ import dns.exception
 import dns.resolver
 
 from ..queue.api import OutboundMessage, OutboundRecipient
+from ..queue.daily import DAY, DailyJob, lease_holder, seconds_until_after_midnight, utc_day
 from ..store.api import DmarcEvent
 from .dmarc import DmarcChecker, DmarcRecord
 
 log = logging.getLogger("mailhaven.filter")
 
-DAY = 86400
 _SIZE = re.compile(r"(\d+)([kmgt]?)", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -222,23 +222,25 @@ class ReportSender:
 
 
 class ReportService:
-    """Sends yesterday's (and any older) reports at start and shortly after each UTC midnight."""
+    """Sends yesterday's (and any older) reports at start and shortly after each UTC midnight,
+    on one node at a time (the store lease ``dmarc-reports``, queue/daily.py)."""
 
     def __init__(self, ctx: Any) -> None:
         from ..queue.mx import make_resolver
 
         self.sender = ReportSender(ctx.config, ctx.store, make_resolver(ctx.config))
         self.enabled = bool(ctx.config.dmarc.send)
+        self.daily = DailyJob(ctx.store, "dmarc-reports", lease_holder(),
+                              lambda now: self.sender.send(utc_day(now)))
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         while self.enabled:
             try:
-                await self.sender.send(int(time.time() // DAY))
+                await self.daily.run_if_due()
             except Exception:  # noqa: BLE001 - the service must never stop the server
                 log.exception("DMARC reports failed")
-            now = time.time()
-            await asyncio.sleep((now // DAY + 1) * DAY + 300 - now)   # after midnight UTC
+            await asyncio.sleep(seconds_until_after_midnight(time.time()))
 
     def close(self) -> None:
         self._task.cancel()

@@ -40,6 +40,7 @@ from ..smtp.client import (
     TransactionDone,
 )
 from ..smtp.codes import REQUIRETLS_UNSUPPORTED, Reply
+from ..smtp.grammar import xtext_encode
 from ..smtp.replies import ReplyError, _NeedData
 from ..store.api import NotFound
 from ..tls import client_context
@@ -153,17 +154,6 @@ class Timeouts:
     connect: float = 30.0
     command: float = 300.0
     final: float = 600.0
-
-
-def _xtext(value: str) -> str:
-    """RFC 3461 4: xtext encoding for ENVID and ORCPT."""
-    out = []
-    for ch in value:
-        if "!" <= ch <= "~" and ch not in "+=":
-            out.append(ch)
-        else:
-            out.extend(f"+{b:02X}" for b in ch.encode("utf-8"))
-    return "".join(out)
 
 
 def _needs_smtputf8(envelope: Envelope) -> bool:
@@ -341,7 +331,7 @@ class DestinationSession:
         if dsn and envelope.ret:
             params.append(f"RET={envelope.ret}")
         if dsn and envelope.envid:
-            params.append(f"ENVID={_xtext(envelope.envid)}")
+            params.append(f"ENVID={xtext_encode(envelope.envid)}")
         rcpts = []
         for r in envelope.recipients:
             rp: list[str] = []
@@ -349,7 +339,7 @@ class DestinationSession:
                 rp.append("NOTIFY=" + ",".join(sorted(r.notify)))
             if dsn and r.orcpt:
                 kind, _, addr = r.orcpt.partition(";")
-                rp.append(f"ORCPT={kind or 'rfc822'};{_xtext(addr)}")
+                rp.append(f"ORCPT={kind or 'rfc822'};{xtext_encode(addr)}")
             rcpts.append((r.address, rp))
         self._conn.begin_transaction(envelope.mail_from, params, rcpts)
         event = await self._expect((SendBody, TransactionDone, Closed))

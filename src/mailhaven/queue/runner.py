@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -36,6 +34,7 @@ from ..store.api import StorageFull
 from ..store.blobview import BlobView, pieces_from_loop
 from . import tlsrpt
 from .api import OutboundMessage, OutboundRecipient
+from .daily import DailyJob, lease_holder
 from .delivery import (
     CHUNK,
     DeliveryError,
@@ -69,7 +68,7 @@ class QueueRunner:
         self.timeouts = timeouts or Timeouts()
         self.backoff = Backoff(base=min(60.0, self.config.retry[0] if self.config.retry else 60.0))
         self.log = Log("queue")
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = lease_holder()
         self._wake = asyncio.Event()
         self._closing = False
         self._slots = asyncio.Semaphore(max(1, self.config.concurrency))
@@ -77,8 +76,8 @@ class QueueRunner:
         self._workers: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._signer: Any = None
-        self._reported = ""
-        """The UTC day whose earlier days' TLS reports this runner has sent."""
+        self._tls_reports = DailyJob(ctx.store, "tlsrpt", self.owner, self._send_tls_reports)
+        """Once a UTC day has ended, one node (the lease holder) sends its TLS reports."""
 
     # -- the Outbound protocol -----------------------------------------------------------
     async def enqueue(self, message: OutboundMessage) -> list[int]:
@@ -121,7 +120,7 @@ class QueueRunner:
             except Exception:  # noqa: BLE001 - the runner must outlive one bad pass
                 self.log.error("queue pass failed", exc=True)
             try:
-                await self._daily_reports()
+                await self._tls_reports.run_if_due()
             except StorageFull as e:
                 self.log.warning("daily reports skipped", reason=str(e))
             except Exception:  # noqa: BLE001 - reports must not stop deliveries
@@ -131,20 +130,9 @@ class QueueRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll)
 
-    async def _daily_reports(self) -> None:
-        """Once a UTC day has ended, one node (the lease holder) sends its TLS reports."""
-        day = tlsrpt.today()
-        if self._reported == day:
-            return
-        now = time.time()
-        if not await self.store.acquire_lease("tlsrpt", self.owner, ttl=600.0, now=now):
-            self._reported = day                # another node sends them
-            return
-        try:
-            await tlsrpt.send_reports(self.store, self.router.resolver, hostname=self.hostname, before_day=day)
-            self._reported = day
-        finally:
-            await self.store.release_lease("tlsrpt", self.owner)
+    async def _send_tls_reports(self, now: float) -> None:
+        await tlsrpt.send_reports(self.store, self.router.resolver, hostname=self.hostname,
+                                  before_day=tlsrpt.today(now))
 
     async def run_once(self) -> int:
         """Claim what is due and start its deliveries; returns the number of entries claimed."""
