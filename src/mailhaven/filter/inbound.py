@@ -17,12 +17,13 @@ import dns.resolver
 from publicsuffixlist import PublicSuffixList
 
 from ..config import Config
-from ..queue.mx import make_resolver
+from ..queue.mx import configured_resolver
 from . import authresults
 from .arc import ArcResult, ArcSealer, verify_arc
 from .dkimverify import DkimResult, too_large, verify_dkim
 from .dmarc import DmarcChecker, DmarcResult
 from .dnslookup import ANSWER_CACHE, make_sync_resolver
+from .dnsmemo import MemoResolver
 from .scanners import Scanners, worse
 from .spam.scoring import SpamChecker, SpamResult, strip_spam_fields
 from .spf import SpfResult, check_spf
@@ -82,7 +83,7 @@ class InboundFilter:
         self.settings = config.filter
         self.hostname = config.hostname
         self.sync_resolver = make_sync_resolver(config)
-        resolver = make_resolver(config)
+        resolver = configured_resolver(MemoResolver, config)
         resolver.cache = dns.resolver.LRUCache(ANSWER_CACHE)
         self.dmarc = DmarcChecker(resolver, psl or PublicSuffixList())
         self.sealer = ArcSealer.load(config.data_dir, config.hostname)
