@@ -222,7 +222,7 @@ class Spawned:
         self.cli("user", "add", rcpt, "--password-stdin", input="bench-password\n")
         pin = ["taskset", "-c", cpus] if cpus else []         # the server and its workers
         self.proc = subprocess.Popen([*pin, sys.executable, "-m", "mailhaven", "--data", str(self.dir), "serve"],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     env=env, stdout=subprocess.PIPE, stderr=None, text=True)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.strip() == "Ready.":
