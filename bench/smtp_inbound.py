@@ -211,7 +211,7 @@ class Spawned:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         self.env = env
         listen = "\n".join(f'{n} = ""' for n in ("submission", "submissions", "imap", "imaps",
-                                                  "pop3", "pop3s", "http"))
+                                                  "pop3", "pop3s", "http", "managesieve"))
         (self.dir / "mailhaven.toml").write_text(
             f'hostname = "bench.example"\nlog_level = "warning"\n[listen]\nsmtp = "127.0.0.1:{self.port}"\n'
             f"{listen}\n[limits]\nconnections = 5000\nconnections_per_ip = 5000\n"
