@@ -112,6 +112,7 @@ def main() -> None:
         ("dmarc only (no spf/dkim input)", FilterConfig(spf=False, dkim=False, dmarc_enforce=False), signed_rsa),
         ("all (rsa-2048)", FilterConfig(), signed_rsa),
         ("all (ed25519)", FilterConfig(), signed_ed),
+        ("all (unsigned)", FilterConfig(), base),
     ]
     for name, settings, messages in cases:
         flt = InboundFilter(replace(config, filter=settings))
@@ -122,12 +123,14 @@ def main() -> None:
         ("spam only (no store: no Bayes)", FilterConfig(spf=False, dkim=False, dmarc=False), False),
         ("spam only (Bayes, SQLite store)", FilterConfig(spf=False, dkim=False, dmarc=False), True),
         ("all + spam (rsa-2048, Bayes)", FilterConfig(), True),
+        ("all + spam (unsigned, Bayes)", FilterConfig(), True),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, settings, with_store) in enumerate(spam_cases):
             flt = InboundFilter(replace(config, filter=settings, spam=spam))
             if with_store:
-                per = asyncio.run(run_with_store(flt, signed_rsa, Path(tmp) / f"store{i}"))
+                messages = base if "unsigned" in name else signed_rsa
+                per = asyncio.run(run_with_store(flt, messages, Path(tmp) / f"store{i}"))
             else:
                 asyncio.run(run(flt, signed_rsa[:5], "127.0.0.1"))
                 per = asyncio.run(run(flt, signed_rsa, "127.0.0.1"))

@@ -211,7 +211,7 @@ class Spawned:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         self.env = env
         listen = "\n".join(f'{n} = ""' for n in ("submission", "submissions", "imap", "imaps",
-                                                  "pop3", "pop3s", "http"))
+                                                  "pop3", "pop3s", "http", "managesieve"))
         (self.dir / "mailhaven.toml").write_text(
             f'hostname = "bench.example"\nlog_level = "warning"\n[listen]\nsmtp = "127.0.0.1:{self.port}"\n'
             f"{listen}\n[limits]\nconnections = 5000\nconnections_per_ip = 5000\n"
@@ -222,7 +222,7 @@ class Spawned:
         self.cli("user", "add", rcpt, "--password-stdin", input="bench-password\n")
         pin = ["taskset", "-c", cpus] if cpus else []         # the server and its workers
         self.proc = subprocess.Popen([*pin, sys.executable, "-m", "mailhaven", "--data", str(self.dir), "serve"],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     env=env, stdout=subprocess.PIPE, stderr=None, text=True)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.strip() == "Ready.":
