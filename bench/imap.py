@@ -127,7 +127,7 @@ class Mailhaven:
 
     def start(self) -> None:
         self.data.mkdir(parents=True)
-        ports = {n: 0 for n in ("smtp", "submission", "submissions", "imaps", "pop3", "pop3s", "http")}
+        ports = {n: 0 for n in ("smtp", "submission", "submissions", "imaps", "pop3", "pop3s", "http", "managesieve")}
         listen = "\n".join(f'{n} = ""' for n in ports) + f'\nimap = "127.0.0.1:{self.port}"\n'
         (self.data / "mailhaven.toml").write_text(
             f'hostname = "bench.example"\n[listen]\n{listen}\n[limits]\n'
