@@ -459,8 +459,9 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
             s.write(_column_lines(s, sel, plan, chunk, forms, bodies, shown, recent))
             await s.maybe_flush()
     finally:
-        if ahead is not None:
+        if ahead is not None:               # the FETCH failed (the client went): nobody reads it
             ahead.cancel()
+            ahead.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _column_lines(s: Session, sel: Any, plan: _ColumnPlan, chunk: list[int],
