@@ -8,6 +8,7 @@ from the session's cached view and need no store read at all.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import bisect
@@ -384,25 +385,28 @@ RAW_CHUNK_BYTES = 1024 * 1024
 a thread hop per 300 KB of ordinary mail)."""
 
 
-def _chunks(sel: Any, uids: list[int], raw: bool) -> list[list[int]]:
+def _chunks(sel: Any, uids: list[int], raw: bool) -> list[tuple[list[int], bool]]:
     """``uids`` in runs of at most :data:`COLUMN_CHUNK`, and when the message bytes are
-    wanted, of at most :data:`RAW_CHUNK_BYTES` of them (or one message, if bigger)."""
+    wanted, of at most :data:`RAW_CHUNK_BYTES` of them (or one message, if bigger); each
+    with whether it holds a message over :data:`STREAM_MIN` (told from the view's sizes)."""
     if not raw:
-        return [uids[i:i + COLUMN_CHUNK] for i in range(0, len(uids), COLUMN_CHUNK)]
-    out: list[list[int]] = []
+        return [(uids[i:i + COLUMN_CHUNK], False) for i in range(0, len(uids), COLUMN_CHUNK)]
+    out: list[tuple[list[int], bool]] = []
     chunk: list[int] = []
     total = 0
+    large = False
     sizes = sel.column("sizes")
     for uid in uids:
         i = sel.index(uid)
         size = 0 if i is None else sizes[i]
         if chunk and (total + size > RAW_CHUNK_BYTES or len(chunk) >= COLUMN_CHUNK):
-            out.append(chunk)
-            chunk, total = [], 0
+            out.append((chunk, large))
+            chunk, total, large = [], 0, False
         chunk.append(uid)
         total += size
+        large = large or size > STREAM_MIN
     if chunk:
-        out.append(chunk)
+        out.append((chunk, large))
     return out
 
 
@@ -415,74 +419,102 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     sel = s.require_selected()
     plan = _ColumnPlan.of(tuple(items), s.utf8, sel.readonly)
     assert plan is not None
-    names, wire, raw, headers = plan.names, plan.wire, plan.raw, plan.headers
+    wire, raw, headers = plan.wire, plan.raw, plan.headers
     recent = sel.recent if not s.rev2 else set()
     shown: dict[tuple[frozenset[str], bool], bytes] = {}
     cache = header_cache(s.store)
-    for chunk in _chunks(sel, uids, raw):
-        if raw and any(sel.meta[u].size > STREAM_MIN for u in chunk):
-            await _fetch_chunk(s, chunk, items, _Plan.of(s, items))    # large ones go out from their files
-            continue
-        forms: dict[int, tuple[bytes | None, bytes | None]] = {}
-        bodies: dict[int, bytes] = {}
-        if wire:
-            forms = {uid: (env, body) for uid, env, body in await s.store.get_wire_forms(sel.id, chunk)}
-            if any(env is None or body is None for env, body in forms.values()):
-                await _fetch_chunk(s, chunk, items, _Plan.of(s, items))  # rows from before the forms were stored
+    chunks = _chunks(sel, uids, raw)
+    ahead: asyncio.Future[list[tuple[int, bytes]]] | None = None
+    """The next chunk's bytes, read on a reader thread while this chunk is rendered (BODY[]
+    without ENVELOPE/BODYSTRUCTURE: those chunks may fall back to _fetch_chunk)."""
+    try:
+        for n, (chunk, large) in enumerate(chunks):
+            if large:
+                await _fetch_chunk(s, chunk, items, _Plan.of(s, items))    # large ones go out from their files
                 continue
-        if raw:
-            bodies = dict(await s.store.get_raw(sel.id, chunk))
-        elif headers:       # header blocks from this process's cache; whole messages for the rest
-            missing = cache.lookup(sel.id, sel.uidvalidity, chunk, bodies)
-            if missing:
-                from .fetch_large import large_headers
+            forms: dict[int, tuple[bytes | None, bytes | None]] = {}
+            bodies: dict[int, bytes] = {}
+            if wire:
+                forms = {uid: (env, body) for uid, env, body in await s.store.get_wire_forms(sel.id, chunk)}
+                if any(env is None or body is None for env, body in forms.values()):
+                    await _fetch_chunk(s, chunk, items, _Plan.of(s, items))  # rows from before the forms were stored
+                    continue
+            if raw:
+                bodies = dict(await ahead if ahead is not None else await s.store.get_raw(sel.id, chunk))
+                ahead = None
+                if not wire and n + 1 < len(chunks) and not chunks[n + 1][1]:
+                    ahead = asyncio.ensure_future(s.store.get_raw(sel.id, chunks[n + 1][0]))
+            elif headers:       # header blocks from this process's cache; whole messages for the rest
+                missing = cache.lookup(sel.id, sel.uidvalidity, chunk, bodies)
+                if missing:
+                    from .fetch_large import large_headers
 
-                missing = await large_headers(s, sel.id, sel.uidvalidity, missing,
-                                              {u: sel.meta[u].size for u in missing}, bodies)
-            if missing:
-                for uid, data in await s.store.get_raw(sel.id, missing):
-                    bodies[uid] = cache.put_message((sel.id, sel.uidvalidity, uid), data)
-        view = sel.uids
-        flags_of, sizes, dates = sel.column("flags"), sel.column("sizes"), sel.column("dates")
-        i = bisect.bisect_left(view, chunk[0])
-        lines: list[bytes] = []
-        for uid in chunk:
-            while i < len(view) and view[i] < uid:
-                i += 1
-            if i == len(view) or view[i] != uid or (wire and uid not in forms) or (
-                    (raw or headers) and uid not in bodies):
-                continue        # expunged meanwhile; its EXPUNGE comes at the next allowed moment
-            parts = []
-            for name in names:
-                if name == "UID":
-                    parts.append(b"UID %d" % uid)
-                elif name == "FLAGS":
-                    key = (flags_of[i], uid in recent)
-                    text = shown.get(key)
-                    if text is None:
-                        s.ensure_flags_known(key[0])
-                        text = shown[key] = flags_item(s.shown_flags(uid, key[0]))
-                    parts.append(text)
-                elif name == "RFC822.SIZE":
-                    parts.append(b"RFC822.SIZE %d" % sizes[i])
-                elif name == "INTERNALDATE":
-                    parts.append(_internaldate_item(dates[i]))
-                elif name == "ENVELOPE":
-                    parts.append(b"ENVELOPE " + forms[uid][0])   # type: ignore[operator]
-                elif name == "BODYSTRUCTURE":
-                    parts.append(b"BODYSTRUCTURE " + forms[uid][1])  # type: ignore[operator]
+                    missing = await large_headers(s, sel.id, sel.uidvalidity, missing,
+                                                  {u: sel.meta[u].size for u in missing}, bodies)
+                if missing:
+                    for uid, data in await s.store.get_raw(sel.id, missing):
+                        bodies[uid] = cache.put_message((sel.id, sel.uidvalidity, uid), data)
+            s.write(_column_lines(s, sel, plan, chunk, forms, bodies, shown, recent))
+            await s.maybe_flush()
+    finally:
+        if ahead is not None:               # the FETCH failed (the client went): nobody reads it
+            ahead.cancel()
+            ahead.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def _column_lines(s: Session, sel: Any, plan: _ColumnPlan, chunk: list[int],
+                  forms: dict[int, tuple[bytes | None, bytes | None]], bodies: dict[int, bytes],
+                  shown: dict[tuple[frozenset[str], bool], bytes], recent: set[int]) -> bytes:
+    """The FETCH lines of one chunk, joined once (message bytes copied once, not per item,
+    line and chunk)."""
+    names, wire, raw, headers = plan.names, plan.wire, plan.raw, plan.headers
+    view = sel.uids
+    flags_of, sizes, dates = sel.column("flags"), sel.column("sizes"), sel.column("dates")
+    i = bisect.bisect_left(view, chunk[0])
+    out: list[bytes] = []
+    for uid in chunk:
+        while i < len(view) and view[i] < uid:
+            i += 1
+        if i == len(view) or view[i] != uid or (wire and uid not in forms) or (
+                (raw or headers) and uid not in bodies):
+            continue        # expunged meanwhile; its EXPUNGE comes at the next allowed moment
+        out.append(b"* %d FETCH (" % (i + 1))
+        sep = b""
+        for name in names:
+            out.append(sep)
+            sep = b" "
+            if name == "UID":
+                out.append(b"UID %d" % uid)
+            elif name == "FLAGS":
+                key = (flags_of[i], uid in recent)
+                text = shown.get(key)
+                if text is None:
+                    s.ensure_flags_known(key[0])
+                    text = shown[key] = flags_item(s.shown_flags(uid, key[0]))
+                out.append(text)
+            elif name == "RFC822.SIZE":
+                out.append(b"RFC822.SIZE %d" % sizes[i])
+            elif name == "INTERNALDATE":
+                out.append(_internaldate_item(dates[i]))
+            elif name == "ENVELOPE":
+                out.append(b"ENVELOPE " + forms[uid][0])   # type: ignore[operator]
+            elif name == "BODYSTRUCTURE":
+                out.append(b"BODYSTRUCTURE " + forms[uid][1])  # type: ignore[operator]
+            else:
+                item, label = plan.sections[name]
+                data = bodies[uid]
+                if item.text:     # bodies are header blocks, or whole messages beside BODY[]
+                    data = header_section(data, item) if headers else section_bytes(data, None, item)
+                if item.partial is not None:
+                    start, length = item.partial
+                    data = data[start:] if length is None else data[start:start + length]
+                if b"\x00" in data:
+                    data = text_literal(data)                       # NUL sent as 0x80 (responses.py)
+                    out += (label, data)
                 else:
-                    item, label = plan.sections[name]
-                    data = bodies[uid]
-                    if item.text:     # bodies are header blocks, or whole messages beside BODY[]
-                        data = header_section(data, item) if headers else section_bytes(data, None, item)
-                    if item.partial is not None:
-                        start, length = item.partial
-                        data = data[start:] if length is None else data[start:start + length]
-                    parts.append(label + text_literal(data))
-            lines.append(b"* %d FETCH (%s)\r\n" % (i + 1, b" ".join(parts)))
-        s.write(b"".join(lines))
-        await s.maybe_flush()
+                    out += (label, b"{%d}\r\n" % len(data), data)    # text_literal, the data not copied
+        out.append(b")\r\n")
+    return b"".join(out)
 
 
 def _structure(msg: Message | None, raw: bytes) -> dict[str, Any]:

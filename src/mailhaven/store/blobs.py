@@ -313,6 +313,24 @@ class FileBlobStore:
             found.update(self._inline_many(conn, wanted))
         return self._assemble(blob_ids, found)
 
+    def read_inline_in(self, conn: sqlite3.Connection, blob_ids: list[str]) -> list[bytes] | None:
+        """:meth:`read_many_in` when every blob is in memory or a ``blob_data`` row (no
+        file to open: the caller may be the event loop); None when one is a file."""
+        if self.inline_max < 0:
+            return None
+        found: dict[str, bytes] = {}
+        with self._recent_lock:
+            for blob_id in blob_ids:
+                data = self._recent.get(blob_id) or self._staged.get(blob_id)
+                if data is not None:
+                    found[blob_id] = data
+        wanted = [b for b in dict.fromkeys(blob_ids) if b not in found]
+        if wanted:
+            found.update(self._inline_many(conn, wanted))
+        if len(found) < len(set(blob_ids)):
+            return None
+        return [found[b] for b in blob_ids]
+
     @staticmethod
     def _inline_many(conn: sqlite3.Connection, blob_ids: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}

@@ -383,7 +383,10 @@ class Database:
 
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """:meth:`read` for code already running off the event loop (on the calling
-        thread, with that thread's own reader connection)."""
+        thread, with that thread's own reader connection); also, on the event loop, for
+        a read of a few rows from pages SQLite has cached (see ``SMALL_READ`` in
+        sqlitemessages.py): a WAL reader takes no lock a writer holds, and a thread hop
+        there costs more than the read, most of all on a busy machine."""
         conn = self._reader()
         conn.execute("BEGIN")
         try:

@@ -1,0 +1,51 @@
+"""SQLite: a read of one or a few messages whose bytes are inline runs on the event loop
+(no reader-thread hop), and gives what the reader thread gives; bigger reads, and bytes
+in files, still go to a reader thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mailhaven.store import sqlitemessages
+from mailhaven.store.sqlite import SQLiteStore
+
+
+def raw(i: int, body: bytes = b"Hello.\r\n") -> bytes:
+    return (b"From: a@lancs.example\r\nTo: bob@nyu.example\r\nSubject: note %d\r\n"
+            b"Message-ID: <%d@lancs.example>\r\n\r\n" % (i, i)) + body
+
+
+async def test_few_message_reads_skip_the_reader_thread(tmp_path: Path, monkeypatch: Any) -> None:
+    # A process that did not write the blobs (nothing in the in-memory recent set).
+    writer = SQLiteStore(tmp_path)
+    await writer.open()
+    try:
+        await writer.add_domain("nyu.example")
+        bob = await writer.add_account("bob@nyu.example", "pw")
+        big = raw(9, b"x" * 200_000 + b"\r\n")                # over INLINE_MAX: a file
+        messages = [raw(i) for i in range(1, 9)] + [big]
+        for data in messages:
+            await writer.deliver(await writer.put_blob(data), [bob.id])
+    finally:
+        await writer.close()
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    trips: list[Any] = []
+    submit = store.db._readers.submit
+    try:
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        monkeypatch.setattr(store.db._readers, "submit", lambda fn: trips.append(fn) or submit(fn))
+        assert await store.get_raw(inbox.id, [3]) == [(3, messages[2])]
+        [(m, data)] = await store.get_messages_raw(inbox.id, [2], with_summary=False)
+        assert (m.uid, data) == (2, messages[1])
+        assert await store.get_raw(inbox.id, [1, 2, 4, 99]) == [(1, messages[0]), (2, messages[1]),
+                                                             (4, messages[3])]
+        assert trips == []                                  # all on the event loop
+        assert await store.get_raw(inbox.id, [9]) == [(9, big)]                 # its file: a thread
+        assert len(trips) == 1
+        many = list(range(1, sqlitemessages.SMALL_READ + 2))
+        assert await store.get_raw(inbox.id, many) == [(i, messages[i - 1]) for i in many]
+        assert len(trips) == 2
+    finally:
+        await store.close()
