@@ -212,3 +212,43 @@ def test_memory_stays_flat_reading_four_large_messages_from_postgres(srv: dict[s
         assert all(m.data.endswith(sent[m.rcpt_to[0]]) for m in sink.messages)
     bound = 100.0                            # MB, for 4 x 40 MB (whole reads: several hundred)
     assert all(g < bound for g in growth.values()), growth
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
+def test_sieve_on_large_messages_from_postgres(srv: dict[str, Any], tmp_path: Any) -> None:
+    """A script with editheader and a redirect on two 30 MB messages in PostgreSQL: it
+    reads their first part by range, the edited copy and the redirected one are written a
+    piece at a time from the chunk rows (the message used to be read whole), whole."""
+    s: ServerProcess = srv["srv"]
+    user = USERS[3]
+    script = tmp_path / "pg.sieve"
+    script.write_text('require ["editheader", "fileinto", "copy"];\n'
+                      'addheader "X-Edited" "pg";\nredirect :copy "onward@sink.example";\nfileinto "Big";\n')
+    s.admin("sieve", "put", user, str(script))
+    box = imaplib.IMAP4("127.0.0.1", s.port("imap"), timeout=60)
+    box.login(user, PASSWORD)
+    box.create("Big")
+    box.logout()
+    mails = [big_message(30 * 1000 * 1000, user, f"sieve{i}", seed=50 + i) for i in range(2)]
+    assert s.proc is not None
+    try:
+        with SmtpSink("127.0.0.1", srv["sink_port"]) as sink:
+            growth = peak_growth_mb(s.proc.pid, [lambda m=m: smtp_send(s, user, m) for m in mails])
+            wait_for(lambda: len(sink.messages) == 2, timeout=300, what="two redirected copies")
+            for m in sink.messages:
+                assert any(m.data.endswith(raw.partition(b"\r\n")[2]) for raw in mails)
+        with imaplib.IMAP4("127.0.0.1", s.port("imap"), timeout=300) as m:
+            m.login(user, PASSWORD)
+            m.select("Big", readonly=True)
+            bodies = []
+            for msn in (b"1", b"2"):
+                typ, data = m.fetch(msn, "(BODY.PEEK[])")
+                assert typ == "OK" and isinstance(data[0], tuple)
+                bodies.append(data[0][1])
+        for stored in bodies:
+            head, _, body = stored.partition(b"\r\n\r\n")
+            assert b"X-Edited: pg" in head
+            assert any(raw.partition(b"\r\n\r\n")[2] == body for raw in mails)
+    finally:
+        s.admin("sieve", "deactivate", user)
+    assert growth < 60.0, growth                 # MB, for 2 x 30 MB (read whole: over 100)

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -33,7 +33,7 @@ from .config import SieveConfig
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
 from .sieve.actions import Vacation
 from .sieve.compiler import Command, Test
-from .sieve.forward import copy_from_file, redirect
+from .sieve.forward import COPY_CHUNK, has_eight_bit, redirect, strip_return_path
 from .sieve.interpreter import Environment, Limits
 from .sieve.notify import send as send_notification
 from .sieve.rejection import send as send_rejection
@@ -235,23 +235,36 @@ def _files_anywhere(actions: Sequence[Action], keep: str) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class StoredRange:
+    """A large message with no file of its own (PostgreSQL's ``blob_chunks``): read by range."""
+
+    blob_id: str
+
+
+Source = str | StoredRange
+"""Where the rest of a message read only in part comes from: its file, or the store."""
+
+
 async def _edited_copy(store: Store, edited: bytes, raw: bytes,
-                       path: str | None) -> tuple[BlobRef, bytes, str | None]:
+                       source: Source | None) -> tuple[BlobRef, bytes, Source | None]:
     """The recipient's own copy after editheader: ``edited`` whole, or for a message read
-    only in part its new header section followed by the body from the file."""
-    if path is None:
+    only in part its new header section followed by the rest of the body from ``source``."""
+    if source is None:
         return await store.put_blob(edited), edited, None
     old_end, new_end = _header_end(raw), _header_end(edited)
     if old_end is None or new_end is None:         # the header does not end in the prefix:
         return await store.put_blob(edited), edited, None   # what the script saw is the message
     writer = store.blob_writer()
     try:
-        await asyncio.to_thread(_write_after, writer, edited[:new_end], path, old_end)
+        writer.write(edited[:new_end])
+        async for piece in _pieces(store, source, old_end):
+            writer.write(piece)
         ref = await writer.finish()
     except BaseException:
         writer.abort()
         raise
-    return ref, edited, store.blob_path(ref.id)
+    return ref, edited, _source(store, ref.id)
 
 
 def _header_end(message: bytes) -> int | None:
@@ -260,22 +273,37 @@ def _header_end(message: bytes) -> int | None:
     return m.end() if m is not None else None
 
 
-def _write_after(writer: Any, head: bytes, path: str, offset: int) -> None:
-    """Blocking: ``head`` then the file from ``offset`` a piece at a time."""
-    writer.write(head)
-    with open(path, "rb") as f:
+def _source(store: Store, blob_id: str) -> Source:
+    path = store.blob_path(blob_id)
+    return path if path is not None else StoredRange(blob_id)
+
+
+async def _pieces(store: Store, source: Source, offset: int = 0) -> AsyncIterator[bytes]:
+    """The message from ``offset`` a piece of at most :data:`COPY_CHUNK` at a time."""
+    if isinstance(source, StoredRange):
+        while piece := await store.read_blob_range(source.blob_id, offset, COPY_CHUNK):
+            yield piece
+            offset += len(piece)
+        return
+    f = await asyncio.to_thread(open, source, "rb")
+    try:
         f.seek(offset)
-        while piece := f.read(1 << 20):
-            writer.write(piece)
+        while piece := await asyncio.to_thread(f.read, COPY_CHUNK):
+            yield piece
+    finally:
+        f.close()
 
 
-async def read_bounded(store: Store, blob: BlobRef) -> tuple[bytes, str | None]:
+async def read_bounded(store: Store, blob: BlobRef) -> tuple[bytes, Source | None]:
     """The message for scripts and forwarding: whole up to :data:`SIEVE_PREFIX`, else its
-    first part and the file to copy it from (:func:`copier`)."""
-    path = store.blob_path(blob.id) if blob.size > SIEVE_PREFIX else None
-    if path is not None:
-        return await asyncio.to_thread(_read_prefix, path, SIEVE_PREFIX), path
-    return await store.read_blob(blob.id), None
+    first part and where the rest is (:func:`copier`): its file, or on PostgreSQL the
+    store, read by range (never whole)."""
+    if blob.size <= SIEVE_PREFIX:
+        return await store.read_blob(blob.id), None
+    source = _source(store, blob.id)
+    if isinstance(source, StoredRange):
+        return await store.read_blob_range(blob.id, 0, SIEVE_PREFIX), source
+    return await asyncio.to_thread(_read_prefix, source, SIEVE_PREFIX), source
 
 
 def _read_prefix(path: str, size: int) -> bytes:
@@ -283,16 +311,22 @@ def _read_prefix(path: str, size: int) -> bytes:
         return f.read(size)
 
 
-def copier(store: Store, path: str | None) -> Callable[[bytes], Awaitable[tuple[BlobRef, bool]]] | None:
-    """A redirect's copy of a large message written from its file off the event loop."""
-    if path is None:
+def copier(store: Store, source: Source | None) -> Callable[[bytes], Awaitable[tuple[BlobRef, bool]]] | None:
+    """A redirect's copy of a large message written a piece at a time from ``source``."""
+    if source is None:
         return None
-    file = path
+    where = source
 
     async def copy(trace: bytes) -> tuple[BlobRef, bool]:
         writer = store.blob_writer()
         try:
-            eight_bit = await asyncio.to_thread(copy_from_file, writer, trace, file)
+            writer.write(trace)
+            eight_bit, first = False, True
+            async for piece in _pieces(store, where):
+                if first:
+                    piece, first = strip_return_path(piece), False
+                eight_bit = eight_bit or has_eight_bit(piece)
+                writer.write(piece)
             return await writer.finish(), eight_bit
         except BaseException:
             writer.abort()

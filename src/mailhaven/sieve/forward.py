@@ -109,6 +109,15 @@ _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 COPY_CHUNK = 1 << 20
 
 
+def strip_return_path(first: bytes) -> bytes:
+    """The first piece of a message to be sent on without its Return-Path (RFC 5321 4.4)."""
+    return _RETURN_PATH.sub(b"", first, count=1)
+
+
+def has_eight_bit(piece: bytes) -> bool:
+    return _EIGHT_BIT.search(piece) is not None
+
+
 def copy_from_file(writer: Any, trace: bytes, path: str) -> bool:
     """Blocking: ``trace`` then the message file a piece at a time into a blob writer,
     its Return-Path dropped from the first piece (RFC 5321 4.4); True when it has 8-bit
