@@ -8,7 +8,6 @@ from the session's cached view and need no store read at all.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import bisect
@@ -19,6 +18,7 @@ from typing import Any
 
 from ..message.structure import header_end, split_fields, structure_summary
 from ..store.api import FlagMode, Message
+from ..store.prefetch import Prefetch
 from .grammar import Args, format_datetime
 from .headercache import header_cache
 from .message import resolve_set
@@ -424,7 +424,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     shown: dict[tuple[frozenset[str], bool], bytes] = {}
     cache = header_cache(s.store)
     chunks = _chunks(sel, uids, raw)
-    ahead: asyncio.Future[list[tuple[int, bytes]]] | None = None
+    ahead: Prefetch[list[tuple[int, bytes]]] | None = None
     """The next chunk's bytes, read on a reader thread while this chunk is rendered (BODY[]
     without ENVELOPE/BODYSTRUCTURE: those chunks may fall back to _fetch_chunk)."""
     try:
@@ -443,7 +443,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                 bodies = dict(await ahead if ahead is not None else await s.store.get_raw(sel.id, chunk))
                 ahead = None
                 if not wire and n + 1 < len(chunks) and not chunks[n + 1][1]:
-                    ahead = asyncio.ensure_future(s.store.get_raw(sel.id, chunks[n + 1][0]))
+                    ahead = Prefetch(s.store.get_raw(sel.id, chunks[n + 1][0]))
             elif headers:       # header blocks from this process's cache; whole messages for the rest
                 missing = cache.lookup(sel.id, sel.uidvalidity, chunk, bodies)
                 if missing:
@@ -459,7 +459,6 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     finally:
         if ahead is not None:               # the FETCH failed (the client went): nobody reads it
             ahead.cancel()
-            ahead.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _column_lines(s: Session, sel: Any, plan: _ColumnPlan, chunk: list[int],
