@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import replace
 from typing import Any
@@ -26,7 +27,8 @@ class Client:
 
         config = config or Config(limits=replace(LimitsConfig(), errors_per_session=10))
         ctx = SessionContext(store=store, config=config, log=Log("imap-test"), peer=peer, tls=tls,
-                             sleep=sleep, hostname="mail.test")
+                             sleep=sleep, hostname="mail.test",
+                             offload=asyncio.to_thread)   # as imap/server.py: file views off the loop
         if now is not None:
             ctx.now = lambda: now
         self.reader = CommandReader(max_literal=config.limits.imap_literal)
