@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -274,11 +275,14 @@ def corpus_messages(files: list[Path] | None = None, root: Path = CORPUS) -> lis
     return out
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[tuple[str, str]]:
+@contextlib.contextmanager
+def fresh_pg_schema() -> Iterator[tuple[str, str]]:
     """(DSN, a fresh schema name) on the test cluster; the schema is dropped afterwards.
     Fails under CI=true without a cluster (scripts/test starts one), skips elsewhere."""
+    import asyncio
     import secrets
+
+    import asyncpg
 
     dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
     if not dsn:
@@ -287,19 +291,24 @@ def pg_schema() -> Iterator[tuple[str, str]]:
             pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
         pytest.skip(reason)
     schema = f"mh_test_{secrets.token_hex(6)}"
-    yield dsn, schema
-    import asyncio
+    try:
+        yield dsn, schema
+    finally:
+        async def drop() -> None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
 
-    import asyncpg
+        asyncio.run(drop())
 
-    async def drop() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
 
-    asyncio.run(drop())
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """:func:`fresh_pg_schema` for one test."""
+    with fresh_pg_schema() as where:
+        yield where
 
 
 @pytest.fixture

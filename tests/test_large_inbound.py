@@ -114,25 +114,19 @@ def test_sieve_script_on_four_large_messages_with_flat_memory(srv: ServerProcess
     assert growth < BOUND_MB, growth
 
 
-def test_redirect_copy_of_a_large_message_is_made_from_its_file(tmp_path: Path) -> None:
-    """The redirected copy: the trace line, then the file without its Return-Path, whole."""
-    from mailhaven.sieve.forward import COPY_CHUNK, copy_from_file
+async def test_redirect_copy_of_a_large_message_is_made_a_piece_at_a_time(store) -> None:  # type: ignore[no-untyped-def]
+    """The redirected copy (``localdelivery.copier``, from the stored message's file, or on
+    PostgreSQL by range): the trace line, then the message without its Return-Path, whole."""
+    from mailhaven.localdelivery import _source, copier
+    from mailhaven.sieve.forward import COPY_CHUNK
 
     body = b"x" * (COPY_CHUNK + 10) + b"\r\n\xc3\xa9\r\n"
-    path = tmp_path / "m.eml"
-    path.write_bytes(b"Return-Path: <a@b.example>\r\nSubject: s\r\n\r\n" + body)
-
-    class Writer:
-        def __init__(self) -> None:
-            self.pieces: list[bytes] = []
-
-        def write(self, data: bytes) -> None:
-            self.pieces.append(data)
-
-    writer = Writer()
-    assert copy_from_file(writer, b"Delivered-To: c@d.example\r\n", str(path)) is True
-    assert b"".join(writer.pieces) == b"Delivered-To: c@d.example\r\nSubject: s\r\n\r\n" + body
-    assert max(map(len, writer.pieces)) <= COPY_CHUNK
+    ref = await store.put_blob(b"Return-Path: <a@b.example>\r\nSubject: s\r\n\r\n" + body)
+    copy = copier(store, _source(store, ref.id))
+    assert copy is not None
+    blob, eight_bit = await copy(b"Delivered-To: c@d.example\r\n")
+    assert eight_bit is True
+    assert await store.read_blob(blob.id) == b"Delivered-To: c@d.example\r\nSubject: s\r\n\r\n" + body
 
 
 def test_editheader_on_a_large_message_keeps_its_whole_body(srv: ServerProcess, tmp_path: Path) -> None:

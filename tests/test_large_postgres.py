@@ -12,7 +12,6 @@ import imaplib
 import json
 import os
 import poplib
-import secrets
 import smtplib
 import ssl
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 
 import test_large_messages as large_sqlite
-from conftest import ServerProcess, free_port, wait_for
+from conftest import ServerProcess, free_port, fresh_pg_schema, wait_for
 from smtpsink import SmtpSink
 from test_large_messages import (
     big_message,
@@ -39,37 +38,19 @@ USERS = [f"big{i}@example.com" for i in range(4)]
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    dsn = os.environ.get("MAILHAVEN_TEST_PG_DSN")
-    if not dsn:
-        reason = "MAILHAVEN_TEST_PG_DSN is not set (scripts/test starts scripts/pg-test-cluster)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + ": the PostgreSQL backend must be tested under CI=true")
-        pytest.skip(reason)
-    schema = f"mh_test_{secrets.token_hex(6)}"
-    sink_port = free_port("127.0.0.1")
-    s = ServerProcess(tmp_path_factory.mktemp("largepg") / "data", extra_config=(
-        '[limits]\nmessage_size = "100M"\nimap_literal = "100M"\n'
-        '[queue]\nretry = ["1s"]\npoll = "1s"\n'
-        f'[relay]\nroutes = {{"sink.example" = "127.0.0.1:{sink_port}"}}\n'
-        f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n')).start()
-    try:
-        for user in USERS:
-            s.add_user(user, PASSWORD)
-        yield {"srv": s, "sink_port": sink_port}
-    finally:
-        s.stop()
-        import asyncio
-
-        import asyncpg
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+    with fresh_pg_schema() as (dsn, schema):
+        sink_port = free_port("127.0.0.1")
+        s = ServerProcess(tmp_path_factory.mktemp("largepg") / "data", extra_config=(
+            '[limits]\nmessage_size = "100M"\nimap_literal = "100M"\n'
+            '[queue]\nretry = ["1s"]\npoll = "1s"\n'
+            f'[relay]\nroutes = {{"sink.example" = "127.0.0.1:{sink_port}"}}\n'
+            f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n')).start()
+        try:
+            for user in USERS:
+                s.add_user(user, PASSWORD)
+            yield {"srv": s, "sink_port": sink_port}
+        finally:
+            s.stop()
 
 
 def jmap(srv: ServerProcess, user: str) -> tuple[Any, str]:

@@ -118,22 +118,6 @@ def has_eight_bit(piece: bytes) -> bool:
     return _EIGHT_BIT.search(piece) is not None
 
 
-def copy_from_file(writer: Any, trace: bytes, path: str) -> bool:
-    """Blocking: ``trace`` then the message file a piece at a time into a blob writer,
-    its Return-Path dropped from the first piece (RFC 5321 4.4); True when it has 8-bit
-    bytes."""
-    eight_bit = False
-    writer.write(trace)
-    with open(path, "rb") as f:
-        first = True
-        while piece := f.read(COPY_CHUNK):
-            if first:
-                piece, first = _RETURN_PATH.sub(b"", piece, count=1), False
-            eight_bit = eight_bit or _EIGHT_BIT.search(piece) is not None
-            writer.write(piece)
-    return eight_bit
-
-
 async def reverse_srs(store: Any, address: str, now: float | None = None) -> str | None:
     """The original sender behind an SRS0 address of ours (a bounce of a redirected
     message), None when ``address`` is not one."""
