@@ -1,12 +1,9 @@
-"""The asyncio adapter: the socket, STARTTLS and the idle timer around the sans-IO
-ManageSieve session (RFC 5804), on the shared listener base (net/listener.py: admission
-caps, the login deadline, slow clients).
+"""The asyncio adapter around the sans-IO ManageSieve session (RFC 5804): the shared
+listener base (net/listener.py: admission caps, the login deadline, slow clients) and the
+line protocols' read-answer loop (net/lineloop.py: pipelining, STARTTLS, the idle timer).
 
 Invariants:
-- One task per connection owns the socket and the session; commands are answered strictly
-  in order, and the answers to a pipelined batch are written together.
-- STARTTLS upgrades with the public ``StreamWriter.start_tls``; bytes the client sent after
-  STARTTLS are discarded, never read as commands (RFC 5804 2.2, no plaintext injection).
+- Bytes the client sent after STARTTLS are discarded (RFC 5804 2.2).
 - The idle timer (``limits.managesieve_idle``) restarts on every read; on expiry the
   server says ``BYE`` and closes. Script literals are bounded by ``[sieve] max_script_size``
   and read at the transfer rate the other protocols' uploads must keep.
@@ -17,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..auth.throttle import LoginThrottle, shared_throttle
-from ..net.connection import NetConnection, ReadTimeout
+from ..net.connection import NetConnection
+from ..net.lineloop import LineLoop
 from ..net.listener import Listener
 from . import protocol as P
 from . import replies as R
@@ -38,60 +36,24 @@ class ManageSieveListener(Listener):
         await Connection(self, net).run()
 
 
-class Connection:
+class Connection(LineLoop):
+    need_data = P.NEED_DATA
+    sasl_state = P.State.SASL
+
     def __init__(self, listener: ManageSieveListener, net: NetConnection) -> None:
+        super().__init__(listener.app, net)
         app = listener.app
-        self.app = app
-        self.net = net
         self.idle = app.config.limits.managesieve_idle
         self.session = Session(SessionContext(
             store=app.store, config=app.config, log=listener.log.bind(cid=net.cid, peer=net.ip),
             throttle=listener.throttle, peer=net.ip, tls=listener.implicit_tls,
             starttls_available=not listener.implicit_tls))
 
-    async def flush(self) -> None:
-        data = self.session.take_output()
-        if data:
-            self.net.write(data)
-            await self.net.drain()
+    def uploading(self) -> bool:
+        return bool(self.session.protocol.wants_literal)
 
-    async def run(self) -> None:
-        session = self.session
-        self.net.write(session.greeting())
-        await self.net.drain()
-        while not session.closing:
-            try:
-                # A literal still arriving is an upload: the minimum transfer rate applies.
-                data = await self.net.read(self.idle, transfer=session.protocol.wants_literal)
-            except ReadTimeout:
-                await session.idle_timeout()
-                await self.flush()
-                return
-            if not data:
-                await session.close()
-                return
-            self.net.received(data)
-            session.protocol.receive_data(data)
-            await self._process()
-
-    async def _process(self) -> None:
-        """Answer every complete command buffered so far, then write the answers at once."""
-        session = self.session
-        while not session.closing and not session.starttls_pending:
-            event = session.protocol.next_event()
-            if event is P.NEED_DATA:
-                break
-            await session.handle(event)  # type: ignore[arg-type]
-            if session.protocol.state is P.State.SASL:
-                await self.flush()            # a challenge must reach the client before its answer
-        await self.flush()
-        if session.account is not None:
-            self.net.authenticated(session.account.address)
-        if session.starttls_pending and not session.closing:
-            session.protocol.discard_buffer()
-            await self.net.writer.start_tls(self.app.tls)
-            session.tls_started()
-            await self.flush()
+    async def end_of_input(self) -> None:
+        await self.session.close()
 
 
 async def start_listener(ctx: Any, name: str, host: str, port: int) -> ManageSieveListener:

@@ -1,10 +1,8 @@
-"""The asyncio adapter: sockets, TLS and the idle timer around the sans-IO POP3 session.
+"""The asyncio adapter around the sans-IO POP3 session: the shared listener base
+(net/listener.py) and the line protocols' read-answer loop (net/lineloop.py: pipelined
+answers written together, RFC 2449 6.6; STLS, RFC 2595 4; the idle timer).
 
 Invariants:
-- One task per connection owns the socket and the session; events are answered strictly
-  in order, and the answers to a pipelined batch are written together (RFC 2449 6.6).
-- STLS upgrades with the public ``StreamWriter.start_tls``; bytes the client sent after
-  STLS are discarded, never read as commands (RFC 2595 4, no plaintext injection).
 - The idle timer (``limits.pop3_idle``, 10 minutes by default, the RFC 1939 3 minimum)
   restarts on every read; on expiry the session closes without UPDATE.
 - On shutdown sessions are closed (their maildrop locks released, no UPDATE); nothing is
@@ -17,7 +15,8 @@ import asyncio
 from typing import Any
 
 from ..auth.throttle import LoginThrottle, shared_throttle
-from ..net.connection import NetConnection, ReadTimeout
+from ..net.connection import NetConnection
+from ..net.lineloop import LineLoop
 from ..net.listener import Listener
 from . import protocol as P
 from .lease import MaildropLeases
@@ -89,63 +88,22 @@ class Pop3Listener(Listener):
             await connection.session.close()
 
 
-class Connection:
+class Connection(LineLoop):
+    need_data = P.NEED_DATA
+    sasl_state = P.State.SASL
+
     def __init__(self, listener: Pop3Listener, net: NetConnection) -> None:
+        super().__init__(listener.app, net)
         app = listener.app
         ip = net.ip
-        self.app = app
-        self.net = net
-        self.writer = net.writer
         self.idle = app.config.limits.pop3_idle
-        store = app.store
         self.ctx = SessionContext(
-            store=store, config=app.config, log=listener.log.bind(cid=net.cid, peer=ip),
+            store=app.store, config=app.config, log=listener.log.bind(cid=net.cid, peer=ip),
             locks=listener.locks, throttle=listener.throttle, sleep=asyncio.sleep, peer=ip,
             tls=listener.implicit_tls, stls_available=not listener.implicit_tls,
             wire_sizes=listener.wire_sizes, flush=self.flush,
         )
         self.session = Session(self.ctx)
-
-    async def flush(self) -> None:
-        data = self.session.take_output()
-        if data:
-            self.net.write(data)
-            await self.net.drain()
-
-    async def run(self) -> None:
-        session = self.session
-        self.net.write(session.greeting())
-        await self.net.drain()
-        while not session.closing:
-            try:
-                data = await self.net.read(self.idle)
-            except ReadTimeout:
-                await session.idle_timeout()
-                await self.flush()
-                return
-            if not data:
-                return
-            self.net.received(data)
-            session.protocol.receive_data(data)
-            await self._process()
-
-    async def _process(self) -> None:
-        """Answer every complete line buffered so far, then write the answers at once."""
-        session = self.session
-        while not session.closing and not session.starttls_pending:
-            event = session.protocol.next_event()
-            if event is P.NEED_DATA:
-                break
-            await session.handle(event)  # type: ignore[arg-type]
-            if session.protocol.state is P.State.SASL:
-                await self.flush()            # a challenge must reach the client before its answer
-        await self.flush()
-        if session.account is not None:
-            self.net.authenticated(session.account.address)
-        if session.starttls_pending and not session.closing:
-            session.protocol.discard_buffer()
-            await self.writer.start_tls(self.app.tls)
-            session.tls_started()
 
 
 async def start_listener(ctx: Any, name: str, host: str, port: int) -> Pop3Listener:
