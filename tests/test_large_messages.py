@@ -74,6 +74,16 @@ def imap_fetch(srv: ServerProcess, user: str, msn: int, item: str) -> bytes:
         return data[0][1]
 
 
+def imap_search_header(srv: ServerProcess, user: str, field: str, value: str) -> bytes:
+    """SEARCH HEADER of a field that is not in the summary: read from each message's header."""
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        m.select("INBOX", readonly=True)
+        typ, data = m.search(None, "HEADER", field, value)
+        assert typ == "OK", data
+        return data[0]
+
+
 def pop3_retr(srv: ServerProcess, user: str, msn: int) -> bytes:
     p = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=300)
     try:
@@ -186,7 +196,11 @@ def test_memory_stays_flat_with_four_large_messages_in_and_out(srv: ServerProces
         "FETCH": peak_growth_mb(pid, [lambda u=u: imap_fetch(srv, u, 1, "BODY.PEEK[]") and None
                                       for u in users]),
         "RETR": peak_growth_mb(pid, [lambda u=u: pop3_retr(srv, u, 1) and None for u in users]),
+        "SEARCH HEADER": peak_growth_mb(pid, [lambda u=u: imap_search_header(srv, u, "Message-ID", "large.rss")
+                                              and None for u in users]),
     }
+    found = {u: imap_search_header(srv, u, "Message-ID", f"large.rss{i}@") for i, u in enumerate(users)}
+    assert all(len(hits.split()) == 2 for hits in found.values()), found   # by SMTP and by APPEND
     assert all(g < bound for g in growth.values()), growth
 
 

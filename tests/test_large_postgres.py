@@ -27,6 +27,7 @@ from smtpsink import SmtpSink
 from test_large_messages import (
     big_message,
     imap_fetch,
+    imap_search_header,
     peak_growth_mb,
     pop3_retr,
     smtp_send,
@@ -181,6 +182,8 @@ def test_memory_stays_flat_reading_four_large_messages_from_postgres(srv: dict[s
         growth.update({
             "FETCH": peak_growth_mb(pid, [lambda u=u: imap_fetch(s, u, 1, "BODY.PEEK[]") and None for u in USERS]),
             "RETR": peak_growth_mb(pid, [lambda u=u: pop3_retr(s, u, 1) and None for u in USERS]),
+            "SEARCH HEADER": peak_growth_mb(pid, [lambda u=u: imap_search_header(s, u, "Message-ID", "large.rss")
+                                                  and None for u in USERS]),
             "download": peak_growth_mb(pid, [lambda u=u: jmap_download(s, u) and None for u in USERS]),
             "Email/get": peak_growth_mb(pid, [lambda u=u: jmap_email(s, u, GET_PROPS) and None for u in USERS]),
         })

@@ -156,6 +156,14 @@ async def read_stored_header_block(store: Any, blob_id: str) -> bytes:
     return bytes(out)
 
 
+async def large_header_block(s: Session, blob_id: str) -> bytes:
+    """The header block of a large message, from its file or by range; never read whole."""
+    path = s.store.blob_path(blob_id)
+    if path is not None:
+        return await s.blocking(read_header_block, path)
+    return await read_stored_header_block(s.store, blob_id)
+
+
 async def large_headers(s: Session, mailbox_id: int, uidvalidity: int, uids: list[int],
                         sizes: dict[int, int], into: dict[int, bytes]) -> list[int]:
     """Header blocks of the large messages among ``uids`` read from the start of their
@@ -167,10 +175,5 @@ async def large_headers(s: Session, mailbox_id: int, uidvalidity: int, uids: lis
         return uids
     cache = header_cache(s.store)
     for m in await s.store.get_messages(mailbox_id, big, with_summary=False):
-        path = s.store.blob_path(m.blob_id)
-        if path is not None:
-            head = await s.blocking(read_header_block, path)
-        else:
-            head = await read_stored_header_block(s.store, m.blob_id)
-        into[m.uid] = cache.put_message((mailbox_id, uidvalidity, m.uid), head)
+        into[m.uid] = cache.put_message((mailbox_id, uidvalidity, m.uid), await large_header_block(s, m.blob_id))
     return [u for u in uids if u not in into]

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..message.structure import header_end, parse_fields
 from ..store.api import Message
+from .fetch import STREAM_MIN
+from .fetch_large import large_header_block
 from .grammar import Args, SequenceSet, parse_date, parse_number, parse_sequence_set
 from .parser import Atom, Command, ParenList, String, Token
 from .responses import BADCHARSET, Bad, No, sequence_list, sequence_set
@@ -241,8 +243,11 @@ class _Evaluator:
         out = set()
         needle = value.lower()
         for m in await self.s.store.get_messages(self.sel.id, sorted(candidates), with_summary=False):
-            raw = await self.s.store.read_blob(m.blob_id)
-            header = raw[:header_end(raw, 0, len(raw))]
+            if m.size > STREAM_MIN:                     # a large message: its header block only
+                header = await large_header_block(self.s, m.blob_id)
+            else:
+                raw = await self.s.store.read_blob(m.blob_id)
+                header = raw[:header_end(raw, 0, len(raw))]
             for fname, fvalue, _ in parse_fields(header):
                 if fname == field_name and needle in fvalue.decode("utf-8", "replace").lower():
                     out.add(m.uid)
