@@ -5,6 +5,7 @@ held whole, then copied while encoding: several times its size in memory)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import imaplib
 import os
 import random
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, fresh_pg_schema
 from mailhaven.message import binary
 from test_large_messages import peak_growth_mb
 
@@ -50,16 +51,23 @@ def test_file_encoding_matches_the_whole_message_one(tmp_path: pytest.TempPathFa
         assert all(len(piece) <= copy * 4 // 3 + copy // 19 + 4 for piece in out)
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("append8") / "data",
-                      extra_config='[limits]\nmessage_size = "100M"\nimap_literal = "100M"\n').start()
-    try:
-        for i in range(4):
-            s.add_user(f"bin{i}@example.com", PASSWORD)
-        yield s
-    finally:
-        s.stop()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The server on the embedded store, and on PostgreSQL (no files: the binary parts are
+    re-encoded from the stored rows, read by range)."""
+    with contextlib.ExitStack() as stack:
+        store = ""
+        if request.param == "postgres":
+            dsn, schema = stack.enter_context(fresh_pg_schema())
+            store = f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n'
+        s = ServerProcess(tmp_path_factory.mktemp("append8") / "data",
+                          extra_config='[limits]\nmessage_size = "100M"\nimap_literal = "100M"\n' + store).start()
+        try:
+            for i in range(4):
+                s.add_user(f"bin{i}@example.com", PASSWORD)
+            yield s
+        finally:
+            s.stop()
 
 
 def append8(srv: ServerProcess, user: str, raw: bytes) -> None:

@@ -25,6 +25,7 @@ from ..store.api import (
     QuotaExceeded,
     StorageFull,
 )
+from ..store.blobview import BlobView
 from .grammar import (
     Args,
     SequenceSet,
@@ -596,16 +597,17 @@ async def cmd_append(s: Session, cmd: Command) -> str:
 
 
 async def _binary_parts_from_file(s: Session, blob: BlobRef) -> BlobRef | None:
-    """A spooled literal8 with binary parts, re-encoded from its file into a new blob (the
+    """A spooled literal8 with binary parts, re-encoded a piece at a time into a new blob (the
     spooled one is left to blob GC); None when it has none."""
     path = s.store.blob_path(blob.id)
-    if path is None:                                # a backend without files: read whole
-        raw = await s.store.read_blob(blob.id)
-        encoded = binary_parts_to_base64(raw)
-        return None if encoded is raw else await s.store.put_blob(encoded)
     writer = s.store.blob_writer()
+    # A backend without files (PostgreSQL): its view reads by range, from a worker thread.
+    view = None if path is not None else BlobView(s.store.read_blob_range, blob.id, blob.size)
 
     def encode() -> bool:
+        if view is not None:
+            return binary_parts_to_base64_file(view, writer.write)
+        assert path is not None
         with open(path, "rb") as f:
             return binary_parts_to_base64_file(FileView(f.fileno(), os.fstat(f.fileno()).st_size), writer.write)
 
