@@ -300,3 +300,43 @@ def test_catenate_with_large_parts(srv: ServerProcess) -> None:
         typ, data = m.uid("FETCH", str(uid), "(BODY.PEEK[])")
         assert typ == "OK" and isinstance(data[0], tuple)
         assert data[0][1] == intro + part + outro
+
+
+def base64_attachment_message(payload: bytes, tag: str) -> bytes:
+    """A text part and ``payload`` as a base64 attachment in 76-character lines."""
+    encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    return (f"From: sender@example.net\r\nTo: x@example.com\r\nSubject: payload {tag}\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n"
+            "Content-Type: text/plain\r\n\r\nsee the file\r\n--b1\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            ).encode() + encoded + b"--b1--\r\n"
+
+
+def check_binary_of_a_large_part(srv: ServerProcess, user: str, tag: str) -> None:
+    """BINARY of a large base64 part (RFC 3516) is decoded a piece at a time: the payload
+    exactly, its size, a partial, the 7bit part as is, and four at once without the
+    server's memory growing with the part's size (it was decoded whole)."""
+    payload = random.Random(tag).randbytes(24 * 1000 * 1000) + b"\x00end"
+    raw = base64_attachment_message(payload, tag)
+    imap_append(srv, user, raw)
+    with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=300) as m:
+        m.login(user, PASSWORD)
+        m.select("INBOX", readonly=True)
+        typ, hits = m.search(None, "SUBJECT", f'"payload {tag}"')
+        msn = int(hits[0].split()[-1])
+        typ, data = m.fetch(str(msn), "(BINARY.SIZE[2] BINARY.SIZE[1])")
+        assert typ == "OK" and f"BINARY.SIZE[2] {len(payload)}".encode() in data[0], data
+        assert b"BINARY.SIZE[1] 12" in data[0], data    # the CRLF before a boundary is its own
+    assert imap_fetch(srv, user, msn, "BINARY.PEEK[2]") == payload
+    assert imap_fetch(srv, user, msn, "BINARY.PEEK[2]<1000000.5000>") == payload[1000000:1005000]
+    assert imap_fetch(srv, user, msn, f"BINARY.PEEK[2]<{len(payload) - 10}.100>") == payload[-10:]
+    assert imap_fetch(srv, user, msn, "BINARY.PEEK[1]") == b"see the file"
+    assert imap_fetch(srv, user, msn, "BINARY.PEEK[]") == raw
+    assert srv.proc is not None
+    growth = peak_growth_mb(srv.proc.pid, [lambda: imap_fetch(srv, user, msn, "BINARY.PEEK[2]") and None
+                                           for _ in range(4)])
+    assert growth < 60.0, growth                   # MB, four 24 MB parts (decoded whole: ~200)
+
+
+def test_binary_of_a_large_part_is_decoded_a_piece_at_a_time(srv: ServerProcess) -> None:
+    check_binary_of_a_large_part(srv, "big1@example.com", "sqlite")

@@ -26,6 +26,7 @@ from conftest import ServerProcess, free_port, fresh_pg_schema, wait_for
 from smtpsink import SmtpSink
 from test_large_messages import (
     big_message,
+    check_binary_of_a_large_part,
     imap_fetch,
     imap_search_header,
     peak_growth_mb,
@@ -236,3 +237,7 @@ def test_sieve_on_large_messages_from_postgres(srv: dict[str, Any], tmp_path: An
     finally:
         s.admin("sieve", "deactivate", user)
     assert growth < 60.0, growth                 # MB, for 2 x 30 MB (read whole: over 100)
+
+
+def test_binary_of_a_large_part_from_postgres(srv: dict[str, Any]) -> None:
+    check_binary_of_a_large_part(srv["srv"], USERS[1], "postgres")

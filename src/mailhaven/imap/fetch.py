@@ -8,14 +8,13 @@ from the session's cached view and need no store read at all.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import functools
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..message import transfer
 from ..message.structure import header_end, split_fields, structure_summary
 from ..store.api import FlagMode, Message
 from ..store.prefetch import Prefetch
@@ -682,27 +681,12 @@ def _fields_regex(names: tuple[str, ...]) -> re.Pattern[bytes] | None:
     return re.compile(rb"^(?:" + alternatives + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*\n?", re.I | re.M)
 
 
-_QP_TRAILING_BLANKS = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
-
-
 def decode_body(data: bytes, encoding: str) -> bytes:
     """RFC 3516: the content with its Content-Transfer-Encoding removed."""
-    enc = encoding.lower()
-    if enc in ("7bit", "8bit", "binary", ""):
-        return data
-    if enc == "base64":
-        cleaned = re.sub(rb"[^A-Za-z0-9+/=]", b"", data)
-        cleaned = cleaned.split(b"=")[0]
-        cleaned += b"=" * (-len(cleaned) % 4)
-        try:
-            return base64.b64decode(cleaned)
-        except (binascii.Error, ValueError):
-            return base64.b64decode(cleaned[: len(cleaned) // 4 * 4] or b"")
-    if enc == "quoted-printable":
-        # RFC 2045 6.7 (3): blanks at the end of an encoded line were added in transport and
-        # are deleted, so "=" followed by blanks is still a soft line break.
-        return binascii.a2b_qp(_QP_TRAILING_BLANKS.sub(b"", data))
-    raise No("Unknown Content-Transfer-Encoding", code=UNKNOWN_CTE)
+    try:
+        return transfer.decode(data, encoding)
+    except transfer.UnknownEncoding:
+        raise No("Unknown Content-Transfer-Encoding", code=UNKNOWN_CTE) from None
 
 
 COMMANDS = {"FETCH": (cmd_fetch, "selected")}

@@ -9,18 +9,23 @@ other item is rendered as for any message, from the summary or from a
 missing from an old summary). Memory stays flat in the message's size.
 
 Invariant: the response has the same items and bytes as the in-memory path would give;
-only BINARY of a part (which needs decoding) still reads that part whole.
+BINARY and BINARY.SIZE decode a piece at a time (``message/transfer.py``), once to
+measure, once to send.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..message import transfer
 from ..message.fileview import FileView
 from ..message.structure import header_end, structure_summary
 from ..store.blobview import BlobView
 from .fetch import STREAM_MIN, FetchItem, _render, find_part
+from .responses import UNKNOWN_CTE, No
 from .session import Session
 
 if TYPE_CHECKING:
@@ -70,19 +75,132 @@ def _partial(span: tuple[int, int], item: FetchItem) -> tuple[int, int]:
     return start, end
 
 
+@dataclass
+class _Binary:
+    """A BINARY or BINARY.SIZE item (RFC 3516) of a large message: the encoded ranges of
+    the file it decodes, measured before anything is written (the literal's length, and
+    ``~`` when the bytes sent hold a NUL)."""
+
+    item: FetchItem
+    segments: list[tuple[int, int, str]]
+    """(start, end, Content-Transfer-Encoding) ranges of the file, decoded in turn."""
+    size: int = 0
+    nul: bool = False
+
+    def window(self) -> tuple[int, int]:
+        """The decoded bytes sent: all, or the ``<origin.octets>`` partial (RFC 3516 4.3)."""
+        if self.item.partial is None:
+            return 0, self.size
+        origin, length = self.item.partial
+        start = min(origin, self.size)
+        return start, self.size if length is None else min(self.size, start + length)
+
+    def count(self, data: bytes) -> None:
+        """Measuring: the next decoded bytes."""
+        offset = self.size
+        self.size += len(data)
+        if self.nul or b"\x00" not in data:
+            return
+        if self.item.partial is None:
+            self.nul = True
+            return
+        origin, length = self.item.partial
+        lo = max(0, origin - offset)
+        hi = len(data) if length is None else max(0, min(len(data), origin + length - offset))
+        self.nul = b"\x00" in data[lo:hi]
+
+
+def _binary_segments(view: FileView, msg: Message | None, item: FetchItem) -> list[tuple[int, int, str]]:
+    """What ``fetch._render`` decodes for ``item``, as ranges of the file."""
+    imap = msg.summary.get("imap") if msg is not None else None
+    root = imap["body"] if imap else structure_summary(view)["imap"]["body"]  # type: ignore[arg-type]
+    node = find_part(root, item.parts)
+    if node is None:
+        return []
+    enc = str(node.get("enc", "7bit")).lower()
+    if enc not in transfer.KNOWN:
+        raise No("Unknown Content-Transfer-Encoding", code=UNKNOWN_CTE)
+    if not item.parts:        # BINARY[]: the whole message; a single part's body decoded
+        if "parts" in node or "msg" in node:
+            return [(0, len(view), "binary")]
+        return [(0, node["h"][1], "binary"), (node["h"][1], node["e"], enc)]
+    return [(node["h"][1], node["e"], enc)]
+
+
 def _layout(s: Session, uid: int, items: list[FetchItem], msg: Message | None, view: FileView,
-            seen_now: bool) -> tuple[list[tuple[FetchItem, tuple[int, int]]], list[bytes]]:
-    """The literal items as byte ranges, and the other items rendered."""
+            seen_now: bool) -> tuple[list[tuple[FetchItem, tuple[int, int]]], list[_Binary], list[bytes]]:
+    """The literal items as byte ranges, the BINARY items as ranges to decode, and the
+    other items rendered."""
     spans: list[tuple[FetchItem, tuple[int, int]]] = []
+    binaries: list[_Binary] = []
     others: list[FetchItem] = []
     for item in items:
+        if item.name in ("BINARY", "BINARY.SIZE"):
+            binaries.append(_Binary(item, _binary_segments(view, msg, item)))
+            continue
         span = _range(view, msg, item)
         if span is None:
             others.append(item)
         else:
             spans.append((item, _partial(span, item)))
     parts = _render(s, uid, others, msg, view, seen_now) if others or seen_now else []  # type: ignore[arg-type]
-    return spans, parts
+    return spans, binaries, parts
+
+
+def _measure_file(fd: int, binaries: list[_Binary]) -> None:
+    """In a worker thread: each BINARY item's decoded size, from the file."""
+    for b in binaries:
+        for start, end, enc in b.segments:
+            decoder = transfer.Decoder(enc)
+            pos = start
+            while pos < end:
+                data = os.pread(fd, min(CHUNK, end - pos), pos)
+                if not data:
+                    raise OSError("message file ended early")
+                pos += len(data)
+                b.count(decoder.feed(data))
+            b.count(decoder.end())
+
+
+async def _pieces(s: Session, fd: int | None, blob_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+    """The bytes ``start:end`` of the message, :data:`CHUNK` at a time: from its file, or
+    (PostgreSQL) the store's pieces."""
+    if fd is None:
+        if end > start:
+            async for data in s.store.blob_chunks(blob_id, start, end):
+                yield data
+        return
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(CHUNK, end - pos), pos)
+        if not data:
+            raise OSError("message file ended early")
+        yield data
+        pos += len(data)
+
+
+async def _decoded(s: Session, fd: int | None, blob_id: str, b: _Binary) -> AsyncIterator[bytes]:
+    for start, end, enc in b.segments:
+        decoder = transfer.Decoder(enc)
+        async for piece in _pieces(s, fd, blob_id, start, end):
+            if out := decoder.feed(piece):
+                yield out
+        if out := decoder.end():
+            yield out
+
+
+async def _write_binary(s: Session, fd: int | None, blob_id: str, b: _Binary) -> None:
+    """The decoded bytes of the item's window, a piece at a time."""
+    start, end = b.window()
+    offset = 0
+    async for data in _decoded(s, fd, blob_id, b):
+        if offset >= end:
+            break
+        lo, hi = max(start - offset, 0), min(end - offset, len(data))
+        offset += len(data)
+        if hi > lo:
+            s.write(data if (lo, hi) == (0, len(data)) else data[lo:hi])
+            await s.maybe_flush()
 
 
 async def write_large(s: Session, uid: int, msn: int | None, items: list[FetchItem], msg: Message | None,
@@ -93,29 +211,33 @@ async def write_large(s: Session, uid: int, msn: int | None, items: list[FetchIt
     fd = os.open(path, os.O_RDONLY) if path is not None else None
     try:
         if fd is not None:
-            spans, parts = _layout(s, uid, items, msg, FileView(fd, os.fstat(fd).st_size), seen_now)
+            spans, binaries, parts = _layout(s, uid, items, msg, FileView(fd, os.fstat(fd).st_size), seen_now)
+            if binaries:
+                await s.blocking(_measure_file, fd, binaries)
         else:               # its view reads through the event loop: used from a worker thread
             view = BlobView(s.store.read_blob_range, blob_id, await s.store.blob_size(blob_id))
-            spans, parts = await s.blocking(_layout, s, uid, items, msg, view, seen_now)
-        s.write(f"* {msn} FETCH (".encode() + b" ".join(parts))
-        for n, (item, (start, end)) in enumerate(spans):
+            spans, binaries, parts = await s.blocking(_layout, s, uid, items, msg, view, seen_now)
+            for b in binaries:
+                async for data in _decoded(s, None, blob_id, b):
+                    b.count(data)
+        sizes = [b.item.label.encode() + b" %d" % b.size for b in binaries if b.item.name == "BINARY.SIZE"]
+        s.write(f"* {msn} FETCH (".encode() + b" ".join(parts + sizes))
+        written = bool(parts or sizes)
+        for item, (start, end) in spans:
             label = item.label.encode() if item.name == "BODY" else item.name.encode()
-            head = b"{%d}\r\n" % (end - start)
-            s.write((b" " if parts or n else b"") + label + b" " + head)
-            if fd is None:
-                if end > start:
-                    async for data in s.store.blob_chunks(blob_id, start, end):
-                        s.write(data)
-                        await s.maybe_flush()
-                continue
-            pos = start
-            while pos < end:
-                data = os.pread(fd, min(CHUNK, end - pos), pos)
-                if not data:
-                    raise OSError(f"{path} ended early")
+            s.write((b" " if written else b"") + label + b" " + b"{%d}\r\n" % (end - start))
+            written = True
+            async for data in _pieces(s, fd, blob_id, start, end):
                 s.write(data)
-                pos += len(data)
                 await s.maybe_flush()
+        for b in binaries:
+            if b.item.name != "BINARY":
+                continue
+            start, end = b.window()
+            head = (b"~" if b.nul else b"") + b"{%d}\r\n" % (end - start)
+            s.write((b" " if written else b"") + b.item.label.encode() + b" " + head)
+            written = True
+            await _write_binary(s, fd, blob_id, b)
         s.write(b")\r\n")
         await s.maybe_flush()
     finally:
