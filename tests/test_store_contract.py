@@ -599,6 +599,32 @@ async def test_reindex_recomputes_summaries_structures_and_search_text(backend, 
     assert after.flags == before[0].flags and after.modseq == before[0].modseq
 
 
+async def test_reindex_of_a_large_message_reads_it_a_piece_at_a_time(backend) -> None:  # type: ignore[no-untyped-def]
+    """A message over ``LARGE_MESSAGE`` is re-summarised as delivery summarised it, from its
+    file or by range, never read whole (PostgreSQL's reindex read each blob whole)."""
+    import tracemalloc
+
+    size = 24 * 1024 * 1024
+    acct = await _bob(backend)
+    inbox = await backend.get_mailbox(acct.id, "INBOX")
+    head = (b"From: a@b.example\r\nTo: bob@nyu.example\r\nSubject: Large minutes\r\n"
+            b"Content-Type: text/plain\r\n\r\nQuarterly minutes follow.\r\n")
+    raw = head + b"filler line of the minutes\r\n" * ((size - len(head)) // 28)
+    blob = await backend.put_blob(raw)
+    del raw
+    (delivered,) = await backend.deliver(blob, [acct.id])
+    tracemalloc.start()
+    try:
+        assert await backend.reindex() == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, peak    # the 1 MiB prefix and its text ~10.5 MB; whole: over 24
+    (m,) = await backend.get_messages(inbox.id, [delivered.message.uid], with_summary=True)
+    assert m.summary["subject"] == "Large minutes"
+    assert await backend.search_text(inbox.id, "body", "Quarterly minutes") == {m.uid}
+
+
 # -- account-wide lookups (JMAP) ------------------------------------------------------------
 async def _two_accounts_mail(s):  # type: ignore[no-untyped-def]
     """Bob: RAW and REPLY (one thread) in INBOX, RAW again in Sent; Carol: RAW in INBOX."""

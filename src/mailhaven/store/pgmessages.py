@@ -183,9 +183,9 @@ class MessageMethods:
                 return done
             last = blob_ids[-1]
             prepared = []
-            for blob_id in blob_ids:
-                raw = await self.blobs.read(blob_id)
-                prepared.append((blob_id, await asyncio.to_thread(_prepare, raw)))
+            for blob_id in blob_ids:       # a large message a range at a time, as at delivery
+                blob = BlobRef(id=blob_id, size=await self.blobs.size(blob_id))
+                prepared.append((blob_id, await self._prepare(blob, None)))
 
             async def write(tx: Tx, prepared: list[tuple[str, _Prepared]] = prepared) -> int:
                 n = 0
