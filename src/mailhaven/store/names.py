@@ -8,7 +8,7 @@ import hmac
 import json
 import os
 
-from .api import InvalidName
+from .api import InvalidName, ScramCredentials
 from .passwords import hasher
 
 SCRAM_ITERATIONS = 4096
@@ -57,6 +57,16 @@ def hash_password(password: str) -> tuple[str, str]:
         "server_key": base64.b64encode(hmac.new(salted, b"Server Key", "sha256").digest()).decode(),
     }
     return hasher.hash(password), json.dumps(scram)
+
+
+def scram_secrets(stored: str) -> ScramCredentials:
+    """The SCRAM-SHA-256 secrets :func:`hash_password` stored as JSON."""
+    data = json.loads(stored)
+    return ScramCredentials(
+        salt=base64.b64decode(data["salt"]), iterations=int(data["iterations"]),
+        stored_key=base64.b64decode(data["stored_key"]),
+        server_key=base64.b64decode(data["server_key"]),
+    )
 
 
 def like_prefix(prefix: str) -> str:

@@ -17,8 +17,6 @@ Invariants (see api.py for the contract every backend keeps):
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -48,6 +46,7 @@ from .names import (
     like_prefix,
     normalize_address,
     normalize_mailbox_name,
+    scram_secrets,
     validate_mailbox_name,
 )
 from .passwords import PasswordChecker
@@ -455,12 +454,7 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
         value = await self.pool.fetchval("SELECT scram FROM accounts WHERE address=$1", address)
         if not value:
             return None
-        data = json.loads(value)
-        return ScramCredentials(
-            salt=base64.b64decode(data["salt"]), iterations=int(data["iterations"]),
-            stored_key=base64.b64decode(data["stored_key"]),
-            server_key=base64.b64decode(data["server_key"]),
-        )
+        return scram_secrets(value)
 
     # -- aliases ------------------------------------------------------------
     async def add_alias(self, address: str, targets: Sequence[str]) -> None:

@@ -16,9 +16,7 @@ Invariants (see api.py for the contract every backend keeps):
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -46,6 +44,7 @@ from .names import (  # noqa: F401 - their home was here; other modules import t
     like_prefix,
     normalize_address,
     normalize_mailbox_name,
+    scram_secrets,
     validate_mailbox_name,
 )
 from .passwords import PasswordChecker
@@ -350,12 +349,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         )
         if row is None or not row[0]:
             return None
-        data = json.loads(row[0])
-        return ScramCredentials(
-            salt=base64.b64decode(data["salt"]), iterations=int(data["iterations"]),
-            stored_key=base64.b64decode(data["stored_key"]),
-            server_key=base64.b64decode(data["server_key"]),
-        )
+        return scram_secrets(row[0])
 
     # -- aliases ------------------------------------------------------------
     async def add_alias(self, address: str, targets: Sequence[str]) -> None:
