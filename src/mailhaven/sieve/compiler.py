@@ -5,7 +5,7 @@ the compiled form the interpreter runs."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mailhaven.sieve import spec
@@ -80,12 +80,17 @@ class Script:
     """What the script required."""
     includes: tuple[str, ...] = ()
     """Personal scripts it includes (RFC 6609), for the caller to load before running it."""
+    program: Any = field(default=None, compare=False, repr=False)
+    """The commands as closures (sieve/program.py), built once here; None: the
+    interpreter walks ``commands``."""
 
 
 def compile_script(source: bytes | str) -> Script:
     """Raises SieveError (with line and column) for anything wrong."""
-    tree = parse(source)
-    return _Compiler().script(tree)
+    from mailhaven.sieve.program import build  # it runs the interpreter's code: imported late
+
+    script = _Compiler().script(parse(source))
+    return replace(script, program=build(script))
 
 
 class _Compiler:
