@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ...managesieve.session import IMPLEMENTATION, MAX_NAME, valid_name
+from ...managesieve.session import IMPLEMENTATION
 from ...managesieve.session import sieve_capability as extensions
 from ...sieve.compiler import compile_script
 from ...sieve.errors import SieveError
+from ...sieve.scriptname import MAX_SCRIPT_NAME_OCTETS, valid_script_name
 from ...store.api import AlreadyExists, NotFound, SieveConflict, SieveScriptInfo
 from .blobs import read_blob_for, script_blob_id
 from .core import check_if_in_state, check_set_size, get_ids, properties, set_response
@@ -28,15 +29,13 @@ from .registry import SIEVE, Call, MethodError, method
 PROPERTIES = ["id", "name", "blobId", "isActive"]
 SERVER_SET = {"id", "isActive"}
 DEFAULT_NAME = "script"
-MAX_NAME_OCTETS = 4 * MAX_NAME
-"""RFC 9661 2: at least 512 octets, ManageSieve's 128 characters of UTF-8 (RFC 5804 1.6)."""
 
 
 def sieve_capability(config: Any) -> dict[str, Any]:
     """The account capability (RFC 9661 2)."""
     sieve = config.sieve
     return {"implementation": IMPLEMENTATION,
-            "maxSizeScriptName": MAX_NAME_OCTETS,
+            "maxSizeScriptName": MAX_SCRIPT_NAME_OCTETS,    # sieve/scriptname.py
             "maxSizeScript": sieve.max_script_size,
             "maxNumberScripts": sieve.max_scripts,
             "maxNumberRedirects": sieve.max_redirects,
@@ -127,12 +126,8 @@ async def _content(call: Call, blob_id: Any) -> str:
 
 
 def _check_name(name: Any) -> None:
-    """RFC 5804 1.6 as ManageSieve checks it, up to maxSizeScriptName octets (RFC 9661 2)."""
-    try:
-        ok = isinstance(name, str) and len(name.encode("utf-8")) <= MAX_NAME_OCTETS and valid_name(name, len(name))
-    except UnicodeEncodeError:                                   # a lone surrogate from JSON
-        ok = False
-    if not ok:
+    """The name rule ManageSieve applies too (sieve/scriptname.py; RFC 5804 1.6, RFC 9661 2)."""
+    if not isinstance(name, str) or not valid_script_name(name):
         raise MethodError("invalidProperties", "not a valid script name (RFC 5804 1.6)", properties=["name"])
 
 
