@@ -112,11 +112,13 @@ def test_upload_validate_create_activate_deliver_rename_destroy(
     on = _call(client, "SieveScript/set", onSuccessActivateScript=sid)
     assert on["updated"] == {sid: {"isActive": True}}
     again = _call(client, "SieveScript/set", create={"dup": {"name": "sort", "blobId": good},
-                                                     "long": {"name": "x" * 300, "blobId": good},
+                                                     "long": {"name": "x" * 256, "blobId": good},
+                                                     "longer": {"name": "x" * 257, "blobId": good},
                                                      "ctl": {"name": "a\nb", "blobId": good}})
     assert again["notCreated"]["dup"]["type"] == "alreadyExists"
     assert again["notCreated"]["ctl"]["type"] == "invalidProperties"
-    long_id = again["created"]["long"]["id"]                         # 300 octets: under maxSizeScriptName
+    assert again["notCreated"]["longer"]["type"] == "invalidProperties"   # past Pigeonhole's 256 characters
+    long_id = again["created"]["long"]["id"]
     assert _call(client, "SieveScript/set", destroy=[long_id])["destroyed"] == [long_id]
 
     ms = _managesieve(srv)                                           # the same script over ManageSieve

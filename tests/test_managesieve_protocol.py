@@ -114,7 +114,8 @@ def test_strings_out() -> None:
 def test_script_names() -> None:
     assert valid_name("vacation") and valid_name("Ferien ✈")
     assert not valid_name("") and not valid_name("a\nb") and not valid_name("a\x7f")
-    assert not valid_name("a\u2028b") and not valid_name("x" * 129)
+    assert not valid_name("a\u2028b") and not valid_name("x" * 257) and valid_name("x" * 256)   # Pigeonhole's 256
+    assert not valid_name("a/b") and not valid_name("\u00ff")
 
 
 def test_core_is_sans_io() -> None:

@@ -7,7 +7,14 @@ import os
 
 import pytest
 
-from mailhaven.store.api import AlreadyExists, FlagMode, InvalidName, NotFound, QuotaExceeded
+from mailhaven.store.api import (
+    AlreadyExists,
+    FlagMode,
+    InvalidName,
+    NotFound,
+    QuotaExceeded,
+    SieveConflict,
+)
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -924,6 +931,37 @@ async def test_sieve_script_rename_keeps_text_and_active(backend):
     assert [(i.name, i.active) for i in await s.list_sieve_scripts(bob.id)] == [("b", False), ("c", True)]
     await s.rename_sieve_script(bob.id, "c", "c")                     # onto itself: nothing changes
     assert await s.get_sieve_script(bob.id, "c") == "keep;"
+
+
+async def test_sieve_writes_are_compare_and_set_on_the_accounts_sieve_version(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    sub = s.subscribe(bob.id)
+    try:
+        assert await s.sieve_version(bob.id) == 0
+        v1 = await s.put_sieve_script(bob.id, "a", "keep;")
+        assert v1 == await s.sieve_version(bob.id) == 1
+        await s.put_sieve_script(bob.id, "b", "discard;")
+        await s.activate_sieve_script(bob.id, "b")
+        await s.rename_sieve_script(bob.id, "b", "c")
+        await s.delete_sieve_script(bob.id, "a")
+        assert await s.sieve_version(bob.id) == 5 and await s.sieve_version(carol.id) == 0
+        seen = [await asyncio.wait_for(sub.get(), 5) for _ in range(5)]     # each published
+        assert [(c.kind, c.modseq, c.mailbox_id) for c in seen] == [("sieve", v, None) for v in range(1, 6)]
+        with pytest.raises(SieveConflict):                                  # a stale read: nothing written
+            await s.put_sieve_script(bob.id, "c", "stop;", activate=False, if_version=4)
+        assert await s.get_sieve_script(bob.id, "c") == "discard;" and await s.sieve_version(bob.id) == 5
+        assert await s.put_sieve_script(bob.id, "m", "keep;", activate=True, if_version=5) == 6
+        assert await s.get_active_sieve_script(bob.id) == ("m", "keep;")
+        # Two read-edit-writes from the same version at once: exactly one gets through.
+        results = await asyncio.gather(*(s.put_sieve_script(bob.id, "m", text, if_version=6)
+                                         for text in ("stop;", "discard;")), return_exceptions=True)
+        assert sorted(type(r).__name__ for r in results) == ["SieveConflict", "int"]
+        won = "stop;" if isinstance(results[0], int) else "discard;"
+        assert await s.get_sieve_script(bob.id, "m") == won and await s.sieve_version(bob.id) == 7
+    finally:
+        sub.close()
 
 
 async def test_sieve_script_ids_outlive_renames_and_are_never_reused(backend):

@@ -26,21 +26,17 @@ from ..config import Config
 from ..logs import Log
 from ..sieve.compiler import Command, Script, compile_script
 from ..sieve.errors import SieveError
+from ..sieve.scriptname import MAX_SCRIPT_NAME, valid_script_name
 from ..sieve.spec import EXTENSIONS
 from ..store.api import Account, AlreadyExists, NotFound, Store, StoreError
 from . import protocol as P
 from . import replies as R
 
 IMPLEMENTATION = "Mailhaven"
-MAX_NAME = 128
-"""Characters in a script name (RFC 5804 1.6 leaves the limit to the server)."""
-
-
-def valid_name(name: str, max_chars: int = MAX_NAME) -> bool:
-    """RFC 5804 1.6: a name is net-unicode (RFC 5198), without controls or line separators."""
-    if not 0 < len(name) <= max_chars:
-        return False
-    return not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in name)
+MAX_NAME = MAX_SCRIPT_NAME
+"""Characters in a script name (RFC 5804 1.6 leaves the limit to the server): sieve/scriptname.py."""
+valid_name = valid_script_name
+"""RFC 5804 1.6, the rule JMAP and include share (sieve/scriptname.py)."""
 
 
 def sieve_capability() -> str:

@@ -5,7 +5,7 @@ the compiled form the interpreter runs."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mailhaven.sieve import spec
@@ -14,8 +14,8 @@ from mailhaven.sieve.errors import SieveError
 from mailhaven.sieve.match import regex_pattern
 from mailhaven.sieve.notify import valid_method
 from mailhaven.sieve.parser import Argument, CommandNode, Number, StringList, Tag, TestNode, parse
+from mailhaven.sieve.scriptname import valid_script_name
 
-_SCRIPT_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,128}\Z")                    # RFC 6609 3.2, RFC 5804 1.6
 _SPECIAL_USE = re.compile(r"\\[A-Za-z]+\Z|\$\{")                               # RFC 6154 2 (or a variable)
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")                                   # RFC 5322 3.6.8 ftext
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")                  # RFC 5229 3
@@ -80,12 +80,17 @@ class Script:
     """What the script required."""
     includes: tuple[str, ...] = ()
     """Personal scripts it includes (RFC 6609), for the caller to load before running it."""
+    program: Any = field(default=None, compare=False, repr=False)
+    """The commands as closures (sieve/program.py), built once here; None: the
+    interpreter walks ``commands``."""
 
 
 def compile_script(source: bytes | str) -> Script:
     """Raises SieveError (with line and column) for anything wrong."""
-    tree = parse(source)
-    return _Compiler().script(tree)
+    from mailhaven.sieve.program import build  # it runs the interpreter's code: imported late
+
+    script = _Compiler().script(parse(source))
+    return replace(script, program=build(script))
 
 
 class _Compiler:
@@ -143,7 +148,7 @@ class _Compiler:
         if node.name == "notify" and "${" not in args[0] and not valid_method(args[0]):  # RFC 5435 3.8
             raise SieveError(f"notify: invalid method {args[0]!r}", node.line, node.column)
         if node.name == "include":                                      # RFC 6609 3.2: a constant name
-            if not _SCRIPT_NAME.match(args[0]) or ("variables" in self.required and "${" in args[0]):
+            if not valid_script_name(args[0]) or ("variables" in self.required and "${" in args[0]):
                 raise SieveError(f"include: invalid script name {args[0]!r}", node.line, node.column)
             if "global" not in tags:
                 self.includes[args[0]] = None

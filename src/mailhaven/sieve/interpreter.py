@@ -117,7 +117,7 @@ def run(script: Script, message: SieveMessage, *, limits: Limits | None = None,
     st = _State(message=message, limits=limits or Limits(), mailbox_exists=mailbox_exists,
                 variables_on="variables" in script.extensions, env=env or Environment())
     try:
-        _block(st, script.commands)
+        _run_script(st, script)
     except (_Stop, _Return):
         pass
     except SieveRuntimeError as e:                                  # RFC 5228 2.10.6
@@ -127,6 +127,13 @@ def run(script: Script, message: SieveMessage, *, limits: Limits | None = None,
         actions.append(Action(kind="keep", mailbox="INBOX", flags=tuple(st.flags), implicit=True))
     return Outcome(actions=actions, message=message.raw if message.edited else None,
                    duplicates=st.duplicates)
+
+
+def _run_script(st: _State, script: Script) -> None:
+    if script.program is not None:                                  # sieve/program.py
+        script.program(st)
+    else:
+        _block(st, script.commands)
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -359,7 +366,7 @@ def _include(st: _State, cmd: Command) -> None:
     st.variables_on = "variables" in script.extensions
     st.chain.append(name)
     try:
-        _block(st, script.commands)
+        _run_script(st, script)
     except _Return:
         pass
     finally:
@@ -448,7 +455,7 @@ def _test(st: _State, test: Test) -> bool:
         limit = test.args[0]
         return st.message.size > limit if "over" in test.tags else st.message.size < limit
     if name == "exists":                                            # RFC 5228 5.5
-        return all(st.message.head.get_all(_expand(st, h)) for h in test.args[0])
+        return all(st.message.has_header(_expand(st, h)) for h in test.args[0])
     if name == "address":                                           # RFC 5228 5.1
         values = []
         for h in test.args[0]:

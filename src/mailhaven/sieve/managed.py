@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -305,10 +306,13 @@ async def load(store: Any, account_id: int) -> tuple[ManagedState, bool]:
     return parse_managed(text), active is not None and active[0] == SCRIPT_NAME
 
 
-async def save(store: Any, account_id: int, state: ManagedState, *, quota: Any = None) -> str:
+async def save(store: Any, account_id: int, state: ManagedState, *, quota: Any = None,
+               if_version: int | None = None) -> str:
     """Write the managed script for ``state`` and make it the active one (StateError and
     SieveError as :func:`generate`). ``quota`` is ``[sieve]`` (max_script_size,
-    max_scripts), the limits ManageSieve holds every script to (RFC 5804 2.1.1 QUOTA)."""
+    max_scripts), the limits ManageSieve holds every script to (RFC 5804 2.1.1 QUOTA).
+    ``if_version``: only if the account's Sieve version is still that (the store raises
+    SieveConflict otherwise and nothing is written)."""
     text = generate(state)
     if quota is not None:
         size = len(text.encode())
@@ -317,9 +321,36 @@ async def save(store: Any, account_id: int, state: ManagedState, *, quota: Any =
         names = {i.name for i in await store.list_sieve_scripts(account_id)}
         if SCRIPT_NAME not in names and len(names) >= quota.max_scripts:
             raise StateError(f"there are already {len(names)} Sieve scripts, the most allowed")
-    await store.put_sieve_script(account_id, SCRIPT_NAME, text)
-    await store.activate_sieve_script(account_id, SCRIPT_NAME)
+    await store.put_sieve_script(account_id, SCRIPT_NAME, text, activate=True, if_version=if_version)
     return text
+
+
+MAX_ATTEMPTS = 8
+"""Read-edit-write rounds :func:`update` makes while other writers keep changing the scripts."""
+
+
+async def update(store: Any, account_id: int, edit: Callable[[ManagedState], ManagedState], *,
+                 quota: Any = None, precondition: Callable[[ManagedState, bool], None] | None = None) -> ManagedState:
+    """Read the state, apply ``edit``, write it back only if no one changed the account's
+    scripts meanwhile (a compare-and-set on the store's Sieve version); when someone did,
+    read again and apply ``edit`` to their result, so that the Filters page's rules and
+    JMAP's vacation saved at the same moment both survive. ``precondition(state, active)``
+    runs on every read and may raise (JMAP ifInState): it holds for what is written."""
+    from mailhaven.store.api import SieveConflict
+
+    for attempt in range(MAX_ATTEMPTS):
+        version = await store.sieve_version(account_id)
+        current, active = await load(store, account_id)
+        if precondition is not None:
+            precondition(current, active)
+        state = edit(current)
+        try:
+            await save(store, account_id, state, quota=quota, if_version=version)
+            return state
+        except SieveConflict:
+            if attempt == MAX_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def error_json(exc: SieveError | StateError) -> dict[str, Any]:

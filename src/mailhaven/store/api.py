@@ -46,6 +46,11 @@ class AlreadyExists(StoreError):
     """The name is taken."""
 
 
+class SieveConflict(StoreError):
+    """The account's Sieve scripts changed since the version the caller read
+    (``put_sieve_script(if_version=...)``): nothing was written; read again and retry."""
+
+
 class QuotaExceeded(StoreError):
     """Storing the message would take the account over its quota."""
 
@@ -780,8 +785,18 @@ class Store(Protocol):
         ...
 
     # -- Sieve scripts --------------------------------------------------------
-    async def put_sieve_script(self, account_id: int, name: str, text: str) -> None:
-        """Create or replace the named script (the caller has compiled it)."""
+    async def put_sieve_script(self, account_id: int, name: str, text: str, *, activate: bool = False,
+                               if_version: int | None = None) -> int:
+        """Create or replace the named script (the caller has compiled it); ``activate``:
+        and make it the only active one, in the same transaction. ``if_version``: only if
+        :meth:`sieve_version` is still that, else SieveConflict and nothing changes (a
+        read-edit-write that must not lose a concurrent edit). Returns the new version."""
+        ...
+
+    async def sieve_version(self, account_id: int) -> int:
+        """A number that grows with every change to the account's Sieve scripts (put,
+        activate, rename, delete), 0 before the first; each change also publishes a
+        ``sieve`` :class:`Change`."""
         ...
 
     async def get_sieve_script(self, account_id: int, name: str) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
-from .api import AlreadyExists, NotFound, SieveScriptInfo
+from .api import AlreadyExists, NotFound, SieveConflict, SieveScriptInfo
 
 if TYPE_CHECKING:
     from .pgmessages import Tx
@@ -31,6 +31,10 @@ DO $$ BEGIN
         ALTER TABLE sieve_scripts ADD COLUMN id BIGSERIAL NOT NULL UNIQUE;   -- JMAP ids (RFC 9661)
     END IF;
 END $$;
+CREATE TABLE IF NOT EXISTS sieve_versions (
+    account_id BIGINT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    version BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sieve_redirects (
     account_id BIGINT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     at DOUBLE PRECISION NOT NULL
@@ -61,19 +65,43 @@ CREATE TABLE IF NOT EXISTS srs_key (
 """
 
 
+async def _bump_sieve(tx: Tx, account_id: int, if_version: int | None = None) -> int:
+    """The account's next Sieve version (SieveConflict unless it was ``if_version``): the
+    upsert's row lock makes a second writer wait and then see the first one's version."""
+    version = int(await tx.conn.fetchval(
+        "INSERT INTO sieve_versions (account_id, version) VALUES ($1, 1) ON CONFLICT (account_id) "
+        "DO UPDATE SET version = sieve_versions.version + 1 RETURNING version", account_id))
+    if if_version is not None and version - 1 != if_version:
+        raise SieveConflict(f"the Sieve scripts are at version {version - 1}, not {if_version}")
+    tx.publish(account_id, None, "sieve", version)
+    return version
+
+
 class SieveMethods:
     if TYPE_CHECKING:
         async def write(self, fn: Callable[[Tx], Awaitable[T]]) -> T: ...
 
         async def read(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T: ...
 
-    async def put_sieve_script(self, account_id: int, name: str, text: str) -> None:
-        async def upsert(tx: Tx) -> None:
+    async def put_sieve_script(self, account_id: int, name: str, text: str, *, activate: bool = False,
+                               if_version: int | None = None) -> int:
+        async def upsert(tx: Tx) -> int:
+            version = await _bump_sieve(tx, account_id, if_version)
             await tx.conn.execute(
                 "INSERT INTO sieve_scripts (account_id, name, script) VALUES ($1,$2,$3) "
                 "ON CONFLICT (account_id, name) DO UPDATE SET script=excluded.script", account_id, name, text)
+            if activate:
+                await tx.conn.execute("UPDATE sieve_scripts SET active = (name = $2) WHERE account_id=$1",
+                                      account_id, name)
+            return version
 
-        await self.write(upsert)
+        return await self.write(upsert)
+
+    async def sieve_version(self, account_id: int) -> int:
+        async def fetch(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchval("SELECT version FROM sieve_versions WHERE account_id=$1", account_id)
+
+        return int(await self.read(fetch) or 0)
 
     async def get_sieve_script(self, account_id: int, name: str) -> str:
         async def fetch(conn: asyncpg.Connection) -> Any:
@@ -98,6 +126,7 @@ class SieveMethods:
                                            account_id, name)
             if status.split()[-1] == "0":
                 raise NotFound(f"no Sieve script {name!r}")
+            await _bump_sieve(tx, account_id)
 
         await self.write(delete)
 
@@ -108,6 +137,7 @@ class SieveMethods:
                 raise NotFound(f"no Sieve script {name!r}")
             await tx.conn.execute("UPDATE sieve_scripts SET active = (name IS NOT DISTINCT FROM $2::text) "
                                   "WHERE account_id=$1", account_id, name)
+            await _bump_sieve(tx, account_id)
 
         await self.write(activate)
 
@@ -147,6 +177,7 @@ class SieveMethods:
                 raise AlreadyExists(f"Sieve script {new!r} exists")
             await tx.conn.execute("UPDATE sieve_scripts SET name=$3 WHERE account_id=$1 AND name=$2",
                                   account_id, old, new)
+            await _bump_sieve(tx, account_id)
 
         await self.write(rename)
 

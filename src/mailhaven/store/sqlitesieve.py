@@ -8,10 +8,11 @@ import sqlite3
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .api import AlreadyExists, NotFound, SieveScriptInfo
+from .api import AlreadyExists, Change, NotFound, SieveConflict, SieveScriptInfo
 
 if TYPE_CHECKING:
-    from .db import Database
+    from .changes import ChangeHub
+    from .db import Database, WriteContext
 
 _SCRIPTS = """
 CREATE TABLE IF NOT EXISTS sieve_scripts (
@@ -24,6 +25,10 @@ CREATE TABLE IF NOT EXISTS sieve_scripts (
 );
 """
 SCHEMA = _SCRIPTS + """
+CREATE TABLE IF NOT EXISTS sieve_versions (
+    account_id INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    version INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sieve_redirects (
     account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
     at REAL NOT NULL
@@ -71,11 +76,39 @@ def upgrade(conn: sqlite3.Connection) -> None:
 class SieveMethods:
     if TYPE_CHECKING:
         db: Database
+        hub: ChangeHub
 
-    async def put_sieve_script(self, account_id: int, name: str, text: str) -> None:
-        await self.db.write(lambda conn: conn.execute(
-            "INSERT INTO sieve_scripts (account_id, name, script) VALUES (?,?,?) "
-            "ON CONFLICT (account_id, name) DO UPDATE SET script=excluded.script", (account_id, name, text)))
+    def _bump_sieve(self, ctx: WriteContext, account_id: int, if_version: int | None = None) -> int:
+        """The account's next Sieve version (SieveConflict unless it is at ``if_version``),
+        its change published after commit."""
+        row = ctx.conn.execute("SELECT version FROM sieve_versions WHERE account_id=?", (account_id,)).fetchone()
+        current = int(row[0]) if row is not None else 0
+        if if_version is not None and current != if_version:
+            raise SieveConflict(f"the Sieve scripts are at version {current}, not {if_version}")
+        ctx.conn.execute("INSERT INTO sieve_versions (account_id, version) VALUES (?,?) "
+                         "ON CONFLICT (account_id) DO UPDATE SET version=excluded.version", (account_id, current + 1))
+        change = Change(account_id=account_id, mailbox_id=None, kind="sieve", modseq=current + 1)
+        ctx.after_commit(lambda: self.hub.publish(change))
+        return current + 1
+
+    async def put_sieve_script(self, account_id: int, name: str, text: str, *, activate: bool = False,
+                               if_version: int | None = None) -> int:
+        def put(ctx: WriteContext) -> int:
+            version = self._bump_sieve(ctx, account_id, if_version)
+            ctx.conn.execute("INSERT INTO sieve_scripts (account_id, name, script) VALUES (?,?,?) "
+                             "ON CONFLICT (account_id, name) DO UPDATE SET script=excluded.script",
+                             (account_id, name, text))
+            if activate:
+                ctx.conn.execute("UPDATE sieve_scripts SET active = (name IS ?) WHERE account_id=?",
+                                 (name, account_id))
+            return version
+
+        return await self.db.write_ctx(put)
+
+    async def sieve_version(self, account_id: int) -> int:
+        row = await self.db.read(lambda conn: conn.execute(
+            "SELECT version FROM sieve_versions WHERE account_id=?", (account_id,)).fetchone())
+        return int(row[0]) if row is not None else 0
 
     async def get_sieve_script(self, account_id: int, name: str) -> str:
         row = await self.db.read(lambda conn: conn.execute(
@@ -90,21 +123,24 @@ class SieveMethods:
         return [SieveScriptInfo(name=r[0], active=bool(r[1]), id=int(r[2])) for r in found]
 
     async def delete_sieve_script(self, account_id: int, name: str) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM sieve_scripts WHERE account_id=? AND name=?",
-                            (account_id, name)).rowcount == 0:
+        def delete(ctx: WriteContext) -> None:
+            if ctx.conn.execute("DELETE FROM sieve_scripts WHERE account_id=? AND name=?",
+                                (account_id, name)).rowcount == 0:
                 raise NotFound(f"no Sieve script {name!r}")
+            self._bump_sieve(ctx, account_id)
 
-        await self.db.write(delete)
+        await self.db.write_ctx(delete)
 
     async def activate_sieve_script(self, account_id: int, name: str | None) -> None:
-        def activate(conn: sqlite3.Connection) -> None:
+        def activate(ctx: WriteContext) -> None:
+            conn = ctx.conn
             if name is not None and conn.execute(
                     "SELECT 1 FROM sieve_scripts WHERE account_id=? AND name=?", (account_id, name)).fetchone() is None:
                 raise NotFound(f"no Sieve script {name!r}")
             conn.execute("UPDATE sieve_scripts SET active = (name IS ?) WHERE account_id=?", (name, account_id))
+            self._bump_sieve(ctx, account_id)
 
-        await self.db.write(activate)
+        await self.db.write_ctx(activate)
 
     async def get_active_sieve_script(self, account_id: int) -> tuple[str, str] | None:
         row = await self.db.read(lambda conn: conn.execute(
@@ -124,7 +160,8 @@ class SieveMethods:
 
         return await self.db.write(count)
     async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
-        def rename(conn: sqlite3.Connection) -> None:
+        def rename(ctx: WriteContext) -> None:
+            conn = ctx.conn
             if conn.execute("SELECT 1 FROM sieve_scripts WHERE account_id=? AND name=?",
                             (account_id, old)).fetchone() is None:
                 raise NotFound(f"no Sieve script {old!r}")
@@ -134,8 +171,9 @@ class SieveMethods:
                             (account_id, new)).fetchone() is not None:
                 raise AlreadyExists(f"Sieve script {new!r} exists")
             conn.execute("UPDATE sieve_scripts SET name=? WHERE account_id=? AND name=?", (new, account_id, old))
+            self._bump_sieve(ctx, account_id)
 
-        await self.db.write(rename)
+        await self.db.write_ctx(rename)
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
         def count(conn: sqlite3.Connection) -> bool:

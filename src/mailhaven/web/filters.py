@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from ..sieve import managed
 from ..sieve.errors import SieveError
+from ..store.api import SieveConflict
 
 MAX_STATE_BYTES = 256 * 1024
 
@@ -83,11 +84,16 @@ class FiltersPage:
             return JSONResponse({"error": {"message": "expected {rules: [...], raw: string}", "line": 0,
                                            "column": 0}}, status_code=400)
         store, account_id = self.mail.ctx.store, info.account.id
-        current, _ = await managed.load(store, account_id)
         try:
             rules = tuple(_rule(r) for r in args["rules"])
-            state = replace(current, rules=rules, raw=args["raw"])
-            await managed.save(store, account_id, state, quota=self.mail.ctx.config.sieve)
+            raw = args["raw"]
+            # A merge: the rules and raw tail from the page, the vacation as it is now (JMAP
+            # or ManageSieve may change it between our read and write: then read again).
+            state = await managed.update(store, account_id, lambda current: replace(current, rules=rules, raw=raw),
+                                         quota=self.mail.ctx.config.sieve)
+        except SieveConflict:
+            return JSONResponse({"error": {"message": "the filters kept changing while saving; try again",
+                                           "line": 0, "column": 0}, "where": "rules"}, status_code=409)
         except (managed.StateError, SieveError) as exc:
             where = "raw" if isinstance(exc, SieveError) else "rules"
             return JSONResponse({"error": managed.error_json(exc), "where": where}, status_code=400)

@@ -25,9 +25,9 @@ from ..auth import AuthError, Caller, authenticate
 from . import arguments, bounds, core, email_get, email_query, email_set, mailbox, submission  # noqa: F401 - register
 from .blobs import UploadTooLarge, blob_file, owns_blob, read_blob_for, stored_blob, stream_upload
 from .registry import CAPABILITY_OF, CORE, MAIL, METHODS, QUOTA, SUBMISSION, Call, MethodError, ids
-from .sievescript import SIEVE, sieve_capability  # registers SieveScript/*
+from .sievescript import SIEVE, script_state, sieve_capability  # registers SieveScript/*
 from .state import account_state
-from .vacation import VACATION
+from .vacation import VACATION, vacation_state
 
 LIMITS: dict[str, Any] = {
     "maxSizeUpload": 50 * 1024 * 1024,
@@ -289,7 +289,8 @@ class JMAP:
             sub = store.subscribe(account_id)
             stopping: asyncio.Future[Any] | None = None
             try:
-                last = await account_state(store, account_id)
+                version = await store.sieve_version(account_id)
+                last = await _push_states(store, account_id, sieve=True)
                 yield f"event: state\ndata: {json.dumps(_state_change(account_id, last))}\n\n"
                 stopping = asyncio.ensure_future(shutting_down.wait())
                 while not shutting_down.is_set():
@@ -302,16 +303,35 @@ class JMAP:
                         change.cancel()
                         if stopping in done:
                             return
+                        # A script written by another process on SQLite (the CLI) has no
+                        # change on this feed: its version is looked at once per interval.
+                        now = await store.sieve_version(account_id)
+                        if now != version:
+                            version = now
+                            state = await _push_states(store, account_id, sieve=True)
+                            changed = {t: v for t, v in state.items() if last.get(t) != v}
+                            if changed:
+                                last = {**last, **state}
+                                yield f"event: state\ndata: {json.dumps(_state_change(account_id, changed))}\n\n"
+                                if close_after:
+                                    return
+                                continue
                         if ping:
                             yield f"event: ping\ndata: {json.dumps({'interval': ping})}\n\n"
                         continue
                     await asyncio.sleep(0.05)                 # coalesce a burst of changes
+                    kinds = {change.result().kind}
                     while getattr(sub, "pending", lambda: False)():
-                        sub.get_nowait()
-                    state = await account_state(store, account_id)
-                    if state != last:
-                        last = state
-                        yield f"event: state\ndata: {json.dumps(_state_change(account_id, state))}\n\n"
+                        kinds.add(sub.get_nowait().kind)
+                    # The scripts are read again only when a Sieve change came (store
+                    # kind "sieve": any script written, activated, renamed or deleted).
+                    if "sieve" in kinds:
+                        version = await store.sieve_version(account_id)
+                    state = await _push_states(store, account_id, sieve="sieve" in kinds)
+                    changed = {t: v for t, v in state.items() if last.get(t) != v}
+                    if changed:
+                        last = {**last, **state}
+                        yield f"event: state\ndata: {json.dumps(_state_change(account_id, changed))}\n\n"
                         if close_after:
                             return
             finally:
@@ -323,8 +343,21 @@ class JMAP:
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-def _state_change(account_id: int, state: str) -> dict[str, Any]:
-    types = {t: state for t in ("Mailbox", "Email", "Thread", "EmailDelivery", "EmailSubmission", "Identity")}
+_MAIL_TYPES = ("Mailbox", "Email", "Thread", "EmailDelivery", "EmailSubmission", "Identity")
+
+
+async def _push_states(store: Any, account_id: int, *, sieve: bool) -> dict[str, str]:
+    """Type -> state string as /get gives it: the mail types share the account's MODSEQ;
+    SieveScript and VacationResponse (RFC 9661, RFC 8621 8) are read when ``sieve``."""
+    mail = await account_state(store, account_id)
+    states = dict.fromkeys(_MAIL_TYPES, mail)
+    if sieve:
+        states["SieveScript"] = await script_state(store, account_id)
+        states["VacationResponse"] = await vacation_state(store, account_id)
+    return states
+
+
+def _state_change(account_id: int, types: dict[str, str]) -> dict[str, Any]:
     return {"@type": "StateChange", "changed": {ids.account(account_id): types}}
 
 

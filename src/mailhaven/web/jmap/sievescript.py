@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ...managesieve.session import IMPLEMENTATION, MAX_NAME, valid_name
+from ...managesieve.session import IMPLEMENTATION
 from ...managesieve.session import sieve_capability as extensions
 from ...sieve.compiler import compile_script
 from ...sieve.errors import SieveError
-from ...store.api import AlreadyExists, NotFound, SieveScriptInfo
+from ...sieve.scriptname import MAX_SCRIPT_NAME_OCTETS, valid_script_name
+from ...store.api import AlreadyExists, NotFound, SieveConflict, SieveScriptInfo
 from .blobs import read_blob_for, script_blob_id
 from .core import check_if_in_state, check_set_size, get_ids, properties, set_response
 from .registry import SIEVE, Call, MethodError, method
@@ -28,15 +29,13 @@ from .registry import SIEVE, Call, MethodError, method
 PROPERTIES = ["id", "name", "blobId", "isActive"]
 SERVER_SET = {"id", "isActive"}
 DEFAULT_NAME = "script"
-MAX_NAME_OCTETS = 4 * MAX_NAME
-"""RFC 9661 2: at least 512 octets, ManageSieve's 128 characters of UTF-8 (RFC 5804 1.6)."""
 
 
 def sieve_capability(config: Any) -> dict[str, Any]:
     """The account capability (RFC 9661 2)."""
     sieve = config.sieve
     return {"implementation": IMPLEMENTATION,
-            "maxSizeScriptName": MAX_NAME_OCTETS,
+            "maxSizeScriptName": MAX_SCRIPT_NAME_OCTETS,    # sieve/scriptname.py
             "maxSizeScript": sieve.max_script_size,
             "maxNumberScripts": sieve.max_scripts,
             "maxNumberRedirects": sieve.max_redirects,
@@ -58,8 +57,12 @@ class _Scripts:
 
     @classmethod
     async def load(cls, call: Call) -> _Scripts:
-        infos = await call.store.list_sieve_scripts(call.account.id)
-        texts = {i.name: await call.store.get_sieve_script(call.account.id, i.name) for i in infos}
+        return await cls.of(call.store, call.account.id)
+
+    @classmethod
+    async def of(cls, store: Any, account_id: int) -> _Scripts:
+        infos = await store.list_sieve_scripts(account_id)
+        texts = {i.name: await store.get_sieve_script(account_id, i.name) for i in infos}
         return cls(infos, texts)
 
     @property
@@ -76,6 +79,11 @@ class _Scripts:
     def as_json(self, info: SieveScriptInfo) -> dict[str, Any]:
         return {"id": script_id(info.id), "name": info.name, "isActive": info.active,
                 "blobId": script_blob_id(info.id, self.texts.get(info.name, ""))}
+
+
+async def script_state(store: Any, account_id: int) -> str:
+    """The SieveScript state string /get gives now (for push, RFC 8620 7.1)."""
+    return (await _Scripts.of(store, account_id)).state
 
 
 @method("SieveScript/get", SIEVE)
@@ -118,12 +126,8 @@ async def _content(call: Call, blob_id: Any) -> str:
 
 
 def _check_name(name: Any) -> None:
-    """RFC 5804 1.6 as ManageSieve checks it, up to maxSizeScriptName octets (RFC 9661 2)."""
-    try:
-        ok = isinstance(name, str) and len(name.encode("utf-8")) <= MAX_NAME_OCTETS and valid_name(name, len(name))
-    except UnicodeEncodeError:                                   # a lone surrogate from JSON
-        ok = False
-    if not ok:
+    """The name rule ManageSieve applies too (sieve/scriptname.py; RFC 5804 1.6, RFC 9661 2)."""
+    if not isinstance(name, str) or not valid_script_name(name):
         raise MethodError("invalidProperties", "not a valid script name (RFC 5804 1.6)", properties=["name"])
 
 
@@ -151,9 +155,26 @@ async def sieve_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         raise MethodError("invalidArguments", "onSuccessActivateScript must be an id")
     if deactivate is not None and not isinstance(deactivate, bool):
         raise MethodError("invalidArguments", "onSuccessDeactivateScript must be a boolean")
+    store, account_id = call.store, call.account.id
+    # ifInState (RFC 8620 5.3): the script writes are compare-and-set on the store's Sieve
+    # version read before the checked state, so a change in between is a stateMismatch.
+    checked = await store.sieve_version(account_id) if args.get("ifInState") is not None else None
     before = await _Scripts.load(call)
     check_if_in_state(args, before.state)
-    store, account_id = call.store, call.account.id
+    expected = [checked]
+
+    async def put(name: str, text: str) -> None:
+        try:
+            version = await store.put_sieve_script(account_id, name, text, if_version=expected[0])
+        except SieveConflict:
+            raise MethodError("stateMismatch", "the scripts changed meanwhile") from None
+        if expected[0] is not None:
+            expected[0] = version
+
+    async def resync() -> None:                # after a write without a version check of its own
+        if expected[0] is not None:
+            expected[0] = await store.sieve_version(account_id)
+
     created: dict[str, Any] = {}
     updated: dict[str, Any] = {}
     failed: dict[str, dict[str, Any]] = {"notCreated": {}, "notUpdated": {}, "notDestroyed": {}}
@@ -179,12 +200,14 @@ async def sieve_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
             if len(current) >= call.app.config.sieve.max_scripts:                 # RFC 8620 5.3
                 raise MethodError("overQuota", f"at most {call.app.config.sieve.max_scripts} scripts")
             text = await _content(call, obj.get("blobId"))
-            await store.put_sieve_script(account_id, name, text)
+            await put(name, text)
             info = (await names())[name]
             call.created_ids[cid] = script_id(info.id)
             created[cid] = {"id": script_id(info.id), "name": name, "isActive": False,
                             "blobId": script_blob_id(info.id, text)}
         except MethodError as exc:
+            if exc.type == "stateMismatch":
+                raise
             failed["notCreated"][cid] = exc.as_response()
 
     for sid, patch in (args.get("update") or {}).items():
@@ -205,12 +228,15 @@ async def sieve_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
                     await store.rename_sieve_script(account_id, info.name, patch["name"])
                 except AlreadyExists:
                     raise MethodError("alreadyExists", f"a script is named {patch['name']!r}") from None
+                await resync()
                 current_name = patch["name"]
             if new_text is not None:
-                await store.put_sieve_script(account_id, current_name, new_text)
+                await put(current_name, new_text)
                 changes["blobId"] = script_blob_id(info.id, new_text)
             updated[call.resolve_id(sid)] = changes or None
         except MethodError as exc:
+            if exc.type == "stateMismatch":
+                raise
             failed["notUpdated"][sid] = exc.as_response()
         except NotFound:
             failed["notUpdated"][sid] = {"type": "notFound"}
@@ -223,6 +249,7 @@ async def sieve_set(call: Call, args: dict[str, Any]) -> dict[str, Any]:
             if gone.active:                                                     # RFC 9661 2.4
                 raise MethodError("sieveIsActive", "deactivate the script first")
             await store.delete_sieve_script(account_id, gone.name)
+            await resync()
             destroyed.append(script_id(gone.id))
         except MethodError as exc:
             failed["notDestroyed"][str(sid)] = exc.as_response()

@@ -12,6 +12,7 @@ from typing import Any
 
 from ...sieve import managed
 from ...sieve.errors import SieveError
+from ...store.api import SieveConflict
 from .core import check_if_in_state, check_set_size, get_ids, properties, set_response
 from .registry import MethodError, method
 
@@ -35,6 +36,12 @@ def _state_string(obj: dict[str, Any]) -> str:
 async def _load(call: Any) -> tuple[managed.ManagedState, dict[str, Any]]:
     state, active = await managed.load(call.store, call.account.id)
     return state, _object(state.vacation, active)
+
+
+async def vacation_state(store: Any, account_id: int) -> str:
+    """The VacationResponse state string /get gives now (for push, RFC 8620 7.1)."""
+    state, active = await managed.load(store, account_id)
+    return _state_string(_object(state.vacation, active))
 
 
 @method("VacationResponse/get", VACATION)
@@ -94,12 +101,24 @@ async def vacation_set(call: Any, args: dict[str, Any]) -> dict[str, Any]:
             not_updated[oid] = {"type": "notFound"}
             continue
         try:
-            vacation = _apply(state.vacation, patch)
-            state = replace(state, vacation=vacation)
-            await managed.save(call.store, call.account.id, state, quota=call.app.config.sieve)
+            _apply(state.vacation, patch)                           # invalid patches fail before any write
+
+            def edit(current: managed.ManagedState, patch: Any = patch) -> managed.ManagedState:
+                return replace(current, vacation=_apply(current.vacation, patch))   # a merge: rules kept
+
+            def still(current: managed.ManagedState, active: bool) -> None:
+                # RFC 8620 5.3 ifInState, checked again on the state each attempt reads: the
+                # store writes only if that read is still current (compare-and-set).
+                check_if_in_state(args, _state_string(_object(current.vacation, active)))
+            state = await managed.update(call.store, call.account.id, edit, quota=call.app.config.sieve,
+                                         precondition=still)
             updated[oid] = None
         except MethodError as exc:
+            if exc.type == "stateMismatch":
+                raise
             not_updated[oid] = exc.as_response()
+        except SieveConflict:                                       # others kept writing: try later
+            not_updated[oid] = {"type": "serverFail", "description": "the Sieve scripts kept changing"}
         except (managed.StateError, SieveError) as exc:              # the rest of the script is broken
             not_updated[oid] = {"type": "invalidProperties",
                                 "description": f"the filter script cannot be written: {exc}"}

@@ -1,0 +1,124 @@
+"""The fast paths of a Sieve run (sieve/program.py, sieve/message.py) against what they
+replace: the header index against the stdlib's parse, the plain-address reader against
+email.utils.getaddresses, and the compiled closures against the interpreter walking the
+command tree, on the corpus and on generated input."""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import replace
+from email import message_from_bytes, policy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import corpus_messages
+from mailhaven.message.structure import header_end, stdlib_readable
+from mailhaven.sieve import SieveMessage, compile_script, run
+from mailhaven.sieve.message import _simple_addresses, _text, header_fields
+
+CORPUS = [raw for _name, raw in corpus_messages()][:400]
+
+
+def _stdlib_fields(head: bytes) -> dict[str, list[str]]:
+    parsed = message_from_bytes(head, policy=policy.compat32)
+    out: dict[str, list[str]] = {}
+    for name, value in parsed._headers:          # the stored (name, value) pairs, in order
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+def _head(raw: bytes) -> bytes:
+    readable = stdlib_readable(raw)
+    return readable[:header_end(readable, 0, len(readable))]
+
+
+def test_header_index_is_the_stdlib_parse_on_the_corpus() -> None:
+    assert CORPUS
+    for raw in CORPUS:
+        assert header_fields(_head(raw)) == _stdlib_fields(_head(raw))
+
+
+_PIECES = ["From ", "From: a@b", "Subject", ":", ": ", " ", "\t", "x", "X-A", "\r\n", "\n", "\r", "é",
+           "\xff", "=?utf-8?q?a?=", ",", "<a@b>", '"q"']
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=30))
+def test_header_index_is_the_stdlib_parse_on_generated_headers(pieces: list[str]) -> None:
+    head = "".join(pieces).encode("utf-8", "surrogateescape")
+    assert header_fields(head) == _stdlib_fields(head)
+
+
+def test_plain_addresses_are_what_getaddresses_finds_on_the_corpus() -> None:
+    fast = 0
+    for raw in CORPUS:
+        message = SieveMessage(raw=raw)
+        for name in ("from", "to", "cc", "sender", "reply-to", "subject", "message-id"):
+            values = [_text(v) for v in message._field_values(name)]
+            simple = _simple_addresses(values)
+            if simple is not None:
+                fast += 1
+                assert simple == [a for _d, a in email.utils.getaddresses(values) if a], values
+    assert fast > 100                            # the fast path is the common one
+
+
+_ADDRESS_PIECES = ["a", "b.c", "@", "x.example", " ", "\r\n ", ",", "<", ">", '"', "Bob", ".", "(c)",
+                   ":", ";", "[1.2.3.4]", "\\", "+", "'", "é"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_ADDRESS_PIECES), max_size=12).map("".join), min_size=1, max_size=3))
+def test_plain_addresses_are_what_getaddresses_finds_on_generated_fields(values: list[str]) -> None:
+    simple = _simple_addresses(values)
+    if simple is not None:
+        assert simple == [a for _d, a in email.utils.getaddresses(values) if a]
+
+
+SCRIPTS = [
+    # the kinds of rules bench/sieve_rules.py runs, and the match types with captures
+    'require ["fileinto", "imap4flags", "envelope", "regex", "variables", "relational", "comparator-i;ascii-numeric"];\n'
+    'if header :contains "list-id" ["dev", "announce"] { fileinto "Lists"; stop; }\n'
+    'if address :domain :is "from" ["github.com", "EXAMPLE.org"] { addflag "$N"; fileinto "N"; }\n'
+    'if address :localpart :contains ["from", "sender", "to"] "a" { addflag "$local"; }\n'
+    'if address :all :is "reply-to" "x@y" { addflag "$reply"; }\n'
+    'if header :is "content-transfer-encoding" ["7BIT", "Quoted-Printable"] { addflag "$cte"; }\n'
+    'if envelope :is "from" "sender@outside.example" { addflag "$env"; }\n'
+    'if envelope :domain :contains "to" "BENCH" { addflag "$envto"; }\n'
+    'if header :regex :comparator "i;ascii-casemap" "subject" "^(re|fwd?): *(.*)$" { fileinto "re-${2}"; }\n'
+    'elsif header :matches "subject" "*[*]*" { fileinto "tag-${2}"; }\n'
+    'elsif header :matches :comparator "i;octet" "subject" "?*" { set "first" "${1}"; addflag "${first}"; }\n'
+    'if exists ["list-unsubscribe", "x-mailer"] { addflag "$List"; }\n'
+    'if not exists "date" { addflag "$nodate"; }\n'
+    'if header :is :comparator "i;octet" "precedence" ["bulk", "List"] { addflag "$bulk"; }\n'
+    'if allof (size :over 4K, anyof (header :contains "from" "e", false)) { addflag "$big"; }\n'
+    'if header :contains "${first}" "x" { addflag "$dyn"; }\n'
+    'if header :count "ge" :comparator "i;ascii-numeric" "received" "3" { addflag "$hops"; }\n',
+    # no variables: "${" is literal text
+    'require ["fileinto"]; if header :contains "subject" "${1}" { fileinto "lit"; }\n'
+    'if address :is "to" "undisclosed-recipients:;" { discard; }\n'
+    'if header :matches "message-id" "*@*" { fileinto "has-id"; } else { keep; }\n',
+]
+
+
+@pytest.mark.parametrize("source", SCRIPTS)
+def test_compiled_closures_decide_as_the_interpreter_does(source: str) -> None:
+    script = compile_script(source)
+    assert script.program is not None
+    walked = replace(script, program=None)       # the interpreter's tree walk
+    decided = 0
+    for raw in CORPUS:
+        def message(raw: bytes = raw) -> SieveMessage:
+            return SieveMessage(raw=raw, mail_from="sender@outside.example", rcpt_to="me@bench.example")
+        fast, slow = run(script, message()), run(walked, message())
+        assert (fast.actions, fast.error) == (slow.actions, slow.error)
+        decided += any(not a.implicit for a in fast.actions)
+    assert decided > 10                          # the rules matched something
+
+
+def test_the_step_limit_holds_in_compiled_scripts() -> None:
+    from mailhaven.sieve import Limits
+    script = compile_script("if true { if true { keep; } }\n" * 20)
+    outcome = run(script, SieveMessage(raw=b"Subject: x\r\n\r\n"), limits=Limits(max_steps=30))
+    assert outcome.error == "too many steps"
