@@ -4,8 +4,11 @@ Authentication-Results fields, fuzzed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
+import dns.resolver as dns_resolver
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,14 +18,15 @@ from mailhaven.config import Config, DNSConfig
 from mailhaven.filter.authresults import authserv_id_of, split_fields, strip_ours
 from mailhaven.filter.dkimverify import DkimResult
 from mailhaven.filter.dmarc import DmarcChecker, DmarcRecordError, parse_record
-from mailhaven.filter.spf import SpfResult
-from mailhaven.queue.mx import make_resolver
+from mailhaven.filter.spf import SpfMemo, SpfResult, check_spf
+from mailhaven.queue.mx import configured_resolver, make_resolver
 
 RECORDS = {
     "_dmarc.org.example": {"TXT": ['"v=DMARC1; p=reject; sp=quarantine; aspf=s"']},
     "_dmarc.half.example": {"TXT": ['"v=DMARC1; p=reject; pct=50"']},
     "_dmarc.two.example": {"TXT": ['"v=DMARC1; p=reject"', '"v=DMARC1; p=none"']},
     "_dmarc.bad.example": {"TXT": ['"v=DMARC1; p=bogus"']},
+    "spf.example": {"TXT": ['"v=spf1 ip4:192.0.2.1 -all"']},
 }
 
 
@@ -113,3 +117,44 @@ def test_header_values_are_tokens_or_quoted() -> None:
     text = header("mx.example", spf("good.example"), dkim, None).decode()
     assert text == ("Authentication-Results: mx.example;\r\n\tspf=pass smtp.mailfrom=x@good.example;\r\n"
                     '\tdkim=pass header.d=good.example header.s=s1 header.b="ab/c+d=e"\r\n')
+
+
+class CountingResolver(dns_resolver.Resolver):
+    """The blocking resolver pyspf uses, counting the names it is asked."""
+
+    asked = 0
+
+    def resolve(self, *args: Any, **kwargs: Any) -> dns_resolver.Answer:  # type: ignore[override]
+        type(self).asked += 1
+        return super().resolve(*args, **kwargs)
+
+
+async def test_spf_outcome_kept_while_its_dns_answers_are(dns: DNSServer) -> None:
+    """The second message from the same address, sender and HELO asks no DNS and gets the
+    same result; once the answers' TTL (60 s here) is over, or after a temperror, the
+    check runs again."""
+    config = Config(dns=DNSConfig(nameservers=(f"127.0.0.1:{dns.port}",), timeout=2.0))
+    resolver = configured_resolver(CountingResolver, config)
+    resolver.cache = dns_resolver.LRUCache(100)
+    now = [time.time()]
+    memo = SpfMemo(clock=lambda: now[0])
+    first = await check_spf(resolver, "192.0.2.1", "a@spf.example", "h.example", 2.0, memo)
+    assert first.result == "pass"
+    asked = CountingResolver.asked
+    assert asked > 0
+    again = await check_spf(resolver, "192.0.2.1", "a@spf.example", "h.example", 2.0, memo)
+    assert again == first and CountingResolver.asked == asked
+    other = await check_spf(resolver, "192.0.2.9", "a@spf.example", "h.example", 2.0, memo)
+    assert other.result == "fail" and CountingResolver.asked > asked         # another address: checked
+    asked = CountingResolver.asked
+    now[0] += 61                                          # past the TXT record's TTL
+    assert (await check_spf(resolver, "192.0.2.1", "a@spf.example", "h.example", 2.0, memo)) == first
+    assert CountingResolver.asked > asked
+
+    dead = Config(dns=DNSConfig(nameservers=("127.0.0.1:9",), timeout=0.3))
+    down = configured_resolver(CountingResolver, dead)
+    down.cache = dns_resolver.LRUCache(100)
+    for _ in range(2):
+        asked = CountingResolver.asked
+        failed = await check_spf(down, "192.0.2.1", "a@spf.example", "h.example", 1.0, memo)
+        assert failed.result == "temperror" and CountingResolver.asked > asked   # never kept

@@ -86,6 +86,10 @@ def parse_record(text: str) -> DmarcRecord:
     return DmarcRecord(p=p, sp=sp, adkim=adkim, aspf=aspf, pct=max(0, min(100, pct)), rua=rua)
 
 
+ORGANIZATIONAL_ENTRIES = 10_000
+"""Organizational domains remembered by a DmarcChecker (emptied when full)."""
+
+
 def from_domain(header: bytes) -> str | None:
     """RFC 7489 6.6.1: the one domain of RFC5322.From; None when there is not exactly one."""
     parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
@@ -104,10 +108,17 @@ class DmarcChecker:
         self.resolver = resolver
         self.psl = psl or PublicSuffixList()
         self.rand = rand
+        self._organizational: dict[str, str] = {}
 
     def organizational(self, domain: str) -> str:
-        """RFC 7489 3.2: the public suffix plus one label."""
-        return self.psl.privatesuffix(domain) or domain
+        """RFC 7489 3.2: the public suffix plus one label (remembered per domain: every
+        message asks, for its From domain, SPF and DKIM domains)."""
+        org = self._organizational.get(domain)
+        if org is None:
+            if len(self._organizational) >= ORGANIZATIONAL_ENTRIES:
+                self._organizational.clear()
+            org = self._organizational[domain] = self.psl.privatesuffix(domain) or domain
+        return org
 
     def aligned(self, a: str, b: str, mode: str) -> bool:
         """RFC 7489 3.1.1 / 3.1.2: strict is equal, relaxed is the same organizational domain."""

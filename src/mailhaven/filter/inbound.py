@@ -26,7 +26,7 @@ from .dnslookup import ANSWER_CACHE, make_sync_resolver
 from .dnsmemo import MemoResolver
 from .scanners import Scanners, worse
 from .spam.scoring import SpamChecker, SpamResult, strip_spam_fields
-from .spf import SpfResult, check_spf
+from .spf import SpfMemo, SpfResult, check_spf
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +83,7 @@ class InboundFilter:
         self.settings = config.filter
         self.hostname = config.hostname
         self.sync_resolver = make_sync_resolver(config)
+        self.spf_memo = SpfMemo()
         resolver = configured_resolver(MemoResolver, config)
         resolver.cache = dns.resolver.LRUCache(ANSWER_CACHE)
         self.dmarc = DmarcChecker(resolver, psl or PublicSuffixList())
@@ -109,7 +110,8 @@ class InboundFilter:
         original_head = start[:head_len]
         head, _ = authresults.strip_ours(original_head, self.hostname)       # RFC 8601 5
         lookups = self.spam.start_lookups(ip) if self.spam is not None else None
-        spf_task = (asyncio.ensure_future(check_spf(self.sync_resolver, ip, mail_from, helo, timeout))
+        spf_task = (asyncio.ensure_future(check_spf(self.sync_resolver, ip, mail_from, helo, timeout,
+                                                          self.spf_memo))
                     if s.spf else None)
         dkim_results: list[DkimResult] | None = None
         arc: ArcResult | None = None

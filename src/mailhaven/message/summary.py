@@ -193,13 +193,31 @@ def _structure_attachments(node: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def stdlib_parse(raw: bytes) -> Message:
+    """``BytesParser(policy=compat32).parsebytes(raw)``, the same message at less cost when
+    it is neither multipart nor message/*: with every line of the header section ending in
+    CRLF, only that section goes through the feed parser and the body is set whole (the
+    parser walked the body a line at a time to join it back: 1.1 -> 0.43 ms of a 100 KB
+    message's summary, issue 18). An empty header section, a bare CR or LF in it, a header
+    defect or a container type takes the full parse."""
+    end = raw.find(b"\r\n\r\n")
+    if end > 0 and not raw.startswith(b"\r\n"):                # not an empty header section
+        head = raw[:end + 2]
+        if head.count(b"\n") == head.count(b"\r") == head.count(b"\r\n"):
+            msg = BytesParser(policy=_compat).parsebytes(head, headersonly=True)
+            if not msg.defects and msg.get_content_maintype() not in ("multipart", "message"):
+                msg.set_payload(raw[end + 4:].decode("ascii", "surrogateescape"))
+                return msg
+    return BytesParser(policy=_compat).parsebytes(raw)
+
+
 def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message; the MIME structure is
     read from ``structure_of`` when given (the whole message, where ``raw`` is a prefix)."""
     from .structure import stdlib_bounded
 
     try:
-        msg = BytesParser(policy=_compat).parsebytes(stdlib_bounded(raw))
+        msg = stdlib_parse(stdlib_bounded(raw))
     except Exception:  # noqa: BLE001
         return {"subject": "", "from": [], "to": [], "cc": [], "preview": "", "text": ""}
 

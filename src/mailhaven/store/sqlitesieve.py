@@ -143,7 +143,8 @@ class SieveMethods:
         await self.db.write_ctx(activate)
 
     async def get_active_sieve_script(self, account_id: int) -> tuple[str, str] | None:
-        row = await self.db.read(lambda conn: conn.execute(
+        # Every local delivery asks: one indexed row, read on the loop (no thread hop).
+        row = self.db.read_sync(lambda conn: conn.execute(
             "SELECT name, script FROM sieve_scripts WHERE account_id=? AND active=1", (account_id,)).fetchone())
         return (str(row[0]), str(row[1])) if row is not None else None
 

@@ -58,6 +58,8 @@ class SpamMethods:
                     counts[token] = (int(spam), int(ham))
             return (int(totals[0]), int(totals[1]), counts) if totals else (0, 0, counts)
 
+        if not wanted:          # the totals alone (is Bayes ready?), asked for every message:
+            return self.db.read_sync(read)              # one row, read on the loop
         return await self.db.read(read)
 
     async def spam_train(self, account_id: int, tokens: Sequence[str], *, spam: bool) -> None:
@@ -75,7 +77,9 @@ class SpamMethods:
         await self.db.write(train)
 
     async def spam_lists(self, account_id: int) -> dict[str, str]:
-        rows = await self.db.read(lambda conn: conn.execute(
+        # Every inbound message asks, for each recipient account: a few indexed rows, read
+        # on the loop (a thread hop cost more than the read; db.read_sync).
+        rows = self.db.read_sync(lambda conn: conn.execute(
             "SELECT entry, kind FROM spam_lists WHERE account_id=?", (account_id,)).fetchall())
         return {str(r[0]): str(r[1]) for r in rows}
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from functools import lru_cache
 
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
 
+@lru_cache(maxsize=4096)          # asked for every message; a client sends many
 def query_name(ip: str, zone: str) -> str | None:
     """``192.0.2.99`` under ``zen.example`` -> ``99.2.0.192.zen.example``; None for a
     non-global address family oddity (unparsable)."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+from functools import lru_cache
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.resolver
 import dns.reversename
 
@@ -34,17 +36,28 @@ async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> set[str
     return found
 
 
-async def reverse_dns(resolver: dns.asyncresolver.Resolver, ip: str, timeout: float) -> str:
-    """``pass`` (a PTR name resolves back to ``ip``), ``unconfirmed``, ``none`` (no PTR)
-    or ``temperror`` (DNS failed: no verdict)."""
+@lru_cache(maxsize=4096)
+def _ptr_name(ip: str) -> tuple[str, dns.name.Name] | None:
+    """(the address in its normal form, its PTR query name); None when unparsable. Asked
+    for every message, and a client sends many: parsed once."""
     try:
         address = str(ipaddress.ip_address(ip.split("%")[0]))
     except ValueError:
+        return None
+    return address, dns.reversename.from_address(address)
+
+
+async def reverse_dns(resolver: dns.asyncresolver.Resolver, ip: str, timeout: float) -> str:
+    """``pass`` (a PTR name resolves back to ``ip``), ``unconfirmed``, ``none`` (no PTR)
+    or ``temperror`` (DNS failed: no verdict)."""
+    parsed = _ptr_name(ip)
+    if parsed is None:
         return "temperror"
+    address, ptr = parsed
 
     async def lookup() -> str:
         try:
-            answer = await resolver.resolve(dns.reversename.from_address(address), "PTR")
+            answer = await resolver.resolve(ptr, "PTR")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return "none"
         names = [r.target.to_text(omit_final_dot=True) for r in answer][:MAX_PTR]
@@ -59,16 +72,22 @@ async def reverse_dns(resolver: dns.asyncresolver.Resolver, ip: str, timeout: fl
         return "temperror"
 
 
+@lru_cache(maxsize=4096)
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def helo_problems(helo: str, own_names: set[str]) -> list[str]:
     """Test names for a bad greeting: HELO_BARE_IP, HELO_NOT_FQDN, HELO_OURS."""
     name = helo.strip().rstrip(".").lower()
     if ADDRESS_LITERAL.fullmatch(name):
         return []                                                        # RFC 5321 4.1.3
-    try:
-        ipaddress.ip_address(name)
+    if _is_address(name):
         return ["HELO_BARE_IP"]
-    except ValueError:
-        pass
     if name in own_names:
         return ["HELO_OURS"]
     if "." not in name:

@@ -1,0 +1,60 @@
+"""message/summary.py ``stdlib_parse``: a single-part message has only its header section
+run through the stdlib's feed parser and its body set whole. It must give the summary the
+full parse gives, for every message of the shared corpus and for the edge cases that take
+the full parse (bare CR or LF in the header, a defective header, multipart, message/*)."""
+
+from __future__ import annotations
+
+from email.parser import BytesParser
+from email.policy import compat32
+
+import pytest
+
+from conftest import corpus_messages, require_corpus
+from mailhaven.message import summary
+from mailhaven.message.summary import stdlib_parse, summarize
+
+
+def full_parse_summary(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    with monkeypatch.context() as m:
+        m.setattr(summary, "stdlib_parse", BytesParser(policy=compat32).parsebytes)
+        return summarize(raw)
+
+
+EDGES = [
+    b"From: a@b.example\r\nSubject: plain\r\n\r\nbody line\r\nsecond\r\n",
+    b"From: a@b.example\nSubject: bare LF\n\nbody\n",
+    b"From: a@b.example\r\nSubject: mixed\n\r\nbody\r\n\r\nmore\r\n",
+    b"From: a@b.example\r\nSubject: lone CR\rX: y\r\n\r\nbody\r\n",
+    b"From: a@b.example\r\nnot a header line\r\nSubject: late\r\n\r\nbody\r\n",
+    b"Subject: no body\r\n\r\n",
+    b"\r\nno header\r\n\r\nsecond paragraph\r\n",
+    b"Subject: =?utf-8?q?caf=C3=A9?=\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 \xff\r\n",
+    b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nin\r\n--x--\r\n",
+    b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n",
+    b"Content-Type: text/html\r\nFrom: \"Q, R\" <q@r.example>\r\n\r\n<p>Hello</p>\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", EDGES)
+def test_edge_cases_summarise_as_the_full_parse(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert summarize(raw) == full_parse_summary(raw, monkeypatch)
+
+
+def test_single_part_body_is_the_full_parse_payload() -> None:
+    raw = EDGES[6]
+    assert stdlib_parse(raw).get_payload() == BytesParser(policy=compat32).parsebytes(raw).get_payload()
+    assert stdlib_parse(raw).items() == BytesParser(policy=compat32).parsebytes(raw).items()
+
+
+def test_every_corpus_message_summarises_as_the_full_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As stored, and with CRLF line ends as SMTP carries it (most corpus files end lines
+    in LF, which takes the full parse)."""
+    require_corpus()
+    differ = []
+    for name, stored in corpus_messages():
+        for raw in (stored, stored.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")):
+            if summarize(raw) != full_parse_summary(raw, monkeypatch):
+                differ.append(name)
+    assert differ == []
