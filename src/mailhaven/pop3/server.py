@@ -110,7 +110,7 @@ class Connection:
         data = self.session.take_output()
         if data:
             self.net.write(data)
-            await self.net.drain(always=False)    # the kernel took less than all: wait for room
+            await self.net.drain()
 
     async def run(self) -> None:
         session = self.session
