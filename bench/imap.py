@@ -10,7 +10,9 @@ the two servers, so the ratio is not skewed by a slow spell of a shared machine 
 one of them. Several ``--messages`` sizes make the scaling run: each size on fresh servers,
 then every workload's ratio and Mailhaven's time per message side by side, and the memory
 a selected mailbox costs (PSS with one session's mailbox of that size selected, less PSS
-with an empty mailbox selected, Mailhaven freshly restarted). Prints figures; asserts nothing.
+with an empty mailbox selected, Mailhaven freshly restarted). Each timed workload also gives the
+servers' CPU (utime+stime of their processes) per operation, which moves much less than
+the rates when the machine is shared. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -359,24 +361,50 @@ BULK = 4
 one run of a bulk FETCH lasts a fraction of a second, and on a shared machine a single run
 swung the ratio to Dovecot by a factor of two either way."""
 
+SINGLES = 1000
+"""One-message FETCHes per timed run (200 before: at 10 ms a CPU tick, too few to time their CPU)."""
+
 Run = Callable[[], Awaitable[object]]
 
 
-async def _median_rates(n: int, runs: dict[str, Run], repeat: int = REPEAT) -> dict[str, float]:
-    """The median rate of each server's run, the servers' runs interleaved (A B, then B A,
-    ...) so that a slow spell of the shared machine falls on both, not on one server's
-    whole series."""
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` (/proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+CPU_SUFFIX = " server CPU us/op"
+"""Added to a workload's label for the server CPU (utime+stime) per operation, the median
+over its runs: a firmer figure than the rate on a shared machine."""
+
+
+async def _median_rates(n: int, runs: dict[str, Run], repeat: int = REPEAT,
+                        pids: dict[str, Callable[[], list[int]]] | None = None) -> dict[str, tuple[float, float]]:
+    """The median rate of each server's run and its server CPU per operation (µs), the
+    servers' runs interleaved (A B, then B A, ...) so that a slow spell of the shared
+    machine falls on both, not on one server's whole series."""
     rates: dict[str, list[float]] = {name: [] for name in runs}
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
     order = list(runs)
     for i in range(repeat):
         for name in order if i % 2 == 0 else reversed(order):
+            procs = pids[name]() if pids else []
+            cpu = cpu_seconds(procs)
             start = time.perf_counter()
             await runs[name]()
             rates[name].append(n / (time.perf_counter() - start))
-    return {name: statistics.median(r) for name, r in rates.items()}
+            cpus[name].append((cpu_seconds(procs) - cpu) / n * 1e6)
+    return {name: (statistics.median(rates[name]), statistics.median(cpus[name])) for name in runs}
 
 
-async def bench_fetch_search(ports: dict[str, int], total: int) -> dict[str, dict[str, float]]:
+async def bench_fetch_search(ports: dict[str, int], total: int,
+                             pids: dict[str, Callable[[], list[int]]]) -> dict[str, dict[str, float]]:
     conns: dict[str, Conn] = {}
     for name, port in ports.items():
         conns[name] = c = await Conn.open(port)
@@ -386,8 +414,10 @@ async def bench_fetch_search(ports: dict[str, int], total: int) -> dict[str, dic
 
     async def measure(label: str, n: int, command: Callable[[Conn], Run], repeat: int = REPEAT) -> None:
         print(f"  {label}", file=sys.stderr, flush=True)
-        for name, rate in (await _median_rates(n, {k: command(c) for k, c in conns.items()}, repeat)).items():
+        figures = await _median_rates(n, {k: command(c) for k, c in conns.items()}, repeat, pids)
+        for name, (rate, cpu) in figures.items():
             out[name][label] = rate
+            out[name][label + CPU_SUFFIX] = cpu
 
     def cmd(text: str, times: int = 1) -> Callable[[Conn], Run]:
         """``text`` sent ``times`` times in a row per timed run."""
@@ -410,11 +440,11 @@ async def bench_fetch_search(ports: dict[str, int], total: int) -> dict[str, dic
 
     def singles(c: Conn) -> Run:
         async def run() -> None:
-            for _ in range(200):
+            for _ in range(SINGLES):
                 await c.cmd(f"UID FETCH {random.randint(1, total)} (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
         return run
 
-    await measure("single-message fetch cmds/s", 200, singles)
+    await measure("single-message fetch cmds/s", SINGLES, singles)
     searches = {
         "search UNSEEN LARGER": "SEARCH UNSEEN LARGER 1000",
         "search SUBJECT (fts)": 'SEARCH SUBJECT "tango"',
@@ -552,7 +582,7 @@ async def run_all(servers: list[Mailhaven | Dovecot], args: argparse.Namespace,
         print(f"[{server.name}] selected-mailbox memory", file=sys.stderr, flush=True)
         results[server.name].update(await bench_selected_memory(server, server.port))
     print("fetch/search", file=sys.stderr, flush=True)
-    for name, figures in (await bench_fetch_search(ports, total)).items():
+    for name, figures in (await bench_fetch_search(ports, total, {s.name: s.pids for s in servers})).items():
         results[name].update(figures)
     print("logins", file=sys.stderr, flush=True)
     for name, rate in (await bench_logins(ports, args.login_seconds, 4)).items():
@@ -600,16 +630,26 @@ def print_table(total: int, table: dict[str, dict[str, float]]) -> None:
     header = f"{'metric':42}" + "".join(f"{n:>14}" for n in names)
     if len(names) == 2:
         header += f"{'ratio':>10}"
+        print("(ratio: the first server's rate / the second's; for CPU rows the second's CPU / the first's:"
+              " above 1, the first is ahead either way)")
     print(header)
     for key in table[names[0]]:
         row = f"{key:42}" + "".join(f"{table[n].get(key, float('nan')):14.1f}" for n in names)
-        if len(names) == 2 and table[names[1]].get(key):
-            row += f"{table[names[0]][key] / table[names[1]][key]:10.2f}"
+        if len(names) == 2:
+            row += f"{_ratio(key, table[names[0]].get(key), table[names[1]].get(key)):>10}"
         print(row)
 
 
+def _ratio(key: str, a: float | None, b: float | None) -> str:
+    """``a / b`` for a rate, ``b / a`` for a CPU figure (above 1: ``a`` is ahead), or '-'."""
+    if not a or not b:
+        return "-"
+    return f"{b / a:.2f}" if key.endswith(CPU_SUFFIX) else f"{a / b:.2f}"
+
+
 def print_scaling(tables: dict[int, dict[str, dict[str, float]]]) -> None:
-    """Per workload: the ratio to the peer at each size, and Mailhaven's time per message."""
+    """Per workload: the ratio to the peer at each size (for CPU rows the peer's CPU over
+    Mailhaven's), and Mailhaven's time per message."""
     sizes = list(tables)
     first = tables[sizes[0]]
     names = list(first)
@@ -617,10 +657,8 @@ def print_scaling(tables: dict[int, dict[str, dict[str, float]]]) -> None:
     if len(names) == 2:
         print(f"{'ratio ' + names[0] + '/' + names[1]:42}" + "".join(f"{n:>10}" for n in sizes))
         for key in first[names[0]]:
-            cells = []
-            for n in sizes:
-                a, b = tables[n][names[0]].get(key), tables[n][names[1]].get(key)
-                cells.append(f"{a / b:10.2f}" if a and b else f"{'-':>10}")
+            cells = [f"{_ratio(key, tables[n][names[0]].get(key), tables[n][names[1]].get(key)):>10}"
+                     for n in sizes]
             print(f"{key:42}" + "".join(cells))
     print(f"{names[0] + ' us per message':42}" + "".join(f"{n:>10}" for n in sizes))
     for key in PER_MESSAGE:

@@ -5,6 +5,14 @@ while the queue relays 4 of them at once, DKIM-signed, to a second server (queue
 that server is down; measured from when it comes up until all 4 have arrived).
 
     python bench/large_messages.py [--size-mb 50] [--parallel 4] [--pg-dsn postgresql://...]
+    python bench/large_messages.py --dovecot [--size-mb 25] [--rounds 5]
+
+With ``--dovecot`` it measures only the way out, against a private Dovecot serving the same
+message from a Maildir: one message sent by IMAP ``FETCH 1 BODY.PEEK[]`` and by POP3
+``RETR 1`` to a client that only reads the bytes, the servers alternating (A B, B A, ...);
+per server the median time, the server CPU (utime+stime of its processes) and the peak
+RSS growth over the run's start, and the ratio Dovecot's time / Mailhaven's (target: at
+least 0.5).
 
 With ``--pg-dsn`` the server runs on PostgreSQL (a fresh schema, dropped at the end):
 large blobs are ``blob_chunks`` rows, read back a range or a row at a time.
@@ -24,7 +32,9 @@ import imaplib
 import os
 import poplib
 import smtplib
+import socket
 import ssl
+import statistics
 import sys
 import tempfile
 import threading
@@ -33,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from conftest import ServerProcess, free_port  # noqa: E402
 from dnsserver import DNSServer  # noqa: E402
@@ -153,13 +163,147 @@ def drop_schema(dsn: str) -> None:
     asyncio.run(drop())
 
 
+def _read_until(sock: socket.socket, end: bytes) -> int:
+    """Read from ``sock`` until the bytes end with ``end``; returns the count read."""
+    total = 0
+    tail = b""
+    buf = bytearray(1 << 20)
+    while True:
+        n = sock.recv_into(buf)
+        if not n:
+            raise ConnectionError("closed")
+        total += n
+        tail = (tail + bytes(buf[max(0, n - 64):n]))[-64:]
+        if tail.endswith(end):
+            return total
+
+
+def _imap_fetch_one(port: int, user: str) -> Callable[[], int]:
+    """A logged-in IMAP session with INBOX selected; the returned call FETCHes message 1."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    _read_until(sock, b"\r\n")
+    sock.sendall(f'a LOGIN "{user}" "{PASSWORD}"\r\n'.encode())
+    _read_tagged(sock, b"a")
+    sock.sendall(b"b EXAMINE INBOX\r\n")
+    _read_tagged(sock, b"b")
+    count = iter(range(1 << 30))
+
+    def fetch() -> int:
+        tag = b"f%d" % next(count)
+        sock.sendall(tag + b" FETCH 1 BODY.PEEK[]\r\n")
+        return _read_tagged(sock, tag)
+    return fetch
+
+
+def _read_tagged(sock: socket.socket, tag: bytes) -> int:
+    """Read until a line starting with ``tag`` ends (the literal before it is 25 MB of base64
+    lines, which never start with the tag)."""
+    total = 0
+    tail = b"\r\n"                     # the line may be the first one read
+    buf = bytearray(1 << 20)
+    start = b"\r\n" + tag + b" "
+    while True:
+        n = sock.recv_into(buf)
+        if not n:
+            raise ConnectionError("closed")
+        total += n
+        tail = (tail + bytes(buf[max(0, n - 4096):n]))[-4096:]
+        at = tail.rfind(start)
+        if at >= 0 and tail.endswith(b"\r\n") and tail.find(b"\r\n", at + 2) == len(tail) - 2:
+            return total
+
+
+def _pop3_retr_one(port: int, user: str) -> Callable[[], int]:
+    sock = socket.create_connection(("127.0.0.1", port))
+    _read_until(sock, b"\r\n")
+    for line in (f"USER {user}", f"PASS {PASSWORD}"):
+        sock.sendall(line.encode() + b"\r\n")
+        _read_until(sock, b"\r\n")
+
+    def retr() -> int:
+        sock.sendall(b"RETR 1\r\n")
+        return _read_until(sock, b"\r\n.\r\n")
+    return retr
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def compare_dovecot(size: int, rounds: int) -> None:
+    """One ``size`` message out by IMAP FETCH and POP3 RETR, Mailhaven and Dovecot alternating."""
+    from pop3_transfer import USER, DovecotPop3
+
+    raw = big_message(size, USER, "0")
+    limits = "[limits]\nmessage_size = \"200M\"\nimap_literal = \"200M\"\n"
+    with tempfile.TemporaryDirectory(prefix="mh-large-dc-") as tmp:
+        Path(tmp).chmod(0o755)      # Dovecot's auth process must reach its passwd file
+        srv = ServerProcess(Path(tmp) / "data", extra_config=limits).start()
+        dovecot = DovecotPop3(Path(tmp), imap=True)
+        try:
+            srv.add_user(USER, PASSWORD)
+            with imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=600) as m:
+                m.login(USER, PASSWORD)
+                assert m.append("INBOX", None, None, raw)[0] == "OK"
+            dovecot.start([(raw, True, 1_700_000_000)])
+            assert srv.proc is not None
+            mh_pid = srv.proc.pid
+            sides = {"mailhaven": (srv.port("imap"), srv.port("pop3"), lambda: [mh_pid]),
+                     "dovecot": (dovecot.imap_port, dovecot.port, dovecot.pids)}
+            print(f"one {size / 1e6:.0f} MB message out, {rounds} rounds, load {os.getloadavg()[0]:.1f}")
+            for proto in ("IMAP FETCH", "POP3 RETR"):
+                calls = {name: (_imap_fetch_one(imap, USER) if proto == "IMAP FETCH" else _pop3_retr_one(pop3, USER))
+                         for name, (imap, pop3, _) in sides.items()}
+                for call in calls.values():
+                    call()                              # warm: the file in the page cache, sessions started
+                secs: dict[str, list[float]] = {k: [] for k in sides}
+                cpus: dict[str, list[float]] = {k: [] for k in sides}
+                peaks: dict[str, list[float]] = {k: [] for k in sides}
+                order = list(sides)
+                for r in range(rounds):
+                    for name in order if r % 2 == 0 else reversed(order):
+                        pids = sides[name][2]()
+                        start_rss = rss_kb(pids[0])         # the process tree
+                        cpu0 = _cpu_seconds(pids)
+                        t0 = time.monotonic()
+                        with Sampler(pids[0]) as sampler:
+                            got = calls[name]()
+                        secs[name].append(time.monotonic() - t0)
+                        cpus[name].append(_cpu_seconds(pids) - cpu0)
+                        peaks[name].append((sampler.peak - start_rss) / 1024)
+                        assert got > size, got
+                for name in sides:
+                    print(f"{proto:10s} {name:9s} median {statistics.median(secs[name]) * 1000:7.0f} ms "
+                          f"(runs {', '.join(f'{x * 1000:.0f}' for x in secs[name])}); server CPU "
+                          f"{statistics.median(cpus[name]) * 1000:5.0f} ms; RSS growth "
+                          f"{max(peaks[name]):5.1f} MB")
+                ratio = statistics.median(secs["dovecot"]) / statistics.median(secs["mailhaven"])
+                print(f"{proto:10s} dovecot time / mailhaven time: {ratio:.2f} (target >= 0.5)")
+        finally:
+            dovecot.stop()
+            srv.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=float, default=50)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--pg-dsn", help="run the server on PostgreSQL (a fresh schema, dropped after)")
+    ap.add_argument("--dovecot", action="store_true", help="only the way out, against a private Dovecot")
+    ap.add_argument("--rounds", type=int, default=5, help="with --dovecot: runs per server and protocol")
     args = ap.parse_args()
     size = int(args.size_mb * 1_000_000)
+    if args.dovecot:
+        compare_dovecot(size, args.rounds)
+        return
     accounts = users(args.parallel)
     limits = "[limits]\nmessage_size = \"200M\"\nimap_literal = \"200M\"\n"
     pem, records = signing_key()

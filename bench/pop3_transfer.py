@@ -90,11 +90,13 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class DovecotPop3:
-    """A private Dovecot serving POP3 from a Maildir holding the same messages."""
+    """A private Dovecot serving POP3 (and, with ``imap``, IMAP on :attr:`imap_port`) from
+    a Maildir holding the same messages."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, imap: bool = False) -> None:
         self.dir = tmp / "dovecot"
         self.port = free_port()
+        self.imap_port = free_port() if imap else 0
         self.binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
     def start(self, msgs: list[tuple[bytes, bool, int]]) -> None:
@@ -115,11 +117,21 @@ class DovecotPop3:
                 os.chown(os.path.join(root, name), uid, uid)
         os.chown(d / "home", uid, uid)
         self.conf = d / "dovecot.conf"
+        imap = f"""
+service imap-login {{
+  inet_listener imap {{
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+""" if self.imap_port else ""
         self.conf.write_text(f"""
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
-protocols = pop3
+protocols = pop3{" imap" if self.imap_port else ""}
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -143,7 +155,7 @@ service pop3-login {{
     port = 0
   }}
 }}
-""")
+{imap}""")
         subprocess.run([self.binary, "-c", str(self.conf)], check=True)
         deadline = time.time() + 10
         while time.time() < deadline:

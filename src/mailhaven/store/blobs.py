@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from threading import Lock
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..datadir import private_dir
 from .api import BlobRef, NotFound
@@ -49,6 +49,10 @@ INLINE_MAX = 128 * 1024
 RECENT_BYTES = 8 * 1024 * 1024
 """Recently written inline blobs kept in memory: delivery reads a blob back right after
 writing it (to summarise it), and should not need a database read for that."""
+
+INLINE_JOIN = "LEFT JOIN blob_data b ON b.id = m.blob_id"
+"""Joined to ``messages m``, ``b.data`` is a message's inline bytes (NULL: in a file, or
+written and not yet inserted): see :meth:`FileBlobStore.complete_rows`."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blob_data (
@@ -330,6 +334,24 @@ class FileBlobStore:
         if len(found) < len(set(blob_ids)):
             return None
         return [found[b] for b in blob_ids]
+
+    def complete_rows(self, rows: list[Any], *, files: bool) -> list[tuple[Any, bytes]] | None:
+        """``(key, bytes)`` for rows ``(key, blob id, inline data or None)`` read with
+        :data:`INLINE_JOIN` (the inline bytes come with the row: one B-tree walk per blob
+        instead of a second ``IN`` query, 4.9 -> 3.0 µs a message): a row without inline
+        data from memory (written, not yet inserted) or, with ``files``, from its file;
+        None when one needs a file and ``files`` is False (the caller is the event loop)."""
+        out: list[tuple[Any, bytes]] = []
+        for key, blob_id, data in rows:
+            if data is None:
+                with self._recent_lock:
+                    data = self._recent.get(blob_id) or self._staged.get(blob_id)
+                if data is None:
+                    if not files:
+                        return None
+                    data = self._assemble([blob_id], {})[0]
+            out.append((key, data))
+        return out
 
     @staticmethod
     def _inline_many(conn: sqlite3.Connection, blob_ids: list[str]) -> dict[str, bytes]:

@@ -21,6 +21,7 @@ from .api import (
     NotFound,
     QuotaExceeded,
 )
+from .blobs import INLINE_JOIN
 from .db import Database, WriteContext
 from .names import normalize_mailbox_name
 from .sqliterows import (
@@ -227,19 +228,16 @@ class MessageMethods:
 
     async def get_raw(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
         wanted = sorted(set(uids))
+        select = f"SELECT m.uid, m.blob_id, b.data FROM messages m {INLINE_JOIN}"
 
         def find(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
-            rows = _uid_rows(conn, "SELECT m.uid, m.blob_id FROM messages m", mailbox_id, wanted)
-            data = self.blobs.read_many_in(conn, [r[1] for r in rows])
-            return [(r[0], d) for r, d in zip(rows, data, strict=True)]
-
-        def find_inline(conn: sqlite3.Connection) -> list[tuple[int, bytes]] | None:
-            rows = _uid_rows(conn, "SELECT m.uid, m.blob_id FROM messages m", mailbox_id, wanted)
-            data = self.blobs.read_inline_in(conn, [r[1] for r in rows])
-            return None if data is None else [(r[0], d) for r, d in zip(rows, data, strict=True)]
+            found = self.blobs.complete_rows(_uid_rows(conn, select, mailbox_id, wanted), files=True)
+            assert found is not None
+            return found
 
         if len(wanted) <= SMALL_READ:
-            found = self.db.read_sync(find_inline)
+            found = self.db.read_sync(
+                lambda conn: self.blobs.complete_rows(_uid_rows(conn, select, mailbox_id, wanted), files=False))
             if found is not None:
                 return found
         return await self.db.read(find)
