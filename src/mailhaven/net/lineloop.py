@@ -59,7 +59,7 @@ class LineLoop:
         data = self.session.take_output()
         if data:
             self.net.write(data)
-            await self.net.drain()
+            await self.net.drain(always=False)   # only when the kernel kept bytes back, as IMAP
 
     async def run(self) -> None:
         session = self.session
