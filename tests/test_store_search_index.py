@@ -83,7 +83,7 @@ async def test_background_indexing_when_delivery_is_quiet(tmp_path: Path, monkey
                 break
             await asyncio.sleep(0.05)
         assert await pending(store) == 0
-        indexed = await store.db.read(lambda c: c.execute("SELECT count(*) FROM messages_fts").fetchone()[0])
+        indexed = await store.db.read(lambda c: c.execute("SELECT count(*) FROM search_text").fetchone()[0])
         assert indexed == 5
     finally:
         await store.close()
@@ -180,9 +180,104 @@ async def test_indexing_keeps_up_while_deliveries_go_on(tmp_path: Path) -> None:
         for i in range(40):                               # one message every 0.1 s
             await store.deliver(await store.put_blob(raw(f"steady{i}")), [bob.id])
             await asyncio.sleep(0.1)
-            indexed = await store.db.read(lambda c: c.execute("SELECT count(*) FROM messages_fts").fetchone()[0])
+            indexed = await store.db.read(lambda c: c.execute("SELECT count(*) FROM search_text").fetchone()[0])
             if i >= 3 and indexed:
                 break
         assert indexed > 0
+    finally:
+        await store.close()
+
+
+_OLD_INDEX = ("CREATE VIRTUAL TABLE messages_fts USING fts5 (subject, sender, recipients, cc, bcc, body, headers, "
+              "tokenize = 'trigram')")
+
+
+async def test_a_database_with_the_old_index_is_moved_to_the_contentless_one(tmp_path: Path) -> None:
+    # Issue 18 (storage): the trigram index kept its own copy of the text, a quarter of it.
+    # A database from before has that table: its text is moved over and searches still work.
+    import sqlite3
+
+    from mailhaven.store.sqliteindex import unpack_text
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    await store.add_domain("nyu.example")
+    bob = await store.add_account("bob@nyu.example", "pw")
+    for word in ("walrus", "pelican", "octopus"):
+        await store.deliver(await store.put_blob(raw(word)), [bob.id])
+    await store.flush_index()
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "mailhaven.db")        # made as the old version made it
+    with conn:
+        texts = conn.execute("SELECT id, text FROM search_text").fetchall()
+        conn.execute("DROP TABLE search_index")
+        conn.execute("DROP TABLE search_text")
+        conn.execute(_OLD_INDEX)
+        for message_id, stored in texts:
+            conn.execute("INSERT INTO messages_fts (rowid, subject, sender, recipients, cc, bcc, body, headers) "
+                         "VALUES (?,?,?,?,?,?,?,?)", (message_id, *unpack_text(stored)))
+    conn.close()
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await store.search_text(inbox.id, "body", "pelican") == {2}
+        assert await store.search_text(inbox.id, "subject", "quarterly") == {1, 2, 3}
+        assert await store.search_text(inbox.id, "from", "Al") == {1, 2, 3}    # too short for trigrams
+        assert await store.search_text(inbox.id, "subject", "Xq") == set()
+        await store.expunge(inbox.id, [1])
+        assert await store.search_text(inbox.id, "text", "walrus") == set()
+        kept = await store.create_mailbox(bob.id, "Kept")
+        await store.copy(inbox.id, [3], kept.id)
+        assert await store.search_text(kept.id, "text", "octopus") == {1}
+
+        def tables(c: sqlite3.Connection) -> set[str]:
+            return {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+        names = await store.db.read(tables)
+        assert "messages_fts" not in names
+        assert not any(name.endswith("_content") for name in names)         # no second copy of the text
+    finally:
+        await store.close()
+
+
+def _trigram_docs(data: Path) -> dict[str, int]:
+    """How many messages the search index holds each trigram for (and that it is sound)."""
+    import sqlite3
+
+    conn = sqlite3.connect(data / "mailhaven.db")
+    try:
+        conn.execute("INSERT INTO search_index (search_index, rank) VALUES ('integrity-check', 0)")
+        conn.execute("CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, search_index, 'row')")
+        return dict(conn.execute("SELECT term, doc FROM temp.v").fetchall())
+    finally:
+        conn.close()
+
+
+async def test_expunge_and_reindex_keep_the_contentless_index_exact(tmp_path: Path) -> None:
+    # A contentless FTS5 table forgets what it indexed: taking a message out must tell it the
+    # very text it took, or its trigrams stay behind (and a later search finds a ghost).
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for word in ("heron", "egret", "ibis"):
+            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        await store.flush_index()
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        await store.expunge(inbox.id, [2])
+        assert await store.reindex() == 2
+        await store.flush_index()
+        docs = _trigram_docs(tmp_path)
+        assert "egr" not in docs and docs["her"] == 1 and docs["qua"] == 2
+        box = await store.create_mailbox(bob.id, "Gone")
+        await store.copy(inbox.id, [1, 3], box.id)
+        await store.flush_index()
+        assert _trigram_docs(tmp_path)["her"] == 2
+        await store.delete_mailbox(box.id)
+        assert _trigram_docs(tmp_path)["her"] == 1
+        assert await store.search_text(inbox.id, "subject", "heron") == {1}
     finally:
         await store.close()
