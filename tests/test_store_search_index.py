@@ -281,3 +281,36 @@ async def test_expunge_and_reindex_keep_the_contentless_index_exact(tmp_path: Pa
         assert await store.search_text(inbox.id, "subject", "heron") == {1}
     finally:
         await store.close()
+
+
+async def test_a_slice_ends_early_for_a_delivery_waiting_for_the_writer(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Issue 18: a delivery queued behind the indexer waited out its whole slice (59-150 ms
+    # at the worst under load); now the slice commits after the message it is on.
+    import threading
+
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for word in ("heron", "egret", "ibis", "stork"):
+            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        monkeypatch.setattr(sqlite_store, "INDEX_SLICE", 3600.0)     # time alone would take them all
+        blob = await store.put_blob(raw("crane"))
+        release = threading.Event()
+        held = asyncio.ensure_future(store.db.write(lambda c: release.wait(10)))   # the writer is busy
+        await asyncio.sleep(0.05)
+        indexing = asyncio.ensure_future(store.db.write(
+            lambda c: sqlite_store._index_some(c, store.db.writes_waiting), durable=False))
+        await asyncio.sleep(0.01)
+        delivery = asyncio.ensure_future(store.deliver(blob, [bob.id]))
+        await asyncio.sleep(0.05)
+        release.set()
+        await held
+        assert await indexing == 1                    # one message, then the delivery's turn
+        await delivery
+        assert await pending(store) == 4
+        assert await store.db.write(lambda c: sqlite_store._index_some(c, store.db.writes_waiting)) == 4
+    finally:
+        await store.close()

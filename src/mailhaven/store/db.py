@@ -195,6 +195,8 @@ class Database:
         self._lock_fd: int | None = None
         """``DATA/mailhaven.db.writelock``, flocked around each write transaction."""
         self._batch_hooks: list[Callable[[sqlite3.Connection], Callable[[], None] | None]] = []
+        self._jobs_after = 0
+        """Jobs of the running write transaction after the one running now."""
 
     def before_each_transaction(self, hook: Callable[[sqlite3.Connection], Callable[[], None] | None]) -> None:
         """``hook(conn)`` runs on the writer thread at the start of every write transaction,
@@ -259,8 +261,9 @@ class Database:
         return await _full_as_storage_full(job.future)
 
     def writes_waiting(self) -> bool:
-        """Write jobs are queued for the writer thread (it is busy or about to be)."""
-        return not self._queue.empty()
+        """Write jobs are queued for the writer thread (it is busy or about to be), or wait
+        in the running transaction after the current job (a job may end early for them)."""
+        return self._jobs_after > 0 or not self._queue.empty()
 
     async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
         """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
@@ -327,7 +330,8 @@ class Database:
                 done = hook(conn)
                 if done is not None:
                     committed.append(done)
-            for job in batch:
+            for i, job in enumerate(batch):
+                self._jobs_after = len(batch) - i - 1
                 try:
                     conn.execute("SAVEPOINT job")
                     value = job.fn(conn)
@@ -341,6 +345,7 @@ class Database:
                         pass
                     job.after_commit.clear()
                     results.append((False, exc))
+            self._jobs_after = 0
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:

@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..message.summary import LARGE_MESSAGE
@@ -100,9 +100,11 @@ def unindex(conn: sqlite3.Connection, message_ids: Iterable[int]) -> None:
         conn.execute("DELETE FROM fts_pending WHERE id=?", (message_id,))
 
 
-def _index_some(conn: sqlite3.Connection) -> int:
+def _index_some(conn: sqlite3.Connection, write_waiting: Callable[[], bool] | None = None) -> int:
     """Move pending rows into the trigram index for up to INDEX_SLICE seconds (at most
-    INDEX_CHUNK rows, at least one); returns how many."""
+    INDEX_CHUNK rows, at least one), and no further once ``write_waiting()`` says another
+    write (a delivery) is queued for the writer: it commits next instead of waiting out the
+    slice. Returns how many."""
     deadline = time.monotonic() + INDEX_SLICE
     done = []
     rows = conn.execute(f"SELECT id, {_COLUMNS} FROM fts_pending ORDER BY id LIMIT ?", (INDEX_CHUNK,))
@@ -111,7 +113,7 @@ def _index_some(conn: sqlite3.Connection) -> int:
         conn.execute(_INSERT_INDEX, (r[0], *fields))
         conn.execute("INSERT INTO search_text (id, text) VALUES (?,?)", (r[0], pack_text(fields)))
         done.append((r[0],))
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (write_waiting is not None and write_waiting()):
             break
     rows.close()
     conn.executemany("DELETE FROM fts_pending WHERE id=?", done)
@@ -148,7 +150,8 @@ class IndexMethods:
             quiet = time.monotonic() - self._last_indexed_write >= INDEX_QUIET and not self.db.writes_waiting()
             if quiet or self._index_pending >= INDEX_BACKLOG:
                 try:
-                    moved = await self.db.write(_index_some, durable=False)
+                    moved = await self.db.write(lambda c: _index_some(c, self.db.writes_waiting),
+                                                durable=False)
                 except sqlite3.Error as exc:          # busy or locked: try again later
                     _log.warning("search indexing failed: %s", exc)
                     continue
@@ -156,7 +159,7 @@ class IndexMethods:
 
     async def flush_index(self) -> None:
         """Index every pending message now (before a search)."""
-        while await self.db.write(_index_some, durable=False):
+        while await self.db.write(lambda c: _index_some(c, self.db.writes_waiting), durable=False):
             pass
         self._index_pending = 0
 
