@@ -157,7 +157,7 @@ async def test_the_indexer_gives_the_write_lock_back_after_its_slice(tmp_path: P
             await store.deliver(await store.put_blob(raw(word)), [bob.id])
         # A slice used up by its first message: one message per write transaction, so a
         # delivery waits behind one message's indexing, never a whole chunk's.
-        monkeypatch.setattr(sqlite_store, "INDEX_SLICE", 0.0)
+        monkeypatch.setattr(sqlite_store, "INDEX_SLICE_BYTES", 0)
         assert await store.db.write(sqlite_store._index_some) == 1
         assert await pending(store) == 2
         await store.flush_index()                     # slice after slice until none is left
@@ -296,7 +296,7 @@ async def test_a_slice_ends_early_for_a_delivery_waiting_for_the_writer(tmp_path
         bob = await store.add_account("bob@nyu.example", "pw")
         for word in ("heron", "egret", "ibis", "stork"):
             await store.deliver(await store.put_blob(raw(word)), [bob.id])
-        monkeypatch.setattr(sqlite_store, "INDEX_SLICE", 3600.0)     # time alone would take them all
+        monkeypatch.setattr(sqlite_store, "INDEX_SLICE_BYTES", 10**9)   # its size alone would take them all
         blob = await store.put_blob(raw("crane"))
         release = threading.Event()
         held = asyncio.ensure_future(store.db.write(lambda c: release.wait(10)))   # the writer is busy
@@ -312,5 +312,27 @@ async def test_a_slice_ends_early_for_a_delivery_waiting_for_the_writer(tmp_path
         await delivery
         assert await pending(store) == 4
         assert await store.db.write(lambda c: sqlite_store._index_some(c, store.db.writes_waiting)) == 4
+    finally:
+        await store.close()
+
+
+async def test_a_nul_in_the_text_is_indexed_as_a_space_and_taken_out_exactly(tmp_path: Path) -> None:
+    # NUL separates the kept fields; a header holding one must not shift them (a delete
+    # told other text than was indexed would leave trigrams behind).
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        odd = b"From: a@lancs.example\r\nTo: bob@nyu.example\r\nX-Odd: gan\x00net\r\nSubject: gannet\r\n\r\nx\r\n"
+        await store.deliver(await store.put_blob(odd), [bob.id])
+        await store.deliver(await store.put_blob(raw("puffin")), [bob.id])
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await store.search_text(inbox.id, "header", "gan net") == {1}
+        assert await store.search_text(inbox.id, "subject", "gannet") == {1}
+        assert await store.search_text(inbox.id, "subject", "puffin") == {2}
+        await store.expunge(inbox.id, [1])
+        docs = _trigram_docs(tmp_path)
+        assert "gan" not in docs and "odd" not in docs and docs["puf"] == 1
     finally:
         await store.close()
