@@ -336,3 +336,27 @@ async def test_a_nul_in_the_text_is_indexed_as_a_space_and_taken_out_exactly(tmp
         assert "gan" not in docs and "odd" not in docs and docs["puf"] == 1
     finally:
         await store.close()
+
+
+async def test_the_indexed_text_of_a_message_is_capped(tmp_path: Path) -> None:
+    # Issue 18: indexing costs by the kilobyte of text, so only the first INDEX_TEXT_LIMIT
+    # characters of a long text are indexed (and kept): a word past them is not found.
+    from mailhaven.message.summary import INDEX_TEXT_LIMIT
+
+    line = "The quarterly figures for the northern region are attached below.\r\n"
+    filler = line * (4 * INDEX_TEXT_LIMIT // len(line))
+    long_text = ("From: a@lancs.example\r\nTo: bob@nyu.example\r\nSubject: long\r\n\r\n"
+                 "kittiwake early\r\n" + filler + "guillemot late\r\n").encode()
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        await store.deliver(await store.put_blob(long_text), [bob.id])
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await store.search_text(inbox.id, "body", "kittiwake") == {1}
+        assert await store.search_text(inbox.id, "body", "guillemot") == set()
+        kept = await store.db.read(lambda c: c.execute("SELECT length(text) FROM search_text").fetchone()[0])
+        assert kept <= INDEX_TEXT_LIMIT + 1024
+    finally:
+        await store.close()
