@@ -3,10 +3,10 @@
 :class:`mailhaven.store.sqlite.SQLiteStore`.
 
 The index (``search_index``) is contentless (``content=''``) and records which trigrams
-each column holds, not where (``detail=column``, see trigram.py): no copy of the text. The text it took is kept once, in ``search_text``: to take
-a message out again (FTS5 before 3.43 deletes from a contentless table only given the
-values it indexed), for COPY, for needles too short for trigrams, and for
-``migrate-to-postgres``."""
+each column holds, not where (``detail=column``, see trigram.py). The text it took is
+kept once, in ``search_text``: to check the index's candidates, to take a message out
+again (FTS5 before 3.43 deletes from a contentless table only given the values it
+indexed), for COPY, for needles too short for trigrams, and for ``migrate-to-postgres``."""
 
 from __future__ import annotations
 
@@ -34,8 +34,6 @@ SEARCH_COLUMNS = ("subject", "sender", "recipients", "cc", "bcc", "body", "heade
 _COLUMNS = ", ".join(SEARCH_COLUMNS)
 _DELETE_INDEX = f"INSERT INTO search_index (search_index, rowid, {_COLUMNS}) VALUES ('delete',?,?,?,?,?,?,?,?)"
 
-
-
 # Search fields -> FTS columns (None: every column).
 _FTS_FIELDS: dict[str, str | None] = {
     "subject": "subject", "from": "sender", "to": "recipients", "cc": "cc", "bcc": "bcc",
@@ -54,14 +52,13 @@ INDEX_CHUNK = 200
 """Most messages indexed per write transaction."""
 INDEX_SLICE_BYTES = 256 * 1024
 """Bytes of search text indexed per write transaction, at most (and at least one message):
-about 6 ms of CPU (the index costs ~25 us per KB), what a delivery waiting for the write
-lock behind the indexer waits at the worst. Counted in bytes, not timed: the slice is a
-few statements over a set of rows, which keep the GIL released while they run."""
+6-12 ms of the writer's CPU measured, what a delivery queued behind the slice waits for
+(one waiting before it makes the slice a single message). Counted in bytes, not timed:
+the slice is a few statements over a set of rows, with the GIL released while they run."""
 
 
 FIELD_SEPARATOR = "\x00"
 """Between the fields in ``search_text`` (no field holds one: :func:`clean_fields`)."""
-
 
 
 def clean_fields(fields: Sequence[str | None]) -> tuple[str, ...]:
@@ -94,15 +91,12 @@ def unindex(conn: sqlite3.Connection, message_ids: Iterable[int]) -> None:
         conn.execute("DELETE FROM fts_pending WHERE id=?", (message_id,))
 
 
-def _sql_fields(prefix: str = "") -> str:
-    return ", ".join(f"ifnull({prefix}{c}, '')" for c in SEARCH_COLUMNS)
-
-
 _SLICE_ROWS = ("SELECT id, " + " + ".join(f"ifnull(length(CAST({c} AS BLOB)), 0)" for c in SEARCH_COLUMNS)
                + ", instr(" + " || ".join(f"ifnull(CAST({c} AS BLOB), x'')" for c in SEARCH_COLUMNS)
                + ", x'00') FROM fts_pending ORDER BY id LIMIT ?")
 """The backlog's first rows: id, bytes of text, whether a field holds a NUL."""
-_SLICE_INDEX = f"INSERT INTO search_index (rowid, {_COLUMNS}) SELECT id, {_sql_fields()} FROM fts_pending WHERE id <= ?"
+_FIELDS = ", ".join(f"ifnull({c}, '')" for c in SEARCH_COLUMNS)
+_SLICE_INDEX = f"INSERT INTO search_index (rowid, {_COLUMNS}) SELECT id, {_FIELDS} FROM fts_pending WHERE id <= ?"
 _SLICE_KEEP = ("INSERT INTO search_text (id, text) SELECT id, "
                + " || char(0) || ".join(f"ifnull({c}, '')" for c in SEARCH_COLUMNS)
                + " FROM fts_pending WHERE id <= ?")
@@ -118,9 +112,8 @@ def _index_some(conn: sqlite3.Connection, write_waiting: Callable[[], bool] | No
     a delivery, is queued for the writer already). Returns how many.
 
     The rows move in three statements over the set (index, kept text, backlog), not four
-    per row: each statement gives the GIL back and takes it again, and with the event loop
-    and summarising threads busy, taking it again waited up to the 5 ms switch interval
-    each time (a slice of 4 ms of CPU took 57 ms)."""
+    per row: each statement gives the GIL back and takes it again, which the event loop
+    and the summarising threads, busy in a burst, make slow."""
     budget = 0 if write_waiting is not None and write_waiting() else INDEX_SLICE_BYTES
     last, total, dirty = None, 0, []
     rows = conn.execute(_SLICE_ROWS, (INDEX_CHUNK,))
