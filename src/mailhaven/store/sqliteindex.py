@@ -50,6 +50,8 @@ INDEX_BACKLOG = 20_000
 """Pending messages beyond which indexing goes on under load too."""
 INDEX_CHUNK = 200
 """Most messages indexed per write transaction."""
+CHECKPOINT_EVERY = 0.25
+"""Seconds between checkpoints of the WAL (:meth:`Database.checkpoint`) while writes go on."""
 INDEX_SLICE_BYTES = 256 * 1024
 """Bytes of search text indexed per write transaction, at most (and at least one message):
 6-12 ms of the writer's CPU measured, what a delivery queued behind the slice waits for
@@ -156,10 +158,19 @@ class IndexMethods:
         current soon after a burst. A slice queued beside deliveries shares their commit.
         Searches do not wait for it: they flush first."""
         moved = 0
+        checkpointed, last_checkpoint = self.db.commits, time.monotonic()
         while True:
             # Slice after slice while there is work; deliveries queue for the lock between them.
             await asyncio.sleep(0 if moved else INDEX_POLL)
             moved = 0
+            now = time.monotonic()
+            if self.db.commits != checkpointed and now - last_checkpoint >= CHECKPOINT_EVERY:
+                # The WAL copied into the database beside the writer, not by a delivery's commit.
+                checkpointed, last_checkpoint = self.db.commits, now
+                try:
+                    await asyncio.to_thread(self.db.checkpoint)
+                except sqlite3.Error as exc:
+                    _log.warning("checkpoint failed: %s", exc)
             if not self._index_pending:
                 continue
             quiet = time.monotonic() - self._last_indexed_write >= INDEX_QUIET and not self.db.writes_waiting()
