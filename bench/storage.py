@@ -34,8 +34,11 @@ PARTS = {
     "rows": ("messages", "sqlite_autoindex_messages_1", "messages_account_modseq", "messages_mailbox_modseq",
              "messages_message_id", "messages_blob", "message_refs", "message_refs_ref"),
     "summaries": ("message_data",),
-    "index": ("messages_fts", "messages_fts_data", "messages_fts_idx", "messages_fts_content",
-              "messages_fts_docsize", "messages_fts_config", "fts_pending"),
+    "index": ("search_index", "search_index_data", "search_index_idx", "search_index_docsize",
+              "search_index_config", "search_text", "fts_pending",
+              # (before the index was contentless)
+              "messages_fts", "messages_fts_data", "messages_fts_idx", "messages_fts_content",
+              "messages_fts_docsize", "messages_fts_config"),
 }
 
 

@@ -61,6 +61,11 @@ WRITER_CACHE_KB = 32 * 1024
 """Page cache of the writer connection (SQLite's default is 2 MB). A flag change on a big
 mailbox (``STORE 1:*``) rewrites a row per message, about 4,000 pages for 10,000 messages;
 with them in cache the next one need not read them again. Fills only as writes touch pages."""
+WAL_AUTOCHECKPOINT = 16_384
+"""Pages of WAL (64 MB) past which a commit copies the WAL into the database itself: a
+backstop. Checkpoints run beside the writer (:meth:`Database.checkpoint`, called by the
+search indexer's loop), so a delivery's commit does not pay for one: at SQLite's default
+(1,000 pages) the commit that crossed it took 300-500 ms under load (issue 18's bursts)."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -195,6 +200,11 @@ class Database:
         self._lock_fd: int | None = None
         """``DATA/mailhaven.db.writelock``, flocked around each write transaction."""
         self._batch_hooks: list[Callable[[sqlite3.Connection], Callable[[], None] | None]] = []
+        self._jobs_after = 0
+        """Jobs of the running write transaction after the one running now."""
+        self.commits = 0
+        """Write transactions run (by this process), so a checkpoint is run only after some."""
+        self._checkpoint_conn: sqlite3.Connection | None = None
 
     def before_each_transaction(self, hook: Callable[[sqlite3.Connection], Callable[[], None] | None]) -> None:
         """``hook(conn)`` runs on the writer thread at the start of every write transaction,
@@ -211,6 +221,7 @@ class Database:
         private_file(self.path)     # SQLite gives the WAL and shared-memory files its mode
         self._write_conn = connect(self.path)
         self._write_conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KB}")
+        self._write_conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
         self._write_conn.executescript(schema)
         for extra in self._schema:
             self._write_conn.executescript(extra)
@@ -228,6 +239,15 @@ class Database:
             finally:
                 conn.close()
 
+    def checkpoint(self) -> None:
+        """Copy committed WAL frames into the database (blocking: run it in a thread). PASSIVE,
+        on a connection of its own: it takes no write lock, so deliveries commit meanwhile."""
+        with self._lock:
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = connect(self.path)
+            conn = self._checkpoint_conn
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def close(self) -> None:
         if self._writer is not None:
             self._queue.put(_STOP)
@@ -238,6 +258,9 @@ class Database:
             for c in self._reader_conns:
                 c.close()
             self._reader_conns.clear()
+            if self._checkpoint_conn is not None:
+                self._checkpoint_conn.close()
+                self._checkpoint_conn = None
         if self._write_conn is not None:
             self._write_conn.close()
             self._write_conn = None
@@ -259,8 +282,9 @@ class Database:
         return await _full_as_storage_full(job.future)
 
     def writes_waiting(self) -> bool:
-        """Write jobs are queued for the writer thread (it is busy or about to be)."""
-        return not self._queue.empty()
+        """Write jobs are queued for the writer thread (it is busy or about to be), or wait
+        in the running transaction after the current job (a job may end early for them)."""
+        return self._jobs_after > 0 or not self._queue.empty()
 
     async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
         """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
@@ -300,6 +324,7 @@ class Database:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             self._run_locked(conn, batch)
+            self.commits += 1
         finally:
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -327,7 +352,8 @@ class Database:
                 done = hook(conn)
                 if done is not None:
                     committed.append(done)
-            for job in batch:
+            for i, job in enumerate(batch):
+                self._jobs_after = len(batch) - i - 1
                 try:
                     conn.execute("SAVEPOINT job")
                     value = job.fn(conn)
@@ -341,6 +367,7 @@ class Database:
                         pass
                     job.after_commit.clear()
                     results.append((False, exc))
+            self._jobs_after = 0
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:

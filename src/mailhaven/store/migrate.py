@@ -29,6 +29,7 @@ from .pgqueue import SCHEMA as QUEUE_SCHEMA
 from .pgschema import check_schema_name, ensure_schema
 from .pgwebdata import SCHEMA as WEB_SCHEMA
 from .queuerows import COLUMNS as QUEUE_COLUMNS
+from .sqliteindex import SEARCH_COLUMNS, unpack_text
 from .sqliterows import decode_summary
 
 BATCH = 500
@@ -89,9 +90,12 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
                        lambda r: (r[0], r[1]))
             await _copy_blobs(conn, lite, data_dir, counts, progress)
             # Search text not yet indexed waits in fts_pending (where the source has that table).
-            pending = lite.execute("SELECT 1 FROM sqlite_master WHERE name='fts_pending'").fetchone()
-            text_source = ("(SELECT rowid AS id, * FROM messages_fts"
-                           + (" UNION ALL SELECT * FROM fts_pending)" if pending else ")"))
+            # Indexed text is kept compressed in search_text (in messages_fts before that).
+            tables = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            lite.create_function("search_field", 2, lambda stored, i: unpack_text(stored)[i], deterministic=True)
+            indexed = ("SELECT id, " + ", ".join(f"search_field(text, {i}) AS {c}" for i, c in enumerate(SEARCH_COLUMNS))
+                       + " FROM search_text" if "search_text" in tables else "SELECT rowid AS id, * FROM messages_fts")
+            text_source = f"({indexed}" + (" UNION ALL SELECT * FROM fts_pending)" if "fts_pending" in tables else ")")
             await copy("blob_text",
                        "SELECT m.blob_id, f.subject, f.sender, f.recipients, f.cc, f.bcc, f.body, f.headers "
                        f"FROM messages m JOIN {text_source} f ON f.id = m.id "

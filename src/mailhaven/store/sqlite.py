@@ -55,7 +55,7 @@ from .sqlite_security import SCHEMA as SECURITY_SCHEMA
 from .sqlite_security import SQLiteSecurity
 from .sqlitedmarc import SCHEMA as DMARC_SCHEMA
 from .sqlitedmarc import DmarcMethods
-from .sqliteindex import IndexMethods
+from .sqliteindex import IndexMethods, unindex
 from .sqlitemailboxes import MailboxMethods
 from .sqlitemessages import MessageMethods
 from .sqlitequeue import SCHEMA as QUEUE_SCHEMA
@@ -280,9 +280,8 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
             row = conn.execute("SELECT id FROM accounts WHERE address=?", (address,)).fetchone()
             if row is None:
                 raise NotFound(f"no account {address}")
-            for table, key in (("messages_fts", "rowid"), ("fts_pending", "id"), ("message_data", "id")):
-                conn.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT id FROM messages WHERE account_id=?)",
-                             (row[0],))
+            unindex(conn, [r[0] for r in conn.execute("SELECT id FROM messages WHERE account_id=?", (row[0],))])
+            conn.execute("DELETE FROM message_data WHERE id IN (SELECT id FROM messages WHERE account_id=?)", (row[0],))
             conn.execute("DELETE FROM messages WHERE account_id=?", (row[0],))
             conn.execute("DELETE FROM expunged WHERE account_id=?", (row[0],))
             conn.execute("DELETE FROM message_refs WHERE account_id=?", (row[0],))

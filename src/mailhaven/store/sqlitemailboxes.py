@@ -12,6 +12,7 @@ from .changes import ChangeHub
 from .db import Database, WriteContext
 from .names import like_prefix, normalize_mailbox_name, validate_mailbox_name
 from .recent import RecentFloors
+from .sqliteindex import unindex
 from .sqliterows import _mailbox
 
 
@@ -143,9 +144,8 @@ class MailboxMethods:
             conn.execute(
                 "INSERT INTO expunged SELECT mailbox_id, account_id, id, uid, ? FROM messages "
                 "WHERE mailbox_id=?", (modseq, mailbox_id))
-            for table, key in (("messages_fts", "rowid"), ("fts_pending", "id"), ("message_data", "id")):
-                conn.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT id FROM messages WHERE mailbox_id=?)",
-                             (mailbox_id,))
+            unindex(conn, [r[0] for r in conn.execute("SELECT id FROM messages WHERE mailbox_id=?", (mailbox_id,))])
+            conn.execute("DELETE FROM message_data WHERE id IN (SELECT id FROM messages WHERE mailbox_id=?)", (mailbox_id,))
             conn.execute("DELETE FROM messages WHERE mailbox_id=?", (mailbox_id,))
             conn.execute("DELETE FROM mailboxes WHERE id=?", (mailbox_id,))
             conn.execute("UPDATE accounts SET used = MAX(0, used - ?) WHERE id=?", (size, account_id))

@@ -24,6 +24,7 @@ from .api import (
 from .blobs import INLINE_JOIN
 from .db import Database, WriteContext
 from .names import normalize_mailbox_name
+from .sqliteindex import text_of, unindex
 from .sqliterows import (
     _INSERT_DATA,
     _INSERT_PENDING,
@@ -326,8 +327,7 @@ class MessageMethods:
             for row in rows:
                 conn.execute("INSERT INTO expunged VALUES (?,?,?,?,?)",
                              (mailbox_id, account_id, row["id"], row["uid"], modseq))
-                conn.execute("DELETE FROM messages_fts WHERE rowid=?", (row["id"],))
-                conn.execute("DELETE FROM fts_pending WHERE id=?", (row["id"],))
+                unindex(conn, (row["id"],))
                 conn.execute("DELETE FROM message_data WHERE id=?", (row["id"],))
                 conn.execute("DELETE FROM messages WHERE id=?", (row["id"],))
                 if adjust_quota:
@@ -380,11 +380,9 @@ class MessageMethods:
                 (dst, account_id, uid, row["blob_id"], row["size"], row["internal_date"], row["flags"], modseq,
                  row["thread_id"], row["message_id"])).fetchone()[0]
             conn.execute(_INSERT_DATA, (new_id, row["summary"] or "{}", row["imap_envelope"], row["imap_body"]))
-            conn.execute(                                    # indexed or not yet: the copy waits its turn
-                "INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
-                "SELECT ?, subject, sender, recipients, cc, bcc, body, headers FROM messages_fts WHERE rowid=? "
-                "UNION ALL SELECT ?, subject, sender, recipients, cc, bcc, body, headers FROM fts_pending "
-                "WHERE id=?", (new_id, row["id"], new_id, row["id"]))
+            text = text_of(conn, row["id"])                  # indexed or not yet: the copy waits its turn
+            if text is not None:
+                conn.execute(_INSERT_PENDING, (new_id, *text))
             if check_quota:
                 conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (row["size"], account_id))
             pairs.append((row["uid"], uid))
