@@ -58,3 +58,16 @@ def test_every_corpus_message_summarises_as_the_full_parse(monkeypatch: pytest.M
             if summarize(raw) != full_parse_summary(raw, monkeypatch):
                 differ.append(name)
     assert differ == []
+
+
+def test_raw_utf8_header_fields_are_read_as_utf8() -> None:
+    """RFC 6532 3.2: an internationalised message puts UTF-8 straight into its header
+    fields. The subject and display names (what the webmail, JMAP and SEARCH show) are that
+    text, beside encoded words too; they were U+FFFD for every 8-bit byte."""
+    raw = ("From: Jörg Müller <j@x.example>\r\nTo: Zoë <z@y.example>, =?utf-8?q?Z=C3=B6e?= <q@y.example>\r\n"
+           "Subject: héllo =?utf-8?q?w=C3=B6rld?=\r\n\r\nbody\r\n").encode()
+    for message in (raw, raw.replace(b"\r\n", b"\n")):
+        s = summarize(message)
+        assert s["subject"] == "héllo wörld"
+        assert s["from"] == [{"name": "Jörg Müller", "email": "j@x.example"}]
+        assert [a["name"] for a in s["to"]] == ["Zoë", "Zöe"]

@@ -11,7 +11,7 @@ import email.utils
 import os
 import re
 from email import policy
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser
 from typing import Any
@@ -29,17 +29,42 @@ without MIME headers): encoded bytes, never searched for, so never indexed."""
 _compat = policy.compat32
 
 
+def field_text(value: object) -> str:
+    """A field's value as the parser gives it, raw 8-bit bytes (compat32 hands them back
+    as an ``unknown-8bit`` Header) read as UTF-8 (RFC 6532 3.2); encoded words left as they are."""
+    if isinstance(value, Header):
+        return "".join(b.decode("utf-8", "replace") if isinstance(b, bytes) else b for b, _ in decode_header(value))
+    return str(value)
+
+
 def decode_header_value(value: object) -> str:
     """RFC 2047 encoded-words to text, tolerant of every breakage."""
     if value is None:
         return ""
-    raw = str(value)
+    raw = field_text(value)
     if "=?" not in raw:
         return raw.strip()                  # no encoded word: what the decoding would return
     try:
-        return str(make_header(decode_header(raw))).strip()
+        parts = decode_header(raw)
     except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
         return raw.strip()
+    try:
+        return str(make_header(parts)).strip()
+    except Exception:  # noqa: BLE001 - raw UTF-8 beside encoded words, an unknown charset
+        return "".join(_part_text(b, charset) for b, charset in parts).strip()
+
+
+def _part_text(data: bytes | str, charset: str | None) -> str:
+    """One piece of ``decode_header``: text outside encoded words comes back as
+    raw-unicode-escape bytes, an encoded word's in its charset."""
+    if isinstance(data, str):
+        return data
+    if charset is None:
+        return data.decode("raw-unicode-escape", "replace")
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
 
 
 def parse_addresses(values: list[str]) -> list[dict[str, str]]:
@@ -229,7 +254,7 @@ def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
 
     def all_values(name: str) -> list[str]:
         try:
-            return [str(v) for v in (msg.get_all(name) or [])]
+            return [field_text(v) for v in (msg.get_all(name) or [])]
         except Exception:  # noqa: BLE001
             return []
 
