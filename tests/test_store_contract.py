@@ -243,6 +243,9 @@ async def test_mailbox_management(backend):
     assert renamed.uidvalidity == work.uidvalidity
     names = [m.name for m in await s.list_mailboxes(bob.id)]
     assert "Jobs" in names and "Jobs/2026" in names and "Work" not in names
+    listed = await s.list_mailboxes(bob.id)            # the names alone: the same, in the same order
+    assert list((await s.mailbox_names(bob.id)).items()) == [(m.name, m.special_use) for m in listed]
+    assert (await s.mailbox_names(bob.id))["Junk"] == "\\Junk" and await s.mailbox_names(0) == {}
     inbox = await s.get_mailbox(bob.id, "inbox")
     with pytest.raises(InvalidName):
         await s.delete_mailbox(inbox.id)

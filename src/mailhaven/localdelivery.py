@@ -199,9 +199,9 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
 
 async def _mailboxes(store: Store, account_id: int) -> tuple[dict[str, str], dict[str, str]]:
     """The account's mailbox names by their lower case, and special-use attribute -> name."""
-    boxes = await store.list_mailboxes(account_id)
-    names = {m.name.lower(): m.name for m in boxes}
-    return names, {a.lower(): m.name for m in boxes if m.special_use for a in m.special_use.split()}
+    boxes = await store.mailbox_names(account_id)
+    names = {name.lower(): name for name in boxes}
+    return names, {a.lower(): name for name, use in boxes.items() if use for a in use.split()}
 
 
 _MAILBOX_TESTS = frozenset({"mailboxexists", "specialuse_exists"})

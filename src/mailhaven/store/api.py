@@ -501,6 +501,12 @@ class Store(Protocol):
     # -- mailboxes ----------------------------------------------------------
     async def list_mailboxes(self, account_id: int, *, counts: bool = False) -> list[Mailbox]: ...
 
+    async def mailbox_names(self, account_id: int) -> dict[str, str | None]:
+        """The account's mailbox names, each with its special-use attributes (None: none):
+        what a Sieve delivery that files a message needs, without the subscription and
+        count look-ups of :meth:`list_mailboxes`, in its order (SQLite: read on the event loop)."""
+        ...
+
     async def get_mailbox(self, account_id: int, name: str, *, counts: bool = True) -> Mailbox:
         """By name (``INBOX`` case-insensitive); raises NotFound. Without ``counts`` the
         message counts are left 0 (no scan of the mailbox's messages)."""

@@ -555,6 +555,11 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
         rows = await self.pool.fetch(_mailbox_query("b.account_id = $2", counts), SEEN, account_id)
         return [_mailbox(r) for r in rows]
 
+    async def mailbox_names(self, account_id: int) -> dict[str, str | None]:
+        rows = await self.pool.fetch("SELECT name, special_use FROM mailboxes WHERE account_id = $1 "
+                                     "ORDER BY name <> 'INBOX', name COLLATE \"C\"", account_id)
+        return {r["name"]: r["special_use"] for r in rows}
+
     async def get_mailbox(self, account_id: int, name: str, *, counts: bool = True) -> Mailbox:
         name = normalize_mailbox_name(name)
         row = await self.pool.fetchrow(_mailbox_query("b.account_id = $2 AND b.name = $3", counts), SEEN,

@@ -71,6 +71,14 @@ class MailboxMethods:
 
         return await self.db.read(find)
 
+    async def mailbox_names(self, account_id: int) -> dict[str, str | None]:
+        # Asked by every Sieve delivery that files a message: a few indexed rows, read on
+        # the loop (a reader-thread hop cost more than the read; db.read_sync).
+        rows = self.db.read_sync(lambda conn: conn.execute(
+            "SELECT name, special_use FROM mailboxes WHERE account_id=? ORDER BY name <> 'INBOX', name",
+            (account_id,)).fetchall())
+        return {str(r[0]): r[1] for r in rows}
+
     async def get_mailbox(self, account_id: int, name: str, *, counts: bool = True) -> Mailbox:
         name = normalize_mailbox_name(name)
 
