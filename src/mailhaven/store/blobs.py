@@ -270,6 +270,16 @@ class FileBlobStore:
         with self._recent_lock:
             return self._recent.get(blob_id) or self._staged.get(blob_id)
 
+    def _in_memory(self, blob_ids: list[str]) -> dict[str, bytes]:
+        """:meth:`recent` of several blobs under one hold of the lock: those it has."""
+        found: dict[str, bytes] = {}
+        with self._recent_lock:
+            for blob_id in blob_ids:
+                data = self._recent.get(blob_id) or self._staged.get(blob_id)
+                if data is not None:
+                    found[blob_id] = data
+        return found
+
     def _inline(self, blob_id: str) -> bytes | None:
         data = self.recent(blob_id)
         if data is not None or self.db is None:
@@ -306,12 +316,7 @@ class FileBlobStore:
 
     def read_many_in(self, conn: sqlite3.Connection | None, blob_ids: list[str]) -> list[bytes]:
         """:meth:`read_many_sync` inside a read transaction the caller holds on ``conn``."""
-        found: dict[str, bytes] = {}
-        with self._recent_lock:
-            for blob_id in blob_ids:
-                data = self._recent.get(blob_id) or self._staged.get(blob_id)
-                if data is not None:
-                    found[blob_id] = data
+        found = self._in_memory(blob_ids)
         wanted = [b for b in dict.fromkeys(blob_ids) if b not in found]
         if wanted and conn is not None:
             found.update(self._inline_many(conn, wanted))
@@ -322,12 +327,7 @@ class FileBlobStore:
         file to open: the caller may be the event loop); None when one is a file."""
         if self.inline_max < 0:
             return None
-        found: dict[str, bytes] = {}
-        with self._recent_lock:
-            for blob_id in blob_ids:
-                data = self._recent.get(blob_id) or self._staged.get(blob_id)
-                if data is not None:
-                    found[blob_id] = data
+        found = self._in_memory(blob_ids)
         wanted = [b for b in dict.fromkeys(blob_ids) if b not in found]
         if wanted:
             found.update(self._inline_many(conn, wanted))
@@ -344,8 +344,7 @@ class FileBlobStore:
         out: list[tuple[Any, bytes]] = []
         for key, blob_id, data in rows:
             if data is None:
-                with self._recent_lock:
-                    data = self._recent.get(blob_id) or self._staged.get(blob_id)
+                data = self.recent(blob_id)
                 if data is None:
                     if not files:
                         return None
