@@ -299,7 +299,9 @@ class JMAP:
                     change = asyncio.ensure_future(sub.get())
                     done, _ = await asyncio.wait((change, stopping), timeout=ping or 30,
                                                  return_when=asyncio.FIRST_COMPLETED)
-                    if change not in done:
+                    timed_out = change not in done
+                    state: dict[str, str] | None = None
+                    if timed_out:
                         change.cancel()
                         if stopping in done:
                             return
@@ -309,31 +311,24 @@ class JMAP:
                         if now != version:
                             version = now
                             state = await _push_states(store, account_id, sieve=True)
-                            changed = {t: v for t, v in state.items() if last.get(t) != v}
-                            if changed:
-                                last = {**last, **state}
-                                yield f"event: state\ndata: {json.dumps(_state_change(account_id, changed))}\n\n"
-                                if close_after:
-                                    return
-                                continue
-                        if ping:
-                            yield f"event: ping\ndata: {json.dumps({'interval': ping})}\n\n"
-                        continue
-                    await asyncio.sleep(0.05)                 # coalesce a burst of changes
-                    kinds = {change.result().kind}
-                    while getattr(sub, "pending", lambda: False)():
-                        kinds.add(sub.get_nowait().kind)
-                    # The scripts are read again only when a Sieve change came (store
-                    # kind "sieve": any script written, activated, renamed or deleted).
-                    if "sieve" in kinds:
-                        version = await store.sieve_version(account_id)
-                    state = await _push_states(store, account_id, sieve="sieve" in kinds)
-                    changed = {t: v for t, v in state.items() if last.get(t) != v}
+                    else:
+                        await asyncio.sleep(0.05)             # coalesce a burst of changes
+                        kinds = {change.result().kind}
+                        while getattr(sub, "pending", lambda: False)():
+                            kinds.add(sub.get_nowait().kind)
+                        # The scripts are read again only when a Sieve change came (store
+                        # kind "sieve": any script written, activated, renamed or deleted).
+                        if "sieve" in kinds:
+                            version = await store.sieve_version(account_id)
+                        state = await _push_states(store, account_id, sieve="sieve" in kinds)
+                    changed = {t: v for t, v in (state or {}).items() if last.get(t) != v}
                     if changed:
-                        last = {**last, **state}
+                        last = {**last, **changed}
                         yield f"event: state\ndata: {json.dumps(_state_change(account_id, changed))}\n\n"
                         if close_after:
                             return
+                    elif timed_out and ping:
+                        yield f"event: ping\ndata: {json.dumps({'interval': ping})}\n\n"
             finally:
                 if stopping is not None:
                     stopping.cancel()
