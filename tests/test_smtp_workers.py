@@ -124,3 +124,29 @@ def test_killing_a_worker_mid_load_loses_no_acknowledged_message(tmp_path: Path)
         assert not missing, f"{len(missing)} acknowledged messages lost"
     finally:
         server.stop()
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> None:
+    """40 connections opened at once (smtp-source's start, a burst of MTAs) land on every
+    worker, not mostly on whichever woke first: each worker has its own listening socket
+    (SO_REUSEPORT) and the kernel spreads connections over them. The process that took a
+    connection is named by the stamp in its reply to DATA (logs.connection_id)."""
+    server, workers = start_with_workers(tmp_path / "data")
+    try:
+        socks = [socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=20) for _ in range(40)]
+        served: dict[str, int] = {}
+        for n, sock in enumerate(socks):
+            with smtplib.SMTP(timeout=20) as s:
+                s.sock, s.file = sock, sock.makefile("rb")
+                assert s.getreply()[0] == 220
+                s.ehlo("burst.example")
+                s.mail("alice@lancs.example")
+                s.rcpt("bob@nyu.example")
+                code, reply = s.data(body(1, n))
+                assert code == 250
+                stamp = reply.decode().split()[-1].rsplit(".", 2)[0][-13:]   # <cid>.<message>
+                served[stamp] = served.get(stamp, 0) + 1
+        assert len(served) == WORKERS, served
+        assert min(served.values()) >= 8, served          # Binomial(40, 1/2) is below 8 once in 30,000
+    finally:
+        server.stop()

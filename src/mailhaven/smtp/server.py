@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -127,11 +126,9 @@ class SmtpListener(Listener):
         count = self.app.config.smtp.workers
         if self.name == "smtp" and count > 0:
             # Port 25 in worker processes (smtp/workers.py): bind here, accept there.
-            from .workers import WorkerPool
+            from .workers import WorkerPool, bind_per_worker
 
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.create_server((host, port), family=family, backlog=1024)
-            self.workers = WorkerPool(self.app, [sock], count, self.log)
+            self.workers = WorkerPool(self.app, bind_per_worker(host, port, count), count, self.log)
             await self.workers.start()
             return
         await super().start(host, port)
