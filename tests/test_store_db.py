@@ -1,8 +1,12 @@
-"""The SQLite reader pool: results, errors, cancellation, and a long read beside short ones."""
+"""The SQLite reader pool: results, errors, cancellation, and a long read beside short ones;
+the writer's fsync of the WAL, after the commit and outside the cross-process write lock."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -17,6 +21,38 @@ def db(tmp_path: Path):  # type: ignore[no-untyped-def]
     d.open("CREATE TABLE t(a INTEGER)")
     yield d
     d.close()
+
+
+def test_a_write_returns_after_its_wal_was_fsynced_outside_the_write_lock(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes sharing the database (SMTP workers) take turns at ``.writelock``; the fsync
+    that makes a commit durable runs after it is released, and before the write returns."""
+    seen: list[tuple[str, bool, int]] = []
+    fdatasync = os.fdatasync
+
+    def spy(fd: int) -> None:
+        probe = os.open(str(db.path) + ".writelock", os.O_RDWR)   # another process's view
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(probe)
+        with sqlite3.connect(db.path) as other:
+            rows = other.execute("SELECT count(*) FROM t").fetchone()[0]
+        seen.append((os.readlink(f"/proc/self/fd/{fd}"), free, rows))
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+
+    async def main() -> None:
+        await db.write(lambda c: c.execute("INSERT INTO t VALUES (1)"))
+        assert seen == [(str(db.path) + "-wal", True, 1)]       # committed, lock free, synced
+        await db.write(lambda c: c.execute("INSERT INTO t VALUES (2)"), durable=False)
+        assert len(seen) == 1                                   # search indexing: not synced
+
+    asyncio.run(main())
 
 
 def test_read_returns_result_and_raises_errors(db: Database) -> None:
