@@ -178,6 +178,26 @@ class _QueueOnly:
         return ids
 
 
+def _forward_changes(store: Any, writer: asyncio.StreamWriter, origin: str) -> None:
+    """Send the main process every change this worker's store commits, one JSON line each,
+    the lines of one loop iteration in one write: a commit's deliveries settle together, and
+    a write (a syscall, and a wake-up of the main process) per change was 7% of a worker's
+    samples under load."""
+    lines: list[bytes] = []
+    loop = asyncio.get_running_loop()
+
+    def flush() -> None:
+        writer.write(b"".join(lines))
+        lines.clear()
+
+    def take(change: Any) -> None:
+        if not lines:
+            loop.call_soon(flush)
+        lines.append(encode_change(origin, change).encode() + b"\n")
+
+    store.subscribe(None).on_change(take)
+
+
 async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) -> None:
     from ..app import AppContext
     from ..store import create_store
@@ -193,15 +213,8 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
     outbound = _QueueOnly(store, writer.write)
     await outbound.open()
     ctx.outbound = outbound
-    forward: asyncio.Task[None] | None = None
     if config.store.backend == "sqlite":   # PostgreSQL nodes hear of each other by NOTIFY
-        sub = store.subscribe(None)
-
-        async def pump() -> None:
-            async for change in sub:
-                writer.write(encode_change(f"w{index}", change).encode() + b"\n")
-
-        forward = asyncio.create_task(pump())
+        _forward_changes(store, writer, f"w{index}")
     follow = None
     if config.acme.directory:                   # renewed by the main process's ACME service
         from ..certs.service import follow_certificate
@@ -220,9 +233,7 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
     await listener.wait_closed()
     if follow is not None:
         follow.cancel()
-    if forward is not None:
-        await asyncio.sleep(0)            # let the last changes go out
-        forward.cancel()
+    await asyncio.sleep(0)                # let the last changes go out
     with contextlib.suppress(Exception):
         await writer.drain()
     await store.close()
