@@ -4,12 +4,15 @@ acknowledged message, and none outlives the server."""
 
 from __future__ import annotations
 
+import imaplib
 import json
 import os
 import signal
 import smtplib
 import socket
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from conftest import ServerProcess, wait_for
@@ -148,5 +151,36 @@ def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> No
                 served[stamp] = served.get(stamp, 0) + 1
         assert len(served) == WORKERS, served
         assert min(served.values()) >= 8, served          # Binomial(40, 1/2) is below 8 once in 30,000
+    finally:
+        server.stop()
+
+
+def pending_index(data: Path) -> int:
+    with sqlite3.connect(f"file:{data / 'mailhaven.db'}?mode=ro", uri=True, timeout=10) as conn:
+        return int(conn.execute("SELECT count(*) FROM fts_pending").fetchone()[0])
+
+
+def test_the_main_process_indexes_what_the_workers_deliver(tmp_path: Path) -> None:
+    """Workers leave the search index to the main process (one indexer taking the write
+    lock, not one per worker): with the main process stopped, what a worker delivers
+    waits in fts_pending; once it runs again, it is indexed and found by SEARCH."""
+    server, workers = start_with_workers(tmp_path / "data")
+    assert server.proc is not None
+    try:
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            for n in range(5):
+                with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10) as s:
+                    s.sendmail("alice@lancs.example", ["bob@nyu.example"], body(2, n))
+            time.sleep(1)                   # a worker's own indexer would have moved them by now
+            assert pending_index(server.data) == 5
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        wait_for(lambda: pending_index(server.data) == 0, what="the main process indexing")
+        imap = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=10)
+        imap.login("bob@nyu.example", "s3cret")
+        imap.select("INBOX")
+        assert len(imap.search(None, "BODY", '"payload 2-3"')[1][0].split()) == 1
+        imap.logout()
     finally:
         server.stop()

@@ -134,8 +134,14 @@ class WorkerPool:
                 wake()
             return
         decoded = decode_change(line.decode(errors="replace"))
+        if decoded is None:
+            return
+        if decoded[1].kind == "exists":
+            delivered = getattr(self.app.store, "delivered_elsewhere", None)
+            if delivered is not None:               # SQLite: the search index is built here
+                delivered()
         hub = getattr(self.app.store, "hub", None)
-        if decoded is not None and hub is not None:
+        if hub is not None:
             hub.publish(decoded[1])
 
     def close(self) -> None:
@@ -215,6 +221,9 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
     ctx.outbound = outbound
     if config.store.backend == "sqlite":   # PostgreSQL nodes hear of each other by NOTIFY
         _forward_changes(store, writer, f"w{index}")
+        index_elsewhere = getattr(store, "index_elsewhere", None)
+        if index_elsewhere is not None:     # the main process indexes what we deliver
+            index_elsewhere()
     follow = None
     if config.acme.directory:                   # renewed by the main process's ACME service
         from ..certs.service import follow_certificate

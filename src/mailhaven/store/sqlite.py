@@ -96,6 +96,8 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self._index_pending = 0
         """Messages whose search text waits in fts_pending (as far as this process knows)."""
         self._last_indexed_write = 0.0
+        self._foreign_commits = 0
+        """Deliveries other processes (SMTP workers) told this one of (delivered_elsewhere)."""
         self._indexer: asyncio.Task[None] | None = None
         self.passwords = PasswordChecker()
 

@@ -143,6 +143,8 @@ class IndexMethods:
         blobs: FileBlobStore
         _index_pending: int
         _last_indexed_write: float
+        _foreign_commits: int
+        _indexer: asyncio.Task[None] | None
 
         async def list_messages(self, mailbox_id: int, *, with_summary: bool = False) -> list[Message]: ...
 
@@ -151,6 +153,21 @@ class IndexMethods:
         self._index_pending += 1
         self._last_indexed_write = time.monotonic()
 
+    def index_elsewhere(self) -> None:
+        """This process (an SMTP worker) leaves the search index and the WAL checkpoints to
+        the main process, which hears of its deliveries (:meth:`delivered_elsewhere`): one
+        indexer instead of one per process, whose slices took the write lock from the other
+        workers' deliveries, and the indexing CPU off the workers' event-loop threads."""
+        if self._indexer is not None:
+            self._indexer.cancel()
+            self._indexer = None
+
+    def delivered_elsewhere(self) -> None:
+        """Another process sharing the database (an SMTP worker) delivered a message: index
+        it here, and count its commit toward the next checkpoint."""
+        self._foreign_commits += 1
+        self._index_later()
+
     async def _index_loop(self) -> None:
         """Move pending search text into the trigram index an INDEX_SLICE_BYTES per transaction,
         whenever no delivery is waiting for the writer thread (or the backlog passes
@@ -158,15 +175,16 @@ class IndexMethods:
         current soon after a burst. A slice queued beside deliveries shares their commit.
         Searches do not wait for it: they flush first."""
         moved = 0
-        checkpointed, last_checkpoint = self.db.commits, time.monotonic()
+        checkpointed, last_checkpoint = self.db.commits + self._foreign_commits, time.monotonic()
         while True:
             # Slice after slice while there is work; deliveries queue for the lock between them.
             await asyncio.sleep(0 if moved else INDEX_POLL)
             moved = 0
             now = time.monotonic()
-            if self.db.commits != checkpointed and now - last_checkpoint >= CHECKPOINT_EVERY:
+            commits = self.db.commits + self._foreign_commits
+            if commits != checkpointed and now - last_checkpoint >= CHECKPOINT_EVERY:
                 # The WAL copied into the database beside the writer, not by a delivery's commit.
-                checkpointed, last_checkpoint = self.db.commits, now
+                checkpointed, last_checkpoint = commits, now
                 try:
                     await asyncio.to_thread(self.db.checkpoint)
                 except sqlite3.Error as exc:
