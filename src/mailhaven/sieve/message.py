@@ -93,10 +93,12 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")       # a line and its en
 _FIELD_NAME = re.compile(r"[\041-\071\073-\176]*")                # email.feedparser.headerRE's name
 
 
-_FIELDS = re.compile(r"^([\041-\071\073-\176]+):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)(?:\r?\n|\Z)", re.M)
+_FIELDS = re.compile(r"^([\041-\071\073-\176]+):[ \t]*+([^\r\n]*+(?:\r?\n[ \t][^\r\n]*+)*+)(?:\r?\n|\Z)", re.M)
 """A field at the start of a line whose line breaks are LF or CRLF: its name (_FIELD_NAME's
 characters), and its value as header_fields reads it (blanks after the colon dropped, the
-continuation lines with their line breaks, the last line break left out)."""
+continuation lines with their line breaks, the last line break left out). Possessive:
+with no bare CR (_fields_at_once checks) nothing is ever given back, and sre keeps no
+backtracking state for a field's thousands of continuation lines."""
 
 
 def header_fields(head: bytes) -> dict[str, list[str]]:
@@ -199,7 +201,7 @@ class SieveMessage:
     _index: dict[str, list[str]] | None = field(default=None, repr=False)
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
-    memo: dict[object, list[str]] = field(default_factory=dict, repr=False)
+    memo: dict[str, list[str]] = field(default_factory=dict, repr=False)
     """Values derived from the header by the compiled tests (sieve/program.py), shared by
     every test of a run that asks the same: folded values, address parts."""
 

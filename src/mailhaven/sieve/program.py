@@ -99,15 +99,15 @@ class _Builder:
         elif name == "header" and "index" not in tags and self.constant(test.args[0]):   # RFC 5228 5.7
             names = tuple(test.args[0])
             folds = self.folds(test)
-            fn = self.matching(test, ("header", names, folds), _header_values(names, folds))
+            fn = self.matching(test, _memo_key("header", *names, folds), _header_values(names, folds))
         elif name == "address" and "index" not in tags and self.constant(test.args[0]):  # RFC 5228 5.1
             names = tuple(h for h in test.args[0] if h.lower() in _ADDRESS_HEADERS)
             part, folds = _address_part(tags), self.folds(test)
-            fn = self.matching(test, ("address", names, part, folds), _address_values(names, part, folds))
+            fn = self.matching(test, _memo_key("address", *names, part, folds), _address_values(names, part, folds))
         elif name == "envelope" and self.constant(test.args[0]):    # RFC 5228 5.4
             parts = tuple(p.lower() for p in test.args[0])
             part, folds = _address_part(tags), self.folds(test)
-            fn = self.matching(test, ("envelope", parts, part, folds), _envelope_values(parts, test, folds))
+            fn = self.matching(test, _memo_key("envelope", *parts, part, folds), _envelope_values(parts, test, folds))
         if fn is None:
             return lambda st: _test(st, test)                       # the interpreter's own code
         return fn
@@ -116,7 +116,7 @@ class _Builder:
         """The values can be handed over folded: is/contains under i;ascii-casemap."""
         return _match_type(test.tags) in ("is", "contains") and test.tags.get("comparator", _CASEMAP) == _CASEMAP
 
-    def matching(self, test: Test, key: tuple[object, ...], values: Values) -> TestFn | None:
+    def matching(self, test: Test, key: str, values: Values) -> TestFn | None:
         """A test of ``values`` against the keys, with the step counted; None when the
         match is one the interpreter's ``_match`` decides at run time. The values are
         memoised on the message under ``key`` (the same for every test asking the same),
@@ -211,6 +211,12 @@ class _Builder:
                 return False
             return regex
         return None                              # :count, :value
+
+
+def _memo_key(*parts: object) -> str:
+    """The key a test's values are memoised under: one string (its hash is kept, where a
+    tuple's is computed at each look-up), the same for every test asking the same."""
+    return repr(parts)                           # distinct for distinct names, whatever they hold
 
 
 def _match_type(tags: dict[str, object]) -> str:
