@@ -93,7 +93,7 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")       # a line and its en
 _FIELD_NAME = re.compile(r"[\041-\071\073-\176]*")                # email.feedparser.headerRE's name
 
 
-_FIELDS = re.compile(r"^([\041-\071\073-\176]+):[ \t]*+([^\r\n]*+(?:\r?\n[ \t][^\r\n]*+)*+)(?:\r?\n|\Z)", re.M)
+_FIELDS = re.compile(r"^([\041-\071\073-\176]++):[ \t]*+([^\r\n]*+(?:\r?\n[ \t][^\r\n]*+)*+)(?:\r?\n|\Z)", re.M)
 """A field at the start of a line whose line breaks are LF or CRLF: its name (_FIELD_NAME's
 characters), and its value as header_fields reads it (blanks after the colon dropped, the
 continuation lines with their line breaks, the last line break left out). Possessive:
@@ -245,11 +245,15 @@ class SieveMessage:
         without that check; any other through it."""
         raw = self.raw
         head = raw[:header_end(raw, 0, len(raw))]
+        text = None
         if len(head) <= MAX_HEADER_BYTES and head.count(b"\n") <= MAX_HEADER_FIELDS:
-            fields = _fields_at_once(head.decode("ascii", "surrogateescape"))
+            text = head.decode("ascii", "surrogateescape")
+            fields = _fields_at_once(text)
             if fields is not None:
                 return fields
         readable = stdlib_readable(raw)
+        if readable is raw and text is not None:     # the block it had: no second try at once
+            return _header_fields_by_line(text)
         return header_fields(readable[:header_end(readable, 0, len(readable))])
 
     def has_header(self, name: str) -> bool:
