@@ -51,6 +51,21 @@ def test_header_index_is_the_stdlib_parse_on_generated_headers(pieces: list[str]
     assert header_fields(head) == _stdlib_fields(head)
 
 
+def test_message_index_is_the_parse_of_the_readable_header_on_the_corpus() -> None:
+    """SieveMessage reads a header of fields alone without stdlib_readable: the same
+    fields as through it."""
+    for raw in CORPUS:
+        assert SieveMessage(raw=raw)._header_index() == header_fields(_head(raw))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=30), st.sampled_from(["\r\n\r\nbody", "\n\nTo: x\n", ""]))
+def test_message_index_is_the_parse_of_the_readable_header_on_generated_messages(pieces: list[str],
+                                                                                 body: str) -> None:
+    raw = ("".join(pieces) + body).encode("utf-8", "surrogateescape")
+    assert SieveMessage(raw=raw)._header_index() == header_fields(_head(raw))
+
+
 def test_plain_addresses_are_what_getaddresses_finds_on_the_corpus() -> None:
     fast = 0
     for raw in CORPUS:

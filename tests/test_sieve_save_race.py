@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from sievelib import managesieve
 
 from conftest import ServerProcess
 
@@ -66,11 +67,15 @@ class Webmail:
         return dict(json.loads(body))
 
     def save(self, rules: list[dict[str, Any]]) -> int:
-        status, _, body = _request(self.port, "POST", "/filters/state", json.dumps({"rules": rules, "raw": ""}).encode(),
-                                   {"Cookie": self.cookie, "X-CSRF-Token": self.csrf,
-                                    "Content-Type": "application/json"})
+        status, body = self.post({"rules": rules, "raw": ""})
         assert status == 200, body
         return status
+
+    def post(self, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status, _, body = _request(self.port, "POST", "/filters/state", json.dumps(args).encode(),
+                                   {"Cookie": self.cookie, "X-CSRF-Token": self.csrf,
+                                    "Content-Type": "application/json"})
+        return status, dict(json.loads(body))
 
 
 class Jmap:
@@ -142,3 +147,33 @@ def test_jmap_if_in_state_holds_against_a_concurrent_vacation_change(server: Ser
         outcomes.add(checked[0])
         _, now = jmap.call("VacationResponse/get", {"ids": ["singleton"]})
         assert now["list"][0]["subject"] == f"plain {n}", (n, checked, now)
+
+
+def test_a_putscript_since_the_filters_page_loaded_is_not_written_over(server: ServerProcess) -> None:
+    """The page saves against the rules and raw script it loaded: a ManageSieve PUTSCRIPT of
+    the managed script in between makes the save a 409 (reload), where it used to replace
+    that script with the page's rules; a JMAP vacation change in between is merged."""
+    webmail, jmap = Webmail(server.port("http")), Jmap(server.port("http"))
+    webmail.save([{"field": "subject", "contains": "page rule", "action": "flag"}])
+    loaded = webmail.state()
+    client = managesieve.Client("127.0.0.1", server.port("managesieve"))
+    assert client.connect(USER, PASSWORD, authmech="PLAIN")
+    try:
+        text = client.getscript("mailhaven")
+        assert client.putscript("mailhaven", text + 'if header :contains "subject" "typed in sieve-connect" { discard; }\n')
+        status, body = webmail.post({"rules": [{"field": "subject", "contains": "stale page", "action": "flag"}],
+                                     "raw": loaded["raw"], "base": loaded["base"]})
+        assert status == 409 and body["changed"], (status, body)
+        assert "typed in sieve-connect" in client.getscript("mailhaven")      # not written over
+        fresh = webmail.state()                                             # the user reloads
+        assert "typed in sieve-connect" in fresh["raw"]
+        _, set_ = jmap.call("VacationResponse/set", {"update": {"singleton": {"isEnabled": True, "subject": "away"}}})
+        assert "singleton" in set_["updated"], set_
+        status, body = webmail.post({"rules": [{"field": "subject", "contains": "new rule", "action": "flag"}],
+                                     "raw": fresh["raw"], "base": fresh["base"]})
+        assert status == 200, body                                          # vacation only: merged
+        state = webmail.state()
+        assert [r["contains"] for r in state["rules"]] == ["new rule"] and state["base"] == body["base"]
+        assert "typed in sieve-connect" in state["raw"] and state["vacation"]["subject"] == "away", state
+    finally:
+        client.logout()

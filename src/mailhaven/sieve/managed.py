@@ -50,6 +50,11 @@ class StateError(ValueError):
     """The structured state is not valid (a field, an action, a date...)."""
 
 
+class ChangedElsewhere(Exception):
+    """The rules or the raw tail are no longer those the editor loaded (a ManageSieve
+    PUTSCRIPT, another window): saving over them would lose that change."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Rule:
     field: str
@@ -286,6 +291,13 @@ def parse_managed(text: str) -> ManagedState:
     tail = lines[lines.index(TAIL_MARKER) + 1:]
     raw = "\n".join(line[len(REQUIRE_PREFIX):] if line.startswith(REQUIRE_PREFIX) else line for line in tail)
     return ManagedState(rules=rules, vacation=vacation, raw=raw)
+
+
+def fingerprint(state: ManagedState) -> str:
+    """A digest of what the Filters page edits (the rules and the raw tail, not the
+    vacation, which JMAP edits): the page saves against the one it loaded."""
+    data = json.dumps([[asdict(r) for r in state.rules], state.raw], sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:32]
 
 
 def now_utc() -> str:

@@ -10,7 +10,12 @@ from email import message_from_bytes, policy
 from email.message import Message
 
 from mailhaven.message.addresses import parse_address_list
-from mailhaven.message.structure import header_end, stdlib_readable
+from mailhaven.message.structure import (
+    MAX_HEADER_BYTES,
+    MAX_HEADER_FIELDS,
+    header_end,
+    stdlib_readable,
+)
 
 
 def _utf8(value: str) -> str:
@@ -88,18 +93,66 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")       # a line and its en
 _FIELD_NAME = re.compile(r"[\041-\071\073-\176]*")                # email.feedparser.headerRE's name
 
 
+_FIELDS = re.compile(r"^([\041-\071\073-\176]++):[ \t]*+([^\r\n]*+(?:\r?\n[ \t][^\r\n]*+)*+)(?:\r?\n|\Z)", re.M)
+"""A field at the start of a line whose line breaks are LF or CRLF: its name (_FIELD_NAME's
+characters), and its value as header_fields reads it (blanks after the colon dropped, the
+continuation lines with their line breaks, the last line break left out). Possessive:
+with no bare CR (_fields_at_once checks) nothing is ever given back, and sre keeps no
+backtracking state for a field's thousands of continuation lines."""
+
+
 def header_fields(head: bytes) -> dict[str, list[str]]:
     """Lower-case field name -> the values ``email.message_from_bytes(head,
     policy=compat32).get_all(name)`` gives, before ``header_fetch_parse`` (8-bit bytes
     still surrogate-escaped): the stdlib's header parse (feedparser._parsegen and
     _parse_headers, compat32.header_source_parse) rule for rule, without building a
     Message (a quarter of a scripted delivery's Sieve CPU, bench/sieve_rules.py).
-    tests/test_sieve_message.py checks it against the stdlib on the corpus and on
+    tests/test_sieve_program.py checks it against the stdlib on the corpus and on
     generated header blocks."""
+    text = head.decode("ascii", "surrogateescape")
+    fields = _fields_at_once(text)
+    return fields if fields is not None else _header_fields_by_line(text)
+
+
+def _fields_at_once(text: str) -> dict[str, list[str]] | None:
+    """header_fields of a block that is fields alone (after a first From_ line): every
+    line a field or its continuation, lines ending in LF or CRLF, then at most the blank
+    line. One regular expression finds them all; None for any other block (a line that
+    is no field, a bare CR, a continuation first), which is read line by line instead.
+    Such a block is also one :func:`stdlib_readable` hands back unchanged."""
+    if text.endswith("\n\r\n"):                  # the blank line ending the header
+        text = text[:-2]
+    elif text.endswith("\n\n"):
+        text = text[:-1]
+    first = 0
+    if text.startswith("From "):                     # the unix-from line, skipped
+        first = text.find("\n") + 1
+        if first == 0:
+            return None
+    if first >= len(text):
+        return {} if text.count("\r") == text.count("\r\n") else None
+    if text[first] in " \t" or text.count("\r") != text.count("\r\n"):
+        return None
+    lines = text.count("\n", first) + (not text.endswith("\n"))
+    continued = text.count("\n ", first) + text.count("\n\t", first)
+    found = _FIELDS.findall(text, first)
+    if len(found) != lines - continued:              # some line is no field: the blank line
+        return None                                  # inside, a name the stdlib refuses...
+    fields: dict[str, list[str]] = {}
+    for name, value in found:
+        key = name.lower()
+        if key in fields:
+            fields[key].append(value)
+        else:
+            fields[key] = [value]
+    return fields
+
+
+def _header_fields_by_line(text: str) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     name = ""
     value: list[str] = []
-    lines = _LINE.findall(head.decode("ascii", "surrogateescape"))
+    lines = _LINE.findall(text)
     last = len(lines) - 1
     for lineno, line in enumerate(lines):
         if line[0] in " \t":                         # a continuation (headerRE's [\t ])
@@ -148,7 +201,7 @@ class SieveMessage:
     _index: dict[str, list[str]] | None = field(default=None, repr=False)
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
-    memo: dict[object, list[str]] = field(default_factory=dict, repr=False)
+    memo: dict[str, list[str]] = field(default_factory=dict, repr=False)
     """Values derived from the header by the compiled tests (sieve/program.py), shared by
     every test of a run that asks the same: folded values, address parts."""
 
@@ -180,12 +233,28 @@ class SieveMessage:
     def _field_values(self, name: str) -> list[object]:
         """What ``head.get_all(name)`` gives (``[]`` for none), from :func:`header_fields`."""
         if self._index is None:
-            readable = stdlib_readable(self.raw)
-            self._index = header_fields(readable[:header_end(readable, 0, len(readable))])
+            self._index = self._header_index()
         values = self._index.get(name.lower())
         if not values:
             return []
         return [v if v.isascii() else policy.compat32.header_fetch_parse(name, v) for v in values]
+
+    def _header_index(self) -> dict[str, list[str]]:
+        """header_fields of the header as :func:`stdlib_readable` gives it: a block of
+        fields alone (the common case) is one it hands back unchanged, read at once
+        without that check; any other through it."""
+        raw = self.raw
+        head = raw[:header_end(raw, 0, len(raw))]
+        text = None
+        if len(head) <= MAX_HEADER_BYTES and head.count(b"\n") <= MAX_HEADER_FIELDS:
+            text = head.decode("ascii", "surrogateescape")
+            fields = _fields_at_once(text)
+            if fields is not None:
+                return fields
+        readable = stdlib_readable(raw)
+        if readable is raw and text is not None:     # the block it had: no second try at once
+            return _header_fields_by_line(text)
+        return header_fields(readable[:header_end(readable, 0, len(readable))])
 
     def has_header(self, name: str) -> bool:
         if self._index is None:

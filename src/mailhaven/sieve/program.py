@@ -97,12 +97,17 @@ class _Builder:
         elif name == "exists" and self.constant(test.args[0]):      # RFC 5228 5.5
             fn = _exists(tuple(test.args[0]))
         elif name == "header" and "index" not in tags and self.constant(test.args[0]):   # RFC 5228 5.7
-            fn = self.matching(test, _header_values(tuple(test.args[0]), self.folds(test)))
+            names = tuple(test.args[0])
+            folds = self.folds(test)
+            fn = self.matching(test, _memo_key("header", *names, folds), _header_values(names, folds))
         elif name == "address" and "index" not in tags and self.constant(test.args[0]):  # RFC 5228 5.1
             names = tuple(h for h in test.args[0] if h.lower() in _ADDRESS_HEADERS)
-            fn = self.matching(test, _address_values(names, _address_part(tags), self.folds(test)))
+            part, folds = _address_part(tags), self.folds(test)
+            fn = self.matching(test, _memo_key("address", *names, part, folds), _address_values(names, part, folds))
         elif name == "envelope" and self.constant(test.args[0]):    # RFC 5228 5.4
-            fn = self.matching(test, _envelope_values(tuple(test.args[0]), test))
+            parts = tuple(p.lower() for p in test.args[0])
+            part, folds = _address_part(tags), self.folds(test)
+            fn = self.matching(test, _memo_key("envelope", *parts, part, folds), _envelope_values(parts, test, folds))
         if fn is None:
             return lambda st: _test(st, test)                       # the interpreter's own code
         return fn
@@ -111,10 +116,52 @@ class _Builder:
         """The values can be handed over folded: is/contains under i;ascii-casemap."""
         return _match_type(test.tags) in ("is", "contains") and test.tags.get("comparator", _CASEMAP) == _CASEMAP
 
-    def matching(self, test: Test, values: Values) -> TestFn | None:
+    def matching(self, test: Test, key: str, values: Values) -> TestFn | None:
         """A test of ``values`` against the keys, with the step counted; None when the
-        match is one the interpreter's ``_match`` decides at run time."""
-        matcher = self.matcher(test.tags, test.args[-1])
+        match is one the interpreter's ``_match`` decides at run time. The values are
+        memoised on the message under ``key`` (the same for every test asking the same),
+        so each is computed once a run; :is and :contains are matched in the same closure
+        (one call a test, which is most of a 50-rule script's tests)."""
+        keys = test.args[-1]
+        comparator = test.tags.get("comparator", _CASEMAP)
+        if not self.constant(keys) or comparator not in (_CASEMAP, "i;octet"):
+            return None
+        casemap = comparator == _CASEMAP
+        match_type = _match_type(test.tags)
+        if match_type == "is":                   # RFC 5228 2.7.1; values come folded (folds())
+            wanted = frozenset(k.translate(_ASCII_LOWER) for k in keys) if casemap else frozenset(keys)
+
+            def run_is(st: _State) -> bool:
+                st.steps += 1
+                if st.steps > st.limits.max_steps:
+                    raise SieveRuntimeError("too many steps")
+                memo = st.message.memo
+                found = memo.get(key)
+                if found is None:
+                    found = memo[key] = values(st)
+                for value in found:              # folded under casemap (folds())
+                    if value in wanted:
+                        return True
+                return False
+            return run_is
+        if match_type == "contains":
+            folded = tuple(k.translate(_ASCII_LOWER) for k in keys) if casemap else tuple(keys)
+
+            def run_contains(st: _State) -> bool:
+                st.steps += 1
+                if st.steps > st.limits.max_steps:
+                    raise SieveRuntimeError("too many steps")
+                memo = st.message.memo
+                found = memo.get(key)
+                if found is None:
+                    found = memo[key] = values(st)
+                for value in found:
+                    for k in folded:
+                        if k in value:
+                            return True
+                return False
+            return run_contains
+        matcher = self.matcher(match_type, casemap, keys)
         if matcher is None:
             return None
 
@@ -122,27 +169,15 @@ class _Builder:
             st.steps += 1
             if st.steps > st.limits.max_steps:
                 raise SieveRuntimeError("too many steps")
-            return matcher(st, values(st))
+            memo = st.message.memo
+            found = memo.get(key)
+            if found is None:
+                found = memo[key] = values(st)
+            return matcher(st, found)
         return run_test
 
-    def matcher(self, tags: dict[str, object], keys: tuple[str, ...]) -> Matcher | None:
-        """RFC 5228 2.7.1 as match.match_any decides it, keys prepared once."""
-        if not self.constant(keys):
-            return None
-        comparator = tags.get("comparator", _CASEMAP)
-        if comparator not in (_CASEMAP, "i;octet"):
-            return None
-        casemap = comparator == _CASEMAP
-        match_type = _match_type(tags)
-        if match_type == "is":                   # values come folded under casemap (folds())
-            wanted = frozenset(k.translate(_ASCII_LOWER) for k in keys) if casemap else frozenset(keys)
-            return lambda st, values: any(v in wanted for v in values)
-        if match_type == "contains":
-            folded = tuple(k.translate(_ASCII_LOWER) for k in keys) if casemap else tuple(keys)
-            if len(folded) == 1:
-                key = folded[0]
-                return lambda st, values: any(key in v for v in values)
-            return lambda st, values: any(k in v for v in values for k in folded)
+    def matcher(self, match_type: str, casemap: bool, keys: tuple[str, ...]) -> Matcher | None:
+        """:matches and :regex as match.match_any decides them, keys prepared once."""
         captures = self.variables                # RFC 5229 3.2: only when variables is on
         if match_type == "matches":
             globs = tuple(_wildcard(k, casemap) for k in keys)
@@ -176,6 +211,12 @@ class _Builder:
                 return False
             return regex
         return None                              # :count, :value
+
+
+def _memo_key(*parts: object) -> str:
+    """The key a test's values are memoised under: one string (its hash is kept, where a
+    tuple's is computed at each look-up), the same for every test asking the same."""
+    return repr(parts)                           # distinct for distinct names, whatever they hold
 
 
 def _match_type(tags: dict[str, object]) -> str:
@@ -232,52 +273,33 @@ def _exists(names: tuple[str, ...]) -> TestFn:
 
 
 def _header_values(names: tuple[str, ...], folded: bool) -> Values:
-    """The decoded values of the named fields (lower-cased when ``folded``), memoised on
-    the message so that every test of the run asking the same shares them."""
-    key = ("header", names, folded)
-
+    """The decoded values of the named fields (lower-cased when ``folded``)."""
     def values(st: _State) -> list[str]:
-        memo = st.message.memo
-        found = memo.get(key)
-        if found is None:
-            found = [v for h in names for v in st.message.headers(h)]
-            if folded:
-                found = [v.translate(_ASCII_LOWER) for v in found]
-            memo[key] = found
-        return found
+        found = [v for h in names for v in st.message.headers(h)]
+        return [v.translate(_ASCII_LOWER) for v in found] if folded else found
     return values
 
 
 def _address_values(names: tuple[str, ...], part: str, folded: bool) -> Values:
-    """RFC 5228 2.7.4: the chosen part of each address in the named fields, memoised."""
-    key = ("address", names, part, folded)
+    """RFC 5228 2.7.4: the chosen part of each address in the named fields."""
     tags = {part: True}
     probe = Test(name="address", tags=tags, args=(), tests=(), line=0)
 
     def values(st: _State) -> list[str]:
-        memo = st.message.memo
-        found = memo.get(key)
-        if found is None:
-            found = [p for h in names for a in st.message.addresses(h) if (p := _part(probe, a)) is not None]
-            if folded:
-                found = [v.translate(_ASCII_LOWER) for v in found]
-            memo[key] = found
-        return found
+        found = [p for h in names for a in st.message.addresses(h) if (p := _part(probe, a)) is not None]
+        return [v.translate(_ASCII_LOWER) for v in found] if folded else found
     return values
 
 
-def _envelope_values(parts: tuple[str, ...], test: Test) -> Values:
+def _envelope_values(parts: tuple[str, ...], test: Test, folded: bool) -> Values:
     """RFC 5228 5.4: the envelope's sender and recipient, the chosen address part."""
-    wanted = tuple(p.lower() for p in parts)
-    folds = _match_type(test.tags) in ("is", "contains") and test.tags.get("comparator", _CASEMAP) == _CASEMAP
-
     def values(st: _State) -> list[str]:
         found = []
-        for part in wanted:
+        for part in parts:
             if part == "from":
                 found.append(st.message.mail_from)
             elif part == "to":
                 found.append(st.message.rcpt_to)
         out = [p for a in found if (p := _part(test, a)) is not None]
-        return [v.translate(_ASCII_LOWER) for v in out] if folds else out
+        return [v.translate(_ASCII_LOWER) for v in out] if folded else out
     return values

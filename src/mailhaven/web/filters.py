@@ -66,7 +66,8 @@ class FiltersPage:
             return JSONResponse({"error": "not logged in"}, status_code=401)
         state, active = await managed.load(self.mail.ctx.store, found[1].account.id)
         return JSONResponse({"rules": _rules_json(state), "raw": state.raw, "active": active,
-                             "vacation": asdict(state.vacation)}, headers={"Cache-Control": "no-store"})
+                             "vacation": asdict(state.vacation), "base": managed.fingerprint(state)},
+                            headers={"Cache-Control": "no-store"})
 
     async def put_state(self, request: Request) -> Response:
         found = await self.mail._session(request)
@@ -80,17 +81,30 @@ class FiltersPage:
             args = json.loads(body) if body is not None else None
         except ValueError:
             args = None
-        if not isinstance(args, dict) or not isinstance(args.get("rules"), list) or not isinstance(args.get("raw"), str):
-            return JSONResponse({"error": {"message": "expected {rules: [...], raw: string}", "line": 0,
+        if not isinstance(args, dict) or not isinstance(args.get("rules"), list) or not isinstance(args.get("raw"), str) \
+                or not isinstance(args.get("base", ""), str):
+            return JSONResponse({"error": {"message": "expected {rules: [...], raw: string, base: string}", "line": 0,
                                            "column": 0}}, status_code=400)
         store, account_id = self.mail.ctx.store, info.account.id
+        base = args.get("base")
+
+        def edit(current: managed.ManagedState) -> managed.ManagedState:
+            # The rules and raw tail from the page, the vacation as it is now (JMAP may change
+            # it between the page's load and its save: merged). Rules or a raw tail changed
+            # since the page loaded them (``base``: a ManageSieve PUTSCRIPT of the script,
+            # another window) are not written over: the user reloads and sees them.
+            if base and managed.fingerprint(current) != base:
+                raise managed.ChangedElsewhere
+            return replace(current, rules=rules, raw=raw)
+
         try:
             rules = tuple(_rule(r) for r in args["rules"])
             raw = args["raw"]
-            # A merge: the rules and raw tail from the page, the vacation as it is now (JMAP
-            # or ManageSieve may change it between our read and write: then read again).
-            state = await managed.update(store, account_id, lambda current: replace(current, rules=rules, raw=raw),
-                                         quota=self.mail.ctx.config.sieve)
+            state = await managed.update(store, account_id, edit, quota=self.mail.ctx.config.sieve)
+        except managed.ChangedElsewhere:
+            return JSONResponse({"error": {"message": "the filters were changed elsewhere since this page loaded "
+                                           "them (ManageSieve, another window); reload to see them", "line": 0,
+                                           "column": 0}, "where": "rules", "changed": True}, status_code=409)
         except SieveConflict:
             return JSONResponse({"error": {"message": "the filters kept changing while saving; try again",
                                            "line": 0, "column": 0}, "where": "rules"}, status_code=409)
@@ -98,4 +112,5 @@ class FiltersPage:
             where = "raw" if isinstance(exc, SieveError) else "rules"
             return JSONResponse({"error": managed.error_json(exc), "where": where}, status_code=400)
         self.mail.ctx.log.info("webmail filters saved", user=info.account.address, rules=len(rules))
-        return JSONResponse({"ok": True, "rules": _rules_json(state), "raw": state.raw})
+        return JSONResponse({"ok": True, "rules": _rules_json(state), "raw": state.raw,
+                             "base": managed.fingerprint(state)})

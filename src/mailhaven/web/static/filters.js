@@ -65,13 +65,17 @@ function showScriptError(error) {
   }
 }
 
+// The rules and raw script as loaded (web/filters.py): a save refused when they changed
+// elsewhere meanwhile (409), rather than written over.
+let filtersBase = "";
+
 async function saveFilters() {
   const status = document.getElementById("filters-status");
   status.textContent = "Saving…";
   const res = await fetch("/filters/state", {
     method: "POST", credentials: "same-origin",
     headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken },
-    body: JSON.stringify({ rules: readRules(), raw: document.getElementById("raw-script").value }),
+    body: JSON.stringify({ rules: readRules(), raw: document.getElementById("raw-script").value, base: filtersBase }),
   });
   const body = await res.json().catch(() => ({}));
   if (!res.ok) {
@@ -82,6 +86,7 @@ async function saveFilters() {
     return;
   }
   showScriptError(null);
+  filtersBase = body.base;
   status.textContent = "Saved";
 }
 
@@ -131,6 +136,7 @@ async function start() {
   const list = clear(document.getElementById("rules"));
   for (const rule of state.rules) list.append(ruleRow(rule));
   document.getElementById("raw-script").value = state.raw;
+  filtersBase = state.base;
   document.getElementById("add-rule").addEventListener("click", () =>
     list.append(ruleRow({ field: "from", contains: "", action: "move", folder: "", address: "", keepCopy: true })));
   document.getElementById("save-filters").addEventListener("click", () =>
