@@ -176,3 +176,42 @@ async def test_an_older_sieve_scripts_table_gets_ids_and_keeps_its_scripts(tmp_p
         assert len({i.id for i in await s.list_sieve_scripts(bob.id)}) == 3
     finally:
         await s.close()
+
+
+def test_write_jobs_leave_no_reference_cycles(db: Database) -> None:
+    """A finished write (plain or with a WriteContext) is freed by reference counting: a
+    job that names itself would leave its future, closure and result to the cyclic
+    collector, whose pauses then land on some unlucky delivery."""
+    import gc
+    import weakref
+
+    from mailhaven.store.db import WriteContext
+
+    class Result:
+        pass
+
+    async def main() -> list[weakref.ref[Result]]:
+        refs = []
+        for i in range(20):
+            def plain(c: sqlite3.Connection, i: int = i) -> Result:
+                c.execute("INSERT INTO t VALUES (?)", (i,))
+                return Result()
+
+            def with_ctx(ctx: WriteContext, i: int = i) -> Result:
+                ctx.conn.execute("INSERT INTO t VALUES (?)", (i,))
+                ctx.after_commit(lambda: None)
+                return Result()
+
+            refs.append(weakref.ref(await db.write(plain)))
+            refs.append(weakref.ref(await db.write_ctx(with_ctx)))
+        await db.write(lambda c: None)       # the writer thread's locals name the last job
+        return refs
+
+    gc.collect()
+    gc.disable()
+    try:
+        refs = asyncio.run(main())
+        alive = sum(r() is not None for r in refs)
+    finally:
+        gc.enable()
+    assert alive == 0

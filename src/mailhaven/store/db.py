@@ -48,12 +48,18 @@ _STOP = object()
 
 @dataclass
 class _Job:
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[[Any], Any]
+    """Called with the connection, or with a :class:`WriteContext` when ``context``."""
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     durable: bool = True
     """False: the commit need not be fsynced when no durable job shares it (see write)."""
+    context: bool = False
+    """``fn`` takes a :class:`WriteContext` (``write_ctx``). A flag, not a closure naming
+    the job: such a closure made every write a reference cycle (job, closure, future,
+    result) left to the cyclic collector, ~80 objects a delivery and one ~75 ms gen-0
+    pause every few hundred deliveries, where reference counting now frees them at once."""
 
 
 class WriteContext:
@@ -311,8 +317,7 @@ class Database:
     async def write_ctx(self, fn: Callable[[WriteContext], T]) -> T:
         """Like :meth:`write`, but ``fn`` receives a :class:`WriteContext`."""
         loop = asyncio.get_running_loop()
-        job = _Job(fn=lambda conn: None, loop=loop, future=loop.create_future())
-        job.fn = lambda conn: fn(WriteContext(conn, job))
+        job = _Job(fn=fn, loop=loop, future=loop.create_future(), context=True)
         self._queue.put(job)
         return await _full_as_storage_full(job.future)
 
@@ -384,7 +389,7 @@ class Database:
                 self._jobs_after = len(batch) - i - 1
                 try:
                     conn.execute("SAVEPOINT job")
-                    value = job.fn(conn)
+                    value = job.fn(WriteContext(conn, job) if job.context else conn)
                     conn.execute("RELEASE job")
                     results.append((True, value))
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
