@@ -218,10 +218,11 @@ def _asks_mailboxes(text: str) -> bool:
 
 
 def _tests_named(commands: tuple[Command, ...] | None, names: frozenset[str]) -> bool:
-    def walk(test: Test | None) -> bool:
-        return test is not None and (test.name in names or any(walk(t) for t in test.tests))
+    return any(_test_named(c.test, names) or _tests_named(c.block, names) for c in commands or ())
 
-    return any(walk(c.test) or _tests_named(c.block, names) for c in commands or ())
+
+def _test_named(test: Test | None, names: frozenset[str]) -> bool:
+    return test is not None and (test.name in names or any(_test_named(t, names) for t in test.tests))
 
 
 def _files_anywhere(actions: Sequence[Action], keep: str) -> bool:
