@@ -32,3 +32,23 @@ async def test_every_corpus_message_stores_and_reads_back(store):
     for (_name, raw), m in zip(messages, stored, strict=True):
         assert await store.read_blob(m.blob_id) == raw
     assert await store.integrity_check() == []
+
+
+async def test_delivered_summary_is_the_stored_one(store):
+    """deliver() and append() hand back the summary they computed instead of decoding the
+    row they wrote (issue 18): it must be the one a later read decodes, value and type."""
+    require_corpus()
+    await store.add_domain("nyu.example")
+    bob = await store.add_account("bob@nyu.example", "pw")
+    carol = await store.add_account("carol@nyu.example", "pw")
+    inbox = await store.get_mailbox(bob.id, "INBOX")
+    for _name, raw in corpus_messages()[::7]:
+        blob = await store.put_blob(raw)
+        results = await store.deliver(blob, [bob.id, carol.id])
+        appended = await store.append(inbox.id, blob)
+        for m in [r.message for r in results] + [appended]:
+            assert m is not None
+            [read] = await store.get_messages(m.mailbox_id, [m.uid], with_summary=True)
+            assert repr(m.summary) == repr(read.summary)
+    first, second = (r.message for r in results)
+    assert first is not None and second is not None and first.summary is not second.summary
