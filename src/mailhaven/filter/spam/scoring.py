@@ -24,9 +24,9 @@ from ..dkimverify import DkimResult
 from ..dmarc import DmarcResult
 from ..spf import SpfResult
 from . import bayes
-from .dnsbl import listed_in
+from .dnsbl import listed_in, listed_in_memo
 from .gtube import has_gtube
-from .rdns import helo_problems, reverse_dns
+from .rdns import helo_problems, reverse_dns, reverse_dns_memo
 from .tokens import MAX_INPUT, tokenize
 
 POINTS = {
@@ -148,6 +148,14 @@ class SpamChecker:
     def start_lookups(self, ip: str) -> asyncio.Future[Any]:
         """DNSBL, DNSWL and reverse DNS of the client, started while SPF and DKIM run."""
         s = self.settings
+        blocked = listed_in_memo(self.resolver, ip, s.dnsbl)
+        allowed = listed_in_memo(self.resolver, ip, s.dnswl) if blocked is not None else None
+        rdns = reverse_dns_memo(self.resolver, ip) if allowed is not None else None
+        if rdns is not None:
+            # All remembered (the usual case: a client sends many): no lookup, no task.
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result([blocked, allowed, rdns])
+            return done
         return asyncio.gather(listed_in(self.resolver, ip, s.dnsbl, self.timeout),
                               listed_in(self.resolver, ip, s.dnswl, self.timeout),
                               reverse_dns(self.resolver, ip, self.timeout))
