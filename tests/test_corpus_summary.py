@@ -52,3 +52,22 @@ async def test_delivered_summary_is_the_stored_one(store):
             assert repr(m.summary) == repr(read.summary)
     first, second = (r.message for r in results)
     assert first is not None and second is not None and first.summary is not second.summary
+
+
+def test_plain_header_fields_of_the_corpus_are_the_stdlib_fields():
+    """message/headerfields.py reads real headers as the stdlib's compat32 parser does."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from mailhaven.message.headerfields import compat32_fields
+
+    require_corpus()
+    plain = 0
+    for name, raw in corpus_messages():
+        end = raw.find(b"\r\n\r\n")
+        head = raw[:end + 4] if end >= 0 else raw
+        fields = compat32_fields(head)
+        if fields is not None:
+            plain += 1
+            assert fields == [(k, str(v)) for k, v in BytesHeaderParser(policy=compat32).parsebytes(head).items()], name
+    assert plain > 50
