@@ -71,3 +71,20 @@ def test_plain_header_fields_of_the_corpus_are_the_stdlib_fields():
             plain += 1
             assert fields == [(k, str(v)) for k, v in BytesHeaderParser(policy=compat32).parsebytes(head).items()], name
     assert plain > 50
+
+
+def test_remembered_addresses_are_never_shared():
+    """Short address fields are parsed once and remembered (issue 18): a second summary of
+    a message is the same, and changing one summary's addresses leaves the next alone."""
+    require_corpus()
+    for name, raw in corpus_messages()[::5]:
+        first = summarize(raw)
+        for key in ("from", "to", "cc"):
+            for a in first[key]:
+                a["email"] = "changed"
+        for node in (first["imap"]["envelope"][2] or []):
+            node[2] = "changed"
+        second, third = summarize(raw), summarize(raw)
+        assert second == third, name
+        assert all(a["email"] != "changed" for k in ("from", "to", "cc") for a in second[k]), name
+        assert all(node[2] != "changed" for node in second["imap"]["envelope"][2] or []), name

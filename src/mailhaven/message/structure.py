@@ -27,7 +27,7 @@ import re
 from typing import Any
 
 from . import mimeparams
-from .addresses import parse_address_list
+from .addresses import address_list_of
 
 MAX_DEPTH = 40
 MAX_PARTS = 5000
@@ -505,7 +505,7 @@ def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[st
 
     def addrs(name: str) -> list[list[Any]] | None:
         # Repeated fields are joined, as one list (Dovecot: a spoofed second From shows too).
-        found = [a for t in every.get(name, []) for a in parse_address_list(t)]
+        found = [a for t in every.get(name, []) for a in address_list_of(t)]
         if not found:
             return None
         i = _ENVELOPE_INDEX[name]
