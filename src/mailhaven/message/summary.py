@@ -17,6 +17,8 @@ from email.parser import BytesParser
 from functools import lru_cache
 from typing import Any
 
+from .headerfields import compat32_fields
+
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 16 * 1024
 """Characters of a message's readable text the search index keeps. The trigram index costs
@@ -234,13 +236,21 @@ def stdlib_parse(raw: bytes) -> Message:
     it is neither multipart nor message/*: with every line of the header section ending in
     CRLF, only that section goes through the feed parser and the body is set whole (the
     parser walked the body a line at a time to join it back: 1.1 -> 0.43 ms of a 100 KB
-    message's summary, issue 18). An empty header section, a bare CR or LF in it, a header
-    defect or a container type takes the full parse."""
+    message's summary, issue 18); a plain header section (headerfields.py) skips the feed
+    parser too. An empty header section, a bare CR or LF in it, a header defect or a
+    container type takes the full parse."""
     end = raw.find(b"\r\n\r\n")
     if end > 0 and not raw.startswith(b"\r\n"):                # not an empty header section
         head = raw[:end + 2]
         if head.count(b"\n") == head.count(b"\r") == head.count(b"\r\n"):
-            msg = BytesParser(policy=_compat).parsebytes(head, headersonly=True)
+            fields = compat32_fields(head)
+            if fields is not None:
+                # A plain header section: the parser's fields without the parser (headerfields.py).
+                msg = Message(policy=_compat)
+                for name, value in fields:
+                    msg.set_raw(name, value)
+            else:
+                msg = BytesParser(policy=_compat).parsebytes(head, headersonly=True)
             if not msg.defects and msg.get_content_maintype() not in ("multipart", "message"):
                 msg.set_payload(raw[end + 4:].decode("ascii", "surrogateescape"))
                 return msg
