@@ -19,8 +19,6 @@ through and are atext, as in Dovecot.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 Address = list[str | None]
 """[name, route, mailbox, host]"""
 
@@ -370,22 +368,4 @@ def parse_address_list(text: str) -> list[Address]:
     except RecursionError:  # pragma: no cover - no recursion here; defensive
         pass
     return parser.out
-
-
-MEMO_TEXT = 512
-"""Address fields up to this many characters are remembered (:func:`address_list_of`)."""
-
-
-def address_list_of(text: str) -> list[Address]:
-    """:func:`parse_address_list`, remembered for short fields: the same From: and To:
-    come in message after message (a sender's, a recipient's own address), and this
-    parse was a tenth of a 4 KB inbound message's summary (issue 18)."""
-    if len(text) > MEMO_TEXT:
-        return parse_address_list(text)
-    return [list(a) for a in _remembered_list(text)]
-
-
-@lru_cache(maxsize=1024)
-def _remembered_list(text: str) -> tuple[tuple[str | None, ...], ...]:
-    return tuple(tuple(a) for a in parse_address_list(text))
 

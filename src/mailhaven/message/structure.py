@@ -24,10 +24,11 @@ delimiters, LF-only line ends, headers without a body) and bounded in depth.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from . import mimeparams
-from .addresses import address_list_of
+from .addresses import parse_address_list
 
 MAX_DEPTH = 40
 MAX_PARTS = 5000
@@ -504,14 +505,14 @@ def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[st
             return value.decode("utf-8", "replace")
 
     def addrs(name: str) -> list[list[Any]] | None:
-        # Repeated fields are joined, as one list (Dovecot: a spoofed second From shows too).
-        found = [a for t in every.get(name, []) for a in address_list_of(t)]
-        if not found:
+        texts = tuple(every.get(name, ()))
+        if not texts:
             return None
         i = _ENVELOPE_INDEX[name]
-        return [[None if x is None else text(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"),
-                                               f"{i}.{j}.{k}")
-                 for k, x in enumerate(addr)] for j, addr in enumerate(found)]
+        # The same From: and To: come in message after message: short ones are remembered.
+        rows, eight = (_remembered_addresses if sum(map(len, texts)) <= MEMO_ADDRESSES else _addresses)(texts, i)
+        raw8.update(eight)
+        return [list(row) for row in rows] if rows else None
 
     def string(name: str) -> Any:
         i = _ENVELOPE_INDEX[name]
@@ -533,3 +534,33 @@ def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[st
                 if reply_to is from_:
                     raw8[f"4.{rest}"] = value
     return env, raw8
+
+
+MEMO_ADDRESSES = 512
+"""Address fields up to this many characters have their ENVELOPE form remembered."""
+
+_Rows = tuple[tuple[str | None, ...], ...]
+
+
+def _addresses(texts: tuple[str, ...], i: int) -> tuple[_Rows, tuple[tuple[str, str], ...]]:
+    """The ENVELOPE addresses of the address fields ``texts`` (Latin-1 text, joined as one
+    list: Dovecot shows a spoofed second From too) at ENVELOPE position ``i``, and the
+    8-bit strings among them by position (see :func:`envelope`)."""
+    eight: list[tuple[str, str]] = []
+
+    def text(value: bytes, path: str) -> str:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            eight.append((path, value.decode("latin-1")))
+            return value.decode("utf-8", "replace")
+
+    found = [a for t in texts for a in parse_address_list(t)]
+    rows = tuple(tuple(None if x is None else text(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"),
+                                                   f"{i}.{j}.{k}")
+                       for k, x in enumerate(addr)) for j, addr in enumerate(found))
+    return rows, tuple(eight)
+
+
+_remembered_addresses = lru_cache(maxsize=1024)(_addresses)
+

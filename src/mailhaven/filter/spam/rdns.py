@@ -80,7 +80,7 @@ def reverse_dns_memo(resolver: dns.asyncresolver.Resolver, ip: str) -> str | Non
     if remembered is None or parsed is None:
         return None
     address, ptr = parsed
-    answer = remembered(ptr, "PTR")
+    answer = remembered(_ptr_text(ptr), "PTR")
     if answer is None:
         return None
     if not isinstance(answer, dns.resolver.Answer):
@@ -96,6 +96,12 @@ def reverse_dns_memo(resolver: dns.asyncresolver.Resolver, ip: str) -> str | Non
         if address in found:
             return "pass"
     return "unconfirmed"
+
+
+@lru_cache(maxsize=4096)
+def _ptr_text(ptr: dns.name.Name) -> str:
+    """``str(ptr)``, as the resolver's memo keys it (the text of a Name is rebuilt each time)."""
+    return str(ptr)
 
 
 @lru_cache(maxsize=4096)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
+from functools import lru_cache
 from typing import Any, BinaryIO
 
 import dns.asyncresolver
@@ -111,8 +112,19 @@ def _senders(head: bytes, mail_from: str) -> set[str]:
     for line in head.decode("utf-8", "replace").replace("\r\n\t", " ").replace("\r\n ", " ").split("\r\n"):
         if line.lower().startswith("from:"):
             froms.append(line[5:])
-    found.update(addr.lower() for _, addr in getaddresses(froms) if "@" in addr)
+    found.update(_from_addresses(tuple(froms)) if sum(map(len, froms)) <= MEMO_FROM else _parse_from(tuple(froms)))
     return found
+
+
+MEMO_FROM = 512
+"""From: values up to this many characters are remembered (a sender's comes again and again)."""
+
+
+def _parse_from(froms: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(addr.lower() for _, addr in getaddresses(list(froms)) if "@" in addr)
+
+
+_from_addresses = lru_cache(maxsize=1024)(_parse_from)
 
 
 def _matches(entry: str, address: str) -> bool:
