@@ -368,4 +368,3 @@ def parse_address_list(text: str) -> list[Address]:
     except RecursionError:  # pragma: no cover - no recursion here; defensive
         pass
     return parser.out
-
