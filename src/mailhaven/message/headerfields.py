@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 
-_FIELD_START = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
-"""The feed parser's header line (``headerRE``) without its empty name, unix-from and
-continuation alternatives."""
+_FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)(?:\r\n|\Z)")
+"""One field with its folded lines: the feed parser's header line (``headerRE``) without its
+empty name, unix-from and continuation alternatives, then the continuations."""
 
 
 def compat32_fields(head: bytes) -> list[tuple[str, str]] | None:
@@ -28,23 +28,16 @@ def compat32_fields(head: bytes) -> list[tuple[str, str]] | None:
     breaks = head.count(b"\n")
     if head.count(b"\r") != breaks or head.count(b"\r\n") != breaks:
         return None                              # a bare CR or LF: the parser splits there too
-    lines = head.decode("ascii").split("\r\n")
-    if lines[-1] == "":
-        lines.pop()                              # the last line's end
-    if lines and lines[-1] == "":
-        lines.pop()                              # the blank line ending the section
-    fields: list[tuple[str, list[str]]] = []
-    last = len(lines) - 1
-    for i, line in enumerate(lines):
-        if line[:1] in (" ", "\t"):
-            if not fields:
-                return None                      # a first line that is a continuation: a defect
-            fields[-1][1].append(line if i == last and not head.endswith(b"\n") else line + "\r\n")
-            continue
-        m = _FIELD_START.match(line)
+    text = head.decode("ascii")
+    if text.endswith("\r\n\r\n"):
+        text = text[:-2]                         # the blank line ending the section
+    fields = []
+    pos, end = 0, len(text)
+    match = _FIELD.match
+    while pos < end:
+        m = match(text, pos)
         if m is None:
             return None                          # the parser would end the header here (or note a defect)
-        name = line[:m.end() - 1]
-        value = line[m.end():] if i == last and not head.endswith(b"\n") else line[m.end():] + "\r\n"
-        fields.append((name, [value.lstrip(" \t")]))
-    return [(name, "".join(parts).rstrip("\r\n")) for name, parts in fields]
+        fields.append((m[1], m[2]))
+        pos = m.end()
+    return fields

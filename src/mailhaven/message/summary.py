@@ -251,6 +251,8 @@ def stdlib_parse(raw: bytes) -> Message:
                     msg.set_raw(name, value)
             else:
                 msg = BytesParser(policy=_compat).parsebytes(head, headersonly=True)
+                if msg.get_payload():            # the parser ended the header early ("From " last)
+                    return BytesParser(policy=_compat).parsebytes(raw)
             if not msg.defects and msg.get_content_maintype() not in ("multipart", "message"):
                 msg.set_payload(raw[end + 4:].decode("ascii", "surrogateescape"))
                 return msg
