@@ -331,7 +331,7 @@ class _Parser:
         if early is not None:
             # A delimiter inside the header: the part ends there, with no body.
             body_start = self.before(early, end)
-        fields = parse_fields(raw[start:body_start])
+        fields = split_fields(raw[start:body_start])   # the raw fields: no unfolded values needed here
         node = _content_fields(fields, in_multipart, digest_child)
         kind, boundary = node.pop("kind"), node.pop("boundary")
         node["h"] = [start, body_start]
@@ -401,16 +401,16 @@ def _count(node: dict[str, Any], kind: str, raw: bytes, start: int, end: int) ->
         node["lines"] = raw.count(b"\n", start, end)
 
 
-def _content_fields(fields: list[tuple[str, bytes, bytes]], in_multipart: bool,
+def _content_fields(fields: list[tuple[str, bytes]], in_multipart: bool,
                     digest_child: bool) -> dict[str, Any]:
     """The Content-* fields of one entity, read as Dovecot reads them: without
     MIME-Version or Content-Type outside a multipart they do not count (RFC 2045 4), the
     first of each wins."""
-    names = {name for name, _, _ in fields}
+    names = {name for name, _ in fields}
     is_mime = in_multipart or "mime-version" in names or "content-type" in names
     first: dict[str, bytes] = {}
     disposition: tuple[str, list[list[str]]] | None = None
-    for name, _, field in fields:
+    for name, field in fields:
         if not name.startswith("content-"):
             continue
         value = _raw_value(field)
@@ -479,7 +479,7 @@ _ENVELOPE_INDEX = {"date": 0, "subject": 1, "from": 2, "sender": 3, "reply-to": 
                    "in-reply-to": 8, "message-id": 9}
 
 
-def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[str, str]]:
+def envelope(fields: list[tuple[str, bytes]]) -> tuple[list[Any], dict[str, str]]:
     """RFC 9051 7.5.2 ENVELOPE, and the 8-bit values that are no UTF-8 by position.
 
     Where the RFC is silent, as Dovecot: of a repeated Date, Subject, In-Reply-To or
@@ -491,7 +491,7 @@ def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[st
     strings: dict[str, bytes] = {}
     every: dict[str, list[str]] = {}
     raw8: dict[str, str] = {}
-    for name, _, field in fields:
+    for name, field in fields:
         if name in ("date", "subject", "in-reply-to", "message-id"):
             strings[name] = _raw_value(field)
         elif name in _ADDRESS_FIELDS:
