@@ -89,3 +89,58 @@ def test_dkimpy_runs_only_for_signed_mail(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert (verdict.dkim == []) == (not dkim_called)
     assert verdict.arc is not None and (verdict.arc.result == "none") == (not arc_called)
     assert b"dkim=none" in verdict.header or dkim_called
+
+
+LOOKUPS = {
+    "2.2.0.192.bl.memo.example": {"A": ["127.0.0.2"]},                  # listed
+    "2.2.0.192.wl.memo.example": {"A": ["127.0.0.255"]},                # DNSWL's "refused": no listing
+    "3.2.0.192.bl.memo.example": {"A": ["127.255.255.254"]},
+    "3.2.0.192.wl.memo.example": {"A": ["127.0.10.1"]},
+    "2.2.0.192.in-addr.arpa": {"PTR": ["mail.memo.example."]},
+    "mail.memo.example": {"A": ["192.0.2.2"], "AAAA": ["2001:db8::2"]},    # forward-confirmed
+    "3.2.0.192.in-addr.arpa": {"PTR": ["other.memo.example."]},
+    "other.memo.example": {"A": ["192.0.2.99"], "AAAA": ["2001:db8::99"]},  # unconfirmed
+}
+
+
+@pytest.mark.parametrize("ip", ["192.0.2.2", "192.0.2.3"])
+def test_remembered_lookups_answer_as_the_lookups_without_a_task(tmp_path: Path, ip: str) -> None:
+    """With every answer remembered, the spam checker's DNSBL, DNSWL and reverse DNS come
+    from the memo in sequence (a finished future, no task): the same answers as the lookups."""
+    from mailhaven.filter.spam.dnsbl import listed_in, listed_in_memo
+    from mailhaven.filter.spam.rdns import reverse_dns, reverse_dns_memo
+    from mailhaven.filter.spam.scoring import SpamChecker
+
+    async def run(server: DNSServer) -> None:
+        memo = resolver(MemoResolver, server)
+        bl, wl = ("bl.memo.example",), ("wl.memo.example",)
+        assert listed_in_memo(memo, ip, bl) is None and reverse_dns_memo(memo, ip) is None   # nothing known
+        config = Config(hostname="mx.memo.example", data_dir=tmp_path, spam=SpamConfig(dnsbl=bl, dnswl=wl))
+        checker = SpamChecker(config, memo)
+        first = checker.start_lookups(ip)
+        assert not first.done()
+        found = await first
+        assert found == [await listed_in(memo, ip, bl, 5), await listed_in(memo, ip, wl, 5),
+                         await reverse_dns(memo, ip, 5)]
+        assert found[2] == ("pass" if ip.endswith(".2") else "unconfirmed") and found[0] == (
+            ["bl.memo.example"] if ip.endswith(".2") else [])
+        assert found == [listed_in_memo(memo, ip, bl), listed_in_memo(memo, ip, wl), reverse_dns_memo(memo, ip)]
+        asked = len(server.queries)
+        again = checker.start_lookups(ip)
+        assert again.done() and again.result() == found and len(server.queries) == asked
+
+    with DNSServer(LOOKUPS) as server:
+        asyncio.run(run(server))
+
+
+def test_remembered_spf_is_the_check_result() -> None:
+    from mailhaven.filter.spf import SpfMemo, check_spf, remembered_spf
+
+    memo = SpfMemo()
+    assert remembered_spf("192.0.2.1", "a@Memo.Example", "c.example", memo) is None
+    for mail_from in ("a@Memo.Example", ""):
+        sender = mail_from or "postmaster@c.example"
+        memo.put(("192.0.2.1", sender, "c.example"), time.time() + 60, ("pass", "matched"))
+        known = remembered_spf("192.0.2.1", mail_from, "c.example", memo)
+        assert known is not None and known.result == "pass"
+        assert known == asyncio.run(check_spf(None, "192.0.2.1", mail_from, "c.example", 5, memo))  # type: ignore[arg-type]

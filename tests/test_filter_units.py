@@ -158,3 +158,42 @@ async def test_spf_outcome_kept_while_its_dns_answers_are(dns: DNSServer) -> Non
         asked = CountingResolver.asked
         failed = await check_spf(down, "192.0.2.1", "a@spf.example", "h.example", 1.0, memo)
         assert failed.result == "temperror" and CountingResolver.asked > asked   # never kept
+
+
+# -- the plain header reader (message/headerfields.py) against the stdlib's -------------
+
+_HEADER_PIECES = st.sampled_from([
+    "From", "from", "FROM", "To", "Subject", "X-A", "Received", "From ", ":", ": ", " :", " ", "\t",
+    "\r\n", "\r\n ", "\r\n\t", "\n", "\r", "\r\n\r\n", "a@b.example", "<c@d.example>", "Bob", "\"B, o\"",
+    ",", "(x)", "@", ".", "=?utf-8?q?a?=", "\u00e9", "\x00", "x",
+])
+
+
+@given(st.lists(_HEADER_PIECES, max_size=30))
+def test_plain_header_fields_are_the_stdlib_fields(pieces: list[str]) -> None:
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from mailhaven.filter import dmarc
+    from mailhaven.message.headerfields import compat32_fields
+
+    head = "".join(pieces).encode("utf-8")
+    for block in (head, head + b"\r\n", b"From: x@y.example\r\n" + head + b"\r\n\r\n"):
+        stdlib = BytesHeaderParser(policy=compat32).parsebytes(block)
+        fields = compat32_fields(block)
+        if fields is not None:
+            assert fields == [(k, str(v)) for k, v in stdlib.items()]
+            assert not stdlib.defects and not stdlib.get_payload()
+        values = tuple(str(v) for v in stdlib.get_all("From") or [])
+        assert dmarc.from_domain(block) == dmarc._parse_domain(values)
+
+
+def test_plain_header_fields_cover_ordinary_mail() -> None:
+    from mailhaven.message.headerfields import compat32_fields
+
+    head = (b"Received: from a.example\r\n\tby b.example; Thu, 3 Dec 2026 10:00:00 +0000\r\n"
+            b"From:  Bob <bob@a.example>\r\nSubject: hi\r\n  there\r\n\r\n")
+    assert compat32_fields(head) == [("Received", "from a.example\r\n\tby b.example; Thu, 3 Dec 2026 10:00:00 +0000"),
+                                     ("From", "Bob <bob@a.example>"), ("Subject", "hi\r\n  there")]
+    assert compat32_fields(b"From: a\nTo: b\n") is None                # LF only: the parser's own case
+    assert compat32_fields(b"From : a\r\n") is None                   # obs blanks before the colon

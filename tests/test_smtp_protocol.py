@@ -515,3 +515,15 @@ def test_fuzz_mail_rcpt_arguments(arg: str) -> None:
         return
     d = feed_whole(b"EHLO c\r\n" + line)
     assert d.codes()[-1] in (250, 501, 504, 552, 553, 555)
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b".", b"\n\r", b"\r\r\n"]), max_size=40))
+def test_line_end_check_is_the_substitution(pieces: list[bytes]) -> None:
+    """message/lineends.py's fast "nothing bare" check (issue 18) never lets a bare CR or
+    LF through: the result is always the substitution's."""
+    import re
+
+    from mailhaven.message.lineends import normalize_line_ends
+
+    data = b"".join(pieces)
+    assert normalize_line_ends(data) == re.sub(rb"\r\n|\r|\n", b"\r\n", data)

@@ -9,6 +9,8 @@ from email.parser import BytesParser
 from email.policy import compat32
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import corpus_messages, require_corpus
 from mailhaven.message import summary
@@ -71,3 +73,23 @@ def test_raw_utf8_header_fields_are_read_as_utf8() -> None:
         assert s["subject"] == "héllo wörld"
         assert s["from"] == [{"name": "Jörg Müller", "email": "j@x.example"}]
         assert [a["name"] for a in s["to"]] == ["Zoë", "Zöe"]
+
+
+_PIECES = st.sampled_from([
+    "From", "To", "Subject", "Content-Type", "X-A", "From ", ":", ": ", " :", " ", "\t", "\r\n", "\r\n ",
+    "\r\n\t", "\n", "\r", "a@b.example", "text/plain", "multipart/mixed; boundary=x", "message/rfc822",
+    "=?utf-8?q?a?=", "\u00e9", "x", ";", "charset=utf-8",
+])
+
+
+@given(st.lists(_PIECES, max_size=25), st.sampled_from([b"body\r\n", b"", b"--x\r\n", b"a\r\n\r\nb"]))
+def test_plain_headers_parse_as_the_full_parse(pieces: list[str], body: bytes) -> None:
+    """The header section the fast path reads without the feed parser (headerfields.py)
+    gives the message the full parse gives: fields, body, content type, no defects."""
+    raw = "".join(pieces).encode("utf-8") + b"\r\n\r\n" + body
+    mine, full = stdlib_parse(raw), BytesParser(policy=compat32).parsebytes(raw)
+    assert [(k, str(v)) for k, v in mine.items()] == [(k, str(v)) for k, v in full.items()]
+    assert mine.get_content_type() == full.get_content_type()
+    assert not mine.is_multipart() or full.is_multipart()
+    if not full.is_multipart():
+        assert mine.get_payload() == full.get_payload()

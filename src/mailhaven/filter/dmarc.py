@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
+from functools import lru_cache
 
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
 from publicsuffixlist import PublicSuffixList
 
+from ..message.headerfields import compat32_fields
 from .dkimverify import DkimResult
 from .spf import SpfResult
 
@@ -90,16 +92,35 @@ ORGANIZATIONAL_ENTRIES = 10_000
 """Organizational domains remembered by a DmarcChecker (emptied when full)."""
 
 
+MEMO_VALUE = 512
+"""From: values up to this many characters are remembered (1,024 of them)."""
+
+
 def from_domain(header: bytes) -> str | None:
     """RFC 7489 6.6.1: the one domain of RFC5322.From; None when there is not exactly one."""
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
-    values = parsed.get_all("From") or []
+    fields = compat32_fields(header)            # the parser's fields of a plain header, cheaper
+    if fields is None:
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
+        return _domain_of(tuple(str(v) for v in parsed.get_all("From") or []))
+    return _domain_of(tuple(v for k, v in fields if k.lower() == "from"))
+
+
+def _domain_of(values: tuple[str, ...]) -> str | None:
+    """The one domain of these From: values (None: not exactly one), remembered for short
+    ones: a sender's From: comes again and again."""
+    return _short_domain_of(values) if sum(map(len, values)) <= MEMO_VALUE else _parse_domain(values)
+
+
+def _parse_domain(values: tuple[str, ...]) -> str | None:
     domains = {addr.rpartition("@")[2].strip().rstrip(".").lower()
-               for _, addr in getaddresses([str(v) for v in values]) if "@" in addr}
+               for _, addr in getaddresses(list(values)) if "@" in addr}
     if len(values) != 1 or len(domains) != 1:
         return None
     domain = domains.pop()
     return domain or None
+
+
+_short_domain_of = lru_cache(maxsize=1024)(_parse_domain)
 
 
 class DmarcChecker:

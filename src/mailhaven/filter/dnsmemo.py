@@ -52,6 +52,17 @@ class MemoResolver(dns.asyncresolver.Resolver):
         memo[key] = (answer.expiration, answer)
         return answer
 
+    def remembered(self, qname: dns.name.Name | str, rdtype: str) -> dns.resolver.Answer | Exception | None:
+        """What :meth:`resolve` would answer at once without a lookup: the fresh Answer,
+        the NXDOMAIN or NoAnswer it would raise; None when it would have to ask. Lets the
+        inbound checks run in sequence without a task per lookup when all is remembered."""
+        if self.cache is None:
+            return None
+        hit = self.__dict__.get("_memo", {}).get((str(qname).lower(), str(rdtype)))
+        if hit is None or hit[0] <= time.time():
+            return None
+        return hit[1]  # type: ignore[no-any-return]
+
     def _negative_expiry(self, qname: dns.name.Name | str, rdtype: Any, exc: Exception) -> float | None:
         """When dnspython's cache forgets this negative outcome (None: it did not keep it)."""
         name = qname if isinstance(qname, dns.name.Name) else dns.name.from_text(qname)

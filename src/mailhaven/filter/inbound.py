@@ -26,7 +26,7 @@ from .dnslookup import ANSWER_CACHE, make_sync_resolver
 from .dnsmemo import MemoResolver
 from .scanners import Scanners, worse
 from .spam.scoring import SpamChecker, SpamResult, strip_spam_fields
-from .spf import SpfMemo, SpfResult, check_spf
+from .spf import SpfMemo, SpfResult, check_spf, remembered_spf
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,9 +110,11 @@ class InboundFilter:
         original_head = start[:head_len]
         head, _ = authresults.strip_ours(original_head, self.hostname)       # RFC 8601 5
         lookups = self.spam.start_lookups(ip) if self.spam is not None else None
+        # A remembered SPF outcome (spf.py SpfMemo, the usual case) needs no task.
+        spf_known = remembered_spf(ip, mail_from, helo, self.spf_memo) if s.spf else None
         spf_task = (asyncio.ensure_future(check_spf(self.sync_resolver, ip, mail_from, helo, timeout,
                                                           self.spf_memo))
-                    if s.spf else None)
+                    if s.spf and spf_known is None else None)
         dkim_results: list[DkimResult] | None = None
         arc: ArcResult | None = None
         arc_task = None
@@ -134,7 +136,7 @@ class InboundFilter:
             dkim_results = too_large(original_head or start)
         if arc_task is not None:
             arc = await arc_task
-        spf = await spf_task if spf_task is not None else None
+        spf = await spf_task if spf_task is not None else spf_known
         dmarc = None
         if s.dmarc:
             dmarc = await self.dmarc.check(head, spf, dkim_results or [])

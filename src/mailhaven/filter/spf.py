@@ -136,15 +136,28 @@ def _check(resolver: dns.resolver.Resolver, ip: str, sender: str, helo: str,
     return str(result), str(explanation), _thread.expires
 
 
+def _identity(mail_from: str, helo: str) -> tuple[str, str, str]:
+    """(identity, sender, domain): RFC 7208 2.4 MAIL FROM; for the null sender postmaster@HELO (2.2)."""
+    if mail_from:
+        return "mailfrom", mail_from, mail_from.rpartition("@")[2]
+    return "helo", f"postmaster@{helo}", helo
+
+
+def remembered_spf(ip: str, mail_from: str, helo: str, memo: SpfMemo) -> SpfResult | None:
+    """:func:`check_spf`'s result when ``memo`` holds it (no task, no thread); else None."""
+    identity, sender, domain = _identity(mail_from, helo)
+    known = memo.get((ip, sender, helo))
+    if known is None:
+        return None
+    return SpfResult(result=known[0], identity=identity, domain=domain.lower(),
+                     sender=sender if mail_from else helo, reason=known[1])
+
+
 async def check_spf(resolver: dns.resolver.Resolver, ip: str, mail_from: str, helo: str,
                     timeout: float, memo: SpfMemo | None = None) -> SpfResult:
     """RFC 7208 2.4: check MAIL FROM; for the null sender, postmaster@HELO (2.2).
     ``memo``: outcomes kept while their DNS answers are (see the module's docstring)."""
-    if mail_from:
-        identity, sender = "mailfrom", mail_from
-        domain = mail_from.rpartition("@")[2]
-    else:
-        identity, sender, domain = "helo", f"postmaster@{helo}", helo
+    identity, sender, domain = _identity(mail_from, helo)
     key = (ip, sender, helo)
     known = memo.get(key) if memo is not None else None
     if known is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_NOT_LINE_END = bytes(b for b in range(256) if b not in (10, 13))
+_CR_ALONE = re.compile(rb"\r(?!\n)")
 
 
 def normalize_line_ends(data: bytes) -> bytes:
@@ -12,9 +14,12 @@ def normalize_line_ends(data: bytes) -> bytes:
 
     On a piece of a stream, ``data`` must not end in a CR whose LF is still to come
     (callers hold it back)."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\r") == crlf and data.count(b"\n") == crlf:
-        return data                                     # the common case: nothing bare
+    # Nothing bare (the common case) when the CRs and LFs, in order, alternate CR LF ...
+    # and every CR has its LF right after it: then every LF has its CR. One C pass and one
+    # search, where counting CRLF, CR and LF was 1.6 ms a MB (issue 18, at 100 KB).
+    ends = data.translate(None, _NOT_LINE_END)
+    if ends == b"\r\n" * (len(ends) >> 1) and _CR_ALONE.search(data) is None:
+        return data
     return _LINE_END.sub(b"\r\n", data)
 
 

@@ -24,6 +24,7 @@ delimiters, LF-only line ends, headers without a body) and bounded in depth.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from . import mimeparams
@@ -330,7 +331,7 @@ class _Parser:
         if early is not None:
             # A delimiter inside the header: the part ends there, with no body.
             body_start = self.before(early, end)
-        fields = parse_fields(raw[start:body_start])
+        fields = split_fields(raw[start:body_start])   # the raw fields: no unfolded values needed here
         node = _content_fields(fields, in_multipart, digest_child)
         kind, boundary = node.pop("kind"), node.pop("boundary")
         node["h"] = [start, body_start]
@@ -400,16 +401,16 @@ def _count(node: dict[str, Any], kind: str, raw: bytes, start: int, end: int) ->
         node["lines"] = raw.count(b"\n", start, end)
 
 
-def _content_fields(fields: list[tuple[str, bytes, bytes]], in_multipart: bool,
+def _content_fields(fields: list[tuple[str, bytes]], in_multipart: bool,
                     digest_child: bool) -> dict[str, Any]:
     """The Content-* fields of one entity, read as Dovecot reads them: without
     MIME-Version or Content-Type outside a multipart they do not count (RFC 2045 4), the
     first of each wins."""
-    names = {name for name, _, _ in fields}
+    names = {name for name, _ in fields}
     is_mime = in_multipart or "mime-version" in names or "content-type" in names
     first: dict[str, bytes] = {}
     disposition: tuple[str, list[list[str]]] | None = None
-    for name, _, field in fields:
+    for name, field in fields:
         if not name.startswith("content-"):
             continue
         value = _raw_value(field)
@@ -478,7 +479,7 @@ _ENVELOPE_INDEX = {"date": 0, "subject": 1, "from": 2, "sender": 3, "reply-to": 
                    "in-reply-to": 8, "message-id": 9}
 
 
-def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[str, str]]:
+def envelope(fields: list[tuple[str, bytes]]) -> tuple[list[Any], dict[str, str]]:
     """RFC 9051 7.5.2 ENVELOPE, and the 8-bit values that are no UTF-8 by position.
 
     Where the RFC is silent, as Dovecot: of a repeated Date, Subject, In-Reply-To or
@@ -490,7 +491,7 @@ def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[st
     strings: dict[str, bytes] = {}
     every: dict[str, list[str]] = {}
     raw8: dict[str, str] = {}
-    for name, _, field in fields:
+    for name, field in fields:
         if name in ("date", "subject", "in-reply-to", "message-id"):
             strings[name] = _raw_value(field)
         elif name in _ADDRESS_FIELDS:
@@ -504,14 +505,14 @@ def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[st
             return value.decode("utf-8", "replace")
 
     def addrs(name: str) -> list[list[Any]] | None:
-        # Repeated fields are joined, as one list (Dovecot: a spoofed second From shows too).
-        found = [a for t in every.get(name, []) for a in parse_address_list(t)]
-        if not found:
+        texts = tuple(every.get(name, ()))
+        if not texts:
             return None
         i = _ENVELOPE_INDEX[name]
-        return [[None if x is None else text(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"),
-                                               f"{i}.{j}.{k}")
-                 for k, x in enumerate(addr)] for j, addr in enumerate(found)]
+        # The same From: and To: come in message after message: short ones are remembered.
+        rows, eight = (_remembered_addresses if sum(map(len, texts)) <= MEMO_ADDRESSES else _addresses)(texts, i)
+        raw8.update(eight)
+        return [list(row) for row in rows] if rows else None
 
     def string(name: str) -> Any:
         i = _ENVELOPE_INDEX[name]
@@ -533,3 +534,33 @@ def envelope(fields: list[tuple[str, bytes, bytes]]) -> tuple[list[Any], dict[st
                 if reply_to is from_:
                     raw8[f"4.{rest}"] = value
     return env, raw8
+
+
+MEMO_ADDRESSES = 512
+"""Address fields up to this many characters have their ENVELOPE form remembered."""
+
+_Rows = tuple[tuple[str | None, ...], ...]
+
+
+def _addresses(texts: tuple[str, ...], i: int) -> tuple[_Rows, tuple[tuple[str, str], ...]]:
+    """The ENVELOPE addresses of the address fields ``texts`` (Latin-1 text, joined as one
+    list: Dovecot shows a spoofed second From too) at ENVELOPE position ``i``, and the
+    8-bit strings among them by position (see :func:`envelope`)."""
+    eight: list[tuple[str, str]] = []
+
+    def text(value: bytes, path: str) -> str:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            eight.append((path, value.decode("latin-1")))
+            return value.decode("utf-8", "replace")
+
+    found = [a for t in texts for a in parse_address_list(t)]
+    rows = tuple(tuple(None if x is None else text(for_humans(x.encode("latin-1")) if k == 0 else x.encode("latin-1"),
+                                                   f"{i}.{j}.{k}")
+                       for k, x in enumerate(addr)) for j, addr in enumerate(found))
+    return rows, tuple(eight)
+
+
+_remembered_addresses = lru_cache(maxsize=1024)(_addresses)
+

@@ -14,7 +14,10 @@ from email import policy
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser
+from functools import lru_cache
 from typing import Any
+
+from .headerfields import compat32_fields
 
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 16 * 1024
@@ -76,16 +79,26 @@ def parse_addresses(values: list[str]) -> list[dict[str, str]]:
     named "bob@a.example (", not bob@a.example."""
     if not values:
         return []                           # an absent field (most are)
-    out = []
+    texts = tuple(str(v) for v in values)
+    # The same From: and To: come in message after message: short ones are remembered.
+    pairs = _remembered_pairs(texts) if sum(map(len, texts)) <= MEMO_ADDRESSES else _address_pairs(texts)
+    return [{"name": name, "email": addr} for name, addr in pairs]
+
+
+MEMO_ADDRESSES = 512
+"""Address fields up to this many characters are remembered (:func:`parse_addresses`)."""
+
+
+def _address_pairs(texts: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     try:
-        pairs = email.utils.getaddresses([str(v) for v in values])
+        pairs = email.utils.getaddresses(list(texts))
     except Exception:  # noqa: BLE001
-        return []
-    for name, addr in pairs:
-        if not name and not addr:
-            continue
-        out.append({"name": decode_header_value(name) if "=?" in name else name, "email": addr})
-    return out
+        return ()
+    return tuple((decode_header_value(name) if "=?" in name else name, addr)
+                 for name, addr in pairs if name or addr)
+
+
+_remembered_pairs = lru_cache(maxsize=1024)(_address_pairs)
 
 
 def _decoded_text(part: Message) -> str:
@@ -223,13 +236,23 @@ def stdlib_parse(raw: bytes) -> Message:
     it is neither multipart nor message/*: with every line of the header section ending in
     CRLF, only that section goes through the feed parser and the body is set whole (the
     parser walked the body a line at a time to join it back: 1.1 -> 0.43 ms of a 100 KB
-    message's summary, issue 18). An empty header section, a bare CR or LF in it, a header
-    defect or a container type takes the full parse."""
+    message's summary, issue 18); a plain header section (headerfields.py) skips the feed
+    parser too. An empty header section, a bare CR or LF in it, a header defect or a
+    container type takes the full parse."""
     end = raw.find(b"\r\n\r\n")
     if end > 0 and not raw.startswith(b"\r\n"):                # not an empty header section
         head = raw[:end + 2]
         if head.count(b"\n") == head.count(b"\r") == head.count(b"\r\n"):
-            msg = BytesParser(policy=_compat).parsebytes(head, headersonly=True)
+            fields = compat32_fields(head)
+            if fields is not None:
+                # A plain header section: the parser's fields without the parser (headerfields.py).
+                msg = Message(policy=_compat)
+                for name, value in fields:
+                    msg.set_raw(name, value)
+            else:
+                msg = BytesParser(policy=_compat).parsebytes(head, headersonly=True)
+                if msg.get_payload():            # the parser ended the header early ("From " last)
+                    return BytesParser(policy=_compat).parsebytes(raw)
             if not msg.defects and msg.get_content_maintype() not in ("multipart", "message"):
                 msg.set_payload(raw[end + 4:].decode("ascii", "surrogateescape"))
                 return msg
@@ -246,21 +269,30 @@ def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         return {"subject": "", "from": [], "to": [], "cc": [], "preview": "", "text": ""}
 
+    # One pass over the fields, as msg.get and msg.get_all would find them (each of those
+    # walks every field: 20 walks a message were a tenth of its summary, issue 18).
+    fields: dict[str, list[Any]] = {}
+    try:
+        for name, value in msg.items():
+            fields.setdefault(name.lower(), []).append(value)
+    except Exception:  # noqa: BLE001 - as every lookup failing
+        fields = {}
+
     def header(name: str) -> str:
         try:
-            return decode_header_value(msg.get(name))
+            return decode_header_value(fields[name][0] if name in fields else None)
         except Exception:  # noqa: BLE001
             return ""
 
     def all_values(name: str) -> list[str]:
         try:
-            return [field_text(v) for v in (msg.get_all(name) or [])]
+            return [field_text(v) for v in fields.get(name, ())]
         except Exception:  # noqa: BLE001
             return []
 
     date_ts: float | None = None
     try:
-        parsed = email.utils.parsedate_to_datetime(str(msg.get("Date", "")))
+        parsed = email.utils.parsedate_to_datetime(str(fields["date"][0] if "date" in fields else ""))
         date_ts = parsed.timestamp() if parsed else None
     except Exception:  # noqa: BLE001
         date_ts = None
@@ -270,18 +302,18 @@ def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     if forwarded:
         text = f"{text}\n{forwarded}" if text else forwarded
     summary: dict[str, Any] = {
-        "subject": header("Subject"),
-        "from": parse_addresses(all_values("From")),
-        "sender": parse_addresses(all_values("Sender")),
-        "reply_to": parse_addresses(all_values("Reply-To")),
-        "to": parse_addresses(all_values("To")),
-        "cc": parse_addresses(all_values("Cc")),
-        "bcc": parse_addresses(all_values("Bcc")),
+        "subject": header("subject"),
+        "from": parse_addresses(all_values("from")),
+        "sender": parse_addresses(all_values("sender")),
+        "reply_to": parse_addresses(all_values("reply-to")),
+        "to": parse_addresses(all_values("to")),
+        "cc": parse_addresses(all_values("cc")),
+        "bcc": parse_addresses(all_values("bcc")),
         "date": date_ts,
-        "date_header": header("Date"),
-        "message_id": header("Message-ID"),
-        "in_reply_to": header("In-Reply-To"),
-        "references": header("References"),
+        "date_header": header("date"),
+        "message_id": header("message-id"),
+        "in_reply_to": header("in-reply-to"),
+        "references": header("references"),
         "content_type": _safe(lambda: msg.get_content_type(), "text/plain"),
         "has_attachment": has_attachment,
         "attachments": attachments,

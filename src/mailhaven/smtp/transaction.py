@@ -23,8 +23,10 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from functools import lru_cache
 from typing import Any
 
 from ..filter import dmarcreports
@@ -65,7 +67,7 @@ class Trace:
     """``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`` or None."""
 
     def received(self, recipients: list[str]) -> bytes:
-        date = email.utils.format_datetime(email.utils.localtime().astimezone(), usegmt=False)
+        date = received_date(int(time.time()))
         # The HELO name is the client's word: keep it to printable ASCII in our header.
         helo = self.helo if ADDRESS_LITERAL.fullmatch(self.helo) else "".join(
             c if "!" <= c <= "~" and c not in "()[];\\" else "?" for c in self.helo)
@@ -77,6 +79,13 @@ class Trace:
         tail = f"\tfor <{recipients[0]}>; {date}" if len(recipients) == 1 else f"\t; {date}"
         lines.append(tail)
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+@lru_cache(maxsize=2)
+def received_date(second: int) -> str:
+    """The RFC 5322 3.3 date-time of a Received: header, local time with its offset: one
+    formatting a second (it was 3% of an inbound message's CPU, issue 18)."""
+    return email.utils.format_datetime(datetime.fromtimestamp(second).astimezone(), usegmt=False)
 
 
 @dataclass

@@ -74,15 +74,18 @@ def _mailbox(row: sqlite3.Row, conn: sqlite3.Connection | None = None, counts: b
                    subscribed=subscribed, messages=messages, unseen=unseen, size=size, recent=recent)
 
 
-def _message(row: sqlite3.Row, with_summary: bool, imap_wire: bool = False) -> Message:
+def _message(row: sqlite3.Row, with_summary: bool, imap_wire: bool = False,
+             summary: dict[str, Any] | None = None) -> Message:
+    """``summary``: the one just stored (then ``row`` need not hold it), given instead of
+    decoding the row's: :func:`decode_summary` of :func:`encode_summary` gives it back."""
     flags = frozenset(row["flags"].split()) if row["flags"] else frozenset()
     wire = None
-    summary: dict[str, Any] = {}
     if imap_wire:
         envelope = row["imap_envelope"]
         wire = (envelope, row["imap_body"]) if envelope is not None else None
-    if with_summary or imap_wire:
-        summary = decode_summary(row["summary"])  # NULL where the wire forms serve instead (or no data row)
+    if summary is None:
+        # NULL where the wire forms serve instead (or no data row)
+        summary = decode_summary(row["summary"]) if with_summary or imap_wire else {}
     return Message(id=row["id"], mailbox_id=row["mailbox_id"], uid=row["uid"], blob_id=row["blob_id"],
                    size=row["size"], internal_date=row["internal_date"], flags=flags,
                    modseq=row["modseq"], thread_id=row["thread_id"], summary=summary, wire=wire)

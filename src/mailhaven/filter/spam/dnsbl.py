@@ -41,6 +41,25 @@ def _listing(addresses: list[str]) -> bool:
     return False
 
 
+def listed_in_memo(resolver: dns.asyncresolver.Resolver, ip: str, zones: tuple[str, ...]) -> list[str] | None:
+    """:func:`listed_in` from what the resolver remembers (dnsmemo.py), without a lookup or
+    a task; None when some zone's answer is not remembered."""
+    remembered = getattr(resolver, "remembered", None)
+    if remembered is None:
+        return None
+    found = []
+    for zone in zones:
+        name = query_name(ip, zone)
+        if name is None:
+            continue
+        outcome = remembered(name, "A")
+        if outcome is None:
+            return None
+        if isinstance(outcome, dns.resolver.Answer) and _listing([r.to_text() for r in outcome]):
+            found.append(zone)
+    return found
+
+
 async def listed_in(resolver: dns.asyncresolver.Resolver, ip: str, zones: tuple[str, ...],
                     timeout: float) -> list[str]:
     """The zones that list ``ip``; a zone that times out or fails lists nothing."""

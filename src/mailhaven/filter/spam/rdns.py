@@ -72,6 +72,38 @@ async def reverse_dns(resolver: dns.asyncresolver.Resolver, ip: str, timeout: fl
         return "temperror"
 
 
+def reverse_dns_memo(resolver: dns.asyncresolver.Resolver, ip: str) -> str | None:
+    """:func:`reverse_dns` from what the resolver remembers (dnsmemo.py), without a lookup
+    or a task; None when an answer it needs is not remembered."""
+    remembered = getattr(resolver, "remembered", None)
+    parsed = _ptr_name(ip)
+    if remembered is None or parsed is None:
+        return None
+    address, ptr = parsed
+    answer = remembered(_ptr_text(ptr), "PTR")
+    if answer is None:
+        return None
+    if not isinstance(answer, dns.resolver.Answer):
+        return "none"                                   # NXDOMAIN, NoAnswer
+    for name in [r.target.to_text(omit_final_dot=True) for r in answer][:MAX_PTR]:
+        found: set[str] = set()
+        for rdtype in ("A", "AAAA"):
+            outcome = remembered(name, rdtype)
+            if outcome is None:
+                return None
+            if isinstance(outcome, dns.resolver.Answer):
+                found.update(str(ipaddress.ip_address(r.to_text())) for r in outcome)
+        if address in found:
+            return "pass"
+    return "unconfirmed"
+
+
+@lru_cache(maxsize=4096)
+def _ptr_text(ptr: dns.name.Name) -> str:
+    """``str(ptr)``, as the resolver's memo keys it (the text of a Name is rebuilt each time)."""
+    return str(ptr)
+
+
 @lru_cache(maxsize=4096)
 def _is_address(name: str) -> bool:
     try:

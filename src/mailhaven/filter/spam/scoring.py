@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
+from functools import lru_cache
 from typing import Any, BinaryIO
 
 import dns.asyncresolver
@@ -24,9 +25,9 @@ from ..dkimverify import DkimResult
 from ..dmarc import DmarcResult
 from ..spf import SpfResult
 from . import bayes
-from .dnsbl import listed_in
+from .dnsbl import listed_in, listed_in_memo
 from .gtube import has_gtube
-from .rdns import helo_problems, reverse_dns
+from .rdns import helo_problems, reverse_dns, reverse_dns_memo
 from .tokens import MAX_INPUT, tokenize
 
 POINTS = {
@@ -111,8 +112,19 @@ def _senders(head: bytes, mail_from: str) -> set[str]:
     for line in head.decode("utf-8", "replace").replace("\r\n\t", " ").replace("\r\n ", " ").split("\r\n"):
         if line.lower().startswith("from:"):
             froms.append(line[5:])
-    found.update(addr.lower() for _, addr in getaddresses(froms) if "@" in addr)
+    found.update(_from_addresses(tuple(froms)) if sum(map(len, froms)) <= MEMO_FROM else _parse_from(tuple(froms)))
     return found
+
+
+MEMO_FROM = 512
+"""From: values up to this many characters are remembered (a sender's comes again and again)."""
+
+
+def _parse_from(froms: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(addr.lower() for _, addr in getaddresses(list(froms)) if "@" in addr)
+
+
+_from_addresses = lru_cache(maxsize=1024)(_parse_from)
 
 
 def _matches(entry: str, address: str) -> bool:
@@ -148,6 +160,14 @@ class SpamChecker:
     def start_lookups(self, ip: str) -> asyncio.Future[Any]:
         """DNSBL, DNSWL and reverse DNS of the client, started while SPF and DKIM run."""
         s = self.settings
+        blocked = listed_in_memo(self.resolver, ip, s.dnsbl)
+        allowed = listed_in_memo(self.resolver, ip, s.dnswl) if blocked is not None else None
+        rdns = reverse_dns_memo(self.resolver, ip) if allowed is not None else None
+        if rdns is not None:
+            # All remembered (the usual case: a client sends many): no lookup, no task.
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result([blocked, allowed, rdns])
+            return done
         return asyncio.gather(listed_in(self.resolver, ip, s.dnsbl, self.timeout),
                               listed_in(self.resolver, ip, s.dnswl, self.timeout),
                               reverse_dns(self.resolver, ip, self.timeout))
