@@ -213,7 +213,7 @@ def _message_number(arg: str) -> int:
 
 def _args(rest: str, low: int, high: int) -> list[str]:
     args = rest.split(" ") if rest else []
-    if not low <= len(args) <= high or any(a == "" for a in args):
+    if not low <= len(args) <= high or "" in args:
         raise R.Pop3Error(R.BAD_SYNTAX)
     return args
 
@@ -243,6 +243,8 @@ def parse_command(line: bytes) -> Command:
         raise R.Pop3Error(R.BAD_SYNTAX)
     keyword, _, rest = text.partition(" ")
     keyword = keyword.upper()
+    if keyword == "RETR":           # the commonest by far: one per message downloaded
+        return Retr(msg=_message_number(_args(rest, 1, 1)[0]))
     if keyword == "PASS":
         if not rest:
             raise R.Pop3Error(R.BAD_SYNTAX)
