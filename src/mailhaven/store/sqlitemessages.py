@@ -451,6 +451,12 @@ class MessageMethods:
         return await self._copy_or_move(src_mailbox_id, uids, dst_mailbox_id, move=True)
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> MailboxChanges:
+        # The commonest answer (a session catching up after its own command): nothing since.
+        # Every change raises the mailbox's highestmodseq, so one row read on the loop tells.
+        rows = self.db.query_sync("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
+        if rows and rows[0][0] <= modseq:
+            return MailboxChanges(changed=[], expunged=[], highestmodseq=rows[0][0])
+
         def find(conn: sqlite3.Connection) -> MailboxChanges:
             box = conn.execute("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,)).fetchone()
             if box is None:
