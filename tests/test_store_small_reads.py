@@ -49,3 +49,30 @@ async def test_few_message_reads_skip_the_reader_thread(tmp_path: Path, monkeypa
         assert len(trips) == 2
     finally:
         await store.close()
+
+
+async def test_select_lookups_skip_the_reader_thread(tmp_path: Path, monkeypatch: Any) -> None:
+    # SELECT looks its mailbox up (no counts), and the session then asks what changed since
+    # the view it loaded: both on the loop when nothing did; a real change still goes to a
+    # reader thread and is reported.
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    trips: list[Any] = []
+    submit = store.db._readers.submit
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        await store.deliver(await store.put_blob(raw(1)), [bob.id])
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        monkeypatch.setattr(store.db._readers, "submit", lambda fn: trips.append(fn) or submit(fn))
+        box = await store.get_mailbox(bob.id, "INBOX", counts=False)
+        assert (box.id, box.highestmodseq) == (inbox.id, inbox.highestmodseq)
+        nothing = await store.changes_since(inbox.id, inbox.highestmodseq)
+        assert (nothing.changed, nothing.expunged, nothing.highestmodseq) == ([], [], inbox.highestmodseq)
+        assert trips == []
+        await store.deliver(await store.put_blob(raw(2)), [bob.id])
+        changes = await store.changes_since(inbox.id, inbox.highestmodseq)
+        assert [m.uid for m in changes.changed] == [2] and changes.highestmodseq > inbox.highestmodseq
+        assert len(trips) == 1
+    finally:
+        await store.close()

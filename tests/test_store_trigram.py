@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailhaven.store.sqlite import SQLiteStore
+from mailhaven.store.sqliteindex import FIELD_SEPARATOR, field_of, unpack_text
 from mailhaven.store.trigram import like_matcher, matcher
 
 # Letters whose folding differs between SQLite and Python, ASCII, and a few plain ones.
@@ -34,6 +35,15 @@ def _full_index_matches(texts: list[str], needle: str) -> set[int]:
 def test_the_check_folds_as_the_trigram_tokenizer(texts: list[str], needle: str) -> None:
     found = matcher(needle)
     assert {i for i, t in enumerate(texts) if found(t)} == _full_index_matches(texts, needle)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(ALPHABET + "x", min_size=0, max_size=6), min_size=1, max_size=8))
+def test_a_column_search_checks_the_field_at_its_position(fields: list[str]) -> None:
+    # A SUBJECT or FROM search finds its field in the kept text by position, not by
+    # splitting the whole text: the same field, empty ones and the last one included.
+    stored = FIELD_SEPARATOR.join(fields)
+    assert [field_of(stored, at) for at in range(len(fields))] == list(unpack_text(stored))
 
 
 @settings(max_examples=100, deadline=None)

@@ -19,7 +19,7 @@ from ..message.structure import header_end, split_fields, structure_summary
 from ..store.api import FlagMode, Message
 from ..store.prefetch import Prefetch
 from .grammar import Args, format_datetime
-from .headercache import header_cache
+from .headercache import HeaderCache, header_cache
 from .message import resolve_set
 from .parser import Atom, Command, ParenList
 from .render import render_body, render_envelope
@@ -422,6 +422,8 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     recent = sel.recent if not s.rev2 else set()
     shown: dict[tuple[frozenset[str], bool], bytes] = {}
     cache = header_cache(s.store)
+    if headers and len(uids) == 1 and await _one_header(s, sel, cache, plan, uids[0], shown, recent):
+        return
     chunks = _chunks(sel, uids, raw)
     ahead: Prefetch[list[tuple[int, bytes]]] | None = None
     """The next chunk's bytes, read on a reader thread while this chunk is rendered (BODY[]
@@ -458,6 +460,26 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     finally:
         if ahead is not None:               # the FETCH failed (the client went): nobody reads it
             ahead.cancel()
+
+
+async def _one_header(s: Session, sel: Any, cache: HeaderCache, plan: _ColumnPlan, uid: int,
+                      shown: dict[tuple[frozenset[str], bool], bytes], recent: set[int]) -> bool:
+    """The FETCH of one message's header fields that clients send for each new message:
+    its header block from the cache, or its row read on the loop, without the chunking and
+    read-ahead a whole-mailbox FETCH needs. False for a message over :data:`STREAM_MIN`
+    (left to the general path, which reads only the start of its file)."""
+    key = (sel.id, sel.uidvalidity, uid)
+    header = cache.get(key)
+    if header is None:
+        i = sel.index(uid)
+        if i is not None and sel.column("sizes")[i] > STREAM_MIN:
+            return False
+        rows = await s.store.get_raw(sel.id, [uid])
+        if not rows:
+            return True         # expunged meanwhile; its EXPUNGE comes at the next allowed moment
+        header = cache.put_message(key, rows[0][1])
+    s.write(_column_lines(s, sel, plan, [uid], {}, {uid: header}, shown, recent))
+    return True
 
 
 def _column_lines(s: Session, sel: Any, plan: _ColumnPlan, chunk: list[int],

@@ -21,6 +21,7 @@ Grammar (RFC 1939 3, RFC 2449 3)::
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from . import replies as R
@@ -212,7 +213,7 @@ def _message_number(arg: str) -> int:
 
 def _args(rest: str, low: int, high: int) -> list[str]:
     args = rest.split(" ") if rest else []
-    if not low <= len(args) <= high or any(a == "" for a in args):
+    if not low <= len(args) <= high or "" in args:
         raise R.Pop3Error(R.BAD_SYNTAX)
     return args
 
@@ -227,16 +228,23 @@ def _decode_base64(text: str) -> bytes | None:
         return None
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+"""Control characters (TAB aside) and DEL, which no command line holds: one regular
+expression search, not a generator over the characters (a fifth of a RETR's CPU)."""
+
+
 def parse_command(line: bytes) -> Command:
     """One command line without its CRLF -> a Command; raises Pop3Error for bad input."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise R.Pop3Error(R.NOT_UTF8) from None
-    if any(ord(c) < 0x20 and c != "\t" for c in text) or "\x7f" in text:
+    if _CONTROL.search(text):
         raise R.Pop3Error(R.BAD_SYNTAX)
     keyword, _, rest = text.partition(" ")
     keyword = keyword.upper()
+    if keyword == "RETR":           # the commonest by far: one per message downloaded
+        return Retr(msg=_message_number(_args(rest, 1, 1)[0]))
     if keyword == "PASS":
         if not rest:
             raise R.Pop3Error(R.BAD_SYNTAX)

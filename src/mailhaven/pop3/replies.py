@@ -25,11 +25,16 @@ class Reply:
         return replace(self, text=text)
 
     def to_bytes(self) -> bytes:
+        return self.line(self.text)
+
+    def line(self, text: str) -> bytes:
+        """The status line with ``text`` for this reply's (``to_bytes`` of ``with_text``
+        without making the Reply: RETR sends one per message)."""
         parts = ["+OK" if self.ok else "-ERR"]
         if self.code:
             parts.append(f"[{self.code}]")
-        if self.text:
-            parts.append(self.text.replace("\r", " ").replace("\n", " "))
+        if text:
+            parts.append(text.replace("\r", " ").replace("\n", " "))
         return " ".join(parts).encode("utf-8") + b"\r\n"
 
 

@@ -363,12 +363,13 @@ class Session:
         return raw
 
     async def _retr(self, cmd: P.Retr) -> None:
-        if self.ctx.flush is not None and self._drop().size(cmd.msg) > STREAM_MIN:
+        size = self._drop().size(cmd.msg)
+        if self.ctx.flush is not None and size > STREAM_MIN:
             await self._retr_streamed(cmd)
             return
         raw = await self._read(cmd.msg)
         self._drop().retrieved.add(cmd.msg)
-        self._out.append(R.MESSAGE_FOLLOWS.with_text(f"{self._drop().size(cmd.msg)} octets").to_bytes())
+        self._out.append(R.MESSAGE_FOLLOWS.line(f"{size} octets"))
         self._out.append(P.encode_message(raw))
 
     async def _retr_streamed(self, cmd: P.Retr) -> None:
@@ -376,7 +377,7 @@ class Session:
         message = await self._check_present(cmd.msg)
         assert self.ctx.flush is not None
         self._drop().retrieved.add(cmd.msg)
-        self._out.append(R.MESSAGE_FOLLOWS.with_text(f"{self._drop().size(cmd.msg)} octets").to_bytes())
+        self._out.append(R.MESSAGE_FOLLOWS.line(f"{self._drop().size(cmd.msg)} octets"))
         encoder = P.MessageEncoder()
         async for data in blob_chunks(self.ctx.store, message.blob_id):
             self._out.append(encoder.feed(data))

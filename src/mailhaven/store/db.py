@@ -438,6 +438,14 @@ class Database:
         """Run ``fn(conn)`` on a reader thread inside one read transaction (a snapshot)."""
         return await self._readers.submit(fn)  # type: ignore[no-any-return]
 
+    def query_sync(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One SELECT as plain tuples, like :meth:`read_sync` (same connection, same uses)
+        but without the BEGIN and COMMIT around it: a single statement is its own read
+        transaction, and the two extra statements cost as much as reading one row."""
+        cur = self._reader().cursor()
+        cur.row_factory = None
+        return cur.execute(sql, params).fetchall()
+
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """:meth:`read` for code already running off the event loop (on the calling
         thread, with that thread's own reader connection); also, on the event loop, for

@@ -73,6 +73,18 @@ def unpack_text(stored: str) -> tuple[str, ...]:
     return tuple(stored.split(FIELD_SEPARATOR))
 
 
+def field_of(stored: str, at: int) -> str:
+    """Field ``at`` of a ``search_text`` row: ``unpack_text(stored)[at]`` without splitting
+    the rest (a SUBJECT or FROM search checks its candidates' first fields, not their bodies)."""
+    start = 0
+    for _ in range(at):
+        start = stored.find(FIELD_SEPARATOR, start) + 1
+        if not start:
+            raise IndexError(at)
+    end = stored.find(FIELD_SEPARATOR, start)
+    return stored[start:] if end < 0 else stored[start:end]
+
+
 def text_of(conn: sqlite3.Connection, message_id: int) -> tuple[str, ...] | None:
     """A message's search fields, indexed or still pending (None: neither, e.g. gone)."""
     row = conn.execute("SELECT text FROM search_text WHERE id=?", (message_id,)).fetchone()
@@ -290,6 +302,6 @@ class IndexMethods:
                                     "WHERE m.mailbox_id=?", (mailbox_id,))
             if column is None:              # any field: the joined text (NUL is in no needle)
                 return {uid for uid, stored in rows if found(stored)}
-            return {uid for uid, stored in rows if found(unpack_text(stored)[at])}
+            return {uid for uid, stored in rows if found(field_of(stored, at))}
 
         return await self.db.read(find)

@@ -89,6 +89,8 @@ class MailboxMethods:
                 raise NotFound(f"no mailbox {name}")
             return _mailbox(row, conn, counts)
 
+        if not counts:      # SELECT's lookup: two indexed rows, read on the loop (no thread hop)
+            return self.db.read_sync(find)
         return await self.db.read(find)
 
     async def claim_recent(self, mailbox_id: int, upto: int, *, claim: bool = True) -> int:
