@@ -48,3 +48,35 @@ def test_config_check(tmp_path):
     assert r.returncode == 1 and "limits.message_size" in r.stderr and "Traceback" not in r.stderr
     r = run_cli(data, "serve", check=False)
     assert r.returncode == 1 and "limits.message_size" in r.stderr and "Traceback" not in r.stderr
+
+
+def _commands(parser):
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def test_each_command_module_is_imported_only_for_its_command(tmp_path):
+    """``CLI_MODULES`` names every module's commands (a module missing from it would
+    vanish from runs of other commands' parsers), and a run of one command imports only its
+    module: ``domain list`` loads neither dkimpy, starlette nor asyncpg."""
+    import subprocess
+    import sys
+
+    from conftest import mailhaven_env
+    from mailhaven import cli
+
+    core = {"serve", "domain", "user", "alias", "mailbox", "config"}
+    assert _commands(cli.build_parser()) == core | set(cli.CLI_MODULES)
+    for command in cli.CLI_MODULES:
+        assert command in _commands(cli.build_parser(["--data", "d", command, "--help"]))
+    assert _commands(cli.build_parser(["domain", "list"])) == core
+
+    probe = ("import sys\nfrom mailhaven.cli import main\n"
+             f"main(['--data', {str(tmp_path / 'data')!r}, 'domain', 'list'])\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dkim', 'starlette', 'asyncpg')\n"
+             "             or m.startswith(('mailhaven.web', 'mailhaven.transfer', 'mailhaven.ua'))))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=mailhaven_env(), timeout=120, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -30,22 +30,26 @@ from .store.api import Store, StoreError
 T = TypeVar("T")
 
 # Modules that add subcommands with ``register(subparsers)``; missing ones are skipped.
-CLI_MODULES = (
-    "mailhaven.queue.cli",
-    "mailhaven.queue.dkimcli",
-    "mailhaven.queue.tlsrptcli",
-    "mailhaven.dnscli",
-    "mailhaven.auth.cli",
-    "mailhaven.ua.cli",
-    "mailhaven.transfer.cli",
-    "mailhaven.web.cli",
-    "mailhaven.store.cli",
-    "mailhaven.sieve.cli",
-    "mailhaven.filter.dmarccli",
-    "mailhaven.filter.spam.cli",
-    "mailhaven.certs.cli",
-    "mailhaven.quickstart",
-)
+# The command each module registers, so a run imports only the module of its own command
+# (each pulls in its own dependencies: dkimpy, starlette, the IMAP client...); a run with
+# no command, or one not listed here, builds the whole parser.
+CLI_MODULES = {
+    "queue": "mailhaven.queue.cli",
+    "dkim": "mailhaven.queue.dkimcli",
+    "tlsrpt": "mailhaven.queue.tlsrptcli",
+    "dns": "mailhaven.dnscli",
+    "security": "mailhaven.auth.cli",
+    "mail": "mailhaven.ua.cli",
+    "import": "mailhaven.transfer.cli",
+    "export": "mailhaven.transfer.cli",
+    "token": "mailhaven.web.cli",
+    "store": "mailhaven.store.cli",
+    "sieve": "mailhaven.sieve.cli",
+    "dmarc": "mailhaven.filter.dmarccli",
+    "spam": "mailhaven.filter.spam.cli",
+    "acme": "mailhaven.certs.cli",
+    "setup": "mailhaven.quickstart",
+}
 
 
 class CommandError(Exception):
@@ -370,7 +374,21 @@ made once in DATA/tls. It prints each address it listens on, then "Ready.". One 
 per data directory: a second one on the same DATA refuses to start (DATA/serve.lock)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The command word of ``argv``: its first argument that is not an option or the value
+    of ``--data``/``--config``."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--data", "--config"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: every command, but only the module of the command given is
+    imported (all of them when ``argv`` is None or names none we know)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="mailhaven", description="Mailhaven mail server")
@@ -436,7 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     csub.add_parser("check")
     p.set_defaults(func=cmd_config)
 
-    for module_name in CLI_MODULES:
+    command = _command_of(argv) if argv is not None else None
+    core = {"serve", "domain", "user", "alias", "mailbox", "config"}
+    if command in CLI_MODULES:
+        wanted = [CLI_MODULES[command]]
+    elif command in core:
+        wanted = []
+    else:
+        wanted = list(dict.fromkeys(CLI_MODULES.values()))
+    for module_name in wanted:
         try:
             spec = importlib.util.find_spec(module_name)
         except ModuleNotFoundError:
@@ -448,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
