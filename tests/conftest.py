@@ -73,6 +73,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self.log_path = data / "server.log"
+        self.known_domains: set[str] = set()   # domains add_user has seen exist (one CLI run fewer a user)
 
     def write_config(self) -> Path:
         self.data.mkdir(parents=True, exist_ok=True)
@@ -132,12 +133,16 @@ class ServerProcess:
         return self.ports[name]
 
     def admin(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if args[:2] == ("domain", "remove"):
+            self.known_domains.clear()         # add_user asks the server again
         return run_cli(self.data, *args, input=input, check=check)
 
     def add_user(self, address: str, password: str = "s3cret", quota: str | None = None) -> None:
         domain = address.rpartition("@")[2]
-        if domain not in self.admin("domain", "list").stdout.split():
-            self.admin("domain", "add", domain)
+        if domain not in self.known_domains:
+            if domain not in self.admin("domain", "list").stdout.split():
+                self.admin("domain", "add", domain)
+            self.known_domains.add(domain)
         args = ["user", "add", address, "--password-stdin"]
         if quota:
             args += ["--quota", quota]
