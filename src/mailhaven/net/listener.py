@@ -85,12 +85,15 @@ class Listener:
         login = self.deadlines.login
         return min(HANDSHAKE_TIMEOUT, login) if login else HANDSHAKE_TIMEOUT
 
-    async def serve_sockets(self, sockets: list[socket.socket]) -> None:
-        """Accept on sockets bound by another process (an SMTP worker's listener)."""
-        servers = [await asyncio.start_server(self._accept, sock=sock, limit=READ_SIZE, backlog=1024)
-                   for sock in sockets]
-        self.server = servers[0]
-        self.extra_servers = list[asyncio.AbstractServer](servers[1:])
+    async def serve_accepted(self, sock: socket.socket) -> None:
+        """Serve one connection accepted elsewhere (an SMTP worker's balanced accept
+        loop, smtp/balance.py) as if this listener had accepted it; plain TCP only."""
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+        except OSError:
+            sock.close()
+            return
+        await self._accept(reader, writer)
 
     def close(self) -> None:
         self.closing = True
