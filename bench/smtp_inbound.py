@@ -201,6 +201,9 @@ def report_workers(rows: list[dict[str, float]], seconds: float) -> None:
         if r["worker"] < 0:
             print(f"  main process: CPU {r['cpu']:.2f} s ({r['cpu'] / seconds * 100:.0f}% of a core)")
             continue
+        if not r["sessions"]:           # no table (a server from before it): CPU only
+            print(f"  worker {int(r['worker'])}: CPU {r['cpu']:.2f} s ({r['cpu'] / seconds * 100:.0f}% of a core)")
+            continue
         print(f"  worker {int(r['worker'])}: {int(r['sessions'])} sessions, {int(r['messages'])} messages "
               f"({r['messages'] / total * 100:.0f}%), {r['rate']:.0f} msg/s, CPU {r['cpu']:.2f} s "
               f"({r['cpu'] / seconds * 100:.0f}% of a core, "
