@@ -11,6 +11,7 @@ import signal
 import smtplib
 import socket
 import sqlite3
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -157,13 +158,19 @@ def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> No
         server.stop()
 
 
-def held_session(sock: socket.socket, n: int) -> tuple[smtplib.SMTP, str]:
-    """Deliver one message over an open connection and keep it open; the stamp of the
-    process that serves it (logs.connection_id, in the reply to DATA)."""
+def held_session(sock: socket.socket, n: int, tls: bool = False) -> tuple[smtplib.SMTP, str]:
+    """Deliver one message over an open connection (``tls``: after STARTTLS) and keep it
+    open; the stamp of the process that serves it (logs.connection_id, in the reply to DATA)."""
     s = smtplib.SMTP(timeout=8)
     s.sock, s.file = sock, sock.makefile("rb")
+    s._host = "localhost"                   # type: ignore[attr-defined]  # STARTTLS server name
     assert s.getreply()[0] == 220
     s.ehlo("held.example")
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        assert s.starttls(context=context)[0] == 220
+        s.ehlo("held.example")
     s.mail("alice@lancs.example")
     s.rcpt("bob@nyu.example")
     code, reply = s.data(body(3, n))
@@ -215,14 +222,16 @@ def test_a_stopped_worker_gets_no_new_sessions(tmp_path: Path) -> None:
     """A worker that stops answering (SIGSTOP: hung, swapped out) is not handed new
     connections: the other serves all of them (after at most balance.STALE, while the
     stopped one's count still holds the other back). On the SO_REUSEPORT hash about half
-    of them waited on the stopped worker's socket and timed out (5 of 5 runs failed)."""
+    of them waited on the stopped worker's socket and timed out (5 of 5 runs failed).
+    Every other session starts TLS (STARTTLS in a worker takes the server's side)."""
     server, workers = start_with_workers(tmp_path / "data")
     try:
         os.kill(workers[0], signal.SIGSTOP)
         try:
             served = []
             for n in range(10):
-                s, stamp = held_session(socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8), n)
+                sock = socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8)
+                s, stamp = held_session(sock, n, tls=n % 2 == 0)
                 served.append(stamp)
                 s.quit()
             assert len(set(served)) == 1, served

@@ -87,13 +87,27 @@ class Listener:
 
     async def serve_accepted(self, sock: socket.socket) -> None:
         """Serve one connection accepted elsewhere (an SMTP worker's balanced accept
-        loop, smtp/balance.py) as if this listener had accepted it; plain TCP only."""
+        loop, smtp/balance.py) as if this listener had accepted it, until it ends; plain
+        TCP only. The stream protocol gets a connected callback, as under ``start_server``:
+        that is what makes ``StreamWriter.start_tls`` take the server's side (STARTTLS)."""
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await self._accept(reader, writer)
+            finally:
+                if not ended.done():
+                    ended.set_result(None)
+
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
         try:
-            reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+            await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(reader, session, loop=loop), sock=sock)
         except OSError:
             sock.close()
             return
-        await self._accept(reader, writer)
+        await ended
 
     def close(self) -> None:
         self.closing = True
