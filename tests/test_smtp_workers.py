@@ -70,8 +70,8 @@ class Idle:
                 return
 
 
-def start_with_workers(data: Path) -> tuple[ServerProcess, list[int]]:
-    server = ServerProcess(data, extra_config=f"[smtp]\nworkers = {WORKERS}\n").start()
+def start_with_workers(data: Path, extra: str = "") -> tuple[ServerProcess, list[int]]:
+    server = ServerProcess(data, extra_config=f"[smtp]\nworkers = {WORKERS}\n{extra}").start()
     server.add_user("bob@nyu.example")
     assert server.proc is not None
     pid = server.proc.pid
@@ -239,6 +239,23 @@ def test_a_stopped_worker_gets_no_new_sessions(tmp_path: Path) -> None:
             os.kill(workers[0], signal.SIGCONT)
         listing = json.loads(server.admin("mailbox", "list", "bob@nyu.example", "--json").stdout)
         assert len(listing) == 10
+    finally:
+        server.stop()
+
+
+def test_the_connection_cap_holds_for_all_workers_together(tmp_path: Path) -> None:
+    """``[limits] connections = 4`` means 4 sessions on port 25, not 4 in each worker:
+    the fifth connection is refused (421) while four are open. Before, each worker
+    admitted the whole cap (the fifth got 220)."""
+    server, workers = start_with_workers(tmp_path / "data", "[limits]\nconnections = 4\n")
+    try:
+        held = [held_session(socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8), n)
+                for n in range(4)]
+        assert len({stamp for _, stamp in held}) == WORKERS
+        with socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8) as sock:
+            assert sock.makefile("rb").readline().startswith(b"421"), "a fifth session admitted"
+        for s, _ in held:
+            s.quit()
     finally:
         server.stop()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import pickle
 import signal
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..logs import Log
+from ..net.admission import Admission
 from ..queue.api import OutboundMessage
 from ..store.changes import decode_change, encode_change
 from .balance import BalancedAccept, WorkerTable, make_wakes
@@ -179,6 +181,15 @@ class _QueueOnly:
         return ids
 
 
+def share_total_cap(admission: Admission, workers: int) -> None:
+    """``[limits] connections`` holds for port 25 as a whole, not per worker: each worker
+    admits its share (rounded up). The balancer keeps the workers' counts within one of
+    each other, so a worker at its share means they all are; the per-address and
+    per-network caps stay whole in each worker (one address's connections need not be
+    spread evenly, and a share would refuse it early)."""
+    admission.caps = dataclasses.replace(admission.caps, total=-(-admission.caps.total // workers))
+
+
 def _forward_changes(store: Any, writer: asyncio.StreamWriter, origin: str,
                      delivered: Callable[[], None]) -> None:
     """Send the main process every change this worker's store commits, one JSON line each,
@@ -219,6 +230,7 @@ async def _worker(config: Any, listen_fd: int, feed_fd: int, table: WorkerTable,
     await outbound.open()
     ctx.outbound = outbound
     listener = SmtpListener(ctx, "smtp")
+    share_total_cap(listener.admission, table.count)
     accept = BalancedAccept(socket.socket(fileno=listen_fd), table, index, wakes, listener.serve_accepted, log)
     if config.store.backend == "sqlite":   # PostgreSQL nodes hear of each other by NOTIFY
         _forward_changes(store, writer, f"w{index}", accept.delivered)
