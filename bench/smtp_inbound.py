@@ -150,8 +150,21 @@ def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
     return (user, system) if found else None
 
 
+def run_delay(pid: int) -> float:
+    """Seconds ``pid``'s threads spent runnable but waiting for a core (schedstat): CPU
+    the machine did not give, as against work the process did not have."""
+    total = 0.0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
+
+
 def tree_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of ``pid`` and of each of its children, by pid."""
+    """CPU seconds (user + system) of ``pid`` and of each of its children, by pid; each
+    one's wait for a core under ``-pid``."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     for entry in os.listdir("/proc"):
@@ -163,6 +176,7 @@ def tree_cpu(pid: int) -> dict[int, float]:
             continue
         if int(entry) == pid or int(fields[1]) == pid:
             out[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+            out[-int(entry)] = run_delay(int(entry))
     return out
 
 
@@ -178,8 +192,10 @@ def per_worker(pid: int, before: dict[int, float], after: dict[int, float],
         out.append({"worker": i, "messages": row["messages"] - was["messages"],
                     "sessions": row["accepted"] - was["accepted"],
                     "rate": (row["messages"] - was["messages"]) / seconds,
-                    "cpu": after.get(wpid, 0.0) - before.get(wpid, 0.0)})
-    out.append({"worker": -1, "cpu": after.get(pid, 0.0) - before.get(pid, 0.0)})
+                    "cpu": after.get(wpid, 0.0) - before.get(wpid, 0.0),
+                    "waited": after.get(-wpid, 0.0) - before.get(-wpid, 0.0)})
+    out.append({"worker": -1, "cpu": after.get(pid, 0.0) - before.get(pid, 0.0),
+                "waited": after.get(-pid, 0.0) - before.get(-pid, 0.0)})
     return out
 
 
@@ -191,7 +207,7 @@ def table(pid: int | None) -> list[dict[str, float]] | None:
     try:
         from mailhaven.smtp.balance import read_table
     except ImportError:                 # a server from before the table (by CPU only)
-        return [{"pid": p, "messages": 0, "accepted": 0} for p in sorted(tree_cpu(pid)) if p != pid] or None
+        return [{"pid": p, "messages": 0, "accepted": 0} for p in sorted(tree_cpu(pid)) if p > 0 and p != pid] or None
     return read_table(pid)
 
 
@@ -199,15 +215,18 @@ def report_workers(rows: list[dict[str, float]], seconds: float) -> None:
     total = sum(r.get("messages", 0) for r in rows) or 1
     for r in rows:
         if r["worker"] < 0:
-            print(f"  main process: CPU {r['cpu']:.2f} s ({r['cpu'] / seconds * 100:.0f}% of a core)")
+            print(f"  main process: CPU {r['cpu']:.2f} s ({r['cpu'] / seconds * 100:.0f}% of a core), "
+                  f"waited for a core {r['waited']:.2f} s")
             continue
         if not r["sessions"]:           # no table (a server from before it): CPU only
-            print(f"  worker {int(r['worker'])}: CPU {r['cpu']:.2f} s ({r['cpu'] / seconds * 100:.0f}% of a core)")
+            print(f"  worker {int(r['worker'])}: CPU {r['cpu']:.2f} s ({r['cpu'] / seconds * 100:.0f}% of a core), "
+                  f"waited for a core {r['waited']:.2f} s")
             continue
         print(f"  worker {int(r['worker'])}: {int(r['sessions'])} sessions, {int(r['messages'])} messages "
               f"({r['messages'] / total * 100:.0f}%), {r['rate']:.0f} msg/s, CPU {r['cpu']:.2f} s "
               f"({r['cpu'] / seconds * 100:.0f}% of a core, "
-              f"{r['cpu'] / max(1, r['messages']) * 1000:.2f} ms a message)")
+              f"{r['cpu'] / max(1, r['messages']) * 1000:.2f} ms a message), "
+              f"runnable but waiting for a core {r['waited']:.2f} s ({r['waited'] / seconds * 100:.0f}% of the run)")
 
 
 def load_average() -> str:
