@@ -309,8 +309,12 @@ class Spawned:
         self.cli("domain", "add", domain)
         self.cli("user", "add", rcpt, "--password-stdin", input="bench-password\n")
         pin = ["taskset", "-c", cpus] if cpus else []         # the server and its workers
+        # A session of its own, as a daemon (Postfix's master setsid()s): with the kernel's
+        # autogroup scheduling a session shares one fair share of the CPU, so the server
+        # left in this process's session competed with its own load generator for it.
         self.proc = subprocess.Popen([*pin, sys.executable, "-m", "mailhaven", "--data", str(self.dir), "serve"],
-                                     env=env, stdout=subprocess.PIPE, stderr=None, text=True)
+                                     env=env, stdout=subprocess.PIPE, stderr=None, text=True,
+                                     start_new_session=True)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.strip() == "Ready.":
