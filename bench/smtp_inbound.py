@@ -10,6 +10,11 @@ server's peak RSS (``--pid``, VmHWM from /proc). Every 250 counted is a durable 
     python bench/smtp_inbound.py --spawn --postfix-port 127.0.0.5:2526 --postfix-to bench@postfix.example
     python bench/smtp_inbound.py --spawn --idle 1000          # RSS of 1000 idle sessions
     python bench/smtp_inbound.py --spawn --workers 2 --server-cpus 0 --client-cpus 1  # pinned apart
+    python bench/smtp_inbound.py --spawn --driver smtp-source --workers 0,1,2 --rounds 3 --client-cpus 1
+
+``--workers 0,1,2`` runs each worker count in turn on a fresh server (and Postfix once a
+round), ``--rounds`` times, and prints per worker its sessions, messages, rate and CPU
+(read from the workers' shared table, smtp/balance.py, and /proc), then each figure's range.
 
 ``--postfix-port`` runs the same load against a Postfix listening there (see
 bench/postfix_peer.py) and prints the ratio.
@@ -145,6 +150,89 @@ def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
     return (user, system) if found else None
 
 
+def run_delay(pid: int) -> float:
+    """Seconds ``pid``'s threads spent runnable but waiting for a core (schedstat): CPU
+    the machine did not give, as against work the process did not have."""
+    total = 0.0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of ``pid`` and of each of its children, by pid; each
+    one's wait for a core under ``-pid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            out[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+            out[-int(entry)] = run_delay(int(entry))
+    return out
+
+
+def per_worker(pid: int, before: dict[int, float], after: dict[int, float],
+               table_before: list[dict[str, float]] | None, seconds: float) -> list[dict[str, float]]:
+    """Each SMTP worker's share of a run: messages delivered and sessions accepted (the
+    workers' shared table), its rate over the run and its CPU; the main process last."""
+    rows = table(pid) or []
+    out = []
+    for i, row in enumerate(rows):
+        was = table_before[i] if table_before and i < len(table_before) else {"messages": 0, "accepted": 0}
+        wpid = int(row["pid"])
+        out.append({"worker": i, "messages": row["messages"] - was["messages"],
+                    "sessions": row["accepted"] - was["accepted"],
+                    "rate": (row["messages"] - was["messages"]) / seconds,
+                    "cpu": after.get(wpid, 0.0) - before.get(wpid, 0.0),
+                    "waited": after.get(-wpid, 0.0) - before.get(-wpid, 0.0)})
+    out.append({"worker": -1, "cpu": after.get(pid, 0.0) - before.get(pid, 0.0),
+                "waited": after.get(-pid, 0.0) - before.get(-pid, 0.0)})
+    return out
+
+
+def table(pid: int | None) -> list[dict[str, float]] | None:
+    """The SMTP workers' shared table (smtp/balance.py); None on a server without one."""
+    if not pid:
+        return None
+    sys.path.insert(0, str(ROOT / "src"))
+    try:
+        from mailhaven.smtp.balance import read_table
+    except ImportError:                 # a server from before the table (by CPU only)
+        return [{"pid": p, "messages": 0, "accepted": 0} for p in sorted(tree_cpu(pid)) if p > 0 and p != pid] or None
+    return read_table(pid)
+
+
+def report_workers(rows: list[dict[str, float]], seconds: float) -> None:
+    total = sum(r.get("messages", 0) for r in rows) or 1
+    for r in rows:
+        if r["worker"] < 0:
+            print(f"  main process: CPU {r['cpu']:.2f} s ({r['cpu'] / seconds * 100:.0f}% of a core), "
+                  f"waited for a core {r['waited']:.2f} s")
+            continue
+        if not r["sessions"]:           # no table (a server from before it): CPU only
+            print(f"  worker {int(r['worker'])}: CPU {r['cpu']:.2f} s ({r['cpu'] / seconds * 100:.0f}% of a core), "
+                  f"waited for a core {r['waited']:.2f} s")
+            continue
+        print(f"  worker {int(r['worker'])}: {int(r['sessions'])} sessions, {int(r['messages'])} messages "
+              f"({r['messages'] / total * 100:.0f}%), {r['rate']:.0f} msg/s, CPU {r['cpu']:.2f} s "
+              f"({r['cpu'] / seconds * 100:.0f}% of a core, "
+              f"{r['cpu'] / max(1, r['messages']) * 1000:.2f} ms a message), "
+              f"runnable but waiting for a core {r['waited']:.2f} s ({r['waited'] / seconds * 100:.0f}% of the run)")
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
 QUIET_CPU = 0.2
 """Share of one core below which a server process tree counts as quiet."""
 
@@ -221,8 +309,12 @@ class Spawned:
         self.cli("domain", "add", domain)
         self.cli("user", "add", rcpt, "--password-stdin", input="bench-password\n")
         pin = ["taskset", "-c", cpus] if cpus else []         # the server and its workers
+        # A session of its own, as a daemon (Postfix's master setsid()s): with the kernel's
+        # autogroup scheduling a session shares one fair share of the CPU, so the server
+        # left in this process's session competed with its own load generator for it.
         self.proc = subprocess.Popen([*pin, sys.executable, "-m", "mailhaven", "--data", str(self.dir), "serve"],
-                                     env=env, stdout=subprocess.PIPE, stderr=None, text=True)
+                                     env=env, stdout=subprocess.PIPE, stderr=None, text=True,
+                                     start_new_session=True)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.strip() == "Ready.":
@@ -293,7 +385,9 @@ def main() -> None:
     ap.add_argument("--postfix-maildir", type=Path, help="the Maildir Postfix delivers the load into")
     ap.add_argument("--data", type=Path, help="data directory of the target Mailhaven (its search backlog)")
     ap.add_argument("--idle", type=int, default=0, help="measure RSS of this many idle sessions instead")
-    ap.add_argument("--workers", type=int, default=0, help="[smtp] workers of the spawned server")
+    ap.add_argument("--workers", default="0",
+                    help="[smtp] workers of the spawned server; a list (0,1,2) runs each in turn")
+    ap.add_argument("--rounds", type=int, default=1, help="with --spawn: repeat the list this often")
     ap.add_argument("--server-cpus", help="taskset CPU list for the spawned server (and its workers)")
     ap.add_argument("--client-cpus", help="CPU list for this load generator, e.g. 1 (kept apart from the server)")
     args = ap.parse_args()
@@ -301,60 +395,97 @@ def main() -> None:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
     if args.driver == "smtp-source" and not (shutil.which("smtp-source") or Path("/usr/sbin/smtp-source").exists()):
         sys.exit("smtp-source is not installed (Debian: apt-get install postfix)")
-    spawned = Spawned(args.to, args.workers, args.server_cpus) if args.spawn else None
-    try:
-        if spawned is not None:
-            host, port, pid = "127.0.0.1", spawned.port, spawned.proc.pid
-        else:
-            if not args.target:
-                sys.exit("give host:port or --spawn")
-            host, _, p = args.target.rpartition(":")
-            port, pid = int(p), args.pid
-        if args.idle:
-            asyncio.run(idle_connections(host, port, args.idle, pid))
-            return
-        print(f"load: {args.concurrency} sessions, {args.messages} messages of {args.size} bytes, "
-              f"driver {args.driver}")
-
-        def load(h: str, pt: int, rcpt: str, server_pid: int | None,
-                 settle: Callable[[], float] | None) -> dict[str, float]:
-            cpu_before = cpu_seconds(server_pid)
-            if args.driver == "smtp-source":
-                result = run_smtp_source(h, pt, args, rcpt)
-            else:
-                result = asyncio.run(run_python(h, pt, args, rcpt))
-            cpu_after = cpu_seconds(server_pid)
-            if cpu_before is not None and cpu_after is not None:
-                result["cpu_user"] = cpu_after[0] - cpu_before[0]
-                result["cpu"] = result["cpu_user"] + cpu_after[1] - cpu_before[1]
-            if settle is not None:
-                with_deferred(result, settle())
-                cpu_settled = cpu_seconds(server_pid)
-                if cpu_before is not None and cpu_settled is not None:
-                    result["deferred_cpu"] = sum(cpu_settled) - sum(cpu_before)
-            return result
-
-        data = spawned.dir if spawned is not None else args.data
-        db = data / "mailhaven.db" if data is not None else None
-        # Without the backlog to read, quiet must outlast the indexer's wait for quiet (1 s).
-        ours = load(host, port, args.to, pid, (lambda: settled(
-            pid, lambda: db is not None and index_backlog(db) != 0, 0.5 if db is not None else 2.0))
-            if db is not None or pid else None)
-        report("mailhaven", ours, pid)
+    counts = [int(w) for w in args.workers.split(",")]
+    print(f"load: {args.concurrency} sessions, {args.messages} messages of {args.size} bytes, "
+          f"driver {args.driver}" + (f", load generator on CPU {args.client_cpus}" if args.client_cpus else ""))
+    if not args.spawn:
+        if not args.target:
+            sys.exit("give host:port or --spawn")
+        host, _, p = args.target.rpartition(":")
+        one_run(args, host, int(p), args.pid, args.data, None)
+        return
+    results: dict[str, list[dict[str, float]]] = {}
+    for rnd in range(args.rounds):
+        for workers in counts:
+            spawned = Spawned(args.to, workers, args.server_cpus)
+            try:
+                label = f"workers={workers}"
+                print(f"-- round {rnd + 1}, {label}, load {load_average()}")
+                r = one_run(args, "127.0.0.1", spawned.port, spawned.proc.pid, spawned.dir, label)
+                results.setdefault(label, []).append(r)
+            finally:
+                spawned.stop()
         if args.postfix_port:
-            ph, _, pp = args.postfix_port.rpartition(":")
-            maildir = args.postfix_maildir
-            expected = (maildir_count(maildir) if maildir else 0) + args.messages
-            theirs = load(ph, int(pp), args.postfix_to, args.postfix_pid, (lambda: settled(
-                args.postfix_pid, lambda: maildir is not None and maildir_count(maildir) < expected, 0.5))
-                if maildir is not None or args.postfix_pid else None)
-            report("postfix", theirs, args.postfix_pid)
-            print(f"ratio mailhaven/postfix: {ours['rate'] / theirs['rate']:.2f} to the last 250"
-                  + (f", {ours['deferred_rate'] / theirs['deferred_rate']:.2f} with deferred work"
-                     if "deferred_rate" in ours and "deferred_rate" in theirs else ""))
-    finally:
-        if spawned is not None:
-            spawned.stop()
+            print(f"-- round {rnd + 1}, postfix, load {load_average()}")
+            results.setdefault("postfix", []).append(postfix_run(args))
+    if args.rounds > 1 or len(counts) > 1:
+        print("summary (ranges over rounds):")
+        for label, rs in results.items():
+            def rng(key: str, scale: float = 1.0, rs: list[dict[str, float]] = rs) -> str:
+                vals = [r[key] * scale for r in rs if key in r]
+                return f"{min(vals):.0f}-{max(vals):.0f}" if vals and scale == 1.0 else (
+                    f"{min(vals):.2f}-{max(vals):.2f}" if vals else "-")
+            print(f"  {label}: {rng('rate')} msg/s to the last 250, {rng('deferred_rate')} with deferred work; "
+                  f"server CPU {rng('cpu_per_message', 1000.0)} ms a message; loads {[r['load'] for r in rs]}")
+
+
+def load(args: argparse.Namespace, h: str, pt: int, rcpt: str, server_pid: int | None,
+         settle: Callable[[], float] | None) -> dict[str, float]:
+    cpu_before = cpu_seconds(server_pid)
+    if args.driver == "smtp-source":
+        result = run_smtp_source(h, pt, args, rcpt)
+    else:
+        result = asyncio.run(run_python(h, pt, args, rcpt))
+    cpu_after = cpu_seconds(server_pid)
+    if cpu_before is not None and cpu_after is not None:
+        result["cpu_user"] = cpu_after[0] - cpu_before[0]
+        result["cpu"] = result["cpu_user"] + cpu_after[1] - cpu_before[1]
+    if settle is not None:
+        with_deferred(result, settle())
+        cpu_settled = cpu_seconds(server_pid)
+        if cpu_before is not None and cpu_settled is not None:
+            result["deferred_cpu"] = sum(cpu_settled) - sum(cpu_before)
+    cpu = result.get("deferred_cpu", result.get("cpu"))
+    if cpu is not None:
+        result["cpu_per_message"] = cpu / max(1, result["accepted"])
+    result["load"] = float(load_average())
+    return result
+
+
+def one_run(args: argparse.Namespace, host: str, port: int, pid: int | None, data: Path | None,
+            label: str | None) -> dict[str, float]:
+    if args.idle:
+        asyncio.run(idle_connections(host, port, args.idle, pid))
+        return {}
+    db = data / "mailhaven.db" if data is not None else None
+    procs_before = tree_cpu(pid) if pid else {}
+    table_before = table(pid)
+    # Without the backlog to read, quiet must outlast the indexer's wait for quiet (1 s).
+    ours = load(args, host, port, args.to, pid, (lambda: settled(
+        pid, lambda: db is not None and index_backlog(db) != 0, 0.5 if db is not None else 2.0))
+        if db is not None or pid else None)
+    report(f"mailhaven {label}" if label else "mailhaven", ours, pid)
+    if pid:
+        rows = per_worker(pid, procs_before, tree_cpu(pid), table_before, ours["seconds"])
+        if len(rows) > 1:
+            report_workers(rows, ours["seconds"])
+    if args.postfix_port and not args.spawn:
+        theirs = postfix_run(args)
+        print(f"ratio mailhaven/postfix: {ours['rate'] / theirs['rate']:.2f} to the last 250"
+              + (f", {ours['deferred_rate'] / theirs['deferred_rate']:.2f} with deferred work"
+                 if "deferred_rate" in ours and "deferred_rate" in theirs else ""))
+    return ours
+
+
+def postfix_run(args: argparse.Namespace) -> dict[str, float]:
+    ph, _, pp = args.postfix_port.rpartition(":")
+    maildir = args.postfix_maildir
+    expected = (maildir_count(maildir) if maildir else 0) + args.messages
+    theirs = load(args, ph, int(pp), args.postfix_to, args.postfix_pid, (lambda: settled(
+        args.postfix_pid, lambda: maildir is not None and maildir_count(maildir) < expected, 0.5))
+        if maildir is not None or args.postfix_pid else None)
+    report("postfix", theirs, args.postfix_pid)
+    return theirs
 
 
 if __name__ == "__main__":

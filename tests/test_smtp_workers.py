@@ -11,6 +11,7 @@ import signal
 import smtplib
 import socket
 import sqlite3
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -69,8 +70,8 @@ class Idle:
                 return
 
 
-def start_with_workers(data: Path) -> tuple[ServerProcess, list[int]]:
-    server = ServerProcess(data, extra_config=f"[smtp]\nworkers = {WORKERS}\n").start()
+def start_with_workers(data: Path, extra: str = "") -> tuple[ServerProcess, list[int]]:
+    server = ServerProcess(data, extra_config=f"[smtp]\nworkers = {WORKERS}\n{extra}").start()
     server.add_user("bob@nyu.example")
     assert server.proc is not None
     pid = server.proc.pid
@@ -133,9 +134,9 @@ def test_killing_a_worker_mid_load_loses_no_acknowledged_message(tmp_path: Path)
 
 def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> None:
     """40 connections opened at once (smtp-source's start, a burst of MTAs) land on every
-    worker, not mostly on whichever woke first: each worker has its own listening socket
-    (SO_REUSEPORT) and the kernel spreads connections over them. The process that took a
-    connection is named by the stamp in its reply to DATA (logs.connection_id)."""
+    worker, not mostly on whichever woke first: a worker holding more sessions than the
+    least busy one stops accepting (smtp/balance.py). The process that took a connection
+    is named by the stamp in its reply to DATA (logs.connection_id)."""
     server, workers = start_with_workers(tmp_path / "data")
     try:
         socks = [socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=20) for _ in range(40)]
@@ -153,6 +154,108 @@ def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> No
                 served[stamp] = served.get(stamp, 0) + 1
         assert len(served) == WORKERS, served
         assert min(served.values()) >= 8, served          # Binomial(40, 1/2) is below 8 once in 30,000
+    finally:
+        server.stop()
+
+
+def held_session(sock: socket.socket, n: int, tls: bool = False) -> tuple[smtplib.SMTP, str]:
+    """Deliver one message over an open connection (``tls``: after STARTTLS) and keep it
+    open; the stamp of the process that serves it (logs.connection_id, in the reply to DATA)."""
+    s = smtplib.SMTP(timeout=8)
+    s.sock, s.file = sock, sock.makefile("rb")
+    s._host = "localhost"                   # type: ignore[attr-defined]  # STARTTLS server name
+    assert s.getreply()[0] == 220
+    s.ehlo("held.example")
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        assert s.starttls(context=context)[0] == 220
+        s.ehlo("held.example")
+    s.mail("alice@lancs.example")
+    s.rcpt("bob@nyu.example")
+    code, reply = s.data(body(3, n))
+    assert code == 250
+    return s, reply.decode().split()[-1].rsplit(".", 2)[0][-13:]
+
+
+def burst(port: int, count: int, first: int) -> list[tuple[smtplib.SMTP, str]]:
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(count)]
+    return [held_session(sock, first + n) for n, sock in enumerate(socks)]
+
+
+
+def even(by_worker: dict[str, list[smtplib.SMTP]]) -> bool:
+    """Both workers hold sessions, each within 2 of an even share."""
+    counts = [len(v) for v in by_worker.values()]
+    return len(counts) == WORKERS and max(counts) - min(counts) <= 2 * 2
+
+
+def test_long_sessions_go_to_the_least_busy_worker(tmp_path: Path) -> None:
+    """Sessions that stay open (smtp-source -d, MTAs that cache connections) are spread by
+    how many each worker holds, not by a hash of the client's port: 20 opened in a burst
+    land 10 +- 2 on each worker; twice, the busier worker's sessions all end and the next
+    20 go mostly to it, so the open sessions are even again. On the SO_REUSEPORT hash (a
+    socket per worker, main 1d3ce21) it failed in 10 of 10 runs."""
+    server, workers = start_with_workers(tmp_path / "data")
+    try:
+        port = server.port("smtp")
+        by_worker: dict[str, list[smtplib.SMTP]] = {}
+        for n in range(3):
+            for s, stamp in burst(port, 20, 100 * n):
+                by_worker.setdefault(stamp, []).append(s)
+            assert even(by_worker), {k: len(v) for k, v in by_worker.items()}
+            if n == 2:
+                break
+            busier = max(by_worker, key=lambda k: len(by_worker[k]))
+            for s in by_worker[busier]:                     # every session of one worker ends
+                s.quit()
+            by_worker[busier] = []
+            time.sleep(0.3)
+        for sessions in by_worker.values():
+            for s in sessions:
+                s.quit()
+    finally:
+        server.stop()
+
+
+def test_a_stopped_worker_gets_no_new_sessions(tmp_path: Path) -> None:
+    """A worker that stops answering (SIGSTOP: hung, swapped out) is not handed new
+    connections: the other serves all of them (after at most balance.STALE, while the
+    stopped one's count still holds the other back). On the SO_REUSEPORT hash about half
+    of them waited on the stopped worker's socket and timed out (5 of 5 runs failed).
+    Every other session starts TLS (STARTTLS in a worker takes the server's side)."""
+    server, workers = start_with_workers(tmp_path / "data")
+    try:
+        os.kill(workers[0], signal.SIGSTOP)
+        try:
+            served = []
+            for n in range(10):
+                sock = socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8)
+                s, stamp = held_session(sock, n, tls=n % 2 == 0)
+                served.append(stamp)
+                s.quit()
+            assert len(set(served)) == 1, served
+        finally:
+            os.kill(workers[0], signal.SIGCONT)
+        listing = json.loads(server.admin("mailbox", "list", "bob@nyu.example", "--json").stdout)
+        assert len(listing) == 10
+    finally:
+        server.stop()
+
+
+def test_the_connection_cap_holds_for_all_workers_together(tmp_path: Path) -> None:
+    """``[limits] connections = 4`` means 4 sessions on port 25, not 4 in each worker:
+    the fifth connection is refused (421) while four are open. Before, each worker
+    admitted the whole cap (the fifth got 220)."""
+    server, workers = start_with_workers(tmp_path / "data", "[limits]\nconnections = 4\n")
+    try:
+        held = [held_session(socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8), n)
+                for n in range(4)]
+        assert len({stamp for _, stamp in held}) == WORKERS
+        with socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8) as sock:
+            assert sock.makefile("rb").readline().startswith(b"421"), "a fifth session admitted"
+        for s, _ in held:
+            s.quit()
     finally:
         server.stop()
 

@@ -85,12 +85,29 @@ class Listener:
         login = self.deadlines.login
         return min(HANDSHAKE_TIMEOUT, login) if login else HANDSHAKE_TIMEOUT
 
-    async def serve_sockets(self, sockets: list[socket.socket]) -> None:
-        """Accept on sockets bound by another process (an SMTP worker's listener)."""
-        servers = [await asyncio.start_server(self._accept, sock=sock, limit=READ_SIZE, backlog=1024)
-                   for sock in sockets]
-        self.server = servers[0]
-        self.extra_servers = list[asyncio.AbstractServer](servers[1:])
+    async def serve_accepted(self, sock: socket.socket) -> None:
+        """Serve one connection accepted elsewhere (an SMTP worker's balanced accept
+        loop, smtp/balance.py) as if this listener had accepted it, until it ends; plain
+        TCP only. The stream protocol gets a connected callback, as under ``start_server``:
+        that is what makes ``StreamWriter.start_tls`` take the server's side (STARTTLS)."""
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await self._accept(reader, writer)
+            finally:
+                if not ended.done():
+                    ended.set_result(None)
+
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+        try:
+            await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(reader, session, loop=loop), sock=sock)
+        except OSError:
+            sock.close()
+            return
+        await ended
 
     def close(self) -> None:
         self.closing = True

@@ -126,9 +126,10 @@ class SmtpListener(Listener):
         count = self.app.config.smtp.workers
         if self.name == "smtp" and count > 0:
             # Port 25 in worker processes (smtp/workers.py): bind here, accept there.
-            from .workers import WorkerPool, bind_per_worker
+            from .balance import shared_socket
+            from .workers import WorkerPool
 
-            self.workers = WorkerPool(self.app, bind_per_worker(host, port, count), count, self.log)
+            self.workers = WorkerPool(self.app, shared_socket(host, port), count, self.log)
             await self.workers.start()
             return
         await super().start(host, port)

@@ -5,7 +5,8 @@ takes. With ``[smtp] workers = N`` the main process binds the port-25 socket but
 not accept on it; N worker processes (``python -m mailhaven.smtp.workers``) inherit the
 socket and each runs the same :class:`~mailhaven.smtp.server.SmtpListener` with a store
 of its own on the same data directory (SQLite serialises their commits; PostgreSQL
-nodes already share one database). The main process keeps IMAP, POP3, HTTP and
+nodes already share one database). A worker accepts only while it holds no more
+sessions than the least busy live worker (smtp/balance.py). The main process keeps IMAP, POP3, HTTP and
 submission, so a flood of inbound mail does not stall a mail client.
 
 What a worker commits, it tells the main process over a socketpair, one JSON line per
@@ -25,49 +26,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import os
 import pickle
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..logs import Log
+from ..net.admission import Admission
 from ..queue.api import OutboundMessage
 from ..store.changes import decode_change, encode_change
+from .balance import BalancedAccept, WorkerTable, make_wakes
 
 RESTART_DELAY = 1.0
 QUEUE_WAKE = b'{"queue":1}\n'
 """The line a worker sends after queueing outbound mail: the main process's runner wakes."""
 
 
-def bind_per_worker(host: str, port: int, count: int) -> list[socket.socket]:
-    """The port-25 listening sockets: one per worker, all bound to ``host:port`` with
-    ``SO_REUSEPORT``, so the kernel spreads new connections over the workers by a hash of
-    the client's address and port. One socket shared by every worker went to whichever
-    was woken first, which took every connection queued (a burst of 20: 16 to one worker
-    and 4 to the other, and the second core idled). Without ``SO_REUSEPORT``: one shared
-    socket."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if not hasattr(socket, "SO_REUSEPORT"):
-        return [socket.create_server((host, port), family=family, backlog=1024)]
-    first = socket.create_server((host, port), family=family, backlog=1024, reuse_port=True)
-    port = first.getsockname()[1]           # port 0: the others join the one the first got
-    return [first, *(socket.create_server((host, port), family=family, backlog=1024, reuse_port=True)
-                     for _ in range(count - 1))]
-
-
 class WorkerPool:
     """The main process's side: spawn, feed from, supervise and stop the workers.
 
-    ``sockets`` are the listening sockets: one per worker (worker ``i`` accepts on
-    ``sockets[i]``, and its replacement on the same one: this process keeps them all open,
-    so connections the kernel queued there wait for it), or one that every worker shares."""
+    ``sockets`` holds the one listening socket every worker accepts on (this process keeps
+    it open, so connections queued while every worker is away wait for a replacement);
+    ``table`` the shared counts the workers balance by, ``wakes`` their eventfds."""
 
-    def __init__(self, app: Any, sockets: list[socket.socket], count: int, log: Log) -> None:
+    def __init__(self, app: Any, sock: socket.socket, count: int, log: Log) -> None:
         self.app = app
-        self.sockets = sockets
+        self.sockets = [sock]
         self.count = count
         self.log = log
+        self.table = WorkerTable.create(count)
+        self.wakes = make_wakes(count)
         self.closing = False
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -97,14 +89,14 @@ class WorkerPool:
 
     async def _run_one(self, index: int, started: asyncio.Future[None]) -> None:
         ours, theirs = socket.socketpair()
-        mine = [self.sockets[index]] if len(self.sockets) == self.count else self.sockets
-        fds = [s.fileno() for s in mine]
+        listen = self.sockets[0].fileno()
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mailhaven.smtp.workers",
-                "--listen-fds", ",".join(map(str, fds)), "--feed-fd", str(theirs.fileno()),
-                "--index", str(index),
-                stdin=asyncio.subprocess.PIPE, pass_fds=(*fds, theirs.fileno()))
+                "--listen-fd", str(listen), "--feed-fd", str(theirs.fileno()),
+                "--table-fd", str(self.table.fd), "--wake-fds", ",".join(map(str, self.wakes)),
+                "--index", str(index), "--count", str(self.count),
+                stdin=asyncio.subprocess.PIPE, pass_fds=(listen, theirs.fileno(), self.table.fd, *self.wakes))
         finally:
             theirs.close()
         self.procs[index] = proc
@@ -125,6 +117,7 @@ class WorkerPool:
         finally:
             writer.close()
             await proc.wait()
+            self.table.gone(index)              # its sessions died with it: not waited for
             self.procs.pop(index, None)
 
     def _feed(self, line: bytes) -> None:
@@ -163,6 +156,10 @@ class WorkerPool:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for s in self.sockets:
             s.close()
+        self.table.close()
+        os.close(self.table.fd)
+        for fd in self.wakes:
+            os.close(fd)
 
 
 class _QueueOnly:
@@ -184,7 +181,17 @@ class _QueueOnly:
         return ids
 
 
-def _forward_changes(store: Any, writer: asyncio.StreamWriter, origin: str) -> None:
+def share_total_cap(admission: Admission, workers: int) -> None:
+    """``[limits] connections`` holds for port 25 as a whole, not per worker: each worker
+    admits its share (rounded up). The balancer keeps the workers' counts within one of
+    each other, so a worker at its share means they all are; the per-address and
+    per-network caps stay whole in each worker (one address's connections need not be
+    spread evenly, and a share would refuse it early)."""
+    admission.caps = dataclasses.replace(admission.caps, total=-(-admission.caps.total // workers))
+
+
+def _forward_changes(store: Any, writer: asyncio.StreamWriter, origin: str,
+                     delivered: Callable[[], None]) -> None:
     """Send the main process every change this worker's store commits, one JSON line each,
     the lines of one loop iteration in one write: a commit's deliveries settle together, and
     a write (a syscall, and a wake-up of the main process) per change was 7% of a worker's
@@ -200,11 +207,14 @@ def _forward_changes(store: Any, writer: asyncio.StreamWriter, origin: str) -> N
         if not lines:
             loop.call_soon(flush)
         lines.append(encode_change(origin, change).encode() + b"\n")
+        if change.kind == "exists":
+            delivered()
 
     store.subscribe(None).on_change(take)
 
 
-async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) -> None:
+async def _worker(config: Any, listen_fd: int, feed_fd: int, table: WorkerTable, wakes: list[int],
+                  index: int) -> None:
     from ..app import AppContext
     from ..store import create_store
     from ..tls import server_context
@@ -219,8 +229,11 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
     outbound = _QueueOnly(store, writer.write)
     await outbound.open()
     ctx.outbound = outbound
+    listener = SmtpListener(ctx, "smtp")
+    share_total_cap(listener.admission, table.count)
+    accept = BalancedAccept(socket.socket(fileno=listen_fd), table, index, wakes, listener.serve_accepted, log)
     if config.store.backend == "sqlite":   # PostgreSQL nodes hear of each other by NOTIFY
-        _forward_changes(store, writer, f"w{index}")
+        _forward_changes(store, writer, f"w{index}", accept.delivered)
         index_elsewhere = getattr(store, "index_elsewhere", None)
         if index_elsewhere is not None:     # the main process indexes what we deliver
             index_elsewhere()
@@ -228,8 +241,7 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
     if config.acme.directory:                   # renewed by the main process's ACME service
         from ..certs.service import follow_certificate
         follow = asyncio.create_task(follow_certificate(ctx))
-    listener = SmtpListener(ctx, "smtp")
-    await listener.serve_sockets([socket.socket(fileno=fd) for fd in listen_fds])
+    accept.start()
     writer.write(b'{"ready":1}\n')
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -238,6 +250,7 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
     parent_gone = asyncio.create_task(reader.read())         # EOF: the main process is gone
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({parent_gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    accept.close()                        # the other workers take new connections meanwhile
     listener.close()
     await listener.wait_closed()
     if follow is not None:
@@ -252,9 +265,12 @@ async def _worker(config: Any, listen_fds: list[int], feed_fd: int, index: int) 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="internal: an inbound SMTP worker of `mailhaven serve`")
-    ap.add_argument("--listen-fds", required=True)
+    ap.add_argument("--listen-fd", type=int, required=True)
     ap.add_argument("--feed-fd", type=int, required=True)
+    ap.add_argument("--table-fd", type=int, required=True)
+    ap.add_argument("--wake-fds", required=True)
     ap.add_argument("--index", type=int, default=0)
+    ap.add_argument("--count", type=int, required=True)
     args = ap.parse_args()
     config = pickle.loads(sys.stdin.buffer.read())   # from our parent, over a pipe
     from .. import logs
@@ -265,7 +281,9 @@ def main() -> int:
     logs.set_process_tag(f"w{args.index}")
     from ..app import run
 
-    run(config, _worker(config, [int(x) for x in args.listen_fds.split(",")], args.feed_fd, args.index))
+    table = WorkerTable(args.table_fd, args.count)
+    wakes = [int(x) for x in args.wake_fds.split(",")]
+    run(config, _worker(config, args.listen_fd, args.feed_fd, table, wakes, args.index))
     return 0
 
 
