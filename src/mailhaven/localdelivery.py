@@ -30,7 +30,6 @@ from functools import lru_cache
 from typing import Any
 
 from .config import SieveConfig
-from .message.summary import summarize
 from .sieve import Action, Script, SieveError, SieveMessage, compile_script, run
 from .sieve.actions import Vacation
 from .sieve.compiler import Command, Test
@@ -45,12 +44,6 @@ log = logging.getLogger("mailhaven.sieve")
 
 SIEVE_PREFIX = 2 * 1024 * 1024
 """Bytes of a large message a script sees (as the summary's bounded prefix does)."""
-
-SHARED_SUMMARY_MAX = 64 * 1024
-"""A message up to this size that a script read whole gets its summary here, from the
-header section the run already split (message/headerfields.py), and every store call of
-the delivery takes that summary instead of parsing the header again. Larger ones are
-summarised by the store as before (off the event loop)."""
 
 _SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
 _KEYWORD = re.compile(r"[!#$&'+\-.0-9:<=>?@A-Z^_`a-z|~]+\Z")             # RFC 3501 atom, no specials
@@ -147,7 +140,6 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
     limits = Limits(max_redirects=settings.max_redirects)
     env = Environment(spam_header=settings.spamtest_header, spam_max=settings.spamtest_max,
                       virus_header=settings.virustest_header, virus_max=settings.virustest_max)
-    summary: dict[str, Any] | None = None
     for account_id, script, text in scripted:
         names: dict[str, str] = {}
         mine_env = env
@@ -159,8 +151,9 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         if "duplicate" in script.extensions or any("duplicate" in s.extensions for s in mine_env.includes.values()):
             now = time.time()
             mine_env = replace(mine_env, duplicates=await store.duplicate_keys(account_id, now=now))
-        view = SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id], total_size=total)
-        result = run(script, view, mailbox_exists=lambda name, names=names: name.lower() in names,  # type: ignore[misc]
+        result = run(script, SieveMessage(raw=raw, mail_from=mail_from, rcpt_to=rcpt_of[account_id],
+                                          total_size=total),
+                     mailbox_exists=lambda name, names=names: name.lower() in names,   # type: ignore[misc]
                      limits=limits, env=mine_env)
         if result.error:
             log.info("Sieve script of account %d failed, implicit keep: %s", account_id, result.error)
@@ -175,8 +168,6 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
         mine, copy, mine_path = blob, raw, path
         if result.message is not None:         # RFC 5293: editheader changed this recipient's copy
             mine, copy, mine_path = await _edited_copy(store, result.message, raw, path)
-        elif summary is None and path is None and len(raw) <= SHARED_SUMMARY_MAX and _stores(result.actions):
-            summary = summarize(raw, split=view.split)      # the header as the run split it
         for action in result.actions:
             if action.kind == "redirect":
                 if (junk or not await redirect(store, copy, account_id, rcpt_of[account_id], action.address or "",
@@ -194,8 +185,7 @@ async def deliver_local(store: Store, blob: BlobRef, recipients: Mapping[str, Se
                 if reply is not None and action.vacation.fcc is not None:      # RFC 8580 4: file a copy
                     await _file_copy(store, reply, account_id, action.vacation, names)
             actions.append(action)
-        await _carry_out(store, mine, account_id, actions, names, outcome, keep=mailbox,
-                         summary=summary if mine is blob else None)
+        await _carry_out(store, mine, account_id, actions, names, outcome, keep=mailbox)
     if outcome.rejected and (not refusable or outcome.results or outcome.discarded):
         for account_id, reason in outcome.rejected.items():   # RFC 5429 2.1, 2.2.1: refused by mail
             await send_rejection(store, raw, kind=outcome.reject_kinds.get(account_id, "reject"), reason=reason,
@@ -233,10 +223,6 @@ def _tests_named(commands: tuple[Command, ...] | None, names: frozenset[str]) ->
 
 def _test_named(test: Test | None, names: frozenset[str]) -> bool:
     return test is not None and (test.name in names or any(_test_named(t, names) for t in test.tests))
-
-
-def _stores(actions: Sequence[Action]) -> bool:
-    return any(action.kind in ("keep", "fileinto") for action in actions)
 
 
 def _files_anywhere(actions: Sequence[Action], keep: str) -> bool:
@@ -351,10 +337,7 @@ def copier(store: Store, source: Source | None) -> Callable[[bytes], Awaitable[t
 
 
 async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list[Action],
-                     names: dict[str, str], outcome: LocalOutcome, keep: str = "INBOX",
-                     summary: dict[str, Any] | None = None) -> None:
-    """``summary``: the message's, computed once for every store call (each its own copy:
-    the store takes the search text out of the one it is given)."""
+                     names: dict[str, str], outcome: LocalOutcome, keep: str = "INBOX") -> None:
     stored: list[DeliveryResult] = []
     for action in actions:
         if action.kind in ("reject", "ereject"):
@@ -368,8 +351,7 @@ async def _carry_out(store: Store, blob: BlobRef, account_id: int, actions: list
         if action.kind == "fileinto" and mailbox.lower() not in names:
             mailbox = await _create(store, account_id, mailbox, names) if action.create else "INBOX"
         stored.extend(await store.deliver(blob, [account_id], mailbox=names.get(mailbox.lower(), mailbox),
-                                          flags=imap_flags(action.flags),
-                                          summary=dict(summary) if summary is not None else None))
+                                          flags=imap_flags(action.flags)))
     if not stored:
         outcome.discarded.append(account_id)
         return
