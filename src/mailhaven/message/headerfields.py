@@ -9,16 +9,14 @@ with one regular expression; for any other it answers None and the caller parses
 One splitter serves every reader: the summary (message/summary.py), DMARC's RFC5322.From
 (filter/dmarc.py) and the Sieve message view (sieve/message.py). The summary and DMARC
 want values the stdlib hands back as ``str`` (no ``Header`` objects for 8-bit bytes) and
-no unix-from line: they split only a section :func:`crlf_ascii` accepts. A delivery that
-runs a Sieve script splits the header once and hands the :class:`HeaderSplit` to the
-summary (localdelivery.py). tests/test_filter_units.py, tests/test_corpus_summary.py and
-tests/test_sieve_program.py check the splitter against the stdlib.
+no unix-from line: they split only a section :func:`crlf_ascii` accepts.
+tests/test_filter_units.py, tests/test_corpus_summary.py and tests/test_sieve_program.py
+check the splitter against the stdlib.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 _FIELDS = re.compile(r"^([\041-\071\073-\176]++):[ \t]*+([^\r\n]*+(?:\r?\n[ \t][^\r\n]*+)*+)(?:\r?\n|\Z)", re.M)
 """A field at the start of a line whose line breaks are LF or CRLF: its name (the feed
@@ -66,14 +64,3 @@ def crlf_ascii(head: bytes) -> bool:
     return (head.isascii() and head.count(b"\r") == breaks and head.count(b"\r\n") == breaks
             and not head.startswith(b"From "))
 
-
-@dataclass(frozen=True, slots=True)
-class HeaderSplit:
-    """A header section split once, for every reader of one delivery (the Sieve run and
-    the summary): a reader whose section is the same bytes takes ``fields`` as they are."""
-
-    block: bytes
-    """The header section as split: up to and including the blank line ending it."""
-    fields: list[tuple[str, str]] | None
-    """:func:`plain_fields` of ``block`` decoded with ``surrogateescape`` (None: not
-    plain); shared, never changed."""

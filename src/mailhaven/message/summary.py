@@ -17,7 +17,7 @@ from email.parser import BytesParser
 from functools import lru_cache
 from typing import Any
 
-from .headerfields import HeaderSplit, crlf_ascii, plain_fields
+from .headerfields import plain_fields
 
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 16 * 1024
@@ -231,25 +231,21 @@ def _structure_attachments(node: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def stdlib_parse(raw: bytes, split: HeaderSplit | None = None) -> Message:
+def stdlib_parse(raw: bytes) -> Message:
     """``BytesParser(policy=compat32).parsebytes(raw)``, the same message at less cost when
     it is neither multipart nor message/*: with every line of the header section ending in
     CRLF, only that section goes through the feed parser and the body is set whole (the
     parser walked the body a line at a time to join it back: 1.1 -> 0.43 ms of a 100 KB
     message's summary, issue 18); a plain ASCII header section (headerfields.py) skips the
-    feed parser too, its fields taken from ``split`` when that is the same section (the
-    delivery's Sieve run split it). An empty header section, a bare CR or LF in it, a
-    header defect or a container type takes the full parse."""
+    feed parser too. An empty header section, a bare CR or LF in it, a header defect or a
+    container type takes the full parse."""
     end = raw.find(b"\r\n\r\n")
     if end > 0 and not raw.startswith(b"\r\n"):                # not an empty header section
         head = raw[:end + 2]
         if head.count(b"\n") == head.count(b"\r") == head.count(b"\r\n"):
-            fields = None
-            if crlf_ascii(head):
-                if split is not None and len(split.block) == end + 4 and raw.startswith(split.block):
-                    fields = split.fields
-                else:
-                    fields = plain_fields(head.decode("ascii"))
+            # crlf_ascii (headerfields.py) with its CRLF half checked just above.
+            plain = head.isascii() and not head.startswith(b"From ")
+            fields = plain_fields(head.decode("ascii")) if plain else None
             if fields is not None:
                 # A plain header section: the parser's fields without the parser (headerfields.py).
                 msg = Message(policy=_compat)
@@ -265,14 +261,13 @@ def stdlib_parse(raw: bytes, split: HeaderSplit | None = None) -> Message:
     return BytesParser(policy=_compat).parsebytes(raw)
 
 
-def summarize(raw: bytes, structure_of: bytes | None = None, *, split: HeaderSplit | None = None) -> dict[str, Any]:
+def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message; the MIME structure is
-    read from ``structure_of`` when given (the whole message, where ``raw`` is a prefix).
-    ``split``: its header section already split (:func:`stdlib_parse`)."""
+    read from ``structure_of`` when given (the whole message, where ``raw`` is a prefix)."""
     from .structure import stdlib_bounded
 
     try:
-        msg = stdlib_parse(stdlib_bounded(raw), split)
+        msg = stdlib_parse(stdlib_bounded(raw))
     except Exception:  # noqa: BLE001
         return {"subject": "", "from": [], "to": [], "cc": [], "preview": "", "text": ""}
 

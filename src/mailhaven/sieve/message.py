@@ -10,7 +10,7 @@ from email import message_from_bytes, policy
 from email.message import Message
 
 from mailhaven.message.addresses import parse_address_list
-from mailhaven.message.headerfields import HeaderSplit, plain_fields
+from mailhaven.message.headerfields import plain_fields
 from mailhaven.message.structure import (
     MAX_HEADER_BYTES,
     MAX_HEADER_FIELDS,
@@ -177,9 +177,6 @@ class SieveMessage:
     _parsed: Message | None = field(default=None, repr=False)
     _head: Message | None = field(default=None, repr=False)
     _index: dict[str, list[str]] | None = field(default=None, repr=False)
-    split: HeaderSplit | None = field(default=None, repr=False)
-    """The header section as split for the index (headerfields.py), once it was read:
-    the delivery hands it to the summary (localdelivery.py), which then splits nothing."""
     _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
     memo: dict[str, list[str]] = field(default_factory=dict, repr=False)
@@ -230,7 +227,6 @@ class SieveMessage:
         if len(head) <= MAX_HEADER_BYTES and head.count(b"\n") <= MAX_HEADER_FIELDS:
             text = head.decode("ascii", "surrogateescape")
             found = plain_fields(text)
-            self.split = HeaderSplit(head, found)
             if found is not None:
                 return _by_name(found)
         readable = stdlib_readable(raw)
@@ -285,7 +281,6 @@ class SieveMessage:
         self._parsed = None
         self._head = None
         self._index = None
-        self.split = None
         self._headers = {}
         self._addresses = {}
         self.memo = {}
