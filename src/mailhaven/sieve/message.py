@@ -17,6 +17,7 @@ from mailhaven.message.structure import (
     header_end,
     stdlib_readable,
 )
+from mailhaven.message.summary import getaddresses
 
 
 def _utf8(value: str) -> str:
@@ -60,7 +61,7 @@ def _addresses(values: list[str]) -> list[str]:
     once per ``:`` of a group; a field with thousands of them (corpus: mimekit's
     stack-overflow.txt) is read by the iterative Dovecot-style parser instead."""
     try:
-        return [addr for _display, addr in email.utils.getaddresses(values) if addr]
+        return [addr for _display, addr in getaddresses(tuple(values)) if addr]
     except RecursionError:
         return [f"{a[2]}@{a[3]}" if a[3] else str(a[2])
                 for v in values for a in parse_address_list(v) if a[2]]
