@@ -175,12 +175,12 @@ def test_plain_header_fields_are_the_stdlib_fields(pieces: list[str]) -> None:
     from email.policy import compat32
 
     from mailhaven.filter import dmarc
-    from mailhaven.message.headerfields import compat32_fields
+    from mailhaven.message.headerfields import crlf_ascii, plain_fields
 
     head = "".join(pieces).encode("utf-8")
     for block in (head, head + b"\r\n", b"From: x@y.example\r\n" + head + b"\r\n\r\n"):
         stdlib = BytesHeaderParser(policy=compat32).parsebytes(block)
-        fields = compat32_fields(block)
+        fields = plain_fields(block.decode("ascii")) if crlf_ascii(block) else None
         if fields is not None:
             assert fields == [(k, str(v)) for k, v in stdlib.items()]
             assert not stdlib.defects and not stdlib.get_payload()
@@ -189,11 +189,15 @@ def test_plain_header_fields_are_the_stdlib_fields(pieces: list[str]) -> None:
 
 
 def test_plain_header_fields_cover_ordinary_mail() -> None:
-    from mailhaven.message.headerfields import compat32_fields
+    from mailhaven.message.headerfields import crlf_ascii, plain_fields
 
-    head = (b"Received: from a.example\r\n\tby b.example; Thu, 3 Dec 2026 10:00:00 +0000\r\n"
-            b"From:  Bob <bob@a.example>\r\nSubject: hi\r\n  there\r\n\r\n")
-    assert compat32_fields(head) == [("Received", "from a.example\r\n\tby b.example; Thu, 3 Dec 2026 10:00:00 +0000"),
-                                     ("From", "Bob <bob@a.example>"), ("Subject", "hi\r\n  there")]
-    assert compat32_fields(b"From: a\nTo: b\n") is None                # LF only: the parser's own case
-    assert compat32_fields(b"From : a\r\n") is None                   # obs blanks before the colon
+    head = ("Received: from a.example\r\n\tby b.example; Thu, 3 Dec 2026 10:00:00 +0000\r\n"
+            "From:  Bob <bob@a.example>\r\nSubject: hi\r\n  there\r\n\r\n")
+    assert plain_fields(head) == [("Received", "from a.example\r\n\tby b.example; Thu, 3 Dec 2026 10:00:00 +0000"),
+                                  ("From", "Bob <bob@a.example>"), ("Subject", "hi\r\n  there")]
+    assert crlf_ascii(head.encode())
+    assert plain_fields("From: a\nTo: b\n") == [("From", "a"), ("To", "b")]    # LF endings: split too,
+    assert not crlf_ascii(b"From: a\nTo: b\n")                                    # not the narrow case
+    assert not crlf_ascii("To: \u00e9\r\n".encode()) and not crlf_ascii(b"From x\r\nTo: b\r\n")
+    assert plain_fields("From x\r\nTo: b\r\n") == [("To", "b")]                 # the unix-from line skipped
+    assert plain_fields("To: b\r\nFrom : a\r\n") is None                      # obs blanks before the colon

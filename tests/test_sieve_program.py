@@ -137,3 +137,47 @@ def test_the_step_limit_holds_in_compiled_scripts() -> None:
     script = compile_script("if true { if true { keep; } }\n" * 20)
     outcome = run(script, SieveMessage(raw=b"Subject: x\r\n\r\n"), limits=Limits(max_steps=30))
     assert outcome.error == "too many steps"
+
+
+def _long_to(marker: str, recursion: bool) -> bytes:
+    if recursion:       # folded encoded words with colons: the stdlib parse recurses a group at a time
+        to = '"test" <test@test.com>,' + "".join(f"\r\n\t=?utf-8?Q?{marker}T10:08:28.{i}=3C/pr?=" for i in range(2000))
+    else:
+        to = ", ".join(f'"Person, {i}" <p{i}.{marker}@x.example>' for i in range(40))
+    return (f"From: a@b.example\r\nTo: {to}\r\nSubject: hi\r\nMessage-ID: <{marker}@b.example>\r\n\r\n"
+            "body\r\n").encode()
+
+
+@pytest.mark.parametrize("recursion", [False, True])
+def test_a_long_address_field_is_parsed_once_for_the_script_and_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                                             recursion: bool) -> None:
+    """A delivery through a script reads a long To: for its address tests, then the store
+    reads it for the summary: the stdlib's parse (some 0.1 ms a KB) runs once
+    (message/summary.py getaddresses), and each reader gets what it got before, a parse
+    that fails included (the Sieve's own fallback parser, the summary's empty list)."""
+    import uuid
+
+    from mailhaven.message.summary import summarize
+
+    marker = uuid.uuid4().hex                    # never seen before by any memo
+    raw = _long_to(marker, recursion)
+    real = email.utils.getaddresses
+    parsed: list[int] = []
+
+    def counting(values: list[str]) -> list[tuple[str, str]]:
+        if any(marker in v for v in values):
+            parsed.append(1)
+        return real(values)
+
+    expected = SieveMessage(raw=_long_to(marker + "x", recursion)).addresses("to")
+    monkeypatch.setattr(email.utils, "getaddresses", counting)
+    view = SieveMessage(raw=raw, mail_from="s@x.example", rcpt_to="r@y.example")
+    result = run(compile_script('if address :localpart :is "to" "sales" { discard; }'), view)
+    assert result.actions[0].kind == "keep"
+    summary = summarize(raw)
+    assert len(parsed) == 1
+    assert [a.replace(marker, "") for a in view.addresses("to")] == [a.replace(marker + "x", "") for a in expected]
+    if recursion:
+        assert summary["to"] == [] and expected[0] == "test@test.com"      # the fallback parser's
+    else:
+        assert [a["email"] for a in summary["to"]] == view.addresses("to") and len(expected) == 40

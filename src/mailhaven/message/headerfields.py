@@ -1,43 +1,66 @@
 """The header fields of a plain header section, as the stdlib's compat32 parser reads them.
 
 ``BytesHeaderParser(policy=compat32).parsebytes(head).items()`` builds a FeedParser, a
-Message and a policy round for every field; the inbound checks ask it of every message
-(DMARC's RFC5322.From) and it was 5% of a 4 KB message's CPU (issue 18). For a header
-section the parser reads without any of its special cases (ASCII only, every line ending
-in CRLF, every line a field start ``name:`` or a folded continuation, no unix-from),
-:func:`compat32_fields` gives the same (name, value) pairs by splitting lines; for any
-other it answers None and the caller runs the parser. tests/test_filter_units.py checks
-the two agree on generated header sections.
+Message and a policy round for every field. For a *plain* header section (every line a
+field start ``name:`` or a folded continuation, lines ending in LF or CRLF, no bare CR,
+a first unix-from line allowed) :func:`plain_fields` gives the same (name, value) pairs
+with one regular expression; for any other it answers None and the caller parses.
+
+One splitter serves every reader: the summary (message/summary.py), DMARC's RFC5322.From
+(filter/dmarc.py) and the Sieve message view (sieve/message.py). The summary and DMARC
+want values the stdlib hands back as ``str`` (no ``Header`` objects for 8-bit bytes) and
+no unix-from line: they split only a section :func:`crlf_ascii` accepts.
+tests/test_filter_units.py, tests/test_corpus_summary.py and tests/test_sieve_program.py
+check the splitter against the stdlib.
 """
 
 from __future__ import annotations
 
 import re
 
-_FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)(?:\r\n|\Z)")
-"""One field with its folded lines: the feed parser's header line (``headerRE``) without its
-empty name, unix-from and continuation alternatives, then the continuations."""
+_FIELDS = re.compile(r"^([\041-\071\073-\176]++):[ \t]*+([^\r\n]*+(?:\r?\n[ \t][^\r\n]*+)*+)(?:\r?\n|\Z)", re.M)
+"""A field at the start of a line whose line breaks are LF or CRLF: its name (the feed
+parser's ``headerRE`` name characters, at least one), and its value as the parser keeps
+it (blanks after the colon dropped, the continuation lines with their line breaks, the
+last line break left out). Possessive: with no bare CR (plain_fields checks) nothing is
+ever given back, and sre keeps no backtracking state for thousands of continuation lines."""
 
 
-def compat32_fields(head: bytes) -> list[tuple[str, str]] | None:
-    """(name, value) of each field of ``head`` (a header section, its blank line optional)
-    as compat32 gives them: the name as written, the value with the blanks after the
-    colon and the final line end dropped, folds kept; None when ``head`` is not plain."""
-    if not head.isascii():
+def plain_fields(text: str) -> list[tuple[str, str]] | None:
+    """(name, value) of each field of a header section, as compat32's parser stores them
+    (the name as written; the value with the blanks after the colon and the final line
+    end dropped, folds kept, 8-bit bytes as ``text`` holds them: the caller decodes with
+    ``surrogateescape``); None when the section is not plain (a line that is no field,
+    the blank line inside, a bare CR, a continuation first), which the caller parses.
+
+    ``text``: the header section, its blank line optional; a first ``From `` line (mbox's
+    unix-from) is skipped as the parser skips it."""
+    if text.endswith("\n\r\n"):                      # the blank line ending the header
+        text = text[:-2]
+    elif text.endswith("\n\n"):
+        text = text[:-1]
+    first = 0
+    if text.startswith("From "):                     # the unix-from line, skipped
+        first = text.find("\n") + 1
+        if first == 0:
+            return None
+    if first >= len(text):
+        return [] if text.count("\r") == text.count("\r\n") else None
+    if text[first] in " \t" or text.count("\r") != text.count("\r\n"):
         return None
+    lines = text.count("\n", first) + (not text.endswith("\n"))
+    continued = text.count("\n ", first) + text.count("\n\t", first)
+    found: list[tuple[str, str]] = _FIELDS.findall(text, first)
+    if len(found) != lines - continued:              # some line is no field: the blank line
+        return None                                  # inside, a name the parser refuses...
+    return found
+
+
+def crlf_ascii(head: bytes) -> bool:
+    """``head`` is ASCII with every line break CRLF and no unix-from line: the narrower
+    case where the stdlib hands every value back as the ``str`` :func:`plain_fields`
+    gives (8-bit values come back as ``Header`` objects, a unix-from line is no field)."""
     breaks = head.count(b"\n")
-    if head.count(b"\r") != breaks or head.count(b"\r\n") != breaks:
-        return None                              # a bare CR or LF: the parser splits there too
-    text = head.decode("ascii")
-    if text.endswith("\r\n\r\n"):
-        text = text[:-2]                         # the blank line ending the section
-    fields = []
-    pos, end = 0, len(text)
-    match = _FIELD.match
-    while pos < end:
-        m = match(text, pos)
-        if m is None:
-            return None                          # the parser would end the header here (or note a defect)
-        fields.append((m[1], m[2]))
-        pos = m.end()
-    return fields
+    return (head.isascii() and head.count(b"\r") == breaks and head.count(b"\r\n") == breaks
+            and not head.startswith(b"From "))
+

@@ -10,12 +10,14 @@ from email import message_from_bytes, policy
 from email.message import Message
 
 from mailhaven.message.addresses import parse_address_list
+from mailhaven.message.headerfields import plain_fields
 from mailhaven.message.structure import (
     MAX_HEADER_BYTES,
     MAX_HEADER_FIELDS,
     header_end,
     stdlib_readable,
 )
+from mailhaven.message.summary import getaddresses
 
 
 def _utf8(value: str) -> str:
@@ -59,7 +61,7 @@ def _addresses(values: list[str]) -> list[str]:
     once per ``:`` of a group; a field with thousands of them (corpus: mimekit's
     stack-overflow.txt) is read by the iterative Dovecot-style parser instead."""
     try:
-        return [addr for _display, addr in email.utils.getaddresses(values) if addr]
+        return [addr for _display, addr in getaddresses(tuple(values)) if addr]
     except RecursionError:
         return [f"{a[2]}@{a[3]}" if a[3] else str(a[2])
                 for v in values for a in parse_address_list(v) if a[2]]
@@ -93,14 +95,6 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")       # a line and its en
 _FIELD_NAME = re.compile(r"[\041-\071\073-\176]*")                # email.feedparser.headerRE's name
 
 
-_FIELDS = re.compile(r"^([\041-\071\073-\176]++):[ \t]*+([^\r\n]*+(?:\r?\n[ \t][^\r\n]*+)*+)(?:\r?\n|\Z)", re.M)
-"""A field at the start of a line whose line breaks are LF or CRLF: its name (_FIELD_NAME's
-characters), and its value as header_fields reads it (blanks after the colon dropped, the
-continuation lines with their line breaks, the last line break left out). Possessive:
-with no bare CR (_fields_at_once checks) nothing is ever given back, and sre keeps no
-backtracking state for a field's thousands of continuation lines."""
-
-
 def header_fields(head: bytes) -> dict[str, list[str]]:
     """Lower-case field name -> the values ``email.message_from_bytes(head,
     policy=compat32).get_all(name)`` gives, before ``header_fetch_parse`` (8-bit bytes
@@ -115,29 +109,14 @@ def header_fields(head: bytes) -> dict[str, list[str]]:
 
 
 def _fields_at_once(text: str) -> dict[str, list[str]] | None:
-    """header_fields of a block that is fields alone (after a first From_ line): every
-    line a field or its continuation, lines ending in LF or CRLF, then at most the blank
-    line. One regular expression finds them all; None for any other block (a line that
-    is no field, a bare CR, a continuation first), which is read line by line instead.
-    Such a block is also one :func:`stdlib_readable` hands back unchanged."""
-    if text.endswith("\n\r\n"):                  # the blank line ending the header
-        text = text[:-2]
-    elif text.endswith("\n\n"):
-        text = text[:-1]
-    first = 0
-    if text.startswith("From "):                     # the unix-from line, skipped
-        first = text.find("\n") + 1
-        if first == 0:
-            return None
-    if first >= len(text):
-        return {} if text.count("\r") == text.count("\r\n") else None
-    if text[first] in " \t" or text.count("\r") != text.count("\r\n"):
-        return None
-    lines = text.count("\n", first) + (not text.endswith("\n"))
-    continued = text.count("\n ", first) + text.count("\n\t", first)
-    found = _FIELDS.findall(text, first)
-    if len(found) != lines - continued:              # some line is no field: the blank line
-        return None                                  # inside, a name the stdlib refuses...
+    """header_fields of a plain block (headerfields.py): one regular expression finds
+    every field; None for any other block, which is read line by line instead. A plain
+    block is also one :func:`stdlib_readable` hands back unchanged."""
+    found = plain_fields(text)
+    return None if found is None else _by_name(found)
+
+
+def _by_name(found: list[tuple[str, str]]) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for name, value in found:
         key = name.lower()
@@ -248,9 +227,9 @@ class SieveMessage:
         text = None
         if len(head) <= MAX_HEADER_BYTES and head.count(b"\n") <= MAX_HEADER_FIELDS:
             text = head.decode("ascii", "surrogateescape")
-            fields = _fields_at_once(text)
-            if fields is not None:
-                return fields
+            found = plain_fields(text)
+            if found is not None:
+                return _by_name(found)
         readable = stdlib_readable(raw)
         if readable is raw and text is not None:     # the block it had: no second try at once
             return _header_fields_by_line(text)
