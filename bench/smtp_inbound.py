@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,14 +128,9 @@ def peak_rss_mb(pid: int | None) -> float | None:
     return None
 
 
-def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
-    """(user, system) CPU seconds of the process (all its threads) and of its live
-    children (SMTP worker processes), from /proc."""
-    if not pid:
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    user = system = 0.0
-    found = False
+def _family_stats(pid: int) -> Iterator[tuple[int, list[str]]]:
+    """``(pid, /proc stat fields after the name)`` of the process and of its live children
+    (SMTP worker processes)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -144,10 +139,19 @@ def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
         except OSError:
             continue
         if int(entry) == pid or int(fields[1]) == pid:
-            found = True
-            user += int(fields[11]) / tick
-            system += int(fields[12]) / tick
-    return (user, system) if found else None
+            yield int(entry), fields
+
+
+def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of the process (all its threads) and of its live
+    children (SMTP worker processes), from /proc."""
+    if not pid:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = list(_family_stats(pid))
+    if not stats:
+        return None
+    return (sum(int(f[11]) for _, f in stats) / tick, sum(int(f[12]) for _, f in stats) / tick)
 
 
 def run_delay(pid: int) -> float:
@@ -167,16 +171,9 @@ def tree_cpu(pid: int) -> dict[int, float]:
     one's wait for a core under ``-pid``."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid or int(fields[1]) == pid:
-            out[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-            out[-int(entry)] = run_delay(int(entry))
+    for proc, fields in _family_stats(pid):
+        out[proc] = (int(fields[11]) + int(fields[12])) / tick
+        out[-proc] = run_delay(proc)
     return out
 
 
