@@ -136,3 +136,44 @@ async def test_a_delivery_goes_to_the_writer_thread_while_it_holds_the_connectio
         await held
     finally:
         await store.close()
+
+
+async def test_deliveries_arriving_during_an_fsync_commit_together_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the writer thread's group commit: what arrives while a commit is being synced
+    waits for that fsync, then all of it commits in one transaction with one more fsync."""
+    store, bob = await _store(tmp_path)
+    try:
+        refs = [await _blob(store, i) for i in range(4)]
+        entered, release = threading.Event(), threading.Event()
+        fdatasync = os.fdatasync
+        inserted: list[tuple[int, bool]] = []                      # (transaction, after the fsync)
+        insert = store._insert_message
+
+        def spy_insert(*args, **kwargs):  # type: ignore[no-untyped-def]
+            inserted.append((store.db.commits, release.is_set()))
+            return insert(*args, **kwargs)
+
+        def slow_sync(fd: int) -> None:
+            entered.set()
+            release.wait(10)
+            fdatasync(fd)
+
+        monkeypatch.setattr(store, "_insert_message", spy_insert)
+        monkeypatch.setattr(os, "fdatasync", slow_sync)
+        first = asyncio.ensure_future(store.deliver(refs[0], [bob]))
+        await asyncio.to_thread(entered.wait, 10)                  # its fsync is under way
+        later = []
+        for ref in refs[1:]:                                       # one a loop pass
+            later.append(asyncio.ensure_future(store.deliver(ref, [bob])))
+            await asyncio.sleep(0.01)
+        assert len(inserted) == 1                                  # they wait for that fsync
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        release.set()
+        await first
+        for work in later:
+            assert (await work)[0].message is not None
+        assert len(inserted) == 4
+        assert len(set(inserted[1:])) == 1 and inserted[1][1]      # then one transaction
+    finally:
+        await store.close()

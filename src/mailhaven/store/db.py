@@ -124,6 +124,8 @@ class _Sync:
     outcomes: list[tuple[_Job, bool, Any]]
     committed: list[Callable[[], None]]
     """The batch hooks' callbacks (run once the commit is durable)."""
+    loop: asyncio.AbstractEventLoop | None = None
+    """The loop that committed it, told when the fsync is done (:meth:`Database._synced`)."""
 
 
 def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
@@ -257,6 +259,11 @@ class Database:
         or the event loop (``on_loop`` jobs), which never waits for it."""
         self._loop_jobs: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         """``on_loop`` jobs waiting for their loop's pass that runs them (:meth:`_run_on_loop`)."""
+        self._loop_syncing: set[asyncio.AbstractEventLoop] = set()
+        """Loops whose last commit waits for its fsync: their next jobs wait for it too and
+        then commit together (one transaction and one fsync for all that arrived meanwhile,
+        as the writer thread's group commit does; a transaction a loop pass wrote the same
+        hot pages into the WAL once per pass)."""
 
     def before_each_transaction(self, hook: Callable[[sqlite3.Connection], Callable[[], None] | None]) -> None:
         """``hook(conn)`` runs on the writer thread at the start of every write transaction,
@@ -352,7 +359,8 @@ class Database:
             waiting = self._loop_jobs.get(loop)
             if waiting is None:
                 waiting = self._loop_jobs[loop] = []
-                loop.call_soon(self._run_on_loop, loop)
+                if loop not in self._loop_syncing:        # else _synced runs them
+                    loop.call_soon(self._run_on_loop, loop)
             waiting.append(job)
         else:
             self._queue.put(job)
@@ -362,7 +370,9 @@ class Database:
         """On the event loop: this pass's ``on_loop`` jobs in one transaction, handed to the
         writer thread for the fsync; to its queue instead when the connection or the
         write lock is busy (the loop never waits for either)."""
-        batch = self._loop_jobs.pop(loop)
+        batch = self._loop_jobs.pop(loop, None)
+        if not batch:
+            return
         conn = self._write_conn
         if conn is None or not self._conn_lock.acquire(blocking=False):
             self._to_writer(batch)
@@ -395,7 +405,14 @@ class Database:
         if committed is None:                    # failed as a whole: nothing to make durable
             self._resolve_all(outcomes)
             return
-        self._queue.put(_Sync(outcomes, committed))
+        self._loop_syncing.add(loop)
+        self._queue.put(_Sync(outcomes, committed, loop))
+
+    def _synced(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: its last commit is durable; the jobs that arrived meanwhile run now."""
+        self._loop_syncing.discard(loop)
+        if loop in self._loop_jobs:
+            self._run_on_loop(loop)
 
     def _to_writer(self, batch: list[_Job]) -> None:
         for job in batch:
@@ -451,7 +468,7 @@ class Database:
             except OSError as exc:       # committed, but not known to be on disk: no 250
                 outcomes = [(job, False, exc) for job in batch]
                 committed = []
-                syncs = [_Sync([(job, False, exc) for job, _, _ in s.outcomes], []) for s in syncs]
+                syncs = [_Sync([(job, False, exc) for job, _, _ in s.outcomes], [], s.loop) for s in syncs]
         for done in committed or ():
             done()
         self._settle_syncs(syncs)
@@ -462,7 +479,7 @@ class Database:
         try:
             self._sync_wal()
         except OSError as exc:           # committed, but not known to be on disk: no 250
-            syncs = [_Sync([(job, False, exc) for job, _, _ in s.outcomes], []) for s in syncs]
+            syncs = [_Sync([(job, False, exc) for job, _, _ in s.outcomes], [], s.loop) for s in syncs]
         self._settle_syncs(syncs)
 
     def _settle_syncs(self, syncs: list[_Sync]) -> None:
@@ -470,6 +487,11 @@ class Database:
             for done in sync.committed:
                 done()
             self._resolve_all(sync.outcomes)
+            if sync.loop is not None:
+                try:
+                    sync.loop.call_soon_threadsafe(self._synced, sync.loop)
+                except RuntimeError:
+                    pass                                # loop closed: the callers are gone
 
     def _sync_wal(self) -> None:
         fsync_file(str(self.path) + "-wal")
