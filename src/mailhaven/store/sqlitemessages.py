@@ -168,7 +168,7 @@ class MessageMethods:
                 out.append((account_id, row))
             return out
 
-        rows = await self.db.write_ctx(deliver)
+        rows = await self.db.write_ctx(deliver, on_loop=True)    # a few rows: db.py
         # The summary computed here, not decoded back (issue 18: 2% of an inbound message's
         # CPU); the other accounts' Messages (and a caller's summary) get their own copies.
         computed = summary is None
@@ -199,7 +199,7 @@ class MessageMethods:
             self._publish(ctx, account_id, mailbox_id, "exists", modseq)
             return row
 
-        return _message(await self.db.write_ctx(append), True,
+        return _message(await self.db.write_ctx(append, on_loop=True), True,
                         summary=prepared.summary if summary is None else decode_summary(prepared.stored_summary))
 
     async def list_messages(self, mailbox_id: int, *, with_summary: bool = False) -> list[Message]:

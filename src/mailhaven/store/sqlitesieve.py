@@ -143,10 +143,11 @@ class SieveMethods:
         await self.db.write_ctx(activate)
 
     async def get_active_sieve_script(self, account_id: int) -> tuple[str, str] | None:
-        # Every local delivery asks: one indexed row, read on the loop (no thread hop).
-        row = self.db.read_sync(lambda conn: conn.execute(
-            "SELECT name, script FROM sieve_scripts WHERE account_id=? AND active=1", (account_id,)).fetchone())
-        return (str(row[0]), str(row[1])) if row is not None else None
+        # Every local delivery asks: one indexed row, read on the loop as one statement
+        # (no thread hop, no BEGIN and COMMIT around it: db.query_sync).
+        rows = self.db.query_sync(
+            "SELECT name, script FROM sieve_scripts WHERE account_id=? AND active=1", (account_id,))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     async def count_alias_forward(self, address: str, *, now: float, window: float, limit: int) -> bool:
         address = address.lower()

@@ -59,7 +59,9 @@ class SpamMethods:
             return (int(totals[0]), int(totals[1]), counts) if totals else (0, 0, counts)
 
         if not wanted:          # the totals alone (is Bayes ready?), asked for every message:
-            return self.db.read_sync(read)              # one row, read on the loop
+            # one row, read on the loop, as one statement (no BEGIN/COMMIT: db.query_sync)
+            totals = self.db.query_sync("SELECT spam, ham FROM spam_totals WHERE scope=?", (scope,))
+            return (int(totals[0][0]), int(totals[0][1]), {}) if totals else (0, 0, {})
         return await self.db.read(read)
 
     async def spam_train(self, account_id: int, tokens: Sequence[str], *, spam: bool) -> None:
@@ -78,9 +80,9 @@ class SpamMethods:
 
     async def spam_lists(self, account_id: int) -> dict[str, str]:
         # Every inbound message asks, for each recipient account: a few indexed rows, read
-        # on the loop (a thread hop cost more than the read; db.read_sync).
-        rows = self.db.read_sync(lambda conn: conn.execute(
-            "SELECT entry, kind FROM spam_lists WHERE account_id=?", (account_id,)).fetchall())
+        # on the loop as one statement (a thread hop, or a BEGIN and COMMIT around it, cost
+        # more than the read; db.query_sync).
+        rows = self.db.query_sync("SELECT entry, kind FROM spam_lists WHERE account_id=?", (account_id,))
         return {str(r[0]): str(r[1]) for r in rows}
 
     async def set_spam_list(self, account_id: int, entry: str, kind: str | None) -> None:
