@@ -215,3 +215,30 @@ def test_write_jobs_leave_no_reference_cycles(db: Database) -> None:
     finally:
         gc.enable()
     assert alive == 0
+
+
+async def test_rate_counters_are_not_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rate counter (every MAIL FROM and RCPT from an address the limits count) commits
+    without its own fsync: losing the last moments of a window in a crash is harmless,
+    an fsync per command was not."""
+    from mailhaven.store.sqlite import SQLiteStore
+
+    s = SQLiteStore(tmp_path / "data")
+    await s.open()
+    syncs: list[int] = []
+    fdatasync = os.fdatasync
+
+    def spy(fd: int) -> None:
+        syncs.append(fd)
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    try:
+        kw = {"window": 3600.0, "limit": 10}
+        assert await s.rate_take("ip:192.0.2.1", 2, now=7200.0, **kw) == 2
+        assert await s.rate_take("ip:192.0.2.1", 3, now=7300.0, **kw) == 5
+        assert syncs == []
+        await s.add_domain("nyu.example")               # a durable write still syncs
+        assert syncs
+    finally:
+        await s.close()
