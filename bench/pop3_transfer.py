@@ -2,13 +2,15 @@
 login + UIDL + RETR-all throughput with poplib, and an ``import imap`` copy from the
 same server.
 
-    python bench/pop3_transfer.py [--messages 5000] [--dovecot] [--rounds 5]
+    python bench/pop3_transfer.py [--messages 5000] [--dovecot] [--rounds 5] [--against SRC]
 
 Starts its own ``mailhaven serve`` on free ports in a temporary directory. With
 ``--dovecot`` a private Dovecot serves the same messages from a Maildir, and the RETR-all
 runs alternate between the two servers (A B, B A, ...): the median rate of each and the
 server CPU time per RETR (the server processes' utime+stime, so that other work on a
-shared machine does not count). Prints figures; asserts nothing.
+shared machine does not count). ``--against`` also serves the same messages from another
+checkout's ``src`` (say ``main``'s, for an A/B of a change), in its own interleaved turn.
+Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
+import conftest  # noqa: E402
 from conftest import ServerProcess, mailhaven_env  # noqa: E402
 from mailhaven.transfer import mbox as mb  # noqa: E402
 
@@ -195,11 +198,29 @@ def retr_all(port: int, n: int, pids: Callable[[], list[int]]) -> tuple[float, f
     return secs, cpu
 
 
-def compare_retr(srv: ServerProcess, dovecot: DovecotPop3 | None, n: int, rounds: int) -> None:
+def other_source(src: Path, data: Path, mbox: Path) -> ServerProcess:
+    """A server run from another checkout's ``src`` holding the messages of ``mbox``."""
+    saved = conftest.SRC
+    conftest.SRC = src
+    try:
+        srv = ServerProcess(data).start()
+        srv.add_user(USER, PASSWORD)
+        timed(srv, "import", "mbox", str(mbox), "--user", USER)
+    finally:
+        conftest.SRC = saved
+    return srv
+
+
+def compare_retr(srv: ServerProcess, dovecot: DovecotPop3 | None, n: int, rounds: int,
+                 against: ServerProcess | None = None) -> None:
     """RETR-all runs alternating between the servers; median rate and CPU per RETR."""
     proc = srv.proc
     assert proc is not None
     sides: dict[str, tuple[int, Callable[[], list[int]]]] = {"mailhaven": (srv.port("pop3"), lambda: [proc.pid])}
+    if against is not None:
+        other = against.proc
+        assert other is not None
+        sides["against"] = (against.port("pop3"), lambda: [other.pid])
     if dovecot is not None:
         sides["dovecot"] = (dovecot.port, dovecot.pids)
     rates: dict[str, list[float]] = {k: [] for k in sides}
@@ -218,6 +239,10 @@ def compare_retr(srv: ServerProcess, dovecot: DovecotPop3 | None, n: int, rounds
         ratio = statistics.median(rates["mailhaven"]) / statistics.median(rates["dovecot"])
         per_run = [a / b for a, b in zip(rates["mailhaven"], rates["dovecot"], strict=True)]
         print(f"POP3 RETR mailhaven/dovecot: {ratio:.2f} (per round {min(per_run):.2f}-{max(per_run):.2f})")
+    if against is not None:
+        ratio = statistics.median(rates["mailhaven"]) / statistics.median(rates["against"])
+        print(f"POP3 RETR mailhaven/against: {ratio:.2f}; server CPU per RETR against/mailhaven: "
+              f"{statistics.median(cpus['against']) / statistics.median(cpus['mailhaven']):.2f}")
 
 
 def main() -> None:
@@ -226,6 +251,7 @@ def main() -> None:
     ap.add_argument("--dovecot", action="store_true", help="also RETR from a private Dovecot, interleaved")
     ap.add_argument("--rounds", type=int, default=5, help="RETR-all runs per server")
     ap.add_argument("--pop3-only", action="store_true", help="skip the import/export figures")
+    ap.add_argument("--against", type=Path, help="another checkout's src directory, served alongside")
     args = ap.parse_args()
     n = args.messages
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,6 +259,7 @@ def main() -> None:
         t.chmod(0o755)  # Dovecot's auth process must reach its passwd file
         srv = ServerProcess(t / "data").start()
         dovecot = DovecotPop3(t) if args.dovecot and shutil.which("dovecot") else None
+        against: ServerProcess | None = None
         try:
             srv.add_user(USER, PASSWORD)
             srv.add_user(COPY, PASSWORD)
@@ -242,6 +269,8 @@ def main() -> None:
             print(f"import mbox:     {n / secs:8.0f} messages/s  ({line})")
             if dovecot is not None:
                 dovecot.start(messages(n))
+            if args.against is not None:
+                against = other_source(args.against.resolve(), t / "against", t / "in.mbox")
             if not args.pop3_only:
                 for fmt in ("mbox", "maildir"):
                     secs, line = timed(srv, "export", "--user", USER, "--format", fmt, str(t / fmt))
@@ -253,7 +282,7 @@ def main() -> None:
             p.uidl()
             p.quit()
             print(f"POP3 first login+UIDL of {n}: {(time.monotonic() - start) * 1000:.0f} ms")
-            compare_retr(srv, dovecot, n, args.rounds)
+            compare_retr(srv, dovecot, n, args.rounds, against)
             if args.pop3_only:
                 return
             env = mailhaven_env()
@@ -267,6 +296,8 @@ def main() -> None:
         finally:
             if dovecot is not None:
                 dovecot.stop()
+            if against is not None:
+                against.stop()
             srv.stop()
 
 

@@ -246,6 +246,19 @@ def test_encode_then_unstuff_is_identity_on_crlf_messages(lines: list[bytes]) ->
     assert b"\r\n.\r\n" not in wire[:-3] or wire == b".\r\n"
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b" "]), max_size=40))
+def test_stuff_crlf_is_encode_message_when_the_wire_size_is_the_length(parts: list[bytes]) -> None:
+    # RETR's shortcut: a message whose RETR size (what LIST says) equals its stored length
+    # has CRLF line ends only, and then stuff_crlf + END is encode_message's output.
+    raw = b"".join(parts)
+    if P.wire_size(raw) == len(raw):
+        assert P.stuff_crlf(raw) + P.END == P.encode_message(raw), raw
+    else:
+        crlf = raw.count(b"\r\n")
+        assert raw.count(b"\r") != crlf or raw.count(b"\n") != crlf or not raw.endswith(b"\n"), raw
+
+
 def test_reply_rendering() -> None:
     assert R.MAILDROP_LOCKED.to_bytes() == b"-ERR [IN-USE] Mailbox is locked by another session\r\n"
     assert R.OK.with_text("1 2").to_bytes() == b"+OK 1 2\r\n"

@@ -1,6 +1,6 @@
-"""SQLite: a read of one or a few messages whose bytes are inline runs on the event loop
-(no reader-thread hop), and gives what the reader thread gives; bigger reads, and bytes
-in files, still go to a reader thread."""
+"""SQLite: a read of messages whose bytes are inline runs on the event loop (no
+reader-thread hop) up to ``LOOP_READ_BYTES``, and gives what the reader thread gives; the
+rest of a bigger read, and bytes in files, still go to a reader thread."""
 
 from __future__ import annotations
 
@@ -44,9 +44,16 @@ async def test_few_message_reads_skip_the_reader_thread(tmp_path: Path, monkeypa
         assert trips == []                                  # all on the event loop
         assert await store.get_raw(inbox.id, [9]) == [(9, big)]                 # its file: a thread
         assert len(trips) == 1
-        many = list(range(1, sqlitemessages.SMALL_READ + 2))
+        many = list(range(1, 9))                            # POP3's read-ahead batch: on the loop
         assert await store.get_raw(inbox.id, many) == [(i, messages[i - 1]) for i in many]
+        assert len(trips) == 1
+        every = list(range(1, 10))                          # up to the file on the loop, the file on a thread
+        assert await store.get_raw(inbox.id, every) == [(i, messages[i - 1]) for i in every]
         assert len(trips) == 2
+        monkeypatch.setattr(sqlitemessages, "LOOP_READ_BYTES", 3 * len(messages[0]))
+        assert await store.get_raw(inbox.id, [1, 2, 3, 5, 6, 7, 8]) == [(i, messages[i - 1])
+                                                                      for i in (1, 2, 3, 5, 6, 7, 8)]
+        assert len(trips) == 3                              # past the cap: the rest on a thread
     finally:
         await store.close()
 

@@ -30,8 +30,13 @@ class Maildrop:
     retrieved: set[int] = field(default_factory=set)
     """Message numbers sent whole by RETR (marked \\Seen at UPDATE)."""
 
+    exact: bool = field(init=False, default=False)
+    """:attr:`sizes` are the sizes RETR sends (given), not the stored ones: a message whose
+    size there equals its stored length has CRLF line ends only, the last line ended too."""
+
     def __post_init__(self) -> None:
-        if len(self.sizes) != len(self.messages):
+        self.exact = len(self.sizes) == len(self.messages)
+        if not self.exact:
             self.sizes = [m.size for m in self.messages]
 
     def size(self, msg: int) -> int:

@@ -368,9 +368,13 @@ class Session:
             await self._retr_streamed(cmd)
             return
         raw = await self._read(cmd.msg)
-        self._drop().retrieved.add(cmd.msg)
+        drop = self._drop()
+        drop.retrieved.add(cmd.msg)
         self._out.append(R.MESSAGE_FOLLOWS.line(f"{size} octets"))
-        self._out.append(P.encode_message(raw))
+        if drop.exact and size == len(raw):     # CRLF line ends only (see Maildrop.exact)
+            self._out += (P.stuff_crlf(raw), P.END)
+        else:
+            self._out.append(P.encode_message(raw))
 
     async def _retr_streamed(self, cmd: P.Retr) -> None:
         """RETR of a large message from its file: the same bytes, a chunk at a time."""

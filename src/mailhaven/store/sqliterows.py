@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +114,30 @@ def _message_rows(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
             f"{_select(with_summary, imap_wire)} WHERE m.mailbox_id=? AND m.uid IN "
             f"({','.join('?' * len(chunk))}) ORDER BY m.uid", (mailbox_id, *chunk)).fetchall()
     return out
+
+
+def _uid_row_iter(conn: sqlite3.Connection, select: str, mailbox_id: int, uids: list[int]) -> Generator[Any, None, None]:
+    """:func:`_uid_rows` a row at a time (each row stepped when asked for), so that a reader
+    may stop part way and leave the rest; close it when stopping early."""
+    if not uids:
+        return
+    cur = conn.cursor()
+    cur.row_factory = None
+    try:
+        first, last = uids[0], uids[-1]
+        if len(uids) * 2 >= last - first + 1:
+            wanted = None if len(uids) == last - first + 1 else set(uids)
+            for row in cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
+                                   (mailbox_id, first, last)):
+                if wanted is None or row[0] in wanted:
+                    yield row
+            return
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            yield from cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(chunk))}) "
+                                   "ORDER BY m.uid", (mailbox_id, *chunk))
+    finally:
+        cur.close()
 
 
 def _uid_rows(conn: sqlite3.Connection, select: str, mailbox_id: int, uids: list[int]) -> list[Any]:
