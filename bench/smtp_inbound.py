@@ -414,7 +414,10 @@ def main() -> None:
                 spawned.stop()
         if args.postfix_port:
             print(f"-- round {rnd + 1}, postfix, load {load_average()}")
-            results.setdefault("postfix", []).append(postfix_run(args))
+            theirs = postfix_run(args)
+            results.setdefault("postfix", []).append(theirs)
+            for workers in counts:
+                print_ratio(f"workers={workers}", results[f"workers={workers}"][-1], theirs)
     if args.rounds > 1 or len(counts) > 1:
         print("summary (ranges over rounds):")
         for label, rs in results.items():
@@ -467,11 +470,14 @@ def one_run(args: argparse.Namespace, host: str, port: int, pid: int | None, dat
         if len(rows) > 1:
             report_workers(rows, ours["seconds"])
     if args.postfix_port and not args.spawn:
-        theirs = postfix_run(args)
-        print(f"ratio mailhaven/postfix: {ours['rate'] / theirs['rate']:.2f} to the last 250"
-              + (f", {ours['deferred_rate'] / theirs['deferred_rate']:.2f} with deferred work"
-                 if "deferred_rate" in ours and "deferred_rate" in theirs else ""))
+        print_ratio("mailhaven", ours, postfix_run(args))
     return ours
+
+
+def print_ratio(label: str, ours: dict[str, float], theirs: dict[str, float]) -> None:
+    print(f"ratio {label}/postfix: {ours['rate'] / theirs['rate']:.2f} to the last 250"
+          + (f", {ours['deferred_rate'] / theirs['deferred_rate']:.2f} with deferred work"
+             if "deferred_rate" in ours and "deferred_rate" in theirs else ""))
 
 
 def postfix_run(args: argparse.Namespace) -> dict[str, float]:
