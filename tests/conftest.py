@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -78,6 +79,22 @@ for address, quota in zip(users[::2], users[1::2]):
             run("domain", "add", domain)
         known.add(domain)
     run("user", "add", address, "--password-stdin", *(["--quota", quota] if quota else []))
+"""
+
+
+ADMIN_EACH = """
+import contextlib, io, json, sys
+from mailhaven.cli import main
+
+outputs = []
+for args in json.loads(sys.argv[1]):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(args)
+    if code:
+        sys.exit(f"mailhaven {' '.join(args)} failed ({code})")
+    outputs.append(out.getvalue())
+print(json.dumps(outputs))
 """
 
 
@@ -160,6 +177,16 @@ class ServerProcess:
         if args[:2] == ("domain", "remove"):
             self.known_domains.clear()         # add_user asks the server again
         return run_cli(self.data, *args, input=input, check=check)
+
+    def admin_each(self, *commands: list[str]) -> list[str]:
+        """The output of each admin command, run in turn by one Python process (a failing
+        one stops the rest and fails): one start-up and import instead of one a command."""
+        argvs = [["--data", str(self.data), *args] for args in commands]
+        result = subprocess.run([sys.executable, "-c", ADMIN_EACH, json.dumps(argvs)], capture_output=True,
+                                text=True, env=mailhaven_env(), timeout=120)
+        if result.returncode != 0:
+            raise AssertionError(f"mailhaven {commands} failed ({result.returncode}):\n{result.stderr}")
+        return list(json.loads(result.stdout))
 
     def add_user(self, address: str, password: str = "s3cret", quota: str | None = None) -> None:
         self.add_users(address, password=password, quota=quota)
