@@ -91,9 +91,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         sender = ServerProcess(root / "sender", hostname="mail.lancs.example", extra_config=dns_conf
                                + '[queue]\nretry = ["1s"]\nwarn_after = "1h"\nexpire = "1h"\npoll = "1s"\n')
         with running(mx, sender):
-            for d in ("good.dane.example", "ta.dane.example", "plain.dane.example", "wrong.dane.example",
-                      "bogus.example"):
-                mx.add_user(f"bob@{d}")
+            mx.add_users(*(f"bob@{d}" for d in ("good.dane.example", "ta.dane.example", "plain.dane.example",
+                                                "wrong.dane.example", "bogus.example")))
             sender.add_user("alice@lancs.example")
             yield {"mx": mx, "sender": sender}
 

@@ -56,8 +56,7 @@ def full_disk_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
     srv.log_path = tmp_path / "server.log"          # the log must not share the full disk
     try:
         srv.start()
-        srv.add_user(USER, PASSWORD)
-        srv.add_user("alice@lancs.example", PASSWORD)
+        srv.add_users(USER, "alice@lancs.example", password=PASSWORD)
         yield srv, mnt
     finally:
         srv.stop()

@@ -49,8 +49,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             f'"collector.example" = "127.0.0.1:{port}"\n'))
         srv.start()
         try:
-            srv.add_user("bob@nyu.example")
-            srv.add_user("dmarc@nyu.example")
+            srv.add_users("bob@nyu.example", "dmarc@nyu.example")
             yield {"srv": srv, "sink": sink}
         finally:
             srv.stop()

@@ -39,9 +39,8 @@ def _one_run(srv: ServerProcess) -> tuple[list[str], list[int], list[str]]:
             smtp.login("alice@ids.example", "s3cret")
             txids.append(_data(smtp, "alice@ids.example", "bob@remote.example"))
     queue = json.loads(srv.admin("queue", "list", "--json").stdout)
-    for entry in queue:
-        srv.admin("queue", "delete", str(entry["id"]))
-    assert json.loads(srv.admin("queue", "list", "--json").stdout) == []
+    *_, left = srv.admin_each(*(["queue", "delete", str(entry["id"])] for entry in queue), ["queue", "list", "--json"])
+    assert json.loads(left) == []
     cids = re.findall(r"\bcid=(\S+)", srv.log_text())
     return txids, [e["id"] for e in queue], cids
 

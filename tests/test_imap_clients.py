@@ -27,8 +27,7 @@ MSG = (b"From: Bob <bob@example.org>\r\nTo: alice@example.com\r\nSubject: Hello 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("imap") / "data").start()
-    server.add_user(USER, PASSWORD)
-    server.add_user("bob@example.com", PASSWORD)
+    server.add_users(USER, "bob@example.com", password=PASSWORD)
     try:
         yield server
     finally:

@@ -82,8 +82,7 @@ def imaptest() -> Path:
 
 def start_server(data: Path) -> ServerProcess:
     srv = ServerProcess(data).start()
-    srv.add_user(USER1, PASSWORD)
-    srv.add_user(USER2, PASSWORD)
+    srv.add_users(USER1, USER2, password=PASSWORD)
     return srv
 
 

@@ -79,8 +79,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProce
     srv = ServerProcess(base / "data", extra_config=f'[http]\ntrusted_proxies = ["{PROXY_FROM}/32"]\n').start()
     proxy = None
     try:
-        srv.add_user(USER, PASSWORD)
-        srv.add_user(BOB, PASSWORD)
+        srv.add_users(USER, BOB, password=PASSWORD)
         proxy = Proxy(base, srv.port("http"))
         yield srv, proxy
     finally:

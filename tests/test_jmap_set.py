@@ -26,8 +26,7 @@ SET_KEYS = {"accountId", "oldState", "newState", "created", "updated", "destroye
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     s = ServerProcess(tmp_path_factory.mktemp("jmapset") / "data").start()
     try:
-        s.add_user(USER, PASSWORD)
-        s.add_user("bob@example.org", PASSWORD)
+        s.add_users(USER, "bob@example.org", password=PASSWORD)
         yield s
     finally:
         s.stop()

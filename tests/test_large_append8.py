@@ -63,8 +63,7 @@ def srv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         s = ServerProcess(tmp_path_factory.mktemp("append8") / "data",
                           extra_config='[limits]\nmessage_size = "100M"\nimap_literal = "100M"\n' + store).start()
         try:
-            for i in range(4):
-                s.add_user(f"bin{i}@example.com", PASSWORD)
+            s.add_users(*(f"bin{i}@example.com" for i in range(4)), password=PASSWORD)
             yield s
         finally:
             s.stop()

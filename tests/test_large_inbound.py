@@ -35,8 +35,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             f'[dns]\nnameservers = ["127.0.0.1:{dns.port}"]\ntimeout = "2s"\n'
             '[limits]\nmessage_size = "100M"\n')).start()
         try:
-            server.add_user(USER)
-            server.add_user(SIEVE_USER)
+            server.add_users(USER, SIEVE_USER)
             yield server
         finally:
             server.stop()

@@ -30,8 +30,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     s = ServerProcess(tmp_path_factory.mktemp("jmapget") / "data",
                       extra_config='[limits]\nmessage_size = "100M"\nimap_literal = "100M"\n').start()
     try:
-        for i in range(4):
-            s.add_user(f"get{i}@example.com", PASSWORD)
+        s.add_users(*(f"get{i}@example.com" for i in range(4)), password=PASSWORD)
         yield s
     finally:
         s.stop()

@@ -82,8 +82,7 @@ def far_started(net: dict[str, Any]) -> ServerProcess:
     if far.proc is None:
         far.start()
         if not net.get("users"):
-            for i in range(5):
-                far.add_user(f"rcpt{i}@far.example", PASSWORD)
+            far.add_users(*(f"rcpt{i}@far.example" for i in range(5)), password=PASSWORD)
             net["users"] = True
     return far
 

@@ -48,8 +48,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             f'[relay]\nroutes = {{"sink.example" = "127.0.0.1:{sink_port}"}}\n'
             f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\n')).start()
         try:
-            for user in USERS:
-                s.add_user(user, PASSWORD)
+            s.add_users(*USERS, password=PASSWORD)
             yield {"srv": s, "sink_port": sink_port}
         finally:
             s.stop()

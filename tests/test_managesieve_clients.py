@@ -36,8 +36,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         '[sieve]\nmax_scripts = 3\nmax_script_size = "1k"\n'
         '[security]\nloopback_is_secure = false\nlogin_delay = "0s"\nlogin_max_delay = "0s"\n'
         'login_failures_per_account = 3\n')).start()
-    for user in (USER, LIB_USER, TLS_USER, BLOCKED_USER):
-        s.add_user(user, PASSWORD)
+    s.add_users(USER, LIB_USER, TLS_USER, BLOCKED_USER, password=PASSWORD)
     yield s
     s.stop()
 

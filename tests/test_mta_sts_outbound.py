@@ -100,9 +100,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         sender = ServerProcess(root / "sender", hostname="mail.lancs.example",
                                extra_config=f'[tls]\nca_file = "{ca.path}"\n' + dns_conf + queue)
         with running(good, bad, sender):
-            for address in ("bob@nyu.example", "bob@other.example", "bob@testing.example",
-                            "postmaster@nyu.example", "tlsrpt@nyu.example"):
-                good.add_user(address)
+            good.add_users("bob@nyu.example", "bob@other.example", "bob@testing.example",
+                           "postmaster@nyu.example", "tlsrpt@nyu.example")
             bad.add_user("bob@bad.example")
             sender.add_user("alice@lancs.example")
             with policy_host(root, ca, {"nyu.example": good.port("http"), "bad.example": bad.port("http")}):
