@@ -260,6 +260,32 @@ def test_the_connection_cap_holds_for_all_workers_together(tmp_path: Path) -> No
         server.stop()
 
 
+def greeting(port: int, source: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=8, source_address=(source, 0)) as sock:
+        return sock.makefile("rb").readline()
+
+
+def test_the_per_address_cap_holds_for_all_workers_together(tmp_path: Path) -> None:
+    """``[limits] connections_per_ip = 3`` means 3 sessions from one address on port 25,
+    not 3 in each worker: with 3 open from 127.0.0.1, spread over both workers, a fourth
+    from it is refused (421) while 127.0.0.2 is still served, and once one closes
+    127.0.0.1 is served again. Before, each worker counted only its own (the fourth got
+    220)."""
+    server, workers = start_with_workers(tmp_path / "data", "[limits]\nconnections_per_ip = 3\n")
+    try:
+        port = server.port("smtp")
+        held = [held_session(socket.create_connection(("127.0.0.1", port), timeout=8), n) for n in range(3)]
+        assert len({stamp for _, stamp in held}) == WORKERS
+        assert greeting(port, "127.0.0.1").startswith(b"421"), "a fourth session from one address admitted"
+        assert greeting(port, "127.0.0.2").startswith(b"220")
+        held.pop()[0].quit()
+        wait_for(lambda: greeting(port, "127.0.0.1").startswith(b"220"), what="a freed slot")
+        for s, _ in held:
+            s.quit()
+    finally:
+        server.stop()
+
+
 def pending_index(data: Path) -> int:
     with sqlite3.connect(f"file:{data / 'mailhaven.db'}?mode=ro", uri=True, timeout=10) as conn:
         return int(conn.execute("SELECT count(*) FROM fts_pending").fetchone()[0])

@@ -13,6 +13,10 @@ some connection that has not logged in is open: the oldest such connection of th
 network (rule 2), or of the network holding the most (rule 3), is evicted to make room.
 So neither one address nor one network can take every slot from the rest of the world.
 IPv6 addresses count by their /64, as one host usually holds a whole /64.
+
+Rules 1 and 2 count what one process holds, unless a :class:`SharedCounts` is plugged
+in (port 25's workers, smtp/balance.py): then they count every live worker's
+connections, and rule 3 stays this process's share (smtp/workers.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Kind = Literal["address", "unauthenticated", "network"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +64,15 @@ def network_key(ip: str) -> str:
     return str(ipaddress.ip_network(f"{addr}/24", strict=False))
 
 
+class SharedCounts(Protocol):
+    """Counts held by several processes together: ``add`` this process's changes,
+    ``held`` the total (this process's own included). May over-count, never under-count."""
+
+    def held(self, kind: Kind, key: str) -> int: ...
+
+    def add(self, kind: Kind, key: str, delta: int) -> None: ...
+
+
 @dataclass(eq=False)
 class Slot:
     """One admitted connection's place in the counts."""
@@ -77,6 +93,8 @@ class Admission:
     by_address: dict[str, int] = field(default_factory=dict)
     unauthenticated: dict[str, int] = field(default_factory=dict)
     by_network: dict[str, int] = field(default_factory=dict)
+    shared: SharedCounts | None = None
+    """Rules 1 and 2 over several processes; None: this process alone (no cost)."""
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -85,11 +103,19 @@ class Admission:
         """A slot for a new connection from ``ip``, or None: refuse it."""
         caps = self.caps
         address, network = address_key(ip), network_key(ip)
-        held = self.by_address.get(address, 0)
-        if held >= caps.per_address or self.unauthenticated.get(address, 0) >= caps.unauthenticated_per_address:
+        shared = self.shared
+        if shared is None:
+            held = self.by_address.get(address, 0)
+            unauthenticated = self.unauthenticated.get(address, 0)
+            in_network = self.by_network.get(network, 0)
+        else:
+            held = shared.held("address", address)
+            unauthenticated = shared.held("unauthenticated", address)
+            in_network = shared.held("network", network)
+        if held >= caps.per_address or unauthenticated >= caps.unauthenticated_per_address:
             return None
-        if self.by_network.get(network, 0) >= caps.per_network:
-            if held or not self._evict_from(network):
+        if in_network >= caps.per_network:
+            if held or not self._evict_from(network):       # evicts only what this process holds
                 return None
         if len(self.slots) >= caps.total:
             if held or not any(self._evict_from(n) for n in self._networks_busiest_first()):
@@ -99,6 +125,10 @@ class Admission:
         _add(self.by_address, address, 1)
         _add(self.unauthenticated, address, 1)
         _add(self.by_network, network, 1)
+        if shared is not None:
+            shared.add("address", address, 1)
+            shared.add("unauthenticated", address, 1)
+            shared.add("network", network, 1)
         return slot
 
     def authenticated(self, slot: Slot) -> None:
@@ -106,6 +136,8 @@ class Admission:
         if not slot.authenticated and slot in self.slots:
             slot.authenticated = True
             _add(self.unauthenticated, slot.address, -1)
+            if self.shared is not None:
+                self.shared.add("unauthenticated", slot.address, -1)
 
     def release(self, slot: Slot) -> None:
         if slot not in self.slots:
@@ -115,6 +147,11 @@ class Admission:
         _add(self.by_network, slot.network, -1)
         if not slot.authenticated:
             _add(self.unauthenticated, slot.address, -1)
+        if self.shared is not None:
+            self.shared.add("address", slot.address, -1)
+            self.shared.add("network", slot.network, -1)
+            if not slot.authenticated:
+                self.shared.add("unauthenticated", slot.address, -1)
 
     def _networks_busiest_first(self) -> list[str]:
         return sorted(self.by_network, key=self.by_network.__getitem__, reverse=True)

@@ -17,6 +17,11 @@ Invariants:
   that.
 - A connection is counted from its accept to its close, refused ones too, so a burst
   accepted before any session started is spread as well.
+
+The table also holds, per worker, the connections its admission counts per client
+address and per network (:class:`WorkerCounts`), so the per-address and per-network caps
+hold for port 25 as a whole: each worker writes only its own counters and sums every live
+worker's when it admits.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import mmap
 import os
 import socket
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +49,13 @@ BATCH = 32
 ROW = 8
 SESSIONS, HEARTBEAT_AT, LISTENING, PID, ACCEPTED, MESSAGES = range(6)
 FIELDS = ("sessions", "heartbeat", "listening", "pid", "accepted", "messages")
+SLOTS = 4096
+"""Counters per worker for each of address, unauthenticated-per-address and network."""
+KINDS = {"address": 0, "unauthenticated": 1, "network": 2}
+COUNTERS = len(KINDS) * SLOTS
+"""A worker's 4-byte counters, after every worker's row."""
+BLOCK = ROW * 8 + COUNTERS * 4
+"""Bytes of the table per worker."""
 TABLE_NAME = "mailhaven-smtp-workers"
 """The memfd's name (``/proc/PID/fd`` shows ``/memfd:mailhaven-smtp-workers``)."""
 
@@ -55,14 +68,17 @@ class WorkerTable:
     def __init__(self, fd: int, count: int) -> None:
         self.fd = fd
         self.count = count
-        self._map = mmap.mmap(fd, count * ROW * 8)
-        self.ints = memoryview(self._map).cast("q")
-        self.floats = memoryview(self._map).cast("d")
+        self._map = mmap.mmap(fd, count * BLOCK)
+        rows = memoryview(self._map)[:count * ROW * 8]
+        self.ints = rows.cast("q")
+        self.floats = rows.cast("d")
+        self.counters = memoryview(self._map)[count * ROW * 8:].cast("i")
+        """Worker ``i``'s counters are ``counters[i * COUNTERS:(i + 1) * COUNTERS]``."""
 
     @classmethod
     def create(cls, count: int) -> WorkerTable:
         fd = os.memfd_create(TABLE_NAME, os.MFD_CLOEXEC)
-        os.ftruncate(fd, count * ROW * 8)
+        os.ftruncate(fd, count * BLOCK)
         return cls(fd, count)
 
     def get(self, worker: int, field: int) -> int:
@@ -86,6 +102,10 @@ class WorkerTable:
         for field in (SESSIONS, LISTENING, PID):
             self.set(worker, field, 0)
         self.floats[worker * ROW + HEARTBEAT_AT] = 0.0
+        self.clear_counters(worker)
+
+    def clear_counters(self, worker: int) -> None:
+        self.counters[worker * COUNTERS:(worker + 1) * COUNTERS] = memoryview(bytes(COUNTERS * 4)).cast("i")
 
     def rows(self) -> list[dict[str, float]]:
         now = time.monotonic()
@@ -95,7 +115,38 @@ class WorkerTable:
     def close(self) -> None:
         self.ints.release()
         self.floats.release()
+        self.counters.release()
         self._map.close()
+
+
+class WorkerCounts:
+    """One worker's view of the connections every live worker's admission holds per
+    address and per network (``Admission.shared``, net/admission.py).
+
+    A key is counted in the slot ``crc32(key) % SLOTS`` (stable across processes, unlike
+    ``hash``): two keys sharing a slot add up, so a collision can only over-count, which
+    refuses early, never admits past a cap. A worker writes only its own counters, so no
+    two processes write one field; a stale or dead worker's counters are not summed (the
+    main process zeroes a dead one's). The check and the count are not one atomic step:
+    connections from one address arriving at the same instant on different workers may
+    pass a cap by at most the number of workers minus one, until one of them closes."""
+
+    def __init__(self, table: WorkerTable, index: int) -> None:
+        self.table = table
+        self.index = index
+
+    @staticmethod
+    def _offset(kind: str, key: str) -> int:
+        return KINDS[kind] * SLOTS + zlib.crc32(key.encode()) % SLOTS
+
+    def held(self, kind: str, key: str) -> int:
+        table, offset, now = self.table, self._offset(kind, key), time.monotonic()
+        counters = table.counters
+        return sum(counters[j * COUNTERS + offset] for j in range(table.count)
+                   if j == self.index or table.live(j, now))
+
+    def add(self, kind: str, key: str, delta: int) -> None:
+        self.table.counters[self.index * COUNTERS + self._offset(kind, key)] += delta
 
 
 def read_table(main_pid: int) -> list[dict[str, float]] | None:
@@ -112,7 +163,7 @@ def read_table(main_pid: int) -> list[dict[str, float]] | None:
                 fd = os.open(f"{fds}/{entry}", os.O_RDWR)
                 try:
                     size = os.fstat(fd).st_size
-                    table = WorkerTable(fd, size // (ROW * 8))
+                    table = WorkerTable(fd, size // BLOCK)
                     try:
                         return table.rows()
                     finally:
@@ -146,6 +197,7 @@ class BalancedAccept:
         sock, table, i = self.sock, self.table, self.index
         sock.setblocking(False)
         table.set(i, SESSIONS, 0)
+        table.clear_counters(i)
         table.set(i, PID, os.getpid())
         table.beat(i)
         self._loop.add_reader(self.wakes[i], self._woken)

@@ -39,7 +39,7 @@ from ..logs import Log
 from ..net.admission import Admission
 from ..queue.api import OutboundMessage
 from ..store.changes import decode_change, encode_change
-from .balance import BalancedAccept, WorkerTable, make_wakes
+from .balance import BalancedAccept, WorkerCounts, WorkerTable, make_wakes
 
 RESTART_DELAY = 1.0
 QUEUE_WAKE = b'{"queue":1}\n'
@@ -181,13 +181,17 @@ class _QueueOnly:
         return ids
 
 
-def share_total_cap(admission: Admission, workers: int) -> None:
-    """``[limits] connections`` holds for port 25 as a whole, not per worker: each worker
-    admits its share (rounded up). The balancer keeps the workers' counts within one of
-    each other, so a worker at its share means they all are; the per-address and
-    per-network caps stay whole in each worker (one address's connections need not be
-    spread evenly, and a share would refuse it early)."""
+def share_caps(admission: Admission, table: WorkerTable, index: int) -> None:
+    """``[limits]`` connection caps hold for port 25 as a whole, not per worker.
+
+    ``connections``: each worker admits its share (rounded up). The balancer keeps the
+    workers' counts within one of each other, so a worker at its share means they all are.
+    Per address and per network: one address's connections need not be spread evenly, so
+    a share would refuse it early; each worker counts them in the shared table instead and
+    admits against the sum over the live workers (balance.WorkerCounts)."""
+    workers = table.count
     admission.caps = dataclasses.replace(admission.caps, total=-(-admission.caps.total // workers))
+    admission.shared = WorkerCounts(table, index)
 
 
 def _forward_changes(store: Any, writer: asyncio.StreamWriter, origin: str,
@@ -230,7 +234,7 @@ async def _worker(config: Any, listen_fd: int, feed_fd: int, table: WorkerTable,
     await outbound.open()
     ctx.outbound = outbound
     listener = SmtpListener(ctx, "smtp")
-    share_total_cap(listener.admission, table.count)
+    share_caps(listener.admission, table, index)
     accept = BalancedAccept(socket.socket(fileno=listen_fd), table, index, wakes, listener.serve_accepted, log)
     if config.store.backend == "sqlite":   # PostgreSQL nodes hear of each other by NOTIFY
         _forward_changes(store, writer, f"w{index}", accept.delivered)
