@@ -83,3 +83,21 @@ async def test_select_lookups_skip_the_reader_thread(tmp_path: Path, monkeypatch
         assert len(trips) == 1
     finally:
         await store.close()
+
+
+def test_uid_reads_return_only_the_uids_asked_for() -> None:
+    """A dense run with a gap where the asked-for UID is gone (expunged) and another, not
+    asked for, exists: only the UIDs asked for come back, from the list and the row-at-a-time
+    reader alike (the list reader's row count happened to match and kept UID 2)."""
+    import sqlite3
+
+    from mailhaven.store.sqliterows import _uid_row_iter, _uid_rows
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE messages (mailbox_id INTEGER, uid INTEGER)")
+    conn.executemany("INSERT INTO messages VALUES (1, ?)", [(u,) for u in (1, 2, 4, 5, 9, 2000)])
+    select = "SELECT m.uid FROM messages m"
+    for uids, expected in (([1, 3], [1]), ([1, 2, 3, 4, 5], [1, 2, 4, 5]), ([1, 9, 2000], [1, 9, 2000]),
+                           (list(range(1, 1200)), [1, 2, 4, 5, 9])):
+        assert [r[0] for r in _uid_rows(conn, select, 1, uids)] == expected
+        assert [r[0] for r in _uid_row_iter(conn, select, 1, uids)] == expected

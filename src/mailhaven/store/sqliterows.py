@@ -116,52 +116,48 @@ def _message_rows(conn: sqlite3.Connection, mailbox_id: int, uids: list[int],
     return out
 
 
+def _uid_queries(select: str, mailbox_id: int, uids: list[int]) -> tuple[list[tuple[str, tuple[Any, ...]]], set[int] | None]:
+    """The statements that read ``select`` (over ``messages m``) of the rows of ``uids``
+    (ascending, not empty) in UID order, and the UIDs to keep of what they return (None:
+    every row). A dense run of UIDs (a whole mailbox, a range) is one BETWEEN on the
+    (mailbox_id, uid) index, filtered unless the run has no gaps; a sparse set is IN lists."""
+    first, last = uids[0], uids[-1]
+    if len(uids) * 2 >= last - first + 1:
+        return ([(f"{select} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid", (mailbox_id, first, last))],
+                None if len(uids) == last - first + 1 else set(uids))
+    return [(f"{select} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(chunk))}) ORDER BY m.uid",
+             (mailbox_id, *chunk)) for chunk in (uids[i:i + 500] for i in range(0, len(uids), 500))], None
+
+
 def _uid_row_iter(conn: sqlite3.Connection, select: str, mailbox_id: int, uids: list[int]) -> Generator[Any, None, None]:
     """:func:`_uid_rows` a row at a time (each row stepped when asked for), so that a reader
     may stop part way and leave the rest; close it when stopping early."""
     if not uids:
         return
+    queries, wanted = _uid_queries(select, mailbox_id, uids)
     cur = conn.cursor()
     cur.row_factory = None
     try:
-        first, last = uids[0], uids[-1]
-        if len(uids) * 2 >= last - first + 1:
-            wanted = None if len(uids) == last - first + 1 else set(uids)
-            for row in cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
-                                   (mailbox_id, first, last)):
+        for sql, params in queries:
+            for row in cur.execute(sql, params):
                 if wanted is None or row[0] in wanted:
                     yield row
-            return
-        for i in range(0, len(uids), 500):
-            chunk = uids[i:i + 500]
-            yield from cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(chunk))}) "
-                                   "ORDER BY m.uid", (mailbox_id, *chunk))
     finally:
         cur.close()
 
 
 def _uid_rows(conn: sqlite3.Connection, select: str, mailbox_id: int, uids: list[int]) -> list[Any]:
     """``select`` (over ``messages m``) of the rows of ``uids`` (ascending), as plain tuples in
-    UID order. A dense run of UIDs (a whole mailbox, a range) is read as one BETWEEN on the
-    (mailbox_id, uid) index, a sparse set by IN lists."""
+    UID order (:func:`_uid_queries`)."""
     if not uids:
         return []
+    queries, wanted = _uid_queries(select, mailbox_id, uids)
     cur = conn.cursor()
     cur.row_factory = None
-    first, last = uids[0], uids[-1]
-    if len(uids) * 2 >= last - first + 1:
-        rows = cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
-                           (mailbox_id, first, last)).fetchall()
-        if len(rows) != len(uids):
-            wanted = set(uids)
-            rows = [r for r in rows if r[0] in wanted]
-        return rows
     out: list[Any] = []
-    for i in range(0, len(uids), 500):
-        chunk = uids[i:i + 500]
-        out += cur.execute(f"{select} WHERE m.mailbox_id=? AND m.uid IN ({','.join('?' * len(chunk))}) "
-                           "ORDER BY m.uid", (mailbox_id, *chunk)).fetchall()
-    return out
+    for sql, params in queries:
+        out += cur.execute(sql, params).fetchall()
+    return out if wanted is None else [r for r in out if r[0] in wanted]
 
 
 @dataclass(frozen=True, slots=True)
