@@ -40,6 +40,9 @@ BATCH = 500
 """Tokens per SELECT (SQLite's bound-parameter limit is 999 in older builds)."""
 
 
+_TOTALS = "SELECT spam, ham FROM spam_totals WHERE scope=?"
+
+
 class SpamMethods:
     if TYPE_CHECKING:
         db: Database
@@ -48,7 +51,7 @@ class SpamMethods:
         wanted = list(dict.fromkeys(tokens))
 
         def read(conn: sqlite3.Connection) -> tuple[int, int, dict[str, tuple[int, int]]]:
-            totals = conn.execute("SELECT spam, ham FROM spam_totals WHERE scope=?", (scope,)).fetchone()
+            totals = conn.execute(_TOTALS, (scope,)).fetchone()
             counts: dict[str, tuple[int, int]] = {}
             for i in range(0, len(wanted), BATCH):
                 part = wanted[i:i + BATCH]
@@ -60,7 +63,7 @@ class SpamMethods:
 
         if not wanted:          # the totals alone (is Bayes ready?), asked for every message:
             # one row, read on the loop, as one statement (no BEGIN/COMMIT: db.query_sync)
-            totals = self.db.query_sync("SELECT spam, ham FROM spam_totals WHERE scope=?", (scope,))
+            totals = self.db.query_sync(_TOTALS, (scope,))
             return (int(totals[0][0]), int(totals[0][1]), {}) if totals else (0, 0, {})
         return await self.db.read(read)
 
