@@ -127,6 +127,11 @@ class _Sync:
     loop: asyncio.AbstractEventLoop | None = None
     """The loop that committed it, told when the fsync is done (:meth:`Database._synced`)."""
 
+    def failed(self, exc: Exception) -> _Sync:
+        """Committed but not known to be on disk (the fsync failed): every job fails, no
+        after-commit callback runs."""
+        return _Sync([(job, False, exc) for job, _, _ in self.outcomes], [], self.loop)
+
 
 def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
     """On the event loop: run each job's after-commit callbacks and resolve its future."""
@@ -468,7 +473,7 @@ class Database:
             except OSError as exc:       # committed, but not known to be on disk: no 250
                 outcomes = [(job, False, exc) for job in batch]
                 committed = []
-                syncs = [_Sync([(job, False, exc) for job, _, _ in s.outcomes], [], s.loop) for s in syncs]
+                syncs = [s.failed(exc) for s in syncs]
         for done in committed or ():
             done()
         self._settle_syncs(syncs)
@@ -479,7 +484,7 @@ class Database:
         try:
             self._sync_wal()
         except OSError as exc:           # committed, but not known to be on disk: no 250
-            syncs = [_Sync([(job, False, exc) for job, _, _ in s.outcomes], [], s.loop) for s in syncs]
+            syncs = [s.failed(exc) for s in syncs]
         self._settle_syncs(syncs)
 
     def _settle_syncs(self, syncs: list[_Sync]) -> None:
