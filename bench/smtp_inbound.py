@@ -389,6 +389,11 @@ def main() -> None:
     ap.add_argument("--client-cpus", help="CPU list for this load generator, e.g. 1 (kept apart from the server)")
     args = ap.parse_args()
     if args.client_cpus:
+        # The spawned server inherits this process's affinity: without --server-cpus it
+        # would share the generator's CPU (every worker on one core). Give it what this
+        # process had before pinning itself.
+        if not args.server_cpus:
+            args.server_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
     if args.driver == "smtp-source" and not (shutil.which("smtp-source") or Path("/usr/sbin/smtp-source").exists()):
         sys.exit("smtp-source is not installed (Debian: apt-get install postfix)")
