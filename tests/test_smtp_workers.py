@@ -4,6 +4,7 @@ acknowledged message, and none outlives the server."""
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
 import os
@@ -239,6 +240,37 @@ def test_a_stopped_worker_gets_no_new_sessions(tmp_path: Path) -> None:
             os.kill(workers[0], signal.SIGCONT)
         listing = json.loads(server.admin("mailbox", "list", "bob@nyu.example", "--json").stdout)
         assert len(listing) == 10
+    finally:
+        server.stop()
+
+
+def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path) -> None:
+    """A worker whose event loop stops (SIGSTOP stands in for a loop stuck in a bug) for
+    longer than ``[smtp] worker_hang_timeout`` is killed and a new one started; the
+    session it held is cut, the messages acknowledged before are kept. Before, the
+    stopped worker stayed forever and held its sessions."""
+    server, workers = start_with_workers(tmp_path / "data", "worker_hang_timeout = 2\n")
+    try:
+        assert server.proc is not None
+        pid = server.proc.pid
+        held = [held_session(socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8), n)
+                for n in range(2)]
+        os.kill(workers[0], signal.SIGSTOP)
+        try:
+            replaced = wait_for(lambda: workers[0] not in children(pid) and len(children(pid)) == WORKERS
+                                and children(pid), timeout=30, what="the stopped worker replaced")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(workers[0], signal.SIGCONT)
+        assert workers[1] in replaced
+        for n in range(4):                  # the port serves again, on either worker
+            s, _ = held_session(socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=8), 10 + n)
+            s.quit()
+        for s, _ in held:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                s.quit()
+        listing = json.loads(server.admin("mailbox", "list", "bob@nyu.example", "--json").stdout)
+        assert len(listing) == 6
     finally:
         server.stop()
 

@@ -213,6 +213,9 @@ class SMTPConfig:
     # Processes that accept on the port-25 listener (smtp/workers.py); 0: the main
     # process does. Each uses one core; the main process keeps the other protocols.
     workers: int = 0
+    # A worker whose event loop has not run for this many seconds (hung in a loop, stopped)
+    # is killed and replaced: its open sessions are cut, nothing it acknowledged is lost.
+    worker_hang_timeout: float = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -554,6 +557,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"trace.listeners: no listener named {name!r}")
     if config.smtp.workers > 64:
         raise ConfigError("smtp.workers: at most 64")
+    if config.smtp.worker_hang_timeout < 2:
+        raise ConfigError("smtp.worker_hang_timeout: at least 2 seconds")
     for network in config.http.trusted_proxies:
         try:
             ipaddress.ip_network(network, strict=False)

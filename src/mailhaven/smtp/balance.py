@@ -97,6 +97,10 @@ class WorkerTable:
     def live(self, worker: int, now: float) -> bool:
         return self.ints[worker * ROW + PID] != 0 and now - self.floats[worker * ROW + HEARTBEAT_AT] < STALE
 
+    def silent_for(self, worker: int, now: float) -> float:
+        """Seconds since the worker's last heartbeat (huge before its first)."""
+        return now - self.floats[worker * ROW + HEARTBEAT_AT]
+
     def gone(self, worker: int) -> None:
         """The main process's word that a worker died: its row no longer counts."""
         for field in (SESSIONS, LISTENING, PID):

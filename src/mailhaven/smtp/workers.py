@@ -18,7 +18,9 @@ Invariants:
 - A worker answers ``250`` after its own commit, as the main process does: nothing a
   worker acknowledged is lost when any process dies.
 - A worker exits when the main process goes away (its end of the socketpair closes), so
-  none outlives the server; the main process restarts a worker that died.
+  none outlives the server; the main process restarts a worker that died, and kills
+  (then restarts) one whose heartbeat has been silent for ``[smtp] worker_hang_timeout``
+  seconds: a worker stuck in a loop would otherwise keep its sessions forever.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pickle
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +65,9 @@ class WorkerPool:
         self.wakes = make_wakes(count)
         self.closing = False
         self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.ready_at: dict[int, float] = {}
+        """When each running worker said it was ready (its heartbeat may not have begun)."""
+        self.hang_timeout = app.config.smtp.worker_hang_timeout
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -70,6 +76,24 @@ class WorkerPool:
             task = asyncio.create_task(self._keep(i, started[i]))
             self._tasks.add(task)
         await asyncio.gather(*started)
+        self._tasks.add(asyncio.create_task(self._watch()))
+
+    async def _watch(self) -> None:
+        """Kill a worker whose heartbeat has been silent too long; ``_keep`` restarts it."""
+        while not self.closing:
+            await asyncio.sleep(min(5.0, self.hang_timeout / 4))
+            now = time.monotonic()
+            for index, proc in list(self.procs.items()):
+                ready = self.ready_at.get(index)
+                if self.closing or ready is None or proc.returncode is not None:
+                    continue
+                silent = min(self.table.silent_for(index, now), now - ready)
+                if silent > self.hang_timeout:
+                    self.log.error("smtp worker hung; killing it", worker=index, pid=proc.pid,
+                                   silent=round(silent, 1))
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    self.ready_at.pop(index, None)
 
     async def _keep(self, index: int, started: asyncio.Future[None]) -> None:
         """Run worker ``index``; restart it when it dies unless we are closing."""
@@ -111,6 +135,7 @@ class WorkerPool:
                 raise RuntimeError(f"smtp worker {index} did not start (exit {await proc.wait()})")
             if not started.done():
                 started.set_result(None)
+            self.ready_at[index] = time.monotonic()
             self.log.info("smtp worker started", worker=index, pid=proc.pid)
             while line := await reader.readline():
                 self._feed(line)
@@ -119,6 +144,7 @@ class WorkerPool:
             await proc.wait()
             self.table.gone(index)              # its sessions died with it: not waited for
             self.procs.pop(index, None)
+            self.ready_at.pop(index, None)
 
     def _feed(self, line: bytes) -> None:
         if line.strip() == QUEUE_WAKE.strip():
