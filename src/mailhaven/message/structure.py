@@ -156,6 +156,12 @@ def stdlib_bounded(raw: bytes) -> bytes:
     """``raw`` for the stdlib parser at a bounded cost: the header block as
     :func:`stdlib_readable` gives it (at most MAX_HEADER_FIELDS fields), and the body of any
     multipart or message entity nested deeper than :data:`STDLIB_DEPTH` left out."""
+    # A single part nests nothing: its header names neither a multipart nor a message/* type
+    # (every "message" in it is a Message-ID's). Looked for in the header block only; the
+    # Content-Type count below lower-cased a copy of the whole message (~90 us at 100 KB).
+    head = raw[:header_end(raw, 0, len(raw))].lower()
+    if b"multipart" not in head and head.count(b"message") == head.count(b"message-id"):
+        return stdlib_readable(raw)
     # Counting in a lower-cased copy: a case-blind regex over the whole message cost ~4x more.
     if raw.lower().count(b"content-type") <= STDLIB_DEPTH:
         return stdlib_readable(raw)                     # too few Content-Types to nest deeply
