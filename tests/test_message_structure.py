@@ -286,3 +286,30 @@ def test_parts_without_blank_lines_cost_linear_time() -> None:
     started = time.perf_counter()
     parts = structure_summary(raw)["imap"]["body"]["parts"]
     assert len(parts) == 4999 and time.perf_counter() - started < 4
+
+
+_MIXED = (b"From: a@example.org\r\nSubject: mixed\r\nMIME-Version: 1.0\r\n"
+          b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n"
+          b"--b1\r\nContent-Type: text/plain\r\n\r\nThe readable heron text.\r\n"
+          b"--b1\r\nContent-Type: application/pdf; name=q3.pdf\r\nContent-Transfer-Encoding: base64\r\n"
+          b"Content-Disposition: attachment; filename=q3.pdf\r\n\r\n" + b"SGVyb25IZXJvbkhlcm9u" * 40 + b"\r\n"
+          b"--b1\r\nContent-Type: BINARY; name=notes\r\n\r\nEgret notes, text to the stdlib.\r\n"
+          b"--b1--\r\n")
+
+
+def test_the_summary_gives_the_stdlib_no_body_of_a_non_text_part() -> None:
+    # Issue 18: the stdlib parser reads a body a line at a time in Python; a 100 KB base64
+    # attachment was ~2-3 ms of a summary that reads only the part's headers.
+    from mailhaven.message.structure import parse_tree, stdlib_bounded
+    from mailhaven.message.summary import summarize
+
+    view = stdlib_bounded(_MIXED, parse_tree(_MIXED))
+    assert b"SGVyb25" not in view                                  # the attachment's body left out
+    assert b"filename=q3.pdf" in view and b"heron text" in view    # its headers and the text kept
+    assert b"Egret notes" in view            # no subtype: text/plain to the stdlib, so kept
+    assert stdlib_bounded(_MIXED) == _MIXED  # without the tree (JMAP's parts): whole
+    summary = summarize(_MIXED)
+    assert summary["attachments"] == [{"filename": "q3.pdf", "type": "application/pdf"}]
+    assert "heron text" in summary["preview"] and "Egret notes" in summary["preview"]
+    pdf = summary["imap"]["body"]["parts"][1]                    # the structure from the whole bytes
+    assert pdf["e"] - pdf["h"][1] == len(b"SGVyb25IZXJvbkhlcm9u" * 40)

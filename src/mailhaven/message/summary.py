@@ -289,10 +289,16 @@ def stdlib_parse(raw: bytes) -> Message:
 def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message; the MIME structure is
     read from ``structure_of`` when given (the whole message, where ``raw`` is a prefix)."""
-    from .structure import stdlib_bounded
+    from .structure import parse_tree, stdlib_bounded
 
+    tree = None
+    if structure_of is None:
+        try:
+            tree = parse_tree(raw)          # once, for the stdlib's input and the structure
+        except Exception:  # noqa: BLE001 - as structure_summary failing below
+            tree = None
     try:
-        msg = stdlib_parse(stdlib_bounded(raw))
+        msg = stdlib_parse(stdlib_bounded(raw, tree))
     except Exception:  # noqa: BLE001
         return {"subject": "", "from": [], "to": [], "cc": [], "preview": "", "text": ""}
 
@@ -353,7 +359,8 @@ def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
         pass
     else:
         try:
-            summary.update(structure_summary(raw if structure_of is None else structure_of))
+            summary.update(structure_summary(structure_of) if structure_of is not None
+                           else structure_summary(raw, tree))
         except Exception:  # noqa: BLE001 - structure is best effort; IMAP falls back to a re-parse
             pass
     return summary

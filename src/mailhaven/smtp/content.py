@@ -55,13 +55,16 @@ class DotDecoder:
                 self.at_line_start = False
                 if pos >= n:
                     break
-            idx = buf.find(b"\r\n.", pos)
+            # A "." first (one memchr): the three-byte search costs ~1 ns a byte, and a
+            # base64 part holds no "." at all (text does: then it searches from the first).
+            dot = buf.find(b".", pos)
+            idx = -1 if dot < 0 else buf.find(b"\r\n.", max(pos, dot - 2))
             if idx >= 0:
                 out.append(bytes(buf[pos:idx + 2]))
                 pos = idx + 2
                 self.at_line_start = True
                 continue
-            tail = bytes(buf[pos:])
+            tail = bytes(buf[pos:]) if pos else bytes(buf)      # (a bytearray's slice is a copy too)
             if tail.endswith(b"\r\n"):
                 out.append(tail)
                 self.at_line_start = True
