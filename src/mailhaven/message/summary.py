@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from .headerfields import plain_fields
+from .structure import stdlib_bounded, structure_summary
 
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 16 * 1024
@@ -289,8 +290,6 @@ def stdlib_parse(raw: bytes) -> Message:
 def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message; the MIME structure is
     read from ``structure_of`` when given (the whole message, where ``raw`` is a prefix)."""
-    from .structure import stdlib_bounded
-
     try:
         msg = stdlib_parse(stdlib_bounded(raw))
     except Exception:  # noqa: BLE001
@@ -348,14 +347,9 @@ def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
         "text": index_text(text),
     }
     try:
-        from .structure import structure_summary
-    except ImportError:
+        summary.update(structure_summary(raw if structure_of is None else structure_of))
+    except Exception:  # noqa: BLE001 - structure is best effort; IMAP falls back to a re-parse
         pass
-    else:
-        try:
-            summary.update(structure_summary(raw if structure_of is None else structure_of))
-        except Exception:  # noqa: BLE001 - structure is best effort; IMAP falls back to a re-parse
-            pass
     return summary
 
 
