@@ -83,6 +83,8 @@ def authserv_id_of(field: bytes) -> str | None:
 def strip_ours(header_section: bytes, authserv_id: str) -> tuple[bytes, int]:
     """RFC 8601 5: remove Authentication-Results fields that claim to be ours.
     Returns the header section and how many were removed."""
+    if b"authentication-results" not in header_section.lower():
+        return header_section, 0            # most messages: no field to look at one by one
     ours = authserv_id.lower().rstrip(".")
     kept: list[bytes] = []
     removed = 0

@@ -32,7 +32,14 @@ def render_envelope(env: list[Any], utf8: bool, raw8: dict[str, str] | None = No
     the bytes that BODY[HEADER] shows, not a re-encoding. ``raw8`` holds the values that
     are no UTF-8 (by position, see structure.envelope): their original bytes, in a literal
     even with UTF8=ACCEPT, whose quoted strings must be UTF-8 (RFC 6855 3)."""
-    raw8 = raw8 or {}
+    if not raw8:
+        # Nearly every message: nothing to look up by position, so no position strings
+        # built (twenty f-strings a message at delivery, where wire_forms renders this).
+        return b"(" + b" ".join(
+            (b"NIL" if not field else b"(" + b"".join(
+                b"(" + b" ".join(_ns(x, utf8) for x in addr) + b")" for addr in field) + b")")
+            if i in _ADDRESS_FIELDS else _ns(field, utf8)
+            for i, field in enumerate(env)) + b")"
 
     def value(x: Any, path: str) -> bytes:
         if path in raw8:
@@ -41,7 +48,7 @@ def render_envelope(env: list[Any], utf8: bool, raw8: dict[str, str] | None = No
 
     parts: list[bytes] = []
     for i, field in enumerate(env):
-        if i in (2, 3, 4, 5, 6, 7):
+        if i in _ADDRESS_FIELDS:
             if not field:
                 parts.append(b"NIL")
             else:
@@ -51,6 +58,10 @@ def render_envelope(env: list[Any], utf8: bool, raw8: dict[str, str] | None = No
         else:
             parts.append(value(field, str(i)))
     return b"(" + b" ".join(parts) + b")"
+
+
+_ADDRESS_FIELDS = frozenset((2, 3, 4, 5, 6, 7))
+"""ENVELOPE positions of from, sender, reply-to, to, cc, bcc (RFC 9051 7.5.2)."""
 
 
 def _params(params: list[list[str]] | None, utf8: bool) -> bytes:

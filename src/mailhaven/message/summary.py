@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from .headerfields import plain_fields
+from .structure import parse_tree, stdlib_bounded, structure_summary
 
 PREVIEW_CHARS = 256
 INDEX_TEXT_LIMIT = 16 * 1024
@@ -289,8 +290,6 @@ def stdlib_parse(raw: bytes) -> Message:
 def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
     """Headers, addresses, preview and index text of one message; the MIME structure is
     read from ``structure_of`` when given (the whole message, where ``raw`` is a prefix)."""
-    from .structure import parse_tree, stdlib_bounded
-
     tree = None
     if structure_of is None:
         try:
@@ -354,15 +353,10 @@ def summarize(raw: bytes, structure_of: bytes | None = None) -> dict[str, Any]:
         "text": index_text(text),
     }
     try:
-        from .structure import structure_summary
-    except ImportError:
+        summary.update(structure_summary(structure_of) if structure_of is not None
+                       else structure_summary(raw, tree))
+    except Exception:  # noqa: BLE001 - structure is best effort; IMAP falls back to a re-parse
         pass
-    else:
-        try:
-            summary.update(structure_summary(structure_of) if structure_of is not None
-                           else structure_summary(raw, tree))
-        except Exception:  # noqa: BLE001 - structure is best effort; IMAP falls back to a re-parse
-            pass
     return summary
 
 

@@ -56,7 +56,14 @@ class Reply(Exception):
     def to_bytes(self) -> bytes:
         """Wire form: ``code-`` on every line but the last, ``code `` on the last (4.2.1).
 
-        The enhanced code is repeated on every line, as RFC 2034 section 3 asks."""
+        The enhanced code is repeated on every line, as RFC 2034 section 3 asks. Formed
+        once per reply object (the constants are sent again and again: four a message)."""
+        wire: bytes | None = self.__dict__.get("_wire")
+        if wire is None:
+            wire = self.__dict__["_wire"] = self._format()
+        return wire
+
+    def _format(self) -> bytes:
         lines = self.text.split("\n") or [""]
         prefix = f"{self.enhanced} " if self.enhanced else ""
         out = []

@@ -219,7 +219,7 @@ class Session:
         data = self.conn.data_to_send()
         if data:
             self.net.write(data)
-            await self.net.drain()
+            await self.net.drain(always=False)   # only when the kernel kept bytes back, as IMAP
 
     async def run(self) -> None:
         conn = self.conn

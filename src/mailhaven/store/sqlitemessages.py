@@ -63,6 +63,13 @@ _RAW_SELECT = f"SELECT m.uid, m.blob_id, b.data FROM messages m {INLINE_JOIN}"
 _RAW_ONE = f"{_RAW_SELECT} WHERE m.mailbox_id=? AND m.uid=?"
 
 
+_CHARGE = ("UPDATE accounts SET modseq = modseq + 1, used = used + ? "
+           "WHERE id=? AND (? OR quota IS NULL OR used + ? <= quota) RETURNING modseq")
+"""A delivery's quota check, modseq and space used in one statement (they were three, with
+the SELECT of the row written, of a delivery's dozen: issue 18); no row when the account
+is missing or the message would take it over its quota."""
+
+
 class MessageMethods:
     if TYPE_CHECKING:
         db: Database
@@ -100,7 +107,11 @@ class MessageMethods:
         return None
 
     def _insert_message(self, ctx: WriteContext, account_id: int, mailbox_id: int, blob: BlobRef,
-                        flags: str, internal_date: float, prepared: _Prepared, modseq: int) -> sqlite3.Row:
+                        flags: str, internal_date: float, prepared: _Prepared, modseq: int,
+                        *, charged: bool = False) -> sqlite3.Row:
+        """The message's rows; ``charged``: the account's ``used`` already counts it
+        (:data:`_CHARGE`). Its ``messages`` row comes back from the statement that wrote
+        it last (RETURNING), not from a SELECT after."""
         summary, fts, wire = prepared.summary, prepared.fts, prepared.wire
         conn = ctx.conn
         uid = conn.execute(
@@ -109,16 +120,17 @@ class MessageMethods:
         ).fetchone()[0]
         thread_id = self._thread_id(conn, account_id, summary)
         message_id = summary.get("message_id", "")
-        cur = conn.execute(
+        row = conn.execute(
             "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
-            "modseq, thread_id, message_id) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            f"modseq, thread_id, message_id) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING {_SUMMARY_COLUMNS}",
             (mailbox_id, account_id, uid, blob.id, blob.size, internal_date, flags, modseq,
              thread_id or 0, message_id),
-        )
-        new_id = cur.fetchone()[0]
+        ).fetchone()
+        new_id = row["id"]
         conn.execute(_INSERT_DATA, (new_id, prepared.stored_summary, *(wire or (None, None))))
         if thread_id is None:
-            conn.execute("UPDATE messages SET thread_id=id WHERE id=?", (new_id,))
+            row = conn.execute(f"UPDATE messages SET thread_id=id WHERE id=? RETURNING {_SUMMARY_COLUMNS}",
+                               (new_id,)).fetchone()
             thread_id = new_id
         refs = message_ids(summary.get("references", "")) + message_ids(summary.get("in_reply_to", ""))
         if refs:
@@ -129,8 +141,8 @@ class MessageMethods:
             # the CPU of every inbound message.
             conn.execute(_INSERT_PENDING, (new_id, *fts))
             ctx.after_commit(self._index_later)
-        conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (blob.size, account_id))
-        row = conn.execute(f"{_select(False)} WHERE m.id=?", (new_id,)).fetchone()    # the summary is prepared's
+        if not charged:
+            conn.execute("UPDATE accounts SET used = used + ? WHERE id=?", (blob.size, account_id))
         return row  # type: ignore[no-any-return]
 
     async def _summary_for(self, blob: BlobRef, summary: dict[str, Any] | None) -> _Prepared:
@@ -159,20 +171,20 @@ class MessageMethods:
             conn = ctx.conn
             out: list[tuple[int, sqlite3.Row | None]] = []
             for account_id in ids:
-                acct = conn.execute("SELECT quota, used FROM accounts WHERE id=?", (account_id,)).fetchone()
-                if acct is None:
-                    raise NotFound(f"no account {account_id}")
-                if (not ignore_quota and acct["quota"] is not None
-                        and acct["used"] + blob.size > acct["quota"]):
-                    out.append((account_id, None))
+                charged = conn.execute(_CHARGE, (blob.size, account_id, ignore_quota, blob.size)).fetchone()
+                if charged is None:
+                    if conn.execute("SELECT 1 FROM accounts WHERE id=?", (account_id,)).fetchone() is None:
+                        raise NotFound(f"no account {account_id}")
+                    out.append((account_id, None))              # over quota: nothing changed
                     continue
                 box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name=?",
                                    (account_id, mailbox)).fetchone()
                 if box is None:
                     box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name='INBOX'",
                                        (account_id,)).fetchone()
-                modseq = self._bump_modseq(conn, account_id)
-                row = self._insert_message(ctx, account_id, box[0], blob, flag_text, when, prepared, modseq)
+                modseq = int(charged[0])
+                row = self._insert_message(ctx, account_id, box[0], blob, flag_text, when, prepared, modseq,
+                                           charged=True)
                 self._publish(ctx, account_id, box[0], "exists", modseq)
                 out.append((account_id, row))
             return out

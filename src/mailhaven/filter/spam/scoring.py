@@ -66,24 +66,33 @@ class SpamResult:
     def header(self) -> bytes:
         """``X-Spam-Score`` (read by Sieve spamtest) and SpamAssassin's ``X-Spam-Status``,
         folded between words and after the commas of the test list (RFC 5322 2.2.3)."""
-        flag = "Yes" if self.score >= self.required else "No"
-        names = [f"{name}," for name, _ in self.tests] or ["none"]
-        names[-1] = names[-1].rstrip(",")
-        words = [f"{flag},", f"score={self.score:.1f}", f"required={self.required:.1f}", "tests=" + names[0], *names[1:]]
-        lines, line = [], "X-Spam-Status:"
-        for i, word in enumerate(words):
-            glue = "" if i > 3 else " "                       # the test names run on after "tests="
-            if len(line) + len(glue) + len(word) > 78 and line.strip():
-                lines.append(line)
-                line, glue = "\t", ""
-            line += glue + word
-        lines.append(line)
-        return (f"X-Spam-Score: {self.score:.1f}\r\n" + "\r\n".join(lines) + "\r\n").encode()
+        return _spam_fields("Yes" if self.score >= self.required else "No", f"{self.score:.1f}",
+                            f"{self.required:.1f}", tuple(name for name, _ in self.tests))
+
+
+@lru_cache(maxsize=256)
+def _spam_fields(flag: str, score: str, required: str, tests: tuple[str, ...]) -> bytes:
+    """:meth:`SpamResult.header`, folded once per verdict: most messages from a sender get
+    the same score from the same tests."""
+    names = [f"{name}," for name in tests] or ["none"]
+    names[-1] = names[-1].rstrip(",")
+    words = [f"{flag},", f"score={score}", f"required={required}", "tests=" + names[0], *names[1:]]
+    lines, line = [], "X-Spam-Status:"
+    for i, word in enumerate(words):
+        glue = "" if i > 3 else " "                       # the test names run on after "tests="
+        if len(line) + len(glue) + len(word) > 78 and line.strip():
+            lines.append(line)
+            line, glue = "\t", ""
+        line += glue + word
+    lines.append(line)
+    return (f"X-Spam-Score: {score}\r\n" + "\r\n".join(lines) + "\r\n").encode()
 
 
 def strip_spam_fields(head: bytes) -> bytes:
     """The header section without X-Spam-* fields someone upstream wrote (our verdict alone
     reaches Sieve and the user)."""
+    if b"x-spam-" not in head.lower():
+        return head                         # most messages: no such field
     out, skipping = [], False
     for line in head.splitlines(keepends=True):
         if line[:1] in (b" ", b"\t"):
