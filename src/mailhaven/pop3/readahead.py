@@ -72,6 +72,16 @@ class ReadAhead:
             if uid in found:
                 self._held[n] = found[uid]
 
+    def take(self, drop: Maildrop, msg: int) -> bytes | None:
+        """Message ``msg``'s bytes when they were read ahead (no store trip, no await), else
+        None and nothing changes: then :meth:`read`."""
+        raw = self._held.pop(msg, None)
+        if raw is not None:
+            sequential, self._last = msg == self._last + 1, msg
+            if sequential and self._next is None and len(self._held) <= READ_AHEAD_MESSAGES // 2:
+                self._start_next(drop, max(self._held, default=msg) + 1)
+        return raw
+
     async def read(self, drop: Maildrop, msg: int) -> bytes | None:
         """Message ``msg``'s bytes, or None when it is no longer in the mailbox."""
         sequential, self._last = msg == self._last + 1, msg

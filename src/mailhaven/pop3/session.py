@@ -363,18 +363,23 @@ class Session:
         return raw
 
     async def _retr(self, cmd: P.Retr) -> None:
-        size = self._drop().size(cmd.msg)
-        if self.ctx.flush is not None and size > STREAM_MIN:
-            await self._retr_streamed(cmd)
-            return
-        raw = await self._read(cmd.msg)
         drop = self._drop()
-        drop.retrieved.add(cmd.msg)
-        self._out.append(R.MESSAGE_FOLLOWS.line(f"{size} octets"))
+        msg = cmd.msg
+        size = drop.size(msg)
+        assert self._ahead is not None, "TRANSACTION without a read-ahead"
+        raw = self._ahead.take(drop, msg)       # a client going in order: already read
+        if raw is None:
+            if self.ctx.flush is not None and size > STREAM_MIN:
+                await self._retr_streamed(cmd)
+                return
+            raw = await self._read(msg)
+        drop.retrieved.add(msg)
+        out = self._out
+        out.append(R.MESSAGE_FOLLOWS.line(f"{size} octets"))
         if drop.exact and size == len(raw):     # CRLF line ends only (see Maildrop.exact)
-            self._out += (P.stuff_crlf(raw), P.END)
+            out += (P.stuff_crlf(raw), P.END)
         else:
-            self._out.append(P.encode_message(raw))
+            out.append(P.encode_message(raw))
 
     async def _retr_streamed(self, cmd: P.Retr) -> None:
         """RETR of a large message from its file: the same bytes, a chunk at a time."""
