@@ -377,6 +377,17 @@ class Pop3Protocol:
             return Malformed(reply=R.WRONG_STATE, keyword=type(command).__name__.upper())
         return command
 
+    def retr_line(self, data: bytes) -> int | None:
+        """The message number when ``data`` is one whole RETR line that, received now,
+        :meth:`next_event` would return as :class:`Retr` with nothing left over; else None.
+        Nothing is consumed either way."""
+        if self._buffer or self.state is not State.TRANSACTION or self._discarding:
+            return None
+        match = _RETR_LINE.fullmatch(data)
+        if match is None or match.end() > self.max_line + 1:
+            return None
+        return int(match[1]) or None
+
     # -- state ---------------------------------------------------------------------------
     def transition(self, trigger: Trigger) -> State:
         try:

@@ -373,6 +373,10 @@ class Session:
                 await self._retr_streamed(cmd)
                 return
             raw = await self._read(msg)
+        self._send_message(drop, msg, size, raw)
+
+    def _send_message(self, drop: Maildrop, msg: int, size: int, raw: bytes) -> None:
+        """RETR's answer (RFC 1939 7): the status line, the message dot-stuffed, the end."""
         drop.retrieved.add(msg)
         out = self._out
         out.append(R.MESSAGE_FOLLOWS.line(f"{size} octets"))
@@ -380,6 +384,24 @@ class Session:
             out += (P.stuff_crlf(raw), P.END)
         else:
             out.append(P.encode_message(raw))
+
+    def answer_now(self, data: bytes) -> bool:
+        """Answer ``data`` at once, without an await, when it is one whole RETR (and nothing
+        else is buffered) of a live message the read-ahead holds: what :meth:`handle` of
+        that RETR would answer, the same bytes, to :meth:`take_output`. False: nothing
+        consumed or answered; the bytes go through ``protocol.receive_data`` as usual.
+        The server asks this as bytes arrive (net.connection.StreamProtocol)."""
+        msg = self.protocol.retr_line(data)
+        drop = self.maildrop
+        if msg is None or drop is None or self._ahead is None or self.closing or self.starttls_pending:
+            return False
+        if msg > len(drop.messages) or msg in drop.deleted:
+            return False                        # handle answers the -ERR
+        raw = self._ahead.take(drop, msg)
+        if raw is None:
+            return False
+        self._send_message(drop, msg, drop.sizes[msg - 1], raw)
+        return True
 
     async def _retr_streamed(self, cmd: P.Retr) -> None:
         """RETR of a large message from its file: the same bytes, a chunk at a time."""
