@@ -87,6 +87,8 @@ def test_stls_with_poplib(pop_server: ServerProcess) -> None:
     p.user(USER)
     p.pass_(PASSWORD)
     assert p.stat()[0] == 3
+    for n in (1, 2, 3):                 # in order: 2 and 3 answered from the read-ahead over TLS
+        assert f"Subject: message {n}".encode() in p.retr(n)[1]
     p.quit()
 
 
@@ -96,6 +98,8 @@ def test_pop3s_implicit_tls(pop_server: ServerProcess) -> None:
     p.user(USER)
     p.pass_(PASSWORD)
     assert p.stat()[0] == 3
+    for n in (1, 2, 3):                 # in order: 2 and 3 answered from the read-ahead over TLS
+        assert f"Subject: message {n}".encode() in p.retr(n)[1]
     p.quit()
 
 
