@@ -41,7 +41,7 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
     the first byte, taken off by that method: a protocol that also reads the stream
     another way leaves it high, and is then never offered a shortcut)."""
     shortcut: Callable[[bytes], bool] | None = None
-    """See :attr:`NetConnection.shortcut`."""
+    """Set by :meth:`NetConnection.set_shortcut`."""
 
     def data_received(self, data: bytes) -> None:
         if self.shortcut is not None and not self.unread and self.shortcut(data):

@@ -74,8 +74,8 @@ class ReadAhead:
 
     def take(self, drop: Maildrop, msg: int) -> bytes | None:
         """Message ``msg``'s bytes when they were read ahead (no store trip, no await), else
-        None and nothing changes: then :meth:`read`. The next batch counts once its read
-        has finished (a change in the mailbox would have dropped it)."""
+        None: then :meth:`read` answers as if this had not been asked. The next batch
+        counts once its read has finished (a change in the mailbox would have dropped it)."""
         if msg not in self._held and self._next is not None and msg == self._next[0][0] and msg == self._last + 1:
             numbers, future = self._next
             if not future.done() or future.cancelled() or future.exception() is not None:
