@@ -55,6 +55,9 @@ def test_traces_hold_the_commands_and_no_password(tmp_path: Path) -> None:
             smtp.login("alice@example.org", PASSWORD)
             smtp.sendmail("alice@example.org", ["bob@example.org"],
                           b"From: alice@example.org\r\nSubject: traced\r\n\r\nhello\r\n")
+            for n in (1, 2):
+                smtp.sendmail("alice@example.org", ["alice@example.org"],
+                              b"From: alice@example.org\r\nSubject: to self %d\r\n\r\nhello\r\n" % n)
         with smtplib.SMTP("127.0.0.1", port("submission")) as smtp:  # AUTH LOGIN: 334 continuations
             smtp.ehlo()
             smtp.user, smtp.password = "alice@example.org", PASSWORD
@@ -63,6 +66,8 @@ def test_traces_hold_the_commands_and_no_password(tmp_path: Path) -> None:
         pop.user("alice@example.org")
         pop.pass_(PASSWORD)
         pop.stat()
+        pop.retr(1)
+        pop.retr(2)                                                 # answered from the read-ahead
         pop.quit()
         s = socket.create_connection(("127.0.0.1", port("pop3")))  # POP3 AUTH PLAIN, continuation
         s.recv(1000)
@@ -114,6 +119,7 @@ def test_traces_hold_the_commands_and_no_password(tmp_path: Path) -> None:
     pop = by_listener["pop3"]
     assert b"C: USER alice@example.org" in pop and b"C: PASS <redacted>" in pop and b"C: STAT" in pop
     assert b"C: AUTH PLAIN" in pop and b"C: QUIT" in pop
+    assert b"C: RETR 2" in pop and b"S: Subject: to self 2" in pop
     sieve = by_listener["managesieve"]
     assert b'C: AUTHENTICATE "PLAIN" <redacted>' in sieve and b"C: UNAUTHENTICATE" in sieve
     assert b'C: AUTHENTICATE "PLAIN"\n' in sieve and b"C: LISTSCRIPTS" in sieve and b"S: OK \"Logged in\"" in sieve

@@ -4,6 +4,7 @@ the state table; dot-stuffing; Hypothesis over every (state, input) pair."""
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import pytest
@@ -203,6 +204,26 @@ def test_any_input_in_any_state_never_raises(state: P.State, data: bytes, cuts: 
             assert type(e) in P.ALLOWED[state]
         else:
             assert isinstance(e, P.Malformed | P.SaslResponse)
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(st.sampled_from([b"RETR", b"retr", b"ReTr", b"RETR ", b" ", b"0", b"1", b"01", b"9" * 9,
+                                       b"\r", b"\n", b"\r\n", b"x", b"\xff", b"NOOP"]), max_size=20),
+       max_line=st.sampled_from([4, 8, 16, 4096]))
+def test_retr_shortcut_gives_what_the_general_parser_gives(parts: list[bytes], max_line: int) -> None:
+    # next_event matches a whole RETR line in one step in TRANSACTION; switched off (a
+    # pattern that never matches) every line takes _next_line + parse_command instead.
+    data = b"".join(parts)
+    proto = P.Pop3Protocol(max_line=max_line)
+    proto.state = P.State.TRANSACTION
+    proto.receive_data(data)
+    got = events(proto)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(P, "_RETR_LINE", re.compile(rb"(?!)"))
+        general = P.Pop3Protocol(max_line=max_line)
+        general.state = P.State.TRANSACTION
+        general.receive_data(data)
+        assert got == events(general), data
 
 
 @settings(max_examples=200, deadline=None)

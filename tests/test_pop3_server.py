@@ -87,6 +87,8 @@ def test_stls_with_poplib(pop_server: ServerProcess) -> None:
     p.user(USER)
     p.pass_(PASSWORD)
     assert p.stat()[0] == 3
+    for n in (1, 2, 3):                 # in order: 2 and 3 answered from the read-ahead over TLS
+        assert f"Subject: message {n}".encode() in p.retr(n)[1]
     p.quit()
 
 
@@ -96,6 +98,8 @@ def test_pop3s_implicit_tls(pop_server: ServerProcess) -> None:
     p.user(USER)
     p.pass_(PASSWORD)
     assert p.stat()[0] == 3
+    for n in (1, 2, 3):                 # in order: 2 and 3 answered from the read-ahead over TLS
+        assert f"Subject: message {n}".encode() in p.retr(n)[1]
     p.quit()
 
 
@@ -161,6 +165,24 @@ def test_idle_timeout_closes_without_update(pop_server: ServerProcess) -> None:
     p.pass_(PASSWORD)
     assert p.stat()[0] == 3
     p.quit()
+
+
+def test_retrs_in_order_keep_the_session_alive(pop_server: ServerProcess) -> None:
+    """RETRs of messages read ahead are answered as they arrive (no read by the session's
+    loop): each still restarts the 2 s idle timer, so a slow client going in order for
+    longer than that is not disconnected."""
+    with smtplib.SMTP("127.0.0.1", pop_server.port("smtp")) as smtp:
+        for n in range(4, 31):
+            smtp.sendmail("alice@example.net", [USER], f"Subject: more {n}\r\n\r\nbody {n}\r\n".encode())
+    p = pop(pop_server)
+    p.user(USER)
+    p.pass_(PASSWORD)
+    started = time.monotonic()
+    for n in range(1, 31):
+        assert p.retr(n)[0].startswith(b"+OK"), n
+        time.sleep(0.12)
+    assert time.monotonic() - started > 3
+    assert p.quit().startswith(b"+OK")
 
 
 def test_plaintext_refused_from_untrusted_network(tmp_path: Path) -> None:

@@ -90,6 +90,28 @@ async def env(store: Any) -> Env:
     return e
 
 
+async def test_answer_now_gives_what_handle_gives_or_declines(env: Env) -> None:
+    """The server offers each arriving RETR to Session.answer_now (net StreamProtocol): it
+    answers only one whole RETR of a live message already read ahead, with the bytes handle
+    sends; anything else it declines having consumed nothing."""
+    c = env.client()
+    await c.login()
+    expected = {n: await c.cmd(f"RETR {n}") for n in (1, 2, 3)}
+    await c.cmd("QUIT")
+    c = env.client()
+    await c.login()
+    assert await c.cmd("RETR 1") == expected[1]            # read, and 2 and 3 read ahead
+    assert c.session.answer_now(b"RETR 2\r\n")
+    assert c.session.take_output() == expected[2]
+    for declined in (b"RETR 2\r\n", b"RETR 3", b"RETR 3\r\nNOOP\r\n", b"RETR 9\r\n", b"NOOP\r\n"):
+        assert not c.session.answer_now(declined), declined
+        assert c.session.take_output() == b"" and c.session.protocol.buffered == 0
+    assert (await c.cmd("DELE 3")).startswith(b"+OK")
+    assert not c.session.answer_now(b"RETR 3\r\n")
+    assert (await c.cmd("RETR 3")).startswith(b"-ERR")
+    assert await c.cmd("RETR 2") == expected[2]
+
+
 async def test_user_pass_stat_list_uidl_retr_top(env: Env) -> None:
     c = env.client()
     assert (await c.login()).startswith(b"+OK Logged in; 3 messages")

@@ -31,6 +31,25 @@ class ConnectionGone(BaseException):  # noqa: N818 - like CancelledError, not an
     ``except Exception`` in a protocol core (a lost client is not a failed command)."""
 
 
+class StreamProtocol(asyncio.StreamReaderProtocol):
+    """The stdlib stream protocol, with one addition: while nothing it received is unread,
+    new bytes go first to :attr:`shortcut`, which may answer them at once, in this callback
+    (no wake-up of the session's task, no await); bytes it declines are read as before."""
+
+    unread = 0
+    """Bytes received and not yet returned by :meth:`NetConnection.read` (counted from
+    the first byte, taken off by that method: a protocol that also reads the stream
+    another way leaves it high, and is then never offered a shortcut)."""
+    shortcut: Callable[[bytes], bool] | None = None
+    """Set by :meth:`NetConnection.set_shortcut`."""
+
+    def data_received(self, data: bytes) -> None:
+        if self.shortcut is not None and not self.unread and self.shortcut(data):
+            return
+        self.unread += len(data)
+        super().data_received(data)
+
+
 class ReadTimeout(TimeoutError):
     """No (or too little) input in time; ``reason`` is idle, login, rate or evicted."""
 
@@ -78,6 +97,9 @@ class NetConnection:
         self._reading: asyncio.Task[Any] | None = None
         self._expired = False
         self.evicted = False
+        self._idle = 0.0
+        protocol = writer.transport.get_protocol()
+        self._stream = protocol if isinstance(protocol, StreamProtocol) else None
 
     # -- login state ---------------------------------------------------------------------
     @property
@@ -134,6 +156,28 @@ class NetConnection:
             raise ConnectionGone from None
 
     # -- reading -------------------------------------------------------------------------
+    def set_shortcut(self, shortcut: Callable[[bytes], bool] | None) -> bool:
+        """Have ``shortcut`` offered the bytes that arrive while :meth:`waiting`: it answers
+        them (writing with :meth:`write`, after :meth:`received`) and returns True, or
+        returns False having consumed nothing, and they are read as before. False when the
+        listener's protocol cannot do this (then nothing changes)."""
+        if self._stream is None:
+            return False
+        self._stream.shortcut = shortcut
+        return True
+
+    def waiting(self) -> bool:
+        """The session waits in :meth:`read` with nothing unread, no deadline passed, and
+        the kernel took everything written so far: input may be answered on arrival."""
+        transport = self.writer.transport
+        return (self._reading is not None and not self._expired and not self.evicted
+                and not transport.get_write_buffer_size() and not transport.is_closing())
+
+    def answered(self) -> None:
+        """A shortcut answered input: the idle limit restarts as for a read."""
+        if self._reason == "idle":
+            self._deadline = self._loop.time() + self._idle
+
     async def read(self, idle: float, *, transfer: bool = False, login_clock: bool = True) -> bytes:
         """The next bytes from the client (b"" at EOF); :class:`ReadTimeout` when a
         deadline passes first. ``transfer``: the bytes are message content (the rate rule
@@ -157,7 +201,7 @@ class NetConnection:
             deadline, reason = self._login_deadline, "login"
         if deadline <= now:
             raise ReadTimeout(reason)
-        self._deadline, self._reason = deadline, reason
+        self._deadline, self._reason, self._idle = deadline, reason, idle
         if self._timer is not None and self._timer.when() > deadline:
             self._timer.cancel()                # the deadline moved earlier: a timer too late
             self._timer = None
@@ -175,6 +219,8 @@ class NetConnection:
             raise
         finally:
             self._reading = None
+        if self._stream is not None:
+            self._stream.unread -= len(data)
         if transfer:
             self._transfer_bytes += len(data)
         return data

@@ -56,6 +56,9 @@ class Listener:
     """The line sent to a connection refused by the caps."""
     shutdown_refusal = b""
     """The line sent to a connection arriving while the listener closes."""
+    stream_protocol: type[asyncio.StreamReaderProtocol] = asyncio.StreamReaderProtocol
+    """:class:`~mailhaven.net.connection.StreamProtocol` for a protocol that answers some
+    input as it arrives (``NetConnection.set_shortcut``)."""
 
     def __init__(self, app: Any, name: str, implicit_tls: bool) -> None:
         self.app = app
@@ -76,8 +79,12 @@ class Listener:
         return server.sockets if server is not None else ()
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(
-            self._accept, host, port, ssl=self.app.tls if self.implicit_tls else None, limit=READ_SIZE,
+        loop = asyncio.get_running_loop()
+        protocol = self.stream_protocol
+        # asyncio.start_server, with the listener's stream protocol.
+        self.server = await loop.create_server(
+            lambda: protocol(asyncio.StreamReader(limit=READ_SIZE, loop=loop), self._accept, loop=loop),
+            host, port, ssl=self.app.tls if self.implicit_tls else None,
             backlog=1024, ssl_handshake_timeout=self._handshake_timeout() if self.implicit_tls else None)
 
     def _handshake_timeout(self) -> float:
@@ -103,7 +110,7 @@ class Listener:
         reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
         try:
             await loop.connect_accepted_socket(
-                lambda: asyncio.StreamReaderProtocol(reader, session, loop=loop), sock=sock)
+                lambda: self.stream_protocol(reader, session, loop=loop), sock=sock)
         except OSError:
             sock.close()
             return

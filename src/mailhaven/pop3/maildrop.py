@@ -54,6 +54,8 @@ class Maildrop:
         return [(n, m) for n, m in enumerate(self.messages, 1) if n not in self.deleted]
 
     def stat(self) -> tuple[int, int]:
+        if not self.deleted:                 # at login, and for most STATs: no per-message loop
+            return len(self.messages), sum(self.sizes)
         live = self.live()
         return len(live), sum(self.sizes[n - 1] for n, _ in live)
 

@@ -233,6 +233,10 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 expression search, not a generator over the characters (a fifth of a RETR's CPU)."""
 
 
+_RETR_LINE = re.compile(rb"[Rr][Ee][Tt][Rr] ([0-9]{1,9})\r?\n")
+"""A whole ``RETR msg`` line as :func:`parse_command` accepts it (msg not yet checked for 0)."""
+
+
 def parse_command(line: bytes) -> Command:
     """One command line without its CRLF -> a Command; raises Pop3Error for bad input."""
     try:
@@ -347,20 +351,42 @@ class Pop3Protocol:
             return line[:-1] if line.endswith(b"\r") else line
 
     def next_event(self) -> Event | _NeedData:
-        if self.state in (State.UPDATE, State.CLOSED):
+        if not self._buffer:
+            return NEED_DATA
+        state = self.state
+        if state is State.TRANSACTION and not self._discarding:
+            # RETR, one per message downloaded, matched whole: the line, the command and
+            # its number in one step. Anything else it does not match (RETR 0, RETR 01 2,
+            # a line over max_line...) takes the general path below, which answers it.
+            match = _RETR_LINE.match(self._buffer)
+            if match is not None and (msg := int(match[1])) and match.end() <= self.max_line + 1:
+                del self._buffer[:match.end()]
+                return Retr(msg=msg)
+        elif state is State.UPDATE or state is State.CLOSED:
             return NEED_DATA
         line = self._next_line()
         if not isinstance(line, bytes):
             return line
-        if self.state is State.SASL:
+        if state is State.SASL:
             return parse_sasl_response(line)
         try:
             command = parse_command(line)
         except R.Pop3Error as exc:
             return Malformed(reply=exc.reply, keyword=line.split(b" ", 1)[0][:8].decode("latin-1").upper())
-        if type(command) not in ALLOWED[self.state]:
+        if type(command) not in ALLOWED[state]:
             return Malformed(reply=R.WRONG_STATE, keyword=type(command).__name__.upper())
         return command
+
+    def retr_line(self, data: bytes) -> int | None:
+        """The message number when ``data`` is one whole RETR line that, received now,
+        :meth:`next_event` would return as :class:`Retr` with nothing left over; else None.
+        Nothing is consumed either way."""
+        if self._buffer or self.state is not State.TRANSACTION or self._discarding:
+            return None
+        match = _RETR_LINE.fullmatch(data)
+        if match is None or match.end() > self.max_line + 1:
+            return None
+        return int(match[1]) or None
 
     # -- state ---------------------------------------------------------------------------
     def transition(self, trigger: Trigger) -> State:

@@ -72,6 +72,24 @@ class ReadAhead:
             if uid in found:
                 self._held[n] = found[uid]
 
+    def take(self, drop: Maildrop, msg: int) -> bytes | None:
+        """Message ``msg``'s bytes when they were read ahead (no store trip, no await), else
+        None: then :meth:`read` answers as if this had not been asked. The next batch
+        counts once its read has finished (a change in the mailbox would have dropped it)."""
+        if msg not in self._held and self._next is not None and msg == self._next[0][0] and msg == self._last + 1:
+            numbers, future = self._next
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                return None                     # read() waits for it, or raises its error
+            self._next = None
+            self._held.clear()
+            self._hold(drop, numbers, dict(future.result()))
+        raw = self._held.pop(msg, None)
+        if raw is not None:
+            sequential, self._last = msg == self._last + 1, msg
+            if sequential and self._next is None and len(self._held) <= READ_AHEAD_MESSAGES // 2:
+                self._start_next(drop, max(self._held, default=msg) + 1)
+        return raw
+
     async def read(self, drop: Maildrop, msg: int) -> bytes | None:
         """Message ``msg``'s bytes, or None when it is no longer in the mailbox."""
         sequential, self._last = msg == self._last + 1, msg

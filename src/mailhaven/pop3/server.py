@@ -15,7 +15,7 @@ import asyncio
 from typing import Any
 
 from ..auth.throttle import LoginThrottle, shared_throttle
-from ..net.connection import NetConnection
+from ..net.connection import NetConnection, StreamProtocol
 from ..net.lineloop import LineLoop
 from ..net.listener import Listener
 from . import protocol as P
@@ -71,6 +71,7 @@ class Pop3Listener(Listener):
     cid_prefix = "p"
     refusal = b"-ERR [SYS/TEMP] Too many connections\r\n"
     shutdown_refusal = b"-ERR [SYS/TEMP] Server shutting down\r\n"
+    stream_protocol = StreamProtocol                  # RETRs answered as they arrive (Connection.answer_now)
 
     def __init__(self, app: Any, name: str, implicit_tls: bool) -> None:
         super().__init__(app, name, implicit_tls)
@@ -82,13 +83,16 @@ class Pop3Listener(Listener):
 
     async def serve(self, net: NetConnection) -> None:
         connection = Connection(self, net)
+        net.set_shortcut(connection.answer_now)
         try:
             await connection.run()
         finally:
+            net.set_shortcut(None)
             await connection.session.close()
 
 
 class Connection(LineLoop):
+    session: Session
     need_data = P.NEED_DATA
     sasl_state = P.State.SASL
 
@@ -104,6 +108,17 @@ class Connection(LineLoop):
             wire_sizes=listener.wire_sizes, flush=self.flush,
         )
         self.session = Session(self.ctx)
+
+    def answer_now(self, data: bytes) -> bool:
+        """The shortcut (NetConnection.set_shortcut): a RETR of a message already read
+        ahead, answered as it arrives while the loop waits for input (Session.answer_now)."""
+        net = self.net
+        if not net.waiting() or not self.session.answer_now(data):
+            return False
+        net.received(data)
+        net.write(self.session.take_output())
+        net.answered()
+        return True
 
 
 async def start_listener(ctx: Any, name: str, host: str, port: int) -> Pop3Listener:

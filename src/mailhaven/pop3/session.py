@@ -363,18 +363,45 @@ class Session:
         return raw
 
     async def _retr(self, cmd: P.Retr) -> None:
-        size = self._drop().size(cmd.msg)
-        if self.ctx.flush is not None and size > STREAM_MIN:
-            await self._retr_streamed(cmd)
-            return
-        raw = await self._read(cmd.msg)
         drop = self._drop()
-        drop.retrieved.add(cmd.msg)
-        self._out.append(R.MESSAGE_FOLLOWS.line(f"{size} octets"))
+        msg = cmd.msg
+        size = drop.size(msg)
+        assert self._ahead is not None, "TRANSACTION without a read-ahead"
+        raw = self._ahead.take(drop, msg)       # a client going in order: already read
+        if raw is None:
+            if self.ctx.flush is not None and size > STREAM_MIN:
+                await self._retr_streamed(cmd)
+                return
+            raw = await self._read(msg)
+        self._send_message(drop, msg, size, raw)
+
+    def _send_message(self, drop: Maildrop, msg: int, size: int, raw: bytes) -> None:
+        """RETR's answer (RFC 1939 7): the status line, the message dot-stuffed, the end."""
+        drop.retrieved.add(msg)
+        out = self._out
+        out.append(R.MESSAGE_FOLLOWS.line(f"{size} octets"))
         if drop.exact and size == len(raw):     # CRLF line ends only (see Maildrop.exact)
-            self._out += (P.stuff_crlf(raw), P.END)
+            out += (P.stuff_crlf(raw), P.END)
         else:
-            self._out.append(P.encode_message(raw))
+            out.append(P.encode_message(raw))
+
+    def answer_now(self, data: bytes) -> bool:
+        """Answer ``data`` at once, without an await, when it is one whole RETR (and nothing
+        else is buffered) of a live message the read-ahead holds: what :meth:`handle` of
+        that RETR would answer, the same bytes, to :meth:`take_output`. False: nothing
+        consumed or answered; the bytes go through ``protocol.receive_data`` as usual.
+        The server asks this as bytes arrive (net.connection.StreamProtocol)."""
+        msg = self.protocol.retr_line(data)
+        drop = self.maildrop
+        if msg is None or drop is None or self._ahead is None or self.closing or self.starttls_pending:
+            return False
+        if msg > len(drop.messages) or msg in drop.deleted:
+            return False                        # handle answers the -ERR
+        raw = self._ahead.take(drop, msg)
+        if raw is None:
+            return False
+        self._send_message(drop, msg, drop.sizes[msg - 1], raw)
+        return True
 
     async def _retr_streamed(self, cmd: P.Retr) -> None:
         """RETR of a large message from its file: the same bytes, a chunk at a time."""
