@@ -220,3 +220,31 @@ def test_a_deeply_nested_script_runs_as_closures() -> None:
     script = compile_script(source)
     assert script.program.__name__ == "run_block"
     assert run(script, SieveMessage(raw=b"Subject: x\r\n\r\n")).actions[0].kind == "keep"
+
+
+def test_the_active_script_is_compiled_again_only_when_its_text_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """localdelivery keeps each account's compiled script beside its text and compares the
+    text the store gives at each delivery: a script changed anywhere (ManageSieve, JMAP,
+    the CLI, another process) is the one that runs."""
+    from mailhaven import localdelivery
+
+    compiled: list[str] = []
+    real = localdelivery.compile_script
+
+    def counting(text: str) -> object:
+        compiled.append(text)
+        return real(text)
+
+    monkeypatch.setattr(localdelivery, "compile_script", counting)
+    localdelivery._compiled.cache_clear()
+    active = localdelivery.ActiveScripts()
+    first = 'require "fileinto"; if header :is "subject" "a" { fileinto "A"; }'
+    same = "".join(list(first))                  # equal text, another object (as each read gives)
+    assert active.get(7, first).script is active.get(7, same).script
+    changed = active.get(7, first.replace('"A"', '"B"'))
+    assert changed.script is not None and changed.script.commands[1].block[0].args == ("B",)   # type: ignore[index]
+    assert active.get(8, same).script is active.get(7, first).script      # the compile cache by text
+    assert active.get(7, 'require "mailbox"; if mailboxexists "X" { keep; }').script is not None
+    assert active.get(7, 'require "mailbox"; if mailboxexists "X" { keep; }').asks_mailboxes
+    assert active.get(9, "if bogus { }").script is None
+    assert len(compiled) == 4
