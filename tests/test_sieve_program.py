@@ -181,3 +181,35 @@ def test_a_long_address_field_is_parsed_once_for_the_script_and_the_summary(monk
         assert summary["to"] == [] and expected[0] == "test@test.com"      # the fallback parser's
     else:
         assert [a["email"] for a in summary["to"]] == view.addresses("to") and len(expected) == 40
+
+
+@pytest.mark.parametrize("subject", ["=?iso-2022-jp?B?GyRCJUYlOSVIGyhC?= {marker}", "=?bogus-charset?q?x?= {marker}",
+                                     "=?utf-8?q?{marker}?= \xe9 raw"])
+def test_an_encoded_subject_is_decoded_once_for_the_script_and_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                                           subject: str) -> None:
+    """The script's header test and then the summary decode the same Subject: the stdlib's
+    make_header (0.05-0.3 ms for some charsets) runs once (message/encodedwords.py), and
+    each reader gets what it got before, an unknown charset included."""
+    import email.header
+    import uuid
+
+    from mailhaven.message import encodedwords, summary
+
+    marker = uuid.uuid4().hex
+    raw = f"From: a@b.example\r\nSubject: {subject.format(marker=marker)}\r\n\r\nbody\r\n".encode()
+    before = (SieveMessage(raw=raw).headers("subject"), summary.summarize(raw)["subject"])
+    encodedwords._remembered.cache_clear()
+    made: list[int] = []
+    real = email.header.make_header
+
+    def counting(*args: object, **kwargs: object) -> object:
+        made.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(email.header, "make_header", counting)
+    monkeypatch.setattr(encodedwords, "make_header", counting, raising=False)
+    monkeypatch.setattr(summary, "make_header", counting, raising=False)
+    view = SieveMessage(raw=raw, mail_from="s@x.example", rcpt_to="r@y.example")
+    run(compile_script('if header :contains "subject" "zzz" { discard; }'), view)
+    assert (view.headers("subject"), summary.summarize(raw)["subject"]) == before
+    assert len(made) == 1
