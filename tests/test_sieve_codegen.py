@@ -248,3 +248,20 @@ def test_the_active_script_is_compiled_again_only_when_its_text_changes(monkeypa
     assert active.get(7, 'require "mailbox"; if mailboxexists "X" { keep; }').asks_mailboxes
     assert active.get(9, "if bogus { }").script is None
     assert len(compiled) == 4
+
+
+def test_absent_fields_are_not_read_for_their_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most fields a script's rules ask for are not in a given message: their tests look
+    the name up in the header index and read no values (no decoding, no address parse)."""
+    from mailhaven.sieve.message import SieveMessage as View
+
+    read: list[str] = []
+    real_headers, real_addresses = View.headers, View.addresses
+    monkeypatch.setattr(View, "headers", lambda self, name: read.append(name) or real_headers(self, name))
+    monkeypatch.setattr(View, "addresses", lambda self, name: read.append(name) or real_addresses(self, name))
+    script = compile_script('require "fileinto";\n'
+                            'if header :contains ["list-id", "x-campaign"] "dev" { fileinto "L"; }\n'
+                            'if address :is ["sender", "from"] "a@b.example" { fileinto "A"; }\n')
+    outcome = run(script, SieveMessage(raw=b"From: a@b.example\r\nSubject: x\r\n\r\nbody\r\n"))
+    assert [a.mailbox for a in outcome.actions] == ["A"]
+    assert read == ["from"]
