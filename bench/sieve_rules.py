@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from mailhaven.app import GC_THRESHOLDS  # noqa: E402
 from mailhaven.localdelivery import deliver_local  # noqa: E402
 from mailhaven.message.encodedwords import _remembered as _remembered_words  # noqa: E402
+from mailhaven.message.headerfields import _LAST_FIELDS  # noqa: E402
+from mailhaven.message.structure import _LAST_READABLE  # noqa: E402
 from mailhaven.message.summary import _remembered_getaddresses  # noqa: E402
 from mailhaven.sieve import compile_script  # noqa: E402
 from mailhaven.store.api import BlobRef  # noqa: E402
@@ -90,12 +92,15 @@ def fifty_rules() -> str:
 
 
 def forget_addresses() -> None:
-    """message/summary.py remembers the last few long address fields parsed, and
-    message/encodedwords.py the last few encoded words decoded, for the summary of the
-    message a script just read (issue 16); the bench delivers every message twice in a
-    row, and the second delivery must not find the first one's work."""
+    """message/summary.py remembers the last few long address fields parsed,
+    message/encodedwords.py the last few encoded words decoded, message/headerfields.py
+    the last header section split and message/structure.py the last header rebuilt, for
+    the summary of the message a script just read (issue 16); the bench delivers every
+    message twice in a row, and the second delivery must not find the first one's work."""
     _remembered_getaddresses.cache_clear()
     _remembered_words.cache_clear()
+    _LAST_FIELDS.pair = None
+    _LAST_READABLE.pair = None
 
 
 def corpus(limit: int) -> list[bytes]:
