@@ -257,8 +257,16 @@ def test_absent_fields_are_not_read_for_their_values(monkeypatch: pytest.MonkeyP
 
     read: list[str] = []
     real_headers, real_addresses = View.headers, View.addresses
-    monkeypatch.setattr(View, "headers", lambda self, name: read.append(name) or real_headers(self, name))
-    monkeypatch.setattr(View, "addresses", lambda self, name: read.append(name) or real_addresses(self, name))
+    def headers(self: View, name: str) -> list[str]:
+        read.append(name)
+        return real_headers(self, name)
+
+    def addresses(self: View, name: str) -> list[str]:
+        read.append(name)
+        return real_addresses(self, name)
+
+    monkeypatch.setattr(View, "headers", headers)
+    monkeypatch.setattr(View, "addresses", addresses)
     script = compile_script('require "fileinto";\n'
                             'if header :contains ["list-id", "x-campaign"] "dev" { fileinto "L"; }\n'
                             'if address :is ["sender", "from"] "a@b.example" { fileinto "A"; }\n')
