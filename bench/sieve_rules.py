@@ -9,9 +9,12 @@ without a script and to an account whose active script has
 50 rules of the kinds people write (list, sender and subject sorting with header, address
 and envelope tests, fileinto, flags, a few :contains and :regex), message by message in
 alternating order so both see the same machine. The CPU time of this process (all threads: the SQLite writer
-included) per message is printed for each, their ratio (the mean, and the range over passes),
-and the Sieve run's own CPU per message; the issue's target is a ratio of at
-most 1.10. ``--profile`` prints cProfile's top functions of the scripted deliveries.
+included) per message is printed for each, their ratio (the mean, the range over passes, and
+the ratio of each message's median delivery over the passes, which a few deliveries that met
+a busy moment of a shared machine do not move), and the Sieve run's own CPU per message; the
+issue's target is a ratio of at most 1.10. ``--smtp`` sends each pass to both recipients
+50 messages at a time in alternating order, one session each, and reads the server's CPU
+around each turn. ``--profile`` prints cProfile's top functions of the scripted deliveries.
 The cyclic collector runs with the server's thresholds (``app.GC_THRESHOLDS``, set by
 ``app.run``) as in the server; ``--default-gc`` keeps CPython's (700, 10, 10), under which
 the scripted deliveries, allocating more, paid about 0.03 ms more of collections each.
@@ -25,6 +28,7 @@ import cProfile
 import gc
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from mailhaven.app import GC_THRESHOLDS  # noqa: E402
 from mailhaven.localdelivery import deliver_local  # noqa: E402
+from mailhaven.message.encodedwords import _remembered as _remembered_words  # noqa: E402
+from mailhaven.message.headerfields import _LAST_FIELDS  # noqa: E402
+from mailhaven.message.structure import _LAST_READABLE  # noqa: E402
 from mailhaven.message.summary import _remembered_getaddresses  # noqa: E402
 from mailhaven.sieve import compile_script  # noqa: E402
 from mailhaven.store.api import BlobRef  # noqa: E402
@@ -85,10 +92,15 @@ def fifty_rules() -> str:
 
 
 def forget_addresses() -> None:
-    """message/summary.py remembers the last few long address fields parsed, for the
-    summary of the message a script just read (issue 16); the bench delivers every message
-    twice in a row, and the second delivery must not find the first one's parse."""
+    """message/summary.py remembers the last few long address fields parsed,
+    message/encodedwords.py the last few encoded words decoded, message/headerfields.py
+    the last header section split and message/structure.py the last header rebuilt, for
+    the summary of the message a script just read (issue 16); the bench delivers every
+    message twice in a row, and the second delivery must not find the first one's work."""
     _remembered_getaddresses.cache_clear()
+    _remembered_words.cache_clear()
+    _LAST_FIELDS.pair = None
+    _LAST_READABLE.pair = None
 
 
 def corpus(limit: int) -> list[bytes]:
@@ -143,8 +155,10 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
                         paused[0] = 0.0
                         start = time.process_time()
                         await deliver_local(store, blob, {address: [account_id]}, mail_from="sender@outside.example")
-                        spent[kind] += time.process_time() - start
+                        took = time.process_time() - start
+                        spent[kind] += took
                         spent["gc:" + kind] += paused[0]
+                        each[kind][j].append(took)
                         if profiler is not None and kind == "script":
                             profiler.disable()
                 start = time.process_time()
@@ -161,7 +175,9 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
                     paused[0] += time.process_time() - paused[1]
 
             gc.callbacks.append(collector)
+            each: dict[str, list[list[float]]] = {kind: [[] for _ in blobs] for kind in ("none", "script")}
             await one_pass(0)                                                # warm-up: caches, mailboxes
+            each = {kind: [[] for _ in blobs] for kind in ("none", "script")}
             if profiler is not None:
                 profiler = cProfile.Profile()
             per_pass = [await one_pass(i) for i in range(passes)]
@@ -178,6 +194,12 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
     print(f"no script      : {none_ms:.3f} ms CPU per message")
     print(f"50-rule script : {script_ms:.3f} ms CPU per message (+{script_ms - none_ms:.3f})")
     print(f"ratio          : {script_ms / none_ms:.3f}, passes {ratios[0]:.3f} - {ratios[-1]:.3f} (target <= 1.10)")
+    # Each message's delivery of each kind taken at its median over the passes: a delivery
+    # that met a busy moment of the shared machine (the 99th percentile is ~10x the median)
+    # moves a pass's mean, not this.
+    medians = {kind: sum(statistics.median(t) for t in each[kind]) / len(blobs) for kind in each}
+    print(f"per-message medians over the passes: none {1000 * medians['none']:.3f}, script "
+          f"{1000 * medians['script']:.3f} ms, ratio {medians['script'] / medians['none']:.3f}")
     print(f"the run alone  : {run_ms:.3f} ms CPU per message (sieve.run on the same messages, best of 5)")
     gc_none = 1000 * sum(p["gc:none"] for p in per_pass) / passes
     gc_script = 1000 * sum(p["gc:script"] for p in per_pass) / passes
@@ -200,6 +222,10 @@ def _run_alone(script_text: str, messages: list[bytes]) -> float:
             run(script, SieveMessage(raw=raw, mail_from="sender@outside.example", rcpt_to="sorted@bench.example"))
         best = min(best, time.process_time() - start)
     return 1000 * best / len(messages)
+
+
+SMTP_CHUNK = 50
+"""Messages sent to one recipient before the other's turn (bench_smtp)."""
 
 
 def _server_cpu(pid: int) -> float:
@@ -243,14 +269,25 @@ def bench_smtp(passes: int, limit: int) -> None:
                     except (smtplib.SMTPDataError, smtplib.SMTPRecipientsRefused):
                         smtp.rset()
             cpu = {"plain@nyu.example": 0.0, "sorted@nyu.example": 0.0}
+            per_pass = []
             for i in range(passes):
-                order = list(cpu) if i % 2 == 0 else list(cpu)[::-1]
-                for rcpt in order:
-                    start = _server_cpu(pid)
-                    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=60) as smtp:
-                        for raw in taken:
-                            smtp.sendmail("sender@outside.example", [rcpt], raw)
-                    cpu[rcpt] += _server_cpu(pid) - start
+                # Both recipients a chunk of messages at a time, in alternating order, over
+                # one session each: both see the same moments of a shared machine (whole
+                # passes one after the other saw the load change between them).
+                spent = dict.fromkeys(cpu, 0.0)
+                with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=60) as plain, \
+                        smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=60) as scripted:
+                    sessions = {"plain@nyu.example": plain, "sorted@nyu.example": scripted}
+                    for c, first in enumerate(range(0, len(taken), SMTP_CHUNK)):
+                        order = list(cpu) if (i + c) % 2 == 0 else list(cpu)[::-1]
+                        for rcpt in order:
+                            start = _server_cpu(pid)
+                            for raw in taken[first:first + SMTP_CHUNK]:
+                                sessions[rcpt].sendmail("sender@outside.example", [rcpt], raw)
+                            spent[rcpt] += _server_cpu(pid) - start
+                for rcpt in cpu:
+                    cpu[rcpt] += spent[rcpt]
+                per_pass.append(spent["sorted@nyu.example"] / spent["plain@nyu.example"])
         finally:
             srv.stop()
     n = passes * len(taken)
@@ -258,7 +295,9 @@ def bench_smtp(passes: int, limit: int) -> None:
     print(f"over SMTP: {len(taken)} corpus messages x {passes} passes, the server's CPU")
     print(f"no script      : {none_ms:.3f} ms CPU per message")
     print(f"50-rule script : {script_ms:.3f} ms CPU per message")
-    print(f"ratio          : {script_ms / none_ms:.3f} (target <= 1.10)")
+    per_pass.sort()
+    print(f"ratio          : {script_ms / none_ms:.3f}, passes {per_pass[0]:.3f} - {per_pass[-1]:.3f}, "
+          f"median {statistics.median(per_pass):.3f} (target <= 1.10)")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ command tree, on the corpus and on generated input."""
 from __future__ import annotations
 
 import email.utils
+import re
 from dataclasses import replace
 from email import message_from_bytes, policy
 
@@ -181,3 +182,92 @@ def test_a_long_address_field_is_parsed_once_for_the_script_and_the_summary(monk
         assert summary["to"] == [] and expected[0] == "test@test.com"      # the fallback parser's
     else:
         assert [a["email"] for a in summary["to"]] == view.addresses("to") and len(expected) == 40
+
+
+@pytest.mark.parametrize("subject", ["=?iso-2022-jp?B?GyRCJUYlOSVIGyhC?= {marker}", "=?bogus-charset?q?x?= {marker}",
+                                     "=?utf-8?q?{marker}?= \xe9 raw"])
+def test_an_encoded_subject_is_decoded_once_for_the_script_and_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                                           subject: str) -> None:
+    """The script's header test and then the summary decode the same Subject: the stdlib's
+    make_header (0.05-0.3 ms for some charsets) runs once (message/encodedwords.py), and
+    each reader gets what it got before, an unknown charset included."""
+    import email.header
+    import uuid
+
+    from mailhaven.message import encodedwords, summary
+
+    marker = uuid.uuid4().hex
+    raw = f"From: a@b.example\r\nSubject: {subject.format(marker=marker)}\r\n\r\nbody\r\n".encode()
+    before = (SieveMessage(raw=raw).headers("subject"), summary.summarize(raw)["subject"])
+    encodedwords._remembered.cache_clear()
+    made: list[int] = []
+    real = email.header.make_header
+
+    def counting(*args: object, **kwargs: object) -> object:
+        made.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(email.header, "make_header", counting)
+    monkeypatch.setattr(encodedwords, "make_header", counting, raising=False)
+    monkeypatch.setattr(summary, "make_header", counting, raising=False)
+    view = SieveMessage(raw=raw, mail_from="s@x.example", rcpt_to="r@y.example")
+    run(compile_script('if header :contains "subject" "zzz" { discard; }'), view)
+    assert (view.headers("subject"), summary.summarize(raw)["subject"]) == before
+    assert len(made) == 1
+
+
+class _Counting:
+    """A compiled pattern whose findall calls are counted."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.calls = pattern, 0
+
+    def findall(self, *args: object) -> list[tuple[str, str]]:
+        self.calls += 1
+        return self.pattern.findall(*args)  # type: ignore[arg-type]
+
+
+def test_a_header_split_for_the_script_is_not_split_again_for_the_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain CRLF header (what SMTP stores) split for the script's header tests is the
+    section the summary splits next: one split (message/headerfields.py), the same fields."""
+    import uuid
+
+    from mailhaven.message import headerfields
+    from mailhaven.message.summary import summarize
+
+    raw = (f"From: a@b.example\r\nSubject: hi {uuid.uuid4().hex}\r\nTo: c@d.example\r\n\r\nbody\r\n").encode()
+    expected = summarize(raw.replace(b"hi ", b"ho "))
+    counting = _Counting(headerfields._FIELDS)
+    monkeypatch.setattr(headerfields, "_FIELDS", counting)
+    view = SieveMessage(raw=raw, mail_from="s@x.example", rcpt_to="r@y.example")
+    run(compile_script('if header :contains "subject" "zzz" { discard; }'), view)
+    got = summarize(raw)
+    assert counting.calls == 1
+    assert got["subject"].replace("hi ", "ho ") == expected["subject"] and got["to"] == expected["to"]
+
+
+def test_a_header_rebuilt_for_the_script_is_not_rebuilt_again_for_the_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header the stdlib would end early (``Subject :`` with the obsolete blank) is
+    rebuilt once (message/structure.py stdlib_readable) for the script and the summary."""
+    import uuid
+
+    from mailhaven.message import structure
+    from mailhaven.message.summary import summarize
+
+    raw = (f"From: a@b.example\r\nSubject : hi {uuid.uuid4().hex}\r\nTo: c@d.example\r\n\r\nbody\r\n").encode()
+    expected = summarize(raw.replace(b"hi ", b"ho "))
+    real, calls = structure.split_fields, []
+
+    def counting(block: bytes) -> list[tuple[str, bytes]]:
+        calls.append(1)
+        return real(block)
+
+    monkeypatch.setattr(structure, "split_fields", counting)
+    summarize(raw.replace(b"hi ", b"he "))         # the summary alone (its structure reads fields too)
+    alone = len(calls)
+    view = SieveMessage(raw=raw, mail_from="s@x.example", rcpt_to="r@y.example")
+    result = run(compile_script('if header :contains "subject" "hi" { discard; }'), view)
+    assert result.actions[0].kind == "discard"
+    got = summarize(raw)
+    assert len(calls) == 2 * alone
+    assert got["subject"].replace("hi ", "ho ") == expected["subject"] and got["to"] == expected["to"]

@@ -26,6 +26,20 @@ last line break left out). Possessive: with no bare CR (plain_fields checks) not
 ever given back, and sre keeps no backtracking state for thousands of continuation lines."""
 
 
+class _LastFields:
+    """The last section split and its fields: a Sieve script's header tests split a
+    delivery's header, then the summary splits the same text (issue 16)."""
+
+    MAX_LENGTH = 64 * 1024
+    """Longer sections are not held."""
+
+    def __init__(self) -> None:
+        self.pair: tuple[str, list[tuple[str, str]] | None] | None = None
+
+
+_LAST_FIELDS = _LastFields()
+
+
 def plain_fields(text: str) -> list[tuple[str, str]] | None:
     """(name, value) of each field of a header section, as compat32's parser stores them
     (the name as written; the value with the blanks after the colon and the final line
@@ -34,11 +48,22 @@ def plain_fields(text: str) -> list[tuple[str, str]] | None:
     the blank line inside, a bare CR, a continuation first), which the caller parses.
 
     ``text``: the header section, its blank line optional; a first ``From `` line (mbox's
-    unix-from) is skipped as the parser skips it."""
+    unix-from) is skipped as the parser skips it. The answer of the section split last is
+    remembered (the same list: callers only read it)."""
     if text.endswith("\n\r\n"):                      # the blank line ending the header
         text = text[:-2]
     elif text.endswith("\n\n"):
         text = text[:-1]
+    last = _LAST_FIELDS.pair
+    if last is not None and last[0] == text:
+        return last[1]
+    found = _split(text)
+    if len(text) <= _LastFields.MAX_LENGTH:
+        _LAST_FIELDS.pair = (text, found)
+    return found
+
+
+def _split(text: str) -> list[tuple[str, str]] | None:
     first = 0
     if text.startswith("From "):                     # the unix-from line, skipped
         first = text.find("\n") + 1

@@ -124,6 +124,22 @@ _NOT_STDLIB_FIELD = re.compile(rb"^(?![\x21-\x39\x3b-\x7e]+:|[ \t]|\r?$)", re.M)
 """A header line the stdlib parser takes for the start of the body."""
 
 
+class _LastReadable:
+    """The last message :func:`stdlib_readable` rebuilt and what it gave, held (so no
+    other object can have its id) and found by identity: a Sieve script's header tests
+    read a message whose header needs the rebuild, then the summary reads the same bytes
+    object (the store's memory of recent blobs) and rebuilds it again (issue 16)."""
+
+    MAX_SIZE = 256 * 1024
+    """Larger messages are not held."""
+
+    def __init__(self) -> None:
+        self.pair: tuple[bytes, bytes] | None = None
+
+
+_LAST_READABLE = _LastReadable()
+
+
 def stdlib_readable(raw: bytes) -> bytes:
     """``raw`` with a header block the stdlib parser reads as :func:`split_fields` does.
 
@@ -134,6 +150,16 @@ def stdlib_readable(raw: bytes) -> bytes:
     split_fields finds, blanks before a colon dropped, names the stdlib cannot hold left
     out; the body stays byte for byte. Most messages come back unchanged (the same object).
     """
+    last = _LAST_READABLE.pair
+    if last is not None and last[0] is raw:
+        return last[1]
+    readable = _readable(raw)
+    if readable is not raw and len(raw) <= _LastReadable.MAX_SIZE:
+        _LAST_READABLE.pair = (raw, readable)
+    return readable
+
+
+def _readable(raw: bytes) -> bytes:
     end = header_end(raw, 0, len(raw))
     block = raw[:end]
     first = block.find(b"\n") + 1 if block.startswith(b"From ") else 0   # mbox's From_ line

@@ -11,12 +11,13 @@ import email.utils
 import os
 import re
 from email import policy
-from email.header import Header, decode_header, make_header
+from email.header import Header, decode_header
 from email.message import Message
 from email.parser import BytesParser
 from functools import lru_cache
 from typing import Any
 
+from .encodedwords import decoded_words
 from .headerfields import plain_fields
 from .structure import parse_tree, stdlib_bounded, structure_summary
 
@@ -48,14 +49,12 @@ def decode_header_value(value: object) -> str:
     raw = field_text(value)
     if "=?" not in raw:
         return raw.strip()                  # no encoded word: what the decoding would return
-    try:
-        parts = decode_header(raw)
-    except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
+    decoded = decoded_words(raw)            # a Sieve script's header test may have decoded it
+    if decoded.parts is None:               # malformed encoded words: keep the raw text
         return raw.strip()
-    try:
-        return str(make_header(parts)).strip()
-    except Exception:  # noqa: BLE001 - raw UTF-8 beside encoded words, an unknown charset
-        return "".join(_part_text(b, charset) for b, charset in parts).strip()
+    if decoded.text is None:                # raw UTF-8 beside encoded words, an unknown charset
+        return "".join(_part_text(b, charset) for b, charset in decoded.parts).strip()
+    return decoded.text.strip()
 
 
 def _part_text(data: bytes | str, charset: str | None) -> str:

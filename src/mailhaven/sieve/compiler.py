@@ -81,13 +81,13 @@ class Script:
     includes: tuple[str, ...] = ()
     """Personal scripts it includes (RFC 6609), for the caller to load before running it."""
     program: Any = field(default=None, compare=False, repr=False)
-    """The commands as closures (sieve/program.py), built once here; None: the
-    interpreter walks ``commands``."""
+    """The commands as one generated function (sieve/codegen.py) or closures
+    (sieve/program.py), built once here; None: the interpreter walks ``commands``."""
 
 
 def compile_script(source: bytes | str) -> Script:
     """Raises SieveError (with line and column) for anything wrong."""
-    from mailhaven.sieve.program import build  # it runs the interpreter's code: imported late
+    from mailhaven.sieve.codegen import build  # it runs the interpreter's code: imported late
 
     script = _Compiler().script(parse(source))
     return replace(script, program=build(script))

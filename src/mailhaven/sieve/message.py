@@ -10,6 +10,7 @@ from email import message_from_bytes, policy
 from email.message import Message
 
 from mailhaven.message.addresses import parse_address_list
+from mailhaven.message.encodedwords import decoded_words
 from mailhaven.message.headerfields import plain_fields
 from mailhaven.message.structure import (
     MAX_HEADER_BYTES,
@@ -50,10 +51,14 @@ def _decode(value: str) -> str:
     value = _utf8(value)
     if "=?" not in value:               # no encoded word: make_header would hand it back as is
         return value
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
+    decoded = decoded_words(value)      # remembered for the summary, which decodes it too
+    if decoded.text is not None:
+        return decoded.text
+    assert decoded.error is not None
+    if issubclass(decoded.error[0], (ValueError, LookupError, UnicodeError)):
         return value
+    decoded.raise_again()
+    return value
 
 
 def _addresses(values: list[str]) -> list[str]:

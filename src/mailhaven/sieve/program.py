@@ -275,7 +275,8 @@ def _exists(names: tuple[str, ...]) -> TestFn:
 def _header_values(names: tuple[str, ...], folded: bool) -> Values:
     """The decoded values of the named fields (lower-cased when ``folded``)."""
     def values(st: _State) -> list[str]:
-        found = [v for h in names for v in st.message.headers(h)]
+        message = st.message                 # most fields a script asks for are absent:
+        found = [v for h in names if message.has_header(h) for v in message.headers(h)]   # no decoding round
         return [v.translate(_ASCII_LOWER) for v in found] if folded else found
     return values
 
@@ -286,7 +287,9 @@ def _address_values(names: tuple[str, ...], part: str, folded: bool) -> Values:
     probe = Test(name="address", tags=tags, args=(), tests=(), line=0)
 
     def values(st: _State) -> list[str]:
-        found = [p for h in names for a in st.message.addresses(h) if (p := _part(probe, a)) is not None]
+        message = st.message
+        found = [p for h in names if message.has_header(h) for a in message.addresses(h)
+                 if (p := _part(probe, a)) is not None]
         return [v.translate(_ASCII_LOWER) for v in found] if folded else found
     return values
 
