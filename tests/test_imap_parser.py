@@ -101,6 +101,16 @@ def test_literals_split_everywhere(marker: bytes, sync: bool) -> None:
     assert login.args == (String(value=b"al\r\nx", literal=True), String(value=b"pw!", literal=True))
 
 
+def test_a_run_of_spaces_after_a_literal_counts_as_one() -> None:
+    """imapclient's MULTIAPPEND: two spaces between one literal and the next argument
+    (Dovecot takes any run); a second space elsewhere stays malformed."""
+    [cmd] = all_ways(b"a APPEND INBOX {1+}\r\nx  (\\Seen) {1+}\r\ny\r\n")
+    assert isinstance(cmd, Command) and [type(a).__name__ for a in cmd.args] == [
+        "Atom", "String", "ParenList", "String"]
+    [bad, ok] = all_ways(b"a APPEND INBOX {1+}\r\nx ( \\Seen) {1+}\r\ny\r\nz NOOP\r\n")
+    assert isinstance(bad, CommandError) and isinstance(ok, Command)
+
+
 def test_literal_announcements_and_continuations() -> None:
     reader = CommandReader()
     reader.receive_data(b"a APPEND INBOX (\\Seen) {4}\r\n")

@@ -423,6 +423,12 @@ class _Tokenizer:
             c = self.line[self.pos]
             if c == 0x20:
                 if not expect_space:
+                    # After a literal a run of spaces counts as one, as Dovecot's parser
+                    # takes every run (imapclient's MULTIAPPEND writes two between one
+                    # message's literal and the next); elsewhere a second space is an error.
+                    if self.index and not self.line[:self.pos].strip(b" "):
+                        self.pos += 1
+                        continue
                     raise _ParseError("Unexpected space")
                 self.pos += 1
                 expect_space = False
