@@ -376,15 +376,25 @@ Run = Callable[[], Awaitable[object]]
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` (/proc/PID/stat)."""
-    total = 0
+    """CPU time of ``pids``: the scheduler's run time of each of their threads
+    (``/proc/PID/task/TID/schedstat``, in nanoseconds), else utime + stime from
+    ``/proc/PID/stat``, counted in clock ticks: 10 ms, so 1,000 one-message FETCHes could
+    only be told apart by 10 µs a command (every figure came out a multiple of ten)."""
+    total = 0.0
     for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+            total += sum(int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+                         for tid in tids) / 1e9
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 CPU_SUFFIX = " server CPU us/op"
