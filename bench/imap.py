@@ -740,7 +740,7 @@ def print_scaling(tables: dict[int, dict[str, dict[str, float]]]) -> None:
         if name == "dovecot" and len(names) > 1:
             continue
         print(f"{name + ' us per message':42}" + "".join(f"{n:>10}" for n in sizes))
-        for key in PER_MESSAGE:
+        for key in (k for k in PER_MESSAGE if any(k in tables[n][name] for n in sizes)):
             print(f"{key.replace(' msgs/s', ''):42}"
                   + "".join(f"{1e6 / tables[n][name][key]:10.1f}" for n in sizes if tables[n][name].get(key)))
             print(f"{'  server CPU us':42}"
