@@ -667,6 +667,12 @@ def run_size(args: argparse.Namespace, total: int) -> dict[str, dict[str, float]
         isinstance(servers[0], Mailhaven) else None
     keep = Path(args.keep).resolve() / str(total) if args.keep else None
     filled = keep is not None and (keep / "filled").exists()
+    if filled and keep is not None:
+        missing = [s.name for s in servers if not (keep / s.data.name).is_dir()]
+        if missing:
+            print(f"{keep} holds no filled data for {', '.join(missing)}: use another --keep directory",
+                  file=sys.stderr)
+            return None
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         keep.chmod(0o755)
