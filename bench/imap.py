@@ -112,23 +112,25 @@ class Conn:
 
 
 class Mailhaven:
-    name = "mailhaven"
-
-    def __init__(self, tmp: Path, max_conns: int) -> None:
-        self.data = tmp / "mailhaven"
+    def __init__(self, tmp: Path, max_conns: int, name: str = "mailhaven", src: Path = ROOT / "src") -> None:
+        self.name = name
+        self.src = src
+        """The source tree it runs (``--base``: another commit's, on a copy of the same data)."""
+        self.data = tmp / name
         self.port = free_port()
         self.max_conns = max_conns
         self.proc: subprocess.Popen[str] | None = None
 
     def env(self) -> dict[str, str]:
-        return dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
+        return dict(os.environ, PYTHONPATH=str(self.src), PYTHONUNBUFFERED="1")
 
     def cli(self, *args: str, input: str | None = None) -> None:
         subprocess.run([sys.executable, "-m", "mailhaven", "--data", str(self.data), *args], input=input,
                        text=True, check=True, capture_output=True, env=self.env())
 
-    def start(self) -> None:
-        self.data.mkdir(parents=True)
+    def start(self, filled: bool = False) -> None:
+        """A new account in a new data directory, or (``filled``) the data already there."""
+        self.data.mkdir(parents=True, exist_ok=filled)
         ports = {n: 0 for n in ("smtp", "submission", "submissions", "imaps", "pop3", "pop3s", "http",
                                 "managesieve")}   # off: its default port is fixed (24190)
         listen = "\n".join(f'{n} = ""' for n in ports) + f'\nimap = "127.0.0.1:{self.port}"\n'
@@ -137,8 +139,9 @@ class Mailhaven:
             f"connections = {self.max_conns + 100}\nconnections_per_ip = {self.max_conns + 100}\n"
             f"unauthenticated_per_ip = {self.max_conns + 100}\n"
             f"connections_per_network = {self.max_conns + 100}\n")
-        self.cli("domain", "add", "example.com")
-        self.cli("user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
+        if not filled:
+            self.cli("domain", "add", "example.com")
+            self.cli("user", "add", USER, "--password-stdin", input=PASSWORD + "\n")
         self.proc = subprocess.Popen([sys.executable, "-m", "mailhaven", "--data", str(self.data), "serve"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env())
         assert self.proc.stdout is not None
@@ -181,12 +184,12 @@ class Dovecot:
     name = "dovecot"
 
     def __init__(self, tmp: Path, max_conns: int) -> None:
-        self.dir = tmp / "dovecot"
+        self.data = self.dir = tmp / "dovecot"
         self.port = free_port()
         self.max_conns = max_conns
         self.binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
-    def start(self) -> None:
+    def start(self, filled: bool = False) -> None:
         d = self.dir
         for sub in ("run", "state", "home"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -274,7 +277,12 @@ protocol imap {{
         return sorted(set(pids))
 
     def stop(self) -> None:
+        master = self.dir / "run" / "master.pid"
+        pid = int(master.read_text().strip()) if master.exists() else None
         subprocess.run([self.binary, "-c", str(self.conf), "stop"], capture_output=True)
+        deadline = time.time() + 10
+        while pid is not None and time.time() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.05)      # gone before a restart on the same files and port
 
 
 def _rss(pids: list[int]) -> int:
@@ -368,15 +376,25 @@ Run = Callable[[], Awaitable[object]]
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` (/proc/PID/stat)."""
-    total = 0
+    """CPU time of ``pids``: the scheduler's run time of each of their threads
+    (``/proc/PID/task/TID/schedstat``, in nanoseconds), else utime + stime from
+    ``/proc/PID/stat``, counted in clock ticks: 10 ms, so 1,000 one-message FETCHes could
+    only be told apart by 10 µs a command (every figure came out a multiple of ten)."""
+    total = 0.0
     for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+            total += sum(int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+                         for tid in tids) / 1e9
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 CPU_SUFFIX = " server CPU us/op"
@@ -403,8 +421,10 @@ async def _median_rates(n: int, runs: dict[str, Run], repeat: int = REPEAT,
     return {name: (statistics.median(rates[name]), statistics.median(cpus[name])) for name in runs}
 
 
-async def bench_fetch_search(ports: dict[str, int], total: int,
-                             pids: dict[str, Callable[[], list[int]]]) -> dict[str, dict[str, float]]:
+async def bench_fetch_search(ports: dict[str, int], total: int, pids: dict[str, Callable[[], list[int]]],
+                             only: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """The timed FETCH, SEARCH, SELECT and STORE workloads (``only``: those whose label
+    holds one of these strings)."""
     conns: dict[str, Conn] = {}
     for name, port in ports.items():
         conns[name] = c = await Conn.open(port)
@@ -413,6 +433,8 @@ async def bench_fetch_search(ports: dict[str, int], total: int,
     out: dict[str, dict[str, float]] = {name: {} for name in ports}
 
     async def measure(label: str, n: int, command: Callable[[Conn], Run], repeat: int = REPEAT) -> None:
+        if only and not any(o in label for o in only):
+            return
         print(f"  {label}", file=sys.stderr, flush=True)
         figures = await _median_rates(n, {k: command(c) for k, c in conns.items()}, repeat, pids)
         for name, (rate, cpu) in figures.items():
@@ -436,7 +458,8 @@ async def bench_fetch_search(ports: dict[str, int], total: int,
     sizes = {name: (await c.cmd(f"FETCH 1:{n} (BODY.PEEK[])"))[1] for name, c in conns.items()}
     await measure("fetch BODY[] msgs/s", BULK * n, cmd(f"FETCH 1:{n} (BODY.PEEK[])", BULK))
     for name in out:
-        out[name]["fetch BODY[] MB/s"] = out[name]["fetch BODY[] msgs/s"] * sizes[name] / n / 1e6
+        if "fetch BODY[] msgs/s" in out[name]:
+            out[name]["fetch BODY[] MB/s"] = out[name]["fetch BODY[] msgs/s"] * sizes[name] / n / 1e6
 
     def singles(c: Conn) -> Run:
         async def run() -> None:
@@ -564,29 +587,41 @@ async def bench_idle(server: Mailhaven | Dovecot, port: int, count: int) -> dict
 
 
 async def run_all(servers: list[Mailhaven | Dovecot], args: argparse.Namespace,
-                  total: int) -> dict[str, dict[str, float]]:
+                  total: int, filled: bool, keep: Path | None, base: Mailhaven | None) -> dict[str, dict[str, float]]:
     """Every workload on every server: APPENDs and IDLE one server at a time (they measure
     a server's own memory and throughput over tens of seconds), the short timed runs
-    interleaved between the servers."""
+    interleaved between the servers. ``filled``: the servers start on mailboxes kept by an
+    earlier run (``--keep``), so there are no APPEND figures; ``base`` starts on a copy of
+    the first server's filled data."""
     rng = random.Random(42)
     messages = [make_message(i, rng) for i in range(min(total, APPEND_MAX))]
     results: dict[str, dict[str, float]] = {server.name: {} for server in servers}
+    if not filled:
+        for server in servers:
+            print(f"[{server.name}] append", file=sys.stderr, flush=True)
+            results[server.name].update(await bench_append(server.port, messages, 8))
+            if total > len(messages):
+                print(f"[{server.name}] copy up to {total}", file=sys.stderr, flush=True)
+                await grow_by_copies(server.port, len(messages), total)
+        if keep is not None:
+            _keep_filled(servers, keep)
+    if base is not None:
+        _copy_data(servers[0], base)
+        base.start(filled=True)
+        servers = [servers[0], base, *servers[1:]]
+        results = {server.name: results.get(server.name, {}) for server in servers}
     ports = {server.name: server.port for server in servers}
-    for server in servers:
-        print(f"[{server.name}] append", file=sys.stderr, flush=True)
-        results[server.name].update(await bench_append(server.port, messages, 8))
-        if total > len(messages):
-            print(f"[{server.name}] copy up to {total}", file=sys.stderr, flush=True)
-            await grow_by_copies(server.port, len(messages), total)
     for server in servers:
         print(f"[{server.name}] selected-mailbox memory", file=sys.stderr, flush=True)
         results[server.name].update(await bench_selected_memory(server, server.port))
     print("fetch/search", file=sys.stderr, flush=True)
-    for name, figures in (await bench_fetch_search(ports, total, {s.name: s.pids for s in servers})).items():
+    only = args.only.split(",") if args.only else None
+    for name, figures in (await bench_fetch_search(ports, total, {s.name: s.pids for s in servers}, only)).items():
         results[name].update(figures)
-    print("logins", file=sys.stderr, flush=True)
-    for name, rate in (await bench_logins(ports, args.login_seconds, 4)).items():
-        results[name]["logins/s (4 conns)"] = rate
+    if not only or any(o in "logins/s" for o in only):
+        print("logins", file=sys.stderr, flush=True)
+        for name, rate in (await bench_logins(ports, args.login_seconds, 4)).items():
+            results[name]["logins/s (4 conns)"] = rate
     if args.idle:
         for server in servers:
             print(f"[{server.name}] idle", file=sys.stderr, flush=True)
@@ -594,24 +629,66 @@ async def run_all(servers: list[Mailhaven | Dovecot], args: argparse.Namespace,
     return results
 
 
+def _copy_data(server: Mailhaven | Dovecot, to: Mailhaven | Dovecot | Path) -> None:
+    """The server's data directory copied (stopped for the copy, then started again on it)."""
+    server.stop()
+    _copy_tree(server.data, to if isinstance(to, Path) else to.data)
+    server.start(filled=True)
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    """``cp -a``: Dovecot's mail files must keep their owner."""
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", f"{source}/.", str(dest)], check=True)
+
+
+def _keep_filled(servers: list[Mailhaven | Dovecot], keep: Path) -> None:
+    for server in servers:
+        print(f"[{server.name}] keeping the filled data in {keep}", file=sys.stderr, flush=True)
+        _copy_data(server, keep / server.data.name)
+    (keep / "filled").write_text("")
+
+
 PER_MESSAGE = ("fetch flags msgs/s", "fetch envelope+bodystructure msgs/s", "fetch BODY[] msgs/s",
-               "store +FLAGS/-FLAGS msgs/s")
-"""Workloads whose time per message must stay flat as the mailbox grows."""
+               "store +FLAGS/-FLAGS msgs/s", "single-message fetch cmds/s")
+"""Workloads whose time per message must stay flat as the mailbox grows (the one-message
+FETCH: its time per command)."""
 
 
 def run_size(args: argparse.Namespace, total: int) -> dict[str, dict[str, float]] | None:
-    """Every workload at one mailbox size, on fresh servers in a fresh directory."""
+    """Every workload at one mailbox size, on fresh servers in a fresh directory (with
+    ``--keep``, on a copy of the mailboxes an earlier run filled to this size)."""
     tmp = Path(tempfile.mkdtemp(prefix="mh-imap-bench-"))
     tmp.chmod(0o755)  # Dovecot's auth process must reach its passwd file
     servers: list[Mailhaven | Dovecot] = [] if args.only_dovecot else [Mailhaven(tmp, args.idle)]
     if (args.dovecot or args.only_dovecot) and shutil.which("dovecot"):
         servers.append(Dovecot(tmp, args.idle))
+    base = Mailhaven(tmp, args.idle, "base", Path(args.base).resolve()) if args.base and servers and \
+        isinstance(servers[0], Mailhaven) else None
+    keep = Path(args.keep).resolve() / str(total) if args.keep else None
+    filled = keep is not None and (keep / "filled").exists()
+    if filled and keep is not None:
+        missing = [s.name for s in servers if not (keep / s.data.name).is_dir()]
+        if missing:
+            print(f"{keep} holds no filled data for {', '.join(missing)}: use another --keep directory",
+                  file=sys.stderr)
+            return None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        keep.chmod(0o755)
+        keep.parent.chmod(0o755)
     started: list[Mailhaven | Dovecot] = []
     try:
         for server in servers:
-            server.start()
+            if filled:
+                assert keep is not None
+                print(f"[{server.name}] copying the filled data from {keep}", file=sys.stderr, flush=True)
+                _copy_tree(keep / server.data.name, server.data)
+            server.start(filled=filled)
             started.append(server)
-        return asyncio.run(run_all(servers, args, total))
+        if base is not None:
+            started.append(base)
+        return asyncio.run(run_all(servers, args, total, filled, keep, base))
     except Exception as exc:  # noqa: BLE001 - say what failed, with Dovecot's log if it was Dovecot
         print(f"benchmark failed: {exc!r}", file=sys.stderr)
         log = tmp / "dovecot" / "dovecot.log"
@@ -624,19 +701,24 @@ def run_size(args: argparse.Namespace, total: int) -> dict[str, dict[str, float]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _pairs(names: list[str]) -> list[tuple[str, str]]:
+    """The ratios shown: each server against the last (the peer), and with ``--base`` the
+    first against the base."""
+    pairs = [(n, names[-1]) for n in names[:-1]]
+    return pairs + [(names[0], names[1])] if len(names) > 2 else pairs
+
+
 def print_table(total: int, table: dict[str, dict[str, float]]) -> None:
     names = list(table)
+    pairs = _pairs(names)
     print(f"\nIMAP benchmark, {total} messages, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    header = f"{'metric':42}" + "".join(f"{n:>14}" for n in names)
-    if len(names) == 2:
-        header += f"{'ratio':>10}"
-        print("(ratio: the first server's rate / the second's; for CPU rows the second's CPU / the first's:"
-              " above 1, the first is ahead either way)")
+    header = f"{'metric':42}" + "".join(f"{n:>14}" for n in names) + "".join(f"{a + '/' + b:>20}" for a, b in pairs)
+    if pairs:
+        print("(ratio a/b: a's rate / b's; for CPU rows b's CPU / a's: above 1, a is ahead either way)")
     print(header)
-    for key in table[names[0]]:
+    for key in dict.fromkeys(k for n in names for k in table[n]):
         row = f"{key:42}" + "".join(f"{table[n].get(key, float('nan')):14.1f}" for n in names)
-        if len(names) == 2:
-            row += f"{_ratio(key, table[names[0]].get(key), table[names[1]].get(key)):>10}"
+        row += "".join(f"{_ratio(key, table[a].get(key), table[b].get(key)):>20}" for a, b in pairs)
         print(row)
 
 
@@ -653,17 +735,23 @@ def print_scaling(tables: dict[int, dict[str, dict[str, float]]]) -> None:
     sizes = list(tables)
     first = tables[sizes[0]]
     names = list(first)
+    keys = list(dict.fromkeys(k for n in names for k in first[n]))
     print(f"\nScaling, {' / '.join(str(n) for n in sizes)} messages")
-    if len(names) == 2:
-        print(f"{'ratio ' + names[0] + '/' + names[1]:42}" + "".join(f"{n:>10}" for n in sizes))
-        for key in first[names[0]]:
-            cells = [f"{_ratio(key, tables[n][names[0]].get(key), tables[n][names[1]].get(key)):>10}"
-                     for n in sizes]
+    for a, b in _pairs(names):
+        print(f"{'ratio ' + a + '/' + b:42}" + "".join(f"{n:>10}" for n in sizes))
+        for key in keys:
+            cells = [f"{_ratio(key, tables[n][a].get(key), tables[n][b].get(key)):>10}" for n in sizes]
             print(f"{key:42}" + "".join(cells))
-    print(f"{names[0] + ' us per message':42}" + "".join(f"{n:>10}" for n in sizes))
-    for key in PER_MESSAGE:
-        print(f"{key.replace(' msgs/s', ''):42}"
-              + "".join(f"{1e6 / tables[n][names[0]][key]:10.1f}" for n in sizes if tables[n][names[0]].get(key)))
+    for name in names:
+        if name == "dovecot" and len(names) > 1:
+            continue
+        print(f"{name + ' us per message':42}" + "".join(f"{n:>10}" for n in sizes))
+        for key in (k for k in PER_MESSAGE if any(k in tables[n][name] for n in sizes)):
+            print(f"{key.replace(' msgs/s', ''):42}"
+                  + "".join(f"{1e6 / tables[n][name][key]:10.1f}" for n in sizes if tables[n][name].get(key)))
+            print(f"{'  server CPU us':42}"
+                  + "".join(f"{tables[n][name][key + CPU_SUFFIX]:10.1f}" for n in sizes
+                            if tables[n][name].get(key + CPU_SUFFIX) is not None))
 
 
 def main() -> int:
@@ -673,6 +761,12 @@ def main() -> int:
     ap.add_argument("--login-seconds", type=float, default=5.0)
     ap.add_argument("--dovecot", action="store_true", help="also run against a private Dovecot")
     ap.add_argument("--only-dovecot", action="store_true", help="run against Dovecot alone")
+    ap.add_argument("--keep", metavar="DIR", help="keep the filled mailboxes of each size in DIR/SIZE, and "
+                    "start from a copy of them when they are there (no APPEND figures then)")
+    ap.add_argument("--only", metavar="LABELS", help="only the timed workloads whose label holds one of these "
+                    "comma-separated strings (e.g. 'single,BODY[]'); the memory figures are always taken")
+    ap.add_argument("--base", metavar="SRC", help="also run another source tree's Mailhaven (its src/ "
+                    "directory) on a copy of the same filled data, interleaved with the others")
     args = ap.parse_args()
     try:
         import resource
