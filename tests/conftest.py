@@ -152,11 +152,11 @@ class ServerProcess:
 
     def _start(self, timeout: float) -> ServerProcess:
         self.write_config()
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailhaven", "--data", str(self.data), "serve"],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=mailhaven_env(),
-        )
+        with open(self.log_path, "a") as log:             # the server keeps its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailhaven", "--data", str(self.data), "serve"],
+                stdout=subprocess.PIPE, stderr=log, text=True, env=mailhaven_env(),
+            )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -214,14 +214,20 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         code = self.proc.returncode
-        self.proc = None
+        self._close_pipe()
         return code
 
     def kill(self) -> None:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
-            self.proc = None
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        assert self.proc is not None
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
 
     def log_text(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
