@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,13 +161,20 @@ def test_idle_sees_smtp_delivery(srv: ServerProcess) -> None:
     watcher.logout()
 
 
-def test_imapclient_library(srv: ServerProcess) -> None:
+def imapclient_in(srv: ServerProcess, folder: str) -> Any:
+    """An imapclient session logged in, with ``folder`` created afresh."""
     imapclient = pytest.importorskip("imapclient")
     c = imapclient.IMAPClient("127.0.0.1", port=srv.port("imap"), ssl=False)
     c.login(USER, PASSWORD)
-    if c.folder_exists("ClientLib"):
-        c.delete_folder("ClientLib")
-    c.create_folder("ClientLib")
+    if c.folder_exists(folder):
+        c.delete_folder(folder)
+    c.create_folder(folder)
+    return c
+
+
+def test_imapclient_library(srv: ServerProcess) -> None:
+    imapclient = pytest.importorskip("imapclient")
+    c = imapclient_in(srv, "ClientLib")
     c.append("ClientLib", MSG % (7, 7, 7), flags=[imapclient.SEEN])
     c.append("ClientLib", MSG % (8, 8, 8))
     info = c.select_folder("ClientLib")
@@ -197,11 +205,7 @@ def test_imapclient_multiappend(srv: ServerProcess) -> None:
     there; we answered BAD "Unexpected space". Only a run after a literal is taken
     (test_imap_parser keeps "a FETCH 1  FLAGS" malformed)."""
     imapclient = pytest.importorskip("imapclient")
-    c = imapclient.IMAPClient("127.0.0.1", port=srv.port("imap"), ssl=False)
-    c.login(USER, PASSWORD)
-    if c.folder_exists("Multi"):
-        c.delete_folder("Multi")
-    c.create_folder("Multi")
+    c = imapclient_in(srv, "Multi")
     c.multiappend("Multi", [MSG % (1, 1, 1), {"msg": MSG % (2, 2, 2), "flags": [imapclient.SEEN]},
                             MSG % (3, 3, 3)])
     assert c.select_folder("Multi")[b"EXISTS"] == 3
