@@ -84,7 +84,9 @@ class ActiveScripts:
     the text with the one kept is a memcmp; looking it up in the compile cache by text
     hashed the fresh 5 KB string of a 50-rule script every time (12 us warm)."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 512) -> None:
+        # As many as _compiled's cache keeps: a script may be 64 KB ([sieve]
+        # max_script_size) and its compiled form several times that.
         self.size = size
         self._by_account: dict[int, _Active] = {}
 
