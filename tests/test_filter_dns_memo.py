@@ -144,3 +144,41 @@ def test_remembered_spf_is_the_check_result() -> None:
         known = remembered_spf("192.0.2.1", mail_from, "c.example", memo)
         assert known is not None and known.result == "pass"
         assert known == asyncio.run(check_spf(None, "192.0.2.1", mail_from, "c.example", 5, memo))  # type: ignore[arg-type]
+
+
+def test_a_lookup_in_flight_is_not_asked_again() -> None:
+    """Fifty callers asking the same name at once (the first messages of fifty new
+    sessions) make one query, and each gets its answer or its NXDOMAIN; before, fifty
+    queries went out, and a reply lost in that burst cost its caller dnspython's lifetime."""
+    with DNSServer({"_dmarc.burst.example": {"TXT": ['"v=DMARC1; p=none"']}}) as server:
+        memo = resolver(MemoResolver, server)
+
+        async def burst(name: str) -> list[str]:
+            async def one() -> str:
+                try:
+                    return (await memo.resolve(name, "TXT"))[0].to_text()
+                except dns.resolver.NXDOMAIN:
+                    return "NXDOMAIN"
+            return await asyncio.gather(*(one() for _ in range(50)))
+
+        before = len(server.queries)
+        assert asyncio.run(burst("_dmarc.burst.example")) == ['"v=DMARC1; p=none"'] * 50
+        assert len(server.queries) - before == 1
+        before = len(server.queries)
+        assert asyncio.run(burst("nx.burst.example")) == ["NXDOMAIN"] * 50
+        assert len(server.queries) - before == 1
+
+
+def test_a_cancelled_first_asker_leaves_the_others_their_answer() -> None:
+    with DNSServer({"_dmarc.cancel.example": {"TXT": ['"v=DMARC1; p=none"']}}) as server:
+        memo = resolver(MemoResolver, server)
+
+        async def run() -> str:
+            first = asyncio.ensure_future(memo.resolve("_dmarc.cancel.example", "TXT"))
+            await asyncio.sleep(0)                  # the first is in flight
+            second = asyncio.ensure_future(memo.resolve("_dmarc.cancel.example", "TXT"))
+            await asyncio.sleep(0)
+            first.cancel()
+            return (await second)[0].to_text()
+
+        assert asyncio.run(run()) == '"v=DMARC1; p=none"'
