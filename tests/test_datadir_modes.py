@@ -38,6 +38,7 @@ class Server:
         self.config = tmp / "mailhaven.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[str] | None = None
+        self.log_path = tmp / "server.log"
 
     def cli(self, *args: str, input: str | None = None) -> str:
         result = subprocess.run([sys.executable, "-m", "mailhaven", "--data", str(self.data),
@@ -47,10 +48,10 @@ class Server:
         return result.stdout
 
     def start(self) -> None:
-        log = open(self.tmp / "server.log", "a")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen([sys.executable, "-m", "mailhaven", "--data", str(self.data), "--config",
-                                      str(self.config), "serve"], stdout=subprocess.PIPE, stderr=log, text=True,
-                                     env=mailhaven_env(), preexec_fn=_umask_022)
+        with open(self.log_path, "a") as log:             # the child keeps its own copy
+            self.proc = subprocess.Popen([sys.executable, "-m", "mailhaven", "--data", str(self.data), "--config",
+                                          str(self.config), "serve"], stdout=subprocess.PIPE, stderr=log, text=True,
+                                         env=mailhaven_env(), preexec_fn=_umask_022)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -59,12 +60,14 @@ class Server:
                 return
             if not line and self.proc.poll() is not None:
                 break
-        raise AssertionError("server did not start:\n" + (self.tmp / "server.log").read_text())
+        raise AssertionError("server did not start:\n" + self.log_path.read_text())
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
             self.proc = None
 
     def use(self, n: int) -> None:
@@ -94,10 +97,18 @@ def loose_entries(data: Path) -> list[str]:
     return out
 
 
+def assert_private(server: Server) -> None:
+    """No loose entry; on failure, the entries and the end of the server's log (it says what it
+    restricted at start), to tell a mode the server missed from one made after it looked."""
+    loose = loose_entries(server.data)
+    log = server.log_path.read_text()[-3000:] if server.log_path.exists() else ""
+    assert loose == [], f"{loose}\n--- server log ---\n{log}"
+
+
 def test_a_fresh_data_directory_is_private(tmp_path: Path) -> None:
     server = Server(tmp_path, tmp_path / "data")
     server.cli("domain", "add", "first.example")          # a CLI command makes the directory
-    assert loose_entries(server.data) == []
+    assert_private(server)
     server.start()
     try:
         server.use(1)
@@ -106,10 +117,10 @@ def test_a_fresh_data_directory_is_private(tmp_path: Path) -> None:
         if os.environ.get("MAILHAVEN_TEST_STORE") != "postgres":
             assert {"mailhaven.db", "mailhaven.db-wal", "mailhaven.db-shm", "blobs"} <= made
             assert any(p.is_file() for p in (server.data / "blobs").rglob("*"))
-        assert loose_entries(server.data) == []             # while running (WAL, SHM)
+        assert_private(server)             # while running (WAL, SHM)
     finally:
         server.stop()
-    assert loose_entries(server.data) == []
+    assert_private(server)
 
 
 def test_a_loose_data_directory_is_tightened_at_start(tmp_path: Path) -> None:
@@ -130,10 +141,10 @@ def test_a_loose_data_directory_is_tightened_at_start(tmp_path: Path) -> None:
     assert len(loose_entries(server.data)) >= 8
     server.start()
     try:
-        assert loose_entries(server.data) == []
+        assert_private(server)
         server.use(2)
-        assert loose_entries(server.data) == []
+        assert_private(server)
     finally:
         server.stop()
-    assert loose_entries(server.data) == []
+    assert_private(server)
     assert stat.S_IMODE(outside.stat().st_mode) == 0o644                    # links are not followed

@@ -83,6 +83,8 @@ def servers() -> Iterator[list[Serve]]:
         if s.proc.poll() is None:
             s.proc.kill()
             s.proc.wait()
+        if s.proc.stdout is not None:
+            s.proc.stdout.close()
 
 
 # -- 1. --data and --config on either side of the subcommand ----------------------------------

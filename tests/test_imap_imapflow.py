@@ -171,4 +171,4 @@ def test_imapflow_session(srv: ServerProcess) -> None:
     finally:
         if d.proc.poll() is None:
             d.proc.kill()
-            d.proc.wait()
+        d.proc.communicate()                                         # and close its three pipes

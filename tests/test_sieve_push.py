@@ -72,6 +72,8 @@ class Stream:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def _unverified() -> ssl.SSLContext:
