@@ -98,3 +98,32 @@ async def test_expunged_by_another_session_is_not_served_once_announced(store) -
     assert b"* 1 EXPUNGE" in out
     out = await b.cmd("UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert b"FETCH (" not in out
+
+
+async def test_one_message_header_fetch_reads_the_stored_block_not_the_message(store) -> None:  # type: ignore[no-untyped-def]
+    """A process that did not append the message (nothing in its header cache) answers the
+    one-message header FETCH from the block stored beside the message, without reading the
+    message; rows with no stored block (older versions) still read the message, and give
+    the same answer."""
+    await make_account(store)
+    c = Client(store)
+    await c.login()
+    for n in (1, 2):
+        raw = _message(n).decode()
+        await c.cmd(f"APPEND INBOX {{{len(raw)}+}}\r\n{raw}")
+    header_cache(store)._entries.clear()
+    header_cache(store).size = 0
+    calls = _count_raw_reads(store)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+    assert b"From: a1@example.org\r\nSubject: hello 1\r\n\r\n FLAGS (\\Recent))" in out
+    assert calls == []
+    if hasattr(store, "pool"):
+        await store.pool.execute("UPDATE messages SET header = NULL")
+    else:
+        await store.db.write(lambda conn: conn.execute("DELETE FROM message_headers"))
+    out2 = await c.cmd("UID FETCH 2 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+    assert b"From: a2@example.org\r\nSubject: hello 2\r\n\r\n FLAGS (\\Recent))" in out2
+    assert calls == [[2]]
+    assert out2.split(b"\r\n", 1)[0] == b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT FROM)] {42}"
+    assert out.split(b"\r\n", 1)[0] == b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT FROM)] {42}"

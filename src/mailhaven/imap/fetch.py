@@ -465,11 +465,16 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
 async def _one_header(s: Session, sel: Any, cache: HeaderCache, plan: _ColumnPlan, uid: int,
                       shown: dict[tuple[frozenset[str], bool], bytes], recent: set[int]) -> bool:
     """The FETCH of one message's header fields that clients send for each new message:
-    its header block from the cache, or its row read on the loop, without the chunking and
-    read-ahead a whole-mailbox FETCH needs. False for a message over :data:`STREAM_MIN`
-    (left to the general path, which reads only the start of its file)."""
+    its header block from the cache, else as stored beside the message (one small row, read
+    on the loop), else cut from the message's bytes; without the chunking and read-ahead a
+    whole-mailbox FETCH needs. False for a message over :data:`STREAM_MIN` without a stored
+    block (left to the general path, which reads only the start of its file)."""
     key = (sel.id, sel.uidvalidity, uid)
     header = cache.get(key)
+    if header is None:
+        header = await s.store.get_header(sel.id, uid)
+        if header is not None:
+            cache.put_header(key, header)
     if header is None:
         i = sel.index(uid)
         if i is not None and sel.column("sizes")[i] > STREAM_MIN:

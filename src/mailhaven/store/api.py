@@ -590,6 +590,13 @@ class Store(Protocol):
         """(uid, message bytes) of the live messages among ``uids``, in UID order."""
         ...
 
+    async def get_header(self, mailbox_id: int, uid: int) -> bytes | None:
+        """The header block of one live message (through the blank line that ends it), as
+        stored beside it at delivery (``store/headerblock.py``), without reading the message;
+        None when the message is gone or has no stored block (stored by an older version,
+        or a block over ``headerblock.MAX_BLOCK``): the caller reads the message instead."""
+        ...
+
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         """By store-wide id (JMAP); unknown ids are left out."""
         ...
