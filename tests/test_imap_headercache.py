@@ -43,6 +43,15 @@ def _count_raw_reads(store: Any) -> list[list[int]]:
     return calls
 
 
+async def _forget_stored_blocks(store: Any, where: str) -> None:
+    """Make the rows ``where`` holds look like an older version's: no stored header block."""
+    if hasattr(store, "pool"):
+        await store.pool.execute(f"UPDATE messages SET header = NULL WHERE {where}")
+    else:
+        await store.db.write(lambda conn: conn.execute(
+            f"DELETE FROM message_headers WHERE id IN (SELECT id FROM messages WHERE {where})"))
+
+
 async def test_header_fetches_after_append_and_after_a_first_read(store) -> None:  # type: ignore[no-untyped-def]
     await make_account(store)
     c = Client(store)
@@ -51,6 +60,7 @@ async def test_header_fetches_after_append_and_after_a_first_read(store) -> None
         raw = _message(n).decode()
         await c.cmd(f"APPEND INBOX {{{len(raw)}+}}\r\n{raw}")
     header_cache(store)._entries.pop(next(k for k in header_cache(store)._entries if k[2] == 3))
+    await _forget_stored_blocks(store, "uid = 3")          # as an older version stored it
     calls = _count_raw_reads(store)
     await c.cmd("SELECT INBOX")
     out = await c.cmd("UID FETCH 1:3 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
@@ -100,30 +110,43 @@ async def test_expunged_by_another_session_is_not_served_once_announced(store) -
     assert b"FETCH (" not in out
 
 
-async def test_one_message_header_fetch_reads_the_stored_block_not_the_message(store) -> None:  # type: ignore[no-untyped-def]
-    """A process that did not append the message (nothing in its header cache) answers the
-    one-message header FETCH from the block stored beside the message, without reading the
-    message; rows with no stored block (older versions) still read the message, and give
-    the same answer."""
+async def test_header_fetches_read_the_stored_blocks_not_the_messages(store) -> None:  # type: ignore[no-untyped-def]
+    """A process that did not append the messages (nothing in its header cache) answers
+    header FETCHes (one message, many, and the general path's \\Seen-setting form) from
+    the blocks stored beside the messages, without reading them; rows with no stored block
+    (older versions) still read the message, and give the same answer."""
     await make_account(store)
     c = Client(store)
     await c.login()
-    for n in (1, 2):
+    for n in (1, 2, 3, 4, 5):
         raw = _message(n).decode()
         await c.cmd(f"APPEND INBOX {{{len(raw)}+}}\r\n{raw}")
-    header_cache(store)._entries.clear()
-    header_cache(store).size = 0
+
+    def forget() -> None:
+        header_cache(store)._entries.clear()
+        header_cache(store).size = 0
+
+    forget()
     calls = _count_raw_reads(store)
     await c.cmd("SELECT INBOX")
     out = await c.cmd("UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
-    assert b"From: a1@example.org\r\nSubject: hello 1\r\n\r\n FLAGS (\\Recent))" in out
-    assert calls == []
-    if hasattr(store, "pool"):
-        await store.pool.execute("UPDATE messages SET header = NULL")
-    else:
-        await store.db.write(lambda conn: conn.execute("DELETE FROM message_headers"))
-    out2 = await c.cmd("UID FETCH 2 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
-    assert b"From: a2@example.org\r\nSubject: hello 2\r\n\r\n FLAGS (\\Recent))" in out2
-    assert calls == [[2]]
-    assert out2.split(b"\r\n", 1)[0] == b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT FROM)] {42}"
     assert out.split(b"\r\n", 1)[0] == b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT FROM)] {42}"
+    assert b"From: a1@example.org\r\nSubject: hello 1\r\n\r\n FLAGS (\\Recent))" in out
+    many = await c.cmd("FETCH 1:3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    forget()
+    again = await c.cmd("FETCH 1:3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert many.rsplit(b"\r\n", 2)[0] == again.rsplit(b"\r\n", 2)[0]     # all but the tagged line
+    assert b"Subject: hello 3\r\n\r\n" in many
+    forget()
+    seen = await c.cmd("FETCH 2:3 (BODY[HEADER.FIELDS (FROM)])")       # sets \\Seen: the general path
+    assert b"From: a3@example.org\r\n\r\n" in seen and b"\\Seen" in seen
+    assert calls == []
+    await _forget_stored_blocks(store, "uid >= 4")
+    forget()
+    out = await c.cmd("UID FETCH 4 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+    assert b"From: a4@example.org\r\nSubject: hello 4\r\n\r\n FLAGS (\\Recent))" in out
+    assert calls == [[4]]
+    forget()
+    mixed = await c.cmd("FETCH 3:5 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert calls == [[4], [4, 5]]                          # 3 from its stored block
+    assert [f"Subject: hello {n}\r\n\r\n".encode() in mixed for n in (3, 4, 5)] == [True] * 3

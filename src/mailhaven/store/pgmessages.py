@@ -346,10 +346,11 @@ class MessageMethods:
             out.append((uid, bytes(data)))
         return out
 
-    async def get_header(self, mailbox_id: int, uid: int) -> bytes | None:
-        stored = await self.pool.fetchval("SELECT header FROM messages WHERE mailbox_id=$1 AND uid=$2",
-                                          mailbox_id, uid)
-        return None if stored is None else unpack(stored)
+    async def get_headers(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        rows = await self.pool.fetch(
+            "SELECT uid, header FROM messages WHERE mailbox_id=$1 AND uid = ANY($2::bigint[]) "
+            "AND header IS NOT NULL ORDER BY uid", mailbox_id, sorted(set(uids)))
+        return [(uid, unpack(stored)) for uid, stored in rows]
 
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))

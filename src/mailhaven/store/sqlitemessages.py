@@ -63,8 +63,7 @@ waited for a thread hop longer than the read takes (issue 18: 0.42-1.43x Dovecot
 
 _RAW_SELECT = f"SELECT m.uid, m.blob_id, b.data FROM messages m {INLINE_JOIN}"
 _RAW_ONE = f"{_RAW_SELECT} WHERE m.mailbox_id=? AND m.uid=?"
-_HEADER_ONE = ("SELECT h.header FROM messages m JOIN message_headers h ON h.id = m.id "
-               "WHERE m.mailbox_id=? AND m.uid=?")
+_HEADER_SELECT = "SELECT m.uid, h.header FROM messages m JOIN message_headers h ON h.id = m.id"
 
 
 _CHARGE = ("UPDATE accounts SET modseq = modseq + 1, used = used + ? "
@@ -276,11 +275,16 @@ class MessageMethods:
                 _uid_rows(conn, _RAW_SELECT, mailbox_id, rest), files=True) or [])
         return found
 
-    async def get_header(self, mailbox_id: int, uid: int) -> bytes | None:
-        # One statement on the loop's reader connection (no thread hop, no BEGIN/COMMIT): the
-        # (mailbox_id, uid) index gives the id, which is the header row's key.
-        rows = self.db.query_sync(_HEADER_ONE, (mailbox_id, uid))
-        return unpack(rows[0][0]) if rows else None
+    async def get_headers(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        wanted = sorted(set(uids))
+        if len(wanted) == 1:
+            # The one-message header FETCH: one statement on the loop's reader connection (no
+            # thread hop, no BEGIN/COMMIT); the (mailbox_id, uid) index gives the id, which
+            # is the header row's key.
+            rows = self.db.query_sync(_HEADER_SELECT + " WHERE m.mailbox_id=? AND m.uid=?", (mailbox_id, wanted[0]))
+        else:
+            rows = await self.db.read(lambda conn: _uid_rows(conn, _HEADER_SELECT, mailbox_id, wanted))
+        return [(uid, unpack(stored)) for uid, stored in rows]
 
     def _raw_on_loop(self, conn: sqlite3.Connection, mailbox_id: int,
                      wanted: list[int]) -> tuple[list[tuple[int, bytes]], list[int]]:
