@@ -64,6 +64,7 @@ waited for a thread hop longer than the read takes (issue 18: 0.42-1.43x Dovecot
 _RAW_SELECT = f"SELECT m.uid, m.blob_id, b.data FROM messages m {INLINE_JOIN}"
 _RAW_ONE = f"{_RAW_SELECT} WHERE m.mailbox_id=? AND m.uid=?"
 _HEADER_SELECT = "SELECT m.uid, h.header FROM messages m JOIN message_headers h ON h.id = m.id"
+_HEADER_ONE = f"{_HEADER_SELECT} WHERE m.mailbox_id=? AND m.uid=?"
 
 
 _CHARGE = ("UPDATE accounts SET modseq = modseq + 1, used = used + ? "
@@ -281,7 +282,7 @@ class MessageMethods:
             # The one-message header FETCH: one statement on the loop's reader connection (no
             # thread hop, no BEGIN/COMMIT); the (mailbox_id, uid) index gives the id, which
             # is the header row's key.
-            rows = self.db.query_sync(_HEADER_SELECT + " WHERE m.mailbox_id=? AND m.uid=?", (mailbox_id, wanted[0]))
+            rows = self.db.query_sync(_HEADER_ONE, (mailbox_id, wanted[0]))
         else:
             rows = await self.db.read(lambda conn: _uid_rows(conn, _HEADER_SELECT, mailbox_id, wanted))
         return [(uid, unpack(stored)) for uid, stored in rows]
