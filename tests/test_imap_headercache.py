@@ -150,3 +150,45 @@ async def test_header_fetches_read_the_stored_blocks_not_the_messages(store) -> 
     mixed = await c.cmd("FETCH 3:5 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert calls == [[4], [4, 5]]                          # 3 from its stored block
     assert [f"Subject: hello {n}\r\n\r\n".encode() in mixed for n in (3, 4, 5)] == [True] * 3
+
+
+async def test_a_database_from_before_the_header_blocks_opens_and_serves(tmp_path: Any) -> None:
+    """SQLite: a database without ``message_headers`` (an older version's) gets the table at
+    open; its messages have no block, so header FETCHes, COPY and EXPUNGE of them read or
+    carry nothing new and still work, and new mail gets its block."""
+    import sqlite3
+
+    from mailhaven.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    await make_account(store)
+    account = await store.get_account("alice@example.com")
+    for n in (1, 2):
+        await store.deliver(await store.put_blob(_message(n)), [account.id])
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "mailhaven.db")        # as the older version left it
+    with conn:
+        conn.execute("DROP TABLE message_headers")
+    conn.close()
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        inbox = await store.get_mailbox(account.id, "INBOX")
+        assert await store.get_headers(inbox.id, [1, 2]) == []
+        c = Client(store)
+        await c.login()
+        await c.cmd("SELECT INBOX")
+        out = await c.cmd("UID FETCH 2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert b"Subject: hello 2\r\n\r\n" in out
+        assert b"Subject: hello 1\r\n\r\n" in await c.cmd("FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        await c.cmd("COPY 1 INBOX")
+        await c.cmd("STORE 2 +FLAGS (\\Deleted)")
+        await c.cmd("EXPUNGE")
+        await store.deliver(await store.put_blob(_message(4)), [account.id])
+        assert [u for u, _ in await store.get_headers(inbox.id, [1, 3, 4])] == [4]
+        assert b"* 3 EXISTS" in await c.cmd("NOOP")
+        out = await c.cmd("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert out.count(b"Subject: hello 1\r\n\r\n") == 2 and b"Subject: hello 4\r\n\r\n" in out
+    finally:
+        await store.close()
