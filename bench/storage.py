@@ -1,5 +1,6 @@
 """Data directory size for a corpus-like mix of messages, by part: blobs, message rows,
-summaries (parsed summary and the stored ENVELOPE/BODYSTRUCTURE), the search index.
+summaries (parsed summary and the stored ENVELOPE/BODYSTRUCTURE), header blocks, the search
+index.
 
     python bench/storage.py [--messages 20000] [--corpus ../shared/corpus]
 
@@ -34,6 +35,7 @@ PARTS = {
     "rows": ("messages", "sqlite_autoindex_messages_1", "messages_account_modseq", "messages_mailbox_modseq",
              "messages_message_id", "messages_blob", "message_refs", "message_refs_ref"),
     "summaries": ("message_data",),
+    "header blocks": ("message_headers",),
     "index": ("search_index", "search_index_data", "search_index_idx", "search_index_docsize",
               "search_index_config", "search_text", "fts_pending",
               # (before the index was contentless)

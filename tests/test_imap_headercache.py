@@ -43,6 +43,15 @@ def _count_raw_reads(store: Any) -> list[list[int]]:
     return calls
 
 
+async def _forget_stored_blocks(store: Any, where: str) -> None:
+    """Make the rows ``where`` holds look like an older version's: no stored header block."""
+    if hasattr(store, "pool"):
+        await store.pool.execute(f"UPDATE messages SET header = NULL WHERE {where}")
+    else:
+        await store.db.write(lambda conn: conn.execute(
+            f"DELETE FROM message_headers WHERE id IN (SELECT id FROM messages WHERE {where})"))
+
+
 async def test_header_fetches_after_append_and_after_a_first_read(store) -> None:  # type: ignore[no-untyped-def]
     await make_account(store)
     c = Client(store)
@@ -51,6 +60,7 @@ async def test_header_fetches_after_append_and_after_a_first_read(store) -> None
         raw = _message(n).decode()
         await c.cmd(f"APPEND INBOX {{{len(raw)}+}}\r\n{raw}")
     header_cache(store)._entries.pop(next(k for k in header_cache(store)._entries if k[2] == 3))
+    await _forget_stored_blocks(store, "uid = 3")          # as an older version stored it
     calls = _count_raw_reads(store)
     await c.cmd("SELECT INBOX")
     out = await c.cmd("UID FETCH 1:3 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
@@ -98,3 +108,87 @@ async def test_expunged_by_another_session_is_not_served_once_announced(store) -
     assert b"* 1 EXPUNGE" in out
     out = await b.cmd("UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert b"FETCH (" not in out
+
+
+async def test_header_fetches_read_the_stored_blocks_not_the_messages(store) -> None:  # type: ignore[no-untyped-def]
+    """A process that did not append the messages (nothing in its header cache) answers
+    header FETCHes (one message, many, and the general path's \\Seen-setting form) from
+    the blocks stored beside the messages, without reading them; rows with no stored block
+    (older versions) still read the message, and give the same answer."""
+    await make_account(store)
+    c = Client(store)
+    await c.login()
+    for n in (1, 2, 3, 4, 5):
+        raw = _message(n).decode()
+        await c.cmd(f"APPEND INBOX {{{len(raw)}+}}\r\n{raw}")
+
+    def forget() -> None:
+        header_cache(store)._entries.clear()
+        header_cache(store).size = 0
+
+    forget()
+    calls = _count_raw_reads(store)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+    assert out.split(b"\r\n", 1)[0] == b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT FROM)] {42}"
+    assert b"From: a1@example.org\r\nSubject: hello 1\r\n\r\n FLAGS (\\Recent))" in out
+    many = await c.cmd("FETCH 1:3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    forget()
+    again = await c.cmd("FETCH 1:3 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert many.rsplit(b"\r\n", 2)[0] == again.rsplit(b"\r\n", 2)[0]     # all but the tagged line
+    assert b"Subject: hello 3\r\n\r\n" in many
+    forget()
+    seen = await c.cmd("FETCH 2:3 (BODY[HEADER.FIELDS (FROM)])")       # sets \\Seen: the general path
+    assert b"From: a3@example.org\r\n\r\n" in seen and b"\\Seen" in seen
+    assert calls == []
+    await _forget_stored_blocks(store, "uid >= 4")
+    forget()
+    out = await c.cmd("UID FETCH 4 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+    assert b"From: a4@example.org\r\nSubject: hello 4\r\n\r\n FLAGS (\\Recent))" in out
+    assert calls == [[4]]
+    forget()
+    mixed = await c.cmd("FETCH 3:5 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert calls == [[4], [4, 5]]                          # 3 from its stored block
+    assert [f"Subject: hello {n}\r\n\r\n".encode() in mixed for n in (3, 4, 5)] == [True] * 3
+
+
+async def test_a_database_from_before_the_header_blocks_opens_and_serves(tmp_path: Any) -> None:
+    """SQLite: a database without ``message_headers`` (an older version's) gets the table at
+    open; its messages have no block, so header FETCHes, COPY and EXPUNGE of them read or
+    carry nothing new and still work, and new mail gets its block."""
+    import sqlite3
+
+    from mailhaven.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    await make_account(store)
+    account = await store.get_account("alice@example.com")
+    for n in (1, 2):
+        await store.deliver(await store.put_blob(_message(n)), [account.id])
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "mailhaven.db")        # as the older version left it
+    with conn:
+        conn.execute("DROP TABLE message_headers")
+    conn.close()
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        inbox = await store.get_mailbox(account.id, "INBOX")
+        assert await store.get_headers(inbox.id, [1, 2]) == []
+        c = Client(store)
+        await c.login()
+        await c.cmd("SELECT INBOX")
+        out = await c.cmd("UID FETCH 2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert b"Subject: hello 2\r\n\r\n" in out
+        assert b"Subject: hello 1\r\n\r\n" in await c.cmd("FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        await c.cmd("COPY 1 INBOX")
+        await c.cmd("STORE 2 +FLAGS (\\Deleted)")
+        await c.cmd("EXPUNGE")
+        await store.deliver(await store.put_blob(_message(4)), [account.id])
+        assert [u for u, _ in await store.get_headers(inbox.id, [1, 3, 4])] == [4]
+        assert b"* 3 EXISTS" in await c.cmd("NOOP")
+        out = await c.cmd("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert out.count(b"Subject: hello 1\r\n\r\n") == 2 and b"Subject: hello 4\r\n\r\n" in out
+    finally:
+        await store.close()

@@ -526,6 +526,72 @@ async def test_wire_forms_and_raw_as_plain_tuples(backend):
     assert await s.get_wire_forms(inbox.id, [1, 2]) == [(1, None, None), (2, None, None)]
 
 
+async def _header(s, box, uid: int) -> bytes | None:
+    """The one-message form of get_headers (SQLite reads it on the loop)."""
+    found = await s.get_headers(box.id, [uid])
+    assert len(found) <= 1 and all(u == uid for u, _ in found)
+    return found[0][1] if found else None
+
+
+async def test_header_blocks_stored_copied_moved_and_gone_with_the_message(backend):
+    """get_headers: the header block (through its blank line) of a delivered or appended
+    message, a copy's and a moved one's, compressed or not, in UID order; left out once
+    expunged, for unknown UIDs, and for a block over headerblock.MAX_BLOCK (not stored)."""
+    from mailhaven.store.headerblock import MAX_BLOCK, PACK_MIN
+
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    archive = await s.get_mailbox(bob.id, "Archive")
+    received = b"".join(b"Received: from relay%d.example by mx.nyu.example; Mon, 23 Nov 2026 10:00:%02d +0000\r\n"
+                        % (i, i) for i in range(30))
+    long = received + RAW                                   # a block over PACK_MIN: stored compressed
+    huge = b"X-Big: " + b"y" * MAX_BLOCK + b"\r\n" + RAW
+    lf = RAW.replace(b"\r\n", b"\n")
+    assert len(long.split(b"\r\n\r\n")[0]) > PACK_MIN
+    await s.deliver(await s.put_blob(RAW), [bob.id])
+    await s.append(inbox.id, await s.put_blob(long))
+    await s.append(inbox.id, await s.put_blob(huge))
+    await s.append(inbox.id, await s.put_blob(lf))
+    await s.append(inbox.id, await s.put_blob(b"Subject: no body at all\r\n"))
+    head = RAW[:RAW.index(b"\r\n\r\n") + 4]
+    blocks = await s.get_headers(inbox.id, [5, 99, 3, 1, 4, 2, 1])
+    assert [uid for uid, _ in blocks] == [1, 2, 4, 5] and blocks[0][1] == head
+    assert await _header(s, inbox, 1) == head
+    assert await _header(s, inbox, 2) == long[:long.index(b"\r\n\r\n") + 4]
+    assert await _header(s, inbox, 3) is None
+    assert await _header(s, inbox, 4) == lf[:lf.index(b"\n\n") + 2]
+    assert await _header(s, inbox, 5) == b"Subject: no body at all\r\n"
+    assert await _header(s, inbox, 99) is None
+    assert await s.copy(inbox.id, [1, 2], archive.id) == [(1, 1), (2, 2)]
+    assert await s.move(inbox.id, [4], archive.id) == [(4, 3)]
+    assert await _header(s, archive, 2) == await _header(s, inbox, 2)
+    assert await _header(s, archive, 3) == lf[:lf.index(b"\n\n") + 2]
+    assert await _header(s, inbox, 4) is None                # moved away
+    await s.expunge(inbox.id, [1])
+    assert await _header(s, inbox, 1) is None
+    assert await _header(s, archive, 1) == head              # the copy keeps its own
+    await s.delete_mailbox(archive.id)
+    assert await _header(s, archive, 1) is None
+
+
+async def test_header_blocks_absent_on_old_rows_until_reindex(backend):
+    """Rows stored by a version without header blocks are left out (the FETCH reads the
+    message); reindex stores them."""
+    s = backend
+    bob = await _bob(s)
+    inbox = await s.get_mailbox(bob.id, "INBOX")
+    await s.deliver(await s.put_blob(RAW), [bob.id])
+    if hasattr(s, "pool"):
+        await s.pool.execute("UPDATE messages SET header = NULL")
+    else:
+        await s.db.write(lambda c: c.execute("DELETE FROM message_headers"))
+    assert await _header(s, inbox, 1) is None
+    assert await s.get_raw(inbox.id, [1]) == [(1, RAW)]
+    assert await s.reindex() == 1
+    assert await _header(s, inbox, 1) == RAW[:RAW.index(b"\r\n\r\n") + 4]
+
+
 async def _forget_wire_forms(s) -> None:
     """Make the stored rows look like an older version's: no ENVELOPE/BODYSTRUCTURE forms."""
     if hasattr(s, "pool"):

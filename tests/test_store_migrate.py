@@ -75,6 +75,9 @@ async def test_migration_keeps_uids_ids_modseqs_and_passwords(tmp_path, pg):
     lite = SQLiteStore(data)
     await lite.open()
     before = await _snapshot(lite)
+    bob_lite = await lite.get_account("bob@nyu.example")
+    heads = await lite.get_headers((await lite.get_mailbox(bob_lite.id, "INBOX")).id, range(1, 100))
+    assert heads                                            # the header blocks stored at delivery
     await lite.close()
 
     result = await asyncio.to_thread(run_cli, data, "store", "migrate-to-postgres", "--dsn", dsn,
@@ -93,6 +96,7 @@ async def test_migration_keeps_uids_ids_modseqs_and_passwords(tmp_path, pg):
         bob = await s.get_account("bob@nyu.example")
         inbox = await s.get_mailbox(bob.id, "INBOX")
         assert await s.search_text(inbox.id, "body", "noon") == {2}
+        assert await s.get_headers(inbox.id, range(1, 100)) == heads
         # New mail continues after the copied UIDs, ids and UIDVALIDITYs.
         [res] = await s.deliver(await s.put_blob(REPLY + b"new"), [bob.id])
         assert res.message is not None and res.message.uid == inbox.uidnext

@@ -277,3 +277,23 @@ async def test_unreachable_database_is_one_clear_error(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     # The last line (a warning that the new directory's modes were tightened may come first).
     assert result.stderr.strip().splitlines()[-1].startswith("mailhaven: cannot open the PostgreSQL store at postgresql://mh:***@")
+
+
+async def test_a_schema_from_before_the_header_blocks_gets_the_column(nodes, tmp_path):
+    """A schema whose messages table has no ``header`` column (an older version's) gets it
+    when a node opens; its rows have no block (FETCH reads the message), new mail has one."""
+    a, b = nodes
+    bob = await a.add_account("bob@nyu.example", "pw")
+    await a.deliver(await a.put_blob(RAW), [bob.id])
+    await a.pool.execute("ALTER TABLE messages DROP COLUMN header")
+    c = PostgresStore(a.dsn, tmp_path / "c", schema=a.schema)
+    await c.open()
+    try:
+        inbox = await c.get_mailbox(bob.id, "INBOX")
+        assert await c.get_headers(inbox.id, [1]) == []
+        assert await c.get_raw(inbox.id, [1]) == [(1, RAW)]
+        monday = RAW.replace(b"Friday", b"Monday")
+        await c.deliver(await c.put_blob(monday), [bob.id])
+        assert await c.get_headers(inbox.id, [1, 2]) == [(2, monday[:monday.index(b"\r\n\r\n") + 4])]
+    finally:
+        await c.close()

@@ -271,6 +271,11 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
     if plan.need_raw:       # rows and bytes in one trip to the store (headers: what the cache lacks)
         wanted = cache.lookup(sel.id, sel.uidvalidity, chunk, raws) if plan.headers_only else chunk
         wanted = [u for u in wanted if u not in large] if large else wanted
+        if plan.headers_only and wanted:        # then as stored beside the message
+            for uid, header in await s.store.get_headers(sel.id, wanted):
+                raws[uid] = header
+                cache.put_header((sel.id, sel.uidvalidity, uid), header)
+            wanted = [u for u in wanted if u not in raws]
         if plan.headers_only and wanted:
             from .fetch_large import large_headers
 
@@ -445,8 +450,13 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
                 ahead = None
                 if not wire and n + 1 < len(chunks) and not chunks[n + 1][1]:
                     ahead = Prefetch(s.store.get_raw(sel.id, chunks[n + 1][0]))
-            elif headers:       # header blocks from this process's cache; whole messages for the rest
+            elif headers:       # header blocks from this process's cache, else as stored; messages for the rest
                 missing = cache.lookup(sel.id, sel.uidvalidity, chunk, bodies)
+                if missing:
+                    for uid, header in await s.store.get_headers(sel.id, missing):
+                        bodies[uid] = header
+                        cache.put_header((sel.id, sel.uidvalidity, uid), header)
+                    missing = [u for u in missing if u not in bodies]
                 if missing:
                     from .fetch_large import large_headers
 
@@ -465,11 +475,17 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
 async def _one_header(s: Session, sel: Any, cache: HeaderCache, plan: _ColumnPlan, uid: int,
                       shown: dict[tuple[frozenset[str], bool], bytes], recent: set[int]) -> bool:
     """The FETCH of one message's header fields that clients send for each new message:
-    its header block from the cache, or its row read on the loop, without the chunking and
-    read-ahead a whole-mailbox FETCH needs. False for a message over :data:`STREAM_MIN`
-    (left to the general path, which reads only the start of its file)."""
+    its header block from the cache, else as stored beside the message (one small row, read
+    on the loop), else cut from the message's bytes; without the chunking and read-ahead a
+    whole-mailbox FETCH needs. False for a message over :data:`STREAM_MIN` without a stored
+    block (left to the general path, which reads only the start of its file)."""
     key = (sel.id, sel.uidvalidity, uid)
     header = cache.get(key)
+    if header is None:
+        stored = await s.store.get_headers(sel.id, [uid])
+        if stored:
+            header = stored[0][1]
+            cache.put_header(key, header)
     if header is None:
         i = sel.index(uid)
         if i is not None and sel.column("sizes")[i] > STREAM_MIN:

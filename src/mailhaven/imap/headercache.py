@@ -52,6 +52,19 @@ class HeaderCache:
                 found[uid] = header
         return missing
 
+    def put_header(self, key: Key, header: bytes) -> None:
+        """Keep ``header``, a header block already cut (as the store keeps it)."""
+        if len(header) > MAX_HEADER or key in self._entries:
+            return
+        self._entries[key] = header
+        self.size += len(header)
+        self._trim()
+
+    def _trim(self) -> None:
+        while self.size > self.budget and self._entries:
+            _, old = self._entries.popitem(last=False)
+            self.size -= len(old)
+
     def put_message(self, key: Key, raw: bytes) -> bytes:
         """Keep the header block of ``raw`` (through the blank line that ends it); returns it."""
         kept = self._entries.get(key)
@@ -63,9 +76,7 @@ class HeaderCache:
             return header
         self._entries[key] = header
         self.size += len(header)
-        while self.size > self.budget and self._entries:
-            _, old = self._entries.popitem(last=False)
-            self.size -= len(old)
+        self._trim()
         return header
 
 

@@ -590,6 +590,14 @@ class Store(Protocol):
         """(uid, message bytes) of the live messages among ``uids``, in UID order."""
         ...
 
+    async def get_headers(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        """(uid, header block) of the live messages among ``uids``, in UID order: the block
+        (through the blank line that ends it) as stored beside the message at delivery
+        (``store/headerblock.py``), without reading the message. Messages with no stored
+        block (stored by an older version, or a block over ``headerblock.MAX_BLOCK``) are
+        left out like gone ones: the caller reads those messages instead."""
+        ...
+
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         """By store-wide id (JMAP); unknown ids are left out."""
         ...

@@ -2,7 +2,7 @@
 
     mailhaven store check                 # consistency of rows and message bytes (exit 1 on problems)
     mailhaven store gc [--grace 1h]       # remove message bytes no row names
-    mailhaven store reindex               # recompute summaries, IMAP structures, search text
+    mailhaven store reindex               # recompute summaries, IMAP structures, header blocks, search text
     mailhaven store migrate-to-postgres --dsn postgresql://... [--schema mailhaven]
 """
 
@@ -24,8 +24,8 @@ def register(sub: Any) -> None:
     ssub.add_parser("check", help="report inconsistencies (exit status 1 when there are any)")
     a = ssub.add_parser("gc", help="remove message bytes that no row names")
     a.add_argument("--grace", default="1h", help="only bytes older than this (default 1h)")
-    ssub.add_parser("reindex", help="recompute every message's summary, IMAP ENVELOPE/BODYSTRUCTURE and "
-                    "search text from its bytes (after an upgrade; safe while the server runs)")
+    ssub.add_parser("reindex", help="recompute every message's summary, IMAP ENVELOPE/BODYSTRUCTURE, header "
+                    "block and search text from its bytes (after an upgrade; safe while the server runs)")
     a = ssub.add_parser("migrate-to-postgres", help="copy this SQLite store into an empty PostgreSQL schema")
     a.add_argument("--dsn", required=True, help="postgresql://user:password@host/database")
     a.add_argument("--schema", default="mailhaven", help="target schema (default mailhaven); must be empty")

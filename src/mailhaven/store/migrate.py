@@ -104,12 +104,15 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
                        lambda r: (r[0], *(_clean(r[i] or "") for i in range(1, 8))))
             # Summaries live in message_data (a source from an older version has them in messages).
             split = lite.execute("SELECT 1 FROM sqlite_master WHERE name='message_data'").fetchone()
-            await copy("messages", "SELECT m.*, d.summary, d.imap_envelope, d.imap_body FROM messages m "
-                       "LEFT JOIN message_data d ON d.id = m.id ORDER BY m.id" if split
+            headers = lite.execute("SELECT 1 FROM sqlite_master WHERE name='message_headers'").fetchone()
+            await copy("messages", "SELECT m.*, d.summary, d.imap_envelope, d.imap_body"
+                       + (", h.header FROM messages m LEFT JOIN message_headers h ON h.id = m.id"
+                          if headers else " FROM messages m")
+                       + " LEFT JOIN message_data d ON d.id = m.id ORDER BY m.id" if split
                        else "SELECT * FROM messages ORDER BY id",
                        ("id", "mailbox_id", "account_id", "uid", "blob_id", "size", "internal_date", "flags",
                         "modseq", "thread_id", "message_id", "parent_ids", "summary", "imap_envelope",
-                        "imap_body"),
+                        "imap_body", "header"),
                        _message_record)
             await copy("expunged", "SELECT * FROM expunged",
                        ("mailbox_id", "account_id", "message_id", "uid", "modseq"),
@@ -199,4 +202,5 @@ def _message_record(r: sqlite3.Row) -> tuple[Any, ...]:
     return (r["id"], r["mailbox_id"], r["account_id"], r["uid"], r["blob_id"], r["size"],
             float(r["internal_date"]), flags, r["modseq"], r["thread_id"], _clean(r["message_id"] or ""),
             parents, json.dumps(summary),
-            *((r["imap_envelope"], r["imap_body"]) if "imap_envelope" in r.keys() else (None, None)))
+            *((r["imap_envelope"], r["imap_body"]) if "imap_envelope" in r.keys() else (None, None)),
+            r["header"] if "header" in r.keys() else None)

@@ -31,6 +31,7 @@ from .api import (
     QuotaExceeded,
 )
 from .blobview import BlobView
+from .headerblock import header_block, pack, unpack
 from .names import normalize_mailbox_name
 from .pgblobs import BLOB_BYTES, BlobNotFound
 
@@ -124,7 +125,7 @@ async def mailbox_account(conn: asyncpg.Connection, mailbox_id: int) -> int:
 class _Prepared:
     """What a delivery stores besides the blob reference, computed before the transaction."""
 
-    def __init__(self, summary: dict[str, Any], text: tuple[str, ...]) -> None:
+    def __init__(self, summary: dict[str, Any], text: tuple[str, ...], header: bytes | None = None) -> None:
         self.summary_json = json.dumps(summary)  # ASCII: survives any odd character
         self.message_id = clean(str(summary.get("message_id", "") or ""))
         self.parent_ids = list(dict.fromkeys(
@@ -133,18 +134,22 @@ class _Prepared:
         self.text = text
         self.summary = summary
         self.wire = wire_forms(summary) or (None, None)
+        self.header = header
+        """:func:`headerblock.pack` of the header block; None: not kept."""
 
 
-def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
-    """What is stored beside a message: its summary (``summary``, else computed) and search text."""
+def _prepare(raw: bytes, summary: dict[str, Any] | None = None, *, whole: bool = True) -> _Prepared:
+    """What is stored beside a message: its summary (``summary``, else computed), search text
+    and header block (``whole``: ``raw`` is the whole message, not its start)."""
     s = summary if summary is not None else summarize(raw)
-    return _Prepared(s, tuple(clean(f) for f in search_fields(raw, s)))
+    block = header_block(raw, whole=whole)
+    return _Prepared(s, tuple(clean(f) for f in search_fields(raw, s)), None if block is None else pack(block))
 
 
 def _prepare_view(view: BlobView) -> _Prepared:
     """:func:`_prepare` of a large message in bounded memory (off the event loop)."""
     s, prefix = summarize_view(view)
-    return _prepare(prefix, s)
+    return _prepare(prefix, s, whole=False)
 
 
 class MessageMethods:
@@ -168,8 +173,8 @@ class MessageMethods:
         return await asyncio.to_thread(_prepare, raw, summary)
 
     async def reindex(self, batch: int = 200) -> int:
-        """Recompute every message's summary, IMAP wire forms and search text from its bytes
-        (after an upgrade changed how they are computed); returns how many messages. Once per
+        """Recompute every message's summary, IMAP wire forms, header block and search text from
+        its bytes (after an upgrade changed how they are computed); returns how many messages. Once per
         blob (copies share it); a batch per transaction, beside serving nodes."""
         done = 0
         last = ""
@@ -191,8 +196,8 @@ class MessageMethods:
                 n = 0
                 for blob_id, p in prepared:
                     status = await tx.conn.execute(
-                        "UPDATE messages SET summary = $2, imap_envelope = $3, imap_body = $4 WHERE blob_id = $1",
-                        blob_id, p.summary_json, *p.wire)
+                        "UPDATE messages SET summary = $2, imap_envelope = $3, imap_body = $4, header = $5 "
+                        "WHERE blob_id = $1", blob_id, p.summary_json, *p.wire, p.header)
                     n += int(status.split()[-1])
                     await tx.conn.execute(
                         "INSERT INTO blob_text (blob_id, subject, sender, recipients, cc, bcc, body, headers) "
@@ -216,15 +221,15 @@ class MessageMethods:
             "t AS (INSERT INTO blob_text (blob_id, subject, sender, recipients, cc, bcc, body, headers) "
             "VALUES ($4, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (blob_id) DO NOTHING) "
             "INSERT INTO messages (id, mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
-            "modseq, thread_id, message_id, parent_ids, summary, imap_envelope, imap_body) "
+            "modseq, thread_id, message_id, parent_ids, summary, imap_envelope, imap_body, header) "
             "SELECT n.id, $2, $1, u.uid, $4, $5, $6, $7, $3, COALESCE("
             "(SELECT m.thread_id FROM messages m WHERE m.account_id = $1 AND m.message_id = ANY($9::text[]) "
             "LIMIT 1), "
             "(SELECT m.thread_id FROM messages m WHERE $8 <> '' AND m.parent_ids @> ARRAY[$8::text] "
-            "AND m.account_id = $1 LIMIT 1), n.id), $8, $9, $10, $18, $19 "
+            "AND m.account_id = $1 LIMIT 1), n.id), $8, $9, $10, $18, $19, $20 "
             f"FROM u, n RETURNING {cols(True)}",
             account_id, mailbox_id, modseq, blob.id, blob.size, internal_date, flags,
-            p.message_id, p.parent_ids, p.summary_json, *p.text, *p.wire)
+            p.message_id, p.parent_ids, p.summary_json, *p.text, *p.wire, p.header)
         if row is None:
             raise NotFound(f"no mailbox {mailbox_id}")
         return row
@@ -340,6 +345,12 @@ class MessageMethods:
                 raise BlobNotFound(f"no blob {blob_id}")
             out.append((uid, bytes(data)))
         return out
+
+    async def get_headers(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        rows = await self.pool.fetch(
+            "SELECT uid, header FROM messages WHERE mailbox_id=$1 AND uid = ANY($2::bigint[]) "
+            "AND header IS NOT NULL ORDER BY uid", mailbox_id, sorted(set(uids)))
+        return [(uid, unpack(stored)) for uid, stored in rows]
 
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))
@@ -465,9 +476,9 @@ class MessageMethods:
         new_uids = list(range(first, first + len(rows)))
         await conn.execute(
             "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, modseq, "
-            "thread_id, message_id, parent_ids, summary, imap_envelope, imap_body) "
+            "thread_id, message_id, parent_ids, summary, imap_envelope, imap_body, header) "
             "SELECT $3, m.account_id, x.uid, m.blob_id, m.size, m.internal_date, m.flags, $4, m.thread_id, "
-            "m.message_id, m.parent_ids, m.summary, m.imap_envelope, m.imap_body "
+            "m.message_id, m.parent_ids, m.summary, m.imap_envelope, m.imap_body, m.header "
             "FROM unnest($1::bigint[], $2::bigint[]) AS x(src, uid) JOIN messages m ON m.id = x.src "
             "ORDER BY x.uid", [r["id"] for r in rows], new_uids, dst, modseq)
         if check_quota:

@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS messages (
     summary text NOT NULL,
     imap_envelope bytea,
     imap_body bytea,
+    header bytea,                           -- headerblock.pack of the header block (NULL: older rows)
     UNIQUE (mailbox_id, uid)
 );
 CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq);
@@ -155,6 +156,9 @@ async def _upgrade(conn: asyncpg.Connection) -> None:
         "AND table_name = 'messages' AND column_name = 'imap_envelope'")
     if not has_wire:    # ENVELOPE/BODYSTRUCTURE rendered at delivery; older rows keep NULL
         await conn.execute("ALTER TABLE messages ADD COLUMN imap_envelope bytea, ADD COLUMN imap_body bytea")
+    # The header block for the one-message header FETCH (store/headerblock.py); older rows
+    # keep NULL (FETCH reads their bytes) until `mailhaven store reindex`.
+    await conn.execute("ALTER TABLE messages ADD COLUMN IF NOT EXISTS header bytea")
 
 
 async def ensure_schema(conn: asyncpg.Connection, schema: str, *, fresh: bool) -> bool:

@@ -284,6 +284,8 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
                 raise NotFound(f"no account {address}")
             unindex(conn, [r[0] for r in conn.execute("SELECT id FROM messages WHERE account_id=?", (row[0],))])
             conn.execute("DELETE FROM message_data WHERE id IN (SELECT id FROM messages WHERE account_id=?)", (row[0],))
+            conn.execute("DELETE FROM message_headers WHERE id IN (SELECT id FROM messages WHERE account_id=?)",
+                         (row[0],))
             conn.execute("DELETE FROM messages WHERE account_id=?", (row[0],))
             conn.execute("DELETE FROM expunged WHERE account_id=?", (row[0],))
             conn.execute("DELETE FROM message_refs WHERE account_id=?", (row[0],))

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 from ..message.summary import LARGE_MESSAGE
 from .api import Message, NotFound
 from .db import Database, WriteContext
-from .sqliterows import _INSERT_DATA, _INSERT_PENDING, _prepare, _prepare_file, _Prepared
+from .sqliterows import (
+    _INSERT_DATA,
+    _INSERT_HEADER,
+    _INSERT_PENDING,
+    _prepare,
+    _prepare_file,
+    _Prepared,
+)
 from .trigram import like_matcher, matcher, trigram_query
 
 if TYPE_CHECKING:
@@ -220,9 +227,10 @@ class IndexMethods:
         self._index_pending = 0
 
     async def reindex(self, batch: int = 200) -> int:
-        """Recompute every message's summary, IMAP wire forms and search text from its bytes
-        (after an upgrade changed how they are computed); returns how many messages. Runs
-        beside a serving process: a batch per transaction, rows that went meanwhile skipped."""
+        """Recompute every message's summary, IMAP wire forms, header block and search text
+        from its bytes (after an upgrade changed how they are computed); returns how many
+        messages. Runs beside a serving process: a batch per transaction, rows that went
+        meanwhile skipped."""
         done = last = 0
         while True:
             def page(c: sqlite3.Connection, after: int = last) -> list[sqlite3.Row]:
@@ -256,6 +264,8 @@ class IndexMethods:
                     if conn.execute("SELECT 1 FROM messages WHERE id=?", (message_id,)).fetchone() is None:
                         continue                    # expunged meanwhile
                     conn.execute(_INSERT_DATA, (message_id, p.stored_summary, *(p.wire or (None, None))))
+                    if p.header is not None:
+                        conn.execute(_INSERT_HEADER, (message_id, p.header))
                     unindex(conn, (message_id,))
                     conn.execute(_INSERT_PENDING, (message_id, *p.fts))
                     n += 1

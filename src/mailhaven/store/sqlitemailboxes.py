@@ -156,6 +156,8 @@ class MailboxMethods:
                 "WHERE mailbox_id=?", (modseq, mailbox_id))
             unindex(conn, [r[0] for r in conn.execute("SELECT id FROM messages WHERE mailbox_id=?", (mailbox_id,))])
             conn.execute("DELETE FROM message_data WHERE id IN (SELECT id FROM messages WHERE mailbox_id=?)", (mailbox_id,))
+            conn.execute("DELETE FROM message_headers WHERE id IN (SELECT id FROM messages WHERE mailbox_id=?)",
+                         (mailbox_id,))
             conn.execute("DELETE FROM messages WHERE mailbox_id=?", (mailbox_id,))
             conn.execute("DELETE FROM mailboxes WHERE id=?", (mailbox_id,))
             conn.execute("UPDATE accounts SET used = MAX(0, used - ?) WHERE id=?", (size, account_id))

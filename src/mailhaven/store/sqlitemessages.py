@@ -25,10 +25,12 @@ from .api import (
 )
 from .blobs import INLINE_JOIN
 from .db import Database, WriteContext
+from .headerblock import unpack
 from .names import normalize_mailbox_name
 from .sqliteindex import text_of, unindex
 from .sqliterows import (
     _INSERT_DATA,
+    _INSERT_HEADER,
     _INSERT_PENDING,
     _SUMMARY_COLUMNS,
     SUMMARY_ON_LOOP_MAX,
@@ -61,6 +63,8 @@ waited for a thread hop longer than the read takes (issue 18: 0.42-1.43x Dovecot
 
 _RAW_SELECT = f"SELECT m.uid, m.blob_id, b.data FROM messages m {INLINE_JOIN}"
 _RAW_ONE = f"{_RAW_SELECT} WHERE m.mailbox_id=? AND m.uid=?"
+_HEADER_SELECT = "SELECT m.uid, h.header FROM messages m JOIN message_headers h ON h.id = m.id"
+_HEADER_ONE = f"{_HEADER_SELECT} WHERE m.mailbox_id=? AND m.uid=?"
 
 
 _CHARGE = ("UPDATE accounts SET modseq = modseq + 1, used = used + ? "
@@ -128,6 +132,8 @@ class MessageMethods:
         ).fetchone()
         new_id = row["id"]
         conn.execute(_INSERT_DATA, (new_id, prepared.stored_summary, *(wire or (None, None))))
+        if prepared.header is not None:
+            conn.execute(_INSERT_HEADER, (new_id, prepared.header))
         if thread_id is None:
             row = conn.execute(f"UPDATE messages SET thread_id=id WHERE id=? RETURNING {_SUMMARY_COLUMNS}",
                                (new_id,)).fetchone()
@@ -270,6 +276,17 @@ class MessageMethods:
                 _uid_rows(conn, _RAW_SELECT, mailbox_id, rest), files=True) or [])
         return found
 
+    async def get_headers(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
+        wanted = sorted(set(uids))
+        if len(wanted) == 1:
+            # The one-message header FETCH: one statement on the loop's reader connection (no
+            # thread hop, no BEGIN/COMMIT); the (mailbox_id, uid) index gives the id, which
+            # is the header row's key.
+            rows = self.db.query_sync(_HEADER_ONE, (mailbox_id, wanted[0]))
+        else:
+            rows = await self.db.read(lambda conn: _uid_rows(conn, _HEADER_SELECT, mailbox_id, wanted))
+        return [(uid, unpack(stored)) for uid, stored in rows]
+
     def _raw_on_loop(self, conn: sqlite3.Connection, mailbox_id: int,
                      wanted: list[int]) -> tuple[list[tuple[int, bytes]], list[int]]:
         """:meth:`get_raw`'s rows read on the event loop, in UID order, while their bytes are
@@ -376,6 +393,7 @@ class MessageMethods:
                              (mailbox_id, account_id, row["id"], row["uid"], modseq))
                 unindex(conn, (row["id"],))
                 conn.execute("DELETE FROM message_data WHERE id=?", (row["id"],))
+                conn.execute("DELETE FROM message_headers WHERE id=?", (row["id"],))
                 conn.execute("DELETE FROM messages WHERE id=?", (row["id"],))
                 if adjust_quota:
                     conn.execute("UPDATE accounts SET used = MAX(0, used - ?) WHERE id=?", (row["size"], account_id))
@@ -427,6 +445,8 @@ class MessageMethods:
                 (dst, account_id, uid, row["blob_id"], row["size"], row["internal_date"], row["flags"], modseq,
                  row["thread_id"], row["message_id"])).fetchone()[0]
             conn.execute(_INSERT_DATA, (new_id, row["summary"] or "{}", row["imap_envelope"], row["imap_body"]))
+            conn.execute("INSERT INTO message_headers SELECT ?, header FROM message_headers WHERE id=?",
+                         (new_id, row["id"]))
             text = text_of(conn, row["id"])                  # indexed or not yet: the copy waits its turn
             if text is not None:
                 conn.execute(_INSERT_PENDING, (new_id, *text))

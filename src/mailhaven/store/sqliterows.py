@@ -13,12 +13,14 @@ from typing import Any
 from ..imap.render import wire_forms
 from ..message.summary import search_fields, summarize, summarize_file
 from .api import Account, Mailbox, Message
+from .headerblock import header_block, pack
 
 SUMMARY_ON_LOOP_MAX = 64 * 1024
 """A message at most this big whose bytes are still in memory (just written) is summarised
 on the event loop. The work is pure Python, so in a worker thread it would hold the GIL
 all the same; the hop to the thread and back (GIL hand-offs, wake-ups) cost more than it."""
 _INSERT_DATA = "INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) VALUES (?,?,?,?)"
+_INSERT_HEADER = "INSERT OR REPLACE INTO message_headers (id, header) VALUES (?,?)"
 _INSERT_PENDING = ("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
                    "VALUES (?,?,?,?,?,?,?,?)")
 _SUMMARY_COLUMNS = "id, mailbox_id, uid, blob_id, size, internal_date, flags, modseq, thread_id"
@@ -169,16 +171,21 @@ class _Prepared:
     """:func:`encode_summary` of ``summary``."""
     fts: tuple[str, ...]
     wire: tuple[bytes, bytes] | None
+    header: bytes | None
+    """The header block as ``message_headers`` keeps it (:func:`headerblock.pack`); None:
+    not kept (over :data:`headerblock.MAX_BLOCK`)."""
 
 
-def _prepare(raw: bytes, summary: dict[str, Any] | None = None) -> _Prepared:
-    """The summary (``summary``, else computed), as stored, search text and IMAP wire forms."""
+def _prepare(raw: bytes, summary: dict[str, Any] | None = None, *, whole: bool = True) -> _Prepared:
+    """The summary (``summary``, else computed), as stored, search text, IMAP wire forms and
+    header block (``whole``: ``raw`` is the whole message, not its start)."""
     s = summary if summary is not None else summarize(raw)
     fts = search_fields(raw, s)     # takes the body text out of the summary before it is stored
-    return _Prepared(s, encode_summary(s), fts, wire_forms(s))
+    block = header_block(raw, whole=whole)
+    return _Prepared(s, encode_summary(s), fts, wire_forms(s), None if block is None else pack(block))
 
 
 def _prepare_file(path: str) -> _Prepared:
     """:func:`_prepare` of a large message in bounded memory (never the whole file)."""
     s, prefix = summarize_file(path)
-    return _prepare(prefix, s)
+    return _prepare(prefix, s, whole=False)

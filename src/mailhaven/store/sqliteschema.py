@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS message_data (
     imap_envelope BLOB,
     imap_body BLOB
 );
+-- The header block of each message (store/headerblock.py: the one-message header FETCH
+-- reads this small row, not the message). Rows stored by older versions have none: FETCH
+-- reads their bytes, and `mailhaven store reindex` writes it.
+CREATE TABLE IF NOT EXISTS message_headers (
+    id INTEGER PRIMARY KEY,                 -- messages.id
+    header BLOB NOT NULL                    -- headerblock.pack of the block
+);
 CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_mailbox_modseq ON messages (mailbox_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (account_id, message_id);
