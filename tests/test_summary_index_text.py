@@ -77,3 +77,20 @@ def test_a_long_text_without_blocks_is_read_as_far_as_the_limit_only(monkeypatch
     kept = index_text(text)
     assert kept == text[:INDEX_TEXT_LIMIT]
     assert sum(read) <= INDEX_TEXT_LIMIT + 200          # the old pass read 4 x the limit
+
+
+def test_a_text_of_base64_lines_only_is_taken_in_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    """smtp-source's messages are lines of X: looking for a cut a line at a time through all
+    of them cost more than the one pass."""
+    looked: list[int] = []
+    unsafe = summary._CUT_UNSAFE
+
+    class Spy:
+        def fullmatch(self, text: str, start: int, end: int) -> Any:
+            looked.append(start)
+            return unsafe.fullmatch(text, start, end)
+
+    monkeypatch.setattr(summary, "_CUT_UNSAFE", Spy())
+    text = ("X" * 78 + "\r\n") * 1300
+    assert index_text(text) == one_pass(text) == ""
+    assert len(looked) <= summary.CUT_TRIES
