@@ -371,59 +371,12 @@ def _preview(text: str) -> str:
 
 def index_text(text: str) -> str:
     """The part of a message's readable text the search index keeps: base64 blocks left
-    out, at most :data:`INDEX_TEXT_LIMIT` characters.
-
-    The blocks are taken out of the first ``4 * INDEX_TEXT_LIMIT`` characters a piece at a
-    time, until the limit is reached (all of them at once cost 0.07-0.23 ms of a 100 KB
-    message, issue 18); the pieces give what one pass over all of them gives (see
-    :func:`_index_cut`)."""
-    stop = min(len(text), 4 * INDEX_TEXT_LIMIT)
-    if stop < 120:                          # no room for two encoded lines
-        return text[:INDEX_TEXT_LIMIT]
-    out: list[str] = []
-    kept = -1                               # the newline put in front is no text
-    start = 0
-    while start < stop and kept < INDEX_TEXT_LIMIT:
-        end = _index_cut(text, start + INDEX_TEXT_LIMIT + 1 - kept, stop)
-        # Matches start at a newline (the regex engine jumps from one to the next); the
-        # text's first line gets one too.
-        piece = _ENCODED_BLOCK.sub("\n", "\n" + text[:end] if start == 0 else text[start:end])
-        out.append(piece)
-        kept += len(piece)
-        start = end
-    return "".join(out)[1:INDEX_TEXT_LIMIT + 1]
-
-
-_CUT_UNSAFE = re.compile(r"[A-Za-z0-9+/=]+[ \t\r]*")
-"""A line that may belong to an encoded block (:data:`_ENCODED_BLOCK`): base64 characters,
-then blanks."""
-
-
-def _index_cut(text: str, at: int, stop: int) -> int:
-    """Where :func:`index_text` may end a piece, at or after ``at`` and at most ``stop``:
-    the position of a newline whose line is not :data:`_CUT_UNSAFE` among the next
-    :data:`CUT_TRIES` lines, else ``stop``. Every line a match of :data:`_ENCODED_BLOCK`
-    covers (the last one too) is base64 then blanks, so no match crosses that newline; the regex's attempts before it read nothing past its
-    line's first other character (or its first character, on a blank line); and ``\\Z``
-    could match at a piece's end only after such a line. So the pieces on either side give
-    what the text gives whole."""
-    line_start = text.rfind("\n", 0, at) + 1
-    for _ in range(CUT_TRIES):
-        if at >= stop:
-            break
-        nl = text.find("\n", at, stop)
-        if nl < 0:
-            break
-        if not _CUT_UNSAFE.fullmatch(text, line_start, nl):
-            return nl
-        line_start = at = nl + 1
-    return stop
-
-
-CUT_TRIES = 8
-"""Lines :func:`_index_cut` looks at before it gives up and takes the rest in one piece:
-inside a long encoded block (or a text of nothing else, as smtp-source's messages are)
-looking on a line at a time costs more than the one pass (~0.4 ms of a 100 KB message)."""
+    out, at most :data:`INDEX_TEXT_LIMIT` characters."""
+    text = text[:4 * INDEX_TEXT_LIMIT]
+    if len(text) >= 120:                    # room for two encoded lines
+        # Matches start at a newline (the regex engine jumps from one to the next).
+        text = _ENCODED_BLOCK.sub("\n", "\n" + text)[1:]
+    return text[:INDEX_TEXT_LIMIT]
 
 
 def _safe(fn: Any, default: Any) -> Any:
