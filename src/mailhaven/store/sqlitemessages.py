@@ -33,6 +33,7 @@ from .sqliterows import (
     _INSERT_HEADER,
     _INSERT_PENDING,
     _SUMMARY_COLUMNS,
+    PLAIN_ON_LOOP_MAX,
     SUMMARY_ON_LOOP_MAX,
     _flags_text,
     _message,
@@ -44,6 +45,7 @@ from .sqliterows import (
     _uid_row_iter,
     _uid_rows,
     decode_summary,
+    plain_text_message,
 )
 
 if TYPE_CHECKING:
@@ -155,9 +157,9 @@ class MessageMethods:
         def work(raw: bytes) -> _Prepared:
             return _prepare(raw, summary)
 
-        if blob.size <= SUMMARY_ON_LOOP_MAX:
+        if blob.size <= PLAIN_ON_LOOP_MAX:
             raw = self.blobs.recent(blob.id)
-            if raw is not None:
+            if raw is not None and (blob.size <= SUMMARY_ON_LOOP_MAX or plain_text_message(raw)):
                 return work(raw)
         path = self.blobs.file_path(blob.id) if summary is None and blob.size > LARGE_MESSAGE else None
         if path is not None:

@@ -4,6 +4,7 @@ computes before its transaction."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import zlib
 from collections.abc import Generator, Iterable
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..imap.render import wire_forms
+from ..message.headerfields import crlf_ascii
 from ..message.summary import search_fields, summarize, summarize_file
 from .api import Account, Mailbox, Message
 from .headerblock import header_block, pack
@@ -19,6 +21,30 @@ SUMMARY_ON_LOOP_MAX = 64 * 1024
 """A message at most this big whose bytes are still in memory (just written) is summarised
 on the event loop. The work is pure Python, so in a worker thread it would hold the GIL
 all the same; the hop to the thread and back (GIL hand-offs, wake-ups) cost more than it."""
+PLAIN_ON_LOOP_MAX = 128 * 1024
+"""Up to this size (the largest inline blob) a message still in memory is summarised on the
+event loop too when it is one text/plain part with a plain header section
+(:func:`plain_text_message`): its summary is linear C-speed work (0.4 ms at 100 KB), less
+than the hop to a thread and back. Other types stay at :data:`SUMMARY_ON_LOOP_MAX`: an
+HTML part's text or a deep MIME tree took 16-45 ms for some corpus messages of 36-116 KB."""
+
+_CONTENT_TYPE = re.compile(rb"(?im)^content-type[ \t]*:[ \t\r\n]*([^;\s]*)")
+
+
+def plain_text_message(raw: bytes) -> bool:
+    """``raw`` is a single text/plain part (no Content-Type field, or one saying text/plain)
+    whose header section is ASCII, CRLF-ended and not empty: the case whose summary is
+    quick at any size (no HTML to render, no MIME tree)."""
+    end = raw.find(b"\r\n\r\n")
+    if end <= 0:
+        return False
+    head = raw[:end + 2]
+    if not crlf_ascii(head):
+        return False
+    types = _CONTENT_TYPE.findall(head)
+    return not types or (len(types) == 1 and types[0].lower() == b"text/plain")
+
+
 _INSERT_DATA = "INSERT OR REPLACE INTO message_data (id, summary, imap_envelope, imap_body) VALUES (?,?,?,?)"
 _INSERT_HEADER = "INSERT OR REPLACE INTO message_headers (id, header) VALUES (?,?)"
 _INSERT_PENDING = ("INSERT INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, headers) "
