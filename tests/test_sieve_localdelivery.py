@@ -123,3 +123,56 @@ async def test_a_to_field_of_thousands_of_nested_groups_is_delivered_and_sorted(
     got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="alice@example.org")
     assert [r.account_id for r in got.results] == [bob]
     assert await _contents(store, bob) == {"Deep": [[]]}
+
+
+
+async def _deliver_counted(store, monkeypatch, raw: bytes) -> dict[str, int]:
+    """Deliver ``raw`` to bob, whose script files it by Subject; how often its header
+    section was rebuilt for the stdlib and split into fields meanwhile."""
+    from mailhaven.message import headerfields, structure
+
+    calls = {"rebuilt": 0, "split": 0}
+    rebuild, split = structure._readable, headerfields._split
+
+    def counted_rebuild(raw: bytes) -> bytes:
+        calls["rebuilt"] += 1
+        return rebuild(raw)
+
+    def counted_split(text: str):  # type: ignore[no-untyped-def]
+        calls["split"] += 1
+        return split(text)
+
+    (bob,), _ = await _setup(store, 'require "fileinto";\n'
+                                    'if header :contains "subject" "report" { fileinto "Reports"; }',
+                             "bob@nyu.example")
+    await store.create_mailbox(bob, "Reports")
+    blob = await store.put_blob(raw)
+    monkeypatch.setattr(structure, "_readable", counted_rebuild)
+    monkeypatch.setattr(headerfields, "_split", counted_split)
+    got = await deliver_local(store, blob, {"bob@nyu.example": [bob]}, mail_from="alice@example.org")
+    assert [r.account_id for r in got.results] == [bob]
+    assert await _contents(store, bob) == {"Reports": [[]]}
+    return calls
+
+
+_TRACE = b"".join(b"X-Trace-%d: hop %d passed the message on to the next one, which took it from there\r\n"
+                  % (i, i) for i in range(900))       # under MAX_HEADER_FIELDS (structure.py)
+_BODY = b"\r\n" + b"body line of the report\r\n" * 4000
+
+
+async def test_a_large_message_header_is_rebuilt_once_for_script_and_summary(store, monkeypatch) -> None:
+    """A message kept in a file (over 128 KB) is read twice, for the script and for the
+    summary: two equal bytes objects. A header the stdlib would cut short (blanks before
+    a colon) is rebuilt once, not once for each (issue 16)."""
+    big = b"From: alice@example.org\r\nTo: bob@nyu.example\r\nSubject : the report\r\n" + _TRACE + _BODY
+    assert len(big) > 150 * 1024
+    assert (await _deliver_counted(store, monkeypatch, big))["rebuilt"] == 1
+
+
+async def test_a_header_section_over_64_kb_is_split_once_for_script_and_summary(store, monkeypatch) -> None:
+    """The script's header tests and the summary split the same 80 KB header section
+    once between them (the last section split was held only up to 64 KB: issue 16, a
+    corpus message's 138 KB To: field)."""
+    big = b"From: alice@example.org\r\nTo: bob@nyu.example\r\nSubject: the monthly report\r\n" + _TRACE + _BODY
+    assert len(_TRACE) > 64 * 1024
+    assert (await _deliver_counted(store, monkeypatch, big))["split"] == 1

@@ -30,8 +30,9 @@ class _LastFields:
     """The last section split and its fields: a Sieve script's header tests split a
     delivery's header, then the summary splits the same text (issue 16)."""
 
-    MAX_LENGTH = 64 * 1024
-    """Longer sections are not held."""
+    MAX_LENGTH = 256 * 1024
+    """Longer sections are not held (as structure._LastReadable: a header section of 138 KB
+    in the corpus was split twice, 64 KB being the limit before)."""
 
     def __init__(self) -> None:
         self.pair: tuple[str, list[tuple[str, str]] | None] | None = None
