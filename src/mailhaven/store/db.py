@@ -249,6 +249,7 @@ class Database:
         self._reader_local = threading.local()
         self._readers = _ReaderPool(readers, self.read_sync)
         self._schema: list[str] = []
+        self._attached: list[tuple[str, Path]] = []
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -275,6 +276,12 @@ class Database:
         before its jobs; it may return a callable that runs there once that transaction has
         committed. If the hook fails, the whole transaction fails (every job in it)."""
         self._batch_hooks.append(hook)
+
+    def attach(self, alias: str, path: Path) -> None:
+        """Reader connections (made from now on) attach the database at ``path`` as ``alias``
+        (the search index's, searchdb.py). Never the write connection: its BEGIN IMMEDIATE
+        would take the write lock of every attached database too."""
+        self._attached.append((alias, path))
 
     def add_schema(self, sql: str) -> None:
         """Extra ``CREATE TABLE IF NOT EXISTS`` statements, run by :meth:`open`."""
@@ -562,6 +569,8 @@ class Database:
         if conn is None:
             conn = connect(self.path)
             conn.execute("PRAGMA query_only=ON")
+            for alias, path in self._attached:
+                conn.execute("ATTACH DATABASE ? AS " + alias, (str(path),))
             self._reader_local.conn = conn
             with self._lock:
                 self._reader_conns.append(conn)

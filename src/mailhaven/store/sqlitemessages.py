@@ -26,7 +26,7 @@ from .api import (
 from .blobs import INLINE_JOIN
 from .db import Database, WriteContext
 from .names import normalize_mailbox_name
-from .sqliteindex import text_of, unindex
+from .sqliteindex import unindex
 from .sqliterows import (
     _INSERT_DATA,
     _INSERT_PENDING,
@@ -76,6 +76,8 @@ class MessageMethods:
         blobs: FileBlobStore
 
         def _index_later(self) -> None: ...
+
+        def _kept_text(self, conn: sqlite3.Connection, message_id: int) -> tuple[str, ...] | None: ...
 
         @staticmethod
         def _bump_modseq(conn: sqlite3.Connection, account_id: int) -> int: ...
@@ -427,7 +429,7 @@ class MessageMethods:
                 (dst, account_id, uid, row["blob_id"], row["size"], row["internal_date"], row["flags"], modseq,
                  row["thread_id"], row["message_id"])).fetchone()[0]
             conn.execute(_INSERT_DATA, (new_id, row["summary"] or "{}", row["imap_envelope"], row["imap_body"]))
-            text = text_of(conn, row["id"])                  # indexed or not yet: the copy waits its turn
+            text = self._kept_text(conn, row["id"])          # indexed or not yet: the copy waits its turn
             if text is not None:
                 conn.execute(_INSERT_PENDING, (new_id, *text))
             if check_quota:
