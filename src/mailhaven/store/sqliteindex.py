@@ -124,15 +124,20 @@ class IndexMethods:
 
     async def _index_slice(self) -> int:
         """One slice into search.db (on a thread: no write lock of mailhaven.db is held for
-        it), then what it took deleted from mailhaven.db in a short transaction of the
-        writer, beside deliveries (``durable=False``: the next durable commit's fsync covers
-        it; lost in a crash, the slice is applied again). Returns how much it did (0: the
+        it), then what it took deleted from mailhaven.db in a short transaction beside
+        deliveries (lost in a crash, the slice is applied again). Returns how much it did (0: the
         backlog is empty). One slice at a time in this process, so a search's flush does
         not index again what the background indexer has taken but not yet cleared."""
         async with self._slicing:
             done: Slice = await asyncio.to_thread(self.search.index_some, INDEX_SLICE_BYTES, INDEX_CHUNK)
             if done.done:
-                await self.db.write(lambda c: forget_indexed(c, done), durable=False)
+                # A few rows: committed on the loop with the deliveries of its pass (db.py), so
+                # it holds the connection for its own statements, not for the GIL hand-offs a
+                # job on the writer thread waits for while the loop is busy.
+                def forget_slice(ctx: WriteContext) -> int:
+                    return forget_indexed(ctx.conn, done)
+
+                await self.db.write_ctx(forget_slice, on_loop=True)
             return done.done
 
     async def _index_loop(self) -> None:
