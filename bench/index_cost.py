@@ -208,6 +208,8 @@ async def keep_loop_busy(fraction: float) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     sqliteindex.INDEX_QUIET = 3600.0        # type: ignore[misc]  # nothing indexed until asked
+    if args.slice_bytes:
+        sqliteindex.INDEX_SLICE_BYTES = args.slice_bytes   # type: ignore[misc]
     probe = WritePathProbe()
     busy_loop = asyncio.create_task(keep_loop_busy(args.loop_busy)) if args.loop_busy else None
     with tempfile.TemporaryDirectory(prefix="mh-index-") as tmp:
@@ -275,6 +277,7 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=0.005, help="seconds between probe deliveries")
     ap.add_argument("--loop-busy", type=float, default=0.0,
                     help="keep the event loop this busy (0-1) with Python work, as SMTP sessions do")
+    ap.add_argument("--slice-bytes", type=int, default=0, help="INDEX_SLICE_BYTES for this run (0: as set)")
     ap.add_argument("--burst", type=int, default=0, help="issue 18's bursts of this many messages instead")
     ap.add_argument("--pause", type=float, default=1.5, help="seconds between the two bursts")
     ap.add_argument("--concurrency", type=int, default=10, help="deliveries at a time in a burst")

@@ -491,3 +491,27 @@ async def test_the_wal_is_checkpointed_beside_the_writer_not_by_a_delivery(tmp_p
         assert main.stat().st_size > before                   # the WAL's pages reached the database
     finally:
         await store.close()
+
+
+async def test_an_expunged_message_leaves_the_index_in_the_background(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # An expunge lists the message's id for the indexer (the index is in search.db, which the
+    # expunge's transaction cannot write); the indexer applies it without a search asking.
+    monkeypatch.setattr(sqlite_store, "INDEX_LOOK_EVERY", 0.1)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for word in ("heron", "egret"):
+            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        await store.flush_index()
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        await store.expunge(inbox.id, [2])
+        for _ in range(100):
+            if "egr" not in _trigram_docs(tmp_path):
+                break
+            await asyncio.sleep(0.05)
+        assert "egr" not in _trigram_docs(tmp_path) and _trigram_docs(tmp_path)["her"] == 1
+        assert await store.search_text(inbox.id, "body", "egret") == set()
+    finally:
+        await store.close()

@@ -58,7 +58,7 @@ from .sqlite_security import SCHEMA as SECURITY_SCHEMA
 from .sqlite_security import SQLiteSecurity
 from .sqlitedmarc import SCHEMA as DMARC_SCHEMA
 from .sqlitedmarc import DmarcMethods
-from .sqliteindex import IndexMethods, unindex
+from .sqliteindex import IndexMethods, _backlog, unindex
 from .sqlitemailboxes import MailboxMethods
 from .sqlitemessages import MessageMethods
 from .sqlitequeue import SCHEMA as QUEUE_SCHEMA
@@ -122,8 +122,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         await asyncio.to_thread(self.search.open)       # before the first read attaches it
         if moved_index:
             await asyncio.to_thread(self.search.clear)
-        self._index_pending = await self.db.read(lambda c: c.execute(
-            "SELECT (SELECT count(*) FROM fts_pending) + (SELECT count(*) FROM search_drops)").fetchone()[0])
+        self._index_pending = await self.db.read(_backlog)
         self._indexer = asyncio.create_task(self._index_loop())
 
     async def close(self) -> None:

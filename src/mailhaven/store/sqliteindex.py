@@ -58,6 +58,8 @@ INDEX_BACKLOG = 20_000
 """Pending messages beyond which indexing goes on however busy delivery is."""
 INDEX_CHUNK = 200
 """Most messages indexed per slice (one transaction of search.db)."""
+INDEX_LOOK_EVERY = 5.0
+"""Seconds between looks at mailhaven.db's backlog while this process knows of none."""
 CHECKPOINT_EVERY = 0.25
 """Seconds between checkpoints of the WAL (:meth:`Database.checkpoint`) while writes go on."""
 INDEX_SLICE_BYTES = 256 * 1024
@@ -77,6 +79,12 @@ def field_of(stored: str, at: int) -> str:
             raise IndexError(at)
     end = stored.find(FIELD_SEPARATOR, start)
     return stored[start:] if end < 0 else stored[start:end]
+
+
+def _backlog(conn: sqlite3.Connection) -> int:
+    """Pending messages and listed drops, in mailhaven.db."""
+    return int(conn.execute("SELECT (SELECT count(*) FROM fts_pending) + (SELECT count(*) FROM search_drops)")
+               .fetchone()[0])
 
 
 _UNDROPPED = "m.id NOT IN (SELECT id FROM search_drops)"
@@ -146,6 +154,7 @@ class IndexMethods:
         do not wait for it: they flush first. Also checkpoints mailhaven.db's WAL."""
         moved = 0
         checkpointed, last_checkpoint = self.db.commits + self._foreign_commits, time.monotonic()
+        last_look = last_checkpoint
         while True:
             await asyncio.sleep(0 if moved else INDEX_POLL)
             moved = 0
@@ -159,7 +168,13 @@ class IndexMethods:
                 except sqlite3.Error as exc:
                     _log.warning("checkpoint failed: %s", exc)
             if not self._index_pending:
-                continue
+                if now - last_look < INDEX_LOOK_EVERY:
+                    continue
+                # Drops (expunges) and text other processes left (a CLI reindex) tell no one.
+                last_look = now
+                self._index_pending = await self.db.read(_backlog)
+                if not self._index_pending:
+                    continue
             if time.monotonic() - self._last_indexed_write >= INDEX_QUIET or self._index_pending >= INDEX_BACKLOG:
                 try:
                     moved = await self._index_slice()
