@@ -33,7 +33,7 @@ a third of the server's, its SQL ~0.15 ms of that). The jobs that become ready i
 loop pass run as one transaction there (a short one: ``synchronous=NORMAL``, no fsync),
 the writer thread fsyncs the WAL, and only then are their futures resolved and their
 after-commit callbacks run, as for any write. When the writer thread holds the
-connection (its own batch, an index slice) or another process holds the write lock, the
+connection (its own batch) or another process holds the write lock, the
 jobs go to the writer thread's queue instead: the loop never waits for a lock.
 """
 
@@ -345,7 +345,7 @@ class Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run ``fn(conn)`` in a (group-)committed transaction; returns after COMMIT.
 
-        ``durable=False`` (search indexing: work a crash only postpones) lets a transaction
+        ``durable=False`` (work a crash may lose: rate-limit counts) lets a transaction
         of such jobs alone commit with ``synchronous=NORMAL``: no fsync, so it holds the
         write lock for its work only. WAL order still holds: the next durable commit's
         fsync covers it, and a crash before that rolls it back whole."""
@@ -472,7 +472,7 @@ class Database:
                 if self._lock_fd is not None:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         # Durable: the fsync, outside the lock (see the module's docstring). A batch of
-        # search-index jobs alone is not synced; the next durable commit's fsync covers it.
+        # non-durable jobs alone is not synced; the next durable commit's fsync covers it.
         syncs = syncs or []
         if (committed is not None and any(job.durable for job in batch)) or syncs:
             try:
