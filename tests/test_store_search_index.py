@@ -588,3 +588,30 @@ async def test_the_index_is_exact_after_a_process_killed_while_indexing(tmp_path
         assert indexed == 78
     finally:
         await store.close()
+
+
+async def test_a_missing_index_database_is_made_anew_and_refilled_by_reindex(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    await store.add_domain("nyu.example")
+    bob = await store.add_account("bob@nyu.example", "pw")
+    for word in ("heron", "egret"):
+        await store.deliver(await store.put_blob(raw(word)), [bob.id])
+    await store.flush_index()
+    await store.close()
+    for name in ("search.db", "search.db-wal", "search.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    store = SQLiteStore(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mailhaven.store"):
+        await store.open()
+    try:
+        assert "store reindex" in caplog.text
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await store.search_text(inbox.id, "body", "egret") == set()
+        assert await store.reindex() == 2
+        assert await store.search_text(inbox.id, "body", "egret") == {2}
+        assert (tmp_path / "search.db").stat().st_mode & 0o777 == 0o600
+    finally:
+        await store.close()

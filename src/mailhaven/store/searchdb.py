@@ -28,8 +28,9 @@ change of a message's pending text comes after a drop of its id, and a slice app
 drops before the pending rows. Searches (sqliteindex.py) therefore skip ids with a drop
 listed, and join their hits with ``messages``, so an expunged message is never found.
 
-The database is derived: made empty when missing, rebuilt from its own kept text when its
-index was made with other options. ``mailhaven.db`` never attaches it on its write
+The database is derived: made empty when missing (its messages are then found again only
+after ``mailhaven store reindex``; opening the store says so), rebuilt from its own kept
+text when its index was made with other options. ``mailhaven.db`` never attaches it on its write
 connection (BEGIN IMMEDIATE would take the write lock of every attached database); its
 reader connections attach it read-only in use (``Database.attach``), for searches.
 """
@@ -192,7 +193,9 @@ class SearchDatabase:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def open(self) -> None:
+    def open(self) -> bool:
+        """Open (make) the index database; True if it was missing or empty (made now)."""
+        made_now = not self.path.exists() or self.path.stat().st_size == 0
         private_file(self.path)     # SQLite gives the WAL and shared-memory files its mode
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
@@ -208,6 +211,7 @@ class SearchDatabase:
         self._conn = conn
         self._reader = self._connect()
         self._reader.execute("PRAGMA query_only=ON")
+        return made_now
 
     @staticmethod
     def _rebuild(conn: sqlite3.Connection) -> None:

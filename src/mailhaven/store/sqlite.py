@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -76,6 +77,8 @@ from .sqlitetlspolicy import TLSPolicyMethods
 from .sqlitewebdata import SCHEMA as WEB_SCHEMA
 from .sqlitewebdata import WebDataMethods
 
+_log = logging.getLogger("mailhaven.store")
+
 
 class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
                   SieveMethods, DmarcMethods, TLSPolicyMethods, SpamMethods, SQLiteRateLimits):
@@ -119,10 +122,15 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         moved_index = await self.db.write(_upgrade)
         await self.db.write(upgrade_queue)
         await self.db.write(upgrade_sieve)
-        await asyncio.to_thread(self.search.open)       # before the first read attaches it
+        made_now = await asyncio.to_thread(self.search.open)     # before the first read attaches it
         if moved_index:
             await asyncio.to_thread(self.search.clear)
         self._index_pending = await self.db.read(_backlog)
+        if made_now and not moved_index and await self.db.read(
+                lambda c: c.execute("SELECT EXISTS (SELECT 1 FROM messages WHERE id NOT IN "
+                                    "(SELECT id FROM fts_pending))").fetchone()[0]):
+            _log.warning("%s was missing: messages already indexed are not found by searches until "
+                         "`mailhaven store reindex`", self.search.path)
         self._indexer = asyncio.create_task(self._index_loop())
 
     async def close(self) -> None:
