@@ -38,6 +38,11 @@ from mailhaven.store import sqliteindex  # noqa: E402
 from mailhaven.store.db import Database  # noqa: E402
 from mailhaven.store.sqlite import SQLiteStore  # noqa: E402
 
+try:                                            # the index's own database (issue 18); older versions lack it
+    from mailhaven.store.searchdb import SearchDatabase
+except ImportError:                             # the slice was a transaction of mailhaven.db
+    SearchDatabase = None  # type: ignore[assignment,misc]
+
 
 async def burst_run(size: int, count: int, pause: float, concurrency: int, index: bool) -> tuple[list[float], float]:
     """Two bursts of ``count`` deliveries (``concurrency`` at a time, as SMTP sessions
@@ -103,22 +108,37 @@ class WritePathProbe:
     store/db.py's Database) to time what a delivery can wait for, without the machine's noise
     in a difference of two latencies:
 
-    - every write transaction of search-index jobs alone (``durable=False``): its wall time
-      from BEGIN to COMMIT, the time it holds the write connection, and its thread CPU;
+    - every write transaction of mailhaven.db with search-index work: of index jobs alone
+      (``durable=False``, the slices before the index had a database of its own), or holding
+      a slice's clean-up (``forget_slice``, with the deliveries of its loop pass): its wall
+      time from BEGIN to COMMIT, the time it holds the write connection, and its thread CPU;
     - every delivery that found the connection busy and went to the writer thread's queue:
-      the time from there to the start of its transaction (what it waited for)."""
+      the time from there to the start of its transaction (what it waited for);
+    - where the index has a database of its own (searchdb.py), every slice there: its wall
+      time and thread CPU (no delivery waits for it; its clean-up in mailhaven.db is the
+      first item's transaction)."""
 
     def __init__(self) -> None:
         self.holds: list[float] = []
         self.hold_cpu: list[float] = []
         self.waits: list[float] = []
+        self.slices: list[float] = []
+        self.slice_cpu: list[float] = []
         self._queued: dict[int, float] = {}
-        self._saved: tuple[object, object] | None = None
+        self._saved: tuple[object, object, object] | None = None
 
     def install(self) -> None:
         run_transaction, to_writer = Database._run_transaction, Database._to_writer
-        self._saved = (run_transaction, to_writer)
+        index_some = SearchDatabase.index_some if SearchDatabase is not None else None
+        self._saved = (run_transaction, to_writer, index_some)
         probe = self
+
+        def sliced(index: object, budget: int, chunk: int) -> object:
+            start, cpu = time.perf_counter(), time.thread_time()
+            out = index_some(index, budget, chunk)          # type: ignore[misc]
+            probe.slices.append(time.perf_counter() - start)
+            probe.slice_cpu.append(time.thread_time() - cpu)
+            return out
 
         def timed(db: Database, conn: sqlite3.Connection, batch: list, *, begun: bool = False) -> object:
             start, cpu = time.perf_counter(), time.thread_time()
@@ -127,7 +147,8 @@ class WritePathProbe:
                 if queued is not None:
                     probe.waits.append(start - queued)
             out = run_transaction(db, conn, batch, begun=begun)
-            if batch and not any(job.durable for job in batch):
+            if batch and (not any(job.durable for job in batch)
+                          or any(getattr(job.fn, "__name__", "") == "forget_slice" for job in batch)):
                 probe.holds.append(time.perf_counter() - start)
                 probe.hold_cpu.append(time.thread_time() - cpu)
             return out
@@ -140,10 +161,14 @@ class WritePathProbe:
 
         Database._run_transaction = timed        # type: ignore[assignment,method-assign]
         Database._to_writer = queued             # type: ignore[assignment,method-assign]
+        if SearchDatabase is not None:
+            SearchDatabase.index_some = sliced   # type: ignore[assignment,method-assign]
 
     def uninstall(self) -> None:
         assert self._saved is not None
-        Database._run_transaction, Database._to_writer = self._saved   # type: ignore[assignment,method-assign]
+        Database._run_transaction, Database._to_writer, index_some = self._saved   # type: ignore[assignment,method-assign]
+        if SearchDatabase is not None:
+            SearchDatabase.index_some = index_some  # type: ignore[method-assign]
 
 
 async def deliveries(store: SQLiteStore, account: int, size: int, count: int, gap: float, first: int,
@@ -183,6 +208,8 @@ async def keep_loop_busy(fraction: float) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     sqliteindex.INDEX_QUIET = 3600.0        # type: ignore[misc]  # nothing indexed until asked
+    if args.slice_bytes:
+        sqliteindex.INDEX_SLICE_BYTES = args.slice_bytes   # type: ignore[misc]
     probe = WritePathProbe()
     busy_loop = asyncio.create_task(keep_loop_busy(args.loop_busy)) if args.loop_busy else None
     with tempfile.TemporaryDirectory(prefix="mh-index-") as tmp:
@@ -198,10 +225,11 @@ async def run(args: argparse.Namespace) -> None:
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             n = args.messages
             print(f"indexing {n} x {args.size} B: {cpu / n * 1000:.2f} ms process CPU, "
-                  f"{sum(probe.hold_cpu) / n * 1000:.2f} ms writer-thread CPU, {wall / n * 1000:.2f} ms wall "
-                  f"per message ({len(probe.holds)} slices)")
-            probe.holds.clear()
-            probe.hold_cpu.clear()
+                  f"{sum(probe.hold_cpu) / n * 1000:.2f} ms writer-thread CPU"
+                  + (f" + {sum(probe.slice_cpu) / n * 1000:.2f} ms in search.db slices" if probe.slices else "")
+                  + f", {wall / n * 1000:.2f} ms wall per message ({len(probe.holds)} transactions of mailhaven.db)")
+            for kept in (probe.holds, probe.hold_cpu, probe.slices, probe.slice_cpu):
+                kept.clear()
 
             # The delay: rounds of probe deliveries while a backlog is indexed and with
             # nothing to index, interleaved (A B, B A) so the machine's load falls on both.
@@ -229,9 +257,13 @@ async def run(args: argparse.Namespace) -> None:
           f"({len(idle)}), {pct(busy, .5):.1f}/{pct(busy, .99):.1f}/{max(busy) * 1000:.1f} ms while indexing "
           f"({len(busy)}), {args.rounds} rounds interleaved (the difference is the machine's noise too)")
     holds, waits = probe.holds, probe.waits
-    print(f"indexer holds the write connection (instrumented, {len(holds)} slices): p50/p99/max "
+    print(f"index work holds mailhaven.db's write connection (instrumented, {len(holds)} transactions): p50/p99/max "
           f"{pct(holds, .5):.1f}/{pct(holds, .99):.1f}/{max(holds, default=0) * 1000:.1f} ms wall, "
           f"max {max(probe.hold_cpu, default=0) * 1000:.1f} ms thread CPU")
+    if probe.slices:
+        print(f"search.db slices ({len(probe.slices)}, no delivery waits for them): p50/p99/max "
+              f"{pct(probe.slices, .5):.1f}/{pct(probe.slices, .99):.1f}/{max(probe.slices) * 1000:.1f} ms wall, "
+              f"max {max(probe.slice_cpu) * 1000:.1f} ms thread CPU")
     print(f"deliveries that found the writer busy: {len(waits)} (of {len(busy)} while indexing), waited "
           f"p50/p99/max {pct(waits, .5):.1f}/{pct(waits, .99):.1f}/{max(waits, default=0) * 1000:.1f} ms; "
           "the others committed on the loop at once")
@@ -245,6 +277,7 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=0.005, help="seconds between probe deliveries")
     ap.add_argument("--loop-busy", type=float, default=0.0,
                     help="keep the event loop this busy (0-1) with Python work, as SMTP sessions do")
+    ap.add_argument("--slice-bytes", type=int, default=0, help="INDEX_SLICE_BYTES for this run (0: as set)")
     ap.add_argument("--burst", type=int, default=0, help="issue 18's bursts of this many messages instead")
     ap.add_argument("--pause", type=float, default=1.5, help="seconds between the two bursts")
     ap.add_argument("--concurrency", type=int, default=10, help="deliveries at a time in a burst")

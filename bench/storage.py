@@ -37,7 +37,7 @@ PARTS = {
     "summaries": ("message_data",),
     "header blocks": ("message_headers",),
     "index": ("search_index", "search_index_data", "search_index_idx", "search_index_docsize",
-              "search_index_config", "search_text", "fts_pending",
+              "search_index_config", "search_text", "fts_pending", "search_drops", "search_drops_id", "slices",
               # (before the index was contentless)
               "messages_fts", "messages_fts_data", "messages_fts_idx", "messages_fts_content",
               "messages_fts_docsize", "messages_fts_config"),
@@ -89,14 +89,20 @@ async def fill(data: Path, mix: list[bytes], n: int) -> int:
 
 
 def measure(data: Path) -> tuple[dict[str, int], int, dict[str, int]]:
-    """Bytes by part in the database file(s), the free pages, and the index's tables."""
-    db = next(p for p in data.rglob("*.db") if p.stat().st_size > 0)
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    by_table = dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
-    page = conn.execute("PRAGMA page_size").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0] * page
-    conn.close()
+    """Bytes by part in the database files (mailhaven.db, and search.db where the index has a
+    file of its own), the free pages, and the index's tables."""
+    by_table: dict[str, int] = {}
+    free = 0
+    for db in (data / "mailhaven.db", data / "search.db"):
+        if not db.exists():
+            continue
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for name, size in conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall():
+            by_table[name] = by_table.get(name, 0) + size
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        free += conn.execute("PRAGMA freelist_count").fetchone()[0] * page
+        conn.close()
     index = {t: by_table.get(t, 0) for t in PARTS["index"]}
     parts = {part: sum(by_table.pop(t, 0) for t in tables) for part, tables in PARTS.items()}
     parts["other tables"] = sum(by_table.values())

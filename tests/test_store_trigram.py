@@ -94,7 +94,7 @@ async def test_an_index_made_with_other_options_is_rebuilt(tmp_path: Path) -> No
         await store.deliver(await store.put_blob(raw), [bob.id])
     await store.flush_index()
     await store.close()
-    conn = sqlite3.connect(tmp_path / "mailhaven.db")   # as the first contentless version made it
+    conn = sqlite3.connect(tmp_path / "search.db")   # as the first contentless version made it
     with conn:
         conn.execute("DROP TABLE search_index")
         conn.execute("CREATE VIRTUAL TABLE search_index USING fts5 (subject, sender, recipients, cc, bcc, body, "
@@ -106,7 +106,7 @@ async def test_an_index_made_with_other_options_is_rebuilt(tmp_path: Path) -> No
         inbox = await store.get_mailbox(bob.id, "INBOX")
         assert await store.search_text(inbox.id, "subject", words[3]) == {4}
         sql = await store.db.read(lambda c: c.execute(
-            "SELECT sql FROM sqlite_master WHERE name='search_index'").fetchone()[0])
+            "SELECT sql FROM search.sqlite_master WHERE name='search_index'").fetchone()[0])
         assert "detail = column" in sql
     finally:
         await store.close()

@@ -33,7 +33,7 @@ a third of the server's, its SQL ~0.15 ms of that). The jobs that become ready i
 loop pass run as one transaction there (a short one: ``synchronous=NORMAL``, no fsync),
 the writer thread fsyncs the WAL, and only then are their futures resolved and their
 after-commit callbacks run, as for any write. When the writer thread holds the
-connection (its own batch, an index slice) or another process holds the write lock, the
+connection (its own batch) or another process holds the write lock, the
 jobs go to the writer thread's queue instead: the loop never waits for a lock.
 """
 
@@ -249,6 +249,7 @@ class Database:
         self._reader_local = threading.local()
         self._readers = _ReaderPool(readers, self.read_sync)
         self._schema: list[str] = []
+        self._attached: list[tuple[str, Path]] = []
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -275,6 +276,12 @@ class Database:
         before its jobs; it may return a callable that runs there once that transaction has
         committed. If the hook fails, the whole transaction fails (every job in it)."""
         self._batch_hooks.append(hook)
+
+    def attach(self, alias: str, path: Path) -> None:
+        """Reader connections (made from now on) attach the database at ``path`` as ``alias``
+        (the search index's, searchdb.py). Never the write connection: its BEGIN IMMEDIATE
+        would take the write lock of every attached database too."""
+        self._attached.append((alias, path))
 
     def add_schema(self, sql: str) -> None:
         """Extra ``CREATE TABLE IF NOT EXISTS`` statements, run by :meth:`open`."""
@@ -338,7 +345,7 @@ class Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run ``fn(conn)`` in a (group-)committed transaction; returns after COMMIT.
 
-        ``durable=False`` (search indexing: work a crash only postpones) lets a transaction
+        ``durable=False`` (work a crash may lose: rate-limit counts) lets a transaction
         of such jobs alone commit with ``synchronous=NORMAL``: no fsync, so it holds the
         write lock for its work only. WAL order still holds: the next durable commit's
         fsync covers it, and a crash before that rolls it back whole."""
@@ -465,7 +472,7 @@ class Database:
                 if self._lock_fd is not None:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         # Durable: the fsync, outside the lock (see the module's docstring). A batch of
-        # search-index jobs alone is not synced; the next durable commit's fsync covers it.
+        # non-durable jobs alone is not synced; the next durable commit's fsync covers it.
         syncs = syncs or []
         if (committed is not None and any(job.durable for job in batch)) or syncs:
             try:
@@ -562,6 +569,8 @@ class Database:
         if conn is None:
             conn = connect(self.path)
             conn.execute("PRAGMA query_only=ON")
+            for alias, path in self._attached:
+                conn.execute("ATTACH DATABASE ? AS " + alias, (str(path),))
             self._reader_local.conn = conn
             with self._lock:
                 self._reader_conns.append(conn)

@@ -29,7 +29,7 @@ from .pgqueue import SCHEMA as QUEUE_SCHEMA
 from .pgschema import check_schema_name, ensure_schema
 from .pgwebdata import SCHEMA as WEB_SCHEMA
 from .queuerows import COLUMNS as QUEUE_COLUMNS
-from .sqliteindex import SEARCH_COLUMNS, unpack_text
+from .searchdb import INDEX_FILE, SEARCH_COLUMNS, unpack_text
 from .sqliterows import decode_summary
 
 BATCH = 500
@@ -51,6 +51,10 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
         raise MigrationError(f"no SQLite store at {db_path}")
     lite = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
     lite.row_factory = sqlite3.Row
+    index_path = data_dir / INDEX_FILE          # the search index's own database, if any
+    index_attached = index_path.is_file()
+    if index_attached:                          # (before the snapshot's BEGIN: ATTACH is not allowed in one)
+        lite.execute("ATTACH DATABASE ? AS idx", (f"file:{index_path}?mode=ro",))
     conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}", public'})
     counts: dict[str, int] = {}
     try:
@@ -90,11 +94,22 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
                        lambda r: (r[0], r[1]))
             await _copy_blobs(conn, lite, data_dir, counts, progress)
             # Search text not yet indexed waits in fts_pending (where the source has that table).
-            # Indexed text is kept compressed in search_text (in messages_fts before that).
+            # Indexed text is kept in search_text: in search.db (searchdb.py), in mailhaven.db
+            # before that, in messages_fts before that. Text in the index for an id with pending
+            # text or a drop listed is not that message's (searchdb.py's invariant).
             tables = {r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            kept = "search_text" if "search_text" in tables else None
+            if kept is None and index_attached and lite.execute(
+                    "SELECT 1 FROM idx.sqlite_master WHERE name='search_text'").fetchone():
+                kept = "idx.search_text"
             lite.create_function("search_field", 2, lambda stored, i: unpack_text(stored)[i], deterministic=True)
+            stale = " WHERE id NOT IN (SELECT id FROM fts_pending)" if "fts_pending" in tables else ""
+            if "search_drops" in tables:
+                stale += (" AND" if stale else " WHERE") + " id NOT IN (SELECT id FROM search_drops)"
             indexed = ("SELECT id, " + ", ".join(f"search_field(text, {i}) AS {c}" for i, c in enumerate(SEARCH_COLUMNS))
-                       + " FROM search_text" if "search_text" in tables else "SELECT rowid AS id, * FROM messages_fts")
+                       + f" FROM {kept}{stale}" if kept is not None
+                       else "SELECT rowid AS id, * FROM messages_fts" if "messages_fts" in tables
+                       else "SELECT NULL AS id" + ", NULL" * len(SEARCH_COLUMNS) + " WHERE 0")
             text_source = f"({indexed}" + (" UNION ALL SELECT * FROM fts_pending)" if "fts_pending" in tables else ")")
             await copy("blob_text",
                        "SELECT m.blob_id, f.subject, f.sender, f.recipients, f.cc, f.bcc, f.body, f.headers "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -49,13 +50,16 @@ from .names import (  # noqa: F401 - their home was here; other modules import t
 )
 from .passwords import PasswordChecker
 from .recent import RecentFloors
+from .searchdb import ALIAS as INDEX_ALIAS
+from .searchdb import INDEX_FILE, SearchDatabase
+from .searchdb import MAIN_SCHEMA as INDEX_MAIN_SCHEMA
 from .sqlite_ratelimit import SCHEMA as RATE_SCHEMA
 from .sqlite_ratelimit import SQLiteRateLimits
 from .sqlite_security import SCHEMA as SECURITY_SCHEMA
 from .sqlite_security import SQLiteSecurity
 from .sqlitedmarc import SCHEMA as DMARC_SCHEMA
 from .sqlitedmarc import DmarcMethods
-from .sqliteindex import IndexMethods, unindex
+from .sqliteindex import IndexMethods, _backlog, unindex
 from .sqlitemailboxes import MailboxMethods
 from .sqlitemessages import MessageMethods
 from .sqlitequeue import SCHEMA as QUEUE_SCHEMA
@@ -73,10 +77,13 @@ from .sqlitetlspolicy import TLSPolicyMethods
 from .sqlitewebdata import SCHEMA as WEB_SCHEMA
 from .sqlitewebdata import WebDataMethods
 
+_log = logging.getLogger("mailhaven.store")
+
 
 class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
                   SieveMethods, DmarcMethods, TLSPolicyMethods, SpamMethods, SQLiteRateLimits):
-    """The embedded backend: ``DATA/mailhaven.db`` and ``DATA/blobs``."""
+    """The embedded backend: ``DATA/mailhaven.db``, ``DATA/blobs`` and the search index's
+    ``DATA/search.db``."""
 
     def __init__(self, data_dir: Path | str) -> None:
         self.data_dir = Path(data_dir)
@@ -91,6 +98,11 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self.db.add_schema(TLS_POLICY_SCHEMA)
         self.db.add_schema(SPAM_SCHEMA)
         self.db.add_schema(RATE_SCHEMA)
+        self.db.add_schema(INDEX_MAIN_SCHEMA)
+        self.search = SearchDatabase(self.data_dir / INDEX_FILE, self.db.path)
+        self.db.attach(INDEX_ALIAS, self.search.path)
+        self._slicing = asyncio.Lock()
+        """One index slice at a time in this process (sqliteindex.py ``_index_slice``)."""
         self.hub = ChangeHub()
         self._recent_floor = RecentFloors()
         self._index_pending = 0
@@ -107,11 +119,18 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         private_dir(self.data_dir)
         self.blobs.prepare()
         await asyncio.to_thread(self.db.open, SCHEMA)
-        await self.db.write(_upgrade)
+        moved_index = await self.db.write(_upgrade)
         await self.db.write(upgrade_queue)
         await self.db.write(upgrade_sieve)
-        self._index_pending = await self.db.read(
-            lambda c: c.execute("SELECT count(*) FROM fts_pending").fetchone()[0])
+        made_now = await asyncio.to_thread(self.search.open)     # before the first read attaches it
+        if moved_index:
+            await asyncio.to_thread(self.search.clear)
+        self._index_pending = await self.db.read(_backlog)
+        if made_now and not moved_index and await self.db.read(
+                lambda c: c.execute("SELECT EXISTS (SELECT 1 FROM messages WHERE id NOT IN "
+                                    "(SELECT id FROM fts_pending))").fetchone()[0]):
+            _log.warning("%s was missing: messages already indexed are not found by searches until "
+                         "`mailhaven store reindex`", self.search.path)
         self._indexer = asyncio.create_task(self._index_loop())
 
     async def close(self) -> None:
@@ -120,6 +139,7 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
             with contextlib.suppress(asyncio.CancelledError):
                 await self._indexer
             self._indexer = None
+        await asyncio.to_thread(self.search.close)
         await asyncio.to_thread(self.db.close)
 
     async def integrity_check(self) -> list[str]:

@@ -2,11 +2,13 @@
 ``fts_pending``, searched, and rebuilt by ``reindex``. Mixed into
 :class:`mailhaven.store.sqlite.SQLiteStore`.
 
-The index (``search_index``) is contentless (``content=''``) and records which trigrams
-each column holds, not where (``detail=column``, see trigram.py). The text it took is
-kept once, in ``search_text``: to check the index's candidates, to take a message out
-again (FTS5 before 3.43 deletes from a contentless table only given the values it
-indexed), for COPY, for needles too short for trigrams, and for ``migrate-to-postgres``."""
+The index lives in a database of its own, ``DATA/search.db`` (searchdb.py: the file, the
+hand-off from ``mailhaven.db``, the slices), so that indexing never holds the write lock
+deliveries take. The index (``search_index``) is contentless (``content=''``) and records
+which trigrams each column holds, not where (``detail=column``, see trigram.py). The text
+it took is kept once, in ``search_text``: to check the index's candidates, to take a
+message out again (FTS5 before 3.43 deletes from a contentless table only given the values
+it indexed), for COPY, for needles too short for trigrams, and for ``migrate-to-postgres``."""
 
 from __future__ import annotations
 
@@ -15,12 +17,23 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..message.summary import LARGE_MESSAGE
 from .api import Message, NotFound
 from .db import Database, WriteContext
+from .searchdb import (  # noqa: F401 - their home was here; other modules import them from here
+    ALIAS,
+    FIELD_SEPARATOR,
+    SEARCH_COLUMNS,
+    SearchDatabase,
+    Slice,
+    clean_fields,
+    forget_indexed,
+    text_of,
+    unindex,
+    unpack_text,
+)
 from .sqliterows import (
     _INSERT_DATA,
     _INSERT_HEADER,
@@ -36,11 +49,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("mailhaven.store")
 
-SEARCH_COLUMNS = ("subject", "sender", "recipients", "cc", "bcc", "body", "headers")
-"""The index's columns, in the order of :func:`mailhaven.message.summary.search_fields`."""
-_COLUMNS = ", ".join(SEARCH_COLUMNS)
-_DELETE_INDEX = f"INSERT INTO search_index (search_index, rowid, {_COLUMNS}) VALUES ('delete',?,?,?,?,?,?,?,?)"
-
 # Search fields -> FTS columns (None: every column).
 _FTS_FIELDS: dict[str, str | None] = {
     "subject": "subject", "from": "sender", "to": "recipients", "cc": "cc", "bcc": "bcc",
@@ -48,36 +56,24 @@ _FTS_FIELDS: dict[str, str | None] = {
 }
 
 INDEX_QUIET = 0.0
-"""Seconds without a new message before pending search text is indexed (and then only
-while no write waits for the writer thread). 0: right away, between deliveries; it was
-1 s, which left a burst's whole indexing for after it, every message searchable late."""
+"""Seconds without a new message before pending search text is indexed. 0: right away,
+beside deliveries; it was 1 s, which left a burst's whole indexing for after it, every
+message searchable late."""
 INDEX_POLL = 0.02
 """Seconds between looks at the backlog while nothing was indexed."""
 INDEX_BACKLOG = 20_000
-"""Pending messages beyond which indexing goes on under load too."""
+"""Pending messages beyond which indexing goes on however busy delivery is."""
 INDEX_CHUNK = 200
-"""Most messages indexed per write transaction."""
+"""Most messages indexed per slice (one transaction of search.db)."""
+INDEX_LOOK_EVERY = 5.0
+"""Seconds between looks at mailhaven.db's backlog while this process knows of none."""
 CHECKPOINT_EVERY = 0.25
 """Seconds between checkpoints of the WAL (:meth:`Database.checkpoint`) while writes go on."""
 INDEX_SLICE_BYTES = 256 * 1024
-"""Bytes of search text indexed per write transaction, at most (and at least one message):
-6-12 ms of the writer's CPU measured, what a delivery queued behind the slice waits for
-(one waiting before it makes the slice a single message). Counted in bytes, not timed:
-the slice is a few statements over a set of rows, with the GIL released while they run."""
-
-
-FIELD_SEPARATOR = "\x00"
-"""Between the fields in ``search_text`` (no field holds one: :func:`clean_fields`)."""
-
-
-def clean_fields(fields: Sequence[str | None]) -> tuple[str, ...]:
-    """The fields as indexed and kept: NUL (which no search string holds) made a space."""
-    return tuple((f or "").replace(FIELD_SEPARATOR, " ") for f in fields)
-
-
-def unpack_text(stored: str) -> tuple[str, ...]:
-    """The fields of a ``search_text`` row (:data:`_SLICE_KEEP`)."""
-    return tuple(stored.split(FIELD_SEPARATOR))
+"""Bytes of search text indexed per slice, at most (and at least one message). A slice holds
+search.db's write lock, not mailhaven.db's: no delivery waits for it. Larger slices cost
+less CPU a message (each FTS5 transaction writes a segment and merges), smaller ones let a
+search's flush and the WAL's fsync come sooner."""
 
 
 def field_of(stored: str, at: int) -> str:
@@ -92,68 +88,15 @@ def field_of(stored: str, at: int) -> str:
     return stored[start:] if end < 0 else stored[start:end]
 
 
-def text_of(conn: sqlite3.Connection, message_id: int) -> tuple[str, ...] | None:
-    """A message's search fields, indexed or still pending (None: neither, e.g. gone)."""
-    row = conn.execute("SELECT text FROM search_text WHERE id=?", (message_id,)).fetchone()
-    if row is not None:
-        return unpack_text(row[0])
-    row = conn.execute(f"SELECT {_COLUMNS} FROM fts_pending WHERE id=?", (message_id,)).fetchone()
-    return tuple(f or "" for f in row) if row is not None else None
+def _backlog(conn: sqlite3.Connection) -> int:
+    """Pending messages and listed drops, in mailhaven.db."""
+    return int(conn.execute("SELECT (SELECT count(*) FROM fts_pending) + (SELECT count(*) FROM search_drops)")
+               .fetchone()[0])
 
 
-def unindex(conn: sqlite3.Connection, message_ids: Iterable[int]) -> None:
-    """Take messages out of the search index and the backlog (expunge, mailbox or account
-    removal, reindex). The contentless index is told the very values it indexed."""
-    for message_id in message_ids:
-        row = conn.execute("SELECT text FROM search_text WHERE id=?", (message_id,)).fetchone()
-        if row is not None:
-            conn.execute(_DELETE_INDEX, (message_id, *unpack_text(row[0])))
-            conn.execute("DELETE FROM search_text WHERE id=?", (message_id,))
-        conn.execute("DELETE FROM fts_pending WHERE id=?", (message_id,))
-
-
-_SLICE_ROWS = ("SELECT id, " + " + ".join(f"ifnull(length(CAST({c} AS BLOB)), 0)" for c in SEARCH_COLUMNS)
-               + ", instr(" + " || ".join(f"ifnull(CAST({c} AS BLOB), x'')" for c in SEARCH_COLUMNS)
-               + ", x'00') FROM fts_pending ORDER BY id LIMIT ?")
-"""The backlog's first rows: id, bytes of text, whether a field holds a NUL."""
-_FIELDS = ", ".join(f"ifnull({c}, '')" for c in SEARCH_COLUMNS)
-_SLICE_INDEX = f"INSERT INTO search_index (rowid, {_COLUMNS}) SELECT id, {_FIELDS} FROM fts_pending WHERE id <= ?"
-_SLICE_KEEP = ("INSERT INTO search_text (id, text) SELECT id, "
-               + " || char(0) || ".join(f"ifnull({c}, '')" for c in SEARCH_COLUMNS)
-               + " FROM fts_pending WHERE id <= ?")
-"""A message's fields as ``search_text`` keeps them: joined by NUL (concatenation keeps
-NULs; the fields hold none by then). Not compressed: a search checks every candidate's
-text (trigram.py), and zlib took ~25 us a message to undo against ~2 us to look through
-the text (compressed, the copy was 1.0 KB a message instead of 2.0: 0.1x of the raw)."""
-
-
-def _index_some(conn: sqlite3.Connection, write_waiting: Callable[[], bool] | None = None) -> int:
-    """Move the backlog's first rows into the trigram index, INDEX_SLICE_BYTES of text at
-    most (INDEX_CHUNK rows, at least one; only one when ``write_waiting()`` says a write,
-    a delivery, is queued for the writer already). Returns how many.
-
-    The rows move in three statements over the set (index, kept text, backlog), not four
-    per row: each statement gives the GIL back and takes it again, which the event loop
-    and the summarising threads, busy in a burst, make slow."""
-    budget = 0 if write_waiting is not None and write_waiting() else INDEX_SLICE_BYTES
-    last, total, dirty = None, 0, []
-    rows = conn.execute(_SLICE_ROWS, (INDEX_CHUNK,))
-    for message_id, size, nul in rows:      # a row at a time: the sizes read the text
-        if last is not None and total + size > budget:
-            break
-        last, total = message_id, total + size
-        if nul:
-            dirty.append(message_id)
-    rows.close()
-    if last is None:
-        return 0
-    for message_id in dirty:                # NUL separates the kept fields: made a space
-        row = conn.execute(f"SELECT {_COLUMNS} FROM fts_pending WHERE id=?", (message_id,)).fetchone()
-        conn.execute(f"UPDATE fts_pending SET ({_COLUMNS}) = (?,?,?,?,?,?,?) WHERE id=?",
-                     (*clean_fields(tuple(row)), message_id))
-    conn.execute(_SLICE_INDEX, (last,))
-    conn.execute(_SLICE_KEEP, (last,))
-    return conn.execute("DELETE FROM fts_pending WHERE id <= ?", (last,)).rowcount
+_UNDROPPED = "m.id NOT IN (SELECT id FROM search_drops)"
+"""A message whose id waits to be taken out of the index: what the index holds for it may
+be another (expunged) message's text (searchdb.py)."""
 
 
 class IndexMethods:
@@ -164,6 +107,8 @@ class IndexMethods:
         _last_indexed_write: float
         _foreign_commits: int
         _indexer: asyncio.Task[None] | None
+        search: SearchDatabase
+        _slicing: asyncio.Lock
 
         async def list_messages(self, mailbox_id: int, *, with_summary: bool = False) -> list[Message]: ...
 
@@ -187,16 +132,37 @@ class IndexMethods:
         self._foreign_commits += 1
         self._index_later()
 
+    def _kept_text(self, conn: sqlite3.Connection, message_id: int) -> tuple[str, ...] | None:
+        """A message's search fields, pending or indexed (:func:`searchdb.text_of`), in a
+        write transaction on ``mailhaven.db`` (a copy gives them to the new message)."""
+        return text_of(conn, self.search, message_id)
+
+    async def _index_slice(self) -> int:
+        """One slice into search.db (on a thread: no write lock of mailhaven.db is held for
+        it), then what it took deleted from mailhaven.db in a short transaction beside
+        deliveries (lost in a crash, the slice is applied again). Returns how much it did (0: the
+        backlog is empty). One slice at a time in this process, so a search's flush does
+        not index again what the background indexer has taken but not yet cleared."""
+        async with self._slicing:
+            done: Slice = await asyncio.to_thread(self.search.index_some, INDEX_SLICE_BYTES, INDEX_CHUNK)
+            if done.done:
+                # A few rows: committed on the loop with the deliveries of its pass (db.py), so
+                # it holds the connection for its own statements, not for the GIL hand-offs a
+                # job on the writer thread waits for while the loop is busy.
+                def forget_slice(ctx: WriteContext) -> int:
+                    return forget_indexed(ctx.conn, done)
+
+                await self.db.write_ctx(forget_slice, on_loop=True)
+            return done.done
+
     async def _index_loop(self) -> None:
-        """Move pending search text into the trigram index an INDEX_SLICE_BYTES per transaction,
-        whenever no delivery is waiting for the writer thread (or the backlog passes
-        INDEX_BACKLOG), so a delivery waits at most one slice behind it and the index is
-        current soon after a burst. A slice queued beside deliveries shares their commit.
-        Searches do not wait for it: they flush first."""
+        """Move pending search text into the trigram index, INDEX_SLICE_BYTES per slice, soon
+        after it arrives (INDEX_QUIET), so the index is current soon after a burst. Searches
+        do not wait for it: they flush first. Also checkpoints mailhaven.db's WAL."""
         moved = 0
         checkpointed, last_checkpoint = self.db.commits + self._foreign_commits, time.monotonic()
+        last_look = last_checkpoint
         while True:
-            # Slice after slice while there is work; deliveries queue for the lock between them.
             await asyncio.sleep(0 if moved else INDEX_POLL)
             moved = 0
             now = time.monotonic()
@@ -209,20 +175,24 @@ class IndexMethods:
                 except sqlite3.Error as exc:
                     _log.warning("checkpoint failed: %s", exc)
             if not self._index_pending:
-                continue
-            quiet = time.monotonic() - self._last_indexed_write >= INDEX_QUIET and not self.db.writes_waiting()
-            if quiet or self._index_pending >= INDEX_BACKLOG:
+                if now - last_look < INDEX_LOOK_EVERY:
+                    continue
+                # Drops (expunges) and text other processes left (a CLI reindex) tell no one.
+                last_look = now
+                self._index_pending = await self.db.read(_backlog)
+                if not self._index_pending:
+                    continue
+            if time.monotonic() - self._last_indexed_write >= INDEX_QUIET or self._index_pending >= INDEX_BACKLOG:
                 try:
-                    moved = await self.db.write(lambda c: _index_some(c, self.db.writes_waiting),
-                                                durable=False)
+                    moved = await self._index_slice()
                 except sqlite3.Error as exc:          # busy or locked: try again later
                     _log.warning("search indexing failed: %s", exc)
                     continue
                 self._index_pending = max(0, self._index_pending - moved) if moved else 0
 
     async def flush_index(self) -> None:
-        """Index every pending message now (before a search)."""
-        while await self.db.write(lambda c: _index_some(c, self.db.writes_waiting), durable=False):
+        """Index every pending message, and apply every listed drop, now (before a search)."""
+        while await self._index_slice():
             pass
         self._index_pending = 0
 
@@ -282,8 +252,8 @@ class IndexMethods:
         if not needle:
             return {m.uid for m in await self.list_messages(mailbox_id)}
 
-        if self._index_pending or await self.db.read(
-                lambda c: c.execute("SELECT EXISTS (SELECT 1 FROM fts_pending)").fetchone()[0]):
+        if self._index_pending or await self.db.read(lambda c: c.execute(
+                "SELECT EXISTS (SELECT 1 FROM fts_pending) OR EXISTS (SELECT 1 FROM search_drops)").fetchone()[0]):
             await self.flush_index()      # (other processes, SMTP workers or imports, add some too)
 
         def find(conn: sqlite3.Connection) -> set[int]:
@@ -296,20 +266,21 @@ class IndexMethods:
                 # MATCH in a subquery: one index lookup, not one MATCH per message of the
                 # mailbox (the join form ran ~100x slower on a 1,000-message mailbox).
                 query, exact = trigram_query(needle, column)
-                matched = "m.id IN (SELECT rowid FROM search_index WHERE search_index MATCH ?)"
+                matched = (f"m.id IN (SELECT rowid FROM {ALIAS}.search_index WHERE search_index MATCH ?) "
+                           f"AND {_UNDROPPED}")
                 if exact:
                     return {r[0] for r in conn.execute(
                         f"SELECT uid FROM messages m WHERE mailbox_id=? AND {matched}", (mailbox_id, query))}
                 found = matcher(needle)
-                rows = conn.execute("SELECT m.uid, t.text FROM messages m JOIN search_text t ON t.id = m.id "
+                rows = conn.execute(f"SELECT m.uid, t.text FROM messages m JOIN {ALIAS}.search_text t ON t.id = m.id "
                                     f"WHERE m.mailbox_id=? AND {matched}", (mailbox_id, query))
             else:
                 # One or two characters make no trigram: the mailbox's kept text is scanned,
                 # matched as LIKE matches (ASCII letters either case), as the LIKE over the
                 # index's copy did.
                 found = like_matcher(needle)
-                rows = conn.execute("SELECT m.uid, t.text FROM messages m JOIN search_text t ON t.id = m.id "
-                                    "WHERE m.mailbox_id=?", (mailbox_id,))
+                rows = conn.execute(f"SELECT m.uid, t.text FROM messages m JOIN {ALIAS}.search_text t "
+                                    f"ON t.id = m.id WHERE m.mailbox_id=? AND {_UNDROPPED}", (mailbox_id,))
             if column is None:              # any field: the joined text (NUL is in no needle)
                 return {uid for uid, stored in rows if found(stored)}
             return {uid for uid, stored in rows if found(field_of(stored, at))}

@@ -27,7 +27,7 @@ from .blobs import INLINE_JOIN
 from .db import Database, WriteContext
 from .headerblock import unpack
 from .names import normalize_mailbox_name
-from .sqliteindex import text_of, unindex
+from .sqliteindex import unindex
 from .sqliterows import (
     _INSERT_DATA,
     _INSERT_HEADER,
@@ -82,6 +82,8 @@ class MessageMethods:
         blobs: FileBlobStore
 
         def _index_later(self) -> None: ...
+
+        def _kept_text(self, conn: sqlite3.Connection, message_id: int) -> tuple[str, ...] | None: ...
 
         @staticmethod
         def _bump_modseq(conn: sqlite3.Connection, account_id: int) -> int: ...
@@ -449,7 +451,7 @@ class MessageMethods:
             conn.execute(_INSERT_DATA, (new_id, row["summary"] or "{}", row["imap_envelope"], row["imap_body"]))
             conn.execute("INSERT INTO message_headers SELECT ?, header FROM message_headers WHERE id=?",
                          (new_id, row["id"]))
-            text = text_of(conn, row["id"])                  # indexed or not yet: the copy waits its turn
+            text = self._kept_text(conn, row["id"])          # indexed or not yet: the copy waits its turn
             if text is not None:
                 conn.execute(_INSERT_PENDING, (new_id, *text))
             if check_quota:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from .sqliteindex import unpack_text
+from .searchdb import unpack_text
 
 _log = logging.getLogger("mailhaven.store")
-
-SEARCH_INDEX = ("CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5 (subject, sender, recipients, cc, bcc, "
-                "body, headers, tokenize = 'trigram', content = '', detail = column)")
-"""The search index as this version makes it (an index made otherwise is rebuilt at open)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -100,16 +96,9 @@ CREATE TABLE IF NOT EXISTS expunged (
 );
 CREATE INDEX IF NOT EXISTS expunged_mailbox ON expunged (mailbox_id, modseq);
 CREATE INDEX IF NOT EXISTS expunged_account ON expunged (account_id, modseq);
--- The trigram index keeps no copy of the text (content=''), and which trigrams each column
--- holds but not where (detail=column): a third of the size. The text it took is in
--- search_text (sqliteindex.py and trigram.py say what for).
-{SEARCH_INDEX};
-CREATE TABLE IF NOT EXISTS search_text (
-    id INTEGER PRIMARY KEY,                 -- messages.id
-    text TEXT NOT NULL                      -- sqliteindex.pack_text of the indexed fields
-);
--- Search text of messages not in search_index yet: written with the message (cheap), moved
--- into the trigram index in batches when delivery is quiet, and always before a search.
+-- Search text of messages not in the search index (search.db, searchdb.py) yet: written
+-- with the message (cheap), moved into the trigram index in slices beside deliveries, and
+-- always before a search.
 CREATE TABLE IF NOT EXISTS fts_pending (
     id INTEGER PRIMARY KEY,
     subject TEXT, sender TEXT, recipients TEXT, cc TEXT, bcc TEXT, body TEXT, headers TEXT
@@ -117,11 +106,9 @@ CREATE TABLE IF NOT EXISTS fts_pending (
 """
 
 
-SCHEMA = SCHEMA.replace("{SEARCH_INDEX}", SEARCH_INDEX)
-
-
-def _upgrade(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an older version up to this schema."""
+def _upgrade(conn: sqlite3.Connection) -> bool:
+    """Bring a database made by an older version up to this schema. True: the search index
+    was in it, and its text is pending again (the index database is to start empty)."""
     columns = {r[1] for r in conn.execute("PRAGMA table_info(mailboxes)")}
     if "recent_uid" not in columns:
         conn.execute("ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1")
@@ -136,25 +123,29 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         for column in ("summary", "imap_envelope", "imap_body"):
             if column in columns:
                 conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
+    moved = False
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name='messages_fts'").fetchone() is not None:
         # The index kept its own copy of the text (and all positions): its text
-        # goes back to the backlog, which the indexer moves into search_index (searches flush).
+        # goes back to the backlog, which the indexer moves into search.db (searches flush).
         _log.info("moving the search index to a contentless table (once, after an upgrade)")
         conn.execute("INSERT OR IGNORE INTO fts_pending SELECT rowid, subject, sender, recipients, cc, bcc, "
                      "body, headers FROM messages_fts WHERE rowid IN (SELECT id FROM messages)")
         conn.execute("DROP TABLE messages_fts")
-    made = conn.execute("SELECT sql FROM sqlite_master WHERE name='search_index'").fetchone()
-    if made is not None and made[0] != SEARCH_INDEX.replace(" IF NOT EXISTS", ""):
-        # Made with other options: its text goes back to the backlog and the index is made anew.
-        _log.info("rebuilding the search index with new options (once, after an upgrade)")
+        moved = True
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name='search_text'").fetchone() is not None:
+        # The index lived in this database, where its slices held the deliveries' write lock:
+        # its kept text goes back to the backlog, which the indexer moves into search.db.
+        _log.info("moving the search index to search.db (once, after an upgrade)")
         for message_id, stored in conn.execute("SELECT id, text FROM search_text").fetchall():
             conn.execute("INSERT OR IGNORE INTO fts_pending (id, subject, sender, recipients, cc, bcc, body, "
                          "headers) VALUES (?,?,?,?,?,?,?,?)", (message_id, *unpack_text(stored)))
-        conn.execute("DELETE FROM search_text")
+        conn.execute("DROP TABLE search_text")
+        moved = True
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name='search_index'").fetchone() is not None:
         conn.execute("DROP TABLE search_index")
-        conn.execute(SEARCH_INDEX)
     # A mailbox created under the id of a deleted one by an older version started at
     # HIGHESTMODSEQ 1, below the deleted mailbox's expunges: lift it above them.
     conn.execute("UPDATE mailboxes SET highestmodseq = (SELECT MAX(modseq) FROM expunged e "
                  "WHERE e.mailbox_id = mailboxes.id) WHERE highestmodseq < (SELECT MAX(modseq) "
                  "FROM expunged e WHERE e.mailbox_id = mailboxes.id)")
+    return moved
