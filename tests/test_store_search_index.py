@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailhaven.store import sqliteindex as sqlite_store
-from mailhaven.store.api import FlagMode
+from mailhaven.store.api import FlagMode, StorageFull
 from mailhaven.store.searchdb import forget_indexed
 from mailhaven.store.sqlite import SQLiteStore
 
@@ -106,6 +106,38 @@ async def test_background_indexing_when_delivery_is_quiet(tmp_path: Path, monkey
                 break
             await asyncio.sleep(0.05)
         assert await pending(store) == 0
+    finally:
+        await store.close()
+
+
+async def test_the_indexer_outlives_a_full_disk(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A slice whose clean-up in mailhaven.db finds the disk full (StorageFull, not an
+    sqlite3 error) is tried again later; the background indexer does not end."""
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 0.05)
+    monkeypatch.setattr(sqlite_store, "INDEX_POLL", 0.05)
+    failures = [StorageFull("database or disk is full")]
+
+    def forget_or_fail(conn, done):  # type: ignore[no-untyped-def]
+        if failures:
+            raise failures.pop()
+        return forget_indexed(conn, done)
+
+    monkeypatch.setattr(sqlite_store, "forget_indexed", forget_or_fail)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        await store.deliver(await store.put_blob(raw("dugong")), [bob.id])
+        for _ in range(200):
+            if not failures and await pending(store) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert not failures                                   # the full disk was met
+        assert store._indexer is not None and not store._indexer.done()
+        assert await pending(store) == 0                      # and the text indexed after it
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        assert await store.search_text(inbox.id, "body", "dugong") == {1}
     finally:
         await store.close()
 

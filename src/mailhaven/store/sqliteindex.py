@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..message.summary import LARGE_MESSAGE
-from .api import Message, NotFound
+from .api import Message, NotFound, StorageFull
 from .db import Database, WriteContext
 from .searchdb import (  # noqa: F401 - their home was here; other modules import them from here
     ALIAS,
@@ -185,7 +185,7 @@ class IndexMethods:
             if time.monotonic() - self._last_indexed_write >= INDEX_QUIET or self._index_pending >= INDEX_BACKLOG:
                 try:
                     moved = await self._index_slice()
-                except sqlite3.Error as exc:          # busy or locked: try again later
+                except (sqlite3.Error, StorageFull) as exc:   # busy, locked or a full disk: later
                     _log.warning("search indexing failed: %s", exc)
                     continue
                 self._index_pending = max(0, self._index_pending - moved) if moved else 0
