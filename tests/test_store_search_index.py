@@ -142,6 +142,41 @@ async def test_the_indexer_outlives_a_full_disk(tmp_path: Path, monkeypatch) -> 
         await store.close()
 
 
+async def test_a_stream_of_deliveries_is_indexed_in_gathered_slices(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18: each slice is an FTS5 segment and an fsync of search.db, so while messages
+    keep arriving the indexer lets them gather (INDEX_GATHER) instead of slicing a message or
+    two at every poll; all of them are still indexed soon after the stream ends."""
+    monkeypatch.setattr(sqlite_store, "INDEX_GATHER", 0.25)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    slices: list[int] = []
+    index_some = store.search.index_some
+
+    def counted(budget: int, chunk: int):  # type: ignore[no-untyped-def]
+        done = index_some(budget, chunk)
+        slices.append(len(done.ids))
+        return done
+
+    monkeypatch.setattr(store.search, "index_some", counted)
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        for i in range(40):                                 # about a second of deliveries
+            await store.deliver(await store.put_blob(raw(f"gathered{i}")), [bob.id])
+            await asyncio.sleep(0.025)
+        for _ in range(200):
+            if await pending(store) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await pending(store) == 0
+        taken = [n for n in slices if n]
+        assert sum(taken) == 40
+        # Slicing at every poll (0.02 s) took one or two messages a slice, 20 or more slices.
+        assert len(taken) <= 10, taken
+    finally:
+        await store.close()
+
+
 def _encoded_lines(data: bytes) -> bytes:
     import base64
 
