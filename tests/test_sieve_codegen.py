@@ -273,3 +273,38 @@ def test_absent_fields_are_not_read_for_their_values(monkeypatch: pytest.MonkeyP
     outcome = run(script, SieveMessage(raw=b"From: a@b.example\r\nSubject: x\r\n\r\nbody\r\n"))
     assert [a.mailbox for a in outcome.actions] == ["A"]
     assert read == ["from"]
+
+
+@given(st.text())
+def test_ascii_fold_is_the_casemap_translation(text: str) -> None:
+    """match.ascii_fold (str.lower for ASCII text) folds exactly as the RFC 4790 9.2 table."""
+    from mailhaven.sieve.match import _ASCII_LOWER, ascii_fold
+
+    for s in (text, text + "\u212a", "İ" + text, text.upper()):
+        assert ascii_fold(s) == s.translate(_ASCII_LOWER)
+
+
+@pytest.mark.parametrize(("value", "key", "matched"), [
+    ("Build FAILED", "build failed", True),
+    ("\u212aelvin", "kelvin", False),            # KELVIN SIGN: str.lower() gives "k", casemap keeps it
+    ("\u0130x", "i\u0307x", False),              # CAPITAL I WITH DOT ABOVE: lower() gives "i\u0307"
+    ("STRASSE \u212a", "strasse \u212a", True),  # non-ASCII kept on both sides, ASCII letters folded
+])
+def test_casemap_folds_ascii_letters_only(value: str, key: str, matched: bool) -> None:
+    """i;ascii-casemap (RFC 4790 9.2) in every path: the generated program, the closures
+    and the interpreter, for header, address and envelope values folded once a run."""
+    raw = (f"Subject: {value}\r\nFrom: \"{value}\" <{value.replace(' ', '.')}@x.example>\r\n\r\nbody\r\n").encode()
+    addr = key.replace(" ", ".")
+    source = ('require ["fileinto", "envelope"];\n'
+              f'if header :contains "subject" "{key}" {{ fileinto "H"; }}\n'
+              f'if header :is "subject" "{key}" {{ fileinto "I"; }}\n'
+              f'if address :localpart :is "from" "{addr}" {{ fileinto "A"; }}\n'
+              f'if envelope :localpart :contains "from" "{addr}" {{ fileinto "E"; }}\n')
+    envelope = f"{value.replace(' ', '.')}@x.example"
+    script = compile_script(source)
+    assert script.program is not None and script.program.__name__ == "sieve_program"
+    for prog in (script.program, program.build(script), None):
+        message = SieveMessage(raw=raw, mail_from=envelope, rcpt_to="me@bench.example")
+        outcome = run(replace(script, program=prog), message)
+        filed = [a.mailbox for a in outcome.actions if a.kind == "fileinto"]
+        assert filed == (["H", "I", "A", "E"] if matched else []), (prog, filed)

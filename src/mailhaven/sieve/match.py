@@ -15,11 +15,21 @@ _OPS = {
 
 def _fold(comparator: str, s: str) -> str:
     if comparator == "i;ascii-casemap":                      # RFC 4790 9.2: ASCII letters only
-        return s.translate(_ASCII_LOWER)
+        return ascii_fold(s)
     return s
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_fold(s: str) -> str:
+    """i;ascii-casemap's folding (RFC 4790 9.2): A-Z to a-z, every other character kept.
+    For an ASCII string that is ``str.lower`` (Unicode lowers no other ASCII character),
+    some thirty times cheaper than ``translate``, which looks each character up in the
+    table (a 70-character Subject: 3 us against 0.1 us, i.e. a fifth of a 50-rule run's
+    value work, bench/sieve_rules.py); any other string is translated: ``lower`` would
+    also fold the Kelvin sign to ``k``, ``İ`` to ``i̇`` and the like."""
+    return s.lower() if s.isascii() else s.translate(_ASCII_LOWER)
 
 
 def _numeric(s: str) -> int | None:
@@ -121,9 +131,9 @@ def match_any(match_type: str, comparator: str, values: Sequence[str], keys: Seq
         # The common case, as match_one decides it with each value and key folded once:
         # equal folded strings are equal UTF-8 (RFC 4790 9.2 / 9.3).
         casemap = comparator == "i;ascii-casemap"
-        folded = [k.translate(_ASCII_LOWER) for k in keys] if casemap else list(keys)
+        folded = [ascii_fold(k) for k in keys] if casemap else list(keys)
         for value in values:
-            v = value.translate(_ASCII_LOWER) if casemap else value
+            v = ascii_fold(value) if casemap else value
             if (v in folded) if match_type == "is" else any(k in v for k in folded):
                 return []
         return None

@@ -23,6 +23,8 @@ from mailhaven.message.summary import getaddresses
 
 def _utf8(value: str) -> str:
     """Raw 8-bit header bytes (surrogate-escaped by compat32) read as UTF-8 (RFC 6532)."""
+    if value.isascii():                 # nearly every field: the round below hands it back as is
+        return value
     try:
         return value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
     except UnicodeEncodeError:

@@ -277,7 +277,9 @@ def _header_values(names: tuple[str, ...], folded: bool) -> Values:
     def values(st: _State) -> list[str]:
         message = st.message                 # most fields a script asks for are absent:
         found = [v for h in names if message.has_header(h) for v in message.headers(h)]   # no decoding round
-        return [v.translate(_ASCII_LOWER) for v in found] if folded else found
+        if not folded:
+            return found
+        return [v.lower() if v.isascii() else v.translate(_ASCII_LOWER) for v in found]   # match.ascii_fold
     return values
 
 
@@ -290,7 +292,9 @@ def _address_values(names: tuple[str, ...], part: str, folded: bool) -> Values:
         message = st.message
         found = [p for h in names if message.has_header(h) for a in message.addresses(h)
                  if (p := _part(probe, a)) is not None]
-        return [v.translate(_ASCII_LOWER) for v in found] if folded else found
+        if not folded:
+            return found
+        return [v.lower() if v.isascii() else v.translate(_ASCII_LOWER) for v in found]   # match.ascii_fold
     return values
 
 
@@ -304,5 +308,7 @@ def _envelope_values(parts: tuple[str, ...], test: Test, folded: bool) -> Values
             elif part == "to":
                 found.append(st.message.rcpt_to)
         out = [p for a in found if (p := _part(test, a)) is not None]
-        return [v.translate(_ASCII_LOWER) for v in out] if folded else out
+        if not folded:
+            return out
+        return [v.lower() if v.isascii() else v.translate(_ASCII_LOWER) for v in out]   # match.ascii_fold
     return values
