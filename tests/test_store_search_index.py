@@ -4,12 +4,13 @@ whose text is still waiting (from this process or another one)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from mailhaven.store import sqliteindex as sqlite_store
-from mailhaven.store.api import FlagMode, StorageFull
+from mailhaven.store.api import Account, FlagMode, StorageFull
 from mailhaven.store.searchdb import forget_indexed
 from mailhaven.store.sqlite import SQLiteStore
 
@@ -26,15 +27,21 @@ async def pending(store: SQLiteStore) -> int:
     return int(await store.db.read(lambda c: c.execute("SELECT count(*) FROM fts_pending").fetchone()[0]))
 
 
+async def bob_with(store: SQLiteStore, words: Iterable[str]) -> Account:
+    """nyu.example, its user bob, and one message delivered to him per word (:func:`raw`)."""
+    await store.add_domain("nyu.example")
+    bob = await store.add_account("bob@nyu.example", "pw")
+    for word in words:
+        await store.deliver(await store.put_blob(raw(word)), [bob.id])
+    return bob
+
+
 async def test_search_sees_pending_text_and_the_indexer_catches_up(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)       # no background indexing yet
     store = SQLiteStore(tmp_path)
     await store.open()
     try:
-        await store.add_domain("nyu.example")
-        bob = await store.add_account("bob@nyu.example", "pw")
-        for word in ("walrus", "pelican", "octopus"):
-            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        bob = await bob_with(store, ("walrus", "pelican", "octopus"))
         inbox = await store.get_mailbox(bob.id, "INBOX")
         assert await pending(store) == 3
         assert await store.search_text(inbox.id, "body", "pelican") == {2}   # flushed first
@@ -221,10 +228,7 @@ async def test_a_slice_is_its_budget_of_text_and_at_least_one_message(tmp_path: 
     store = SQLiteStore(tmp_path)
     await store.open()
     try:
-        await store.add_domain("nyu.example")
-        bob = await store.add_account("bob@nyu.example", "pw")
-        for word in ("heron", "egret", "ibis"):
-            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        bob = await bob_with(store, ("heron", "egret", "ibis"))
         done = await asyncio.to_thread(store.search.index_some, 0, 200)   # a budget its first message uses up
         assert done.ids == (1,)
         assert await store.db.write(lambda c: forget_indexed(c, done)) == 1
@@ -276,10 +280,7 @@ async def test_a_data_directory_with_an_older_index_is_upgraded(tmp_path: Path, 
 
     store = SQLiteStore(tmp_path)
     await store.open()
-    await store.add_domain("nyu.example")
-    bob = await store.add_account("bob@nyu.example", "pw")
-    for word in ("walrus", "pelican", "octopus"):
-        await store.deliver(await store.put_blob(raw(word)), [bob.id])
+    bob = await bob_with(store, ("walrus", "pelican", "octopus"))
     await store.flush_index()
     await store.close()
     index = sqlite3.connect(tmp_path / "search.db")
@@ -350,10 +351,7 @@ async def test_expunge_and_reindex_keep_the_contentless_index_exact(tmp_path: Pa
     store = SQLiteStore(tmp_path)
     await store.open()
     try:
-        await store.add_domain("nyu.example")
-        bob = await store.add_account("bob@nyu.example", "pw")
-        for word in ("heron", "egret", "ibis"):
-            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        bob = await bob_with(store, ("heron", "egret", "ibis"))
         await store.flush_index()
         inbox = await store.get_mailbox(bob.id, "INBOX")
         await store.expunge(inbox.id, [2])
@@ -399,10 +397,7 @@ async def test_a_delivery_never_waits_for_an_index_transaction(tmp_path: Path, m
     store = SQLiteStore(tmp_path)
     await store.open()
     try:
-        await store.add_domain("nyu.example")
-        bob = await store.add_account("bob@nyu.example", "pw")
-        for word in ("heron", "egret", "ibis"):
-            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        bob = await bob_with(store, ("heron", "egret", "ibis"))
         held = sqlite3.connect(_index_file(tmp_path), timeout=0, isolation_level=None)
         held.execute("BEGIN IMMEDIATE")
         held.execute("INSERT INTO search_text (id, text) VALUES (1000000, 'slice in progress')")
@@ -429,10 +424,7 @@ async def test_a_slice_applied_again_after_a_crash_indexes_each_message_once(tmp
     monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)
     store = SQLiteStore(tmp_path)
     await store.open()
-    await store.add_domain("nyu.example")
-    bob = await store.add_account("bob@nyu.example", "pw")
-    for word in ("heron", "egret", "ibis"):
-        await store.deliver(await store.put_blob(raw(word)), [bob.id])
+    bob = await bob_with(store, ("heron", "egret", "ibis"))
     done = await asyncio.to_thread(store.search.index_some, 10**9, 200)
     assert done.ids == (1, 2, 3)
     await store.close()                               # "crashed" before forget_indexed
@@ -457,10 +449,7 @@ async def test_text_pended_again_after_a_slice_read_it_is_not_forgotten(tmp_path
     store = SQLiteStore(tmp_path)
     await store.open()
     try:
-        await store.add_domain("nyu.example")
-        bob = await store.add_account("bob@nyu.example", "pw")
-        for word in ("heron", "egret"):
-            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        bob = await bob_with(store, ("heron", "egret"))
         done = await asyncio.to_thread(store.search.index_some, 10**9, 200)
         assert await store.reindex() == 2
         assert await store.db.write(lambda c: forget_indexed(c, done)) == 0
@@ -567,10 +556,7 @@ async def test_an_expunged_message_leaves_the_index_in_the_background(tmp_path: 
     store = SQLiteStore(tmp_path)
     await store.open()
     try:
-        await store.add_domain("nyu.example")
-        bob = await store.add_account("bob@nyu.example", "pw")
-        for word in ("heron", "egret"):
-            await store.deliver(await store.put_blob(raw(word)), [bob.id])
+        bob = await bob_with(store, ("heron", "egret"))
         await store.flush_index()
         inbox = await store.get_mailbox(bob.id, "INBOX")
         await store.expunge(inbox.id, [2])
@@ -662,10 +648,7 @@ async def test_a_missing_index_database_is_made_anew_and_refilled_by_reindex(tmp
 
     store = SQLiteStore(tmp_path)
     await store.open()
-    await store.add_domain("nyu.example")
-    bob = await store.add_account("bob@nyu.example", "pw")
-    for word in ("heron", "egret"):
-        await store.deliver(await store.put_blob(raw(word)), [bob.id])
+    bob = await bob_with(store, ("heron", "egret"))
     await store.flush_index()
     await store.close()
     for name in ("search.db", "search.db-wal", "search.db-shm"):
