@@ -272,10 +272,7 @@ async def _fetch_chunk(s: Session, chunk: list[int], items: list[FetchItem], pla
         wanted = cache.lookup(sel.id, sel.uidvalidity, chunk, raws) if plan.headers_only else chunk
         wanted = [u for u in wanted if u not in large] if large else wanted
         if plan.headers_only and wanted:        # then as stored beside the message
-            for uid, header in await s.store.get_headers(sel.id, wanted):
-                raws[uid] = header
-                cache.put_header((sel.id, sel.uidvalidity, uid), header)
-            wanted = [u for u in wanted if u not in raws]
+            wanted = await _stored_headers(s, sel, cache, wanted, raws)
         if plan.headers_only and wanted:
             from .fetch_large import large_headers
 
@@ -453,10 +450,7 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
             elif headers:       # header blocks from this process's cache, else as stored; messages for the rest
                 missing = cache.lookup(sel.id, sel.uidvalidity, chunk, bodies)
                 if missing:
-                    for uid, header in await s.store.get_headers(sel.id, missing):
-                        bodies[uid] = header
-                        cache.put_header((sel.id, sel.uidvalidity, uid), header)
-                    missing = [u for u in missing if u not in bodies]
+                    missing = await _stored_headers(s, sel, cache, missing, bodies)
                 if missing:
                     from .fetch_large import large_headers
 
@@ -470,6 +464,16 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
     finally:
         if ahead is not None:               # the FETCH failed (the client went): nobody reads it
             ahead.cancel()
+
+
+async def _stored_headers(s: Session, sel: Any, cache: HeaderCache, uids: list[int],
+                          found: dict[int, bytes]) -> list[int]:
+    """The header blocks the store keeps beside ``uids``' messages go into ``found`` and the
+    cache; returns the UIDs without one (stored before blocks were, or too large)."""
+    for uid, header in await s.store.get_headers(sel.id, uids):
+        found[uid] = header
+        cache.put_header((sel.id, sel.uidvalidity, uid), header)
+    return [u for u in uids if u not in found]
 
 
 async def _one_header(s: Session, sel: Any, cache: HeaderCache, plan: _ColumnPlan, uid: int,

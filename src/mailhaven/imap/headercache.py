@@ -58,9 +58,6 @@ class HeaderCache:
             return
         self._entries[key] = header
         self.size += len(header)
-        self._trim()
-
-    def _trim(self) -> None:
         while self.size > self.budget and self._entries:
             _, old = self._entries.popitem(last=False)
             self.size -= len(old)
@@ -70,13 +67,8 @@ class HeaderCache:
         kept = self._entries.get(key)
         if kept is not None:            # a re-fetch: skip the scan for the blank line
             return kept
-        end = header_end(raw, 0, len(raw))
-        header = raw[:end]
-        if end > MAX_HEADER:
-            return header
-        self._entries[key] = header
-        self.size += len(header)
-        self._trim()
+        header = raw[:header_end(raw, 0, len(raw))]
+        self.put_header(key, header)
         return header
 
 
