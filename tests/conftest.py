@@ -33,10 +33,35 @@ def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed to servers come from below the kernel's ephemeral range, one after another:
+# a port the kernel picked with bind(0) and we released could be taken by any outgoing
+# connection (a client, a test's own socket) before the server bound it, failing the
+# server's start with "Address already in use" now and then.
+_PORT_FLOOR = 20000
+_PORT_CEILING = max(_PORT_FLOOR + 1000, _ephemeral_floor())
+_next_port = _PORT_FLOOR + (os.getpid() * 37) % (_PORT_CEILING - _PORT_FLOOR)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port on ``host`` that no socket holds now and no outgoing connection will take."""
+    global _next_port
+    for _ in range(_PORT_CEILING - _PORT_FLOOR):
+        port = _next_port
+        _next_port = _PORT_FLOOR + (port + 1 - _PORT_FLOOR) % (_PORT_CEILING - _PORT_FLOOR)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port on {host} in {_PORT_FLOOR}-{_PORT_CEILING}")
 
 
 def mailhaven_env() -> dict[str, str]:
