@@ -163,4 +163,5 @@ def new_session(ctx: SessionContext, reader: CommandReader) -> Session:
 
 
 HOOKS = CommandHooks(run_updates=search.run_updates, tell_added=search.tell_added,
-                     claim_recent=mailbox.claim_recent, continue_authenticate=continue_authenticate)
+                     claim_recent=mailbox.claim_recent, continue_authenticate=continue_authenticate,
+                     answer_now=fetch.fetch_now)

@@ -27,6 +27,7 @@ from .responses import (
     UNKNOWN_CTE,
     Bad,
     No,
+    Reply,
     flag_list,
     literal,
     nstring,
@@ -212,6 +213,50 @@ async def cmd_fetch(s: Session, cmd: Command) -> str:
     plan = _Plan.of(s, items)
     for start in range(0, len(uids), 200):
         await _fetch_chunk(s, uids[start:start + 200], items, plan)
+    return "FETCH completed"
+
+
+NOW_MAX = 64
+"""Most messages a FETCH answered as it arrives (:func:`fetch_now`) may name."""
+
+
+def fetch_now(s: Session, cmd: Command) -> str | None:
+    """The FETCH clients send for each new message, answered without an await (the
+    adapter asks as the line arrives, Session.answer_now): UID, FLAGS, RFC822.SIZE and
+    INTERNALDATE of up to :data:`NOW_MAX` messages from the view, and the header fields
+    of one message, from the cache or, where the store can answer at once, its stored
+    block. The same bytes as :func:`cmd_fetch`; None for anything else (a modifier,
+    CONDSTORE, a bad argument, a block not at hand), having written nothing."""
+    if cmd.name != "FETCH" or len(cmd.args) != 2 or s.condstore or not isinstance(cmd.args[0], Atom):
+        return None
+    sel = s.require_selected()
+    try:
+        uids = resolve_set(s, cmd.args[0].value, cmd.uid)
+        items = _items_of(cmd.args[1])
+    except Reply:
+        return None             # cmd_fetch answers the BAD
+    if len(uids) > NOW_MAX:
+        return None
+    if cmd.uid and all(i.name != "UID" for i in items):
+        items = (_UID_ITEM, *items)
+    plan = _ColumnPlan.of(items, s.utf8, sel.readonly)
+    if plan is None or plan.raw or plan.wire:
+        return None
+    bodies: dict[int, bytes] = {}
+    if plan.headers:
+        if len(uids) != 1:
+            return None
+        key = (sel.id, sel.uidvalidity, uids[0])
+        header = header_cache(s.store).get(key)
+        if header is None:
+            rows = s.store.get_header_now(sel.id, uids[0])
+            if not rows:
+                return None     # cannot at once, no stored block, or gone: cmd_fetch sees to it
+            header = rows[0][1]
+            header_cache(s.store).put_header(key, header)
+        bodies[uids[0]] = header
+    if uids:
+        s.write(_column_lines(s, sel, plan, uids, {}, bodies, {}, sel.recent if not s.rev2 else set()))
     return "FETCH completed"
 
 

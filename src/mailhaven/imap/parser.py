@@ -243,6 +243,23 @@ class CommandReader:
             return NEED_DATA
         return line
 
+    def one_line_command(self, data: bytes) -> Command | None:
+        """``data`` as the :class:`Command` :meth:`next_event` would give for it, when it
+        is exactly one whole command line without literals and nothing else is buffered or
+        half read; else None. Nothing is consumed either way (a command the session can
+        answer as it arrives is answered without passing through the buffer)."""
+        if (self._buf or self._pieces or self._pending is not None or self._in_literal or self._skip
+                or self._skip_rest or self._discard_line or self.closed):
+            return None
+        end = data.find(b"\n")
+        if end != len(data) - 1 or end > self.max_line or data.endswith(b"}\r\n") or data.endswith(b"}\n"):
+            return None
+        try:
+            return _tokenize_command([data[:-2] if data.endswith(b"\r\n") else data[:-1]], self.max_depth,
+                                     len(data))
+        except _ParseError:
+            return None
+
     # -- framing ----------------------------------------------------------------
     def _reset_command(self) -> None:
         self._pieces = []

@@ -98,6 +98,9 @@ class CommandHooks:
     tell_added: Callable[[Session], None]
     claim_recent: Callable[[Session, SelectedMailbox, int], Awaitable[None]]
     continue_authenticate: Callable[[Session, bytes], Awaitable[None]]
+    answer_now: Callable[[Session, Command], str | None] = lambda s, cmd: None
+    """A command answered without an await (the text of its tagged OK), or None having
+    written nothing (see :meth:`Session.answer_now`)."""
 
 
 async def _no_updates(s: Session) -> None:
@@ -249,6 +252,29 @@ class Session:
             self.command_error(event)
         else:
             await self.run_command(event)
+
+    def answer_now(self, data: bytes) -> bool:
+        """Answer ``data`` at once, without an await, when it is one whole command line
+        that :attr:`CommandHooks.answer_now` can answer from memory (and, with SQLite, one
+        small read): the FETCH of a message's header fields or flags that clients send for
+        each new message. The same bytes :meth:`handle_event` would write, to
+        :meth:`take_output`. False: nothing consumed or written; the bytes go through the
+        reader as usual. Never while anything is owed to the client first (a change to
+        announce, an EXPUNGE, new messages, updating searches). The adapter asks this as
+        bytes arrive (net.connection.StreamProtocol)."""
+        sel = self.selected
+        if (sel is None or self.mode is not Mode.COMMAND or self.dirty or self.closing or self.out
+                or self.starttls_pending or self.compress_pending or self.spools or sel.search_updates
+                or sel.pending_expunge or sel.pending_flags or len(sel.uids) > sel.announced):
+            return False
+        cmd = self.reader.one_line_command(data)
+        if cmd is None or self.state not in self.commands.get(cmd.name, (None, ()))[1]:
+            return False
+        text = self.hooks.answer_now(self, cmd)
+        if text is None:
+            return False
+        self.out += f"{cmd.tag} OK {text}\r\n".encode()
+        return True
 
     def literal_announced(self, ev: LiteralAnnounced) -> None:
         if self.state is State.NOT_AUTHENTICATED and ev.size > PRE_AUTH_LITERAL:

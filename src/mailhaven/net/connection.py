@@ -225,6 +225,12 @@ class NetConnection:
             self._transfer_bytes += len(data)
         return data
 
+    def took(self, data: bytes) -> None:
+        """Bytes the adapter read from ``reader`` itself rather than through :meth:`read`
+        (IMAP in IDLE): counted as read, so that input may be answered on arrival again."""
+        if self._stream is not None:
+            self._stream.unread -= len(data)
+
     def _check(self) -> None:
         self._timer = None
         if self._reading is None:

@@ -598,6 +598,12 @@ class Store(Protocol):
         left out like gone ones: the caller reads those messages instead."""
         ...
 
+    def get_header_now(self, mailbox_id: int, uid: int) -> list[tuple[int, bytes]] | None:
+        """:meth:`get_headers` of one message, answered at once on the calling thread (the
+        event loop's: a protocol answering input as it arrives), or None when this backend
+        cannot without waiting (then the caller awaits :meth:`get_headers`)."""
+        ...
+
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         """By store-wide id (JMAP); unknown ids are left out."""
         ...

@@ -352,6 +352,9 @@ class MessageMethods:
             "AND header IS NOT NULL ORDER BY uid", mailbox_id, sorted(set(uids)))
         return [(uid, unpack(stored)) for uid, stored in rows]
 
+    def get_header_now(self, mailbox_id: int, uid: int) -> None:
+        return None             # every query waits on the server: get_headers
+
     async def get_messages_by_id(self, ids: Iterable[int], *, with_summary: bool = True) -> list[Message]:
         wanted = list(dict.fromkeys(ids))
         rows = await self.pool.fetch(

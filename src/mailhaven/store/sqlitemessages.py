@@ -283,13 +283,15 @@ class MessageMethods:
     async def get_headers(self, mailbox_id: int, uids: Iterable[int]) -> list[tuple[int, bytes]]:
         wanted = sorted(set(uids))
         if len(wanted) == 1:
-            # The one-message header FETCH: one statement on the loop's reader connection (no
-            # thread hop, no BEGIN/COMMIT); the (mailbox_id, uid) index gives the id, which
-            # is the header row's key.
-            rows = self.db.query_sync(_HEADER_ONE, (mailbox_id, wanted[0]))
-        else:
-            rows = await self.db.read(lambda conn: _uid_rows(conn, _HEADER_SELECT, mailbox_id, wanted))
+            return self.get_header_now(mailbox_id, wanted[0])
+        rows = await self.db.read(lambda conn: _uid_rows(conn, _HEADER_SELECT, mailbox_id, wanted))
         return [(uid, unpack(stored)) for uid, stored in rows]
+
+    def get_header_now(self, mailbox_id: int, uid: int) -> list[tuple[int, bytes]]:
+        # The one-message header FETCH: one statement on the loop's reader connection (no
+        # thread hop, no BEGIN/COMMIT); the (mailbox_id, uid) index gives the id, which is
+        # the header row's key.
+        return [(u, unpack(stored)) for u, stored in self.db.query_sync(_HEADER_ONE, (mailbox_id, uid))]
 
     def _raw_on_loop(self, conn: sqlite3.Connection, mailbox_id: int,
                      wanted: list[int]) -> tuple[list[tuple[int, bytes]], list[int]]:
