@@ -527,9 +527,12 @@ async def test_wire_forms_and_raw_as_plain_tuples(backend):
 
 
 async def _header(s, box, uid: int) -> bytes | None:
-    """The one-message form of get_headers (SQLite reads it on the loop)."""
+    """The one-message form of get_headers (SQLite reads it on the loop), and the same
+    answer from get_header_now where the backend answers at once (SQLite; PostgreSQL never)."""
     found = await s.get_headers(box.id, [uid])
     assert len(found) <= 1 and all(u == uid for u, _ in found)
+    now = s.get_header_now(box.id, uid)
+    assert now == (None if type(s).__name__ == "PostgresStore" else found)
     return found[0][1] if found else None
 
 
