@@ -137,17 +137,15 @@ async def cmd_store(s: Session, cmd: Command) -> str:
         raise No("Mailbox is read-only", code=CANNOT)
     live = sel.live_only(uids)
     changed, failed = await s.store.set_flags(sel.id, live, flags, modes[base], unchanged_since=unchanged_since)
-    changed_uids = set()
-    for m in changed:
-        sel.update_message(m)
-        changed_uids.add(m.uid)
+    sel.update_messages(changed)
+    changed_uids = {m.uid for m in changed} if unchanged_since is not None else set()
     if changed:
         sel.own_write(changed[0].modseq)    # one write: every changed message has its MODSEQ
     failed_set = set(failed)
-    for u in live:
+    for u in live if not silent or unchanged_since is not None else ():    # .SILENT: nothing to tell
         if u in failed_set:
             continue
-        if silent and not (unchanged_since is not None and u in changed_uids):
+        if silent and u not in changed_uids:
             continue
         n = sel.msn(u)
         meta = sel.meta.get(u)

@@ -215,6 +215,21 @@ class SelectedMailbox:
             self._flags[i] = self._intern(m.flags)
             self._modseq[i] = m.modseq
 
+    def update_messages(self, changed: Sequence[Message]) -> None:
+        """:meth:`update_message` for each of ``changed``, in ascending UID order (as the
+        store's ``set_flags`` returns them): one walk along the view, not a search per
+        message (a ``STORE 1:*`` changes them all)."""
+        uids, flags, modseq, interned = self.uids, self._flags, self._modseq, self._interned
+        i, n = 0, len(uids)
+        for m in changed:
+            uid = m.uid
+            if i >= n or uids[i] != uid:     # onward from the last one, or (out of order) from the start
+                i = bisect.bisect_left(uids, uid, i if i < n and uids[i] < uid else 0)
+            if i < n and uids[i] == uid:
+                flags[i] = interned.setdefault(m.flags, m.flags)
+                modseq[i] = m.modseq
+                i += 1
+
     def own_write(self, modseq: int) -> None:
         """This session's write took ``modseq``, and its changes are applied already.
 
