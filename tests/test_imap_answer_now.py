@@ -138,3 +138,4 @@ def test_over_a_socket_changes_of_others_are_still_told(server: ServerProcess) -
         assert out.endswith(b" FLAGS ())\r\n* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\nf%d OK FETCH completed\r\n" % i)
         out = _converse(one, fetch % 99)
         assert out.count(b"FETCH") == 2 and b" FLAGS (\\Flagged))\r\nf99 OK" in out
+

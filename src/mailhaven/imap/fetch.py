@@ -237,9 +237,7 @@ def fetch_now(s: Session, cmd: Command) -> str | None:
         return None             # cmd_fetch answers the BAD
     if len(uids) > NOW_MAX:
         return None
-    if cmd.uid and all(i.name != "UID" for i in items):
-        items = (_UID_ITEM, *items)
-    plan = _ColumnPlan.of(items, s.utf8, sel.readonly)
+    plan = _ColumnPlan.of(_with_uid(items) if cmd.uid else items, s.utf8, sel.readonly)
     if plan is None or plan.raw or plan.wire:
         return None
     bodies: dict[int, bytes] = {}
@@ -247,17 +245,24 @@ def fetch_now(s: Session, cmd: Command) -> str | None:
         if len(uids) != 1:
             return None
         key = (sel.id, sel.uidvalidity, uids[0])
-        header = header_cache(s.store).get(key)
+        cache = header_cache(s.store)
+        header = cache.get(key)
         if header is None:
             rows = s.store.get_header_now(sel.id, uids[0])
             if not rows:
                 return None     # cannot at once, no stored block, or gone: cmd_fetch sees to it
             header = rows[0][1]
-            header_cache(s.store).put_header(key, header)
+            cache.put_header(key, header)
         bodies[uids[0]] = header
     if uids:
         s.write(_column_lines(s, sel, plan, uids, {}, bodies, {}, sel.recent if not s.rev2 else set()))
     return "FETCH completed"
+
+
+@functools.lru_cache(maxsize=256)
+def _with_uid(items: tuple[FetchItem, ...]) -> tuple[FetchItem, ...]:
+    """A UID FETCH's items: UID first unless named (as :func:`cmd_fetch` puts it)."""
+    return items if any(i.name == "UID" for i in items) else (_UID_ITEM, *items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -748,12 +753,15 @@ def header_section(header: bytes, item: FetchItem) -> bytes:
     keep = item.text == "HEADER.FIELDS"
     pattern = _fields_regex(item.fields) if keep else None
     if pattern is not None and header.count(b"\r") == header.count(b"\r\n"):
-        chosen = [m.group() for m in pattern.finditer(header)]
+        chosen = pattern.findall(header)        # only the last can lack its line end (at the end of the block)
+        if chosen and not chosen[-1].endswith(b"\n"):
+            chosen[-1] += b"\r\n"
     else:
         wanted = {f.lower() for f in item.fields}
-        chosen = [field for name, field in split_fields(header) if (name in wanted) == keep]
-    out = b"".join(c if c.endswith(b"\n") else c + b"\r\n" for c in chosen)
-    return out + b"\r\n"
+        chosen = [f if f.endswith(b"\n") else f + b"\r\n"
+                  for name, f in split_fields(header) if (name in wanted) == keep]
+    chosen.append(b"\r\n")
+    return b"".join(chosen)
 
 
 @functools.lru_cache(maxsize=256)
