@@ -34,7 +34,7 @@ ANSWERED = [
     b"a4 FETCH 2:3 (FLAGS UID RFC822.SIZE INTERNALDATE)\r\n",
     b"a5 UID FETCH 4 (FLAGS)\r\n",
     b"a6 UID FETCH 99 (FLAGS)\r\n",                             # no such message: just OK
-    b"a7 uid fetch 1:* FAST\n",
+    b"a7 uid fetch 5:1,3 FAST\n",
 ]
 
 
@@ -72,7 +72,9 @@ DECLINED = [
     b"d3 FETCH 1 (FLAGS) (CHANGEDSINCE 1)\r\n",
     b"d4 FETCH 1 (FLAGS MODSEQ)\r\n",
     b"d5 FETCH 0 (FLAGS)\r\n",                                  # BAD, from the ordinary path
-    b"d6 FETCH 1:* (BODY.PEEK[HEADER])\r\n",                    # headers of more than one message
+    b"d6 FETCH 1:2 (BODY.PEEK[HEADER])\r\n",                    # headers of more than one message
+    b"d12 FETCH 1:* (FLAGS)\r\n",                              # the whole mailbox (any size): the ordinary path
+    b"d13 UID FETCH 1:100 (FLAGS)\r\n",                        # spans more than NOW_MAX numbers
     b"d7 FETCH 1 (FLAGS)",                                      # not a whole line yet
     b"d8 FETCH 1 (FLAGS)\r\nd9 NOOP\r\n",                       # more than one command
     b"d10 STORE 1 +FLAGS (\\Seen)\r\n",

@@ -18,7 +18,7 @@ from ..message import transfer
 from ..message.structure import header_end, split_fields, structure_summary
 from ..store.api import FlagMode, Message
 from ..store.prefetch import Prefetch
-from .grammar import Args, format_datetime
+from .grammar import Args, SequenceSet, format_datetime, parse_sequence_set
 from .headercache import HeaderCache, header_cache
 from .message import resolve_set
 from .parser import Atom, Command, ParenList
@@ -230,8 +230,11 @@ def fetch_now(s: Session, cmd: Command) -> str | None:
     if cmd.name != "FETCH" or len(cmd.args) != 2 or s.condstore or not isinstance(cmd.args[0], Atom):
         return None
     sel = s.require_selected()
+    text = cmd.args[0].value
     try:
-        uids = resolve_set(s, cmd.args[0].value, cmd.uid)
+        if not text.isdigit() and _span(parse_sequence_set(text)) > NOW_MAX:
+            return None         # 1:* and the like: not resolved twice
+        uids = resolve_set(s, text, cmd.uid)
         items = _items_of(cmd.args[1])
     except Reply:
         return None             # cmd_fetch answers the BAD
@@ -257,6 +260,13 @@ def fetch_now(s: Session, cmd: Command) -> str | None:
     if uids:
         s.write(_column_lines(s, sel, plan, uids, {}, bodies, {}, sel.recent if not s.rev2 else set()))
     return "FETCH completed"
+
+
+def _span(seq: SequenceSet) -> int:
+    """How many numbers a sequence set names at most (``*`` and ``$``: more than any)."""
+    if seq.saved or any(not a or not b for a, b in seq.ranges):
+        return 1 << 32
+    return sum(abs(b - a) + 1 for a, b in seq.ranges)
 
 
 @functools.lru_cache(maxsize=256)
