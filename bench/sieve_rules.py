@@ -1,6 +1,6 @@
 """CPU per message of local delivery with an active 50-rule Sieve script, against none.
 
-    python bench/sieve_rules.py [-n 3] [--limit 300] [--profile] [--smtp]
+    python bench/sieve_rules.py [-n 3] [--limit 300] [--profile] [--smtp] [--worst N]
 
 Corpus messages (../shared/corpus, one file a message, mbox files left out) are stored once
 each as blobs in a SQLite store in a temporary directory, with their line ends as SMTP
@@ -18,7 +18,9 @@ the ratio of each message's median delivery over the passes, which a few deliver
 a busy moment of a shared machine do not move, and of its minimum), and the Sieve run's own CPU per message; the
 issue's target is a ratio of at most 1.10. ``--smtp`` sends each pass to both recipients
 50 messages at a time in alternating order, one session each, and reads the server's CPU
-around each turn. ``--profile`` prints cProfile's top functions of the scripted deliveries.
+around each turn. ``--profile`` prints cProfile's top functions of the scripted deliveries; ``--worst N``
+the N messages whose script costs the most extra and what share of the extra they and the
+messages with a malformed header section carry.
 The cyclic collector runs with the server's thresholds (``app.GC_THRESHOLDS``, set by
 ``app.run``) as in the server; ``--default-gc`` keeps CPython's (700, 10, 10), under which
 the scripted deliveries, allocating more, paid about 0.03 ms more of collections each.
@@ -130,7 +132,7 @@ def corpus(limit: int) -> list[bytes]:
     return found[:limit]
 
 
-async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumulative") -> None:
+async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumulative", worst: int = 0) -> None:
     script = fifty_rules()
     rules = script.count("\nif ")
     compile_script(script)                     # it must compile (and it is cached by text below)
@@ -228,8 +230,41 @@ async def bench(passes: int, limit: int, profile: bool, args_sort: str = "cumula
     print(f"collector      : {gc_none:.3f} / {gc_script:.3f} ms per message of the above in the cyclic "
           f"collector's pauses (none / script); without them the ratio is "
           f"{(script_ms - gc_script) / (none_ms - gc_none):.3f}")
+    if worst:
+        _print_worst(worst, messages, each)
     if profiler is not None:
         pstats.Stats(profiler).sort_stats(args_sort).print_stats(30)
+
+
+def _print_worst(worst: int, messages: list[bytes], each: dict[str, list[list[float]]]) -> None:
+    """Where the script's extra lies: each message's extra (its scripted delivery's minimum
+    over the passes less its plain one's), the share of the largest, and how much of it the
+    messages whose header section ``plain_fields`` does not split carry (a line that is no
+    field: the corpus's malformed-header test messages, which the run's field index reads
+    through ``stdlib_readable`` and line by line)."""
+    from mailhaven.message.headerfields import plain_fields
+    from mailhaven.message.structure import header_end
+
+    def plain(raw: bytes) -> bool:
+        fields = plain_fields(raw[:header_end(raw, 0, len(raw))].decode("ascii", "surrogateescape"))
+        return fields is not None
+
+    extra = sorted(((min(each["script"][j]) - min(each["none"][j]), j) for j in range(len(messages))), reverse=True)
+    total = sum(e for e, _ in extra) or 1e-9
+    odd = [j for j in range(len(messages)) if not plain(messages[j])]
+    print(f"extra per message (minima): mean {1e6 * total / len(extra):.1f} us, median "
+          f"{1e6 * statistics.median(e for e, _ in extra):.1f} us; the largest {worst} carry "
+          f"{sum(e for e, _ in extra[:worst]) / total:.0%}; the {len(odd)} messages with a header "
+          f"plain_fields does not split {sum(min(each['script'][j]) - min(each['none'][j]) for j in odd) / total:.0%}")
+    rest = [j for j in range(len(messages)) if j not in set(odd)]
+    if rest:
+        print(f"ratio of minima over the {len(rest)} others alone: "
+              f"{sum(min(each['script'][j]) for j in rest) / sum(min(each['none'][j]) for j in rest):.3f}")
+    for e, j in extra[:worst]:
+        raw = messages[j]
+        print(f"  {1e6 * e:8.1f} us  {len(raw):7d} bytes, header {header_end(raw, 0, len(raw)):6d}"
+              f"{'' if plain(raw) else ', not plain'}; plain delivery {1e6 * min(each['none'][j]):.0f} us")
+    forget_addresses()
 
 
 def _run_alone(script_text: str, messages: list[bytes]) -> float:
@@ -328,12 +363,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="corpus messages used")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--smtp", action="store_true", help="also measure whole deliveries over SMTP")
+    parser.add_argument("--worst", type=int, default=0, metavar="N",
+                        help="print the N messages whose script costs the most extra, and shares of the extra")
     parser.add_argument("--default-gc", action="store_true", help="CPython's collector thresholds, not the server's")
     args = parser.parse_args()
     if not args.default_gc:
         gc.set_threshold(*GC_THRESHOLDS)                  # as app.run sets them for the server
     print(f"gc thresholds  : {gc.get_threshold()}")
-    asyncio.run(bench(args.passes, args.limit, args.profile))
+    asyncio.run(bench(args.passes, args.limit, args.profile, worst=args.worst))
     if args.smtp:
         bench_smtp(args.passes, args.limit)
 
