@@ -93,3 +93,18 @@ def test_plain_headers_parse_as_the_full_parse(pieces: list[str], body: bytes) -
     assert not mine.is_multipart() or full.is_multipart()
     if not full.is_multipart():
         assert mine.get_payload() == full.get_payload()
+
+
+@given(st.text(alphabet=st.sampled_from("ab \t\r\n\u00a0\u2003x"), max_size=3000))
+def test_preview_is_the_collapsed_texts_start(text: str) -> None:
+    """``_preview`` reads a prefix of the text (two, then eight times PREVIEW_CHARS), as the
+    start of the whole text with its whitespace runs made single spaces."""
+    assert summary._preview(text) == " ".join(text.split())[:summary.PREVIEW_CHARS]
+
+
+def test_preview_of_prose_long_and_sparse_texts() -> None:
+    prose = "The quick brown fox jumps over the lazy dog.\r\n" * 100
+    sparse = ("word" + " " * 700) * 20                  # the first 512 characters hold one word
+    blank = " " * 5000 + "late"
+    for text in (prose, sparse, blank, "", "short"):
+        assert summary._preview(text) == " ".join(text.split())[:summary.PREVIEW_CHARS]

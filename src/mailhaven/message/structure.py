@@ -259,11 +259,7 @@ def _utf8(value: str) -> str:
 def _raw_value(field: bytes) -> bytes:
     """A field's value as Dovecot keeps it: blanks after the colon skipped on the first
     line only, folds kept, the final line end dropped."""
-    value = field.partition(b":")[2]
-    i = 0
-    while i < len(value) and value[i:i + 1] in (b" ", b"\t"):
-        i += 1
-    value = value[i:]
+    value = field.partition(b":")[2].lstrip(b" \t")   # (a loop over the bytes was ~1 us a field)
     if value.endswith(b"\n"):
         value = value[:-1]
         if value.endswith(b"\r"):

@@ -75,6 +75,22 @@ _CHARGE = ("UPDATE accounts SET modseq = modseq + 1, used = used + ? "
 the SELECT of the row written, of a delivery's dozen: issue 18); no row when the account
 is missing or the message would take it over its quota."""
 
+_NEXT_UID = "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = ? WHERE id=? RETURNING uidnext - 1"
+_DELIVERY_UID = ("UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = ? WHERE id = ifnull("
+                 "(SELECT id FROM mailboxes WHERE account_id=? AND name=?), "
+                 "(SELECT id FROM mailboxes WHERE account_id=? AND name='INBOX')) RETURNING id, uidnext - 1")
+"""A delivery's mailbox (the one named, else INBOX) and its UID in one statement (they
+were two of a delivery's ten: issue 18)."""
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, mailbox_id, account_id, uid, blob_id, size, internal_date, flags, modseq, "
+    "thread_id, message_id) SELECT n, ?, ?, ?, ?, ?, ?, ?, ?, ifnull(?, ifnull(n, 0)), ? "
+    "FROM (SELECT CASE WHEN top < 9223372036854775807 THEN top + 1 END AS n FROM (SELECT ifnull(max(id), 0) AS top FROM messages)) "
+    f"RETURNING {_SUMMARY_COLUMNS}")
+"""A message's row, with the id SQLite would choose for it (an INTEGER PRIMARY KEY without
+AUTOINCREMENT takes the largest plus one) named, so that a message starting a thread names
+its own id as the thread's in the same statement, not in an UPDATE of the row just written
+(issue 18). At the largest id SQLite chooses one itself (NULL here): thread 0, then set."""
+
 
 class MessageMethods:
     if TYPE_CHECKING:
@@ -116,32 +132,30 @@ class MessageMethods:
 
     def _insert_message(self, ctx: WriteContext, account_id: int, mailbox_id: int, blob: BlobRef,
                         flags: str, internal_date: float, prepared: _Prepared, modseq: int,
-                        *, charged: bool = False) -> sqlite3.Row:
+                        *, charged: bool = False, uid: int | None = None) -> sqlite3.Row:
         """The message's rows; ``charged``: the account's ``used`` already counts it
-        (:data:`_CHARGE`). Its ``messages`` row comes back from the statement that wrote
-        it last (RETURNING), not from a SELECT after."""
+        (:data:`_CHARGE`); ``uid``: taken from the mailbox already (:data:`_DELIVERY_UID`).
+        Its ``messages`` row comes back from the statement that wrote it (RETURNING), not
+        from a SELECT after."""
         summary, fts, wire = prepared.summary, prepared.fts, prepared.wire
         conn = ctx.conn
-        uid = conn.execute(
-            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = ? WHERE id=? RETURNING uidnext - 1",
-            (modseq, mailbox_id),
-        ).fetchone()[0]
+        if uid is None:
+            uid = conn.execute(_NEXT_UID, (modseq, mailbox_id)).fetchone()[0]
         thread_id = self._thread_id(conn, account_id, summary)
         message_id = summary.get("message_id", "")
         row = conn.execute(
-            "INSERT INTO messages (mailbox_id, account_id, uid, blob_id, size, internal_date, flags, "
-            f"modseq, thread_id, message_id) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING {_SUMMARY_COLUMNS}",
-            (mailbox_id, account_id, uid, blob.id, blob.size, internal_date, flags, modseq,
-             thread_id or 0, message_id),
+            _INSERT_MESSAGE,
+            (mailbox_id, account_id, uid, blob.id, blob.size, internal_date, flags, modseq, thread_id, message_id),
         ).fetchone()
         new_id = row["id"]
         conn.execute(_INSERT_DATA, (new_id, prepared.stored_summary, *(wire or (None, None))))
         if prepared.header is not None:
             conn.execute(_INSERT_HEADER, (new_id, prepared.header))
         if thread_id is None:
-            row = conn.execute(f"UPDATE messages SET thread_id=id WHERE id=? RETURNING {_SUMMARY_COLUMNS}",
-                               (new_id,)).fetchone()
             thread_id = new_id
+            if row["thread_id"] != new_id:      # the id SQLite chose itself (see _INSERT_MESSAGE)
+                row = conn.execute(f"UPDATE messages SET thread_id=id WHERE id=? RETURNING {_SUMMARY_COLUMNS}",
+                                   (new_id,)).fetchone()
         refs = message_ids(summary.get("references", "")) + message_ids(summary.get("in_reply_to", ""))
         if refs:
             conn.executemany("INSERT INTO message_refs VALUES (?,?,?)",
@@ -187,14 +201,12 @@ class MessageMethods:
                         raise NotFound(f"no account {account_id}")
                     out.append((account_id, None))              # over quota: nothing changed
                     continue
-                box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name=?",
-                                   (account_id, mailbox)).fetchone()
-                if box is None:
-                    box = conn.execute("SELECT id FROM mailboxes WHERE account_id=? AND name='INBOX'",
-                                       (account_id,)).fetchone()
                 modseq = int(charged[0])
+                box = conn.execute(_DELIVERY_UID, (modseq, account_id, mailbox, account_id)).fetchone()
+                if box is None:
+                    raise NotFound(f"account {account_id} has no INBOX")
                 row = self._insert_message(ctx, account_id, box[0], blob, flag_text, when, prepared, modseq,
-                                           charged=True)
+                                           charged=True, uid=box[1])
                 self._publish(ctx, account_id, box[0], "exists", modseq)
                 out.append((account_id, row))
             return out
