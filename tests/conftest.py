@@ -286,6 +286,18 @@ def make_server(tmp_path: Path) -> Iterator[object]:
             srv.stop()
 
 
+async def sqlite_store_with_bob(path: Path) -> tuple[Any, int]:
+    """An open SQLiteStore at ``path`` with nyu.example and bob@nyu.example (password "pw"),
+    and bob's account id: for the tests that look inside SQLite (its write connection)."""
+    from mailhaven.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(path)
+    await store.open()
+    await store.add_domain("nyu.example")
+    bob = await store.add_account("bob@nyu.example", "pw")
+    return store, bob.id
+
+
 @pytest.fixture
 async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
     from mailhaven.store.sqlite import SQLiteStore

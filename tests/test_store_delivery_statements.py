@@ -5,24 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailhaven.store.sqlite import SQLiteStore
+from conftest import sqlite_store_with_bob
 
 RAW = b"From: alice@lancs.example\r\nTo: bob@nyu.example\r\nSubject: %d\r\nMessage-ID: <m%d@lancs.example>\r\n\r\nHi.\r\n"
 
-
-async def _store(tmp_path: Path) -> tuple[SQLiteStore, int]:
-    store = SQLiteStore(tmp_path)
-    await store.open()
-    await store.add_domain("nyu.example")
-    bob = await store.add_account("bob@nyu.example", "pw")
-    return store, bob.id
 
 
 async def test_a_delivery_takes_its_mailbox_uid_and_thread_without_extra_statements(tmp_path: Path) -> None:
     """The mailbox (named, else INBOX) and its next UID are one statement, and a message
     that starts a thread names its own id as the thread's in its INSERT: no SELECT of the
     mailbox, no UPDATE of the row just written."""
-    store, bob = await _store(tmp_path)
+    store, bob = await sqlite_store_with_bob(tmp_path)
     try:
         conn = store.db._write_conn
         assert conn is not None
@@ -51,7 +44,7 @@ async def test_a_delivery_takes_its_mailbox_uid_and_thread_without_extra_stateme
 async def test_a_thread_starts_at_its_own_id_past_the_largest_id(tmp_path: Path) -> None:
     """With the largest id taken, SQLite picks a free one itself: the thread is still the
     message's own id; a reply joins it."""
-    store, bob = await _store(tmp_path)
+    store, bob = await sqlite_store_with_bob(tmp_path)
     try:
         await store.deliver(await store.put_blob(RAW % (1, 1)), [bob])
         await store.db.write(lambda c: c.execute("UPDATE messages SET id = 9223372036854775807, "

@@ -18,17 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import sqlite_store_with_bob
 from mailhaven.store.sqlite import SQLiteStore
 
 RAW = b"From: alice@lancs.example\r\nTo: bob@nyu.example\r\nSubject: loop\r\n\r\nThe heron waits.\r\n"
 
-
-async def _store(tmp_path: Path) -> tuple[SQLiteStore, int]:
-    store = SQLiteStore(tmp_path)
-    await store.open()
-    await store.add_domain("nyu.example")
-    bob = await store.add_account("bob@nyu.example", "pw")
-    return store, bob.id
 
 
 async def _blob(store: SQLiteStore, n: int):  # type: ignore[no-untyped-def]
@@ -39,7 +33,7 @@ async def _blob(store: SQLiteStore, n: int):  # type: ignore[no-untyped-def]
 
 async def test_deliveries_commit_on_the_loop_together_and_return_after_the_wal_fsync(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store, bob = await _store(tmp_path)
+    store, bob = await sqlite_store_with_bob(tmp_path)
     try:
         threads: list[str] = []
         insert = store._insert_message
@@ -89,7 +83,7 @@ async def _loop_keeps_running(work: asyncio.Future, release) -> int:  # type: ig
 
 
 async def test_a_delivery_waits_off_the_loop_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
-    store, bob = await _store(tmp_path)
+    store, bob = await sqlite_store_with_bob(tmp_path)
     try:
         ref = await _blob(store, 1)
         other = os.open(str(store.db.path) + ".writelock", os.O_RDWR)   # another process's lock
@@ -103,7 +97,7 @@ async def test_a_delivery_waits_off_the_loop_while_another_process_holds_the_wri
 
 
 async def test_a_delivery_waits_off_the_loop_while_a_foreign_writer_holds_sqlite(tmp_path: Path) -> None:
-    store, bob = await _store(tmp_path)
+    store, bob = await sqlite_store_with_bob(tmp_path)
     try:
         ref = await _blob(store, 1)
         foreign = sqlite3.connect(store.db.path, isolation_level=None, check_same_thread=False)
@@ -118,7 +112,7 @@ async def test_a_delivery_waits_off_the_loop_while_a_foreign_writer_holds_sqlite
 
 
 async def test_a_delivery_goes_to_the_writer_thread_while_it_holds_the_connection(tmp_path: Path) -> None:
-    store, bob = await _store(tmp_path)
+    store, bob = await sqlite_store_with_bob(tmp_path)
     try:
         ref = await _blob(store, 1)
         started, release = threading.Event(), threading.Event()
@@ -142,7 +136,7 @@ async def test_deliveries_arriving_during_an_fsync_commit_together_after_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As the writer thread's group commit: what arrives while a commit is being synced
     waits for that fsync, then all of it commits in one transaction with one more fsync."""
-    store, bob = await _store(tmp_path)
+    store, bob = await sqlite_store_with_bob(tmp_path)
     try:
         refs = [await _blob(store, i) for i in range(4)]
         entered, release = threading.Event(), threading.Event()
