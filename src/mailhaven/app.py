@@ -157,6 +157,7 @@ class Running:
 async def start(config: Config, log: Log) -> Running:
     store = create_store(config)
     await store.open()
+    store.refill_in_background()       # a lost search index, refilled beside serving (sqliterefill.py)
     ctx = AppContext(config=config, store=store, log=log, tls=server_context(config))
     closeables: list[Closeable] = []
     for target in SERVICES.values():

@@ -415,6 +415,13 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    def refill_in_background(self) -> None:
+        """Not a coroutine. Start rebuilding, in the background, any derived data the store
+        found lost at :meth:`open` (SQLite: a missing ``search.db``, refilled from the
+        messages' bytes); ``mailhaven serve`` calls it, one-shot commands do not. Nothing
+        to do where nothing derived can be lost on its own (PostgreSQL)."""
+        ...
+
     # -- blobs --------------------------------------------------------------
     def blob_writer(self) -> BlobWriter:
         """A writer for a new message; call ``finish()`` before using the reference."""

@@ -183,6 +183,11 @@ class PostgresStore(MessageMethods, QueueMethods, WebDataMethods, PgSecurity, Si
         self._listener = ChangeListener(self.connect, self.channel, self.origin, self.hub)
         await self._listener.start()
 
+    def refill_in_background(self) -> None:
+        """Nothing to refill: the search text (``blob_text``) is written in the delivery's
+        transaction, and its pg_trgm indexes live in the same database, kept by PostgreSQL
+        (a damaged one is PostgreSQL's REINDEX; searches read the text without it)."""
+
     async def close(self) -> None:
         if self._listener is not None:
             await self._listener.close()

@@ -86,6 +86,12 @@ CREATE TABLE IF NOT EXISTS search_drops (
     id INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS search_drops_id ON search_drops (id);
+-- One row while the index is to be refilled from the messages' bytes: written before
+-- search.db is made anew while messages are stored, deleted when nothing is left to
+-- refill (sqliterefill.py).
+CREATE TABLE IF NOT EXISTS search_refill (
+    since REAL NOT NULL                     -- when search.db was found missing
+);
 """
 """Tables the index needs in ``mailhaven.db`` (``fts_pending`` is in sqliteschema.py)."""
 
@@ -193,9 +199,13 @@ class SearchDatabase:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
+    def missing(self) -> bool:
+        """The index database is missing or empty (:meth:`open` makes it anew)."""
+        return not self.path.exists() or self.path.stat().st_size == 0
+
     def open(self) -> bool:
         """Open (make) the index database; True if it was missing or empty (made now)."""
-        made_now = not self.path.exists() or self.path.stat().st_size == 0
+        made_now = self.missing()
         private_file(self.path)     # SQLite gives the WAL and shared-memory files its mode
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")

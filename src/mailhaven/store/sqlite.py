@@ -65,6 +65,7 @@ from .sqlitemessages import MessageMethods
 from .sqlitequeue import SCHEMA as QUEUE_SCHEMA
 from .sqlitequeue import QueueMethods
 from .sqlitequeue import upgrade as upgrade_queue
+from .sqliterefill import RefillMethods, mark_refill, refill_listed
 from .sqliterows import _account
 from .sqliteschema import SCHEMA, _upgrade
 from .sqlitesieve import SCHEMA as SIEVE_SCHEMA
@@ -80,7 +81,7 @@ from .sqlitewebdata import WebDataMethods
 _log = logging.getLogger("mailhaven.store")
 
 
-class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
+class SQLiteStore(IndexMethods, RefillMethods, MailboxMethods, MessageMethods, QueueMethods, WebDataMethods, SQLiteSecurity,
                   SieveMethods, DmarcMethods, TLSPolicyMethods, SpamMethods, SQLiteRateLimits):
     """The embedded backend: ``DATA/mailhaven.db``, ``DATA/blobs`` and the search index's
     ``DATA/search.db``."""
@@ -111,6 +112,12 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         self._foreign_commits = 0
         """Deliveries other processes (SMTP workers) told this one of (delivered_elsewhere)."""
         self._indexer: asyncio.Task[None] | None = None
+        self._refill_wanted = False
+        """A refill of the lost search index is listed (sqliterefill.py), as of open."""
+        self._refiller: asyncio.Task[int] | None = None
+        """The refill under way in this process (:meth:`refill_in_background`)."""
+        self._refilling = asyncio.Lock()
+        """One refill batch at a time in this process (the background's or a search's)."""
         self.passwords = PasswordChecker()
 
     # -- lifecycle ----------------------------------------------------------
@@ -122,18 +129,22 @@ class SQLiteStore(IndexMethods, MailboxMethods, MessageMethods, QueueMethods, We
         moved_index = await self.db.write(_upgrade)
         await self.db.write(upgrade_queue)
         await self.db.write(upgrade_sieve)
-        made_now = await asyncio.to_thread(self.search.open)     # before the first read attaches it
+        if await asyncio.to_thread(self.search.missing):
+            # Listed before search.db is made anew, so that a crash right after leaves it listed.
+            await self.db.write(mark_refill)
+        await asyncio.to_thread(self.search.open)      # before the first read attaches it
         if moved_index:
             await asyncio.to_thread(self.search.clear)
         self._index_pending = await self.db.read(_backlog)
-        if made_now and not moved_index and await self.db.read(
-                lambda c: c.execute("SELECT EXISTS (SELECT 1 FROM messages WHERE id NOT IN "
-                                    "(SELECT id FROM fts_pending))").fetchone()[0]):
-            _log.warning("%s was missing: messages already indexed are not found by searches until "
-                         "`mailhaven store reindex`", self.search.path)
+        self._refill_wanted = await self.db.read(refill_listed)
+        if self._refill_wanted:
+            _log.warning("%s was made anew: messages it indexed are found by searches again as the refill "
+                         "from their bytes proceeds (`mailhaven serve` runs it in the background; a search "
+                         "refills its own mailbox first)", self.search.path)
         self._indexer = asyncio.create_task(self._index_loop())
 
     async def close(self) -> None:
+        await self._stop_refill()
         if self._indexer is not None:
             self._indexer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

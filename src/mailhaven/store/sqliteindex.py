@@ -34,6 +34,7 @@ from .searchdb import (  # noqa: F401 - their home was here; other modules impor
     unindex,
     unpack_text,
 )
+from .sqliterefill import unlist_refill
 from .sqliterows import (
     _INSERT_DATA,
     _INSERT_HEADER,
@@ -116,12 +117,15 @@ class IndexMethods:
         _indexer: asyncio.Task[None] | None
         search: SearchDatabase
         _slicing: asyncio.Lock
+        _refill_wanted: bool
+
+        async def _refill_mailbox(self, mailbox_id: int) -> None: ...
 
         async def list_messages(self, mailbox_id: int, *, with_summary: bool = False) -> list[Message]: ...
 
     # -- the search index, filled in the background -----------------------------------
-    def _index_later(self) -> None:
-        self._index_pending += 1
+    def _index_later(self, count: int = 1) -> None:
+        self._index_pending += count
         self._last_indexed_write = time.monotonic()
 
     def index_elsewhere(self) -> None:
@@ -218,6 +222,10 @@ class IndexMethods:
 
             rows = await self.db.read(page)
             if not rows:
+                # Every message's text is pending: a refill of a lost index (sqliterefill.py)
+                # has nothing left to do.
+                await self.db.write(unlist_refill)
+                self._refill_wanted = False
                 return done
             last = rows[-1][0]
 
@@ -261,6 +269,8 @@ class IndexMethods:
         if not needle:
             return {m.uid for m in await self.list_messages(mailbox_id)}
 
+        if self._refill_wanted:           # the index was lost: this mailbox's messages first
+            await self._refill_mailbox(mailbox_id)
         if self._index_pending or await self.db.read(lambda c: c.execute(
                 "SELECT EXISTS (SELECT 1 FROM fts_pending) OR EXISTS (SELECT 1 FROM search_drops)").fetchone()[0]):
             await self.flush_index()      # (other processes, SMTP workers or imports, add some too)

@@ -215,3 +215,15 @@ def _prepare_file(path: str) -> _Prepared:
     """:func:`_prepare` of a large message in bounded memory (never the whole file)."""
     s, prefix = summarize_file(path)
     return _prepare(prefix, s, whole=False)
+
+
+def _search_fields_of(raw: bytes) -> tuple[str, ...]:
+    """``_prepare(raw).fts`` alone: the search text a delivery pends, without the stored
+    summary, wire forms and header block (a refill of a lost index, sqliterefill.py)."""
+    return search_fields(raw, summarize(raw))
+
+
+def _search_fields_of_file(path: str) -> tuple[str, ...]:
+    """``_prepare_file(path).fts`` alone (:func:`_search_fields_of` of a large message)."""
+    s, prefix = summarize_file(path)
+    return search_fields(prefix, s)
