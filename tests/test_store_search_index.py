@@ -643,7 +643,9 @@ async def test_the_index_is_exact_after_a_process_killed_while_indexing(tmp_path
         await store.close()
 
 
-async def test_a_missing_index_database_is_made_anew_and_refilled_by_reindex(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_a_missing_index_database_is_made_anew_and_reindex_still_refills_it(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    # (The refill by itself: test_store_search_refill.py.) A one-shot command's store starts
+    # no background refill; `mailhaven store reindex` refills the index and unlists the refill.
     import logging
 
     store = SQLiteStore(tmp_path)
@@ -657,10 +659,12 @@ async def test_a_missing_index_database_is_made_anew_and_refilled_by_reindex(tmp
     with caplog.at_level(logging.WARNING, logger="mailhaven.store"):
         await store.open()
     try:
-        assert "store reindex" in caplog.text
-        inbox = await store.get_mailbox(bob.id, "INBOX")
-        assert await store.search_text(inbox.id, "body", "egret") == set()
+        assert "is being refilled" in caplog.text
+        assert await store.db.read(lambda c: c.execute("SELECT count(*) FROM search_text").fetchone()[0]) == 0
         assert await store.reindex() == 2
+        assert not store._refill_wanted
+        assert await store.db.read(lambda c: c.execute("SELECT count(*) FROM search_refill").fetchone()[0]) == 0
+        inbox = await store.get_mailbox(bob.id, "INBOX")
         assert await store.search_text(inbox.id, "body", "egret") == {2}
         assert (tmp_path / "search.db").stat().st_mode & 0o777 == 0o600
     finally:

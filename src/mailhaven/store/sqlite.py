@@ -138,9 +138,9 @@ class SQLiteStore(IndexMethods, RefillMethods, MailboxMethods, MessageMethods, Q
         self._index_pending = await self.db.read(_backlog)
         self._refill_wanted = await self.db.read(refill_listed)
         if self._refill_wanted:
-            _log.warning("%s was made anew: messages it indexed are found by searches again as the refill "
-                         "from their bytes proceeds (`mailhaven serve` runs it in the background; a search "
-                         "refills its own mailbox first)", self.search.path)
+            _log.warning("the search index (%s, made anew while messages were stored) is being refilled from "
+                         "the messages' bytes: `mailhaven serve` refills it in the background, and a search "
+                         "refills its own mailbox first", self.search.path)
         self._indexer = asyncio.create_task(self._index_loop())
 
     async def close(self) -> None:

@@ -206,7 +206,7 @@ class RefillMethods:
                 break
         await self.db.write(unlist_refill)
         self._refill_wanted = False
-        _log.warning("search index refilled: %d message(s) pended for indexing in %.1f s%s", pended,
+        _log.info("search index refilled: %d message(s) pended for indexing in %.1f s%s", pended,
                      time.monotonic() - started,
                      f"; {len(missing)} skipped, their bytes are missing (`mailhaven store check`)" if missing else "")
         return pended
