@@ -3,6 +3,7 @@
     mailhaven store check                 # consistency of rows and message bytes (exit 1 on problems)
     mailhaven store gc [--grace 1h]       # remove message bytes no row names
     mailhaven store reindex               # recompute summaries, IMAP structures, header blocks, search text
+                                          # (a lost search.db needs none: `serve` refills it by itself)
     mailhaven store migrate-to-postgres --dsn postgresql://... [--schema mailhaven]
 """
 

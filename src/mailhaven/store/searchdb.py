@@ -28,9 +28,14 @@ change of a message's pending text comes after a drop of its id, and a slice app
 drops before the pending rows. Searches (sqliteindex.py) therefore skip ids with a drop
 listed, and join their hits with ``messages``, so an expunged message is never found.
 
-The database is derived: made empty when missing (its messages are then found again only
-after ``mailhaven store reindex``; opening the store says so), rebuilt from its own kept
-text when its index was made with other options. ``mailhaven.db`` never attaches it on its write
+The database is derived: made anew when missing, and refilled by itself. Opening the store
+lists a refill in ``mailhaven.db`` first (``search_refill``) when a message's text is not
+pending there; ``mailhaven serve`` then pends each message's text again, extracted from its
+bytes, in the background, and a search refills its own mailbox first (sqliterefill.py;
+``mailhaven store reindex`` is not needed, and may run beside it). Pending only text that
+is not pending already, the refill keeps the invariant below, and a kill at any moment
+leaves the refill listed with less to do. The index is rebuilt from its own kept text when
+it was made with other options. ``mailhaven.db`` never attaches it on its write
 connection (BEGIN IMMEDIATE would take the write lock of every attached database); its
 reader connections attach it read-only in use (``Database.attach``), for searches.
 """
