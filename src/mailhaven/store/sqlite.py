@@ -118,6 +118,8 @@ class SQLiteStore(IndexMethods, RefillMethods, MailboxMethods, MessageMethods, Q
         """The refill under way in this process (:meth:`refill_in_background`)."""
         self._refilling = asyncio.Lock()
         """One refill batch at a time in this process (the background's or a search's)."""
+        self._refill_warned: set[int] = set()
+        """Mailboxes whose searches were said to answer from a part-filled index."""
         self.passwords = PasswordChecker()
 
     # -- lifecycle ----------------------------------------------------------

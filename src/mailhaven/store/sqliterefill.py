@@ -24,7 +24,7 @@ any message; a copy of a message not refilled yet pends nothing (searchdb.text_o
 left like it, found by the next pass. A search refills the messages left in its mailbox
 first, in any process, so it answers as if the index were whole; with more than
 :data:`SEARCH_REFILL_MAX` left there it answers from what is indexed so far, and says so
-in the log.
+in the log (once a mailbox).
 
 Who refills: ``mailhaven serve`` (app.py calls :meth:`refill_in_background` after opening
 the store), without holding anything up: the text is computed on a thread a batch at a
@@ -158,6 +158,7 @@ class RefillMethods:
         _refill_wanted: bool
         _refiller: asyncio.Task[int] | None
         _refilling: asyncio.Lock
+        _refill_warned: set[int]
 
         def _index_later(self, count: int = 1) -> None: ...
 
@@ -222,6 +223,9 @@ class RefillMethods:
         if not left:
             return
         if left > SEARCH_REFILL_MAX:
+            if mailbox_id in self._refill_warned:
+                return
+            self._refill_warned.add(mailbox_id)         # once a mailbox, not once a search
             _log.warning("search in mailbox %d answered from the part of the index refilled so far: "
                          "%d of its messages are still to be refilled", mailbox_id, left)
             return
