@@ -242,6 +242,12 @@ class SieveMessage:
             return _header_fields_by_line(text)
         return header_fields(readable[:header_end(readable, 0, len(readable))])
 
+    def field_index(self) -> dict[str, list[str]]:
+        """Lower-case field name -> its raw values (never an empty list), built at the first ask."""
+        if self._index is None:
+            self._index = self._header_index()
+        return self._index
+
     def has_header(self, name: str) -> bool:
         if self._index is None:
             self._field_values(name)
