@@ -302,7 +302,7 @@ def _address_values(names: tuple[str, ...], part: str, folded: bool) -> Values:
         if part == "all":                    # interpreter._part's cases, the common ones inline
             found = addresses
         elif part == "domain":
-            found = [a.rpartition("@")[2] for a in addresses]    # "" without an @, as _part
+            found = [domain if at else "" for a in addresses for _, at, domain in (a.rpartition("@"),)]
         elif part == "localpart":
             found = [local if at else a for a in addresses for local, at, _ in (a.rpartition("@"),)]
         else:
