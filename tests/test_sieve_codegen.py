@@ -142,6 +142,13 @@ def test_the_bench_script_decides_as_the_interpreter_does_on_the_corpus() -> Non
     from sieve_rules import fifty_rules
 
     _outcomes(fifty_rules(), CORPUS)
+    # Each address part of addresses with no domain (RFC 5228 2.7.4: the domain is "").
+    tests = [f"address {part} :is {header} {keys}" for part in (":all", ":localpart", ":domain", ":user", ":detail")
+             for header in ('"from"', '["to", "sender", "reply-to"]')
+             for keys in ('""', '["undisclosed", "a", "example", "b@example"]')]
+    parts = "\n".join(f'if {test} {{ addflag "f{i}"; }}' for i, test in enumerate(tests))
+    _outcomes('require ["imap4flags", "subaddress"];\n' + parts + "\n",
+              [b"From: undisclosed\r\nTo: a, B@example\r\nSender: example@\r\nReply-To: <@>\r\n\r\nbody\r\n"])
 
 
 def test_common_scripts_get_a_generated_program() -> None:

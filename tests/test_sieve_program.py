@@ -184,6 +184,35 @@ def test_a_long_address_field_is_parsed_once_for_the_script_and_the_summary(monk
         assert [a["email"] for a in summary["to"]] == view.addresses("to") and len(expected) == 40
 
 
+@pytest.mark.parametrize("sender", ["=?utf-8?q?B=C3=B6b?= <bob.{marker}@x.example> (work)",    # no plain list:
+                                    "Builders: bob.{marker}@x.example;"])                      # the stdlib's parse
+def test_a_short_address_field_is_parsed_once_for_the_script_and_the_summary(monkeypatch: pytest.MonkeyPatch,
+                                                                             sender: str) -> None:
+    """The same for a From: of a few dozen characters (message/summary.py remembers those
+    by the thousand): the script's address test parses it, the summary finds the parse."""
+    import uuid
+
+    from mailhaven.message.summary import summarize
+
+    marker = uuid.uuid4().hex
+    raw = f"From: {sender.format(marker=marker)}\r\nTo: me@y.example\r\nSubject: hi\r\n\r\nbody\r\n".encode()
+    real = email.utils.getaddresses
+    parsed: list[int] = []
+
+    def counting(values: list[str]) -> list[tuple[str, str]]:
+        if any(marker in v for v in values):
+            parsed.append(1)
+        return real(values)
+
+    monkeypatch.setattr(email.utils, "getaddresses", counting)
+    view = SieveMessage(raw=raw, mail_from="s@x.example", rcpt_to="r@y.example")
+    result = run(compile_script('if address :domain :is "from" "x.example" { discard; }'), view)
+    summary = summarize(raw)
+    assert len(parsed) == 1
+    assert [a.kind for a in result.actions] == ["discard"] and view.addresses("from") == [f"bob.{marker}@x.example"]
+    assert [a["email"] for a in summary["from"]] == view.addresses("from")
+
+
 @pytest.mark.parametrize("subject", ["=?iso-2022-jp?B?GyRCJUYlOSVIGyhC?= {marker}", "=?bogus-charset?q?x?= {marker}",
                                      "=?utf-8?q?{marker}?= \xe9 raw"])
 def test_an_encoded_subject_is_decoded_once_for_the_script_and_the_summary(monkeypatch: pytest.MonkeyPatch,

@@ -90,28 +90,33 @@ MEMO_ADDRESSES = 512
 
 
 def getaddresses(texts: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """``email.utils.getaddresses`` of these field values; for longer ones than
-    :data:`MEMO_ADDRESSES` the last few answers are remembered, and so is the exception
-    the parse raised (raised again, a new one of its type: the readers only look at the
-    type). A delivery through a Sieve script reads its address fields twice, first for the
-    script's address tests (sieve/message.py), then for the summary: the stdlib's parse
-    costs some 0.1 ms per KB (a corpus To: of 130 KB ran 12 ms into a RecursionError,
-    twice; issue 16), hashing the values a thousandth of that."""
-    if sum(map(len, texts)) <= MEMO_ADDRESSES:
-        return tuple(email.utils.getaddresses(list(texts)))
-    pairs, raised = _remembered_getaddresses(texts)
+    """``email.utils.getaddresses`` of these field values, the answer remembered, and so
+    is the exception the parse raised (raised again, a new one of its type: the readers
+    only look at the type). A delivery through a Sieve script reads its address fields
+    twice, first for the script's address tests (sieve/message.py), then for the summary:
+    the stdlib's parse costs some 0.1 ms per KB (a corpus To: of 130 KB ran 12 ms into a
+    RecursionError, twice; issue 16), hashing the values a thousandth of that. Fields up
+    to :data:`MEMO_ADDRESSES` characters are remembered by the thousand (the same From:
+    and To: come in message after message: a script's address tests found most of a
+    delivery's short fields parsed, ~30 us of its run, bench/sieve_rules.py), longer
+    ones the last few."""
+    short = sum(map(len, texts)) <= MEMO_ADDRESSES
+    pairs, raised = (_remembered_short_getaddresses if short else _remembered_getaddresses)(texts)
     if raised is not None:
         raise raised[0](*raised[1])
     return pairs
 
 
-@lru_cache(maxsize=8)
-def _remembered_getaddresses(texts: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...],
-                                                               tuple[type[Exception], tuple[Any, ...]] | None]:
+def _parsed_addresses(texts: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...],
+                                                       tuple[type[Exception], tuple[Any, ...]] | None]:
     try:
         return tuple(email.utils.getaddresses(list(texts))), None
     except Exception as e:  # noqa: BLE001 - remembered, raised again by getaddresses
         return (), (type(e), e.args)
+
+
+_remembered_getaddresses = lru_cache(maxsize=8)(_parsed_addresses)
+_remembered_short_getaddresses = lru_cache(maxsize=1024)(_parsed_addresses)
 
 
 def _address_pairs(texts: tuple[str, ...]) -> tuple[tuple[str, str], ...]:

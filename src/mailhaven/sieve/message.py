@@ -18,7 +18,7 @@ from mailhaven.message.structure import (
     header_end,
     stdlib_readable,
 )
-from mailhaven.message.summary import getaddresses
+from mailhaven.message.summary import MEMO_ADDRESSES, getaddresses
 
 
 def _utf8(value: str) -> str:
@@ -242,6 +242,12 @@ class SieveMessage:
             return _header_fields_by_line(text)
         return header_fields(readable[:header_end(readable, 0, len(readable))])
 
+    def field_index(self) -> dict[str, list[str]]:
+        """Lower-case field name -> its raw values (never an empty list), built at the first ask."""
+        if self._index is None:
+            self._index = self._header_index()
+        return self._index
+
     def has_header(self, name: str) -> bool:
         if self._index is None:
             self._field_values(name)
@@ -263,8 +269,11 @@ class SieveMessage:
         key = name.lower()
         if key not in self._addresses:
             raw = [_text(v) for v in self._field_values(name)]
-            simple = _simple_addresses(raw)
-            self._addresses[key] = simple if simple is not None else _addresses(raw)
+            if sum(map(len, raw)) <= MEMO_ADDRESSES:
+                self._addresses[key] = _addresses(raw)
+            else:
+                simple = _simple_addresses(raw)
+                self._addresses[key] = simple if simple is not None else _addresses(raw)
         return self._addresses[key]
 
     # -- editheader (RFC 5293) ----------------------------------------------------------

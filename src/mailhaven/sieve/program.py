@@ -279,9 +279,12 @@ def _fold_all(values: list[str]) -> list[str]:
 
 def _header_values(names: tuple[str, ...], folded: bool) -> Values:
     """The decoded values of the named fields (lower-cased when ``folded``)."""
+    lowered = tuple(h.lower() for h in names)   # SieveMessage.has_header's look-up, inlined
+
     def values(st: _State) -> list[str]:
         message = st.message                 # most fields a script asks for are absent:
-        found = [v for h in names if message.has_header(h) for v in message.headers(h)]   # no decoding round
+        index = message.field_index()        # no decoding round
+        found = [v for h in lowered if index.get(h) for v in message.headers(h)]
         return _fold_all(found) if folded else found
     return values
 
@@ -290,11 +293,20 @@ def _address_values(names: tuple[str, ...], part: str, folded: bool) -> Values:
     """RFC 5228 2.7.4: the chosen part of each address in the named fields."""
     tags = {part: True}
     probe = Test(name="address", tags=tags, args=(), tests=(), line=0)
+    lowered = tuple(h.lower() for h in names)
 
     def values(st: _State) -> list[str]:
         message = st.message
-        found = [p for h in names if message.has_header(h) for a in message.addresses(h)
-                 if (p := _part(probe, a)) is not None]
+        index = message.field_index()
+        addresses = [a for h in lowered if index.get(h) for a in message.addresses(h)]
+        if part == "all":                    # interpreter._part's cases, the common ones inline
+            found = addresses
+        elif part == "domain":
+            found = [domain if at else "" for a in addresses for _, at, domain in (a.rpartition("@"),)]
+        elif part == "localpart":
+            found = [local if at else a for a in addresses for local, at, _ in (a.rpartition("@"),)]
+        else:
+            found = [p for a in addresses if (p := _part(probe, a)) is not None]
         return _fold_all(found) if folded else found
     return values
 
