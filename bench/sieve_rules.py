@@ -48,7 +48,7 @@ from mailhaven.message.encodedwords import _remembered as _remembered_words  # n
 from mailhaven.message.headerfields import _LAST_FIELDS  # noqa: E402
 from mailhaven.message.lineends import normalize_line_ends  # noqa: E402
 from mailhaven.message.structure import _LAST_READABLE  # noqa: E402
-from mailhaven.message.summary import _remembered_getaddresses  # noqa: E402
+from mailhaven.message.summary import _remembered_getaddresses, _remembered_short_getaddresses  # noqa: E402
 from mailhaven.sieve import compile_script  # noqa: E402
 from mailhaven.store.api import BlobRef  # noqa: E402
 from mailhaven.store.sqlite import SQLiteStore  # noqa: E402
@@ -110,12 +110,13 @@ def fifty_rules() -> str:
 
 
 def forget_addresses() -> None:
-    """message/summary.py remembers the last few long address fields parsed,
+    """message/summary.py remembers the address fields parsed (short ones by the thousand),
     message/encodedwords.py the last few encoded words decoded, message/headerfields.py
     the last header section split and message/structure.py the last header rebuilt, for
     the summary of the message a script just read (issue 16); the bench delivers every
     message twice in a row, and the second delivery must not find the first one's work."""
     _remembered_getaddresses.cache_clear()
+    _remembered_short_getaddresses.cache_clear()
     _remembered_words.cache_clear()
     _LAST_FIELDS.pair = None
     _LAST_READABLE.pair = None
