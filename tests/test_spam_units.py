@@ -4,15 +4,19 @@ X-Spam-* header and the removal of upstream ones."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Sequence
 
+import dns.asyncresolver
 import pytest
 
+from mailhaven.config import Config, SpamConfig
 from mailhaven.filter.spam import bayes
 from mailhaven.filter.spam.dnsbl import _listing, query_name
 from mailhaven.filter.spam.gtube import CHUNK, GTUBE, has_gtube
 from mailhaven.filter.spam.rdns import helo_problems
-from mailhaven.filter.spam.scoring import SpamResult, strip_spam_fields
+from mailhaven.filter.spam.scoring import SpamChecker, SpamResult, strip_spam_fields
 from mailhaven.filter.spam.tokens import MAX_TOKENS, tokenize
 
 
@@ -73,3 +77,53 @@ def test_spam_header_is_folded_and_strips_upstream_fields() -> None:
     head = (b"Subject: hi\r\nX-Spam-Status: No,\r\n score=-9\r\nX-Spam-Score: -9\r\n"
             b"x-spam-flag: NO\r\nTo: bob@nyu.example\r\n")
     assert strip_spam_fields(head) == b"Subject: hi\r\nTo: bob@nyu.example\r\n"
+
+
+class CountingStore:
+    """The store methods the spam check calls, with the classifiers' totals given and
+    every spam_token_counts call recorded as (scope, tokens asked for?)."""
+
+    def __init__(self, totals: dict[int, tuple[int, int]]) -> None:
+        self.totals = totals
+        self.reads: list[tuple[int, bool]] = []
+
+    async def list_domains(self) -> list[object]:
+        return []
+
+    async def spam_lists(self, account_id: int) -> dict[str, str]:
+        return {}
+
+    async def spam_token_counts(self, scope: int, tokens: Sequence[str]) -> tuple[int, int, dict[str, tuple[int, int]]]:
+        self.reads.append((scope, bool(tokens)))
+        spam, ham = self.totals.get(scope, (0, 0))
+        return spam, ham, {}
+
+
+def _bayes_reads(totals: dict[int, tuple[int, int]], accounts: Sequence[int]) -> list[tuple[int, bool]]:
+    store = CountingStore(totals)
+    checker = SpamChecker(Config(spam=SpamConfig(bayes_min_messages=10)), dns.asyncresolver.Resolver(configure=False))
+
+    async def main() -> None:
+        lookups = asyncio.get_running_loop().create_future()
+        lookups.set_result([[], [], "ok"])
+        await checker.check(io.BytesIO(b"Subject: hi\r\n\r\nlunch at noon\r\n"), head=b"Subject: hi\r\n",
+                            lookups=lookups, ip="192.0.2.1", helo="mx.sender.example", mail_from="a@sender.example",
+                            spf=None, dkim=None, dmarc=None, store=store, accounts=accounts,
+                            recipients=["bob@nyu.example"])
+
+    asyncio.run(main())
+    return store.reads
+
+
+def test_untrained_system_costs_one_totals_read_per_message() -> None:
+    """An account never has more trained than the global classifier (training counts in
+    both), so while the global one is not ready nothing else is read."""
+    assert _bayes_reads({}, [7]) == [(0, False)]
+    assert _bayes_reads({7: (3, 3), 0: (12, 3)}, [7]) == [(0, False)]
+    assert _bayes_reads({}, [7, 8]) == [(0, False)]
+
+
+def test_own_classifier_first_then_the_global_one() -> None:
+    assert _bayes_reads({7: (10, 11), 0: (30, 30)}, [7]) == [(0, False), (7, False), (7, True)]
+    assert _bayes_reads({7: (10, 9), 0: (30, 30)}, [7]) == [(0, False), (7, False), (0, True)]
+    assert _bayes_reads({7: (10, 11), 0: (30, 30)}, [7, 8]) == [(0, False), (0, True)]

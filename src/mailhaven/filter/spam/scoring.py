@@ -279,13 +279,22 @@ class SpamChecker:
     async def _bayes(self, store: Any, accounts: Sequence[int], raw: bytes) -> tuple[str, float] | None:
         """The recipient's own classifier when there is one recipient account that has
         learnt enough, else the global one (when it has). The message is tokenized only
-        when one of them is ready."""
+        when one of them is ready.
+
+        Every message trained counts in its account's classifier and in the global one
+        (``store.spam_train``, one transaction), so no account has learnt more than the
+        global classifier: its totals are read first, and while it is not ready (an
+        untrained system) that one read is all a message costs."""
         least = self.settings.bayes_min_messages
-        for scope in ([accounts[0]] if len(accounts) == 1 else []) + [0]:
-            nspam, nham, _ = await store.spam_token_counts(scope, [])
+        nspam, nham, _ = await store.spam_token_counts(0, [])
+        if nspam < least or nham < least:
+            return None
+        scope = 0
+        if len(accounts) == 1:
+            nspam, nham, _ = await store.spam_token_counts(accounts[0], [])
             if nspam >= least and nham >= least:
-                tokens = await asyncio.to_thread(tokenize, raw)
-                nspam, nham, counts = await store.spam_token_counts(scope, tokens)
-                probability = bayes.spam_probability(counts, nspam, nham)
-                return None if probability is None else bayes.band(probability)
-        return None
+                scope = accounts[0]
+        tokens = await asyncio.to_thread(tokenize, raw)
+        nspam, nham, counts = await store.spam_token_counts(scope, tokens)
+        probability = bayes.spam_probability(counts, nspam, nham)
+        return None if probability is None else bayes.band(probability)
