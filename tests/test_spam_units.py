@@ -18,6 +18,7 @@ from mailhaven.filter.spam.gtube import CHUNK, GTUBE, has_gtube
 from mailhaven.filter.spam.rdns import helo_problems
 from mailhaven.filter.spam.scoring import SpamChecker, SpamResult, strip_spam_fields
 from mailhaven.filter.spam.tokens import MAX_TOKENS, tokenize
+from mailhaven.store.api import SpamState
 
 
 def test_gtube_found_across_a_chunk_boundary() -> None:
@@ -81,25 +82,27 @@ def test_spam_header_is_folded_and_strips_upstream_fields() -> None:
 
 class CountingStore:
     """The store methods the spam check calls, with the classifiers' totals given and
-    every spam_token_counts call recorded as (scope, tokens asked for?)."""
+    every read recorded: ("state", accounts) or ("tokens", scope)."""
 
     def __init__(self, totals: dict[int, tuple[int, int]]) -> None:
         self.totals = totals
-        self.reads: list[tuple[int, bool]] = []
+        self.reads: list[tuple[str, object]] = []
 
     async def list_domains(self) -> list[object]:
         return []
 
-    async def spam_lists(self, account_id: int) -> dict[str, str]:
-        return {}
+    async def spam_state(self, account_ids: Sequence[int]) -> SpamState:
+        self.reads.append(("state", tuple(account_ids)))
+        return SpamState(lists={}, totals={k: v for k, v in self.totals.items() if k in (0, *account_ids)})
 
     async def spam_token_counts(self, scope: int, tokens: Sequence[str]) -> tuple[int, int, dict[str, tuple[int, int]]]:
-        self.reads.append((scope, bool(tokens)))
+        self.reads.append(("tokens", scope))
+        assert tokens, "the totals come with spam_state"
         spam, ham = self.totals.get(scope, (0, 0))
         return spam, ham, {}
 
 
-def _bayes_reads(totals: dict[int, tuple[int, int]], accounts: Sequence[int]) -> list[tuple[int, bool]]:
+def _bayes_reads(totals: dict[int, tuple[int, int]], accounts: Sequence[int]) -> list[tuple[str, object]]:
     store = CountingStore(totals)
     checker = SpamChecker(Config(spam=SpamConfig(bayes_min_messages=10)), dns.asyncresolver.Resolver(configure=False))
 
@@ -115,15 +118,15 @@ def _bayes_reads(totals: dict[int, tuple[int, int]], accounts: Sequence[int]) ->
     return store.reads
 
 
-def test_untrained_system_costs_one_totals_read_per_message() -> None:
-    """An account never has more trained than the global classifier (training counts in
-    both), so while the global one is not ready nothing else is read."""
-    assert _bayes_reads({}, [7]) == [(0, False)]
-    assert _bayes_reads({7: (3, 3), 0: (12, 3)}, [7]) == [(0, False)]
-    assert _bayes_reads({}, [7, 8]) == [(0, False)]
+def test_untrained_system_costs_one_store_read_per_message() -> None:
+    """The lists and every classifier's totals come in one read; an untrained classifier
+    costs nothing more."""
+    assert _bayes_reads({}, [7]) == [("state", (7,))]
+    assert _bayes_reads({7: (3, 3), 0: (12, 3)}, [7]) == [("state", (7,))]
+    assert _bayes_reads({}, [7, 8]) == [("state", (7, 8))]
 
 
 def test_own_classifier_first_then_the_global_one() -> None:
-    assert _bayes_reads({7: (10, 11), 0: (30, 30)}, [7]) == [(0, False), (7, False), (7, True)]
-    assert _bayes_reads({7: (10, 9), 0: (30, 30)}, [7]) == [(0, False), (7, False), (0, True)]
-    assert _bayes_reads({7: (10, 11), 0: (30, 30)}, [7, 8]) == [(0, False), (0, True)]
+    assert _bayes_reads({7: (10, 11), 0: (30, 30)}, [7]) == [("state", (7,)), ("tokens", 7)]
+    assert _bayes_reads({7: (10, 9), 0: (30, 30)}, [7]) == [("state", (7,)), ("tokens", 0)]
+    assert _bayes_reads({7: (10, 11), 0: (30, 30)}, [7, 8]) == [("state", (7, 8)), ("tokens", 0)]

@@ -209,10 +209,11 @@ class SpamChecker:
         for name in helo_problems(helo, own):
             hit(name)
         if store is not None and accounts:
-            tests.extend(await self._lists(store, accounts, head, mail_from, spf, dkim, dmarc))
+            # The lists and the classifiers' totals: one store read a message (store.spam_state).
+            state = await store.spam_state(accounts)
+            tests.extend(self._lists(state.lists, accounts, head, mail_from, spf, dkim, dmarc))
             if s.bayes:
-                content.seek(0)
-                found = await self._bayes(store, accounts, content.read(MAX_INPUT))
+                found = await self._bayes(store, accounts, content, state.totals)
                 if found is not None:
                     tests.append(found)
         score = round(sum(points for _, points in tests), 3)
@@ -245,11 +246,14 @@ class SpamChecker:
         return [(n, POINTS[n]) for n in names if n]
 
     @staticmethod
-    async def _lists(store: Any, accounts: Sequence[int], head: bytes, mail_from: str, spf: SpfResult | None,
-                     dkim: list[DkimResult] | None, dmarc: DmarcResult | None) -> list[tuple[str, float]]:
+    def _lists(lists: dict[int, dict[str, str]], accounts: Sequence[int], head: bytes, mail_from: str,
+               spf: SpfResult | None, dkim: list[DkimResult] | None,
+               dmarc: DmarcResult | None) -> list[tuple[str, float]]:
         """An entry counts when every recipient account has it. Allow entries only count for
         an authenticated sender domain (DMARC pass, SPF pass or a passing DKIM d=), so a
         forged From: of a friend gains nothing."""
+        if not all(lists.get(a) for a in accounts):
+            return []                   # an account without entries: none is common (most mail)
         senders = _senders(head, mail_from)
         verified = {d.domain.lower() for d in dkim or [] if d.result == "pass"}
         if spf is not None and spf.result == "pass":
@@ -258,9 +262,8 @@ class SpamChecker:
             verified.add(dmarc.from_domain.lower())
         kinds: list[set[str]] = []
         for account_id in accounts:
-            entries = await store.spam_lists(account_id)
             found = set()
-            for entry, kind in entries.items():
+            for entry, kind in lists[account_id].items():
                 for sender in senders:
                     if not _matches(entry, sender):
                         continue
@@ -269,32 +272,33 @@ class SpamChecker:
                     elif sender.rpartition("@")[2] in verified:
                         found.add("allow")
             kinds.append(found)
-        common = set.intersection(*kinds) if kinds else set()
+        common = set.intersection(*kinds)
         if "block" in common:
             return [("USER_BLOCKLIST", POINTS["USER_BLOCKLIST"])]
         if "allow" in common:
             return [("USER_ALLOWLIST", POINTS["USER_ALLOWLIST"])]
         return []
 
-    async def _bayes(self, store: Any, accounts: Sequence[int], raw: bytes) -> tuple[str, float] | None:
+    async def _bayes(self, store: Any, accounts: Sequence[int], content: BinaryIO,
+                     totals: dict[int, tuple[int, int]]) -> tuple[str, float] | None:
         """The recipient's own classifier when there is one recipient account that has
-        learnt enough, else the global one (when it has). The message is tokenized only
-        when one of them is ready.
-
-        Every message trained counts in its account's classifier and in the global one
-        (``store.spam_train``, one transaction), so no account has learnt more than the
-        global classifier: its totals are read first, and while it is not ready (an
-        untrained system) that one read is all a message costs."""
+        learnt enough, else the global one (when it has). ``totals``: (spam, ham) learnt
+        by each, as store.spam_state read them. The message is read and tokenized only
+        when one of them is ready (no untrained classifier costs a store read)."""
         least = self.settings.bayes_min_messages
-        nspam, nham, _ = await store.spam_token_counts(0, [])
-        if nspam < least or nham < least:
+
+        def ready(scope: int) -> bool:
+            nspam, nham = totals.get(scope, (0, 0))
+            return nspam >= least and nham >= least
+
+        if len(accounts) == 1 and ready(accounts[0]):
+            scope = accounts[0]
+        elif ready(0):
+            scope = 0
+        else:
             return None
-        scope = 0
-        if len(accounts) == 1:
-            nspam, nham, _ = await store.spam_token_counts(accounts[0], [])
-            if nspam >= least and nham >= least:
-                scope = accounts[0]
-        tokens = await asyncio.to_thread(tokenize, raw)
+        content.seek(0)
+        tokens = await asyncio.to_thread(tokenize, content.read(MAX_INPUT))
         nspam, nham, counts = await store.spam_token_counts(scope, tokens)
         probability = bayes.spam_probability(counts, nspam, nham)
         return None if probability is None else bayes.band(probability)
