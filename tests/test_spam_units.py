@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Sequence
 
 import dns.asyncresolver
+import dns.resolver
 import pytest
 
 from mailhaven.config import Config, SpamConfig
@@ -130,3 +132,40 @@ def test_own_classifier_first_then_the_global_one() -> None:
     assert _bayes_reads({7: (10, 11), 0: (30, 30)}, [7]) == [("state", (7,)), ("tokens", 7)]
     assert _bayes_reads({7: (10, 9), 0: (30, 30)}, [7]) == [("state", (7,)), ("tokens", 0)]
     assert _bayes_reads({7: (10, 11), 0: (30, 30)}, [7, 8]) == [("state", (7, 8)), ("tokens", 0)]
+
+
+class FakeMemo:
+    """A resolver's memo (filter/dnsmemo.py) holding NXDOMAIN for every name, each fresh
+    until ``until[rdtype]`` (then refreshed for a minute, as a new lookup would), with
+    every ``remembered`` call recorded."""
+
+    def __init__(self, until: dict[str, float]) -> None:
+        self.until = until
+        self.asked: list[tuple[str, str]] = []
+
+    def remembered(self, qname: str, rdtype: str, expiry: list[float] | None = None) -> Exception:
+        self.asked.append((str(qname), rdtype))
+        if self.until.get(rdtype, 0.0) <= time.time():
+            self.until[rdtype] = time.time() + 60
+        if expiry is not None:
+            expiry[0] = min(expiry[0], self.until[rdtype])
+        return dns.resolver.NXDOMAIN()
+
+
+def test_remembered_lookups_of_a_client_are_kept_until_the_first_answer_expires() -> None:
+    memo = FakeMemo({"A": time.time() + 60, "PTR": time.time() + 0.3})
+    checker = SpamChecker(Config(spam=SpamConfig(dnsbl=("bl.example",), dnswl=("wl.example",))),
+                          dns.asyncresolver.Resolver(configure=False))
+    checker.resolver = memo  # type: ignore[assignment]
+
+    async def outcome() -> object:
+        return await checker.start_lookups("192.0.2.7")
+
+    assert asyncio.run(outcome()) == [[], [], "none"]
+    first = list(memo.asked)
+    assert ("7.2.0.192.bl.example", "A") in first and ("7.2.0.192.in-addr.arpa.", "PTR") in first
+    assert asyncio.run(outcome()) == [[], [], "none"]
+    assert memo.asked == first                                  # nothing walked again
+    time.sleep(0.35)                                            # the PTR answer expired
+    assert asyncio.run(outcome()) == [[], [], "none"]
+    assert memo.asked == first * 2
