@@ -1210,6 +1210,29 @@ async def test_spam_allow_and_block_lists(backend):
     assert await s.spam_lists(carol.id) == {"spammy.example": "allow"}
 
 
+async def test_spam_state_reads_lists_and_totals_at_once(backend):
+    s = backend
+    bob = await _bob(s)
+    carol = await s.add_account("carol@nyu.example", "pw")
+    dave = await s.add_account("dave@nyu.example", "pw")
+    empty = await s.spam_state([bob.id])
+    assert (empty.lists, empty.totals) == ({}, {})
+    await s.set_spam_list(bob.id, "Friend@Lancs.example", "allow")
+    await s.set_spam_list(bob.id, "spammy.example", "block")
+    await s.set_spam_list(carol.id, "spammy.example", "allow")
+    await s.set_spam_list(dave.id, "other.example", "block")
+    await s.spam_train(bob.id, ["viagra"], spam=True)
+    await s.spam_train(bob.id, ["lunch"], spam=False)
+    await s.spam_train(bob.id, ["cheap"], spam=True)
+    await s.spam_train(dave.id, ["friday"], spam=False)
+    state = await s.spam_state([bob.id, carol.id])
+    assert state.lists == {bob.id: {"friend@lancs.example": "allow", "spammy.example": "block"},
+                           carol.id: {"spammy.example": "allow"}}
+    assert state.totals == {0: (2, 2), bob.id: (2, 1)}          # carol learnt nothing; dave not asked
+    one = await s.spam_state([carol.id])
+    assert (one.lists, one.totals) == ({carol.id: {"spammy.example": "allow"}}, {0: (2, 2)})
+
+
 async def test_greylist_passes_after_the_delay_and_forgets_after_expiry(backend):
     s = backend
     key = "192.0.2.0/24 a@x.example bob@nyu.example"

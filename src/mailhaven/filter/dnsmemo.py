@@ -80,15 +80,20 @@ class MemoResolver(dns.asyncresolver.Resolver):
         future.set_result(answer)
         return answer
 
-    def remembered(self, qname: dns.name.Name | str, rdtype: str) -> dns.resolver.Answer | Exception | None:
+    def remembered(self, qname: dns.name.Name | str, rdtype: str,
+                   expiry: list[float] | None = None) -> dns.resolver.Answer | Exception | None:
         """What :meth:`resolve` would answer at once without a lookup: the fresh Answer,
         the NXDOMAIN or NoAnswer it would raise; None when it would have to ask. Lets the
-        inbound checks run in sequence without a task per lookup when all is remembered."""
+        inbound checks run in sequence without a task per lookup when all is remembered.
+        ``expiry``: its one item is lowered to when this outcome stops being fresh (a
+        caller remembering what it made of several outcomes keeps it that long)."""
         if self.cache is None:
             return None
         hit = self.__dict__.get("_memo", {}).get((str(qname).lower(), str(rdtype)))
         if hit is None or hit[0] <= time.time():
             return None
+        if expiry is not None and hit[0] < expiry[0]:
+            expiry[0] = hit[0]
         return hit[1]  # type: ignore[no-any-return]
 
     def _negative_expiry(self, qname: dns.name.Name | str, rdtype: Any, exc: Exception) -> float | None:

@@ -292,6 +292,18 @@ class SieveScriptInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SpamState:
+    """What the inbound spam check (filter/spam/scoring.py) needs of the store for one
+    message, read at once."""
+    lists: dict[int, dict[str, str]]
+    """Each account's allow and block lists, as :meth:`Store.spam_lists` gives them;
+    accounts with an empty list are left out."""
+    totals: dict[int, tuple[int, int]]
+    """(spam, ham) messages learnt by the global classifier (0) and each account's, as
+    :meth:`Store.spam_token_counts` counts them; classifiers that learnt nothing are left out."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CachedPolicy:
     """A recipient domain's MTA-STS policy as last fetched (RFC 8461 5.1), shared by every
     process and node so a policy learnt by one protects the deliveries of all."""
@@ -911,6 +923,11 @@ class Store(Protocol):
     async def spam_lists(self, account_id: int) -> dict[str, str]:
         """The account's allow and block lists: entry (address or domain, lower-case) ->
         ``allow`` or ``block``."""
+        ...
+
+    async def spam_state(self, account_ids: Sequence[int]) -> SpamState:
+        """The allow and block lists of these accounts and the totals of their classifiers
+        and the global one: what every inbound message to them asks, in one read."""
         ...
 
     async def set_spam_list(self, account_id: int, entry: str, kind: str | None) -> None:

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
+from .api import SpamState
+from .sqlitespam import spam_state_from_rows
+
 if TYPE_CHECKING:
     from .pgmessages import Tx
 
@@ -79,6 +82,17 @@ class SpamMethods:
             return list(await conn.fetch("SELECT entry, kind FROM spam_lists WHERE account_id=$1", account_id))
 
         return {str(r[0]): str(r[1]) for r in await self.read(fetch)}
+
+    async def spam_state(self, account_ids: Sequence[int]) -> SpamState:
+        ids = list(dict.fromkeys(account_ids))
+
+        async def fetch(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return list(await conn.fetch(
+                "SELECT account_id, entry, kind, 0::bigint, 0::bigint FROM spam_lists WHERE account_id = ANY($1::bigint[]) "
+                "UNION ALL SELECT scope, NULL, NULL, spam, ham FROM spam_totals WHERE scope = ANY($2::bigint[])",
+                ids, [0, *ids]))
+
+        return spam_state_from_rows(await self.read(fetch))
 
     async def set_spam_list(self, account_id: int, entry: str, kind: str | None) -> None:
         async def put(tx: Tx) -> None:

@@ -7,6 +7,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .api import SpamState
+
 if TYPE_CHECKING:
     from .db import Database
 
@@ -88,6 +90,16 @@ class SpamMethods:
         rows = self.db.query_sync("SELECT entry, kind FROM spam_lists WHERE account_id=?", (account_id,))
         return {str(r[0]): str(r[1]) for r in rows}
 
+    async def spam_state(self, account_ids: Sequence[int]) -> SpamState:
+        # Every inbound message asks: the lists and totals as one statement on the loop
+        # (as spam_lists: db.query_sync), not one per table and account.
+        ids = list(dict.fromkeys(account_ids))
+        rows = self.db.query_sync(
+            f"SELECT account_id, entry, kind, 0, 0 FROM spam_lists WHERE account_id IN ({','.join('?' * len(ids))}) "
+            f"UNION ALL SELECT scope, NULL, NULL, spam, ham FROM spam_totals "
+            f"WHERE scope IN ({','.join('?' * (len(ids) + 1))})", (*ids, 0, *ids))
+        return spam_state_from_rows(rows)
+
     async def set_spam_list(self, account_id: int, entry: str, kind: str | None) -> None:
         def put(conn: sqlite3.Connection) -> None:
             if kind is None:
@@ -111,3 +123,16 @@ class SpamMethods:
             return False
 
         return await self.db.write(check)
+
+
+def spam_state_from_rows(rows: Sequence[Sequence[object]]) -> SpamState:
+    """:class:`SpamState` from rows (account or scope, entry, kind, spam, ham): a totals row
+    has no entry (spam_lists.entry is NOT NULL)."""
+    lists: dict[int, dict[str, str]] = {}
+    totals: dict[int, tuple[int, int]] = {}
+    for owner, entry, kind, spam, ham in rows:
+        if entry is None:
+            totals[int(owner)] = (int(spam), int(ham))  # type: ignore[call-overload]
+        else:
+            lists.setdefault(int(owner), {})[str(entry)] = str(kind)  # type: ignore[call-overload]
+    return SpamState(lists=lists, totals=totals)

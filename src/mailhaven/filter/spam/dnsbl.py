@@ -41,9 +41,11 @@ def _listing(addresses: list[str]) -> bool:
     return False
 
 
-def listed_in_memo(resolver: dns.asyncresolver.Resolver, ip: str, zones: tuple[str, ...]) -> list[str] | None:
+def listed_in_memo(resolver: dns.asyncresolver.Resolver, ip: str, zones: tuple[str, ...],
+                   expiry: list[float] | None = None) -> list[str] | None:
     """:func:`listed_in` from what the resolver remembers (dnsmemo.py), without a lookup or
-    a task; None when some zone's answer is not remembered."""
+    a task; None when some zone's answer is not remembered. ``expiry`` as the resolver's
+    ``remembered`` takes it: lowered to when the first answer used expires."""
     remembered = getattr(resolver, "remembered", None)
     if remembered is None:
         return None
@@ -52,7 +54,7 @@ def listed_in_memo(resolver: dns.asyncresolver.Resolver, ip: str, zones: tuple[s
         name = query_name(ip, zone)
         if name is None:
             continue
-        outcome = remembered(name, "A")
+        outcome = remembered(name, "A", expiry)
         if outcome is None:
             return None
         if isinstance(outcome, dns.resolver.Answer) and _listing([r.to_text() for r in outcome]):

@@ -72,15 +72,16 @@ async def reverse_dns(resolver: dns.asyncresolver.Resolver, ip: str, timeout: fl
         return "temperror"
 
 
-def reverse_dns_memo(resolver: dns.asyncresolver.Resolver, ip: str) -> str | None:
+def reverse_dns_memo(resolver: dns.asyncresolver.Resolver, ip: str, expiry: list[float] | None = None) -> str | None:
     """:func:`reverse_dns` from what the resolver remembers (dnsmemo.py), without a lookup
-    or a task; None when an answer it needs is not remembered."""
+    or a task; None when an answer it needs is not remembered. ``expiry`` as the
+    resolver's ``remembered`` takes it: lowered to when the first answer used expires."""
     remembered = getattr(resolver, "remembered", None)
     parsed = _ptr_name(ip)
     if remembered is None or parsed is None:
         return None
     address, ptr = parsed
-    answer = remembered(_ptr_text(ptr), "PTR")
+    answer = remembered(_ptr_text(ptr), "PTR", expiry)
     if answer is None:
         return None
     if not isinstance(answer, dns.resolver.Answer):
@@ -88,7 +89,7 @@ def reverse_dns_memo(resolver: dns.asyncresolver.Resolver, ip: str) -> str | Non
     for name in [r.target.to_text(omit_final_dot=True) for r in answer][:MAX_PTR]:
         found: set[str] = set()
         for rdtype in ("A", "AAAA"):
-            outcome = remembered(name, rdtype)
+            outcome = remembered(name, rdtype, expiry)
             if outcome is None:
                 return None
             if isinstance(outcome, dns.resolver.Answer):
