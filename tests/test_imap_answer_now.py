@@ -20,6 +20,7 @@ async def _two_sessions(store: Any) -> tuple[Any, Client, Client]:
     acct = await make_account(store)
     for n in range(1, 6):
         await deliver(store, acct.id, _message(n), flags=("$Later",) if n == 4 else ())
+    await deliver(store, acct.id, _message(6).replace(b"note 6", b"no\x00te 6"))
     a, b = Client(store), Client(store)
     for c in (a, b):
         await c.login()
@@ -35,6 +36,9 @@ ANSWERED = [
     b"a5 UID FETCH 4 (FLAGS)\r\n",
     b"a6 UID FETCH 99 (FLAGS)\r\n",                             # no such message: just OK
     b"a7 uid fetch 5:1,3 FAST\n",
+    b"a8 UID FETCH 3 (INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)]<4.9> FLAGS)\r\n",
+    b"a9 FETCH 4 FAST\r\n",                                     # one message: its keyword announced first
+    b"ab UID FETCH 6 (BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n",   # a NUL in the field
 ]
 
 
