@@ -71,6 +71,23 @@ def mailhaven_env() -> dict[str, str]:
     return env
 
 
+async def killed_child(code: str, arg: str, ready: bytes, delay: float) -> None:
+    """Runs ``python -c code arg`` with the test's PYTHONPATH, waits for its line ``ready``,
+    lets it go on for ``delay`` seconds and SIGKILLs it (a crash at that moment)."""
+    import asyncio
+
+    child = subprocess.Popen([sys.executable, "-c", code, arg], stdout=subprocess.PIPE, env=mailhaven_env())
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == ready
+        await asyncio.sleep(delay)
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+
 def run_cli(data: Path, *args: str, input: str | bytes | None = None,
             check: bool = True, config: Path | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "mailhaven", "--data", str(data)]

@@ -149,6 +149,21 @@ def _long_to(marker: str, recursion: bool) -> bytes:
             "body\r\n").encode()
 
 
+def _count_parses(monkeypatch: pytest.MonkeyPatch, marker: str) -> list[int]:
+    """``email.utils.getaddresses`` counting its calls on values holding ``marker``: one
+    entry in the list returned a call."""
+    real = email.utils.getaddresses
+    parsed: list[int] = []
+
+    def counting(values: list[str]) -> list[tuple[str, str]]:
+        if any(marker in v for v in values):
+            parsed.append(1)
+        return real(values)
+
+    monkeypatch.setattr(email.utils, "getaddresses", counting)
+    return parsed
+
+
 @pytest.mark.parametrize("recursion", [False, True])
 def test_a_long_address_field_is_parsed_once_for_the_script_and_the_summary(monkeypatch: pytest.MonkeyPatch,
                                                                              recursion: bool) -> None:
@@ -162,16 +177,8 @@ def test_a_long_address_field_is_parsed_once_for_the_script_and_the_summary(monk
 
     marker = uuid.uuid4().hex                    # never seen before by any memo
     raw = _long_to(marker, recursion)
-    real = email.utils.getaddresses
-    parsed: list[int] = []
-
-    def counting(values: list[str]) -> list[tuple[str, str]]:
-        if any(marker in v for v in values):
-            parsed.append(1)
-        return real(values)
-
     expected = SieveMessage(raw=_long_to(marker + "x", recursion)).addresses("to")
-    monkeypatch.setattr(email.utils, "getaddresses", counting)
+    parsed = _count_parses(monkeypatch, marker)
     view = SieveMessage(raw=raw, mail_from="s@x.example", rcpt_to="r@y.example")
     result = run(compile_script('if address :localpart :is "to" "sales" { discard; }'), view)
     assert result.actions[0].kind == "keep"
@@ -196,15 +203,7 @@ def test_a_short_address_field_is_parsed_once_for_the_script_and_the_summary(mon
 
     marker = uuid.uuid4().hex
     raw = f"From: {sender.format(marker=marker)}\r\nTo: me@y.example\r\nSubject: hi\r\n\r\nbody\r\n".encode()
-    real = email.utils.getaddresses
-    parsed: list[int] = []
-
-    def counting(values: list[str]) -> list[tuple[str, str]]:
-        if any(marker in v for v in values):
-            parsed.append(1)
-        return real(values)
-
-    monkeypatch.setattr(email.utils, "getaddresses", counting)
+    parsed = _count_parses(monkeypatch, marker)
     view = SieveMessage(raw=raw, mail_from="s@x.example", rcpt_to="r@y.example")
     result = run(compile_script('if address :domain :is "from" "x.example" { discard; }'), view)
     summary = summarize(raw)

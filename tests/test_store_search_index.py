@@ -598,10 +598,7 @@ async def test_the_index_is_exact_after_a_process_killed_while_indexing(tmp_path
     # A process killed (SIGKILL) between a slice's commit in search.db and its clean-up in
     # mailhaven.db, or in either, leaves text pending and drops listed that were applied
     # already: applying them again must leave every message indexed once, and none expunged.
-    import subprocess
-    import sys
-
-    from conftest import mailhaven_env
+    from conftest import killed_child
 
     monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)
     store = SQLiteStore(tmp_path)
@@ -615,17 +612,7 @@ async def test_the_index_is_exact_after_a_process_killed_while_indexing(tmp_path
     for word in words:
         await store.deliver(await store.put_blob(raw(word + "y")), [bob.id])
     await store.close()
-    child = subprocess.Popen([sys.executable, "-c", _INDEXING_CHILD, str(tmp_path)], stdout=subprocess.PIPE,
-                             env=mailhaven_env())
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == b"indexing\n"
-        await asyncio.sleep(delay)
-    finally:
-        child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    await killed_child(_INDEXING_CHILD, str(tmp_path), b"indexing\n", delay)
     store = SQLiteStore(tmp_path)
     await store.open()
     try:

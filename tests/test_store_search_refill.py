@@ -10,14 +10,12 @@ import imaplib
 import logging
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, mailhaven_env, wait_for
+from conftest import ServerProcess, killed_child, wait_for
 from mailhaven.store import sqliterefill
 from mailhaven.store.sqlite import SQLiteStore
 from test_store_search_index import _trigram_docs, bob_with, pending, raw
@@ -240,17 +238,7 @@ asyncio.run(main())
 async def test_the_refill_is_exact_after_a_process_killed_mid_refill(tmp_path: Path, delay: float) -> None:
     words = [f"stint{i:02d}z" for i in range(40)]
     bob_id = await stored_then_lost(tmp_path, words)
-    child = subprocess.Popen([sys.executable, "-c", _REFILL_CHILD, str(tmp_path)], stdout=subprocess.PIPE,
-                             env=mailhaven_env())
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == b"refilling\n"
-        await asyncio.sleep(delay)
-    finally:
-        child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    await killed_child(_REFILL_CHILD, str(tmp_path), b"refilling\n", delay)
     # search.db exists now, part-filled or not: the refill stays listed until it ends.
     store = SQLiteStore(tmp_path)
     await store.open()
