@@ -235,96 +235,31 @@ def fetch_now(s: Session, cmd: Command) -> str | None:
         if not text.isdigit() and _span(parse_sequence_set(text)) > NOW_MAX:
             return None         # 1:* and the like: not resolved twice
         uids = resolve_set(s, text, cmd.uid)
-        plan = _now_plan(cmd.args[1], cmd.uid, s.utf8, sel.readonly)
+        items = _items_of(cmd.args[1])
     except Reply:
         return None             # cmd_fetch answers the BAD
-    if plan is None or plan.raw or plan.wire or not plan.names or len(uids) > NOW_MAX:
+    if len(uids) > NOW_MAX:
         return None
-    recent = sel.recent if not s.rev2 else set()
-    if len(uids) == 1:
-        return _fetch_one_now(s, sel, plan, uids[0], recent)
-    if plan.headers:
+    plan = _ColumnPlan.of(_with_uid(items) if cmd.uid else items, s.utf8, sel.readonly)
+    if plan is None or plan.raw or plan.wire:
         return None
-    if uids:
-        s.write(_column_lines(s, sel, plan, uids, {}, {}, {}, recent))
-    return "FETCH completed"
-
-
-def _fetch_one_now(s: Session, sel: Any, plan: _ColumnPlan, uid: int, recent: set[int]) -> str | None:
-    """:func:`fetch_now` for one message: its line made directly (what :func:`_column_lines`
-    makes for a chunk of one; a test compares them), its header block from the cache or
-    the store's stored block."""
-    header = b""
+    bodies: dict[int, bytes] = {}
     if plan.headers:
-        key = (sel.id, sel.uidvalidity, uid)
+        if len(uids) != 1:
+            return None
+        key = (sel.id, sel.uidvalidity, uids[0])
         cache = header_cache(s.store)
-        found = cache.get(key)
-        if found is None:
-            rows = s.store.get_header_now(sel.id, uid)
+        header = cache.get(key)
+        if header is None:
+            rows = s.store.get_header_now(sel.id, uids[0])
             if not rows:
                 return None     # cannot at once, no stored block, or gone: cmd_fetch sees to it
-            found = rows[0][1]
-            cache.put_header(key, found)
-        header = found
-    i = sel.index(uid)
-    if i is None:
-        return "FETCH completed"
-    out = [b"* %d FETCH (" % (i + 1)]
-    for op, item, label in plan.now_ops:
-        if op == _OP_UID:
-            out.append(b"UID %d" % uid)
-        elif op == _OP_FLAGS:
-            flags = sel.column("flags")[i]
-            s.ensure_flags_known(flags)
-            out.append(_flags_text(flags, uid in recent))
-        elif op == _OP_SIZE:
-            out.append(b"RFC822.SIZE %d" % sel.column("sizes")[i])
-        elif op == _OP_DATE:
-            out.append(_internaldate_item(sel.column("dates")[i]))
-        else:
-            assert item is not None     # a section: plans with ENVELOPE or BODYSTRUCTURE are not answered here
-            data = header_section(header, item) if item.text else header
-            if item.partial is not None:
-                start, length = item.partial
-                data = data[start:] if length is None else data[start:start + length]
-            if b"\x00" in data:
-                out += (label, text_literal(data))                 # NUL sent as 0x80 (responses.py)
-            else:
-                out += (label, b"{%d}\r\n" % len(data), data)
-        out.append(b" ")
-    out[-1] = b")\r\n"
-    s.write(b"".join(out))
+            header = rows[0][1]
+            cache.put_header(key, header)
+        bodies[uids[0]] = header
+    if uids:
+        s.write(_column_lines(s, sel, plan, uids, {}, bodies, {}, sel.recent if not s.rev2 else set()))
     return "FETCH completed"
-
-
-@functools.lru_cache(maxsize=64)
-def _flags_text(flags: frozenset[str], recent: bool) -> bytes:
-    """``FLAGS (...)`` of a flag set, \\Recent added for a session that shows it (as
-    Session.shown_flags adds it): a mailbox has few distinct flag sets."""
-    return flags_item(flags | {"\\Recent"} if recent else flags)
-
-
-_NOW_PLANS: dict[int, tuple[Any, dict[tuple[bool, bool, bool], _ColumnPlan | None]]] = {}
-""":func:`_now_plan`'s memory, by the identity of the item list's token (kept in the entry,
-so its id is not reused while the entry lives)."""
-
-
-def _now_plan(tok: Any, uid: bool, utf8: bool, readonly: bool) -> _ColumnPlan | None:
-    """The column plan of a FETCH's item list token (Bad for a bad one). The parser hands
-    back the same token object for the same item list (parser._list_tokens), so it is
-    found by identity: no hashing of the token tree, the item list and the plan's key
-    for every command, as the lru caches of :func:`_items_of` and _ColumnPlan.of do."""
-    entry = _NOW_PLANS.get(id(tok))
-    if entry is None or entry[0] is not tok:
-        if len(_NOW_PLANS) >= 256:
-            _NOW_PLANS.clear()
-        entry = _NOW_PLANS[id(tok)] = (tok, {})
-    plans = entry[1]
-    key = (uid, utf8, readonly)
-    if key not in plans:
-        items = _items_of(tok)
-        plans[key] = _ColumnPlan.of(_with_uid(items) if uid else items, utf8, readonly)
-    return plans[key]
 
 
 def _span(seq: SequenceSet) -> int:
@@ -462,9 +397,6 @@ class _ColumnPlan:
     """The whole message."""
     headers: bool
     """Only the header block (from this process's cache)."""
-    now_ops: tuple[tuple[int, FetchItem | None, bytes], ...]
-    """Each item as :func:`_fetch_one_now` renders it: an ``_OP_`` code, the section item
-    and how it starts (``BODY[HEADER] ``) for a section."""
 
     @staticmethod
     @functools.lru_cache(maxsize=256)
@@ -479,13 +411,8 @@ class _ColumnPlan:
         names = tuple(item.label if item.section else item.name for item in items)
         sections = {item.label: (item, item.label.encode() + b" ") for item in items if item.section}
         raw = any(not item.text for item, _ in sections.values())
-        now_ops = tuple((_OPS.get(name, _OP_SECTION), *(sections.get(name) or (None, b""))) for name in names)
         return _ColumnPlan(names=names, sections=sections, wire=not _WIRE_ITEMS.isdisjoint(names), raw=raw,
-                           headers=bool(sections) and not raw, now_ops=now_ops)
-
-
-_OP_UID, _OP_FLAGS, _OP_SIZE, _OP_DATE, _OP_SECTION = range(5)
-_OPS = {"UID": _OP_UID, "FLAGS": _OP_FLAGS, "RFC822.SIZE": _OP_SIZE, "INTERNALDATE": _OP_DATE}
+                           headers=bool(sections) and not raw)
 
 
 _COLUMN_SECTIONS = ("", *_HEADER_TEXTS)
