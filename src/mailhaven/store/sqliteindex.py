@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from typing import TYPE_CHECKING
 
-from ..message.summary import LARGE_MESSAGE
 from .api import Message, NotFound, StorageFull
 from .db import Database, WriteContext
 from .searchdb import (  # noqa: F401 - their home was here; other modules import them from here
@@ -42,6 +40,7 @@ from .sqliterows import (
     _prepare,
     _prepare_file,
     _Prepared,
+    from_stored,
 )
 from .trigram import like_matcher, matcher, trigram_query
 
@@ -233,11 +232,7 @@ class IndexMethods:
                 out = []
                 for row in rows:
                     try:
-                        path = self.blobs.file_path(row[1])
-                        if path is not None and os.path.getsize(path) > LARGE_MESSAGE:
-                            out.append((row[0], _prepare_file(path)))     # as delivery made it
-                        else:
-                            out.append((row[0], _prepare(self.blobs.read_sync(row[1]))))
+                        out.append((row[0], from_stored(self.blobs, row[1], _prepare, _prepare_file)))
                     except (OSError, NotFound):
                         continue                    # missing bytes: `store check` reports them
                 return out

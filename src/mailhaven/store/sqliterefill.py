@@ -48,11 +48,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from ..message.summary import LARGE_MESSAGE
 from .api import NotFound, StorageFull
 from .db import Database, WriteContext
 from .searchdb import ALIAS, SEARCH_COLUMNS
-from .sqliterows import _search_fields_of, _search_fields_of_file
+from .sqliterows import _search_fields_of, _search_fields_of_file, from_stored
 
 if TYPE_CHECKING:
     from .blobs import FileBlobStore
@@ -266,11 +265,9 @@ class RefillMethods:
         are missing."""
         out: list[tuple[int, str, tuple[str, ...]]] = []
         lost: list[int] = []
-        for message_id, blob_id, size in rows:
+        for message_id, blob_id, _size in rows:
             try:
-                path = self.blobs.file_path(blob_id) if size > LARGE_MESSAGE else None
-                fields = (_search_fields_of_file(path) if path is not None
-                          else _search_fields_of(self.blobs.read_sync(blob_id)))
+                fields = from_stored(self.blobs, blob_id, _search_fields_of, _search_fields_of_file)
             except (OSError, NotFound):
                 lost.append(message_id)
                 continue

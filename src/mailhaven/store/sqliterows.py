@@ -4,18 +4,21 @@ computes before its transaction."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import zlib
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..imap.render import wire_forms
 from ..message.headerfields import crlf_ascii
-from ..message.summary import search_fields, summarize, summarize_file
+from ..message.summary import LARGE_MESSAGE, search_fields, summarize, summarize_file
 from .api import Account, Mailbox, Message
 from .headerblock import header_block, pack
+
+T = TypeVar("T")
 
 SUMMARY_ON_LOOP_MAX = 64 * 1024
 """A message at most this big whose bytes are still in memory (just written) is summarised
@@ -215,6 +218,16 @@ def _prepare_file(path: str) -> _Prepared:
     """:func:`_prepare` of a large message in bounded memory (never the whole file)."""
     s, prefix = summarize_file(path)
     return _prepare(prefix, s, whole=False)
+
+
+def from_stored(blobs: Any, blob_id: str, whole: Callable[[bytes], T], large: Callable[[str], T]) -> T:
+    """``whole`` of a message's bytes, or ``large`` of its file when it is a file over
+    :data:`LARGE_MESSAGE` (read in bounded memory), as a delivery made it: for reindex and
+    the refill of a lost index, on a thread. OSError or NotFound when the bytes are missing."""
+    path = blobs.file_path(blob_id)
+    if path is not None and os.path.getsize(path) > LARGE_MESSAGE:
+        return large(path)
+    return whole(blobs.read_sync(blob_id))
 
 
 def _search_fields_of(raw: bytes) -> tuple[str, ...]:
