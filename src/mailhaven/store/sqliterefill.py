@@ -184,7 +184,7 @@ class RefillMethods:
             self._refill_wanted = False
             return 0
         left = await self.db.read(_count_left(None))
-        _log.warning("refilling the search index (search.db was made anew) from the bytes of %d message(s), "
+        _log.warning("refilling the search index (search.db was made anew or emptied) from the bytes of %d message(s), "
                      "in the background; until it ends, a search refills its own mailbox first", left)
         started = time.monotonic()
         pended = 0
