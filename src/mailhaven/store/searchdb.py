@@ -28,7 +28,8 @@ change of a message's pending text comes after a drop of its id, and a slice app
 drops before the pending rows. Searches (sqliteindex.py) therefore skip ids with a drop
 listed, and join their hits with ``messages``, so an expunged message is never found.
 
-The database is derived: made anew when missing, and refilled by itself. Opening the store
+The database is derived: made anew when missing (emptied when it does not match, see
+"Pairing" below), and refilled by itself. Opening the store
 lists a refill in ``mailhaven.db`` first (``search_refill``) when a message's text is not
 pending there; ``mailhaven serve`` then pends each message's text again, extracted from its
 bytes, in the background, and a search refills its own mailbox first (sqliterefill.py;
