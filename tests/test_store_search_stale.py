@@ -1,6 +1,6 @@
 """SQLite: a search index that does not match ``mailhaven.db`` (restored from an older
 backup, beside an older ``mailhaven.db``, or copied from another installation) is found at
-open, made anew and refilled (searchdb.py's pairing): no IMAP SEARCH misses a message or
+open, emptied and refilled (searchdb.py's pairing): no IMAP SEARCH misses a message or
 finds the wrong one, and a kill during the repair leaves the next open to finish it."""
 
 from __future__ import annotations
@@ -145,16 +145,35 @@ async def test_an_index_from_another_installation_is_refilled(tmp_path: Path) ->
 
 
 _REPAIR_CHILD = """
-import asyncio, sys
-from mailhaven.store import sqliteindex, sqliterefill
+import asyncio, sys, time
+from mailhaven.store import searchdb, sqliteindex, sqliterefill
 from mailhaven.store.sqlite import SQLiteStore
 sqliteindex.INDEX_SLICE_BYTES = 300          # a message a slice: many hand-offs to be killed in
 sqliterefill.REFILL_BATCH = 1
 sqliterefill.REFILL_PAUSE = 0.0
+MOMENT = "@MOMENT@"
+pair, empty, asked = searchdb.SearchDatabase.pair, searchdb.SearchDatabase._empty, []
+
+def paired(self, trust):
+    asked.append(1)
+    if MOMENT == "listed" and len(asked) == 2:      # the refill listed, the index not emptied yet
+        print("listed", flush=True)
+        time.sleep(60)
+    return pair(self, trust)
+
+def emptied(conn):
+    empty(conn)
+    if MOMENT == "emptied":                          # emptied, its transaction not committed
+        print("emptied", flush=True)
+        time.sleep(60)
+
+searchdb.SearchDatabase.pair = paired
+searchdb.SearchDatabase._empty = staticmethod(emptied)
 
 async def main() -> None:
     store = SQLiteStore(sys.argv[1])
-    print("opening", flush=True)             # killed during the open's check and repair too
+    if MOMENT == "opening":
+        print("opening", flush=True)         # killed during the open's check and repair, or after
     await store.open()
     store.refill_in_background()
     await asyncio.sleep(3600)
@@ -163,8 +182,10 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3])
-async def test_a_repair_killed_at_any_moment_is_finished_by_the_next_open(tmp_path: Path, delay: float) -> None:
+@pytest.mark.parametrize(("moment", "delay"), [("listed", 0.0), ("emptied", 0.0), *(
+    ("opening", delay) for delay in (0.0, 0.02, 0.03, 0.04, 0.05, 0.06, 0.1, 0.3))])
+async def test_a_repair_killed_at_any_moment_is_finished_by_the_next_open(tmp_path: Path, moment: str,
+                                                                          delay: float) -> None:
     words = [f"stint{i:02d}z" for i in range(30)]
     await stored(tmp_path, words)
     back_up(tmp_path, "search.db", tmp_path / "backup")
@@ -178,7 +199,15 @@ async def test_a_repair_killed_at_any_moment_is_finished_by_the_next_open(tmp_pa
     await store.flush_index()
     await store.close()
     restore(tmp_path / "backup", "search.db", tmp_path)
-    await killed_child(_REPAIR_CHILD, str(tmp_path), b"opening\n", delay)
+    await killed_child(_REPAIR_CHILD.replace("@MOMENT@", moment), str(tmp_path), f"{moment}\n".encode(), delay)
+    if moment != "opening":
+        # Killed there: the refill listed, the stale index whole (emptying it never committed).
+        assert refill_listed(tmp_path)
+        index = sqlite3.connect(tmp_path / "search.db")
+        try:
+            assert index.execute("SELECT count(*) FROM search_text").fetchone()[0] == 30
+        finally:
+            index.close()
     store = SQLiteStore(tmp_path)
     await store.open()
     try:
