@@ -147,3 +147,43 @@ async def test_store_check_command_on_both_backends(tmp_path, pg):
     assert bad.returncode == 1 and "account bob@nyu.example quota usage differs" in bad.stdout
     gc = await asyncio.to_thread(run_cli, pgdata, "store", "gc", "--grace", "0s")
     assert gc.stdout.strip() == "removed 0 unreferenced blob(s)"
+
+
+async def test_a_search_index_that_is_not_mailhaven_dbs_is_not_copied(tmp_path, pg):
+    # search.db copied from another installation: its text, keyed by message id, would be
+    # copied as this one's. Opening the store empties it and lists a refill; a migration
+    # while a refill is listed would leave the messages not refilled yet without search text.
+    import shutil
+
+    dsn, schema = pg
+    data, other = tmp_path / "data", tmp_path / "other"
+    await _populate(data)
+    s = SQLiteStore(other)
+    await s.open()
+    try:
+        await s.add_domain("nyu.example")
+        bob = await s.add_account("bob@nyu.example", "pw")
+        for word in (b"walrus", b"pelican", b"octopus", b"heron"):
+            await s.deliver(await s.put_blob(REPLY.replace(b"noon", word)), [bob.id])
+        await s.flush_index()
+    finally:
+        await s.close()
+    for name in ("search.db", "search.db-wal", "search.db-shm"):
+        (data / name).unlink(missing_ok=True)
+    shutil.copy2(other / "search.db", data / "search.db")
+
+    refused = await asyncio.to_thread(run_cli, data, "store", "migrate-to-postgres", "--dsn", dsn,
+                                      "--schema", schema, check=False)
+    assert refused.returncode == 1 and "being refilled" in refused.stderr
+    await asyncio.to_thread(run_cli, data, "store", "reindex")       # or `serve` until the refill ends
+    await asyncio.to_thread(run_cli, data, "store", "migrate-to-postgres", "--dsn", dsn, "--schema", schema)
+    s = PostgresStore(dsn, tmp_path / "pg", schema=schema)
+    await s.open()
+    try:
+        bob = await s.get_account("bob@nyu.example")
+        inbox = await s.get_mailbox(bob.id, "INBOX")
+        assert await s.search_text(inbox.id, "body", "noon") == {2}
+        assert await s.search_text(inbox.id, "body", "pelican") == set()
+        assert await s.search_text(inbox.id, "body", "Crown") == {1}
+    finally:
+        await s.close()

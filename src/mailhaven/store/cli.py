@@ -64,6 +64,12 @@ def cmd_store(args: argparse.Namespace) -> int:
         raise CommandError("the configured store is not SQLite: nothing to migrate")
     from .migrate import MigrationError, sqlite_to_postgres
 
+    async def opened(store: Any) -> None:
+        """Nothing: opening the store finds a search index that is not mailhaven.db's and
+        empties it, listing a refill (searchdb.py's pairing), so that none of its text is
+        copied; the migration then asks for the refill to end first."""
+
+    with_store(args, opened)
     try:
         counts = asyncio.run(sqlite_to_postgres(Path(config.data_dir), args.dsn, args.schema, progress=print))
     except (MigrationError, ValueError) as exc:

@@ -42,6 +42,14 @@ class MigrationError(Exception):
     pass
 
 
+def _refill_listed(lite: sqlite3.Connection) -> bool:
+    """A refill of the search index is listed (sqliterefill.py): text is missing from both
+    ``fts_pending`` and search.db for some messages."""
+    if lite.execute("SELECT 1 FROM sqlite_master WHERE name='search_refill'").fetchone() is None:
+        return False
+    return lite.execute("SELECT 1 FROM search_refill").fetchone() is not None
+
+
 async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
                              progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     """Copy ``DATA/mailhaven.db`` and ``DATA/blobs`` into ``schema``; returns row counts."""
@@ -55,6 +63,12 @@ async def sqlite_to_postgres(data_dir: Path, dsn: str, schema: str,
     index_attached = index_path.is_file()
     if index_attached:                          # (before the snapshot's BEGIN: ATTACH is not allowed in one)
         lite.execute("ATTACH DATABASE ? AS idx", (f"file:{index_path}?mode=ro",))
+    if _refill_listed(lite):
+        lite.close()
+        raise MigrationError("the search index is being refilled (search.db was lost, or did not match "
+                             "mailhaven.db): the messages not refilled yet would have no search text. Let "
+                             "`mailhaven serve` end the refill (its log says \"search index refilled\"), or run "
+                             "`mailhaven store reindex`, then migrate again")
     conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}", public'})
     counts: dict[str, int] = {}
     try:

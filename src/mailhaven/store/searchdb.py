@@ -28,7 +28,8 @@ change of a message's pending text comes after a drop of its id, and a slice app
 drops before the pending rows. Searches (sqliteindex.py) therefore skip ids with a drop
 listed, and join their hits with ``messages``, so an expunged message is never found.
 
-The database is derived: made anew when missing, and refilled by itself. Opening the store
+The database is derived: made anew when missing (emptied when it does not match, see
+"Pairing" below), and refilled by itself. Opening the store
 lists a refill in ``mailhaven.db`` first (``search_refill``) when a message's text is not
 pending there; ``mailhaven serve`` then pends each message's text again, extracted from its
 bytes, in the background, and a search refills its own mailbox first (sqliterefill.py;
@@ -38,15 +39,35 @@ leaves the refill listed with less to do. The index is rebuilt from its own kept
 it was made with other options. ``mailhaven.db`` never attaches it on its write
 connection (BEGIN IMMEDIATE would take the write lock of every attached database); its
 reader connections attach it read-only in use (``Database.attach``), for searches.
+
+Pairing: a search.db that is there but does not match ``mailhaven.db`` (either restored
+from an older backup than the other, or copied from another installation) would answer
+searches wrongly: missing messages indexed since, and finding a message by another's text
+where an id was given again (``messages.id`` has no AUTOINCREMENT: the largest id, expunged,
+is the next message's). So the two are paired: ``mailhaven.db``'s ``search_pairing`` row
+holds a random token, the count of changes ever made to the hand-off (texts pended, drops
+listed: counted by triggers) and the last slice whose clean-up committed there
+(:func:`forget_indexed`); search.db's ``pairing`` row holds the token and the count of
+changes its last slice read, beside its count of slices. In one history, slices commit
+before their clean-up and read changes already made, so a search.db with another token,
+fewer slices than ``mailhaven.db`` cleared (it lacks text that ``mailhaven.db`` forgot), or
+more changes seen than ``mailhaven.db`` made (it took drops and text that ``mailhaven.db``
+does not have) is from another history. Opening the store checks this
+(:meth:`SearchDatabase.pair`, holding search.db's write lock as a slice does, so that no
+slice commits between the two reads); a mismatch lists a refill in ``mailhaven.db``
+first, then empties search.db and pairs it anew in one transaction, and the refill puts
+every message back. A slice applied again after a crash, or one in flight in another
+process, keeps the order the check relies on.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..datadir import private_file
@@ -79,6 +100,10 @@ CREATE TABLE IF NOT EXISTS search_text (
 -- before it reads mailhaven.db.
 CREATE TABLE IF NOT EXISTS slices (count INTEGER NOT NULL);
 INSERT INTO slices SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM slices);
+-- One row once paired (SearchDatabase.pair): the token of the mailhaven.db whose text this
+-- index holds, and that database's count of changes (search_pairing.changes) as the last
+-- slice read it.
+CREATE TABLE IF NOT EXISTS pairing (token TEXT NOT NULL, seen INTEGER NOT NULL);
 """
 
 MAIN_SCHEMA = """
@@ -97,6 +122,16 @@ CREATE INDEX IF NOT EXISTS search_drops_id ON search_drops (id);
 CREATE TABLE IF NOT EXISTS search_refill (
     since REAL NOT NULL                     -- when search.db was found missing
 );
+-- One row: what pairs this database with its search.db (SearchDatabase.pair).
+CREATE TABLE IF NOT EXISTS search_pairing (
+    token TEXT NOT NULL,                    -- random, made once; search.db's pairing row names it
+    changes INTEGER NOT NULL,               -- texts pended and drops listed, ever (the triggers)
+    indexed INTEGER NOT NULL                -- the last slice (search.db's slices.count) cleared here
+);
+CREATE TRIGGER IF NOT EXISTS search_pending_counted AFTER INSERT ON fts_pending
+BEGIN UPDATE search_pairing SET changes = changes + 1; END;
+CREATE TRIGGER IF NOT EXISTS search_drops_counted AFTER INSERT ON search_drops
+BEGIN UPDATE search_pairing SET changes = changes + 1; END;
 """
 """Tables the index needs in ``mailhaven.db`` (``fts_pending`` is in sqliteschema.py)."""
 
@@ -146,6 +181,8 @@ class Slice:
     """The last drop in the slice's snapshot: a later one means a pending row changed since."""
     ids: tuple[int, ...]
     """The pending rows indexed."""
+    number: int = 0
+    """The slice's number in search.db (``slices.count`` after it)."""
 
     @property
     def done(self) -> int:
@@ -154,8 +191,9 @@ class Slice:
 
 def forget_indexed(conn: sqlite3.Connection, done: Slice) -> int:
     """On ``mailhaven.db``, after the slice committed in ``search.db``: its drops and pending
-    rows are deleted (a pending row that a later drop replaced stays). Returns how many
-    pending rows went."""
+    rows are deleted (a pending row that a later drop replaced stays), and its number
+    recorded as cleared (the pairing's ``indexed``). Returns how many pending rows went."""
+    conn.execute("UPDATE search_pairing SET indexed = max(indexed, ?)", (done.number,))
     if done.drops_upto:
         conn.execute("DELETE FROM search_drops WHERE seq <= ?", (done.drops_upto,))
     if not done.ids:
@@ -181,6 +219,50 @@ _SLICE_KEEP = ("INSERT INTO search_text (id, text) SELECT id, "
 NULs; the fields hold none, those rows are cleaned in Python). Not compressed: a search
 checks every candidate's text (trigram.py), and zlib took ~25 us a message to undo against
 ~2 us to look through the text (compressed, the copy was 1.0 KB a message instead of 2.0)."""
+
+
+def make_pairing(conn: sqlite3.Connection) -> None:
+    """On ``mailhaven.db``, at open: its pairing row (token, counts), made once (a new data
+    directory, or one from a version before pairing)."""
+    conn.execute("INSERT INTO search_pairing (token, changes, indexed) SELECT ?, 0, 0 "
+                 "WHERE NOT EXISTS (SELECT 1 FROM search_pairing)", (secrets.token_hex(16),))
+
+
+@dataclass(frozen=True)
+class PairCheck:
+    """What :meth:`SearchDatabase.pair` found."""
+
+    mismatch: str | None
+    """Why the index does not match ``mailhaven.db`` (None: it does, or was paired now)."""
+    cleared: bool
+    """The index was emptied and paired anew (else, on a mismatch: list a refill first)."""
+
+
+_REFILL_READY = ("SELECT EXISTS (SELECT 1 FROM mail.search_refill) OR NOT EXISTS (SELECT 1 FROM mail.messages m "
+                 "WHERE NOT EXISTS (SELECT 1 FROM mail.fts_pending p WHERE p.id = m.id))")
+"""A refill is listed, or every message's text is pending: the index may be emptied."""
+
+
+def _mismatch(held: tuple[str, int] | None, count: int, main: tuple[str, int, int], trust_unpaired: bool) -> str | None:
+    """Why search.db (its pairing row ``held``, ``count`` slices) is not of ``mailhaven.db``'s
+    history (``main``: token, changes, slices cleared); None: it is."""
+    token, changes, indexed = main
+    if held is None:
+        # Made now (missing), or by a version before pairing: trusted, as it was, while
+        # mailhaven.db has recorded nothing since its pairing row was made (a crash between
+        # the two at the first open trusts it at the next).
+        if trust_unpaired or (changes == 0 and indexed == 0):
+            return None
+        return "search.db is not paired with it (restored from a backup made before pairing?)"
+    if held[0] != token:
+        return "search.db was made beside another mailhaven.db (copied from another installation, or restored with another)"
+    if count < indexed:
+        return (f"search.db is older (restored from an older backup?): mailhaven.db forgot the text of "
+                f"{indexed - count} slice(s) it lacks")
+    if held[1] > changes:
+        return (f"mailhaven.db is older (restored from an older backup?): search.db took {held[1] - changes} "
+                "text(s) and expunge(s) it never made")
+    return None
 
 
 class SearchDatabase:
@@ -250,9 +332,56 @@ class SearchDatabase:
             conn = self._conn
             assert conn is not None
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM search_index")
-            conn.execute("DELETE FROM search_text")
+            self._empty(conn)
             conn.execute("COMMIT")
+
+    @staticmethod
+    def _empty(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO search_index (search_index) VALUES ('delete-all')")    # contentless: not DELETE
+        conn.execute("DELETE FROM search_text")
+
+    def pair(self, trust_unpaired: bool) -> PairCheck:
+        """At open, after ``mailhaven.db``'s pairing row was made (:func:`make_pairing`):
+        whether this index matches it (see the module's docstring). An unpaired index is
+        paired if ``trust_unpaired`` (made now) or ``mailhaven.db``'s row has counted nothing
+        yet (a version before pairing made both). A mismatch empties the index and pairs it
+        anew in one transaction, once a refill is listed in ``mailhaven.db`` (or no
+        message's text is left to refill): else nothing is changed, and the caller lists one
+        (:func:`mark_refill`) and asks again."""
+        with self._lock:
+            conn = self._conn
+            assert conn is not None
+            conn.execute("BEGIN")
+            try:
+                # This database's write lock first, as a slice takes it, then mailhaven.db's
+                # snapshot: no slice commits in between, so an index that matches is seen to.
+                conn.execute("UPDATE slices SET count = count")
+                held = conn.execute("SELECT token, seen FROM pairing").fetchone()
+                count = int(conn.execute("SELECT count FROM slices").fetchone()[0])
+                main = conn.execute("SELECT token, changes, indexed FROM mail.search_pairing").fetchone()
+                if main is None:
+                    raise RuntimeError("mailhaven.db has no search_pairing row (make_pairing first)")
+                token, changes, indexed = main
+                why = _mismatch(held, count, (token, changes, indexed), trust_unpaired)
+                if why is None and held is not None:
+                    conn.execute("ROLLBACK")            # paired already: nothing written
+                    return PairCheck(None, False)
+                if why is not None:
+                    if not conn.execute(_REFILL_READY).fetchone()[0]:
+                        conn.execute("ROLLBACK")
+                        return PairCheck(why, False)
+                    self._empty(conn)
+                conn.execute("DELETE FROM pairing")
+                conn.execute("INSERT INTO pairing (token, seen) VALUES (?, ?)", (token, changes))
+                # Numbering goes on above the slices mailhaven.db cleared (an index made anew
+                # starts at 0).
+                conn.execute("UPDATE slices SET count = max(count, ?)", (indexed,))
+                conn.execute("COMMIT")
+                return PairCheck(why, why is not None)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock, self._read_lock:        # a slice under way finishes first
@@ -281,7 +410,10 @@ class SearchDatabase:
                 # This database's write lock first, then one snapshot of mailhaven.db: a second
                 # indexer (another process) reads its snapshot after this slice committed.
                 conn.execute("UPDATE slices SET count = count + 1")
-                done = self._index_some(conn, budget, chunk)
+                # The changes of that snapshot, which this slice has now seen (pairing).
+                conn.execute("UPDATE pairing SET seen = ifnull((SELECT changes FROM mail.search_pairing), seen)")
+                done = replace(self._index_some(conn, budget, chunk),
+                               number=conn.execute("SELECT count FROM slices").fetchone()[0])
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

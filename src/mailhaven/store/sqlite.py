@@ -51,7 +51,7 @@ from .names import (  # noqa: F401 - their home was here; other modules import t
 from .passwords import PasswordChecker
 from .recent import RecentFloors
 from .searchdb import ALIAS as INDEX_ALIAS
-from .searchdb import INDEX_FILE, SearchDatabase
+from .searchdb import INDEX_FILE, SearchDatabase, make_pairing
 from .searchdb import MAIN_SCHEMA as INDEX_MAIN_SCHEMA
 from .sqlite_ratelimit import SCHEMA as RATE_SCHEMA
 from .sqlite_ratelimit import SQLiteRateLimits
@@ -131,19 +131,37 @@ class SQLiteStore(IndexMethods, RefillMethods, MailboxMethods, MessageMethods, Q
         moved_index = await self.db.write(_upgrade)
         await self.db.write(upgrade_queue)
         await self.db.write(upgrade_sieve)
-        if await asyncio.to_thread(self.search.missing):
+        missing = await asyncio.to_thread(self.search.missing)
+        if missing:
             # Listed before search.db is made anew, so that a crash right after leaves it listed.
             await self.db.write(mark_refill)
+        await self.db.write(make_pairing)
         await asyncio.to_thread(self.search.open)      # before the first read attaches it
         if moved_index:
             await asyncio.to_thread(self.search.clear)
+        await self._pair_index(trust_unpaired=missing)
         self._index_pending = await self.db.read(_backlog)
         self._refill_wanted = await self.db.read(refill_listed)
         if self._refill_wanted:
-            _log.warning("the search index (%s, made anew while messages were stored) is being refilled from "
+            _log.warning("the search index (%s, made anew or emptied while messages were stored) is being refilled from "
                          "the messages' bytes: `mailhaven serve` refills it in the background, and a search "
                          "refills its own mailbox first", self.search.path)
         self._indexer = asyncio.create_task(self._index_loop())
+
+    async def _pair_index(self, trust_unpaired: bool) -> None:
+        """search.db checked against mailhaven.db (searchdb.py's pairing): one matching goes on;
+        one from another history (restored from another backup than mailhaven.db, or copied
+        from elsewhere) is emptied, with a refill listed first, and refilled like a lost one."""
+        for _ in range(3):
+            check = await asyncio.to_thread(self.search.pair, trust_unpaired)
+            if check.mismatch is None:
+                return
+            if check.cleared:
+                _log.warning("the search index (%s) does not match mailhaven.db: %s; it was emptied and is "
+                             "refilled from the messages' bytes", self.search.path, check.mismatch)
+                return
+            await self.db.write(mark_refill)        # listed before the index is emptied
+        raise RuntimeError("the search index does not match mailhaven.db, and no refill stays listed")
 
     async def close(self) -> None:
         await self._stop_refill()

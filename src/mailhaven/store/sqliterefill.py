@@ -1,13 +1,15 @@
 """SQLite store: the search index refilled from the messages' bytes when ``DATA/search.db``
-was lost. Mixed into :class:`mailhaven.store.sqlite.SQLiteStore`.
+was lost (or did not match). Mixed into :class:`mailhaven.store.sqlite.SQLiteStore`.
 
 search.db is derived data (searchdb.py). Opened without it while messages are stored (a
 backup restored without it, the file deleted or lost), the store makes it anew, empty, and
-the messages whose text it held are neither pending nor indexed: no search finds them.
-So, before it makes search.db anew, opening lists a refill in mailhaven.db (the one row of
-``search_refill``); the refill puts each such message's search text, extracted again from
-its bytes as a delivery extracts it, into ``fts_pending``, a batch at a time, and the
-indexer takes it from there as from a delivery. The row goes once nothing is left.
+the messages whose text it held are neither pending nor indexed: no search finds them. The
+same follows when opening finds a search.db that is not this mailhaven.db's (searchdb.py's
+pairing: restored from another backup, or copied from elsewhere) and empties it. So,
+before it makes search.db anew or empties it, opening lists a refill in mailhaven.db (the
+one row of ``search_refill``); the refill puts each such message's search text, extracted
+again from its bytes as a delivery extracts it, into ``fts_pending``, a batch at a time,
+and the indexer takes it from there as from a delivery. The row goes once nothing is left.
 
 What is left is derived each time, never counted or kept as a cursor: a message is left
 while its text is neither pending nor in ``search_text``, or a drop of its id is listed
@@ -184,7 +186,7 @@ class RefillMethods:
             self._refill_wanted = False
             return 0
         left = await self.db.read(_count_left(None))
-        _log.warning("refilling the search index (search.db was made anew) from the bytes of %d message(s), "
+        _log.warning("refilling the search index (search.db was made anew or emptied) from the bytes of %d message(s), "
                      "in the background; until it ends, a search refills its own mailbox first", left)
         started = time.monotonic()
         pended = 0
