@@ -48,7 +48,12 @@ from mailhaven.message.encodedwords import _remembered as _remembered_words  # n
 from mailhaven.message.headerfields import _LAST_FIELDS  # noqa: E402
 from mailhaven.message.lineends import normalize_line_ends  # noqa: E402
 from mailhaven.message.structure import _LAST_READABLE  # noqa: E402
-from mailhaven.message.summary import _remembered_getaddresses, _remembered_short_getaddresses  # noqa: E402
+from mailhaven.message.structure import _remembered_addresses as _remembered_envelopes  # noqa: E402
+from mailhaven.message.summary import (  # noqa: E402
+    _remembered_getaddresses,
+    _remembered_pairs,
+    _remembered_short_getaddresses,
+)
 from mailhaven.sieve import compile_script  # noqa: E402
 from mailhaven.store.api import BlobRef  # noqa: E402
 from mailhaven.store.sqlite import SQLiteStore  # noqa: E402
@@ -114,9 +119,16 @@ def forget_addresses() -> None:
     message/encodedwords.py the last few encoded words decoded, message/headerfields.py
     the last header section split and message/structure.py the last header rebuilt, for
     the summary of the message a script just read (issue 16); the bench delivers every
-    message twice in a row, and the second delivery must not find the first one's work."""
+    message twice in a row, and the second delivery must not find the first one's work.
+    The summary's own memories of short address fields go too (its name-decoded pairs,
+    ``_remembered_pairs``, and the ENVELOPE rows, structure.py): left warm from the pass
+    before, every summary found its From: and To: done and never asked ``getaddresses``,
+    so the parse a script's address tests made was all extra, where at a message's first
+    sight the summary finds it (c7ac366)."""
     _remembered_getaddresses.cache_clear()
     _remembered_short_getaddresses.cache_clear()
+    _remembered_pairs.cache_clear()
+    _remembered_envelopes.cache_clear()
     _remembered_words.cache_clear()
     _LAST_FIELDS.pair = None
     _LAST_READABLE.pair = None
