@@ -246,10 +246,11 @@ async def test_rate_counters_are_not_fsynced(tmp_path: Path, monkeypatch: pytest
 
 
 def test_loop_reads_share_a_snapshot_until_the_database_changes(db: Database) -> None:
-    """On the event loop, consecutive reads run in one read transaction (no WAL read mark
-    taken and dropped per statement); it ends at a commit of this process (a read after
-    ``await write`` sees it) and at a change another process told of (``changed``, which
-    the change feed calls before any session hears of it)."""
+    """On the event loop, reads with no change between them run in one read transaction
+    (no WAL read mark taken and dropped per statement), from the second on; it ends at a
+    commit of this process (a read after ``await write`` sees it) and at a change another
+    process told of (``changed``, which the change feed calls before any session hears of
+    it)."""
     other = sqlite3.connect(db.path, isolation_level=None)     # another process's connection
 
     def count() -> int:
@@ -257,6 +258,7 @@ def test_loop_reads_share_a_snapshot_until_the_database_changes(db: Database) ->
 
     async def main() -> None:
         assert count() == 0
+        assert count() == 0                                     # begins the snapshot
         other.execute("INSERT INTO t VALUES (1)")
         assert count() == 0                                     # the same snapshot
         assert db.read_sync(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
@@ -264,6 +266,7 @@ def test_loop_reads_share_a_snapshot_until_the_database_changes(db: Database) ->
         assert count() == 1
         await db.write(lambda c: c.execute("INSERT INTO t VALUES (2)"))
         assert count() == 2                                     # its own write, at once
+        assert count() == 2
         other.execute("INSERT INTO t VALUES (3)")
         await asyncio.sleep(0)
         assert count() == 2
@@ -286,6 +289,7 @@ def test_a_held_loop_snapshot_ends_by_itself_and_holds_no_checkpoint_back(db: Da
         return int(db.query_sync("SELECT count(*) FROM t", ())[0][0])
 
     async def main() -> None:
+        assert count() == 0
         assert count() == 0
         other.execute("INSERT INTO t VALUES (1)")
         assert count() == 0                                     # held

@@ -120,7 +120,7 @@ async def test_loop_reads_see_another_process_delivery_once_told(tmp_path: Path,
         bob = await store.add_account("bob@nyu.example", "pw")
         await store.deliver(await store.put_blob(raw(1)), [bob.id])
         inbox = await store.get_mailbox(bob.id, "INBOX", counts=False)
-        assert [u for u, _ in store.get_header_now(inbox.id, 1)] == [1]
+        assert [u for u, _ in store.get_header_now(inbox.id, 1)] == [1]  # a second read: held
         await worker.deliver(await worker.put_blob(raw(2)), [bob.id])
         assert store.get_header_now(inbox.id, 2) == []                 # not told yet: the snapshot
         seen: list[list[tuple[int, bytes]]] = []
