@@ -304,3 +304,26 @@ def test_a_held_loop_snapshot_ends_by_itself_and_holds_no_checkpoint_back(db: Da
         asyncio.run(main())
     finally:
         other.close()
+
+
+def test_the_loop_ends_its_snapshot_before_it_commits(db: Database) -> None:
+    """Deliveries commit on the loop between its reads: a snapshot held across that commit
+    kept a checkpoint from copying what came after its mark (SMTP ran ~10% slower)."""
+    other = sqlite3.connect(db.path, isolation_level=None)
+
+    def count() -> int:
+        return int(db.query_sync("SELECT count(*) FROM t", ())[0][0])
+
+    async def main() -> None:
+        assert count() == 0
+        assert count() == 0                                     # held
+        other.execute("INSERT INTO t VALUES (1)")
+        await db.write_ctx(lambda ctx: ctx.conn.execute("INSERT INTO t VALUES (2)"), on_loop=True)
+        busy, log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, copied) == (0, log)
+        assert count() == 2
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
