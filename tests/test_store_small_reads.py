@@ -101,3 +101,34 @@ def test_uid_reads_return_only_the_uids_asked_for() -> None:
                            (list(range(1, 1200)), [1, 2, 4, 5, 9])):
         assert [r[0] for r in _uid_rows(conn, select, 1, uids)] == expected
         assert [r[0] for r in _uid_row_iter(conn, select, 1, uids)] == expected
+
+
+async def test_loop_reads_see_another_process_delivery_once_told(tmp_path: Path, monkeypatch: Any) -> None:
+    # The loop's reads share a snapshot (db.LOOP_SNAPSHOT_S, made long here); a delivery by
+    # another process (an SMTP worker: another store on the same data) is read once its
+    # change notice is published in this one, before any session hears of it.
+    from mailhaven.store import db as dbmodule
+    from mailhaven.store.api import Change
+
+    monkeypatch.setattr(dbmodule, "LOOP_SNAPSHOT_S", 60.0, raising=False)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    worker = SQLiteStore(tmp_path)
+    await worker.open()
+    try:
+        await store.add_domain("nyu.example")
+        bob = await store.add_account("bob@nyu.example", "pw")
+        await store.deliver(await store.put_blob(raw(1)), [bob.id])
+        inbox = await store.get_mailbox(bob.id, "INBOX", counts=False)
+        assert [u for u, _ in store.get_header_now(inbox.id, 1)] == [1]  # a second read: held
+        await worker.deliver(await worker.put_blob(raw(2)), [bob.id])
+        assert store.get_header_now(inbox.id, 2) == []                 # not told yet: the snapshot
+        seen: list[list[tuple[int, bytes]]] = []
+        store.subscribe(bob.id).on_change(lambda change: seen.append(store.get_header_now(inbox.id, 2)))
+        store.hub.publish(Change(account_id=bob.id, mailbox_id=inbox.id, kind="exists", modseq=0))
+        assert [[u for u, _ in rows] for rows in seen] == [[2]]          # the subscriber reads it
+        box = await store.get_mailbox(bob.id, "INBOX", counts=False)
+        assert box.uidnext == 3
+    finally:
+        await worker.close()
+        await store.close()

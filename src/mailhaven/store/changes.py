@@ -88,8 +88,11 @@ class Subscription:
 
 
 class ChangeHub:
-    def __init__(self) -> None:
+    def __init__(self, on_publish: Callable[[], None] | None = None) -> None:
         self._by_account: dict[int | None, set[Subscription]] = {}
+        self._on_publish = on_publish
+        """Called before each change reaches a subscriber (SQLite: the event loop's held
+        snapshot must not be read again, ``Database.changed``)."""
 
     def subscribe(self, account_id: int | None) -> Subscription:
         sub = Subscription(self, account_id)
@@ -108,6 +111,8 @@ class ChangeHub:
         return [a for a in self._by_account if a is not None]
 
     def publish(self, change: Change) -> None:
+        if self._on_publish is not None:
+            self._on_publish()
         for key in (change.account_id, None):
             for sub in list(self._by_account.get(key, ())):
                 try:

@@ -35,11 +35,24 @@ the writer thread fsyncs the WAL, and only then are their futures resolved and t
 after-commit callbacks run, as for any write. When the writer thread holds the
 connection (its own batch) or another process holds the write lock, the
 jobs go to the writer thread's queue instead: the loop never waits for a lock.
+
+Reads on the event loop (``query_sync``, ``read_sync``: a few rows, no thread hop) share
+one read transaction, held on the loop thread's reader connection for at most
+``LOOP_SNAPSHOT_S``: a statement in a transaction of its own takes and drops a WAL read
+mark (two ``fcntl`` calls) and walks the WAL index to begin, half of a one-row read's cost
+(issue 18). The snapshot ends, at the next read, once :attr:`Database.generation` moved:
+after every commit this process makes (before the job's future resolves, so code after
+``await write(...)`` reads what it wrote) and every change another process tells it of
+(:meth:`Database.changed`, from the change feed, before any subscriber hears of it). So a
+session never reads a snapshot older than a change it was told of; a writer that tells
+nobody (the ``sqlite3`` shell, an admin command) is seen within ``LOOP_SNAPSHOT_S``. A
+timer ends an idle snapshot then too, so it never holds a checkpoint back for longer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import queue
@@ -95,6 +108,12 @@ WAL_AUTOCHECKPOINT = 16_384
 backstop. Checkpoints run beside the writer (:meth:`Database.checkpoint`, called by the
 search indexer's loop), so a delivery's commit does not pay for one: at SQLite's default
 (1,000 pages) the commit that crossed it took 300-500 ms under load (issue 18's bursts)."""
+
+
+LOOP_SNAPSHOT_S = 0.02
+"""Longest a read transaction on the event loop's reader connection is kept for the loop's
+next reads (see the module's docstring): about 70 one-message FETCHes at the rate the
+bench drives, and the longest a change nobody announced goes unseen by them."""
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -247,7 +266,7 @@ class Database:
         self._writer: threading.Thread | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._reader_local = threading.local()
-        self._readers = _ReaderPool(readers, self.read_sync)
+        self._readers = _ReaderPool(readers, self._read_in_transaction)
         self._schema: list[str] = []
         self._attached: list[tuple[str, Path]] = []
         self._reader_conns: list[sqlite3.Connection] = []
@@ -265,6 +284,10 @@ class Database:
         or the event loop (``on_loop`` jobs), which never waits for it."""
         self._loop_jobs: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         """``on_loop`` jobs waiting for their loop's pass that runs them (:meth:`_run_on_loop`)."""
+        self.generation = 0
+        """Moved after every commit of this process and every change another process told
+        it of: a snapshot the loop holds from before it is not read again."""
+        self._generation_lock = threading.Lock()
         self._loop_syncing: set[asyncio.AbstractEventLoop] = set()
         """Loops whose last commit waits for its fsync: their next jobs wait for it too and
         then commit together (one transaction and one fsync for all that arrived meanwhile,
@@ -311,6 +334,13 @@ class Database:
                 conn.executescript(sql)
             finally:
                 conn.close()
+            self.changed()
+
+    def changed(self) -> None:
+        """The database changed (this process committed, or another process said so): the
+        loop's reads from now on take a new snapshot. Any thread."""
+        with self._generation_lock:
+            self.generation += 1
 
     def checkpoint(self) -> None:
         """Copy committed WAL frames into the database (blocking: run it in a thread). PASSIVE,
@@ -385,6 +415,7 @@ class Database:
         batch = self._loop_jobs.pop(loop, None)
         if not batch:
             return
+        self._end_held()
         conn = self._write_conn
         if conn is None or not self._conn_lock.acquire(blocking=False):
             self._to_writer(batch)
@@ -542,6 +573,7 @@ class Database:
                     results.append((False, exc))
             self._jobs_after = 0
             conn.execute("COMMIT")
+            self.changed()
         except sqlite3.Error as exc:
             try:
                 conn.execute("ROLLBACK")
@@ -582,9 +614,10 @@ class Database:
 
     def query_sync(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """One SELECT as plain tuples, like :meth:`read_sync` (same connection, same uses)
-        but without the BEGIN and COMMIT around it: a single statement is its own read
-        transaction, and the two extra statements cost as much as reading one row."""
-        cur = self._reader().cursor()
+        but without a BEGIN and COMMIT of its own: on the event loop inside the snapshot
+        the loop holds, elsewhere a single statement is its own read transaction."""
+        loop = _running_loop()
+        cur = (self._reader_alone() if loop is None else self._loop_snapshot(loop)).cursor()
         cur.row_factory = None
         return cur.execute(sql, params).fetchall()
 
@@ -593,10 +626,74 @@ class Database:
         thread, with that thread's own reader connection); also, on the event loop, for
         a read of a few rows from pages SQLite has cached (see ``SMALL_READ`` in
         sqlitemessages.py): a WAL reader takes no lock a writer holds, and a thread hop
-        there costs more than the read, most of all on a busy machine."""
-        conn = self._reader()
+        there costs more than the read, most of all on a busy machine. On the loop, ``fn``
+        runs in the snapshot the loop holds (see the module's docstring)."""
+        loop = _running_loop()
+        if loop is None:
+            return self._read_in_transaction(fn)
+        return fn(self._loop_snapshot(loop))
+
+    def _read_in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._reader_alone()
         conn.execute("BEGIN")
         try:
             return fn(conn)
         finally:
             conn.execute("COMMIT")
+
+    def _reader_alone(self) -> sqlite3.Connection:
+        """The calling thread's reader connection, in no transaction (a snapshot an event
+        loop that has since stopped held on this thread ends)."""
+        conn = self._reader()
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+        return conn
+
+    def _loop_snapshot(self, loop: asyncio.AbstractEventLoop) -> sqlite3.Connection:
+        """The reader connection of ``loop``'s thread, inside the read transaction held for
+        the loop's reads. The first read after a change runs alone (a statement is its own
+        transaction, as off the loop); a read with no change since the one before begins a
+        snapshot, which the next ones share until the database changes, the loop commits
+        (:meth:`_end_held`) or ``LOOP_SNAPSHOT_S`` passes. So a snapshot is held only while
+        reads come without writes between them: never across this process's commits, where
+        its WAL read mark would keep a checkpoint from finishing (SMTP deliveries ran ~10%
+        slower when it was)."""
+        conn = self._reader()
+        local = self._reader_local
+        now = (loop, self.generation)
+        if conn.in_transaction:
+            if getattr(local, "held", None) == now:
+                return conn
+            conn.execute("COMMIT")
+        if getattr(local, "seen", None) != now:
+            local.seen = now
+            return conn                     # the first read since a change: alone
+        local.held = now                    # taken before BEGIN: a commit after it moves it
+        conn.execute("BEGIN")
+        local.snapshots = number = getattr(local, "snapshots", 0) + 1
+        loop.call_later(LOOP_SNAPSHOT_S, self._end_snapshot, conn, number)
+        return conn
+
+    def _end_held(self) -> None:
+        """On the event loop, before it commits: the snapshot its reads hold ends."""
+        conn = getattr(self._reader_local, "conn", None)
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    def _end_snapshot(self, conn: sqlite3.Connection, number: int) -> None:
+        """On the loop, ``LOOP_SNAPSHOT_S`` after snapshot ``number`` began: it ends if it
+        is still held, so its WAL read mark holds no checkpoint back for longer."""
+        local = self._reader_local
+        if getattr(local, "snapshots", None) != number:
+            return
+        with contextlib.suppress(sqlite3.Error):        # closed with the database meanwhile
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

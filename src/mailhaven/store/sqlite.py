@@ -104,7 +104,7 @@ class SQLiteStore(IndexMethods, RefillMethods, MailboxMethods, MessageMethods, Q
         self.db.attach(INDEX_ALIAS, self.search.path)
         self._slicing = asyncio.Lock()
         """One index slice at a time in this process (sqliteindex.py ``_index_slice``)."""
-        self.hub = ChangeHub()
+        self.hub = ChangeHub(on_publish=self.db.changed)
         self._recent_floor = RecentFloors()
         self._index_pending = 0
         """Messages whose search text waits in fts_pending (as far as this process knows)."""
