@@ -330,3 +330,21 @@ def test_the_loop_ends_its_snapshot_before_it_commits(db: Database) -> None:
         asyncio.run(main())
     finally:
         other.close()
+
+
+def test_a_snapshot_timer_firing_after_close_is_let_go(tmp_path: Path) -> None:
+    """The timer that ends a held snapshot may fire after the database closed its reader
+    connections: it ends nothing and raises nothing on the loop."""
+    d = Database(tmp_path / "t.db", readers=1)
+    d.open("CREATE TABLE t(a INTEGER)")
+    errors: list[dict[str, object]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        d.query_sync("SELECT count(*) FROM t", ())
+        d.query_sync("SELECT count(*) FROM t", ())             # begins the snapshot, and its timer
+        d.close()
+        await asyncio.sleep(2 * dbmodule.LOOP_SNAPSHOT_S)
+
+    asyncio.run(main())
+    assert errors == []
