@@ -435,6 +435,10 @@ def test_bdat_then_data_is_bad_sequence_and_bad_syntax_closes() -> None:
 def test_bdat_bare_cr_across_chunks_normalised() -> None:
     n = ChunkNormalizer()
     assert n.feed(b"a\r") + n.feed(b"\nb\r") + n.feed(b"c\n") + n.finish() == b"a\r\nb\r\nc\r\n"
+    n = ChunkNormalizer()                   # BDAT content is stored as sent: no CRLF added
+    assert n.feed(b"a\nb") + n.finish() == b"a\r\nb"
+    n = ChunkNormalizer()
+    assert n.feed(b"a\r") + n.finish() == b"a\r\n"    # the final lone CR, held back, at LAST
 
 
 def test_bdat_oversize_refused() -> None:

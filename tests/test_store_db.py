@@ -8,6 +8,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -245,7 +246,21 @@ async def test_rate_counters_are_not_fsynced(tmp_path: Path, monkeypatch: pytest
         await s.close()
 
 
-def test_loop_reads_share_a_snapshot_until_the_database_changes(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def other(db: Database) -> Iterator[sqlite3.Connection]:
+    """Another process's connection to ``db``'s file, in autocommit mode."""
+    conn = sqlite3.connect(db.path, isolation_level=None)
+    yield conn
+    conn.close()
+
+
+def count(db: Database) -> int:
+    """The rows of ``t``, read as the event loop reads (``query_sync``: in its snapshot)."""
+    return int(db.query_sync("SELECT count(*) FROM t", ())[0][0])
+
+
+def test_loop_reads_share_a_snapshot_until_the_database_changes(db: Database, other: sqlite3.Connection,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """On the event loop, reads with no change between them run in one read transaction
     (no WAL read mark taken and dropped per statement), from the second on; it ends at a
     commit of this process (a read after ``await write`` sees it) and at a change another
@@ -254,79 +269,75 @@ def test_loop_reads_share_a_snapshot_until_the_database_changes(db: Database, mo
     # The timer that ends a snapshot is the next test's: here a loaded machine's fsync of
     # ``other``'s insert must not outlast it before the ``sleep(0)``.
     monkeypatch.setattr(dbmodule, "LOOP_SNAPSHOT_S", 60.0)
-    other = sqlite3.connect(db.path, isolation_level=None)     # another process's connection
-
-    def count() -> int:
-        return int(db.query_sync("SELECT count(*) FROM t", ())[0][0])
 
     async def main() -> None:
-        assert count() == 0
-        assert count() == 0                                     # begins the snapshot
+        assert count(db) == 0
+        assert count(db) == 0                                   # begins the snapshot
         other.execute("INSERT INTO t VALUES (1)")
-        assert count() == 0                                     # the same snapshot
+        assert count(db) == 0                                   # the same snapshot
         assert db.read_sync(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 0
         db.changed()                                            # told of it
-        assert count() == 1
+        assert count(db) == 1
         await db.write(lambda c: c.execute("INSERT INTO t VALUES (2)"))
-        assert count() == 2                                     # its own write, at once
-        assert count() == 2
+        assert count(db) == 2                                   # its own write, at once
+        assert count(db) == 2
         other.execute("INSERT INTO t VALUES (3)")
         await asyncio.sleep(0)
-        assert count() == 2
+        assert count(db) == 2
         # a reader thread's read is a transaction of its own
         assert await db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 3
 
-    try:
-        asyncio.run(main())
-    finally:
-        other.close()
+    asyncio.run(main())
 
 
-def test_a_held_loop_snapshot_ends_by_itself_and_holds_no_checkpoint_back(db: Database) -> None:
+def test_a_held_loop_snapshot_ends_by_itself_and_holds_no_checkpoint_back(db: Database,
+                                                                          other: sqlite3.Connection) -> None:
     """Nothing reads after a change nobody announced: the loop's snapshot still ends within
     LOOP_SNAPSHOT_S, and a checkpoint then copies the whole WAL (a reader's mark holds back
     every frame after it)."""
-    other = sqlite3.connect(db.path, isolation_level=None)
-
-    def count() -> int:
-        return int(db.query_sync("SELECT count(*) FROM t", ())[0][0])
-
     async def main() -> None:
-        assert count() == 0
-        assert count() == 0
+        assert count(db) == 0
+        assert count(db) == 0
         other.execute("INSERT INTO t VALUES (1)")
-        assert count() == 0                                     # held
+        assert count(db) == 0                                   # held
         busy, log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert copied < log                                     # the insert's frames wait
         await asyncio.sleep(2 * dbmodule.LOOP_SNAPSHOT_S)
         busy, log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert (busy, copied) == (0, log)
-        assert count() == 1
+        assert count(db) == 1
 
-    try:
-        asyncio.run(main())
-    finally:
-        other.close()
+    asyncio.run(main())
 
 
-def test_the_loop_ends_its_snapshot_before_it_commits(db: Database) -> None:
+def test_the_loop_ends_its_snapshot_before_it_commits(db: Database, other: sqlite3.Connection) -> None:
     """Deliveries commit on the loop between its reads: a snapshot held across that commit
     kept a checkpoint from copying what came after its mark (SMTP ran ~10% slower)."""
-    other = sqlite3.connect(db.path, isolation_level=None)
-
-    def count() -> int:
-        return int(db.query_sync("SELECT count(*) FROM t", ())[0][0])
-
     async def main() -> None:
-        assert count() == 0
-        assert count() == 0                                     # held
+        assert count(db) == 0
+        assert count(db) == 0                                   # held
         other.execute("INSERT INTO t VALUES (1)")
         await db.write_ctx(lambda ctx: ctx.conn.execute("INSERT INTO t VALUES (2)"), on_loop=True)
         busy, log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert (busy, copied) == (0, log)
-        assert count() == 2
+        assert count(db) == 2
 
-    try:
-        asyncio.run(main())
-    finally:
-        other.close()
+    asyncio.run(main())
+
+
+def test_a_snapshot_timer_firing_after_close_is_let_go(tmp_path: Path) -> None:
+    """The timer that ends a held snapshot may fire after the database closed its reader
+    connections: it ends nothing and raises nothing on the loop."""
+    d = Database(tmp_path / "t.db", readers=1)
+    d.open("CREATE TABLE t(a INTEGER)")
+    errors: list[dict[str, object]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        assert count(d) == 0
+        assert count(d) == 0                                    # begins the snapshot, and its timer
+        d.close()
+        await asyncio.sleep(2 * dbmodule.LOOP_SNAPSHOT_S)
+
+    asyncio.run(main())
+    assert errors == []

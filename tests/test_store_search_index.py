@@ -11,7 +11,7 @@ import pytest
 
 from mailhaven.store import sqliteindex as sqlite_store
 from mailhaven.store.api import Account, FlagMode, StorageFull
-from mailhaven.store.searchdb import forget_indexed
+from mailhaven.store.searchdb import SearchDatabase, forget_indexed
 from mailhaven.store.sqlite import SQLiteStore
 
 RAW = (b"From: Alice <alice@lancs.example>\r\nTo: bob@nyu.example\r\nSubject: Quarterly %s\r\n"
@@ -438,6 +438,32 @@ async def test_a_slice_applied_again_after_a_crash_indexes_each_message_once(tmp
         assert docs["her"] == 1 and docs["egr"] == 1 and docs["qua"] == 3
         inbox = await store.get_mailbox(bob.id, "INBOX")
         assert await store.search_text(inbox.id, "subject", "quarterly") == {1, 2, 3}
+    finally:
+        await store.close()
+
+
+async def test_a_slice_that_fails_writes_nothing_and_the_next_one_indexes_it_all(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The slice's transaction rolls back whole (its count, its pairing mark, the text it
+    # indexed) and lets go of search.db's write lock: the next slice does it all again.
+    monkeypatch.setattr(sqlite_store, "INDEX_QUIET", 3600.0)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        await bob_with(store, ("heron", "egret"))
+        real = SearchDatabase._index_some
+
+        def fails_after(self, conn, budget, chunk):  # type: ignore[no-untyped-def]
+            real(self, conn, budget, chunk)
+            raise OSError("disk gone")
+
+        monkeypatch.setattr(SearchDatabase, "_index_some", fails_after)
+        with pytest.raises(OSError, match="disk gone"):
+            await asyncio.to_thread(store.search.index_some, 10**9, 200)
+        assert _trigram_docs(tmp_path).get("her") is None
+        monkeypatch.setattr(SearchDatabase, "_index_some", real)
+        done = await asyncio.to_thread(store.search.index_some, 10**9, 200)
+        assert (done.ids, done.number) == ((1, 2), 1)
+        assert _trigram_docs(tmp_path)["her"] == 1
     finally:
         await store.close()
 

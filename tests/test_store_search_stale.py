@@ -6,10 +6,12 @@ finds the wrong one, and a kill during the repair leaves the next open to finish
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import os
 import shutil
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -37,12 +39,21 @@ def restore(backup: Path, name: str, data: Path) -> None:
             shutil.copy2(backup / (name + suffix), data / (name + suffix))
 
 
-async def then_changed(data: Path) -> int:
-    """After :func:`stored`: UID 12 (the largest id) expunged and its id given again to a new
-    message, UID 13, then UID 14 delivered; all indexed. Returns bob's id."""
+@contextlib.asynccontextmanager
+async def opened(data: Path) -> AsyncIterator[SQLiteStore]:
+    """The store in ``data``, opened (which checks the pairing, and repairs it), closed after."""
     store = SQLiteStore(data)
     await store.open()
     try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def then_changed(data: Path) -> int:
+    """After :func:`stored`: UID 12 (the largest id) expunged and its id given again to a new
+    message, UID 13, then UID 14 delivered; all indexed. Returns bob's id."""
+    async with opened(data) as store:
         bob = await store.get_account("bob@nyu.example")
         inbox = await store.get_mailbox(bob.id, "INBOX")
         await store.expunge(inbox.id, [3, 12])
@@ -51,19 +62,24 @@ async def then_changed(data: Path) -> int:
         await store.deliver(await store.put_blob(raw("plover98q")), [bob.id])
         await store.flush_index()
         assert await message_ids(store) == [1, 2, *range(4, 14)]      # id 12 is UID 13's now
-    finally:
-        await store.close()
     return bob.id
 
 
+async def restored_behind(data: Path, name: str) -> int:
+    """``DATA/<name>`` backed up after :func:`stored`, then put back after
+    :func:`then_changed`: one of the two databases restored from an older backup than the
+    other. Returns bob's id."""
+    await stored(data)
+    back_up(data, name, data / "backup")
+    bob_id = await then_changed(data)
+    restore(data / "backup", name, data)
+    return bob_id
+
+
 async def stored(data: Path, words: list[str] = WORDS) -> int:
-    store = SQLiteStore(data)
-    await store.open()
-    try:
+    async with opened(data) as store:
         bob = await bob_with(store, words)
         await store.flush_index()
-    finally:
-        await store.close()
     return bob.id
 
 
@@ -81,13 +97,8 @@ async def assert_exact(store: SQLiteStore, data: Path, counts: dict[str, int]) -
 async def test_an_index_restored_from_an_older_backup_is_refilled(tmp_path: Path) -> None:
     # search.db behind mailhaven.db: the messages indexed since are missing from it, and it
     # holds the expunged UID 12's text under the id UID 13 was given.
-    await stored(tmp_path)
-    back_up(tmp_path, "search.db", tmp_path / "backup")
-    bob_id = await then_changed(tmp_path)
-    restore(tmp_path / "backup", "search.db", tmp_path)
-    store = SQLiteStore(tmp_path)
-    await store.open()
-    try:
+    bob_id = await restored_behind(tmp_path, "search.db")
+    async with opened(tmp_path) as store:
         inbox = await store.get_mailbox(bob_id, "INBOX")
         assert await store.search_text(inbox.id, "body", "plover99q") == {13}
         assert await store.search_text(inbox.id, "body", "plover98q") == {14}
@@ -96,20 +107,13 @@ async def test_an_index_restored_from_an_older_backup_is_refilled(tmp_path: Path
         assert await store.search_text(inbox.id, "subject", "Quarterly") == {1, 2, *range(4, 12), 13, 14}
         assert store._refill_wanted
         await assert_exact(store, tmp_path, {"11q": 0, "02q": 0, "99q": 1, "98q": 1, "05q": 1})
-    finally:
-        await store.close()
 
 
 async def test_an_index_newer_than_a_restored_mailhaven_db_is_refilled(tmp_path: Path) -> None:
     # mailhaven.db behind search.db: UID 3 and UID 12 are back, but the index took them out
     # (drops applied after the backup), and holds a lost message's text under UID 12's id.
-    await stored(tmp_path)
-    back_up(tmp_path, "mailhaven.db", tmp_path / "backup")
-    bob_id = await then_changed(tmp_path)
-    restore(tmp_path / "backup", "mailhaven.db", tmp_path)
-    store = SQLiteStore(tmp_path)
-    await store.open()
-    try:
+    bob_id = await restored_behind(tmp_path, "mailhaven.db")
+    async with opened(tmp_path) as store:
         inbox = await store.get_mailbox(bob_id, "INBOX")
         assert await store.search_text(inbox.id, "body", "plover02q") == {3}
         assert await store.search_text(inbox.id, "body", "plover11q") == {12}
@@ -121,8 +125,6 @@ async def test_an_index_newer_than_a_restored_mailhaven_db_is_refilled(tmp_path:
         assert await store.search_text(inbox.id, "body", "plover98q") == set()
         assert store._refill_wanted
         await assert_exact(store, tmp_path, {"11q": 1, "02q": 1, "99q": 0, "98q": 0, "97q": 1})
-    finally:
-        await store.close()
 
 
 async def test_an_index_from_another_installation_is_refilled(tmp_path: Path) -> None:
@@ -131,17 +133,13 @@ async def test_an_index_from_another_installation_is_refilled(tmp_path: Path) ->
     await stored(there, [f"dunlin{i:02d}v" for i in range(9)])
     back_up(there, "search.db", tmp_path / "backup")
     restore(tmp_path / "backup", "search.db", here)
-    store = SQLiteStore(here)
-    await store.open()
-    try:
+    async with opened(here) as store:
         inbox = await store.get_mailbox(bob_id, "INBOX")
         assert await store.search_text(inbox.id, "body", "plover03q") == {4}
         assert await store.search_text(inbox.id, "body", "dunlin03v") == set()
         assert await store.search_text(inbox.id, "text", "dunlin") == set()
         assert store._refill_wanted
         await assert_exact(store, here, {"03q": 1, "03v": 0, "unl": 0})
-    finally:
-        await store.close()
 
 
 _REPAIR_CHILD = """
@@ -189,15 +187,13 @@ async def test_a_repair_killed_at_any_moment_is_finished_by_the_next_open(tmp_pa
     words = [f"stint{i:02d}z" for i in range(30)]
     await stored(tmp_path, words)
     back_up(tmp_path, "search.db", tmp_path / "backup")
-    store = SQLiteStore(tmp_path)
-    await store.open()
-    bob = await store.get_account("bob@nyu.example")
-    inbox = await store.get_mailbox(bob.id, "INBOX")
-    await store.expunge(inbox.id, [30])
-    await store.flush_index()
-    await store.deliver(await store.put_blob(raw("stint77z")), [bob.id])      # id 30 again
-    await store.flush_index()
-    await store.close()
+    async with opened(tmp_path) as store:
+        bob = await store.get_account("bob@nyu.example")
+        inbox = await store.get_mailbox(bob.id, "INBOX")
+        await store.expunge(inbox.id, [30])
+        await store.flush_index()
+        await store.deliver(await store.put_blob(raw("stint77z")), [bob.id])      # id 30 again
+        await store.flush_index()
     restore(tmp_path / "backup", "search.db", tmp_path)
     await killed_child(_REPAIR_CHILD.replace("@MOMENT@", moment), str(tmp_path), f"{moment}\n".encode(), delay)
     if moment != "opening":
@@ -208,15 +204,11 @@ async def test_a_repair_killed_at_any_moment_is_finished_by_the_next_open(tmp_pa
             assert index.execute("SELECT count(*) FROM search_text").fetchone()[0] == 30
         finally:
             index.close()
-    store = SQLiteStore(tmp_path)
-    await store.open()
-    try:
+    async with opened(tmp_path) as store:
         assert await store.search_text(inbox.id, "body", "stint29z") == set()
         assert await store.search_text(inbox.id, "body", "stint77z") == {31}
         assert await store.search_text(inbox.id, "body", "stint00z") == {1}
         await assert_exact(store, tmp_path, {**{f"{i:02d}z": 1 for i in range(29)}, "29z": 0, "77z": 1})
-    finally:
-        await store.close()
 
 
 @pytest.mark.skipif(os.environ.get("MAILHAVEN_TEST_STORE") == "postgres", reason="SQLite's search.db")
@@ -227,10 +219,8 @@ def test_a_server_beside_an_older_index_answers_imap_search_rightly(tmp_path: Pa
         await stored(data)
         back_up(data, "search.db", tmp_path / "backup")
         await then_changed(data)
-        store = SQLiteStore(data)
-        await store.open()
-        await store.set_password("bob@nyu.example", "s3cret")
-        await store.close()
+        async with opened(data) as store:
+            await store.set_password("bob@nyu.example", "s3cret")
 
     asyncio.run(prepare())
     restore(tmp_path / "backup", "search.db", data)
@@ -285,17 +275,13 @@ def test_a_data_directory_from_before_pairing_is_paired_not_refilled(tmp_path: P
     index.close()
 
     async def reopened() -> None:
-        store = SQLiteStore(tmp_path)
-        await store.open()
-        try:
+        async with opened(tmp_path) as store:
             assert not store._refill_wanted and not refill_listed(tmp_path)
             bob = await store.get_account("bob@nyu.example")
             inbox = await store.get_mailbox(bob.id, "INBOX")
             assert await store.search_text(inbox.id, "body", "plover02q") == {3}
             token = await store.db.read(lambda c: c.execute("SELECT token FROM search_pairing").fetchone()[0])
             assert await store.db.read(lambda c: c.execute("SELECT token FROM search.pairing").fetchone()[0]) == token
-        finally:
-            await store.close()
 
     asyncio.run(reopened())
     asyncio.run(reopened())              # and stays paired

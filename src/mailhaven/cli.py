@@ -79,6 +79,18 @@ def with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[T]]) ->
     return asyncio.run(run())
 
 
+def open_and_close(args: argparse.Namespace) -> None:
+    """Open the store and close it, for what opening does by itself: the schema made or
+    upgraded, and on SQLite a search index that is not ``mailhaven.db``'s emptied with a
+    refill listed (searchdb.py's pairing)."""
+
+    async def run() -> None:
+        store = await open_store(args)
+        await store.close()
+
+    asyncio.run(run())
+
+
 def read_password(args: argparse.Namespace) -> str:
     if getattr(args, "password_stdin", False):
         password = sys.stdin.readline().rstrip("\r\n")

@@ -19,6 +19,8 @@ through and are atext, as in Dovecot.
 
 from __future__ import annotations
 
+from .quoted import read_quoted
+
 Address = list[str | None]
 """[name, route, mailbox, host]"""
 
@@ -92,21 +94,9 @@ class _Parser:
         return False
 
     def quoted(self, out: list[str]) -> int:
-        s = self.s
-        self.i += 1
-        while self.i < len(s):
-            c = s[self.i]
-            if c == '"':
-                self.i += 1
-                return self.skip_lwsp()
-            if c == "\\" and self.i + 1 < len(s) and s[self.i + 1] not in "\r\n\x00":
-                self.i += 1
-                c = s[self.i]
-            elif c in "\r\n":
-                c = ""
-            out.append(c)
-            self.i += 1
-        return -1
+        text, self.i, closed = read_quoted(self.s, self.i)
+        out.append(text)                                # unterminated: what there is, still
+        return self.skip_lwsp() if closed else -1
 
     def atom(self, out: list[str], dots: bool = False) -> int:
         s = self.s

@@ -25,12 +25,14 @@ def normalize_line_ends(data: bytes) -> bytes:
 
 class LineEndStream:
     """:func:`normalize_line_ends` over a stream of pieces: a CR ending one piece is held
-    back until the next shows whether its LF follows. :meth:`finish` also ends the
-    content with CRLF (RFC 5322 2.1), as a whole message relayed over SMTP is ended."""
+    back until the next shows whether its LF follows. :meth:`finish` gives a CR still held
+    back as CRLF and, with ``end_with_crlf``, also ends the content with CRLF (RFC 5322
+    2.1), as a whole message relayed over SMTP is ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, end_with_crlf: bool = True) -> None:
         self._cr = False
         self._last = b""
+        self._end_with_crlf = end_with_crlf
 
     def feed(self, data: bytes) -> bytes:
         if self._cr:
@@ -49,7 +51,7 @@ class LineEndStream:
             self._cr = False
             self._last = b"\r\n"
             return b"\r\n"
-        if self._last and self._last != b"\r\n":
+        if self._end_with_crlf and self._last and self._last != b"\r\n":
             self._last = b"\r\n"
             return b"\r\n"
         return b""

@@ -13,6 +13,8 @@ broken parameter is skipped up to the next ``;``, RFC 2231 sections are merged i
 
 from __future__ import annotations
 
+from .quoted import read_quoted
+
 _TOKEN_PUNCT = frozenset("!#$%&'*+-^_`{|}~.")
 
 
@@ -70,23 +72,11 @@ class _Reader:
 
     def quoted(self) -> str | None:
         """A quoted string (RFC 5322 3.2.4), folding line breaks removed; None if unterminated."""
-        self.i += 1
-        out: list[str] = []
-        s = self.s
-        while self.i < len(s):
-            c = s[self.i]
-            if c == '"':
-                self.i += 1
-                self.skip_lwsp()
-                return "".join(out)
-            if c == "\\" and self.i + 1 < len(s) and s[self.i + 1] not in "\r\n\x00":
-                self.i += 1
-                c = s[self.i]
-            elif c in "\r\n":
-                c = ""
-            out.append(c)
-            self.i += 1
-        return None
+        text, self.i, closed = read_quoted(self.s, self.i)
+        if not closed:
+            return None
+        self.skip_lwsp()
+        return text
 
 
 def content_type(value: str) -> tuple[str, str, list[list[str]] | None]:

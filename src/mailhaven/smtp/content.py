@@ -84,27 +84,12 @@ def _join(parts: list[bytes]) -> bytes:
     return normalize_line_ends(data) if data else data
 
 
-class ChunkNormalizer:
-    """Normalises bare CR/LF across BDAT chunk boundaries (a CR may end one chunk)."""
+class ChunkNormalizer(LineEndStream):
+    """Normalises bare CR/LF across BDAT chunk boundaries (a CR may end one chunk); at
+    BDAT LAST, :meth:`finish` turns a final lone CR into CRLF and adds no other line end."""
 
     def __init__(self) -> None:
-        self._held_cr = False
-
-    def feed(self, data: bytes) -> bytes:
-        if self._held_cr:
-            data = b"\r" + data
-            self._held_cr = False
-        if data.endswith(b"\r"):
-            data = data[:-1]
-            self._held_cr = True
-        return normalize_line_ends(data)
-
-    def finish(self) -> bytes:
-        """At BDAT LAST: a final lone CR becomes CRLF."""
-        if self._held_cr:
-            self._held_cr = False
-            return b"\r\n"
-        return b""
+        super().__init__(end_with_crlf=False)
 
 
 def dot_stuff(data: bytes) -> bytes:

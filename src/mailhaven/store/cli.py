@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    from ..cli import CommandError, load, with_store
+    from ..cli import CommandError, load, open_and_close, with_store
 
     if args.action == "check":
         problems: list[str] = with_store(args, _check)
@@ -64,12 +64,10 @@ def cmd_store(args: argparse.Namespace) -> int:
         raise CommandError("the configured store is not SQLite: nothing to migrate")
     from .migrate import MigrationError, sqlite_to_postgres
 
-    async def opened(store: Any) -> None:
-        """Nothing: opening the store finds a search index that is not mailhaven.db's and
-        empties it, listing a refill (searchdb.py's pairing), so that none of its text is
-        copied; the migration then asks for the refill to end first."""
-
-    with_store(args, opened)
+    # Opening the store finds a search index that is not mailhaven.db's and empties it,
+    # listing a refill, so that none of its text is copied; the migration then asks for
+    # the refill to end first.
+    open_and_close(args)
     try:
         counts = asyncio.run(sqlite_to_postgres(Path(config.data_dir), args.dsn, args.schema, progress=print))
     except (MigrationError, ValueError) as exc:

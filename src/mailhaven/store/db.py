@@ -645,8 +645,7 @@ class Database:
         """The calling thread's reader connection, in no transaction (a snapshot an event
         loop that has since stopped held on this thread ends)."""
         conn = self._reader()
-        if conn.in_transaction:
-            conn.execute("COMMIT")
+        _end_read(conn)
         return conn
 
     def _loop_snapshot(self, loop: asyncio.AbstractEventLoop) -> sqlite3.Connection:
@@ -677,9 +676,8 @@ class Database:
     def _end_held(self) -> None:
         """On the event loop, before it commits: the snapshot its reads hold ends."""
         conn = getattr(self._reader_local, "conn", None)
-        if conn is not None and conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("COMMIT")
+        if conn is not None:
+            _end_read(conn, quiet=True)
 
     def _end_snapshot(self, conn: sqlite3.Connection, number: int) -> None:
         """On the loop, ``LOOP_SNAPSHOT_S`` after snapshot ``number`` began: it ends if it
@@ -688,8 +686,19 @@ class Database:
         if getattr(local, "snapshots", None) != number:
             return
         with contextlib.suppress(sqlite3.Error):        # closed with the database meanwhile
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+            _end_read(conn)
+
+
+def _end_read(conn: sqlite3.Connection, *, quiet: bool = False) -> None:
+    """``conn``'s read transaction, if it is in one, ends (a COMMIT: it wrote nothing).
+    ``quiet``: a COMMIT that fails is let go. Either way a closed connection raises
+    (``sqlite3.ProgrammingError``, at ``in_transaction``)."""
+    if conn.in_transaction:
+        if not quiet:
+            conn.execute("COMMIT")
+            return
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("COMMIT")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

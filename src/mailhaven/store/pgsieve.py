@@ -77,6 +77,19 @@ async def _bump_sieve(tx: Tx, account_id: int, if_version: int | None = None) ->
     return version
 
 
+async def _take_in_window(tx: Tx, table: str, column: str, key: object, *,
+                          now: float, window: float, limit: int) -> bool:
+    """One more use by ``key`` (``table``'s ``column``) at ``now``, unless its uses in the
+    ``window`` seconds before reach ``limit``: then False, and nothing is counted. Older
+    uses are deleted. The caller holds the lock that serialises ``key``'s uses."""
+    await tx.conn.execute(f"DELETE FROM {table} WHERE {column}=$1 AND at<=$2", key, now - window)
+    used = await tx.conn.fetchval(f"SELECT count(*) FROM {table} WHERE {column}=$1", key)
+    if used >= limit:
+        return False
+    await tx.conn.execute(f"INSERT INTO {table} ({column}, at) VALUES ($1,$2)", key, now)
+    return True
+
+
 class SieveMethods:
     if TYPE_CHECKING:
         async def write(self, fn: Callable[[Tx], Awaitable[T]]) -> T: ...
@@ -155,14 +168,11 @@ class SieveMethods:
         async def count(tx: Tx) -> bool:
             # One alias's counter at a time, across nodes: a transaction-scoped advisory lock.
             await tx.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "mailhaven-fwd:" + address)
-            await tx.conn.execute("DELETE FROM alias_forwards WHERE address=$1 AND at<=$2", address, now - window)
-            used = await tx.conn.fetchval("SELECT count(*) FROM alias_forwards WHERE address=$1", address)
-            if used >= limit:
-                return False
-            await tx.conn.execute("INSERT INTO alias_forwards (address, at) VALUES ($1,$2)", address, now)
-            return True
+            return await _take_in_window(tx, "alias_forwards", "address", address,
+                                         now=now, window=window, limit=limit)
 
         return await self.write(count)
+
     async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
         async def rename(tx: Tx) -> None:
             # The account's row lock serialises renames (two onto one free name: one wins).
@@ -185,13 +195,8 @@ class SieveMethods:
         async def count(tx: Tx) -> bool:
             # One account's counter at a time: the row lock on the account serialises them.
             await tx.conn.execute("SELECT 1 FROM accounts WHERE id=$1 FOR UPDATE", account_id)
-            await tx.conn.execute("DELETE FROM sieve_redirects WHERE account_id=$1 AND at<=$2",
-                                  account_id, now - window)
-            used = await tx.conn.fetchval("SELECT count(*) FROM sieve_redirects WHERE account_id=$1", account_id)
-            if used >= limit:
-                return False
-            await tx.conn.execute("INSERT INTO sieve_redirects (account_id, at) VALUES ($1,$2)", account_id, now)
-            return True
+            return await _take_in_window(tx, "sieve_redirects", "account_id", account_id,
+                                         now=now, window=window, limit=limit)
 
         return await self.write(count)
 

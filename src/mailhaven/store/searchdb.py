@@ -62,11 +62,12 @@ process, keeps the order the check relies on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -265,6 +266,23 @@ def _mismatch(held: tuple[str, int] | None, count: int, main: tuple[str, int, in
     return None
 
 
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """One transaction on ``conn`` (autocommit mode): ``begin`` (``BEGIN``: this database's
+    write lock is taken at the first write, ``BEGIN IMMEDIATE``: at once), the block, then
+    COMMIT; ROLLBACK if either raises. The block may end the transaction itself (a
+    ROLLBACK when it finds nothing to write): then neither follows."""
+    conn.execute(begin)
+    try:
+        yield
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 class SearchDatabase:
     """``DATA/search.db``: its connections and the index slices written to it.
 
@@ -314,26 +332,27 @@ class SearchDatabase:
     def _rebuild(conn: sqlite3.Connection) -> None:
         """The index was made with other options: made anew from the text it kept."""
         _log.info("rebuilding the search index with new options (once, after an upgrade)")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn, "BEGIN IMMEDIATE"):
             conn.execute("DROP TABLE search_index")
             conn.execute(SEARCH_INDEX)
             for message_id, stored in conn.execute("SELECT id, text FROM search_text").fetchall():
                 conn.execute(f"INSERT INTO search_index (rowid, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
                              (message_id, *unpack_text(stored)))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
-    def clear(self) -> None:
-        """Empty the index (its text is pending again in ``mailhaven.db``: an upgrade)."""
+    @contextlib.contextmanager
+    def _writing(self, begin: str) -> Iterator[sqlite3.Connection]:
+        """The index connection, inside one :func:`_transaction` begun with ``begin``; one
+        at a time per process (the slice lock)."""
         with self._lock:
             conn = self._conn
             assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")
+            with _transaction(conn, begin):
+                yield conn
+
+    def clear(self) -> None:
+        """Empty the index (its text is pending again in ``mailhaven.db``: an upgrade)."""
+        with self._writing("BEGIN IMMEDIATE") as conn:
             self._empty(conn)
-            conn.execute("COMMIT")
 
     @staticmethod
     def _empty(conn: sqlite3.Connection) -> None:
@@ -348,40 +367,31 @@ class SearchDatabase:
         anew in one transaction, once a refill is listed in ``mailhaven.db`` (or no
         message's text is left to refill): else nothing is changed, and the caller lists one
         (:func:`mark_refill`) and asks again."""
-        with self._lock:
-            conn = self._conn
-            assert conn is not None
-            conn.execute("BEGIN")
-            try:
-                # This database's write lock first, as a slice takes it, then mailhaven.db's
-                # snapshot: no slice commits in between, so an index that matches is seen to.
-                conn.execute("UPDATE slices SET count = count")
-                held = conn.execute("SELECT token, seen FROM pairing").fetchone()
-                count = int(conn.execute("SELECT count FROM slices").fetchone()[0])
-                main = conn.execute("SELECT token, changes, indexed FROM mail.search_pairing").fetchone()
-                if main is None:
-                    raise RuntimeError("mailhaven.db has no search_pairing row (make_pairing first)")
-                token, changes, indexed = main
-                why = _mismatch(held, count, (token, changes, indexed), trust_unpaired)
-                if why is None and held is not None:
-                    conn.execute("ROLLBACK")            # paired already: nothing written
-                    return PairCheck(None, False)
-                if why is not None:
-                    if not conn.execute(_REFILL_READY).fetchone()[0]:
-                        conn.execute("ROLLBACK")
-                        return PairCheck(why, False)
-                    self._empty(conn)
-                conn.execute("DELETE FROM pairing")
-                conn.execute("INSERT INTO pairing (token, seen) VALUES (?, ?)", (token, changes))
-                # Numbering goes on above the slices mailhaven.db cleared (an index made anew
-                # starts at 0).
-                conn.execute("UPDATE slices SET count = max(count, ?)", (indexed,))
-                conn.execute("COMMIT")
-                return PairCheck(why, why is not None)
-            except BaseException:
-                if conn.in_transaction:
+        with self._writing("BEGIN") as conn:
+            # This database's write lock first, as a slice takes it, then mailhaven.db's
+            # snapshot: no slice commits in between, so an index that matches is seen to.
+            conn.execute("UPDATE slices SET count = count")
+            held = conn.execute("SELECT token, seen FROM pairing").fetchone()
+            count = int(conn.execute("SELECT count FROM slices").fetchone()[0])
+            main = conn.execute("SELECT token, changes, indexed FROM mail.search_pairing").fetchone()
+            if main is None:
+                raise RuntimeError("mailhaven.db has no search_pairing row (make_pairing first)")
+            token, changes, indexed = main
+            why = _mismatch(held, count, (token, changes, indexed), trust_unpaired)
+            if why is None and held is not None:
+                conn.execute("ROLLBACK")            # paired already: nothing written
+                return PairCheck(None, False)
+            if why is not None:
+                if not conn.execute(_REFILL_READY).fetchone()[0]:
                     conn.execute("ROLLBACK")
-                raise
+                    return PairCheck(why, False)
+                self._empty(conn)
+            conn.execute("DELETE FROM pairing")
+            conn.execute("INSERT INTO pairing (token, seen) VALUES (?, ?)", (token, changes))
+            # Numbering goes on above the slices mailhaven.db cleared (an index made anew
+            # starts at 0).
+            conn.execute("UPDATE slices SET count = max(count, ?)", (indexed,))
+        return PairCheck(why, why is not None)
 
     def close(self) -> None:
         with self._lock, self._read_lock:        # a slice under way finishes first
@@ -402,24 +412,15 @@ class SearchDatabase:
         ``mailhaven.db``, then, once none is left, its first pending rows, ``budget`` bytes
         of text at most (at least one row, at most ``chunk``). Delete what it took from
         ``mailhaven.db`` with :func:`forget_indexed` afterwards."""
-        with self._lock:
-            conn = self._conn
-            assert conn is not None
-            conn.execute("BEGIN")
-            try:
-                # This database's write lock first, then one snapshot of mailhaven.db: a second
-                # indexer (another process) reads its snapshot after this slice committed.
-                conn.execute("UPDATE slices SET count = count + 1")
-                # The changes of that snapshot, which this slice has now seen (pairing).
-                conn.execute("UPDATE pairing SET seen = ifnull((SELECT changes FROM mail.search_pairing), seen)")
-                done = replace(self._index_some(conn, budget, chunk),
-                               number=conn.execute("SELECT count FROM slices").fetchone()[0])
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return done              # synchronous=FULL: the WAL was synced at COMMIT
+        with self._writing("BEGIN") as conn:
+            # This database's write lock first, then one snapshot of mailhaven.db: a second
+            # indexer (another process) reads its snapshot after this slice committed.
+            conn.execute("UPDATE slices SET count = count + 1")
+            # The changes of that snapshot, which this slice has now seen (pairing).
+            conn.execute("UPDATE pairing SET seen = ifnull((SELECT changes FROM mail.search_pairing), seen)")
+            done = replace(self._index_some(conn, budget, chunk),
+                           number=conn.execute("SELECT count FROM slices").fetchone()[0])
+        return done                  # synchronous=FULL: the WAL was synced at COMMIT
 
     @staticmethod
     def _forget(conn: sqlite3.Connection, message_id: int) -> int:

@@ -73,6 +73,19 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE sieve_scripts_before_upgrade")
 
 
+def _take_in_window(conn: sqlite3.Connection, table: str, column: str, key: object, *,
+                    now: float, window: float, limit: int) -> bool:
+    """One more use by ``key`` (``table``'s ``column``) at ``now``, unless its uses in the
+    ``window`` seconds before reach ``limit``: then False, and nothing is counted. Older
+    uses are deleted."""
+    conn.execute(f"DELETE FROM {table} WHERE {column}=? AND at<=?", (key, now - window))
+    used = conn.execute(f"SELECT count(*) FROM {table} WHERE {column}=?", (key,)).fetchone()[0]
+    if used >= limit:
+        return False
+    conn.execute(f"INSERT INTO {table} ({column}, at) VALUES (?,?)", (key, now))
+    return True
+
+
 class SieveMethods:
     if TYPE_CHECKING:
         db: Database
@@ -151,16 +164,9 @@ class SieveMethods:
 
     async def count_alias_forward(self, address: str, *, now: float, window: float, limit: int) -> bool:
         address = address.lower()
+        return await self.db.write(lambda conn: _take_in_window(
+            conn, "alias_forwards", "address", address, now=now, window=window, limit=limit))
 
-        def count(conn: sqlite3.Connection) -> bool:
-            conn.execute("DELETE FROM alias_forwards WHERE address=? AND at<=?", (address, now - window))
-            used = conn.execute("SELECT count(*) FROM alias_forwards WHERE address=?", (address,)).fetchone()[0]
-            if used >= limit:
-                return False
-            conn.execute("INSERT INTO alias_forwards (address, at) VALUES (?,?)", (address, now))
-            return True
-
-        return await self.db.write(count)
     async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
         def rename(ctx: WriteContext) -> None:
             conn = ctx.conn
@@ -178,15 +184,8 @@ class SieveMethods:
         await self.db.write_ctx(rename)
 
     async def count_redirect(self, account_id: int, *, now: float, window: float, limit: int) -> bool:
-        def count(conn: sqlite3.Connection) -> bool:
-            conn.execute("DELETE FROM sieve_redirects WHERE account_id=? AND at<=?", (account_id, now - window))
-            used = conn.execute("SELECT count(*) FROM sieve_redirects WHERE account_id=?", (account_id,)).fetchone()[0]
-            if used >= limit:
-                return False
-            conn.execute("INSERT INTO sieve_redirects (account_id, at) VALUES (?,?)", (account_id, now))
-            return True
-
-        return await self.db.write(count)
+        return await self.db.write(lambda conn: _take_in_window(
+            conn, "sieve_redirects", "account_id", account_id, now=now, window=window, limit=limit))
 
     async def vacation_reply_due(self, account_id: int, sender: str, handle: str, *,
                                  now: float, period: float) -> bool:
