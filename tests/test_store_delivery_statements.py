@@ -3,6 +3,7 @@ a tenth of an inbound message's CPU on the event loop, a dozen statements a mess
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from conftest import sqlite_store_with_bob
@@ -59,5 +60,56 @@ async def test_a_thread_starts_at_its_own_id_past_the_largest_id(tmp_path: Path)
         inbox = await store.get_mailbox(bob, "INBOX")
         [again] = await store.get_messages(inbox.id, [2])
         assert again.thread_id == msg.id
+    finally:
+        await store.close()
+
+
+def _blob_indexes(conn: sqlite3.Connection) -> list[str]:
+    """Indexes of ``messages`` whose columns include ``blob_id``."""
+    return [name for _, name, *_ in conn.execute("PRAGMA index_list(messages)")
+            if "blob_id" in [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]]
+
+
+async def test_a_delivery_writes_no_index_keyed_by_the_blob_hash(tmp_path: Path) -> None:
+    """A sha256 key lands on a random B-tree leaf: one more WAL page a delivery (issue 18).
+    No hot read used the index (the JMAP ownership check is planned on the account's index)."""
+    store, bob = await sqlite_store_with_bob(tmp_path)
+    try:
+        conn = store.db._write_conn
+        assert conn is not None
+        assert _blob_indexes(conn) == []
+        raw = RAW % (1, 1)
+        [result] = await store.deliver(await store.put_blob(raw), [bob])
+        assert result.message is not None
+        blob = result.message.blob_id
+        assert await store.account_has_blob(bob, blob)
+        assert not await store.account_has_blob(bob, "0" * 64)
+        plan = " ".join(str(r[-1]) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM messages WHERE blob_id=? AND account_id=? LIMIT 1", (blob, bob)))
+        assert "messages_account_modseq" in plan
+        assert await store.collect_garbage(grace=0) == 0          # the delivered blob is still named
+        assert await store.get_raw(result.message.mailbox_id, [result.message.uid]) == [(result.message.uid, raw)]
+    finally:
+        await store.close()
+
+
+async def test_opening_an_older_database_drops_its_blob_index(tmp_path: Path) -> None:
+    store, bob = await sqlite_store_with_bob(tmp_path)
+    await store.deliver(await store.put_blob(RAW % (1, 1)), [bob])
+    await store.db.write(lambda c: c.execute("CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id)"))
+    conn = store.db._write_conn
+    assert conn is not None and _blob_indexes(conn) == ["messages_blob"]
+    await store.close()
+    from mailhaven.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        conn = store.db._write_conn
+        assert conn is not None and _blob_indexes(conn) == []
+        inbox = await store.get_mailbox(bob, "INBOX")
+        assert [m.uid for m in await store.list_messages(inbox.id)] == [1]
+        ok = await store.db.read(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+        assert ok == "ok"
     finally:
         await store.close()

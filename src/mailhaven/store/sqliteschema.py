@@ -78,7 +78,11 @@ CREATE TABLE IF NOT EXISTS message_headers (
 CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_mailbox_modseq ON messages (mailbox_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (account_id, message_id);
-CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
+-- No index on messages (blob_id) (there was one: _upgrade drops it). A sha256 key lands on
+-- a random leaf, so every delivery wrote one more B-tree page to the WAL (1.1-1.2 of its
+-- 9-17 frames, issue 18), and no hot read used it: the JMAP ownership check
+-- (account_has_blob) is planned on messages_account_modseq either way, and the hourly
+-- garbage collection reads every blob_id once.
 -- Message-IDs each message refers to (References, In-Reply-To), so that a parent that
 -- arrives after its replies finds their thread by index instead of scanning summaries.
 CREATE TABLE IF NOT EXISTS message_refs (
@@ -123,6 +127,7 @@ def _upgrade(conn: sqlite3.Connection) -> bool:
         for column in ("summary", "imap_envelope", "imap_body"):
             if column in columns:
                 conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
+    conn.execute("DROP INDEX IF EXISTS messages_blob")         # see SCHEMA
     moved = False
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name='messages_fts'").fetchone() is not None:
         # The index kept its own copy of the text (and all positions): its text
