@@ -3,6 +3,7 @@ a tenth of an inbound message's CPU on the event loop, a dozen statements a mess
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from conftest import sqlite_store_with_bob
@@ -59,5 +60,81 @@ async def test_a_thread_starts_at_its_own_id_past_the_largest_id(tmp_path: Path)
         inbox = await store.get_mailbox(bob, "INBOX")
         [again] = await store.get_messages(inbox.id, [2])
         assert again.thread_id == msg.id
+    finally:
+        await store.close()
+
+
+
+KEPT = {"sqlite_autoindex_messages_1", "messages_mailbox_modseq", "messages_message_id"}
+"""The indexes of ``messages``: (mailbox, uid), (mailbox, modseq), (account, Message-ID)."""
+
+
+def _indexes(conn: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in conn.execute("PRAGMA index_list(messages)")}
+
+
+def _plan(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> str:
+    return " ".join(str(r[-1]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+async def test_a_delivery_writes_only_the_indexes_reads_need(tmp_path: Path) -> None:
+    """Each index of ``messages`` is one more B-tree page a delivery writes to the WAL (issue
+    18): none keyed by the blob's sha256 (a random leaf each time; no hot read used it) and
+    none by (account, modseq) (an account's changes are its mailboxes' changes). The reads
+    they served still find their rows through an index."""
+    store, bob = await sqlite_store_with_bob(tmp_path)
+    try:
+        conn = store.db._write_conn
+        assert conn is not None
+        assert _indexes(conn) == KEPT
+        raw = RAW % (1, 1)
+        [result] = await store.deliver(await store.put_blob(raw), [bob])
+        msg = result.message
+        assert msg is not None
+        await store.create_mailbox(bob, "Lists")
+        [listed] = await store.deliver(await store.put_blob(RAW % (2, 2)), [bob], mailbox="Lists")
+        assert listed.message is not None
+        assert await store.account_has_blob(bob, msg.blob_id)
+        assert not await store.account_has_blob(bob, "0" * 64)
+        changed, gone, current = await store.account_changes_since(bob, msg.modseq)
+        assert [m.id for m in changed] == [listed.message.id] and gone == [] and current == listed.message.modseq
+        changed, _, _ = await store.account_changes_since(bob, 0)
+        assert [m.id for m in changed] == [msg.id, listed.message.id]
+        for sql, params in (
+                ("SELECT 1 FROM messages WHERE blob_id=? AND account_id=? LIMIT 1", (msg.blob_id, bob)),
+                ("SELECT id FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id=?) "
+                 "AND modseq>? ORDER BY id", (bob, 0)),
+                ("SELECT id FROM messages WHERE account_id=?", (bob,))):
+            plan = _plan(conn, sql, params)
+            assert "USING" in plan and "SCAN messages" not in plan, plan
+        assert await store.collect_garbage(grace=0) == 0          # the delivered blobs are still named
+        assert await store.get_raw(msg.mailbox_id, [msg.uid]) == [(msg.uid, raw)]
+    finally:
+        await store.close()
+
+
+async def test_opening_an_older_database_drops_the_indexes_no_read_needs(tmp_path: Path) -> None:
+    store, bob = await sqlite_store_with_bob(tmp_path)
+    await store.deliver(await store.put_blob(RAW % (1, 1)), [bob])
+
+    def older(c: sqlite3.Connection) -> None:
+        c.execute("CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id)")
+        c.execute("CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq)")
+
+    await store.db.write(older)
+    conn = store.db._write_conn
+    assert conn is not None and _indexes(conn) == KEPT | {"messages_blob", "messages_account_modseq"}
+    await store.close()
+    from mailhaven.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        conn = store.db._write_conn
+        assert conn is not None and _indexes(conn) == KEPT
+        inbox = await store.get_mailbox(bob, "INBOX")
+        assert [m.uid for m in await store.list_messages(inbox.id)] == [1]
+        ok = await store.db.read(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0])
+        assert ok == "ok"
     finally:
         await store.close()

@@ -75,10 +75,17 @@ CREATE TABLE IF NOT EXISTS message_headers (
     id INTEGER PRIMARY KEY,                 -- messages.id
     header BLOB NOT NULL                    -- headerblock.pack of the block
 );
-CREATE INDEX IF NOT EXISTS messages_account_modseq ON messages (account_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_mailbox_modseq ON messages (mailbox_id, modseq);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (account_id, message_id);
-CREATE INDEX IF NOT EXISTS messages_blob ON messages (blob_id);
+-- Each index is a B-tree page more that a delivery writes to the WAL (and the checkpoint
+-- copies again), so there are no others (issue 18; _upgrade drops the two there were):
+-- * messages (blob_id): a sha256 key lands on a random leaf (1.1-1.2 of a delivery's 9-17
+--   frames at 4 KB) and no hot read used it: the JMAP ownership check (account_has_blob)
+--   was planned on the account's index either way, and the hourly garbage collection
+--   reads every blob_id once.
+-- * messages (account_id, modseq): an account's messages are those of its mailboxes, so its
+--   changes (account_changes_since) are read through messages_mailbox_modseq, mailbox by
+--   mailbox; the other account-wide reads take messages_message_id's first column.
 -- Message-IDs each message refers to (References, In-Reply-To), so that a parent that
 -- arrives after its replies finds their thread by index instead of scanning summaries.
 CREATE TABLE IF NOT EXISTS message_refs (
@@ -123,6 +130,8 @@ def _upgrade(conn: sqlite3.Connection) -> bool:
         for column in ("summary", "imap_envelope", "imap_body"):
             if column in columns:
                 conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
+    conn.execute("DROP INDEX IF EXISTS messages_blob")         # see SCHEMA
+    conn.execute("DROP INDEX IF EXISTS messages_account_modseq")
     moved = False
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name='messages_fts'").fetchone() is not None:
         # The index kept its own copy of the text (and all positions): its text
