@@ -235,7 +235,11 @@ async def test_a_first_miss_warms_the_cache_with_the_mailboxs_stored_blocks(stor
         out = await c.cmd(f"UID FETCH {n} (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
         assert f"From: a{n}@example.org\r\nSubject: hello {n}\r\n\r\n".encode() in out
     assert len(reads) == first + 1                         # all twelve from the cache
-    cache._entries.pop((c.session.selected.id, c.session.selected.uidvalidity, 7))
+    assert len(cache._entries) == 1 and len(cache._pack_order) == 1     # 5 read, the rest packed
+    cache.budget = cache.size + 10
+    cache.put_pack((1 << 30, 1), [(1, b"X" * 20)])                        # over budget:
+    assert len(cache._pack_order) == 1 and len(cache._entries) == 1      # the oldest pack went first
+    assert cache.get((c.session.selected.id, c.session.selected.uidvalidity, 7)) is None
     out = await c.cmd("UID FETCH 7 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert b"Subject: hello 7\r\n\r\n" in out
     assert len(tasks) == 1 and raws == []                # a later miss: no second warm-up
@@ -259,3 +263,19 @@ async def test_a_warm_up_reads_the_newest_first_and_stops_at_its_limit() -> None
     full = HeaderCache(budget=100)
     full.put_header((2, 7, 1), b"x" * 76)                   # three quarters full: nothing read
     assert await headercache.warm(full, 1, 7, [1, 2], read) == 0 and len(asked) == 2
+
+
+def test_packed_blocks_are_found_by_uid_and_never_duplicated() -> None:
+    from mailhaven.imap.headercache import Pack
+
+    pack = Pack([(9, b"c\r\n\r\n"), (2, b"a\r\n\r\n"), (5, b"bb\r\n\r\n")])
+    assert [pack.get(u) for u in (1, 2, 5, 7, 9, 10)] == [None, b"a\r\n\r\n", b"bb\r\n\r\n", None, b"c\r\n\r\n", None]
+    cache = HeaderCache(budget=1000)
+    cache.put_pack((1, 7), [(2, b"a\r\n\r\n"), (5, b"bb\r\n\r\n")])
+    cache.put_pack((1, 7), [(8, b"d\r\n\r\n")])
+    assert cache.size == 16 and len(cache) == 3
+    assert cache.get((1, 7, 5)) == b"bb\r\n\r\n" and cache.get((1, 7, 8)) == b"d\r\n\r\n"
+    assert cache.get((1, 8, 5)) is None and cache.get((2, 7, 5)) is None and cache.get((1, 7, 6)) is None
+    cache.put_header((1, 7, 5), b"bb\r\n\r\n")                 # packed already: not kept twice
+    assert cache.put_message((1, 7, 2), b"a\r\n\r\nbody") == b"a\r\n\r\n"
+    assert cache.size == 16 and len(cache._entries) == 0
