@@ -256,13 +256,18 @@ async def test_a_warm_up_reads_the_newest_first_and_stops_at_its_limit() -> None
         asked.append(uids)
         return [(u, b"S: %06d\r\n\r\n" % u) for u in uids if u != 1999]   # 1999: no stored block
     cache.put_header((1, 7, 2500), b"kept\r\n\r\n")
-    n = await headercache.warm(cache, 1, 7, list(range(1, 2501)), read, limit=15_000)
-    assert [(a[0], a[-1], len(a)) for a in asked] == [(1501, 2499, 999), (501, 1500, 1000)]
-    assert n == 1998 * 13 and cache.get((1, 7, 2500)) == b"kept\r\n\r\n"
-    assert cache.get((1, 7, 1999)) is None and cache.get((1, 7, 500)) is None and cache.get((1, 7, 501))
+    n = await headercache.warm(cache, 1, 7, list(range(1, 2501)), read, limit=40_000)    # all of it fits
+    assert [(a[0], a[-1], len(a)) for a in asked] == [(1501, 2499, 999), (501, 1500, 1000), (1, 500, 500)]
+    assert n == 2498 * 13 and cache.get((1, 7, 2500)) == b"kept\r\n\r\n" and len(cache) == 2499
+    assert cache.get((1, 7, 1999)) is None and cache.get((1, 7, 1)) == b"S: 000001\r\n\r\n"
+    asked.clear()
+    big = HeaderCache(budget=1 << 20)                        # the rest would not fit: the newest only
+    assert await headercache.warm(big, 1, 7, list(range(1, 2501)), read, limit=26_000) == 999 * 13
+    assert [(a[0], a[-1]) for a in asked] == [(1501, 2500)] and big.get((1, 7, 1501)) and len(big) == 999
+    asked.clear()
     full = HeaderCache(budget=100)
     full.put_header((2, 7, 1), b"x" * 76)                   # three quarters full: nothing read
-    assert await headercache.warm(full, 1, 7, [1, 2], read) == 0 and len(asked) == 2
+    assert await headercache.warm(full, 1, 7, [1, 2], read) == 0 and asked == []
 
 
 def test_packed_blocks_are_found_by_uid_and_never_duplicated() -> None:

@@ -36,8 +36,7 @@ MAX_HEADER = 64 * 1024
 """Bigger header blocks are not kept (they would push out dozens of ordinary ones)."""
 WARM_BYTES = 4 * 1024 * 1024
 """Header text one mailbox's warm-up reads at most: all of a 10,000-message mailbox of
-short headers, the newest ~1,500 of real mail's (a selected 100,000-message mailbox stays
-within its memory target with this much beside it)."""
+short headers; of a mailbox that would not fit, only the newest :data:`WARM_BATCH`."""
 WARM_BATCH = 1000
 """Messages per store read of a warm-up (one reader-thread hop each)."""
 
@@ -170,18 +169,26 @@ async def warm(cache: HeaderCache, mailbox_id: int, uidvalidity: int, uids: Sequ
     :data:`WARM_BATCH` through ``read``, the store's ``get_headers``) into ``cache`` (a
     :class:`Pack` a batch), until
     ``limit`` bytes are read or the cache is three quarters full (a warm-up never pushes
-    out what clients asked for). Skips what is kept already. Returns the bytes read."""
-    read_bytes = 0
+    out what clients asked for), or, judged by the blocks read so far, the rest of the
+    mailbox would not fit in ``limit``: a mailbox too big to cover gets its newest batch
+    only, not minutes of reading for a part of it. Skips what is kept already. Returns the
+    bytes read."""
+    read_bytes = read_rows = 0
     end = len(uids)
+    entries = cache._entries
     while end > 0 and read_bytes < limit and cache.size < cache.budget * 3 // 4:
         batch = uids[max(0, end - WARM_BATCH):end]
         end -= len(batch)
-        missing = [u for u in batch if not cache.has((mailbox_id, uidvalidity, u))]
+        # Not what the recently-used order holds (one warm-up a mailbox: no pack holds these).
+        missing = [u for u in batch if (mailbox_id, uidvalidity, u) not in entries]
         if not missing:
             continue
         rows = await read(missing)
         cache.put_pack((mailbox_id, uidvalidity), rows)
         read_bytes += sum(len(header) for _, header in rows)
+        read_rows += len(rows)
+        if read_rows and read_bytes + read_bytes * end // read_rows > limit:
+            break           # the rest would not fit: the newest are what clients ask for most
     return read_bytes
 
 
