@@ -166,13 +166,12 @@ async def warm(cache: HeaderCache, mailbox_id: int, uidvalidity: int, uids: Sequ
                read: Callable[[list[int]], Awaitable[list[tuple[int, bytes]]]],
                limit: int = WARM_BYTES) -> int:
     """Read the stored header blocks of ``uids`` (ascending; the newest first, in batches of
-    :data:`WARM_BATCH` through ``read``, the store's ``get_headers``) into ``cache`` (a
-    :class:`Pack` a batch), until
-    ``limit`` bytes are read or the cache is three quarters full (a warm-up never pushes
-    out what clients asked for), or, judged by the blocks read so far, the rest of the
-    mailbox would not fit in ``limit``: a mailbox too big to cover gets its newest batch
-    only, not minutes of reading for a part of it. Skips what is kept already. Returns the
-    bytes read."""
+    :data:`WARM_BATCH` through ``read``, the store's ``get_headers``) into ``cache``, a
+    :class:`Pack` a batch, until ``limit`` bytes are read or the cache is three quarters
+    full (a warm-up never pushes out what clients asked for), or, judged by the blocks read
+    so far, the rest of the mailbox would not fit in ``limit``: a mailbox too big to cover
+    gets its newest batch only, not seconds of reading for a part of it. Skips what is
+    kept already. Returns the bytes read."""
     read_bytes = read_rows = 0
     end = len(uids)
     entries = cache._entries
