@@ -226,15 +226,16 @@ async def test_a_first_miss_warms_the_cache_with_the_mailboxs_stored_blocks(stor
     await c.cmd("SELECT INBOX")
     out = await c.cmd("UID FETCH 5 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
     assert b"From: a5@example.org\r\nSubject: hello 5\r\n\r\n" in out
-    assert len(tasks) == 1 and reads and all(r == [5] for r in reads)   # (get_headers may call get_header_now)
-    first = len(reads)
+    assert len(tasks) == 1
     await asyncio.gather(*tasks)
-    assert reads[first:] == [[u for u in range(1, 13) if u != 5]]   # the rest in one batch
+    batches = [r for r in reads if len(r) > 1]              # (PostgreSQL's read of 5 lets the task start first)
+    assert len(batches) == 1 and set(batches[0]) >= set(range(1, 13)) - {5}   # the rest in one batch
+    first = len(reads)
     assert len(cache) == 12
     for n in range(1, 13):
         out = await c.cmd(f"UID FETCH {n} (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
         assert f"From: a{n}@example.org\r\nSubject: hello {n}\r\n\r\n".encode() in out
-    assert len(reads) == first + 1                         # all twelve from the cache
+    assert len(reads) == first                             # all twelve from the cache
     assert len(cache._entries) == 1 and len(cache._pack_order) == 1     # 5 read, the rest packed
     cache.budget = cache.size + 10
     cache.put_pack((1 << 30, 1), [(1, b"X" * 20)])                        # over budget:
@@ -243,7 +244,7 @@ async def test_a_first_miss_warms_the_cache_with_the_mailboxs_stored_blocks(stor
     out = await c.cmd("UID FETCH 7 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert b"Subject: hello 7\r\n\r\n" in out
     assert len(tasks) == 1 and raws == []                # a later miss: no second warm-up
-    assert reads[first + 1:] and all(r == [7] for r in reads[first + 1:])
+    assert reads[first:] and all(r == [7] for r in reads[first:])
 
 
 async def test_a_warm_up_reads_the_newest_first_and_stops_at_its_limit() -> None:
@@ -284,3 +285,6 @@ def test_packed_blocks_are_found_by_uid_and_never_duplicated() -> None:
     cache.put_header((1, 7, 5), b"bb\r\n\r\n")                 # packed already: not kept twice
     assert cache.put_message((1, 7, 2), b"a\r\n\r\nbody") == b"a\r\n\r\n"
     assert cache.size == 16 and len(cache._entries) == 0
+    cache.put_header((1, 7, 20), b"e\r\n\r\n")                     # kept by a FETCH: not packed again
+    cache.put_pack((1, 7), [(20, b"e\r\n\r\n"), (21, b"f\r\n\r\n")])
+    assert cache.size == 26 and len(cache) == 5 and cache.get((1, 7, 21)) == b"f\r\n\r\n"

@@ -130,8 +130,11 @@ class HeaderCache:
         self._shrink()
 
     def put_pack(self, box: Box, rows: list[tuple[int, bytes]]) -> None:
-        """Keep the header blocks a warm-up read, ``(uid, block)`` pairs of one mailbox."""
-        rows = [(uid, header) for uid, header in rows if len(header) <= MAX_HEADER]
+        """Keep the header blocks a warm-up read, ``(uid, block)`` pairs of one mailbox (not
+        those a FETCH kept meanwhile)."""
+        entries = self._entries
+        rows = [(uid, header) for uid, header in rows
+                if len(header) <= MAX_HEADER and (*box, uid) not in entries]
         if not rows:
             return
         pack = Pack(rows)
