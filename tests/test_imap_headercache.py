@@ -192,3 +192,99 @@ async def test_a_database_from_before_the_header_blocks_opens_and_serves(tmp_pat
         assert out.count(b"Subject: hello 1\r\n\r\n") == 2 and b"Subject: hello 4\r\n\r\n" in out
     finally:
         await store.close()
+
+
+async def test_a_first_miss_warms_the_cache_with_the_mailboxs_stored_blocks(store) -> None:  # type: ignore[no-untyped-def]
+    """The first one-message header FETCH that misses in a mailbox starts reading the
+    mailbox's stored header blocks into the cache in the background (once per mailbox and
+    process): the next such FETCHes, on any message, read nothing from the store and
+    answer as before."""
+    import asyncio
+
+    await make_account(store)
+    c = Client(store)
+    await c.login()
+    for n in range(1, 13):
+        raw = _message(n).decode()
+        await c.cmd(f"APPEND INBOX {{{len(raw)}+}}\r\n{raw}")
+    cache = header_cache(store)
+    cache._entries.clear()                                 # as a process that did not append them
+    cache.size = 0
+    tasks: list[asyncio.Task[Any]] = []
+    c.session.ctx.spawn = lambda work: tasks.append(asyncio.ensure_future(work))
+    reads: list[list[int]] = []
+
+    def counted(real: Any) -> Any:
+        def counting(mailbox_id: int, *args: Any) -> Any:
+            reads.append(sorted(args[0]) if isinstance(args[0], list) else [args[0]])
+            return real(mailbox_id, *args)
+        return counting
+
+    store.get_headers = counted(store.get_headers)
+    store.get_header_now = counted(store.get_header_now)
+    raws = _count_raw_reads(store)
+    await c.cmd("SELECT INBOX")
+    out = await c.cmd("UID FETCH 5 (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+    assert b"From: a5@example.org\r\nSubject: hello 5\r\n\r\n" in out
+    assert len(tasks) == 1
+    await asyncio.gather(*tasks)
+    batches = [r for r in reads if len(r) > 1]              # (PostgreSQL's read of 5 lets the task start first)
+    assert len(batches) == 1 and set(batches[0]) >= set(range(1, 13)) - {5}   # the rest in one batch
+    first = len(reads)
+    assert len(cache) == 12
+    for n in range(1, 13):
+        out = await c.cmd(f"UID FETCH {n} (BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] FLAGS)")
+        assert f"From: a{n}@example.org\r\nSubject: hello {n}\r\n\r\n".encode() in out
+    assert len(reads) == first                             # all twelve from the cache
+    assert len(cache._entries) == 1 and len(cache._pack_order) == 1     # 5 read, the rest packed
+    cache.budget = cache.size + 10
+    cache.put_pack((1 << 30, 1), [(1, b"X" * 20)])                        # over budget:
+    assert len(cache._pack_order) == 1 and len(cache._entries) == 1      # the oldest pack went first
+    assert cache.get((c.session.selected.id, c.session.selected.uidvalidity, 7)) is None
+    out = await c.cmd("UID FETCH 7 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"Subject: hello 7\r\n\r\n" in out
+    assert len(tasks) == 1 and raws == []                # a later miss: no second warm-up
+    assert reads[first:] and all(r == [7] for r in reads[first:])
+
+
+async def test_a_warm_up_reads_the_newest_first_and_stops_at_its_limit() -> None:
+    from mailhaven.imap import headercache
+
+    cache = HeaderCache(budget=1 << 20)
+    asked: list[list[int]] = []
+
+    async def read(uids: list[int]) -> list[tuple[int, bytes]]:
+        asked.append(uids)
+        return [(u, b"S: %06d\r\n\r\n" % u) for u in uids if u != 1999]   # 1999: no stored block
+    cache.put_header((1, 7, 2500), b"kept\r\n\r\n")
+    n = await headercache.warm(cache, 1, 7, list(range(1, 2501)), read, limit=40_000)    # all of it fits
+    assert [(a[0], a[-1], len(a)) for a in asked] == [(1501, 2499, 999), (501, 1500, 1000), (1, 500, 500)]
+    assert n == 2498 * 13 and cache.get((1, 7, 2500)) == b"kept\r\n\r\n" and len(cache) == 2499
+    assert cache.get((1, 7, 1999)) is None and cache.get((1, 7, 1)) == b"S: 000001\r\n\r\n"
+    asked.clear()
+    big = HeaderCache(budget=1 << 20)                        # the rest would not fit: the newest only
+    assert await headercache.warm(big, 1, 7, list(range(1, 2501)), read, limit=26_000) == 999 * 13
+    assert [(a[0], a[-1]) for a in asked] == [(1501, 2500)] and big.get((1, 7, 1501)) and len(big) == 999
+    asked.clear()
+    full = HeaderCache(budget=100)
+    full.put_header((2, 7, 1), b"x" * 76)                   # three quarters full: nothing read
+    assert await headercache.warm(full, 1, 7, [1, 2], read) == 0 and asked == []
+
+
+def test_packed_blocks_are_found_by_uid_and_never_duplicated() -> None:
+    from mailhaven.imap.headercache import Pack
+
+    pack = Pack([(9, b"c\r\n\r\n"), (2, b"a\r\n\r\n"), (5, b"bb\r\n\r\n")])
+    assert [pack.get(u) for u in (1, 2, 5, 7, 9, 10)] == [None, b"a\r\n\r\n", b"bb\r\n\r\n", None, b"c\r\n\r\n", None]
+    cache = HeaderCache(budget=1000)
+    cache.put_pack((1, 7), [(2, b"a\r\n\r\n"), (5, b"bb\r\n\r\n")])
+    cache.put_pack((1, 7), [(8, b"d\r\n\r\n")])
+    assert cache.size == 16 and len(cache) == 3
+    assert cache.get((1, 7, 5)) == b"bb\r\n\r\n" and cache.get((1, 7, 8)) == b"d\r\n\r\n"
+    assert cache.get((1, 8, 5)) is None and cache.get((2, 7, 5)) is None and cache.get((1, 7, 6)) is None
+    cache.put_header((1, 7, 5), b"bb\r\n\r\n")                 # packed already: not kept twice
+    assert cache.put_message((1, 7, 2), b"a\r\n\r\nbody") == b"a\r\n\r\n"
+    assert cache.size == 16 and len(cache._entries) == 0
+    cache.put_header((1, 7, 20), b"e\r\n\r\n")                     # kept by a FETCH: not packed again
+    cache.put_pack((1, 7), [(20, b"e\r\n\r\n"), (21, b"f\r\n\r\n")])
+    assert cache.size == 26 and len(cache) == 5 and cache.get((1, 7, 21)) == b"f\r\n\r\n"

@@ -19,7 +19,7 @@ from ..message.structure import header_end, split_fields, structure_summary
 from ..store.api import FlagMode, Message
 from ..store.prefetch import Prefetch
 from .grammar import Args, SequenceSet, format_datetime, parse_sequence_set
-from .headercache import HeaderCache, header_cache
+from .headercache import HeaderCache, header_cache, warm
 from .message import resolve_set
 from .parser import Atom, Command, ParenList
 from .render import render_body, render_envelope
@@ -251,6 +251,7 @@ def fetch_now(s: Session, cmd: Command) -> str | None:
         cache = header_cache(s.store)
         header = cache.get(key)
         if header is None:
+            _start_warming(s, sel, cache)
             rows = s.store.get_header_now(sel.id, uids[0])
             if not rows:
                 return None     # cannot at once, no stored block, or gone: cmd_fetch sees to it
@@ -526,6 +527,15 @@ async def _fetch_columns(s: Session, uids: list[int], items: list[FetchItem]) ->
             ahead.cancel()
 
 
+def _start_warming(s: Session, sel: Any, cache: HeaderCache) -> None:
+    """A one-message header FETCH missed the cache: at the first miss in the selected
+    mailbox, its stored header blocks are read into the cache in the background
+    (headercache.warm), so the next such FETCHes need no store read."""
+    spawn = s.ctx.spawn
+    if spawn is not None and cache.first_miss(sel.id, sel.uidvalidity):
+        spawn(warm(cache, sel.id, sel.uidvalidity, sel.uids[:], functools.partial(s.store.get_headers, sel.id)))
+
+
 async def _stored_headers(s: Session, sel: Any, cache: HeaderCache, uids: list[int],
                           found: dict[int, bytes]) -> list[int]:
     """The header blocks the store keeps beside ``uids``' messages go into ``found`` and the
@@ -546,6 +556,7 @@ async def _one_header(s: Session, sel: Any, cache: HeaderCache, plan: _ColumnPla
     key = (sel.id, sel.uidvalidity, uid)
     header = cache.get(key)
     if header is None:
+        _start_warming(s, sel, cache)
         stored = await s.store.get_headers(sel.id, [uid])
         if stored:
             header = stored[0][1]

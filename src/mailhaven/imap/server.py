@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
+from collections.abc import Coroutine
 from typing import Any
 
 from ..auth.throttle import shared_throttle
@@ -34,6 +35,8 @@ COMPRESS_LEVEL = 6
 """zlib level for COMPRESS=DEFLATE output (Dovecot's default too)."""
 PRE_AUTH_TIMEOUT = 120.0
 """Seconds a connection may stay idle before logging in."""
+_background: set[asyncio.Task[Any]] = set()
+"""Sessions' background tasks, held until done (the loop keeps only weak references)."""
 
 
 class ImapListener(Listener):
@@ -79,10 +82,22 @@ class Connection:
         self.ctx = SessionContext(
             store=app.store, config=config, log=log, peer=ip, tls=listener.implicit_tls,
             starttls=not listener.implicit_tls, hostname=config.hostname, sleep=asyncio.sleep,
-            flush=self.flush, throttle=shared_throttle(app), offload=asyncio.to_thread,
+            flush=self.flush, throttle=shared_throttle(app), offload=asyncio.to_thread, spawn=self._spawn,
         )
         self.parser = CommandReader(max_literal=config.limits.imap_literal)
         self.session = new_session(self.ctx, self.parser)
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """The session's background work (the header cache's warm-up): a task of its own,
+        held until done, that outlives the connection; a failure is logged, not raised."""
+        task = asyncio.ensure_future(work)
+        _background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        _background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.ctx.log.warning("background work failed", error=repr(task.exception()))
 
     async def flush(self) -> None:
         data = self.session.take_output()

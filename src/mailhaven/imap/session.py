@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,9 @@ class SessionContext:
     offload: Callable[..., Awaitable[Any]] | None = None
     """Runs a blocking call (file reads of large messages) off the event loop: the adapter
     passes ``asyncio.to_thread``; without it the call runs in place."""
+    spawn: Callable[[Coroutine[Any, Any, Any]], object] | None = None
+    """Runs a coroutine in the background, beside the session's commands (the header
+    cache's warm-up); without it such work is skipped."""
 
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
