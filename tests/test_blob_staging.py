@@ -74,3 +74,27 @@ async def test_a_failed_transaction_keeps_the_blob_staged(tmp_path: Path, monkey
         assert await blob_rows(store) == 1
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("spill", [False, True])
+async def test_a_blob_is_its_pieces_whatever_the_caller_does_with_them(tmp_path: Path, spill: bool) -> None:
+    """The writer keeps small blobs as the pieces written (issue 18: no growing buffer);
+    a bytearray written may change afterwards without changing the blob, in memory or
+    spilled to a file past the inline size."""
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        piece = bytearray(b"x" * 1000)
+        pieces = [b"Subject: pieces\r\n\r\n", bytes(piece), piece, b"end\r\n"]
+        if spill:
+            pieces.insert(2, b"y" * store.blobs.inline_max)
+        expected = b"".join(bytes(p) for p in pieces)
+        writer = store.blob_writer()
+        for p in pieces:
+            writer.write(p)
+        piece[:] = b"z" * 1000                          # the caller reuses its buffer
+        ref = await writer.finish(deferred=True)
+        assert ref.size == len(expected)
+        assert await store.read_blob(ref.id) == expected
+    finally:
+        await store.close()

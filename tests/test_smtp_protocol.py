@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -361,6 +362,11 @@ def test_bare_lf_dot_never_ends_message_even_alone() -> None:
     assert d.conn.in_data
 
 
+def substituted(data: bytes) -> bytes:
+    """Every bare CR and bare LF made CRLF, by the obvious substitution."""
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+
+
 def reference_decode(stream: bytes) -> tuple[bytes, bool, bytes]:
     """Slow, obviously-correct DATA decoder: split on CRLF only."""
     out = []
@@ -368,11 +374,11 @@ def reference_decode(stream: bytes) -> tuple[bytes, bool, bytes]:
     while True:
         end = stream.find(b"\r\n", pos)
         if end < 0:
-            return normalize_line_ends(b"".join(out)), False, stream[pos:]
+            return substituted(b"".join(out)), False, stream[pos:]
         line = stream[pos:end]
         pos = end + 2
         if line == b".":
-            return normalize_line_ends(b"".join(out)), True, stream[pos:]
+            return substituted(b"".join(out)), True, stream[pos:]
         if line.startswith(b"."):
             line = line[1:]
         out.append(line + b"\r\n")
@@ -403,6 +409,64 @@ def test_dot_decoder_matches_reference(parts: list[bytes], cuts: list[int]) -> N
         assert finished or len(buf) <= 2                  # bounded hold-back
     assert bytes(got) == expected
     assert bytes(buf) + stream[i:] == rest
+
+
+def decode_in_pieces(stream: bytes, cuts: list[int], as_bytes: bool = False) -> tuple[bytes, bytes]:
+    """Feed ``stream`` to a DotDecoder as the server does (an input buffer, consumed bytes
+    deleted), the pieces' sizes cycling through ``cuts``; (content, what was left)."""
+    dec = DotDecoder()
+    buf = bytearray()
+    got = bytearray()
+    i = k = 0
+    while True:
+        assert i < len(stream) or buf
+        step = cuts[k % len(cuts)]
+        k += 1
+        buf += stream[i:i + step]
+        i += step
+        content, used, finished = dec.decode(bytes(buf) if as_bytes else buf)
+        got += content
+        del buf[:used]
+        if finished:
+            return bytes(got), bytes(buf) + stream[i:]
+        assert len(buf) <= 2
+
+
+DOTTY = [
+    b"a. b. c. d. e. f. g. h. i. j. k.\r\n.stuffed after ten dots\r\n..\r\n",
+    b"x.\r\n" * 9 + b".\r\n",                     # the ninth probe's dot line is the end
+    b"." * 30 + b"\r\n." + b"." * 30 + b"\r\n",
+    b"From: <a@b.example>\r\nMessage-Id: <1.2.3@c.example>\r\n\r\n" + b"X" * 78 + b"\r\n" * 1,
+    b"\r\n".join([b"." * n for n in range(12)]) + b"\r\n",
+    b"one.\ntwo.\r\r\n.\n.three\r\n.\r.\r\n",
+]
+
+
+@pytest.mark.parametrize("body", DOTTY)
+@pytest.mark.parametrize("cuts", [[1], [2], [3], [5, 1], [64 * 1024], [9, 17, 4]])
+def test_dot_decoder_many_dots_matches_reference(body: bytes, cuts: list[int]) -> None:
+    """Dots ahead of a dot line (more than the decoder probes one by one before its
+    three-byte search takes over), dot lines split across reads, bare CR/LF beside dots."""
+    stream = body + b".\r\nQUIT\r\n"
+    expected, done, rest = reference_decode(stream)
+    assert done
+    for as_bytes in (False, True):
+        assert decode_in_pieces(stream, cuts, as_bytes) == (expected, rest)
+
+
+def test_dot_decoder_corpus_matches_reference() -> None:
+    """Every corpus message, dot-stuffed as a client sends it (stuffing after a bare LF too,
+    which the decoder must leave alone), in reads of several sizes."""
+    from conftest import corpus_messages, require_corpus
+
+    require_corpus()
+    for name, raw in corpus_messages():
+        for wire in (dot_stuff(raw), (b"." + raw if raw.startswith(b".") else raw).replace(b"\n.", b"\n..")):
+            stream = wire + (b"" if wire.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+            expected, done, rest = reference_decode(stream)
+            assert done, name
+            for cuts in ([64 * 1024], [16 * 1024, 1000, 7], [4096 + 1]):
+                assert decode_in_pieces(stream, cuts) == (expected, rest), (name, cuts)
 
 
 # -- BDAT (RFC 3030) -------------------------------------------------------------------------

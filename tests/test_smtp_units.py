@@ -88,3 +88,29 @@ def test_protocol_names_rfc3848() -> None:
     conn.next_event()
     conn.answer(codes.AUTH_OK)
     assert conn.protocol_name() == "ESMTPSA"
+
+
+def test_the_content_spool_holds_pieces_then_spills() -> None:
+    """smtp/spool.py: the held content reads back whole from its start, in memory (one
+    shared bytes: reading it whole copies nothing) and past ``max_size`` from a file; a
+    bytearray written may change afterwards."""
+    from mailhaven.smtp.spool import ContentSpool
+
+    for max_size in (10_000, 100):
+        spool = ContentSpool(max_size)
+        buf = bytearray(b"b" * 50)
+        pieces = [b"a" * 40, buf, b"c" * 30]
+        for p in pieces:
+            spool.write(p)
+        expected = b"a" * 40 + b"b" * 50 + b"c" * 30
+        buf[:] = b"z" * 50
+        assert spool.size == len(expected)
+        reader = spool.reader()
+        assert reader.read() == expected
+        reader.seek(45)
+        assert reader.read(10) == expected[45:55]
+        assert spool.reader().read(4) == expected[:4]         # from its start again
+        if max_size > len(expected):
+            reader.seek(0)
+            assert reader.read() is reader.getvalue()          # type: ignore[attr-defined]
+        spool.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.utils
 import os
-import re
 from email import policy
 from email.header import Header, decode_header
 from email.message import Message
@@ -17,6 +16,7 @@ from email.parser import BytesParser
 from functools import lru_cache
 from typing import Any
 
+from .encodedblocks import drop_encoded_blocks
 from .encodedwords import decoded_words
 from .headerfields import plain_fields
 from .structure import parse_tree, stdlib_bounded, structure_summary
@@ -27,9 +27,6 @@ INDEX_TEXT_LIMIT = 16 * 1024
 about 45 us of CPU per KB of text (bench/index_cost.py), so a 100 KB message's whole text
 cost 5-9 ms after its 250; the first 16 KB (all of the text of 99% of the corpus) cost under
 1 ms."""
-_ENCODED_BLOCK = re.compile(r"\n(?:[A-Za-z0-9+/=]{60,}[ \t]*\r?\n){2,}(?:[A-Za-z0-9+/=]+[ \t]*(?:\r?\n|\Z))?")
-"""Two or more lines of nothing but base64 (an attachment pasted into the text, or a part
-without MIME headers): encoded bytes, never searched for, so never indexed."""
 
 _compat = policy.compat32
 
@@ -382,8 +379,9 @@ def index_text(text: str) -> str:
     out, at most :data:`INDEX_TEXT_LIMIT` characters."""
     text = text[:4 * INDEX_TEXT_LIMIT]
     if len(text) >= 120:                    # room for two encoded lines
-        # Matches start at a newline (the regex engine jumps from one to the next).
-        text = _ENCODED_BLOCK.sub("\n", "\n" + text)[1:]
+        # Two or more lines of nothing but base64 (an attachment pasted into the text, or a
+        # part without MIME headers): encoded bytes, never searched for, so never indexed.
+        text = drop_encoded_blocks(text)
     return text[:INDEX_TEXT_LIMIT]
 
 

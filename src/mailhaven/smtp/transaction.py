@@ -19,7 +19,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import re
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from ..store.api import BlobRef, BlobWriter, StorageFull
 from . import codes
 from .codes import Reply
 from .protocol import MailFrom, RcptTo
+from .spool import ContentSpool
 
 log = logging.getLogger("mailhaven.smtp")
 
@@ -120,8 +120,8 @@ class Transaction:
     _writers: list[tuple[BlobWriter, bool]] = field(default_factory=list)
     """(writer, is the local copy)"""
     _header: bytearray | None = None
-    _spool: Any = None
-    """A SpooledTemporaryFile holding the content for the inbound checks."""
+    _spool: ContentSpool | None = None
+    """The content held for the inbound checks."""
     _started = False
     _failed: Reply | None = None
     _tls_optional = False
@@ -149,7 +149,7 @@ class Transaction:
         if self.submission is not None:
             self._header = bytearray()
         elif self.inbound is not None and self.local:
-            self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+            self._spool = ContentSpool(SPOOL_IN_MEMORY)
 
     def write(self, data: bytes) -> None:
         if self._failed is not None:
@@ -254,10 +254,11 @@ class Transaction:
     async def _check_inbound(self) -> Reply | None:
         """Run the trust checks on the held message, then write it with its verdict."""
         spool, self._spool = self._spool, None
+        assert spool is not None
         try:
-            size = spool.tell()
+            content = spool.reader()
             self.verdict = verdict = await self.inbound.check(
-                spool, size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address,
+                content, spool.size, ip=self.trace.peer_ip, helo=self.trace.helo, mail_from=self.mail.address,
                 store=self.store, accounts=sorted({a for ids in self.local.values() for a in ids}),
                 recipients=list(self.local), rcpts=self.recipients, queue_id=self.trace.transaction_id)
             await dmarcreports.record(self.store, verdict, self.trace.peer_ip)     # RFC 7489 7.2
@@ -270,8 +271,8 @@ class Transaction:
             self._begin(b"")
             for writer, _ in self._writers:
                 writer.write(verdict.header)
-            spool.seek(verdict.body_offset)
-            while chunk := spool.read(SPOOL_CHUNK):
+            content.seek(verdict.body_offset)
+            while chunk := content.read(SPOOL_CHUNK):
                 for writer, _ in self._writers:
                     writer.write(chunk)
         finally:

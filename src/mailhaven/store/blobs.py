@@ -72,11 +72,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FileBlobWriter:
-    """Streams one blob: into memory while it is small, then into a temporary file."""
+    """Streams one blob: into memory while it is small, then into a temporary file.
+
+    In memory it keeps the pieces written and joins them once at the end (a bytearray
+    grown by each piece, then copied into ``bytes``, copied a 100 KB message two or three
+    times: issue 18)."""
 
     def __init__(self, store: FileBlobStore) -> None:
         self._store = store
-        self._buffer: bytearray | None = bytearray()
+        self._pieces: list[bytes] | None = []
+        self._held = 0
+        """Bytes in ``_pieces``."""
         self._file: io.BufferedWriter | None = None
         self._tmp_path: Path | None = None
         self._hash = hashlib.sha256()
@@ -88,11 +94,12 @@ class FileBlobWriter:
         self._hash.update(data)
         self.size += len(data)
         try:
-            if self._buffer is not None:
-                if len(self._buffer) + len(data) <= self._store.inline_max:
-                    self._buffer += data
+            if self._pieces is not None:
+                if self._held + len(data) <= self._store.inline_max:
+                    self._pieces.append(bytes(data))       # no copy of a bytes; a bytearray's may change
+                    self._held += len(data)
                     return
-                self._spill()                  # the buffer so far (never a copy of a big ``data``)
+                self._spill()                  # the pieces so far (never a copy of a big ``data``)
             assert self._file is not None
             self._file.write(data)
         except OSError as exc:
@@ -102,13 +109,13 @@ class FileBlobWriter:
             raise
 
     def _spill(self) -> None:
-        assert self._buffer is not None
+        assert self._pieces is not None
         fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, prefix="blob-")
         f = open(fd, "wb", buffering=256 * 1024)  # noqa: SIM115 - closed by finish()/abort()
         assert isinstance(f, io.BufferedWriter)
         self._file, self._tmp_path = f, Path(name)
-        f.write(self._buffer)
-        self._buffer = None
+        f.writelines(self._pieces)
+        self._pieces = None
 
     async def finish(self, *, deferred: bool = False) -> BlobRef:
         """Durable on return. On a full disk raises :class:`StorageFull` (from the file
@@ -118,8 +125,8 @@ class FileBlobWriter:
             raise RuntimeError("blob writer already finished")
         digest = self._hash.hexdigest()
         try:
-            if self._buffer is not None:
-                data, self._buffer = bytes(self._buffer), None
+            if self._pieces is not None:
+                data, self._pieces = b"".join(self._pieces), None     # one piece: no copy
                 self._done = True
                 if deferred:
                     self._store.stage_inline(digest, data)
@@ -144,7 +151,7 @@ class FileBlobWriter:
         if self._done:
             return
         self._done = True
-        self._buffer = None
+        self._pieces = None
         f, self._file = self._file, None
         if f is not None:
             with contextlib.suppress(OSError, ValueError):
