@@ -4,6 +4,7 @@ test_auth_throttle.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mailhaven.smtp import codes
@@ -114,3 +115,33 @@ def test_the_content_spool_holds_pieces_then_spills() -> None:
             reader.seek(0)
             assert reader.read() is reader.getvalue()          # type: ignore[attr-defined]
         spool.close()
+
+
+def test_content_written_a_few_bytes_at_a_time_costs_no_more_memory_than_its_bytes(tmp_path: Path) -> None:
+    """A client sending DATA a few bytes a segment makes each read a piece: the content
+    spool and a blob writer gather small pieces (mailhaven/pieces.py), so holding 256 KB
+    written a byte at a time stays near 256 KB, not ~40 bytes an object a piece (~10 MB)."""
+    import tracemalloc
+
+    from mailhaven.smtp.spool import ContentSpool
+    from mailhaven.store.blobs import FileBlobStore
+
+    total = 256 * 1024
+    data = bytes(range(256)) * (total // 256)
+    blobs = FileBlobStore(tmp_path / "blobs")
+    blobs.inline_max = 2 * total
+    for make in (lambda: ContentSpool(2 * total), blobs.writer):
+        holder = make()
+        tracemalloc.start()
+        try:
+            for i in range(total):
+                holder.write(data[i:i + 1])
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < 2 * total, (make, held)
+        if isinstance(holder, ContentSpool):
+            assert holder.reader().read() == data
+            holder.close()
+        else:
+            holder.abort()

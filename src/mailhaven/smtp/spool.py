@@ -14,23 +14,25 @@ import io
 import tempfile
 from typing import BinaryIO
 
+from ..pieces import Pieces
+
 
 class ContentSpool:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self.size = 0
         """Bytes written."""
-        self._pieces: list[bytes] | None = []
+        self._pieces: Pieces | None = Pieces()
         self._file: BinaryIO | None = None
 
     def write(self, data: bytes) -> None:
         if self._pieces is not None:
             if self.size + len(data) <= self.max_size:
-                self._pieces.append(bytes(data))       # no copy of a bytes; a bytearray's may change
+                self._pieces.append(data)
                 self.size += len(data)
                 return
             self._file = tempfile.TemporaryFile()      # noqa: SIM115 - closed by close()
-            self._file.writelines(self._pieces)
+            self._file.writelines(self._pieces.parts())
             self._pieces = None
         assert self._file is not None
         self._file.write(data)
@@ -39,9 +41,7 @@ class ContentSpool:
     def reader(self) -> BinaryIO:
         """The content from its start, to read (and seek in) until :meth:`close`."""
         if self._pieces is not None:
-            whole = b"".join(self._pieces)             # one piece: no copy
-            self._pieces = [whole]
-            return io.BytesIO(whole)
+            return io.BytesIO(self._pieces.join())
         assert self._file is not None
         self._file.seek(0)
         return self._file

@@ -37,6 +37,7 @@ from threading import Lock
 from typing import TYPE_CHECKING, Any
 
 from ..datadir import private_dir
+from ..pieces import Pieces
 from .api import BlobRef, NotFound
 from .space import as_full, is_full
 
@@ -80,9 +81,7 @@ class FileBlobWriter:
 
     def __init__(self, store: FileBlobStore) -> None:
         self._store = store
-        self._pieces: list[bytes] | None = []
-        self._held = 0
-        """Bytes in ``_pieces``."""
+        self._pieces: Pieces | None = Pieces()
         self._file: io.BufferedWriter | None = None
         self._tmp_path: Path | None = None
         self._hash = hashlib.sha256()
@@ -95,9 +94,8 @@ class FileBlobWriter:
         self.size += len(data)
         try:
             if self._pieces is not None:
-                if self._held + len(data) <= self._store.inline_max:
-                    self._pieces.append(bytes(data))       # no copy of a bytes; a bytearray's may change
-                    self._held += len(data)
+                if self._pieces.size + len(data) <= self._store.inline_max:
+                    self._pieces.append(data)
                     return
                 self._spill()                  # the pieces so far (never a copy of a big ``data``)
             assert self._file is not None
@@ -114,7 +112,7 @@ class FileBlobWriter:
         f = open(fd, "wb", buffering=256 * 1024)  # noqa: SIM115 - closed by finish()/abort()
         assert isinstance(f, io.BufferedWriter)
         self._file, self._tmp_path = f, Path(name)
-        f.writelines(self._pieces)
+        f.writelines(self._pieces.parts())
         self._pieces = None
 
     async def finish(self, *, deferred: bool = False) -> BlobRef:
@@ -126,7 +124,7 @@ class FileBlobWriter:
         digest = self._hash.hexdigest()
         try:
             if self._pieces is not None:
-                data, self._pieces = b"".join(self._pieces), None     # one piece: no copy
+                data, self._pieces = self._pieces.join(), None
                 self._done = True
                 if deferred:
                     self._store.stage_inline(digest, data)
